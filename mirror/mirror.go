@@ -1,0 +1,223 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-dev/shoal/resolver"
+)
+
+// Resolver finds manifests and blobs; *resolver.Resolver implements it.
+type Resolver interface {
+	Manifest(ctx context.Context, req resolver.ManifestRequest) (resolver.Manifest, error)
+	Blob(ctx context.Context, req resolver.BlobRequest) (*resolver.Blob, error)
+}
+
+var _ Resolver = (*resolver.Resolver)(nil)
+
+// Config holds the mirror's optional settings.
+type Config struct {
+	// DefaultRegistry is the upstream for requests without ?ns=, as Docker
+	// Engine's registry-mirrors sends them. Default docker.io.
+	DefaultRegistry string
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// Metrics receives the mirror's metrics; nil skips them.
+	Metrics prometheus.Registerer
+}
+
+// Handler serves the pull API.
+type Handler struct {
+	cfg Config
+	res Resolver
+	m   *metrics
+}
+
+// New returns a handler that answers from res.
+func New(res Resolver, cfg Config) (*Handler, error) {
+	if res == nil {
+		return nil, errors.New("mirror: a resolver is required")
+	}
+	if cfg.DefaultRegistry == "" {
+		cfg.DefaultRegistry = "docker.io"
+	}
+	if err := validRegistry(cfg.DefaultRegistry); err != nil {
+		return nil, fmt.Errorf("mirror: default registry: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{cfg: cfg, res: res, m: newMetrics(cfg.Metrics)}, nil
+}
+
+const (
+	kindBase     = "base"
+	kindManifest = "manifest"
+	kindBlob     = "blob"
+	kindOther    = "other"
+)
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	kind := h.serve(rec, r)
+	h.m.requests.WithLabelValues(kind, r.Method, strconv.Itoa(rec.status)).Inc()
+	h.m.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+}
+
+func (h *Handler) serve(w *recorder, r *http.Request) string {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, r, http.StatusMethodNotAllowed, codeUnsupported, "shoal is a read-only mirror: "+r.Method+" is not supported")
+		return kindOther
+	}
+	if r.URL.Path == "/v2/" || r.URL.Path == "/v2" {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "2")
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			_, _ = w.Write([]byte("{}"))
+		}
+		return kindBase
+	}
+	p, err := parsePath(r.URL.Path)
+	if err != nil {
+		var pe *pathError
+		if errors.As(err, &pe) {
+			writeError(w, r, pe.status, pe.code, pe.msg)
+		}
+		return kindOther
+	}
+	registry := h.cfg.DefaultRegistry
+	if q := r.URL.Query(); q.Has("ns") {
+		registry = q.Get("ns")
+		if err := validRegistry(registry); err != nil {
+			writeError(w, r, http.StatusBadRequest, codeNameInvalid, err.Error())
+			return p.kind
+		}
+	}
+	if p.kind == kindManifest {
+		h.serveManifest(w, r, resolver.ManifestRequest{Registry: registry, Repo: p.name, Reference: p.ref})
+	} else {
+		h.serveBlob(w, r, resolver.BlobRequest{Registry: registry, Repo: p.name, Digest: digest.Digest(p.ref)})
+	}
+	return p.kind
+}
+
+type route struct {
+	kind string
+	name string
+	ref  string
+}
+
+type pathError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *pathError) Error() string { return e.msg }
+
+var (
+	anchoredTag    = regexp.MustCompile(`^(?:` + reference.TagRegexp.String() + `)$`)
+	anchoredDigest = regexp.MustCompile(`^(?:` + reference.DigestRegexp.String() + `)$`)
+)
+
+// parsePath splits /v2/<name>/(manifests|blobs)/<reference> and checks each part.
+func parsePath(path string) (route, error) {
+	rest, ok := strings.CutPrefix(path, "/v2/")
+	if !ok {
+		return route{}, &pathError{http.StatusNotFound, codeUnsupported, "not an OCI distribution endpoint: " + path}
+	}
+	var rt route
+	for _, k := range []string{kindManifest, kindBlob} {
+		sep := "/" + k + "s/"
+		if i := strings.LastIndex(rest, sep); i >= 0 {
+			rt = route{kind: k, name: rest[:i], ref: rest[i+len(sep):]}
+			break
+		}
+	}
+	if rt.kind == "" || strings.Contains(rt.ref, "/") {
+		return route{}, &pathError{http.StatusNotFound, codeUnsupported, "endpoint not served by shoal: " + path}
+	}
+	if err := validName(rt.name); err != nil {
+		return route{}, &pathError{http.StatusBadRequest, codeNameInvalid, err.Error()}
+	}
+	switch {
+	case rt.ref == "":
+		return route{}, &pathError{http.StatusBadRequest, codeDigestInvalid, "empty reference"}
+	case strings.Contains(rt.ref, ":"):
+		d, err := digest.Parse(rt.ref)
+		if err != nil || !anchoredDigest.MatchString(rt.ref) {
+			return route{}, &pathError{http.StatusBadRequest, codeDigestInvalid, fmt.Sprintf("invalid digest %q", rt.ref)}
+		}
+		if d.Algorithm() != digest.SHA256 {
+			return route{}, &pathError{http.StatusBadRequest, codeDigestInvalid, fmt.Sprintf("digest algorithm %q not supported, only sha256", d.Algorithm())}
+		}
+	case rt.kind == kindBlob:
+		return route{}, &pathError{http.StatusBadRequest, codeDigestInvalid, fmt.Sprintf("blobs are named by digest, got %q", rt.ref)}
+	case !anchoredTag.MatchString(rt.ref):
+		return route{}, &pathError{http.StatusBadRequest, codeTagInvalid, fmt.Sprintf("invalid tag %q", rt.ref)}
+	}
+	return rt, nil
+}
+
+// validName checks a repository path against the distribution grammar.
+func validName(name string) error {
+	ref, err := reference.Parse("shoal.invalid/" + name)
+	if err != nil {
+		return fmt.Errorf("invalid repository name %q: %v", name, err)
+	}
+	named, ok := ref.(reference.Named)
+	if !ok {
+		return fmt.Errorf("invalid repository name %q", name)
+	}
+	if _, tagged := named.(reference.Tagged); tagged || reference.Path(named) != name {
+		return fmt.Errorf("invalid repository name %q", name)
+	}
+	return nil
+}
+
+// validRegistry checks a host[:port] registry name, as ?ns= carries it.
+func validRegistry(host string) error {
+	ref, err := reference.Parse(host + "/x")
+	named, ok := ref.(reference.Named)
+	if err != nil || !ok || reference.Domain(named) != host || strings.ContainsAny(host, "/@") {
+		return fmt.Errorf("invalid registry host %q in ns", host)
+	}
+	return nil
+}
+
+// recorder remembers the status written, for metrics.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

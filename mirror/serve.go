@@ -1,0 +1,141 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/shoal-dev/shoal/resolver"
+)
+
+func (h *Handler) serveManifest(w *recorder, r *http.Request, req resolver.ManifestRequest) {
+	m, err := h.res.Manifest(r.Context(), req)
+	if err != nil {
+		h.cfg.Logger.Debug("manifest miss", "registry", req.Registry, "repo", req.Repo, "reference", req.Reference, "err", err)
+		writeLookupError(w, r, kindManifest, err)
+		return
+	}
+	hd := w.Header()
+	// containerd checks these three exactly; a wrong Content-Type fails the pull.
+	hd.Set("Content-Type", m.MediaType)
+	hd.Set("Docker-Content-Digest", m.Digest.String())
+	hd.Set("Content-Length", strconv.Itoa(len(m.Body)))
+	hd.Set("Etag", `"`+m.Digest.String()+`"`)
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		n, _ := w.Write(m.Body)
+		h.m.served.WithLabelValues(string(m.Source)).Add(float64(n))
+	}
+}
+
+func (h *Handler) serveBlob(w *recorder, r *http.Request, req resolver.BlobRequest) {
+	b, err := h.res.Blob(r.Context(), req)
+	if err != nil {
+		h.cfg.Logger.Debug("blob miss", "registry", req.Registry, "repo", req.Repo, "digest", req.Digest, "err", err)
+		writeLookupError(w, r, kindBlob, err)
+		return
+	}
+	defer b.Close()
+	hd := w.Header()
+	hd.Set("Content-Type", "application/octet-stream")
+	hd.Set("Docker-Content-Digest", b.Digest.String())
+	hd.Set("Etag", `"`+b.Digest.String()+`"`)
+	rs := &blobSeeker{ctx: r.Context(), blob: b}
+	defer rs.Close()
+	before := w.bytes
+	// http.ServeContent parses Range, answers 206 with Content-Range, 416
+	// when unsatisfiable, and HEAD; rangeErrors turns its plain-text 416
+	// into an OCI error body.
+	http.ServeContent(&rangeErrors{recorder: w, req: r}, r, "", time.Time{}, rs)
+	h.m.served.WithLabelValues(string(b.Source)).Add(float64(w.bytes - before))
+	if rs.err != nil && !errors.Is(rs.err, context.Canceled) {
+		h.cfg.Logger.Warn("blob body cut short", "digest", req.Digest, "source", b.Source, "sent", w.bytes-before, "err", rs.err)
+	}
+}
+
+// rangeErrors replaces the body of a 416 answer with an OCI error.
+type rangeErrors struct {
+	*recorder
+	req     *http.Request
+	swallow bool
+}
+
+func (e *rangeErrors) WriteHeader(code int) {
+	if code == http.StatusRequestedRangeNotSatisfiable {
+		e.swallow = true
+		cr := e.Header().Get("Content-Range")
+		writeError(e.recorder, e.req, code, codeRangeInvalid, "range "+e.req.Header.Get("Range")+" not satisfiable (available: "+cr+")")
+		return
+	}
+	e.recorder.WriteHeader(code)
+}
+
+func (e *rangeErrors) Write(p []byte) (int, error) {
+	if e.swallow {
+		return len(p), nil
+	}
+	return e.recorder.Write(p)
+}
+
+// blobSeeker adapts a resolver.Blob to the io.ReadSeeker ServeContent wants.
+// Reads of a blob still arriving block until its bytes are there.
+type blobSeeker struct {
+	ctx  context.Context
+	blob *resolver.Blob
+	off  int64
+	rd   io.ReadCloser
+	err  error
+}
+
+func (s *blobSeeker) Seek(offset int64, whence int) (int64, error) {
+	var abs int64
+	switch whence {
+	case io.SeekStart:
+		abs = offset
+	case io.SeekCurrent:
+		abs = s.off + offset
+	case io.SeekEnd:
+		abs = s.blob.Size + offset
+	default:
+		return 0, errors.New("bad whence")
+	}
+	if abs < 0 {
+		return 0, errors.New("negative offset")
+	}
+	if abs != s.off && s.rd != nil {
+		s.rd.Close()
+		s.rd = nil
+	}
+	s.off = abs
+	return abs, nil
+}
+
+func (s *blobSeeker) Read(p []byte) (int, error) {
+	if s.off >= s.blob.Size {
+		return 0, io.EOF
+	}
+	if s.rd == nil {
+		rd, err := s.blob.Reader(s.ctx, s.off)
+		if err != nil {
+			s.err = err
+			return 0, err
+		}
+		s.rd = rd
+	}
+	n, err := s.rd.Read(p)
+	s.off += int64(n)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
+}
+
+func (s *blobSeeker) Close() error {
+	if s.rd != nil {
+		return s.rd.Close()
+	}
+	return nil
+}

@@ -1,0 +1,63 @@
+package resolver
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+)
+
+// Config holds the resolver's optional settings. The zero value of a field
+// means its default; DefaultConfig spells the defaults out.
+type Config struct {
+	// MissTimeout bounds how long a request waits for an upstream manifest,
+	// or for a blob download to start delivering (response headers
+	// received), before it is answered as a miss, so that containerd goes to the registry itself. The fetch goes
+	// on in the background for later requests. Default 5s.
+	MissTimeout time.Duration
+
+	// StallTimeout is how long a running download may go without receiving a
+	// byte before its source is abandoned and the download resumed elsewhere
+	// from the same offset. Default 10s.
+	StallTimeout time.Duration
+
+	// FetchAttempts is how many times an upstream download is started or
+	// resumed before it is given up. Default 3.
+	FetchAttempts int
+
+	// ResolveTagsLocally lets a tag the node's containerd already holds answer
+	// when the registry cannot be reached. It may serve a stale tag, which is
+	// why it is off by default.
+	ResolveTagsLocally bool
+
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		MissTimeout:   5 * time.Second,
+		StallTimeout:  10 * time.Second,
+		FetchAttempts: 3,
+	}
+}
+
+func (c *Config) fill() error {
+	d := DefaultConfig()
+	if c.MissTimeout == 0 {
+		c.MissTimeout = d.MissTimeout
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = d.StallTimeout
+	}
+	if c.FetchAttempts == 0 {
+		c.FetchAttempts = d.FetchAttempts
+	}
+	if c.MissTimeout < 0 || c.StallTimeout < 0 || c.FetchAttempts < 0 {
+		return errors.New("resolver: timeouts and attempts must not be negative")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}

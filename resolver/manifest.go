@@ -1,0 +1,176 @@
+package resolver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Manifest finds a manifest by tag or digest. A tag is resolved upstream
+// (tags move); with ResolveTagsLocally a tag the node's containerd holds
+// answers when the registry cannot. A digest is served from the node when it
+// has it and fetched upstream otherwise; either way the body is verified.
+func (r *Resolver) Manifest(ctx context.Context, req ManifestRequest) (Manifest, error) {
+	m, err := r.manifest(ctx, req)
+	if err != nil {
+		r.m.lookups.WithLabelValues("manifest", "miss").Inc()
+		return Manifest{}, err
+	}
+	r.m.lookups.WithLabelValues("manifest", string(m.Source)).Inc()
+	return m, nil
+}
+
+func (r *Resolver) manifest(ctx context.Context, req ManifestRequest) (Manifest, error) {
+	dgst, isDigest := asDigest(req.Reference)
+	if isDigest {
+		if err := validDigest(dgst); err != nil {
+			return Manifest{}, err
+		}
+		if m, err := r.localManifest(ctx, dgst, ""); err == nil || !errdefs.IsNotFound(err) {
+			return m, err
+		}
+	}
+	if r.upstream == nil {
+		return Manifest{}, fmt.Errorf("manifest %s: no upstream: %w", req.Reference, errdefs.ErrNotFound)
+	}
+	uctx, cancel := context.WithTimeout(ctx, r.cfg.MissTimeout)
+	m, err := r.upstream.Manifest(uctx, req)
+	cancel()
+	if err == nil {
+		if len(m.Body) > MaxManifestBytes {
+			return Manifest{}, fmt.Errorf("manifest %s: %d bytes: %w", m.Digest, len(m.Body), ErrManifestTooLarge)
+		}
+		if isDigest && m.Digest != dgst {
+			return Manifest{}, fmt.Errorf("manifest %s: upstream answered %s: %w", dgst, m.Digest, errdefs.ErrNotFound)
+		}
+		r.remember(ctx, m)
+		m.Source = SourceUpstream
+		return m, nil
+	}
+	if !isDigest && r.cfg.ResolveTagsLocally && r.images != nil && !errdefs.IsNotFound(err) {
+		name := req.Registry + "/" + req.Repo + ":" + req.Reference
+		desc, lerr := r.images.ResolveImage(ctx, name)
+		if lerr == nil {
+			r.cfg.Logger.Info("registry unreachable, tag resolved from the node", "image", name, "digest", desc.Digest, "err", err)
+			return r.localManifest(ctx, desc.Digest, desc.MediaType)
+		}
+	}
+	return Manifest{}, err
+}
+
+// localManifest reads a manifest from containerd or the store and verifies it.
+func (r *Resolver) localManifest(ctx context.Context, dgst digest.Digest, mediaType string) (Manifest, error) {
+	b, err := r.openLocal(ctx, dgst)
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer b.Close()
+	if b.Size > MaxManifestBytes {
+		return Manifest{}, fmt.Errorf("manifest %s: %d bytes: %w", dgst, b.Size, ErrManifestTooLarge)
+	}
+	rd, err := b.Reader(ctx, 0)
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer rd.Close()
+	body, err := io.ReadAll(rd)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("manifest %s: %w", dgst, err)
+	}
+	if digest.SHA256.FromBytes(body) != dgst {
+		return Manifest{}, fmt.Errorf("manifest %s: local copy does not match: %w", dgst, errdefs.ErrNotFound)
+	}
+	if mediaType == "" {
+		r.mu.Lock()
+		mediaType = r.types[dgst]
+		r.mu.Unlock()
+	}
+	if mediaType == "" {
+		if mediaType, err = DetectMediaType(body); err != nil {
+			return Manifest{}, fmt.Errorf("manifest %s: %w", dgst, err)
+		}
+	}
+	return Manifest{MediaType: mediaType, Digest: dgst, Body: body, Source: b.Source}, nil
+}
+
+// remember keeps a fetched manifest in the store so a GET by digest after a
+// HEAD by tag does not go upstream again.
+func (r *Resolver) remember(ctx context.Context, m Manifest) {
+	r.mu.Lock()
+	if len(r.types) > 4096 {
+		clear(r.types)
+	}
+	r.types[m.Digest] = m.MediaType
+	r.mu.Unlock()
+	ing, err := r.store.Begin(ctx, m.Digest, int64(len(m.Body)))
+	if err != nil {
+		return // already held, or being written by another request
+	}
+	if _, err := ing.WriteAt(m.Body, 0); err != nil {
+		ing.Abort(err)
+		return
+	}
+	if err := ing.Commit(ctx); err != nil {
+		r.cfg.Logger.Warn("manifest not stored", "digest", m.Digest, "err", err)
+	}
+}
+
+// DetectMediaType infers a manifest's media type from its body, for bodies
+// read from a store that keeps no media type.
+func DetectMediaType(body []byte) (string, error) {
+	var probe struct {
+		SchemaVersion int             `json:"schemaVersion"`
+		MediaType     string          `json:"mediaType"`
+		Config        json.RawMessage `json:"config"`
+		Layers        json.RawMessage `json:"layers"`
+		Manifests     json.RawMessage `json:"manifests"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&probe); err != nil {
+		return "", fmt.Errorf("not a manifest: %w", errors.Join(err, errdefs.ErrInvalidArgument))
+	}
+	switch {
+	case probe.MediaType != "":
+		return probe.MediaType, nil
+	case probe.SchemaVersion != 2:
+		return "", fmt.Errorf("manifest schema version %d: %w", probe.SchemaVersion, errdefs.ErrNotImplemented)
+	case probe.Manifests != nil:
+		return ocispec.MediaTypeImageIndex, nil
+	case probe.Config != nil && probe.Layers != nil:
+		return ocispec.MediaTypeImageManifest, nil
+	}
+	return "", fmt.Errorf("no media type and no manifest fields: %w", errdefs.ErrInvalidArgument)
+}
+
+func asDigest(ref string) (digest.Digest, bool) {
+	d, err := digest.Parse(ref)
+	if err != nil {
+		// A reference with a colon is a digest attempt, not a tag.
+		for _, c := range ref {
+			if c == ':' {
+				return digest.Digest(ref), true
+			}
+		}
+		return "", false
+	}
+	return d, true
+}
+
+// validDigest accepts only well-formed sha256 digests: the algorithm every
+// registry and containerd use, and the one CIDs are made from.
+func validDigest(d digest.Digest) error {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("digest %q: %w", d, errors.Join(err, errdefs.ErrInvalidArgument))
+	}
+	if d.Algorithm() != digest.SHA256 {
+		return fmt.Errorf("digest %q: algorithm %s not supported: %w", d, d.Algorithm(), errdefs.ErrNotImplemented)
+	}
+	return nil
+}

@@ -1,0 +1,209 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-dev/shoal/store"
+)
+
+// Resolver answers manifest and blob requests from the best source it has.
+// Its methods are safe for concurrent use. Downloads it starts outlive the
+// request that started them (other clients may be reading them) and end when
+// Close is called or Run's context ends.
+type Resolver struct {
+	cfg      Config
+	store    store.Store
+	upstream Upstream
+	local    Local
+	images   ImageLookup
+	m        *metrics
+
+	ctx    context.Context // parent of every download
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	flights map[digest.Digest]*flight
+	types   map[digest.Digest]string // media types of manifests seen
+}
+
+// Sources are the optional places a resolver reads from besides its store
+// and the upstream registry. A nil field is a source the node does not have.
+type Sources struct {
+	Local  Local       // the node's containerd content
+	Images ImageLookup // the node's containerd images, for tags when the registry is down
+}
+
+// flight is one upstream download, shared by every request for its digest.
+type flight struct {
+	ready  chan struct{} // closed once ingest or err is set
+	ingest store.Ingest
+	source Source
+	err    error
+}
+
+// New returns a resolver over st (shoal's own store, where downloads land)
+// and up (the registries). reg receives its metrics; nil skips them.
+func New(st store.Store, up Upstream, src Sources, cfg Config, reg prometheus.Registerer) (*Resolver, error) {
+	if st == nil {
+		return nil, errors.New("resolver: a store is required")
+	}
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Resolver{
+		cfg:      cfg,
+		store:    st,
+		upstream: up,
+		local:    src.Local,
+		images:   src.Images,
+		m:        newMetrics(reg),
+		ctx:      ctx,
+		cancel:   cancel,
+		flights:  make(map[digest.Digest]*flight),
+		types:    make(map[digest.Digest]string),
+	}, nil
+}
+
+// Run blocks until ctx ends, then stops every download and waits for them.
+func (r *Resolver) Run(ctx context.Context) error {
+	<-ctx.Done()
+	r.Close()
+	return nil
+}
+
+// Close stops every download and waits for them to end.
+func (r *Resolver) Close() {
+	r.cancel()
+	r.wg.Wait()
+}
+
+// Blob finds a blob. It returns an error wrapping errdefs.ErrNotFound when no
+// source can deliver it within the configured time: a miss.
+func (r *Resolver) Blob(ctx context.Context, req BlobRequest) (*Blob, error) {
+	if err := validDigest(req.Digest); err != nil {
+		return nil, err
+	}
+	b, err := r.blob(ctx, req)
+	if err != nil {
+		r.m.lookups.WithLabelValues("blob", "miss").Inc()
+		return nil, err
+	}
+	r.m.lookups.WithLabelValues("blob", string(b.Source)).Inc()
+	return b, nil
+}
+
+func (r *Resolver) blob(ctx context.Context, req BlobRequest) (*Blob, error) {
+	if b, err := r.openLocal(ctx, req.Digest); err == nil || !errdefs.IsNotFound(err) {
+		return b, err
+	}
+	// A download that commits between our store look-up and our flight
+	// look-up is found on the second pass.
+	for range 2 {
+		f, started := r.join(req)
+		if started {
+			r.wg.Add(1)
+			go r.download(req, f)
+		}
+		b, err := r.await(ctx, req.Digest, f)
+		if errors.Is(err, errdefs.ErrAlreadyExists) {
+			if b, err := r.openLocal(ctx, req.Digest); err == nil || !errdefs.IsNotFound(err) {
+				return b, err
+			}
+			continue
+		}
+		return b, err
+	}
+	return nil, fmt.Errorf("blob %s: %w", req.Digest, errdefs.ErrNotFound)
+}
+
+// openLocal looks in containerd, then in shoal's own store.
+func (r *Resolver) openLocal(ctx context.Context, dgst digest.Digest) (*Blob, error) {
+	if r.local != nil {
+		rd, err := r.local.Open(ctx, dgst)
+		if err == nil {
+			return readerAtBlob(dgst, rd, SourceContainerd), nil
+		}
+		if !errdefs.IsNotFound(err) && !errdefs.IsUnavailable(err) {
+			r.cfg.Logger.Warn("containerd content read failed", "digest", dgst, "err", err)
+		}
+	}
+	rd, err := r.store.Open(ctx, dgst)
+	if err != nil {
+		return nil, err
+	}
+	return readerAtBlob(dgst, rd, SourceStore), nil
+}
+
+func readerAtBlob(dgst digest.Digest, rd store.Blob, src Source) *Blob {
+	size := rd.Size()
+	return &Blob{
+		Digest: dgst,
+		Size:   size,
+		Source: src,
+		reader: func(_ context.Context, off int64) (io.ReadCloser, error) {
+			if off < 0 || off > size {
+				return nil, fmt.Errorf("offset %d of blob %s of %d bytes: %w", off, dgst, size, errdefs.ErrInvalidArgument)
+			}
+			return io.NopCloser(io.NewSectionReader(rd, off, size-off)), nil
+		},
+		close: rd.Close,
+	}
+}
+
+// join returns the running download of req's digest, or registers a new one
+// and reports that the caller must start it.
+func (r *Resolver) join(req BlobRequest) (*flight, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if f, ok := r.flights[req.Digest]; ok {
+		return f, false
+	}
+	f := &flight{ready: make(chan struct{})}
+	r.flights[req.Digest] = f
+	return f, true
+}
+
+// await waits, at most MissTimeout, for a download to start delivering.
+func (r *Resolver) await(ctx context.Context, dgst digest.Digest, f *flight) (*Blob, error) {
+	t := time.NewTimer(r.cfg.MissTimeout)
+	defer t.Stop()
+	select {
+	case <-f.ready:
+	case <-t.C:
+		return nil, fmt.Errorf("blob %s: no source delivered within %s: %w", dgst, r.cfg.MissTimeout, errdefs.ErrNotFound)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if f.err != nil {
+		return nil, f.err
+	}
+	ing := f.ingest
+	return &Blob{
+		Digest: dgst,
+		Size:   ing.Size(),
+		Source: f.source,
+		reader: func(ctx context.Context, off int64) (io.ReadCloser, error) {
+			if off < 0 || off > ing.Size() {
+				return nil, fmt.Errorf("offset %d of blob %s of %d bytes: %w", off, dgst, ing.Size(), errdefs.ErrInvalidArgument)
+			}
+			return ing.Reader(ctx, off), nil
+		},
+	}, nil
+}
+
+func (r *Resolver) finish(dgst digest.Digest) {
+	r.mu.Lock()
+	delete(r.flights, dgst)
+	r.mu.Unlock()
+}

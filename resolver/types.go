@@ -1,0 +1,102 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/shoal-dev/shoal/store"
+)
+
+// MaxManifestBytes is the largest manifest shoal handles; containerd refuses
+// larger ones, so there is no point fetching them.
+const MaxManifestBytes = 4 << 20
+
+// ErrManifestTooLarge reports a manifest above MaxManifestBytes.
+var ErrManifestTooLarge = errors.New("manifest exceeds 4 MiB")
+
+// Source names where bytes came from, for logs and metrics.
+type Source string
+
+// The sources, in the order the resolver tries them.
+const (
+	SourceContainerd Source = "containerd"
+	SourceStore      Source = "store"
+	SourceInFlight   Source = "inflight"
+	SourceUpstream   Source = "upstream"
+)
+
+// ManifestRequest asks for a manifest of Repo on Registry by tag or digest.
+type ManifestRequest struct {
+	Registry  string // host[:port] of the upstream registry, e.g. docker.io
+	Repo      string // repository path, e.g. library/alpine
+	Reference string // a tag or a digest
+}
+
+// BlobRequest asks for a blob by digest. Registry and Repo say where an
+// upstream fetch would go.
+type BlobRequest struct {
+	Registry string
+	Repo     string
+	Digest   digest.Digest
+}
+
+// Manifest is a verified manifest body with its exact media type.
+type Manifest struct {
+	MediaType string
+	Digest    digest.Digest
+	Body      []byte
+	Source    Source
+}
+
+// Blob is a blob ready to be streamed from any offset. Readers of a blob that
+// is still arriving block until the bytes are there. Close releases it.
+type Blob struct {
+	Digest digest.Digest
+	Size   int64
+	Source Source
+
+	reader func(ctx context.Context, off int64) (io.ReadCloser, error)
+	close  func() error
+}
+
+// NewBlob makes a blob from a function that opens a reader at an offset and
+// an optional close function.
+func NewBlob(dgst digest.Digest, size int64, src Source, reader func(ctx context.Context, off int64) (io.ReadCloser, error), closeFn func() error) *Blob {
+	return &Blob{Digest: dgst, Size: size, Source: src, reader: reader, close: closeFn}
+}
+
+// Reader streams the blob from off to its end.
+func (b *Blob) Reader(ctx context.Context, off int64) (io.ReadCloser, error) {
+	return b.reader(ctx, off)
+}
+
+// Close releases what the blob holds open.
+func (b *Blob) Close() error {
+	if b.close == nil {
+		return nil
+	}
+	return b.close()
+}
+
+// Local is content the node already holds (containerd's content store).
+type Local interface {
+	Open(ctx context.Context, dgst digest.Digest) (store.Blob, error)
+}
+
+// ImageLookup resolves an image name, as containerd names it
+// (registry/repo:tag), to the descriptor the node holds.
+type ImageLookup interface {
+	ResolveImage(ctx context.Context, name string) (ocispec.Descriptor, error)
+}
+
+// Upstream fetches from OCI registries.
+type Upstream interface {
+	// Manifest fetches a manifest by tag or digest; a digest reference is verified.
+	Manifest(ctx context.Context, req ManifestRequest) (Manifest, error)
+	// Blob opens a blob's body at offset off and says the blob's total size.
+	Blob(ctx context.Context, req BlobRequest, off int64) (body io.ReadCloser, size int64, err error)
+}

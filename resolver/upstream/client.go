@@ -1,0 +1,280 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/shoal-dev/shoal/resolver"
+)
+
+var _ resolver.Upstream = (*Client)(nil)
+
+// Config holds the client's optional settings.
+type Config struct {
+	// Insecure lists registries (host[:port]) reached over plain HTTP.
+	// Every other registry is reached over HTTPS only.
+	Insecure []string
+	// AuthFile is a docker config.json with credentials; empty means anonymous.
+	AuthFile string
+	// UserAgent is sent with every request.
+	UserAgent string
+	// DialTimeout bounds connecting and the TLS handshake. Default 5s.
+	DialTimeout time.Duration
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Client talks to registries. It caches one authenticated transport per
+// registry and repository, so a token is fetched once and refreshed when
+// the registry says it expired.
+type Client struct {
+	cfg      Config
+	keychain *fileKeychain
+	base     http.RoundTripper
+
+	mu         sync.Mutex
+	transports map[string]http.RoundTripper
+}
+
+// New returns a client. It fails when the auth file cannot be read.
+func New(cfg Config) (*Client, error) {
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "shoal"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	kc, err := loadKeychain(cfg.AuthFile)
+	if err != nil {
+		return nil, err
+	}
+	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	t := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         dialer.DialContext,
+		TLSHandshakeTimeout: cfg.DialTimeout,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   true,
+	}
+	c := &Client{cfg: cfg, keychain: kc, transports: make(map[string]http.RoundTripper)}
+	c.base = httpsOnly{inner: t, insecure: cfg.Insecure}
+	return c, nil
+}
+
+// httpsOnly refuses plain HTTP to registries not named insecure, which also
+// stops go-containerregistry's fallback to HTTP for local addresses.
+type httpsOnly struct {
+	inner    http.RoundTripper
+	insecure []string
+}
+
+func (h httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" && !slices.Contains(h.insecure, req.URL.Host) {
+		return nil, fmt.Errorf("plain HTTP to %s refused: not an --insecure-registry", req.URL.Host)
+	}
+	return h.inner.RoundTrip(req)
+}
+
+// Host maps a registry name to the host that serves its API.
+func Host(registry string) string {
+	if registry == "docker.io" || registry == "index.docker.io" {
+		return "registry-1.docker.io"
+	}
+	return registry
+}
+
+func (c *Client) scheme(host string) string {
+	if slices.Contains(c.cfg.Insecure, host) {
+		return "http"
+	}
+	return "https"
+}
+
+// transport returns the authenticated transport for a repository.
+func (c *Client) transport(ctx context.Context, registry, repo string) (http.RoundTripper, string, error) {
+	host := Host(registry)
+	key := host + "/" + repo
+	c.mu.Lock()
+	rt, ok := c.transports[key]
+	c.mu.Unlock()
+	if ok {
+		return rt, host, nil
+	}
+	opts := []name.Option{name.WeakValidation}
+	if slices.Contains(c.cfg.Insecure, host) {
+		opts = append(opts, name.Insecure)
+	}
+	r, err := name.NewRepository(host+"/"+repo, opts...)
+	if err != nil {
+		return nil, host, fmt.Errorf("repository %s/%s: %w", host, repo, errors.Join(err, errdefs.ErrInvalidArgument))
+	}
+	auth, err := c.keychain.Resolve(r.Registry)
+	if err != nil {
+		return nil, host, fmt.Errorf("credentials for %s: %w", host, err)
+	}
+	base := transport.NewUserAgent(c.base, c.cfg.UserAgent)
+	rt, err = transport.NewWithContext(ctx, r.Registry, auth, base, []string{r.Scope(transport.PullScope)})
+	if err != nil {
+		return nil, host, classify(host, err)
+	}
+	c.mu.Lock()
+	if len(c.transports) > 1024 {
+		clear(c.transports)
+	}
+	c.transports[key] = rt
+	c.mu.Unlock()
+	return rt, host, nil
+}
+
+// classify wraps a transport error in the errdefs sentinel the resolver
+// branches on: refused credentials and absent content become NotFound (so
+// containerd pulls on its own), everything else Unavailable.
+func classify(host string, err error) error {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return statusError(host, te.StatusCode, err)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("registry %s: %w", host, errors.Join(err, errdefs.ErrUnavailable))
+}
+
+func statusError(host string, code int, err error) error {
+	switch code {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return fmt.Errorf("registry %s refused shoal's credentials (%d): %w", host, code, errdefs.ErrNotFound)
+	case http.StatusNotFound:
+		return fmt.Errorf("registry %s: %w", host, errdefs.ErrNotFound)
+	case http.StatusRequestedRangeNotSatisfiable:
+		return fmt.Errorf("registry %s: range not satisfiable: %w", host, errdefs.ErrInvalidArgument)
+	}
+	if err == nil {
+		err = fmt.Errorf("status %d", code)
+	}
+	return fmt.Errorf("registry %s: %w", host, errors.Join(err, errdefs.ErrUnavailable))
+}
+
+func (c *Client) get(ctx context.Context, registry, repo, path string, hdr http.Header) (*http.Response, error) {
+	rt, host, err := c.transport(ctx, registry, repo)
+	if err != nil {
+		return nil, err
+	}
+	u := c.scheme(host) + "://" + host + "/v2/" + repo + path
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: %w", host, errors.Join(err, errdefs.ErrInvalidArgument))
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	resp, err := (&http.Client{Transport: rt}).Do(req)
+	if err != nil {
+		return nil, classify(host, err)
+	}
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		return nil, statusError(host, resp.StatusCode, nil)
+	}
+	return resp, nil
+}
+
+// manifestAccept is every manifest type containerd pulls.
+var manifestAccept = strings.Join([]string{
+	ocispec.MediaTypeImageIndex,
+	ocispec.MediaTypeImageManifest,
+	"application/vnd.docker.distribution.manifest.list.v2+json",
+	"application/vnd.docker.distribution.manifest.v2+json",
+}, ", ")
+
+// Manifest implements resolver.Upstream.
+func (c *Client) Manifest(ctx context.Context, req resolver.ManifestRequest) (resolver.Manifest, error) {
+	resp, err := c.get(ctx, req.Registry, req.Repo, "/manifests/"+req.Reference, http.Header{"Accept": {manifestAccept}})
+	if err != nil {
+		return resolver.Manifest{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, resolver.MaxManifestBytes+1))
+	if err != nil {
+		return resolver.Manifest{}, classify(req.Registry, err)
+	}
+	if len(body) > resolver.MaxManifestBytes {
+		return resolver.Manifest{}, fmt.Errorf("manifest %s/%s:%s: %w", req.Registry, req.Repo, req.Reference, resolver.ErrManifestTooLarge)
+	}
+	got := digest.SHA256.FromBytes(body)
+	if want, err := digest.Parse(req.Reference); err == nil && want != got {
+		return resolver.Manifest{}, fmt.Errorf("manifest %s from %s is %s: %w", want, req.Registry, got, errdefs.ErrUnavailable)
+	}
+	if h := resp.Header.Get("Docker-Content-Digest"); h != "" && h != got.String() {
+		return resolver.Manifest{}, fmt.Errorf("manifest %s/%s:%s: registry said %s, body is %s: %w", req.Registry, req.Repo, req.Reference, h, got, errdefs.ErrUnavailable)
+	}
+	mt := resp.Header.Get("Content-Type")
+	if mt == "" || mt == "application/json" || mt == "text/plain" {
+		if mt, err = resolver.DetectMediaType(body); err != nil {
+			return resolver.Manifest{}, fmt.Errorf("manifest %s: %w", got, err)
+		}
+	}
+	return resolver.Manifest{MediaType: mt, Digest: got, Body: body}, nil
+}
+
+// Blob implements resolver.Upstream.
+func (c *Client) Blob(ctx context.Context, req resolver.BlobRequest, off int64) (io.ReadCloser, int64, error) {
+	hdr := http.Header{}
+	if off > 0 {
+		hdr.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
+	}
+	resp, err := c.get(ctx, req.Registry, req.Repo, "/blobs/"+req.Digest.String(), hdr)
+	if err != nil {
+		return nil, 0, err
+	}
+	size, err := bodySize(resp, off)
+	if err != nil {
+		resp.Body.Close()
+		return nil, 0, fmt.Errorf("blob %s from %s: %w", req.Digest, req.Registry, err)
+	}
+	if resp.StatusCode == http.StatusOK && off > 0 {
+		// The registry ignored the range: skip what we already have.
+		if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
+			resp.Body.Close()
+			return nil, 0, classify(req.Registry, err)
+		}
+	}
+	return resp.Body, size, nil
+}
+
+// bodySize reads the blob's total size from Content-Length or Content-Range.
+func bodySize(resp *http.Response, off int64) (int64, error) {
+	if resp.StatusCode == http.StatusPartialContent {
+		cr := resp.Header.Get("Content-Range")
+		var start, end, total int64
+		if _, err := fmt.Sscanf(cr, "bytes %d-%d/%d", &start, &end, &total); err != nil || start != off {
+			return 0, fmt.Errorf("bad Content-Range %q for offset %d: %w", cr, off, errdefs.ErrUnavailable)
+		}
+		return total, nil
+	}
+	if resp.ContentLength < 0 {
+		return 0, fmt.Errorf("no Content-Length: %w", errdefs.ErrUnavailable)
+	}
+	return resp.ContentLength, nil
+}
