@@ -1,0 +1,33 @@
+# shoal's build and test entry points. `make help` lists them.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+PKGS     := ./...
+
+.PHONY: help build test unit e2e lint bench deps fmt
+
+help: ## show this help
+	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/shoal
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/shoal ./cmd/shoal
+
+deps: ## install what the tests need (containerd 1.6 and 2.4, docker-registry); needs root
+	bash .ci/install-deps.sh
+
+test: ## run every test with -race: unit tests and the e2e suite (needs root and `make deps`)
+	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+unit: ## run the unit tests only (no root, no containerd)
+	$(GO) test -race -count=1 -short $(PKGS)
+
+e2e: ## run only the end-to-end tests against real containerd and registry processes
+	$(GO) test -race -count=1 -timeout 20m -v ./e2e/...
+
+lint: ## gofmt, go vet and go mod tidy checks
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet $(PKGS)
+	$(GO) mod tidy -diff
+
+bench: ## run the simulated benchmark (go run ./cmd/shoal bench)
+	$(GO) run ./cmd/shoal bench

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/docker/go-units"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoal-dev/shoal/mirror"
+	"github.com/shoal-dev/shoal/resolver"
+	"github.com/shoal-dev/shoal/resolver/upstream"
+	"github.com/shoal-dev/shoal/store"
+)
+
+type daemonOptions struct {
+	mirrorAddr         string
+	metricsAddr        string
+	dataDir            string
+	storeMaxBytes      string
+	defaultRegistry    string
+	insecureRegistries []string
+	registryAuthFile   string
+	resolveTagsLocally bool
+	containerdSock     string
+	containerdNS       string
+	containerdContent  string
+	missTimeout        time.Duration
+	stallTimeout       time.Duration
+	logLevel           string
+	logFormat          string
+}
+
+func defaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/shoal"
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "shoal")
+	}
+	return filepath.Join(os.TempDir(), "shoal")
+}
+
+func newDaemonCommand() *cobra.Command {
+	o := daemonOptions{}
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "Run the node's mirror for containerd",
+		Long: `Run shoal on this node. It serves the OCI pull API on --mirror-addr for
+containerd (see 'shoal configure containerd'), reading blobs from the node's
+containerd content store and from its own store under --data-dir, and
+fetching what neither has from the upstream registry named by each request's
+?ns= parameter, once however many pulls ask at the same time.
+
+Without a reachable containerd socket it runs on its own store alone, and
+says so in its log. Anything shoal cannot serve is answered 404 within
+--miss-timeout so containerd falls back to the registry itself.
+
+Metrics, /healthz and /readyz are served on --metrics-addr.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(cmd.ErrOrStderr(), o.logLevel, o.logFormat)
+			if err != nil {
+				return err
+			}
+			return runDaemon(cmd.Context(), o, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.mirrorAddr, "mirror-addr", "127.0.0.1:7500", "address of the OCI mirror containerd pulls through; keep it on loopback")
+	f.StringVar(&o.metricsAddr, "metrics-addr", ":7503", "address of /metrics, /healthz and /readyz; empty disables them")
+	f.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "directory of shoal's own blob store (default /var/lib/shoal as root)")
+	f.StringVar(&o.storeMaxBytes, "store-max-bytes", "10GiB", "cap on shoal's own store, least recently used blobs evicted first; 0 for no cap")
+	f.StringVar(&o.defaultRegistry, "default-registry", "docker.io", "upstream for requests without ?ns= (Docker Engine registry-mirrors)")
+	f.StringSliceVar(&o.insecureRegistries, "insecure-registry", nil, "registry host[:port] reached over plain HTTP (repeatable); all others use HTTPS only")
+	f.StringVar(&o.registryAuthFile, "registry-auth-file", "", "docker config.json with credentials for upstream registries; empty means anonymous")
+	f.BoolVar(&o.resolveTagsLocally, "resolve-tags-locally", false, "when the registry is unreachable, resolve a tag to the image the node's containerd holds")
+	f.StringVar(&o.containerdSock, "containerd-sock", "/run/containerd/containerd.sock", "containerd's gRPC socket; empty to run without containerd")
+	f.StringVar(&o.containerdNS, "containerd-namespace", "k8s.io", "containerd namespace whose images answer tag look-ups (k8s.io for CRI)")
+	f.StringVar(&o.containerdContent, "containerd-content-dir", "", "containerd's content directory (e.g. /var/lib/containerd/io.containerd.content.v1.content) for direct reads; empty reads through the socket")
+	f.DurationVar(&o.missTimeout, "miss-timeout", 5*time.Second, "longest a request waits for an upstream source to start answering before shoal answers 404")
+	f.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "a download receiving no byte for this long is abandoned and resumed from the same offset")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	return cmd
+}
+
+func newLogger(w interface{ Write([]byte) (int, error) }, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func parseBytes(flag, v string) (int64, error) {
+	if v == "0" || v == "" {
+		return 0, nil
+	}
+	n, err := units.RAMInBytes(v)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("--%s %q: want a size such as 512MiB or 20GiB", flag, v)
+	}
+	return n, nil
+}
+
+func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
+	maxBytes, err := parseBytes("store-max-bytes", o.storeMaxBytes)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	st, err := store.NewFS(o.dataDir, store.Config{MaxBytes: maxBytes, Logger: log.With("component", "store")})
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	up, err := upstream.New(upstream.Config{
+		Insecure:  o.insecureRegistries,
+		AuthFile:  o.registryAuthFile,
+		UserAgent: "shoal/" + version,
+		Logger:    log.With("component", "upstream"),
+	})
+	if err != nil {
+		return err
+	}
+	src, closeCtrd := connectContainerd(ctx, o, log.With("component", "containerd"))
+	defer closeCtrd()
+
+	res, err := resolver.New(st, up, src, resolver.Config{
+		MissTimeout:        o.missTimeout,
+		StallTimeout:       o.stallTimeout,
+		ResolveTagsLocally: o.resolveTagsLocally,
+		Logger:             log.With("component", "resolver"),
+	}, reg)
+	if err != nil {
+		return err
+	}
+	h, err := mirror.New(res, mirror.Config{
+		DefaultRegistry: o.defaultRegistry,
+		Logger:          log.With("component", "mirror"),
+		Metrics:         reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	mirrorLn, err := net.Listen("tcp", o.mirrorAddr)
+	if err != nil {
+		return fmt.Errorf("--mirror-addr: %w", err)
+	}
+	var ready atomic.Bool
+	servers := []*http.Server{{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}}
+	listeners := []net.Listener{mirrorLn}
+	if o.metricsAddr != "" {
+		ln, err := net.Listen("tcp", o.metricsAddr)
+		if err != nil {
+			mirrorLn.Close()
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		listeners = append(listeners, ln)
+		servers = append(servers, &http.Server{
+			Handler:           opsHandler(reg, &ready),
+			ReadHeaderTimeout: 10 * time.Second,
+		})
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return res.Run(gctx) })
+	for i, srv := range servers {
+		ln := listeners[i]
+		g.Go(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	}
+	ready.Store(true)
+	log.Info("shoal daemon started", "version", version, "mirror", mirrorLn.Addr().String(), "metrics", o.metricsAddr, "data_dir", o.dataDir)
+	err = g.Wait()
+	log.Info("shoal daemon stopped")
+	return err
+}
+
+// opsHandler serves metrics and probes.
+func opsHandler(reg *prometheus.Registry, ready *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}

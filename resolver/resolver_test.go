@@ -1,0 +1,378 @@
+package resolver_test
+
+import (
+	"bytes"
+	"log"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.uber.org/goleak"
+
+	"github.com/shoal-dev/shoal/resolver"
+	"github.com/shoal-dev/shoal/resolver/upstream"
+	"github.com/shoal-dev/shoal/store"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// upstreamServer is an in-process registry with hooks on blob GETs.
+type upstreamServer struct {
+	srv      *httptest.Server
+	host     string
+	blobGets atomic.Int64
+	ranges   sync.Map // Range headers seen, by digest
+	// hook may rewrite a blob GET; it returns false to let the registry answer.
+	hook func(w http.ResponseWriter, r *http.Request, body []byte) bool
+	blobs map[digest.Digest][]byte
+}
+
+func newUpstream(t *testing.T) *upstreamServer {
+	t.Helper()
+	u := &upstreamServer{blobs: map[digest.Digest][]byte{}}
+	reg := registry.New(registry.Logger(nilLogger()))
+	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if i := strings.Index(r.URL.Path, "/blobs/sha256:"); i >= 0 && r.Method == http.MethodGet {
+			u.blobGets.Add(1)
+			d := digest.Digest(r.URL.Path[i+len("/blobs/"):])
+			if rg := r.Header.Get("Range"); rg != "" {
+				u.ranges.Store(d, rg)
+			}
+			if u.hook != nil && u.hook(w, r, u.blobs[d]) {
+				return
+			}
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(u.srv.Close)
+	u.host = strings.TrimPrefix(u.srv.URL, "http://")
+	return u
+}
+
+// push uploads a blob under repo.
+func (u *upstreamServer) push(t *testing.T, repo string, body []byte) digest.Digest {
+	t.Helper()
+	d := digest.FromBytes(body)
+	u.blobs[d] = body
+	resp, err := http.Post(u.srv.URL+"/v2/"+repo+"/blobs/uploads/?digest="+d.String(), "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("push blob: %d", resp.StatusCode)
+	}
+	return d
+}
+
+func (u *upstreamServer) pushManifest(t *testing.T, repo, tag string, body []byte, mediaType string) digest.Digest {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, u.srv.URL+"/v2/"+repo+"/manifests/"+tag, bytes.NewReader(body))
+	req.Header.Set("Content-Type", mediaType)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("push manifest: %d", resp.StatusCode)
+	}
+	return digest.FromBytes(body)
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+type fixture struct {
+	res   *resolver.Resolver
+	store store.Store
+	up    *upstreamServer
+}
+
+func newFixture(t *testing.T, cfg resolver.Config, src resolver.Sources) *fixture {
+	t.Helper()
+	up := newUpstream(t)
+	client, err := upstream.New(upstream.Config{Insecure: []string{up.host}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.NewMemory()
+	res, err := resolver.New(st, client, src, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(res.Close)
+	return &fixture{res: res, store: st, up: up}
+}
+
+func readAll(ctx context.Context, t *testing.T, b *resolver.Blob, off int64) ([]byte, error) {
+	t.Helper()
+	rd, err := b.Reader(ctx, off)
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	return io.ReadAll(rd)
+}
+
+func TestPullThroughOnceForConcurrentClients(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, resolver.Config{}, resolver.Sources{})
+	body := randomBytes(t, 3<<20)
+	d := f.up.push(t, "team/app", body)
+	const clients = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for range clients {
+		wg.Go(func() {
+			b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d})
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer b.Close()
+			got, err := readAll(t.Context(), t, b, 0)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if !bytes.Equal(got, body) {
+				errs <- errors.New("body differs")
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := f.up.blobGets.Load(); n != 1 {
+		t.Fatalf("registry served the blob %d times, want 1", n)
+	}
+	// Later requests come from the store without touching the registry.
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.Source != resolver.SourceStore {
+		t.Fatalf("source %s, want store", b.Source)
+	}
+	if got, _ := readAll(t.Context(), t, b, 1<<20); !bytes.Equal(got, body[1<<20:]) {
+		t.Fatal("range from store differs")
+	}
+	if n := f.up.blobGets.Load(); n != 1 {
+		t.Fatalf("registry asked %d times", n)
+	}
+}
+
+func TestMissIsFast(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name  string
+		setup func(*fixture) resolver.BlobRequest
+	}{
+		{"unknown blob", func(f *fixture) resolver.BlobRequest {
+			return resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: digest.FromString("nope")}
+		}},
+		{"registry down", func(f *fixture) resolver.BlobRequest {
+			f.up.srv.Close()
+			return resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: digest.FromString("nope")}
+		}},
+		{"registry hangs", func(f *fixture) resolver.BlobRequest {
+			block := make(chan struct{})
+			f.up.hook = func(w http.ResponseWriter, r *http.Request, _ []byte) bool {
+				select {
+				case <-block:
+				case <-r.Context().Done():
+				}
+				return true
+			}
+			f.up.srv.Config.RegisterOnShutdown(func() { close(block) })
+			return resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: digest.FromString("nope")}
+		}},
+		{"registry refuses", func(f *fixture) resolver.BlobRequest {
+			f.up.hook = func(w http.ResponseWriter, _ *http.Request, _ []byte) bool {
+				w.WriteHeader(http.StatusForbidden)
+				return true
+			}
+			return resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: digest.FromString("nope")}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, resolver.Config{MissTimeout: 300 * time.Millisecond, StallTimeout: 200 * time.Millisecond, FetchAttempts: 1}, resolver.Sources{})
+			req := tc.setup(f)
+			_, err := f.res.Blob(t.Context(), req)
+			if !errdefs.IsNotFound(err) {
+				t.Fatalf("got %v, want a NotFound miss", err)
+			}
+		})
+	}
+}
+
+func TestCorruptUpstreamNeverCompletes(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, resolver.Config{}, resolver.Sources{})
+	body := randomBytes(t, 1<<20)
+	d := f.up.push(t, "a", body)
+	f.up.hook = func(w http.ResponseWriter, _ *http.Request, b []byte) bool {
+		bad := bytes.Clone(b)
+		bad[len(bad)/2] ^= 0xff
+		w.Header().Set("Content-Length", "1048576")
+		_, _ = w.Write(bad)
+		return true
+	}
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := readAll(t.Context(), t, b, 0)
+	if !errors.Is(err, store.ErrDigestMismatch) {
+		t.Fatalf("reader error %v, want digest mismatch", err)
+	}
+	if len(got) >= len(body) {
+		t.Fatalf("reader received %d bytes of a corrupt %d-byte blob", len(got), len(body))
+	}
+	if _, err := f.store.Stat(t.Context(), d); !errdefs.IsNotFound(err) {
+		t.Fatalf("corrupt blob in store: %v", err)
+	}
+}
+
+func TestStalledUpstreamResumesAtOffset(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, resolver.Config{StallTimeout: 300 * time.Millisecond}, resolver.Sources{})
+	body := randomBytes(t, 2<<20)
+	d := f.up.push(t, "a", body)
+	var first atomic.Bool
+	f.up.hook = func(w http.ResponseWriter, r *http.Request, b []byte) bool {
+		if first.Swap(true) {
+			return false // the resumed request is served normally
+		}
+		w.Header().Set("Content-Length", "2097152")
+		_, _ = w.Write(b[:1<<20])
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // then stall
+		return true
+	}
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This reader waits on bytes that have not arrived while the source stalls.
+	got, err := readAll(t.Context(), t, b, 0)
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes, err %v", len(got), err)
+	}
+	rg, ok := f.up.ranges.Load(d)
+	if !ok || rg.(string) != "bytes=1048576-" {
+		t.Fatalf("resumed with Range %v, want bytes=1048576-", rg)
+	}
+}
+
+func TestManifestByTagThenDigest(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, resolver.Config{}, resolver.Sources{})
+	cfg := f.up.push(t, "a", []byte("{}"))
+	body := []byte(`{"schemaVersion":2,"mediaType":"` + ocispec.MediaTypeImageManifest + `","config":{"mediaType":"` + ocispec.MediaTypeImageConfig + `","digest":"` + cfg.String() + `","size":2},"layers":[]}`)
+	d := f.up.pushManifest(t, "a", "v1", body, ocispec.MediaTypeImageManifest)
+	m, err := f.res.Manifest(t.Context(), resolver.ManifestRequest{Registry: f.up.host, Repo: "a", Reference: "v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Digest != d || m.MediaType != ocispec.MediaTypeImageManifest || !bytes.Equal(m.Body, body) {
+		t.Fatalf("got %s %s", m.Digest, m.MediaType)
+	}
+	f.up.srv.Close() // the registry is gone: the digest must come from the store
+	m2, err := f.res.Manifest(t.Context(), resolver.ManifestRequest{Registry: f.up.host, Repo: "a", Reference: d.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m2.Source != resolver.SourceStore || m2.MediaType != m.MediaType || !bytes.Equal(m2.Body, body) {
+		t.Fatalf("by digest: source %s type %s", m2.Source, m2.MediaType)
+	}
+	if _, err := f.res.Manifest(t.Context(), resolver.ManifestRequest{Registry: f.up.host, Repo: "a", Reference: "v1"}); err == nil {
+		t.Fatal("tag resolved with the registry down and local resolution off")
+	}
+}
+
+type fakeImages map[string]ocispec.Descriptor
+
+func (f fakeImages) ResolveImage(_ context.Context, name string) (ocispec.Descriptor, error) {
+	if d, ok := f[name]; ok {
+		return d, nil
+	}
+	return ocispec.Descriptor{}, errdefs.ErrNotFound
+}
+
+func TestResolveTagsLocallyWhenRegistryDown(t *testing.T) {
+	t.Parallel()
+	images := fakeImages{}
+	f := newFixture(t, resolver.Config{ResolveTagsLocally: true}, resolver.Sources{Images: images})
+	body := []byte(`{"schemaVersion":2,"manifests":[]}`)
+	d := digest.FromBytes(body)
+	ing, err := f.store.Begin(t.Context(), d, int64(len(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ing.WriteAt(body, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := ing.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	images[f.up.host+"/a:v1"] = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: d, Size: int64(len(body))}
+	f.up.srv.Close()
+	m, err := f.res.Manifest(t.Context(), resolver.ManifestRequest{Registry: f.up.host, Repo: "a", Reference: "v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Digest != d || m.MediaType != ocispec.MediaTypeImageIndex {
+		t.Fatalf("got %s %s", m.Digest, m.MediaType)
+	}
+}
+
+func TestDetectMediaType(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, body, want string
+		ok               bool
+	}{
+		{"explicit", `{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}`, "application/vnd.docker.distribution.manifest.v2+json", true},
+		{"oci index", `{"schemaVersion":2,"manifests":[]}`, ocispec.MediaTypeImageIndex, true},
+		{"oci manifest", `{"schemaVersion":2,"config":{},"layers":[]}`, ocispec.MediaTypeImageManifest, true},
+		{"schema 1", `{"schemaVersion":1}`, "", false},
+		{"not json", `garbage`, "", false},
+		{"empty object", `{"schemaVersion":2}`, "", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := resolver.DetectMediaType([]byte(tc.body))
+			if (err == nil) != tc.ok || got != tc.want {
+				t.Fatalf("got %q, %v", got, err)
+			}
+		})
+	}
+}
+
+func nilLogger() *log.Logger { return log.New(io.Discard, "", 0) }
