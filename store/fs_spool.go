@@ -40,11 +40,12 @@ func (sp *fsSpool) publish() error {
 	return nil
 }
 
+func (sp *fsSpool) forget() { sp.s.forget(sp.dgst) }
+
 func (sp *fsSpool) discard() {
 	if err := os.Remove(sp.f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		sp.s.log.Warn("remove spool", "digest", sp.dgst, "err", err)
 	}
-	sp.s.forget(sp.dgst)
 }
 
 func (sp *fsSpool) close() {

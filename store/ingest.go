@@ -21,7 +21,11 @@ type spool interface {
 	// publish makes the verified bytes visible to Stat and Open and ends the
 	// store's in-flight entry. Called at most once, with no ingest lock held.
 	publish() error
-	// discard throws the bytes away and ends the in-flight entry.
+	// forget ends the store's in-flight entry of a failed ingest. It is
+	// called with the ingest locked, before Done closes, so whoever sees the
+	// failure can Begin again at once; it must be quick.
+	forget()
+	// discard throws the bytes of a failed ingest away.
 	discard()
 	// close releases the spool once the ingest has ended and no reader or
 	// writer uses it any more.
@@ -59,6 +63,8 @@ type ingest struct {
 	h      hash.Hash // guarded by hashMu
 	hashed int64     // guarded by hashMu
 
+	// mu guards what follows. It may be held while the spool takes its
+	// store's lock (forget), never the other way round.
 	mu       sync.Mutex
 	claimed  ranges // written or being written
 	written  ranges
@@ -336,6 +342,7 @@ func (in *ingest) fail(from phase, err error) error {
 func (in *ingest) endLocked(err error) {
 	in.phase = failed
 	in.err = err
+	in.spool.forget()
 	close(in.done)
 	in.wakeLocked()
 }

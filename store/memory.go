@@ -149,11 +149,13 @@ func (s *memSpool) publish() error {
 	return nil
 }
 
-func (s *memSpool) discard() {
+func (s *memSpool) forget() {
 	s.m.mu.Lock()
 	defer s.m.mu.Unlock()
 	delete(s.m.inflight, s.dgst)
 }
+
+func (s *memSpool) discard() {}
 
 func (s *memSpool) close() {}
 

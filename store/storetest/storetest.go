@@ -33,6 +33,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ReaderCancel", testReaderCancel},
 		{"Abort", testAbort},
 		{"DoubleBegin", testDoubleBegin},
+		{"BeginAfterFailure", testBeginAfterFailure},
 		{"InFlight", testInFlight},
 		{"ConcurrentReaders", testConcurrentReaders},
 		{"InvalidDigest", testInvalidDigest},
@@ -440,6 +441,41 @@ func testDoubleBegin(t *testing.T, s store.Store) {
 	}
 	_, err = s.Begin(t.Context(), dgst, int64(len(data)))
 	wantErr(t, "Begin when committed", err, errdefs.ErrAlreadyExists)
+}
+
+// Whoever sees an ingest fail can start it again at once.
+func testBeginAfterFailure(t *testing.T, s store.Store) {
+	data, dgst := blob(15, 100)
+	ctx := t.Context()
+	tests := []struct {
+		name string
+		fail func(in store.Ingest)
+	}{
+		{"abort", func(in store.Ingest) { in.Abort(nil) }},
+		{"digest mismatch", func(in store.Ingest) {
+			in.WriteAt(make([]byte, len(data)), 0)
+			in.Commit(ctx)
+		}},
+		{"incomplete commit", func(in store.Ingest) { in.Commit(ctx) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := begin(t, s, dgst, int64(len(data)))
+			errc := make(chan error, 1)
+			go func() {
+				<-in.Done()
+				again, err := s.Begin(ctx, dgst, int64(len(data)))
+				if err == nil {
+					again.Abort(nil)
+				}
+				errc <- err
+			}()
+			tt.fail(in)
+			if err := <-errc; err != nil {
+				t.Errorf("Begin once Done closed: %v", err)
+			}
+		})
+	}
 }
 
 func testInFlight(t *testing.T, s store.Store) {
