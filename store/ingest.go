@@ -113,12 +113,12 @@ func (in *ingest) wakeLocked() {
 	in.progress = make(chan struct{})
 }
 
-// endedErrLocked says why an ingest no longer takes op.
-func (in *ingest) endedErrLocked(op string) error {
+// refusedLocked says why an ingest no longer takes writes.
+func (in *ingest) refusedLocked() error {
 	if in.phase == failed {
 		return in.err
 	}
-	return fmt.Errorf("blob %s: %s after commit began: %w", in.dgst, op, errdefs.ErrFailedPrecondition)
+	return fmt.Errorf("blob %s: write after commit began: %w", in.dgst, errdefs.ErrFailedPrecondition)
 }
 
 // release drops one user; the last one closes the spool.
@@ -144,7 +144,7 @@ func (in *ingest) WriteAt(p []byte, off int64) (int, error) {
 	}
 	in.mu.Lock()
 	if in.phase != writing {
-		err := in.endedErrLocked("write")
+		err := in.refusedLocked()
 		in.mu.Unlock()
 		return 0, err
 	}

@@ -427,6 +427,12 @@ func testAbort(t *testing.T, s store.Store) {
 	wantErr(t, "Commit", in.Commit(t.Context()), cause)
 	wantAbsent(t, s, dgst)
 
+	in = begin(t, s, dgst, int64(len(data)))
+	in.Abort(nil)
+	wantErr(t, "Err after Abort(nil)", in.Err(), errdefs.ErrAborted)
+	in.Abort(cause)
+	wantErr(t, "Err after a second Abort", in.Err(), errdefs.ErrAborted)
+
 	put(t, s, data, dgst) // an aborted blob can be ingested again
 }
 
