@@ -52,6 +52,9 @@ func (r *reader) Read(p []byte) (int, error) {
 	if err := r.ctx.Err(); err != nil {
 		return 0, err
 	}
+	if len(p) == 0 {
+		return 0, nil
+	}
 	if r.reopen {
 		return r.readBlob(p)
 	}
@@ -69,9 +72,6 @@ func (r *reader) Read(p []byte) (int, error) {
 			return 0, r.err
 		case r.off < avail:
 			in.mu.Unlock()
-			if len(p) == 0 {
-				return 0, nil
-			}
 			b := p[:min(int64(len(p)), avail-r.off)]
 			if err := readFullAt(in.spool, b, r.off); err != nil {
 				r.err = fmt.Errorf("blob %s: read spool: %w", in.dgst, err)
