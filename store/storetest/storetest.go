@@ -331,7 +331,7 @@ func testReaderFollowsIngest(t *testing.T, s store.Store) {
 		t.Fatalf("last byte read = %+v, want 1 byte after commit", res)
 	}
 	wantBytes(t, "reader", got, data)
-	if n, err := r.Read(got); n != 0 || err != io.EOF {
+	if n, err := r.Read(got); n != 0 || !errors.Is(err, io.EOF) {
 		t.Errorf("Read at end = %d, %v; want io.EOF", n, err)
 	}
 }
