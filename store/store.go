@@ -35,6 +35,11 @@ type Blob interface {
 // except the final byte, which is released only once Commit has verified the
 // whole blob. So a reader never receives a complete body that is wrong.
 //
+// A byte is stored once: writing a range again keeps the bytes written first,
+// so what was hashed or handed to a reader never changes. WriteAt fails with
+// ErrSizeMismatch past Size, errdefs.ErrInvalidArgument before 0, and once the
+// ingest has ended with its error (errdefs.ErrFailedPrecondition after Commit).
+//
 // WriteAt, Commit, Abort and Reader are safe for concurrent use.
 type Ingest interface {
 	io.WriterAt
@@ -47,11 +52,15 @@ type Ingest interface {
 	// On a mismatch it discards the data, fails every reader with an error
 	// wrapping ErrDigestMismatch or ErrSizeMismatch, and returns that error.
 	Commit(ctx context.Context) error
-	// Abort discards the ingest; readers fail with err.
+	// Abort discards the ingest; readers fail with err, or with an
+	// errdefs.ErrAborted if err is nil. It does nothing once the ingest ended.
 	Abort(err error)
 	// Reader streams [off, Size()) as bytes arrive, blocking while none are
 	// available, until ctx ends (then it returns ctx's error), the ingest
 	// is aborted (the abort error) or the blob is complete (io.EOF).
+	// A Reader made after Commit reads the stored blob, so it fails with
+	// errdefs.ErrNotFound if that has been deleted or evicted since.
+	// Close releases what the reader holds open.
 	Reader(ctx context.Context, off int64) io.ReadCloser
 	// Done is closed when the ingest is committed or aborted; Err then says which.
 	Done() <-chan struct{}
