@@ -118,6 +118,9 @@ func (r *Resolver) fetchOnce(req BlobRequest, ing store.Ingest, off int64, begin
 	watchdog := time.AfterFunc(r.cfg.StallTimeout, func() { cancel(errStalled) })
 	defer watchdog.Stop()
 
+	if ing != nil {
+		req.Size = ing.Size()
+	}
 	body, size, err := r.upstream.Blob(ctx, req, off)
 	if err != nil {
 		if c := context.Cause(ctx); errors.Is(c, errStalled) {

@@ -97,6 +97,10 @@ func (r *Resolver) Blob(ctx context.Context, req BlobRequest) (*Blob, error) {
 	b, err := r.blob(ctx, req)
 	if err != nil {
 		r.m.lookups.WithLabelValues("blob", "miss").Inc()
+		if !errdefs.IsNotFound(err) && !errdefs.IsInvalidArgument(err) && ctx.Err() == nil {
+			// Whatever went wrong upstream, to containerd it is a miss.
+			err = fmt.Errorf("blob %s: no source: %w", req.Digest, errors.Join(errdefs.ErrNotFound, err))
+		}
 		return nil, err
 	}
 	r.m.lookups.WithLabelValues("blob", string(b.Source)).Inc()

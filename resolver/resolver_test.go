@@ -284,8 +284,8 @@ func TestStalledUpstreamResumesAtOffset(t *testing.T) {
 		t.Fatalf("read %d bytes, err %v", len(got), err)
 	}
 	rg, ok := f.up.ranges.Load(d)
-	if !ok || rg.(string) != "bytes=1048576-" {
-		t.Fatalf("resumed with Range %v, want bytes=1048576-", rg)
+	if !ok || rg.(string) != "bytes=1048576-2097151" {
+		t.Fatalf("resumed with Range %v, want bytes=1048576-2097151", rg)
 	}
 }
 

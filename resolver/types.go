@@ -42,6 +42,8 @@ type BlobRequest struct {
 	Registry string
 	Repo     string
 	Digest   digest.Digest
+	// Size is the blob's size when known (a resumed download), else 0.
+	Size int64
 }
 
 // Manifest is a verified manifest body with its exact media type.

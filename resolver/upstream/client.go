@@ -242,7 +242,12 @@ func (c *Client) Manifest(ctx context.Context, req resolver.ManifestRequest) (re
 func (c *Client) Blob(ctx context.Context, req resolver.BlobRequest, off int64) (io.ReadCloser, int64, error) {
 	hdr := http.Header{}
 	if off > 0 {
-		hdr.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
+		// Some registries only understand a closed range.
+		end := ""
+		if req.Size > off {
+			end = strconv.FormatInt(req.Size-1, 10)
+		}
+		hdr.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+end)
 	}
 	resp, err := c.get(ctx, req.Registry, req.Repo, "/blobs/"+req.Digest.String(), hdr)
 	if err != nil {
