@@ -2,11 +2,11 @@ package resolver_test
 
 import (
 	"bytes"
-	"log"
 	"context"
 	"crypto/rand"
 	"errors"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -35,7 +35,7 @@ type upstreamServer struct {
 	blobGets atomic.Int64
 	ranges   sync.Map // Range headers seen, by digest
 	// hook may rewrite a blob GET; it returns false to let the registry answer.
-	hook func(w http.ResponseWriter, r *http.Request, body []byte) bool
+	hook  func(w http.ResponseWriter, r *http.Request, body []byte) bool
 	blobs map[digest.Digest][]byte
 }
 
