@@ -26,7 +26,8 @@ type Report struct {
 	// Path is the file read.
 	Path string
 	// Version is the config schema version: 1 or 2 for containerd 1.x
-	// (2.x migrates them on load), 3 for containerd 2.x.
+	// (2.x migrates them on load), 3 for containerd 2.0 to 2.3, 4 for 2.4
+	// on (which moved server settings, not CRI's, into plugins).
 	Version int
 	// ConfigPath is CRI's registry config_path as the file sets it; empty
 	// when unset.
@@ -70,7 +71,7 @@ func keysFor(version int) criKeys {
 			discard:  []string{"plugins", "io.containerd.grpc.v1.cri", "containerd", "discard_unpacked_layers"},
 			plugins:  []string{"io.containerd.grpc.v1.cri"},
 		}
-	default:
+	default: // 3 and 4 keep CRI's image settings in the same place
 		return criKeys{
 			registry: []string{"plugins", "io.containerd.cri.v1.images", "registry"},
 			discard:  []string{"plugins", "io.containerd.cri.v1.images", "discard_unpacked_layers"},
@@ -101,8 +102,8 @@ func CheckConfig(path string) (Report, error) {
 	r.Version = 1 // containerd's meaning of a file without version
 	if v, ok := doc["version"]; ok {
 		n, ok := v.(int64)
-		if !ok || n < 1 || n > 3 {
-			return r, fmt.Errorf("containerd config %s: version %v is not 1, 2 or 3: %w", path, v, errdefs.ErrNotImplemented)
+		if !ok || n < 1 || n > 4 {
+			return r, fmt.Errorf("containerd config %s: version %v is not one of 1 to 4: %w", path, v, errdefs.ErrNotImplemented)
 		}
 		r.Version = int(n)
 	}

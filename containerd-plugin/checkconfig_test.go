@@ -75,6 +75,14 @@ func TestCheckConfig(t *testing.T) {
 			want: containerdplugin.Report{Version: 3, ConfigPath: "/var/lib/rancher/certs.d", HostsDir: "/var/lib/rancher/certs.d"},
 		},
 		{
+			name: "v4 (containerd 2.4) keeps CRI's keys where v3 has them",
+			config: `version = 4
+[plugins."io.containerd.cri.v1.images".registry]
+  config_path = "/etc/containerd/certs.d"
+`,
+			want: containerdplugin.Report{Version: 4, ConfigPath: "/etc/containerd/certs.d", HostsDir: "/etc/containerd/certs.d"},
+		},
+		{
 			name:   "v3 without config_path uses containerd 2's default",
 			config: "version = 3\n",
 			want:   containerdplugin.Report{Version: 3, HostsDir: "/etc/containerd/certs.d"},
@@ -181,7 +189,7 @@ func TestCheckConfigErrors(t *testing.T) {
 	}
 	for name, content := range map[string]string{
 		"bad.toml":    "version = 2\n[plugins\n",
-		"future.toml": "version = 4\n",
+		"future.toml": "version = 5\n",
 		"string.toml": "version = \"2\"\n",
 	} {
 		path := filepath.Join(dir, name)
