@@ -94,7 +94,7 @@ func Configure(opts ConfigureOptions) (changed []string, err error) {
 // Unconfigure undoes Configure for the given registries (empty means
 // _default): it restores the backed-up original hosts.toml, or removes the
 // file shoal created and its directory when that is left empty. A hosts.toml
-// that shoal did not write is left alone.
+// that shoal did not write is left alone, and a backup older than it removed.
 func Unconfigure(hostsDir string, registries []string) error {
 	if hostsDir == "" {
 		return fmt.Errorf("hosts dir is empty: %w", errdefs.ErrInvalidArgument)
@@ -113,21 +113,28 @@ func Unconfigure(hostsDir string, registries []string) error {
 func unconfigure(dir string) error {
 	path := filepath.Join(dir, HostsFile)
 	backup := path + BackupSuffix
-	if _, err := os.Lstat(backup); err == nil {
+	cur, err := os.ReadFile(path)
+	curExists := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	_, err = os.Lstat(backup)
+	bakExists := err == nil
+	switch {
+	case curExists && !isShoals(cur):
+		// Someone replaced shoal's file since: theirs is newer than the
+		// backup, so it stays and the stale backup goes.
+		if bakExists {
+			return os.Remove(backup)
+		}
+		return nil
+	case bakExists:
 		// rename keeps the original's bytes and mode exactly.
 		if err := os.Rename(backup, path); err != nil {
 			return fmt.Errorf("restore %s: %w", path, err)
 		}
 		return syncDir(dir)
-	}
-	cur, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if !isShoals(cur) {
+	case !curExists:
 		return nil
 	}
 	if err := os.Remove(path); err != nil {

@@ -365,9 +365,10 @@ func TestUnconfigureLeavesOthersAlone(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	files := map[string]string{
-		"ghcr.io/hosts.toml":  otherMirrors, // not shoal's, no backup
-		"_default/ca.crt":     "cert",       // a directory with something else in it
-		"_default/hosts.toml": header + "\n" + block,
+		"ghcr.io/hosts.toml":              otherMirrors, // not shoal's
+		"ghcr.io/hosts.toml.shoal-backup": "older",      // so this is stale
+		"_default/ca.crt":                 "cert",       // a directory with something else in it
+		"_default/hosts.toml":             header + "\n" + block,
 	}
 	writeTree(t, dir, files)
 	if err := containerdplugin.Unconfigure(dir, []string{"ghcr.io", "_default", "absent.example.com"}); err != nil {
@@ -393,5 +394,22 @@ func TestConfigureWritesNoTempFiles(t *testing.T) {
 	}
 	if !bytes.Contains([]byte(readTree(t, dir)["docker.io/hosts.toml"]), []byte("registry-1.docker.io")) {
 		t.Error("docker.io not configured")
+	}
+}
+
+// A new mirror address replaces shoal's table instead of adding a second.
+func TestConfigureNewMirror(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{"ghcr.io/hosts.toml": otherMirrors})
+	for _, m := range []string{mirror, "http://127.0.0.1:7600/"} {
+		if _, err := containerdplugin.Configure(containerdplugin.ConfigureOptions{HostsDir: dir, Mirror: m, Registries: []string{"ghcr.io"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := readTree(t, dir)
+	want := strings.ReplaceAll(otherMirrorsConfigured, "127.0.0.1:7500", "127.0.0.1:7600")
+	if got["ghcr.io/hosts.toml"] != want || got["ghcr.io/hosts.toml.shoal-backup"] != otherMirrors {
+		t.Errorf("hosts.toml:\n%s\nwant:\n%s", got["ghcr.io/hosts.toml"], want)
 	}
 }
