@@ -5,19 +5,27 @@ package containerdplugin_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	containerdplugin "github.com/shoal-dev/shoal/containerd-plugin"
 	"github.com/shoal-dev/shoal/containerd-plugin/sourcetest"
@@ -129,6 +137,8 @@ func testDaemon(t *testing.T, d daemon) {
 			t.Error(err)
 		}
 	})
+
+	t.Run("HostsToml", func(t *testing.T) { testHostsToml(t, cd, d) })
 
 	// Deleting content and collecting garbage is what happens behind
 	// shoal's back. `ctr content rm` drops the namespace's record at once,
@@ -349,9 +359,14 @@ func (cd *containerdProc) stop(t *testing.T) {
 // ctr runs the release's ctr against the daemon and returns its output.
 func (cd *containerdProc) ctr(t *testing.T, stdin []byte, args ...string) string {
 	t.Helper()
+	return cd.ctrNS(t, cd.namespace, stdin, args...)
+}
+
+func (cd *containerdProc) ctrNS(t *testing.T, ns string, stdin []byte, args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	args = append([]string{"--address", cd.sock, "--namespace", cd.namespace}, args...)
+	args = append([]string{"--address", cd.sock, "--namespace", ns}, args...)
 	cmd := exec.CommandContext(ctx, cd.d.ctr, args...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
@@ -361,4 +376,118 @@ func (cd *containerdProc) ctr(t *testing.T, stdin []byte, args ...string) string
 		t.Fatalf("ctr %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// testHostsToml checks that the hosts.toml Configure writes makes the
+// release's own registry client ask the mirror first, with ?ns=, and fall
+// back to the registry when the mirror answers 404.
+func testHostsToml(t *testing.T, cd *containerdProc, d daemon) {
+	// An image no namespace holds yet, or containerd would skip its blobs.
+	blobs := map[digest.Digest][]byte{}
+	add := func(mediaType string, b []byte) ocispec.Descriptor {
+		dg := digest.FromBytes(b)
+		blobs[dg] = b
+		return ocispec.Descriptor{MediaType: mediaType, Digest: dg, Size: int64(len(b))}
+	}
+	layer := add(ocispec.MediaTypeImageLayer, []byte("not really a tar, never unpacked: "+d.name))
+	config := add(ocispec.MediaTypeImageConfig, mustJSON(t, ocispec.Image{
+		Platform: ocispec.Platform{Architecture: runtime.GOARCH, OS: "linux"},
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{layer.Digest}},
+	}))
+	manifest := add(ocispec.MediaTypeImageManifest, mustJSON(t, ocispec.Manifest{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageManifest,
+		Config:    config,
+		Layers:    []ocispec.Descriptor{layer},
+	}))
+
+	var (
+		mu                     sync.Mutex
+		mirrorHits, registryIn []string
+	)
+	mirrorSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		mirrorHits = append(mirrorHits, r.Method+" "+r.URL.String())
+		mu.Unlock()
+		http.NotFound(w, r)
+	}))
+	defer mirrorSrv.Close()
+	registrySrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		registryIn = append(registryIn, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		var (
+			b     []byte
+			ctype = "application/octet-stream"
+		)
+		switch r.URL.Path {
+		case "/v2/test/pulled/manifests/v1", "/v2/test/pulled/manifests/" + manifest.Digest.String():
+			b, ctype = blobs[manifest.Digest], manifest.MediaType
+		default:
+			dg, ok := strings.CutPrefix(r.URL.Path, "/v2/test/pulled/blobs/")
+			if b, ok = blobs[digest.Digest(dg)]; !ok {
+				http.NotFound(w, r)
+				return
+			}
+		}
+		w.Header().Set("Content-Type", ctype)
+		w.Header().Set("Docker-Content-Digest", digest.FromBytes(b).String())
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		if r.Method != http.MethodHead {
+			_, _ = w.Write(b)
+		}
+	}))
+	defer registrySrv.Close()
+
+	regHost := strings.TrimPrefix(registrySrv.URL, "http://")
+	hostsDir := t.TempDir()
+	if _, err := containerdplugin.Configure(containerdplugin.ConfigureOptions{
+		HostsDir: hostsDir, Mirror: mirrorSrv.URL, Registries: []string{registrySrv.URL},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cd.ctrNS(t, "pulltest", nil, "content", "fetch", "--hosts-dir", hostsDir, regHost+"/test/pulled:v1")
+
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("mirror saw %q", mirrorHits)
+	t.Logf("registry saw %q", registryIn)
+	asked := map[string]bool{}
+	for i, h := range mirrorHits {
+		method, raw, _ := strings.Cut(h, " ")
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ns := u.Query().Get("ns"); ns != regHost {
+			t.Errorf("mirror request %s has ns=%q, want %q", h, ns, regHost)
+		}
+		if i == 0 && (method != http.MethodHead || u.Path != "/v2/test/pulled/manifests/v1") {
+			t.Errorf("first mirror request %s, want HEAD of the tag", h)
+		}
+		asked[method+" "+u.Path] = true
+	}
+	if len(registryIn) == 0 {
+		t.Error("the registry was never asked: no fallback happened")
+	}
+	for _, r := range registryIn {
+		if !asked[r] {
+			t.Errorf("registry got %s without the mirror being asked first", r)
+		}
+	}
+	c := newClient(t, containerdplugin.Config{Socket: cd.sock, Namespace: "pulltest"})
+	for dg := range blobs {
+		if _, err := c.Stat(t.Context(), dg); err != nil {
+			t.Errorf("fetched blob %s: %v", dg, err)
+		}
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
