@@ -1,0 +1,178 @@
+package fake
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	containerdplugin "github.com/shoal-dev/shoal/containerd-plugin"
+	"github.com/shoal-dev/shoal/store"
+)
+
+var _ containerdplugin.Source = (*Store)(nil)
+
+// Store holds blobs and image records in memory. It is safe for concurrent
+// use. The zero value is not usable; call New.
+type Store struct {
+	mu          sync.Mutex
+	blobs       map[digest.Digest][]byte
+	images      map[string]ocispec.Descriptor
+	unavailable bool
+}
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{
+		blobs:  map[digest.Digest][]byte{},
+		images: map[string]ocispec.Descriptor{},
+	}
+}
+
+// Add stores a copy of data and returns its descriptor.
+func (s *Store) Add(mediaType string, data []byte) ocispec.Descriptor {
+	d := digest.FromBytes(data)
+	s.mu.Lock()
+	s.blobs[d] = bytes.Clone(data)
+	s.mu.Unlock()
+	return ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}
+}
+
+// Delete removes a blob, as containerd's garbage collector would. Readers
+// that already opened it keep reading, as with containerd's files.
+func (s *Store) Delete(dgst digest.Digest) {
+	s.mu.Lock()
+	delete(s.blobs, dgst)
+	s.mu.Unlock()
+}
+
+// SetImage records an image name pointing at target.
+func (s *Store) SetImage(name string, target ocispec.Descriptor) {
+	s.mu.Lock()
+	s.images[name] = target
+	s.mu.Unlock()
+}
+
+// DeleteImage removes an image record.
+func (s *Store) DeleteImage(name string) {
+	s.mu.Lock()
+	delete(s.images, name)
+	s.mu.Unlock()
+}
+
+// SetUnavailable makes every method fail with errdefs.ErrUnavailable, as the
+// real client does while containerd is down, until called with false.
+func (s *Store) SetUnavailable(down bool) {
+	s.mu.Lock()
+	s.unavailable = down
+	s.mu.Unlock()
+}
+
+func (s *Store) down() error {
+	if s.unavailable {
+		return fmt.Errorf("fake containerd: %w", errdefs.ErrUnavailable)
+	}
+	return nil
+}
+
+// Open returns the blob or an error wrapping errdefs.ErrNotFound.
+func (s *Store) Open(ctx context.Context, dgst digest.Digest) (store.Blob, error) {
+	data, err := s.get(ctx, dgst)
+	if err != nil {
+		return nil, err
+	}
+	return blob{bytes.NewReader(data)}, nil
+}
+
+// Stat returns the blob's size or an error wrapping errdefs.ErrNotFound.
+func (s *Store) Stat(ctx context.Context, dgst digest.Digest) (int64, error) {
+	data, err := s.get(ctx, dgst)
+	if err != nil {
+		return 0, err
+	}
+	return int64(len(data)), nil
+}
+
+func (s *Store) get(ctx context.Context, dgst digest.Digest) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := dgst.Validate(); err != nil {
+		return nil, fmt.Errorf("content %q: %w", dgst, errdefs.ErrInvalidArgument)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.down(); err != nil {
+		return nil, err
+	}
+	data, ok := s.blobs[dgst]
+	if !ok {
+		return nil, fmt.Errorf("content %s: %w", dgst, errdefs.ErrNotFound)
+	}
+	return data, nil // never written after Add, so safe to share
+}
+
+// Walk calls fn for every blob, in no particular order, without holding the
+// store's lock, so fn may call the store.
+func (s *Store) Walk(ctx context.Context, fn func(dgst digest.Digest, size int64) error) error {
+	s.mu.Lock()
+	if err := s.down(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	sizes := make(map[digest.Digest]int64, len(s.blobs))
+	for d, b := range s.blobs {
+		sizes[d] = int64(len(b))
+	}
+	s.mu.Unlock()
+	for _, d := range slices.Sorted(maps.Keys(sizes)) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(d, sizes[d]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ResolveImage returns the target of the named image or an error wrapping
+// errdefs.ErrNotFound.
+func (s *Store) ResolveImage(ctx context.Context, name string) (ocispec.Descriptor, error) {
+	if err := ctx.Err(); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if name == "" {
+		return ocispec.Descriptor{}, fmt.Errorf("image name is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.down(); err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	d, ok := s.images[name]
+	if !ok {
+		return ocispec.Descriptor{}, fmt.Errorf("image %q: %w", name, errdefs.ErrNotFound)
+	}
+	return d, nil
+}
+
+// Ping fails only while the store is set unavailable.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.down()
+}
+
+type blob struct{ *bytes.Reader }
+
+func (blob) Close() error { return nil }

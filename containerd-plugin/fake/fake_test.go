@@ -1,0 +1,78 @@
+package fake_test
+
+import (
+	"testing"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	"go.uber.org/goleak"
+
+	"github.com/shoal-dev/shoal/containerd-plugin/fake"
+	"github.com/shoal-dev/shoal/containerd-plugin/sourcetest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func filled(f *sourcetest.Fixture) *fake.Store {
+	s := fake.New()
+	for _, d := range f.Descriptors() {
+		s.Add(d.MediaType, f.Blobs[d.Digest])
+	}
+	s.SetImage(f.ImageName, f.Manifest)
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	f := sourcetest.NewFixture()
+	sourcetest.Run(t, filled(f), f)
+}
+
+func TestDeleteIsAMiss(t *testing.T) {
+	t.Parallel()
+	f := sourcetest.NewFixture()
+	s := filled(f)
+	b, err := s.Open(t.Context(), f.Loose.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	s.Delete(f.Loose.Digest)
+	if _, err := s.Open(t.Context(), f.Loose.Digest); !errdefs.IsNotFound(err) {
+		t.Errorf("Open after Delete = %v, want NotFound", err)
+	}
+	// Like a file containerd's GC unlinks, an open blob stays readable.
+	p := make([]byte, b.Size())
+	if _, err := b.ReadAt(p, 0); err != nil {
+		t.Errorf("ReadAt after Delete: %v", err)
+	}
+	s.DeleteImage(f.ImageName)
+	if _, err := s.ResolveImage(t.Context(), f.ImageName); !errdefs.IsNotFound(err) {
+		t.Errorf("ResolveImage after DeleteImage = %v, want NotFound", err)
+	}
+}
+
+func TestUnavailable(t *testing.T) {
+	t.Parallel()
+	f := sourcetest.NewFixture()
+	s := filled(f)
+	s.SetUnavailable(true)
+	checks := map[string]error{
+		"Ping": s.Ping(t.Context()),
+		"Walk": s.Walk(t.Context(), func(_ digest.Digest, _ int64) error { return nil }),
+	}
+	_, checks["Open"] = s.Open(t.Context(), f.Layer.Digest)
+	_, checks["Stat"] = s.Stat(t.Context(), f.Layer.Digest)
+	_, checks["ResolveImage"] = s.ResolveImage(t.Context(), f.ImageName)
+	for name, err := range checks {
+		if !errdefs.IsUnavailable(err) {
+			t.Errorf("%s while unavailable = %v, want Unavailable", name, err)
+		}
+	}
+	s.SetUnavailable(false)
+	if err := s.Ping(t.Context()); err != nil {
+		t.Errorf("Ping after recovery: %v", err)
+	}
+}
