@@ -81,7 +81,7 @@ Metrics, /healthz and /readyz are served on --metrics-addr.`,
 	f := cmd.Flags()
 	f.StringVar(&o.mirrorAddr, "mirror-addr", "127.0.0.1:7500", "address of the OCI mirror containerd pulls through; keep it on loopback")
 	f.StringVar(&o.metricsAddr, "metrics-addr", ":7503", "address of /metrics, /healthz and /readyz; empty disables them")
-	f.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "directory of shoal's own blob store (default /var/lib/shoal as root)")
+	f.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "directory of shoal's own blob store and its ingest files (/var/lib/shoal as root)")
 	f.StringVar(&o.storeMaxBytes, "store-max-bytes", "10GiB", "cap on shoal's own store, least recently used blobs evicted first; 0 for no cap")
 	f.StringVar(&o.defaultRegistry, "default-registry", "docker.io", "upstream for requests without ?ns= (Docker Engine registry-mirrors)")
 	f.StringSliceVar(&o.insecureRegistries, "insecure-registry", nil, "registry host[:port] reached over plain HTTP (repeatable); all others use HTTPS only")
