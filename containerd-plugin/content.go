@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 
 	contentapi "github.com/containerd/containerd/api/services/content/v1"
 	"github.com/containerd/errdefs"
@@ -20,9 +21,9 @@ import (
 // wrapping errdefs.ErrNotFound. Garbage collection may remove content at any
 // moment, so NotFound is an ordinary miss.
 //
-// With Config.ContentDir the blob is the file itself; otherwise every ReadAt
-// is one streaming Read RPC, bound to ctx and to the blob's Close, so read in
-// large pieces (a MiB or more).
+// With Config.ContentDir the blob is the file itself. Otherwise reads go
+// through the Read RPC, bound to ctx and to the blob's Close; each RPC reads
+// at least a MiB, and small sequential reads are served from that.
 func (c *Client) Open(ctx context.Context, dgst digest.Digest) (store.Blob, error) {
 	if err := dgst.Validate(); err != nil {
 		return nil, fmt.Errorf("content %q: %w", dgst, errors.Join(err, errdefs.ErrInvalidArgument))
@@ -142,6 +143,10 @@ type remoteBlob struct {
 	c      *Client
 	dgst   digest.Digest
 	size   int64
+
+	mu     sync.Mutex
+	win    []byte // the last read-ahead window, which starts at winOff
+	winOff int64
 }
 
 func (b *remoteBlob) Size() int64 { return b.size }
@@ -151,7 +156,13 @@ func (b *remoteBlob) Close() error {
 	return nil
 }
 
-// ReadAt implements io.ReaderAt with one Read RPC per call.
+// readAhead is the least a Read RPC asks for. Each RPC costs about as much
+// as streaming a MiB, so small sequential reads (io.Copy's 32 KiB) are
+// served from one window of this size instead of one RPC each.
+const readAhead = 1 << 20
+
+// ReadAt implements io.ReaderAt. Reads of readAhead or more are one Read
+// RPC each; smaller ones come from a window fetched at their offset.
 func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("content %s: read at negative offset %d: %w", b.dgst, off, errdefs.ErrInvalidArgument)
@@ -166,6 +177,43 @@ func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
 	if rest := b.size - off; int64(len(want)) > rest {
 		want = want[:rest]
 	}
+	var n int
+	if len(want) >= readAhead {
+		if err := b.fetch(want, off); err != nil {
+			return 0, err
+		}
+		n = len(want)
+	} else {
+		n = b.fromWindow(want, off)
+		if n == 0 {
+			win := make([]byte, min(readAhead, b.size-off))
+			if err := b.fetch(win, off); err != nil {
+				return 0, err
+			}
+			n = copy(want, win)
+			b.mu.Lock()
+			b.win, b.winOff = win, off
+			b.mu.Unlock()
+		}
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// fromWindow copies want from the read-ahead window if it holds all of it.
+func (b *remoteBlob) fromWindow(want []byte, off int64) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if off < b.winOff || off+int64(len(want)) > b.winOff+int64(len(b.win)) {
+		return 0
+	}
+	return copy(want, b.win[off-b.winOff:])
+}
+
+// fetch fills p from off with one Read RPC; the range must lie in the blob.
+func (b *remoteBlob) fetch(p []byte, off int64) error {
 	// Cancel the stream when returning, or gRPC keeps it until ctx ends.
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
@@ -173,32 +221,29 @@ func (b *remoteBlob) ReadAt(p []byte, off int64) (int, error) {
 	stream, err := b.client.Read(ctx, &contentapi.ReadContentRequest{
 		Digest: b.dgst.String(),
 		Offset: off,
-		Size:   int64(len(want)),
+		Size:   int64(len(p)),
 	})
 	if err != nil {
-		return 0, b.c.rpcErr(err, "read content "+b.dgst.String())
+		return b.c.rpcErr(err, "read content "+b.dgst.String())
 	}
 	n := 0
-	for n < len(want) {
+	for n < len(p) {
 		resp, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
 			// The store had fewer bytes than Info said: the blob changed
 			// under us, which content addressing forbids.
-			return n, fmt.Errorf("content %s: %d bytes short at offset %d: %w",
-				b.dgst, len(want)-n, off+int64(n), io.ErrUnexpectedEOF)
+			return fmt.Errorf("content %s: %d bytes short at offset %d: %w",
+				b.dgst, len(p)-n, off+int64(n), io.ErrUnexpectedEOF)
 		}
 		if err != nil {
-			return n, b.c.rpcErr(err, "read content "+b.dgst.String())
+			return b.c.rpcErr(err, "read content "+b.dgst.String())
 		}
 		// containerd counts Offset from the start of this read.
 		if resp.Offset != int64(n) {
-			return n, fmt.Errorf("content %s: containerd sent read offset %d, want %d: %w",
+			return fmt.Errorf("content %s: containerd sent read offset %d, want %d: %w",
 				b.dgst, resp.Offset, n, errdefs.ErrDataLoss)
 		}
-		n += copy(want[n:], resp.Data)
+		n += copy(p[n:], resp.Data)
 	}
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+	return nil
 }

@@ -207,6 +207,33 @@ func Run(t *testing.T, src containerdplugin.Source, f *Fixture) {
 		}
 	})
 
+	t.Run("ReadAtSequentialSmall", func(t *testing.T) {
+		want := f.Blobs[f.Layer.Digest]
+		b, err := src.Open(t.Context(), f.Layer.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		got, err := io.ReadAll(io.NewSectionReader(b, 0, b.Size()))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("io.ReadAll: %d bytes, %v; want %d equal bytes", len(got), err, len(want))
+		}
+		// An odd piece size, so reads straddle every internal boundary.
+		got = got[:0]
+		p := make([]byte, 33333)
+		for off := int64(0); off < b.Size(); {
+			n, err := b.ReadAt(p, off)
+			got = append(got, p[:n]...)
+			off += int64(n)
+			if err != nil && !errors.Is(err, io.EOF) || n == 0 {
+				t.Fatalf("ReadAt(%d) = %d, %v", off, n, err)
+			}
+		}
+		if !bytes.Equal(got, want) {
+			t.Error("33333-byte reads returned other bytes")
+		}
+	})
+
 	t.Run("ReadAtConcurrent", func(t *testing.T) {
 		want := f.Blobs[f.Layer.Digest]
 		b, err := src.Open(t.Context(), f.Layer.Digest)
