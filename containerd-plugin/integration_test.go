@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go/build"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -59,17 +60,17 @@ func TestContainerd(t *testing.T) {
 		t.Skip("starts real containerd daemons")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("containerd needs root")
+		t.Fatal("containerd needs root: run the tests as root, or with -short for unit tests only")
 	}
 	t.Parallel()
 	for _, d := range []daemon{
 		{"1.6", envOr("SHOAL_CONTAINERD1", "/usr/bin/containerd"), envOr("SHOAL_CTR1", "/usr/bin/ctr"), 2},
-		{"2.x", envOr("SHOAL_CONTAINERD2", "/root/go/bin/containerd"), envOr("SHOAL_CTR2", "/root/go/bin/ctr"), 3},
+		{"2.x", envOr("SHOAL_CONTAINERD2", filepath.Join(build.Default.GOPATH, "bin", "containerd")), envOr("SHOAL_CTR2", filepath.Join(build.Default.GOPATH, "bin", "ctr")), 3},
 	} {
 		t.Run(d.name, func(t *testing.T) {
 			for _, bin := range []string{d.containerd, d.ctr} {
 				if _, err := os.Stat(bin); err != nil {
-					t.Skipf("containerd %s not installed: %v", d.name, err)
+					t.Fatalf("containerd %s not installed (make deps installs it): %v", d.name, err)
 				}
 			}
 			t.Parallel()
