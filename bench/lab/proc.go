@@ -179,16 +179,22 @@ func findTool(name string) string {
 // run executes a short command and returns its stdout; the error carries
 // stderr.
 func run(ctx context.Context, log *slog.Logger, argv ...string) ([]byte, error) {
+	out, _, err := run2(ctx, log, argv...)
+	return out, err
+}
+
+// run2 is run that also returns stderr.
+func run2(ctx context.Context, log *slog.Logger, argv ...string) (stdout []byte, stderr string, err error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	var eb strings.Builder
+	cmd.Stderr = &eb
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.Output()
 	log.Debug("ran", "argv", strings.Join(argv, " "), "err", err)
 	if err != nil {
-		return out, fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(stderr.String()))
+		return out, eb.String(), fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(eb.String()))
 	}
-	return out, nil
+	return out, eb.String(), nil
 }
 
 // logger returns l, or a logger that discards everything.
