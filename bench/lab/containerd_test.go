@@ -2,8 +2,8 @@ package lab
 
 import (
 	"os"
-	"strings"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
