@@ -239,6 +239,9 @@ func deleteNetns(ctx context.Context, log *slog.Logger, name string) error {
 		return err
 	}
 	_, err := run(ctx, log, ipPath(), "netns", "delete", name)
+	if _, serr := os.Stat(netnsDir + "/" + name); errors.Is(serr, os.ErrNotExist) {
+		return nil // gone, whoever removed it
+	}
 	return err
 }
 
@@ -250,15 +253,18 @@ func killNetnsPids(ctx context.Context, log *slog.Logger, name string) error {
 		if err != nil {
 			return err
 		}
-		pids := strings.Fields(string(out))
+		var pids []int
+		for _, f := range strings.Fields(string(out)) {
+			// This process shows up while one of its threads dials from
+			// inside; that thread leaves on its own.
+			if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
+				pids = append(pids, pid)
+			}
+		}
 		if len(pids) == 0 {
 			return nil
 		}
-		for _, p := range pids {
-			pid, err := strconv.Atoi(p)
-			if err != nil || pid <= 1 || pid == os.Getpid() {
-				continue
-			}
+		for _, pid := range pids {
 			log.Warn("killing process left in namespace", "netns", name, "pid", pid)
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
