@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -519,13 +520,26 @@ func unmountUnder(dir string) error {
 	return errors.Join(errs...)
 }
 
-// GoBin is where `go install` puts binaries: $GOBIN, else the first
-// $GOPATH entry's bin, else ~/go/bin.
+// GoBin is where `go install` puts binaries, as .ci/install-deps.sh does:
+// GOBIN, else the first GOPATH entry's bin (from the environment, else from
+// `go env`), else ~/go/bin.
 func GoBin() string {
 	if b := os.Getenv("GOBIN"); b != "" {
 		return b
 	}
-	if p := os.Getenv("GOPATH"); p != "" {
+	p := os.Getenv("GOPATH")
+	if p == "" {
+		if out, err := exec.Command("go", "env", "GOBIN", "GOPATH").Output(); err == nil {
+			lines := strings.Split(string(out), "\n")
+			if len(lines) >= 2 && strings.TrimSpace(lines[0]) != "" {
+				return strings.TrimSpace(lines[0])
+			}
+			if len(lines) >= 2 {
+				p = strings.TrimSpace(lines[1])
+			}
+		}
+	}
+	if p != "" {
 		return filepath.Join(filepath.SplitList(p)[0], "bin")
 	}
 	home, err := os.UserHomeDir()
