@@ -105,6 +105,10 @@ func StartContainerd(ctx context.Context, cfg ContainerdConfig) (*Containerd, er
 		return nil, err
 	}
 	c := &Containerd{cfg: cfg, dir: dir}
+	// sun_path holds 108 bytes; containerd fails late and obscurely past it.
+	if len(c.Socket()+".ttrpc") >= 108 {
+		return nil, errors.Join(fmt.Errorf("containerd: socket path %s too long for a unix socket; use a shorter Dir", c.Socket()), os.RemoveAll(dir))
+	}
 	c.log = logger(cfg.Logger).With("component", "containerd", "flavor", string(cfg.Flavor))
 	if err := os.MkdirAll(c.HostsDir(), 0o755); err != nil {
 		return nil, errors.Join(err, os.RemoveAll(dir))

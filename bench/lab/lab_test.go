@@ -2,10 +2,17 @@ package lab
 
 import (
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"testing"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // requireRoot skips a test that needs root and real binaries on a developer's
 // machine without them, and fails it in CI, where a skip would hide a gap.
@@ -40,4 +47,12 @@ func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(string(p[:len(p)-1]))
 	return len(p), nil
+}
+
+// testClient is an HTTP client whose connections start in netns ("" for
+// this one) and are closed when the test ends.
+func testClient(t *testing.T, netns string) *http.Client {
+	tr := TransportIn(netns)
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
 }

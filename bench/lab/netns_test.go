@@ -65,7 +65,7 @@ func TestNetworkPull(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { closeOrError(t, reg.Close) })
-	im, err := PushImage(ctx, reg.Addr(), "lab/netns", "v1", 2, 4<<20, WithTransport(TransportIn(regHost.Netns)), WithLogger(log))
+	im, err := PushImage(ctx, reg.Addr(), "lab/netns", "v1", 2, 4<<20, WithTransport(testClient(t, regHost.Netns).Transport), WithLogger(log))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +237,7 @@ func TestNetworkShapeAndCounters(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { closeOrError(t, reg.Close) })
-	if _, err := PushImage(ctx, reg.Addr(), "lab/shape", "v1", 1, size, WithTransport(TransportIn(a.Netns))); err != nil {
+	if _, err := PushImage(ctx, reg.Addr(), "lab/shape", "v1", 1, size, WithTransport(testClient(t, a.Netns).Transport)); err != nil {
 		t.Fatal(err)
 	}
 	after, err := a.Counters(ctx)

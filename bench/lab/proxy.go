@@ -59,6 +59,7 @@ type Proxy struct {
 	closing chan struct{}
 	served  chan struct{}
 	active  sync.WaitGroup
+	tr      *http.Transport
 
 	mu        sync.Mutex
 	requests  []ProxyRequest
@@ -86,12 +87,14 @@ func StartProxy(ctx context.Context, target string, cfg ProxyConfig) (*Proxy, er
 		ln:      ln,
 		closing: make(chan struct{}),
 		served:  make(chan struct{}),
+		tr:      http.DefaultTransport.(*http.Transport).Clone(),
 	}
 	if cfg.RateBytesPerSec > 0 {
 		p.limiter = rate.NewLimiter(rate.Limit(cfg.RateBytesPerSec), burst(cfg.RateBytesPerSec))
 	}
 	rp := &httputil.ReverseProxy{
 		Rewrite:        func(r *httputil.ProxyRequest) { r.SetURL(u) },
+		Transport:      p.tr,
 		FlushInterval:  -1, // every write reaches the client at once, so a stall is a stall
 		ModifyResponse: p.modify,
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
@@ -132,6 +135,7 @@ func (p *Proxy) Close() error {
 		err = p.srv.Close()
 		<-p.served
 		p.active.Wait()
+		p.tr.CloseIdleConnections()
 	})
 	return err
 }

@@ -67,7 +67,7 @@ func TestProxy(t *testing.T) {
 			defer cancel()
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+"/v2/lab/blobs/"+d.String()+"?ns=example", nil)
 			start := time.Now()
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := testClient(t, "").Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -75,9 +75,15 @@ func WithLogger(l *slog.Logger) PushOption {
 // generated as they are read, twice (once to digest, once to upload), so
 // memory stays flat whatever their size. Every call makes new digests.
 func PushImage(ctx context.Context, registryAddr, repo, tag string, layers int, layerSize int64, opts ...PushOption) (Image, error) {
-	o := pushOptions{transport: http.DefaultTransport}
+	var o pushOptions
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.transport == nil {
+		// A transport of its own, so no idle connection outlives the push.
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		defer t.CloseIdleConnections()
+		o.transport = t
 	}
 	log := logger(o.log).With("component", "push")
 	if layers < 1 || layerSize < 2048 {

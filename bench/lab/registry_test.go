@@ -38,7 +38,7 @@ func TestRegistry(t *testing.T) {
 	for _, d := range im.Blobs() {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.Addr()+"/v2/lab/reg/blobs/"+d.String(), nil)
 		req.Header.Set("User-Agent", "lab-test")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := testClient(t, "").Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
