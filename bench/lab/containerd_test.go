@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"cmp"
 	"os"
 	"slices"
 	"strings"
@@ -10,8 +11,15 @@ import (
 
 func TestContainerdPullFromRegistry(t *testing.T) {
 	t.Parallel()
-	for _, flavor := range []Flavor{Flavor16, Flavor2} {
-		t.Run(string(flavor), func(t *testing.T) {
+	cases := []struct {
+		flavor      Flavor
+		snapshotter string // "" probes
+	}{
+		{Flavor16, ""}, {Flavor2, ""}, {Flavor16, "native"}, {Flavor2, "native"},
+	}
+	for _, tc := range cases {
+		flavor := tc.flavor
+		t.Run(string(flavor)+"/"+cmp.Or(tc.snapshotter, "probed"), func(t *testing.T) {
 			t.Parallel()
 			requireRoot(t, DefaultRegistryBinary)
 			ctx := t.Context()
@@ -25,7 +33,7 @@ func TestContainerdPullFromRegistry(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := StartContainerd(ctx, ContainerdConfig{Flavor: flavor, Logger: log})
+			c, err := StartContainerd(ctx, ContainerdConfig{Flavor: flavor, Snapshotter: tc.snapshotter, Logger: log})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -46,7 +54,10 @@ func TestContainerdPullFromRegistry(t *testing.T) {
 				if err := p.pull(); err != nil {
 					t.Fatalf("%s pull: %v\n%s", p.name, err, tail(c.LogPath(), 20))
 				}
-				t.Logf("%s pull of %d bytes took %v", p.name, im.Size, time.Since(start))
+				t.Logf("%s pull of %d bytes into %s took %v", p.name, im.Size, c.Snapshotter(), time.Since(start))
+				if n, err := c.Ctr(ctx, "snapshots", "--snapshotter", c.Snapshotter(), "ls"); err != nil || strings.Count(string(n), "\n") < len(im.Layers)+1 {
+					t.Errorf("%s pull: %s snapshots (%v):\n%s", p.name, c.Snapshotter(), err, n)
+				}
 				ok, err := c.HasImage(ctx, im.Ref)
 				if err != nil || !ok {
 					t.Fatalf("%s pull: image present %v, %v", p.name, ok, err)
