@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs what the real-process tests in bench/lab (and e2e) need on a
+# Debian 12 machine, as root: Debian's containerd 1.6, docker-registry 2.8
+# and iproute2 (ip, tc), plus containerd and ctr v2.4.2 built from the Go
+# module into GOBIN. Safe to run again: each step is skipped when its
+# result is already there.
+set -euo pipefail
+
+CONTAINERD2_VERSION=v2.4.2
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: must run as root" >&2
+	exit 1
+fi
+
+# Debian packages. runc comes with containerd; gcc and libc6-dev let
+# `go install` build containerd with cgo, as upstream does.
+apt_pkgs=(containerd docker-registry iproute2 runc ca-certificates gcc libc6-dev)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing+=("$p")
+	fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+	echo "install-deps: apt-get install ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update
+	apt-get install -y --no-install-recommends "${missing[@]}"
+else
+	echo "install-deps: Debian packages present"
+fi
+
+# containerd 2.x and its ctr, from the module, into GOBIN (GOPATH/bin by default).
+if ! command -v go >/dev/null; then
+	echo "install-deps: go is not installed" >&2
+	exit 1
+fi
+gobin="$(go env GOBIN)"
+if [ -z "$gobin" ]; then
+	gobin="$(go env GOPATH | cut -d: -f1)/bin"
+fi
+want="${CONTAINERD2_VERSION#v}"
+for cmd in containerd ctr; do
+	if [ -x "$gobin/$cmd" ] && "$gobin/$cmd" --version 2>/dev/null | grep -q "containerd/v2 $want"; then
+		echo "install-deps: $gobin/$cmd is $want"
+		continue
+	fi
+	echo "install-deps: go install $cmd@$CONTAINERD2_VERSION into $gobin"
+	GOBIN="$gobin" GOFLAGS=-buildvcs=false go install "github.com/containerd/containerd/v2/cmd/$cmd@$CONTAINERD2_VERSION"
+done
+
+echo "install-deps: done"
+/usr/bin/containerd --version
+"$gobin/containerd" --version
+"$gobin/ctr" --version
+/usr/bin/docker-registry --version

@@ -1,0 +1,102 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// blobServer serves one blob at /v2/lab/blobs/<digest>.
+func blobServer(t *testing.T, size int) (url string, d digest.Digest, body []byte) {
+	t.Helper()
+	body = make([]byte, size)
+	_, _ = rand.NewChaCha8([32]byte{1}).Read(body)
+	d = digest.FromBytes(body)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v2/lab/blobs/"+d.String() {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, d, body
+}
+
+func TestProxy(t *testing.T) {
+	t.Parallel()
+	const size = 256 << 10
+	target, d, body := blobServer(t, size)
+	tests := []struct {
+		name        string
+		cfg         ProxyConfig
+		wantErr     bool
+		wantBytes   int
+		wantDigest  bool
+		minDuration time.Duration
+	}{
+		{name: "passthrough", wantBytes: size, wantDigest: true},
+		{
+			name: "rate", cfg: ProxyConfig{RateBytesPerSec: 1 << 20}, wantBytes: size, wantDigest: true,
+			// A token bucket cannot beat its rate beyond its first burst.
+			minDuration: time.Duration(float64(size-burst(1<<20)) / (1 << 20) * float64(time.Second)),
+		},
+		{name: "corrupt", cfg: ProxyConfig{CorruptBlob: d}, wantBytes: size},
+		{name: "corrupt other blob", cfg: ProxyConfig{CorruptBlob: digest.FromString("x")}, wantBytes: size, wantDigest: true},
+		{name: "stall", cfg: ProxyConfig{StallAfterBytes: 100 << 10}, wantErr: true, wantBytes: 100 << 10},
+		{name: "stall other blob", cfg: ProxyConfig{StallAfterBytes: 1, StallBlob: digest.FromString("x")}, wantBytes: size, wantDigest: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.cfg.Logger = testLogger(t)
+			p, err := StartProxy(t.Context(), target, tt.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { closeOrError(t, p.Close) })
+			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+"/v2/lab/blobs/"+d.String()+"?ns=example", nil)
+			start := time.Now()
+			resp, err := testClient(t, "").Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			elapsed := time.Since(start)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("read: %v, want error %v", err, tt.wantErr)
+			}
+			if tt.wantErr && !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("stalled read ended with %v, want the client's deadline", err)
+			}
+			if len(got) != tt.wantBytes {
+				t.Errorf("got %d bytes, want %d", len(got), tt.wantBytes)
+			}
+			if ok := digest.FromBytes(got) == d; ok != tt.wantDigest {
+				t.Errorf("digest matches: %v, want %v", ok, tt.wantDigest)
+			}
+			if tt.wantDigest && !bytes.Equal(got, body) {
+				t.Error("body differs")
+			}
+			if elapsed < tt.minDuration {
+				t.Errorf("took %v, a %d B/s cap allows no less than %v", elapsed, tt.cfg.RateBytesPerSec, tt.minDuration)
+			}
+			closeOrError(t, p.Close) // waits for the handler, so the request is recorded
+			reqs := p.Requests()
+			if len(reqs) != 1 || reqs[0].Digest != d || reqs[0].Query.Get("ns") != "example" || reqs[0].Stalled != tt.wantErr {
+				t.Errorf("proxy recorded %+v", reqs)
+			}
+		})
+	}
+}
