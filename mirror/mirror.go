@@ -206,6 +206,7 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	served prometheus.Counter // counts body bytes as written, when set
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -216,6 +217,9 @@ func (r *recorder) WriteHeader(code int) {
 func (r *recorder) Write(p []byte) (int, error) {
 	n, err := r.ResponseWriter.Write(p)
 	r.bytes += int64(n)
+	if r.served != nil {
+		r.served.Add(float64(n))
+	}
 	return n, err
 }
 

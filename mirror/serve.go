@@ -46,11 +46,13 @@ func (h *Handler) serveBlob(w *recorder, r *http.Request, req resolver.BlobReque
 	rs := &blobSeeker{ctx: r.Context(), blob: b}
 	defer rs.Close()
 	before := w.bytes
+	// Count bytes as they go, so the metric shows a long transfer's progress.
+	w.served = h.m.served.WithLabelValues(string(b.Source))
 	// http.ServeContent parses Range, answers 206 with Content-Range, 416
 	// when unsatisfiable, and HEAD; rangeErrors turns its plain-text 416
 	// into an OCI error body.
 	http.ServeContent(&rangeErrors{recorder: w, req: r}, r, "", time.Time{}, rs)
-	h.m.served.WithLabelValues(string(b.Source)).Add(float64(w.bytes - before))
+	w.served = nil
 	if rs.err != nil && !errors.Is(rs.err, context.Canceled) {
 		h.cfg.Logger.Warn("blob body cut short", "digest", req.Digest, "source", b.Source, "sent", w.bytes-before, "err", rs.err)
 	}

@@ -1,0 +1,179 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/shoal-dev/shoal/bench/lab"
+)
+
+// shoalBin is the daemon under test, built once by TestMain.
+var shoalBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "shoal-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	// Readable by every user: one test runs the daemon as nobody.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	shoalBin = filepath.Join(dir, "shoal")
+	build := exec.Command("go", "build", "-race", "-o", shoalBin, "../cmd/shoal")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building shoal:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// requireRoot fails a test that needs root and the real binaries when they
+// are missing: a skip would hide a gap. -short runs unit tests alone.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts real processes; -short runs unit tests only")
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("e2e tests need root (containerd, network namespaces)")
+	}
+	for _, b := range []string{lab.DefaultRegistryBinary, "/usr/bin/containerd", "/usr/bin/ctr", filepath.Join(lab.GoBin(), "containerd"), filepath.Join(lab.GoBin(), "ctr")} {
+		if _, err := os.Stat(b); err != nil {
+			t.Fatalf("e2e tests need %s (make deps installs it): %v", b, err)
+		}
+	}
+}
+
+var flavors = []lab.Flavor{lab.Flavor16, lab.Flavor2}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func cleanup(t *testing.T, close func() error) {
+	t.Cleanup(func() {
+		if err := close(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+}
+
+// node is one containerd with its shoal, configured the way an operator
+// would: `shoal configure containerd` writes the hosts.toml.
+type node struct {
+	ctrd  *lab.Containerd
+	shoal *lab.Shoal
+}
+
+func startNode(t *testing.T, flavor lab.Flavor, upstream string, extra ...string) *node {
+	t.Helper()
+	ctx := t.Context()
+	log := testLogger(t)
+	c, err := lab.StartContainerd(ctx, lab.ContainerdConfig{Flavor: flavor, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanup(t, c.Close)
+	args := append([]string{
+		"--containerd-sock", c.Socket(),
+		"--containerd-content-dir", c.ContentDir(),
+		"--insecure-registry", upstream,
+		"--stall-timeout", "3s",
+	}, extra...)
+	s, err := lab.StartShoal(ctx, lab.ShoalConfig{Binary: shoalBin, Args: args, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanup(t, func() error {
+		if t.Failed() {
+			t.Logf("shoal log:\n%s", tailFile(s.LogPath(), 40))
+		}
+		return s.Close()
+	})
+	out, err := exec.CommandContext(ctx, shoalBin, "configure", "containerd",
+		"--hosts-dir", c.HostsDir(), "--mirror", s.MirrorURL(),
+		"--registry", "http://"+upstream, "--containerd-config", c.ConfigPath()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("shoal configure containerd: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("wrote")) {
+		t.Fatalf("shoal configure containerd wrote nothing:\n%s", out)
+	}
+	return &node{ctrd: c, shoal: s}
+}
+
+// verifyContent checks every blob containerd committed against its name.
+func verifyContent(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(filepath.Join(dir, "blobs", "sha256"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(b)
+		if hex.EncodeToString(sum[:]) != d.Name() {
+			t.Errorf("committed blob %s holds other bytes (sha256 %x)", d.Name(), sum)
+		}
+		n++
+		return nil
+	})
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func tailFile(p string, n int) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func metric(t *testing.T, ctx context.Context, s *lab.Shoal, name string, match map[string]string) float64 {
+	t.Helper()
+	m, err := s.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Sum(name, match)
+}
+
+func runShoal(ctx context.Context, args ...string) ([]byte, error) {
+	return exec.CommandContext(ctx, shoalBin, args...).CombinedOutput()
+}

@@ -1,0 +1,265 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/bench/lab"
+)
+
+// TestPullThroughShoal: with shoal configured, ctr and CRI pulls succeed and
+// the registry serves every blob once, to shoal, even with two pulls of the
+// same image at the same time; a second pull after the image is removed
+// comes from shoal without the registry.
+func TestPullThroughShoal(t *testing.T) {
+	t.Parallel()
+	for _, flavor := range flavors {
+		t.Run(string(flavor), func(t *testing.T) {
+			t.Parallel()
+			requireRoot(t)
+			ctx := t.Context()
+			reg, err := lab.StartRegistry(ctx, lab.RegistryConfig{Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cleanup(t, reg.Close)
+			imA, err := lab.PushImage(ctx, reg.Addr(), "e2e/app", "v1", 3, 4<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			imB, err := lab.PushImage(ctx, reg.Addr(), "e2e/cri", "v1", 2, 2<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := startNode(t, flavor, reg.Addr())
+
+			// Two ctr pulls of the same image at once.
+			var wg sync.WaitGroup
+			errs := make([]error, 2)
+			for i := range errs {
+				wg.Go(func() { errs[i] = n.ctrd.CtrPull(ctx, imA.Ref) })
+			}
+			wg.Wait()
+			for _, err := range errs {
+				if err != nil {
+					t.Fatalf("ctr pull: %v\n%s", err, tailFile(n.ctrd.LogPath(), 20))
+				}
+			}
+			// And a pull through CRI, as the kubelet does it.
+			if err := n.ctrd.CRIPull(ctx, imB.Ref); err != nil {
+				t.Fatalf("CRI pull: %v\n%s", err, tailFile(n.ctrd.LogPath(), 20))
+			}
+			for _, im := range []lab.Image{imA, imB} {
+				if ok, err := n.ctrd.HasImage(ctx, im.Ref); err != nil || !ok {
+					t.Fatalf("image %s present: %v %v", im.Ref, ok, err)
+				}
+			}
+			checkFetchedOnceByShoal(t, reg, imA, imB)
+			if got := verifyContent(t, n.ctrd.ContentDir()); got < len(imA.Blobs())+len(imB.Blobs()) {
+				t.Fatalf("containerd holds %d blobs", got)
+			}
+			blobs := float64(len(imA.Blobs()) + len(imB.Blobs()))
+			if got := metric(t, ctx, n.shoal, "shoal_upstream_fetches_total", map[string]string{"result": "ok"}); got != blobs {
+				t.Errorf("shoal counted %v upstream fetches, want %v", got, blobs)
+			}
+
+			// Pull again after removing the image: containerd's content is
+			// gone, shoal's store still has it.
+			if err := n.ctrd.RemoveImage(ctx, imA.Ref); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.ctrd.CtrPull(ctx, imA.Ref); err != nil {
+				t.Fatalf("second pull: %v", err)
+			}
+			checkFetchedOnceByShoal(t, reg, imA, imB)
+			if got := metric(t, ctx, n.shoal, "shoal_served_bytes_total", map[string]string{"source": "store"}); got < float64(imA.Size-imA.ManifestSize) {
+				t.Errorf("second pull: %v bytes served from shoal's store, want at least %d", got, imA.Size-imA.ManifestSize)
+			}
+
+			// unconfigure leaves the hosts dir as it was: empty.
+			out, err := runShoal(ctx, "unconfigure", "containerd", "--hosts-dir", n.ctrd.HostsDir(), "--registry", "http://"+reg.Addr())
+			if err != nil {
+				t.Fatalf("unconfigure: %v\n%s", err, out)
+			}
+			if left, _ := os.ReadDir(n.ctrd.HostsDir()); len(left) != 0 {
+				t.Errorf("unconfigure left %v", left)
+			}
+		})
+	}
+}
+
+// checkFetchedOnceByShoal reads the registry's own log: every blob of the
+// images was fetched exactly once, by shoal.
+func checkFetchedOnceByShoal(t *testing.T, reg *lab.Registry, ims ...lab.Image) {
+	t.Helper()
+	reqs, err := reg.Requests()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gets := map[string]int{}
+	for _, q := range reqs {
+		if !q.Blob || q.Method != "GET" {
+			continue
+		}
+		gets[q.Digest.String()]++
+		if !strings.HasPrefix(q.UserAgent, "shoal/") {
+			t.Errorf("registry served %s to %q, not to shoal", q.Digest, q.UserAgent)
+		}
+	}
+	for _, im := range ims {
+		for _, d := range im.Blobs() {
+			if gets[d.String()] != 1 {
+				t.Errorf("registry served %s %d times, want once", d, gets[d.String()])
+			}
+		}
+	}
+}
+
+// TestFallbackWhenShoalIsDown: hosts.toml names shoal, shoal is stopped,
+// the pull succeeds from the registry.
+func TestFallbackWhenShoalIsDown(t *testing.T) {
+	t.Parallel()
+	for _, flavor := range flavors {
+		t.Run(string(flavor), func(t *testing.T) {
+			t.Parallel()
+			requireRoot(t)
+			ctx := t.Context()
+			reg, err := lab.StartRegistry(ctx, lab.RegistryConfig{Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cleanup(t, reg.Close)
+			im, err := lab.PushImage(ctx, reg.Addr(), "e2e/down", "v1", 2, 2<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := startNode(t, flavor, reg.Addr())
+			n.shoal.Stop()
+			if err := n.ctrd.CtrPull(ctx, im.Ref); err != nil {
+				t.Fatalf("pull with shoal down: %v", err)
+			}
+			if err := n.ctrd.CRIPull(ctx, im.Ref); err != nil {
+				t.Fatalf("CRI pull with shoal down: %v", err)
+			}
+			verifyContent(t, n.ctrd.ContentDir())
+		})
+	}
+}
+
+// TestShoalKilledMidBlob: shoal dies while it streams a layer; containerd
+// resumes from the registry and the pull succeeds with verified content.
+func TestShoalKilledMidBlob(t *testing.T) {
+	t.Parallel()
+	for _, flavor := range flavors {
+		t.Run(string(flavor), func(t *testing.T) {
+			t.Parallel()
+			requireRoot(t)
+			ctx := t.Context()
+			log := testLogger(t)
+			reg, err := lab.StartRegistry(ctx, lab.RegistryConfig{Logger: log})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cleanup(t, reg.Close)
+			im, err := lab.PushImage(ctx, reg.Addr(), "e2e/kill", "v1", 1, 24<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A slow path to the registry keeps the layer in flight long
+			// enough to kill shoal in the middle of it.
+			p, err := lab.StartProxy(ctx, reg.Addr(), lab.ProxyConfig{RateBytesPerSec: 8 << 20, Logger: log})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cleanup(t, p.Close)
+			n := startNode(t, flavor, p.Addr())
+			ref := p.Addr() + "/" + im.Repo + ":" + im.Tag
+
+			done := make(chan error, 1)
+			go func() { done <- n.ctrd.CtrPull(ctx, ref) }()
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				m, err := n.shoal.Metrics(ctx)
+				if err == nil && m.Sum("shoal_served_bytes_total", map[string]string{"source": "upstream"}) > 4<<20 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("shoal never started streaming the layer")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			n.shoal.Kill()
+			if err := <-done; err != nil {
+				t.Fatalf("pull after shoal was killed: %v\n%s", err, tailFile(n.ctrd.LogPath(), 20))
+			}
+			if ok, err := n.ctrd.HasImage(ctx, ref); err != nil || !ok {
+				t.Fatalf("image present: %v %v", ok, err)
+			}
+			verifyContent(t, n.ctrd.ContentDir())
+			// shoal restarted on the same data dir serves no half blob.
+			if err := n.shoal.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if left, _ := os.ReadDir(filepath.Join(n.shoal.DataDir(), "ingest")); len(left) != 0 {
+				t.Errorf("ingest files left after restart: %v", left)
+			}
+			if _, err := os.Stat(filepath.Join(n.shoal.DataDir(), "blobs", "sha256", im.Layers[0].Encoded())); err == nil {
+				t.Errorf("shoal holds the layer it never finished")
+			}
+		})
+	}
+}
+
+// TestCorruptRegistryBlob: the registry sends a layer with a flipped byte;
+// neither containerd nor shoal commits it.
+func TestCorruptRegistryBlob(t *testing.T) {
+	t.Parallel()
+	for _, flavor := range flavors {
+		t.Run(string(flavor), func(t *testing.T) {
+			t.Parallel()
+			requireRoot(t)
+			ctx := t.Context()
+			log := testLogger(t)
+			reg, err := lab.StartRegistry(ctx, lab.RegistryConfig{Logger: log})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cleanup(t, reg.Close)
+			im, err := lab.PushImage(ctx, reg.Addr(), "e2e/corrupt", "v1", 2, 2<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := lab.StartProxy(ctx, reg.Addr(), lab.ProxyConfig{CorruptBlob: im.Layers[1], Logger: log})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cleanup(t, p.Close)
+			n := startNode(t, flavor, p.Addr())
+			ref := p.Addr() + "/" + im.Repo + ":" + im.Tag
+			if err := n.ctrd.CtrPull(ctx, ref); err == nil {
+				t.Fatal("pull of a corrupted layer succeeded")
+			}
+			verifyContent(t, n.ctrd.ContentDir())
+			have, err := n.ctrd.ContentDigests(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range have {
+				if d == im.Layers[1] {
+					t.Fatal("containerd committed the corrupted layer")
+				}
+			}
+			verifyContent(t, n.shoal.DataDir())
+			if _, err := os.Stat(filepath.Join(n.shoal.DataDir(), "blobs", "sha256", im.Layers[1].Encoded())); err == nil {
+				t.Fatal("shoal stored the corrupted layer")
+			}
+			if got := metric(t, ctx, n.shoal, "shoal_verify_failures_total", nil); got < 1 {
+				t.Errorf("shoal counted %v verify failures", got)
+			}
+		})
+	}
+}
