@@ -88,15 +88,15 @@ func CheckConfig(path string) (Report, error) {
 	r := Report{Path: path}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return r, fmt.Errorf("containerd config %s: no such file; containerd 1.x then ignores hosts.toml for CRI pulls, 2.x reads %s: %w",
-			path, v2DefaultConfigPath, errors.Join(err, errdefs.ErrNotFound))
+		return r, fmt.Errorf("containerd config %s: no such file; containerd 1.x then ignores hosts.toml for CRI pulls, 2.x reads %s: %w: %w",
+			path, v2DefaultConfigPath, err, errdefs.ErrNotFound)
 	}
 	if err != nil {
 		return r, fmt.Errorf("containerd config: %w", err)
 	}
 	var doc map[string]any
 	if err := toml.Unmarshal(b, &doc); err != nil {
-		return r, fmt.Errorf("containerd config %s is not valid TOML: %w", path, errors.Join(err, errdefs.ErrInvalidArgument))
+		return r, fmt.Errorf("containerd config %s is not valid TOML: %w: %w", path, err, errdefs.ErrInvalidArgument)
 	}
 
 	r.Version = 1 // containerd's meaning of a file without version

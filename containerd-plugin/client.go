@@ -167,7 +167,7 @@ func NewLazy(cfg Config) (*Client, error) {
 		}),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("containerd socket %s: %w", cfg.Socket, errors.Join(err, errdefs.ErrInvalidArgument))
+		return nil, fmt.Errorf("containerd socket %s: %w: %w", cfg.Socket, err, errdefs.ErrInvalidArgument)
 	}
 	return &Client{cfg: cfg, log: cfg.Logger, conn: conn}, nil
 }

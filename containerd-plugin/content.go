@@ -26,7 +26,7 @@ import (
 // at least a MiB, and small sequential reads are served from that.
 func (c *Client) Open(ctx context.Context, dgst digest.Digest) (store.Blob, error) {
 	if err := dgst.Validate(); err != nil {
-		return nil, fmt.Errorf("content %q: %w", dgst, errors.Join(err, errdefs.ErrInvalidArgument))
+		return nil, fmt.Errorf("content %q: %w: %w", dgst, err, errdefs.ErrInvalidArgument)
 	}
 	if c.cfg.ContentDir != "" {
 		return c.openFile(dgst)
@@ -50,7 +50,7 @@ func (c *Client) Open(ctx context.Context, dgst digest.Digest) (store.Blob, erro
 // errdefs.ErrNotFound.
 func (c *Client) Stat(ctx context.Context, dgst digest.Digest) (int64, error) {
 	if err := dgst.Validate(); err != nil {
-		return 0, fmt.Errorf("content %q: %w", dgst, errors.Join(err, errdefs.ErrInvalidArgument))
+		return 0, fmt.Errorf("content %q: %w: %w", dgst, err, errdefs.ErrInvalidArgument)
 	}
 	if c.cfg.ContentDir != "" {
 		fi, err := os.Stat(c.blobPath(dgst))

@@ -379,8 +379,8 @@ func mergeHosts(path string, base []byte, reg registry, mirror string) ([]byte, 
 	} else {
 		hosts, firstTable, err := scanHosts(base)
 		if err != nil {
-			return nil, fmt.Errorf("%s is not valid TOML, so shoal left it unchanged; fix or remove it: %w",
-				path, errors.Join(err, errdefs.ErrFailedPrecondition))
+			return nil, fmt.Errorf("%s is not valid TOML, so shoal left it unchanged; fix or remove it: %w: %w",
+				path, err, errdefs.ErrFailedPrecondition)
 		}
 		for _, h := range hosts {
 			if h == mirror {
@@ -410,7 +410,7 @@ func mergeHosts(path string, base []byte, reg registry, mirror string) ([]byte, 
 	// Check what containerd will see: valid TOML, shoal's host first.
 	hosts, _, err := scanHosts(out)
 	if err != nil {
-		return nil, fmt.Errorf("%s: shoal's result does not parse: %w", path, errors.Join(err, errdefs.ErrInternal))
+		return nil, fmt.Errorf("%s: shoal's result does not parse: %w: %w", path, err, errdefs.ErrInternal)
 	}
 	if len(hosts) == 0 || hosts[0] != mirror {
 		return nil, fmt.Errorf("%s: shoal's host is not first in %q: %w", path, hosts, errdefs.ErrInternal)

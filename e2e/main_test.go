@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -177,3 +178,5 @@ func metric(t *testing.T, ctx context.Context, s *lab.Shoal, name string, match 
 func runShoal(ctx context.Context, args ...string) ([]byte, error) {
 	return exec.CommandContext(ctx, shoalBin, args...).CombinedOutput()
 }
+
+func netListen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 
@@ -134,7 +133,7 @@ func DetectMediaType(body []byte) (string, error) {
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&probe); err != nil {
-		return "", fmt.Errorf("not a manifest: %w", errors.Join(err, errdefs.ErrInvalidArgument))
+		return "", fmt.Errorf("not a manifest: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	switch {
 	case probe.MediaType != "":
@@ -167,7 +166,7 @@ func asDigest(ref string) (digest.Digest, bool) {
 // registry and containerd use, and the one CIDs are made from.
 func validDigest(d digest.Digest) error {
 	if err := d.Validate(); err != nil {
-		return fmt.Errorf("digest %q: %w", d, errors.Join(err, errdefs.ErrInvalidArgument))
+		return fmt.Errorf("digest %q: %w: %w", d, err, errdefs.ErrInvalidArgument)
 	}
 	if d.Algorithm() != digest.SHA256 {
 		return fmt.Errorf("digest %q: algorithm %s not supported: %w", d, d.Algorithm(), errdefs.ErrNotImplemented)

@@ -99,7 +99,7 @@ func (r *Resolver) Blob(ctx context.Context, req BlobRequest) (*Blob, error) {
 		r.m.lookups.WithLabelValues("blob", "miss").Inc()
 		if !errdefs.IsNotFound(err) && !errdefs.IsInvalidArgument(err) && ctx.Err() == nil {
 			// Whatever went wrong upstream, to containerd it is a miss.
-			err = fmt.Errorf("blob %s: no source: %w", req.Digest, errors.Join(errdefs.ErrNotFound, err))
+			err = fmt.Errorf("blob %s: no source: %w: %w", req.Digest, errdefs.ErrNotFound, err)
 		}
 		return nil, err
 	}

@@ -84,9 +84,9 @@ Metrics, /healthz and /readyz are served on --metrics-addr.`,
 	f.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "directory of shoal's own blob store and its ingest files (/var/lib/shoal as root)")
 	f.StringVar(&o.storeMaxBytes, "store-max-bytes", "10GiB", "cap on shoal's own store, least recently used blobs evicted first; 0 for no cap")
 	f.StringVar(&o.defaultRegistry, "default-registry", "docker.io", "upstream for requests without ?ns= (Docker Engine registry-mirrors)")
-	f.StringSliceVar(&o.insecureRegistries, "insecure-registry", nil, "registry host[:port] reached over plain HTTP (repeatable); all others use HTTPS only")
+	f.StringSliceVar(&o.insecureRegistries, "insecure-registry", nil, "registry host[:port] reached over plain HTTP, repeatable (default none: HTTPS only)")
 	f.StringVar(&o.registryAuthFile, "registry-auth-file", "", "docker config.json with credentials for upstream registries; empty means anonymous")
-	f.BoolVar(&o.resolveTagsLocally, "resolve-tags-locally", false, "when the registry is unreachable, resolve a tag to the image the node's containerd holds")
+	f.BoolVar(&o.resolveTagsLocally, "resolve-tags-locally", false, "when the registry is unreachable, resolve a tag to the image the node's containerd holds (default off)")
 	f.StringVar(&o.containerdSock, "containerd-sock", "/run/containerd/containerd.sock", "containerd's gRPC socket; empty to run without containerd")
 	f.StringVar(&o.containerdNS, "containerd-namespace", "k8s.io", "containerd namespace whose images answer tag look-ups (k8s.io for CRI)")
 	f.StringVar(&o.containerdContent, "containerd-content-dir", "", "containerd's content directory (e.g. /var/lib/containerd/io.containerd.content.v1.content) for direct reads; empty reads through the socket")
@@ -133,7 +133,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 
 	st, err := store.NewFS(o.dataDir, store.Config{MaxBytes: maxBytes, Logger: log.With("component", "store")})
 	if err != nil {
-		return fmt.Errorf("store: %w", err)
+		return err
 	}
 	up, err := upstream.New(upstream.Config{
 		Insecure:  o.insecureRegistries,

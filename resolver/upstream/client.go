@@ -126,7 +126,7 @@ func (c *Client) transport(ctx context.Context, registry, repo string) (http.Rou
 	}
 	r, err := name.NewRepository(host+"/"+repo, opts...)
 	if err != nil {
-		return nil, host, fmt.Errorf("repository %s/%s: %w", host, repo, errors.Join(err, errdefs.ErrInvalidArgument))
+		return nil, host, fmt.Errorf("repository %s/%s: %w: %w", host, repo, err, errdefs.ErrInvalidArgument)
 	}
 	auth, err := c.keychain.Resolve(r.Registry)
 	if err != nil {
@@ -157,7 +157,7 @@ func classify(host string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	return fmt.Errorf("registry %s: %w", host, errors.Join(err, errdefs.ErrUnavailable))
+	return fmt.Errorf("registry %s: %w: %w", host, err, errdefs.ErrUnavailable)
 }
 
 func statusError(host string, code int, err error) error {
@@ -172,7 +172,7 @@ func statusError(host string, code int, err error) error {
 	if err == nil {
 		err = fmt.Errorf("status %d", code)
 	}
-	return fmt.Errorf("registry %s: %w", host, errors.Join(err, errdefs.ErrUnavailable))
+	return fmt.Errorf("registry %s: %w: %w", host, err, errdefs.ErrUnavailable)
 }
 
 func (c *Client) get(ctx context.Context, registry, repo, path string, hdr http.Header) (*http.Response, error) {
@@ -183,7 +183,7 @@ func (c *Client) get(ctx context.Context, registry, repo, path string, hdr http.
 	u := c.scheme(host) + "://" + host + "/v2/" + repo + path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, fmt.Errorf("registry %s: %w", host, errors.Join(err, errdefs.ErrInvalidArgument))
+		return nil, fmt.Errorf("registry %s: %w: %w", host, err, errdefs.ErrInvalidArgument)
 	}
 	for k, v := range hdr {
 		req.Header[k] = v
