@@ -156,7 +156,9 @@ func TestBadRequestsToDaemon(t *testing.T) {
 				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, body)
 			}
 			if tc.method != "HEAD" {
-				var e struct{ Errors []struct{ Code, Message string } }
+				var e struct {
+					Errors []struct{ Code, Message string }
+				}
 				if err := json.Unmarshal(body, &e); err != nil || len(e.Errors) != 1 || e.Errors[0].Code != tc.code || e.Errors[0].Message == "" {
 					t.Fatalf("body %s, want one %s error with a message", body, tc.code)
 				}
