@@ -35,7 +35,7 @@ func TestPullThroughShoal(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n := startNode(t, flavor, reg.Addr())
+			n := startNode(t, flavor, reg.Addr(), "--resolve-tags-locally")
 
 			// Two ctr pulls of the same image at once.
 			var wg sync.WaitGroup
@@ -78,6 +78,13 @@ func TestPullThroughShoal(t *testing.T) {
 			checkFetchedOnceByShoal(t, reg, imA, imB)
 			if got := metric(t, ctx, n.shoal, "shoal_served_bytes_total", map[string]string{"source": "store"}); got < float64(imA.Size-imA.ManifestSize) {
 				t.Errorf("second pull: %v bytes served from shoal's store, want at least %d", got, imA.Size-imA.ManifestSize)
+			}
+
+			// With the registry down, the tag resolves from the node's own
+			// images (--resolve-tags-locally) and the kubelet's pull succeeds.
+			reg.Stop()
+			if err := n.ctrd.CRIPull(ctx, imB.Ref); err != nil {
+				t.Fatalf("CRI pull with the registry down: %v", err)
 			}
 
 			// unconfigure leaves the hosts dir as it was: empty.
