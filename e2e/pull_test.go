@@ -63,8 +63,8 @@ func TestPullThroughShoal(t *testing.T) {
 				t.Fatalf("containerd holds %d blobs", got)
 			}
 			blobs := float64(len(imA.Blobs()) + len(imB.Blobs()))
-			if got := metric(t, ctx, n.shoal, "shoal_upstream_fetches_total", map[string]string{"result": "ok"}); got != blobs {
-				t.Errorf("shoal counted %v upstream fetches, want %v", got, blobs)
+			if got := metric(t, ctx, n.shoal, "shoal_downloads_total", map[string]string{"result": "ok"}); got != blobs {
+				t.Errorf("shoal counted %v downloads, want %v", got, blobs)
 			}
 
 			// Pull again after removing the image: containerd's content is

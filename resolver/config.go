@@ -24,6 +24,10 @@ type Config struct {
 	// resumed before it is given up. Default 3.
 	FetchAttempts int
 
+	// PeerLookupTimeout bounds the search for peers holding a blob. It
+	// comes out of MissTimeout, so keep it well below. Default 1s.
+	PeerLookupTimeout time.Duration
+
 	// ResolveTagsLocally lets a tag the node's containerd already holds answer
 	// when the registry cannot be reached. It may serve a stale tag, which is
 	// why it is off by default.
@@ -36,9 +40,10 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		MissTimeout:   5 * time.Second,
-		StallTimeout:  10 * time.Second,
-		FetchAttempts: 3,
+		MissTimeout:       5 * time.Second,
+		StallTimeout:      10 * time.Second,
+		FetchAttempts:     3,
+		PeerLookupTimeout: time.Second,
 	}
 }
 
@@ -49,6 +54,9 @@ func (c *Config) fill() error {
 	}
 	if c.StallTimeout == 0 {
 		c.StallTimeout = d.StallTimeout
+	}
+	if c.PeerLookupTimeout == 0 {
+		c.PeerLookupTimeout = d.PeerLookupTimeout
 	}
 	if c.FetchAttempts == 0 {
 		c.FetchAttempts = d.FetchAttempts

@@ -12,9 +12,54 @@ import (
 	"github.com/shoal-dev/shoal/store"
 )
 
-// download fetches req's blob from upstream into the store, resuming from
-// the bytes it has when the body breaks or stalls, and publishes the ingest
-// on f as soon as the size is known so readers can follow it.
+// source is one place a download can read from.
+type source struct {
+	kind Source
+	peer string // for SourcePeer
+	open func(ctx context.Context, off int64, size int64) (io.ReadCloser, int64, error)
+}
+
+func (s source) String() string {
+	if s.peer != "" {
+		return string(s.kind) + " " + s.peer
+	}
+	return string(s.kind)
+}
+
+// sources lists where req's blob can come from, in the order to try them:
+// peers that hold it (best first), then the registry, several times.
+func (r *Resolver) sources(req BlobRequest) []source {
+	var out []source
+	if r.router != nil {
+		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.PeerLookupTimeout)
+		peers, err := r.router.Providers(ctx, req.Digest)
+		cancel()
+		if err != nil && !errdefs.IsNotFound(err) {
+			r.cfg.Logger.Debug("provider look-up failed", "digest", req.Digest, "err", err)
+		}
+		for _, p := range peers {
+			out = append(out, source{kind: SourcePeer, peer: p, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, error) {
+				return r.router.Fetch(ctx, p, req.Digest, off)
+			}})
+		}
+	}
+	if r.upstream != nil {
+		up := source{kind: SourceUpstream, open: func(ctx context.Context, off, size int64) (io.ReadCloser, int64, error) {
+			q := req
+			q.Size = size
+			return r.upstream.Blob(ctx, q, off)
+		}}
+		for range r.cfg.FetchAttempts {
+			out = append(out, up)
+		}
+	}
+	return out
+}
+
+// download fetches req's blob into the store from the first source that
+// delivers, resuming at the same offset from the next source when one
+// breaks or stalls, and publishes the ingest on f as soon as the size is
+// known so readers can follow it.
 func (r *Resolver) download(req BlobRequest, f *flight) {
 	defer r.wg.Done()
 	defer r.finish(req.Digest)
@@ -24,53 +69,60 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 
 	published := false
 	fail := func(err error) {
-		r.m.upstreamFetch.WithLabelValues("error").Inc()
+		r.m.downloads.WithLabelValues("error").Inc()
 		if !published {
 			f.err = err
 			close(f.ready)
 		}
 	}
-	if r.upstream == nil {
-		fail(fmt.Errorf("blob %s: no upstream: %w", req.Digest, errdefs.ErrNotFound))
+	sources := r.sources(req)
+	if len(sources) == 0 {
+		fail(fmt.Errorf("blob %s: no peer holds it and no upstream: %w", req.Digest, errdefs.ErrNotFound))
 		return
 	}
 
 	var ing store.Ingest
 	var off int64
 	var lastErr error
+	var peersUsed []string
 	start := time.Now()
-	for attempt := 0; attempt < r.cfg.FetchAttempts; attempt++ {
+	for _, src := range sources {
 		if r.ctx.Err() != nil {
 			lastErr = r.ctx.Err()
 			break
 		}
-		n, size, err := r.fetchOnce(req, ing, off, func(size int64) (store.Ingest, error) {
+		n, size, err := r.fetchOnce(req, src, ing, off, func(size int64) (store.Ingest, error) {
 			var err error
 			ing, err = r.store.Begin(r.ctx, req.Digest, size)
 			if err != nil {
 				return nil, err
 			}
-			f.ingest, f.source = ing, SourceUpstream
+			f.ingest, f.source = ing, src.kind
 			published = true
 			close(f.ready)
 			return ing, nil
 		})
+		if n > 0 && src.peer != "" {
+			peersUsed = append(peersUsed, src.peer)
+		}
 		off += n
+		r.m.sourceBytes.WithLabelValues(string(src.kind)).Add(float64(n))
 		if err == nil && ing != nil && off == size {
 			lastErr = nil
 			break
 		}
 		lastErr = err
-		if !retryable(err) {
+		if !retryable(err) || (src.kind == SourceUpstream && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err))) {
+			// The registry does not have it, or refuses shoal: asking again will not help.
 			break
 		}
-		log.Info("upstream download interrupted, resuming", "offset", off, "attempt", attempt+1, "err", err)
+		log.Info("source failed, trying the next", "source", src.String(), "offset", off, "err", err)
 	}
 	if lastErr == nil && ing == nil {
-		lastErr = fmt.Errorf("blob %s: upstream sent no body: %w", req.Digest, errdefs.ErrNotFound)
+		lastErr = fmt.Errorf("blob %s: no source sent it: %w", req.Digest, errdefs.ErrNotFound)
 	}
 	if lastErr != nil {
-		log.Warn("upstream download failed", "offset", off, "err", lastErr)
+		log.Warn("download failed", "offset", off, "err", lastErr)
 		if ing != nil {
 			ing.Abort(lastErr)
 		}
@@ -80,25 +132,34 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	if err := ing.Commit(r.ctx); err != nil {
 		if errors.Is(err, store.ErrDigestMismatch) || errors.Is(err, store.ErrSizeMismatch) {
 			r.m.verifyFailures.Inc()
-			r.m.upstreamFetch.WithLabelValues("mismatch").Inc()
+			r.m.downloads.WithLabelValues("mismatch").Inc()
+			// Which of them lied is unknown: avoid every peer that sent a part.
+			for _, p := range peersUsed {
+				r.router.Avoid(p, err)
+			}
 		} else {
-			r.m.upstreamFetch.WithLabelValues("error").Inc()
+			r.m.downloads.WithLabelValues("error").Inc()
 		}
-		log.Error("upstream blob rejected", "err", err)
+		log.Error("downloaded blob rejected", "err", err, "peers", peersUsed)
 		return
 	}
-	r.m.upstreamFetch.WithLabelValues("ok").Inc()
-	log.Info("upstream blob stored", "bytes", off, "seconds", time.Since(start).Seconds())
+	r.m.downloads.WithLabelValues("ok").Inc()
+	log.Info("blob stored", "bytes", off, "seconds", time.Since(start).Seconds(), "peers", peersUsed)
+	if r.router != nil {
+		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+		if err := r.router.Provide(ctx, req.Digest); err != nil {
+			log.Warn("could not announce blob", "err", err)
+		}
+		cancel()
+	}
 }
 
-// retryable says whether a failed attempt is worth resuming.
+// retryable says whether a failed source is worth following with the next.
 func retryable(err error) bool {
 	switch {
 	case err == nil:
 		return true
-	case errdefs.IsNotFound(err), errdefs.IsPermissionDenied(err), errdefs.IsUnauthorized(err),
-		errdefs.IsInvalidArgument(err), errdefs.IsAlreadyExists(err),
-		errors.Is(err, store.ErrSizeMismatch), errors.Is(err, context.Canceled):
+	case errdefs.IsAlreadyExists(err), errors.Is(err, store.ErrSizeMismatch), errors.Is(err, context.Canceled):
 		return false
 	}
 	return true
@@ -107,10 +168,10 @@ func retryable(err error) bool {
 // errStalled marks a source that stopped sending.
 var errStalled = errors.New("source stalled")
 
-// fetchOnce opens the upstream body at off and copies it into the ingest
-// (created through begin on the first attempt, once the size is known). It
-// returns how many bytes it wrote.
-func (r *Resolver) fetchOnce(req BlobRequest, ing store.Ingest, off int64, begin func(int64) (store.Ingest, error)) (int64, int64, error) {
+// fetchOnce opens src at off and copies it into the ingest (created through
+// begin on the first success, once the size is known). It returns how many
+// bytes it wrote.
+func (r *Resolver) fetchOnce(req BlobRequest, src source, ing store.Ingest, off int64, begin func(int64) (store.Ingest, error)) (int64, int64, error) {
 	ctx, cancel := context.WithCancelCause(r.ctx)
 	defer cancel(nil)
 	// The watchdog cancels the request when no byte came for StallTimeout,
@@ -118,13 +179,14 @@ func (r *Resolver) fetchOnce(req BlobRequest, ing store.Ingest, off int64, begin
 	watchdog := time.AfterFunc(r.cfg.StallTimeout, func() { cancel(errStalled) })
 	defer watchdog.Stop()
 
+	var known int64
 	if ing != nil {
-		req.Size = ing.Size()
+		known = ing.Size()
 	}
-	body, size, err := r.upstream.Blob(ctx, req, off)
+	body, size, err := src.open(ctx, off, known)
 	if err != nil {
 		if c := context.Cause(ctx); errors.Is(c, errStalled) {
-			err = fmt.Errorf("blob %s: upstream headers: %w", req.Digest, errStalled)
+			err = fmt.Errorf("blob %s from %s: no answer: %w", req.Digest, src, errStalled)
 		}
 		return 0, 0, err
 	}
@@ -134,7 +196,8 @@ func (r *Resolver) fetchOnce(req BlobRequest, ing store.Ingest, off int64, begin
 			return 0, size, err
 		}
 	} else if size != ing.Size() {
-		return 0, size, fmt.Errorf("blob %s: upstream size changed from %d to %d: %w", req.Digest, ing.Size(), size, store.ErrSizeMismatch)
+		// A source that disagrees on the size is not the same blob.
+		return 0, size, fmt.Errorf("blob %s: %s says %d bytes, not %d: %w", req.Digest, src, size, ing.Size(), errdefs.ErrDataLoss)
 	}
 	watchdog.Reset(r.cfg.StallTimeout)
 
@@ -145,23 +208,22 @@ func (r *Resolver) fetchOnce(req BlobRequest, ing store.Ingest, off int64, begin
 		if k > 0 {
 			watchdog.Reset(r.cfg.StallTimeout)
 			if off+n+int64(k) > size {
-				return n, size, fmt.Errorf("blob %s: upstream sent more than %d bytes: %w", req.Digest, size, store.ErrSizeMismatch)
+				return n, size, fmt.Errorf("blob %s: %s sent more than %d bytes: %w", req.Digest, src, size, errdefs.ErrDataLoss)
 			}
 			if _, werr := ing.WriteAt(buf[:k], off+n); werr != nil {
 				return n, size, werr
 			}
 			n += int64(k)
-			r.m.upstreamBytes.Add(float64(k))
 		}
 		if rerr == io.EOF {
 			if off+n < size {
-				return n, size, fmt.Errorf("blob %s: upstream body ended at %d of %d bytes: %w", req.Digest, off+n, size, io.ErrUnexpectedEOF)
+				return n, size, fmt.Errorf("blob %s: %s ended at %d of %d bytes: %w", req.Digest, src, off+n, size, io.ErrUnexpectedEOF)
 			}
 			break
 		}
 		if rerr != nil {
 			if c := context.Cause(ctx); errors.Is(c, errStalled) {
-				rerr = fmt.Errorf("blob %s: no byte for %s at offset %d: %w", req.Digest, r.cfg.StallTimeout, off+n, errStalled)
+				rerr = fmt.Errorf("blob %s: no byte from %s for %s at offset %d: %w", req.Digest, src, r.cfg.StallTimeout, off+n, errStalled)
 			}
 			return n, size, rerr
 		}

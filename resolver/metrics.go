@@ -4,8 +4,8 @@ import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
 	lookups        *prometheus.CounterVec // by kind and source (or "miss")
-	upstreamFetch  *prometheus.CounterVec // by result
-	upstreamBytes  prometheus.Counter
+	downloads      *prometheus.CounterVec // by result
+	sourceBytes    *prometheus.CounterVec // by source
 	inflightBlobs  prometheus.Gauge
 	verifyFailures prometheus.Counter
 }
@@ -16,14 +16,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_resolver_lookups_total",
 			Help: "Manifest and blob look-ups by kind and by the source that answered (miss when none did).",
 		}, []string{"kind", "source"}),
-		upstreamFetch: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "shoal_upstream_fetches_total",
-			Help: "Blob downloads from upstream registries by result (ok, error, mismatch).",
+		downloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_downloads_total",
+			Help: "Blob downloads into shoal's store, from peers or the registry, by result (ok, error, mismatch).",
 		}, []string{"result"}),
-		upstreamBytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "shoal_upstream_bytes_total",
-			Help: "Blob bytes received from upstream registries.",
-		}),
+		sourceBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_fetched_bytes_total",
+			Help: "Blob bytes received by downloads, by source (peer, upstream).",
+		}, []string{"source"}),
 		inflightBlobs: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_inflight_downloads",
 			Help: "Blob downloads running now.",
@@ -34,7 +34,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.lookups, m.upstreamFetch, m.upstreamBytes, m.inflightBlobs, m.verifyFailures)
+		reg.MustRegister(m.lookups, m.downloads, m.sourceBytes, m.inflightBlobs, m.verifyFailures)
 	}
 	return m
 }

@@ -25,6 +25,7 @@ type Resolver struct {
 	upstream Upstream
 	local    Local
 	images   ImageLookup
+	router   Router
 	m        *metrics
 
 	ctx    context.Context // parent of every download
@@ -41,6 +42,7 @@ type Resolver struct {
 type Sources struct {
 	Local  Local       // the node's containerd content
 	Images ImageLookup // the node's containerd images, for tags when the registry is down
+	Router Router      // the mesh: peers that hold blobs
 }
 
 // flight is one upstream download, shared by every request for its digest.
@@ -67,6 +69,7 @@ func New(st store.Store, up Upstream, src Sources, cfg Config, reg prometheus.Re
 		upstream: up,
 		local:    src.Local,
 		images:   src.Images,
+		router:   src.Router,
 		m:        newMetrics(reg),
 		ctx:      ctx,
 		cancel:   cancel,

@@ -26,6 +26,7 @@ const (
 	SourceContainerd Source = "containerd"
 	SourceStore      Source = "store"
 	SourceInFlight   Source = "inflight"
+	SourcePeer       Source = "peer"
 	SourceUpstream   Source = "upstream"
 )
 
@@ -93,6 +94,19 @@ type Local interface {
 // (registry/repo:tag), to the descriptor the node holds.
 type ImageLookup interface {
 	ResolveImage(ctx context.Context, name string) (ocispec.Descriptor, error)
+}
+
+// Router finds the peers that hold a blob and streams it from them. Peers
+// are named by opaque strings the router understands.
+type Router interface {
+	// Providers lists live peers that hold dgst, best first; none is not an error.
+	Providers(ctx context.Context, dgst digest.Digest) ([]string, error)
+	// Fetch streams dgst from peer p starting at off, and says the blob's size.
+	Fetch(ctx context.Context, p string, dgst digest.Digest, off int64) (body io.ReadCloser, size int64, err error)
+	// Avoid marks a peer that sent bytes which failed verification.
+	Avoid(p string, why error)
+	// Provide announces that this node now holds dgst.
+	Provide(ctx context.Context, dgst digest.Digest) error
 }
 
 // Upstream fetches from OCI registries.

@@ -1,0 +1,176 @@
+package resolver_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/resolver"
+	"github.com/shoal-dev/shoal/store"
+)
+
+// fakePeer is how one peer of fakeRouter behaves.
+type fakePeer struct {
+	data    []byte
+	cutAt   int64 // stop with an error after this offset (0: never)
+	corrupt bool  // flip a byte
+}
+
+// fakeRouter is an in-memory mesh that records what the resolver did.
+type fakeRouter struct {
+	mu       sync.Mutex
+	peers    map[string]fakePeer
+	order    []string
+	fetches  []string // "peer@offset"
+	avoided  []string
+	provided []digest.Digest
+}
+
+func (f *fakeRouter) Providers(_ context.Context, d digest.Digest) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, p := range f.order {
+		if !slices.Contains(f.avoided, p) && digest.FromBytes(f.peers[p].data) == d {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeRouter) Fetch(_ context.Context, p string, d digest.Digest, off int64) (io.ReadCloser, int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fetches = append(f.fetches, fmt.Sprintf("%s@%d", p, off))
+	fp, ok := f.peers[p]
+	if !ok {
+		return nil, 0, errdefs.ErrNotFound
+	}
+	data := fp.data
+	if fp.corrupt {
+		data = bytes.Clone(data)
+		data[len(data)-10] ^= 1
+	}
+	var r io.Reader = bytes.NewReader(data[off:])
+	if fp.cutAt > 0 {
+		r = io.MultiReader(io.LimitReader(r, fp.cutAt-off), errReader{errors.New("peer died")})
+	}
+	return io.NopCloser(r), int64(len(data)), nil
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+func (f *fakeRouter) Avoid(p string, _ error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.avoided = append(f.avoided, p)
+}
+
+func (f *fakeRouter) Provide(_ context.Context, d digest.Digest) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.provided = append(f.provided, d)
+	return nil
+}
+
+func TestPeers(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name        string
+		peers       func(body []byte) map[string]fakePeer
+		order       []string
+		inUpstream  bool
+		wantOK      bool
+		wantFetches []string
+		wantAvoided []string
+		wantGets    int64
+	}{
+		{
+			name:        "from the first peer, registry untouched",
+			peers:       func(b []byte) map[string]fakePeer { return map[string]fakePeer{"a": {data: b}, "b": {data: b}} },
+			order:       []string{"a", "b"},
+			wantOK:      true,
+			wantFetches: []string{"a@0"},
+		},
+		{
+			name:        "peer dies mid-blob: the next peer resumes at the same offset",
+			peers:       func(b []byte) map[string]fakePeer { return map[string]fakePeer{"a": {data: b, cutAt: 300000}, "b": {data: b}} },
+			order:       []string{"a", "b"},
+			wantOK:      true,
+			wantFetches: []string{"a@0", "b@300000"},
+		},
+		{
+			name:        "last peer dies: the registry resumes at the same offset",
+			peers:       func(b []byte) map[string]fakePeer { return map[string]fakePeer{"a": {data: b, cutAt: 500000}} },
+			order:       []string{"a"},
+			inUpstream:  true,
+			wantOK:      true,
+			wantFetches: []string{"a@0"},
+			wantGets:    1,
+		},
+		{
+			name:        "corrupting peer is avoided and nothing is stored",
+			peers:       func(b []byte) map[string]fakePeer { return map[string]fakePeer{"bad": {data: b, corrupt: true}} },
+			order:       []string{"bad"},
+			wantOK:      false,
+			wantFetches: []string{"bad@0"},
+			wantAvoided: []string{"bad"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			router := &fakeRouter{order: tc.order}
+			f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
+			body := randomBytes(t, 1<<20)
+			d := digest.FromBytes(body)
+			if tc.inUpstream {
+				f.up.push(t, "a", body)
+			}
+			router.peers = tc.peers(body)
+			b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: d})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := readAll(t.Context(), t, b, 0)
+			if tc.wantOK != (err == nil && bytes.Equal(got, body)) {
+				t.Fatalf("read %d bytes, err %v; want ok=%v", len(got), err, tc.wantOK)
+			}
+			if !tc.wantOK && !errors.Is(err, store.ErrDigestMismatch) {
+				t.Fatalf("err %v, want a digest mismatch", err)
+			}
+			f.res.Close() // wait for the download to finish its bookkeeping
+			router.mu.Lock()
+			defer router.mu.Unlock()
+			if !slices.Equal(router.fetches, tc.wantFetches) {
+				t.Errorf("fetches %v, want %v", router.fetches, tc.wantFetches)
+			}
+			if !slices.Equal(router.avoided, tc.wantAvoided) {
+				t.Errorf("avoided %v, want %v", router.avoided, tc.wantAvoided)
+			}
+			if n := f.up.blobGets.Load(); n != tc.wantGets {
+				t.Errorf("registry GETs %d, want %d", n, tc.wantGets)
+			}
+			if rg, ok := f.up.ranges.Load(d); tc.wantGets > 0 && (!ok || rg.(string) != "bytes=500000-1048575") {
+				t.Errorf("registry resumed with %v", rg)
+			}
+			_, serr := f.store.Stat(context.Background(), d)
+			if tc.wantOK != (serr == nil) {
+				t.Errorf("stored: %v, want %v", serr == nil, tc.wantOK)
+			}
+			if tc.wantOK && !slices.Equal(router.provided, []digest.Digest{d}) {
+				t.Errorf("provided %v, want the blob announced once", router.provided)
+			}
+		})
+	}
+}
