@@ -103,8 +103,10 @@ func TestPeers(t *testing.T) {
 			wantFetches: []string{"a@0"},
 		},
 		{
-			name:        "peer dies mid-blob: the next peer resumes at the same offset",
-			peers:       func(b []byte) map[string]fakePeer { return map[string]fakePeer{"a": {data: b, cutAt: 300000}, "b": {data: b}} },
+			name: "peer dies mid-blob: the next peer resumes at the same offset",
+			peers: func(b []byte) map[string]fakePeer {
+				return map[string]fakePeer{"a": {data: b, cutAt: 300000}, "b": {data: b}}
+			},
 			order:       []string{"a", "b"},
 			wantOK:      true,
 			wantFetches: []string{"a@0", "b@300000"},
