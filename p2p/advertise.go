@@ -91,7 +91,7 @@ func (n *Node) sweep(ctx context.Context) bool {
 	}
 
 	now := time.Now()
-	live := len(n.members.livePeers()) + 1
+	live := n.members.livePeerCount() + 1
 	a := n.adv
 	a.mu.Lock()
 	force := live > 2*a.fullAt

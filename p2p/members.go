@@ -34,14 +34,18 @@ type member struct {
 
 // members is the member table, fed by memberlist's event delegate. It is the
 // one place that says which peer IDs belong to live members.
+//
+// Several members may claim one peer ID: a node restarted under a new name
+// with the same data directory is listed under both names until the old
+// one is declared dead. A peer ID stays live while any live member claims it.
 type members struct {
 	self peer.ID
 	log  *slog.Logger
 
 	mu     sync.RWMutex
 	byName map[string]*member
-	byPeer map[peer.ID]*member // live members with usable metadata
-	gone   []peer.ID           // departed since the connector last looked
+	byPeer map[peer.ID]map[string]*member // live members with usable metadata
+	gone   []peer.ID                      // no longer claimed since the connector last looked
 	goneAt map[peer.ID]time.Time
 	change chan struct{} // poked on every change, capacity 1
 }
@@ -51,7 +55,7 @@ func newMembers(self peer.ID, log *slog.Logger) *members {
 		self:   self,
 		log:    log,
 		byName: make(map[string]*member),
-		byPeer: make(map[peer.ID]*member),
+		byPeer: make(map[peer.ID]map[string]*member),
 		goneAt: make(map[peer.ID]time.Time),
 		change: make(chan struct{}, 1),
 	}
@@ -99,15 +103,19 @@ func (m *members) upsert(n *memberlist.Node) {
 	if mem.metaErr != nil {
 		m.log.Warn("ignoring member with unusable metadata", "member", n.Name, "addr", addr, "error", mem.metaErr)
 	}
-	if old != nil && old.id != "" && m.byPeer[old.id] == old && old.id != mem.id {
-		delete(m.byPeer, old.id)
-		m.gone = append(m.gone, old.id)
+	if old != nil && old.alive {
+		m.unclaimLocked(old)
 	}
 	if mem.id != "" {
-		if other := m.byPeer[mem.id]; other != nil && other.name != mem.name {
-			m.log.Warn("two members claim one peer ID", "peer", mem.id, "member", mem.name, "other", other.name)
+		claims := m.byPeer[mem.id]
+		if claims == nil {
+			claims = make(map[string]*member)
+			m.byPeer[mem.id] = claims
 		}
-		m.byPeer[mem.id] = mem
+		for other := range claims {
+			m.log.Warn("two members claim one peer ID", "peer", mem.id, "member", mem.name, "other", other)
+		}
+		claims[mem.name] = mem
 		delete(m.goneAt, mem.id)
 	}
 	m.byName[n.Name] = mem
@@ -124,12 +132,26 @@ func (m *members) depart(name string) {
 	gone := *mem
 	gone.alive, gone.since = false, time.Now()
 	m.byName[name] = &gone
-	if mem.id != "" && m.byPeer[mem.id] == mem {
+	m.unclaimLocked(mem)
+	m.poke()
+}
+
+// unclaimLocked withdraws mem's claim on its peer ID; the peer is gone when
+// no live member claims it any more.
+func (m *members) unclaimLocked(mem *member) {
+	if mem.id == "" {
+		return
+	}
+	claims := m.byPeer[mem.id]
+	if claims[mem.name] != mem {
+		return
+	}
+	delete(claims, mem.name)
+	if len(claims) == 0 {
 		delete(m.byPeer, mem.id)
 		m.gone = append(m.gone, mem.id)
-		m.goneAt[mem.id] = gone.since
+		m.goneAt[mem.id] = time.Now()
 	}
-	m.poke()
 }
 
 func (m *members) poke() {
@@ -143,7 +165,7 @@ func (m *members) poke() {
 func (m *members) live(p peer.ID) bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.byPeer[p] != nil
+	return len(m.byPeer[p]) > 0
 }
 
 // departed reports whether p belonged to a member that left or died and
@@ -155,15 +177,45 @@ func (m *members) departed(p peer.ID) bool {
 	return ok
 }
 
-// livePeers returns the reachable live members.
+// livePeers returns the peers of live members, each with the addresses its
+// latest claimant announced.
 func (m *members) livePeers() []peer.AddrInfo {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	out := make([]peer.AddrInfo, 0, len(m.byPeer))
-	for id, mem := range m.byPeer {
-		out = append(out, peer.AddrInfo{ID: id, Addrs: mem.addrs})
+	for id, claims := range m.byPeer {
+		var latest *member
+		for _, mem := range claims {
+			if latest == nil || mem.since.After(latest.since) {
+				latest = mem
+			}
+		}
+		out = append(out, peer.AddrInfo{ID: id, Addrs: latest.addrs})
 	}
 	return out
+}
+
+// addrsOf returns the addresses the latest live claimant of p announced.
+func (m *members) addrsOf(p peer.ID) []ma.Multiaddr {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var latest *member
+	for _, mem := range m.byPeer[p] {
+		if latest == nil || mem.since.After(latest.since) {
+			latest = mem
+		}
+	}
+	if latest == nil {
+		return nil
+	}
+	return latest.addrs
+}
+
+// livePeerCount is the number of distinct live peers, this node excluded.
+func (m *members) livePeerCount() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.byPeer)
 }
 
 // takeGone returns the peers that departed since the last call.

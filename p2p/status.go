@@ -32,7 +32,7 @@ type Status struct {
 	LastJoinError string
 
 	Members       []MemberStatus // other members, by name
-	LiveMembers   int            // live members with usable metadata, this node included
+	LiveMembers   int            // distinct peers of live members with usable metadata, this node included
 	BlobsProvided int
 	ActiveUploads int
 	BytesServed   int64
@@ -81,14 +81,11 @@ func (n *Node) Status() Status {
 	s.LastJoinError = n.lastJoinErr
 	n.joinMu.Unlock()
 
-	s.LiveMembers = 1
+	s.LiveMembers = 1 + n.members.livePeerCount()
 	for _, m := range n.members.snapshot() {
 		ms := MemberStatus{Name: m.name, Addr: m.addr, State: MemberGone, Since: m.since, ID: m.id}
 		if m.alive {
 			ms.State = MemberAlive
-			if m.id != "" {
-				s.LiveMembers++
-			}
 		}
 		if m.metaErr != nil {
 			ms.MetaError = m.metaErr.Error()
