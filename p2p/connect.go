@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -74,6 +75,12 @@ func (n *Node) syncPeers(ctx context.Context, applied map[peer.ID]string) {
 			ps.ClearAddrs(ai.ID)
 			ps.AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
 			applied[ai.ID] = key
+			// A dial that failed before the peer was a member (refused by
+			// its gater while it had not yet heard of us, or made while it
+			// was down) must not hold back dials now that it is one.
+			if sw, ok := n.host.Network().(*swarm.Swarm); ok {
+				sw.Backoff().Clear(ai.ID)
+			}
 		}
 		if n.host.Network().Connectedness(ai.ID) == network.Connected {
 			connected++
@@ -94,7 +101,7 @@ func (n *Node) syncPeers(ctx context.Context, applied map[peer.ID]string) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			dctx, cancel := context.WithTimeout(ctx, n.cfg.Timing.DialTimeout)
+			dctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "member"), n.cfg.Timing.DialTimeout)
 			defer cancel()
 			if err := n.host.Connect(dctx, ai); err != nil {
 				n.log.Debug("cannot connect to member", "peer", ai.ID, "error", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -49,7 +50,14 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, dgst digest.Digest, off int
 		n.metrics.fetches.WithLabelValues(result).Inc()
 		return nil, 0, err
 	}
-	dctx, cancel := context.WithTimeout(ctx, t.DialTimeout+t.RequestTimeout)
+	// The connector may not have passed a new member's addresses to
+	// libp2p yet.
+	if ps := n.host.Peerstore(); len(ps.Addrs(p)) == 0 {
+		ps.AddAddrs(p, n.members.addrsOf(p), peerstore.TempAddrTTL)
+	}
+	// Members are dialled directly, whatever failed before: a peer is only
+	// asked for a blob once the caller has chosen it, usually from Providers.
+	dctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "fetch"), t.DialTimeout+t.RequestTimeout)
 	s, err := n.host.NewStream(dctx, p, ProtocolID)
 	cancel()
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -73,8 +74,10 @@ func (n *Node) joinOnce(ctx context.Context) bool {
 		}
 	}
 	if lastErr != nil {
-		n.log.Warn("cannot join the cluster", "seeds", seeds, "error", lastErr)
-		n.setJoinErr(lastErr.Error())
+		// memberlist's errors span lines; keep one.
+		msg := strings.Join(strings.Fields(lastErr.Error()), " ")
+		n.log.Warn("cannot join the cluster", "seeds", seeds, "error", msg)
+		n.setJoinErr(msg)
 	}
 	return false
 }
