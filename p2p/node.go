@@ -139,8 +139,11 @@ func New(cfg Config, content Content) (*Node, error) {
 		libp2p.Identity(key),
 		libp2p.ListenAddrs(listen),
 		// TCP only: the private-network PSK works over TCP alone, and one
-		// transport keeps the three protections comparable.
-		libp2p.Transport(tcp.NewTCPTransport),
+		// transport keeps the protections comparable. No port reuse: it
+		// serves NAT hole punching, which a cluster does not need, and two
+		// members that dial each other at once from their listen ports
+		// collide on one TCP 4-tuple and both fail.
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
 		libp2p.ConnectionGater(n.gater),
