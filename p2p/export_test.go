@@ -4,6 +4,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 )
@@ -23,3 +24,6 @@ func ReadHeader(r io.Reader) (status string, size int64, msg string, err error) 
 	h, err := readHeader(r)
 	return h.status.String(), h.size, h.msg, err
 }
+
+// Host is n's libp2p host, for benchmarks against a bare stream.
+func Host(n *Node) host.Host { return n.host }
