@@ -23,14 +23,16 @@ type Protection string
 
 const (
 	// ProtectGater admits only connections from peer IDs that members
-	// announced through the encrypted gossip. Transfers keep libp2p's single
-	// cipher, so a stream runs at full speed; a non-member still completes
-	// the libp2p security handshake before it is refused. The default, chosen
-	// by BenchmarkFetch (see docs in bench_test.go).
+	// announced through the encrypted gossip, and dials only those. A
+	// stream keeps libp2p's single cipher: one stream over loopback moved
+	// about 1.28 GB/s, as fast as with no key (BenchmarkStream). A
+	// non-member still completes libp2p's security handshake, which proves
+	// its peer ID, before it is refused. The default.
 	ProtectGater Protection = "gater"
 	// ProtectPSK runs libp2p as a private network keyed from the cluster
 	// key: a non-member cannot even finish the handshake, at the cost of a
-	// second cipher over every byte (about half the throughput here).
+	// second cipher over every byte: about 0.57 GB/s in the same benchmark,
+	// 0.45 times the gater's throughput.
 	ProtectPSK Protection = "psk"
 )
 
