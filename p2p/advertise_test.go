@@ -1,0 +1,208 @@
+package p2p_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/p2p/p2ptest"
+)
+
+// TestRescan checks that content found by the periodic walk is announced,
+// that Provide announces at once, that content which disappeared stops
+// being counted and served, and that an avoided peer is left out.
+func TestRescan(t *testing.T) {
+	t.Parallel()
+	c := p2ptest.Start(t, 2, p2ptest.Options{
+		Config: func(i int, cfg *p2p.Config) {
+			if i == 0 {
+				cfg.RescanInterval = time.Hour // node 0 announces nothing by itself after start
+			}
+		},
+	})
+	c.WaitMembers(t, 2, 20*time.Second)
+	client, holder := c.Nodes[0], c.Nodes[1]
+
+	walked := c.Contents[1].Add([]byte("found by the rescan"))
+	waitProviders(t, client, walked, []peer.ID{holder.ID()}, 20*time.Second)
+
+	pushed := c.Contents[0].Add([]byte("announced at once"))
+	if err := client.Provide(t.Context(), pushed); err != nil {
+		t.Fatal(err)
+	}
+	waitProviders(t, holder, pushed, []peer.ID{client.ID()}, 5*time.Second)
+	if err := client.Provide(t.Context(), "sha256:bad"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("Provide of a bad digest: %v", err)
+	}
+
+	// Gone from the content: no longer counted, and answered as not found.
+	c.Contents[1].Remove(walked)
+	p2ptest.Eventually(t, 20*time.Second, func() error {
+		if got := holder.Status().BlobsProvided; got != 0 {
+			return fmt.Errorf("holder still counts %d blobs provided", got)
+		}
+		return nil
+	})
+	if _, _, err := client.Fetch(t.Context(), holder.ID(), walked, 0); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("fetch of a removed blob: %v, want ErrNotFound", err)
+	}
+
+	// An avoided peer is not offered.
+	again := c.Contents[1].Add([]byte("held, but by an avoided peer"))
+	waitProviders(t, client, again, []peer.ID{holder.ID()}, 20*time.Second)
+	client.Avoid(holder.ID(), errors.New("sent bytes that did not verify"))
+	if got, err := client.Providers(t.Context(), again, 1); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("providers after Avoid: %v, %v; want ErrNotFound", got, err)
+	}
+	var avoided bool
+	for _, p := range client.Status().Peers {
+		if p.ID == holder.ID() && p.AvoidedUntil.After(time.Now()) && p.AvoidReason != "" {
+			avoided = true
+		}
+	}
+	if !avoided {
+		t.Errorf("status does not show the avoided peer: %+v", client.Status().Peers)
+	}
+}
+
+// TestRejoin checks that a node retries its seeds until one answers, that
+// seeds given by name are resolved, and that a node left alone joins again.
+func TestRejoin(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	seed := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+
+	// B starts first and keeps retrying its seed, named "localhost".
+	cfg := p2ptest.Config(t, "b")
+	cfg.Join = []string{net.JoinHostPort("localhost", strconv.Itoa(port))}
+	b := startNode(t, cfg)
+	p2ptest.Eventually(t, 10*time.Second, func() error {
+		if b.Status().LastJoinError == "" {
+			return errors.New("no failed join attempt yet")
+		}
+		return nil
+	})
+
+	startSeed := func() (*p2p.Node, func()) {
+		cfg := p2ptest.Config(t, "a")
+		cfg.GossipAddr = seed
+		ctx, cancel := context.WithCancel(context.Background())
+		n, err := p2p.New(cfg, p2ptest.NewContent())
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- n.Run(ctx) }()
+		return n, func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("seed: %v", err)
+			}
+		}
+	}
+	waitLive := func(want int, nodes ...*p2p.Node) {
+		t.Helper()
+		p2ptest.Eventually(t, 20*time.Second, func() error {
+			for _, n := range nodes {
+				if got := n.Status().LiveMembers; got != want {
+					return fmt.Errorf("%s sees %d live members, want %d", n.Status().NodeName, got, want)
+				}
+			}
+			return nil
+		})
+	}
+
+	a, stopA := startSeed()
+	waitLive(2, a, b)
+	if got := b.Status().LastJoinError; got != "" {
+		t.Errorf("joined, but status still shows %q", got)
+	}
+
+	// The seed goes away: B is alone, and joins the seed's successor.
+	stopA()
+	waitLive(1, b)
+	a2, stopA2 := startSeed()
+	defer stopA2()
+	waitLive(2, a2, b)
+}
+
+// freePort returns a port free for both TCP and UDP on loopback, as
+// memberlist needs.
+func freePort(t *testing.T) int {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", l.Addr().String())
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// startNode runs a node until the test ends.
+func startNode(t *testing.T, cfg p2p.Config) *p2p.Node {
+	t.Helper()
+	n, err := p2p.New(cfg, p2ptest.NewContent())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s: %v", cfg.NodeName, err)
+		}
+	})
+	return n
+}
+
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	cfg := p2ptest.Config(t, "m")
+	cfg.Metrics = reg
+	n, err := p2p.New(cfg, p2ptest.NewContent())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer runStopped(n)
+	// A second node on the same registry is refused, not a panic.
+	cfg2 := p2ptest.Config(t, "m2")
+	cfg2.Metrics = reg
+	if n2, err := p2p.New(cfg2, p2ptest.NewContent()); err == nil {
+		_ = runStopped(n2)
+		t.Errorf("two nodes registered the same metrics")
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+	}
+	for _, want := range []string{"shoal_p2p_members", "shoal_p2p_blobs_provided", "shoal_p2p_uploads_active", "shoal_p2p_served_bytes_total"} {
+		if !names[want] {
+			t.Errorf("metric %s not registered; have %v", want, names)
+		}
+	}
+}

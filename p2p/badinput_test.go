@@ -1,0 +1,257 @@
+package p2p_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/p2p/p2ptest"
+)
+
+func rawHost(t *testing.T) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.DisableRelay(), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func frame(off int64, dgst string) []byte {
+	b := make([]byte, 2+8+len(dgst))
+	binary.BigEndian.PutUint16(b, uint16(8+len(dgst)))
+	binary.BigEndian.PutUint64(b[2:], uint64(off))
+	copy(b[10:], dgst)
+	return b
+}
+
+// TestBadRequests sends malformed transfer requests straight to a node:
+// each is refused with a status and the node goes on serving.
+func TestBadRequests(t *testing.T) {
+	t.Parallel()
+	data := randomBlob(5, 1<<20)
+	d := digest.FromBytes(data)
+	c := p2ptest.Start(t, 2, p2ptest.Options{
+		Config: func(i int, cfg *p2p.Config) { cfg.Timing.RequestTimeout = 500 * time.Millisecond },
+		Content: func(i int) *p2ptest.Content {
+			if i == 1 {
+				return p2ptest.NewContent(data)
+			}
+			return nil
+		},
+	})
+	c.WaitMembers(t, 2, 20*time.Second)
+	server := c.Nodes[1]
+	h := rawHost(t)
+	if err := h.Connect(t.Context(), peer.AddrInfo{ID: server.ID(), Addrs: server.Status().Addrs}); err != nil {
+		t.Fatal(err)
+	}
+	garbage := randomBlob(6, 1024)
+	for _, tc := range []struct {
+		name  string
+		send  []byte
+		stall bool // keep the stream open after sending
+		want  string
+	}{
+		{"garbage", garbage, false, "bad request"},
+		{"huge length", append([]byte{0xff, 0xff}, garbage...), false, "bad request"},
+		{"length past the data", []byte{0x00, 0xf0, 1, 2, 3}, false, "bad request"},
+		{"stalled mid-frame", []byte{0x00, 0xf0, 1, 2, 3}, true, "bad request"},
+		{"nothing", nil, false, "bad request"},
+		{"wrong digest syntax", frame(0, "sha256:0123"), false, "bad request"},
+		{"not sha256", frame(0, digest.SHA512.FromBytes(data).String()), false, "bad request"},
+		{"digest with junk", frame(0, d.String()+"\x00"), false, "bad request"},
+		{"negative offset", frame(-5, d.String()), false, "bad request"},
+		{"offset past the end", frame(int64(len(data))+1, d.String()), false, "bad request"},
+		{"unknown blob", frame(0, digest.FromString("nope").String()), false, "not found"},
+		{"valid", frame(int64(len(data))-3, d.String()), false, "ok"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			s, err := h.NewStream(ctx, server.ID(), p2p.ProtocolID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Reset()
+			_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := s.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.stall {
+				_ = s.CloseWrite()
+			}
+			status, _, msg, err := p2p.ReadHeader(s)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			if status != tc.want {
+				t.Errorf("status %q (%s), want %q", status, msg, tc.want)
+			}
+			if status == "ok" {
+				if b, err := io.ReadAll(s); err != nil || len(b) != 3 {
+					t.Errorf("body: %d bytes, %v", len(b), err)
+				}
+			}
+		})
+	}
+	// Still serving, to the raw host and to a member.
+	if err := fetchAll(t.Context(), c.Nodes[0], server.ID(), d, len(data)); err != nil {
+		t.Fatalf("fetch after bad requests: %v", err)
+	}
+}
+
+// TestBadGossip lets members with malformed metadata into the gossip, and
+// throws garbage at the gossip ports: nodes ignore and log the bad members,
+// never crash, and the mesh keeps working.
+func TestBadGossip(t *testing.T) {
+	t.Parallel()
+	data := []byte("still served")
+	d := digest.FromBytes(data)
+	c := p2ptest.Start(t, 2, p2ptest.Options{
+		Content: func(i int) *p2ptest.Content {
+			if i == 1 {
+				return p2ptest.NewContent(data)
+			}
+			return nil
+		},
+	})
+	c.WaitMembers(t, 2, 20*time.Second)
+	node := c.Nodes[0]
+	seed := node.Status().GossipAddr
+
+	metas := map[string]string{
+		"garbage":     "\x00\xffnot json at all",
+		"bad-peer-id": `{"v":1,"id":"12D3KooWnotapeer","a":["/ip4/127.0.0.1/tcp/1"]}`,
+		"bad-addr":    `{"v":1,"id":"` + c.Nodes[1].ID().String() + `","a":["/ip4/300.1.1.1/tcp/1"]}`,
+		"future":      `{"v":9}`,
+		"empty":       "",
+		"long":        strings.Repeat("x", memberlist.MetaMaxSize),
+	}
+	// Members that claim the peer ID of a real node: that node refuses the
+	// claim; the others cannot tell it from a renamed node, and take it as
+	// a second name of the same peer.
+	for i, n := range c.Nodes {
+		metas[fmt.Sprintf("claims-%d", i)] = `{"v":1,"id":"` + n.ID().String() + `","a":["/ip4/127.0.0.1/tcp/1"]}`
+	}
+	var stops []func()
+	for name, meta := range metas {
+		ml, stop := rawMember(t, "bad-"+name, []byte(meta))
+		if _, err := ml.Join([]string{seed}); err != nil {
+			t.Fatalf("%s: join: %v", name, err)
+		}
+		stops = append(stops, stop)
+	}
+	p2ptest.Eventually(t, 20*time.Second, func() error {
+		for i, n := range c.Nodes {
+			st := n.Status()
+			ignored := 0
+			for _, m := range st.Members {
+				if !strings.HasPrefix(m.Name, "bad-") || m.State != p2p.MemberAlive {
+					continue
+				}
+				if m.MetaError != "" && m.ID == "" {
+					ignored++
+				}
+			}
+			if want := len(metas) - len(c.Nodes) + 1; ignored != want {
+				return fmt.Errorf("node %d lists %d members with ignored metadata, want %d", i, ignored, want)
+			}
+			if st.LiveMembers != 2 {
+				return fmt.Errorf("node %d counts %d live peers, want 2", i, st.LiveMembers)
+			}
+		}
+		return nil
+	})
+
+	// The bad members leave; the real nodes still count each other.
+	for _, stop := range stops {
+		stop()
+	}
+	p2ptest.Eventually(t, 20*time.Second, func() error {
+		for i, n := range c.Nodes {
+			for _, m := range n.Status().Members {
+				if strings.HasPrefix(m.Name, "bad-") && m.State == p2p.MemberAlive {
+					return fmt.Errorf("node %d still lists %s alive", i, m.Name)
+				}
+			}
+		}
+		return nil
+	})
+
+	// Garbage at the gossip port, over UDP and TCP.
+	junk := randomBlob(7, 1400)
+	if u, err := net.Dial("udp", seed); err == nil {
+		for i := range 50 {
+			_, _ = u.Write(junk[:1+i*27%len(junk)])
+		}
+		u.Close()
+	}
+	for _, b := range [][]byte{junk, {0x00}, {0xff, 0xff, 0xff, 0xff}, bytes.Repeat([]byte{0x0c}, 64<<10)} {
+		if conn, err := net.DialTimeout("tcp", seed, time.Second); err == nil {
+			_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+			_, _ = conn.Write(b)
+			_, _ = io.Copy(io.Discard, conn)
+			conn.Close()
+		}
+	}
+
+	waitProviders(t, node, d, []peer.ID{c.Nodes[1].ID()}, 20*time.Second)
+	if err := fetchAll(t.Context(), node, c.Nodes[1].ID(), d, len(data)); err != nil {
+		t.Fatalf("fetch after bad gossip: %v", err)
+	}
+	if got := node.Status().LiveMembers; got != 2 {
+		t.Errorf("%d live members after garbage, want 2", got)
+	}
+}
+
+// rawMember is a bare memberlist node advertising meta as its metadata.
+// stop leaves and shuts it down; it also runs when the test ends.
+func rawMember(t *testing.T, name string, meta []byte) (ml *memberlist.Memberlist, stop func()) {
+	t.Helper()
+	cfg := memberlist.DefaultLocalConfig()
+	cfg.Name = name
+	cfg.BindAddr = "127.0.0.1"
+	cfg.BindPort = 0
+	cfg.AdvertisePort = 0
+	cfg.Label = "shoal"
+	cfg.Delegate = rawMeta(meta)
+	cfg.Logger = log.New(io.Discard, "", 0)
+	ml, err := memberlist.Create(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// memberlist panics on a Leave after Shutdown.
+	stop = sync.OnceFunc(func() {
+		_ = ml.Leave(time.Second)
+		_ = ml.Shutdown()
+	})
+	t.Cleanup(stop)
+	return ml, stop
+}
+
+type rawMeta []byte
+
+func (m rawMeta) NodeMeta(int) []byte           { return m }
+func (rawMeta) NotifyMsg([]byte)                {}
+func (rawMeta) GetBroadcasts(int, int) [][]byte { return nil }
+func (rawMeta) LocalState(bool) []byte          { return nil }
+func (rawMeta) MergeRemoteState([]byte, bool)   {}

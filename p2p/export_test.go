@@ -1,0 +1,29 @@
+package p2p
+
+import (
+	"io"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
+)
+
+// AddAddrs tells n's libp2p host where p is, as if n had learned it.
+func AddAddrs(n *Node, ai peer.AddrInfo) {
+	n.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour)
+}
+
+// WriteRequest writes a well-formed transfer request.
+func WriteRequest(w io.Writer, d digest.Digest, off int64) error {
+	return writeRequest(w, request{dgst: d, off: off})
+}
+
+// ReadHeader reads a transfer response header.
+func ReadHeader(r io.Reader) (status string, size int64, msg string, err error) {
+	h, err := readHeader(r)
+	return h.status.String(), h.size, h.msg, err
+}
+
+// Host is n's libp2p host, for benchmarks against a bare stream.
+func Host(n *Node) host.Host { return n.host }

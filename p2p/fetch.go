@@ -1,0 +1,207 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/opencontainers/go-digest"
+)
+
+// ErrPeerBusy reports a peer at its upload cap; try another. Errors that
+// wrap it also wrap errdefs.ErrUnavailable.
+var ErrPeerBusy = errors.New("peer busy")
+
+// Fetch streams dgst from peer p, from byte off to the end, and returns
+// the blob's total size as the peer states it. ctx bounds the whole
+// transfer, not only its start. The bytes and the size come from another
+// machine: the caller verifies them against the digest, and calls Avoid if
+// they do not match. Errors wrap errdefs.ErrNotFound (the peer lacks the
+// blob), errdefs.ErrInvalidArgument (a bad digest or offset) or
+// errdefs.ErrUnavailable (the peer cannot be reached, or is busy: then also
+// ErrPeerBusy). A transfer that stalls for IdleTimeout fails.
+func (n *Node) Fetch(ctx context.Context, p peer.ID, dgst digest.Digest, off int64) (io.ReadCloser, int64, error) {
+	if err := checkDigest(dgst); err != nil {
+		return nil, 0, err
+	}
+	if off < 0 {
+		return nil, 0, fmt.Errorf("fetch %s at %d: %w: negative offset", dgst, off, errdefs.ErrInvalidArgument)
+	}
+	if p == n.id {
+		return nil, 0, fmt.Errorf("fetch %s from %s: %w: that is this node", dgst, p, errdefs.ErrInvalidArgument)
+	}
+	t := n.cfg.Timing
+	st := n.stats.addInflight(p, 1)
+	ok := false
+	defer func() {
+		if !ok {
+			n.stats.addInflight(p, -1)
+		}
+	}()
+
+	fail := func(result string, err error) (io.ReadCloser, int64, error) {
+		n.metrics.fetches.WithLabelValues(result).Inc()
+		return nil, 0, err
+	}
+	// The connector may not have passed a new member's addresses to
+	// libp2p yet.
+	if ps := n.host.Peerstore(); len(ps.Addrs(p)) == 0 {
+		ps.AddAddrs(p, n.members.addrsOf(p), peerstore.TempAddrTTL)
+	}
+	// Members are dialled directly, whatever failed before: a peer is only
+	// asked for a blob once the caller has chosen it, usually from Providers.
+	dctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "fetch"), t.DialTimeout+t.RequestTimeout)
+	s, err := n.host.NewStream(dctx, p, ProtocolID)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return fail("error", fmt.Errorf("fetch %s from %s: %w", dgst, p, ctx.Err()))
+		}
+		return fail("error", fmt.Errorf("fetch %s from %s: %w: %v", dgst, p, errdefs.ErrUnavailable, err))
+	}
+	start := time.Now()
+	_ = s.SetDeadline(start.Add(t.RequestTimeout))
+	h, err := exchange(s, request{dgst: dgst, off: off})
+	if err != nil {
+		_ = s.Reset()
+		if ctx.Err() != nil {
+			return fail("error", fmt.Errorf("fetch %s from %s: %w", dgst, p, ctx.Err()))
+		}
+		return fail("error", fmt.Errorf("fetch %s from %s: %w: %v", dgst, p, errdefs.ErrUnavailable, err))
+	}
+	n.host.Peerstore().RecordLatency(p, time.Since(start))
+	if h.status != statusOK {
+		_ = s.Close()
+		var kind error
+		switch h.status {
+		case statusBusy:
+			n.stats.markBusy(p, time.Now())
+			return fail("busy", fmt.Errorf("fetch %s from %s: %w: %w", dgst, p, ErrPeerBusy, errdefs.ErrUnavailable))
+		case statusNotFound:
+			kind = errdefs.ErrNotFound
+		case statusBadRequest:
+			kind = errdefs.ErrInvalidArgument
+		default:
+			kind = errdefs.ErrUnavailable
+		}
+		return fail(resultLabel(h.status), fmt.Errorf("fetch %s from %s: %w: peer says %q", dgst, p, kind, h.msg))
+	}
+	if h.size < off {
+		_ = s.Reset()
+		return fail("error", fmt.Errorf("fetch %s from %s: %w: peer states size %d below offset %d", dgst, p, errdefs.ErrUnavailable, h.size, off))
+	}
+	_ = s.SetDeadline(time.Time{})
+	n.metrics.fetches.WithLabelValues("ok").Inc()
+	r := &fetchReader{n: n, s: s, peer: p, st: st, remain: h.size - off, idle: t.IdleTimeout, ctx: ctx}
+	r.stop = context.AfterFunc(ctx, func() { _ = s.Reset() })
+	ok = true
+	return r, h.size, nil
+}
+
+// exchange sends the request and reads the answer's header.
+func exchange(s network.Stream, req request) (header, error) {
+	if err := writeRequest(s, req); err != nil {
+		return header{}, err
+	}
+	if err := s.CloseWrite(); err != nil {
+		return header{}, err
+	}
+	return readHeader(s)
+}
+
+// fetchReader is the body of a Fetch: exactly the bytes from the offset to
+// the stated size, then io.EOF; io.ErrUnexpectedEOF if the peer stops short.
+type fetchReader struct {
+	n      *Node
+	s      network.Stream
+	peer   peer.ID
+	st     *peerStat
+	remain int64
+	idle   time.Duration
+	setAt  time.Time
+	ctx    context.Context // the Fetch's; only to report why the stream died
+	stop   func() bool
+	once   sync.Once
+}
+
+func (r *fetchReader) Read(b []byte) (int, error) {
+	if r.remain <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(b)) > r.remain {
+		b = b[:r.remain]
+	}
+	if now := time.Now(); now.Sub(r.setAt) > r.idle/8 {
+		_ = r.s.SetReadDeadline(now.Add(r.idle))
+		r.setAt = now
+	}
+	k, err := r.s.Read(b)
+	if k > 0 {
+		r.remain -= int64(k)
+		r.st.fetched.Add(int64(k))
+		r.n.stats.fetched.Add(int64(k))
+		r.n.metrics.fetched.Add(float64(k))
+	}
+	switch {
+	case err == nil:
+		return k, nil
+	case errors.Is(err, io.EOF):
+		if r.remain > 0 {
+			return k, fmt.Errorf("fetch from %s: %w", r.peer, io.ErrUnexpectedEOF)
+		}
+		return k, nil
+	case r.ctx.Err() != nil:
+		return k, r.ctx.Err()
+	}
+	return k, fmt.Errorf("fetch from %s: %w", r.peer, err)
+}
+
+// WriteTo copies with a large buffer: io.Copy would otherwise use 32 KiB
+// reads, or 8 KiB ones into io.Discard.
+func (r *fetchReader) WriteTo(w io.Writer) (int64, error) {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		k, rerr := r.Read(buf)
+		if k > 0 {
+			m, werr := w.Write(buf[:k])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+			if m < k {
+				return total, io.ErrShortWrite
+			}
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// Close ends the transfer; before the end it resets the stream, which frees
+// the peer's upload slot at once.
+func (r *fetchReader) Close() error {
+	r.once.Do(func() {
+		r.stop()
+		if r.remain <= 0 {
+			_ = r.s.Close()
+		} else {
+			_ = r.s.Reset()
+		}
+		r.n.stats.addInflight(r.peer, -1)
+	})
+	return nil
+}

@@ -1,0 +1,65 @@
+package p2p
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	members       prometheus.Gauge
+	provided      prometheus.Gauge
+	provides      *prometheus.CounterVec // by result
+	uploads       *prometheus.CounterVec // by result
+	uploadsActive prometheus.Gauge
+	served        prometheus.Counter
+	fetched       prometheus.Counter
+	fetches       *prometheus.CounterVec // by result
+	avoided       prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		members: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_p2p_members",
+			Help: "Live members of the cluster with usable metadata, this node included.",
+		}),
+		provided: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_p2p_blobs_provided",
+			Help: "Blobs this node currently announces in the DHT.",
+		}),
+		provides: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_p2p_provides_total",
+			Help: "DHT announcements by result (ok, error).",
+		}, []string{"result"}),
+		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_p2p_upload_requests_total",
+			Help: "Blob requests from peers by result (ok, busy, not_found, bad_request, error).",
+		}, []string{"result"}),
+		uploadsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_p2p_uploads_active",
+			Help: "Blob streams being served now.",
+		}),
+		served: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_p2p_served_bytes_total",
+			Help: "Blob bytes sent to peers.",
+		}),
+		fetched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_p2p_fetched_bytes_total",
+			Help: "Blob bytes received from peers (before verification).",
+		}),
+		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_p2p_fetches_total",
+			Help: "Blob requests to peers by result (ok, busy, not_found, bad_request, error).",
+		}, []string{"result"}),
+		avoided: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_p2p_peers_avoided_total",
+			Help: "Times a peer was set aside for sending bad bytes.",
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.members, m.provided, m.provides, m.uploads,
+			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}

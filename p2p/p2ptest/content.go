@@ -1,0 +1,85 @@
+package p2ptest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/store"
+)
+
+// Content is an in-memory p2p.Content.
+type Content struct {
+	mu    sync.RWMutex
+	blobs map[digest.Digest][]byte
+}
+
+var _ p2p.Content = (*Content)(nil)
+
+// NewContent holds the given blobs.
+func NewContent(blobs ...[]byte) *Content {
+	c := &Content{blobs: make(map[digest.Digest][]byte)}
+	for _, b := range blobs {
+		c.Add(b)
+	}
+	return c
+}
+
+// Add stores b and returns its digest.
+func (c *Content) Add(b []byte) digest.Digest {
+	d := digest.FromBytes(b)
+	c.mu.Lock()
+	c.blobs[d] = b
+	c.mu.Unlock()
+	return d
+}
+
+// Remove forgets a blob.
+func (c *Content) Remove(d digest.Digest) {
+	c.mu.Lock()
+	delete(c.blobs, d)
+	c.mu.Unlock()
+}
+
+// Open implements p2p.Content.
+func (c *Content) Open(_ context.Context, d digest.Digest) (store.Blob, error) {
+	c.mu.RLock()
+	b, ok := c.blobs[d]
+	c.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("blob %s: %w", d, errdefs.ErrNotFound)
+	}
+	return blob{bytes.NewReader(b)}, nil
+}
+
+// Walk implements p2p.Content.
+func (c *Content) Walk(ctx context.Context, fn func(digest.Digest, int64) error) error {
+	c.mu.RLock()
+	type item struct {
+		d digest.Digest
+		n int64
+	}
+	items := make([]item, 0, len(c.blobs))
+	for d, b := range c.blobs {
+		items = append(items, item{d, int64(len(b))})
+	}
+	c.mu.RUnlock()
+	for _, it := range items {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(it.d, it.n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type blob struct{ *bytes.Reader }
+
+func (blob) Close() error { return nil }

@@ -1,0 +1,156 @@
+package p2p
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSz); return &b }}
+
+// handleStream serves one blob request. Every path ends the stream within
+// bounded time: reading the request is bounded by RequestTimeout, and
+// every write by IdleTimeout.
+func (n *Node) handleStream(s network.Stream) {
+	if !n.enterHandler() {
+		_ = s.Reset()
+		return
+	}
+	defer n.handlers.Done()
+	remote := s.Conn().RemotePeer()
+	t := n.cfg.Timing
+
+	_ = s.SetReadDeadline(time.Now().Add(t.RequestTimeout))
+	body, err := readRequest(s)
+	if err != nil {
+		n.refuse(s, remote, statusBadRequest, err)
+		return
+	}
+	req, err := parseRequest(body)
+	if err != nil {
+		n.refuse(s, remote, statusBadRequest, err)
+		return
+	}
+
+	select {
+	case n.uploads <- struct{}{}:
+	default:
+		n.refuse(s, remote, statusBusy, errors.New("too many uploads"))
+		return
+	}
+	defer func() { <-n.uploads }()
+	n.metrics.uploadsActive.Inc()
+	defer n.metrics.uploadsActive.Dec()
+
+	blob, err := n.content.Open(n.life, req.dgst)
+	if err != nil {
+		st := statusError
+		if errdefs.IsNotFound(err) {
+			st = statusNotFound
+		}
+		n.refuse(s, remote, st, err)
+		return
+	}
+	defer blob.Close()
+	size := blob.Size()
+	if req.off > size {
+		n.refuse(s, remote, statusBadRequest, fmt.Errorf("offset %d beyond size %d", req.off, size))
+		return
+	}
+
+	w := &deadlineWriter{s: s, idle: t.IdleTimeout}
+	if err := writeHeader(w, header{status: statusOK, size: size}); err != nil {
+		n.metrics.uploads.WithLabelValues("error").Inc()
+		_ = s.Reset()
+		return
+	}
+	st := n.stats.peer(remote)
+	sent, err := n.copyBlob(w, io.NewSectionReader(blob, req.off, size-req.off), st)
+	if err != nil {
+		n.metrics.uploads.WithLabelValues("error").Inc()
+		n.log.Debug("upload cut", "peer", remote, "digest", req.dgst, "offset", req.off, "bytes", sent, "error", err)
+		_ = s.Reset()
+		return
+	}
+	n.metrics.uploads.WithLabelValues("ok").Inc()
+	n.log.Debug("uploaded", "peer", remote, "digest", req.dgst, "offset", req.off, "bytes", sent)
+	_ = s.Close()
+}
+
+func (n *Node) copyBlob(w io.Writer, r io.Reader, st *peerStat) (int64, error) {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		k, rerr := r.Read(buf)
+		if k > 0 {
+			m, werr := w.Write(buf[:k])
+			total += int64(m)
+			st.served.Add(int64(m))
+			n.stats.served.Add(int64(m))
+			n.metrics.served.Add(float64(m))
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// refuse answers a request with an error status and ends the stream.
+func (n *Node) refuse(s network.Stream, remote peer.ID, st status, why error) {
+	n.metrics.uploads.WithLabelValues(resultLabel(st)).Inc()
+	if st != statusNotFound && st != statusBusy {
+		n.log.Debug("refused request", "peer", remote, "status", st.String(), "error", why)
+	}
+	_ = s.SetWriteDeadline(time.Now().Add(n.cfg.Timing.RequestTimeout))
+	if err := writeHeader(s, header{status: st, msg: why.Error()}); err != nil {
+		_ = s.Reset()
+		return
+	}
+	_ = s.Close()
+}
+
+func resultLabel(st status) string {
+	switch st {
+	case statusOK:
+		return "ok"
+	case statusNotFound:
+		return "not_found"
+	case statusBadRequest:
+		return "bad_request"
+	case statusBusy:
+		return "busy"
+	}
+	return "error"
+}
+
+// deadlineWriter pushes the write deadline forward as bytes go out, so a
+// peer that stops reading is cut after idle, however long the transfer.
+type deadlineWriter struct {
+	s     network.Stream
+	idle  time.Duration
+	setAt time.Time
+}
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	if now := time.Now(); now.Sub(w.setAt) > w.idle/8 {
+		if err := w.s.SetWriteDeadline(now.Add(w.idle)); err != nil {
+			return 0, err
+		}
+		w.setAt = now
+	}
+	return w.s.Write(p)
+}

@@ -1,0 +1,105 @@
+package p2p
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// busyPenalty is how long a peer that answered "busy" ranks behind others.
+const busyPenalty = 5 * time.Second
+
+// peerStat is what this node measured of one peer.
+type peerStat struct {
+	served  atomic.Int64 // bytes this node sent to the peer
+	fetched atomic.Int64 // bytes this node received from the peer
+
+	// Guarded by stats.mu.
+	inflight   int
+	busyAt     time.Time
+	avoidUntil time.Time
+	avoidWhy   string
+}
+
+type stats struct {
+	served, fetched atomic.Int64
+
+	mu    sync.Mutex
+	peers map[peer.ID]*peerStat
+}
+
+func newStats() *stats { return &stats{peers: make(map[peer.ID]*peerStat)} }
+
+func (s *stats) peer(p peer.ID) *peerStat {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peerLocked(p)
+}
+
+func (s *stats) peerLocked(p peer.ID) *peerStat {
+	st := s.peers[p]
+	if st == nil {
+		st = &peerStat{}
+		s.peers[p] = st
+	}
+	return st
+}
+
+func (s *stats) addInflight(p peer.ID, d int) *peerStat {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.peerLocked(p)
+	st.inflight += d
+	return st
+}
+
+func (s *stats) markBusy(p peer.ID, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.peerLocked(p).busyAt = now
+}
+
+func (s *stats) avoid(p peer.ID, until time.Time, why string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.peerLocked(p)
+	st.avoidUntil, st.avoidWhy = until, why
+}
+
+func (s *stats) avoided(p peer.ID, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.peers[p]
+	return st != nil && now.Before(st.avoidUntil)
+}
+
+// rankKey is what Providers sorts by: peers recently busy last, then fewer
+// transfers from this node in flight, then lower latency.
+type rankKey struct {
+	busy     bool
+	inflight int
+}
+
+func (s *stats) rank(p peer.ID, now time.Time) rankKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.peers[p]
+	if st == nil {
+		return rankKey{}
+	}
+	return rankKey{busy: now.Sub(st.busyAt) < busyPenalty, inflight: st.inflight}
+}
+
+// prune forgets peers that are no longer members and have nothing in
+// flight and no avoidance pending.
+func (s *stats) prune(now time.Time, live func(peer.ID) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p, st := range s.peers {
+		if st.inflight == 0 && !now.Before(st.avoidUntil) && !live(p) {
+			delete(s.peers, p)
+		}
+	}
+}

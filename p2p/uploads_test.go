@@ -1,0 +1,96 @@
+package p2p_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/p2p/p2ptest"
+)
+
+// TestUploadCap checks that a peer at its upload cap answers "busy" at
+// once, ranks last while busy, and that a stalled reader loses its slot.
+func TestUploadCap(t *testing.T) {
+	t.Parallel()
+	// Larger than the stream window and socket buffers, so that a reader
+	// that stops reading stalls the server.
+	data := randomBlob(3, 64<<20)
+	d := digest.FromBytes(data)
+	const idle = time.Second
+	c := p2ptest.Start(t, 3, p2ptest.Options{
+		Config: func(i int, cfg *p2p.Config) {
+			cfg.MaxUploads = 1
+			cfg.Timing.IdleTimeout = idle
+		},
+		Content: func(i int) *p2ptest.Content {
+			if i > 0 {
+				return p2ptest.NewContent(data)
+			}
+			return nil
+		},
+	})
+	c.WaitMembers(t, 3, 20*time.Second)
+	client, busy, other := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	waitProviders(t, client, d, []peer.ID{busy.ID(), other.ID()}, 20*time.Second)
+
+	// Take busy's only slot and read nothing.
+	stalled, _, err := client.Fetch(t.Context(), busy.ID(), d, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	start := time.Now()
+	_, _, err = client.Fetch(t.Context(), busy.ID(), d, 0)
+	if !errors.Is(err, p2p.ErrPeerBusy) || !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("second fetch: %v, want ErrPeerBusy and ErrUnavailable", err)
+	}
+	if wait := time.Since(start); wait >= idle {
+		t.Logf("busy answer took %v", wait) // not asserted: timing is for benchmarks
+	}
+	got, err := client.Providers(t.Context(), d, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != other.ID() {
+		t.Errorf("providers %v: want the busy peer %s last", got, busy.ID())
+	}
+
+	// The stalled transfer is cut after the idle timeout and the slot
+	// comes back.
+	p2ptest.Eventually(t, 10*idle, func() error {
+		rc, _, err := client.Fetch(t.Context(), busy.ID(), d, int64(len(data))-10)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil || len(b) != 10 {
+			return fmt.Errorf("read %d bytes: %v", len(b), err)
+		}
+		return nil
+	})
+	if n, err := io.Copy(io.Discard, stalled); err == nil {
+		t.Errorf("the stalled transfer delivered %d bytes and no error; want it cut", n)
+	}
+
+	// Closing a reader early frees the slot at once.
+	rc, _, err := client.Fetch(t.Context(), busy.ID(), d, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	p2ptest.Eventually(t, 5*time.Second, func() error {
+		rc, _, err := client.Fetch(t.Context(), busy.ID(), d, int64(len(data)))
+		if err != nil {
+			return err
+		}
+		return rc.Close()
+	})
+}
