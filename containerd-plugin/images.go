@@ -3,12 +3,19 @@ package containerdplugin
 import (
 	"context"
 	"fmt"
+	"maps"
+	"time"
 
 	imagesapi "github.com/containerd/containerd/api/services/images/v1"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
+
+// UpdatedAnnotation is the annotation ResolveImage adds to the descriptor it
+// returns: when containerd last updated the image record (RFC 3339), so a
+// caller choosing among several nodes' answers can take the newest.
+const UpdatedAnnotation = "io.shoal.image.updated"
 
 // ResolveImage returns the target descriptor (a manifest or an index) of the
 // image record named name, a full reference as containerd stores it, like
@@ -30,10 +37,15 @@ func (c *Client) ResolveImage(ctx context.Context, name string) (ocispec.Descrip
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("image %q: target digest %q: %w", name, t.Digest, errdefs.ErrDataLoss)
 	}
+	ann := make(map[string]string, len(t.Annotations)+1)
+	maps.Copy(ann, t.Annotations)
+	if u := resp.Image.GetUpdatedAt(); u != nil {
+		ann[UpdatedAnnotation] = u.AsTime().UTC().Format(time.RFC3339Nano)
+	}
 	return ocispec.Descriptor{
 		MediaType:   t.MediaType,
 		Digest:      dgst,
 		Size:        t.Size,
-		Annotations: t.Annotations,
+		Annotations: ann,
 	}, nil
 }

@@ -114,6 +114,11 @@ type Config struct {
 	// Zero means ten minutes.
 	AvoidFor time.Duration
 
+	// Images answers peers asking which manifest this node holds for an
+	// image name (ImageProtocolID), so tags resolve from the mesh when the
+	// registry is down. Nil answers every such question "not found".
+	Images ImageSource
+
 	// Timing holds the protocol timers. Zero fields take LANTiming's values;
 	// tests on loopback use LocalTiming.
 	Timing Timing

@@ -247,6 +247,7 @@ func (n *Node) Run(ctx context.Context) error {
 		return errors.New("p2p: Run called twice")
 	}
 	n.host.SetStreamHandler(ProtocolID, n.handleStream)
+	n.host.SetStreamHandler(ImageProtocolID, n.handleImage)
 	n.log.Info("mesh node running", "peer", n.id, "name", n.cfg.NodeName,
 		"gossip", n.gossipAddr, "addrs", n.host.Addrs(), "protection", n.protectionName())
 	if n.protection == "" {
@@ -264,6 +265,7 @@ func (n *Node) Run(ctx context.Context) error {
 
 func (n *Node) shutdown() error {
 	n.host.RemoveStreamHandler(ProtocolID)
+	n.host.RemoveStreamHandler(ImageProtocolID)
 	if err := n.ml.Leave(n.cfg.Timing.LeaveTimeout); err != nil {
 		n.log.Warn("leaving the cluster", "error", err)
 	}

@@ -36,32 +36,106 @@ func (r *Resolver) manifest(ctx context.Context, req ManifestRequest) (Manifest,
 			return m, err
 		}
 	}
+	var err error
 	if r.upstream == nil {
-		return Manifest{}, fmt.Errorf("manifest %s: no upstream: %w", req.Reference, errdefs.ErrNotFound)
-	}
-	uctx, cancel := context.WithTimeout(ctx, r.cfg.MissTimeout)
-	m, err := r.upstream.Manifest(uctx, req)
-	cancel()
-	if err == nil {
-		if len(m.Body) > MaxManifestBytes {
-			return Manifest{}, fmt.Errorf("manifest %s: %d bytes: %w", m.Digest, len(m.Body), ErrManifestTooLarge)
+		err = fmt.Errorf("manifest %s: no upstream: %w", req.Reference, errdefs.ErrUnavailable)
+	} else {
+		uctx, cancel := context.WithTimeout(ctx, r.cfg.MissTimeout)
+		var m Manifest
+		m, err = r.upstream.Manifest(uctx, req)
+		cancel()
+		if err == nil {
+			if len(m.Body) > MaxManifestBytes {
+				return Manifest{}, fmt.Errorf("manifest %s: %d bytes: %w", m.Digest, len(m.Body), ErrManifestTooLarge)
+			}
+			if isDigest && m.Digest != dgst {
+				return Manifest{}, fmt.Errorf("manifest %s: upstream answered %s: %w", dgst, m.Digest, errdefs.ErrNotFound)
+			}
+			r.remember(ctx, m)
+			m.Source = SourceUpstream
+			return m, nil
 		}
-		if isDigest && m.Digest != dgst {
-			return Manifest{}, fmt.Errorf("manifest %s: upstream answered %s: %w", dgst, m.Digest, errdefs.ErrNotFound)
-		}
-		r.remember(ctx, m)
-		m.Source = SourceUpstream
-		return m, nil
 	}
-	if !isDigest && r.cfg.ResolveTagsLocally && r.images != nil && !errdefs.IsNotFound(err) {
-		name := req.Registry + "/" + req.Repo + ":" + req.Reference
-		desc, lerr := r.images.ResolveImage(ctx, name)
-		if lerr == nil {
-			r.cfg.Logger.Info("registry unreachable, tag resolved from the node", "image", name, "digest", desc.Digest, "err", err)
-			return r.localManifest(ctx, desc.Digest, desc.MediaType)
+	if isDigest {
+		// Immutable: any peer's copy will do.
+		if m, perr := r.peerManifest(ctx, req, dgst, ""); perr == nil {
+			return m, nil
+		}
+		return Manifest{}, err
+	}
+	if r.cfg.ResolveTagsLocally && !errdefs.IsNotFound(err) {
+		if m, lerr := r.offlineTag(ctx, req); lerr == nil {
+			r.cfg.Logger.Info("registry unreachable, tag resolved in the cluster", "registry", req.Registry, "repo", req.Repo, "tag", req.Reference, "digest", m.Digest, "source", m.Source, "err", err)
+			return m, nil
 		}
 	}
 	return Manifest{}, err
+}
+
+// offlineTag resolves a tag without the registry: from the node's own
+// containerd, else from the newest answer of the mesh's members.
+func (r *Resolver) offlineTag(ctx context.Context, req ManifestRequest) (Manifest, error) {
+	name := req.Registry + "/" + req.Repo + ":" + req.Reference
+	lookups := []ImageLookup{r.images}
+	if il, ok := r.router.(ImageLookup); ok {
+		lookups = append(lookups, il)
+	}
+	err := fmt.Errorf("tag %s: %w", name, errdefs.ErrNotFound)
+	for _, il := range lookups {
+		if il == nil {
+			continue
+		}
+		desc, lerr := il.ResolveImage(ctx, name)
+		if lerr != nil {
+			continue
+		}
+		if m, merr := r.localManifest(ctx, desc.Digest, desc.MediaType); merr == nil {
+			return m, nil
+		}
+		if m, merr := r.peerManifest(ctx, req, desc.Digest, desc.MediaType); merr == nil {
+			return m, nil
+		} else {
+			err = merr
+		}
+	}
+	return Manifest{}, err
+}
+
+// peerManifest fetches a manifest by digest the way blobs come: from peers
+// (or whatever source the blob path finds), verified and stored.
+func (r *Resolver) peerManifest(ctx context.Context, req ManifestRequest, dgst digest.Digest, mediaType string) (Manifest, error) {
+	if r.router == nil {
+		return Manifest{}, fmt.Errorf("manifest %s: no mesh: %w", dgst, errdefs.ErrNotFound)
+	}
+	b, err := r.blob(ctx, BlobRequest{Registry: req.Registry, Repo: req.Repo, Digest: dgst})
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer b.Close()
+	if b.Size > MaxManifestBytes {
+		return Manifest{}, fmt.Errorf("manifest %s: %d bytes: %w", dgst, b.Size, ErrManifestTooLarge)
+	}
+	rd, err := b.Reader(ctx, 0)
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer rd.Close()
+	body, err := io.ReadAll(rd)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("manifest %s: %w", dgst, err)
+	}
+	if digest.SHA256.FromBytes(body) != dgst {
+		return Manifest{}, fmt.Errorf("manifest %s: body does not match: %w", dgst, errdefs.ErrNotFound)
+	}
+	if mediaType == "" {
+		if mediaType, err = DetectMediaType(body); err != nil {
+			return Manifest{}, fmt.Errorf("manifest %s: %w", dgst, err)
+		}
+	}
+	r.mu.Lock()
+	r.types[dgst] = mediaType
+	r.mu.Unlock()
+	return Manifest{MediaType: mediaType, Digest: dgst, Body: body, Source: b.Source}, nil
 }
 
 // localManifest reads a manifest from containerd or the store and verifies it.

@@ -12,10 +12,10 @@ import (
 // connectContainerd opens the node's containerd. The daemon runs without it
 // when the socket is missing or containerd is down, and picks it up once it
 // answers; either way the log says what happened.
-func connectContainerd(ctx context.Context, o daemonOptions, log *slog.Logger) (resolver.Sources, func()) {
+func connectContainerd(ctx context.Context, o daemonOptions, log *slog.Logger) (resolver.Sources, func() string, func()) {
 	if o.containerdSock == "" {
 		log.Info("no containerd socket configured: serving from shoal's own store only")
-		return resolver.Sources{}, func() {}
+		return resolver.Sources{}, func() string { return "not configured" }, func() {}
 	}
 	c, err := containerdplugin.NewLazy(containerdplugin.Config{
 		Socket:     o.containerdSock,
@@ -25,7 +25,7 @@ func connectContainerd(ctx context.Context, o daemonOptions, log *slog.Logger) (
 	})
 	if err != nil {
 		log.Error("containerd client not usable: serving from shoal's own store only", "socket", o.containerdSock, "err", err)
-		return resolver.Sources{}, func() {}
+		return resolver.Sources{}, func() string { return "unusable: " + err.Error() }, func() {}
 	}
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -34,5 +34,14 @@ func connectContainerd(ctx context.Context, o daemonOptions, log *slog.Logger) (
 	} else {
 		log.Info("containerd connected", "socket", o.containerdSock, "version", v, "namespace", o.containerdNS, "content_dir", o.containerdContent)
 	}
-	return resolver.Sources{Local: c, Images: c}, func() { _ = c.Close() }
+	status := func() string {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		v, _, err := c.Version(sctx)
+		if err != nil {
+			return "unreachable: " + err.Error()
+		}
+		return "connected to " + o.containerdSock + " (containerd " + v + ", namespace " + o.containerdNS + ")"
+	}
+	return resolver.Sources{Local: c, Images: c}, status, func() { _ = c.Close() }
 }

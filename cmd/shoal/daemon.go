@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,9 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-dev/shoal/mirror"
+	"github.com/shoal-dev/shoal/p2p"
 	"github.com/shoal-dev/shoal/resolver"
 	"github.com/shoal-dev/shoal/resolver/upstream"
 	"github.com/shoal-dev/shoal/store"
@@ -41,6 +44,19 @@ type daemonOptions struct {
 	stallTimeout       time.Duration
 	logLevel           string
 	logFormat          string
+
+	p2p            bool
+	nodeName       string
+	gossipAddr     string
+	p2pAddr        string
+	advertiseIP    string
+	join           []string
+	clusterKeyFile string
+	protection     string
+	maxUploads     int
+	rescanInterval time.Duration
+
+	faultCorruptUploads bool
 }
 
 func defaultDataDir() string {
@@ -92,6 +108,18 @@ Metrics, /healthz and /readyz are served on --metrics-addr.`,
 	f.StringVar(&o.containerdContent, "containerd-content-dir", "", "containerd's content directory (e.g. /var/lib/containerd/io.containerd.content.v1.content) for direct reads; empty reads through the socket")
 	f.DurationVar(&o.missTimeout, "miss-timeout", 5*time.Second, "longest a request waits for an upstream source to start answering before shoal answers 404")
 	f.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "a download receiving no byte for this long is abandoned and resumed from the same offset")
+	f.BoolVar(&o.p2p, "p2p", true, "share blobs with the other nodes' shoal daemons; --p2p=false makes shoal a plain pull-through cache")
+	f.StringVar(&o.nodeName, "node-name", "", "this node's unique name in the mesh (default the host name)")
+	f.StringVar(&o.gossipAddr, "gossip-addr", ":7502", "address of the membership gossip (TCP and UDP)")
+	f.StringVar(&o.p2pAddr, "p2p-addr", ":7501", "address of the libp2p host that serves and fetches blobs")
+	f.StringVar(&o.advertiseIP, "advertise-ip", "", "IP the other nodes reach this one at (default: picked from the host's private addresses)")
+	f.StringSliceVar(&o.join, "join", nil, "seeds to join: host[:port], IPs, or a DNS name resolving to many (a headless Service), repeatable (default none: wait to be joined)")
+	f.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "the cluster's shared key (shoal keygen); encrypts gossip and admits only members (default none: an OPEN mesh)")
+	f.StringVar(&o.protection, "p2p-protection", "gater", "with a cluster key, how libp2p keeps non-members out: gater (admit member peer IDs only) or psk (private network; a second cipher, about half the throughput)")
+	f.IntVar(&o.maxUploads, "max-uploads", 8, "blob streams this node serves to peers at once; more are told to try another peer")
+	f.DurationVar(&o.rescanInterval, "rescan-interval", time.Minute, "how often the node's content is walked to advertise new blobs (garbage collection emits no event)")
+	f.BoolVar(&o.faultCorruptUploads, "fault-corrupt-uploads", false, "TESTS ONLY: flip a byte in every blob served to peers, to prove they reject it")
+	_ = f.MarkHidden("fault-corrupt-uploads")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	return cmd
@@ -144,8 +172,29 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	src, closeCtrd := connectContainerd(ctx, o, log.With("component", "containerd"))
+	src, ctrdStatus, closeCtrd := connectContainerd(ctx, o, log.With("component", "containerd"))
 	defer closeCtrd()
+
+	var node *p2p.Node
+	if o.p2p {
+		content := &localContent{st: st}
+		if w, ok := src.Local.(walker); ok {
+			content.ctrd = w
+		}
+		var served p2p.Content = content
+		if o.faultCorruptUploads {
+			log.Warn("FAULT INJECTION: every blob served to peers is corrupted (--fault-corrupt-uploads)")
+			served = corruptContent{content}
+		}
+		images, _ := src.Images.(p2p.ImageSource)
+		node, err = newMeshNode(o, served, images, log, reg)
+		if err != nil {
+			return err
+		}
+		src.Router = node.Router()
+	} else {
+		log.Info("peer-to-peer sharing disabled (--p2p=false): shoal is a pull-through cache for this node only")
+	}
 
 	res, err := resolver.New(st, up, src, resolver.Config{
 		MissTimeout:        o.missTimeout,
@@ -184,13 +233,24 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		}
 		listeners = append(listeners, ln)
 		servers = append(servers, &http.Server{
-			Handler:           opsHandler(reg, &ready),
+			Handler: opsHandler(reg, &ready, func() daemonStatus {
+				blobs, bytes := st.Usage()
+				ds := daemonStatus{Version: version, Mirror: mirrorLn.Addr().String(), StoreBlobs: blobs, StoreBytes: bytes, Containerd: ctrdStatus()}
+				if node != nil {
+					ms := node.Status()
+					ds.Mesh = &ms
+				}
+				return ds
+			}),
 			ReadHeaderTimeout: 10 * time.Second,
 		})
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return res.Run(gctx) })
+	if node != nil {
+		g.Go(func() error { return node.Run(gctx) })
+	}
 	for i, srv := range servers {
 		ln := listeners[i]
 		g.Go(func() error {
@@ -214,8 +274,12 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 }
 
 // opsHandler serves metrics and probes.
-func opsHandler(reg *prometheus.Registry, ready *atomic.Bool) http.Handler {
+func opsHandler(reg *prometheus.Registry, ready *atomic.Bool, status func() daemonStatus) http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(status())
+	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
@@ -228,4 +292,41 @@ func opsHandler(reg *prometheus.Registry, ready *atomic.Bool) http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	return mux
+}
+
+// walker is the part of the containerd client the mesh advertises from.
+type walker interface {
+	Open(ctx context.Context, dgst digest.Digest) (store.Blob, error)
+	Walk(ctx context.Context, fn func(dgst digest.Digest, size int64) error) error
+}
+
+func newMeshNode(o daemonOptions, content p2p.Content, images p2p.ImageSource, log *slog.Logger, reg prometheus.Registerer) (*p2p.Node, error) {
+	cfg := p2p.DefaultConfig()
+	cfg.NodeName = o.nodeName
+	cfg.GossipAddr = o.gossipAddr
+	cfg.P2PAddr = o.p2pAddr
+	cfg.AdvertiseIP = o.advertiseIP
+	cfg.Join = o.join
+	cfg.DataDir = o.dataDir
+	cfg.MaxUploads = o.maxUploads
+	cfg.RescanInterval = o.rescanInterval
+	cfg.Protection = p2p.Protection(o.protection)
+	cfg.Logger = log
+	cfg.Metrics = reg
+	cfg.Images = images
+	if o.protection != string(p2p.ProtectGater) && o.protection != string(p2p.ProtectPSK) {
+		return nil, fmt.Errorf("--p2p-protection %q: want gater or psk", o.protection)
+	}
+	if o.clusterKeyFile != "" {
+		key, err := p2p.LoadClusterKey(o.clusterKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--cluster-key-file: %w", err)
+		}
+		cfg.ClusterKey = key
+	}
+	n, err := p2p.New(cfg, content)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: %w", err)
+	}
+	return n, nil
 }

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -54,6 +55,13 @@ func (s *Store) Delete(dgst digest.Digest) {
 
 // SetImage records an image name pointing at target.
 func (s *Store) SetImage(name string, target ocispec.Descriptor) {
+	ann := maps.Clone(target.Annotations)
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	// As containerd does, remember when the record was last updated.
+	ann[containerdplugin.UpdatedAnnotation] = time.Now().UTC().Format(time.RFC3339Nano)
+	target.Annotations = ann
 	s.mu.Lock()
 	s.images[name] = target
 	s.mu.Unlock()

@@ -302,6 +302,9 @@ func Run(t *testing.T, src containerdplugin.Source, f *Fixture) {
 		if d.Digest != f.Manifest.Digest || d.Size != f.Manifest.Size || d.MediaType != f.Manifest.MediaType {
 			t.Errorf("ResolveImage = %+v, want %+v", d, f.Manifest)
 		}
+		if u, err := time.Parse(time.RFC3339Nano, d.Annotations[containerdplugin.UpdatedAnnotation]); err != nil || time.Since(u) > time.Hour {
+			t.Errorf("ResolveImage: update time %q (%v), want the record's recent update", d.Annotations[containerdplugin.UpdatedAnnotation], err)
+		}
 		if _, err := src.ResolveImage(t.Context(), "127.0.0.1:5000/test/absent:v1"); !errdefs.IsNotFound(err) {
 			t.Errorf("ResolveImage(absent) = %v, want NotFound", err)
 		}

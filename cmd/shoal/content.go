@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/store"
+)
+
+// localContent is what this node offers its peers: containerd's content
+// first, then shoal's own store.
+type localContent struct {
+	ctrd interface {
+		Open(ctx context.Context, dgst digest.Digest) (store.Blob, error)
+		Walk(ctx context.Context, fn func(dgst digest.Digest, size int64) error) error
+	}
+	st store.Store
+}
+
+var _ p2p.Content = (*localContent)(nil)
+
+func (c *localContent) Open(ctx context.Context, dgst digest.Digest) (store.Blob, error) {
+	if c.ctrd != nil {
+		b, err := c.ctrd.Open(ctx, dgst)
+		if err == nil || (!errdefs.IsNotFound(err) && !errdefs.IsUnavailable(err)) {
+			return b, err
+		}
+	}
+	return c.st.Open(ctx, dgst)
+}
+
+func (c *localContent) Walk(ctx context.Context, fn func(dgst digest.Digest, size int64) error) error {
+	if c.ctrd != nil {
+		// containerd down is no reason to stop advertising the store.
+		if err := c.ctrd.Walk(ctx, fn); err != nil && !errdefs.IsUnavailable(err) {
+			return err
+		}
+	}
+	return c.st.Walk(ctx, func(i store.Info) error { return fn(i.Digest, i.Size) })
+}
+
+// corruptContent serves every blob with one byte flipped: the fault hook
+// behind --fault-corrupt-uploads, for tests that prove peers reject it.
+type corruptContent struct{ p2p.Content }
+
+func (c corruptContent) Open(ctx context.Context, dgst digest.Digest) (store.Blob, error) {
+	b, err := c.Content.Open(ctx, dgst)
+	if err != nil {
+		return nil, err
+	}
+	return corruptBlob{b}, nil
+}
+
+type corruptBlob struct{ store.Blob }
+
+func (b corruptBlob) ReadAt(p []byte, off int64) (int, error) {
+	n, err := b.Blob.ReadAt(p, off)
+	if mid := b.Size() / 2; off <= mid && mid < off+int64(n) {
+		p[mid-off] ^= 0xff
+	}
+	return n, err
+}

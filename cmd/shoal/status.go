@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/docker/go-units"
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-dev/shoal/p2p"
+)
+
+// daemonStatus is what /status answers and `shoal status` prints.
+type daemonStatus struct {
+	Version    string      `json:"version"`
+	Mirror     string      `json:"mirror"`
+	StoreBlobs int         `json:"store_blobs"`
+	StoreBytes int64       `json:"store_bytes"`
+	Containerd string      `json:"containerd"` // "connected", "unreachable: ...", or "not configured"
+	Mesh       *p2p.Status `json:"mesh,omitempty"`
+}
+
+func newStatusCommand() *cobra.Command {
+	var addr string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show what the node's daemon is doing: members, peer ID, blobs, traffic, encryption",
+		Long: `Ask the local daemon (its --metrics-addr) for its state: the mesh's members
+and their state, this node's peer ID, how many blobs it provides, the bytes
+it served and fetched, and whether the mesh is encrypted.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			url := strings.TrimRight(addr, "/")
+			if !strings.Contains(url, "://") {
+				url = "http://" + url
+			}
+			c := &http.Client{Timeout: 5 * time.Second}
+			resp, err := c.Get(url + "/status")
+			if err != nil {
+				return fmt.Errorf("daemon unreachable at %s: %w (is `shoal daemon` running with this --metrics-addr?)", addr, err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("daemon at %s answered %s", addr, resp.Status)
+			}
+			var st daemonStatus
+			if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&st); err != nil {
+				return fmt.Errorf("daemon at %s: bad status: %w", addr, err)
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			return printStatus(cmd.OutOrStdout(), st)
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:7503", "the daemon's --metrics-addr")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
+	return cmd
+}
+
+func printStatus(w io.Writer, st daemonStatus) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "version\t%s\n", st.Version)
+	fmt.Fprintf(tw, "mirror\t%s\n", st.Mirror)
+	fmt.Fprintf(tw, "containerd\t%s\n", st.Containerd)
+	fmt.Fprintf(tw, "store\t%d blobs, %s\n", st.StoreBlobs, units.BytesSize(float64(st.StoreBytes)))
+	m := st.Mesh
+	if m == nil {
+		fmt.Fprintf(tw, "mesh\tdisabled (--p2p=false)\n")
+		return tw.Flush()
+	}
+	enc := "OPEN: no cluster key, anyone who reaches the ports can join and fetch"
+	if m.Encrypted {
+		enc = "encrypted (" + string(m.Protection) + ")"
+	}
+	fmt.Fprintf(tw, "mesh\t%s\n", enc)
+	fmt.Fprintf(tw, "node\t%s\n", m.NodeName)
+	fmt.Fprintf(tw, "peer id\t%s\n", m.ID)
+	fmt.Fprintf(tw, "members\t%d live\n", m.LiveMembers)
+	if m.LastJoinError != "" {
+		fmt.Fprintf(tw, "join\t%s\n", m.LastJoinError)
+	}
+	fmt.Fprintf(tw, "provided\t%d blobs\n", m.BlobsProvided)
+	fmt.Fprintf(tw, "served to peers\t%s (%d uploads now)\n", units.BytesSize(float64(m.BytesServed)), m.ActiveUploads)
+	fmt.Fprintf(tw, "fetched from peers\t%s\n", units.BytesSize(float64(m.BytesFetched)))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(m.Members) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "MEMBER\tADDRESS\tSTATE\tCONNECTED\tPEER ID")
+		for _, mem := range m.Members {
+			id := mem.ID.String()
+			if mem.MetaError != "" {
+				id = "bad metadata: " + mem.MetaError
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", mem.Name, mem.Addr, mem.State, mem.Connected, id)
+		}
+		return tw.Flush()
+	}
+	return nil
+}

@@ -1,0 +1,78 @@
+package p2p
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/containerd/errdefs"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Router presents a Node with peers named by strings, the shape the
+// resolver's Router interface asks for.
+type Router struct {
+	n *Node
+	// Limit caps how many providers one look-up returns. Zero means 4.
+	Limit int
+}
+
+// Router returns the node as a router for the resolver.
+func (n *Node) Router() *Router { return &Router{n: n} }
+
+// Providers lists live peers holding dgst, best first; none is no error.
+func (r *Router) Providers(ctx context.Context, dgst digest.Digest) ([]string, error) {
+	limit := r.Limit
+	if limit == 0 {
+		limit = 4
+	}
+	ps, err := r.n.Providers(ctx, dgst, limit)
+	if errdefs.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out, nil
+}
+
+func decodePeer(p string) (peer.ID, error) {
+	id, err := peer.Decode(p)
+	if err != nil {
+		return "", fmt.Errorf("peer %q: %w: %w", p, err, errdefs.ErrInvalidArgument)
+	}
+	return id, nil
+}
+
+// Fetch streams dgst from peer p from offset off.
+func (r *Router) Fetch(ctx context.Context, p string, dgst digest.Digest, off int64) (io.ReadCloser, int64, error) {
+	id, err := decodePeer(p)
+	if err != nil {
+		return nil, 0, err
+	}
+	return r.n.Fetch(ctx, id, dgst, off)
+}
+
+// Avoid leaves peer p out of Providers for a while.
+func (r *Router) Avoid(p string, why error) {
+	if id, err := decodePeer(p); err == nil {
+		r.n.Avoid(id, why)
+	}
+}
+
+// Provide announces that this node holds dgst.
+func (r *Router) Provide(ctx context.Context, dgst digest.Digest) error {
+	return r.n.Provide(ctx, dgst)
+}
+
+// ResolveImage asks the members which manifest they hold for an image name
+// and returns the newest.
+func (r *Router) ResolveImage(ctx context.Context, name string) (ocispec.Descriptor, error) {
+	return r.n.ResolveImage(ctx, name)
+}
