@@ -9,6 +9,7 @@ import (
 	"html/template"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -75,9 +76,18 @@ func WriteHTML(dir string, records []Record, meta Meta) error {
 			page.Notes = append(page.Notes, s.Scenario+"/"+s.Candidate+": "+n)
 		}
 	}
+	// Styles come from the whole session, so that a candidate keeps its
+	// colour in a scenario where another one did not run.
+	var candidates []string
+	for _, s := range sums {
+		if !slices.Contains(candidates, s.Candidate) {
+			candidates = append(candidates, s.Candidate)
+		}
+	}
+	st := styles(candidates)
 	for i, sd := range byScenario(records, sums) {
 		sec := htmlSection{Name: sd.Name, About: aboutScenario(sd.Name)}
-		charts, err := drawScenario(i, sd)
+		charts, err := drawScenario(i, sd, st)
 		if err != nil {
 			return err
 		}
@@ -105,8 +115,7 @@ func WriteHTML(dir string, records []Record, meta Meta) error {
 }
 
 // drawScenario renders the three charts of the i-th scenario.
-func drawScenario(i int, sd scenarioData) ([]chart, error) {
-	st := styles(sd.Candidates)
+func drawScenario(i int, sd scenarioData, st map[string]style) ([]chart, error) {
 	prefix := fmt.Sprintf("%02d-%s-", i+1, fileSafe(sd.Name))
 	var out []chart
 	add := func(p *plot.Plot, kind, caption string) error {
