@@ -1,0 +1,112 @@
+package report
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// The two modes a bench session runs in. They are written into every record
+// and said plainly at the top of every table and report, so that a simulated
+// figure is never mistaken for a measured one.
+const (
+	// ModeReal is `shoal bench --real`: network namespaces, tc-shaped links,
+	// real containerd, registry and shoal processes.
+	ModeReal = "real"
+	// ModeSimulated is the embedded default: an in-process registry, nodes and
+	// puller on loopback, with in-process rate limits standing in for tc.
+	ModeSimulated = "simulated"
+)
+
+// ErrUnknownMode is returned when a mode is neither ModeReal nor ModeSimulated.
+var ErrUnknownMode = errors.New("unknown bench mode")
+
+// ModeLine is the header line that says which mode produced the numbers.
+func ModeLine(mode string) (string, error) {
+	switch mode {
+	case ModeReal:
+		return "REAL: network namespaces, tc-shaped links, real containerd, registry and shoal processes", nil
+	case ModeSimulated:
+		return "SIMULATED: in-process registry and nodes, rate limits stand in for tc", nil
+	default:
+		return "", fmt.Errorf("mode %q: %w", mode, ErrUnknownMode)
+	}
+}
+
+// Record is one run of one candidate in one scenario. The JSON field names are
+// the ones issue 5 fixes for results.json; readers outside Go depend on them.
+type Record struct {
+	// Candidate is "direct" (no mirror, the baseline), "shoal", or the name
+	// given with --candidate.
+	Candidate string `json:"candidate"`
+	// Scenario is cold, warm, rolling, churn or outage.
+	Scenario string `json:"scenario"`
+	// Mode is ModeReal or ModeSimulated.
+	Mode string `json:"mode"`
+	// Rep numbers the repetition, from 1.
+	Rep int `json:"rep"`
+	// Nodes is N, the number of nodes in the run.
+	Nodes int `json:"nodes"`
+	// ImageBytes is S, the payload of the image (its layers and config).
+	ImageBytes int64 `json:"image_bytes"`
+	// RegistryEgressBytes is the payload the registry's own access log says
+	// it wrote, never a figure reported by the candidate.
+	RegistryEgressBytes int64 `json:"registry_egress_bytes"`
+	// BoundSeconds is T* from DESIGN.md for this scenario ([ColdBound] or
+	// [WarmBound]). Give every candidate of a scenario the same T* so that
+	// makespan/T* compares them; the direct baseline's own floor,
+	// [DirectBound], belongs in a note ([BaselineNote]).
+	BoundSeconds float64 `json:"bound_seconds"`
+	// MakespanSeconds is the time the slowest node took.
+	MakespanSeconds float64 `json:"makespan_seconds"`
+	// NodeSeconds is each pulling node's time from start to image usable, in
+	// node order.
+	NodeSeconds []float64 `json:"node_seconds"`
+	// FailedPulls counts the pulls that did not end with a usable image.
+	FailedPulls int `json:"failed_pulls"`
+	// NodeUploadBytes is what each node uploaded to its peers, in node order.
+	NodeUploadBytes []int64 `json:"node_upload_bytes,omitempty"`
+	// LinkMbit is each node's shaped upload and download rate; 0 if unshaped.
+	LinkMbit float64 `json:"link_mbit"`
+	// RegistryMbit is the registry's shaped upload rate; 0 if unshaped.
+	RegistryMbit float64 `json:"registry_mbit"`
+	// Notes are remarks for the reader, such as [BaselineNote]'s.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// WriteJSON writes records to path as results.json: an indented JSON list
+// with one object per record. An empty list is written as [], and a missing
+// node_seconds as [], so that readers need not special-case null.
+func WriteJSON(path string, records []Record) error {
+	out := make([]Record, len(records))
+	for i, r := range records {
+		if r.NodeSeconds == nil {
+			r.NodeSeconds = []float64{}
+		}
+		out[i] = r
+	}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode results: %w", err)
+	}
+	b = append(b, '\n')
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	return nil
+}
+
+// ReadJSON reads records back from a results.json that WriteJSON wrote, so
+// that a report can be drawn again without running the benchmark.
+func ReadJSON(path string) ([]Record, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read results: %w", err)
+	}
+	var records []Record
+	if err := json.Unmarshal(b, &records); err != nil {
+		return nil, fmt.Errorf("decode results %s: %w", path, err)
+	}
+	return records, nil
+}
