@@ -16,7 +16,7 @@ import (
 )
 
 // ErrPeerBusy reports a peer at its upload cap; try another. Errors that
-// wrap it also wrap errdefs.ErrUnavailable.
+// wrap it also wrap errdefs.ErrUnavailable and errdefs.ErrResourceExhausted.
 var ErrPeerBusy = errors.New("peer busy")
 
 // Fetch streams dgst from peer p, from byte off to the end, and returns
@@ -83,7 +83,7 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, dgst digest.Digest, off int
 		switch h.status {
 		case statusBusy:
 			n.stats.markBusy(p, time.Now())
-			return fail("busy", fmt.Errorf("fetch %s from %s: %w: %w", dgst, p, ErrPeerBusy, errdefs.ErrUnavailable))
+			return fail("busy", fmt.Errorf("fetch %s from %s: %w: %w: %w", dgst, p, ErrPeerBusy, errdefs.ErrUnavailable, errdefs.ErrResourceExhausted))
 		case statusNotFound:
 			kind = errdefs.ErrNotFound
 		case statusBadRequest:

@@ -24,6 +24,11 @@ type Config struct {
 	// resumed before it is given up. Default 3.
 	FetchAttempts int
 
+	// BusyRetryFor is how long a download keeps asking again when every
+	// source failed but a peer holding the blob was only out of upload
+	// slots (errdefs.ErrResourceExhausted). Default 30s.
+	BusyRetryFor time.Duration
+
 	// PeerLookupTimeout bounds the search for peers holding a blob. It
 	// comes out of MissTimeout, so keep it well below. Default 1s.
 	PeerLookupTimeout time.Duration
@@ -44,6 +49,7 @@ func DefaultConfig() Config {
 		StallTimeout:      10 * time.Second,
 		FetchAttempts:     3,
 		PeerLookupTimeout: time.Second,
+		BusyRetryFor:      30 * time.Second,
 	}
 }
 
@@ -54,6 +60,9 @@ func (c *Config) fill() error {
 	}
 	if c.StallTimeout == 0 {
 		c.StallTimeout = d.StallTimeout
+	}
+	if c.BusyRetryFor == 0 {
+		c.BusyRetryFor = d.BusyRetryFor
 	}
 	if c.PeerLookupTimeout == 0 {
 		c.PeerLookupTimeout = d.PeerLookupTimeout

@@ -75,48 +75,63 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 			close(f.ready)
 		}
 	}
-	sources := r.sources(req)
-	if len(sources) == 0 {
-		fail(fmt.Errorf("blob %s: no peer holds it and no upstream: %w", req.Digest, errdefs.ErrNotFound))
-		return
-	}
-
 	var ing store.Ingest
 	var off int64
 	var lastErr error
 	var peersUsed []string
 	start := time.Now()
-	for _, src := range sources {
-		if r.ctx.Err() != nil {
-			lastErr = r.ctx.Err()
-			break
+	backoff := 50 * time.Millisecond
+	for round := 0; ; round++ {
+		sources := r.sources(req)
+		if len(sources) == 0 {
+			lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", req.Digest, errdefs.ErrNotFound)
 		}
-		n, size, err := r.fetchOnce(req, src, ing, off, func(size int64) (store.Ingest, error) {
-			var err error
-			ing, err = r.store.Begin(r.ctx, req.Digest, size)
-			if err != nil {
-				return nil, err
+		busy := false
+		for _, src := range sources {
+			if r.ctx.Err() != nil {
+				lastErr = r.ctx.Err()
+				break
 			}
-			f.ingest, f.source = ing, src.kind
-			published = true
-			close(f.ready)
-			return ing, nil
-		})
-		if n > 0 && src.peer != "" {
-			peersUsed = append(peersUsed, src.peer)
+			n, size, err := r.fetchOnce(req, src, ing, off, func(size int64) (store.Ingest, error) {
+				var err error
+				ing, err = r.store.Begin(r.ctx, req.Digest, size)
+				if err != nil {
+					return nil, err
+				}
+				f.ingest, f.source = ing, src.kind
+				published = true
+				close(f.ready)
+				return ing, nil
+			})
+			if n > 0 && src.peer != "" {
+				peersUsed = append(peersUsed, src.peer)
+			}
+			off += n
+			r.m.sourceBytes.WithLabelValues(string(src.kind)).Add(float64(n))
+			if err == nil && ing != nil && off == size {
+				lastErr = nil
+				break
+			}
+			lastErr = err
+			if src.peer != "" && errdefs.IsResourceExhausted(err) {
+				busy = true
+			}
+			if !retryable(err) || (src.kind == SourceUpstream && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err))) {
+				// The registry does not have it, or refuses shoal: asking again will not help.
+				break
+			}
+			log.Info("source failed, trying the next", "source", src.String(), "offset", off, "err", err)
 		}
-		off += n
-		r.m.sourceBytes.WithLabelValues(string(src.kind)).Add(float64(n))
-		if err == nil && ing != nil && off == size {
-			lastErr = nil
+		if lastErr == nil || !busy || r.ctx.Err() != nil || time.Since(start) > r.cfg.BusyRetryFor {
 			break
 		}
-		lastErr = err
-		if !retryable(err) || (src.kind == SourceUpstream && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err))) {
-			// The registry does not have it, or refuses shoal: asking again will not help.
-			break
+		// Every source failed but a peer that holds the blob was only busy:
+		// a slot frees up soon, and by then more peers may hold it.
+		select {
+		case <-time.After(backoff):
+		case <-r.ctx.Done():
 		}
-		log.Info("source failed, trying the next", "source", src.String(), "offset", off, "err", err)
+		backoff = min(2*backoff, time.Second)
 	}
 	if lastErr == nil && ing == nil {
 		lastErr = fmt.Errorf("blob %s: no source sent it: %w", req.Digest, errdefs.ErrNotFound)

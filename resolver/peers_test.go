@@ -22,6 +22,7 @@ type fakePeer struct {
 	data    []byte
 	cutAt   int64 // stop with an error after this offset (0: never)
 	corrupt bool  // flip a byte
+	busy    int   // answer "busy" this many times first
 }
 
 // fakeRouter is an in-memory mesh that records what the resolver did.
@@ -53,6 +54,11 @@ func (f *fakeRouter) Fetch(_ context.Context, p string, d digest.Digest, off int
 	fp, ok := f.peers[p]
 	if !ok {
 		return nil, 0, errdefs.ErrNotFound
+	}
+	if fp.busy > 0 {
+		fp.busy--
+		f.peers[p] = fp
+		return nil, 0, fmt.Errorf("peer %s: %w", p, errdefs.ErrResourceExhausted)
 	}
 	data := fp.data
 	if fp.corrupt {
@@ -121,6 +127,14 @@ func TestPeers(t *testing.T) {
 			wantGets:    1,
 		},
 		{
+			name:        "only holder busy, registry lacks it: asked again until a slot frees",
+			peers:       func(b []byte) map[string]fakePeer { return map[string]fakePeer{"a": {data: b, busy: 2}} },
+			order:       []string{"a"},
+			wantOK:      true,
+			wantFetches: []string{"a@0", "a@0", "a@0"},
+			wantGets:    2, // one 404 per round
+		},
+		{
 			name:        "corrupting peer is avoided and nothing is stored",
 			peers:       func(b []byte) map[string]fakePeer { return map[string]fakePeer{"bad": {data: b, corrupt: true}} },
 			order:       []string{"bad"},
@@ -163,7 +177,7 @@ func TestPeers(t *testing.T) {
 			if n := f.up.blobGets.Load(); n != tc.wantGets {
 				t.Errorf("registry GETs %d, want %d", n, tc.wantGets)
 			}
-			if rg, ok := f.up.ranges.Load(d); tc.wantGets > 0 && (!ok || rg.(string) != "bytes=500000-1048575") {
+			if rg, ok := f.up.ranges.Load(d); tc.inUpstream && (!ok || rg.(string) != "bytes=500000-1048575") {
 				t.Errorf("registry resumed with %v", rg)
 			}
 			_, serr := f.store.Stat(context.Background(), d)

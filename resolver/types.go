@@ -101,7 +101,8 @@ type ImageLookup interface {
 type Router interface {
 	// Providers lists live peers that hold dgst, best first; none is not an error.
 	Providers(ctx context.Context, dgst digest.Digest) ([]string, error)
-	// Fetch streams dgst from peer p starting at off, and says the blob's size.
+	// Fetch streams dgst from peer p starting at off, and says the blob's
+	// size. A peer out of upload slots fails with errdefs.ErrResourceExhausted.
 	Fetch(ctx context.Context, p string, dgst digest.Digest, off int64) (body io.ReadCloser, size int64, err error)
 	// Avoid marks a peer that sent bytes which failed verification.
 	Avoid(p string, why error)

@@ -225,3 +225,26 @@ func (s *Shoal) Close() error {
 	s.proc.stop(stopGrace)
 	return os.RemoveAll(s.dir)
 }
+
+// Get fetches a path of the daemon's metrics server, such as /status.
+func (s *Shoal) Get(ctx context.Context, path string) ([]byte, error) {
+	c := s.client()
+	defer c.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.MetricsURL()+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s: %s", path, resp.Status, b)
+	}
+	return b, nil
+}

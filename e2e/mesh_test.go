@@ -1,0 +1,358 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/bench/lab"
+	"github.com/shoal-dev/shoal/p2p"
+)
+
+// meshNode is one network-namespace host with its containerd and shoal.
+type meshNode struct {
+	name  string
+	host  *lab.Host
+	ctrd  *lab.Containerd
+	shoal *lab.Shoal
+}
+
+type meshStatus struct {
+	Mesh *p2p.Status `json:"mesh"`
+}
+
+func (n *meshNode) status(t *testing.T) p2p.Status {
+	t.Helper()
+	b, err := n.shoal.Get(t.Context(), "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st meshStatus
+	if err := json.Unmarshal(b, &st); err != nil || st.Mesh == nil {
+		t.Fatalf("status %s: %v", b, err)
+	}
+	return *st.Mesh
+}
+
+func (n *meshNode) metric(t *testing.T, name string, match map[string]string) float64 {
+	t.Helper()
+	return metric(t, t.Context(), n.shoal, name, match)
+}
+
+// startMeshNode starts containerd and shoal in host h, joined to seed.
+func startMeshNode(t *testing.T, name string, h *lab.Host, flavor lab.Flavor, registry, seed, keyFile string, extra ...string) *meshNode {
+	t.Helper()
+	ctx := t.Context()
+	log := testLogger(t)
+	c, err := lab.StartContainerd(ctx, lab.ContainerdConfig{Flavor: flavor, Netns: h.Netns, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanup(t, c.Close)
+	ip := h.IP.String()
+	args := append([]string{
+		"--node-name", name,
+		"--containerd-sock", c.Socket(),
+		"--containerd-content-dir", c.ContentDir(),
+		"--insecure-registry", registry,
+		"--gossip-addr", ip + ":7502",
+		"--p2p-addr", ip + ":7501",
+		"--advertise-ip", ip,
+		"--join", seed,
+		"--cluster-key-file", keyFile,
+		"--resolve-tags-locally",
+		"--stall-timeout", "3s",
+		"--rescan-interval", "2s",
+	}, extra...)
+	s, err := lab.StartShoal(ctx, lab.ShoalConfig{Binary: shoalBin, Netns: h.Netns, MirrorAddr: "127.0.0.1:7500", MetricsAddr: "127.0.0.1:7503", Args: args, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanup(t, func() error {
+		if t.Failed() {
+			t.Logf("%s shoal log:\n%s", name, tailFile(s.LogPath(), 30))
+		}
+		return s.Close()
+	})
+	out, err := runShoal(ctx, "configure", "containerd", "--hosts-dir", c.HostsDir(), "--mirror", "http://127.0.0.1:7500",
+		"--registry", "http://"+registry, "--containerd-config", c.ConfigPath())
+	if err != nil {
+		t.Fatalf("configure %s: %v\n%s", name, err, out)
+	}
+	return &meshNode{name: name, host: h, ctrd: c, shoal: s}
+}
+
+func writeKey(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "cluster.key")
+	if out, err := runShoal(t.Context(), "keygen", "--out", p); err != nil {
+		t.Fatalf("keygen: %v\n%s", err, out)
+	}
+	return p
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitProvided waits until node n's status counts at least want provided blobs.
+func waitProvided(t *testing.T, n *meshNode, want int) {
+	waitFor(t, n.name+" advertises its blobs", 30*time.Second, func() error {
+		if got := n.status(t).BlobsProvided; got < want {
+			return fmt.Errorf("%d blobs provided, want %d", got, want)
+		}
+		return nil
+	})
+}
+
+// TestMesh drives four nodes in their own network namespaces (containerd
+// 1.6 and 2.4 alternating, one shoal each) and a registry host, plus a
+// stranger with another cluster key:
+//  1. node 1 pulls; the registry stops; nodes 2-4 pull by tag from peers;
+//  2. the peer serving a layer is killed mid-transfer: the pull resumes at
+//     the same offset from another peer;
+//  3. a peer that corrupts what it serves never gets a bad blob committed,
+//     and is avoided afterwards;
+//  4. a daemon with another key cannot join or fetch.
+func TestMesh(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	ctx := t.Context()
+	log := testLogger(t)
+	net, err := lab.NewNetwork(ctx, "e2e-mesh-"+strconv.Itoa(os.Getpid()%100000), 6, lab.NetworkConfig{Subnet: "10.213.7.0/24", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanup(t, net.Close)
+	regHost := net.Hosts[0]
+	reg, err := lab.StartRegistry(ctx, lab.RegistryConfig{Netns: regHost.Netns, Addr: regHost.Addr(5000), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanup(t, reg.Close)
+	push := func(repo string, layers int, size int64) lab.Image {
+		im, err := lab.PushImage(ctx, reg.Addr(), repo, "v1", layers, size, lab.WithTransport(lab.TransportIn(regHost.Netns)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return im
+	}
+	shared := push("mesh/shared", 3, 4<<20)     // phase 1
+	big := push("mesh/big", 1, 48<<20)          // phase 2
+	poisoned := push("mesh/poisoned", 1, 4<<20) // phase 3
+
+	key := writeKey(t)
+	seed := net.Hosts[1].IP.String() + ":7502"
+	nodes := make([]*meshNode, 5) // 1..4
+	var wg sync.WaitGroup
+	for i := 1; i <= 4; i++ {
+		flavor := lab.Flavor16
+		if i%2 == 0 {
+			flavor = lab.Flavor2
+		}
+		var extra []string
+		if i == 4 {
+			extra = []string{"--fault-corrupt-uploads"}
+		}
+		wg.Go(func() {
+			nodes[i] = startMeshNode(t, fmt.Sprintf("node%d", i), net.Hosts[i], flavor, reg.Addr(), seed, key, extra...)
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	ref := func(im lab.Image) string { return reg.Addr() + "/" + im.Repo + ":" + im.Tag }
+	waitFor(t, "mesh converges", 30*time.Second, func() error {
+		for _, n := range nodes[1:] {
+			if got := n.status(t).LiveMembers; got != 4 {
+				return fmt.Errorf("%s sees %d live members", n.name, got)
+			}
+		}
+		return nil
+	})
+
+	// Node 1 pulls both images, node 4 the poisoned one, all from the registry.
+	for _, im := range []lab.Image{shared, big} {
+		if err := nodes[1].ctrd.CtrPull(ctx, ref(im)); err != nil {
+			t.Fatalf("node1 pull %s: %v", im.Ref, err)
+		}
+	}
+	if err := nodes[4].ctrd.CtrPull(ctx, ref(poisoned)); err != nil {
+		t.Fatalf("node4 pull: %v", err)
+	}
+	waitProvided(t, nodes[1], len(shared.Blobs())+len(big.Blobs())+2)
+	waitProvided(t, nodes[4], len(poisoned.Blobs())+1)
+	before, err := reg.Requests()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.Stop()
+
+	t.Run("registry down, nodes 2-4 pull from peers", func(t *testing.T) {
+		var wg sync.WaitGroup
+		for _, n := range nodes[2:] {
+			wg.Go(func() {
+				if err := n.ctrd.CtrPull(ctx, ref(shared)); err != nil {
+					t.Errorf("%s pull with the registry down: %v", n.name, err)
+				}
+			})
+		}
+		wg.Wait()
+		for _, n := range nodes[2:] {
+			verifyContent(t, n.ctrd.ContentDir())
+			if ok, err := n.ctrd.HasImage(ctx, ref(shared)); err != nil || !ok {
+				t.Errorf("%s has the image: %v %v", n.name, ok, err)
+			}
+			layers := float64(shared.Size - shared.ManifestSize)
+			if got := n.metric(t, "shoal_fetched_bytes_total", map[string]string{"source": "peer"}); got < layers {
+				t.Errorf("%s fetched %v bytes from peers, want at least the %v bytes of config and layers", n.name, got, layers)
+			}
+		}
+		after, err := reg.Requests()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(after) != len(before) {
+			t.Errorf("registry log grew from %d to %d requests after node 1's pull", len(before), len(after))
+		}
+	})
+
+	t.Run("serving peer killed mid-transfer", func(t *testing.T) {
+		// Node 2 gets the big layer from node 1, so two peers hold it.
+		if err := nodes[2].ctrd.CtrPull(ctx, ref(big)); err != nil {
+			t.Fatalf("node2 pull: %v", err)
+		}
+		waitProvided(t, nodes[2], len(shared.Blobs())+len(big.Blobs())+2)
+		// Slow node 3's download so the layer is in flight long enough.
+		if err := nodes[3].host.Shape(ctx, 0, 80); err != nil {
+			t.Fatal(err)
+		}
+		served := func(n *meshNode) int64 { return n.status(t).BytesServed }
+		base1, base2 := served(nodes[1]), served(nodes[2])
+		done := make(chan error, 1)
+		go func() { done <- nodes[3].ctrd.CtrPull(ctx, ref(big)) }()
+		var victim, other *meshNode
+		var otherBase int64
+		waitFor(t, "a peer starts serving the big layer", 60*time.Second, func() error {
+			switch {
+			case served(nodes[1])-base1 > 8<<20:
+				victim, other, otherBase = nodes[1], nodes[2], base2
+			case served(nodes[2])-base2 > 8<<20:
+				victim, other, otherBase = nodes[2], nodes[1], base1
+			default:
+				return fmt.Errorf("no peer has sent 8 MiB yet")
+			}
+			return nil
+		})
+		victim.shoal.Kill()
+		if err := <-done; err != nil {
+			t.Fatalf("node3 pull after %s died: %v", victim.name, err)
+		}
+		if err := nodes[3].host.Shape(ctx, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		verifyContent(t, nodes[3].ctrd.ContentDir())
+		if ok, _ := nodes[3].ctrd.HasImage(ctx, ref(big)); !ok {
+			t.Fatal("node3 lacks the image")
+		}
+		// The survivor sent only the rest, not the layer from byte 0.
+		if sent := served(other) - otherBase; sent >= big.LayerSizes[0] {
+			t.Errorf("%s sent %d bytes after %s died, the whole %d-byte layer: the transfer restarted from 0", other.name, sent, victim.name, big.LayerSizes[0])
+		}
+		if err := victim.shoal.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("corrupting peer", func(t *testing.T) {
+		// Only node 4, which corrupts what it serves, holds this image.
+		servedBefore := nodes[4].status(t).BytesServed
+		if err := nodes[2].ctrd.CtrPull(ctx, ref(poisoned)); err == nil {
+			t.Fatal("pull succeeded with only a corrupting peer and no registry")
+		}
+		verifyContent(t, nodes[2].ctrd.ContentDir())
+		verifyContent(t, nodes[2].shoal.DataDir())
+		have, _ := nodes[2].ctrd.ContentDigests(ctx)
+		for _, d := range have {
+			if d == poisoned.Layers[0] {
+				t.Fatal("node2's containerd committed the corrupted layer")
+			}
+		}
+		if _, err := os.Stat(filepath.Join(nodes[2].shoal.DataDir(), "blobs", "sha256", poisoned.Layers[0].Encoded())); err == nil {
+			t.Fatal("node2's shoal stored the corrupted layer")
+		}
+		if got := nodes[2].metric(t, "shoal_verify_failures_total", nil); got < 1 {
+			t.Errorf("node2 counted %v verify failures", got)
+		}
+		avoided := false
+		id4 := nodes[4].status(t).ID
+		for _, p := range nodes[2].status(t).Peers {
+			if p.ID == id4 && p.AvoidedUntil.After(time.Now()) {
+				avoided = true
+			}
+		}
+		if !avoided {
+			t.Fatalf("node2 does not avoid node4")
+		}
+		// With the registry back, the pull succeeds, and node 4 is not asked.
+		if err := reg.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		servedMid := nodes[4].status(t).BytesServed
+		if err := nodes[2].ctrd.CtrPull(ctx, ref(poisoned)); err != nil {
+			t.Fatalf("pull with the registry back: %v", err)
+		}
+		verifyContent(t, nodes[2].ctrd.ContentDir())
+		if got := nodes[4].status(t).BytesServed; got != servedMid {
+			t.Errorf("avoided node4 served %d more bytes", got-servedMid)
+		}
+		t.Logf("node4 served %d corrupted bytes before it was avoided", servedMid-servedBefore)
+		reg.Stop()
+	})
+
+	t.Run("a daemon with another key stays out", func(t *testing.T) {
+		stranger := startMeshNode(t, "stranger", net.Hosts[5], lab.Flavor2, reg.Addr(), seed, writeKey(t))
+		time.Sleep(3 * time.Second) // several join attempts
+		st := stranger.status(t)
+		if st.LiveMembers != 1 {
+			t.Errorf("stranger sees %d live members, want only itself", st.LiveMembers)
+		}
+		for _, n := range nodes[1:] {
+			for _, m := range n.status(t).Members {
+				if m.Name == "stranger" {
+					t.Errorf("%s lists the stranger as %s", n.name, m.State)
+				}
+			}
+		}
+		if err := stranger.ctrd.CtrPull(ctx, ref(shared)); err == nil {
+			t.Error("stranger pulled with the registry down: it got blobs from the mesh")
+		}
+		if got := stranger.metric(t, "shoal_fetched_bytes_total", map[string]string{"source": "peer"}); got != 0 {
+			t.Errorf("stranger fetched %v bytes from peers", got)
+		}
+		// And it cannot fetch a blob directly from a member's libp2p port.
+		d := digest.Digest(shared.Layers[0])
+		if got := stranger.metric(t, "shoal_resolver_lookups_total", map[string]string{"kind": "blob", "source": "peer"}); got != 0 {
+			t.Errorf("stranger resolved %v blobs from peers (%s)", got, d)
+		}
+	})
+}
