@@ -37,7 +37,8 @@ func TestBadFlags(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(badHosts, "_default", "hosts.toml"), []byte("server = [unterminated"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	daemon := []string{"daemon", "--data-dir", t.TempDir(), "--containerd-sock", "", "--metrics-addr", "", "--mirror-addr", "127.0.0.1:0"}
+	daemon := []string{"daemon", "--data-dir", t.TempDir(), "--containerd-sock", "", "--metrics-addr", "", "--p2p=false", "--mirror-addr", "127.0.0.1:0"}
+	mesh := []string{"daemon", "--data-dir", t.TempDir(), "--containerd-sock", "", "--metrics-addr", "", "--mirror-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--p2p-addr", "127.0.0.1:0"}
 	cases := []struct {
 		name string
 		args []string
@@ -56,6 +57,10 @@ func TestBadFlags(t *testing.T) {
 		{"auth file missing", append(daemon, "--registry-auth-file", filepath.Join(empty, "nope.json")), nil, "registry auth file"},
 		{"auth file garbage", append(daemon, "--registry-auth-file", badAuth), nil, "registry auth file"},
 		{"negative timeout", append(daemon, "--miss-timeout", "-1s"), nil, "must not be negative"},
+		{"cluster key missing", append(mesh, "--cluster-key-file", filepath.Join(empty, "nope.key")), nil, "--cluster-key-file"},
+		{"cluster key garbage", append(mesh, "--cluster-key-file", badAuth), nil, "--cluster-key-file"},
+		{"p2p protection", append(mesh, "--p2p-protection", "magic"), nil, "--p2p-protection \"magic\""},
+		{"gossip addr", append(mesh, "--gossip-addr", "nowhere"), nil, "gossip"},
 		{"data dir is a file", []string{"daemon", "--data-dir", badAuth, "--containerd-sock", "", "--metrics-addr", "", "--mirror-addr", "127.0.0.1:0"}, nil, "store"},
 		{"configure: bad mirror", []string{"configure", "containerd", "--hosts-dir", t.TempDir(), "--mirror", "ftp://x", "--containerd-config", ""}, nil, "mirror"},
 		{"configure: bad registry", []string{"configure", "containerd", "--hosts-dir", t.TempDir(), "--registry", "a b", "--containerd-config", ""}, nil, "a b"},
@@ -102,6 +107,7 @@ func TestBadRequestsToDaemon(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "containerd.sock")
 	s, err := lab.StartShoal(ctx, lab.ShoalConfig{Binary: shoalBin, Logger: testLogger(t), Args: []string{
 		"--containerd-sock", missing, "--insecure-registry", reg.Addr(), "--miss-timeout", "2s",
+		"--gossip-addr", "127.0.0.1:0", "--p2p-addr", "127.0.0.1:0",
 	}})
 	if err != nil {
 		t.Fatal(err)

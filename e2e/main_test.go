@@ -106,6 +106,8 @@ func startNode(t *testing.T, flavor lab.Flavor, upstream string, extra ...string
 		"--containerd-content-dir", c.ContentDir(),
 		"--insecure-registry", upstream,
 		"--stall-timeout", "3s",
+		"--gossip-addr", "127.0.0.1:0",
+		"--p2p-addr", "127.0.0.1:0",
 	}, extra...)
 	s, err := lab.StartShoal(ctx, lab.ShoalConfig{Binary: shoalBin, Args: args, Logger: log})
 	if err != nil {

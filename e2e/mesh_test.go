@@ -181,14 +181,17 @@ func TestMesh(t *testing.T) {
 		t.FailNow()
 	}
 	ref := func(im lab.Image) string { return reg.Addr() + "/" + im.Repo + ":" + im.Tag }
-	waitFor(t, "mesh converges", 30*time.Second, func() error {
-		for _, n := range nodes[1:] {
-			if got := n.status(t).LiveMembers; got != 4 {
-				return fmt.Errorf("%s sees %d live members", n.name, got)
+	converged := func() {
+		waitFor(t, "mesh converges", 30*time.Second, func() error {
+			for _, n := range nodes[1:] {
+				if got := n.status(t).LiveMembers; got != 4 {
+					return fmt.Errorf("%s sees %d live members", n.name, got)
+				}
 			}
-		}
-		return nil
-	})
+			return nil
+		})
+	}
+	converged()
 
 	// Node 1 pulls both images, node 4 the poisoned one, all from the registry.
 	for _, im := range []lab.Image{shared, big} {
@@ -281,47 +284,49 @@ func TestMesh(t *testing.T) {
 		if err := victim.shoal.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
+		converged()
 	})
 
 	t.Run("corrupting peer", func(t *testing.T) {
 		// Only node 4, which corrupts what it serves, holds this image.
+		puller := nodes[3]
 		servedBefore := nodes[4].status(t).BytesServed
-		if err := nodes[2].ctrd.CtrPull(ctx, ref(poisoned)); err == nil {
+		if err := puller.ctrd.CtrPull(ctx, ref(poisoned)); err == nil {
 			t.Fatal("pull succeeded with only a corrupting peer and no registry")
 		}
-		verifyContent(t, nodes[2].ctrd.ContentDir())
-		verifyContent(t, nodes[2].shoal.DataDir())
-		have, _ := nodes[2].ctrd.ContentDigests(ctx)
+		verifyContent(t, puller.ctrd.ContentDir())
+		verifyContent(t, puller.shoal.DataDir())
+		have, _ := puller.ctrd.ContentDigests(ctx)
 		for _, d := range have {
 			if d == poisoned.Layers[0] {
-				t.Fatal("node2's containerd committed the corrupted layer")
+				t.Fatal("node3's containerd committed the corrupted layer")
 			}
 		}
-		if _, err := os.Stat(filepath.Join(nodes[2].shoal.DataDir(), "blobs", "sha256", poisoned.Layers[0].Encoded())); err == nil {
-			t.Fatal("node2's shoal stored the corrupted layer")
+		if _, err := os.Stat(filepath.Join(puller.shoal.DataDir(), "blobs", "sha256", poisoned.Layers[0].Encoded())); err == nil {
+			t.Fatal("node3's shoal stored the corrupted layer")
 		}
-		if got := nodes[2].metric(t, "shoal_verify_failures_total", nil); got < 1 {
-			t.Errorf("node2 counted %v verify failures", got)
+		if got := puller.metric(t, "shoal_verify_failures_total", nil); got < 1 {
+			t.Errorf("node3 counted %v verify failures", got)
 		}
 		avoided := false
 		id4 := nodes[4].status(t).ID
-		for _, p := range nodes[2].status(t).Peers {
+		for _, p := range puller.status(t).Peers {
 			if p.ID == id4 && p.AvoidedUntil.After(time.Now()) {
 				avoided = true
 			}
 		}
 		if !avoided {
-			t.Fatalf("node2 does not avoid node4")
+			t.Fatalf("node3 does not avoid node4")
 		}
 		// With the registry back, the pull succeeds, and node 4 is not asked.
 		if err := reg.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
 		servedMid := nodes[4].status(t).BytesServed
-		if err := nodes[2].ctrd.CtrPull(ctx, ref(poisoned)); err != nil {
+		if err := puller.ctrd.CtrPull(ctx, ref(poisoned)); err != nil {
 			t.Fatalf("pull with the registry back: %v", err)
 		}
-		verifyContent(t, nodes[2].ctrd.ContentDir())
+		verifyContent(t, puller.ctrd.ContentDir())
 		if got := nodes[4].status(t).BytesServed; got != servedMid {
 			t.Errorf("avoided node4 served %d more bytes", got-servedMid)
 		}

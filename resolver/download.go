@@ -92,7 +92,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				lastErr = r.ctx.Err()
 				break
 			}
-			n, size, err := r.fetchOnce(req, src, ing, off, func(size int64) (store.Ingest, error) {
+			n, size, err := r.fetchOnce(req, src, f.trust, ing, off, func(size int64) (store.Ingest, error) {
 				var err error
 				ing, err = r.store.Begin(r.ctx, req.Digest, size)
 				if err != nil {
@@ -186,7 +186,7 @@ var errStalled = errors.New("source stalled")
 // fetchOnce opens src at off and copies it into the ingest (created through
 // begin on the first success, once the size is known). It returns how many
 // bytes it wrote.
-func (r *Resolver) fetchOnce(req BlobRequest, src source, ing store.Ingest, off int64, begin func(int64) (store.Ingest, error)) (int64, int64, error) {
+func (r *Resolver) fetchOnce(req BlobRequest, src source, tr *trust, ing store.Ingest, off int64, begin func(int64) (store.Ingest, error)) (int64, int64, error) {
 	ctx, cancel := context.WithCancelCause(r.ctx)
 	defer cancel(nil)
 	// The watchdog cancels the request when no byte came for StallTimeout,
@@ -228,6 +228,7 @@ func (r *Resolver) fetchOnce(req BlobRequest, src source, ing store.Ingest, off 
 			if _, werr := ing.WriteAt(buf[:k], off+n); werr != nil {
 				return n, size, werr
 			}
+			tr.wrote(off+n, int64(k), src.kind == SourceUpstream)
 			n += int64(k)
 		}
 		if rerr == io.EOF {

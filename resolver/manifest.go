@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/shoal-dev/shoal/store"
 )
 
 // Manifest finds a manifest by tag or digest. A tag is resolved upstream
@@ -107,6 +110,15 @@ func (r *Resolver) peerManifest(ctx context.Context, req ManifestRequest, dgst d
 	if r.router == nil {
 		return Manifest{}, fmt.Errorf("manifest %s: no mesh: %w", dgst, errdefs.ErrNotFound)
 	}
+	m, err := r.fetchManifestBlob(ctx, req, dgst, mediaType)
+	if errors.Is(err, store.ErrDigestMismatch) {
+		// The peer that lied is avoided now; the next attempt asks others.
+		m, err = r.fetchManifestBlob(ctx, req, dgst, mediaType)
+	}
+	return m, err
+}
+
+func (r *Resolver) fetchManifestBlob(ctx context.Context, req ManifestRequest, dgst digest.Digest, mediaType string) (Manifest, error) {
 	b, err := r.blob(ctx, BlobRequest{Registry: req.Registry, Repo: req.Repo, Digest: dgst})
 	if err != nil {
 		return Manifest{}, err

@@ -50,6 +50,7 @@ type flight struct {
 	ready  chan struct{} // closed once ingest or err is set
 	ingest store.Ingest
 	source Source
+	trust  *trust
 	err    error
 }
 
@@ -176,7 +177,7 @@ func (r *Resolver) join(req BlobRequest) (*flight, bool) {
 	if f, ok := r.flights[req.Digest]; ok {
 		return f, false
 	}
-	f := &flight{ready: make(chan struct{})}
+	f := &flight{ready: make(chan struct{}), trust: newTrust()}
 	r.flights[req.Digest] = f
 	return f, true
 }
@@ -204,7 +205,7 @@ func (r *Resolver) await(ctx context.Context, dgst digest.Digest, f *flight) (*B
 			if off < 0 || off > ing.Size() {
 				return nil, fmt.Errorf("offset %d of blob %s of %d bytes: %w", off, dgst, ing.Size(), errdefs.ErrInvalidArgument)
 			}
-			return ing.Reader(ctx, off), nil
+			return &gatedReader{ctx: ctx, ing: ing, trust: f.trust, off: off, rd: ing.Reader(ctx, off)}, nil
 		},
 	}, nil
 }

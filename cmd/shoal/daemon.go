@@ -112,7 +112,7 @@ Metrics, /healthz and /readyz are served on --metrics-addr.`,
 	f.StringVar(&o.nodeName, "node-name", "", "this node's unique name in the mesh (default the host name)")
 	f.StringVar(&o.gossipAddr, "gossip-addr", ":7502", "address of the membership gossip (TCP and UDP)")
 	f.StringVar(&o.p2pAddr, "p2p-addr", ":7501", "address of the libp2p host that serves and fetches blobs")
-	f.StringVar(&o.advertiseIP, "advertise-ip", "", "IP the other nodes reach this one at (default: picked from the host's private addresses)")
+	f.StringVar(&o.advertiseIP, "advertise-ip", "", "IP the other nodes reach this one at (default picked from the host's private addresses)")
 	f.StringSliceVar(&o.join, "join", nil, "seeds to join: host[:port], IPs, or a DNS name resolving to many (a headless Service), repeatable (default none: wait to be joined)")
 	f.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "the cluster's shared key (shoal keygen); encrypts gossip and admits only members (default none: an OPEN mesh)")
 	f.StringVar(&o.protection, "p2p-protection", "gater", "with a cluster key, how libp2p keeps non-members out: gater (admit member peer IDs only) or psk (private network; a second cipher, about half the throughput)")
@@ -152,12 +152,37 @@ func parseBytes(flag, v string) (int64, error) {
 }
 
 func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
+	var ready atomic.Bool
 	maxBytes, err := parseBytes("store-max-bytes", o.storeMaxBytes)
 	if err != nil {
 		return err
 	}
+	// Third-party libraries (libp2p) log through the default logger.
+	slog.SetDefault(log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Bind the ports first: a wrong address is the likeliest mistake, and
+	// nothing else should start when it is made.
+	mirrorLn, err := net.Listen("tcp", o.mirrorAddr)
+	if err != nil {
+		return fmt.Errorf("--mirror-addr: %w", err)
+	}
+	listeners := []net.Listener{mirrorLn}
+	defer func() {
+		if !ready.Load() {
+			for _, ln := range listeners {
+				ln.Close()
+			}
+		}
+	}()
+	var metricsLn net.Listener
+	if o.metricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", o.metricsAddr); err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		listeners = append(listeners, metricsLn)
+	}
 
 	st, err := store.NewFS(o.dataDir, store.Config{MaxBytes: maxBytes, Logger: log.With("component", "store")})
 	if err != nil {
@@ -192,6 +217,14 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 			return err
 		}
 		src.Router = node.Router()
+		defer func() {
+			if !ready.Load() {
+				// Started nothing yet: Run with an ended context closes it.
+				cctx, cancel := context.WithCancel(context.Background())
+				cancel()
+				_ = node.Run(cctx)
+			}
+		}()
 	} else {
 		log.Info("peer-to-peer sharing disabled (--p2p=false): shoal is a pull-through cache for this node only")
 	}
@@ -214,24 +247,12 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		return err
 	}
 
-	mirrorLn, err := net.Listen("tcp", o.mirrorAddr)
-	if err != nil {
-		return fmt.Errorf("--mirror-addr: %w", err)
-	}
-	var ready atomic.Bool
 	servers := []*http.Server{{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}}
-	listeners := []net.Listener{mirrorLn}
-	if o.metricsAddr != "" {
-		ln, err := net.Listen("tcp", o.metricsAddr)
-		if err != nil {
-			mirrorLn.Close()
-			return fmt.Errorf("--metrics-addr: %w", err)
-		}
-		listeners = append(listeners, ln)
+	if metricsLn != nil {
 		servers = append(servers, &http.Server{
 			Handler: opsHandler(reg, &ready, func() daemonStatus {
 				blobs, bytes := st.Usage()
