@@ -89,7 +89,8 @@ type Config struct {
 
 	// MaxUploads caps the blob streams this node serves at once. Over the
 	// cap a request is answered "busy" at once, so the client tries another
-	// peer. Zero means 8. More uploads share the uplink among more
+	// peer. Zero means 32 (containerd fetches three blobs at a time, so
+	// that is ten pulling nodes per holder). More uploads share the uplink among more
 	// downloaders, each slower; fewer push clients to other sources sooner.
 	MaxUploads int
 
@@ -221,7 +222,7 @@ func DefaultConfig() Config {
 		GossipAddr:         net.JoinHostPort("", strconv.Itoa(DefaultGossipPort)),
 		P2PAddr:            net.JoinHostPort("", strconv.Itoa(DefaultP2PPort)),
 		Protection:         ProtectGater,
-		MaxUploads:         8,
+		MaxUploads:         32,
 		RescanInterval:     time.Minute,
 		ProvideTTL:         time.Hour,
 		ProvideConcurrency: 8,

@@ -24,6 +24,11 @@ type Config struct {
 	// resumed before it is given up. Default 3.
 	FetchAttempts int
 
+	// BusyWait is how long a download waits for a slot on a busy peer that
+	// holds the blob before it asks the registry instead. It comes out of
+	// MissTimeout, so keep it well below. Default 2s.
+	BusyWait time.Duration
+
 	// BusyRetryFor is how long a download keeps asking again when every
 	// source failed but a peer holding the blob was only out of upload
 	// slots (errdefs.ErrResourceExhausted). Default 30s.
@@ -50,6 +55,7 @@ func DefaultConfig() Config {
 		FetchAttempts:     3,
 		PeerLookupTimeout: time.Second,
 		BusyRetryFor:      30 * time.Second,
+		BusyWait:          2 * time.Second,
 	}
 }
 
@@ -60,6 +66,9 @@ func (c *Config) fill() error {
 	}
 	if c.StallTimeout == 0 {
 		c.StallTimeout = d.StallTimeout
+	}
+	if c.BusyWait == 0 {
+		c.BusyWait = d.BusyWait
 	}
 	if c.BusyRetryFor == 0 {
 		c.BusyRetryFor = d.BusyRetryFor

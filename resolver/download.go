@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/store"
 )
@@ -92,6 +93,11 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				lastErr = r.ctx.Err()
 				break
 			}
+			if src.kind == SourceUpstream && busy && time.Since(start) < r.cfg.BusyWait {
+				// A peer holds it but has no free slot: waiting a moment
+				// for one spares the registry.
+				break
+			}
 			n, size, err := r.fetchOnce(req, src, f.trust, ing, off, func(size int64) (store.Ingest, error) {
 				var err error
 				ing, err = r.store.Begin(r.ctx, req.Digest, size)
@@ -160,13 +166,21 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	}
 	r.m.downloads.WithLabelValues("ok").Inc()
 	log.Info("blob stored", "bytes", off, "seconds", time.Since(start).Seconds(), "peers", peersUsed)
-	if r.router != nil {
-		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
-		if err := r.router.Provide(ctx, req.Digest); err != nil {
-			log.Warn("could not announce blob", "err", err)
-		}
-		cancel()
+	r.announce(req.Digest)
+}
+
+// announce tells the mesh, in the background, that this node holds dgst.
+func (r *Resolver) announce(dgst digest.Digest) {
+	if r.router == nil {
+		return
 	}
+	r.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+		defer cancel()
+		if err := r.router.Provide(ctx, dgst); err != nil && r.ctx.Err() == nil {
+			r.cfg.Logger.Warn("could not announce blob", "digest", dgst, "err", err)
+		}
+	})
 }
 
 // retryable says whether a failed source is worth following with the next.

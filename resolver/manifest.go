@@ -204,7 +204,9 @@ func (r *Resolver) remember(ctx context.Context, m Manifest) {
 	}
 	if err := ing.Commit(ctx); err != nil {
 		r.cfg.Logger.Warn("manifest not stored", "digest", m.Digest, "err", err)
+		return
 	}
+	r.announce(m.Digest)
 }
 
 // DetectMediaType infers a manifest's media type from its body, for bodies

@@ -116,7 +116,7 @@ Metrics, /healthz and /readyz are served on --metrics-addr.`,
 	f.StringSliceVar(&o.join, "join", nil, "seeds to join: host[:port], IPs, or a DNS name resolving to many (a headless Service), repeatable (default none: wait to be joined)")
 	f.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "the cluster's shared key (shoal keygen); encrypts gossip and admits only members (default none: an OPEN mesh)")
 	f.StringVar(&o.protection, "p2p-protection", "gater", "with a cluster key, how libp2p keeps non-members out: gater (admit member peer IDs only) or psk (private network; a second cipher, about half the throughput)")
-	f.IntVar(&o.maxUploads, "max-uploads", 8, "blob streams this node serves to peers at once; more are told to try another peer")
+	f.IntVar(&o.maxUploads, "max-uploads", 32, "blob streams this node serves to peers at once; more are told to try another peer")
 	f.DurationVar(&o.rescanInterval, "rescan-interval", time.Minute, "how often the node's content is walked to advertise new blobs (garbage collection emits no event)")
 	f.BoolVar(&o.faultCorruptUploads, "fault-corrupt-uploads", false, "TESTS ONLY: flip a byte in every blob served to peers, to prove they reject it")
 	_ = f.MarkHidden("fault-corrupt-uploads")
