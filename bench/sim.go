@@ -101,6 +101,16 @@ type simRegistry struct {
 	srv    *http.Server
 	addr   string
 	egress atomic.Int64
+	active atomic.Int64 // requests being answered
+}
+
+// settle waits until every request has been answered, so that egress
+// counts the last chunks a client received before the handler returned.
+func (r *simRegistry) settle(ctx context.Context) {
+	deadline := time.Now().Add(5 * time.Second)
+	for r.active.Load() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func startRegistry(ctx context.Context, bytesPerSec float64) (*simRegistry, error) {
@@ -114,6 +124,8 @@ func startRegistry(ctx context.Context, bytesPerSec float64) (*simRegistry, erro
 	r.srv = &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			r.active.Add(1)
+			defer r.active.Add(-1)
 			reg.ServeHTTP(egressWriter{ResponseWriter: w, ctx: req.Context(), l: l, count: &r.egress}, req)
 		}),
 	}
@@ -220,6 +232,7 @@ func runOnce(ctx context.Context, cfg SimConfig, reg *simRegistry, im lab.Image,
 		}
 		group = pullers[1:]
 	}
+	reg.settle(ctx)
 	reg.egress.Store(0)
 	var uploadedBefore []int64
 	for _, n := range nodes {
@@ -236,6 +249,7 @@ func runOnce(ctx context.Context, cfg SimConfig, reg *simRegistry, im lab.Image,
 		})
 	}
 	wg.Wait()
+	reg.settle(ctx)
 	rec.RegistryEgressBytes = reg.egress.Load()
 	rec.NodeSeconds = times
 	for i, err := range errs {
