@@ -273,6 +273,7 @@ type simNode struct {
 	mirrorURL string
 	client    *http.Client
 	download  *rate.Limiter
+	upload    *rate.Limiter
 	uploaded  atomic.Int64
 	cancel    context.CancelFunc
 	done      chan struct{}
@@ -311,7 +312,7 @@ func startMesh(ctx context.Context, cfg SimConfig, registryAddr string, link flo
 
 func startNode(ctx context.Context, cfg SimConfig, i int, registryAddr string, link float64, key []byte, seed string) (*simNode, error) {
 	st := store.NewMemory()
-	n := &simNode{download: newLimiter(link), done: make(chan struct{})}
+	n := &simNode{download: newLimiter(link), upload: newLimiter(link), done: make(chan struct{})}
 	pc := p2p.DefaultConfig()
 	pc.NodeName = fmt.Sprintf("sim-%d", i)
 	pc.GossipAddr = "127.0.0.1:0"
@@ -322,7 +323,8 @@ func startNode(ctx context.Context, cfg SimConfig, i int, registryAddr string, l
 	if seed != "" {
 		pc.Join = []string{seed}
 	}
-	node, err := p2p.New(pc, &simContent{st: st, upload: newLimiter(link), uploaded: &n.uploaded})
+	pc.Puller = pullFor{n}
+	node, err := p2p.New(pc, &simContent{st: st, upload: n.upload, uploaded: &n.uploaded})
 	if err != nil {
 		return nil, err
 	}
@@ -392,6 +394,17 @@ func waitProvided(ctx context.Context, n *simNode, want int) error {
 	return nil
 }
 
+// pullFor lets peers ask this node to fetch a blob for the cluster.
+type pullFor struct{ n *simNode }
+
+func (p pullFor) PullFor(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error) {
+	b, err := p.n.res.PullFor(ctx, dgst, registry, repo)
+	if err != nil {
+		return nil, err
+	}
+	return limitedBlob{Blob: b, l: p.n.upload, uploaded: &p.n.uploaded}, nil
+}
+
 // simContent is what a simulated node serves its peers, at its upload pace.
 type simContent struct {
 	st       store.Store
@@ -429,6 +442,14 @@ func (u limitedUpstream) Blob(ctx context.Context, req resolver.BlobRequest, off
 type limitedRouter struct {
 	*p2p.Router
 	l *rate.Limiter
+}
+
+func (r limitedRouter) FetchThrough(ctx context.Context, p string, dgst digest.Digest, off int64, registry, repo string) (io.ReadCloser, int64, error) {
+	body, size, err := r.Router.FetchThrough(ctx, p, dgst, off, registry, repo)
+	if err != nil {
+		return nil, 0, err
+	}
+	return limitReader(ctx, body, r.l), size, nil
 }
 
 func (r limitedRouter) Fetch(ctx context.Context, p string, dgst digest.Digest, off int64) (io.ReadCloser, int64, error) {

@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,7 +9,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-dev/shoal/store"
 )
 
 // Default ports of the two listeners.
@@ -115,6 +119,13 @@ type Config struct {
 	// Zero means ten minutes.
 	AvoidFor time.Duration
 
+	// Puller, when set, lets a peer that asks for a blob this node does not
+	// hold, naming its registry and repository (FetchThrough), have this
+	// node fetch it for the cluster and stream it while it arrives. The
+	// blob returned may still be arriving: its ReadAt blocks until the
+	// bytes are there. Nil answers such requests "not found".
+	Puller Puller
+
 	// Images answers peers asking which manifest this node holds for an
 	// image name (ImageProtocolID), so tags resolve from the mesh when the
 	// registry is down. Nil answers every such question "not found".
@@ -130,6 +141,11 @@ type Config struct {
 	// Metrics registers the node's Prometheus collectors; nil registers
 	// none. libp2p's own metrics are not exported.
 	Metrics prometheus.Registerer
+}
+
+// Puller fetches a blob on behalf of a peer; see Config.Puller.
+type Puller interface {
+	PullFor(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error)
 }
 
 // Timing holds the timers of membership, routing and transfer. A zero field

@@ -28,6 +28,21 @@ var ErrPeerBusy = errors.New("peer busy")
 // errdefs.ErrUnavailable (the peer cannot be reached, or is busy: then also
 // ErrPeerBusy). A transfer that stalls for IdleTimeout fails.
 func (n *Node) Fetch(ctx context.Context, p peer.ID, dgst digest.Digest, off int64) (io.ReadCloser, int64, error) {
+	return n.fetch(ctx, p, request{dgst: dgst, off: off})
+}
+
+// FetchThrough is Fetch from a peer asked to fetch the blob for the
+// cluster when it does not hold it: registry and repo say where from. A
+// peer without a Puller answers not found, as for Fetch.
+func (n *Node) FetchThrough(ctx context.Context, p peer.ID, dgst digest.Digest, off int64, registry, repo string) (io.ReadCloser, int64, error) {
+	if !validSource(registry, repo) {
+		return nil, 0, fmt.Errorf("fetch %s through %s: bad source %s/%s: %w", dgst, p, registry, repo, errdefs.ErrInvalidArgument)
+	}
+	return n.fetch(ctx, p, request{dgst: dgst, off: off, registry: registry, repo: repo})
+}
+
+func (n *Node) fetch(ctx context.Context, p peer.ID, req request) (io.ReadCloser, int64, error) {
+	dgst, off := req.dgst, req.off
 	if err := checkDigest(dgst); err != nil {
 		return nil, 0, err
 	}
@@ -68,7 +83,7 @@ func (n *Node) Fetch(ctx context.Context, p peer.ID, dgst digest.Digest, off int
 	}
 	start := time.Now()
 	_ = s.SetDeadline(start.Add(t.RequestTimeout))
-	h, err := exchange(s, request{dgst: dgst, off: off})
+	h, err := exchange(s, req)
 	if err != nil {
 		_ = s.Reset()
 		if ctx.Err() != nil {

@@ -12,6 +12,7 @@ type metrics struct {
 	fetched       prometheus.Counter
 	fetches       *prometheus.CounterVec // by result
 	avoided       prometheus.Counter
+	pullThrough   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -48,6 +49,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "shoal_p2p_fetches_total",
 			Help: "Blob requests to peers by result (ok, busy, not_found, bad_request, error).",
 		}, []string{"result"}),
+		pullThrough: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_p2p_pull_through_total",
+			Help: "Blobs this node began serving to a peer that asked it to fetch them for the cluster.",
+		}),
 		avoided: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_p2p_peers_avoided_total",
 			Help: "Times a peer was set aside for sending bad bytes.",
@@ -55,7 +60,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.members, m.provided, m.provides, m.uploads,
-			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided} {
+			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided, m.pullThrough} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

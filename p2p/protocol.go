@@ -1,11 +1,13 @@
 package p2p
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 
+	"github.com/distribution/reference"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/opencontainers/go-digest"
 )
@@ -13,18 +15,21 @@ import (
 // ProtocolID is the blob transfer protocol.
 //
 // A request is a 2-byte big-endian length and that many bytes: an 8-byte
-// big-endian offset then the digest string ("sha256:<hex>"). The answer is a
+// big-endian offset, the digest string ("sha256:<hex>"), and optionally a
+// NUL, the registry (host[:port]), a NUL and the repository: where the
+// blob comes from, so a node asked for a blob it does not hold may fetch
+// it for the cluster (see Puller). The answer is a
 // header (1-byte status, 8-byte total size of the blob, 2-byte length and a
 // message of at most maxMessage bytes) followed, on StatusOK only, by the
 // blob's bytes from the offset to the end. The server then closes the stream.
-const ProtocolID protocol.ID = "/shoal/blob/1.0.0"
+const ProtocolID protocol.ID = "/shoal/blob/1.1.0"
 
 // DHTPrefix is the protocol prefix of shoal's DHT, so it never mixes with
 // the public IPFS DHT.
 const DHTPrefix protocol.ID = "/shoal"
 
 const (
-	maxRequest   = 256 // a sha256 request needs 8 + 71 bytes
+	maxRequest   = 1024 // 8 + 71 bytes of digest + a registry and a repository name
 	maxMessage   = 512
 	headerSize   = 1 + 8 + 2
 	minRequest   = 8 + 1
@@ -61,19 +66,25 @@ func (s status) String() string {
 type request struct {
 	dgst digest.Digest
 	off  int64
+	// registry and repo, when set, say where the blob comes from.
+	registry, repo string
 }
 
-var errRequestTooLarge = errors.New("request exceeds 256 bytes")
+var errRequestTooLarge = errors.New("request exceeds 1024 bytes")
 
 func writeRequest(w io.Writer, r request) error {
-	body := len(r.dgst) + 8
+	tail := string(r.dgst)
+	if r.registry != "" {
+		tail += "\x00" + r.registry + "\x00" + r.repo
+	}
+	body := len(tail) + 8
 	if body > maxRequest {
 		return errRequestTooLarge
 	}
 	buf := make([]byte, 2+body)
 	binary.BigEndian.PutUint16(buf, uint16(body))
 	binary.BigEndian.PutUint64(buf[2:], uint64(r.off))
-	copy(buf[10:], r.dgst)
+	copy(buf[10:], tail)
 	_, err := w.Write(buf)
 	return err
 }
@@ -104,11 +115,20 @@ func parseRequest(body []byte) (request, error) {
 	if off < 0 {
 		return request{}, fmt.Errorf("negative offset %d", off)
 	}
-	dgst := digest.Digest(body[8:])
+	d, hint, hasHint := bytes.Cut(body[8:], []byte{0})
+	dgst := digest.Digest(d)
 	if err := checkDigest(dgst); err != nil {
 		return request{}, err
 	}
-	return request{dgst: dgst, off: off}, nil
+	req := request{dgst: dgst, off: off}
+	if hasHint {
+		reg, repo, ok := bytes.Cut(hint, []byte{0})
+		if !ok || !validSource(string(reg), string(repo)) {
+			return request{}, fmt.Errorf("bad source %q", hint)
+		}
+		req.registry, req.repo = string(reg), string(repo)
+	}
+	return req, nil
 }
 
 type header struct {
@@ -152,4 +172,19 @@ func readHeader(r io.Reader) (header, error) {
 		h.msg = string(msg)
 	}
 	return h, nil
+}
+
+// validSource checks a registry host[:port] and a repository path against
+// the distribution grammar.
+func validSource(registry, repo string) bool {
+	ref, err := reference.Parse(registry + "/" + repo)
+	if err != nil {
+		return false
+	}
+	named, ok := ref.(reference.Named)
+	if !ok {
+		return false
+	}
+	_, tagged := named.(reference.Tagged)
+	return !tagged && reference.Domain(named) == registry && reference.Path(named) == repo
 }

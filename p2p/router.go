@@ -76,3 +76,26 @@ func (r *Router) Provide(ctx context.Context, dgst digest.Digest) error {
 func (r *Router) ResolveImage(ctx context.Context, name string) (ocispec.Descriptor, error) {
 	return r.n.ResolveImage(ctx, name)
 }
+
+// Designated returns the peers that should fetch dgst from the registry
+// for the cluster, in rendezvous order, up to and excluding this node; self
+// says whether this node is the first.
+func (r *Router) Designated(dgst digest.Digest) (peers []string, self bool) {
+	for i, id := range r.n.Designated(dgst) {
+		if id == r.n.ID() {
+			return peers, i == 0
+		}
+		peers = append(peers, id.String())
+	}
+	return peers, false
+}
+
+// FetchThrough streams dgst from peer p, which fetches it from the registry
+// for the cluster when it does not hold it.
+func (r *Router) FetchThrough(ctx context.Context, p string, dgst digest.Digest, off int64, registry, repo string) (io.ReadCloser, int64, error) {
+	id, err := decodePeer(p)
+	if err != nil {
+		return nil, 0, err
+	}
+	return r.n.FetchThrough(ctx, id, dgst, off, registry, repo)
+}

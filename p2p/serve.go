@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,17 @@ func (n *Node) handleStream(s network.Stream) {
 	defer n.metrics.uploadsActive.Dec()
 
 	blob, err := n.content.Open(n.life, req.dgst)
+	if errdefs.IsNotFound(err) && req.registry != "" && n.cfg.Puller != nil {
+		// This node is asked to fetch the blob for the cluster: start (or
+		// join) its download and serve the bytes as they arrive. Answer
+		// before the requester's deadline for a header runs out.
+		pctx, cancel := context.WithTimeout(n.life, t.RequestTimeout*3/4)
+		blob, err = n.cfg.Puller.PullFor(pctx, req.dgst, req.registry, req.repo)
+		cancel()
+		if err == nil {
+			n.metrics.pullThrough.Inc()
+		}
+	}
 	if err != nil {
 		st := statusError
 		if errdefs.IsNotFound(err) {

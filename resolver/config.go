@@ -24,6 +24,11 @@ type Config struct {
 	// resumed before it is given up. Default 3.
 	FetchAttempts int
 
+	// DesignatedPeers is how many of the peers ranked above this node for
+	// a digest are asked to fetch it for the cluster before this node
+	// turns to the holders and the registry itself. Default 2.
+	DesignatedPeers int
+
 	// BusyWait is how long a download waits for a slot on a busy peer that
 	// holds the blob before it asks the registry instead. It comes out of
 	// MissTimeout, so keep it well below. Default 2s.
@@ -56,6 +61,7 @@ func DefaultConfig() Config {
 		PeerLookupTimeout: time.Second,
 		BusyRetryFor:      30 * time.Second,
 		BusyWait:          2 * time.Second,
+		DesignatedPeers:   2,
 	}
 }
 
@@ -66,6 +72,9 @@ func (c *Config) fill() error {
 	}
 	if c.StallTimeout == 0 {
 		c.StallTimeout = d.StallTimeout
+	}
+	if c.DesignatedPeers == 0 {
+		c.DesignatedPeers = d.DesignatedPeers
 	}
 	if c.BusyWait == 0 {
 		c.BusyWait = d.BusyWait

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"sync"
-	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -184,19 +183,10 @@ func (r *Resolver) join(req BlobRequest) (*flight, bool) {
 
 // await waits, at most MissTimeout, for a download to start delivering.
 func (r *Resolver) await(ctx context.Context, dgst digest.Digest, f *flight) (*Blob, error) {
-	t := time.NewTimer(r.cfg.MissTimeout)
-	defer t.Stop()
-	select {
-	case <-f.ready:
-	case <-t.C:
-		return nil, fmt.Errorf("blob %s: no source delivered within %s: %w", dgst, r.cfg.MissTimeout, errdefs.ErrNotFound)
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	ing, err := r.awaitIngest(ctx, dgst, f)
+	if err != nil {
+		return nil, err
 	}
-	if f.err != nil {
-		return nil, f.err
-	}
-	ing := f.ingest
 	return &Blob{
 		Digest: dgst,
 		Size:   ing.Size(),

@@ -45,6 +45,10 @@ type BlobRequest struct {
 	Digest   digest.Digest
 	// Size is the blob's size when known (a resumed download), else 0.
 	Size int64
+	// ForPeer marks a fetch this node makes for the cluster at a peer's
+	// request: it goes to the holders and the registry, never back to a
+	// designated peer.
+	ForPeer bool
 }
 
 // Manifest is a verified manifest body with its exact media type.
@@ -108,6 +112,19 @@ type Router interface {
 	Avoid(p string, why error)
 	// Provide announces that this node now holds dgst.
 	Provide(ctx context.Context, dgst digest.Digest) error
+}
+
+// Designator is a Router that also names, for each digest, the peers that
+// should fetch it from the registry for the whole cluster (rendezvous
+// hashing over the live members), so that a new image is pulled from the
+// registry once however many nodes ask at the same time.
+type Designator interface {
+	// Designated lists the peers ranked above this node for dgst, best
+	// first; self says whether this node ranks first.
+	Designated(dgst digest.Digest) (peers []string, self bool)
+	// FetchThrough streams dgst from peer p, which fetches it from the
+	// registry and repository named when it does not hold it.
+	FetchThrough(ctx context.Context, p string, dgst digest.Digest, off int64, registry, repo string) (io.ReadCloser, int64, error)
 }
 
 // Upstream fetches from OCI registries.

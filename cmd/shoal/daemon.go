@@ -201,6 +201,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	defer closeCtrd()
 
 	var node *p2p.Node
+	var res *resolver.Resolver
 	if o.p2p {
 		content := &localContent{st: st}
 		if w, ok := src.Local.(walker); ok {
@@ -212,7 +213,11 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 			served = corruptContent{content}
 		}
 		images, _ := src.Images.(p2p.ImageSource)
-		node, err = newMeshNode(o, served, images, log, reg)
+		// The mesh serves peers through the resolver, made below: it needs
+		// the mesh as its router.
+		node, err = newMeshNode(o, served, images, pullerFunc(func(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error) {
+			return res.PullFor(ctx, dgst, registry, repo)
+		}), log, reg)
 		if err != nil {
 			return err
 		}
@@ -229,7 +234,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		log.Info("peer-to-peer sharing disabled (--p2p=false): shoal is a pull-through cache for this node only")
 	}
 
-	res, err := resolver.New(st, up, src, resolver.Config{
+	res, err = resolver.New(st, up, src, resolver.Config{
 		MissTimeout:        o.missTimeout,
 		StallTimeout:       o.stallTimeout,
 		ResolveTagsLocally: o.resolveTagsLocally,
@@ -321,7 +326,14 @@ type walker interface {
 	Walk(ctx context.Context, fn func(dgst digest.Digest, size int64) error) error
 }
 
-func newMeshNode(o daemonOptions, content p2p.Content, images p2p.ImageSource, log *slog.Logger, reg prometheus.Registerer) (*p2p.Node, error) {
+// pullerFunc adapts a function to p2p.Puller.
+type pullerFunc func(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error)
+
+func (f pullerFunc) PullFor(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error) {
+	return f(ctx, dgst, registry, repo)
+}
+
+func newMeshNode(o daemonOptions, content p2p.Content, images p2p.ImageSource, puller p2p.Puller, log *slog.Logger, reg prometheus.Registerer) (*p2p.Node, error) {
 	cfg := p2p.DefaultConfig()
 	cfg.NodeName = o.nodeName
 	cfg.GossipAddr = o.gossipAddr
@@ -335,6 +347,7 @@ func newMeshNode(o daemonOptions, content p2p.Content, images p2p.ImageSource, l
 	cfg.Logger = log
 	cfg.Metrics = reg
 	cfg.Images = images
+	cfg.Puller = puller
 	if o.protection != string(p2p.ProtectGater) && o.protection != string(p2p.ProtectPSK) {
 		return nil, fmt.Errorf("--p2p-protection %q: want gater or psk", o.protection)
 	}

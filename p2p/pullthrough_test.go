@@ -1,0 +1,90 @@
+package p2p_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/p2p/p2ptest"
+	"github.com/shoal-dev/shoal/store"
+)
+
+// recordingPuller serves one blob it "fetches" and records the requests.
+type recordingPuller struct {
+	blob []byte
+	mu   sync.Mutex
+	asks []string
+}
+
+func (p *recordingPuller) PullFor(_ context.Context, d digest.Digest, registry, repo string) (store.Blob, error) {
+	p.mu.Lock()
+	p.asks = append(p.asks, registry+"/"+repo+"@"+d.String())
+	p.mu.Unlock()
+	if d != digest.FromBytes(p.blob) {
+		return nil, errdefs.ErrNotFound
+	}
+	return bytesBlob{bytes.NewReader(p.blob)}, nil
+}
+
+type bytesBlob struct{ *bytes.Reader }
+
+func (bytesBlob) Close() error { return nil }
+
+func TestFetchThrough(t *testing.T) {
+	t.Parallel()
+	blob := bytes.Repeat([]byte("pull-through "), 50000)
+	d := digest.FromBytes(blob)
+	puller := &recordingPuller{blob: blob}
+	c := p2ptest.Start(t, 3, p2ptest.Options{Config: func(i int, cfg *p2p.Config) {
+		if i == 1 {
+			cfg.Puller = puller
+		}
+	}})
+	c.WaitMembers(t, 3, 10*time.Second)
+	asker, designated, plain := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+
+	// Asked with a source, the node fetches for the cluster, from any offset.
+	body, size, err := asker.FetchThrough(t.Context(), designated.ID(), d, 1000, "registry.example:5000", "team/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(body)
+	body.Close()
+	if err != nil || size != int64(len(blob)) || !bytes.Equal(got, blob[1000:]) {
+		t.Fatalf("got %d bytes of %d, %v", len(got), size, err)
+	}
+	puller.mu.Lock()
+	if len(puller.asks) != 1 || puller.asks[0] != "registry.example:5000/team/app@"+d.String() {
+		t.Fatalf("puller asked %v", puller.asks)
+	}
+	puller.mu.Unlock()
+
+	// Without a source, a node that lacks the blob says so.
+	if _, _, err := asker.Fetch(t.Context(), designated.ID(), d, 0); !errdefs.IsNotFound(err) {
+		t.Fatalf("plain fetch: %v, want NotFound", err)
+	}
+	// A node without a Puller does not fetch for others.
+	if _, _, err := asker.FetchThrough(t.Context(), plain.ID(), d, 0, "registry.example:5000", "team/app"); !errdefs.IsNotFound(err) {
+		t.Fatalf("node without a puller: %v, want NotFound", err)
+	}
+	// A malformed source never leaves the node.
+	if _, _, err := asker.FetchThrough(t.Context(), designated.ID(), d, 0, "bad host", "team/app"); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("bad source: %v, want InvalidArgument", err)
+	}
+	// Everyone agrees on who is designated.
+	for _, n := range c.Nodes {
+		p2ptest.Eventually(t, 5*time.Second, func() error {
+			if got, want := n.Designated(d), asker.Designated(d); len(got) != 3 || got[0] != want[0] {
+				return errdefs.ErrUnavailable
+			}
+			return nil
+		})
+	}
+}

@@ -1,0 +1,55 @@
+package p2p
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"slices"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
+)
+
+// Rendezvous orders peers by highest random weight for a digest: each
+// peer's weight is sha256(digest || peer ID). Every node that knows the
+// same members computes the same order, with no coordination, and when a
+// member leaves only the digests it came first for move, each to the next
+// peer in its order. The first peer is the digest's designated fetcher.
+func Rendezvous(dgst digest.Digest, peers []peer.ID) []peer.ID {
+	type scored struct {
+		id    peer.ID
+		score [sha256.Size]byte
+	}
+	s := make([]scored, 0, len(peers))
+	for _, p := range peers {
+		h := sha256.New()
+		h.Write([]byte(dgst))
+		h.Write([]byte{0})
+		h.Write([]byte(p))
+		var sc scored
+		sc.id = p
+		copy(sc.score[:], h.Sum(nil))
+		s = append(s, sc)
+	}
+	slices.SortFunc(s, func(a, b scored) int {
+		if c := bytes.Compare(b.score[:], a.score[:]); c != 0 {
+			return c
+		}
+		return bytes.Compare([]byte(a.id), []byte(b.id))
+	})
+	out := make([]peer.ID, 0, len(s))
+	for _, sc := range s {
+		if len(out) == 0 || out[len(out)-1] != sc.id {
+			out = append(out, sc.id)
+		}
+	}
+	return out
+}
+
+// Designated orders this node and the live members by Rendezvous for dgst.
+func (n *Node) Designated(dgst digest.Digest) []peer.ID {
+	ids := []peer.ID{n.id}
+	for _, ai := range n.members.livePeers() {
+		ids = append(ids, ai.ID)
+	}
+	return Rendezvous(dgst, ids)
+}

@@ -1,0 +1,100 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/store"
+)
+
+// PullFor serves a peer that asked this node for a blob, naming where it
+// comes from: the node's own copy when it has one, else the download of it
+// (started now when none runs), whose bytes the peer receives as they
+// arrive. The peer verifies the whole blob itself, so the bytes are not
+// held back here. ctx bounds only the wait for the download to start.
+func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error) {
+	if err := validDigest(dgst); err != nil {
+		return nil, err
+	}
+	if b, err := r.openLocalRaw(ctx, dgst); err == nil || !errdefs.IsNotFound(err) {
+		return b, err
+	}
+	req := BlobRequest{Registry: registry, Repo: repo, Digest: dgst, ForPeer: true}
+	for range 2 {
+		f, started := r.join(req)
+		if started {
+			r.wg.Add(1)
+			go r.download(req, f)
+		}
+		ing, err := r.awaitIngest(ctx, dgst, f)
+		if errors.Is(err, errdefs.ErrAlreadyExists) {
+			if b, err := r.openLocalRaw(ctx, dgst); err == nil || !errdefs.IsNotFound(err) {
+				return b, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		r.m.lookups.WithLabelValues("peer_blob", string(f.source)).Inc()
+		return &ingestBlob{ctx: r.ctx, ing: ing}, nil
+	}
+	return nil, fmt.Errorf("blob %s: %w", dgst, errdefs.ErrNotFound)
+}
+
+// openLocalRaw opens the node's own copy: containerd's, then the store's.
+func (r *Resolver) openLocalRaw(ctx context.Context, dgst digest.Digest) (store.Blob, error) {
+	if r.local != nil {
+		if b, err := r.local.Open(ctx, dgst); err == nil {
+			return b, nil
+		}
+	}
+	return r.store.Open(ctx, dgst)
+}
+
+// awaitIngest waits, at most MissTimeout, for a download to start.
+func (r *Resolver) awaitIngest(ctx context.Context, dgst digest.Digest, f *flight) (store.Ingest, error) {
+	t := time.NewTimer(r.cfg.MissTimeout)
+	defer t.Stop()
+	select {
+	case <-f.ready:
+	case <-t.C:
+		return nil, fmt.Errorf("blob %s: no source delivered within %s: %w", dgst, r.cfg.MissTimeout, errdefs.ErrNotFound)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("blob %s: %w: %w", dgst, ctx.Err(), errdefs.ErrNotFound)
+	}
+	if f.err != nil {
+		return nil, f.err
+	}
+	return f.ingest, nil
+}
+
+// ingestBlob reads a blob that may still be arriving: ReadAt blocks until
+// the bytes asked for are there, the download fails, or ctx ends.
+type ingestBlob struct {
+	ctx context.Context
+	ing store.Ingest
+}
+
+func (b *ingestBlob) Size() int64 { return b.ing.Size() }
+
+func (b *ingestBlob) Close() error { return nil }
+
+func (b *ingestBlob) ReadAt(p []byte, off int64) (int, error) {
+	if off >= b.ing.Size() {
+		return 0, io.EOF
+	}
+	rd := b.ing.Reader(b.ctx, off)
+	defer rd.Close()
+	n, err := io.ReadFull(rd, p)
+	if errors.Is(err, io.ErrUnexpectedEOF) && off+int64(n) == b.ing.Size() {
+		err = io.EOF
+	}
+	return n, err
+}
