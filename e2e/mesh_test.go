@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +24,23 @@ type meshNode struct {
 	host  *lab.Host
 	ctrd  *lab.Containerd
 	shoal *lab.Shoal
+	args  []string
+	owner *testing.T // the test that started the node and cleans it up
+}
+
+// restartShoal replaces the node's daemon by one with more flags.
+func (n *meshNode) restartShoal(t *testing.T, extra ...string) {
+	t.Helper()
+	if err := n.shoal.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := lab.StartShoal(t.Context(), lab.ShoalConfig{Binary: shoalBin, Netns: n.host.Netns, MirrorAddr: "127.0.0.1:7500", MetricsAddr: "127.0.0.1:7503", Args: append(slices.Clone(n.args), extra...), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.shoal = s
+	// Cleaned up with the node, not with the subtest that restarted it.
+	cleanup(n.owner, s.Close)
 }
 
 type meshStatus struct {
@@ -47,7 +66,7 @@ func (n *meshNode) metric(t *testing.T, name string, match map[string]string) fl
 }
 
 // startMeshNode starts containerd and shoal in host h, joined to seed.
-func startMeshNode(t *testing.T, name string, h *lab.Host, flavor lab.Flavor, registry, seed, keyFile string, extra ...string) *meshNode {
+func startMeshNode(t *testing.T, name string, h *lab.Host, flavor lab.Flavor, registry string, seeds []string, keyFile string, extra ...string) *meshNode {
 	t.Helper()
 	ctx := t.Context()
 	log := testLogger(t)
@@ -65,7 +84,7 @@ func startMeshNode(t *testing.T, name string, h *lab.Host, flavor lab.Flavor, re
 		"--gossip-addr", ip + ":7502",
 		"--p2p-addr", ip + ":7501",
 		"--advertise-ip", ip,
-		"--join", seed,
+		"--join", strings.Join(seeds, ","),
 		"--cluster-key-file", keyFile,
 		"--resolve-tags-locally",
 		"--stall-timeout", "3s",
@@ -86,7 +105,7 @@ func startMeshNode(t *testing.T, name string, h *lab.Host, flavor lab.Flavor, re
 	if err != nil {
 		t.Fatalf("configure %s: %v\n%s", name, err, out)
 	}
-	return &meshNode{name: name, host: h, ctrd: c, shoal: s}
+	return &meshNode{name: name, host: h, ctrd: c, shoal: s, args: args, owner: t}
 }
 
 func writeKey(t *testing.T) string {
@@ -160,7 +179,12 @@ func TestMesh(t *testing.T) {
 	poisoned := push("mesh/poisoned", 1, 4<<20) // phase 3
 
 	key := writeKey(t)
-	seed := net.Hosts[1].IP.String() + ":7502"
+	// Every node is given every node's address, as the headless Service's
+	// DNS name gives them in a cluster: a restarted node finds the others.
+	var seeds []string
+	for _, h := range net.Hosts[1:5] {
+		seeds = append(seeds, h.IP.String()+":7502")
+	}
 	nodes := make([]*meshNode, 5) // 1..4
 	var wg sync.WaitGroup
 	for i := 1; i <= 4; i++ {
@@ -168,12 +192,8 @@ func TestMesh(t *testing.T) {
 		if i%2 == 0 {
 			flavor = lab.Flavor2
 		}
-		var extra []string
-		if i == 4 {
-			extra = []string{"--fault-corrupt-uploads"}
-		}
 		wg.Go(func() {
-			nodes[i] = startMeshNode(t, fmt.Sprintf("node%d", i), net.Hosts[i], flavor, reg.Addr(), seed, key, extra...)
+			nodes[i] = startMeshNode(t, fmt.Sprintf("node%d", i), net.Hosts[i], flavor, reg.Addr(), seeds, key)
 		})
 	}
 	wg.Wait()
@@ -193,17 +213,13 @@ func TestMesh(t *testing.T) {
 	}
 	converged()
 
-	// Node 1 pulls both images, node 4 the poisoned one, all from the registry.
+	// Node 1 pulls both images through shoal, from the registry.
 	for _, im := range []lab.Image{shared, big} {
 		if err := nodes[1].ctrd.CtrPull(ctx, ref(im)); err != nil {
 			t.Fatalf("node1 pull %s: %v", im.Ref, err)
 		}
 	}
-	if err := nodes[4].ctrd.CtrPull(ctx, ref(poisoned)); err != nil {
-		t.Fatalf("node4 pull: %v", err)
-	}
 	waitProvided(t, nodes[1], len(shared.Blobs())+len(big.Blobs())+2)
-	waitProvided(t, nodes[4], len(poisoned.Blobs())+1)
 	before, err := reg.Requests()
 	if err != nil {
 		t.Fatal(err)
@@ -211,6 +227,11 @@ func TestMesh(t *testing.T) {
 	reg.Stop()
 
 	t.Run("registry down, nodes 2-4 pull from peers", func(t *testing.T) {
+		var servedBefore []float64
+		for _, n := range nodes[2:] {
+			servedBefore = append(servedBefore, n.metric(t, "shoal_served_bytes_total", map[string]string{"source": "peer"})+
+				n.metric(t, "shoal_served_bytes_total", map[string]string{"source": "store"}))
+		}
 		var wg sync.WaitGroup
 		for _, n := range nodes[2:] {
 			wg.Go(func() {
@@ -220,15 +241,24 @@ func TestMesh(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		for _, n := range nodes[2:] {
+		var fromPeers float64
+		for i, n := range nodes[2:] {
 			verifyContent(t, n.ctrd.ContentDir())
 			if ok, err := n.ctrd.HasImage(ctx, ref(shared)); err != nil || !ok {
 				t.Errorf("%s has the image: %v %v", n.name, ok, err)
 			}
+			// Every byte containerd got came from the mesh: from peers, or
+			// from what this node fetched earlier for the cluster.
 			layers := float64(shared.Size - shared.ManifestSize)
-			if got := n.metric(t, "shoal_fetched_bytes_total", map[string]string{"source": "peer"}); got < layers {
-				t.Errorf("%s fetched %v bytes from peers, want at least the %v bytes of config and layers", n.name, got, layers)
+			got := n.metric(t, "shoal_served_bytes_total", map[string]string{"source": "peer"}) +
+				n.metric(t, "shoal_served_bytes_total", map[string]string{"source": "store"}) - servedBefore[i]
+			if got < layers {
+				t.Errorf("%s served containerd %v bytes from peers and its store, want at least the %v bytes of config and layers", n.name, got, layers)
 			}
+			fromPeers += n.metric(t, "shoal_fetched_bytes_total", map[string]string{"source": "peer"})
+		}
+		if fromPeers < float64(shared.Size-shared.ManifestSize) {
+			t.Errorf("nodes 2-4 fetched %v bytes from peers in all", fromPeers)
 		}
 		after, err := reg.Requests()
 		if err != nil {
@@ -249,22 +279,30 @@ func TestMesh(t *testing.T) {
 		if err := nodes[3].host.Shape(ctx, 0, 80); err != nil {
 			t.Fatal(err)
 		}
-		served := func(n *meshNode) int64 { return n.status(t).BytesServed }
-		base1, base2 := served(nodes[1]), served(nodes[2])
+		fetched := func() float64 {
+			return nodes[3].metric(t, "shoal_fetched_bytes_total", map[string]string{"source": "peer"})
+		}
+		fetchedBase := fetched()
 		done := make(chan error, 1)
 		go func() { done <- nodes[3].ctrd.CtrPull(ctx, ref(big)) }()
-		var victim, other *meshNode
-		var otherBase int64
-		waitFor(t, "a peer starts serving the big layer", 60*time.Second, func() error {
-			switch {
-			case served(nodes[1])-base1 > 8<<20:
-				victim, other, otherBase = nodes[1], nodes[2], base2
-			case served(nodes[2])-base2 > 8<<20:
-				victim, other, otherBase = nodes[2], nodes[1], base1
-			default:
-				return fmt.Errorf("no peer has sent 8 MiB yet")
+		// Once 8 MiB arrived, the peer node 3 is streaming from is killed.
+		var victim *meshNode
+		waitFor(t, "node3 streams the big layer from a peer", 60*time.Second, func() error {
+			if fetched()-fetchedBase < 8<<20 {
+				return fmt.Errorf("node3 fetched %v bytes", fetched()-fetchedBase)
 			}
-			return nil
+			for _, p := range nodes[3].status(t).Peers {
+				if p.Inflight == 0 {
+					continue
+				}
+				for _, n := range nodes[1:] {
+					if n != nodes[3] && n.status(t).ID == p.ID {
+						victim = n
+						return nil
+					}
+				}
+			}
+			return fmt.Errorf("no transfer in flight on node3")
 		})
 		victim.shoal.Kill()
 		if err := <-done; err != nil {
@@ -277,10 +315,13 @@ func TestMesh(t *testing.T) {
 		if ok, _ := nodes[3].ctrd.HasImage(ctx, ref(big)); !ok {
 			t.Fatal("node3 lacks the image")
 		}
-		// The survivor sent only the rest, not the layer from byte 0.
-		if sent := served(other) - otherBase; sent >= big.LayerSizes[0] {
-			t.Errorf("%s sent %d bytes after %s died, the whole %d-byte layer: the transfer restarted from 0", other.name, sent, victim.name, big.LayerSizes[0])
+		// Node 3 resumed at the offset it had reached: it received the
+		// layer about once, not the part before the kill twice.
+		layer := float64(big.LayerSizes[0])
+		if got := fetched() - fetchedBase; got > layer+float64(1<<20) {
+			t.Errorf("node3 fetched %v bytes from peers for a %v-byte layer: the transfer restarted from 0", got, layer)
 		}
+		t.Logf("killed %s mid-transfer; node3 fetched %v bytes for the %v-byte layer", victim.name, fetched()-fetchedBase, layer)
 		if err := victim.shoal.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -288,6 +329,19 @@ func TestMesh(t *testing.T) {
 	})
 
 	t.Run("corrupting peer", func(t *testing.T) {
+		// Node 4 alone gets an image, straight from the registry, not
+		// through shoal, so no other node holds a copy; then it turns
+		// bad: its daemon corrupts whatever it serves.
+		if err := reg.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := nodes[4].ctrd.Ctr(ctx, "images", "pull", "--plain-http", ref(poisoned)); err != nil {
+			t.Fatalf("node4 direct pull: %v\n%s", err, out)
+		}
+		reg.Stop()
+		nodes[4].restartShoal(t, "--fault-corrupt-uploads")
+		converged()
+		waitProvided(t, nodes[4], len(poisoned.Blobs())+1)
 		// Only node 4, which corrupts what it serves, holds this image.
 		puller := nodes[3]
 		servedBefore := nodes[4].status(t).BytesServed
@@ -308,34 +362,53 @@ func TestMesh(t *testing.T) {
 		if got := puller.metric(t, "shoal_verify_failures_total", nil); got < 1 {
 			t.Errorf("node3 counted %v verify failures", got)
 		}
-		avoided := false
+		// Whoever received node 4's bytes (node 3, or the node designated
+		// to fetch the layer for the cluster) set it aside.
 		id4 := nodes[4].status(t).ID
-		for _, p := range puller.status(t).Peers {
-			if p.ID == id4 && p.AvoidedUntil.After(time.Now()) {
-				avoided = true
+		var avoiders []string
+		for _, n := range nodes[1:4] {
+			for _, p := range n.status(t).Peers {
+				if p.ID == id4 && p.AvoidedUntil.After(time.Now()) {
+					avoiders = append(avoiders, n.name)
+				}
 			}
 		}
-		if !avoided {
-			t.Fatalf("node3 does not avoid node4")
+		if len(avoiders) == 0 {
+			t.Fatal("no node avoids node4")
 		}
+		t.Logf("node4 avoided by %v", avoiders)
 		// With the registry back, the pull succeeds, and node 4 is not asked.
 		if err := reg.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
+		defer reg.Stop()
 		servedMid := nodes[4].status(t).BytesServed
+		fromNode4 := func() int64 {
+			for _, p := range puller.status(t).Peers {
+				if p.ID == id4 {
+					return p.BytesFetched
+				}
+			}
+			return 0
+		}
+		fetchedMid := fromNode4()
 		if err := puller.ctrd.CtrPull(ctx, ref(poisoned)); err != nil {
 			t.Fatalf("pull with the registry back: %v", err)
 		}
-		verifyContent(t, puller.ctrd.ContentDir())
-		if got := nodes[4].status(t).BytesServed; got != servedMid {
-			t.Errorf("avoided node4 served %d more bytes", got-servedMid)
+		for _, n := range nodes[1:4] {
+			verifyContent(t, n.ctrd.ContentDir())
+			verifyContent(t, n.shoal.DataDir())
+		}
+		if slices.Contains(avoiders, puller.name) {
+			if got := fromNode4(); got != fetchedMid {
+				t.Errorf("%s fetched %d more bytes from node4, which it avoids", puller.name, got-fetchedMid)
+			}
 		}
 		t.Logf("node4 served %d corrupted bytes before it was avoided", servedMid-servedBefore)
-		reg.Stop()
 	})
 
 	t.Run("a daemon with another key stays out", func(t *testing.T) {
-		stranger := startMeshNode(t, "stranger", net.Hosts[5], lab.Flavor2, reg.Addr(), seed, writeKey(t))
+		stranger := startMeshNode(t, "stranger", net.Hosts[5], lab.Flavor2, reg.Addr(), seeds, writeKey(t))
 		time.Sleep(3 * time.Second) // several join attempts
 		st := stranger.status(t)
 		if st.LiveMembers != 1 {

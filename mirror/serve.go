@@ -3,10 +3,13 @@ package mirror
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/shoal-dev/shoal/resolver"
 )
@@ -37,6 +40,28 @@ func (h *Handler) serveBlob(w *recorder, r *http.Request, req resolver.BlobReque
 		h.cfg.Logger.Debug("blob miss", "registry", req.Registry, "repo", req.Repo, "digest", req.Digest, "err", err)
 		writeLookupError(w, r, kindBlob, err)
 		return
+	}
+	if r.Method == http.MethodGet {
+		// Commit to a 200 only once bytes can flow: a download that fails
+		// before then is a 404, which containerd answers by going to the
+		// next host, where a body cut short would fail the pull. A download
+		// whose bytes failed verification is tried once more: its sources
+		// are avoided now, so the second goes elsewhere.
+		for attempt := 0; ; attempt++ {
+			err = b.Ready(r.Context())
+			if err == nil {
+				break
+			}
+			b.Close()
+			h.cfg.Logger.Info("blob download failed before its first byte", "digest", req.Digest, "source", b.Source, "attempt", attempt+1, "err", err)
+			if attempt == 0 && errors.Is(err, resolver.ErrDigestMismatch) {
+				if b, err = h.res.Blob(r.Context(), req); err == nil {
+					continue
+				}
+			}
+			writeLookupError(w, r, kindBlob, fmt.Errorf("blob %s: %w: %w", req.Digest, err, errdefs.ErrNotFound))
+			return
+		}
 	}
 	defer b.Close()
 	hd := w.Header()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"slices"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
@@ -45,11 +46,15 @@ func Rendezvous(dgst digest.Digest, peers []peer.ID) []peer.ID {
 	return out
 }
 
-// Designated orders this node and the live members by Rendezvous for dgst.
+// Designated orders this node and the live members by Rendezvous for dgst,
+// leaving out the peers this node avoids for having sent bad bytes.
 func (n *Node) Designated(dgst digest.Digest) []peer.ID {
 	ids := []peer.ID{n.id}
+	now := time.Now()
 	for _, ai := range n.members.livePeers() {
-		ids = append(ids, ai.ID)
+		if !n.stats.avoided(ai.ID, now) {
+			ids = append(ids, ai.ID)
+		}
 	}
 	return Rendezvous(dgst, ids)
 }

@@ -123,7 +123,6 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				peersUsed = append(peersUsed, src.peer)
 			}
 			off += n
-			r.m.sourceBytes.WithLabelValues(string(src.kind)).Add(float64(n))
 			if err == nil && ing != nil && off == size {
 				lastErr = nil
 				break
@@ -242,6 +241,8 @@ func (r *Resolver) fetchOnce(req BlobRequest, src source, tr *trust, ing store.I
 
 	buf := make([]byte, 256<<10)
 	var n int64
+	// Counted as they arrive, so the metric shows a long transfer's progress.
+	counted := r.m.sourceBytes.WithLabelValues(string(src.kind))
 	for off+n < size {
 		k, rerr := body.Read(buf)
 		if k > 0 {
@@ -254,6 +255,7 @@ func (r *Resolver) fetchOnce(req BlobRequest, src source, tr *trust, ing store.I
 			}
 			tr.wrote(off+n, int64(k), src.kind == SourceUpstream)
 			n += int64(k)
+			counted.Add(float64(k))
 		}
 		if rerr == io.EOF {
 			if off+n < size {

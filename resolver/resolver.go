@@ -197,6 +197,21 @@ func (r *Resolver) await(ctx context.Context, dgst digest.Digest, f *flight) (*B
 			}
 			return &gatedReader{ctx: ctx, ing: ing, trust: f.trust, off: off, rd: ing.Reader(ctx, off)}, nil
 		},
+		ready: func(ctx context.Context) error {
+			for {
+				n, changed := f.trust.state()
+				if n > 0 || ing.Size() == 0 {
+					return nil
+				}
+				select {
+				case <-changed:
+				case <-ing.Done():
+					return ing.Err()
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		},
 	}, nil
 }
 

@@ -15,6 +15,11 @@ import (
 // larger ones, so there is no point fetching them.
 const MaxManifestBytes = 4 << 20
 
+// ErrDigestMismatch reports a download whose bytes did not match their
+// digest; the sources that sent them are avoided, so asking again goes
+// elsewhere.
+var ErrDigestMismatch = store.ErrDigestMismatch
+
 // ErrManifestTooLarge reports a manifest above MaxManifestBytes.
 var ErrManifestTooLarge = errors.New("manifest exceeds 4 MiB")
 
@@ -67,7 +72,21 @@ type Blob struct {
 	Source Source
 
 	reader func(ctx context.Context, off int64) (io.ReadCloser, error)
+	ready  func(ctx context.Context) error
 	close  func() error
+}
+
+// Ready blocks until the blob's first bytes can be passed on: at once for a
+// blob the node holds, when the first trusted bytes arrived for a download
+// from the registry, and when the whole blob verified for a download from
+// peers. An error means the download failed before anything could be sent,
+// so the caller can still answer with an error status rather than a body
+// it cannot finish.
+func (b *Blob) Ready(ctx context.Context) error {
+	if b.ready == nil {
+		return nil
+	}
+	return b.ready(ctx)
 }
 
 // NewBlob makes a blob from a function that opens a reader at an offset and

@@ -216,7 +216,11 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		// The mesh serves peers through the resolver, made below: it needs
 		// the mesh as its router.
 		node, err = newMeshNode(o, served, images, pullerFunc(func(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error) {
-			return res.PullFor(ctx, dgst, registry, repo)
+			b, err := res.PullFor(ctx, dgst, registry, repo)
+			if err == nil && o.faultCorruptUploads {
+				b = corruptBlob{b}
+			}
+			return b, err
 		}), log, reg)
 		if err != nil {
 			return err
