@@ -324,7 +324,7 @@ func startNode(ctx context.Context, cfg SimConfig, i int, registryAddr string, l
 		pc.Join = []string{seed}
 	}
 	pc.Puller = pullFor{n}
-	node, err := p2p.New(pc, &simContent{st: st, upload: n.upload, uploaded: &n.uploaded})
+	node, err := p2p.New(pc, &simContent{n: n, st: st, upload: n.upload, uploaded: &n.uploaded})
 	if err != nil {
 		return nil, err
 	}
@@ -407,6 +407,7 @@ func (p pullFor) PullFor(ctx context.Context, dgst digest.Digest, registry, repo
 
 // simContent is what a simulated node serves its peers, at its upload pace.
 type simContent struct {
+	n        *simNode
 	st       store.Store
 	upload   *rate.Limiter
 	uploaded *atomic.Int64
@@ -415,7 +416,11 @@ type simContent struct {
 func (c *simContent) Open(ctx context.Context, dgst digest.Digest) (store.Blob, error) {
 	b, err := c.st.Open(ctx, dgst)
 	if err != nil {
-		return nil, err
+		in, ok := c.n.res.InFlight(dgst)
+		if !ok {
+			return nil, err
+		}
+		b = in
 	}
 	return limitedBlob{Blob: b, l: c.upload, uploaded: c.uploaded}, nil
 }

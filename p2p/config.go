@@ -98,6 +98,13 @@ type Config struct {
 	// downloaders, each slower; fewer push clients to other sources sooner.
 	MaxUploads int
 
+	// MaxUploadsPerBlob caps the streams of one blob this node serves at
+	// once; more requesters are told "busy" and find the blob at the nodes
+	// already receiving it, so a new blob spreads as a tree in which every
+	// node uploads about once. Zero means 2. Higher feeds more nodes
+	// directly, each slower.
+	MaxUploadsPerBlob int
+
 	// RescanInterval is how often Content.Walk is called to provide new
 	// blobs and forget the ones that disappeared (containerd's garbage
 	// collection emits no event). Zero means one minute. Shorter finds
@@ -239,6 +246,7 @@ func DefaultConfig() Config {
 		P2PAddr:            net.JoinHostPort("", strconv.Itoa(DefaultP2PPort)),
 		Protection:         ProtectGater,
 		MaxUploads:         32,
+		MaxUploadsPerBlob:  2,
 		RescanInterval:     time.Minute,
 		ProvideTTL:         time.Hour,
 		ProvideConcurrency: 8,
@@ -254,6 +262,7 @@ func (c *Config) fill() error {
 	setDefault(&c.P2PAddr, d.P2PAddr)
 	setDefault(&c.Protection, d.Protection)
 	setDefault(&c.MaxUploads, d.MaxUploads)
+	setDefault(&c.MaxUploadsPerBlob, d.MaxUploadsPerBlob)
 	setDefault(&c.RescanInterval, d.RescanInterval)
 	setDefault(&c.ProvideTTL, d.ProvideTTL)
 	setDefault(&c.ProvideConcurrency, d.ProvideConcurrency)
@@ -279,7 +288,7 @@ func (c *Config) fill() error {
 	if c.Protection != ProtectGater && c.Protection != ProtectPSK {
 		errs = append(errs, fmt.Errorf("protection %q: want %q or %q", c.Protection, ProtectGater, ProtectPSK))
 	}
-	if c.MaxUploads < 0 || c.ProvideConcurrency < 0 {
+	if c.MaxUploads < 0 || c.MaxUploadsPerBlob < 0 || c.ProvideConcurrency < 0 {
 		errs = append(errs, errors.New("max uploads and provide concurrency must not be negative"))
 	}
 	if c.RescanInterval < 0 || c.ProvideTTL < 0 || c.AvoidFor < 0 {

@@ -58,8 +58,11 @@ type Node struct {
 	gossipAddr string     // bound host:port
 
 	uploads chan struct{} // upload slots
-	stats   *stats
-	adv     *advertiser
+
+	blobUploadsMu sync.Mutex
+	blobUploads   map[digest.Digest]int // streams being served, by blob
+	stats         *stats
+	adv           *advertiser
 
 	// life is cancelled when Run ends; stream handlers, which libp2p calls
 	// without a context, serve under it.

@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
 )
 
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSz); return &b }}
@@ -46,6 +47,14 @@ func (n *Node) handleStream(s network.Stream) {
 		return
 	}
 	defer func() { <-n.uploads }()
+	// A blob's streams are capped too, so that a node that just got a new
+	// blob does not feed the whole cluster alone: the others are told to
+	// ask again, and by then the first receivers can serve it onwards.
+	if !n.takeBlobSlot(req.dgst) {
+		n.refuse(s, remote, statusBusy, errors.New("too many uploads of this blob"))
+		return
+	}
+	defer n.releaseBlobSlot(req.dgst)
 	n.metrics.uploadsActive.Inc()
 	defer n.metrics.uploadsActive.Dec()
 
@@ -165,4 +174,25 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 		w.setAt = now
 	}
 	return w.s.Write(p)
+}
+
+func (n *Node) takeBlobSlot(d digest.Digest) bool {
+	n.blobUploadsMu.Lock()
+	defer n.blobUploadsMu.Unlock()
+	if n.blobUploads[d] >= n.cfg.MaxUploadsPerBlob {
+		return false
+	}
+	if n.blobUploads == nil {
+		n.blobUploads = make(map[digest.Digest]int)
+	}
+	n.blobUploads[d]++
+	return true
+}
+
+func (n *Node) releaseBlobSlot(d digest.Digest) {
+	n.blobUploadsMu.Lock()
+	defer n.blobUploadsMu.Unlock()
+	if n.blobUploads[d]--; n.blobUploads[d] <= 0 {
+		delete(n.blobUploads, d)
+	}
 }

@@ -94,3 +94,41 @@ func TestUploadCap(t *testing.T) {
 		return rc.Close()
 	})
 }
+
+// TestUploadCapPerBlob: a node serves a blob to at most MaxUploadsPerBlob
+// peers at once, so that the others fetch it from those peers; another
+// blob is still served.
+func TestUploadCapPerBlob(t *testing.T) {
+	t.Parallel()
+	data, other := randomBlob(5, 64<<20), randomBlob(6, 1<<20)
+	d := digest.FromBytes(data)
+	c := p2ptest.Start(t, 2, p2ptest.Options{
+		Config: func(i int, cfg *p2p.Config) { cfg.MaxUploadsPerBlob = 1 },
+		Content: func(i int) *p2ptest.Content {
+			if i == 1 {
+				return p2ptest.NewContent(data, other)
+			}
+			return nil
+		},
+	})
+	c.WaitMembers(t, 2, 20*time.Second)
+	client, server := c.Nodes[0], c.Nodes[1]
+	first, _, err := client.Fetch(t.Context(), server.ID(), d, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	_, _, err = client.Fetch(t.Context(), server.ID(), d, 0)
+	if !errors.Is(err, errdefs.ErrResourceExhausted) {
+		t.Fatalf("second stream of the same blob: %v, want busy (ResourceExhausted)", err)
+	}
+	rc, _, err := client.Fetch(t.Context(), server.ID(), digest.FromBytes(other), 0)
+	if err != nil {
+		t.Fatalf("another blob: %v", err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || digest.FromBytes(got) != digest.FromBytes(other) {
+		t.Fatalf("another blob: %d bytes, %v", len(got), err)
+	}
+}

@@ -117,6 +117,8 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				f.ingest, f.source = ing, src.kind
 				published = true
 				close(f.ready)
+				// Announced at once: peers may read what has arrived.
+				r.announce(req.Digest)
 				return ing, nil
 			})
 			if n > 0 && src.peer != "" {

@@ -48,6 +48,26 @@ func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, re
 	return nil, fmt.Errorf("blob %s: %w", dgst, errdefs.ErrNotFound)
 }
 
+// InFlight returns a download of dgst running on this node, for a peer to
+// read as it arrives (the peer verifies the whole blob itself), or false.
+func (r *Resolver) InFlight(dgst digest.Digest) (store.Blob, bool) {
+	r.mu.Lock()
+	f, ok := r.flights[dgst]
+	r.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	select {
+	case <-f.ready:
+	default:
+		return nil, false
+	}
+	if f.err != nil || f.ingest == nil {
+		return nil, false
+	}
+	return &ingestBlob{ctx: r.ctx, ing: f.ingest}, true
+}
+
 // openLocalRaw opens the node's own copy: containerd's, then the store's.
 func (r *Resolver) openLocalRaw(ctx context.Context, dgst digest.Digest) (store.Blob, error) {
 	if r.local != nil {

@@ -18,6 +18,8 @@ type localContent struct {
 		Walk(ctx context.Context, fn func(dgst digest.Digest, size int64) error) error
 	}
 	st store.Store
+	// inflight finds a download running on this node; nil until wired.
+	inflight func(digest.Digest) (store.Blob, bool)
 }
 
 var _ p2p.Content = (*localContent)(nil)
@@ -29,7 +31,13 @@ func (c *localContent) Open(ctx context.Context, dgst digest.Digest) (store.Blob
 			return b, err
 		}
 	}
-	return c.st.Open(ctx, dgst)
+	b, err := c.st.Open(ctx, dgst)
+	if errdefs.IsNotFound(err) && c.inflight != nil {
+		if b, ok := c.inflight(dgst); ok {
+			return b, nil
+		}
+	}
+	return b, err
 }
 
 func (c *localContent) Walk(ctx context.Context, fn func(dgst digest.Digest, size int64) error) error {

@@ -202,8 +202,10 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 
 	var node *p2p.Node
 	var res *resolver.Resolver
+	var localC *localContent
 	if o.p2p {
 		content := &localContent{st: st}
+		localC = content
 		if w, ok := src.Local.(walker); ok {
 			content.ctrd = w
 		}
@@ -246,6 +248,9 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	}, reg)
 	if err != nil {
 		return err
+	}
+	if localC != nil {
+		localC.inflight = res.InFlight
 	}
 	h, err := mirror.New(res, mirror.Config{
 		DefaultRegistry: o.defaultRegistry,
