@@ -103,9 +103,11 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				lastErr = r.ctx.Err()
 				break
 			}
-			if src.kind == SourceUpstream && busy && time.Since(start) < r.cfg.BusyWait {
-				// A peer holds it but has no free slot: waiting a moment
-				// for one spares the registry.
+			if src.kind == SourceUpstream && busy && time.Since(start) < busyLimit(published, r.cfg) {
+				// A peer holds it but has no free slot: waiting for one
+				// spares the registry. Before the first byte the wait is
+				// short, containerd is waiting for an answer; once bytes
+				// flow it may be longer.
 				break
 			}
 			n, size, err := r.fetchOnce(req, src, f.trust, ing, off, func(size int64) (store.Ingest, error) {
@@ -273,4 +275,13 @@ func (r *Resolver) fetchOnce(req BlobRequest, src source, tr *trust, ing store.I
 		}
 	}
 	return n, size, nil
+}
+
+// busyLimit is how long a download prefers waiting for a busy peer to
+// asking the registry.
+func busyLimit(published bool, cfg Config) time.Duration {
+	if published {
+		return cfg.BusyRetryFor / 2
+	}
+	return cfg.BusyWait
 }
