@@ -4,10 +4,10 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
 
-.PHONY: help build test unit e2e lint bench deps fmt
+.PHONY: help build test unit e2e lint bench deps fmt manifests
 
 help: ## show this help
-	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/shoal
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/shoal ./cmd/shoal
@@ -28,6 +28,9 @@ lint: ## gofmt, go vet and go mod tidy checks
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet $(PKGS)
 	$(GO) mod tidy -diff
+
+manifests: ## regenerate deploy/kubernetes from the Helm chart (go generate ./deploy)
+	$(GO) generate ./deploy
 
 bench: ## run the simulated benchmark (go run ./cmd/shoal bench)
 	$(GO) run ./cmd/shoal bench
