@@ -7,7 +7,7 @@ PKGS     := ./...
 .PHONY: help build test unit e2e lint bench deps fmt manifests
 
 help: ## show this help
-	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/shoal
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/shoal ./cmd/shoal
@@ -15,7 +15,7 @@ build: ## build bin/shoal
 deps: ## install what the tests need (containerd 1.6 and 2.4, docker-registry); needs root
 	bash .ci/install-deps.sh
 
-test: ## run every test with -race: unit tests and the e2e suite (needs root and `make deps`)
+test: deps ## install what the tests need, then run every test with -race: unit and e2e (needs root)
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
 
 unit: ## run the unit tests only (no root, no containerd)
