@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
 
-.PHONY: help build test unit e2e lint bench deps fmt manifests
+.PHONY: help build test unit e2e lint bench deps fmt manifests fuzz
 
 help: ## show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,6 +31,14 @@ lint: ## gofmt, go vet and go mod tidy checks
 
 manifests: ## regenerate deploy/kubernetes from the Helm chart (go generate ./deploy)
 	$(GO) generate ./deploy
+
+FUZZTIME ?= 1m
+fuzz: ## run every fuzz target for FUZZTIME each (default 1m); crashers land in testdata/fuzz
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
 
 bench: ## run the simulated benchmark (go run ./cmd/shoal bench)
 	$(GO) run ./cmd/shoal bench
