@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -156,8 +157,9 @@ func (n *Node) ResolveImage(ctx context.Context, name string) (ocispec.Descripto
 
 // askImage asks one peer; ok is false for no answer, a miss or a bad answer.
 func (n *Node) askImage(ctx context.Context, p peer.ID, name string) (ocispec.Descriptor, time.Time, bool) {
+	// The connector may not have passed a new member's addresses on yet.
 	if ps := n.host.Peerstore(); len(ps.Addrs(p)) == 0 {
-		return ocispec.Descriptor{}, time.Time{}, false
+		ps.AddAddrs(p, n.members.addrsOf(p), peerstore.TempAddrTTL)
 	}
 	s, err := n.host.NewStream(network.WithForceDirectDial(ctx, "image"), p, ImageProtocolID)
 	if err != nil {

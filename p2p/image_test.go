@@ -34,9 +34,9 @@ func TestResolveImageTakesNewest(t *testing.T) {
 	c := p2ptest.Start(t, len(byNode), p2ptest.Options{Config: func(i int, cfg *p2p.Config) {
 		cfg.Images = byNode[i]
 	}})
-	c.WaitMembers(t, len(byNode), 10*time.Second)
+	c.WaitMembers(t, len(byNode), 30*time.Second)
 	var got ocispec.Descriptor
-	p2ptest.Eventually(t, 10*time.Second, func() error {
+	p2ptest.Eventually(t, 30*time.Second, func() error {
 		var err error
 		got, err = c.Nodes[0].ResolveImage(t.Context(), name)
 		if err == nil && got.Digest != newer.Digest {
