@@ -22,15 +22,7 @@ func TestPullThroughShoal(t *testing.T) {
 			t.Parallel()
 			requireRoot(t)
 			ctx := t.Context()
-			reg, err := lab.StartRegistry(ctx, lab.RegistryConfig{Logger: testLogger(t)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			cleanup(t, reg.Close)
-			imA, err := lab.PushImage(ctx, reg.Addr(), "e2e/app", "v1", 3, 4<<20)
-			if err != nil {
-				t.Fatal(err)
-			}
+			reg, imA := registryWith(t, "e2e/app", 3, 4<<20)
 			imB, err := lab.PushImage(ctx, reg.Addr(), "e2e/cri", "v1", 2, 2<<20)
 			if err != nil {
 				t.Fatal(err)
@@ -135,15 +127,7 @@ func TestFallbackWhenShoalIsDown(t *testing.T) {
 			t.Parallel()
 			requireRoot(t)
 			ctx := t.Context()
-			reg, err := lab.StartRegistry(ctx, lab.RegistryConfig{Logger: testLogger(t)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			cleanup(t, reg.Close)
-			im, err := lab.PushImage(ctx, reg.Addr(), "e2e/down", "v1", 2, 2<<20)
-			if err != nil {
-				t.Fatal(err)
-			}
+			reg, im := registryWith(t, "e2e/down", 2, 2<<20)
 			n := startNode(t, flavor, reg.Addr())
 			n.shoal.Stop()
 			if err := n.ctrd.CtrPull(ctx, im.Ref); err != nil {
@@ -167,15 +151,7 @@ func TestShoalKilledMidBlob(t *testing.T) {
 			requireRoot(t)
 			ctx := t.Context()
 			log := testLogger(t)
-			reg, err := lab.StartRegistry(ctx, lab.RegistryConfig{Logger: log})
-			if err != nil {
-				t.Fatal(err)
-			}
-			cleanup(t, reg.Close)
-			im, err := lab.PushImage(ctx, reg.Addr(), "e2e/kill", "v1", 1, 24<<20)
-			if err != nil {
-				t.Fatal(err)
-			}
+			reg, im := registryWith(t, "e2e/kill", 1, 24<<20)
 			// A slow path to the registry keeps the layer in flight long
 			// enough to kill shoal in the middle of it.
 			p, err := lab.StartProxy(ctx, reg.Addr(), lab.ProxyConfig{RateBytesPerSec: 8 << 20, Logger: log})
@@ -231,15 +207,7 @@ func TestCorruptRegistryBlob(t *testing.T) {
 			requireRoot(t)
 			ctx := t.Context()
 			log := testLogger(t)
-			reg, err := lab.StartRegistry(ctx, lab.RegistryConfig{Logger: log})
-			if err != nil {
-				t.Fatal(err)
-			}
-			cleanup(t, reg.Close)
-			im, err := lab.PushImage(ctx, reg.Addr(), "e2e/corrupt", "v1", 2, 2<<20)
-			if err != nil {
-				t.Fatal(err)
-			}
+			reg, im := registryWith(t, "e2e/corrupt", 2, 2<<20)
 			p, err := lab.StartProxy(ctx, reg.Addr(), lab.ProxyConfig{CorruptBlob: im.Layers[1], Logger: log})
 			if err != nil {
 				t.Fatal(err)
@@ -269,4 +237,19 @@ func TestCorruptRegistryBlob(t *testing.T) {
 			}
 		})
 	}
+}
+
+// registryWith starts a registry holding one pushed image, repo:v1.
+func registryWith(t *testing.T, repo string, layers int, layerSize int64) (*lab.Registry, lab.Image) {
+	t.Helper()
+	reg, err := lab.StartRegistry(t.Context(), lab.RegistryConfig{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanup(t, reg.Close)
+	im, err := lab.PushImage(t.Context(), reg.Addr(), repo, "v1", layers, layerSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg, im
 }

@@ -123,31 +123,7 @@ func (r *Resolver) fetchManifestBlob(ctx context.Context, req ManifestRequest, d
 	if err != nil {
 		return Manifest{}, err
 	}
-	defer b.Close()
-	if b.Size > MaxManifestBytes {
-		return Manifest{}, fmt.Errorf("manifest %s: %d bytes: %w", dgst, b.Size, ErrManifestTooLarge)
-	}
-	rd, err := b.Reader(ctx, 0)
-	if err != nil {
-		return Manifest{}, err
-	}
-	defer rd.Close()
-	body, err := io.ReadAll(rd)
-	if err != nil {
-		return Manifest{}, fmt.Errorf("manifest %s: %w", dgst, err)
-	}
-	if digest.SHA256.FromBytes(body) != dgst {
-		return Manifest{}, fmt.Errorf("manifest %s: body does not match: %w", dgst, errdefs.ErrNotFound)
-	}
-	if mediaType == "" {
-		if mediaType, err = DetectMediaType(body); err != nil {
-			return Manifest{}, fmt.Errorf("manifest %s: %w", dgst, err)
-		}
-	}
-	r.mu.Lock()
-	r.types[dgst] = mediaType
-	r.mu.Unlock()
-	return Manifest{MediaType: mediaType, Digest: dgst, Body: body, Source: b.Source}, nil
+	return r.readManifest(ctx, b, mediaType)
 }
 
 // localManifest reads a manifest from containerd or the store and verifies it.
@@ -156,7 +132,15 @@ func (r *Resolver) localManifest(ctx context.Context, dgst digest.Digest, mediaT
 	if err != nil {
 		return Manifest{}, err
 	}
+	return r.readManifest(ctx, b, mediaType)
+}
+
+// readManifest reads a manifest blob whole, verifies it against its digest
+// and finds its media type (given, remembered, or read from the body). It
+// closes b.
+func (r *Resolver) readManifest(ctx context.Context, b *Blob, mediaType string) (Manifest, error) {
 	defer b.Close()
+	dgst := b.Digest
 	if b.Size > MaxManifestBytes {
 		return Manifest{}, fmt.Errorf("manifest %s: %d bytes: %w", dgst, b.Size, ErrManifestTooLarge)
 	}
@@ -170,18 +154,22 @@ func (r *Resolver) localManifest(ctx context.Context, dgst digest.Digest, mediaT
 		return Manifest{}, fmt.Errorf("manifest %s: %w", dgst, err)
 	}
 	if digest.SHA256.FromBytes(body) != dgst {
-		return Manifest{}, fmt.Errorf("manifest %s: local copy does not match: %w", dgst, errdefs.ErrNotFound)
+		return Manifest{}, fmt.Errorf("manifest %s from %s does not match: %w", dgst, b.Source, errdefs.ErrNotFound)
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if mediaType == "" {
-		r.mu.Lock()
 		mediaType = r.types[dgst]
-		r.mu.Unlock()
 	}
 	if mediaType == "" {
 		if mediaType, err = DetectMediaType(body); err != nil {
 			return Manifest{}, fmt.Errorf("manifest %s: %w", dgst, err)
 		}
 	}
+	if len(r.types) > 4096 {
+		clear(r.types)
+	}
+	r.types[dgst] = mediaType
 	return Manifest{MediaType: mediaType, Digest: dgst, Body: body, Source: b.Source}, nil
 }
 
