@@ -185,11 +185,13 @@ func aboutScenario(name string) string {
 		return "One node pulls first; then the other N−1 pull at once, and the node that holds the image " +
 			"can serve them in the registry's place. T* = max(S/u, S/d, (N−1)·S/(N·u))."
 	case "rolling":
-		return "Nodes pull a few at a time, as in a rolling update."
+		return "Nodes pull a few at a time, as in a rolling update; times run from the first batch's start. " +
+			"T* adds up the batches' bounds, each a cold pull whose source is the registry plus the nodes that already hold the image."
 	case "churn":
-		return "All nodes pull at once and some are killed mid-pull, daemon and containerd both: every other pull must still succeed."
+		return "All nodes pull at once and some are killed mid-pull, daemon and containerd both: every other pull must still succeed. " +
+			"T* is the cold bound for the nodes that survive."
 	case "outage":
-		return "One node pulls, then the registry stops and the others pull."
+		return "One node pulls, then the registry stops and the others pull. T* is the warm bound."
 	default:
 		return ""
 	}

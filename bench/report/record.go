@@ -53,6 +53,10 @@ type Record struct {
 	// RegistryEgressBytes is the payload the registry's own access log says
 	// it wrote, never a figure reported by the candidate.
 	RegistryEgressBytes int64 `json:"registry_egress_bytes"`
+	// RegistryTxBytes is what the registry's network interface sent during
+	// the run, headers included (real mode only): the cross-check of
+	// RegistryEgressBytes, which it exceeds by the TCP/IP and HTTP headers.
+	RegistryTxBytes int64 `json:"registry_tx_bytes,omitempty"`
 	// BoundSeconds is T* from DESIGN.md for this scenario ([ColdBound] or
 	// [WarmBound]). Give every candidate of a scenario the same T* so that
 	// makespan/T* compares them; the direct baseline's own floor,

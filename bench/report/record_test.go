@@ -42,7 +42,7 @@ func TestJSONRoundTrip(t *testing.T) {
 	}
 	required := []string{"candidate", "scenario", "mode", "nodes", "image_bytes", "registry_egress_bytes",
 		"bound_seconds", "makespan_seconds", "node_seconds", "failed_pulls"}
-	all := append(slices.Clone(required), "rep", "link_mbit", "registry_mbit", "node_upload_bytes", "notes")
+	all := append(slices.Clone(required), "rep", "link_mbit", "registry_mbit", "node_upload_bytes", "notes", "registry_tx_bytes")
 	for _, k := range required {
 		if _, ok := raw[1][k]; !ok {
 			t.Errorf("record lacks %q; it has %v", k, slices.Sorted(maps.Keys(raw[1])))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -11,12 +12,38 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-dev/shoal/bench"
+	"github.com/shoal-dev/shoal/bench/lab"
 	"github.com/shoal-dev/shoal/bench/report"
 )
 
+// benchFlags are the bench command's flags; the shared ones feed both
+// modes' configs.
+type benchFlags struct {
+	real                   bool
+	nodes, layers, reps    int
+	layerSize, out         string
+	linkMbit, registryMbit float64
+	scenarios, candidates  []string
+	// --real only
+	custom, setup       []string
+	containerd          string
+	rollingBatch, churn int
+	logLevel            string
+	keepLogs            bool
+}
+
+// realOnly are the flags the simulated mode does not take.
+var realOnly = []string{"candidate", "candidate-setup", "containerd", "rolling-batch", "churn", "lab-log-level", "keep-logs"}
+
 func newBenchCommand() *cobra.Command {
-	cfg := bench.DefaultSimConfig()
-	var layerSize, out string
+	sim, rc := bench.DefaultSimConfig(), bench.DefaultRealConfig()
+	fl := benchFlags{
+		nodes: sim.Nodes, layers: sim.Layers, reps: sim.Reps, layerSize: "8MiB", out: "bench-out",
+		linkMbit: sim.LinkMbit, registryMbit: sim.RegistryMbit,
+		scenarios: sim.Scenarios, candidates: sim.Candidates,
+		containerd: string(rc.Containerd), rollingBatch: rc.RollingBatch, churn: rc.Churn,
+		logLevel: "off",
+	}
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure registry egress and pull times with and without shoal",
@@ -25,60 +52,188 @@ func newBenchCommand() *cobra.Command {
 registry's egress and each node's pull time against the physical bound T*
 (see docs/benchmarks.md).
 
-This is the SIMULATED mode: an in-process registry, in-process shoal nodes
-on loopback forming one encrypted mesh, and an in-process puller that
-follows containerd's mirror and fallback rules; rate limiters stand in for
-shaped links. It needs no root and no containerd.
-
+Without --real this is the SIMULATED mode: an in-process registry,
+in-process shoal nodes on loopback forming one encrypted mesh, and an
+in-process puller that follows containerd's mirror and fallback rules; rate
+limiters stand in for shaped links. It needs no root and no containerd.
 Scenarios: cold (all nodes pull a new image at once) and warm (one node
-pulls, then all the others at once).`,
+pulls, then all the others at once).
+
+With --real (root): a registry host and N node hosts, each in its own
+network namespace on one bridge, their links shaped with tc; a real
+docker-registry, a fresh containerd per node and run, and real shoal
+daemons in one mesh. Pulls are 'ctr images pull' (the image unpacked).
+Scenarios, all run by default: cold, warm, rolling (--rolling-batch nodes at
+a time), churn (cold, with --churn nodes killed mid-pull, containerd and
+mirror) and outage (warm, with the registry stopped after the first node).
+Registry egress comes from the registry's access log and is checked against
+its interface counters. Any other mirror can be compared on the same links:
+
+  --candidate 'NAME=COMMAND'        run COMMAND on every node, in its namespace
+  --candidate-setup 'NAME=COMMAND'  write that node's hosts.toml (default: shoal
+                                    configure containerd with the mirror at
+                                    http://127.0.0.1:{mirror_port})
+
+Placeholders, filled in per node: {` + strings.Join(bench.Placeholders, "} {") + `}.`,
+		Example: `  shoal bench
+  shoal bench --real --nodes 8 --layers 4 --layer-size 32MiB --churn 2
+  shoal bench --real --scenarios cold,warm --candidate 'nop2p={shoal} daemon --p2p=false
+      --mirror-addr 127.0.0.1:{mirror_port} --metrics-addr 127.0.0.1:7513 --data-dir {data_dir}
+      --containerd-sock {containerd_sock} --containerd-content-dir {content_dir}
+      --insecure-registry {registry}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			size, err := parseBytes("layer-size", layerSize)
+			size, err := parseBytes("layer-size", fl.layerSize)
 			if err != nil || size <= 0 {
-				return fmt.Errorf("--layer-size %q: want a size such as 8MiB", layerSize)
+				return fmt.Errorf("--layer-size %q: want a size such as 8MiB", fl.layerSize)
 			}
-			cfg.LayerSize = size
-			cfg.Progress = cmd.ErrOrStderr()
-			mode, _ := report.ModeLine(report.ModeSimulated)
-			fmt.Fprintln(cmd.ErrOrStderr(), mode)
-			start := time.Now()
-			records, err := bench.RunSimulated(cmd.Context(), cfg)
-			if err != nil {
+			if !fl.real {
+				for _, name := range realOnly {
+					if cmd.Flags().Changed(name) {
+						return fmt.Errorf("--%s needs --real", name)
+					}
+				}
+				sim.Nodes, sim.Layers, sim.LayerSize, sim.Reps = fl.nodes, fl.layers, size, fl.reps
+				sim.LinkMbit, sim.RegistryMbit = fl.linkMbit, fl.registryMbit
+				sim.Scenarios, sim.Candidates = fl.scenarios, fl.candidates
+				return runSimBench(cmd, sim, fl.out)
+			}
+			rc.Nodes, rc.Layers, rc.LayerSize, rc.Reps = fl.nodes, fl.layers, size, fl.reps
+			rc.LinkMbit, rc.RegistryMbit = fl.linkMbit, fl.registryMbit
+			if cmd.Flags().Changed("scenarios") {
+				rc.Scenarios = fl.scenarios
+			}
+			if cmd.Flags().Changed("candidates") {
+				rc.Candidates = fl.candidates
+			}
+			rc.Containerd = lab.Flavor(fl.containerd)
+			rc.RollingBatch, rc.Churn = fl.rollingBatch, fl.churn
+			if rc.Custom, err = parseCandidates(fl.custom, fl.setup); err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintln(w)
-			if err := report.WriteTable(w, report.Summarize(records), report.ModeSimulated); err != nil {
-				return err
+			if fl.keepLogs {
+				// The logs of one session: an earlier one's would mix in.
+				rc.LogDir = filepath.Join(fl.out, "logs")
+				if err := os.RemoveAll(rc.LogDir); err != nil {
+					return err
+				}
 			}
-			if err := os.MkdirAll(out, 0o755); err != nil {
-				return err
+			if rc.ShoalBinary, err = os.Executable(); err != nil {
+				return fmt.Errorf("finding the shoal binary: %w", err)
 			}
-			if err := report.WriteJSON(filepath.Join(out, "results.json"), records); err != nil {
-				return err
+			if fl.logLevel != "off" {
+				var lv slog.Level
+				if err := lv.UnmarshalText([]byte(fl.logLevel)); err != nil {
+					return fmt.Errorf("--lab-log-level %q: want off, debug, info, warn or error", fl.logLevel)
+				}
+				rc.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lv}))
 			}
-			meta := report.Meta{
-				Command: "shoal " + strings.Join(os.Args[1:], " "), Date: start, Machine: runtime.GOOS + "/" + runtime.GOARCH,
-				Cores: runtime.NumCPU(), Layers: cfg.Layers, LayerBytes: cfg.LayerSize,
-				LinkMbit: cfg.LinkMbit, RegistryMbit: cfg.RegistryMbit, Mode: report.ModeSimulated,
-			}
-			if err := report.WriteHTML(out, records, meta); err != nil {
-				return err
-			}
-			fmt.Fprintf(w, "\nwrote %s and %s (%s)\n", filepath.Join(out, "results.json"), filepath.Join(out, report.HTMLFile), time.Since(start).Round(time.Second))
-			return nil
+			return runRealBench(cmd, rc, fl.out)
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "nodes pulling the image")
-	f.IntVar(&cfg.Layers, "layers", cfg.Layers, "layers in the generated image (random, incompressible)")
-	f.StringVar(&layerSize, "layer-size", "8MiB", "size of each layer")
-	f.Float64Var(&cfg.LinkMbit, "link-mbit", cfg.LinkMbit, "each node's upload and download rate, Mbit/s")
-	f.Float64Var(&cfg.RegistryMbit, "registry-mbit", cfg.RegistryMbit, "the registry's upload rate, Mbit/s")
-	f.StringSliceVar(&cfg.Scenarios, "scenarios", cfg.Scenarios, "scenarios to run: cold, warm")
-	f.StringSliceVar(&cfg.Candidates, "candidates", cfg.Candidates, "candidates to compare: direct, shoal")
-	f.IntVar(&cfg.Reps, "reps", cfg.Reps, "repetitions of each run; the table shows the median and the spread")
-	f.StringVar(&out, "out", "bench-out", "directory for results.json, report.html and the charts")
+	f.BoolVar(&fl.real, "real", false, "run the real mode: network namespaces, tc, real containerd, registry and shoal processes (root)")
+	f.IntVar(&fl.nodes, "nodes", fl.nodes, "nodes pulling the image")
+	f.IntVar(&fl.layers, "layers", fl.layers, "layers in the generated image (random, incompressible)")
+	f.StringVar(&fl.layerSize, "layer-size", fl.layerSize, "size of each layer")
+	f.Float64Var(&fl.linkMbit, "link-mbit", fl.linkMbit, "each node's upload and download rate, Mbit/s (--real: 0 leaves them unshaped)")
+	f.Float64Var(&fl.registryMbit, "registry-mbit", fl.registryMbit, "the registry's upload rate, Mbit/s (--real: 0 leaves it unshaped)")
+	f.StringSliceVar(&fl.scenarios, "scenarios", fl.scenarios, "scenarios to run: cold, warm; with --real also rolling, churn, outage, and all five are the default")
+	f.StringSliceVar(&fl.candidates, "candidates", fl.candidates, "built-in candidates to compare: direct, shoal (with --real, --candidate names may be listed too, to set the order)")
+	f.IntVar(&fl.reps, "reps", fl.reps, "repetitions of each run; the table shows the median and the spread")
+	f.StringVar(&fl.out, "out", fl.out, "directory for results.json, report.html and the charts")
+	f.StringArrayVar(&fl.custom, "candidate", nil, "--real: another mirror, 'NAME=COMMAND' run on every node in its namespace, listening on 127.0.0.1:{mirror_port} (repeatable)")
+	f.StringArrayVar(&fl.setup, "candidate-setup", nil, "--real: 'NAME=COMMAND' that writes a --candidate's hosts.toml on every node (default: "+bench.DefaultSetup+")")
+	f.StringVar(&fl.containerd, "containerd", fl.containerd, "--real: containerd on every node: 2 (2.x from GOBIN) or 1.6 (Debian's)")
+	f.IntVar(&fl.rollingBatch, "rolling-batch", fl.rollingBatch, "--real: nodes that pull at a time in the rolling scenario")
+	f.IntVar(&fl.churn, "churn", fl.churn, "--real: nodes killed mid-pull in the churn scenario (the last ones)")
+	f.BoolVar(&fl.keepLogs, "keep-logs", false, "--real: keep every run's containerd and mirror logs, and the registry's, in OUT/logs")
+	f.StringVar(&fl.logLevel, "lab-log-level", fl.logLevel, "--real: log the lab's processes and network to stderr at this level (off, debug, info, warn, error)")
 	return cmd
+}
+
+// parseCandidates pairs --candidate and --candidate-setup values by name.
+func parseCandidates(cmds, setups []string) ([]bench.Candidate, error) {
+	var out []bench.Candidate
+	for _, v := range cmds {
+		name, command, err := bench.ParseCandidate(v)
+		if err != nil {
+			return nil, fmt.Errorf("--candidate %w", err)
+		}
+		out = append(out, bench.Candidate{Name: name, Command: command})
+	}
+	for _, v := range setups {
+		name, command, err := bench.ParseCandidate(v)
+		if err != nil {
+			return nil, fmt.Errorf("--candidate-setup %w", err)
+		}
+		found := false
+		for i := range out {
+			if out[i].Name == name {
+				out[i].Setup, found = command, true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("--candidate-setup %s: no --candidate of that name", name)
+		}
+	}
+	return out, nil
+}
+
+func runSimBench(cmd *cobra.Command, cfg bench.SimConfig, out string) error {
+	cfg.Progress = cmd.ErrOrStderr()
+	mode, _ := report.ModeLine(report.ModeSimulated)
+	fmt.Fprintln(cmd.ErrOrStderr(), mode)
+	start := time.Now()
+	records, err := bench.RunSimulated(cmd.Context(), cfg)
+	if err != nil {
+		return err
+	}
+	meta := report.Meta{
+		Command: "shoal " + strings.Join(os.Args[1:], " "), Date: start, Machine: runtime.GOOS + "/" + runtime.GOARCH,
+		Cores: runtime.NumCPU(), Layers: cfg.Layers, LayerBytes: cfg.LayerSize,
+		LinkMbit: cfg.LinkMbit, RegistryMbit: cfg.RegistryMbit, Mode: report.ModeSimulated,
+	}
+	return writeResults(cmd, records, meta, out, start)
+}
+
+func runRealBench(cmd *cobra.Command, cfg bench.RealConfig, out string) error {
+	cfg.Progress = cmd.ErrOrStderr()
+	mode, _ := report.ModeLine(report.ModeReal)
+	fmt.Fprintln(cmd.ErrOrStderr(), mode)
+	start := time.Now()
+	records, err := bench.RunReal(cmd.Context(), cfg)
+	if err != nil {
+		if cmd.Context().Err() != nil {
+			return fmt.Errorf("interrupted after %d finished runs; the namespaces, processes and files it started are removed", len(records))
+		}
+		return err
+	}
+	meta := report.Meta{
+		Command: "shoal " + strings.Join(os.Args[1:], " "), Date: start,
+		Machine: fmt.Sprintf("%s/%s, containerd %s", runtime.GOOS, runtime.GOARCH, cfg.Containerd),
+		Cores:   runtime.NumCPU(), Layers: cfg.Layers, LayerBytes: cfg.LayerSize,
+		LinkMbit: cfg.LinkMbit, RegistryMbit: cfg.RegistryMbit, Mode: report.ModeReal,
+	}
+	return writeResults(cmd, records, meta, out, start)
+}
+
+// writeResults prints the table and writes results.json and the report.
+func writeResults(cmd *cobra.Command, records []report.Record, meta report.Meta, out string, start time.Time) error {
+	w := cmd.OutOrStdout()
+	fmt.Fprintln(w)
+	if err := report.WriteTable(w, report.Summarize(records), meta.Mode); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	if err := report.WriteJSON(filepath.Join(out, "results.json"), records); err != nil {
+		return err
+	}
+	if err := report.WriteHTML(out, records, meta); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nwrote %s and %s (%s)\n", filepath.Join(out, "results.json"), filepath.Join(out, report.HTMLFile), time.Since(start).Round(time.Second))
+	return nil
 }

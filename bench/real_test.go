@@ -1,0 +1,281 @@
+package bench
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/shoal-dev/shoal/bench/lab"
+	"github.com/shoal-dev/shoal/bench/report"
+)
+
+// nop2p is the second mirror of the smoke test: shoal with its peers off,
+// a pull-through cache per node, run as any third-party mirror would be.
+const nop2p = "{shoal} daemon --p2p=false --mirror-addr 127.0.0.1:{mirror_port} --metrics-addr 127.0.0.1:7513" +
+	" --data-dir {data_dir} --containerd-sock {containerd_sock} --containerd-content-dir {content_dir}" +
+	" --insecure-registry {registry} --log-format json"
+
+// TestRealSmoke runs the real mode small: three nodes, a 4 MiB image, cold
+// and warm, for direct, shoal and a --candidate. It checks what is counted,
+// not how fast: the registry's egress, the records, that every pull
+// succeeds, and that nothing it started is left.
+func TestRealSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes; -short runs unit tests only")
+	}
+	if err := CheckRealPrerequisites(lab.Flavor2); err != nil {
+		t.Fatal(err) // a skip would hide the gap
+	}
+	bin := filepath.Join(t.TempDir(), "shoal")
+	if out, err := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "../cmd/shoal").CombinedOutput(); err != nil {
+		t.Fatalf("building shoal: %v\n%s", err, out)
+	}
+	const prefix = "shoalbenchtest"
+	var progress bytes.Buffer
+	cfg := RealConfig{
+		Nodes: 3, Layers: 2, LayerSize: 2 << 20,
+		LinkMbit: 400, RegistryMbit: 400,
+		Scenarios:   []string{ScenarioCold, ScenarioWarm},
+		Candidates:  []string{CandidateDirect, CandidateShoal},
+		Custom:      []Candidate{{Name: "nop2p", Command: nop2p}},
+		Reps:        1,
+		Containerd:  lab.Flavor2,
+		ShoalBinary: bin,
+		NamePrefix:  prefix,
+		Progress:    &progress,
+		Logger:      slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	recs, err := RunReal(t.Context(), cfg)
+	t.Logf("progress:\n%s", progress.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkNothingLeft(t, fmt.Sprintf("%s-%d-", prefix, os.Getpid()))
+
+	if len(recs) != 6 {
+		t.Fatalf("%d records, want 6", len(recs))
+	}
+	for _, r := range recs {
+		name := r.Candidate + " " + r.Scenario
+		S := float64(r.ImageBytes)
+		egress := float64(r.RegistryEgressBytes) / S
+		pullers := map[string]int{ScenarioCold: 3, ScenarioWarm: 2}[r.Scenario]
+		if r.Mode != report.ModeReal || r.Nodes != 3 || r.BoundSeconds <= 0 || r.MakespanSeconds <= 0 || r.FailedPulls != 0 {
+			t.Errorf("%s: %+v", name, r)
+		}
+		if len(r.NodeSeconds) != pullers || len(r.NodeUploadBytes) != 3 {
+			t.Errorf("%s: %d node times and %d upload counts, want %d and 3", name, len(r.NodeSeconds), len(r.NodeUploadBytes), pullers)
+		}
+		if r.RegistryTxBytes < r.RegistryEgressBytes {
+			t.Errorf("%s: the registry's interface sent %d bytes, less than the %d its log wrote", name, r.RegistryTxBytes, r.RegistryEgressBytes)
+		}
+		switch {
+		case r.Candidate == CandidateShoal && r.Scenario == ScenarioWarm:
+			// Node 0 holds the image: the others take it from the mesh,
+			// each receiving about one copy.
+			if egress > 0.01 {
+				t.Errorf("%s: registry egress %.3f × S, want 0", name, egress)
+			}
+			if up := float64(sum(r.NodeUploadBytes)); up < 0.99*S || up > 2*1.05*S {
+				t.Errorf("%s: nodes uploaded %.0f bytes, want between S and 2 × S (S = %.0f)", name, up, S)
+			}
+		case r.Candidate == CandidateShoal && r.Scenario == ScenarioCold:
+			// Each blob is fetched once, by its designated node, for all.
+			if egress < 0.99 || egress > 1.1 {
+				t.Errorf("%s: registry egress %.4f × S, want 1 × S (at most 1.1)", name, egress)
+			}
+		default:
+			// direct and shoal without peers: one copy per puller.
+			if math.Abs(egress-float64(pullers)) > 0.02*float64(pullers) {
+				t.Errorf("%s: registry egress %.4f × S, want %d × S within 2%%", name, egress, pullers)
+			}
+		}
+	}
+	if !strings.Contains(progress.String(), "[6/6] nop2p") {
+		t.Errorf("progress shows no sixth run of the --candidate:\n%s", progress.String())
+	}
+}
+
+// checkNothingLeft fails if a namespace, process, mount or temp dir whose
+// name starts with prefix is still there.
+func checkNothingLeft(t *testing.T, prefix string) {
+	t.Helper()
+	names, err := lab.ListNetns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, prefix) {
+			t.Errorf("namespace %s left behind", n)
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(prefix)) {
+			t.Errorf("process %s left behind: %s", filepath.Base(filepath.Dir(p)), bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+		}
+	}
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil && bytes.Contains(b, []byte(prefix)) {
+		t.Errorf("mounts left behind under %s*", prefix)
+	}
+	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*")); len(left) > 0 {
+		t.Errorf("temp dirs left behind: %v", left)
+	}
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func TestParseCandidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in, name, cmd string
+		wantErr       bool
+	}{
+		{in: "spegel=spegel --port {mirror_port}", name: "spegel", cmd: "spegel --port {mirror_port}"},
+		{in: " a.b_c-1 = x=y ", name: "a.b_c-1", cmd: "x=y"},
+		{in: "noequals", wantErr: true},
+		{in: "name=", wantErr: true},
+		{in: "Upper=x", wantErr: true},
+		{in: "=x", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			t.Parallel()
+			name, cmd, err := ParseCandidate(tt.in)
+			if (err != nil) != tt.wantErr || name != tt.name || cmd != tt.cmd {
+				t.Errorf("ParseCandidate(%q) = %q, %q, %v", tt.in, name, cmd, err)
+			}
+		})
+	}
+}
+
+func TestCandidateTemplates(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		c       Candidate
+		wantErr string
+	}{
+		{name: "every placeholder", c: Candidate{Name: "x", Command: "{" + strings.Join(Placeholders, "} {") + "}"}},
+		{name: "shell braces are the shell's", c: Candidate{Name: "x", Command: "echo ${data_dir} ${foo} {mirror_port}"}},
+		{name: "unknown placeholder", c: Candidate{Name: "x", Command: "run {mirorr_port}"}, wantErr: "unknown placeholder {mirorr_port}"},
+		{name: "unknown in setup", c: Candidate{Name: "x", Command: "run", Setup: "cfg {host_dir}"}, wantErr: "{host_dir}"},
+		{name: "built-in name", c: Candidate{Name: "shoal", Command: "run"}, wantErr: "built-in"},
+		{name: "empty command", c: Candidate{Name: "x"}, wantErr: "empty command"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.c.check()
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("check: %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+	got := expand("a {ip}:{mirror_port} ${ip} {nope} {data_dir}", map[string]string{"ip": "10.0.0.2", "mirror_port": "7500", "data_dir": "/d"})
+	if want := "a 10.0.0.2:7500 ${ip} {nope} /d"; got != want {
+		t.Errorf("expand = %q, want %q", got, want)
+	}
+}
+
+func TestRealConfigCheck(t *testing.T) {
+	t.Parallel()
+	base := func() RealConfig {
+		c := DefaultRealConfig()
+		c.ShoalBinary = "/bin/true"
+		return c
+	}
+	tests := []struct {
+		name    string
+		mod     func(*RealConfig)
+		wantErr string
+		want    []string // candidates after check
+	}{
+		{name: "defaults", mod: func(*RealConfig) {}, want: []string{"direct", "shoal"}},
+		{name: "custom runs after the built-ins", mod: func(c *RealConfig) {
+			c.Custom = []Candidate{{Name: "spegel", Command: "spegel"}}
+		}, want: []string{"direct", "shoal", "spegel"}},
+		{name: "custom listed first", mod: func(c *RealConfig) {
+			c.Candidates = []string{"spegel", "direct"}
+			c.Custom = []Candidate{{Name: "spegel", Command: "spegel"}}
+		}, want: []string{"spegel", "direct"}},
+		{name: "unknown candidate", mod: func(c *RealConfig) { c.Candidates = []string{"kraken"} }, wantErr: `candidate "kraken"`},
+		{name: "unknown scenario", mod: func(c *RealConfig) { c.Scenarios = []string{"storm"} }, wantErr: `scenario "storm"`},
+		{name: "churn kills everyone", mod: func(c *RealConfig) { c.Churn = c.Nodes }, wantErr: "--churn"},
+		{name: "churn not run", mod: func(c *RealConfig) { c.Churn, c.Scenarios = 0, []string{ScenarioCold} }, want: []string{"direct", "shoal"}},
+		{name: "rolling batch", mod: func(c *RealConfig) { c.RollingBatch = 0 }, wantErr: "--rolling-batch"},
+		{name: "flavor", mod: func(c *RealConfig) { c.Containerd = "1.7" }, wantErr: "--containerd"},
+		{name: "one node", mod: func(c *RealConfig) { c.Nodes = 1 }, wantErr: "--nodes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := base()
+			tt.mod(&c)
+			err := c.check()
+			switch {
+			case tt.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("check: %v, want %q", err, tt.wantErr)
+				}
+			case err != nil:
+				t.Errorf("check: %v", err)
+			case strings.Join(c.Candidates, ",") != strings.Join(tt.want, ","):
+				t.Errorf("candidates %v, want %v", c.Candidates, tt.want)
+			}
+		})
+	}
+}
+
+func TestRollingBound(t *testing.T) {
+	t.Parallel()
+	const S, r = 100.0, 10.0
+	// First batch of 2 from the registry alone: max(S/U, S/d, 2S/(U+2u)) = 10.
+	// Then each batch of 2 also has the holders' uploads: S/d = 10 dominates.
+	if got := rollingBound(S, r, r, 8, 2); math.Abs(got-40) > 1e-9 {
+		t.Errorf("rollingBound(8 nodes, batches of 2) = %v, want 40", got)
+	}
+	// One batch of everyone is the cold bound.
+	if got, want := rollingBound(S, r, r, 4, 4), report.ColdBound(S, r, r, r, 4); got != want {
+		t.Errorf("one batch: %v, want the cold bound %v", got, want)
+	}
+	if got := rollingBound(S, math.Inf(1), math.Inf(1), 4, 2); got != 0 {
+		t.Errorf("unshaped: %v, want 0", got)
+	}
+}
+
+func TestCrossCheck(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name             string
+		log, tx, packets int64
+		requests         int
+		wantErr          bool
+	}{
+		{name: "headers on top", log: 100 << 20, tx: 100<<20 + 1600*66, packets: 1600, requests: 10},
+		{name: "within 5%", log: 100 << 20, tx: 104 << 20, packets: 10, requests: 1},
+		{name: "cut transfer, log ahead of the wire", log: 100 << 20, tx: 97 << 20, packets: 10, requests: 1},
+		{name: "interface sent much more", log: 100 << 20, tx: 120 << 20, packets: 10, requests: 1, wantErr: true},
+		{name: "log counts nothing", log: 0, tx: 8 << 20, packets: 200, requests: 4, wantErr: true},
+		{name: "only HEADs", log: 0, tx: 3000, packets: 20, requests: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if err := crossCheck(tt.log, tt.tx, tt.packets, tt.requests); (err != nil) != tt.wantErr {
+				t.Errorf("crossCheck: %v, want error %v", err, tt.wantErr)
+			}
+		})
+	}
+}

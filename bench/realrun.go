@@ -1,0 +1,398 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shoal-dev/shoal/bench/lab"
+	"github.com/shoal-dev/shoal/bench/report"
+)
+
+// How far the registry's interface counters may differ from its access
+// log before a run fails: 5 % of the payload, plus the headers the
+// interface counts and the log does not (L2–L4 headers per packet, HTTP
+// response headers per request, and some ARP).
+const (
+	egressSlack      = 0.05
+	headerPerPacket  = 80
+	headerPerRequest = 1024
+	headerConstant   = 4096
+)
+
+// snapshot is what the counters say at one moment of a run.
+type snapshot struct {
+	requests int // registry log entries so far
+	reg      lab.Counters
+	nodes    []lab.Counters
+}
+
+func (s *session) snapshot(ctx context.Context) (snapshot, error) {
+	reqs, err := s.reg.Requests()
+	if err != nil {
+		return snapshot{}, fmt.Errorf("registry log: %w", err)
+	}
+	snap := snapshot{requests: len(reqs)}
+	if snap.reg, err = s.regHost.Counters(ctx); err != nil {
+		return snapshot{}, err
+	}
+	for _, h := range s.hosts {
+		c, err := h.Counters(ctx)
+		if err != nil {
+			return snapshot{}, err
+		}
+		snap.nodes = append(snap.nodes, c)
+	}
+	return snap, nil
+}
+
+// pullResult is one node's pull in a run.
+type pullResult struct {
+	node    int
+	seconds float64 // from the start of the scenario until the pull returned
+	err     error
+	killed  bool // a churn victim: its pull is expected to fail and not counted
+}
+
+// runOnce starts fresh nodes for one candidate, runs one scenario and
+// measures it.
+func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, rep int, p *progress) (rec report.Record, err error) {
+	cfg := s.cfg
+	S := float64(s.im.Size)
+	rec = report.Record{
+		Candidate: cand, Scenario: scenario, Mode: report.ModeReal, Nodes: cfg.Nodes,
+		ImageBytes: s.im.Size, LinkMbit: cfg.LinkMbit, RegistryMbit: cfg.RegistryMbit,
+	}
+	// Short names: containerd's socket path must fit in 108 bytes.
+	runDir := filepath.Join(s.dir, fmt.Sprintf("r%d", run))
+	if err := os.Mkdir(runDir, 0o755); err != nil {
+		return rec, err
+	}
+	defer func() { err = errors.Join(err, os.RemoveAll(runDir)) }()
+	t0 := time.Now()
+	nodes, err := s.startNodes(ctx, runDir, cand, scenario)
+	if err != nil {
+		return rec, err
+	}
+	defer func() {
+		if err != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w%s", err, logTails(nodes, 8))
+		}
+		if cfg.LogDir != "" {
+			err = errors.Join(err, keepLogs(filepath.Join(cfg.LogDir, fmt.Sprintf("%02d-%s-%s-rep%d", run, scenario, cand, rep)), nodes))
+		}
+		err = errors.Join(err, closeNodes(nodes))
+	}()
+	what := fmt.Sprintf("%d × containerd %s", len(nodes), cfg.Containerd)
+	if cand != CandidateDirect {
+		what += " + " + cand
+	}
+	p.line("%s up in %s", what, since(t0))
+
+	pullers := nodes
+	if scenario == ScenarioWarm || scenario == ScenarioOutage {
+		t := time.Now()
+		if err := s.pull(ctx, nodes[0]); err != nil {
+			return rec, fmt.Errorf("node 0's first pull: %w", err)
+		}
+		msg := fmt.Sprintf("node 0 pulled in %s", since(t))
+		if err := s.settle(ctx, nodes[0]); err != nil {
+			return rec, err
+		}
+		if scenario == ScenarioOutage {
+			s.reg.Stop()
+			defer func() {
+				// The next run needs the registry; a cancelled session
+				// closes it instead.
+				if ctx.Err() == nil {
+					err = errors.Join(err, s.reg.Start(ctx))
+				}
+			}()
+			msg += "; registry stopped"
+		}
+		p.line("%s", msg)
+		pullers = nodes[1:]
+	}
+
+	before, err := s.snapshot(ctx)
+	if err != nil {
+		return rec, err
+	}
+	victims := map[int]bool{}
+	if scenario == ScenarioChurn {
+		for _, n := range nodes[len(nodes)-cfg.Churn:] {
+			victims[n.i] = true
+		}
+	}
+	p.line("%d nodes pulling %s", len(pullers), human(s.im.Size))
+	start := time.Now()
+	var results []pullResult
+	if scenario == ScenarioRolling {
+		batches := (len(pullers) + cfg.RollingBatch - 1) / cfg.RollingBatch
+		for b := range batches {
+			batch := pullers[b*cfg.RollingBatch : min((b+1)*cfg.RollingBatch, len(pullers))]
+			label := fmt.Sprintf("batch %d/%d", b+1, batches)
+			results = append(results, s.pullGroup(ctx, batch, start, p, nil, before, label)...)
+			p.line("%s returned at %s", label, since(start))
+		}
+	} else {
+		results = s.pullGroup(ctx, pullers, start, p, victims, before, "")
+	}
+	if ctx.Err() != nil {
+		return rec, ctx.Err()
+	}
+	after, err := s.snapshot(ctx)
+	if err != nil {
+		return rec, err
+	}
+
+	// An image is usable once ctr says all of its content is there.
+	for i, r := range results {
+		if r.err != nil || r.killed {
+			continue
+		}
+		if ok, err := nodes[r.node].ctrd.HasImage(ctx, s.im.Ref); err != nil || !ok {
+			results[i].err = fmt.Errorf("pull returned but the image is not complete (%v)", err)
+		}
+	}
+	var killed []string
+	var firstErr string
+	for _, r := range results {
+		if r.killed {
+			killed = append(killed, fmt.Sprint(r.node))
+			continue
+		}
+		rec.NodeSeconds = append(rec.NodeSeconds, r.seconds)
+		rec.MakespanSeconds = max(rec.MakespanSeconds, r.seconds)
+		if r.err != nil {
+			rec.FailedPulls++
+			s.log.Warn("pull failed", "candidate", cand, "scenario", scenario, "node", r.node, "err", r.err)
+			if firstErr == "" {
+				firstErr = fmt.Sprintf("node %d: %s", r.node, lastLine(r.err.Error(), 200))
+			}
+		}
+	}
+	for i := range nodes {
+		rec.NodeUploadBytes = append(rec.NodeUploadBytes, after.nodes[i].TxBytes-before.nodes[i].TxBytes)
+	}
+
+	reqs, err := s.reg.Requests()
+	if err != nil {
+		return rec, fmt.Errorf("registry log: %w", err)
+	}
+	reqs = reqs[before.requests:]
+	for _, q := range reqs {
+		if q.Method == http.MethodGet {
+			rec.RegistryEgressBytes += q.BytesWritten
+		}
+	}
+	rec.RegistryTxBytes = after.reg.TxBytes - before.reg.TxBytes
+	if err := crossCheck(rec.RegistryEgressBytes, rec.RegistryTxBytes, after.reg.TxPackets-before.reg.TxPackets, len(reqs)); err != nil {
+		return rec, err
+	}
+
+	rec.BoundSeconds = s.bound(scenario)
+	U, l := bytesPerSec(cfg.RegistryMbit), bytesPerSec(cfg.LinkMbit)
+	if cand == CandidateDirect && scenario == ScenarioCold {
+		if note := report.BaselineNote(rec.MakespanSeconds, report.DirectBound(S, U, l, cfg.Nodes)); note != "" {
+			rec.Notes = append(rec.Notes, note)
+		}
+		if e := float64(rec.RegistryEgressBytes) / (float64(cfg.Nodes) * S); rec.FailedPulls == 0 && math.Abs(e-1) > 0.02 {
+			rec.Notes = append(rec.Notes, fmt.Sprintf("registry egress is %.3f × N·S, not N·S within 2%%: containerd fetched more, or less, than one copy per node", e))
+		}
+	}
+	switch scenario {
+	case ScenarioChurn:
+		what := "node " + killed[0] + " was killed mid-pull (containerd and mirror); its pull is"
+		if len(killed) > 1 {
+			what = "nodes " + strings.Join(killed, ", ") + " were killed mid-pull (containerd and mirror); their pulls are"
+		}
+		rec.Notes = append(rec.Notes, what+" expected to fail and not counted")
+	case ScenarioRolling:
+		rec.Notes = append(rec.Notes, fmt.Sprintf("%d nodes at a time; node times and the makespan run from the first batch's start", cfg.RollingBatch))
+	}
+
+	if rec.FailedPulls > 0 {
+		rec.Notes = append(rec.Notes, "pulls failed (see the failed column); the makespan counts the time they took to fail")
+	}
+
+	msg := fmt.Sprintf("slowest %.2fs (%.2f × T*), registry sent %.2f × S by its log (%.2f × S on the wire), nodes uploaded %.2f × S, %d failed",
+		rec.MakespanSeconds, rec.MakespanSeconds/rec.BoundSeconds, float64(rec.RegistryEgressBytes)/S,
+		float64(rec.RegistryTxBytes)/S, float64(sum(rec.NodeUploadBytes))/S, rec.FailedPulls)
+	if firstErr != "" {
+		msg += " (first: " + firstErr + ")"
+	}
+	p.line("%s", msg)
+	return rec, nil
+}
+
+// crossCheck fails when the registry's interface and its access log
+// disagree by more than egressSlack of the payload plus headers: then
+// one of the two does not count what the benchmark thinks it counts.
+func crossCheck(logBytes, txBytes, txPackets int64, requests int) error {
+	headers := txPackets*headerPerPacket + int64(requests)*headerPerRequest + headerConstant
+	if d := math.Abs(float64(txBytes - logBytes)); d > egressSlack*float64(logBytes)+float64(headers) {
+		return fmt.Errorf("registry egress: its access log says %d bytes, its interface sent %d (%d packets, %d requests): "+
+			"more apart than %.0f%% plus %d bytes of headers", logBytes, txBytes, txPackets, requests, egressSlack*100, headers)
+	}
+	return nil
+}
+
+// bound is T* of the scenario (DESIGN.md), for the nodes that must finish.
+func (s *session) bound(scenario string) float64 {
+	cfg := s.cfg
+	S, U, l := float64(s.im.Size), bytesPerSec(cfg.RegistryMbit), bytesPerSec(cfg.LinkMbit)
+	switch scenario {
+	case ScenarioWarm, ScenarioOutage:
+		return report.WarmBound(S, l, l, cfg.Nodes)
+	case ScenarioChurn:
+		return report.ColdBound(S, U, l, l, cfg.Nodes-cfg.Churn)
+	case ScenarioRolling:
+		return rollingBound(S, U, l, cfg.Nodes, cfg.RollingBatch)
+	default:
+		return report.ColdBound(S, U, l, l, cfg.Nodes)
+	}
+}
+
+// rollingBound adds up the batches' bounds. A batch of k nodes pulls while
+// h nodes already hold the image; those h uploads add to the registry's, so
+// each batch is a cold pull from a source of U + h·u.
+func rollingBound(S, U, l float64, N, k int) float64 {
+	var t float64
+	for h := 0; h < N; h += k {
+		src := U
+		if h > 0 { // 0 × an unshaped link is NaN, not 0
+			src += float64(h) * l
+		}
+		t += report.ColdBound(S, src, l, l, min(k, N-h))
+	}
+	return t
+}
+
+// pullTimeout is ten times the slowest a pull straight from the registry
+// can be, plus two minutes: a pull that takes longer has hung.
+func (s *session) pullTimeout() time.Duration {
+	t := report.DirectBound(float64(s.im.Size), bytesPerSec(s.cfg.RegistryMbit), bytesPerSec(s.cfg.LinkMbit), s.cfg.Nodes)
+	if math.IsInf(t, 0) || math.IsNaN(t) {
+		t = 0
+	}
+	return 2*time.Minute + time.Duration(10*t*float64(time.Second))
+}
+
+// pull is one `ctr images pull` on node n, which unpacks the image.
+func (s *session) pull(ctx context.Context, n *node) error {
+	ctx, cancel := context.WithTimeout(ctx, s.pullTimeout())
+	defer cancel()
+	return n.ctrd.CtrPull(ctx, s.im.Ref)
+}
+
+// pullGroup pulls on every node of group at once and waits for all. A node
+// in victims is killed, mirror and containerd, once its interface has
+// received half the image. A progress line, with label if any, comes
+// every ten seconds.
+func (s *session) pullGroup(ctx context.Context, group []*node, start time.Time, p *progress, victims map[int]bool, base snapshot, label string) []pullResult {
+	res := make([]pullResult, len(group))
+	cancels := make([]context.CancelFunc, len(group))
+	var done atomic.Int32
+	var wg sync.WaitGroup
+	for i, n := range group {
+		pctx, cancel := context.WithCancel(ctx)
+		cancels[i] = cancel
+		res[i].node = n.i
+		wg.Go(func() {
+			defer cancel()
+			err := s.pull(pctx, n)
+			res[i].seconds = time.Since(start).Seconds()
+			res[i].err = err
+			done.Add(1)
+		})
+	}
+	finished := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(finished)
+	}()
+
+	S := float64(s.im.Size)
+	killed := map[int]bool{}
+	kill := func(i int, n *node, why string) {
+		n.kill()
+		cancels[i]()
+		killed[n.i] = true
+		res[i].killed = true
+		p.line("killed node %d (containerd and mirror) %s", n.i, why)
+	}
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	lastLine := time.Now()
+	for wait := true; wait; {
+		select {
+		case <-finished:
+			wait = false
+			continue
+		case <-tick.C:
+		}
+		for i, n := range group {
+			if !victims[n.i] || killed[n.i] {
+				continue
+			}
+			c, err := n.host.Counters(ctx)
+			if err != nil {
+				continue
+			}
+			if got := c.RxBytes - base.nodes[n.i].RxBytes; float64(got) >= S/2 {
+				kill(i, n, fmt.Sprintf("after it received %s", human(got)))
+			}
+		}
+		if time.Since(lastLine) >= 10*time.Second {
+			lastLine = time.Now()
+			msg := fmt.Sprintf("  %s: %d/%d pulls returned", since(start), done.Load(), len(group))
+			if label != "" {
+				msg = fmt.Sprintf("  %s: %s: %d/%d pulls returned", since(start), label, done.Load(), len(group))
+			}
+			if c, err := s.regHost.Counters(ctx); err == nil {
+				msg += fmt.Sprintf(", registry interface sent %.2f × S so far", float64(c.TxBytes-base.reg.TxBytes)/S)
+			}
+			p.line("%s", msg)
+		}
+	}
+	// A victim whose pull ended before it got half the image still dies:
+	// the scenario kills m nodes, and their pulls are not counted.
+	for i, n := range group {
+		if victims[n.i] && !killed[n.i] {
+			kill(i, n, "after its pull returned")
+		}
+	}
+	return res
+}
+
+// lastLine is the last non-empty line of s, the one a tool's error ends
+// with, cut to its last n bytes, where the root cause is.
+func lastLine(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	l := strings.TrimSpace(lines[len(lines)-1])
+	if len(l) > n {
+		l = "…" + l[len(l)-n:]
+	}
+	return l
+}
+
+func since(t time.Time) string {
+	return time.Since(t).Round(100 * time.Millisecond).String()
+}
+
+func sum(xs []int64) int64 {
+	var t int64
+	for _, x := range xs {
+		t += x
+	}
+	return t
+}
