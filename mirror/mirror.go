@@ -31,6 +31,11 @@ type Config struct {
 	// DefaultRegistry is the upstream for requests without ?ns=, as Docker
 	// Engine's registry-mirrors sends them. Default docker.io.
 	DefaultRegistry string
+	// HeaderWait bounds how long a blob answer holds its headers back
+	// while a download from peers verifies (a failure before the headers
+	// is a clean 404 that containerd falls back from). containerd 2.x
+	// abandons a mirror whose headers take 30 s. Default 20s.
+	HeaderWait time.Duration
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 	// Metrics receives the mirror's metrics; nil skips them.
@@ -57,6 +62,9 @@ func New(res Resolver, cfg Config) (*Handler, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.HeaderWait <= 0 {
+		cfg.HeaderWait = 20 * time.Second
 	}
 	return &Handler{cfg: cfg, res: res, m: newMetrics(cfg.Metrics)}, nil
 }

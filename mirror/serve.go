@@ -48,7 +48,16 @@ func (h *Handler) serveBlob(w *recorder, r *http.Request, req resolver.BlobReque
 		// whose bytes failed verification is tried once more: its sources
 		// are avoided now, so the second goes elsewhere.
 		for attempt := 0; ; attempt++ {
-			err = b.Ready(r.Context())
+			// containerd 2.x gives up on a response whose headers take 30 s
+			// and fetches the blob from the registry instead: past
+			// HeaderWait the 200 goes out and the body follows once the
+			// bytes are there.
+			rctx, cancel := context.WithTimeout(r.Context(), h.cfg.HeaderWait)
+			err = b.Ready(rctx)
+			cancel()
+			if errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil {
+				err = nil
+			}
 			if err == nil {
 				break
 			}
