@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
 
-.PHONY: help build test unit e2e lint bench deps fmt manifests fuzz
+.PHONY: help build test unit e2e lint bench bench-real deps fmt manifests fuzz
 
 help: ## show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,3 +42,6 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 1m); crashers land in 
 
 bench: ## run the simulated benchmark (go run ./cmd/shoal bench)
 	$(GO) run ./cmd/shoal bench
+
+bench-real: ## run the real benchmark: namespaces, tc, real containerd, registry and shoal (root; `make deps`)
+	$(GO) run ./cmd/shoal bench --real
