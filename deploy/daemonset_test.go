@@ -371,16 +371,8 @@ func buildShoal(t *testing.T) string {
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := lab.WaitFor(t.Context(), what, timeout, cond); err != nil {
+		t.Fatal(err)
 	}
 }
 
