@@ -99,10 +99,13 @@ type Config struct {
 	MaxUploads int
 
 	// MaxUploadsPerBlob caps the streams of one blob this node serves at
-	// once; more requesters are told "busy" and find the blob at the nodes
-	// already receiving it, so a new blob spreads as a tree in which every
-	// node uploads about once. Zero means 2. Higher feeds more nodes
-	// directly, each slower.
+	// once while the blob is still arriving here; more requesters are told
+	// "busy" and find the blob at the nodes already receiving it, so a new
+	// blob spreads as a tree in which every node uploads about once. Zero
+	// means 2. Higher feeds more nodes directly, each slower. A blob held
+	// whole is served to one peer at a time: a node holding a whole image
+	// (a warm start) then gives each blob a full share of its uplink
+	// instead of splitting it among many copies of a few.
 	MaxUploadsPerBlob int
 
 	// RescanInterval is how often Content.Walk is called to provide new

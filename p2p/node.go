@@ -32,7 +32,9 @@ import (
 // Content is what this node can serve: the daemon implements it over
 // containerd's content store and its own store. Both methods may be called
 // concurrently. Open must answer a blob it does not hold with an error
-// wrapping errdefs.ErrNotFound.
+// wrapping errdefs.ErrNotFound. A blob still being downloaded may implement
+// Arriving() bool (true until it is whole): such a blob is served to up to
+// MaxUploadsPerBlob peers at once, a whole one to one at a time.
 type Content interface {
 	Open(ctx context.Context, dgst digest.Digest) (store.Blob, error)
 	// Walk calls fn for every blob the node holds, in any order, and stops

@@ -47,16 +47,6 @@ func (n *Node) handleStream(s network.Stream) {
 		return
 	}
 	defer func() { <-n.uploads }()
-	// A blob's streams are capped too, so that a node that just got a new
-	// blob does not feed the whole cluster alone: the others are told to
-	// ask again, and by then the first receivers can serve it onwards.
-	if !n.takeBlobSlot(req.dgst) {
-		n.refuse(s, remote, statusBusy, errors.New("too many uploads of this blob"))
-		return
-	}
-	defer n.releaseBlobSlot(req.dgst)
-	n.metrics.uploadsActive.Inc()
-	defer n.metrics.uploadsActive.Dec()
 
 	blob, err := n.content.Open(n.life, req.dgst)
 	if errdefs.IsNotFound(err) && req.registry != "" && n.cfg.Puller != nil {
@@ -79,6 +69,24 @@ func (n *Node) handleStream(s network.Stream) {
 		return
 	}
 	defer blob.Close()
+	// A blob's streams are capped too, so that a node that just got a new
+	// blob does not feed the whole cluster alone: the others are told to
+	// ask again, and by then the first receivers can serve it onwards. A
+	// blob held whole is served to one peer at a time: such a node is
+	// often the only holder of a whole image (a warm start), and giving
+	// each of its blobs one full share of the uplink keeps every first
+	// copy fast; the receivers pass it on as it arrives.
+	limit := n.cfg.MaxUploadsPerBlob
+	if a, ok := blob.(arriving); !ok || !a.Arriving() {
+		limit = 1
+	}
+	if !n.takeBlobSlot(req.dgst, limit) {
+		n.refuse(s, remote, statusBusy, errors.New("too many uploads of this blob"))
+		return
+	}
+	defer n.releaseBlobSlot(req.dgst)
+	n.metrics.uploadsActive.Inc()
+	defer n.metrics.uploadsActive.Dec()
 	size := blob.Size()
 	if req.off > size {
 		n.refuse(s, remote, statusBadRequest, fmt.Errorf("offset %d beyond size %d", req.off, size))
@@ -176,10 +184,15 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 	return w.s.Write(p)
 }
 
-func (n *Node) takeBlobSlot(d digest.Digest) bool {
+// arriving is a blob still being downloaded by this node (see Content).
+type arriving interface {
+	Arriving() bool
+}
+
+func (n *Node) takeBlobSlot(d digest.Digest, limit int) bool {
 	n.blobUploadsMu.Lock()
 	defer n.blobUploadsMu.Unlock()
-	if n.blobUploads[d] >= n.cfg.MaxUploadsPerBlob {
+	if n.blobUploads[d] >= limit {
 		return false
 	}
 	if n.blobUploads == nil {

@@ -132,3 +132,45 @@ func TestUploadCapPerBlob(t *testing.T) {
 		t.Fatalf("another blob: %d bytes, %v", len(got), err)
 	}
 }
+
+// TestWholeBlobsServedOneAtATime: a blob still arriving is served to up to
+// MaxUploadsPerBlob peers, a whole one to one peer at a time, so that a
+// node holding a whole image gives each blob a full share of its uplink.
+func TestWholeBlobsServedOneAtATime(t *testing.T) {
+	t.Parallel()
+	whole, inflight := randomBlob(7, 64<<20), randomBlob(8, 64<<20)
+	content := p2ptest.NewContent(whole, inflight)
+	content.SetArriving(digest.FromBytes(inflight), true)
+	c := p2ptest.Start(t, 2, p2ptest.Options{
+		Config: func(i int, cfg *p2p.Config) { cfg.MaxUploadsPerBlob = 2 },
+		Content: func(i int) *p2ptest.Content {
+			if i == 1 {
+				return content
+			}
+			return nil
+		},
+	})
+	c.WaitMembers(t, 2, 20*time.Second)
+	client, server := c.Nodes[0], c.Nodes[1]
+	streams := func(d digest.Digest) int {
+		n := 0
+		for range 3 {
+			rc, _, err := client.Fetch(t.Context(), server.ID(), d, 0)
+			if errors.Is(err, errdefs.ErrResourceExhausted) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			n++
+		}
+		return n
+	}
+	if n := streams(digest.FromBytes(whole)); n != 1 {
+		t.Errorf("whole blob: %d streams at once, want 1", n)
+	}
+	if n := streams(digest.FromBytes(inflight)); n != 2 {
+		t.Errorf("arriving blob: %d streams at once, want 2 (MaxUploadsPerBlob)", n)
+	}
+}

@@ -15,15 +15,16 @@ import (
 
 // Content is an in-memory p2p.Content.
 type Content struct {
-	mu    sync.RWMutex
-	blobs map[digest.Digest][]byte
+	mu       sync.RWMutex
+	blobs    map[digest.Digest][]byte
+	arriving map[digest.Digest]bool
 }
 
 var _ p2p.Content = (*Content)(nil)
 
 // NewContent holds the given blobs.
 func NewContent(blobs ...[]byte) *Content {
-	c := &Content{blobs: make(map[digest.Digest][]byte)}
+	c := &Content{blobs: make(map[digest.Digest][]byte), arriving: make(map[digest.Digest]bool)}
 	for _, b := range blobs {
 		c.Add(b)
 	}
@@ -39,6 +40,14 @@ func (c *Content) Add(b []byte) digest.Digest {
 	return d
 }
 
+// SetArriving marks a blob as still being downloaded (its Arriving method
+// reports true), or as whole again.
+func (c *Content) SetArriving(d digest.Digest, arriving bool) {
+	c.mu.Lock()
+	c.arriving[d] = arriving
+	c.mu.Unlock()
+}
+
 // Remove forgets a blob.
 func (c *Content) Remove(d digest.Digest) {
 	c.mu.Lock()
@@ -50,11 +59,12 @@ func (c *Content) Remove(d digest.Digest) {
 func (c *Content) Open(_ context.Context, d digest.Digest) (store.Blob, error) {
 	c.mu.RLock()
 	b, ok := c.blobs[d]
+	arriving := c.arriving[d]
 	c.mu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("blob %s: %w", d, errdefs.ErrNotFound)
 	}
-	return blob{bytes.NewReader(b)}, nil
+	return blob{bytes.NewReader(b), arriving}, nil
 }
 
 // Walk implements p2p.Content.
@@ -80,6 +90,12 @@ func (c *Content) Walk(ctx context.Context, fn func(digest.Digest, int64) error)
 	return nil
 }
 
-type blob struct{ *bytes.Reader }
+type blob struct {
+	*bytes.Reader
+	arriving bool
+}
 
 func (blob) Close() error { return nil }
+
+// Arriving reports what SetArriving set.
+func (b blob) Arriving() bool { return b.arriving }
