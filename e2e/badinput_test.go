@@ -57,6 +57,7 @@ func TestBadFlags(t *testing.T) {
 		{"auth file missing", append(daemon, "--registry-auth-file", filepath.Join(empty, "nope.json")), nil, "registry auth file"},
 		{"auth file garbage", append(daemon, "--registry-auth-file", badAuth), nil, "registry auth file"},
 		{"negative timeout", append(daemon, "--miss-timeout", "-1s"), nil, "must not be negative"},
+		{"negative prefetch", append(daemon, "--prefetch", "-3"), nil, "--prefetch -3"},
 		{"cluster key missing", append(mesh, "--cluster-key-file", filepath.Join(empty, "nope.key")), nil, "--cluster-key-file"},
 		{"cluster key garbage", append(mesh, "--cluster-key-file", badAuth), nil, "--cluster-key-file"},
 		{"p2p protection", append(mesh, "--p2p-protection", "magic"), nil, "--p2p-protection \"magic\""},

@@ -26,6 +26,14 @@ type Resolver interface {
 
 var _ Resolver = (*resolver.Resolver)(nil)
 
+// Prefetcher is a Resolver that can start fetching an image manifest's blobs
+// before they are asked for; *resolver.Resolver implements it.
+type Prefetcher interface {
+	Prefetch(ctx context.Context, req resolver.ManifestRequest, m resolver.Manifest) int
+}
+
+var _ Prefetcher = (*resolver.Resolver)(nil)
+
 // Config holds the mirror's optional settings.
 type Config struct {
 	// DefaultRegistry is the upstream for requests without ?ns=, as Docker

@@ -9,7 +9,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -28,6 +30,16 @@ type fakeResolver struct {
 	manifest resolver.Manifest
 	blob     []byte
 	lastReg  atomic.Value
+	// prefetched lists the references Prefetch was called for.
+	mu         sync.Mutex
+	prefetched []string
+}
+
+func (f *fakeResolver) Prefetch(_ context.Context, req resolver.ManifestRequest, m resolver.Manifest) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.prefetched = append(f.prefetched, req.Registry+"/"+req.Repo+":"+req.Reference+"="+m.Digest.String())
+	return 0
 }
 
 func (f *fakeResolver) Manifest(_ context.Context, req resolver.ManifestRequest) (resolver.Manifest, error) {
@@ -196,6 +208,19 @@ func TestManifestHeaders(t *testing.T) {
 	do(t, "GET", srv.URL+"/v2/library/alpine/manifests/v1", nil)
 	if got := f.lastReg.Load(); got != "docker.io" {
 		t.Errorf("without ns: upstream %v, want docker.io", got)
+	}
+	// Only GETs start prefetching: a HEAD resolves a tag, which a pull of
+	// an image the node holds also does.
+	d := f.manifest.Digest.String()
+	want := []string{
+		"registry.example:5000/library/alpine:v1=" + d,
+		"registry.example:5000/library/alpine:" + d + "=" + d,
+		"docker.io/library/alpine:v1=" + d,
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !slices.Equal(f.prefetched, want) {
+		t.Errorf("prefetched %q, want %q", f.prefetched, want)
 	}
 }
 

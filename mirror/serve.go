@@ -31,6 +31,12 @@ func (h *Handler) serveManifest(w *recorder, r *http.Request, req resolver.Manif
 	if r.Method == http.MethodGet {
 		n, _ := w.Write(m.Body)
 		h.m.served.WithLabelValues(string(m.Source)).Add(float64(n))
+		// containerd fetches an image manifest only when it lacks the image,
+		// and its layers come next: start them all now (a HEAD only
+		// resolves a tag, and may be all a pull with the image present does).
+		if p, ok := h.res.(Prefetcher); ok {
+			p.Prefetch(context.WithoutCancel(r.Context()), req, m)
+		}
 	}
 }
 

@@ -43,6 +43,14 @@ type Config struct {
 	// comes out of MissTimeout, so keep it well below. Default 1s.
 	PeerLookupTimeout time.Duration
 
+	// PrefetchBlobs is how many of an image manifest's blobs (config and
+	// layers) Prefetch starts downloading at once when containerd fetches
+	// the manifest. containerd asks for three blobs at a time, so without
+	// it a cluster pulling a new image waits for the first layers before
+	// anyone asks the registry for the rest. Default 64; -1 turns
+	// prefetching off.
+	PrefetchBlobs int
+
 	// ResolveTagsLocally lets a tag the node's containerd already holds answer
 	// when the registry cannot be reached. It may serve a stale tag, which is
 	// why it is off by default.
@@ -62,6 +70,7 @@ func DefaultConfig() Config {
 		BusyRetryFor:      30 * time.Second,
 		BusyWait:          2 * time.Second,
 		DesignatedPeers:   2,
+		PrefetchBlobs:     64,
 	}
 }
 
@@ -87,6 +96,12 @@ func (c *Config) fill() error {
 	}
 	if c.FetchAttempts == 0 {
 		c.FetchAttempts = d.FetchAttempts
+	}
+	if c.PrefetchBlobs == 0 {
+		c.PrefetchBlobs = d.PrefetchBlobs
+	}
+	if c.PrefetchBlobs < -1 {
+		return errors.New("resolver: PrefetchBlobs must be -1 (off) or more")
 	}
 	if c.MissTimeout < 0 || c.StallTimeout < 0 || c.FetchAttempts < 0 {
 		return errors.New("resolver: timeouts and attempts must not be negative")

@@ -92,6 +92,32 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	var peersUsed []string
 	start := time.Now()
 	backoff := 50 * time.Millisecond
+	if req.Size > 0 {
+		// The size is known (from the manifest that named the blob):
+		// publish now. Readers then wait for bytes, up to the mirror's
+		// HeaderWait, rather than for a source to answer, which must
+		// happen within MissTimeout; so a download may wait longer for a
+		// busy peer before it turns to the registry.
+		var err error
+		if ing, err = r.store.Begin(r.ctx, req.Digest, req.Size); err != nil {
+			fail(err)
+			return
+		}
+		f.ingest, f.source = ing, SourceInFlight
+		published = true
+		close(f.ready)
+	}
+	// Announced once a source answers, not before: a node that announced
+	// an ingest no source feeds yet could be picked as a source by the very
+	// peer it waits for.
+	announced := false
+	opened := func() {
+		if !announced {
+			announced = true
+			close(f.fed)
+			r.announce(req.Digest)
+		}
+	}
 	for round := 0; ; round++ {
 		sources := r.sources(req)
 		if len(sources) == 0 {
@@ -119,10 +145,8 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				f.ingest, f.source = ing, src.kind
 				published = true
 				close(f.ready)
-				// Announced at once: peers may read what has arrived.
-				r.announce(req.Digest)
 				return ing, nil
-			})
+			}, opened)
 			if n > 0 && src.peer != "" {
 				peersUsed = append(peersUsed, src.peer)
 			}
@@ -213,7 +237,8 @@ var errStalled = errors.New("source stalled")
 // fetchOnce opens src at off and copies it into the ingest (created through
 // begin on the first success, once the size is known). It returns how many
 // bytes it wrote.
-func (r *Resolver) fetchOnce(req BlobRequest, src source, tr *trust, ing store.Ingest, off int64, begin func(int64) (store.Ingest, error)) (int64, int64, error) {
+// opened is called once the source answered, before any byte is copied.
+func (r *Resolver) fetchOnce(req BlobRequest, src source, tr *trust, ing store.Ingest, off int64, begin func(int64) (store.Ingest, error), opened func()) (int64, int64, error) {
 	ctx, cancel := context.WithCancelCause(r.ctx)
 	defer cancel(nil)
 	// The watchdog cancels the request when no byte came for StallTimeout,
@@ -241,6 +266,8 @@ func (r *Resolver) fetchOnce(req BlobRequest, src source, tr *trust, ing store.I
 		// A source that disagrees on the size is not the same blob.
 		return 0, size, fmt.Errorf("blob %s: %s says %d bytes, not %d: %w", req.Digest, src, size, ing.Size(), errdefs.ErrDataLoss)
 	}
+	// Announced now: peers may read what arrives.
+	opened()
 	watchdog.Reset(r.cfg.StallTimeout)
 
 	buf := make([]byte, 256<<10)

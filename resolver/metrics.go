@@ -8,6 +8,7 @@ type metrics struct {
 	sourceBytes    *prometheus.CounterVec // by source
 	inflightBlobs  prometheus.Gauge
 	verifyFailures prometheus.Counter
+	prefetched     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -32,9 +33,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_verify_failures_total",
 			Help: "Downloads whose bytes did not match their digest and were discarded.",
 		}),
+		prefetched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_prefetched_blobs_total",
+			Help: "Blob downloads started ahead of containerd's requests, from the image manifests it fetched.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.lookups, m.downloads, m.sourceBytes, m.inflightBlobs, m.verifyFailures)
+		reg.MustRegister(m.lookups, m.downloads, m.sourceBytes, m.inflightBlobs, m.verifyFailures, m.prefetched)
 	}
 	return m
 }

@@ -42,6 +42,16 @@ func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, re
 		if err != nil {
 			return nil, err
 		}
+		// Served once a source feeds it (see flight.fed).
+		select {
+		case <-f.fed:
+		case <-ing.Done():
+			if err := ing.Err(); err != nil {
+				return nil, err
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("blob %s: no source answered: %w: %w", dgst, ctx.Err(), errdefs.ErrNotFound)
+		}
 		r.m.lookups.WithLabelValues("peer_blob", string(f.source)).Inc()
 		return &ingestBlob{ctx: r.ctx, ing: ing}, nil
 	}
@@ -63,6 +73,11 @@ func (r *Resolver) InFlight(dgst digest.Digest) (store.Blob, bool) {
 		return nil, false
 	}
 	if f.err != nil || f.ingest == nil {
+		return nil, false
+	}
+	select {
+	case <-f.fed:
+	default:
 		return nil, false
 	}
 	return &ingestBlob{ctx: r.ctx, ing: f.ingest}, true
@@ -105,6 +120,16 @@ type ingestBlob struct {
 func (b *ingestBlob) Size() int64 { return b.ing.Size() }
 
 func (b *ingestBlob) Close() error { return nil }
+
+// Arriving reports whether the download is still running.
+func (b *ingestBlob) Arriving() bool {
+	select {
+	case <-b.ing.Done():
+		return false
+	default:
+		return true
+	}
+}
 
 func (b *ingestBlob) ReadAt(p []byte, off int64) (int, error) {
 	if off >= b.ing.Size() {

@@ -46,7 +46,12 @@ type Sources struct {
 
 // flight is one upstream download, shared by every request for its digest.
 type flight struct {
-	ready  chan struct{} // closed once ingest or err is set
+	ready chan struct{} // closed once ingest or err is set
+	// fed is closed once a source answered: only then is the ingest
+	// served to peers. An ingest published early (its size known from the
+	// manifest) may have no source yet, and a peer that read from it could
+	// be the very source it ends up waiting for.
+	fed    chan struct{}
 	ingest store.Ingest
 	source Source
 	trust  *trust
@@ -176,7 +181,7 @@ func (r *Resolver) join(req BlobRequest) (*flight, bool) {
 	if f, ok := r.flights[req.Digest]; ok {
 		return f, false
 	}
-	f := &flight{ready: make(chan struct{}), trust: newTrust()}
+	f := &flight{ready: make(chan struct{}), fed: make(chan struct{}), trust: newTrust()}
 	r.flights[req.Digest] = f
 	return f, true
 }

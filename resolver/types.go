@@ -48,7 +48,8 @@ type BlobRequest struct {
 	Registry string
 	Repo     string
 	Digest   digest.Digest
-	// Size is the blob's size when known (a resumed download), else 0.
+	// Size is the blob's size when known (from the manifest that names
+	// it), else 0. A download of known size is published at once.
 	Size int64
 	// ForPeer marks a fetch this node makes for the cluster at a peer's
 	// request: it goes to the holders and the registry, never back to a

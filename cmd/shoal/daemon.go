@@ -37,6 +37,7 @@ type daemonOptions struct {
 	insecureRegistries []string
 	registryAuthFile   string
 	resolveTagsLocally bool
+	prefetchBlobs      int
 	containerdSock     string
 	containerdNS       string
 	containerdContent  string
@@ -102,6 +103,7 @@ Metrics, /healthz and /readyz are served on --metrics-addr.`,
 	f.StringVar(&o.defaultRegistry, "default-registry", "docker.io", "upstream for requests without ?ns= (Docker Engine registry-mirrors)")
 	f.StringSliceVar(&o.insecureRegistries, "insecure-registry", nil, "registry host[:port] reached over plain HTTP, repeatable (default none: HTTPS only)")
 	f.StringVar(&o.registryAuthFile, "registry-auth-file", "", "docker config.json with credentials for upstream registries; empty means anonymous")
+	f.IntVar(&o.prefetchBlobs, "prefetch", 64, "when containerd fetches an image manifest, start fetching up to this many of its layers at once instead of three at a time as containerd asks (0 turns it off)")
 	f.BoolVar(&o.resolveTagsLocally, "resolve-tags-locally", false, "when the registry is unreachable, resolve a tag to the image the node's containerd holds (default off)")
 	f.StringVar(&o.containerdSock, "containerd-sock", "/run/containerd/containerd.sock", "containerd's gRPC socket; empty to run without containerd")
 	f.StringVar(&o.containerdNS, "containerd-namespace", "k8s.io", "containerd namespace whose images answer tag look-ups (k8s.io for CRI)")
@@ -162,6 +164,9 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	if o.prefetchBlobs < 0 {
+		return fmt.Errorf("--prefetch %d: want 0 (off) or a number of layers", o.prefetchBlobs)
+	}
 	// Bind the ports first: a wrong address is the likeliest mistake, and
 	// nothing else should start when it is made.
 	mirrorLn, err := net.Listen("tcp", o.mirrorAddr)
@@ -244,6 +249,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		MissTimeout:        o.missTimeout,
 		StallTimeout:       o.stallTimeout,
 		ResolveTagsLocally: o.resolveTagsLocally,
+		PrefetchBlobs:      prefetchSetting(o.prefetchBlobs),
 		Logger:             log.With("component", "resolver"),
 	}, reg)
 	if err != nil {
@@ -372,4 +378,13 @@ func newMeshNode(o daemonOptions, content p2p.Content, images p2p.ImageSource, p
 		return nil, fmt.Errorf("mesh: %w", err)
 	}
 	return n, nil
+}
+
+// prefetchSetting maps --prefetch (0 = off) onto resolver.Config's
+// PrefetchBlobs (0 = default, -1 = off).
+func prefetchSetting(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
