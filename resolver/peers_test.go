@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -23,6 +24,7 @@ type fakePeer struct {
 	cutAt   int64 // stop with an error after this offset (0: never)
 	corrupt bool  // flip a byte
 	busy    int   // answer "busy" this many times first
+	stallAt int64 // stop sending after this offset, without an error (0: never)
 }
 
 // fakeRouter is an in-memory mesh that records what the resolver did.
@@ -47,7 +49,7 @@ func (f *fakeRouter) Providers(_ context.Context, d digest.Digest) ([]string, er
 	return out, nil
 }
 
-func (f *fakeRouter) Fetch(_ context.Context, p string, d digest.Digest, off int64) (io.ReadCloser, int64, error) {
+func (f *fakeRouter) Fetch(ctx context.Context, p string, d digest.Digest, off int64) (io.ReadCloser, int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.fetches = append(f.fetches, fmt.Sprintf("%s@%d", p, off))
@@ -69,7 +71,18 @@ func (f *fakeRouter) Fetch(_ context.Context, p string, d digest.Digest, off int
 	if fp.cutAt > 0 {
 		r = io.MultiReader(io.LimitReader(r, fp.cutAt-off), errReader{errors.New("peer died")})
 	}
+	if fp.stallAt > 0 {
+		r = io.MultiReader(io.LimitReader(r, fp.stallAt-off), stallReader{ctx})
+	}
 	return io.NopCloser(r), int64(len(data)), nil
+}
+
+// stallReader sends nothing until the fetch is cancelled.
+type stallReader struct{ ctx context.Context }
+
+func (s stallReader) Read([]byte) (int, error) {
+	<-s.ctx.Done()
+	return 0, context.Cause(s.ctx)
 }
 
 type errReader struct{ err error }
@@ -93,6 +106,7 @@ func TestPeers(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name        string
+		cfg         resolver.Config
 		peers       func(body []byte) map[string]fakePeer
 		order       []string
 		inUpstream  bool
@@ -107,6 +121,16 @@ func TestPeers(t *testing.T) {
 			order:       []string{"a", "b"},
 			wantOK:      true,
 			wantFetches: []string{"a@0"},
+		},
+		{
+			name: "peer stalls mid-blob: after StallTimeout the next peer resumes at the same offset",
+			cfg:  resolver.Config{StallTimeout: 300 * time.Millisecond},
+			peers: func(b []byte) map[string]fakePeer {
+				return map[string]fakePeer{"a": {data: b, stallAt: 400000}, "b": {data: b}}
+			},
+			order:       []string{"a", "b"},
+			wantOK:      true,
+			wantFetches: []string{"a@0", "b@400000"},
 		},
 		{
 			name: "peer dies mid-blob: the next peer resumes at the same offset",
@@ -146,7 +170,7 @@ func TestPeers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			router := &fakeRouter{order: tc.order}
-			f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
+			f := newFixture(t, tc.cfg, resolver.Sources{Router: router})
 			body := randomBytes(t, 1<<20)
 			d := digest.FromBytes(body)
 			if tc.inUpstream {
