@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -213,6 +215,11 @@ func DetectMediaType(body []byte) (string, error) {
 	}
 	switch {
 	case probe.MediaType != "":
+		// The mirror sends it to containerd as the Content-Type.
+		base, params, err := mime.ParseMediaType(probe.MediaType)
+		if err != nil || len(params) != 0 || base != strings.ToLower(probe.MediaType) || strings.Count(base, "/") != 1 {
+			return "", fmt.Errorf("media type %q is not type/subtype: %w", probe.MediaType, errdefs.ErrInvalidArgument)
+		}
 		return probe.MediaType, nil
 	case probe.SchemaVersion != 2:
 		return "", fmt.Errorf("manifest schema version %d: %w", probe.SchemaVersion, errdefs.ErrNotImplemented)
