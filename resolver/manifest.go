@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -209,8 +208,9 @@ func DetectMediaType(body []byte) (string, error) {
 		Layers        json.RawMessage `json:"layers"`
 		Manifests     json.RawMessage `json:"manifests"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&probe); err != nil {
+	// Unmarshal, not a Decoder: a body with anything after its JSON value
+	// is no manifest, and containerd would refuse it.
+	if err := json.Unmarshal(body, &probe); err != nil {
 		return "", fmt.Errorf("not a manifest: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	switch {
