@@ -4,10 +4,10 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
 
-.PHONY: help build test unit e2e lint bench bench-real deps fmt manifests fuzz
+.PHONY: help build test unit e2e lint bench bench-real deps fmt manifests fuzz fuzz-report
 
 help: ## show this help
-	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/shoal
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/shoal ./cmd/shoal
@@ -32,13 +32,17 @@ lint: ## gofmt, go vet and go mod tidy checks
 manifests: ## regenerate deploy/kubernetes from the Helm chart (go generate ./deploy)
 	$(GO) generate ./deploy
 
-FUZZTIME ?= 1m
-fuzz: ## run every fuzz target for FUZZTIME each (default 1m); crashers land in testdata/fuzz
+FUZZTIME     ?= 1m
+FUZZPARALLEL ?= 1
+fuzz: ## run every fuzz target for FUZZTIME each (default 1m, FUZZPARALLEL workers); crashers land in testdata/fuzz
 	@for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -parallel $(FUZZPARALLEL) $$pkg || exit 1; \
 	  done; \
 	done
+
+fuzz-report: ## like fuzz, but keeps going and prints a table of target, package, duration and execs (scripts/fuzz-all.sh)
+	FUZZPARALLEL=$(FUZZPARALLEL) GO=$(GO) bash scripts/fuzz-all.sh $(FUZZTIME)
 
 bench: ## run the simulated benchmark (go run ./cmd/shoal bench)
 	$(GO) run ./cmd/shoal bench

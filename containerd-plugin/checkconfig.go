@@ -1,6 +1,7 @@
 package containerdplugin
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -139,11 +140,26 @@ func CheckConfig(path string) (Report, error) {
 	}
 	line := fmt.Sprintf("config_path = %q", DefaultHostsDir)
 	header := tableHeader(keys.registry)
+	if cp, ok := reg["config_path"]; ok {
+		// Adding the line again would be a duplicate key.
+		r.Warnings = append(r.Warnings, fmt.Sprintf("%s.config_path is %#v: set it to %q", dotted(keys.registry), cp, DefaultHostsDir))
+		return r, nil
+	}
 	if hasTable(b, keys.registry) {
 		r.Fix, r.FixTable = line, header
-	} else {
-		r.Fix = header + "\n  " + line
+		return r, nil
 	}
+	// A new table at the end is valid TOML unless the file already
+	// defines the registry (or a table on its path) some other way: with
+	// dotted keys, inline, or as a value.
+	fix := header + "\n  " + line
+	fixed := append(append(bytes.Clone(b), '\n'), fix+"\n"...)
+	var check map[string]any
+	if err := toml.Unmarshal(fixed, &check); err != nil {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("%s is defined without a table header of its own: add %s to it", dotted(keys.registry), line))
+		return r, nil
+	}
+	r.Fix = fix
 	return r, nil
 }
 

@@ -377,16 +377,23 @@ func mergeHosts(path string, base []byte, reg registry, mirror string) ([]byte, 
 		b.WriteString(mirrorBlock(mirror))
 		out = []byte(b.String())
 	} else {
-		hosts, firstTable, err := scanHosts(base)
+		_, firstTable, err := scanHosts(base)
 		if err != nil {
 			return nil, fmt.Errorf("%s is not valid TOML, so shoal left it unchanged; fix or remove it: %w: %w",
 				path, err, errdefs.ErrFailedPrecondition)
 		}
-		for _, h := range hosts {
-			if h == mirror {
-				return nil, fmt.Errorf("%s already has a [host.%q] table that shoal did not write; remove it or use another mirror address: %w",
-					path, mirror, errdefs.ErrAlreadyExists)
-			}
+		if err := checkHostForm(base); err != nil {
+			return nil, fmt.Errorf("%s: %w, so shoal cannot put its mirror first and left it unchanged; write each host as a [host.\"URL\"] table: %w",
+				path, err, errdefs.ErrFailedPrecondition)
+		}
+		var doc map[string]any
+		if err := toml.Unmarshal(base, &doc); err != nil {
+			return nil, fmt.Errorf("%s is not valid TOML, so shoal left it unchanged; fix or remove it: %w: %w",
+				path, err, errdefs.ErrFailedPrecondition)
+		}
+		if hosts, ok := doc["host"].(map[string]any); ok && hosts[mirror] != nil {
+			return nil, fmt.Errorf("%s already has host %q, which shoal did not write; remove it or use another mirror address: %w",
+				path, mirror, errdefs.ErrAlreadyExists)
 		}
 		var b bytes.Buffer
 		head, tail := base, []byte(nil)
@@ -450,6 +457,40 @@ func scanHosts(b []byte) (hosts []string, firstTable int, err error) {
 		return nil, -1, err
 	}
 	return hosts, firstTable, nil
+}
+
+// checkHostForm refuses host entries shoal's table cannot go before: host
+// defined by top-level keys (host = {...}, host."URL".key = ...), which
+// containerd 1.x orders by line and a table cannot precede, or as an array
+// of tables, which containerd cannot read at all.
+func checkHostForm(b []byte) error {
+	p := unstable.Parser{}
+	p.Reset(b)
+	inTable := false
+	for p.NextExpression() {
+		e := p.Expression()
+		switch e.Kind {
+		case unstable.Table:
+			inTable = true
+			continue
+		case unstable.ArrayTable:
+			inTable = true
+		case unstable.KeyValue:
+			if inTable {
+				continue
+			}
+		default:
+			continue
+		}
+		it := e.Key()
+		if it.Next() && string(it.Node().Data) == "host" {
+			if e.Kind == unstable.ArrayTable {
+				return errors.New("host is an array of tables")
+			}
+			return errors.New("host is set by a top-level key")
+		}
+	}
+	return p.Error()
 }
 
 // tableStart moves from a table's first key back to the start of its header

@@ -148,6 +148,7 @@ func TestBadInput(t *testing.T) {
 		{"range past end", "GET", "/v2/a/blobs/" + blob.String(), map[string]string{"Range": "bytes=20000-"}, 416, codeRangeInvalid},
 		{"range garbage", "GET", "/v2/a/blobs/" + blob.String(), map[string]string{"Range": "bytes=abc"}, 416, codeRangeInvalid},
 		{"range wrong unit", "GET", "/v2/a/blobs/" + blob.String(), map[string]string{"Range": "pages=1-2"}, 416, codeRangeInvalid},
+		{"range empty suffix", "GET", "/v2/a/blobs/" + blob.String(), map[string]string{"Range": "bytes=-0"}, 416, codeRangeInvalid},
 		{"range reversed", "GET", "/v2/a/blobs/" + blob.String(), map[string]string{"Range": "bytes=9-3"}, 416, codeRangeInvalid},
 	}
 	for _, tc := range cases {

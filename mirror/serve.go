@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/textproto"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -91,11 +93,45 @@ func (h *Handler) serveBlob(w *recorder, r *http.Request, req resolver.BlobReque
 	// http.ServeContent parses Range, answers 206 with Content-Range, 416
 	// when unsatisfiable, and HEAD; rangeErrors turns its plain-text 416
 	// into an OCI error body.
-	http.ServeContent(&rangeErrors{recorder: w, req: r}, r, "", time.Time{}, rs)
+	sr := r
+	if rng, ok := emptySuffixes(r.Header.Get("Range"), b.Size); ok {
+		sr = r.Clone(r.Context())
+		sr.Header.Set("Range", rng)
+	}
+	http.ServeContent(&rangeErrors{recorder: w, req: r}, sr, "", time.Time{}, rs)
 	w.served = nil
 	if rs.err != nil && !errors.Is(rs.err, context.Canceled) {
 		h.cfg.Logger.Warn("blob body cut short", "digest", req.Digest, "source", b.Source, "sent", w.bytes-before, "err", rs.err)
 	}
+}
+
+// emptySuffixes rewrites the suffix ranges of a Range header that select no
+// byte ("-0", or any suffix of an empty blob) as "<size>-", a range past the
+// end: http.ServeContent answers those with a 206 and an impossible
+// Content-Range ("bytes 1000-999/1000"), where RFC 9110 makes them
+// unsatisfiable. It reports whether it changed anything.
+func emptySuffixes(rng string, size int64) (string, bool) {
+	specs, ok := strings.CutPrefix(rng, "bytes=")
+	if !ok {
+		return rng, false
+	}
+	parts := strings.Split(specs, ",")
+	changed := false
+	for i, p := range parts {
+		start, end, ok := strings.Cut(textproto.TrimString(p), "-")
+		if !ok || textproto.TrimString(start) != "" {
+			continue
+		}
+		end = textproto.TrimString(end)
+		if n, err := strconv.ParseInt(end, 10, 64); err == nil && n >= 0 && end[0] != '-' && (n == 0 || size == 0) {
+			parts[i] = strconv.FormatInt(size, 10) + "-"
+			changed = true
+		}
+	}
+	if !changed {
+		return rng, false
+	}
+	return "bytes=" + strings.Join(parts, ","), true
 }
 
 // rangeErrors replaces the body of a 416 answer with an OCI error.

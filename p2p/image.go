@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime"
+	"strings"
 	"sync"
 	"time"
 
@@ -177,14 +179,41 @@ func (n *Node) askImage(ctx context.Context, p peer.ID, name string) (ocispec.De
 	if err != nil {
 		return ocispec.Descriptor{}, time.Time{}, false
 	}
-	var ans imageAnswer
-	if err := json.Unmarshal(b, &ans); err != nil || !ans.Found {
+	d, at, found, err := parseImageAnswer(b)
+	if err != nil {
+		n.log.Debug("bad image answer", "peer", p, "name", name, "answer", string(b), "err", err)
 		return ocispec.Descriptor{}, time.Time{}, false
 	}
-	if err := checkDigest(ans.Digest); err != nil || ans.Size <= 0 || ans.MediaType == "" {
-		n.log.Debug("bad image answer", "peer", p, "name", name, "answer", string(b))
-		return ocispec.Descriptor{}, time.Time{}, false
+	return d, at, found
+}
+
+// parseImageAnswer reads a peer's answer: found is false for a miss; an
+// error says the answer is malformed. A found descriptor has a sha256
+// digest, a positive size and a media type fit for a Content-Type header.
+func parseImageAnswer(b []byte) (d ocispec.Descriptor, updated time.Time, found bool, err error) {
+	var ans imageAnswer
+	if err := json.Unmarshal(b, &ans); err != nil {
+		return ocispec.Descriptor{}, time.Time{}, false, err
+	}
+	if !ans.Found {
+		return ocispec.Descriptor{}, time.Time{}, false, nil
+	}
+	if err := checkDigest(ans.Digest); err != nil {
+		return ocispec.Descriptor{}, time.Time{}, false, err
+	}
+	if ans.Size <= 0 {
+		return ocispec.Descriptor{}, time.Time{}, false, fmt.Errorf("size %d: %w", ans.Size, errdefs.ErrInvalidArgument)
+	}
+	if !validMediaType(ans.MediaType) {
+		return ocispec.Descriptor{}, time.Time{}, false, fmt.Errorf("media type %q: %w", ans.MediaType, errdefs.ErrInvalidArgument)
 	}
 	at, _ := time.Parse(time.RFC3339Nano, ans.Annotation[UpdatedAnnotation])
-	return ocispec.Descriptor{MediaType: ans.MediaType, Digest: ans.Digest, Size: ans.Size}, at, true
+	return ocispec.Descriptor{MediaType: ans.MediaType, Digest: ans.Digest, Size: ans.Size}, at, true, nil
+}
+
+// validMediaType accepts a bare type/subtype, as manifests carry them: the
+// mirror sends it to containerd as the Content-Type.
+func validMediaType(mt string) bool {
+	base, params, err := mime.ParseMediaType(mt)
+	return err == nil && len(params) == 0 && base == strings.ToLower(mt) && strings.Count(mt, "/") == 1
 }

@@ -95,10 +95,45 @@ func TestMetaRejects(t *testing.T) {
 	}
 }
 
+// FuzzDecodeMeta reads arbitrary bytes as a member's gossip metadata: what
+// it accepts has 1 to metaMaxAddrs addresses, each with a TCP port, and
+// encodeMeta renders it back into metadata that decodes to the same peer
+// ID and the same addresses (all of them when they fit, else a prefix).
 func FuzzDecodeMeta(f *testing.F) {
+	id := testPeerID(f).String()
 	f.Add([]byte(`{"v":1,"id":"12D3KooWA","a":["/ip4/10.0.0.1/tcp/1"]}`))
+	f.Add([]byte(`{"v":1,"id":"` + id + `","a":["/ip4/10.0.0.1/tcp/7501","/ip6/fd00::1/tcp/7501"]}`))
+	f.Add([]byte(`{"v":1,"id":"` + id + `","a":["/dns4/node-1.example/tcp/7501/p2p/` + id + `"]}`))
+	f.Add([]byte(`{"v":1,"id":"` + id + `","a":["/ip6/0:0:0:0:0:0:0:1/tcp/01"]} trailing`))
+	f.Add([]byte(`{"v":1,"id":"` + id + `","a":["/dns4/<&>/tcp/1"]}`))
 	f.Add([]byte{0xff, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _, _ = decodeMeta(b) // must not panic
+		pid, addrs, err := decodeMeta(b)
+		if err != nil {
+			return
+		}
+		if pid == "" || len(addrs) == 0 || len(addrs) > metaMaxAddrs {
+			t.Fatalf("accepted %q with %d addresses", pid, len(addrs))
+		}
+		for _, a := range addrs {
+			if _, err := a.ValueForProtocol(ma.P_TCP); err != nil {
+				t.Fatalf("accepted %s without a TCP port", a)
+			}
+		}
+		enc, err := encodeMeta(pid, addrs, metaMaxSize)
+		if err != nil {
+			// Re-encoding may grow an address past the limit (JSON escapes
+			// HTML characters): then no address fits, which is an error.
+			return
+		}
+		pid2, addrs2, err := decodeMeta(enc)
+		if err != nil || pid2 != pid || len(addrs2) == 0 || len(addrs2) > len(addrs) {
+			t.Fatalf("%q re-encodes as %q: %v", b, enc, err)
+		}
+		for i := range addrs2 {
+			if !addrs2[i].Equal(addrs[i]) {
+				t.Fatalf("address %d: %s re-encodes as %s", i, addrs[i], addrs2[i])
+			}
+		}
 	})
 }

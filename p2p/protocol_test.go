@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"mime"
 	"strings"
 	"testing"
 
@@ -103,13 +104,136 @@ func TestHeaderRoundTrip(t *testing.T) {
 	}
 }
 
+// FuzzRequest reads arbitrary bytes as a peer's request frame: a request
+// it accepts has a non-negative offset, a sha256 digest and a valid source,
+// and writeRequest renders it back to exactly the frame's bytes.
 func FuzzRequest(f *testing.F) {
-	f.Add(frame(0, digest.FromString("x").String()))
+	good := digest.FromString("x").String()
+	f.Add(frame(0, good))
+	f.Add(frame(1<<40, good+"\x00registry.example:5000\x00library/alpine"))
+	f.Add(frame(0, good+"\x00docker.io\x00a"))
+	f.Add(frame(0, good+"\x00\x00"))
+	f.Add(frame(0, good+"\x00docker.io\x00a\x00b"))
+	f.Add(frame(0, good+"\x00docker.io\x00a:tag"))
+	f.Add(frame(-1, good))
+	f.Add(append(frame(0, good), "trailing"...))
 	f.Add([]byte{0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		body, err := readRequest(bytes.NewReader(b))
-		if err == nil {
-			_, _ = parseRequest(body) // must not panic
+		if err != nil {
+			return
+		}
+		if len(body) < minRequest || len(body) > maxRequest {
+			t.Fatalf("read a %d-byte request", len(body))
+		}
+		req, err := parseRequest(body)
+		if err != nil {
+			return
+		}
+		if req.off < 0 || checkDigest(req.dgst) != nil {
+			t.Fatalf("accepted %+v", req)
+		}
+		if (req.registry != "" || req.repo != "") && !validSource(req.registry, req.repo) {
+			t.Fatalf("accepted source %q %q", req.registry, req.repo)
+		}
+		var buf bytes.Buffer
+		if err := writeRequest(&buf, req); err != nil {
+			t.Fatalf("cannot write back %+v: %v", req, err)
+		}
+		if want := b[:2+len(body)]; !bytes.Equal(buf.Bytes(), want) {
+			t.Fatalf("%+v writes back as %x, read from %x", req, buf.Bytes(), want)
+		}
+	})
+}
+
+// FuzzHeader reads arbitrary bytes as a provider's answer header: an
+// accepted header has a non-negative size and a bounded message, and
+// writeHeader renders it back to exactly the bytes read.
+func FuzzHeader(f *testing.F) {
+	var buf bytes.Buffer
+	for _, h := range []header{
+		{status: statusOK, size: 1 << 40},
+		{status: statusBusy, msg: "busy"},
+		{status: statusError, msg: strings.Repeat("m", maxMessage)},
+		{status: 200, size: 7, msg: "\x00\xff"},
+	} {
+		buf.Reset()
+		if err := writeHeader(&buf, h); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(bytes.Clone(buf.Bytes()))
+	}
+	f.Add([]byte{0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := readHeader(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		if h.size < 0 || len(h.msg) > maxMessage {
+			t.Fatalf("accepted %+v", h)
+		}
+		var out bytes.Buffer
+		if err := writeHeader(&out, h); err != nil {
+			t.Fatal(err)
+		}
+		if want := b[:headerSize+len(h.msg)]; !bytes.Equal(out.Bytes(), want) {
+			t.Fatalf("%+v writes back as %x, read from %x", h, out.Bytes(), want)
+		}
+	})
+}
+
+// FuzzImageFrame reads arbitrary bytes as the image protocol's frames: a
+// frame within its limit writes back to the same bytes, and an answer
+// parseImageAnswer takes as found names a sha256 digest, a positive size
+// and a media type fit for a Content-Type header.
+func FuzzImageFrame(f *testing.F) {
+	d := digest.FromString("x")
+	for _, ans := range []string{
+		`{"found":true,"media_type":"application/vnd.oci.image.index.v1+json","digest":"` + d.String() + `","size":12,"annotations":{"io.shoal.image.updated":"2024-05-01T10:00:00.123Z"}}`,
+		`{"found":false}`,
+		`{"found":true,"media_type":"x","digest":"` + d.String() + `","size":1}`,
+		`{"found":true,"media_type":"a/b\r\nX-Evil: 1","digest":"` + d.String() + `","size":1}`,
+		`{"found":true,"media_type":"a/b","digest":"sha512:00","size":1}`,
+		`{"found":true,"media_type":"a/b","digest":"` + d.String() + `","size":-1}`,
+		`{"error":"boom"}`,
+	} {
+		var buf bytes.Buffer
+		if err := writeFrame(&buf, []byte(ans), maxImageAnswer); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(buf.Bytes())
+	}
+	f.Add([]byte{0xff, 0xff, '{'})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, limit := range []int{maxImageName, maxImageAnswer} {
+			fr, err := readFrame(bytes.NewReader(b), limit)
+			if err != nil {
+				continue
+			}
+			if len(fr) > limit {
+				t.Fatalf("read a %d-byte frame past the limit %d", len(fr), limit)
+			}
+			var out bytes.Buffer
+			if err := writeFrame(&out, fr, limit); err != nil {
+				t.Fatal(err)
+			}
+			if want := b[:2+len(fr)]; !bytes.Equal(out.Bytes(), want) {
+				t.Fatalf("frame writes back as %x, read from %x", out.Bytes(), want)
+			}
+			if limit != maxImageAnswer {
+				continue
+			}
+			desc, _, found, err := parseImageAnswer(fr)
+			if err != nil || !found {
+				continue
+			}
+			if checkDigest(desc.Digest) != nil || desc.Size <= 0 {
+				t.Fatalf("accepted %+v", desc)
+			}
+			if mt, params, err := mime.ParseMediaType(desc.MediaType); err != nil || len(params) != 0 || mt != strings.ToLower(desc.MediaType) || strings.Count(mt, "/") != 1 {
+				t.Fatalf("accepted media type %q: %v", desc.MediaType, err)
+			}
 		}
 	})
 }

@@ -1,12 +1,13 @@
 package resolver
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"mime"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -207,12 +208,18 @@ func DetectMediaType(body []byte) (string, error) {
 		Layers        json.RawMessage `json:"layers"`
 		Manifests     json.RawMessage `json:"manifests"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&probe); err != nil {
+	// Unmarshal, not a Decoder: a body with anything after its JSON value
+	// is no manifest, and containerd would refuse it.
+	if err := json.Unmarshal(body, &probe); err != nil {
 		return "", fmt.Errorf("not a manifest: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	switch {
 	case probe.MediaType != "":
+		// The mirror sends it to containerd as the Content-Type.
+		base, params, err := mime.ParseMediaType(probe.MediaType)
+		if err != nil || len(params) != 0 || base != strings.ToLower(probe.MediaType) || strings.Count(base, "/") != 1 {
+			return "", fmt.Errorf("media type %q is not type/subtype: %w", probe.MediaType, errdefs.ErrInvalidArgument)
+		}
 		return probe.MediaType, nil
 	case probe.SchemaVersion != 2:
 		return "", fmt.Errorf("manifest schema version %d: %w", probe.SchemaVersion, errdefs.ErrNotImplemented)

@@ -272,8 +272,8 @@ func (c *Client) Blob(ctx context.Context, req resolver.BlobRequest, off int64) 
 func bodySize(resp *http.Response, off int64) (int64, error) {
 	if resp.StatusCode == http.StatusPartialContent {
 		cr := resp.Header.Get("Content-Range")
-		var start, end, total int64
-		if _, err := fmt.Sscanf(cr, "bytes %d-%d/%d", &start, &end, &total); err != nil || start != off {
+		total, ok := parseContentRange(cr, off)
+		if !ok {
 			return 0, fmt.Errorf("bad Content-Range %q for offset %d: %w", cr, off, errdefs.ErrUnavailable)
 		}
 		return total, nil
@@ -282,4 +282,36 @@ func bodySize(resp *http.Response, off int64) (int64, error) {
 		return 0, fmt.Errorf("no Content-Length: %w", errdefs.ErrUnavailable)
 	}
 	return resp.ContentLength, nil
+}
+
+// parseContentRange reads "bytes OFF-END/TOTAL", the answer to a request
+// for everything from off on: the range must start at off and run to the
+// blob's last byte, since the caller reads the body as the blob's rest.
+func parseContentRange(cr string, off int64) (total int64, ok bool) {
+	rest, ok := strings.CutPrefix(cr, "bytes ")
+	se, tot, ok2 := strings.Cut(rest, "/")
+	s, e, ok3 := strings.Cut(se, "-")
+	if !ok || !ok2 || !ok3 || !digits(s) || !digits(e) || !digits(tot) {
+		return 0, false
+	}
+	start, err1 := strconv.ParseInt(s, 10, 64)
+	end, err2 := strconv.ParseInt(e, 10, 64)
+	total, err3 := strconv.ParseInt(tot, 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || start != off || end != total-1 || start > end {
+		return 0, false
+	}
+	return total, true
+}
+
+// digits reports whether s is a non-empty run of ASCII digits (no sign).
+func digits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
