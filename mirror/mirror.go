@@ -223,11 +223,18 @@ type recorder struct {
 	status int
 	bytes  int64
 	served prometheus.Counter // counts body bytes as written, when set
+	// flushHeader sends the headers as soon as they are written.
+	flushHeader bool
 }
 
 func (r *recorder) WriteHeader(code int) {
 	r.status = code
 	r.ResponseWriter.WriteHeader(code)
+	if r.flushHeader {
+		// net/http holds headers back until the first body write, which
+		// may be long in coming.
+		_ = http.NewResponseController(r.ResponseWriter).Flush()
+	}
 }
 
 func (r *recorder) Write(p []byte) (int, error) {

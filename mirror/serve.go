@@ -64,6 +64,8 @@ func (h *Handler) serveBlob(w *recorder, r *http.Request, req resolver.BlobReque
 			err = b.Ready(rctx)
 			cancel()
 			if errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil {
+				// The headers go out now, the body when it can.
+				w.flushHeader = true
 				err = nil
 			}
 			if err == nil {

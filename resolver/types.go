@@ -96,6 +96,13 @@ func NewBlob(dgst digest.Digest, size int64, src Source, reader func(ctx context
 	return &Blob{Digest: dgst, Size: size, Source: src, reader: reader, close: closeFn}
 }
 
+// WithReady sets the check Ready makes, for Blobs made with NewBlob, and
+// returns b.
+func (b *Blob) WithReady(ready func(ctx context.Context) error) *Blob {
+	b.ready = ready
+	return b
+}
+
 // Reader streams the blob from off to its end.
 func (b *Blob) Reader(ctx context.Context, off int64) (io.ReadCloser, error) {
 	return b.reader(ctx, off)
