@@ -81,8 +81,9 @@ func (k FaultKind) String() string {
 }
 
 // Fault is a misbehaviour switched on and off while the proxy runs
-// (SetFault), applied to the blob GETs that match it. Manifests always pass,
-// so a pull resolves and then meets the fault on its blobs: mid-pull.
+// (SetFault), applied to the blob GETs that match it. Manifests pass unless
+// Manifests is set, so a pull resolves and then meets the fault on its
+// blobs: mid-pull.
 type Fault struct {
 	Kind FaultKind
 	// Status and RetryAfter (seconds, "" for none) for FaultStatus, e.g.
@@ -102,6 +103,9 @@ type Fault struct {
 	// Times limits the fault to the first Times matching requests after
 	// SetFault; 0 is every matching request.
 	Times int
+	// Manifests extends a FaultStatus to manifest requests (HEAD and GET):
+	// a registry that is down as a whole.
+	Manifests bool
 }
 
 // ProxyRequest is one request the proxy forwarded.
@@ -221,7 +225,9 @@ func (p *Proxy) takeFault(r *http.Request, d digest.Digest) Fault {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	f := p.fault
+	manifest := f.Manifests && f.Kind == FaultStatus && strings.Contains(r.URL.Path, "/manifests/")
 	switch {
+	case manifest && strings.HasPrefix(r.UserAgent(), f.UserAgentPrefix) && p.faultLeft != 0:
 	case f.Kind == FaultNone, p.faultLeft == 0, d == "", r.Method != http.MethodGet,
 		f.Blob != "" && f.Blob != d,
 		!strings.HasPrefix(r.UserAgent(), f.UserAgentPrefix):

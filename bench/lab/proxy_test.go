@@ -109,6 +109,7 @@ func TestProxyFaults(t *testing.T) {
 		name       string
 		fault      Fault
 		agent      string
+		path       string // "" is the blob
 		requests   int
 		wantStatus []int // per request
 		wantBytes  []int // per request
@@ -144,6 +145,14 @@ func TestProxyFaults(t *testing.T) {
 			wantStatus: []int{200}, wantBytes: []int{0}, wantErr: []bool{true}, wantFault: []FaultKind{FaultStall},
 		},
 		{
+			name: "manifests pass", fault: Fault{Kind: FaultStatus, Status: 503}, path: "/v2/lab/manifests/v1", requests: 1,
+			wantStatus: []int{404}, wantBytes: []int{-1}, wantErr: []bool{false}, wantFault: []FaultKind{FaultNone},
+		},
+		{
+			name: "manifests too", fault: Fault{Kind: FaultStatus, Status: 503, Manifests: true}, path: "/v2/lab/manifests/v1", requests: 1,
+			wantStatus: []int{503}, wantBytes: []int{-1}, wantErr: []bool{false}, wantFault: []FaultKind{FaultStatus},
+		},
+		{
 			name: "delay", fault: Fault{Kind: FaultDelay, Delay: 100 * time.Millisecond}, requests: 1,
 			wantStatus: []int{200}, wantBytes: []int{size}, wantErr: []bool{false}, wantFault: []FaultKind{FaultDelay},
 		},
@@ -160,7 +169,11 @@ func TestProxyFaults(t *testing.T) {
 			c := testClient(t, "")
 			for i := range tt.requests {
 				ctx, cancel := context.WithTimeout(t.Context(), time.Second)
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+"/v2/lab/blobs/"+d.String(), nil)
+				path := tt.path
+				if path == "" {
+					path = "/v2/lab/blobs/" + d.String()
+				}
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+path, nil)
 				if tt.agent != "" {
 					req.Header.Set("User-Agent", tt.agent)
 				}
@@ -198,7 +211,7 @@ func TestProxyFaults(t *testing.T) {
 				t.Fatalf("proxy recorded %d requests, want %d: %+v", len(reqs), tt.requests, reqs)
 			}
 			for i, r := range reqs {
-				if r.Fault != tt.wantFault[i] || r.Digest != d || r.Start.IsZero() {
+				if r.Fault != tt.wantFault[i] || (tt.path == "" && r.Digest != d) || r.Start.IsZero() {
 					t.Errorf("request %d recorded as %+v, want fault %v", i, r, tt.wantFault[i])
 				}
 			}
