@@ -135,8 +135,10 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 			if src.peer != "" && errdefs.IsResourceExhausted(err) {
 				busy = true
 			}
-			if !retryable(err) || (src.kind == SourceUpstream && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err))) {
-				// The registry does not have it, or refuses shoal: asking again will not help.
+			if !retryable(err) || (src.kind == SourceUpstream && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) || errdefs.IsResourceExhausted(err))) {
+				// The registry does not have it, refuses shoal, or rate
+				// limits it (429): asking again will not help, and after a
+				// 429 it costs more of the quota.
 				break
 			}
 			log.Info("source failed, trying the next", "source", src.String(), "offset", off, "err", err)

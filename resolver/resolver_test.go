@@ -376,3 +376,41 @@ func TestDetectMediaType(t *testing.T) {
 }
 
 func nilLogger() *log.Logger { return log.New(io.Discard, "", 0) }
+
+// TestUpstreamErrorRetries: a registry answering 5xx is asked again, up to
+// FetchAttempts times; one answering 429 is rate limiting shoal, and asking
+// again at once only spends more of the limit: it is asked once, and the
+// request is a miss so containerd goes to the registry with its own quota.
+func TestUpstreamErrorRetries(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name     string
+		status   int
+		wantGets int64
+		wantMiss bool
+	}{
+		{"500 every time", http.StatusInternalServerError, 3, true},
+		{"429", http.StatusTooManyRequests, 1, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, resolver.Config{MissTimeout: 2 * time.Second, StallTimeout: time.Second, FetchAttempts: 3}, resolver.Sources{})
+			body := randomBytes(t, 64<<10)
+			d := f.up.push(t, "a", body)
+			f.up.hook = func(w http.ResponseWriter, _ *http.Request, _ []byte) bool {
+				w.Header().Set("Retry-After", "30")
+				w.WriteHeader(tc.status)
+				return true
+			}
+			before := f.up.blobGets.Load()
+			_, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: d})
+			if errdefs.IsNotFound(err) != tc.wantMiss {
+				t.Fatalf("got %v, want a miss: %v", err, tc.wantMiss)
+			}
+			if got := f.up.blobGets.Load() - before; got != tc.wantGets {
+				t.Errorf("the registry was asked %d times, want %d", got, tc.wantGets)
+			}
+		})
+	}
+}
