@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -412,5 +414,76 @@ func TestUpstreamErrorRetries(t *testing.T) {
 				t.Errorf("the registry was asked %d times, want %d", got, tc.wantGets)
 			}
 		})
+	}
+}
+
+// fullStore is a store on a disk that fills up: every ingest fails once it
+// holds limit bytes, as a write does with ENOSPC.
+type fullStore struct {
+	store.Store
+	limit int64
+}
+
+func (s fullStore) Begin(ctx context.Context, dgst digest.Digest, size int64) (store.Ingest, error) {
+	in, err := s.Store.Begin(ctx, dgst, size)
+	if err != nil {
+		return nil, err
+	}
+	return &fullIngest{Ingest: in, limit: s.limit}, nil
+}
+
+type fullIngest struct {
+	store.Ingest
+	limit int64
+}
+
+func (in *fullIngest) WriteAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > in.limit {
+		err := fmt.Errorf("write spool: %w", syscall.ENOSPC)
+		in.Abort(err)
+		return 0, err
+	}
+	return in.Ingest.WriteAt(p, off)
+}
+
+// TestFullStoreIsAMiss: when shoal's store cannot hold a blob (a full
+// disk), the download stops at once instead of asking every other source
+// to fail the same way, and the requests that follow, containerd's resume
+// of the body cut short among them, are misses: containerd fetches the blob
+// from the registry instead of resuming into the same failure.
+func TestFullStoreIsAMiss(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	client, err := upstream.New(upstream.Config{Insecure: []string{up.host}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 1 << 20
+	res, err := resolver.New(fullStore{Store: store.NewMemory(), limit: size / 4}, client, resolver.Sources{},
+		resolver.Config{MissTimeout: 2 * time.Second, StallTimeout: time.Second, FetchAttempts: 3}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(res.Close)
+	d := up.push(t, "a", randomBytes(t, size))
+	req := resolver.BlobRequest{Registry: up.host, Repo: "a", Digest: d}
+	if b, err := res.Blob(t.Context(), req); err == nil {
+		got, err := readAll(t.Context(), t, b, 0)
+		b.Close()
+		if err == nil || len(got) >= size {
+			t.Fatalf("read %d bytes of a blob the store cannot hold, error %v", len(got), err)
+		}
+	}
+	// The resume, and any request after it, is a miss.
+	for i := range 2 {
+		if b, err := res.Blob(t.Context(), req); !errdefs.IsNotFound(err) {
+			if b != nil {
+				b.Close()
+			}
+			t.Fatalf("request %d after the store failed: %v, want a miss", i, err)
+		}
+	}
+	if got := up.blobGets.Load(); got != 1 {
+		t.Errorf("the registry was asked %d times: sources were tried after the store failed", got)
 	}
 }
