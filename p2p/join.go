@@ -33,8 +33,12 @@ func (n *Node) joinLoop(ctx context.Context) {
 		case <-timer.C:
 		}
 		alone := n.ml.NumMembers() <= 1
-		if alone || time.Since(lastJoin) >= t.RejoinInterval {
-			if n.joinOnce(ctx) {
+		// Members lost without leaving may be across a partition that has
+		// healed: they are joined again every JoinBackoffMax, not only at
+		// RejoinInterval, for as long as they are listed.
+		lost := n.members.lost(time.Now())
+		if alone || time.Since(lastJoin) >= t.RejoinInterval || (len(lost) > 0 && time.Since(lastJoin) >= t.JoinBackoffMax) {
+			if n.joinOnce(ctx, lost...) {
 				lastJoin, backoff = time.Now(), t.JoinBackoffMin
 			} else if alone {
 				backoff = min(2*backoff, t.JoinBackoffMax)
@@ -50,28 +54,33 @@ func (n *Node) joinLoop(ctx context.Context) {
 	}
 }
 
-// joinOnce tries the seeds one at a time, in random order, until one join
-// brings in another member.
-func (n *Node) joinOnce(ctx context.Context) bool {
-	seeds := n.resolveSeeds(ctx)
+// joinOnce contacts every seed (at most maxSeedsPerAttempt of them), not
+// just the first that answers: nodes that start together can pair up into
+// islands, each joined and so never alone, and a join that reaches a seed
+// in each island merges them. It reports whether the node has members.
+func (n *Node) joinOnce(ctx context.Context, extra ...string) bool {
+	seeds := n.resolveSeeds(ctx, extra...)
 	if len(seeds) == 0 {
 		n.setJoinErr("no seed address resolved")
 		return false
 	}
+	// One at a time, so that shutdown waits for one seed at most.
 	var lastErr error
+	joined := 0
 	for _, s := range seeds {
 		if ctx.Err() != nil {
 			return false
 		}
-		_, err := n.ml.Join([]string{s})
-		if err == nil && n.ml.NumMembers() > 1 {
-			n.log.Debug("joined the cluster", "seed", s, "members", n.ml.NumMembers())
-			n.setJoinErr("")
-			return true
-		}
+		k, err := n.ml.Join([]string{s})
+		joined += k
 		if err != nil {
 			lastErr = err
 		}
+	}
+	if joined > 0 && n.ml.NumMembers() > 1 {
+		n.log.Debug("joined the cluster", "seeds", seeds, "reached", joined, "members", n.ml.NumMembers())
+		n.setJoinErr("")
+		return true
 	}
 	if lastErr != nil {
 		// memberlist's errors span lines; keep one.
@@ -83,15 +92,22 @@ func (n *Node) joinOnce(ctx context.Context) bool {
 }
 
 // resolveSeeds resolves every seed to all its addresses, drops this node's
-// own address and returns at most maxSeedsPerAttempt of them, shuffled.
-func (n *Node) resolveSeeds(ctx context.Context) []string {
+// own address and returns at most maxSeedsPerAttempt of them, shuffled,
+// after the extra addresses (host:port), which all come first.
+func (n *Node) resolveSeeds(ctx context.Context, extra ...string) []string {
 	_, ownPort, _ := splitAddr(n.cfg.GossipAddr)
 	defPort := strconv.Itoa(DefaultGossipPort)
 	if ownPort != 0 {
 		defPort = strconv.Itoa(ownPort)
 	}
-	var out []string
+	var first, out []string
 	seen := map[string]bool{n.gossipAddr: true}
+	for _, a := range extra {
+		if !seen[a] {
+			seen[a] = true
+			first = append(first, a)
+		}
+	}
 	for _, seed := range n.cfg.Join {
 		host, port, err := net.SplitHostPort(seed)
 		if err != nil {
@@ -121,7 +137,7 @@ func (n *Node) resolveSeeds(ctx context.Context) []string {
 	if len(out) > maxSeedsPerAttempt {
 		out = out[:maxSeedsPerAttempt]
 	}
-	return out
+	return append(first, out...)
 }
 
 func (n *Node) setJoinErr(s string) {
