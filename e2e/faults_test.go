@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -353,6 +354,13 @@ func (e *faultEnv) blobGets(im lab.Image, since time.Time) blobGets {
 			g.shoal[r.Digest] = append(g.shoal[r.Digest], r)
 		} else {
 			g.direct[r.Digest] = append(g.direct[r.Digest], r)
+		}
+	}
+	// The proxy lists requests as they complete; a stalled one completes
+	// last. In the order they arrived:
+	for _, m := range []map[digest.Digest][]lab.ProxyRequest{g.shoal, g.direct} {
+		for _, rs := range m {
+			slices.SortStableFunc(rs, func(a, b lab.ProxyRequest) int { return a.Start.Compare(b.Start) })
 		}
 	}
 	return g
