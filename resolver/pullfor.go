@@ -92,10 +92,6 @@ func (r *Resolver) awaitIngest(ctx context.Context, dgst digest.Digest, f *fligh
 	if f.err != nil {
 		return nil, f.err
 	}
-	if err := f.ingest.Err(); err != nil {
-		// A failed download still in the map: joining it gets no bytes.
-		return nil, fmt.Errorf("blob %s: download failed: %w: %w", dgst, errdefs.ErrNotFound, err)
-	}
 	return f.ingest, nil
 }
 
