@@ -90,6 +90,10 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	var off int64
 	var lastErr error
 	var peersUsed []string
+	// Peers that failed this download are not asked again by it: a peer
+	// listed twice (designated, and a provider) that went silent or was cut
+	// off would cost the stall timeout, then a dial timeout, once more.
+	failedPeers := map[string]bool{}
 	localFailed := false
 	start := time.Now()
 	backoff := 50 * time.Millisecond
@@ -103,6 +107,9 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 			if r.ctx.Err() != nil {
 				lastErr = r.ctx.Err()
 				break
+			}
+			if src.peer != "" && failedPeers[src.peer] {
+				continue
 			}
 			if src.kind == SourceUpstream && busy && time.Since(start) < busyLimit(published, r.cfg) {
 				// A peer holds it but has no free slot: waiting for one
@@ -144,6 +151,8 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 			}
 			if src.peer != "" && errdefs.IsResourceExhausted(err) {
 				busy = true
+			} else if src.peer != "" {
+				failedPeers[src.peer] = true
 			}
 			if !retryable(err) || (src.kind == SourceUpstream && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) || errdefs.IsResourceExhausted(err))) {
 				// The registry does not have it, refuses shoal, or rate
