@@ -23,7 +23,7 @@ func (n *Node) joinLoop(ctx context.Context) {
 	}
 	t := n.cfg.Timing
 	backoff := t.JoinBackoffMin
-	var lastJoin time.Time
+	var lastJoin, lastLost time.Time
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -33,18 +33,26 @@ func (n *Node) joinLoop(ctx context.Context) {
 		case <-timer.C:
 		}
 		alone := n.ml.NumMembers() <= 1
-		// Members lost without leaving may be across a partition that has
-		// healed: they are joined again every JoinBackoffMax, not only at
-		// RejoinInterval, for as long as they are listed.
-		lost := n.members.lost(time.Now())
-		if alone || time.Since(lastJoin) >= t.RejoinInterval || (len(lost) > 0 && time.Since(lastJoin) >= t.JoinBackoffMax) {
-			if n.joinOnce(ctx, lost...) {
+		if alone || time.Since(lastJoin) >= t.RejoinInterval {
+			if n.joinOnce(ctx) {
 				lastJoin, backoff = time.Now(), t.JoinBackoffMin
 			} else if alone {
 				backoff = min(2*backoff, t.JoinBackoffMax)
 			}
 		}
+		// Members lost without leaving may be across a partition that has
+		// healed, or behind a link that came back: memberlist gossips to
+		// them for a short while only, and this side, having members, is
+		// not alone. Contacting them merges the sides.
+		lost := n.members.lost(time.Now())
+		if len(lost) > 0 && !alone && time.Since(lastLost) >= t.LostRetryInterval {
+			lastLost = time.Now()
+			n.rejoinLost(ctx, lost)
+		}
 		next := t.JoinBackoffMax
+		if len(lost) > 0 {
+			next = min(next, t.LostRetryInterval)
+		}
 		if n.ml.NumMembers() <= 1 {
 			// Full jitter spreads the retries of nodes that lost the
 			// cluster together.
@@ -58,8 +66,8 @@ func (n *Node) joinLoop(ctx context.Context) {
 // just the first that answers: nodes that start together can pair up into
 // islands, each joined and so never alone, and a join that reaches a seed
 // in each island merges them. It reports whether the node has members.
-func (n *Node) joinOnce(ctx context.Context, extra ...string) bool {
-	seeds := n.resolveSeeds(ctx, extra...)
+func (n *Node) joinOnce(ctx context.Context) bool {
+	seeds := n.resolveSeeds(ctx)
 	if len(seeds) == 0 {
 		n.setJoinErr("no seed address resolved")
 		return false
@@ -92,22 +100,15 @@ func (n *Node) joinOnce(ctx context.Context, extra ...string) bool {
 }
 
 // resolveSeeds resolves every seed to all its addresses, drops this node's
-// own address and returns at most maxSeedsPerAttempt of them, shuffled,
-// after the extra addresses (host:port), which all come first.
-func (n *Node) resolveSeeds(ctx context.Context, extra ...string) []string {
+// own address and returns at most maxSeedsPerAttempt of them, shuffled.
+func (n *Node) resolveSeeds(ctx context.Context) []string {
 	_, ownPort, _ := splitAddr(n.cfg.GossipAddr)
 	defPort := strconv.Itoa(DefaultGossipPort)
 	if ownPort != 0 {
 		defPort = strconv.Itoa(ownPort)
 	}
-	var first, out []string
+	var out []string
 	seen := map[string]bool{n.gossipAddr: true}
-	for _, a := range extra {
-		if !seen[a] {
-			seen[a] = true
-			first = append(first, a)
-		}
-	}
 	for _, seed := range n.cfg.Join {
 		host, port, err := net.SplitHostPort(seed)
 		if err != nil {
@@ -137,7 +138,22 @@ func (n *Node) resolveSeeds(ctx context.Context, extra ...string) []string {
 	if len(out) > maxSeedsPerAttempt {
 		out = out[:maxSeedsPerAttempt]
 	}
-	return append(first, out...)
+	return out
+}
+
+// rejoinLost contacts at most maxSeedsPerAttempt of the lost members'
+// gossip addresses, one at a time so that shutdown waits for one at most.
+// Those still dead cost a refused or timed-out connection each.
+func (n *Node) rejoinLost(ctx context.Context, lost []string) {
+	rand.Shuffle(len(lost), func(i, j int) { lost[i], lost[j] = lost[j], lost[i] })
+	for _, a := range lost[:min(len(lost), maxSeedsPerAttempt)] {
+		if ctx.Err() != nil {
+			return
+		}
+		if k, _ := n.ml.Join([]string{a}); k > 0 {
+			n.log.Info("rejoined a lost member", "addr", a, "members", n.ml.NumMembers())
+		}
+	}
 }
 
 func (n *Node) setJoinErr(s string) {
