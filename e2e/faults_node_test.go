@@ -85,8 +85,12 @@ func (e *faultEnv) diskFull(t *testing.T) {
 	pullTime := e.pull(t, n, im)
 	g := e.blobGets(im, start)
 	outcome := "shoal"
+	var recovery time.Duration // how long containerd was held before it went around shoal
 	if len(g.direct[layer]) > 0 {
 		outcome = "fallback"
+		if len(g.shoal[layer]) > 0 {
+			recovery = g.direct[layer][0].Start.Sub(g.shoal[layer][0].Start)
+		}
 	}
 	e.verifyAll(t)
 	if _, err := os.Stat(filepath.Join(n.shoal.DataDir(), "blobs", "sha256", layer.Encoded())); err == nil {
@@ -117,7 +121,7 @@ func (e *faultEnv) diskFull(t *testing.T) {
 	e.proxy.SetFault(lab.Fault{})
 	e.verifyAll(t)
 	leak := checkNoLeak(t, base, e.nodes)
-	e.record(t, "disk-full", outcome, 0, pullTime, leak,
+	e.record(t, "disk-full", outcome, recovery, pullTime, leak,
 		fmt.Sprintf("%d-byte layer, %d-byte tmpfs: %v downloads failed on the full disk, none kept; %s then pulled it from the node's containerd copy in %v with the registry's blobs down",
 			im.LayerSizes[0], tmpfsSize, failed, other.name, crossTime.Round(10*time.Millisecond)))
 }
