@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
 
-.PHONY: help build test unit e2e lint bench bench-real deps fmt manifests fuzz fuzz-report
+.PHONY: help build test unit e2e e2e-faults lint bench bench-real deps fmt manifests fuzz fuzz-report
 
 help: ## show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +23,9 @@ unit: ## run the unit tests only (no root, no containerd)
 
 e2e: ## run only the end-to-end tests against real containerd and registry processes
 	$(GO) test -race -count=1 -timeout 20m -v ./e2e/...
+
+e2e-faults: ## run the fault-injection suite's full variants (more nodes, bigger images, repetitions); rows in SHOAL_FAULTS_REPORT if set
+	$(GO) test -race -count=1 -timeout 40m -v -run '^TestFaults$$' ./e2e/ -args -faults.full
 
 lint: ## gofmt, go vet and go mod tidy checks
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }

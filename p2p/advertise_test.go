@@ -206,3 +206,39 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinMergesIslands: nodes that start together can pair up into
+// islands, each joined and so not alone, that would stay apart until the
+// next RejoinInterval. A node whose seeds lie in several islands must join
+// all of them, which merges them at once.
+func TestJoinMergesIslands(t *testing.T) {
+	t.Parallel()
+	cfg := func(name string, join ...string) p2p.Config {
+		c := p2ptest.Config(t, name)
+		c.Join = join
+		c.Timing.RejoinInterval = time.Hour // only the first join may merge them
+		return c
+	}
+	a1 := startNode(t, cfg("a1"))
+	a2 := startNode(t, cfg("a2", a1.Status().GossipAddr))
+	c1 := startNode(t, cfg("c1"))
+	c2 := startNode(t, cfg("c2", c1.Status().GossipAddr))
+	islands := []*p2p.Node{a1, a2, c1, c2}
+	p2ptest.Eventually(t, 20*time.Second, func() error {
+		for _, n := range islands {
+			if got := n.Status().LiveMembers; got != 2 {
+				return fmt.Errorf("%s sees %d live members, want its island's 2", n.Status().NodeName, got)
+			}
+		}
+		return nil
+	})
+	e := startNode(t, cfg("e", a1.Status().GossipAddr, c1.Status().GossipAddr))
+	p2ptest.Eventually(t, 20*time.Second, func() error {
+		for _, n := range append(islands, e) {
+			if got := n.Status().LiveMembers; got != 5 {
+				return fmt.Errorf("%s sees %d live members, want 5", n.Status().NodeName, got)
+			}
+		}
+		return nil
+	})
+}

@@ -179,6 +179,11 @@ type Timing struct {
 	// RejoinInterval is how often a node that has members contacts the seeds
 	// anyway, to merge a partition that kept members on both sides.
 	RejoinInterval time.Duration
+	// LostRetryInterval is how often a node contacts the members it lost
+	// without their leaving (dead, or cut off) in the last ten minutes: a
+	// healed partition or a link that came back merges within it. Each
+	// contact to a member still dead costs a failed connection.
+	LostRetryInterval time.Duration
 
 	// ConnectInterval is how often the node tops up its libp2p connections
 	// to members, besides every membership change.
@@ -200,22 +205,23 @@ type Timing struct {
 // LANTiming is for nodes of one data centre.
 func LANTiming() Timing {
 	return Timing{
-		ProbeInterval:    time.Second,
-		ProbeTimeout:     500 * time.Millisecond,
-		GossipInterval:   200 * time.Millisecond,
-		PushPullInterval: 30 * time.Second,
-		SuspicionMult:    4,
-		GossipTCPTimeout: 10 * time.Second,
-		LeaveTimeout:     5 * time.Second,
-		JoinBackoffMin:   time.Second,
-		JoinBackoffMax:   30 * time.Second,
-		RejoinInterval:   5 * time.Minute,
-		ConnectInterval:  10 * time.Second,
-		DialTimeout:      5 * time.Second,
-		RequestTimeout:   5 * time.Second,
-		IdleTimeout:      30 * time.Second,
-		FindTimeout:      3 * time.Second,
-		ProvideTimeout:   30 * time.Second,
+		ProbeInterval:     time.Second,
+		ProbeTimeout:      500 * time.Millisecond,
+		GossipInterval:    200 * time.Millisecond,
+		PushPullInterval:  30 * time.Second,
+		SuspicionMult:     4,
+		GossipTCPTimeout:  10 * time.Second,
+		LeaveTimeout:      5 * time.Second,
+		JoinBackoffMin:    time.Second,
+		JoinBackoffMax:    30 * time.Second,
+		RejoinInterval:    5 * time.Minute,
+		LostRetryInterval: 10 * time.Second,
+		ConnectInterval:   10 * time.Second,
+		DialTimeout:       5 * time.Second,
+		RequestTimeout:    5 * time.Second,
+		IdleTimeout:       30 * time.Second,
+		FindTimeout:       3 * time.Second,
+		ProvideTimeout:    30 * time.Second,
 	}
 }
 
@@ -223,22 +229,23 @@ func LANTiming() Timing {
 // gossip and retries, and timeouts that still tolerate a loaded machine.
 func LocalTiming() Timing {
 	return Timing{
-		ProbeInterval:    time.Second,
-		ProbeTimeout:     500 * time.Millisecond,
-		GossipInterval:   50 * time.Millisecond,
-		PushPullInterval: 5 * time.Second,
-		SuspicionMult:    4,
-		GossipTCPTimeout: 2 * time.Second,
-		LeaveTimeout:     2 * time.Second,
-		JoinBackoffMin:   100 * time.Millisecond,
-		JoinBackoffMax:   time.Second,
-		RejoinInterval:   10 * time.Second,
-		ConnectInterval:  500 * time.Millisecond,
-		DialTimeout:      2 * time.Second,
-		RequestTimeout:   2 * time.Second,
-		IdleTimeout:      5 * time.Second,
-		FindTimeout:      5 * time.Second,
-		ProvideTimeout:   10 * time.Second,
+		ProbeInterval:     time.Second,
+		ProbeTimeout:      500 * time.Millisecond,
+		GossipInterval:    50 * time.Millisecond,
+		PushPullInterval:  5 * time.Second,
+		SuspicionMult:     4,
+		GossipTCPTimeout:  2 * time.Second,
+		LeaveTimeout:      2 * time.Second,
+		JoinBackoffMin:    100 * time.Millisecond,
+		JoinBackoffMax:    time.Second,
+		RejoinInterval:    10 * time.Second,
+		LostRetryInterval: time.Second,
+		ConnectInterval:   500 * time.Millisecond,
+		DialTimeout:       2 * time.Second,
+		RequestTimeout:    2 * time.Second,
+		IdleTimeout:       5 * time.Second,
+		FindTimeout:       5 * time.Second,
+		ProvideTimeout:    10 * time.Second,
 	}
 }
 
@@ -314,6 +321,7 @@ func (t *Timing) fill(d Timing) {
 	setDefault(&t.JoinBackoffMin, d.JoinBackoffMin)
 	setDefault(&t.JoinBackoffMax, d.JoinBackoffMax)
 	setDefault(&t.RejoinInterval, d.RejoinInterval)
+	setDefault(&t.LostRetryInterval, d.LostRetryInterval)
 	setDefault(&t.ConnectInterval, d.ConnectInterval)
 	setDefault(&t.DialTimeout, d.DialTimeout)
 	setDefault(&t.RequestTimeout, d.RequestTimeout)
@@ -326,7 +334,7 @@ func (t *Timing) check() error {
 	for _, d := range []time.Duration{
 		t.ProbeInterval, t.ProbeTimeout, t.GossipInterval, t.PushPullInterval,
 		t.GossipTCPTimeout, t.LeaveTimeout, t.JoinBackoffMin, t.JoinBackoffMax,
-		t.RejoinInterval, t.ConnectInterval, t.DialTimeout, t.RequestTimeout,
+		t.RejoinInterval, t.LostRetryInterval, t.ConnectInterval, t.DialTimeout, t.RequestTimeout,
 		t.IdleTimeout, t.FindTimeout, t.ProvideTimeout,
 	} {
 		if d < 0 {

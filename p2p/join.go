@@ -23,7 +23,7 @@ func (n *Node) joinLoop(ctx context.Context) {
 	}
 	t := n.cfg.Timing
 	backoff := t.JoinBackoffMin
-	var lastJoin time.Time
+	var lastJoin, lastLost time.Time
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -40,7 +40,19 @@ func (n *Node) joinLoop(ctx context.Context) {
 				backoff = min(2*backoff, t.JoinBackoffMax)
 			}
 		}
+		// Members lost without leaving may be across a partition that has
+		// healed, or behind a link that came back: memberlist gossips to
+		// them for a short while only, and this side, having members, is
+		// not alone. Contacting them merges the sides.
+		lost := n.members.lost(time.Now())
+		if len(lost) > 0 && !alone && time.Since(lastLost) >= t.LostRetryInterval {
+			lastLost = time.Now()
+			n.rejoinLost(ctx, lost)
+		}
 		next := t.JoinBackoffMax
+		if len(lost) > 0 {
+			next = min(next, t.LostRetryInterval)
+		}
 		if n.ml.NumMembers() <= 1 {
 			// Full jitter spreads the retries of nodes that lost the
 			// cluster together.
@@ -50,28 +62,33 @@ func (n *Node) joinLoop(ctx context.Context) {
 	}
 }
 
-// joinOnce tries the seeds one at a time, in random order, until one join
-// brings in another member.
+// joinOnce contacts every seed (at most maxSeedsPerAttempt of them), not
+// just the first that answers: nodes that start together can pair up into
+// islands, each joined and so never alone, and a join that reaches a seed
+// in each island merges them. It reports whether the node has members.
 func (n *Node) joinOnce(ctx context.Context) bool {
 	seeds := n.resolveSeeds(ctx)
 	if len(seeds) == 0 {
 		n.setJoinErr("no seed address resolved")
 		return false
 	}
+	// One at a time, so that shutdown waits for one seed at most.
 	var lastErr error
+	joined := 0
 	for _, s := range seeds {
 		if ctx.Err() != nil {
 			return false
 		}
-		_, err := n.ml.Join([]string{s})
-		if err == nil && n.ml.NumMembers() > 1 {
-			n.log.Debug("joined the cluster", "seed", s, "members", n.ml.NumMembers())
-			n.setJoinErr("")
-			return true
-		}
+		k, err := n.ml.Join([]string{s})
+		joined += k
 		if err != nil {
 			lastErr = err
 		}
+	}
+	if joined > 0 && n.ml.NumMembers() > 1 {
+		n.log.Debug("joined the cluster", "seeds", seeds, "reached", joined, "members", n.ml.NumMembers())
+		n.setJoinErr("")
+		return true
 	}
 	if lastErr != nil {
 		// memberlist's errors span lines; keep one.
@@ -122,6 +139,21 @@ func (n *Node) resolveSeeds(ctx context.Context) []string {
 		out = out[:maxSeedsPerAttempt]
 	}
 	return out
+}
+
+// rejoinLost contacts at most maxSeedsPerAttempt of the lost members'
+// gossip addresses, one at a time so that shutdown waits for one at most.
+// Those still dead cost a refused or timed-out connection each.
+func (n *Node) rejoinLost(ctx context.Context, lost []string) {
+	rand.Shuffle(len(lost), func(i, j int) { lost[i], lost[j] = lost[j], lost[i] })
+	for _, a := range lost[:min(len(lost), maxSeedsPerAttempt)] {
+		if ctx.Err() != nil {
+			return
+		}
+		if k, _ := n.ml.Join([]string{a}); k > 0 {
+			n.log.Info("rejoined a lost member", "addr", a, "members", n.ml.NumMembers())
+		}
+	}
 }
 
 func (n *Node) setJoinErr(s string) {

@@ -29,7 +29,10 @@ type member struct {
 	addrs   []ma.Multiaddr
 	metaErr error
 	alive   bool
-	since   time.Time // of the last state change
+	// failed says a departed member died (or was cut off) rather than
+	// left: it may be on the other side of a partition, still running.
+	failed bool
+	since  time.Time // of the last state change
 }
 
 // members is the member table, fed by memberlist's event delegate. It is the
@@ -83,7 +86,7 @@ func (d eventDelegate) NotifyUpdate(n *memberlist.Node) {
 
 func (d eventDelegate) NotifyLeave(n *memberlist.Node) {
 	if n.Name != d.selfName {
-		d.m.depart(n.Name)
+		d.m.depart(n.Name, n.State != memberlist.StateLeft)
 	}
 }
 
@@ -122,7 +125,7 @@ func (m *members) upsert(n *memberlist.Node) {
 	m.poke()
 }
 
-func (m *members) depart(name string) {
+func (m *members) depart(name string, failed bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	mem := m.byName[name]
@@ -130,7 +133,7 @@ func (m *members) depart(name string) {
 		return
 	}
 	gone := *mem
-	gone.alive, gone.since = false, time.Now()
+	gone.alive, gone.failed, gone.since = false, failed, time.Now()
 	m.byName[name] = &gone
 	m.unclaimLocked(mem)
 	m.poke()
@@ -225,6 +228,23 @@ func (m *members) takeGone() []peer.ID {
 	g := m.gone
 	m.gone = nil
 	return g
+}
+
+// lost lists the gossip addresses of members that failed (not left) within
+// departedRetention: after a partition heals, memberlist gossips to them
+// for a short while only, and each side, still having members, is not
+// alone; joining them again is what merges the sides.
+func (m *members) lost(now time.Time) []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []string
+	for _, mem := range m.byName {
+		if !mem.alive && mem.failed && now.Sub(mem.since) <= departedRetention {
+			out = append(out, mem.addr)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // prune forgets members that departed long ago.

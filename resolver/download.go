@@ -90,6 +90,11 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	var off int64
 	var lastErr error
 	var peersUsed []string
+	// Peers that failed this download are not asked again by it: a peer
+	// listed twice (designated, and a provider) that went silent or was cut
+	// off would cost the stall timeout, then a dial timeout, once more.
+	failedPeers := map[string]bool{}
+	localFailed := false
 	start := time.Now()
 	backoff := 50 * time.Millisecond
 	if req.Size > 0 {
@@ -129,6 +134,9 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				lastErr = r.ctx.Err()
 				break
 			}
+			if src.peer != "" && failedPeers[src.peer] {
+				continue
+			}
 			if src.kind == SourceUpstream && busy && time.Since(start) < busyLimit(published, r.cfg) {
 				// A peer holds it but has no free slot: waiting for one
 				// spares the registry. Before the first byte the wait is
@@ -140,7 +148,10 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				var err error
 				ing, err = r.store.Begin(r.ctx, req.Digest, size)
 				if err != nil {
-					return nil, err
+					if errdefs.IsAlreadyExists(err) {
+						return nil, err
+					}
+					return nil, fmt.Errorf("%w: %w", errLocalStore, err)
 				}
 				f.ingest, f.source = ing, src.kind
 				published = true
@@ -156,16 +167,26 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				break
 			}
 			lastErr = err
+			if errors.Is(err, errLocalStore) || (ing != nil && ing.Err() != nil) {
+				// shoal's own store failed (a full disk), not the source:
+				// every other source would fail the same way.
+				localFailed = true
+				break
+			}
 			if src.peer != "" && errdefs.IsResourceExhausted(err) {
 				busy = true
+			} else if src.peer != "" {
+				failedPeers[src.peer] = true
 			}
-			if !retryable(err) || (src.kind == SourceUpstream && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err))) {
-				// The registry does not have it, or refuses shoal: asking again will not help.
+			if !retryable(err) || (src.kind == SourceUpstream && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) || errdefs.IsResourceExhausted(err))) {
+				// The registry does not have it, refuses shoal, or rate
+				// limits it (429): asking again will not help, and after a
+				// 429 it costs more of the quota.
 				break
 			}
 			log.Info("source failed, trying the next", "source", src.String(), "offset", off, "err", err)
 		}
-		if lastErr == nil || !busy || r.ctx.Err() != nil || time.Since(start) > r.cfg.BusyRetryFor {
+		if lastErr == nil || !busy || localFailed || r.ctx.Err() != nil || time.Since(start) > r.cfg.BusyRetryFor {
 			break
 		}
 		// Every source failed but a peer that holds the blob was only busy:
@@ -180,6 +201,19 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 		lastErr = fmt.Errorf("blob %s: no source sent it: %w", req.Digest, errdefs.ErrNotFound)
 	}
 	if lastErr != nil {
+		if localFailed {
+			now := time.Now()
+			r.mu.Lock()
+			for d, until := range r.unstorable {
+				if now.After(until) {
+					delete(r.unstorable, d)
+				}
+			}
+			r.unstorable[req.Digest] = now.Add(unstorableFor)
+			r.mu.Unlock()
+			log.Error("shoal's store cannot hold the blob: requests for it are misses for a while, so containerd fetches it from the registry",
+				"offset", off, "for", unstorableFor, "err", lastErr)
+		}
 		log.Warn("download failed", "offset", off, "err", lastErr)
 		if ing != nil {
 			ing.Abort(lastErr)
@@ -230,6 +264,9 @@ func retryable(err error) bool {
 	}
 	return true
 }
+
+// errLocalStore marks a failure of shoal's own store, not of a source.
+var errLocalStore = errors.New("shoal's store failed")
 
 // errStalled marks a source that stopped sending.
 var errStalled = errors.New("source stalled")

@@ -142,6 +142,15 @@ func TestPeers(t *testing.T) {
 			wantFetches: []string{"a@0", "b@300000"},
 		},
 		{
+			name: "a peer listed twice that died is not asked again by the same download",
+			peers: func(b []byte) map[string]fakePeer {
+				return map[string]fakePeer{"a": {data: b, cutAt: 300000}, "b": {data: b}}
+			},
+			order:       []string{"a", "a", "b"},
+			wantOK:      true,
+			wantFetches: []string{"a@0", "b@300000"},
+		},
+		{
 			name:        "last peer dies: the registry resumes at the same offset",
 			peers:       func(b []byte) map[string]fakePeer { return map[string]fakePeer{"a": {data: b, cutAt: 500000}} },
 			order:       []string{"a"},

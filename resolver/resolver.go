@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -34,7 +35,15 @@ type Resolver struct {
 	mu      sync.Mutex
 	flights map[digest.Digest]*flight
 	types   map[digest.Digest]string // media types of manifests seen
+	// unstorable holds, until when, the blobs whose last download failed
+	// in shoal's own store (a full disk): they are misses until then, so
+	// containerd fetches them from the registry instead of resuming into a
+	// download that fails at the same byte again.
+	unstorable map[digest.Digest]time.Time
 }
+
+// unstorableFor is how long a blob the store could not hold is a miss.
+const unstorableFor = time.Minute
 
 // Sources are the optional places a resolver reads from besides its store
 // and the upstream registry. A nil field is a source the node does not have.
@@ -79,7 +88,9 @@ func New(st store.Store, up Upstream, src Sources, cfg Config, reg prometheus.Re
 		ctx:      ctx,
 		cancel:   cancel,
 		flights:  make(map[digest.Digest]*flight),
-		types:    make(map[digest.Digest]string),
+
+		unstorable: make(map[digest.Digest]time.Time),
+		types:      make(map[digest.Digest]string),
 	}, nil
 }
 
@@ -181,6 +192,15 @@ func (r *Resolver) join(req BlobRequest) (*flight, bool) {
 	if f, ok := r.flights[req.Digest]; ok {
 		return f, false
 	}
+	if until, ok := r.unstorable[req.Digest]; ok {
+		if time.Now().Before(until) {
+			f := &flight{ready: make(chan struct{}), fed: make(chan struct{}), trust: newTrust(),
+				err: fmt.Errorf("blob %s: shoal's store could not hold it lately: %w", req.Digest, errdefs.ErrNotFound)}
+			close(f.ready)
+			return f, false
+		}
+		delete(r.unstorable, req.Digest)
+	}
 	f := &flight{ready: make(chan struct{}), fed: make(chan struct{}), trust: newTrust()}
 	r.flights[req.Digest] = f
 	return f, true
@@ -204,6 +224,10 @@ func (r *Resolver) await(ctx context.Context, dgst digest.Digest, f *flight) (*B
 		},
 		ready: func(ctx context.Context) error {
 			for {
+				if err := ing.Err(); err != nil {
+					// Failed already: whatever was stored, the rest never comes.
+					return err
+				}
 				n, changed := f.trust.state()
 				if n > 0 || ing.Size() == 0 {
 					return nil

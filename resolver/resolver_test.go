@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -376,3 +378,120 @@ func TestDetectMediaType(t *testing.T) {
 }
 
 func nilLogger() *log.Logger { return log.New(io.Discard, "", 0) }
+
+// TestUpstreamErrorRetries: a registry answering 5xx is asked again, up to
+// FetchAttempts times; one answering 429 is rate limiting shoal, and asking
+// again at once only spends more of the limit: it is asked once, and the
+// request is a miss so containerd goes to the registry with its own quota.
+func TestUpstreamErrorRetries(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name     string
+		status   int
+		wantGets int64
+		wantMiss bool
+	}{
+		{"500 every time", http.StatusInternalServerError, 3, true},
+		{"429", http.StatusTooManyRequests, 1, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, resolver.Config{MissTimeout: 2 * time.Second, StallTimeout: time.Second, FetchAttempts: 3}, resolver.Sources{})
+			body := randomBytes(t, 64<<10)
+			d := f.up.push(t, "a", body)
+			f.up.hook = func(w http.ResponseWriter, _ *http.Request, _ []byte) bool {
+				w.Header().Set("Retry-After", "30")
+				w.WriteHeader(tc.status)
+				return true
+			}
+			before := f.up.blobGets.Load()
+			_, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: d})
+			if errdefs.IsNotFound(err) != tc.wantMiss {
+				t.Fatalf("got %v, want a miss: %v", err, tc.wantMiss)
+			}
+			if got := f.up.blobGets.Load() - before; got != tc.wantGets {
+				t.Errorf("the registry was asked %d times, want %d", got, tc.wantGets)
+			}
+		})
+	}
+}
+
+// fullStore is a store on a disk that fills up: every ingest fails once it
+// holds limit bytes, as a write does with ENOSPC.
+type fullStore struct {
+	store.Store
+	limit int64
+}
+
+func (s fullStore) Begin(ctx context.Context, dgst digest.Digest, size int64) (store.Ingest, error) {
+	in, err := s.Store.Begin(ctx, dgst, size)
+	if err != nil {
+		return nil, err
+	}
+	return &fullIngest{Ingest: in, limit: s.limit}, nil
+}
+
+type fullIngest struct {
+	store.Ingest
+	limit int64
+}
+
+func (in *fullIngest) WriteAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > in.limit {
+		err := fmt.Errorf("write spool: %w", syscall.ENOSPC)
+		in.Abort(err)
+		return 0, err
+	}
+	return in.Ingest.WriteAt(p, off)
+}
+
+// TestFullStoreIsAMiss: when shoal's store cannot hold a blob (a full
+// disk), the download stops at once instead of asking every other source
+// to fail the same way, and the requests that follow, containerd's resume
+// of the body cut short among them, are misses: containerd fetches the blob
+// from the registry instead of resuming into the same failure.
+func TestFullStoreIsAMiss(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	client, err := upstream.New(upstream.Config{Insecure: []string{up.host}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 1 << 20
+	res, err := resolver.New(fullStore{Store: store.NewMemory(), limit: size / 4}, client, resolver.Sources{},
+		resolver.Config{MissTimeout: 2 * time.Second, StallTimeout: time.Second, FetchAttempts: 3}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(res.Close)
+	d := up.push(t, "a", randomBytes(t, size))
+	req := resolver.BlobRequest{Registry: up.host, Repo: "a", Digest: d}
+	if b, err := res.Blob(t.Context(), req); err == nil {
+		got, err := readAll(t.Context(), t, b, 0)
+		b.Close()
+		if err == nil || len(got) >= size {
+			t.Fatalf("read %d bytes of a blob the store cannot hold, error %v", len(got), err)
+		}
+	}
+	// The resume, and any request after it, is a miss, or (joining the
+	// failed download before it ends) never ready: either way the mirror
+	// answers 404 and containerd goes to the registry.
+	for i := range 2 {
+		b, err := res.Blob(t.Context(), req)
+		if err == nil {
+			err = b.Ready(t.Context())
+			b.Close()
+			if err == nil {
+				t.Fatalf("request %d after the store failed is ready: the mirror would answer 200 and cut the body", i)
+			}
+			continue
+		}
+		if !errdefs.IsNotFound(err) {
+			t.Fatalf("request %d after the store failed: %v, want a miss", i, err)
+		}
+	}
+	if got := up.blobGets.Load(); got != 1 {
+		t.Errorf("the registry was asked %d times: sources were tried after the store failed", got)
+	}
+}

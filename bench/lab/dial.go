@@ -39,46 +39,69 @@ func TransportIn(netns string) *http.Transport {
 
 // dialIn creates the socket on an OS thread that has joined the namespace. A
 // socket stays in the namespace it was created in, so the connection is
-// usable from any goroutine afterwards. The thread returns to its own
-// namespace before it is released; if it cannot, it stays locked and the
-// runtime ends it with the goroutine (or, for the main thread, parks it).
-// Threads must not end casually: a child started with a parent-death signal
-// dies with the thread that forked it.
+// usable from any goroutine afterwards.
 func dialIn(ctx context.Context, netns, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
+	var c net.Conn
+	err := inNetns(netns, func() error {
+		d := net.Dialer{Timeout: 30 * time.Second}
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// listenIn listens on a TCP address inside the named network namespace
+// ("" means this process's own). Accepted connections belong to that
+// namespace whichever goroutine serves them.
+func listenIn(ctx context.Context, netns, addr string) (net.Listener, error) {
+	var ln net.Listener
+	err := inNetns(netns, func() error {
+		var lc net.ListenConfig
+		var err error
+		ln, err = lc.Listen(ctx, "tcp", addr)
+		return err
+	})
+	return ln, err
+}
+
+// inNetns runs fn on an OS thread that has joined the namespace ("" runs
+// it here). The thread returns to its own namespace before it is
+// released; if it cannot, it stays locked and the runtime ends it with the
+// goroutine (or, for the main thread, parks it). Threads must not end
+// casually: a child started with a parent-death signal dies with the
+// thread that forked it.
+func inNetns(netns string, fn func() error) error {
+	if netns == "" {
+		return fn()
 	}
-	ch := make(chan result, 1)
+	ch := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		orig, err := os.Open("/proc/thread-self/ns/net")
 		if err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{err: err}
+			ch <- err
 			return
 		}
 		defer orig.Close()
 		f, err := os.Open(filepath.Join(netnsDir, netns))
 		if err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("netns %s: %w", netns, err)}
+			ch <- fmt.Errorf("netns %s: %w", netns, err)
 			return
 		}
 		err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
 		f.Close()
 		if err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("setns %s: %w", netns, err)}
+			ch <- fmt.Errorf("setns %s: %w", netns, err)
 			return
 		}
-		d := net.Dialer{Timeout: 30 * time.Second}
-		c, err := d.DialContext(ctx, network, addr)
-		ch <- result{c, err}
+		ch <- fn()
 		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
 			runtime.UnlockOSThread()
 		}
 	}()
-	r := <-ch
-	return r.c, r.err
+	return <-ch
 }

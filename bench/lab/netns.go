@@ -360,3 +360,42 @@ func linkCounters(ctx context.Context, log *slog.Logger, netns, dev string) (Cou
 func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	return dialIn(ctx, h.Netns, network, addr)
 }
+
+// blackholeMAC is a locally administered address no host of a Network has:
+// frames sent to it are flooded by the bridge and accepted by nobody.
+const blackholeMAC = "02:00:5e:de:ad:01"
+
+// Block makes the host lose every packet it sends to addrs, silently and
+// in transit, as a partitioned network does: a permanent neighbour entry
+// sends them to a MAC no host has. Nothing fails locally, so the host's
+// programs learn of it only by timeouts. Block both ends for a two-way
+// partition; Unblock heals it.
+func (h *Host) Block(ctx context.Context, addrs ...netip.Addr) error {
+	for _, a := range addrs {
+		if err := h.net.ip(ctx, "-n", h.Netns, "neigh", "replace", a.String(), "lladdr", blackholeMAC, "nud", "permanent", "dev", h.Iface); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Unblock removes Block's entries for addrs; the host resolves them again
+// with ARP on the next packet.
+func (h *Host) Unblock(ctx context.Context, addrs ...netip.Addr) error {
+	var errs []error
+	for _, a := range addrs {
+		errs = append(errs, h.net.ip(ctx, "-n", h.Netns, "neigh", "del", a.String(), "dev", h.Iface))
+	}
+	return errors.Join(errs...)
+}
+
+// SetLink takes the host's eth0 down (a pulled cable: its own sends fail,
+// packets to it are lost at the bridge) or brings it back up. Its address
+// and shaping stay.
+func (h *Host) SetLink(ctx context.Context, up bool) error {
+	state := "down"
+	if up {
+		state = "up"
+	}
+	return h.net.ip(ctx, "-n", h.Netns, "link", "set", h.Iface, state)
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -290,4 +292,69 @@ func TestSweep(t *testing.T) {
 		t.Error("process in a swept namespace still running")
 	}
 	checkNetworkGone(t, n)
+}
+
+// TestNetworkFaults: a proxy listening inside a host namespace is reached
+// from another host; Block loses that host's packets silently until
+// Unblock, and a link taken down cuts it off until it comes back up.
+func TestNetworkFaults(t *testing.T) {
+	t.Parallel()
+	requireRoot(t, "ip")
+	ctx := t.Context()
+	log := testLogger(t)
+	target, d, _ := blobServer(t, 64<<10)
+	n, err := NewNetwork(ctx, testNetworkName(t, "faults"), 2, NetworkConfig{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeOrError(t, n.Close) })
+	srv, cli := n.Hosts[0], n.Hosts[1]
+	p, err := StartProxy(ctx, target, ProxyConfig{Netns: srv.Netns, Addr: srv.Addr(5001), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeOrError(t, p.Close) })
+	if p.Addr() != srv.Addr(5001) {
+		t.Fatalf("proxy listens on %s, want %s", p.Addr(), srv.Addr(5001))
+	}
+	get := func() error {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+"/v2/lab/blobs/"+d.String(), nil)
+		c := &http.Client{Transport: TransportIn(cli.Netns)}
+		defer c.CloseIdleConnections()
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	steps := []struct {
+		name    string
+		do      func() error
+		wantErr bool
+	}{
+		{"reachable", func() error { return nil }, false},
+		{"blocked", func() error { return cli.Block(ctx, srv.IP) }, true},
+		{"unblocked", func() error { return cli.Unblock(ctx, srv.IP) }, false},
+		{"link down", func() error { return cli.SetLink(ctx, false) }, true},
+		{"link up", func() error { return cli.SetLink(ctx, true) }, false},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		// A link coming up takes a moment to carry traffic again.
+		err := WaitFor(ctx, s.name, 5*time.Second, func() error {
+			if err := get(); (err != nil) != s.wantErr {
+				return fmt.Errorf("GET through the proxy: %v, want error %v", err, s.wantErr)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }

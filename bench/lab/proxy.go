@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/time/rate"
@@ -32,8 +34,78 @@ type ProxyConfig struct {
 	// "" stalls every blob.
 	StallAfterBytes int64
 	StallBlob       digest.Digest
+	// Netns and Addr put the proxy's listener inside a network namespace,
+	// on Addr there (e.g. Host.Addr(5001)); "" and "" listen on a free
+	// 127.0.0.1 port of the caller's namespace.
+	Netns, Addr string
+	// TargetNetns is where connections to the target start ("" is the
+	// caller's namespace): a registry on a host of a Network.
+	TargetNetns string
 	// Logger receives the proxy's events; nil discards them.
 	Logger *slog.Logger
+}
+
+// FaultKind is how a Fault misbehaves.
+type FaultKind int
+
+const (
+	// FaultNone passes requests through.
+	FaultNone FaultKind = iota
+	// FaultStatus answers with Fault.Status and an OCI error body, without
+	// asking the registry.
+	FaultStatus
+	// FaultStall sends Fault.AfterBytes body bytes and then nothing,
+	// holding the connection open until the client goes away or the proxy
+	// closes; AfterBytes 0 stalls right after the headers.
+	FaultStall
+	// FaultCut sends Fault.AfterBytes body bytes and then closes the
+	// connection: the client sees a body shorter than its Content-Length.
+	FaultCut
+	// FaultDelay holds the request Fault.Delay before it asks the
+	// registry, then passes it through: a slow first byte.
+	FaultDelay
+)
+
+func (k FaultKind) String() string {
+	switch k {
+	case FaultStatus:
+		return "status"
+	case FaultStall:
+		return "stall"
+	case FaultCut:
+		return "cut"
+	case FaultDelay:
+		return "delay"
+	}
+	return "none"
+}
+
+// Fault is a misbehaviour switched on and off while the proxy runs
+// (SetFault), applied to the blob GETs that match it. Manifests pass unless
+// Manifests is set, so a pull resolves and then meets the fault on its
+// blobs: mid-pull.
+type Fault struct {
+	Kind FaultKind
+	// Status and RetryAfter (seconds, "" for none) for FaultStatus, e.g.
+	// 500, or 429 with "1".
+	Status     int
+	RetryAfter string
+	// AfterBytes is where FaultStall and FaultCut strike in the body.
+	AfterBytes int64
+	// Delay is FaultDelay's wait.
+	Delay time.Duration
+	// UserAgentPrefix limits the fault to clients whose User-Agent starts
+	// with it ("shoal/"): a registry that misbehaves towards the mirror
+	// while containerd's own fallback reaches it unharmed. "" is everyone.
+	UserAgentPrefix string
+	// Blob limits the fault to one blob; "" is every blob.
+	Blob digest.Digest
+	// Times limits the fault to the first Times matching requests after
+	// SetFault; 0 is every matching request.
+	Times int
+	// Manifests extends a FaultStatus to manifest requests (HEAD and GET):
+	// a registry that is down as a whole.
+	Manifests bool
 }
 
 // ProxyRequest is one request the proxy forwarded.
@@ -44,8 +116,11 @@ type ProxyRequest struct {
 	Status    int
 	BodyBytes int64 // response body bytes passed to the client
 	Digest    digest.Digest
+	UserAgent string
+	Start     time.Time // when the request arrived
 	Corrupted bool
 	Stalled   bool
+	Fault     FaultKind // the Fault applied, FaultNone for none
 }
 
 // Proxy is an HTTP reverse proxy on 127.0.0.1 in front of a registry, for
@@ -63,6 +138,8 @@ type Proxy struct {
 
 	mu        sync.Mutex
 	requests  []ProxyRequest
+	fault     Fault
+	faultLeft int // matching requests the fault still applies to; -1 unlimited
 	closeOnce sync.Once
 }
 
@@ -76,8 +153,11 @@ func StartProxy(ctx context.Context, target string, cfg ProxyConfig) (*Proxy, er
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("proxy target %q: %v", target, err)
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	addr := cfg.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := listenIn(ctx, cfg.Netns, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -89,6 +169,8 @@ func StartProxy(ctx context.Context, target string, cfg ProxyConfig) (*Proxy, er
 		served:  make(chan struct{}),
 		tr:      http.DefaultTransport.(*http.Transport).Clone(),
 	}
+	p.tr.DialContext = DialerIn(cfg.TargetNetns)
+	p.tr.Proxy = nil
 	if cfg.RateBytesPerSec > 0 {
 		p.limiter = rate.NewLimiter(rate.Limit(cfg.RateBytesPerSec), burst(cfg.RateBytesPerSec))
 	}
@@ -106,7 +188,7 @@ func StartProxy(ctx context.Context, target string, cfg ProxyConfig) (*Proxy, er
 			p.log.Error("proxy serve", "err", err)
 		}
 	}()
-	p.log.Info("proxy listening", "addr", p.Addr())
+	p.log.Info("proxy listening", "addr", p.Addr(), "netns", cfg.Netns)
 	return p, nil
 }
 
@@ -126,6 +208,37 @@ func (p *Proxy) Requests() []ProxyRequest {
 	return append([]ProxyRequest(nil), p.requests...)
 }
 
+// SetFault makes the proxy misbehave as f from now on; Fault{} (or
+// FaultNone) ends it. Requests already under a fault keep it.
+func (p *Proxy) SetFault(f Fault) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fault, p.faultLeft = f, f.Times
+	if f.Times == 0 {
+		p.faultLeft = -1
+	}
+	p.log.Info("fault set", "kind", f.Kind.String(), "status", f.Status, "after_bytes", f.AfterBytes, "user_agent", f.UserAgentPrefix, "times", f.Times)
+}
+
+// takeFault returns the fault r is to meet, counting it against Times.
+func (p *Proxy) takeFault(r *http.Request, d digest.Digest) Fault {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f := p.fault
+	manifest := f.Manifests && f.Kind == FaultStatus && strings.Contains(r.URL.Path, "/manifests/")
+	switch {
+	case manifest && strings.HasPrefix(r.UserAgent(), f.UserAgentPrefix) && p.faultLeft != 0:
+	case f.Kind == FaultNone, p.faultLeft == 0, d == "", r.Method != http.MethodGet,
+		f.Blob != "" && f.Blob != d,
+		!strings.HasPrefix(r.UserAgent(), f.UserAgentPrefix):
+		return Fault{}
+	}
+	if p.faultLeft > 0 {
+		p.faultLeft--
+	}
+	return f
+}
+
 // Close releases stalled requests, closes every connection and waits for
 // the handlers to return. Idempotent.
 func (p *Proxy) Close() error {
@@ -140,29 +253,74 @@ func (p *Proxy) Close() error {
 	return err
 }
 
+// faultKey carries a request's Fault from track to modify.
+type faultKey struct{}
+
 func (p *Proxy) track(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.active.Add(1)
 		defer p.active.Done()
+		start := time.Now()
+		d := blobDigest(r.URL.Path)
+		f := p.takeFault(r, d)
+		switch f.Kind {
+		case FaultStatus:
+			if f.RetryAfter != "" {
+				w.Header().Set("Retry-After", f.RetryAfter)
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(f.Status)
+			body := `{"errors":[{"code":"UNKNOWN","message":"injected fault: status ` + strconv.Itoa(f.Status) + `"}]}`
+			_, _ = io.WriteString(w, body)
+			p.record(ProxyRequest{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Status: f.Status, Digest: d,
+				UserAgent: r.UserAgent(), Start: start, Fault: f.Kind})
+			return
+		case FaultDelay:
+			select {
+			case <-time.After(f.Delay):
+			case <-r.Context().Done():
+			case <-p.closing:
+			}
+		}
+		r = r.WithContext(context.WithValue(r.Context(), faultKey{}, faultAt{f, start}))
 		h.ServeHTTP(w, r)
 	})
+}
+
+type faultAt struct {
+	f     Fault
+	start time.Time
+}
+
+// blobDigest is the digest of a /v2/<name>/blobs/<digest> path, or "".
+func blobDigest(path string) digest.Digest {
+	if i := strings.LastIndex(path, "/blobs/"); i >= 0 {
+		if d, err := digest.Parse(path[i+len("/blobs/"):]); err == nil {
+			return d
+		}
+	}
+	return ""
 }
 
 // modify wraps every response body to count, throttle and damage it.
 func (p *Proxy) modify(resp *http.Response) error {
 	req := resp.Request
-	rec := ProxyRequest{Method: req.Method, Path: req.URL.Path, Query: req.URL.Query(), Status: resp.StatusCode}
-	if i := strings.LastIndex(req.URL.Path, "/blobs/"); i >= 0 {
-		if d, err := digest.Parse(req.URL.Path[i+len("/blobs/"):]); err == nil {
-			rec.Digest = d
-		}
-	}
-	b := &faultBody{p: p, ctx: req.Context(), rc: resp.Body, rec: rec, stallAt: -1}
+	fa, _ := req.Context().Value(faultKey{}).(faultAt)
+	rec := ProxyRequest{Method: req.Method, Path: req.URL.Path, Query: req.URL.Query(), Status: resp.StatusCode,
+		Digest: blobDigest(req.URL.Path), UserAgent: req.UserAgent(), Start: fa.start}
+	b := &faultBody{p: p, ctx: req.Context(), rc: resp.Body, rec: rec, stallAt: -1, cutAt: -1}
 	if req.Method == http.MethodGet && rec.Digest != "" && resp.StatusCode/100 == 2 {
 		b.corrupt = rec.Digest == p.cfg.CorruptBlob
 		if p.cfg.StallAfterBytes > 0 && (p.cfg.StallBlob == "" || p.cfg.StallBlob == rec.Digest) {
 			b.stallAt = p.cfg.StallAfterBytes
 		}
+		switch fa.f.Kind {
+		case FaultStall:
+			b.stallAt = fa.f.AfterBytes
+		case FaultCut:
+			b.cutAt = fa.f.AfterBytes
+		}
+		b.rec.Fault = fa.f.Kind
 	}
 	resp.Body = b
 	return nil
@@ -175,8 +333,13 @@ func (p *Proxy) record(r ProxyRequest) {
 	p.log.Debug("proxied", "method", r.Method, "path", r.Path, "status", r.Status, "bytes", r.BodyBytes, "stalled", r.Stalled)
 }
 
-// errStalled ends a stalled body once the client or the proxy gives up.
-var errStalled = errors.New("proxy: stalled on purpose")
+// errStalled ends a stalled body once the client or the proxy gives up;
+// errCut ends a body cut short. ReverseProxy aborts the connection on
+// either, so the client sees a short body.
+var (
+	errStalled = errors.New("proxy: stalled on purpose")
+	errCut     = errors.New("proxy: body cut on purpose")
+)
 
 type faultBody struct {
 	p       *Proxy
@@ -185,6 +348,7 @@ type faultBody struct {
 	rec     ProxyRequest
 	corrupt bool
 	stallAt int64 // -1: never
+	cutAt   int64 // -1: never
 	once    sync.Once
 }
 
@@ -197,8 +361,14 @@ func (b *faultBody) Read(buf []byte) (int, error) {
 		}
 		return 0, errStalled
 	}
+	if b.cutAt >= 0 && b.rec.BodyBytes >= b.cutAt {
+		return 0, errCut
+	}
 	if b.stallAt >= 0 {
 		buf = buf[:min(int64(len(buf)), b.stallAt-b.rec.BodyBytes)]
+	}
+	if b.cutAt >= 0 {
+		buf = buf[:min(int64(len(buf)), b.cutAt-b.rec.BodyBytes)]
 	}
 	if b.p.limiter != nil {
 		buf = buf[:min(len(buf), b.p.limiter.Burst())]

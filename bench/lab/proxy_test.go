@@ -100,3 +100,121 @@ func TestProxy(t *testing.T) {
 		})
 	}
 }
+
+func TestProxyFaults(t *testing.T) {
+	t.Parallel()
+	const size = 256 << 10
+	target, d, body := blobServer(t, size)
+	tests := []struct {
+		name       string
+		fault      Fault
+		agent      string
+		path       string // "" is the blob
+		requests   int
+		wantStatus []int // per request
+		wantBytes  []int // per request
+		wantErr    []bool
+		wantFault  []FaultKind
+	}{
+		{
+			name: "500 every time", fault: Fault{Kind: FaultStatus, Status: 500}, requests: 2,
+			wantStatus: []int{500, 500}, wantBytes: []int{-1, -1}, wantErr: []bool{false, false}, wantFault: []FaultKind{FaultStatus, FaultStatus},
+		},
+		{
+			name: "429 once", fault: Fault{Kind: FaultStatus, Status: 429, RetryAfter: "1", Times: 1}, requests: 2,
+			wantStatus: []int{429, 200}, wantBytes: []int{-1, size}, wantErr: []bool{false, false}, wantFault: []FaultKind{FaultStatus, FaultNone},
+		},
+		{
+			name: "other user agent passes", fault: Fault{Kind: FaultStatus, Status: 500, UserAgentPrefix: "shoal/"}, agent: "containerd/1.6", requests: 1,
+			wantStatus: []int{200}, wantBytes: []int{size}, wantErr: []bool{false}, wantFault: []FaultKind{FaultNone},
+		},
+		{
+			name: "matching user agent", fault: Fault{Kind: FaultStatus, Status: 500, UserAgentPrefix: "shoal/"}, agent: "shoal/dev", requests: 1,
+			wantStatus: []int{500}, wantBytes: []int{-1}, wantErr: []bool{false}, wantFault: []FaultKind{FaultStatus},
+		},
+		{
+			name: "other blob passes", fault: Fault{Kind: FaultStatus, Status: 500, Blob: digest.FromString("x")}, requests: 1,
+			wantStatus: []int{200}, wantBytes: []int{size}, wantErr: []bool{false}, wantFault: []FaultKind{FaultNone},
+		},
+		{
+			name: "cut once", fault: Fault{Kind: FaultCut, AfterBytes: 100 << 10, Times: 1}, requests: 2,
+			wantStatus: []int{200, 200}, wantBytes: []int{100 << 10, size}, wantErr: []bool{true, false}, wantFault: []FaultKind{FaultCut, FaultNone},
+		},
+		{
+			name: "stall at the headers", fault: Fault{Kind: FaultStall}, requests: 1,
+			wantStatus: []int{200}, wantBytes: []int{0}, wantErr: []bool{true}, wantFault: []FaultKind{FaultStall},
+		},
+		{
+			name: "manifests pass", fault: Fault{Kind: FaultStatus, Status: 503}, path: "/v2/lab/manifests/v1", requests: 1,
+			wantStatus: []int{404}, wantBytes: []int{-1}, wantErr: []bool{false}, wantFault: []FaultKind{FaultNone},
+		},
+		{
+			name: "manifests too", fault: Fault{Kind: FaultStatus, Status: 503, Manifests: true}, path: "/v2/lab/manifests/v1", requests: 1,
+			wantStatus: []int{503}, wantBytes: []int{-1}, wantErr: []bool{false}, wantFault: []FaultKind{FaultStatus},
+		},
+		{
+			name: "delay", fault: Fault{Kind: FaultDelay, Delay: 100 * time.Millisecond}, requests: 1,
+			wantStatus: []int{200}, wantBytes: []int{size}, wantErr: []bool{false}, wantFault: []FaultKind{FaultDelay},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p, err := StartProxy(t.Context(), target, ProxyConfig{Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { closeOrError(t, p.Close) })
+			p.SetFault(tt.fault)
+			c := testClient(t, "")
+			for i := range tt.requests {
+				ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+				path := tt.path
+				if path == "" {
+					path = "/v2/lab/blobs/" + d.String()
+				}
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+path, nil)
+				if tt.agent != "" {
+					req.Header.Set("User-Agent", tt.agent)
+				}
+				start := time.Now()
+				resp, err := c.Do(req)
+				if err != nil {
+					cancel()
+					t.Fatalf("request %d: %v", i, err)
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				cancel()
+				if resp.StatusCode != tt.wantStatus[i] {
+					t.Errorf("request %d: status %d, want %d", i, resp.StatusCode, tt.wantStatus[i])
+				}
+				if tt.fault.Status == 429 && i == 0 && resp.Header.Get("Retry-After") != "1" {
+					t.Errorf("429 without Retry-After: %v", resp.Header)
+				}
+				if (err != nil) != tt.wantErr[i] {
+					t.Errorf("request %d: read error %v, want error %v", i, err, tt.wantErr[i])
+				}
+				if tt.wantBytes[i] >= 0 && len(got) != tt.wantBytes[i] {
+					t.Errorf("request %d: %d bytes, want %d", i, len(got), tt.wantBytes[i])
+				}
+				if tt.wantBytes[i] == size && !bytes.Equal(got, body) {
+					t.Errorf("request %d: body differs", i)
+				}
+				if tt.fault.Kind == FaultDelay && time.Since(start) < tt.fault.Delay {
+					t.Errorf("answered after %v, before the %v delay", time.Since(start), tt.fault.Delay)
+				}
+			}
+			closeOrError(t, p.Close)
+			reqs := p.Requests()
+			if len(reqs) != tt.requests {
+				t.Fatalf("proxy recorded %d requests, want %d: %+v", len(reqs), tt.requests, reqs)
+			}
+			for i, r := range reqs {
+				if r.Fault != tt.wantFault[i] || (tt.path == "" && r.Digest != d) || r.Start.IsZero() {
+					t.Errorf("request %d recorded as %+v, want fault %v", i, r, tt.wantFault[i])
+				}
+			}
+		})
+	}
+}

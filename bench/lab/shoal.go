@@ -34,6 +34,9 @@ type ShoalConfig struct {
 	// Dir is where the daemon's temp dir (data dir and log) is created; ""
 	// is os.TempDir().
 	Dir string
+	// DataDir is the daemon's --data-dir; "" is "data" in the temp dir.
+	// A directory given here is the caller's: Close leaves it.
+	DataDir string
 	// Logger receives lifecycle events; nil discards them.
 	Logger *slog.Logger
 }
@@ -92,7 +95,12 @@ func (s *Shoal) MirrorURL() string { return "http://" + s.cfg.MirrorAddr }
 func (s *Shoal) MetricsURL() string { return "http://" + s.cfg.MetricsAddr }
 
 // DataDir is the daemon's --data-dir.
-func (s *Shoal) DataDir() string { return filepath.Join(s.dir, "data") }
+func (s *Shoal) DataDir() string {
+	if s.cfg.DataDir != "" {
+		return s.cfg.DataDir
+	}
+	return filepath.Join(s.dir, "data")
+}
 
 // LogPath is the file the daemon's stdout and stderr go to.
 func (s *Shoal) LogPath() string { return filepath.Join(s.dir, "shoal.log") }

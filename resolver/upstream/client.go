@@ -168,6 +168,10 @@ func statusError(host string, code int, err error) error {
 		return fmt.Errorf("registry %s: %w", host, errdefs.ErrNotFound)
 	case http.StatusRequestedRangeNotSatisfiable:
 		return fmt.Errorf("registry %s: range not satisfiable: %w", host, errdefs.ErrInvalidArgument)
+	case http.StatusTooManyRequests:
+		// Asking again spends more of shoal's quota; containerd, going
+		// to the registry itself, may have its own.
+		return fmt.Errorf("registry %s is rate limiting shoal (429): %w", host, errdefs.ErrResourceExhausted)
 	}
 	if err == nil {
 		err = fmt.Errorf("status %d", code)
