@@ -60,6 +60,8 @@ func TestBadFlags(t *testing.T) {
 		{"cluster key missing", append(mesh, "--cluster-key-file", filepath.Join(empty, "nope.key")), nil, "--cluster-key-file"},
 		{"cluster key garbage", append(mesh, "--cluster-key-file", badAuth), nil, "--cluster-key-file"},
 		{"p2p protection", append(mesh, "--p2p-protection", "magic"), nil, "--p2p-protection \"magic\""},
+		{"negative upload cap", append(mesh, "--max-upload-mbit", "-5"), nil, "--max-upload-mbit -5"},
+		{"download cap from env", mesh, []string{"SHOAL_MAX_DOWNLOAD_MBIT=-1"}, "--max-download-mbit -1"},
 		{"gossip addr", append(mesh, "--gossip-addr", "nowhere"), nil, "gossip"},
 		{"data dir is a file", []string{"daemon", "--data-dir", badAuth, "--containerd-sock", "", "--metrics-addr", "", "--mirror-addr", "127.0.0.1:0"}, nil, "store"},
 		{"configure: bad mirror", []string{"configure", "containerd", "--hosts-dir", t.TempDir(), "--mirror", "ftp://x", "--containerd-config", ""}, nil, "mirror"},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -54,6 +55,8 @@ type daemonOptions struct {
 	clusterKeyFile string
 	protection     string
 	maxUploads     int
+	maxUploadMbit  float64
+	maxDownMbit    float64
 	rescanInterval time.Duration
 
 	faultCorruptUploads bool
@@ -117,6 +120,8 @@ Metrics, /healthz and /readyz are served on --metrics-addr.`,
 	f.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "the cluster's shared key (shoal keygen); encrypts gossip and admits only members (default none: an OPEN mesh)")
 	f.StringVar(&o.protection, "p2p-protection", "gater", "with a cluster key, how libp2p keeps non-members out: gater (admit member peer IDs only) or psk (private network; a second cipher, about half the throughput)")
 	f.IntVar(&o.maxUploads, "max-uploads", 32, "blob streams this node serves to peers at once; more are told to try another peer")
+	f.Float64Var(&o.maxUploadMbit, "max-upload-mbit", 0, "cap on blob bytes sent to peers in Mbit/s, all streams together; the wire adds a few per cent (default 0: no cap)")
+	f.Float64Var(&o.maxDownMbit, "max-download-mbit", 0, "cap on blob bytes received from peers in Mbit/s, all streams together; registry downloads are not capped (default 0: no cap)")
 	f.DurationVar(&o.rescanInterval, "rescan-interval", time.Minute, "how often the node's content is walked to advertise new blobs (garbage collection emits no event)")
 	f.BoolVar(&o.faultCorruptUploads, "fault-corrupt-uploads", false, "TESTS ONLY: flip a byte in every blob served to peers, to prove they reject it")
 	_ = f.MarkHidden("fault-corrupt-uploads")
@@ -352,6 +357,19 @@ func newMeshNode(o daemonOptions, content p2p.Content, images p2p.ImageSource, p
 	cfg.DataDir = o.dataDir
 	cfg.MaxUploads = o.maxUploads
 	cfg.RescanInterval = o.rescanInterval
+	for _, r := range []struct {
+		flag string
+		mbit float64
+		to   *int64
+	}{{"max-upload-mbit", o.maxUploadMbit, &cfg.MaxUploadRate}, {"max-download-mbit", o.maxDownMbit, &cfg.MaxDownloadRate}} {
+		if r.mbit < 0 || math.IsNaN(r.mbit) || math.IsInf(r.mbit, 0) {
+			return nil, fmt.Errorf("--%s %v: want 0 (no cap) or a positive rate in Mbit/s", r.flag, r.mbit)
+		}
+		*r.to = int64(r.mbit * 1e6 / 8)
+		if r.mbit > 0 && *r.to < 1 {
+			*r.to = 1
+		}
+	}
 	cfg.Protection = p2p.Protection(o.protection)
 	cfg.Logger = log
 	cfg.Metrics = reg
