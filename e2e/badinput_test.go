@@ -56,6 +56,7 @@ func TestBadFlags(t *testing.T) {
 		{"default registry", append(daemon, "--default-registry", "bad host"), nil, "invalid registry host \"bad host\""},
 		{"auth file missing", append(daemon, "--registry-auth-file", filepath.Join(empty, "nope.json")), nil, "registry auth file"},
 		{"auth file garbage", append(daemon, "--registry-auth-file", badAuth), nil, "registry auth file"},
+		{"mirror max requests", append(daemon, "--mirror-max-requests", "0"), nil, "--mirror-max-requests 0"},
 		{"negative timeout", append(daemon, "--miss-timeout", "-1s"), nil, "must not be negative"},
 		{"cluster key missing", append(mesh, "--cluster-key-file", filepath.Join(empty, "nope.key")), nil, "--cluster-key-file"},
 		{"cluster key garbage", append(mesh, "--cluster-key-file", badAuth), nil, "--cluster-key-file"},

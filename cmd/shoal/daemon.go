@@ -43,6 +43,7 @@ type daemonOptions struct {
 	containerdContent  string
 	missTimeout        time.Duration
 	stallTimeout       time.Duration
+	mirrorMaxRequests  int
 	logLevel           string
 	logFormat          string
 
@@ -111,6 +112,7 @@ Metrics, /healthz and /readyz are served on --metrics-addr.`,
 	f.StringVar(&o.containerdContent, "containerd-content-dir", "", "containerd's content directory (e.g. /var/lib/containerd/io.containerd.content.v1.content) for direct reads; empty reads through the socket")
 	f.DurationVar(&o.missTimeout, "miss-timeout", 5*time.Second, "longest a request waits for an upstream source to start answering before shoal answers 404")
 	f.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "a download receiving no byte for this long is abandoned and resumed from the same offset")
+	f.IntVar(&o.mirrorMaxRequests, "mirror-max-requests", 256, "requests from containerd served at once; more are answered 503 at once, so containerd asks the registry instead")
 	f.BoolVar(&o.p2p, "p2p", true, "share blobs with the other nodes' shoal daemons; --p2p=false makes shoal a plain pull-through cache")
 	f.StringVar(&o.nodeName, "node-name", "", "this node's unique name in the mesh (default the host name)")
 	f.StringVar(&o.gossipAddr, "gossip-addr", ":7502", "address of the membership gossip (TCP and UDP)")
@@ -189,6 +191,9 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		listeners = append(listeners, metricsLn)
 	}
 
+	if o.mirrorMaxRequests < 1 {
+		return fmt.Errorf("--mirror-max-requests %d: want at least 1", o.mirrorMaxRequests)
+	}
 	st, err := store.NewFS(o.dataDir, store.Config{MaxBytes: maxBytes, Logger: log.With("component", "store")})
 	if err != nil {
 		return err
@@ -259,6 +264,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	}
 	h, err := mirror.New(res, mirror.Config{
 		DefaultRegistry: o.defaultRegistry,
+		MaxRequests:     o.mirrorMaxRequests,
 		Logger:          log.With("component", "mirror"),
 		Metrics:         reg,
 	})
@@ -266,11 +272,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		return err
 	}
 
-	servers := []*http.Server{{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}}
+	servers := []*http.Server{h.Server()}
 	if metricsLn != nil {
 		servers = append(servers, &http.Server{
 			Handler: opsHandler(reg, &ready, func() daemonStatus {
@@ -282,7 +284,12 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 				}
 				return ds
 			}),
+			// Unlike the mirror's, these answers are small: a whole
+			// exchange may be bounded.
 			ReadHeaderTimeout: 10 * time.Second,
+			WriteTimeout:      time.Minute,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    mirror.MaxHeaderBytes,
 		})
 	}
 
