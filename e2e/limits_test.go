@@ -1,0 +1,199 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/bench/lab"
+)
+
+// txSample is a reading of an interface's transmitted bytes; at is the
+// middle of the read.
+type txSample struct {
+	at time.Time
+	tx int64
+}
+
+// sampleTx reads h's eth0 tx counter every interval until ctx ends.
+func sampleTx(ctx context.Context, h *lab.Host, interval time.Duration) func() ([]txSample, error) {
+	var (
+		mu      sync.Mutex
+		samples []txSample
+		err     error
+		done    = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			before := time.Now()
+			c, cerr := h.Counters(context.WithoutCancel(ctx))
+			after := time.Now()
+			mu.Lock()
+			if cerr != nil && err == nil {
+				err = cerr
+			}
+			if cerr == nil {
+				samples = append(samples, txSample{at: before.Add(after.Sub(before) / 2), tx: c.TxBytes})
+			}
+			mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() ([]txSample, error) {
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return samples, err
+	}
+}
+
+// busiestWindow is the highest rate in bytes per second over any stretch
+// of consecutive samples at least window long.
+func busiestWindow(s []txSample, window time.Duration) (rate float64, from time.Time) {
+	for i := range s {
+		for j := i + 1; j < len(s); j++ {
+			if d := s[j].at.Sub(s[i].at); d >= window {
+				if r := float64(s[j].tx-s[i].tx) / d.Seconds(); r > rate {
+					rate, from = r, s[i].at
+				}
+				break
+			}
+		}
+	}
+	return rate, from
+}
+
+// TestUploadCap is issue 7's Done-when 4: with --max-upload-mbit set, a
+// node's peer upload, measured on its interface, stays within 10% of the
+// cap while its peers still complete their pulls. One node holds a 48 MiB
+// image that no other node and no registry can serve; three nodes pull it
+// at once over 200 Mbit/s links, five times the cap, so only the cap holds
+// the holder back. Its eth0 tx counter is read four times a second; the
+// busiest one-second window must stay at or below 1.10 × the cap, and
+// above half of it (the cap, not a lack of demand, set the pace).
+func TestUploadCap(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	ctx := t.Context()
+	log := testLogger(t)
+	const capMbit, linkMbit = 40.0, 200.0
+	net, err := lab.NewNetwork(ctx, "e2e-cap-"+strconv.Itoa(os.Getpid()%100000), 5, lab.NetworkConfig{
+		Subnet: "10.213.31.0/24", EgressMbit: linkMbit, IngressMbit: linkMbit, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanup(t, net.Close)
+	regHost := net.Hosts[0]
+	reg, err := lab.StartRegistry(ctx, lab.RegistryConfig{Netns: regHost.Netns, Addr: regHost.Addr(5000), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanup(t, reg.Close)
+	im, err := lab.PushImage(ctx, reg.Addr(), "cap/big", "v1", 3, 16<<20, lab.WithTransport(lab.TransportIn(regHost.Netns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	key := writeKey(t)
+	var seeds []string
+	for _, h := range net.Hosts[1:] {
+		seeds = append(seeds, h.IP.String()+":7502")
+	}
+	nodes := make([]*meshNode, 5) // 1 holds the image, capped; 2-4 pull
+	var wg sync.WaitGroup
+	for i := 1; i <= 4; i++ {
+		flavor := lab.Flavor16
+		if i%2 == 0 {
+			flavor = lab.Flavor2
+		}
+		var extra []string
+		if i == 1 {
+			extra = []string{"--max-upload-mbit", strconv.FormatFloat(capMbit, 'f', -1, 64)}
+		}
+		wg.Go(func() {
+			nodes[i] = startMeshNode(t, fmt.Sprintf("node%d", i), net.Hosts[i], flavor, reg.Addr(), seeds, key, extra...)
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	holder, pullers := nodes[1], nodes[2:]
+	waitFor(t, "mesh converges", 30*time.Second, func() error {
+		for _, n := range nodes[1:] {
+			if got := n.status(t).LiveMembers; got != 4 {
+				return fmt.Errorf("%s sees %d live members", n.name, got)
+			}
+		}
+		return nil
+	})
+	ref := reg.Addr() + "/" + im.Repo + ":" + im.Tag
+	// Straight from the registry, not through shoal: no other node's shoal
+	// holds a copy.
+	if out, err := holder.ctrd.Ctr(ctx, "images", "pull", "--plain-http", ref); err != nil {
+		t.Fatalf("%s direct pull: %v\n%s", holder.name, err, out)
+	}
+	waitProvided(t, holder, len(im.Blobs())+1)
+	reg.Stop()
+
+	servedBefore := holder.status(t).BytesServed
+	sctx, stopSampling := context.WithCancel(ctx)
+	samples := sampleTx(sctx, holder.host, 250*time.Millisecond)
+	start := time.Now()
+	errs := make([]error, len(pullers))
+	for i, n := range pullers {
+		wg.Go(func() { errs[i] = n.ctrd.CtrPull(ctx, ref) })
+	}
+	wg.Wait()
+	took := time.Since(start)
+	stopSampling()
+	s, err := samples()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("%s pull from the capped holder: %v", pullers[i].name, err)
+		}
+	}
+	for _, n := range pullers {
+		verifyContent(t, n.ctrd.ContentDir())
+		if ok, err := n.ctrd.HasImage(ctx, ref); err != nil || !ok {
+			t.Errorf("%s has the image: %v %v", n.name, ok, err)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	capBytes := capMbit * 1e6 / 8
+	served := holder.status(t).BytesServed - servedBefore
+	peak, at := busiestWindow(s, time.Second)
+	first, last := s[0], s[len(s)-1]
+	avg := float64(last.tx-first.tx) / last.at.Sub(first.at).Seconds()
+	t.Logf("cap %.0f Mbit/s: %s served %d blob bytes (%.2f × the image) while 3 peers pulled for %v; "+
+		"eth0 tx: busiest 1 s window %.1f Mbit/s (%.3f × the cap, at +%v), average %.1f Mbit/s over %d samples",
+		capMbit, holder.name, served, float64(served)/float64(im.Size), took.Round(time.Millisecond),
+		peak*8/1e6, peak/capBytes, at.Sub(start).Round(time.Millisecond), avg*8/1e6, len(s))
+	if peak > 1.10*capBytes {
+		t.Errorf("busiest 1 s window %.1f Mbit/s on %s's interface is %.3f × the %.0f Mbit/s cap, want at most 1.10 ×",
+			peak*8/1e6, holder.name, peak/capBytes, capMbit)
+	}
+	if peak < 0.5*capBytes {
+		t.Errorf("busiest 1 s window %.1f Mbit/s is under half the cap: the test did not load the holder", peak*8/1e6)
+	}
+	if layers := im.Size - im.ManifestSize - im.ConfigSize; served < layers {
+		t.Errorf("%s served %d bytes to peers, less than the %d bytes of layers: the pulls did not go through it", holder.name, served, layers)
+	}
+}
