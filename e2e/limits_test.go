@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -195,5 +196,56 @@ func TestUploadCap(t *testing.T) {
 	}
 	if layers := im.Size - im.ManifestSize - im.ConfigSize; served < layers {
 		t.Errorf("%s served %d bytes to peers, less than the %d bytes of layers: the pulls did not go through it", holder.name, served, layers)
+	}
+}
+
+// TestMirrorRequestCap: a mirror at its --mirror-max-requests answers 503
+// at once, and containerd (1.6 and 2.4) takes the blob from the registry
+// instead: the pull succeeds, and the registry's log shows containerd's
+// own requests beside shoal's. A slow path to the registry keeps each of
+// shoal's downloads in flight long enough for containerd's three parallel
+// blob requests to meet the cap of one.
+func TestMirrorRequestCap(t *testing.T) {
+	t.Parallel()
+	for _, flavor := range flavors {
+		t.Run(string(flavor), func(t *testing.T) {
+			t.Parallel()
+			requireRoot(t)
+			ctx := t.Context()
+			reg, im := registryWith(t, "e2e/capped", 6, 4<<20)
+			p, err := lab.StartProxy(ctx, reg.Addr(), lab.ProxyConfig{RateBytesPerSec: 8 << 20, Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cleanup(t, p.Close)
+			n := startNode(t, flavor, p.Addr(), "--mirror-max-requests", "1")
+			ref := p.Addr() + "/" + im.Repo + ":" + im.Tag
+			if err := n.ctrd.CtrPull(ctx, ref); err != nil {
+				t.Fatalf("pull through a mirror at its request cap: %v\n%s", err, tailFile(n.ctrd.LogPath(), 20))
+			}
+			if ok, err := n.ctrd.HasImage(ctx, ref); err != nil || !ok {
+				t.Fatalf("image present: %v %v", ok, err)
+			}
+			verifyContent(t, n.ctrd.ContentDir())
+			rejected := metric(t, ctx, n.shoal, "shoal_mirror_requests_rejected_total", nil)
+			answered503 := metric(t, ctx, n.shoal, "shoal_mirror_requests_total", map[string]string{"code": "503"})
+			if rejected < 1 || answered503 != rejected {
+				t.Fatalf("shoal rejected %v requests and answered %v with 503; want at least one, the same", rejected, answered503)
+			}
+			reqs, err := reg.Requests()
+			if err != nil {
+				t.Fatal(err)
+			}
+			direct := 0
+			for _, q := range reqs {
+				if q.Blob && q.Method == "GET" && !strings.HasPrefix(q.UserAgent, "shoal/") {
+					direct++
+				}
+			}
+			if direct == 0 {
+				t.Fatalf("shoal turned %v requests away, yet containerd fetched no blob from the registry itself", rejected)
+			}
+			t.Logf("containerd %s: %v requests answered 503 at the cap; containerd fetched %d blobs from the registry instead", flavor, rejected, direct)
+		})
 	}
 }
