@@ -125,7 +125,9 @@ func TestSoak(t *testing.T) {
 			flavor = lab.Flavor2
 		}
 		wg.Go(func() {
-			nodes[i] = startSoakNode(t, bin, fmt.Sprintf("node%d", i+1), net.Hosts[i+1], flavor, reg.Addr(), seeds, key)
+			nodes[i] = startMeshNodeBin(t, bin, fmt.Sprintf("node%d", i+1), net.Hosts[i+1], flavor, reg.Addr(), seeds, key,
+				// Less than the images' layers together: the store keeps evicting.
+				"--store-max-bytes", "24MiB", "--log-level", "warn")
 		})
 	}
 	wg.Wait()
@@ -311,50 +313,6 @@ func thin(s []procSample, n int) []procSample {
 		out = append(out, s[i*(len(s)-1)/(n-1)])
 	}
 	return out
-}
-
-// startSoakNode starts containerd and the shoal binary bin in host h.
-func startSoakNode(t *testing.T, bin, name string, h *lab.Host, flavor lab.Flavor, registry string, seeds []string, keyFile string) *meshNode {
-	t.Helper()
-	ctx := t.Context()
-	log := testLogger(t)
-	c, err := lab.StartContainerd(ctx, lab.ContainerdConfig{Flavor: flavor, Netns: h.Netns, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cleanup(t, c.Close)
-	ip := h.IP.String()
-	args := []string{
-		"--node-name", name,
-		"--containerd-sock", c.Socket(),
-		"--containerd-content-dir", c.ContentDir(),
-		"--insecure-registry", registry,
-		"--gossip-addr", ip + ":7502",
-		"--p2p-addr", ip + ":7501",
-		"--advertise-ip", ip,
-		"--join", strings.Join(seeds, ","),
-		"--cluster-key-file", keyFile,
-		"--rescan-interval", "2s",
-		// Less than the images' layers together: the store keeps evicting.
-		"--store-max-bytes", "24MiB",
-		"--log-level", "warn",
-	}
-	s, err := lab.StartShoal(ctx, lab.ShoalConfig{Binary: bin, Netns: h.Netns, MirrorAddr: "127.0.0.1:7500", MetricsAddr: "127.0.0.1:7503", Args: args, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cleanup(t, func() error {
-		if t.Failed() {
-			t.Logf("%s shoal log:\n%s", name, tailFile(s.LogPath(), 30))
-		}
-		return s.Close()
-	})
-	out, err := exec.CommandContext(ctx, bin, "configure", "containerd", "--hosts-dir", c.HostsDir(), "--mirror", "http://127.0.0.1:7500",
-		"--registry", "http://"+registry, "--containerd-config", c.ConfigPath()).CombinedOutput()
-	if err != nil {
-		t.Fatalf("configure %s: %v\n%s", name, err, out)
-	}
-	return &meshNode{name: name, host: h, ctrd: c, shoal: s, args: args, owner: t}
 }
 
 // pushSoakImages pushes n images, each of three uncompressed layers: one
