@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -282,9 +283,10 @@ func TestBadImageRequests(t *testing.T) {
 		{"name over 512 bytes", append([]byte{0x02, 0x01}, bytes.Repeat([]byte("n"), 513)...), false, "exceeds"},
 		{"huge length", []byte{0xff, 0xff, 'x'}, false, "exceeds"},
 		{"empty name", []byte{0, 0}, false, "empty name"},
-		// The node gives up on the stream at its request timeout: reading
-		// and answering share one deadline, so the answer is a reset.
-		{"stalled mid-frame", []byte{0x00, 0x40, 'a'}, true, "reset"},
+		// The node gives up on the stream at its request timeout. Reading
+		// and answering share that deadline, so the answer that follows
+		// may or may not make it out before the stream is reset.
+		{"stalled mid-frame", []byte{0x00, 0x40, 'a'}, true, "bad request"},
 		{"unknown image", append([]byte{0, 10}, "reg/app:v1"...), false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -304,13 +306,11 @@ func TestBadImageRequests(t *testing.T) {
 			}
 			var lb [2]byte
 			if _, err := io.ReadFull(s, lb[:]); err != nil {
-				if tc.stall && strings.Contains(err.Error(), tc.want) {
-					return
+				var ne interface{ Timeout() bool }
+				if tc.stall && !(errors.As(err, &ne) && ne.Timeout()) {
+					return // reset by the node, well before this test's deadline
 				}
 				t.Fatalf("no answer: %v", err)
-			}
-			if tc.stall {
-				t.Fatalf("a stalled request got an answer, want the stream reset")
 			}
 			n := int(binary.BigEndian.Uint16(lb[:]))
 			if n > 4096 {

@@ -130,26 +130,28 @@ func (zeros) Read(p []byte) (int, error) {
 }
 
 // TestBandwidthShared: two streams under one cap share it; together they
-// move no faster than the cap.
+// move no faster than the cap. Their writes interleave in one goroutine:
+// the fake clock adds up sleeps, so sleeps that would overlap in real time
+// cannot be run concurrently on it.
 func TestBandwidthShared(t *testing.T) {
 	t.Parallel()
 	clk := &fakeClock{now: time.Unix(0, 0)}
-	const rate, each = 1_000_000, 4 << 20
+	const rate, each, chunk = 1_000_000, 4 << 20, 64 << 10
 	b := newBandwidth(rate, clk)
+	w1, w2 := b.writer(t.Context(), io.Discard), b.writer(t.Context(), io.Discard)
 	start := clk.Now()
-	var wg sync.WaitGroup
-	for range 2 {
-		wg.Go(func() {
-			w := b.writer(t.Context(), io.Discard)
-			if _, err := io.Copy(w, io.LimitReader(zeros{}, each)); err != nil {
-				t.Error(err)
+	buf := make([]byte, chunk)
+	for moved := 0; moved < each; moved += chunk {
+		for _, w := range []io.Writer{w1, w2} {
+			if _, err := w.Write(buf); err != nil {
+				t.Fatal(err)
 			}
-		})
+		}
 	}
-	wg.Wait()
 	floor := time.Duration(float64(2*each-b.burst) / rate * float64(time.Second))
-	if took := clk.elapsed(start); took < floor-time.Millisecond {
-		t.Errorf("two streams moved %d bytes in %v of clock time, want at least %v", 2*each, took, floor)
+	ceil := time.Duration(float64(2*each) / rate * float64(time.Second))
+	if took := clk.elapsed(start); took < floor-time.Millisecond || took > ceil+time.Millisecond {
+		t.Errorf("two streams moved %d bytes in %v of clock time, want between %v and %v", 2*each, took, floor, ceil)
 	}
 }
 
