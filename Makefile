@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
 
-.PHONY: help build test unit e2e e2e-faults lint bench bench-real deps fmt manifests fuzz fuzz-report
+.PHONY: help build test unit e2e e2e-faults lint bench bench-real deps fmt manifests fuzz fuzz-report soak
 
 help: ## show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,10 @@ lint: ## gofmt, go vet and go mod tidy checks
 
 manifests: ## regenerate deploy/kubernetes from the Helm chart (go generate ./deploy)
 	$(GO) generate ./deploy
+
+SOAK ?= 10m
+soak: ## run the soak for SOAK (default 10m): three nodes pull, remove and pull 12 images; memory, goroutines and fds must stay flat, no pull may fail (root)
+	$(GO) test -count=1 -timeout 3h -run '^TestSoak$$' -v ./e2e/ -args -soak $(SOAK)
 
 FUZZTIME     ?= 1m
 FUZZPARALLEL ?= 1

@@ -68,6 +68,12 @@ func (n *meshNode) metric(t *testing.T, name string, match map[string]string) fl
 // startMeshNode starts containerd and shoal in host h, joined to seed.
 func startMeshNode(t *testing.T, name string, h *lab.Host, flavor lab.Flavor, registry string, seeds []string, keyFile string, extra ...string) *meshNode {
 	t.Helper()
+	return startMeshNodeBin(t, shoalBin, name, h, flavor, registry, seeds, keyFile, extra...)
+}
+
+// startMeshNodeBin is startMeshNode with the shoal binary bin.
+func startMeshNodeBin(t *testing.T, bin, name string, h *lab.Host, flavor lab.Flavor, registry string, seeds []string, keyFile string, extra ...string) *meshNode {
+	t.Helper()
 	ctx := t.Context()
 	log := testLogger(t)
 	c, err := lab.StartContainerd(ctx, lab.ContainerdConfig{Flavor: flavor, Netns: h.Netns, Logger: log})
@@ -90,7 +96,7 @@ func startMeshNode(t *testing.T, name string, h *lab.Host, flavor lab.Flavor, re
 		"--stall-timeout", "3s",
 		"--rescan-interval", "2s",
 	}, extra...)
-	s, err := lab.StartShoal(ctx, lab.ShoalConfig{Binary: shoalBin, Netns: h.Netns, MirrorAddr: "127.0.0.1:7500", MetricsAddr: "127.0.0.1:7503", Args: args, Logger: log})
+	s, err := lab.StartShoal(ctx, lab.ShoalConfig{Binary: bin, Netns: h.Netns, MirrorAddr: "127.0.0.1:7500", MetricsAddr: "127.0.0.1:7503", Args: args, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ const (
 	codeRangeInvalid    = "RANGE_INVALID"
 	codeSizeInvalid     = "SIZE_INVALID"
 	codeTagInvalid      = "TAG_INVALID"
+	codeTooManyRequests = "TOOMANYREQUESTS"
 )
 
 type ociError struct {

@@ -6,6 +6,8 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	served   *prometheus.CounterVec
+	inflight prometheus.Gauge
+	rejected prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -23,9 +25,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_served_bytes_total",
 			Help: "Bytes of manifests and blobs sent to containerd, by source (containerd, store, upstream, peer).",
 		}, []string{"source"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_mirror_requests_inflight",
+			Help: "Requests from containerd being served now, blob bodies still streaming included.",
+		}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_mirror_requests_rejected_total",
+			Help: "Requests answered 503 at once because --mirror-max-requests were in flight.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.served)
+		reg.MustRegister(m.requests, m.duration, m.served, m.inflight, m.rejected)
 	}
 	return m
 }

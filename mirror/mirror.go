@@ -44,17 +44,39 @@ type Config struct {
 	// is a clean 404 that containerd falls back from). containerd 2.x
 	// abandons a mirror whose headers take 30 s. Default 20s.
 	HeaderWait time.Duration
+	// MaxRequests caps the requests served at once, blob bodies still
+	// streaming included. Past it a request is answered at once with 503
+	// Service Unavailable (code TOOMANYREQUESTS): containerd 1.6 to 2.x
+	// takes any status >= 400 from a mirror as a miss and asks the next
+	// host (the registry) without retrying the mirror, whereas a 429 would
+	// be retried against the mirror, up to five times without a pause.
+	// Zero means 256: containerd fetches three blobs at a time per image,
+	// so that is dozens of concurrent pulls. Each request in flight holds
+	// a goroutine, a buffer and often an open file.
+	MaxRequests int
+	// ReadHeaderTimeout bounds reading a request's line and headers, so a
+	// client that connects and trickles bytes cannot hold a connection.
+	// Zero means 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that carries no request
+	// for this long. Zero means 2m.
+	IdleTimeout time.Duration
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 	// Metrics receives the mirror's metrics; nil skips them.
 	Metrics prometheus.Registerer
 }
 
+// MaxHeaderBytes bounds a request's line and headers; containerd sends a
+// few hundred bytes. Larger requests are answered 431.
+const MaxHeaderBytes = 64 << 10
+
 // Handler serves the pull API.
 type Handler struct {
-	cfg Config
-	res Resolver
-	m   *metrics
+	cfg   Config
+	res   Resolver
+	m     *metrics
+	slots chan struct{} // one per request in flight
 }
 
 // New returns a handler that answers from res.
@@ -74,7 +96,36 @@ func New(res Resolver, cfg Config) (*Handler, error) {
 	if cfg.HeaderWait <= 0 {
 		cfg.HeaderWait = 20 * time.Second
 	}
-	return &Handler{cfg: cfg, res: res, m: newMetrics(cfg.Metrics)}, nil
+	if cfg.MaxRequests < 0 || cfg.ReadHeaderTimeout < 0 || cfg.IdleTimeout < 0 {
+		return nil, errors.New("mirror: max requests and timeouts must not be negative")
+	}
+	if cfg.MaxRequests == 0 {
+		cfg.MaxRequests = 256
+	}
+	if cfg.ReadHeaderTimeout == 0 {
+		cfg.ReadHeaderTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 2 * time.Minute
+	}
+	return &Handler{cfg: cfg, res: res, m: newMetrics(cfg.Metrics), slots: make(chan struct{}, cfg.MaxRequests)}, nil
+}
+
+// Server returns an HTTP server for h with the limits a mirror needs
+// against slow or greedy clients. It sets no ReadTimeout or WriteTimeout:
+// those bound a whole exchange, body included, and would cut a large
+// layer that streams for minutes on a slow link, which containerd must
+// then resume. Stalls are bounded instead where they happen: headers by
+// ReadHeaderTimeout, idle connections by IdleTimeout, and a blob whose
+// source stops sending by the resolver's stall timeout, which cuts the
+// response so that containerd resumes elsewhere.
+func (h *Handler) Server() *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: h.cfg.ReadHeaderTimeout,
+		IdleTimeout:       h.cfg.IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+	}
 }
 
 const (
@@ -88,6 +139,21 @@ const (
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	select {
+	case h.slots <- struct{}{}:
+		defer func() { <-h.slots }()
+	default:
+		// Never queue: a request that waited here would be a stall to
+		// containerd, while an error sends it to the registry at once.
+		rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		writeError(rec, r, http.StatusServiceUnavailable, codeTooManyRequests,
+			fmt.Sprintf("shoal is serving %d requests, its cap (--mirror-max-requests); ask the next host", h.cfg.MaxRequests))
+		h.m.requests.WithLabelValues(kindOther, r.Method, strconv.Itoa(rec.status)).Inc()
+		h.m.rejected.Inc()
+		return
+	}
+	h.m.inflight.Inc()
+	defer h.m.inflight.Dec()
 	kind := h.serve(rec, r)
 	h.m.requests.WithLabelValues(kind, r.Method, strconv.Itoa(rec.status)).Inc()
 	h.m.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -255,3 +257,79 @@ func (rawMeta) NotifyMsg([]byte)                {}
 func (rawMeta) GetBroadcasts(int, int) [][]byte { return nil }
 func (rawMeta) LocalState(bool) []byte          { return nil }
 func (rawMeta) MergeRemoteState([]byte, bool)   {}
+
+// TestBadImageRequests sends oversized and malformed image-name questions
+// straight to a node: each gets a "bad request" answer, and the node still
+// answers a good one.
+func TestBadImageRequests(t *testing.T) {
+	t.Parallel()
+	c := p2ptest.Start(t, 1, p2ptest.Options{
+		Config: func(i int, cfg *p2p.Config) {
+			cfg.Timing.RequestTimeout = 500 * time.Millisecond
+			cfg.Images = images{}
+		},
+	})
+	server := c.Nodes[0]
+	h := rawHost(t)
+	if err := h.Connect(t.Context(), peer.AddrInfo{ID: server.ID(), Addrs: server.Status().Addrs}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		send  []byte
+		stall bool
+		want  string // a fragment of the answer's error; "" for a clean miss
+	}{
+		{"name over 512 bytes", append([]byte{0x02, 0x01}, bytes.Repeat([]byte("n"), 513)...), false, "exceeds"},
+		{"huge length", []byte{0xff, 0xff, 'x'}, false, "exceeds"},
+		{"empty name", []byte{0, 0}, false, "empty name"},
+		// The node gives up on the stream at its request timeout. Reading
+		// and answering share that deadline, so the answer that follows
+		// may or may not make it out before the stream is reset.
+		{"stalled mid-frame", []byte{0x00, 0x40, 'a'}, true, "bad request"},
+		{"unknown image", append([]byte{0, 10}, "reg/app:v1"...), false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			s, err := h.NewStream(ctx, server.ID(), p2p.ImageProtocolID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Reset()
+			_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := s.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.stall {
+				_ = s.CloseWrite()
+			}
+			var lb [2]byte
+			if _, err := io.ReadFull(s, lb[:]); err != nil {
+				var ne interface{ Timeout() bool }
+				if tc.stall && !(errors.As(err, &ne) && ne.Timeout()) {
+					return // reset by the node, well before this test's deadline
+				}
+				t.Fatalf("no answer: %v", err)
+			}
+			n := int(binary.BigEndian.Uint16(lb[:]))
+			if n > 4096 {
+				t.Fatalf("answer of %d bytes, over the protocol's 4096", n)
+			}
+			b := make([]byte, n)
+			if _, err := io.ReadFull(s, b); err != nil {
+				t.Fatal(err)
+			}
+			var ans struct {
+				Found bool   `json:"found"`
+				Error string `json:"error"`
+			}
+			if err := json.Unmarshal(b, &ans); err != nil {
+				t.Fatalf("answer %q: %v", b, err)
+			}
+			if ans.Found || !strings.Contains(ans.Error, tc.want) || (tc.want == "") != (ans.Error == "") {
+				t.Errorf("answer %q, want an error containing %q", b, tc.want)
+			}
+		})
+	}
+}

@@ -108,6 +108,19 @@ type Config struct {
 	// instead of splitting it among many copies of a few.
 	MaxUploadsPerBlob int
 
+	// MaxUploadRate caps the blob bytes per second this node sends to
+	// peers, over all its upload streams together; MaxDownloadRate caps
+	// what it receives from peers. Zero means no cap. The cap counts blob
+	// bytes; the wire carries a few per cent more (libp2p framing and
+	// encryption, TCP/IP headers). Bursts are 20 ms worth of bytes, so
+	// the cap holds over any window of a second or more. A capped upload
+	// serves each stream more slowly rather than fewer streams: with many
+	// downloaders, lower MaxUploads as well, so that they sooner fetch
+	// from the nodes they already fed. Gossip, DHT and image-name traffic
+	// are small and not capped.
+	MaxUploadRate   int64
+	MaxDownloadRate int64
+
 	// RescanInterval is how often Content.Walk is called to provide new
 	// blobs and forget the ones that disappeared (containerd's garbage
 	// collection emits no event). Zero means one minute. Shorter finds
@@ -300,6 +313,9 @@ func (c *Config) fill() error {
 	}
 	if c.MaxUploads < 0 || c.MaxUploadsPerBlob < 0 || c.ProvideConcurrency < 0 {
 		errs = append(errs, errors.New("max uploads and provide concurrency must not be negative"))
+	}
+	if c.MaxUploadRate < 0 || c.MaxDownloadRate < 0 {
+		errs = append(errs, errors.New("upload and download rates must not be negative (zero means no cap)"))
 	}
 	if c.RescanInterval < 0 || c.ProvideTTL < 0 || c.AvoidFor < 0 {
 		errs = append(errs, errors.New("rescan interval, provide TTL and avoid duration must not be negative"))

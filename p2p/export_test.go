@@ -27,3 +27,7 @@ func ReadHeader(r io.Reader) (status string, size int64, msg string, err error) 
 
 // Host is n's libp2p host, for benchmarks against a bare stream.
 func Host(n *Node) host.Host { return n.host }
+
+// Burst is the burst of a bandwidth cap of bytesPerSec: the most a capped
+// transfer moves ahead of the rate.
+func Burst(bytesPerSec int64) int { return newBandwidth(bytesPerSec, realClock{}).burst }

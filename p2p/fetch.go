@@ -153,6 +153,7 @@ func (r *fetchReader) Read(b []byte) (int, error) {
 	if int64(len(b)) > r.remain {
 		b = b[:r.remain]
 	}
+	b = b[:r.n.download.readLimit(len(b))]
 	if now := time.Now(); now.Sub(r.setAt) > r.idle/8 {
 		_ = r.s.SetReadDeadline(now.Add(r.idle))
 		r.setAt = now
@@ -163,6 +164,11 @@ func (r *fetchReader) Read(b []byte) (int, error) {
 		r.st.fetched.Add(int64(k))
 		r.n.stats.fetched.Add(int64(k))
 		r.n.metrics.fetched.Add(float64(k))
+		// Paid after the bytes arrived: the sender is held back by the
+		// stream's flow control while this reader waits.
+		if werr := r.n.download.paid(r.ctx, k); werr != nil && err == nil {
+			err = werr
+		}
 	}
 	switch {
 	case err == nil:

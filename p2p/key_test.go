@@ -73,6 +73,8 @@ func TestNewRejects(t *testing.T) {
 		{"named p2p host", func(c *p2p.Config) { c.P2PAddr = "localhost:0" }},
 		{"bad advertise IP", func(c *p2p.Config) { c.AdvertiseIP = "example.com" }},
 		{"negative uploads", func(c *p2p.Config) { c.MaxUploads = -1 }},
+		{"negative upload rate", func(c *p2p.Config) { c.MaxUploadRate = -1 }},
+		{"negative download rate", func(c *p2p.Config) { c.MaxDownloadRate = -1 }},
 		{"negative timing", func(c *p2p.Config) { c.Timing.IdleTimeout = -1 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -61,6 +61,9 @@ type Node struct {
 
 	uploads chan struct{} // upload slots
 
+	// upload and download cap peer traffic; nil when uncapped.
+	upload, download *bandwidth
+
 	blobUploadsMu sync.Mutex
 	blobUploads   map[digest.Digest]int // streams being served, by blob
 	stats         *stats
@@ -113,15 +116,17 @@ func New(cfg Config, content Content) (*Node, error) {
 		return nil, fmt.Errorf("p2p: metrics: %w", err)
 	}
 	n := &Node{
-		cfg:     cfg,
-		content: content,
-		log:     logger,
-		metrics: m,
-		id:      id,
-		members: newMembers(id, logger),
-		uploads: make(chan struct{}, cfg.MaxUploads),
-		stats:   newStats(),
-		adv:     newAdvertiser(),
+		cfg:      cfg,
+		content:  content,
+		log:      logger,
+		metrics:  m,
+		id:       id,
+		members:  newMembers(id, logger),
+		uploads:  make(chan struct{}, cfg.MaxUploads),
+		upload:   newBandwidth(cfg.MaxUploadRate, realClock{}),
+		download: newBandwidth(cfg.MaxDownloadRate, realClock{}),
+		stats:    newStats(),
+		adv:      newAdvertiser(),
 	}
 	n.life, n.stop = context.WithCancel(context.Background())
 	if cfg.ClusterKey != nil {

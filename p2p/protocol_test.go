@@ -249,3 +249,27 @@ func TestDeriveKey(t *testing.T) {
 		t.Errorf("derivation is not deterministic")
 	}
 }
+
+// TestFrameLimits: the image protocol's frames are refused past their
+// limits on both sides, before anything that size is read or sent.
+func TestFrameLimits(t *testing.T) {
+	t.Parallel()
+	for _, limit := range []int{maxImageName, maxImageAnswer} {
+		var buf bytes.Buffer
+		if err := writeFrame(&buf, make([]byte, limit+1), limit); err == nil || buf.Len() != 0 {
+			t.Errorf("writeFrame sent %d bytes of a frame over %d: %v", buf.Len(), limit, err)
+		}
+		if err := writeFrame(&buf, make([]byte, limit), limit); err != nil {
+			t.Fatalf("frame of exactly %d: %v", limit, err)
+		}
+		if b, err := readFrame(&buf, limit); err != nil || len(b) != limit {
+			t.Fatalf("read back %d bytes: %v", len(b), err)
+		}
+		// A length past the limit is refused on the length alone: the
+		// reader never waits for, or allocates, the body.
+		over := []byte{byte((limit + 1) >> 8), byte(limit + 1)}
+		if _, err := readFrame(bytes.NewReader(over), limit); err == nil || !strings.Contains(err.Error(), "exceeds") {
+			t.Errorf("frame length %d over a limit of %d: %v", limit+1, limit, err)
+		}
+	}
+}

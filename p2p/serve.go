@@ -100,7 +100,10 @@ func (n *Node) handleStream(s network.Stream) {
 		return
 	}
 	st := n.stats.peer(remote)
-	sent, err := n.copyBlob(w, io.NewSectionReader(blob, req.off, size-req.off), st)
+	// The cap sits outside the deadline: a stream waiting for its turn
+	// under the cap has written nothing, and its deadline moves forward
+	// with its next write.
+	sent, err := n.copyBlob(n.upload.writer(n.life, w), io.NewSectionReader(blob, req.off, size-req.off), st)
 	if err != nil {
 		n.metrics.uploads.WithLabelValues("error").Inc()
 		n.log.Debug("upload cut", "peer", remote, "digest", req.dgst, "offset", req.off, "bytes", sent, "error", err)

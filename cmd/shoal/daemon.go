@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -43,6 +44,7 @@ type daemonOptions struct {
 	containerdContent  string
 	missTimeout        time.Duration
 	stallTimeout       time.Duration
+	mirrorMaxRequests  int
 	logLevel           string
 	logFormat          string
 
@@ -55,6 +57,8 @@ type daemonOptions struct {
 	clusterKeyFile string
 	protection     string
 	maxUploads     int
+	maxUploadMbit  float64
+	maxDownMbit    float64
 	rescanInterval time.Duration
 
 	faultCorruptUploads bool
@@ -110,6 +114,7 @@ Metrics, /healthz and /readyz are served on --metrics-addr.`,
 	f.StringVar(&o.containerdContent, "containerd-content-dir", "", "containerd's content directory (e.g. /var/lib/containerd/io.containerd.content.v1.content) for direct reads; empty reads through the socket")
 	f.DurationVar(&o.missTimeout, "miss-timeout", 5*time.Second, "longest a request waits for an upstream source to start answering before shoal answers 404")
 	f.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "a download receiving no byte for this long is abandoned and resumed from the same offset")
+	f.IntVar(&o.mirrorMaxRequests, "mirror-max-requests", 256, "requests from containerd served at once; more are answered 503 at once, so containerd asks the registry instead")
 	f.BoolVar(&o.p2p, "p2p", true, "share blobs with the other nodes' shoal daemons; --p2p=false makes shoal a plain pull-through cache")
 	f.StringVar(&o.nodeName, "node-name", "", "this node's unique name in the mesh (default the host name)")
 	f.StringVar(&o.gossipAddr, "gossip-addr", ":7502", "address of the membership gossip (TCP and UDP)")
@@ -119,6 +124,8 @@ Metrics, /healthz and /readyz are served on --metrics-addr.`,
 	f.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "the cluster's shared key (shoal keygen); encrypts gossip and admits only members (default none: an OPEN mesh)")
 	f.StringVar(&o.protection, "p2p-protection", "gater", "with a cluster key, how libp2p keeps non-members out: gater (admit member peer IDs only) or psk (private network; a second cipher, about half the throughput)")
 	f.IntVar(&o.maxUploads, "max-uploads", 32, "blob streams this node serves to peers at once; more are told to try another peer")
+	f.Float64Var(&o.maxUploadMbit, "max-upload-mbit", 0, "cap on blob bytes sent to peers in Mbit/s, all streams together; the wire adds a few per cent (default 0: no cap)")
+	f.Float64Var(&o.maxDownMbit, "max-download-mbit", 0, "cap on blob bytes received from peers in Mbit/s, all streams together; registry downloads are not capped (default 0: no cap)")
 	f.DurationVar(&o.rescanInterval, "rescan-interval", time.Minute, "how often the node's content is walked to advertise new blobs (garbage collection emits no event)")
 	f.BoolVar(&o.faultCorruptUploads, "fault-corrupt-uploads", false, "TESTS ONLY: flip a byte in every blob served to peers, to prove they reject it")
 	_ = f.MarkHidden("fault-corrupt-uploads")
@@ -189,6 +196,9 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		listeners = append(listeners, metricsLn)
 	}
 
+	if o.mirrorMaxRequests < 1 {
+		return fmt.Errorf("--mirror-max-requests %d: want at least 1", o.mirrorMaxRequests)
+	}
 	st, err := store.NewFS(o.dataDir, store.Config{MaxBytes: maxBytes, Logger: log.With("component", "store")})
 	if err != nil {
 		return err
@@ -260,6 +270,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	}
 	h, err := mirror.New(res, mirror.Config{
 		DefaultRegistry: o.defaultRegistry,
+		MaxRequests:     o.mirrorMaxRequests,
 		Logger:          log.With("component", "mirror"),
 		Metrics:         reg,
 	})
@@ -267,11 +278,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		return err
 	}
 
-	servers := []*http.Server{{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}}
+	servers := []*http.Server{h.Server()}
 	if metricsLn != nil {
 		servers = append(servers, &http.Server{
 			Handler: opsHandler(reg, &ready, func() daemonStatus {
@@ -283,7 +290,12 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 				}
 				return ds
 			}),
+			// Unlike the mirror's, these answers are small: a whole
+			// exchange may be bounded.
 			ReadHeaderTimeout: 10 * time.Second,
+			WriteTimeout:      time.Minute,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    mirror.MaxHeaderBytes,
 		})
 	}
 
@@ -358,6 +370,19 @@ func newMeshNode(o daemonOptions, content p2p.Content, images p2p.ImageSource, p
 	cfg.DataDir = o.dataDir
 	cfg.MaxUploads = o.maxUploads
 	cfg.RescanInterval = o.rescanInterval
+	for _, r := range []struct {
+		flag string
+		mbit float64
+		to   *int64
+	}{{"max-upload-mbit", o.maxUploadMbit, &cfg.MaxUploadRate}, {"max-download-mbit", o.maxDownMbit, &cfg.MaxDownloadRate}} {
+		if r.mbit < 0 || math.IsNaN(r.mbit) || math.IsInf(r.mbit, 0) {
+			return nil, fmt.Errorf("--%s %v: want 0 (no cap) or a positive rate in Mbit/s", r.flag, r.mbit)
+		}
+		*r.to = int64(r.mbit * 1e6 / 8)
+		if r.mbit > 0 && *r.to < 1 {
+			*r.to = 1
+		}
+	}
 	cfg.Protection = p2p.Protection(o.protection)
 	cfg.Logger = log
 	cfg.Metrics = reg
