@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"github.com/opencontainers/go-digest"
+
 	"bytes"
 	"context"
 	"io"
@@ -54,9 +56,11 @@ func TestDesignatedFetcherKilled(t *testing.T) {
 	}
 	defer stopMesh(nodes)
 	layer := im.Layers[0]
+	// The nodes learn the image's blobs from its manifest, as they prefetch.
+	group := append([]digest.Digest{im.Config}, im.Layers...)
 	victim := -1
 	for i, n := range nodes {
-		if n.node.ID() == nodes[0].node.Designated(layer)[0] {
+		if n.node.ID() == nodes[0].node.Designated(layer, group)[0] {
 			victim = i
 		}
 	}

@@ -81,7 +81,7 @@ func TestFetchThrough(t *testing.T) {
 	// Everyone agrees on who is designated.
 	for _, n := range c.Nodes {
 		p2ptest.Eventually(t, 5*time.Second, func() error {
-			if got, want := n.Designated(d), asker.Designated(d); len(got) != 3 || got[0] != want[0] {
+			if got, want := n.Designated(d, nil), asker.Designated(d, nil); len(got) != 3 || got[0] != want[0] {
 				return errdefs.ErrUnavailable
 			}
 			return nil

@@ -46,9 +46,60 @@ func Rendezvous(dgst digest.Digest, peers []peer.ID) []peer.ID {
 	return out
 }
 
-// Designated orders this node and the live members by Rendezvous for dgst,
-// leaving out the peers this node avoids for having sent bad bytes.
-func (n *Node) Designated(dgst digest.Digest) []peer.ID {
+// Spread orders peers for dgst as Rendezvous does, except that the first
+// peer is chosen among the blobs of group (an image's blobs, in the
+// manifest's order; dgst among them): each blob in turn gets the best-ranked
+// peer that no earlier blob of the group got first, until every peer has one,
+// and then again. Rendezvous alone often gives one node two or three layers
+// of a four-layer image, and that node's links then carry them all; spread,
+// the first copies of an image's layers go to as many nodes as there are
+// layers. Every node that knows the same members and the same manifest
+// computes the same order. With no group, or dgst not in it, it is
+// Rendezvous.
+func Spread(dgst digest.Digest, group []digest.Digest, peers []peer.ID) []peer.ID {
+	order := Rendezvous(dgst, peers)
+	if len(order) < 2 || !slices.Contains(group, dgst) {
+		return order
+	}
+	taken := map[peer.ID]bool{}
+	seen := map[digest.Digest]bool{}
+	for _, g := range group {
+		if seen[g] {
+			continue
+		}
+		seen[g] = true
+		if len(taken) == len(order) {
+			clear(taken)
+		}
+		ranked := order
+		if g != dgst {
+			ranked = Rendezvous(g, peers)
+		}
+		var first peer.ID
+		for _, p := range ranked {
+			if !taken[p] {
+				first = p
+				break
+			}
+		}
+		taken[first] = true
+		if g == dgst {
+			out := append(make([]peer.ID, 0, len(order)), first)
+			for _, p := range order {
+				if p != first {
+					out = append(out, p)
+				}
+			}
+			return out
+		}
+	}
+	return order
+}
+
+// Designated orders this node and the live members by Spread for dgst
+// within group (nil: by Rendezvous), leaving out the peers this node avoids
+// for having sent bad bytes.
+func (n *Node) Designated(dgst digest.Digest, group []digest.Digest) []peer.ID {
 	ids := []peer.ID{n.id}
 	now := time.Now()
 	for _, ai := range n.members.livePeers() {
@@ -56,5 +107,5 @@ func (n *Node) Designated(dgst digest.Digest) []peer.ID {
 			ids = append(ids, ai.ID)
 		}
 	}
-	return Rendezvous(dgst, ids)
+	return Spread(dgst, group, ids)
 }

@@ -88,3 +88,67 @@ func TestRendezvous(t *testing.T) {
 		}
 	})
 }
+
+func TestSpread(t *testing.T) {
+	t.Parallel()
+	peers := make([]peer.ID, 8)
+	for i := range peers {
+		peers[i] = peer.ID(fmt.Sprintf("peer-%d", i))
+	}
+	group := make([]digest.Digest, 5)
+	for i := range group {
+		group[i] = digest.FromString(fmt.Sprintf("layer-%d", i))
+	}
+	firsts := map[peer.ID]digest.Digest{}
+	for _, d := range group {
+		order := p2p.Spread(d, group, peers)
+		if len(order) != len(peers) {
+			t.Fatalf("%s: %d peers, want %d", d, len(order), len(peers))
+		}
+		if !sameSet(order, peers) {
+			t.Fatalf("%s: order %v is not a permutation of the peers", d, order)
+		}
+		if other, ok := firsts[order[0]]; ok {
+			t.Fatalf("%s and %s both go first to %s", d, other, order[0])
+		}
+		firsts[order[0]] = d
+		// The rest keep the rendezvous order, so a takeover goes where
+		// every node expects it.
+		rest := slices.DeleteFunc(p2p.Rendezvous(d, peers), func(p peer.ID) bool { return p == order[0] })
+		if !slices.Equal(order[1:], rest) {
+			t.Fatalf("%s: after the first, %v, want the rendezvous order %v", d, order[1:], rest)
+		}
+		// The same whatever order the peers are listed in.
+		rev := slices.Clone(peers)
+		slices.Reverse(rev)
+		if got := p2p.Spread(d, group, rev); !slices.Equal(got, order) {
+			t.Fatalf("%s: order depends on the input order", d)
+		}
+	}
+	// More blobs than peers: every peer goes first for one before any for two.
+	many := make([]digest.Digest, 11)
+	for i := range many {
+		many[i] = digest.FromString(fmt.Sprintf("blob-%d", i))
+	}
+	count := map[peer.ID]int{}
+	for _, d := range many {
+		count[p2p.Spread(d, many, peers[:4])[0]]++
+	}
+	for _, p := range peers[:4] {
+		if count[p] < 2 || count[p] > 3 {
+			t.Fatalf("first-fetch counts %v: want 2 or 3 each for 11 blobs over 4 peers", count)
+		}
+	}
+	// Outside its group, or with none, a blob is ranked by Rendezvous.
+	d := digest.FromString("alone")
+	if !slices.Equal(p2p.Spread(d, group, peers), p2p.Rendezvous(d, peers)) || !slices.Equal(p2p.Spread(group[0], nil, peers), p2p.Rendezvous(group[0], peers)) {
+		t.Fatal("without its group a blob is not ranked by Rendezvous")
+	}
+}
+
+func sameSet(a, b []peer.ID) bool {
+	x, y := slices.Clone(a), slices.Clone(b)
+	slices.Sort(x)
+	slices.Sort(y)
+	return slices.Equal(x, y)
+}

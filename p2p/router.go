@@ -78,10 +78,10 @@ func (r *Router) ResolveImage(ctx context.Context, name string) (ocispec.Descrip
 }
 
 // Designated returns the peers that should fetch dgst from the registry
-// for the cluster, in rendezvous order, up to and excluding this node; self
-// says whether this node is the first.
-func (r *Router) Designated(dgst digest.Digest) (peers []string, self bool) {
-	for i, id := range r.n.Designated(dgst) {
+// for the cluster, in the order Spread gives within group, up to and
+// excluding this node; self says whether this node is the first.
+func (r *Router) Designated(dgst digest.Digest, group []digest.Digest) (peers []string, self bool) {
+	for i, id := range r.n.Designated(dgst, group) {
 		if id == r.n.ID() {
 			return peers, i == 0
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/shoal-dev/shoal/resolver"
 )
@@ -18,9 +19,16 @@ type designatingRouter struct {
 	*fakeRouter
 	designated []string
 	through    []string // "peer@offset registry/repo"
+	groups     map[digest.Digest][]digest.Digest
 }
 
-func (d *designatingRouter) Designated(digest.Digest) ([]string, bool) {
+func (d *designatingRouter) Designated(dgst digest.Digest, group []digest.Digest) ([]string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.groups == nil {
+		d.groups = map[digest.Digest][]digest.Digest{}
+	}
+	d.groups[dgst] = group
 	return d.designated, len(d.designated) == 0
 }
 
@@ -79,5 +87,26 @@ func TestDesignatedPeerFetchesForTheCluster(t *testing.T) {
 	defer router.mu.Unlock()
 	if last := router.fetches[len(router.fetches)-1]; last != "holder@0" {
 		t.Fatalf("PullFor fetched %v, want the holder", router.fetches)
+	}
+}
+
+// TestPrefetchNamesTheImage: the designated fetchers of a prefetched blob
+// are chosen knowing the image's other blobs, in the manifest's order, so
+// that its layers' first copies go to different nodes.
+func TestPrefetchNamesTheImage(t *testing.T) {
+	t.Parallel()
+	router := &designatingRouter{fakeRouter: &fakeRouter{}}
+	f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
+	m, ds := imageManifest(t, f, "team/app", ocispec.MediaTypeImageManifest, randomBytes(t, 100), randomBytes(t, 2000), randomBytes(t, 3000))
+	if n := f.res.Prefetch(t.Context(), resolver.ManifestRequest{Registry: f.up.host, Repo: "team/app", Reference: "v1"}, m); n != 3 {
+		t.Fatalf("prefetch started %d downloads, want 3", n)
+	}
+	waitStored(t, f, ds)
+	router.mu.Lock()
+	defer router.mu.Unlock()
+	for _, d := range ds {
+		if !slices.Equal(router.groups[d], ds) {
+			t.Fatalf("blob %s designated within %v, want the image's blobs %v", d, router.groups[d], ds)
+		}
 	}
 }

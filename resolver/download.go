@@ -34,7 +34,7 @@ func (r *Resolver) sources(req BlobRequest) []source {
 	if d, ok := r.router.(Designator); ok && !req.ForPeer {
 		// The peers designated to fetch this digest for the cluster come
 		// first: they download it once and stream it to everyone.
-		peers, _ := d.Designated(req.Digest)
+		peers, _ := d.Designated(req.Digest, r.group(req.Digest))
 		for _, p := range peers[:min(len(peers), r.cfg.DesignatedPeers)] {
 			out = append(out, source{kind: SourcePeer, peer: p, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, error) {
 				return d.FetchThrough(ctx, p, req.Digest, off, req.Registry, req.Repo)

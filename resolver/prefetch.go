@@ -30,6 +30,20 @@ func (r *Resolver) Prefetch(ctx context.Context, req ManifestRequest, m Manifest
 		return 0
 	}
 	blobs := append([]ocispec.Descriptor{im.Config}, im.Layers...)
+	group := make([]digest.Digest, 0, len(blobs))
+	for _, d := range blobs {
+		if validDigest(d.Digest) == nil {
+			group = append(group, d.Digest)
+		}
+	}
+	r.mu.Lock()
+	if len(r.groups) > 4096 {
+		clear(r.groups)
+	}
+	for _, d := range group {
+		r.groups[d] = group
+	}
+	r.mu.Unlock()
 	started := 0
 	for _, d := range blobs {
 		if started >= r.cfg.PrefetchBlobs {

@@ -35,6 +35,9 @@ type Resolver struct {
 	mu      sync.Mutex
 	flights map[digest.Digest]*flight
 	types   map[digest.Digest]string // media types of manifests seen
+	// groups maps a blob to the blobs of the image manifest it was last
+	// prefetched from, in the manifest's order (see Designator).
+	groups map[digest.Digest][]digest.Digest
 	// unstorable holds, until when, the blobs whose last download failed
 	// in shoal's own store (a full disk): they are misses until then, so
 	// containerd fetches them from the registry instead of resuming into a
@@ -91,6 +94,7 @@ func New(st store.Store, up Upstream, src Sources, cfg Config, reg prometheus.Re
 
 		unstorable: make(map[digest.Digest]time.Time),
 		types:      make(map[digest.Digest]string),
+		groups:     make(map[digest.Digest][]digest.Digest),
 	}, nil
 }
 
@@ -242,6 +246,13 @@ func (r *Resolver) await(ctx context.Context, dgst digest.Digest, f *flight) (*B
 			}
 		},
 	}, nil
+}
+
+// group returns the blobs of the image dgst was last seen in, or nil.
+func (r *Resolver) group(dgst digest.Digest) []digest.Digest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.groups[dgst]
 }
 
 func (r *Resolver) finish(dgst digest.Digest) {

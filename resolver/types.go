@@ -147,8 +147,11 @@ type Router interface {
 // registry once however many nodes ask at the same time.
 type Designator interface {
 	// Designated lists the peers ranked above this node for dgst, best
-	// first; self says whether this node ranks first.
-	Designated(dgst digest.Digest) (peers []string, self bool)
+	// first; self says whether this node ranks first. group lists the
+	// blobs of the image dgst belongs to, in the manifest's order, when
+	// known (nil otherwise): the first copies of an image's blobs go to
+	// different nodes.
+	Designated(dgst digest.Digest, group []digest.Digest) (peers []string, self bool)
 	// FetchThrough streams dgst from peer p, which fetches it from the
 	// registry and repository named when it does not hold it.
 	FetchThrough(ctx context.Context, p string, dgst digest.Digest, off int64, registry, repo string) (io.ReadCloser, int64, error)
