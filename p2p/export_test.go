@@ -31,3 +31,6 @@ func Host(n *Node) host.Host { return n.host }
 // Burst is the burst of a bandwidth cap of bytesPerSec: the most a capped
 // transfer moves ahead of the rate.
 func Burst(bytesPerSec int64) int { return newBandwidth(bytesPerSec, realClock{}).burst }
+
+// ResourceManager exposes the node's libp2p resource manager for tests.
+var ResourceManager = resourceManager

@@ -159,6 +159,11 @@ func New(cfg Config, content Content) (*Node, error) {
 		libp2p.ConnectionGater(n.gater),
 		libp2p.WithDialTimeout(cfg.Timing.DialTimeout),
 	}
+	rm, err := resourceManager()
+	if err != nil {
+		return nil, fmt.Errorf("p2p: resource manager: %w", err)
+	}
+	opts = append(opts, libp2p.ResourceManager(rm))
 	if n.protection == ProtectPSK {
 		opts = append(opts, libp2p.PrivateNetwork(deriveKey(cfg.ClusterKey, infoPSK)))
 	}
@@ -170,6 +175,7 @@ func New(cfg Config, content Content) (*Node, error) {
 	}
 	n.host, err = libp2p.New(opts...)
 	if err != nil {
+		_ = rm.Close()
 		return nil, fmt.Errorf("p2p: libp2p host: %w", err)
 	}
 
