@@ -110,3 +110,33 @@ func TestPrefetchNamesTheImage(t *testing.T) {
 		}
 	}
 }
+
+// TestBusyDesignatedPeerIsNotPassedOver: when the first designated peer is
+// only out of upload slots, the second is not asked (it would fetch the blob
+// from the registry a second time); the peers already receiving it are.
+func TestBusyDesignatedPeerIsNotPassedOver(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 1<<20)
+	d := digest.FromBytes(body)
+	router := &designatingRouter{
+		fakeRouter: &fakeRouter{peers: map[string]fakePeer{"first": {data: body, busy: 1}, "second": {data: body}, "receiver": {data: body}}, order: []string{"receiver"}},
+		designated: []string{"first", "second"},
+	}
+	f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: "registry.example", Repo: "team/app", Digest: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes: %v", len(got), err)
+	}
+	f.res.Close()
+	router.mu.Lock()
+	defer router.mu.Unlock()
+	if want := []string{"first@0 registry.example/team/app"}; !slices.Equal(router.through, want) {
+		t.Fatalf("fetched through %v, want only the first designated peer %v", router.through, want)
+	}
+	if want := []string{"first@0", "receiver@0"}; !slices.Equal(router.fetches, want) {
+		t.Fatalf("fetches %v, want %v", router.fetches, want)
+	}
+}

@@ -17,6 +17,8 @@ import (
 type source struct {
 	kind Source
 	peer string // for SourcePeer
+	// designated marks a designated peer, asked to fetch for the cluster.
+	designated bool
 	open func(ctx context.Context, off int64, size int64) (io.ReadCloser, int64, error)
 }
 
@@ -36,7 +38,7 @@ func (r *Resolver) sources(req BlobRequest) []source {
 		// first: they download it once and stream it to everyone.
 		peers, _ := d.Designated(req.Digest, r.group(req.Digest))
 		for _, p := range peers[:min(len(peers), r.cfg.DesignatedPeers)] {
-			out = append(out, source{kind: SourcePeer, peer: p, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, error) {
+			out = append(out, source{kind: SourcePeer, peer: p, designated: true, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, error) {
 				return d.FetchThrough(ctx, p, req.Digest, off, req.Registry, req.Repo)
 			}})
 		}
@@ -128,13 +130,19 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 		if len(sources) == 0 {
 			lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", req.Digest, errdefs.ErrNotFound)
 		}
-		busy := false
+		busy, designatedBusy := false, false
 		for _, src := range sources {
 			if r.ctx.Err() != nil {
 				lastErr = r.ctx.Err()
 				break
 			}
 			if src.peer != "" && failedPeers[src.peer] {
+				continue
+			}
+			if src.designated && designatedBusy {
+				// The first designated peer is fetching the blob and only
+				// out of slots: the next would fetch it from the registry a
+				// second time. The peers it feeds come next.
 				continue
 			}
 			if src.kind == SourceUpstream && busy && time.Since(start) < busyLimit(published, r.cfg) {
@@ -175,6 +183,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 			}
 			if src.peer != "" && errdefs.IsResourceExhausted(err) {
 				busy = true
+				designatedBusy = designatedBusy || src.designated
 			} else if src.peer != "" {
 				failedPeers[src.peer] = true
 			}
