@@ -110,7 +110,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 			fail(err)
 			return
 		}
-		f.ingest, f.source = ing, SourceInFlight
+		f.ingest = ing
 		published = true
 		close(f.ready)
 	}
@@ -118,7 +118,8 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	// an ingest no source feeds yet could be picked as a source by the very
 	// peer it waits for.
 	announced := false
-	opened := func() {
+	opened := func(kind Source) {
+		f.setSource(kind)
 		if !announced {
 			announced = true
 			close(f.fed)
@@ -161,7 +162,8 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 					}
 					return nil, fmt.Errorf("%w: %w", errLocalStore, err)
 				}
-				f.ingest, f.source = ing, src.kind
+				f.ingest = ing
+				f.setSource(src.kind)
 				published = true
 				close(f.ready)
 				return ing, nil
@@ -284,7 +286,7 @@ var errStalled = errors.New("source stalled")
 // begin on the first success, once the size is known). It returns how many
 // bytes it wrote.
 // opened is called once the source answered, before any byte is copied.
-func (r *Resolver) fetchOnce(req BlobRequest, src source, tr *trust, ing store.Ingest, off int64, begin func(int64) (store.Ingest, error), opened func()) (int64, int64, error) {
+func (r *Resolver) fetchOnce(req BlobRequest, src source, tr *trust, ing store.Ingest, off int64, begin func(int64) (store.Ingest, error), opened func(Source)) (int64, int64, error) {
 	ctx, cancel := context.WithCancelCause(r.ctx)
 	defer cancel(nil)
 	// The watchdog cancels the request when no byte came for StallTimeout,
@@ -313,7 +315,7 @@ func (r *Resolver) fetchOnce(req BlobRequest, src source, tr *trust, ing store.I
 		return 0, size, fmt.Errorf("blob %s: %s says %d bytes, not %d: %w", req.Digest, src, size, ing.Size(), errdefs.ErrDataLoss)
 	}
 	// Announced now: peers may read what arrives.
-	opened()
+	opened(src.kind)
 	watchdog.Reset(r.cfg.StallTimeout)
 
 	buf := make([]byte, 256<<10)

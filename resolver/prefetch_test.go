@@ -180,8 +180,19 @@ func TestEarlyIngestNotServedToPeersBeforeASourceAnswers(t *testing.T) {
 	if _, err := f.res.PullFor(ctx, ds[1], f.up.host, "team/app"); err == nil {
 		t.Fatal("PullFor answered with an ingest no source feeds")
 	}
+	if b.Source != resolver.SourceInFlight {
+		t.Fatalf("source %s before any source answered, want %s", b.Source, resolver.SourceInFlight)
+	}
 	close(release)
 	waitStored(t, f, ds)
+	// Once bytes can flow, the blob names where they came from (metrics
+	// count containerd's bytes by source).
+	if err := b.Ready(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if b.Source != resolver.SourceUpstream {
+		t.Fatalf("source %s once ready, want %s", b.Source, resolver.SourceUpstream)
+	}
 	got, err := readAll(t.Context(), t, b, 0)
 	if err != nil || digest.FromBytes(got) != ds[1] {
 		t.Fatalf("read %d bytes (%v), want the blob", len(got), err)

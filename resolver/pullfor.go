@@ -52,7 +52,7 @@ func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, re
 		case <-ctx.Done():
 			return nil, fmt.Errorf("blob %s: no source answered: %w: %w", dgst, ctx.Err(), errdefs.ErrNotFound)
 		}
-		r.m.lookups.WithLabelValues("peer_blob", string(f.source)).Inc()
+		r.m.lookups.WithLabelValues("peer_blob", string(f.sourceNow())).Inc()
 		return &ingestBlob{ctx: r.ctx, ing: ing}, nil
 	}
 	return nil, fmt.Errorf("blob %s: %w", dgst, errdefs.ErrNotFound)

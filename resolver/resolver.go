@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -65,7 +66,7 @@ type flight struct {
 	// be the very source it ends up waiting for.
 	fed    chan struct{}
 	ingest store.Ingest
-	source Source
+	source atomic.Value // Source: where the bytes come from; see sourceNow
 	trust  *trust
 	err    error
 }
@@ -210,42 +211,58 @@ func (r *Resolver) join(req BlobRequest) (*flight, bool) {
 	return f, true
 }
 
+// setSource records where the download's bytes come from.
+func (f *flight) setSource(s Source) { f.source.Store(s) }
+
+// sourceNow says where the download's bytes come from: SourceInFlight until
+// a source answered a download published early.
+func (f *flight) sourceNow() Source {
+	if s, ok := f.source.Load().(Source); ok {
+		return s
+	}
+	return SourceInFlight
+}
+
 // await waits, at most MissTimeout, for a download to start delivering.
 func (r *Resolver) await(ctx context.Context, dgst digest.Digest, f *flight) (*Blob, error) {
 	ing, err := r.awaitIngest(ctx, dgst, f)
 	if err != nil {
 		return nil, err
 	}
-	return &Blob{
+	b := &Blob{
 		Digest: dgst,
 		Size:   ing.Size(),
-		Source: f.source,
+		Source: f.sourceNow(),
 		reader: func(ctx context.Context, off int64) (io.ReadCloser, error) {
 			if off < 0 || off > ing.Size() {
 				return nil, fmt.Errorf("offset %d of blob %s of %d bytes: %w", off, dgst, ing.Size(), errdefs.ErrInvalidArgument)
 			}
 			return &gatedReader{ctx: ctx, ing: ing, trust: f.trust, off: off, rd: ing.Reader(ctx, off)}, nil
 		},
-		ready: func(ctx context.Context) error {
-			for {
-				if err := ing.Err(); err != nil {
-					// Failed already: whatever was stored, the rest never comes.
-					return err
-				}
-				n, changed := f.trust.state()
-				if n > 0 || ing.Size() == 0 {
-					return nil
-				}
-				select {
-				case <-changed:
-				case <-ing.Done():
-					return ing.Err()
-				case <-ctx.Done():
-					return ctx.Err()
-				}
+	}
+	b.ready = func(ctx context.Context) error {
+		// A download published before any source answered (its size came
+		// from the manifest) names its source once bytes can flow.
+		defer func() { b.Source = f.sourceNow() }()
+		for {
+			if err := ing.Err(); err != nil {
+				// Failed already: whatever was stored, the rest never comes.
+				return err
 			}
-		},
-	}, nil
+			n, changed := f.trust.state()
+			if n > 0 || ing.Size() == 0 {
+				return nil
+			}
+			select {
+			case <-changed:
+			case <-ing.Done():
+				return ing.Err()
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return b, nil
 }
 
 // group returns the blobs of the image dgst was last seen in, or nil.
