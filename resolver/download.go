@@ -19,7 +19,7 @@ type source struct {
 	peer string // for SourcePeer
 	// designated marks a designated peer, asked to fetch for the cluster.
 	designated bool
-	open func(ctx context.Context, off int64, size int64) (io.ReadCloser, int64, error)
+	open       func(ctx context.Context, off int64, size int64) (io.ReadCloser, int64, error)
 }
 
 func (s source) String() string {
