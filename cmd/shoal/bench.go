@@ -28,12 +28,12 @@ type benchFlags struct {
 	custom, setup       []string
 	containerd          string
 	rollingBatch, churn int
-	logLevel            string
+	logLevel, labDir    string
 	keepLogs            bool
 }
 
 // realOnly are the flags the simulated mode does not take.
-var realOnly = []string{"candidate", "candidate-setup", "containerd", "rolling-batch", "churn", "lab-log-level", "keep-logs"}
+var realOnly = []string{"candidate", "candidate-setup", "containerd", "rolling-batch", "churn", "lab-log-level", "keep-logs", "lab-dir"}
 
 func newBenchCommand() *cobra.Command {
 	sim, rc := bench.DefaultSimConfig(), bench.DefaultRealConfig()
@@ -107,6 +107,15 @@ Placeholders, filled in per node: {` + strings.Join(bench.Placeholders, "} {") +
 				rc.Candidates = fl.candidates
 			}
 			rc.Containerd = lab.Flavor(fl.containerd)
+			rc.Dir = fl.labDir
+			if fl.labDir == "auto" {
+				rc.Dir = bench.AutoDir(fl.nodes, int64(fl.layers)*size)
+			}
+			if rc.Dir == "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "node disks: %s (shared by every node)\n", os.TempDir())
+			} else {
+				fmt.Fprintf(cmd.ErrOrStderr(), "node disks: %s\n", rc.Dir)
+			}
 			rc.RollingBatch, rc.Churn = fl.rollingBatch, fl.churn
 			if rc.Custom, err = parseCandidates(fl.custom, fl.setup); err != nil {
 				return err
@@ -147,6 +156,7 @@ Placeholders, filled in per node: {` + strings.Join(bench.Placeholders, "} {") +
 	f.StringVar(&fl.containerd, "containerd", fl.containerd, "--real: containerd on every node: 2 (2.x from GOBIN) or 1.6 (Debian's)")
 	f.IntVar(&fl.rollingBatch, "rolling-batch", fl.rollingBatch, "--real: nodes that pull at a time in the rolling scenario")
 	f.IntVar(&fl.churn, "churn", fl.churn, "--real: nodes killed mid-pull in the churn scenario (the last ones)")
+	f.StringVar(&fl.labDir, "lab-dir", "auto", "--real: where the nodes' disks (containerd's root, shoal's data dir) and the registry's storage go; auto is "+bench.RAMDir+" when it is a tmpfs with room for the run, so the nodes do not all wait on the machine's one disk, else the temp dir")
 	f.BoolVar(&fl.keepLogs, "keep-logs", false, "--real: keep every run's containerd and mirror logs, and the registry's, in OUT/logs")
 	f.StringVar(&fl.logLevel, "lab-log-level", fl.logLevel, "--real: log the lab's processes and network to stderr at this level (off, debug, info, warn, error)")
 	return cmd
