@@ -321,8 +321,18 @@ func shapeDev(ctx context.Context, log *slog.Logger, netns, dev string, mbit flo
 		if err := tc("qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "1"); err != nil {
 			return err
 		}
-		return tc("class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb",
-			"rate", rate, "ceil", rate, "burst", b, "cburst", b, "quantum", "60000")
+		if err := tc("class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb",
+			"rate", rate, "ceil", rate, "burst", b, "cburst", b, "quantum", "60000"); err != nil {
+			return err
+		}
+		// The class's own queue would be a FIFO of txqueuelen (1000)
+		// packets, up to 64 KiB each on a veth: seconds of queue at these
+		// rates, in which the flows that filled it first crowd out the
+		// later ones. A host's link holds far less (byte queue limits, and
+		// fq_codel where the kernel has it, which this one may not): a
+		// byte FIFO of 100 ms at the link's rate.
+		limit := max(int64(mbit*1e6/8/10), 4*64*1024)
+		return tc("qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:", "bfifo", "limit", strconv.FormatInt(limit, 10))
 	}
 }
 
