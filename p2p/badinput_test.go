@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"log"
 	"net"
 	"strings"
@@ -45,17 +46,29 @@ func frame(off int64, dgst string) []byte {
 	return b
 }
 
+// rangeFrame is a ProtocolID request frame.
+func rangeFrame(off, length int64, flags byte, dgst string) []byte {
+	b := make([]byte, 2+17+len(dgst))
+	binary.BigEndian.PutUint16(b, uint16(17+len(dgst)))
+	binary.BigEndian.PutUint64(b[2:], uint64(off))
+	binary.BigEndian.PutUint64(b[10:], uint64(length))
+	b[18] = flags
+	copy(b[19:], dgst)
+	return b
+}
+
 // TestBadRequests sends malformed transfer requests straight to a node:
 // each is refused with a status and the node goes on serving.
 func TestBadRequests(t *testing.T) {
 	t.Parallel()
 	data := randomBlob(5, 1<<20)
 	d := digest.FromBytes(data)
+	served := p2ptest.NewContent(data)
 	c := p2ptest.Start(t, 2, p2ptest.Options{
 		Config: func(i int, cfg *p2p.Config) { cfg.Timing.RequestTimeout = 500 * time.Millisecond },
 		Content: func(i int) *p2ptest.Content {
 			if i == 1 {
-				return p2ptest.NewContent(data)
+				return served
 			}
 			return nil
 		},
@@ -89,7 +102,7 @@ func TestBadRequests(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
-			s, err := h.NewStream(ctx, server.ID(), p2p.ProtocolID)
+			s, err := h.NewStream(ctx, server.ID(), p2p.ProtocolV11)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -115,6 +128,58 @@ func TestBadRequests(t *testing.T) {
 			}
 		})
 	}
+	// The same, and what ranges add, over the current protocol.
+	served.SetHave(d, 1000)
+	for _, tc := range []struct {
+		name     string
+		send     []byte
+		want     string
+		wantHave int64
+		body     int
+	}{
+		{"garbage", garbage, "bad request", 0, 0},
+		{"v1.1 frame", frame(0, d.String()), "bad request", 0, 0},
+		{"unknown flag", rangeFrame(0, 10, 2, d.String()), "bad request", 0, 0},
+		{"negative length", rangeFrame(0, -1, 0, d.String()), "bad request", 0, 0},
+		{"range past the end", rangeFrame(int64(len(data))-3, 4, 1, d.String()), "bad request", 0, 0},
+		{"overflowing range", rangeFrame(int64(len(data))-3, math.MaxInt64, 1, d.String()), "bad request", 0, 0},
+		{"unknown blob", rangeFrame(0, 0, 0, digest.FromString("nope").String()), "not found", 0, 0},
+		{"not arrived yet", rangeFrame(1000, 10, 0, d.String()), "not yet", 1000, 0},
+		{"arrived", rangeFrame(990, 10, 0, d.String()), "ok", 1000, 10},
+		{"not arrived, wait", rangeFrame(5000, 7, 1, d.String()), "ok", 1000, 7},
+		{"to the end", rangeFrame(int64(len(data))-3, 0, 1, d.String()), "ok", 1000, 3},
+	} {
+		t.Run("ranged/"+tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			s, err := h.NewStream(ctx, server.ID(), p2p.ProtocolID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Reset()
+			_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := s.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			_ = s.CloseWrite()
+			status, size, have, msg, err := p2p.ReadRangeHeader(s)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			if status != tc.want || have != tc.wantHave {
+				t.Errorf("status %q (%s), holds %d; want %q, %d", status, msg, have, tc.want, tc.wantHave)
+			}
+			if status == "ok" {
+				if size != int64(len(data)) {
+					t.Errorf("size %d, want %d", size, len(data))
+				}
+				if b, err := io.ReadAll(s); err != nil || len(b) != tc.body {
+					t.Errorf("body: %d bytes, %v; want %d", len(b), err, tc.body)
+				}
+			}
+		})
+	}
+	served.SetArriving(d, false)
 	// Still serving, to the raw host and to a member.
 	if err := fetchAll(t.Context(), c.Nodes[0], server.ID(), d, len(data)); err != nil {
 		t.Fatalf("fetch after bad requests: %v", err)

@@ -25,6 +25,12 @@ func ReadHeader(r io.Reader) (status string, size int64, msg string, err error) 
 	return h.status.String(), h.size, h.msg, err
 }
 
+// ReadRangeHeader reads a ProtocolID response header.
+func ReadRangeHeader(r io.Reader) (status string, size, have int64, msg string, err error) {
+	h, err := readRangeHeader(r)
+	return h.status.String(), h.size, h.have, h.msg, err
+}
+
 // Host is n's libp2p host, for benchmarks against a bare stream.
 func Host(n *Node) host.Host { return n.host }
 

@@ -41,16 +41,60 @@ func (n *Node) FetchThrough(ctx context.Context, p peer.ID, dgst digest.Digest, 
 	return n.fetch(ctx, p, request{dgst: dgst, off: off, registry: registry, repo: repo})
 }
 
+// ErrNotYet reports a peer that is still receiving the blob and does not
+// hold the bytes asked for yet (FetchRange without wait). Errors that wrap
+// it also wrap errdefs.ErrOutOfRange.
+var ErrNotYet = errors.New("peer does not hold those bytes yet")
+
+// Range asks for part of a blob.
+type Range struct {
+	Off    int64
+	Length int64 // 0: to the end of the blob
+	// Wait asks a peer still receiving the blob to wait for the bytes;
+	// without it, such a peer that does not hold the byte at Off answers
+	// at once with ErrNotYet.
+	Wait bool
+	// Registry and Repo, when set, ask the peer to fetch the blob for the
+	// cluster when it does not hold it, as FetchThrough does.
+	Registry, Repo string
+}
+
+// FetchRange streams part of dgst from peer p, as Fetch does the rest of
+// it. It also returns how many bytes the peer held from the start without a
+// hole when it answered (the size when it holds the blob whole), on
+// success and with ErrNotYet; 0 when it did not say. A peer that only
+// speaks ProtocolV11 sends the rest of the blob: the body still ends after
+// Length bytes, and closing it early resets the stream.
+func (n *Node) FetchRange(ctx context.Context, p peer.ID, dgst digest.Digest, rg Range) (body io.ReadCloser, size, have int64, err error) {
+	if rg.Registry != "" && !validSource(rg.Registry, rg.Repo) {
+		return nil, 0, 0, fmt.Errorf("fetch %s through %s: bad source %s/%s: %w", dgst, p, rg.Registry, rg.Repo, errdefs.ErrInvalidArgument)
+	}
+	if rg.Length < 0 {
+		return nil, 0, 0, fmt.Errorf("fetch %s at %d: %w: negative length %d", dgst, rg.Off, errdefs.ErrInvalidArgument, rg.Length)
+	}
+	var h header
+	body, h, err = n.fetchHeader(ctx, p, request{dgst: dgst, off: rg.Off, ranged: true, length: rg.Length, wait: rg.Wait, registry: rg.Registry, repo: rg.Repo})
+	return body, h.size, h.have, err
+}
+
 func (n *Node) fetch(ctx context.Context, p peer.ID, req request) (io.ReadCloser, int64, error) {
+	req.ranged, req.wait = true, true
+	body, h, err := n.fetchHeader(ctx, p, req)
+	return body, h.size, err
+}
+
+// fetchHeader sends req to p over ProtocolID, or ProtocolV11 when p only
+// speaks that, and returns the body and the answer's header.
+func (n *Node) fetchHeader(ctx context.Context, p peer.ID, req request) (_ io.ReadCloser, h header, _ error) {
 	dgst, off := req.dgst, req.off
 	if err := checkDigest(dgst); err != nil {
-		return nil, 0, err
+		return nil, h, err
 	}
 	if off < 0 {
-		return nil, 0, fmt.Errorf("fetch %s at %d: %w: negative offset", dgst, off, errdefs.ErrInvalidArgument)
+		return nil, h, fmt.Errorf("fetch %s at %d: %w: negative offset", dgst, off, errdefs.ErrInvalidArgument)
 	}
 	if p == n.id {
-		return nil, 0, fmt.Errorf("fetch %s from %s: %w: that is this node", dgst, p, errdefs.ErrInvalidArgument)
+		return nil, h, fmt.Errorf("fetch %s from %s: %w: that is this node", dgst, p, errdefs.ErrInvalidArgument)
 	}
 	t := n.cfg.Timing
 	st := n.stats.addInflight(p, 1)
@@ -61,9 +105,9 @@ func (n *Node) fetch(ctx context.Context, p peer.ID, req request) (io.ReadCloser
 		}
 	}()
 
-	fail := func(result string, err error) (io.ReadCloser, int64, error) {
+	fail := func(result string, err error) (io.ReadCloser, header, error) {
 		n.metrics.fetches.WithLabelValues(result).Inc()
-		return nil, 0, err
+		return nil, h, err
 	}
 	// The connector may not have passed a new member's addresses to
 	// libp2p yet.
@@ -73,7 +117,7 @@ func (n *Node) fetch(ctx context.Context, p peer.ID, req request) (io.ReadCloser
 	// Members are dialled directly, whatever failed before: a peer is only
 	// asked for a blob once the caller has chosen it, usually from Providers.
 	dctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "fetch"), t.DialTimeout+t.RequestTimeout)
-	s, err := n.host.NewStream(dctx, p, ProtocolID)
+	s, err := n.host.NewStream(dctx, p, ProtocolID, ProtocolV11)
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -83,7 +127,12 @@ func (n *Node) fetch(ctx context.Context, p peer.ID, req request) (io.ReadCloser
 	}
 	start := time.Now()
 	_ = s.SetDeadline(start.Add(t.RequestTimeout))
-	h, err := exchange(s, req)
+	if s.Protocol() != ProtocolID {
+		// A peer from before ranges: it sends the rest of the blob, the
+		// reader stops after the range.
+		req.ranged = false
+	}
+	h, err = exchange(s, req)
 	if err != nil {
 		_ = s.Reset()
 		if ctx.Err() != nil {
@@ -96,6 +145,8 @@ func (n *Node) fetch(ctx context.Context, p peer.ID, req request) (io.ReadCloser
 		_ = s.Close()
 		var kind error
 		switch h.status {
+		case statusNotYet:
+			return fail("not_yet", fmt.Errorf("fetch %s from %s at %d: %w (it holds %d bytes): %w", dgst, p, off, ErrNotYet, h.have, errdefs.ErrOutOfRange))
 		case statusBusy:
 			n.stats.markBusy(p, time.Now())
 			return fail("busy", fmt.Errorf("fetch %s from %s: %w: %w: %w", dgst, p, ErrPeerBusy, errdefs.ErrUnavailable, errdefs.ErrResourceExhausted))
@@ -108,16 +159,20 @@ func (n *Node) fetch(ctx context.Context, p peer.ID, req request) (io.ReadCloser
 		}
 		return fail(resultLabel(h.status), fmt.Errorf("fetch %s from %s: %w: peer says %q", dgst, p, kind, h.msg))
 	}
-	if h.size < off {
+	end := h.size
+	if req.length > 0 {
+		end = off + req.length
+	}
+	if h.size < end {
 		_ = s.Reset()
-		return fail("error", fmt.Errorf("fetch %s from %s: %w: peer states size %d below offset %d", dgst, p, errdefs.ErrUnavailable, h.size, off))
+		return fail("error", fmt.Errorf("fetch %s from %s: %w: peer states size %d below the range's end %d", dgst, p, errdefs.ErrUnavailable, h.size, end))
 	}
 	_ = s.SetDeadline(time.Time{})
 	n.metrics.fetches.WithLabelValues("ok").Inc()
-	r := &fetchReader{n: n, s: s, peer: p, st: st, remain: h.size - off, idle: t.IdleTimeout, ctx: ctx}
+	r := &fetchReader{n: n, s: s, peer: p, st: st, remain: end - off, idle: t.IdleTimeout, ctx: ctx}
 	r.stop = context.AfterFunc(ctx, func() { _ = s.Reset() })
 	ok = true
-	return r, h.size, nil
+	return r, h, nil
 }
 
 // exchange sends the request and reads the answer's header.
@@ -127,6 +182,9 @@ func exchange(s network.Stream, req request) (header, error) {
 	}
 	if err := s.CloseWrite(); err != nil {
 		return header{}, err
+	}
+	if req.ranged {
+		return readRangeHeader(s)
 	}
 	return readHeader(s)
 }

@@ -33,8 +33,11 @@ import (
 // containerd's content store and its own store. Both methods may be called
 // concurrently. Open must answer a blob it does not hold with an error
 // wrapping errdefs.ErrNotFound. A blob still being downloaded may implement
-// Arriving() bool (true until it is whole): such a blob is served to up to
-// MaxUploadsPerBlob peers at once, a whole one to one at a time.
+// Arriving() bool (true until it is whole) and Have() int64 (the bytes held
+// from the start without a hole): such a blob is served to up to
+// MaxUploadsPerBlob peers at once, a whole one to one at a time, and a
+// ranged request without wait for bytes it does not hold yet is answered
+// "not yet".
 type Content interface {
 	Open(ctx context.Context, dgst digest.Digest) (store.Blob, error)
 	// Walk calls fn for every blob the node holds, in any order, and stops
@@ -263,6 +266,7 @@ func (n *Node) Run(ctx context.Context) error {
 		return errors.New("p2p: Run called twice")
 	}
 	n.host.SetStreamHandler(ProtocolID, n.handleStream)
+	n.host.SetStreamHandler(ProtocolV11, n.handleStream)
 	n.host.SetStreamHandler(ImageProtocolID, n.handleImage)
 	n.log.Info("mesh node running", "peer", n.id, "name", n.cfg.NodeName,
 		"gossip", n.gossipAddr, "addrs", n.host.Addrs(), "protection", n.protectionName())
@@ -281,6 +285,7 @@ func (n *Node) Run(ctx context.Context) error {
 
 func (n *Node) shutdown() error {
 	n.host.RemoveStreamHandler(ProtocolID)
+	n.host.RemoveStreamHandler(ProtocolV11)
 	n.host.RemoveStreamHandler(ImageProtocolID)
 	if err := n.ml.Leave(n.cfg.Timing.LeaveTimeout); err != nil {
 		n.log.Warn("leaving the cluster", "error", err)

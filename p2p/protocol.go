@@ -6,23 +6,33 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 
 	"github.com/distribution/reference"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/opencontainers/go-digest"
 )
 
-// ProtocolID is the blob transfer protocol.
+// ProtocolID is the blob transfer protocol, version 1.2: ranges.
 //
 // A request is a 2-byte big-endian length and that many bytes: an 8-byte
-// big-endian offset, the digest string ("sha256:<hex>"), and optionally a
-// NUL, the registry (host[:port]), a NUL and the repository: where the
-// blob comes from, so a node asked for a blob it does not hold may fetch
-// it for the cluster (see Puller). The answer is a
-// header (1-byte status, 8-byte total size of the blob, 2-byte length and a
-// message of at most maxMessage bytes) followed, on StatusOK only, by the
-// blob's bytes from the offset to the end. The server then closes the stream.
-const ProtocolID protocol.ID = "/shoal/blob/1.1.0"
+// big-endian offset, an 8-byte length (0: to the end of the blob), a flags
+// byte, the digest string ("sha256:<hex>"), and optionally a NUL, the
+// registry (host[:port]), a NUL and the repository: where the blob comes
+// from, so a node asked for a blob it does not hold may fetch it for the
+// cluster (see Puller). Flag 1 (wait) asks a node that is still receiving
+// the blob to wait for the bytes at the offset; without it such a node
+// answers "not yet" at once. The answer is a header (1-byte status, 8-byte
+// total size of the blob, 8-byte count of bytes the node holds from the
+// start without a hole, the size when it holds the blob whole, 2-byte
+// length and a message of at most maxMessage bytes) followed, on StatusOK
+// only, by the bytes asked for. The server then closes the stream.
+const ProtocolID protocol.ID = "/shoal/blob/1.2.0"
+
+// ProtocolV11 is the protocol before ranges, still served: a request has
+// no length and no flags (the rest of the blob, waiting for bytes still
+// arriving) and a header has no count of bytes held.
+const ProtocolV11 protocol.ID = "/shoal/blob/1.1.0"
 
 // DHTPrefix is the protocol prefix of shoal's DHT, so it never mixes with
 // the public IPFS DHT.
@@ -33,6 +43,10 @@ const (
 	maxMessage   = 512
 	headerSize   = 1 + 8 + 2
 	minRequest   = 8 + 1
+	// rangeFields is what ProtocolID adds to a request: length and flags.
+	rangeFields = 8 + 1
+	// flagWait asks a node receiving the blob to wait for the bytes.
+	flagWait = 1
 	copyBufferSz = 256 << 10
 )
 
@@ -45,6 +59,9 @@ const (
 	statusBadRequest
 	statusBusy
 	statusError
+	// statusNotYet: the node is receiving the blob and does not hold the
+	// byte at the offset yet (ProtocolID, requests without flagWait).
+	statusNotYet
 )
 
 func (s status) String() string {
@@ -59,6 +76,8 @@ func (s status) String() string {
 		return "busy"
 	case statusError:
 		return "error"
+	case statusNotYet:
+		return "not yet"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
@@ -66,6 +85,11 @@ func (s status) String() string {
 type request struct {
 	dgst digest.Digest
 	off  int64
+	// ranged requests (ProtocolID) carry length and wait; others
+	// (ProtocolV11) ask for the rest of the blob and always wait.
+	ranged bool
+	length int64 // 0: to the end
+	wait   bool
 	// registry and repo, when set, say where the blob comes from.
 	registry, repo string
 }
@@ -78,13 +102,24 @@ func writeRequest(w io.Writer, r request) error {
 		tail += "\x00" + r.registry + "\x00" + r.repo
 	}
 	body := len(tail) + 8
+	if r.ranged {
+		body += rangeFields
+	}
 	if body > maxRequest {
 		return errRequestTooLarge
 	}
 	buf := make([]byte, 2+body)
 	binary.BigEndian.PutUint16(buf, uint16(body))
 	binary.BigEndian.PutUint64(buf[2:], uint64(r.off))
-	copy(buf[10:], tail)
+	at := 10
+	if r.ranged {
+		binary.BigEndian.PutUint64(buf[at:], uint64(r.length))
+		if r.wait {
+			buf[at+8] = flagWait
+		}
+		at += rangeFields
+	}
+	copy(buf[at:], tail)
 	_, err := w.Write(buf)
 	return err
 }
@@ -110,6 +145,32 @@ func readRequest(r io.Reader) ([]byte, error) {
 	return body, nil
 }
 
+// parseRangeRequest parses a ProtocolID request body.
+func parseRangeRequest(body []byte) (request, error) {
+	if len(body) < minRequest+rangeFields {
+		return request{}, fmt.Errorf("request of %d bytes is too short", len(body))
+	}
+	length := int64(binary.BigEndian.Uint64(body[8:]))
+	if length < 0 {
+		return request{}, fmt.Errorf("negative length %d", length)
+	}
+	flags := body[16]
+	if flags&^flagWait != 0 {
+		return request{}, fmt.Errorf("unknown flags %#x", flags)
+	}
+	rest := append(body[:8:8], body[8+rangeFields:]...)
+	req, err := parseRequest(rest)
+	if err != nil {
+		return request{}, err
+	}
+	if length > 0 && req.off > math.MaxInt64-length {
+		return request{}, fmt.Errorf("range at %d of %d bytes overflows", req.off, length)
+	}
+	req.ranged, req.length, req.wait = true, length, flags&flagWait != 0
+	return req, nil
+}
+
+// parseRequest parses a ProtocolV11 request body.
 func parseRequest(body []byte) (request, error) {
 	off := int64(binary.BigEndian.Uint64(body))
 	if off < 0 {
@@ -134,6 +195,10 @@ func parseRequest(body []byte) (request, error) {
 type header struct {
 	status status
 	size   int64
+	// ranged headers (ProtocolID) carry have: the bytes the node holds
+	// from the start without a hole.
+	ranged bool
+	have   int64
 	msg    string
 }
 
@@ -142,36 +207,65 @@ func writeHeader(w io.Writer, h header) error {
 	if len(msg) > maxMessage {
 		msg = msg[:maxMessage]
 	}
-	buf := make([]byte, headerSize+len(msg))
+	fixed := headerSize
+	if h.ranged {
+		fixed += 8
+	}
+	buf := make([]byte, fixed+len(msg))
 	buf[0] = byte(h.status)
 	binary.BigEndian.PutUint64(buf[1:], uint64(h.size))
-	binary.BigEndian.PutUint16(buf[9:], uint16(len(msg)))
-	copy(buf[headerSize:], msg)
+	if h.ranged {
+		binary.BigEndian.PutUint64(buf[9:], uint64(h.have))
+	}
+	binary.BigEndian.PutUint16(buf[fixed-2:], uint16(len(msg)))
+	copy(buf[fixed:], msg)
 	_, err := w.Write(buf)
 	return err
 }
 
+// readRangeHeader reads a ProtocolID header.
+func readRangeHeader(r io.Reader) (header, error) {
+	var buf [headerSize + 8]byte
+	if _, err := io.ReadFull(r, buf[:]); err != nil {
+		return header{}, fmt.Errorf("response header: %w", err)
+	}
+	h := header{status: status(buf[0]), size: int64(binary.BigEndian.Uint64(buf[1:])),
+		ranged: true, have: int64(binary.BigEndian.Uint64(buf[9:]))}
+	if h.size < 0 {
+		return header{}, fmt.Errorf("response size %d is negative", h.size)
+	}
+	if h.have < 0 || (h.status == statusOK && h.have > h.size) {
+		return header{}, fmt.Errorf("response states %d bytes held of %d", h.have, h.size)
+	}
+	return h, readMessage(r, &h, int(binary.BigEndian.Uint16(buf[17:])))
+}
+
+// readHeader reads a ProtocolV11 header.
 func readHeader(r io.Reader) (header, error) {
 	var buf [headerSize]byte
 	if _, err := io.ReadFull(r, buf[:]); err != nil {
 		return header{}, fmt.Errorf("response header: %w", err)
 	}
 	h := header{status: status(buf[0]), size: int64(binary.BigEndian.Uint64(buf[1:]))}
-	n := int(binary.BigEndian.Uint16(buf[9:]))
-	if n > maxMessage {
-		return header{}, fmt.Errorf("response message of %d bytes exceeds %d", n, maxMessage)
-	}
 	if h.size < 0 {
 		return header{}, fmt.Errorf("response size %d is negative", h.size)
+	}
+	return h, readMessage(r, &h, int(binary.BigEndian.Uint16(buf[9:])))
+}
+
+// readMessage reads a header's message of n bytes into h.
+func readMessage(r io.Reader, h *header, n int) error {
+	if n > maxMessage {
+		return fmt.Errorf("response message of %d bytes exceeds %d", n, maxMessage)
 	}
 	if n > 0 {
 		msg := make([]byte, n)
 		if _, err := io.ReadFull(r, msg); err != nil {
-			return header{}, fmt.Errorf("response message: %w", err)
+			return fmt.Errorf("response message: %w", err)
 		}
 		h.msg = string(msg)
 	}
-	return h, nil
+	return nil
 }
 
 // validSource checks a registry host[:port] and a repository path against

@@ -34,16 +34,26 @@ func (n *Node) handleStream(s network.Stream) {
 		n.refuse(s, remote, statusBadRequest, err)
 		return
 	}
-	req, err := parseRequest(body)
+	var req request
+	ranged := s.Protocol() == ProtocolID
+	if ranged {
+		req, err = parseRangeRequest(body)
+	} else {
+		req, err = parseRequest(body)
+	}
 	if err != nil {
 		n.refuse(s, remote, statusBadRequest, err)
 		return
+	}
+	// Every answer's header has the request's format.
+	refuse := func(st status, have int64, why error) {
+		n.refuseWith(s, remote, header{status: st, ranged: ranged, have: have, msg: why.Error()})
 	}
 
 	select {
 	case n.uploads <- struct{}{}:
 	default:
-		n.refuse(s, remote, statusBusy, errors.New("too many uploads"))
+		refuse(statusBusy, 0, errors.New("too many uploads"))
 		return
 	}
 	defer func() { <-n.uploads }()
@@ -65,10 +75,30 @@ func (n *Node) handleStream(s network.Stream) {
 		if errdefs.IsNotFound(err) {
 			st = statusNotFound
 		}
-		n.refuse(s, remote, st, err)
+		refuse(st, 0, err)
 		return
 	}
 	defer blob.Close()
+	size := blob.Size()
+	end := size
+	if req.length > 0 {
+		end = req.off + req.length
+	}
+	if req.off > size || end > size {
+		refuse(statusBadRequest, 0, fmt.Errorf("range %d-%d beyond size %d", req.off, end, size))
+		return
+	}
+	have := size
+	a, isArriving := blob.(arriving)
+	if isArriving && a.Arriving() {
+		have = a.Have()
+		if req.ranged && !req.wait && req.off >= have && req.off < size {
+			// Said before the slots are counted: it costs the requester
+			// a round trip, and tells it how far this node is.
+			refuse(statusNotYet, have, fmt.Errorf("holds %d bytes of %d, not yet byte %d", have, size, req.off))
+			return
+		}
+	}
 	// A blob's streams are capped too, so that a node that just got a new
 	// blob does not feed the whole cluster alone: the others are told to
 	// ask again, and by then the first receivers can serve it onwards. A
@@ -77,24 +107,19 @@ func (n *Node) handleStream(s network.Stream) {
 	// each of its blobs one full share of the uplink keeps every first
 	// copy fast; the receivers pass it on as it arrives.
 	limit := n.cfg.MaxUploadsPerBlob
-	if a, ok := blob.(arriving); !ok || !a.Arriving() {
+	if !isArriving || !a.Arriving() {
 		limit = 1
 	}
 	if !n.takeBlobSlot(req.dgst, limit) {
-		n.refuse(s, remote, statusBusy, errors.New("too many uploads of this blob"))
+		refuse(statusBusy, have, errors.New("too many uploads of this blob"))
 		return
 	}
 	defer n.releaseBlobSlot(req.dgst)
 	n.metrics.uploadsActive.Inc()
 	defer n.metrics.uploadsActive.Dec()
-	size := blob.Size()
-	if req.off > size {
-		n.refuse(s, remote, statusBadRequest, fmt.Errorf("offset %d beyond size %d", req.off, size))
-		return
-	}
 
 	w := &deadlineWriter{s: s, idle: t.IdleTimeout}
-	if err := writeHeader(w, header{status: statusOK, size: size}); err != nil {
+	if err := writeHeader(w, header{status: statusOK, size: size, ranged: ranged, have: have}); err != nil {
 		n.metrics.uploads.WithLabelValues("error").Inc()
 		_ = s.Reset()
 		return
@@ -103,7 +128,7 @@ func (n *Node) handleStream(s network.Stream) {
 	// The cap sits outside the deadline: a stream waiting for its turn
 	// under the cap has written nothing, and its deadline moves forward
 	// with its next write.
-	sent, err := n.copyBlob(n.upload.writer(n.life, w), io.NewSectionReader(blob, req.off, size-req.off), st)
+	sent, err := n.copyBlob(n.upload.writer(n.life, w), io.NewSectionReader(blob, req.off, end-req.off), st)
 	if err != nil {
 		n.metrics.uploads.WithLabelValues("error").Inc()
 		n.log.Debug("upload cut", "peer", remote, "digest", req.dgst, "offset", req.off, "bytes", sent, "error", err)
@@ -143,12 +168,18 @@ func (n *Node) copyBlob(w io.Writer, r io.Reader, st *peerStat) (int64, error) {
 
 // refuse answers a request with an error status and ends the stream.
 func (n *Node) refuse(s network.Stream, remote peer.ID, st status, why error) {
+	n.refuseWith(s, remote, header{status: st, ranged: s.Protocol() == ProtocolID, msg: why.Error()})
+}
+
+// refuseWith answers a request with h, an error status, and ends the stream.
+func (n *Node) refuseWith(s network.Stream, remote peer.ID, h header) {
+	st := h.status
 	n.metrics.uploads.WithLabelValues(resultLabel(st)).Inc()
-	if st != statusNotFound && st != statusBusy {
-		n.log.Debug("refused request", "peer", remote, "status", st.String(), "error", why)
+	if st != statusNotFound && st != statusBusy && st != statusNotYet {
+		n.log.Debug("refused request", "peer", remote, "status", st.String(), "error", h.msg)
 	}
 	_ = s.SetWriteDeadline(time.Now().Add(n.cfg.Timing.RequestTimeout))
-	if err := writeHeader(s, header{status: st, msg: why.Error()}); err != nil {
+	if err := writeHeader(s, h); err != nil {
 		_ = s.Reset()
 		return
 	}
@@ -165,6 +196,8 @@ func resultLabel(st status) string {
 		return "bad_request"
 	case statusBusy:
 		return "busy"
+	case statusNotYet:
+		return "not_yet"
 	}
 	return "error"
 }
@@ -190,6 +223,8 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 // arriving is a blob still being downloaded by this node (see Content).
 type arriving interface {
 	Arriving() bool
+	// Have is how many bytes from the start it holds without a hole.
+	Have() int64
 }
 
 func (n *Node) takeBlobSlot(d digest.Digest, limit int) bool {

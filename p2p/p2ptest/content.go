@@ -18,13 +18,14 @@ type Content struct {
 	mu       sync.RWMutex
 	blobs    map[digest.Digest][]byte
 	arriving map[digest.Digest]bool
+	have     map[digest.Digest]int64
 }
 
 var _ p2p.Content = (*Content)(nil)
 
 // NewContent holds the given blobs.
 func NewContent(blobs ...[]byte) *Content {
-	c := &Content{blobs: make(map[digest.Digest][]byte), arriving: make(map[digest.Digest]bool)}
+	c := &Content{blobs: make(map[digest.Digest][]byte), arriving: make(map[digest.Digest]bool), have: make(map[digest.Digest]int64)}
 	for _, b := range blobs {
 		c.Add(b)
 	}
@@ -48,6 +49,17 @@ func (c *Content) SetArriving(d digest.Digest, arriving bool) {
 	c.mu.Unlock()
 }
 
+// SetHave marks a blob as still being downloaded with only its first n
+// bytes arrived, as its Have method then reports; ranged requests beyond
+// them without wait are answered "not yet". The bytes served are the
+// blob's all the same.
+func (c *Content) SetHave(d digest.Digest, n int64) {
+	c.mu.Lock()
+	c.arriving[d] = true
+	c.have[d] = n
+	c.mu.Unlock()
+}
+
 // Remove forgets a blob.
 func (c *Content) Remove(d digest.Digest) {
 	c.mu.Lock()
@@ -60,11 +72,15 @@ func (c *Content) Open(_ context.Context, d digest.Digest) (store.Blob, error) {
 	c.mu.RLock()
 	b, ok := c.blobs[d]
 	arriving := c.arriving[d]
+	have, set := c.have[d]
 	c.mu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("blob %s: %w", d, errdefs.ErrNotFound)
 	}
-	return blob{bytes.NewReader(b), arriving}, nil
+	if !set || !arriving {
+		have = int64(len(b))
+	}
+	return blob{bytes.NewReader(b), arriving, have}, nil
 }
 
 // Walk implements p2p.Content.
@@ -93,9 +109,13 @@ func (c *Content) Walk(ctx context.Context, fn func(digest.Digest, int64) error)
 type blob struct {
 	*bytes.Reader
 	arriving bool
+	have     int64
 }
 
 func (blob) Close() error { return nil }
+
+// Have reports what SetHave set, or the size.
+func (b blob) Have() int64 { return b.have }
 
 // Arriving reports what SetArriving set.
 func (b blob) Arriving() bool { return b.arriving }

@@ -1,0 +1,131 @@
+package p2p_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/p2p/p2ptest"
+)
+
+// TestFetchRange reads parts of a blob from a peer that holds it whole and
+// from one still receiving it.
+func TestFetchRange(t *testing.T) {
+	t.Parallel()
+	data := randomBlob(21, 3<<20)
+	d := digest.FromBytes(data)
+	held := p2ptest.NewContent(data)
+	c := p2ptest.Start(t, 2, p2ptest.Options{Content: func(i int) *p2ptest.Content {
+		if i == 1 {
+			return held
+		}
+		return nil
+	}})
+	c.WaitMembers(t, 2, 20*time.Second)
+	client, server := c.Nodes[0], c.Nodes[1].ID()
+	read := func(rg p2p.Range) ([]byte, int64, error) {
+		t.Helper()
+		body, size, have, err := client.FetchRange(t.Context(), server, d, rg)
+		if err != nil {
+			return nil, have, err
+		}
+		defer body.Close()
+		if size != int64(len(data)) {
+			t.Errorf("size %d, want %d", size, len(data))
+		}
+		b, err := io.ReadAll(body)
+		return b, have, err
+	}
+
+	for _, rg := range []p2p.Range{
+		{Off: 0, Length: 1 << 20},
+		{Off: 1<<20 + 17, Length: 1000},
+		{Off: 3<<20 - 5, Length: 5},
+		{Off: 2 << 20},
+	} {
+		b, have, err := read(rg)
+		end := int64(len(data))
+		if rg.Length > 0 {
+			end = rg.Off + rg.Length
+		}
+		if err != nil || !bytes.Equal(b, data[rg.Off:end]) {
+			t.Errorf("range %+v: %d bytes, %v; want %d", rg, len(b), err, end-rg.Off)
+		}
+		if have != int64(len(data)) {
+			t.Errorf("range %+v: peer holds %d, want the whole %d", rg, have, len(data))
+		}
+	}
+	if _, _, err := read(p2p.Range{Off: 3<<20 - 5, Length: 6}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("range past the end: %v, want invalid argument", err)
+	}
+
+	// Still arriving at the server: bytes it holds are served, others are
+	// "not yet" unless the request waits.
+	held.SetHave(d, 1<<20)
+	if b, have, err := read(p2p.Range{Off: 1<<20 - 10, Length: 10}); err != nil || !bytes.Equal(b, data[1<<20-10:1<<20]) || have != 1<<20 {
+		t.Errorf("held range: %d bytes, holds %d, %v", len(b), have, err)
+	}
+	_, have, err := read(p2p.Range{Off: 1 << 20, Length: 10})
+	if !errors.Is(err, p2p.ErrNotYet) || !errdefs.IsOutOfRange(err) || have != 1<<20 {
+		t.Errorf("range not arrived: holds %d, %v; want ErrNotYet and 1 MiB", have, err)
+	}
+	if b, _, err := read(p2p.Range{Off: 1 << 20, Length: 10, Wait: true}); err != nil || !bytes.Equal(b, data[1<<20:1<<20+10]) {
+		t.Errorf("range waited for: %d bytes, %v", len(b), err)
+	}
+}
+
+// TestFetchRangeFromOldPeer reads a range from a peer that speaks only the
+// protocol before ranges: it sends the rest of the blob, and the body ends
+// with the range all the same.
+func TestFetchRangeFromOldPeer(t *testing.T) {
+	t.Parallel()
+	data := randomBlob(22, 1<<20)
+	d := digest.FromBytes(data)
+	c := p2ptest.Start(t, 1, p2ptest.Options{})
+	client := c.Nodes[0]
+	old := rawHost(t)
+	asked := make(chan int64, 1)
+	old.SetStreamHandler(p2p.ProtocolV11, func(s network.Stream) {
+		defer s.Close()
+		var lb [2]byte
+		if _, err := io.ReadFull(s, lb[:]); err != nil {
+			return
+		}
+		body := make([]byte, binary.BigEndian.Uint16(lb[:]))
+		if _, err := io.ReadFull(s, body); err != nil {
+			return
+		}
+		off := int64(binary.BigEndian.Uint64(body))
+		asked <- off
+		hdr := make([]byte, 11)
+		binary.BigEndian.PutUint64(hdr[1:], uint64(len(data)))
+		_, _ = s.Write(hdr)
+		_, _ = s.Write(data[off:])
+	})
+	// The old peer dials: a member is dialled by address from the
+	// membership, which this bare host is not in.
+	if err := old.Connect(t.Context(), peer.AddrInfo{ID: client.ID(), Addrs: client.Status().Addrs}); err != nil {
+		t.Fatal(err)
+	}
+	body, size, have, err := client.FetchRange(t.Context(), old.ID(), d, p2p.Range{Off: 4096, Length: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	b, err := io.ReadAll(body)
+	if err != nil || !bytes.Equal(b, data[4096:4196]) || size != int64(len(data)) || have != 0 {
+		t.Errorf("got %d bytes, size %d, holds %d, %v; want 100 bytes of %d, holds unsaid", len(b), size, have, err, len(data))
+	}
+	if off := <-asked; off != 4096 {
+		t.Errorf("old peer asked at %d, want 4096", off)
+	}
+}
