@@ -9,6 +9,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/shoal-dev/shoal/resolver"
 )
 
 // Router presents a Node with peers named by strings, the shape the
@@ -57,6 +59,15 @@ func (r *Router) Fetch(ctx context.Context, p string, dgst digest.Digest, off in
 		return nil, 0, err
 	}
 	return r.n.Fetch(ctx, id, dgst, off)
+}
+
+// FetchRange streams part of dgst from peer p (see Node.FetchRange).
+func (r *Router) FetchRange(ctx context.Context, p string, dgst digest.Digest, rg resolver.PeerRange) (io.ReadCloser, int64, int64, error) {
+	id, err := decodePeer(p)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	return r.n.FetchRange(ctx, id, dgst, Range{Off: rg.Off, Length: rg.Length, Wait: rg.Wait, Registry: rg.Registry, Repo: rg.Repo})
 }
 
 // Avoid leaves peer p out of Providers for a while.

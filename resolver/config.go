@@ -51,6 +51,16 @@ type Config struct {
 	// prefetching off.
 	PrefetchBlobs int
 
+	// PieceSize is the size of the pieces a download of known size asks
+	// peers for, several at once from different peers (PieceWorkers), when
+	// the router can fetch ranges: a slow peer then costs only the pieces
+	// it holds up. Default 4 MiB; -1 fetches every blob as one stream.
+	PieceSize int64
+
+	// PieceWorkers is how many pieces of one blob are fetched at once,
+	// each from a different peer. Default 3.
+	PieceWorkers int
+
 	// ResolveTagsLocally lets a tag the node's containerd already holds answer
 	// when the registry cannot be reached. It may serve a stale tag, which is
 	// why it is off by default.
@@ -71,6 +81,8 @@ func DefaultConfig() Config {
 		BusyWait:          2 * time.Second,
 		DesignatedPeers:   2,
 		PrefetchBlobs:     64,
+		PieceSize:         4 << 20,
+		PieceWorkers:      3,
 	}
 }
 
@@ -99,6 +111,15 @@ func (c *Config) fill() error {
 	}
 	if c.PrefetchBlobs == 0 {
 		c.PrefetchBlobs = d.PrefetchBlobs
+	}
+	if c.PieceSize == 0 {
+		c.PieceSize = d.PieceSize
+	}
+	if c.PieceWorkers == 0 {
+		c.PieceWorkers = d.PieceWorkers
+	}
+	if c.PieceSize < -1 || c.PieceWorkers < 0 {
+		return errors.New("resolver: PieceSize must be -1 (off) or more, PieceWorkers 0 or more")
 	}
 	if c.PrefetchBlobs < -1 {
 		return errors.New("resolver: PrefetchBlobs must be -1 (off) or more")

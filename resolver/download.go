@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -126,6 +129,27 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 			r.announce(req.Digest)
 		}
 	}
+	// The primary stream: where it reads, and from which peer.
+	var pos atomic.Int64
+	var primary atomic.Value
+	primary.Store("")
+	dctx, dcancel := context.WithCancelCause(r.ctx)
+	defer dcancel(nil)
+	var usedMu sync.Mutex
+	used := map[string]bool{}
+	helping := false
+	startHelpers := func() {
+		rr, ok := r.router.(Ranger)
+		if helping || !ok || ing == nil || r.cfg.PieceSize <= 0 || r.cfg.PieceWorkers == 0 || ing.Size() < 2*r.cfg.PieceSize {
+			return
+		}
+		helping = true
+		// They end with the download (dctx), or make the blob whole and
+		// end the primary stream.
+		r.wg.Go(func() {
+			r.helpers(dctx, req, f, ing, rr, &pos, &primary, func() { dcancel(errComplete) }, &usedMu, used)
+		})
+	}
 	for round := 0; ; round++ {
 		sources := r.sources(req)
 		if len(sources) == 0 {
@@ -153,27 +177,47 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				// flow it may be longer.
 				break
 			}
-			n, size, err := r.fetchOnce(req, src, f.trust, ing, off, func(size int64) (store.Ingest, error) {
-				var err error
-				ing, err = r.store.Begin(r.ctx, req.Digest, size)
-				if err != nil {
-					if errdefs.IsAlreadyExists(err) {
-						return nil, err
+			primary.Store(src.peer)
+			var n int64
+			var err error
+			sent := false
+			for {
+				pos.Store(off)
+				startHelpers()
+				var k int64
+				k, _, err = r.fetchOnce(dctx, req, src, f.trust, ing, off, &pos, func(size int64) (store.Ingest, error) {
+					var err error
+					ing, err = r.store.Begin(r.ctx, req.Digest, size)
+					if err != nil {
+						if errdefs.IsAlreadyExists(err) {
+							return nil, err
+						}
+						return nil, fmt.Errorf("%w: %w", errLocalStore, err)
 					}
-					return nil, fmt.Errorf("%w: %w", errLocalStore, err)
+					f.ingest = ing
+					f.setSource(src.kind)
+					published = true
+					close(f.ready)
+					startHelpers()
+					return ing, nil
+				}, opened)
+				n += k
+				sent = sent || k > 0
+				if !errors.Is(err, errCaughtUp) {
+					break
 				}
-				f.ingest = ing
-				f.setSource(src.kind)
-				published = true
-				close(f.ready)
-				return ing, nil
-			}, opened)
-			if n > 0 && src.peer != "" {
+				// The stream reached bytes the helpers wrote: ask the same
+				// source again from the next hole rather than read them twice.
+				off = ing.Contiguous()
+				n = 0
+			}
+			if sent && src.peer != "" {
 				peersUsed = append(peersUsed, src.peer)
 			}
 			off += n
-			if err == nil && ing != nil && off == size {
-				lastErr = nil
+			if ing != nil && ing.Contiguous() == ing.Size() {
+				// Whole: this source's bytes, or the helpers' too.
+				off, lastErr = ing.Size(), nil
 				break
 			}
 			lastErr = err
@@ -208,6 +252,14 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 		}
 		backoff = min(2*backoff, time.Second)
 	}
+	dcancel(nil)
+	usedMu.Lock()
+	for p := range used {
+		if !slices.Contains(peersUsed, p) {
+			peersUsed = append(peersUsed, p)
+		}
+	}
+	usedMu.Unlock()
 	if lastErr == nil && ing == nil {
 		lastErr = fmt.Errorf("blob %s: no source sent it: %w", req.Digest, errdefs.ErrNotFound)
 	}
@@ -279,6 +331,9 @@ func retryable(err error) bool {
 // errLocalStore marks a failure of shoal's own store, not of a source.
 var errLocalStore = errors.New("shoal's store failed")
 
+// errCaughtUp ends a stream that reached bytes helpers wrote.
+var errCaughtUp = errors.New("the stream reached bytes other peers sent")
+
 // errStalled marks a source that stopped sending.
 var errStalled = errors.New("source stalled")
 
@@ -286,8 +341,9 @@ var errStalled = errors.New("source stalled")
 // begin on the first success, once the size is known). It returns how many
 // bytes it wrote.
 // opened is called once the source answered, before any byte is copied.
-func (r *Resolver) fetchOnce(req BlobRequest, src source, tr *trust, ing store.Ingest, off int64, begin func(int64) (store.Ingest, error), opened func(Source)) (int64, int64, error) {
-	ctx, cancel := context.WithCancelCause(r.ctx)
+// pos follows where it writes.
+func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, tr *trust, ing store.Ingest, off int64, pos *atomic.Int64, begin func(int64) (store.Ingest, error), opened func(Source)) (int64, int64, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// The watchdog cancels the request when no byte came for StallTimeout,
 	// headers included.
@@ -334,7 +390,14 @@ func (r *Resolver) fetchOnce(req BlobRequest, src source, tr *trust, ing store.I
 			}
 			tr.wrote(off+n, int64(k), src.kind == SourceUpstream)
 			n += int64(k)
+			pos.Store(off + n)
 			counted.Add(float64(k))
+			if c := ing.Contiguous(); c == size {
+				// The helpers sent the rest.
+				return n, size, nil
+			} else if c > off+n {
+				return n, size, errCaughtUp
+			}
 		}
 		if rerr == io.EOF {
 			if off+n < size {

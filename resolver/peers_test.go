@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +26,7 @@ type fakePeer struct {
 	corrupt bool  // flip a byte
 	busy    int   // answer "busy" this many times first
 	stallAt int64 // stop sending after this offset, without an error (0: never)
+	slow    bool  // send 64 KiB every 10 ms
 }
 
 // fakeRouter is an in-memory mesh that records what the resolver did.
@@ -74,6 +76,9 @@ func (f *fakeRouter) Fetch(ctx context.Context, p string, d digest.Digest, off i
 	if fp.stallAt > 0 {
 		r = io.MultiReader(io.LimitReader(r, fp.stallAt-off), stallReader{ctx})
 	}
+	if fp.slow {
+		r = &slowReader{ctx: ctx, r: r}
+	}
 	return io.NopCloser(r), int64(len(data)), nil
 }
 
@@ -83,6 +88,24 @@ type stallReader struct{ ctx context.Context }
 func (s stallReader) Read([]byte) (int, error) {
 	<-s.ctx.Done()
 	return 0, context.Cause(s.ctx)
+}
+
+// slowReader sends 64 KiB every 10 ms, and records how much it sent.
+type slowReader struct {
+	ctx  context.Context
+	r    io.Reader
+	sent atomic.Int64
+}
+
+func (s *slowReader) Read(b []byte) (int, error) {
+	select {
+	case <-time.After(10 * time.Millisecond):
+	case <-s.ctx.Done():
+		return 0, context.Cause(s.ctx)
+	}
+	n, err := s.r.Read(b[:min(len(b), 64<<10)])
+	s.sent.Add(int64(n))
+	return n, err
 }
 
 type errReader struct{ err error }

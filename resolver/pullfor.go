@@ -131,6 +131,9 @@ func (b *ingestBlob) Arriving() bool {
 	}
 }
 
+// Have is how many bytes from the start have arrived without a hole.
+func (b *ingestBlob) Have() int64 { return b.ing.Contiguous() }
+
 func (b *ingestBlob) ReadAt(p []byte, off int64) (int, error) {
 	if off >= b.ing.Size() {
 		return 0, io.EOF

@@ -157,6 +157,29 @@ type Designator interface {
 	FetchThrough(ctx context.Context, p string, dgst digest.Digest, off int64, registry, repo string) (io.ReadCloser, int64, error)
 }
 
+// Ranger is a Router that also streams parts of blobs, for downloads in
+// pieces from several peers at once.
+type Ranger interface {
+	// FetchRange streams rg of dgst from peer p and says the blob's size
+	// and how many bytes the peer held from its start without a hole when
+	// it answered (the size when it holds it whole; 0 when it did not
+	// say). Without rg.Wait, a peer still receiving the blob that does not
+	// hold the byte at rg.Off fails at once with an error wrapping
+	// errdefs.ErrOutOfRange, have still set.
+	FetchRange(ctx context.Context, p string, dgst digest.Digest, rg PeerRange) (body io.ReadCloser, size, have int64, err error)
+}
+
+// PeerRange is part of a blob asked of a peer.
+type PeerRange struct {
+	Off    int64
+	Length int64 // 0: to the end
+	// Wait for bytes the peer has not received yet.
+	Wait bool
+	// Registry and Repo, when set, ask the peer to fetch the blob from
+	// there for the cluster if it does not hold it (see Designator).
+	Registry, Repo string
+}
+
 // Upstream fetches from OCI registries.
 type Upstream interface {
 	// Manifest fetches a manifest by tag or digest; a digest reference is verified.

@@ -39,6 +39,8 @@ type daemonOptions struct {
 	registryAuthFile   string
 	resolveTagsLocally bool
 	prefetchBlobs      int
+	pieceSize          string
+	pieceWorkers       int
 	containerdSock     string
 	containerdNS       string
 	containerdContent  string
@@ -113,6 +115,8 @@ Metrics, /healthz and /readyz are served on --metrics-addr.`,
 	f.StringVar(&o.containerdNS, "containerd-namespace", "k8s.io", "containerd namespace whose images answer tag look-ups (k8s.io for CRI)")
 	f.StringVar(&o.containerdContent, "containerd-content-dir", "", "containerd's content directory (e.g. /var/lib/containerd/io.containerd.content.v1.content) for direct reads; empty reads through the socket")
 	f.DurationVar(&o.missTimeout, "miss-timeout", 5*time.Second, "longest a request waits for an upstream source to start answering before shoal answers 404")
+	f.StringVar(&o.pieceSize, "piece-size", "4MiB", "helpers beside a download's stream from one peer fetch the blob's last missing pieces of this size from other peers that hold them; 0 turns the helpers off")
+	f.IntVar(&o.pieceWorkers, "piece-workers", 3, "pieces of one blob the helpers fetch at once, each from a different peer; 0 turns them off")
 	f.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "a download receiving no byte for this long is abandoned and resumed from the same offset")
 	f.IntVar(&o.mirrorMaxRequests, "mirror-max-requests", 256, "requests from containerd served at once; more are answered 503 at once, so containerd asks the registry instead")
 	f.BoolVar(&o.p2p, "p2p", true, "share blobs with the other nodes' shoal daemons; --p2p=false makes shoal a plain pull-through cache")
@@ -173,6 +177,19 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 
 	if o.prefetchBlobs < 0 {
 		return fmt.Errorf("--prefetch %d: want 0 (off) or a number of layers", o.prefetchBlobs)
+	}
+	pieceSize, err := parseBytes("piece-size", o.pieceSize)
+	if err != nil {
+		return err
+	}
+	if pieceSize != 0 && pieceSize < 64<<10 {
+		return fmt.Errorf("--piece-size %s: want 0 (off) or at least 64KiB", o.pieceSize)
+	}
+	if o.pieceWorkers < 0 {
+		return fmt.Errorf("--piece-workers %d: want 0 (off) or more", o.pieceWorkers)
+	}
+	if pieceSize == 0 || o.pieceWorkers == 0 {
+		pieceSize = -1 // the resolver's "off"
 	}
 	// Bind the ports first: a wrong address is the likeliest mistake, and
 	// nothing else should start when it is made.
@@ -260,6 +277,8 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		StallTimeout:       o.stallTimeout,
 		ResolveTagsLocally: o.resolveTagsLocally,
 		PrefetchBlobs:      prefetchSetting(o.prefetchBlobs),
+		PieceSize:          pieceSize,
+		PieceWorkers:       o.pieceWorkers,
 		Logger:             log.With("component", "resolver"),
 	}, reg)
 	if err != nil {

@@ -1,0 +1,165 @@
+package resolver_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/resolver"
+)
+
+// rangePeer is how one peer of rangingRouter answers ranged requests.
+type rangePeer struct {
+	data  []byte
+	have  int64 // bytes held; len(data) when 0
+	stall bool  // answer, then send nothing
+	fails bool  // not found
+}
+
+// rangingRouter is a designatingRouter whose peers also serve ranges, and
+// that records every ranged request ("peer@offset+length wait through").
+type rangingRouter struct {
+	*designatingRouter
+	mu     sync.Mutex
+	rpeers map[string]rangePeer
+	asked  []string
+	served map[string]int64 // bytes each peer sent
+	sentAt map[string]bool  // "peer@offset" of every range sent
+}
+
+func (r *rangingRouter) FetchRange(ctx context.Context, p string, d digest.Digest, rg resolver.PeerRange) (io.ReadCloser, int64, int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.asked = append(r.asked, fmt.Sprintf("%s@%d+%d wait=%t through=%t", p, rg.Off, rg.Length, rg.Wait, rg.Registry != ""))
+	rp, ok := r.rpeers[p]
+	if !ok || rp.fails || digest.FromBytes(rp.data) != d {
+		return nil, 0, 0, errdefs.ErrNotFound
+	}
+	size := int64(len(rp.data))
+	have := rp.have
+	if have == 0 {
+		have = size
+	}
+	if !rg.Wait && rg.Off >= have {
+		return nil, size, have, fmt.Errorf("peer %s holds %d: %w", p, have, errdefs.ErrOutOfRange)
+	}
+	end := size
+	if rg.Length > 0 {
+		end = rg.Off + rg.Length
+	}
+	var body io.Reader = bytes.NewReader(rp.data[rg.Off:end])
+	if rp.stall {
+		body = stallReader{ctx}
+	} else {
+		r.served[p] += end - rg.Off
+		if r.sentAt == nil {
+			r.sentAt = map[string]bool{}
+		}
+		r.sentAt[fmt.Sprintf("%s@%d", p, rg.Off)] = true
+	}
+	return io.NopCloser(body), size, have, nil
+}
+
+// servedOf says whether p sent the range at off.
+func (r *rangingRouter) servedOf(p string, off int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sentAt[fmt.Sprintf("%s@%d", p, off)]
+}
+
+func (r *rangingRouter) askedOf(p string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, a := range r.asked {
+		if strings.HasPrefix(a, p+"@") {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// TestHelpersCatchUpFromPeersAhead: a download whose peer sends slowly
+// gets the rest of the blob, from its end backwards, from peers that hold
+// more of it, and the slow stream ends when the blob is whole. Helpers
+// never ask a peer to wait or to fetch through, and a peer that stalls
+// costs only its piece.
+func TestHelpersCatchUpFromPeersAhead(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 10<<20+123)
+	d := digest.FromBytes(body)
+	half := int64(len(body) / 2)
+	router := &rangingRouter{
+		designatingRouter: &designatingRouter{
+			fakeRouter: &fakeRouter{order: []string{"slow", "stalls", "whole", "behind"}, peers: map[string]fakePeer{
+				"slow": {data: body, slow: true}, "stalls": {data: body}, "whole": {data: body}, "behind": {data: body},
+			}},
+		},
+		rpeers: map[string]rangePeer{
+			"slow":   {data: body},
+			"stalls": {data: body, stall: true},
+			"whole":  {data: body},
+			"behind": {data: body, have: half},
+		},
+		served: map[string]int64{},
+	}
+	f := newFixture(t, resolver.Config{PieceSize: 1 << 20, PieceWorkers: 2, StallTimeout: 300 * time.Millisecond},
+		resolver.Sources{Router: router})
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: "registry.example", Repo: "team/app", Digest: d, Size: int64(len(body))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes: %v", len(got), err)
+	}
+	if n := f.up.blobGets.Load(); n != 0 {
+		t.Errorf("registry asked %d times, want 0", n)
+	}
+	router.mu.Lock()
+	served := maps(router.served)
+	asked := slices.Clone(router.asked)
+	router.mu.Unlock()
+	// At 6.4 MB/s the slow peer alone would take 1.6 s; the helpers send
+	// most of the blob.
+	if served["whole"]+served["behind"] < half {
+		t.Errorf("helpers got %v bytes per peer, want at least half the blob", served)
+	}
+	if got := router.askedOf("slow"); len(got) != 0 {
+		t.Errorf("helpers asked the primary stream's peer: %v", got)
+	}
+	for _, a := range asked {
+		if strings.Contains(a, "wait=true") || strings.Contains(a, "through=true") {
+			t.Errorf("a helper asked a peer to wait or fetch through: %s", a)
+		}
+	}
+	for _, a := range router.askedOf("behind") {
+		var off, n int64
+		var wait, through bool
+		if _, err := fmt.Sscanf(a, "behind@%d+%d wait=%t through=%t", &off, &n, &wait, &through); err != nil {
+			t.Fatal(err)
+		}
+		if off >= half && router.servedOf("behind", off) {
+			t.Errorf("a peer holding %d bytes sent the piece at %d", half, off)
+		}
+	}
+	if got := router.askedOf("stalls"); len(got) > 1 {
+		t.Errorf("the stalling peer was asked %v, want at most once", got)
+	}
+}
+
+func maps(m map[string]int64) map[string]int64 {
+	out := make(map[string]int64, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
