@@ -39,14 +39,14 @@ const ProtocolV11 protocol.ID = "/shoal/blob/1.1.0"
 const DHTPrefix protocol.ID = "/shoal"
 
 const (
-	maxRequest   = 1024 // 8 + 71 bytes of digest + a registry and a repository name
-	maxMessage   = 512
-	headerSize   = 1 + 8 + 2
-	minRequest   = 8 + 1
+	maxRequest = 1024 // 8 + 71 bytes of digest + a registry and a repository name
+	maxMessage = 512
+	headerSize = 1 + 8 + 2
+	minRequest = 8 + 1
 	// rangeFields is what ProtocolID adds to a request: length and flags.
 	rangeFields = 8 + 1
 	// flagWait asks a node receiving the blob to wait for the bytes.
-	flagWait = 1
+	flagWait     = 1
 	copyBufferSz = 256 << 10
 )
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"mime"
 	"strings"
 	"testing"
@@ -118,6 +119,16 @@ func FuzzRequest(f *testing.F) {
 	f.Add(frame(-1, good))
 	f.Add(append(frame(0, good), "trailing"...))
 	f.Add([]byte{0xff, 0xff})
+	for _, r := range []request{
+		{dgst: digest.Digest(good), off: 5, ranged: true, length: 4 << 20},
+		{dgst: digest.Digest(good), ranged: true, wait: true, registry: "docker.io", repo: "a"},
+	} {
+		var buf bytes.Buffer
+		if err := writeRequest(&buf, r); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(bytes.Clone(buf.Bytes()))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		body, err := readRequest(bytes.NewReader(b))
 		if err != nil {
@@ -126,24 +137,34 @@ func FuzzRequest(f *testing.F) {
 		if len(body) < minRequest || len(body) > maxRequest {
 			t.Fatalf("read a %d-byte request", len(body))
 		}
-		req, err := parseRequest(body)
-		if err != nil {
-			return
-		}
-		if req.off < 0 || checkDigest(req.dgst) != nil {
-			t.Fatalf("accepted %+v", req)
-		}
-		if (req.registry != "" || req.repo != "") && !validSource(req.registry, req.repo) {
-			t.Fatalf("accepted source %q %q", req.registry, req.repo)
-		}
-		var buf bytes.Buffer
-		if err := writeRequest(&buf, req); err != nil {
-			t.Fatalf("cannot write back %+v: %v", req, err)
-		}
-		if want := b[:2+len(body)]; !bytes.Equal(buf.Bytes(), want) {
-			t.Fatalf("%+v writes back as %x, read from %x", req, buf.Bytes(), want)
+		// Both versions' parsers take the same frame; each must judge it
+		// on its own.
+		for _, parse := range []func([]byte) (request, error){parseRequest, parseRangeRequest} {
+			checkRequest(t, b, body, parse)
 		}
 	})
+}
+
+// checkRequest parses body, the frame b's, and checks what it accepts.
+func checkRequest(t *testing.T, b, body []byte, parse func([]byte) (request, error)) {
+	t.Helper()
+	req, err := parse(bytes.Clone(body))
+	if err != nil {
+		return
+	}
+	if req.off < 0 || checkDigest(req.dgst) != nil || req.length < 0 {
+		t.Fatalf("accepted %+v", req)
+	}
+	if (req.registry != "" || req.repo != "") && !validSource(req.registry, req.repo) {
+		t.Fatalf("accepted source %q %q", req.registry, req.repo)
+	}
+	var buf bytes.Buffer
+	if err := writeRequest(&buf, req); err != nil {
+		t.Fatalf("cannot write back %+v: %v", req, err)
+	}
+	if want := b[:2+len(body)]; !bytes.Equal(buf.Bytes(), want) {
+		t.Fatalf("%+v writes back as %x, read from %x", req, buf.Bytes(), want)
+	}
 }
 
 // FuzzHeader reads arbitrary bytes as a provider's answer header: an
@@ -165,20 +186,31 @@ func FuzzHeader(f *testing.F) {
 	}
 	f.Add([]byte{0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0})
 	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff})
+	buf.Reset()
+	if err := writeHeader(&buf, header{status: statusNotYet, size: 100, ranged: true, have: 40, msg: "not yet"}); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(bytes.Clone(buf.Bytes()))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		h, err := readHeader(bytes.NewReader(b))
-		if err != nil {
-			return
-		}
-		if h.size < 0 || len(h.msg) > maxMessage {
-			t.Fatalf("accepted %+v", h)
-		}
-		var out bytes.Buffer
-		if err := writeHeader(&out, h); err != nil {
-			t.Fatal(err)
-		}
-		if want := b[:headerSize+len(h.msg)]; !bytes.Equal(out.Bytes(), want) {
-			t.Fatalf("%+v writes back as %x, read from %x", h, out.Bytes(), want)
+		for _, read := range []func(io.Reader) (header, error){readHeader, readRangeHeader} {
+			h, err := read(bytes.NewReader(b))
+			if err != nil {
+				continue
+			}
+			if h.size < 0 || len(h.msg) > maxMessage || h.have < 0 || (h.status == statusOK && h.have > h.size) {
+				t.Fatalf("accepted %+v", h)
+			}
+			var out bytes.Buffer
+			if err := writeHeader(&out, h); err != nil {
+				t.Fatal(err)
+			}
+			n := headerSize + len(h.msg)
+			if h.ranged {
+				n += 8
+			}
+			if want := b[:n]; !bytes.Equal(out.Bytes(), want) {
+				t.Fatalf("%+v writes back as %x, read from %x", h, out.Bytes(), want)
+			}
 		}
 	})
 }
