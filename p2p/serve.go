@@ -110,11 +110,16 @@ func (n *Node) handleStream(s network.Stream) {
 	if !isArriving || !a.Arriving() {
 		limit = 1
 	}
-	if !n.takeBlobSlot(req.dgst, limit) {
-		refuse(statusBusy, have, errors.New("too many uploads of this blob"))
-		return
+	// A piece (a ranged request of a set length) counts against the
+	// node's cap only: it is short, and helpers ask for the bytes few
+	// nodes hold yet, which is what a node's spare slots are best spent on.
+	if req.length == 0 {
+		if !n.takeBlobSlot(req.dgst, limit) {
+			refuse(statusBusy, have, errors.New("too many uploads of this blob"))
+			return
+		}
+		defer n.releaseBlobSlot(req.dgst)
 	}
-	defer n.releaseBlobSlot(req.dgst)
 	n.metrics.uploadsActive.Inc()
 	defer n.metrics.uploadsActive.Dec()
 
