@@ -19,7 +19,9 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/opencontainers/go-digest"
 
@@ -55,6 +57,27 @@ func rangeFrame(off, length int64, flags byte, dgst string) []byte {
 	b[18] = flags
 	copy(b[19:], dgst)
 	return b
+}
+
+// sendFrame opens a stream of proto to server from h and writes frame; it
+// half-closes the stream unless stall. The stream is reset when the test ends.
+func sendFrame(t *testing.T, h host.Host, server peer.ID, proto protocol.ID, frame []byte, stall bool) network.Stream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	s, err := h.NewStream(ctx, server, proto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Reset() })
+	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := s.Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	if !stall {
+		_ = s.CloseWrite()
+	}
+	return s
 }
 
 // TestBadRequests sends malformed transfer requests straight to a node:
@@ -100,20 +123,7 @@ func TestBadRequests(t *testing.T) {
 		{"valid", frame(int64(len(data))-3, d.String()), false, "ok"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-			defer cancel()
-			s, err := h.NewStream(ctx, server.ID(), p2p.ProtocolV11)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Reset()
-			_ = s.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := s.Write(tc.send); err != nil {
-				t.Fatal(err)
-			}
-			if !tc.stall {
-				_ = s.CloseWrite()
-			}
+			s := sendFrame(t, h, server.ID(), p2p.ProtocolV11, tc.send, tc.stall)
 			status, _, msg, err := p2p.ReadHeader(s)
 			if err != nil {
 				t.Fatalf("no answer: %v", err)
@@ -150,18 +160,7 @@ func TestBadRequests(t *testing.T) {
 		{"to the end", rangeFrame(int64(len(data))-3, 0, 1, d.String()), "ok", 1000, 3},
 	} {
 		t.Run("ranged/"+tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-			defer cancel()
-			s, err := h.NewStream(ctx, server.ID(), p2p.ProtocolID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Reset()
-			_ = s.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := s.Write(tc.send); err != nil {
-				t.Fatal(err)
-			}
-			_ = s.CloseWrite()
+			s := sendFrame(t, h, server.ID(), p2p.ProtocolID, tc.send, false)
 			status, size, have, msg, err := p2p.ReadRangeHeader(s)
 			if err != nil {
 				t.Fatalf("no answer: %v", err)
