@@ -54,8 +54,11 @@ func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing 
 	size, psize := ing.Size(), r.cfg.PieceSize
 	n := int((size + psize - 1) / psize)
 	var (
-		mu    sync.Mutex
-		done  = make([]bool, n) // written by a helper
+		mu   sync.Mutex
+		done = make([]bool, n) // written by a helper
+		// from is where a piece's next attempt starts: a helper writes
+		// a piece in order, so what an attempt wrote is not asked again.
+		from  = make([]int64, n)
 		taken = make([]bool, n)
 		srcs  []*pieceSource
 		seen  = map[string]bool{}
@@ -110,13 +113,14 @@ func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing 
 				continue
 			}
 			taken[i], s.busy = true, true
+			start, end := max(from[i], int64(i)*psize), min(int64(i+1)*psize, size)
 			mu.Unlock()
 
-			start, end := int64(i)*psize, min(int64(i+1)*psize, size)
 			k, have, err := r.fetchPiece(ctx, req, f, ing, rr, s.peer, start, end, pos)
 
 			mu.Lock()
 			taken[i], s.busy = false, false
+			from[i] = start + k
 			if have > 0 {
 				s.have = max(s.have, have)
 			}
