@@ -53,8 +53,17 @@ func (r *Resolver) sources(req BlobRequest) []source {
 		if err != nil && !errdefs.IsNotFound(err) {
 			r.cfg.Logger.Debug("provider look-up failed", "digest", req.Digest, "err", err)
 		}
+		rr, ranges := r.router.(Ranger)
 		for _, p := range peers {
 			out = append(out, source{kind: SourcePeer, peer: p, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, error) {
+				if ranges {
+					// Not asked to wait for bytes it has not received:
+					// only the designated peer, which fetches from the
+					// registry, is. Two nodes that each waited on the
+					// other's next byte would stall until StallTimeout.
+					body, size, _, err := rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off})
+					return body, size, err
+				}
 				return r.router.Fetch(ctx, p, req.Digest, off)
 			}})
 		}
@@ -227,7 +236,8 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				localFailed = true
 				break
 			}
-			if src.peer != "" && errdefs.IsResourceExhausted(err) {
+			if src.peer != "" && (errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err)) {
+				// Busy, or not there yet: either way it will be soon.
 				busy = true
 				designatedBusy = designatedBusy || src.designated
 			} else if src.peer != "" {
