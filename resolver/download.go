@@ -34,7 +34,12 @@ func (s source) String() string {
 
 // sources lists where req's blob can come from, in the order to try them:
 // peers that hold it (best first), then the registry, several times.
-func (r *Resolver) sources(req BlobRequest) []source {
+// Peers that are not designated are asked to wait for bytes they have not
+// received yet unless noWait is set: after a download jumped ahead over
+// bytes its helpers wrote, it may be ahead of the peer it asks, and two
+// nodes that each waited on the other's next byte would stall until
+// StallTimeout.
+func (r *Resolver) sources(req BlobRequest, noWait *atomic.Bool) []source {
 	var out []source
 	if d, ok := r.router.(Designator); ok && !req.ForPeer {
 		// The peers designated to fetch this digest for the cluster come
@@ -56,11 +61,7 @@ func (r *Resolver) sources(req BlobRequest) []source {
 		rr, ranges := r.router.(Ranger)
 		for _, p := range peers {
 			out = append(out, source{kind: SourcePeer, peer: p, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, error) {
-				if ranges {
-					// Not asked to wait for bytes it has not received:
-					// only the designated peer, which fetches from the
-					// registry, is. Two nodes that each waited on the
-					// other's next byte would stall until StallTimeout.
+				if ranges && noWait.Load() {
 					body, size, _, err := rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off})
 					return body, size, err
 				}
@@ -140,6 +141,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	}
 	// The primary stream: where it reads, and from which peer.
 	var pos atomic.Int64
+	var noWait atomic.Bool
 	var primary atomic.Value
 	primary.Store("")
 	dctx, dcancel := context.WithCancelCause(r.ctx)
@@ -160,7 +162,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 		})
 	}
 	for round := 0; ; round++ {
-		sources := r.sources(req)
+		sources := r.sources(req, &noWait)
 		if len(sources) == 0 {
 			lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", req.Digest, errdefs.ErrNotFound)
 		}
@@ -216,8 +218,10 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 					break
 				}
 				// The stream reached bytes the helpers wrote: ask the same
-				// source again from the next hole rather than read them twice.
+				// source again from the next hole rather than read them
+				// twice, and from now on without waiting (see sources).
 				off = ing.Contiguous()
+				noWait.Store(true)
 				n = 0
 			}
 			if sent && src.peer != "" {
