@@ -50,13 +50,24 @@ func (n *Node) handleStream(s network.Stream) {
 		n.refuseWith(s, remote, header{status: st, ranged: ranged, have: have, msg: why.Error()})
 	}
 
+	// The slots taken below are given back before the stream's end is
+	// sent, so that a requester that read the whole answer finds them
+	// free when it asks again.
+	var releases []func()
+	release := func() {
+		for i := len(releases) - 1; i >= 0; i-- {
+			releases[i]()
+		}
+		releases = nil
+	}
+	defer release()
 	select {
 	case n.uploads <- struct{}{}:
 	default:
 		refuse(statusBusy, 0, errors.New("too many uploads"))
 		return
 	}
-	defer func() { <-n.uploads }()
+	releases = append(releases, func() { <-n.uploads })
 
 	blob, err := n.content.Open(n.life, req.dgst)
 	if errdefs.IsNotFound(err) && req.registry != "" && n.cfg.Puller != nil {
@@ -118,10 +129,10 @@ func (n *Node) handleStream(s network.Stream) {
 			refuse(statusBusy, have, errors.New("too many uploads of this blob"))
 			return
 		}
-		defer n.releaseBlobSlot(req.dgst)
+		releases = append(releases, func() { n.releaseBlobSlot(req.dgst) })
 	}
 	n.metrics.uploadsActive.Inc()
-	defer n.metrics.uploadsActive.Dec()
+	releases = append(releases, n.metrics.uploadsActive.Dec)
 
 	w := &deadlineWriter{s: s, idle: t.IdleTimeout}
 	if err := writeHeader(w, header{status: statusOK, size: size, ranged: ranged, have: have}); err != nil {
@@ -142,6 +153,7 @@ func (n *Node) handleStream(s network.Stream) {
 	}
 	n.metrics.uploads.WithLabelValues("ok").Inc()
 	n.log.Debug("uploaded", "peer", remote, "digest", req.dgst, "offset", req.off, "bytes", sent)
+	release()
 	_ = s.Close()
 }
 
