@@ -144,6 +144,9 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	var noWait atomic.Bool
 	var primary atomic.Value
 	primary.Store("")
+	// streaming is set while the primary stream is open: between its
+	// attempts (every peer busy, say) the helpers fetch from the front.
+	var streaming atomic.Bool
 	dctx, dcancel := context.WithCancelCause(r.ctx)
 	defer dcancel(nil)
 	var usedMu sync.Mutex
@@ -158,7 +161,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 		// They end with the download (dctx), or make the blob whole and
 		// end the primary stream.
 		r.wg.Go(func() {
-			r.helpers(dctx, req, f, ing, rr, &pos, &primary, func() { dcancel(errComplete) }, &usedMu, used)
+			r.helpers(dctx, req, f, ing, rr, &pos, &primary, &streaming, func() { dcancel(errComplete) }, &usedMu, used)
 		})
 	}
 	for round := 0; ; round++ {
@@ -193,6 +196,11 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 			var err error
 			sent := false
 			for {
+				if ing != nil {
+					// The helpers may have written the next bytes while
+					// no stream was open.
+					off = max(off, ing.Contiguous())
+				}
 				pos.Store(off)
 				startHelpers()
 				var k int64
@@ -211,7 +219,11 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 					close(f.ready)
 					startHelpers()
 					return ing, nil
-				}, opened)
+				}, func(kind Source) {
+					streaming.Store(true)
+					opened(kind)
+				})
+				streaming.Store(false)
 				n += k
 				sent = sent || k > 0
 				if !errors.Is(err, errCaughtUp) {

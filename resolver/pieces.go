@@ -23,7 +23,11 @@ import (
 // said it holds (or to learn that), and never asks it to wait for bytes it
 // does not have: so no node waits on one that waits on it. When the
 // primary stream reaches what the helpers wrote, the blob is whole and the
-// stream ends.
+// stream ends. While no stream is open (every peer that holds the blob
+// answered busy: each serves its few streams of a blob already) the
+// helpers fetch from the first missing piece instead, so the node still
+// gains a start of the blob it can pass on, and the stream, once a peer
+// has room, carries on from where they got to.
 
 // pieceRetry is how soon a peer that was busy, or did not hold a piece
 // yet, is asked again.
@@ -50,7 +54,7 @@ type pieceSource struct {
 // ctx ends; when a helper's piece makes the blob whole, it calls complete. pos is where the
 // primary stream is, primary the peer it reads from. Peers that sent bytes
 // are added to used.
-func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing store.Ingest, rr Ranger, pos *atomic.Int64, primary *atomic.Value, complete func(), usedMu *sync.Mutex, used map[string]bool) {
+func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing store.Ingest, rr Ranger, pos *atomic.Int64, primary *atomic.Value, streaming *atomic.Bool, complete func(), usedMu *sync.Mutex, used map[string]bool) {
 	size, psize := ing.Size(), r.cfg.PieceSize
 	n := int((size + psize - 1) / psize)
 	var (
@@ -79,24 +83,41 @@ func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing 
 	}
 	// next picks the highest missing piece at least a piece ahead of the
 	// primary stream, and a peer that may hold it.
+	source := func(i int, now time.Time, cur string) *pieceSource {
+		end := min(int64(i+1)*psize, size)
+		var best *pieceSource
+		for _, s := range srcs {
+			if s.failed || s.busy || s.peer == cur || now.Before(s.retry) || (s.have >= 0 && s.have < end) {
+				continue
+			}
+			if best == nil || s.have > best.have {
+				best = s
+			}
+		}
+		return best
+	}
 	next := func(now time.Time) (int, *pieceSource) {
+		if !streaming.Load() {
+			// No stream is open (every peer was busy for one, say): the
+			// first missing piece comes first, so that this node holds a
+			// longer start of the blob and can pass it on.
+			for i := int(ing.Contiguous() / psize); i < n; i++ {
+				if done[i] || taken[i] {
+					continue
+				}
+				if s := source(i, now, ""); s != nil {
+					return i, s
+				}
+				break
+			}
+		}
 		first := int((pos.Load()+psize-1)/psize) + 1
 		cur, _ := primary.Load().(string)
 		for i := n - 1; i >= first; i-- {
 			if done[i] || taken[i] {
 				continue
 			}
-			end := min(int64(i+1)*psize, size)
-			var best *pieceSource
-			for _, s := range srcs {
-				if s.failed || s.busy || s.peer == cur || now.Before(s.retry) || (s.have >= 0 && s.have < end) {
-					continue
-				}
-				if best == nil || s.have > best.have {
-					best = s
-				}
-			}
-			return i, best
+			return i, source(i, now, cur)
 		}
 		return -1, nil
 	}
@@ -112,11 +133,17 @@ func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing 
 				}
 				continue
 			}
+			start, end := max(from[i], int64(i)*psize, ing.Contiguous()), min(int64(i+1)*psize, size)
+			if start >= end {
+				// The primary stream wrote it.
+				done[i] = true
+				mu.Unlock()
+				continue
+			}
 			taken[i], s.busy = true, true
-			start, end := max(from[i], int64(i)*psize), min(int64(i+1)*psize, size)
 			mu.Unlock()
 
-			k, have, err := r.fetchPiece(ctx, req, f, ing, rr, s.peer, start, end, pos)
+			k, have, err := r.fetchPiece(ctx, req, f, ing, rr, s.peer, start, end, pos, streaming)
 
 			mu.Lock()
 			taken[i], s.busy = false, false
@@ -166,8 +193,9 @@ func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing 
 
 // fetchPiece copies [start, end) of req's blob from peer p into ing, and
 // returns the bytes it wrote and what p said it holds.
-// It stops when the primary stream, at pos, reaches the piece.
-func (r *Resolver) fetchPiece(ctx context.Context, req BlobRequest, f *flight, ing store.Ingest, rr Ranger, p string, start, end int64, pos *atomic.Int64) (int64, int64, error) {
+// It stops when the primary stream, at pos, reaches the piece; between
+// the stream's attempts (streaming unset) nothing can reach it.
+func (r *Resolver) fetchPiece(ctx context.Context, req BlobRequest, f *flight, ing store.Ingest, rr Ranger, p string, start, end int64, pos *atomic.Int64, streaming *atomic.Bool) (int64, int64, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	watchdog := time.AfterFunc(r.cfg.StallTimeout, func() { cancel(errStalled) })
@@ -191,7 +219,7 @@ func (r *Resolver) fetchPiece(ctx context.Context, req BlobRequest, f *flight, i
 	counted := r.m.sourceBytes.WithLabelValues(string(SourcePeer))
 	var n int64
 	for off := start; off < end; {
-		if pos.Load() >= start {
+		if streaming.Load() && pos.Load() >= start {
 			return n, have, errOvertaken
 		}
 		k, rerr := body.Read(buf[:min(int64(len(buf)), end-off)])

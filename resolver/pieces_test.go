@@ -118,7 +118,10 @@ func TestHelpersCatchUpFromPeersAhead(t *testing.T) {
 	}
 	f := newFixture(t, resolver.Config{PieceSize: 1 << 20, PieceWorkers: 2, StallTimeout: 300 * time.Millisecond},
 		resolver.Sources{Router: router})
-	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: "registry.example", Repo: "team/app", Digest: d, Size: int64(len(body))})
+	// The registry holds the blob too: a download that turned to it would
+	// succeed, and show in its count.
+	f.up.push(t, "team/app", body)
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,4 +173,48 @@ func maps(m map[string]int64) map[string]int64 {
 		out[k] = v
 	}
 	return out
+}
+
+// TestHelpersFetchFromTheFrontWhilePeersAreBusy: every peer refuses a
+// stream of the blob (each serves its few streams of it already) but
+// serves pieces. The helpers then fetch the blob from its first missing
+// piece on, so the node holds a growing start it can pass on, and the
+// download neither waits for a stream nor turns to the registry.
+func TestHelpersFetchFromTheFrontWhilePeersAreBusy(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 6<<20+5)
+	d := digest.FromBytes(body)
+	router := &rangingRouter{
+		designatingRouter: &designatingRouter{
+			fakeRouter: &fakeRouter{order: []string{"a", "b"}, peers: map[string]fakePeer{
+				"a": {data: body, busy: 1 << 30}, "b": {data: body, busy: 1 << 30},
+			}},
+		},
+		rpeers: map[string]rangePeer{"a": {data: body}, "b": {data: body}},
+		served: map[string]int64{},
+	}
+	f := newFixture(t, resolver.Config{PieceSize: 1 << 20, PieceWorkers: 2, BusyWait: 10 * time.Second, BusyRetryFor: 20 * time.Second},
+		resolver.Sources{Router: router})
+	// The registry holds the blob too: a download that turned to it would
+	// succeed, and show in its count.
+	f.up.push(t, "team/app", body)
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes: %v", len(got), err)
+	}
+	if n := f.up.blobGets.Load(); n != 0 {
+		t.Errorf("registry asked %d times, want 0", n)
+	}
+	if !router.servedOf("a", 0) && !router.servedOf("b", 0) {
+		t.Errorf("no peer sent the first piece; ranged requests: %v %v", router.askedOf("a"), router.askedOf("b"))
+	}
+	router.mu.Lock()
+	total := router.served["a"] + router.served["b"]
+	router.mu.Unlock()
+	if total != int64(len(body)) {
+		t.Errorf("peers sent %d bytes in pieces, want the blob's %d once", total, len(body))
+	}
 }
