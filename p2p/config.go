@@ -107,9 +107,7 @@ type Config struct {
 	// "busy" and find the blob at the nodes already receiving it, so a new
 	// blob spreads as a tree in which every node uploads about once. Zero
 	// means 2. Higher feeds more nodes directly, each slower. A blob held
-	// whole is served to one peer at a time: a node holding a whole image
-	// (a warm start) then gives each blob a full share of its uplink
-	// instead of splitting it among many copies of a few.
+	// whole is capped by MaxUploads only.
 	MaxUploadsPerBlob int
 
 	// MaxUploadRate caps the blob bytes per second this node sends to

@@ -65,11 +65,10 @@ func samePeers(a, b []peer.ID) bool {
 	return true
 }
 
-// fetchWhenFree fetches d from p, asking again while p answers busy. A
-// node serves a blob it holds whole to one peer at a time, and the last
-// bytes of a previous answer can reach this client before the peer's
-// handler has given its slot back: busy then means "ask again", as the
-// resolver does.
+// fetchWhenFree fetches d from p, asking again while p answers busy. The
+// last bytes of a previous answer can reach this client before the peer's
+// handler has given its upload slot back, and a peer short of slots says
+// busy: that means "ask again", as the resolver does.
 func fetchWhenFree(t *testing.T, n *p2p.Node, p peer.ID, d digest.Digest, off int64) (io.ReadCloser, int64, error) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)

@@ -35,9 +35,9 @@ import (
 // wrapping errdefs.ErrNotFound. A blob still being downloaded may implement
 // Arriving() bool (true until it is whole) and Have() int64 (the bytes held
 // from the start without a hole): such a blob is served to up to
-// MaxUploadsPerBlob peers at once, a whole one to one at a time, and a
-// ranged request without wait for bytes it does not hold yet is answered
-// "not yet".
+// MaxUploadsPerBlob peers at once (a whole one to as many as MaxUploads),
+// and a ranged request without wait for bytes it does not hold yet is
+// answered "not yet".
 type Content interface {
 	Open(ctx context.Context, dgst digest.Digest) (store.Blob, error)
 	// Walk calls fn for every blob the node holds, in any order, and stops

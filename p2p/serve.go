@@ -113,13 +113,16 @@ func (n *Node) handleStream(s network.Stream) {
 	// A blob's streams are capped too, so that a node that just got a new
 	// blob does not feed the whole cluster alone: the others are told to
 	// ask again, and by then the first receivers can serve it onwards. A
-	// blob held whole is served to one peer at a time: such a node is
-	// often the only holder of a whole image (a warm start), and giving
-	// each of its blobs one full share of the uplink keeps every first
-	// copy fast; the receivers pass it on as it arrives.
+	// blob held whole is capped by the node's slots only: the node that
+	// holds the one blob everyone still lacks (the last layer of a cold
+	// start, whose first copy just ended here) serves it on every slot.
+	// Capping it at one stream, so that a node holding a whole image gave
+	// each blob its own share, left that node's uplink half idle at the
+	// end of cold starts and drew bursts of "busy" answers in warm ones
+	// (see docs/benchmarks.md).
 	limit := n.cfg.MaxUploadsPerBlob
 	if !isArriving || !a.Arriving() {
-		limit = 1
+		limit = n.cfg.MaxUploads
 	}
 	// A piece (a ranged request of a set length) counts against the
 	// node's cap only: it is short, and helpers ask for the bytes few

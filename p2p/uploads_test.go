@@ -102,11 +102,13 @@ func TestUploadCapPerBlob(t *testing.T) {
 	t.Parallel()
 	data, other := randomBlob(5, 64<<20), randomBlob(6, 1<<20)
 	d := digest.FromBytes(data)
+	content := p2ptest.NewContent(data, other)
+	content.SetArriving(d, true) // the cap is on blobs still arriving
 	c := p2ptest.Start(t, 2, p2ptest.Options{
 		Config: func(i int, cfg *p2p.Config) { cfg.MaxUploadsPerBlob = 1 },
 		Content: func(i int) *p2ptest.Content {
 			if i == 1 {
-				return p2ptest.NewContent(data, other)
+				return content
 			}
 			return nil
 		},
@@ -133,16 +135,17 @@ func TestUploadCapPerBlob(t *testing.T) {
 	}
 }
 
-// TestWholeBlobsServedOneAtATime: a blob still arriving is served to up to
-// MaxUploadsPerBlob peers, a whole one to one peer at a time, so that a
-// node holding a whole image gives each blob a full share of its uplink.
-func TestWholeBlobsServedOneAtATime(t *testing.T) {
+// TestWholeBlobsOnEverySlot: a blob still arriving is served to up to
+// MaxUploadsPerBlob peers, so that it spreads as a tree; a blob held whole
+// is capped by the node's slots only, so that the node that holds the one
+// blob the others still lack serves it with its whole uplink.
+func TestWholeBlobsOnEverySlot(t *testing.T) {
 	t.Parallel()
 	whole, inflight := randomBlob(7, 64<<20), randomBlob(8, 64<<20)
 	content := p2ptest.NewContent(whole, inflight)
 	content.SetArriving(digest.FromBytes(inflight), true)
 	c := p2ptest.Start(t, 2, p2ptest.Options{
-		Config: func(i int, cfg *p2p.Config) { cfg.MaxUploadsPerBlob = 2 },
+		Config: func(i int, cfg *p2p.Config) { cfg.MaxUploads, cfg.MaxUploadsPerBlob = 5, 2 },
 		Content: func(i int) *p2ptest.Content {
 			if i == 1 {
 				return content
@@ -152,9 +155,11 @@ func TestWholeBlobsServedOneAtATime(t *testing.T) {
 	})
 	c.WaitMembers(t, 2, 20*time.Second)
 	client, server := c.Nodes[0], c.Nodes[1]
-	streams := func(d digest.Digest) int {
+	// streams opens up to max streams of d and leaves them open; it
+	// returns how many the server let in before it answered busy.
+	streams := func(d digest.Digest, max int) int {
 		n := 0
-		for range 3 {
+		for range max {
 			rc, _, err := client.Fetch(t.Context(), server.ID(), d, 0)
 			if errors.Is(err, errdefs.ErrResourceExhausted) {
 				break
@@ -162,15 +167,15 @@ func TestWholeBlobsServedOneAtATime(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer rc.Close()
+			t.Cleanup(func() { rc.Close() })
 			n++
 		}
 		return n
 	}
-	if n := streams(digest.FromBytes(whole)); n != 1 {
-		t.Errorf("whole blob: %d streams at once, want 1", n)
-	}
-	if n := streams(digest.FromBytes(inflight)); n != 2 {
+	if n := streams(digest.FromBytes(inflight), 3); n != 2 {
 		t.Errorf("arriving blob: %d streams at once, want 2 (MaxUploadsPerBlob)", n)
+	}
+	if n := streams(digest.FromBytes(whole), 4); n != 3 {
+		t.Errorf("whole blob: %d streams at once, want 3 (the slots the arriving blob left of 5)", n)
 	}
 }

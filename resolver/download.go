@@ -144,9 +144,10 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	var noWait atomic.Bool
 	var primary atomic.Value
 	primary.Store("")
-	// streaming is set while the primary stream is open: between its
-	// attempts (every peer busy, say) the helpers fetch from the front.
-	var streaming atomic.Bool
+	// waiting is set while the download waits for a slot at a peer, every
+	// source having answered busy: no stream is open, and the helpers
+	// fetch from the front.
+	var waiting atomic.Bool
 	dctx, dcancel := context.WithCancelCause(r.ctx)
 	defer dcancel(nil)
 	var usedMu sync.Mutex
@@ -161,7 +162,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 		// They end with the download (dctx), or make the blob whole and
 		// end the primary stream.
 		r.wg.Go(func() {
-			r.helpers(dctx, req, f, ing, rr, &pos, &primary, &streaming, func() { dcancel(errComplete) }, &usedMu, used)
+			r.helpers(dctx, req, f, ing, rr, &pos, &primary, &waiting, func() { dcancel(errComplete) }, &usedMu, used)
 		})
 	}
 	for round := 0; ; round++ {
@@ -220,10 +221,9 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 					startHelpers()
 					return ing, nil
 				}, func(kind Source) {
-					streaming.Store(true)
+					waiting.Store(false)
 					opened(kind)
 				})
-				streaming.Store(false)
 				n += k
 				sent = sent || k > 0
 				if !errors.Is(err, errCaughtUp) {
@@ -272,6 +272,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 		}
 		// Every source failed but a peer that holds the blob was only busy:
 		// a slot frees up soon, and by then more peers may hold it.
+		waiting.Store(true)
 		select {
 		case <-time.After(backoff):
 		case <-r.ctx.Done():

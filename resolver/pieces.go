@@ -54,7 +54,7 @@ type pieceSource struct {
 // ctx ends; when a helper's piece makes the blob whole, it calls complete. pos is where the
 // primary stream is, primary the peer it reads from. Peers that sent bytes
 // are added to used.
-func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing store.Ingest, rr Ranger, pos *atomic.Int64, primary *atomic.Value, streaming *atomic.Bool, complete func(), usedMu *sync.Mutex, used map[string]bool) {
+func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing store.Ingest, rr Ranger, pos *atomic.Int64, primary *atomic.Value, waiting *atomic.Bool, complete func(), usedMu *sync.Mutex, used map[string]bool) {
 	size, psize := ing.Size(), r.cfg.PieceSize
 	n := int((size + psize - 1) / psize)
 	var (
@@ -97,8 +97,8 @@ func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing 
 		return best
 	}
 	next := func(now time.Time) (int, *pieceSource) {
-		if !streaming.Load() {
-			// No stream is open (every peer was busy for one, say): the
+		if waiting.Load() {
+			// No stream is open, every peer having been busy for one: the
 			// first missing piece comes first, so that this node holds a
 			// longer start of the blob and can pass it on.
 			for i := int(ing.Contiguous() / psize); i < n; i++ {
@@ -143,7 +143,7 @@ func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing 
 			taken[i], s.busy = true, true
 			mu.Unlock()
 
-			k, have, err := r.fetchPiece(ctx, req, f, ing, rr, s.peer, start, end, pos, streaming)
+			k, have, err := r.fetchPiece(ctx, req, f, ing, rr, s.peer, start, end, pos, waiting)
 
 			mu.Lock()
 			taken[i], s.busy = false, false
@@ -193,9 +193,9 @@ func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing 
 
 // fetchPiece copies [start, end) of req's blob from peer p into ing, and
 // returns the bytes it wrote and what p said it holds.
-// It stops when the primary stream, at pos, reaches the piece; between
-// the stream's attempts (streaming unset) nothing can reach it.
-func (r *Resolver) fetchPiece(ctx context.Context, req BlobRequest, f *flight, ing store.Ingest, rr Ranger, p string, start, end int64, pos *atomic.Int64, streaming *atomic.Bool) (int64, int64, error) {
+// It stops when the primary stream, at pos, reaches the piece; while the
+// download waits for a slot at a peer (waiting set), no stream can.
+func (r *Resolver) fetchPiece(ctx context.Context, req BlobRequest, f *flight, ing store.Ingest, rr Ranger, p string, start, end int64, pos *atomic.Int64, waiting *atomic.Bool) (int64, int64, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	watchdog := time.AfterFunc(r.cfg.StallTimeout, func() { cancel(errStalled) })
@@ -219,7 +219,7 @@ func (r *Resolver) fetchPiece(ctx context.Context, req BlobRequest, f *flight, i
 	counted := r.m.sourceBytes.WithLabelValues(string(SourcePeer))
 	var n int64
 	for off := start; off < end; {
-		if streaming.Load() && pos.Load() >= start {
+		if !waiting.Load() && pos.Load() >= start {
 			return n, have, errOvertaken
 		}
 		k, rerr := body.Read(buf[:min(int64(len(buf)), end-off)])
