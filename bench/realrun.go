@@ -28,6 +28,10 @@ const (
 	headerConstant   = 4096
 )
 
+// cpuBoundShare is how busy the host's CPUs may be during the pulls
+// before a run's record says it was short of CPU.
+const cpuBoundShare = 0.8
+
 // snapshot is what the counters say at one moment of a run.
 type snapshot struct {
 	requests int // registry log entries so far
@@ -133,6 +137,7 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 		}
 	}
 	p.line("%d nodes pulling %s", len(pullers), human(s.im.Size))
+	cpuBefore, cpuErr := lab.HostCPU()
 	start := time.Now()
 	var results []pullResult
 	if scenario == ScenarioRolling {
@@ -148,6 +153,11 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 	}
 	if ctx.Err() != nil {
 		return rec, ctx.Err()
+	}
+	if cpuAfter, err := lab.HostCPU(); err == nil && cpuErr == nil {
+		rec.HostCPUBusy = lab.BusyShare(cpuBefore, cpuAfter)
+	} else {
+		s.log.Warn("host CPU not measured", "err", errors.Join(cpuErr, err))
 	}
 	after, err := s.snapshot(ctx)
 	if err != nil {
@@ -223,10 +233,16 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 	if rec.FailedPulls > 0 {
 		rec.Notes = append(rec.Notes, "pulls failed (see the failed column); the makespan counts the time they took to fail")
 	}
+	if rec.HostCPUBusy >= cpuBoundShare {
+		rec.Notes = append(rec.Notes, fmt.Sprintf("the host's CPUs were %.0f%% busy during the pulls: every node runs on this one host, so the run was short of CPU as well as of link, and T* counts only the links", 100*rec.HostCPUBusy))
+	}
 
 	msg := fmt.Sprintf("slowest %.2fs (%.2f × T*), registry sent %.2f × S by its log (%.2f × S on the wire), nodes uploaded %.2f × S, %d failed",
 		rec.MakespanSeconds, rec.MakespanSeconds/rec.BoundSeconds, float64(rec.RegistryEgressBytes)/S,
 		float64(rec.RegistryTxBytes)/S, float64(sum(rec.NodeUploadBytes))/S, rec.FailedPulls)
+	if rec.HostCPUBusy > 0 {
+		msg += fmt.Sprintf(", host CPU %.0f%% busy", 100*rec.HostCPUBusy)
+	}
 	if firstErr != "" {
 		msg += " (first: " + firstErr + ")"
 	}

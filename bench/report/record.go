@@ -75,6 +75,10 @@ type Record struct {
 	LinkMbit float64 `json:"link_mbit"`
 	// RegistryMbit is the registry's shaped upload rate; 0 if unshaped.
 	RegistryMbit float64 `json:"registry_mbit"`
+	// HostCPUBusy is the share of the host's CPU time that was busy while
+	// the nodes pulled (real mode only: every lab process shares the one
+	// host). Near 1 the run was short of CPU, which T* does not count.
+	HostCPUBusy float64 `json:"host_cpu_busy,omitempty"`
 	// Notes are remarks for the reader, such as [BaselineNote]'s.
 	Notes []string `json:"notes,omitempty"`
 }
