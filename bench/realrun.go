@@ -234,7 +234,9 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 		rec.Notes = append(rec.Notes, "pulls failed (see the failed column); the makespan counts the time they took to fail")
 	}
 	if rec.HostCPUBusy >= cpuBoundShare {
-		rec.Notes = append(rec.Notes, fmt.Sprintf("the host's CPUs were %.0f%% busy during the pulls: every node runs on this one host, so the run was short of CPU as well as of link, and T* counts only the links", 100*rec.HostCPUBusy))
+		// One wording for every repetition, so the table lists it once;
+		// each run's line gives its own figure.
+		rec.Notes = append(rec.Notes, fmt.Sprintf("the host's CPUs were %.0f%% busy or more during the pulls (each run's line and host_cpu_busy give the figure): every node runs on this one host, so the runs were short of CPU as well as of link, and T* counts only the links", 100*cpuBoundShare))
 	}
 
 	msg := fmt.Sprintf("slowest %.2fs (%.2f × T*), registry sent %.2f × S by its log (%.2f × S on the wire), nodes uploaded %.2f × S, %d failed",
