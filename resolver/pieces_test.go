@@ -100,7 +100,6 @@ func (r *rangingRouter) askedOf(p string) []string {
 func TestHelpersCatchUpFromPeersAhead(t *testing.T) {
 	t.Parallel()
 	body := randomBytes(t, 10<<20+123)
-	d := digest.FromBytes(body)
 	half := int64(len(body) / 2)
 	router := &rangingRouter{
 		designatingRouter: &designatingRouter{
@@ -116,21 +115,7 @@ func TestHelpersCatchUpFromPeersAhead(t *testing.T) {
 		},
 		served: map[string]int64{},
 	}
-	f := newFixture(t, resolver.Config{PieceSize: 1 << 20, PieceWorkers: 2, StallTimeout: 300 * time.Millisecond},
-		resolver.Sources{Router: router})
-	// The registry holds the blob too: a download that turned to it would
-	// succeed, and show in its count.
-	f.up.push(t, "team/app", body)
-	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, body) {
-		t.Fatalf("read %d bytes: %v", len(got), err)
-	}
-	if n := f.up.blobGets.Load(); n != 0 {
-		t.Errorf("registry asked %d times, want 0", n)
-	}
+	readFromPeersOnly(t, resolver.Config{PieceSize: 1 << 20, PieceWorkers: 2, StallTimeout: 300 * time.Millisecond}, router, body)
 	router.mu.Lock()
 	served := maps(router.served)
 	asked := slices.Clone(router.asked)
@@ -167,6 +152,26 @@ func TestHelpersCatchUpFromPeersAhead(t *testing.T) {
 	}
 }
 
+// readFromPeersOnly reads body through a resolver with cfg over router, and
+// fails the test unless it arrives whole without the registry, which holds
+// the blob too: a download that turned to it would succeed, and show in its
+// count.
+func readFromPeersOnly(t *testing.T, cfg resolver.Config, router *rangingRouter, body []byte) {
+	t.Helper()
+	f := newFixture(t, cfg, resolver.Sources{Router: router})
+	f.up.push(t, "team/app", body)
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: digest.FromBytes(body), Size: int64(len(body))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes: %v", len(got), err)
+	}
+	if n := f.up.blobGets.Load(); n != 0 {
+		t.Errorf("registry asked %d times, want 0", n)
+	}
+}
+
 func maps(m map[string]int64) map[string]int64 {
 	out := make(map[string]int64, len(m))
 	for k, v := range m {
@@ -183,7 +188,6 @@ func maps(m map[string]int64) map[string]int64 {
 func TestHelpersFetchFromTheFrontWhilePeersAreBusy(t *testing.T) {
 	t.Parallel()
 	body := randomBytes(t, 6<<20+5)
-	d := digest.FromBytes(body)
 	router := &rangingRouter{
 		designatingRouter: &designatingRouter{
 			fakeRouter: &fakeRouter{order: []string{"a", "b"}, peers: map[string]fakePeer{
@@ -193,21 +197,7 @@ func TestHelpersFetchFromTheFrontWhilePeersAreBusy(t *testing.T) {
 		rpeers: map[string]rangePeer{"a": {data: body}, "b": {data: body}},
 		served: map[string]int64{},
 	}
-	f := newFixture(t, resolver.Config{PieceSize: 1 << 20, PieceWorkers: 2, BusyWait: 10 * time.Second, BusyRetryFor: 20 * time.Second},
-		resolver.Sources{Router: router})
-	// The registry holds the blob too: a download that turned to it would
-	// succeed, and show in its count.
-	f.up.push(t, "team/app", body)
-	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, body) {
-		t.Fatalf("read %d bytes: %v", len(got), err)
-	}
-	if n := f.up.blobGets.Load(); n != 0 {
-		t.Errorf("registry asked %d times, want 0", n)
-	}
+	readFromPeersOnly(t, resolver.Config{PieceSize: 1 << 20, PieceWorkers: 2, BusyWait: 10 * time.Second, BusyRetryFor: 20 * time.Second}, router, body)
 	if !router.servedOf("a", 0) && !router.servedOf("b", 0) {
 		t.Errorf("no peer sent the first piece; ranged requests: %v %v", router.askedOf("a"), router.askedOf("b"))
 	}
