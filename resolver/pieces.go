@@ -81,8 +81,8 @@ func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing 
 			}
 		}
 	}
-	// next picks the highest missing piece at least a piece ahead of the
-	// primary stream, and a peer that may hold it.
+	// source picks the peer to ask for piece i: one that may hold it, not
+	// cur (the primary stream's), free now, and the furthest ahead.
 	source := func(i int, now time.Time, cur string) *pieceSource {
 		end := min(int64(i+1)*psize, size)
 		var best *pieceSource
@@ -96,6 +96,9 @@ func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing 
 		}
 		return best
 	}
+	// next picks the highest missing piece at least a piece ahead of the
+	// primary stream, or the first missing one while the download waits
+	// for a slot, and a peer to ask for it.
 	next := func(now time.Time) (int, *pieceSource) {
 		if waiting.Load() {
 			// No stream is open, every peer having been busy for one: the
@@ -135,7 +138,7 @@ func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing 
 			}
 			start, end := max(from[i], int64(i)*psize, ing.Contiguous()), min(int64(i+1)*psize, size)
 			if start >= end {
-				// The primary stream wrote it.
+				// Written already, from the start of the blob on.
 				done[i] = true
 				mu.Unlock()
 				continue
