@@ -180,6 +180,18 @@ func (m *members) departed(p peer.ID) bool {
 	return ok
 }
 
+// goneRecently lists the peers that departed within departedRetention and
+// have not come back.
+func (m *members) goneRecently() []peer.ID {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]peer.ID, 0, len(m.goneAt))
+	for p := range m.goneAt {
+		out = append(out, p)
+	}
+	return out
+}
+
 // livePeers returns the peers of live members, each with the addresses its
 // latest claimant announced.
 func (m *members) livePeers() []peer.AddrInfo {

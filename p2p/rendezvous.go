@@ -99,13 +99,24 @@ func Spread(dgst digest.Digest, group []digest.Digest, peers []peer.ID) []peer.I
 // Designated orders this node and the live members by Spread for dgst
 // within group (nil: by Rendezvous), leaving out the peers this node avoids
 // for having sent bad bytes.
+//
+// The peers that departed lately are ranked too, then left out, as the
+// avoided are: Spread gives each blob of an image its first peer in turn,
+// so dropping a member from the ranking would move the first fetch of other
+// blobs than its own. The nodes that learn of the departure at different
+// moments then disagree on who fetches what: each may wait on the other
+// (see resolver.Designator), or both fetch a blob from the registry. Kept
+// in the ranking, a departed member hands on only the blobs it came first
+// for, each to the next peer in its order, as its failure does for the
+// nodes that still count it as live.
 func (n *Node) Designated(dgst digest.Digest, group []digest.Digest) []peer.ID {
 	ids := []peer.ID{n.id}
+	use := map[peer.ID]bool{n.id: true}
 	now := time.Now()
 	for _, ai := range n.members.livePeers() {
-		if !n.stats.avoided(ai.ID, now) {
-			ids = append(ids, ai.ID)
-		}
+		ids = append(ids, ai.ID)
+		use[ai.ID] = !n.stats.avoided(ai.ID, now)
 	}
-	return Spread(dgst, group, ids)
+	ids = append(ids, n.members.goneRecently()...)
+	return slices.DeleteFunc(Spread(dgst, group, ids), func(p peer.ID) bool { return !use[p] })
 }
