@@ -76,6 +76,20 @@ func (b limitedBlob) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
+// Arriving and Have pass on what a blob still arriving says of itself, so
+// that a simulated node treats it as the daemon does: a blob held in part.
+func (b limitedBlob) Arriving() bool {
+	a, ok := b.Blob.(interface{ Arriving() bool })
+	return ok && a.Arriving()
+}
+
+func (b limitedBlob) Have() int64 {
+	if h, ok := b.Blob.(interface{ Have() int64 }); ok {
+		return h.Have()
+	}
+	return b.Size()
+}
+
 // egressWriter paces and counts what the registry writes.
 type egressWriter struct {
 	http.ResponseWriter
