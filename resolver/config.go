@@ -20,6 +20,14 @@ type Config struct {
 	// from the same offset. Default 10s.
 	StallTimeout time.Duration
 
+	// ArrivalStall is how long a stream from a peer still receiving the blob
+	// may go without a byte once it passed the bytes the peer held when it
+	// answered: that peer's own source died, or the peer waits on this
+	// node's next byte as this node waits on its own. The download then
+	// asks again, from the same offset, where the ranking of the moment
+	// sends it. Default 1s.
+	ArrivalStall time.Duration
+
 	// FetchAttempts is how many times an upstream download is started or
 	// resumed before it is given up. Default 3.
 	FetchAttempts int
@@ -30,13 +38,16 @@ type Config struct {
 	DesignatedPeers int
 
 	// BusyWait is how long a download waits for a slot on a busy peer that
-	// holds the blob before it asks the registry instead. It comes out of
-	// MissTimeout, so keep it well below. Default 2s.
+	// holds the blob before it asks the registry instead, when no byte of
+	// the blob has arrived. It comes out of MissTimeout, so keep it well
+	// below. Default 2s.
 	BusyWait time.Duration
 
 	// BusyRetryFor is how long a download keeps asking again when every
 	// source failed but a peer holding the blob was only out of upload
-	// slots (errdefs.ErrResourceExhausted). Default 30s.
+	// slots (errdefs.ErrResourceExhausted) or had not received the next
+	// bytes yet, counted from the last byte that arrived. Once the blob's
+	// size is known, it asks the registry after half of it. Default 30s.
 	BusyRetryFor time.Duration
 
 	// PeerLookupTimeout bounds the search for peers holding a blob. It
@@ -75,6 +86,7 @@ func DefaultConfig() Config {
 	return Config{
 		MissTimeout:       5 * time.Second,
 		StallTimeout:      10 * time.Second,
+		ArrivalStall:      time.Second,
 		FetchAttempts:     3,
 		PeerLookupTimeout: time.Second,
 		BusyRetryFor:      30 * time.Second,
@@ -93,6 +105,9 @@ func (c *Config) fill() error {
 	}
 	if c.StallTimeout == 0 {
 		c.StallTimeout = d.StallTimeout
+	}
+	if c.ArrivalStall == 0 {
+		c.ArrivalStall = d.ArrivalStall
 	}
 	if c.DesignatedPeers == 0 {
 		c.DesignatedPeers = d.DesignatedPeers
@@ -124,7 +139,7 @@ func (c *Config) fill() error {
 	if c.PrefetchBlobs < -1 {
 		return errors.New("resolver: PrefetchBlobs must be -1 (off) or more")
 	}
-	if c.MissTimeout < 0 || c.StallTimeout < 0 || c.FetchAttempts < 0 {
+	if c.MissTimeout < 0 || c.StallTimeout < 0 || c.ArrivalStall < 0 || c.FetchAttempts < 0 {
 		return errors.New("resolver: timeouts and attempts must not be negative")
 	}
 	if c.Logger == nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -138,5 +139,111 @@ func TestBusyDesignatedPeerIsNotPassedOver(t *testing.T) {
 	}
 	if want := []string{"first@0", "receiver@0"}; !slices.Equal(router.fetches, want) {
 		t.Fatalf("fetches %v, want %v", router.fetches, want)
+	}
+}
+
+// TestNextFetcherTakesWhatPeersHold: the designated peer dies after
+// sending the first MiB, so this node, ranked next, fetches the blob for
+// the cluster. A peer still receiving the blob holds 3 MiB of it: this node
+// takes them without waiting for that peer's next byte (its source died
+// too, or it waits for this node: both would stall until StallTimeout) and
+// asks the registry for the last MiB only.
+func TestNextFetcherTakesWhatPeersHold(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 4<<20)
+	router := &rangingRouter{
+		designatingRouter: &designatingRouter{
+			fakeRouter: &fakeRouter{order: []string{"receiving"}, peers: map[string]fakePeer{
+				"first": {data: body, cutAt: 1 << 20}, "receiving": {data: body, stallAt: 3 << 20},
+			}},
+			designated: []string{"first"},
+		},
+		rpeers: map[string]rangePeer{"receiving": {data: body, have: 3 << 20, stuck: true}},
+		served: map[string]int64{},
+	}
+	f := newFixture(t, resolver.Config{StallTimeout: 20 * time.Second, PieceSize: -1}, resolver.Sources{Router: router})
+	d := f.up.push(t, "team/app", body)
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes: %v", len(got), err)
+	}
+	if want := []string{"receiving@1048576+0 wait=false through=false"}; !slices.Equal(router.askedOf("receiving"), want) {
+		t.Errorf("asked the receiving peer %v, want %v", router.askedOf("receiving"), want)
+	}
+	if n := f.up.blobGets.Load(); n != 1 {
+		t.Errorf("registry asked %d times, want once", n)
+	}
+	if rg, _ := f.up.ranges.Load(d); rg != "bytes=3145728-4194303" {
+		t.Errorf("registry asked for %v, want bytes=3145728-4194303", rg)
+	}
+}
+
+// TestWaitsPointUpTheRanking: a download asks a peer still receiving the
+// blob to wait for bytes it lacks only when that peer ranks above this node
+// for the blob. A peer ranked below sends the bytes it held when asked: it
+// may be waiting on this node, and the two would stall each other.
+func TestWaitsPointUpTheRanking(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 4<<20)
+	router := &rangingRouter{
+		designatingRouter: &designatingRouter{
+			fakeRouter: &fakeRouter{order: []string{"below", "above"}, peers: map[string]fakePeer{
+				"first": {data: body, busy: 1 << 30}, "below": {data: body}, "above": {data: body},
+			}},
+			designated: []string{"first", "above"},
+		},
+		rpeers: map[string]rangePeer{"below": {data: body, have: 3 << 20, stuck: true}, "above": {data: body, have: 2 << 20}},
+		served: map[string]int64{},
+	}
+	readFromPeersOnly(t, resolver.Config{PieceSize: -1, DesignatedPeers: 1}, router, body)
+	if got, want := router.askedOf("below"), []string{"below@0+0 wait=false through=false"}; !slices.Equal(got, want) {
+		t.Errorf("asked the peer ranked below %v, want %v", got, want)
+	}
+	if got, want := router.askedOf("above"), []string{"above@3145728+0 wait=true through=false"}; !slices.Equal(got, want) {
+		t.Errorf("asked the peer ranked above %v, want %v", got, want)
+	}
+}
+
+// TestCopyThatStopsGrowingIsLeft: a peer ranked above this node, still
+// receiving the blob, sends what it holds and then nothing: its own source
+// died. After ArrivalStall, far short of StallTimeout, the download takes the
+// rest from another peer, from where the stream stopped.
+func TestCopyThatStopsGrowingIsLeft(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 4<<20)
+	router := &rangingRouter{
+		designatingRouter: &designatingRouter{
+			fakeRouter: &fakeRouter{order: []string{"stuck", "whole"}, peers: map[string]fakePeer{
+				"first": {data: body, busy: 1 << 30}, "stuck": {data: body, stallAt: 2 << 20}, "whole": {data: body},
+			}},
+			designated: []string{"first", "stuck"},
+		},
+		rpeers: map[string]rangePeer{"stuck": {data: body, have: 2 << 20, stuck: true}, "whole": {data: body}},
+		served: map[string]int64{},
+	}
+	f := newFixture(t, resolver.Config{PieceSize: -1, DesignatedPeers: 1, StallTimeout: 10 * time.Minute, ArrivalStall: 100 * time.Millisecond}, resolver.Sources{Router: router})
+	d := f.up.push(t, "team/app", body)
+	// Bounded so that a download waiting out StallTimeout fails the test
+	// rather than hanging it.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes: %v", len(got), err)
+	}
+	if got, want := router.askedOf("stuck"), []string{"stuck@0+0 wait=true through=false"}; !slices.Equal(got, want) {
+		t.Errorf("asked the stuck peer %v, want %v", got, want)
+	}
+	if got, want := router.askedOf("whole"), []string{"whole@2097152+0 wait=false through=false"}; !slices.Equal(got, want) {
+		t.Errorf("asked the peer holding it whole %v, want %v", got, want)
+	}
+	if n := f.up.blobGets.Load(); n != 0 {
+		t.Errorf("registry asked %d times, want 0", n)
 	}
 }

@@ -22,7 +22,10 @@ type source struct {
 	peer string // for SourcePeer
 	// designated marks a designated peer, asked to fetch for the cluster.
 	designated bool
-	open       func(ctx context.Context, off int64, size int64) (io.ReadCloser, int64, error)
+	// open returns the body from off, the blob's size, and how many bytes
+	// from its start the source held when it answered (the size when it
+	// holds them all or does not say).
+	open func(ctx context.Context, off int64, size int64) (io.ReadCloser, int64, int64, error)
 }
 
 func (s source) String() string {
@@ -34,21 +37,39 @@ func (s source) String() string {
 
 // sources lists where req's blob can come from, in the order to try them:
 // peers that hold it (best first), then the registry, several times.
-// Peers that are not designated are asked to wait for bytes they have not
-// received yet unless noWait is set: after a download jumped ahead over
-// bytes its helpers wrote, it may be ahead of the peer it asks, and two
-// nodes that each waited on the other's next byte would stall until
-// StallTimeout.
-func (r *Resolver) sources(req BlobRequest, noWait *atomic.Bool) []source {
+//
+// A peer still receiving the blob is asked to wait for bytes it has not
+// received yet only when it ranks above this node for the blob (see
+// Designator): waits then always point up the ranking, and no two nodes
+// can each wait on the other's next byte, which would stall both until
+// StallTimeout (when the node that fed them died, say). A peer ranked
+// below this node sends only the bytes it held when asked (see heldOnly),
+// and so does every peer once this node leads (see leads), or after it
+// jumped ahead over bytes its helpers wrote (noWait): the next bytes come
+// later, or from the registry.
+func (r *Resolver) sources(req BlobRequest, noWait, lead *atomic.Bool) []source {
 	var out []source
-	if d, ok := r.router.(Designator); ok && !req.ForPeer {
-		// The peers designated to fetch this digest for the cluster come
-		// first: they download it once and stream it to everyone.
+	var above map[string]bool // nil: no ranking, every peer may be waited on
+	if d, ok := r.router.(Designator); ok {
 		peers, _ := d.Designated(req.Digest, r.group(req.Digest))
-		for _, p := range peers[:min(len(peers), r.cfg.DesignatedPeers)] {
-			out = append(out, source{kind: SourcePeer, peer: p, designated: true, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, error) {
-				return d.FetchThrough(ctx, p, req.Digest, off, req.Registry, req.Repo)
-			}})
+		above = make(map[string]bool, len(peers))
+		for _, p := range peers {
+			above[p] = true
+		}
+		// The peers designated to fetch this digest for the cluster come
+		// first: they download it once and stream it to everyone. A node
+		// asked by a peer to fetch it is designated itself.
+		if !req.ForPeer {
+			rr, ranges := r.router.(Ranger)
+			for _, p := range peers[:min(len(peers), r.cfg.DesignatedPeers)] {
+				out = append(out, source{kind: SourcePeer, peer: p, designated: true, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
+					if ranges {
+						return rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: true, Registry: req.Registry, Repo: req.Repo})
+					}
+					body, size, err := d.FetchThrough(ctx, p, req.Digest, off, req.Registry, req.Repo)
+					return body, size, size, err
+				}})
+			}
 		}
 	}
 	if r.router != nil {
@@ -60,20 +81,28 @@ func (r *Resolver) sources(req BlobRequest, noWait *atomic.Bool) []source {
 		}
 		rr, ranges := r.router.(Ranger)
 		for _, p := range peers {
-			out = append(out, source{kind: SourcePeer, peer: p, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, error) {
-				if ranges && noWait.Load() {
-					body, size, _, err := rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off})
-					return body, size, err
+			out = append(out, source{kind: SourcePeer, peer: p, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
+				held := above != nil && (lead.Load() || !above[p])
+				if !ranges {
+					body, size, err := r.router.Fetch(ctx, p, req.Digest, off)
+					return body, size, size, err
 				}
-				return r.router.Fetch(ctx, p, req.Digest, off)
+				body, size, have, err := rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: !held && !noWait.Load()})
+				if err == nil && held && have > off && have < size {
+					body = &heldOnly{ReadCloser: body, left: have - off, peer: p, have: have, size: size}
+				} else if err != nil && have > 0 && have < size {
+					err = fmt.Errorf("%w (%w: %d bytes of %d)", err, errHeldInPart, have, size)
+				}
+				return body, size, have, err
 			}})
 		}
 	}
 	if r.upstream != nil {
-		up := source{kind: SourceUpstream, open: func(ctx context.Context, off, size int64) (io.ReadCloser, int64, error) {
+		up := source{kind: SourceUpstream, open: func(ctx context.Context, off, size int64) (io.ReadCloser, int64, int64, error) {
 			q := req
 			q.Size = size
-			return r.upstream.Blob(ctx, q, off)
+			body, size, err := r.upstream.Blob(ctx, q, off)
+			return body, size, size, err
 		}}
 		for range r.cfg.FetchAttempts {
 			out = append(out, up)
@@ -111,7 +140,12 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	failedPeers := map[string]bool{}
 	localFailed := false
 	start := time.Now()
-	backoff := 50 * time.Millisecond
+	// The waits for busy peers count from the last byte that arrived, not
+	// from the start: a long download that polls peers ranked below it for
+	// the bytes they hold (see sources) is not waiting in vain.
+	progress, progressAt := int64(0), start
+	const firstBackoff = 50 * time.Millisecond
+	backoff := firstBackoff
 	if req.Size > 0 {
 		// The size is known (from the manifest that named the blob):
 		// publish now. Readers then wait for bytes, up to the mirror's
@@ -141,7 +175,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	}
 	// The primary stream: where it reads, and from which peer.
 	var pos atomic.Int64
-	var noWait atomic.Bool
+	var noWait, leading atomic.Bool
 	var primary atomic.Value
 	primary.Store("")
 	// waiting is set while the download waits for a slot at a peer, every
@@ -166,7 +200,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 		})
 	}
 	for round := 0; ; round++ {
-		sources := r.sources(req, &noWait)
+		sources := r.sources(req, &noWait, &leading)
 		if len(sources) == 0 {
 			lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", req.Digest, errdefs.ErrNotFound)
 		}
@@ -185,13 +219,17 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				// second time. The peers it feeds come next.
 				continue
 			}
-			if src.kind == SourceUpstream && busy && time.Since(start) < busyLimit(published, r.cfg) {
+			if src.kind == SourceUpstream && busy && time.Since(progressAt) < busyLimit(published, r.cfg) {
 				// A peer holds it but has no free slot: waiting for one
 				// spares the registry. Before the first byte the wait is
 				// short, containerd is waiting for an answer; once bytes
 				// flow it may be longer.
 				break
 			}
+			// Known again at each source: the designated peers come first,
+			// and once they failed, this node leads.
+			lead := r.leads(sources, failedPeers)
+			leading.Store(lead)
 			primary.Store(src.peer)
 			var n int64
 			var err error
@@ -252,8 +290,12 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				localFailed = true
 				break
 			}
-			if src.peer != "" && (errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err)) {
-				// Busy, or not there yet: either way it will be soon.
+			partial := errdefs.IsOutOfRange(err) || errors.Is(err, errHeldInPart)
+			if src.peer != "" && (errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err)) && !(lead && partial) {
+				// Busy, or not there yet: either way it will be soon. But a
+				// node that fetches for the cluster does not wait for a
+				// peer that holds part of the blob: the rest would come
+				// from this node, or from nowhere.
 				busy = true
 				designatedBusy = designatedBusy || src.designated
 			} else if src.peer != "" {
@@ -267,8 +309,12 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 			}
 			log.Info("source failed, trying the next", "source", src.String(), "offset", off, "err", err)
 		}
-		if lastErr == nil || !busy || localFailed || r.ctx.Err() != nil || time.Since(start) > r.cfg.BusyRetryFor {
+		if lastErr == nil || !busy || localFailed || r.ctx.Err() != nil || time.Since(progressAt) > r.cfg.BusyRetryFor {
 			break
+		}
+		if ing != nil && ing.Contiguous() > progress {
+			progress, progressAt = ing.Contiguous(), time.Now()
+			backoff = firstBackoff
 		}
 		// Every source failed but a peer that holds the blob was only busy:
 		// a slot frees up soon, and by then more peers may hold it.
@@ -330,6 +376,45 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	r.announce(req.Digest)
 }
 
+// leads says whether this node fetches req's blob for the cluster now:
+// it ranks first for it, a peer asked it to (ForPeer), or every peer ranked
+// above it failed this download (one that died mid-transfer). Then the
+// peers still receiving the blob got it from a source that is gone, or are
+// waiting for this node: it takes the bytes they hold and asks the
+// registry for the rest, where waiting for their next byte would stall
+// both until StallTimeout.
+func (r *Resolver) leads(sources []source, failed map[string]bool) bool {
+	if _, ok := r.router.(Designator); !ok {
+		return false
+	}
+	for _, s := range sources {
+		if s.designated && !failed[s.peer] {
+			return false
+		}
+	}
+	return true
+}
+
+// heldOnly ends a stream from a peer still receiving the blob at the bytes
+// it held when asked, with an error wrapping errdefs.ErrOutOfRange, as the
+// peer itself answers for a byte it does not hold yet: the next bytes come
+// later, or from another source.
+type heldOnly struct {
+	io.ReadCloser
+	left       int64
+	peer       string
+	have, size int64
+}
+
+func (h *heldOnly) Read(b []byte) (int, error) {
+	if h.left <= 0 {
+		return 0, fmt.Errorf("peer %s held %d bytes of %d when asked: %w", h.peer, h.have, h.size, errdefs.ErrOutOfRange)
+	}
+	n, err := h.ReadCloser.Read(b[:min(int64(len(b)), h.left)])
+	h.left -= int64(n)
+	return n, err
+}
+
 // announce tells the mesh, in the background, that this node holds dgst.
 func (r *Resolver) announce(dgst digest.Digest) {
 	if r.router == nil {
@@ -361,6 +446,16 @@ var errLocalStore = errors.New("shoal's store failed")
 // errCaughtUp ends a stream that reached bytes helpers wrote.
 var errCaughtUp = errors.New("the stream reached bytes other peers sent")
 
+// errHeldInPart marks a peer's refusal (busy, not yet) that said it holds
+// part of the blob only.
+var errHeldInPart = errors.New("the peer holds part of the blob")
+
+// errNotArriving marks a stream from a peer still receiving the blob that
+// sent nothing for ArrivalStall past the bytes it held when it answered.
+// Its error wraps errdefs.ErrOutOfRange, as a peer's own "not yet" answer
+// does: the download asks again rather than giving the peer up.
+var errNotArriving = errors.New("the peer's copy stopped growing")
+
 // errStalled marks a source that stopped sending.
 var errStalled = errors.New("source stalled")
 
@@ -373,15 +468,23 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// The watchdog cancels the request when no byte came for StallTimeout,
-	// headers included.
-	watchdog := time.AfterFunc(r.cfg.StallTimeout, func() { cancel(errStalled) })
+	// headers included; or for ArrivalStall once past the bytes a peer
+	// still receiving the blob held when it answered (see notArriving).
+	var past atomic.Bool
+	watchdog := time.AfterFunc(r.cfg.StallTimeout, func() {
+		if past.Load() {
+			cancel(errNotArriving)
+		} else {
+			cancel(errStalled)
+		}
+	})
 	defer watchdog.Stop()
 
 	var known int64
 	if ing != nil {
 		known = ing.Size()
 	}
-	body, size, err := src.open(ctx, off, known)
+	body, size, have, err := src.open(ctx, off, known)
 	if err != nil {
 		if c := context.Cause(ctx); errors.Is(c, errStalled) {
 			err = fmt.Errorf("blob %s from %s: no answer: %w", req.Digest, src, errStalled)
@@ -399,7 +502,19 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 	}
 	// Announced now: peers may read what arrives.
 	opened(src.kind)
-	watchdog.Reset(r.cfg.StallTimeout)
+	// A peer that held none of it (0) may be the designated fetcher waiting
+	// for the registry's first byte, or a peer that does not say: the usual
+	// timeout then.
+	arriving := have > 0 && have < size
+	rearm := func(at int64) {
+		if arriving && at >= have {
+			past.Store(true)
+			watchdog.Reset(r.cfg.ArrivalStall)
+			return
+		}
+		watchdog.Reset(r.cfg.StallTimeout)
+	}
+	rearm(off)
 
 	buf := make([]byte, 256<<10)
 	var n int64
@@ -408,7 +523,7 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 	for off+n < size {
 		k, rerr := body.Read(buf)
 		if k > 0 {
-			watchdog.Reset(r.cfg.StallTimeout)
+			rearm(off + n + int64(k))
 			if off+n+int64(k) > size {
 				return n, size, fmt.Errorf("blob %s: %s sent more than %d bytes: %w", req.Digest, src, size, errdefs.ErrDataLoss)
 			}
@@ -435,6 +550,8 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 		if rerr != nil {
 			if c := context.Cause(ctx); errors.Is(c, errStalled) {
 				rerr = fmt.Errorf("blob %s: no byte from %s for %s at offset %d: %w", req.Digest, src, r.cfg.StallTimeout, off+n, errStalled)
+			} else if errors.Is(c, errNotArriving) {
+				rerr = fmt.Errorf("blob %s: %s held %d bytes of %d when it answered, and sent none past %d for %s: %w: %w", req.Digest, src, have, size, off+n, r.cfg.ArrivalStall, errNotArriving, errdefs.ErrOutOfRange)
 			}
 			return n, size, rerr
 		}

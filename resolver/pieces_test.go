@@ -22,8 +22,11 @@ type rangePeer struct {
 	data  []byte
 	have  int64 // bytes held; len(data) when 0
 	stall bool  // answer, then send nothing
-	slow  bool  // send 64 KiB every 10 ms
-	fails bool  // not found
+	// stuck: asked to wait, send the bytes held, then nothing (the
+	// peer's own source is gone)
+	stuck bool
+	slow  bool // send 64 KiB every 10 ms
+	fails bool // not found
 }
 
 // rangingRouter is a designatingRouter whose peers also serve ranges, and
@@ -42,8 +45,26 @@ func (r *rangingRouter) FetchRange(ctx context.Context, p string, d digest.Diges
 	defer r.mu.Unlock()
 	r.asked = append(r.asked, fmt.Sprintf("%s@%d+%d wait=%t through=%t", p, rg.Off, rg.Length, rg.Wait, rg.Registry != ""))
 	rp, ok := r.rpeers[p]
+	if !ok && rg.Length == 0 && r.designatingRouter != nil {
+		// A stream from a peer that serves no ranges here: as the
+		// fakeRouter's Fetch (or FetchThrough), holding the whole blob.
+		var body io.ReadCloser
+		var size int64
+		var err error
+		if rg.Registry != "" {
+			body, size, err = r.FetchThrough(ctx, p, d, rg.Off, rg.Registry, rg.Repo)
+		} else {
+			body, size, err = r.Fetch(ctx, p, d, rg.Off)
+		}
+		return body, size, size, err
+	}
 	if !ok || rp.fails || digest.FromBytes(rp.data) != d {
 		return nil, 0, 0, errdefs.ErrNotFound
+	}
+	if rg.Length == 0 && r.designatingRouter != nil && r.busyStream(p) {
+		// As a real peer: a stream counts against the blob's slots, a piece
+		// does not.
+		return nil, 0, 0, fmt.Errorf("peer %s: %w", p, errdefs.ErrResourceExhausted)
 	}
 	size := int64(len(rp.data))
 	have := rp.have
@@ -63,6 +84,8 @@ func (r *rangingRouter) FetchRange(ctx context.Context, p string, d digest.Diges
 	}
 	if rp.stall {
 		body = stallReader{ctx}
+	} else if rp.stuck && rg.Wait && end > have {
+		body = io.MultiReader(bytes.NewReader(rp.data[rg.Off:max(rg.Off, have)]), stallReader{ctx})
 	} else {
 		r.served[p] += end - rg.Off
 		if r.sentAt == nil {
@@ -71,6 +94,20 @@ func (r *rangingRouter) FetchRange(ctx context.Context, p string, d digest.Diges
 		r.sentAt[fmt.Sprintf("%s@%d", p, rg.Off)] = true
 	}
 	return io.NopCloser(body), size, have, nil
+}
+
+// busyStream takes one of the "busy" answers p's fakePeer has left.
+func (r *rangingRouter) busyStream(p string) bool {
+	f := r.fakeRouter
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fp := f.peers[p]
+	if fp.busy == 0 {
+		return false
+	}
+	fp.busy--
+	f.peers[p] = fp
+	return true
 }
 
 // servedOf says whether p sent the range at off.
