@@ -17,11 +17,11 @@ import (
 
 // TestDesignatedFetcherKilled stops the node designated to fetch a layer
 // for the cluster while it downloads: every other node's pull completes,
-// and the nodes do not stampede the registry (direct would send 4 × S).
-// The next fetcher starts the layer again from the registry, and under CPU
-// load some busy waits expire and nodes fetch a remainder themselves: runs
-// here measured 1.00–1.20 × S alone and up to 1.30 × S with the whole test
-// suite running beside it. The swarm issue's target is 1.2 × S.
+// and the registry sends at most 1.2 × S (the swarm issue's target; direct
+// would send 4 × S). The next node in the layer's ranking takes what the
+// peers hold and asks the registry for the rest only; the peers that fed on
+// the dead node wait on it, never on each other. 80 runs here measured
+// 1.00–1.06 × S.
 func TestDesignatedFetcherKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a registry and a mesh of four nodes")
@@ -96,7 +96,7 @@ func TestDesignatedFetcherKilled(t *testing.T) {
 		}
 	}
 	reg.settle(ctx)
-	const bound = 1.5
+	const bound = 1.2
 	if ratio := float64(reg.egress.Load()) / float64(im.Size); ratio > bound {
 		t.Errorf("registry sent %.2f × S, want at most %.1f × S", ratio, bound)
 	} else {
