@@ -275,6 +275,7 @@ type simNode struct {
 	download  *rate.Limiter
 	upload    *rate.Limiter
 	uploaded  atomic.Int64
+	heard     atomic.Pointer[resolver.Resolver] // res, for the gossip
 	cancel    context.CancelFunc
 	done      chan struct{}
 }
@@ -324,6 +325,11 @@ func startNode(ctx context.Context, cfg SimConfig, i int, registryAddr string, l
 		pc.Join = []string{seed}
 	}
 	pc.Puller = pullFor{n}
+	pc.OnRegistryBackoff = func(registry string, left time.Duration, origin string) {
+		if r := n.heard.Load(); r != nil {
+			r.NoteBackoff(registry, left, origin)
+		}
+	}
 	node, err := p2p.New(pc, &simContent{n: n, st: st, upload: n.upload, uploaded: &n.uploaded})
 	if err != nil {
 		return nil, err
@@ -347,6 +353,7 @@ func startNode(ctx context.Context, cfg SimConfig, i int, registryAddr string, l
 		n.stop()
 		return nil, err
 	}
+	n.heard.Store(n.res)
 	h, err := mirror.New(n.res, mirror.Config{Logger: pc.Logger})
 	if err != nil {
 		n.stop()

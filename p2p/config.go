@@ -156,6 +156,15 @@ type Config struct {
 	// registry is down. Nil answers every such question "not found".
 	Images ImageSource
 
+	// OnRegistryBackoff, when set, is called when a member says that a
+	// registry asked it to slow down (429, or 503 with Retry-After) and is
+	// to be left alone for left; origin names the member the registry
+	// answered. It is called once per back-off that is news to this node,
+	// from memberlist's goroutine, so it must not block. A blob request
+	// that names a registry (a peer asking this node to fetch for the
+	// cluster) is answered with the back-off too, whoever heard it first.
+	OnRegistryBackoff func(registry string, left time.Duration, origin string)
+
 	// Timing holds the protocol timers. Zero fields take LANTiming's values;
 	// tests on loopback use LocalTiming.
 	Timing Timing

@@ -13,6 +13,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/resolver"
 )
 
 // ErrPeerBusy reports a peer at its upload cap; try another. Errors that
@@ -150,6 +152,9 @@ func (n *Node) fetchHeader(ctx context.Context, p peer.ID, req request) (_ io.Re
 		case statusBusy:
 			n.stats.markBusy(p, time.Now())
 			return fail("busy", fmt.Errorf("fetch %s from %s: %w: %w: %w", dgst, p, ErrPeerBusy, errdefs.ErrUnavailable, errdefs.ErrResourceExhausted))
+		case statusRateLimited:
+			rl := &resolver.RateLimitedError{Registry: req.registry, RetryAfter: time.Duration(h.size) * time.Millisecond, Via: p.String()}
+			return fail(resultLabel(h.status), fmt.Errorf("fetch %s from %s: %w", dgst, p, rl))
 		case statusNotFound:
 			kind = errdefs.ErrNotFound
 		case statusBadRequest:

@@ -10,11 +10,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/multiformats/go-multihash"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/resolver"
 )
 
 // FuzzLoadClusterKey loads arbitrary bytes as a cluster key file: a key it
@@ -179,6 +182,27 @@ func FuzzLoadIdentity(f *testing.F) {
 		again, err := loadIdentity(dir, log)
 		if err != nil || !again.Equals(key) {
 			t.Fatalf("key from %x does not load back: %v", data, err)
+		}
+	})
+}
+
+// FuzzBackoffMessage: whatever a member gossips, parsing returns an error
+// or a back-off for a valid registry, of at most the cap, that encodes back
+// to a message parsing the same.
+func FuzzBackoffMessage(f *testing.F) {
+	f.Add(backoffMsg{origin: "node-1", registry: "registry.example:5000", left: time.Minute}.encode())
+	f.Add([]byte{1, 0, 0, 1, 0, 0, 'd'})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseBackoffMsg(b)
+		if err != nil {
+			return
+		}
+		if m.left <= 0 || m.left > resolver.MaxRetryAfter || !validRegistry(m.registry) {
+			t.Fatalf("parsed %+v", m)
+		}
+		again, err := parseBackoffMsg(m.encode())
+		if err != nil || again != m {
+			t.Fatalf("re-encoded %+v: %+v, %v", m, again, err)
 		}
 	})
 }

@@ -296,18 +296,3 @@ func cmpString(a, b string) int {
 	}
 	return 0
 }
-
-// metaDelegate hands memberlist this node's metadata. Only NodeMeta
-// matters; the user-message hooks are unused.
-type metaDelegate struct{ meta []byte }
-
-func (d metaDelegate) NodeMeta(limit int) []byte {
-	if len(d.meta) > limit {
-		return nil
-	}
-	return d.meta
-}
-func (metaDelegate) NotifyMsg([]byte)                           {}
-func (metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (metaDelegate) LocalState(join bool) []byte                { return nil }
-func (metaDelegate) MergeRemoteState(buf []byte, join bool)     {}

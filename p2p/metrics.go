@@ -13,6 +13,7 @@ type metrics struct {
 	fetches       *prometheus.CounterVec // by result
 	avoided       prometheus.Counter
 	pullThrough   prometheus.Counter
+	badGossip     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -53,6 +54,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "shoal_p2p_pull_through_total",
 			Help: "Blobs this node began serving to a peer that asked it to fetch them for the cluster.",
 		}),
+		badGossip: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_p2p_gossip_messages_refused_total",
+			Help: "Gossip messages from members that were not well-formed and were dropped.",
+		}),
 		avoided: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_p2p_peers_avoided_total",
 			Help: "Times a peer was set aside for sending bad bytes.",
@@ -60,7 +65,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.members, m.provided, m.provides, m.uploads,
-			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided, m.pullThrough} {
+			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided, m.pullThrough, m.badGossip} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

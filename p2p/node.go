@@ -71,6 +71,7 @@ type Node struct {
 	blobUploads   map[digest.Digest]int // streams being served, by blob
 	stats         *stats
 	adv           *advertiser
+	backoffs      *backoffGossip
 
 	// life is cancelled when Run ends; stream handlers, which libp2p calls
 	// without a context, serve under it.
@@ -130,6 +131,14 @@ func New(cfg Config, content Content) (*Node, error) {
 		download: newBandwidth(cfg.MaxDownloadRate, realClock{}),
 		stats:    newStats(),
 		adv:      newAdvertiser(),
+	}
+	n.backoffs = &backoffGossip{
+		queue: &memberlist.TransmitLimitedQueue{
+			NumNodes:       func() int { return n.members.livePeerCount() + 1 },
+			RetransmitMult: 3,
+		},
+		heard: cfg.OnRegistryBackoff,
+		until: make(map[string]time.Time),
 	}
 	n.life, n.stop = context.WithCancel(context.Background())
 	if cfg.ClusterKey != nil {
@@ -242,7 +251,7 @@ func (n *Node) memberlistConfig(meta []byte) (*memberlist.Config, error) {
 	// A node restarted under the same name at a new address may take its
 	// name back this long after it was declared dead.
 	mc.DeadNodeReclaimTime = 30 * time.Second
-	mc.Delegate = metaDelegate{meta: meta}
+	mc.Delegate = gossipDelegate{meta: meta, n: n}
 	mc.Events = eventDelegate{m: n.members, selfName: c.NodeName}
 	mc.Logger = log.New(memberlistLog{n.log.With("component", "memberlist")}, "", 0)
 	if c.ClusterKey != nil {

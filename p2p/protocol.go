@@ -26,7 +26,10 @@ import (
 // total size of the blob, 8-byte count of bytes the node holds from the
 // start without a hole, the size when it holds the blob whole, 2-byte
 // length and a message of at most maxMessage bytes) followed, on StatusOK
-// only, by the bytes asked for. The server then closes the stream.
+// only, by the bytes asked for. The server then closes the stream. On
+// statusRateLimited (the registry the request named asked the node to slow
+// down), the size field holds instead the milliseconds for which the node
+// leaves that registry alone.
 const ProtocolID protocol.ID = "/shoal/blob/1.2.0"
 
 // ProtocolV11 is the protocol before ranges, still served: a request has
@@ -62,6 +65,11 @@ const (
 	// statusNotYet: the node is receiving the blob and does not hold the
 	// byte at the offset yet (ProtocolID, requests without flagWait).
 	statusNotYet
+	// statusRateLimited: the node does not hold the blob and the registry
+	// the request named asked it to slow down; the header's size is the
+	// back-off left, in milliseconds. A node that does not know this
+	// status takes it for statusError.
+	statusRateLimited
 )
 
 func (s status) String() string {
@@ -78,6 +86,8 @@ func (s status) String() string {
 		return "error"
 	case statusNotYet:
 		return "not yet"
+	case statusRateLimited:
+		return "rate limited"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }

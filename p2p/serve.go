@@ -12,6 +12,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/resolver"
 )
 
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSz); return &b }}
@@ -82,6 +84,11 @@ func (n *Node) handleStream(s network.Stream) {
 		}
 	}
 	if err != nil {
+		var rl *resolver.RateLimitedError
+		if errors.As(err, &rl) {
+			n.refuseWith(s, remote, header{status: statusRateLimited, size: rl.RetryAfter.Milliseconds(), ranged: ranged, msg: err.Error()})
+			return
+		}
 		st := statusError
 		if errdefs.IsNotFound(err) {
 			st = statusNotFound
@@ -218,6 +225,8 @@ func resultLabel(st status) string {
 		return "busy"
 	case statusNotYet:
 		return "not_yet"
+	case statusRateLimited:
+		return "rate_limited"
 	}
 	return "error"
 }

@@ -101,7 +101,7 @@ func (r *Resolver) sources(req BlobRequest, noWait, lead *atomic.Bool) []source 
 		up := source{kind: SourceUpstream, open: func(ctx context.Context, off, size int64) (io.ReadCloser, int64, int64, error) {
 			q := req
 			q.Size = size
-			body, size, err := r.upstream.Blob(ctx, q, off)
+			body, size, err := r.upstreamBlob(ctx, q, off)
 			return body, size, size, err
 		}}
 		for range r.cfg.FetchAttempts {
@@ -213,6 +213,13 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 			if src.peer != "" && failedPeers[src.peer] {
 				continue
 			}
+			if err := r.needsRegistry(src, req); err != nil {
+				// The registry asked to slow down: neither this node nor a
+				// designated peer asks it, peers that hold the blob may
+				// still send it.
+				lastErr = err
+				continue
+			}
 			if src.designated && designatedBusy {
 				// The first designated peer is fetching the blob and only
 				// out of slots: the next would fetch it from the registry a
@@ -291,6 +298,14 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				break
 			}
 			partial := errdefs.IsOutOfRange(err) || errors.Is(err, errHeldInPart)
+			if rl, ok := rateLimited(err); ok {
+				// Said by a designated peer, or by the registry itself.
+				r.noteBackoff(rl)
+				if src.peer != "" {
+					failedPeers[src.peer] = true
+				}
+				continue
+			}
 			if src.peer != "" && (errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err)) && !(lead && partial) {
 				// Busy, or not there yet: either way it will be soon. But a
 				// node that fetches for the cluster does not wait for a
@@ -374,6 +389,16 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	r.m.downloads.WithLabelValues("ok").Inc()
 	log.Info("blob stored", "bytes", off, "seconds", time.Since(start).Seconds(), "peers", peersUsed)
 	r.announce(req.Digest)
+}
+
+// needsRegistry returns the back-off error for a source that would ask
+// req's registry while it is backed off: the registry itself, or a
+// designated peer asked to fetch for the cluster. Nil otherwise.
+func (r *Resolver) needsRegistry(src source, req BlobRequest) error {
+	if src.kind != SourceUpstream && !src.designated {
+		return nil
+	}
+	return r.backedOff(req.Registry)
 }
 
 // leads says whether this node fetches req's blob for the cluster now:

@@ -46,7 +46,7 @@ func (r *Resolver) manifest(ctx context.Context, req ManifestRequest) (Manifest,
 	} else {
 		uctx, cancel := context.WithTimeout(ctx, r.cfg.MissTimeout)
 		var m Manifest
-		m, err = r.upstream.Manifest(uctx, req)
+		m, err = r.upstreamManifest(uctx, req)
 		cancel()
 		if err == nil {
 			if len(m.Body) > MaxManifestBytes {

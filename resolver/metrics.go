@@ -9,6 +9,8 @@ type metrics struct {
 	inflightBlobs  prometheus.Gauge
 	verifyFailures prometheus.Counter
 	prefetched     prometheus.Counter
+	backoffUntil   *prometheus.GaugeVec   // by registry
+	rateLimited    *prometheus.CounterVec // by registry
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -37,9 +39,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_prefetched_blobs_total",
 			Help: "Blob downloads started ahead of containerd's requests, from the image manifests it fetched.",
 		}),
+		backoffUntil: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shoal_registry_backoff_until_seconds",
+			Help: "Unix time until which shoal does not ask the registry, which asked it to slow down (429, or 503 with Retry-After); requests that need it are misses, so containerd asks it directly.",
+		}, []string{"registry"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_registry_backoffs_total",
+			Help: "Back-offs started or extended, by registry: a 429 (or 503 with Retry-After) answered to this node, or a member's word of one.",
+		}, []string{"registry"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.lookups, m.downloads, m.sourceBytes, m.inflightBlobs, m.verifyFailures, m.prefetched)
+		reg.MustRegister(m.lookups, m.downloads, m.sourceBytes, m.inflightBlobs, m.verifyFailures, m.prefetched, m.backoffUntil, m.rateLimited)
 	}
 	return m
 }

@@ -44,6 +44,8 @@ type Resolver struct {
 	// containerd fetches them from the registry instead of resuming into a
 	// download that fails at the same byte again.
 	unstorable map[digest.Digest]time.Time
+	// backoffs holds the registries that asked to slow down.
+	backoffs *backoffs
 }
 
 // unstorableFor is how long a blob the store could not hold is a miss.
@@ -94,6 +96,7 @@ func New(st store.Store, up Upstream, src Sources, cfg Config, reg prometheus.Re
 		flights:  make(map[digest.Digest]*flight),
 
 		unstorable: make(map[digest.Digest]time.Time),
+		backoffs:   newBackoffs(),
 		types:      make(map[digest.Digest]string),
 		groups:     make(map[digest.Digest][]digest.Digest),
 	}, nil

@@ -234,6 +234,8 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 
 	var node *p2p.Node
 	var res *resolver.Resolver
+	// heard is res once made: members may gossip before it is.
+	var heard atomic.Pointer[resolver.Resolver]
 	var localC *localContent
 	if o.p2p {
 		content := &localContent{st: st}
@@ -255,7 +257,11 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 				b = corruptBlob{b}
 			}
 			return b, err
-		}), log, reg)
+		}), func(registry string, left time.Duration, origin string) {
+			if r := heard.Load(); r != nil {
+				r.NoteBackoff(registry, left, origin)
+			}
+		}, log, reg)
 		if err != nil {
 			return err
 		}
@@ -284,6 +290,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	heard.Store(res)
 	if localC != nil {
 		localC.inflight = res.InFlight
 	}
@@ -379,7 +386,7 @@ func (f pullerFunc) PullFor(ctx context.Context, dgst digest.Digest, registry, r
 	return f(ctx, dgst, registry, repo)
 }
 
-func newMeshNode(o daemonOptions, content p2p.Content, images p2p.ImageSource, puller p2p.Puller, log *slog.Logger, reg prometheus.Registerer) (*p2p.Node, error) {
+func newMeshNode(o daemonOptions, content p2p.Content, images p2p.ImageSource, puller p2p.Puller, backoff func(string, time.Duration, string), log *slog.Logger, reg prometheus.Registerer) (*p2p.Node, error) {
 	cfg := p2p.DefaultConfig()
 	cfg.NodeName = o.nodeName
 	cfg.GossipAddr = o.gossipAddr
@@ -407,6 +414,7 @@ func newMeshNode(o daemonOptions, content p2p.Content, images p2p.ImageSource, p
 	cfg.Metrics = reg
 	cfg.Images = images
 	cfg.Puller = puller
+	cfg.OnRegistryBackoff = backoff
 	if o.protection != string(p2p.ProtectGater) && o.protection != string(p2p.ProtectPSK) {
 		return nil, fmt.Errorf("--p2p-protection %q: want gater or psk", o.protection)
 	}

@@ -152,7 +152,7 @@ func (c *Client) transport(ctx context.Context, registry, repo string) (http.Rou
 func classify(host string, err error) error {
 	var te *transport.Error
 	if errors.As(err, &te) {
-		return statusError(host, te.StatusCode, err)
+		return statusError(host, te.StatusCode, nil, err)
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
@@ -160,7 +160,12 @@ func classify(host string, err error) error {
 	return fmt.Errorf("registry %s: %w: %w", host, err, errdefs.ErrUnavailable)
 }
 
-func statusError(host string, code int, err error) error {
+// statusError maps a registry's error status to the sentinel the resolver
+// branches on. hdr is the answer's header, nil when unknown.
+func statusError(host string, code int, hdr http.Header, err error) error {
+	if wait, limited := rateLimit(code, hdr, time.Now()); limited {
+		return fmt.Errorf("registry %s answered %d: %w", host, code, &resolver.RateLimitedError{Registry: host, RetryAfter: wait})
+	}
 	switch code {
 	case http.StatusUnauthorized, http.StatusForbidden:
 		return fmt.Errorf("registry %s refused shoal's credentials (%d): %w", host, code, errdefs.ErrNotFound)
@@ -168,10 +173,6 @@ func statusError(host string, code int, err error) error {
 		return fmt.Errorf("registry %s: %w", host, errdefs.ErrNotFound)
 	case http.StatusRequestedRangeNotSatisfiable:
 		return fmt.Errorf("registry %s: range not satisfiable: %w", host, errdefs.ErrInvalidArgument)
-	case http.StatusTooManyRequests:
-		// Asking again spends more of shoal's quota; containerd, going
-		// to the registry itself, may have its own.
-		return fmt.Errorf("registry %s is rate limiting shoal (429): %w", host, errdefs.ErrResourceExhausted)
 	}
 	if err == nil {
 		err = fmt.Errorf("status %d", code)
@@ -199,7 +200,7 @@ func (c *Client) get(ctx context.Context, registry, repo, path string, hdr http.
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
-		return nil, statusError(host, resp.StatusCode, nil)
+		return nil, statusError(host, resp.StatusCode, resp.Header, nil)
 	}
 	return resp, nil
 }
@@ -270,6 +271,26 @@ func (c *Client) Blob(ctx context.Context, req resolver.BlobRequest, off int64) 
 		}
 	}
 	return resp.Body, size, nil
+}
+
+// rateLimit says whether an answer asks shoal to slow down, and for how
+// long (0: it did not say): a 429, or a 503 that names a Retry-After (a 503
+// without one is an outage, not a limit). Retry-After is either seconds or
+// an HTTP date.
+func rateLimit(code int, hdr http.Header, now time.Time) (time.Duration, bool) {
+	if code != http.StatusTooManyRequests && code != http.StatusServiceUnavailable {
+		return 0, false
+	}
+	ra := strings.TrimSpace(hdr.Get("Retry-After"))
+	var wait time.Duration
+	if secs, err := strconv.ParseUint(ra, 10, 32); err == nil {
+		wait = time.Duration(secs) * time.Second
+	} else if at, err := http.ParseTime(ra); err == nil {
+		wait = max(at.Sub(now), time.Second)
+	} else if code == http.StatusServiceUnavailable {
+		return 0, false
+	}
+	return wait, true
 }
 
 // bodySize reads the blob's total size from Content-Length or Content-Range.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -167,3 +169,67 @@ type fakeResource string
 
 func (f fakeResource) String() string      { return string(f) }
 func (f fakeResource) RegistryStr() string { return string(f) }
+
+// TestRateLimitAnswers: which registry answers ask shoal to slow down, and
+// for how long, as the client reports them to the resolver.
+func TestRateLimitAnswers(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name        string
+		status      int
+		retryAfter  string
+		wantLimited bool
+		wantWait    time.Duration
+	}{
+		{"429 without Retry-After", 429, "", true, 0},
+		{"429 in seconds", 429, "120", true, 2 * time.Minute},
+		{"429 as a date", 429, now.Add(90 * time.Second).Format(http.TimeFormat), true, 90 * time.Second},
+		{"429 with a date past", 429, now.Add(-time.Hour).Format(http.TimeFormat), true, time.Second},
+		{"429 with nonsense", 429, "soon", true, 0},
+		{"503 in seconds", 503, "7", true, 7 * time.Second},
+		{"503 without Retry-After is an outage", 503, "", false, 0},
+		{"503 with nonsense is an outage", 503, "-3", false, 0},
+		{"500 with Retry-After", 500, "5", false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			hdr := http.Header{}
+			if tc.retryAfter != "" {
+				hdr.Set("Retry-After", tc.retryAfter)
+			}
+			wait, limited := rateLimit(tc.status, hdr, now)
+			if limited != tc.wantLimited || wait != tc.wantWait {
+				t.Fatalf("rateLimit(%d, %q) = %s, %v; want %s, %v", tc.status, tc.retryAfter, wait, limited, tc.wantWait, tc.wantLimited)
+			}
+		})
+	}
+}
+
+// TestRateLimitedBlob: a 429 reaches the resolver as a RateLimitedError
+// with the registry's Retry-After, which also counts as resource
+// exhaustion.
+func TestRateLimitedBlob(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		w.Header().Set("Retry-After", "42")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	c, err := New(Config{Insecure: []string{host}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = c.Blob(t.Context(), resolver.BlobRequest{Registry: host, Repo: "a/b", Digest: digest.FromString("x")}, 0)
+	var rl *resolver.RateLimitedError
+	if !errors.As(err, &rl) || rl.RetryAfter != 42*time.Second {
+		t.Fatalf("got %v, want a rate limit of 42s", err)
+	}
+	if !errdefs.IsResourceExhausted(err) {
+		t.Fatalf("%v does not count as resource exhaustion", err)
+	}
+}
