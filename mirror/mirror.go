@@ -239,8 +239,6 @@ func parsePath(path string) (route, error) {
 		return route{}, &pathError{http.StatusBadRequest, codeNameInvalid, err.Error()}
 	}
 	switch {
-	case rt.ref == "":
-		return route{}, &pathError{http.StatusBadRequest, codeDigestInvalid, "empty reference"}
 	case strings.Contains(rt.ref, ":"):
 		d, err := digest.Parse(rt.ref)
 		if err != nil || !anchoredDigest.MatchString(rt.ref) {
@@ -252,7 +250,10 @@ func parsePath(path string) (route, error) {
 	case rt.kind == kindBlob:
 		return route{}, &pathError{http.StatusBadRequest, codeDigestInvalid, fmt.Sprintf("blobs are named by digest, got %q", rt.ref)}
 	case !anchoredTag.MatchString(rt.ref):
-		return route{}, &pathError{http.StatusBadRequest, codeTagInvalid, fmt.Sprintf("invalid tag %q", rt.ref)}
+		// The registry's router has no route for a reference that is
+		// neither tag nor digest and answers 404, which clients and the
+		// OCI conformance suite expect; nothing malformed goes upstream.
+		return route{}, &pathError{http.StatusNotFound, codeManifestUnknown, fmt.Sprintf("manifest unknown: %q is neither a tag nor a digest", rt.ref)}
 	}
 	return rt, nil
 }
