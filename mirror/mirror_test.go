@@ -131,7 +131,7 @@ func TestBadInput(t *testing.T) {
 		{"truncated digest", "GET", "/v2/a/blobs/sha256:abc", nil, 400, codeDigestInvalid},
 		{"digest not hex", "GET", "/v2/a/blobs/sha256:" + strings.Repeat("z", 64), nil, 400, codeDigestInvalid},
 		{"unknown algorithm", "GET", "/v2/a/blobs/md5:" + strings.Repeat("a", 32), nil, 400, codeDigestInvalid},
-		{"sha512 not supported", "GET", "/v2/a/blobs/sha512:" + strings.Repeat("a", 128), nil, 400, codeDigestInvalid},
+		{"sha512 too short", "GET", "/v2/a/blobs/sha512:" + strings.Repeat("a", 64), nil, 400, codeDigestInvalid},
 		{"blob by tag", "GET", "/v2/a/blobs/latest", nil, 400, codeDigestInvalid},
 		{"empty blob reference", "GET", "/v2/a/blobs/", nil, 400, codeDigestInvalid},
 		{"manifest digest truncated", "GET", "/v2/a/manifests/sha256:abc", nil, 400, codeDigestInvalid},
@@ -179,9 +179,10 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// TestMissesStayLocal: a manifest reference that is neither tag nor digest
-// is a miss (404, as the registry answers it) that never reaches the
-// resolver, so never the upstream registry. HEAD gets the status alone.
+// TestMissesStayLocal: a manifest reference that is neither tag nor digest,
+// and a well-formed digest of an algorithm shoal does not serve, are misses
+// (404, as the registry answers them) that never reach the resolver, so
+// never the upstream registry. HEAD gets the status alone.
 func TestMissesStayLocal(t *testing.T) {
 	t.Parallel()
 	f := &fakeResolver{blob: []byte("held")}
@@ -196,6 +197,9 @@ func TestMissesStayLocal(t *testing.T) {
 		{"tag starting with a dash", "/v2/a/manifests/-bad", codeManifestUnknown},
 		{"tag too long", "/v2/a/manifests/" + strings.Repeat("t", 129), codeManifestUnknown},
 		{"empty reference", "/v2/a/manifests/", codeManifestUnknown},
+		{"sha512 manifest", "/v2/a/manifests/sha512:" + strings.Repeat("a", 128), codeManifestUnknown},
+		{"sha512 blob", "/v2/a/blobs/sha512:" + strings.Repeat("a", 128), codeBlobUnknown},
+		{"sha384 blob", "/v2/a/blobs/sha384:" + strings.Repeat("a", 96), codeBlobUnknown},
 	}
 	for _, tc := range cases {
 		for _, method := range []string{"GET", "HEAD"} {
