@@ -43,6 +43,10 @@ func (f *fakeResolver) Prefetch(_ context.Context, req resolver.ManifestRequest,
 	return 0
 }
 
+// fakeConfig is an image config: content a manifest digest can name, which
+// is no manifest.
+var fakeConfig = []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
+
 func (f *fakeResolver) Manifest(_ context.Context, req resolver.ManifestRequest) (resolver.Manifest, error) {
 	f.lookups.Add(1)
 	f.lastReg.Store(req.Registry)
@@ -51,6 +55,14 @@ func (f *fakeResolver) Manifest(_ context.Context, req resolver.ManifestRequest)
 	}
 	if req.Reference == "huge" {
 		return resolver.Manifest{}, fmt.Errorf("manifest x: %w", resolver.ErrManifestTooLarge)
+	}
+	// The resolver reads held content asked for as a manifest, and finds
+	// its media type as it does here.
+	for _, held := range [][]byte{f.blob, fakeConfig} {
+		if req.Reference == digest.FromBytes(held).String() {
+			_, err := resolver.DetectMediaType(held)
+			return resolver.Manifest{}, fmt.Errorf("manifest %s: %w", req.Reference, err)
+		}
 	}
 	return resolver.Manifest{}, fmt.Errorf("manifest %s: %w", req.Reference, errdefs.ErrNotFound)
 }
@@ -148,6 +160,8 @@ func TestBadInput(t *testing.T) {
 		{"unknown manifest", "GET", "/v2/a/manifests/v2", nil, 404, codeManifestUnknown},
 		{"oversized manifest", "GET", "/v2/a/manifests/huge", nil, 404, codeSizeInvalid},
 		{"unknown blob", "GET", "/v2/a/blobs/" + digest.FromString("x").String(), nil, 404, codeBlobUnknown},
+		{"layer as a manifest", "GET", "/v2/a/manifests/" + blob.String(), nil, 404, codeManifestUnknown},
+		{"config as a manifest", "GET", "/v2/a/manifests/" + digest.FromBytes(fakeConfig).String(), nil, 404, codeManifestUnknown},
 		{"range past end", "GET", "/v2/a/blobs/" + blob.String(), map[string]string{"Range": "bytes=20000-"}, 416, codeRangeInvalid},
 		{"range garbage", "GET", "/v2/a/blobs/" + blob.String(), map[string]string{"Range": "bytes=abc"}, 416, codeRangeInvalid},
 		{"range wrong unit", "GET", "/v2/a/blobs/" + blob.String(), map[string]string{"Range": "pages=1-2"}, 416, codeRangeInvalid},
