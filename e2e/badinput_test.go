@@ -136,7 +136,7 @@ func TestBadRequestsToDaemon(t *testing.T) {
 		{"bad name", "GET", "e2e/BAD/blobs/" + layer + ns, nil, 400, "NAME_INVALID"},
 		{"bad digest", "GET", "e2e/bad/blobs/sha256:xyz" + ns, nil, 400, "DIGEST_INVALID"},
 		{"bad algorithm", "GET", "e2e/bad/blobs/sha1:" + strings.Repeat("a", 40) + ns, nil, 400, "DIGEST_INVALID"},
-		{"bad tag", "HEAD", "e2e/bad/manifests/.v1" + ns, nil, 400, ""},
+		{"bad tag", "HEAD", "e2e/bad/manifests/.v1" + ns, nil, 404, ""},
 		{"bad ns", "GET", "e2e/bad/manifests/v1?ns=a%20b", nil, 400, "NAME_INVALID"},
 		{"bad range", "GET", "e2e/bad/blobs/" + layer + ns, map[string]string{"Range": "bytes=99999999-"}, 416, "RANGE_INVALID"},
 		{"write", "PUT", "e2e/bad/manifests/v1" + ns, nil, 405, "UNSUPPORTED"},

@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/containerd/errdefs"
-
 	"github.com/shoal-dev/shoal/resolver"
 )
 
@@ -21,7 +19,6 @@ const (
 	codeUnsupported     = "UNSUPPORTED"
 	codeRangeInvalid    = "RANGE_INVALID"
 	codeSizeInvalid     = "SIZE_INVALID"
-	codeTagInvalid      = "TAG_INVALID"
 	codeTooManyRequests = "TOOMANYREQUESTS"
 )
 
@@ -50,29 +47,20 @@ func writeError(w http.ResponseWriter, r *http.Request, status int, code, msg st
 	}
 }
 
-// writeLookupError maps a resolver error to an answer. Everything shoal
-// cannot serve is a 404, so containerd falls back to the next host at once;
-// only bad input is a 400.
+// writeLookupError maps a resolver error to an answer. The request was
+// checked before the look-up, so whatever shoal cannot serve is a 404,
+// which sends containerd to the next host at once. That includes a digest
+// whose content is no manifest (a layer or config asked for as one), which
+// the resolver reports as invalid or unsupported: the registry answers it
+// MANIFEST_UNKNOWN too.
 func writeLookupError(w http.ResponseWriter, r *http.Request, kind string, err error) {
-	unknown := codeBlobUnknown
-	if kind == kindManifest {
-		unknown = codeManifestUnknown
-	}
 	switch {
-	case errdefs.IsInvalidArgument(err):
-		code := codeDigestInvalid
-		if kind == kindManifest {
-			code = codeTagInvalid
-		}
-		writeError(w, r, http.StatusBadRequest, code, err.Error())
-	case errdefs.IsNotImplemented(err):
-		writeError(w, r, http.StatusBadRequest, codeDigestInvalid, err.Error())
 	case errors.Is(err, resolver.ErrManifestTooLarge):
 		writeError(w, r, http.StatusNotFound, codeSizeInvalid, err.Error())
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads the answer.
-		writeError(w, r, http.StatusNotFound, unknown, "request canceled")
+		writeError(w, r, http.StatusNotFound, unknownCode(kind), "request canceled")
 	default:
-		writeError(w, r, http.StatusNotFound, unknown, err.Error())
+		writeError(w, r, http.StatusNotFound, unknownCode(kind), err.Error())
 	}
 }

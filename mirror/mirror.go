@@ -239,22 +239,34 @@ func parsePath(path string) (route, error) {
 		return route{}, &pathError{http.StatusBadRequest, codeNameInvalid, err.Error()}
 	}
 	switch {
-	case rt.ref == "":
-		return route{}, &pathError{http.StatusBadRequest, codeDigestInvalid, "empty reference"}
 	case strings.Contains(rt.ref, ":"):
 		d, err := digest.Parse(rt.ref)
 		if err != nil || !anchoredDigest.MatchString(rt.ref) {
 			return route{}, &pathError{http.StatusBadRequest, codeDigestInvalid, fmt.Sprintf("invalid digest %q", rt.ref)}
 		}
 		if d.Algorithm() != digest.SHA256 {
-			return route{}, &pathError{http.StatusBadRequest, codeDigestInvalid, fmt.Sprintf("digest algorithm %q not supported, only sha256", d.Algorithm())}
+			// A well-formed digest, which the registry may hold: shoal
+			// cannot verify or share it, so it is a miss, and containerd
+			// asks the registry.
+			return route{}, &pathError{http.StatusNotFound, unknownCode(rt.kind), fmt.Sprintf("%s %s unknown: shoal serves sha256 content only", rt.kind, rt.ref)}
 		}
 	case rt.kind == kindBlob:
 		return route{}, &pathError{http.StatusBadRequest, codeDigestInvalid, fmt.Sprintf("blobs are named by digest, got %q", rt.ref)}
 	case !anchoredTag.MatchString(rt.ref):
-		return route{}, &pathError{http.StatusBadRequest, codeTagInvalid, fmt.Sprintf("invalid tag %q", rt.ref)}
+		// The registry's router has no route for a reference that is
+		// neither tag nor digest and answers 404, which clients and the
+		// OCI conformance suite expect; nothing malformed goes upstream.
+		return route{}, &pathError{http.StatusNotFound, codeManifestUnknown, fmt.Sprintf("manifest unknown: %q is neither a tag nor a digest", rt.ref)}
 	}
 	return rt, nil
+}
+
+// unknownCode is the OCI code of a miss of kind.
+func unknownCode(kind string) string {
+	if kind == kindManifest {
+		return codeManifestUnknown
+	}
+	return codeBlobUnknown
 }
 
 // validName checks a repository path against the distribution grammar.
