@@ -6,6 +6,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -317,7 +319,7 @@ func TestFaults(t *testing.T) {
 	t.Cleanup(func() { e.writeReport(t) })
 
 	t.Run("registry-500", func(t *testing.T) { e.registryStatus(t, "registry-500", 500, "") })
-	t.Run("registry-429", func(t *testing.T) { e.registryStatus(t, "registry-429", 429, "1") })
+	t.Run("registry-429", e.registryRateLimit)
 	t.Run("registry-stall", e.registryStall)
 	t.Run("registry-cut", e.registryCut)
 	t.Run("peer-sigkill", func(t *testing.T) { e.peerFault(t, "peer-sigkill") })
@@ -400,13 +402,8 @@ func (e *faultEnv) registryStatus(t *testing.T, name string, status int, retryAf
 			t.Errorf("blob %s: containerd never fetched it from the registry itself (direct GETs %+v)", d, g.direct[d])
 		}
 		// Each node asks the registry at most FetchAttempts (3) times per
-		// blob, the puller and the blob's designated fetchers among them;
-		// after a 429 it does not ask again.
-		limit := 3 * len(e.nodes)
-		if status == 429 {
-			limit = len(e.nodes)
-		}
-		if tries > limit {
+		// blob, the puller and the blob's designated fetchers among them.
+		if limit := 3 * len(e.nodes); tries > limit {
 			t.Errorf("blob %s: shoal asked the registry %d times while it answered %d, more than %d", d, tries, status, limit)
 		}
 		if _, err := os.Stat(filepath.Join(puller.shoal.DataDir(), "blobs", "sha256", d.Encoded())); err == nil {
@@ -415,6 +412,125 @@ func (e *faultEnv) registryStatus(t *testing.T, name string, status int, retryAf
 	}
 	leak := checkNoLeak(t, base, e.nodes)
 	e.record(t, name, "fallback", recovery, pullTime, leak, fmt.Sprintf("shoal asked the registry up to %d times per blob; containerd fetched every blob itself", maxTries))
+}
+
+// rateLimitFor is the Retry-After of the registry-429 fault: long enough
+// that the whole pull happens within it, short enough to wait out.
+const rateLimitFor = 10 * time.Second
+
+// registryRateLimit: the registry answers every blob GET from shoal with
+// 429 and a Retry-After (mid-pull: the manifests pass). The first 429 backs
+// the registry off on every node: until the Retry-After passed, no node of
+// the mesh asks the registry for a blob that one of them already asked
+// for, each says so in a metric and its log, and containerd gets every
+// blob from the registry itself, with its own quota.
+func (e *faultEnv) registryRateLimit(t *testing.T) {
+	const name = "registry-429"
+	im := e.push(t, "faults/"+name, e.p.layers, e.p.layerSize)
+	puller := e.nodes[0]
+	base := takeBaseline(t, e.nodes)
+	start := time.Now()
+	e.proxy.SetFault(lab.Fault{Kind: lab.FaultStatus, Status: http.StatusTooManyRequests,
+		RetryAfter: strconv.Itoa(int(rateLimitFor.Seconds())), UserAgentPrefix: "shoal/"})
+	pullTime := e.pull(t, puller, im)
+	e.proxy.SetFault(lab.Fault{})
+	e.verifyAll(t)
+
+	g := e.blobGets(im, start)
+	var first time.Time // the first 429
+	for _, rs := range g.shoal {
+		for _, r := range rs {
+			if r.Status == http.StatusTooManyRequests && (first.IsZero() || r.Start.Before(first)) {
+				first = r.Start
+			}
+		}
+	}
+	if first.IsZero() {
+		t.Fatalf("shoal never asked the registry for a blob of %s (its GETs: %+v)", im.Repo, g.shoal)
+	}
+	// The back-off runs from each node's first 429 or word of it, a few
+	// milliseconds after the proxy answered; asks at its very end are
+	// not counted against it.
+	ends := first.Add(rateLimitFor - time.Second)
+	var recovery time.Duration
+	for _, d := range im.Blobs() {
+		during := 0
+		for _, r := range g.shoal[d] {
+			if r.Start.Before(ends) {
+				during++
+			}
+		}
+		if during > 1 {
+			t.Errorf("blob %s: the mesh asked the registry %d times during its back-off, want at most once: %+v", d, during, g.shoal[d])
+		}
+		ok := false
+		for _, r := range g.direct[d] {
+			if r.Status == 200 && r.BodyBytes > 0 {
+				ok = true
+				if len(g.shoal[d]) > 0 {
+					recovery = max(recovery, r.Start.Sub(g.shoal[d][0].Start))
+				}
+			}
+		}
+		if !ok {
+			t.Errorf("blob %s: containerd never fetched it from the registry itself (direct GETs %+v)", d, g.direct[d])
+		}
+		if _, err := os.Stat(filepath.Join(puller.shoal.DataDir(), "blobs", "sha256", d.Encoded())); err == nil {
+			t.Errorf("%s's shoal stored %s, which the registry never sent it", puller.name, d)
+		}
+	}
+	e.backedOffEverywhere(t, first)
+	leak := checkNoLeak(t, base, e.nodes)
+	e.record(t, name, "fallback", recovery, pullTime, leak, fmt.Sprintf("%d blobs, asked at most once each by the whole mesh during the back-off", len(im.Blobs())))
+	// The next faults need the registry: wait the back-off out.
+	time.Sleep(time.Until(first.Add(rateLimitFor + time.Second)))
+}
+
+// backedOffEverywhere checks that every node says, in its metrics and its
+// log, that the registry is backed off until about first + rateLimitFor:
+// the nodes the registry answered, and the others through the gossip.
+func (e *faultEnv) backedOffEverywhere(t *testing.T, first time.Time) {
+	t.Helper()
+	want := first.Add(rateLimitFor)
+	for _, n := range e.nodes {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			until := metric(t, t.Context(), n.shoal, "shoal_registry_backoff_until_seconds", map[string]string{"registry": e.registry()})
+			if math.Abs(until-float64(want.Unix())) <= 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: registry backed off until %.0f, want about %d (the first 429 plus its Retry-After); log:\n%s",
+					n.name, until, want.Unix(), tailFile(n.shoal.LogPath(), 20))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !loggedBackoff(t, n.shoal.LogPath(), e.registry()) {
+			t.Errorf("%s's log does not say the registry is backed off:\n%s", n.name, tailFile(n.shoal.LogPath(), 20))
+		}
+	}
+}
+
+// loggedBackoff says whether the daemon's JSON log has the warning that
+// registry is backed off, with the time it ends.
+func loggedBackoff(t *testing.T, path, registry string) bool {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		var rec struct {
+			Level, Msg, Registry, Until string
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		if rec.Level == "WARN" && strings.HasPrefix(rec.Msg, "registry asked shoal to slow down") && rec.Registry == registry && rec.Until != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // registryStall: the registry sends part of a layer to shoal and then
