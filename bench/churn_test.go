@@ -41,7 +41,8 @@ func TestDesignatedFetcherKilled(t *testing.T) {
 	if err := cfg.check(); err != nil {
 		t.Fatal(err)
 	}
-	reg, err := startRegistry(ctx, report.MbitToBytes(cfg.RegistryMbit))
+	sn := newSimNet()
+	reg, err := startRegistry(sn, report.MbitToBytes(cfg.RegistryMbit))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,11 +51,12 @@ func TestDesignatedFetcherKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodes, err := startMesh(ctx, cfg, reg.addr, report.MbitToBytes(cfg.LinkMbit))
+	m, err := startMesh(ctx, cfg, sn, reg.addr, report.MbitToBytes(cfg.LinkMbit))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stopMesh(nodes)
+	defer m.stop()
+	nodes := m.nodes
 	layer := im.Layers[0]
 	// The nodes learn the image's blobs from its manifest, as they prefetch.
 	group := append([]digest.Digest{im.Config}, im.Layers...)
@@ -67,7 +69,7 @@ func TestDesignatedFetcherKilled(t *testing.T) {
 	if victim < 0 {
 		t.Fatal("no designated node for the layer")
 	}
-	reg.egress.Store(0)
+	egressBefore := reg.egress()
 	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -75,7 +77,7 @@ func TestDesignatedFetcherKilled(t *testing.T) {
 	// The whole victim node dies, its containerd too: its pull ends.
 	vctx, killVictim := context.WithCancel(pctx)
 	for i, n := range nodes {
-		p := &puller{registry: reg.addr, client: n.client, hosts: []host{{base: n.mirrorURL, mirror: true}, {base: "http://" + reg.addr, limit: n.download}}}
+		p := n.puller(reg.addr)
 		c := pctx
 		if i == victim {
 			c = vctx
@@ -83,7 +85,7 @@ func TestDesignatedFetcherKilled(t *testing.T) {
 		wg.Go(func() { _, errs[i] = p.pull(c, im.Repo, im.Tag) })
 	}
 	// Once the registry has sent a fifth of the image, the victim dies.
-	for reg.egress.Load() < im.Size/5 {
+	for reg.egress()-egressBefore < im.Size/5 {
 		time.Sleep(5 * time.Millisecond)
 	}
 	killVictim()
@@ -97,7 +99,7 @@ func TestDesignatedFetcherKilled(t *testing.T) {
 	}
 	reg.settle(ctx)
 	const bound = 1.2
-	if ratio := float64(reg.egress.Load()) / float64(im.Size); ratio > bound {
+	if ratio := float64(reg.egress()-egressBefore) / float64(im.Size); ratio > bound {
 		t.Errorf("registry sent %.2f × S, want at most %.1f × S", ratio, bound)
 	} else {
 		t.Logf("designated node %d killed; registry sent %.2f × S", victim, ratio)

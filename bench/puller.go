@@ -14,14 +14,12 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/time/rate"
 )
 
 // host is one endpoint the puller tries, as a hosts.toml entry would name it.
 type host struct {
-	base   string        // http://host:port
-	mirror bool          // add ?ns=<registry>, as containerd does for mirrors
-	limit  *rate.Limiter // the node's download link, nil for a local mirror
+	base   string // http://host:port
+	mirror bool   // add ?ns=<registry>, as containerd does for mirrors
 }
 
 // puller pulls an image the way containerd does with a hosts.toml: hosts in
@@ -73,7 +71,7 @@ func (p *puller) get(ctx context.Context, method, path string, accept string, of
 			last = fmt.Errorf("%s ignored the range", h.base)
 			continue
 		}
-		return limitReader(ctx, resp.Body, h.limit), resp.Header, i, nil
+		return resp.Body, resp.Header, i, nil
 	}
 	return nil, nil, 0, fmt.Errorf("every host failed: %w", last)
 }

@@ -72,6 +72,11 @@ func TestRealSmoke(t *testing.T) {
 		if len(r.NodeSeconds) != pullers || len(r.NodeUploadBytes) != 3 {
 			t.Errorf("%s: %d node times and %d upload counts, want %d and 3", name, len(r.NodeSeconds), len(r.NodeUploadBytes), pullers)
 		}
+		// No node can finish faster than the image crosses its link; the
+		// warm scenario's node 0 alone holds the image when the others start.
+		if note := report.FasterThanLinkNote(r.NodeSeconds, S, report.MbitToBytes(cfg.LinkMbit)); note != "" {
+			t.Errorf("%s: %s", name, note)
+		}
 		if r.RegistryTxBytes < r.RegistryEgressBytes {
 			t.Errorf("%s: the registry's interface sent %d bytes, less than the %d its log wrote", name, r.RegistryTxBytes, r.RegistryEgressBytes)
 		}

@@ -36,15 +36,12 @@ type node struct {
 	dir   string       // the node's dir in the run's dir
 }
 
-// startNodes starts a containerd and the candidate on every node host and
-// points containerd at the candidate. On error it closes what it started.
-func (s *session) startNodes(ctx context.Context, runDir, cand, scenario string) (_ []*node, err error) {
-	nodes := make([]*node, len(s.hosts))
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, closeNodes(nodes))
-		}
-	}()
+// startNodes starts containerd and the candidate on nodes[from:to],
+// making them, points each containerd at its candidate, and waits until
+// every started shoal sees the others. Node 0 is the seed the others join:
+// it starts first, alone, which spares them the join retries' backoff (up
+// to half a minute). The caller closes the nodes, on error too.
+func (s *session) startNodes(ctx context.Context, runDir, cand, scenario string, nodes []*node, from, to int) error {
 	start := func(ctx context.Context, i int) error {
 		n := &node{i: i, host: s.hosts[i], dir: filepath.Join(runDir, "n"+strconv.Itoa(i))}
 		if err := os.MkdirAll(n.dir, 0o755); err != nil {
@@ -61,27 +58,26 @@ func (s *session) startNodes(ctx context.Context, runDir, cand, scenario string)
 		}
 		return nil
 	}
-	// Node 0 is the seed the others join: up first, it spares them the
-	// join retries' backoff, which can reach half a minute.
-	if err := start(ctx, 0); err != nil {
-		return nil, err
+	if from == 0 && to > 0 {
+		if err := start(ctx, 0); err != nil {
+			return err
+		}
+		from = 1
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	// Containerd start-up is CPU-bound for a second or two; all at once
 	// would only slow each other on a small machine.
 	g.SetLimit(4)
-	for i := 1; i < len(s.hosts); i++ {
+	for i := from; i < to; i++ {
 		g.Go(func() error { return start(gctx, i) })
 	}
 	if err := g.Wait(); err != nil {
-		return nil, err
+		return err
 	}
-	if cand == CandidateShoal {
-		if err := s.waitMesh(ctx, nodes); err != nil {
-			return nil, err
-		}
+	if cand == CandidateShoal && to > 1 {
+		return s.waitMesh(ctx, nodes[:to])
 	}
-	return nodes, nil
+	return nil
 }
 
 // startCandidate starts the node's mirror and writes its hosts.toml.

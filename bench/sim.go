@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/time/rate"
 
 	"github.com/shoal-dev/shoal/bench/lab"
 	"github.com/shoal-dev/shoal/bench/report"
@@ -53,6 +53,10 @@ type SimConfig struct {
 	Progress io.Writer
 	// Logger receives the components' logs; nil discards them.
 	Logger *slog.Logger
+
+	// observe, when set, is shown each node's puller as it is made, so
+	// that a test can count what the node's containerd receives.
+	observe func(node int, p *puller)
 }
 
 // DefaultSimConfig runs in well under two minutes on two cores.
@@ -96,37 +100,49 @@ func (c *SimConfig) check() error {
 	return nil
 }
 
-// simRegistry is an in-process registry whose upload is paced and counted.
+// simRegistry is an in-process registry on the simulated network, whose
+// upload is the registry's link. Its egress is what crossed that link, as
+// an interface counter would count it: a transfer cut short counts as far
+// as it got.
 type simRegistry struct {
 	srv    *http.Server
 	addr   string
-	egress atomic.Int64
+	host   *simHost
 	active atomic.Int64 // requests being answered
 }
 
-// settle waits until every request has been answered, so that egress
-// counts the last chunks a client received before the handler returned.
+// egress is what the registry has sent over its link so far.
+func (r *simRegistry) egress() int64 { return r.host.sent.Load() }
+
+// settle waits until every request has been answered and the registry's
+// link is quiet, so that egress counts the last bytes clients received.
 func (r *simRegistry) settle(ctx context.Context) {
 	deadline := time.Now().Add(5 * time.Second)
-	for r.active.Load() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(5 * time.Millisecond)
+	last := r.egress()
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+		now := r.egress()
+		if r.active.Load() == 0 && now == last {
+			return
+		}
+		last = now
 	}
 }
 
-func startRegistry(ctx context.Context, bytesPerSec float64) (*simRegistry, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func startRegistry(sn *simNet, bytesPerSec float64) (*simRegistry, error) {
+	r := &simRegistry{host: newSimHost("registry", bytesPerSec, 0)}
+	ln, err := sn.listen(r.host)
 	if err != nil {
 		return nil, err
 	}
-	r := &simRegistry{addr: ln.Addr().String()}
+	r.addr = ln.Addr().String()
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	l := newLimiter(bytesPerSec)
 	r.srv = &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			r.active.Add(1)
 			defer r.active.Add(-1)
-			reg.ServeHTTP(egressWriter{ResponseWriter: w, ctx: req.Context(), l: l, count: &r.egress}, req)
+			reg.ServeHTTP(w, req)
 		}),
 	}
 	go func() { _ = r.srv.Serve(ln) }()
@@ -141,11 +157,13 @@ func RunSimulated(ctx context.Context, cfg SimConfig) ([]report.Record, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	reg, err := startRegistry(ctx, report.MbitToBytes(cfg.RegistryMbit))
+	sn := newSimNet()
+	reg, err := startRegistry(sn, report.MbitToBytes(cfg.RegistryMbit))
 	if err != nil {
 		return nil, err
 	}
 	defer reg.close()
+	// Pushed around the links: the image is there before the run.
 	im, err := lab.PushImage(ctx, reg.addr, "bench/app", "v1", cfg.Layers, cfg.LayerSize)
 	if err != nil {
 		return nil, fmt.Errorf("push the benchmark image: %w", err)
@@ -162,7 +180,7 @@ func RunSimulated(ctx context.Context, cfg SimConfig) ([]report.Record, error) {
 			for _, cand := range cfg.Candidates {
 				run++
 				fmt.Fprintf(cfg.Progress, "[%d/%d] %-6s %-5s rep %d: %d nodes pulling %s ...", run, total, cand, sc, rep, cfg.Nodes, human(im.Size))
-				rec, err := runOnce(ctx, cfg, reg, im, cand, sc)
+				rec, err := runOnce(ctx, cfg, sn, reg, im, cand, sc)
 				if err != nil {
 					fmt.Fprintln(cfg.Progress, " error")
 					return out, fmt.Errorf("%s %s rep %d: %w", cand, sc, rep, err)
@@ -189,54 +207,86 @@ func RunSimulated(ctx context.Context, cfg SimConfig) ([]report.Record, error) {
 	return out, nil
 }
 
-// runOnce starts fresh nodes for one candidate and runs one scenario.
-func runOnce(ctx context.Context, cfg SimConfig, reg *simRegistry, im lab.Image, cand, scenario string) (report.Record, error) {
+// runOnce starts fresh nodes for one candidate and runs one scenario. In
+// warm, node 0 pulls before the other nodes start, so that it alone holds
+// the image, as the scenario says.
+func runOnce(ctx context.Context, cfg SimConfig, sn *simNet, reg *simRegistry, im lab.Image, cand, scenario string) (report.Record, error) {
 	rec := report.Record{Candidate: cand, Scenario: scenario, Nodes: cfg.Nodes}
 	link := report.MbitToBytes(cfg.LinkMbit)
-	pullers := make([]*puller, cfg.Nodes)
-	var nodes []*simNode
+	var m *simMesh
 	if cand == CandidateShoal {
 		var err error
-		nodes, err = startMesh(ctx, cfg, reg.addr, link)
-		if err != nil {
+		if m, err = newSimMesh(cfg, sn, reg.addr, link); err != nil {
 			return rec, err
 		}
-		defer stopMesh(nodes)
-		for i, n := range nodes {
-			pullers[i] = &puller{registry: reg.addr, client: n.client, hosts: []host{
-				{base: n.mirrorURL, mirror: true},
-				{base: "http://" + reg.addr, limit: n.download},
-			}}
-		}
-	} else {
-		for i := range pullers {
-			c := &http.Client{Transport: &http.Transport{}}
-			pullers[i] = &puller{registry: reg.addr, client: c, hosts: []host{{base: "http://" + reg.addr, limit: newLimiter(link)}}}
-		}
+		defer m.stop()
 	}
+	pullers := make([]*puller, 0, cfg.Nodes)
 	defer func() {
 		for _, p := range pullers {
 			p.client.CloseIdleConnections()
 		}
 	}()
-
-	group := pullers
+	// start makes the pullers up to n, and their nodes.
+	start := func(n int) error {
+		before := len(pullers)
+		if m != nil {
+			if err := m.grow(ctx, n); err != nil {
+				return err
+			}
+		}
+		for i := len(pullers); i < n; i++ {
+			if m != nil {
+				pullers = append(pullers, m.nodes[i].puller(reg.addr))
+				continue
+			}
+			h := newSimHost(fmt.Sprintf("direct-%d", i), link, link)
+			c := &http.Client{Transport: &http.Transport{DialContext: sn.dialer(h)}}
+			pullers = append(pullers, &puller{registry: reg.addr, client: c, hosts: []host{{base: "http://" + reg.addr}}})
+		}
+		if cfg.observe != nil {
+			for i := before; i < n; i++ {
+				cfg.observe(i, pullers[i])
+			}
+		}
+		return nil
+	}
+	first := 0
 	if scenario == ScenarioWarm {
+		if err := start(1); err != nil {
+			return rec, err
+		}
 		if _, err := pullers[0].pull(ctx, im.Repo, im.Tag); err != nil {
 			return rec, fmt.Errorf("seed pull: %w", err)
 		}
-		if len(nodes) > 0 {
-			if err := waitProvided(ctx, nodes[0], len(im.Blobs())+1); err != nil {
-				return rec, err
-			}
-		}
-		group = pullers[1:]
+		first = 1
 	}
+	if err := start(cfg.Nodes); err != nil {
+		return rec, err
+	}
+	if m != nil && first == 1 {
+		// Node 0 announces what it holds once it has peers to tell.
+		if err := waitProvided(ctx, m.nodes[0], len(im.Blobs())+1); err != nil {
+			return rec, err
+		}
+	}
+	var nodes []*simNode
+	if m != nil {
+		nodes = m.nodes
+	}
+	rec.ImageBytes = im.Size
+	pullAll(ctx, cfg, reg, im, nodes, pullers[first:], &rec)
+	return rec, nil
+}
+
+// pullAll has every puller of group pull the image at once and records the
+// times, the registry's egress and the nodes' uploads.
+func pullAll(ctx context.Context, cfg SimConfig, reg *simRegistry, im lab.Image, nodes []*simNode, group []*puller, rec *report.Record) {
 	reg.settle(ctx)
-	reg.egress.Store(0)
+	egressBefore := reg.egress()
 	var uploadedBefore []int64
 	for _, n := range nodes {
-		uploadedBefore = append(uploadedBefore, n.uploaded.Load())
+		uploadedBefore = append(uploadedBefore, n.host.sent.Load())
 	}
 	times := make([]float64, len(group))
 	errs := make([]error, len(group))
@@ -250,74 +300,114 @@ func runOnce(ctx context.Context, cfg SimConfig, reg *simRegistry, im lab.Image,
 	}
 	wg.Wait()
 	reg.settle(ctx)
-	rec.RegistryEgressBytes = reg.egress.Load()
+	rec.RegistryEgressBytes = reg.egress() - egressBefore
 	rec.NodeSeconds = times
+	var ok []float64
 	for i, err := range errs {
 		if err != nil {
 			rec.FailedPulls++
 			cfg.Logger.Warn("pull failed", "node", i, "err", err)
+		} else {
+			ok = append(ok, times[i])
 		}
 		rec.MakespanSeconds = max(rec.MakespanSeconds, times[i])
 	}
 	for i, n := range nodes {
-		rec.NodeUploadBytes = append(rec.NodeUploadBytes, n.uploaded.Load()-uploadedBefore[i])
+		rec.NodeUploadBytes = append(rec.NodeUploadBytes, n.host.sent.Load()-uploadedBefore[i])
 	}
-	return rec, nil
+	if note := report.FasterThanLinkNote(ok, float64(im.Size), report.MbitToBytes(cfg.LinkMbit)); note != "" {
+		rec.Notes = append(rec.Notes, note)
+	}
 }
 
-// simNode is one in-process shoal: store, resolver, mesh node and mirror.
+// simNode is one in-process shoal: store, resolver, mesh node and mirror,
+// on a host of the simulated network.
 type simNode struct {
+	host      *simHost
 	node      *p2p.Node
 	res       *resolver.Resolver
+	heard     atomic.Pointer[resolver.Resolver] // res, for the gossip
 	srv       *http.Server
 	mirrorURL string
 	client    *http.Client
-	download  *rate.Limiter
-	upload    *rate.Limiter
-	uploaded  atomic.Int64
-	heard     atomic.Pointer[resolver.Resolver] // res, for the gossip
 	cancel    context.CancelFunc
 	done      chan struct{}
 }
 
-func startMesh(ctx context.Context, cfg SimConfig, registryAddr string, link float64) ([]*simNode, error) {
+// puller pulls as the node's containerd does: from its mirror, over
+// loopback, then from the registry, over the node's link.
+func (n *simNode) puller(registry string) *puller {
+	return &puller{registry: registry, client: n.client, hosts: []host{
+		{base: n.mirrorURL, mirror: true},
+		{base: "http://" + registry},
+	}}
+}
+
+// simMesh is the shoal nodes of a run, in one mesh with a fresh key.
+type simMesh struct {
+	cfg      SimConfig
+	sn       *simNet
+	registry string
+	link     float64
+	key      []byte
+	nodes    []*simNode
+}
+
+func newSimMesh(cfg SimConfig, sn *simNet, registryAddr string, link float64) (*simMesh, error) {
 	key, err := p2p.GenerateClusterKey()
 	if err != nil {
 		return nil, err
 	}
-	var nodes []*simNode
-	var seed string
-	for i := range cfg.Nodes {
-		n, err := startNode(ctx, cfg, i, registryAddr, link, key, seed)
+	return &simMesh{cfg: cfg, sn: sn, registry: registryAddr, link: link, key: key}, nil
+}
+
+// startMesh starts a mesh of cfg.Nodes nodes.
+func startMesh(ctx context.Context, cfg SimConfig, sn *simNet, registryAddr string, link float64) (*simMesh, error) {
+	m, err := newSimMesh(cfg, sn, registryAddr, link)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.grow(ctx, cfg.Nodes); err != nil {
+		m.stop()
+		return nil, err
+	}
+	return m, nil
+}
+
+// grow starts nodes until the mesh has n, joining node 0, and waits until
+// every node sees them all.
+func (m *simMesh) grow(ctx context.Context, n int) error {
+	for i := len(m.nodes); i < n; i++ {
+		seed := ""
+		if i > 0 {
+			seed = m.nodes[0].node.Status().GossipAddr
+		}
+		node, err := startNode(ctx, m.cfg, m.sn, i, m.registry, m.link, m.key, seed)
 		if err != nil {
-			stopMesh(nodes)
-			return nil, err
+			return err
 		}
-		if i == 0 {
-			seed = n.node.Status().GossipAddr
-		}
-		nodes = append(nodes, n)
+		m.nodes = append(m.nodes, node)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for _, n := range nodes {
-		for n.node.Status().LiveMembers < cfg.Nodes {
+	for _, node := range m.nodes {
+		for node.node.Status().LiveMembers < n {
 			if time.Now().After(deadline) {
-				stopMesh(nodes)
-				return nil, fmt.Errorf("mesh did not converge: %d of %d members", n.node.Status().LiveMembers, cfg.Nodes)
+				return fmt.Errorf("mesh did not converge: %d of %d members", node.node.Status().LiveMembers, n)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	return nodes, nil
+	return nil
 }
 
-func startNode(ctx context.Context, cfg SimConfig, i int, registryAddr string, link float64, key []byte, seed string) (*simNode, error) {
+func startNode(ctx context.Context, cfg SimConfig, sn *simNet, i int, registryAddr string, link float64, key []byte, seed string) (*simNode, error) {
 	st := store.NewMemory()
-	n := &simNode{download: newLimiter(link), upload: newLimiter(link), done: make(chan struct{})}
+	n := &simNode{host: newSimHost(fmt.Sprintf("sim-%d", i), link, link), done: make(chan struct{})}
 	pc := p2p.DefaultConfig()
-	pc.NodeName = fmt.Sprintf("sim-%d", i)
+	pc.NodeName = n.host.name
 	pc.GossipAddr = "127.0.0.1:0"
 	pc.P2PAddr = "127.0.0.1:0"
+	pc.Dial = sn.dialer(n.host)
 	pc.ClusterKey = key
 	pc.Timing = p2p.LocalTiming()
 	pc.Logger = cfg.Logger.With("node", pc.NodeName)
@@ -330,7 +420,7 @@ func startNode(ctx context.Context, cfg SimConfig, i int, registryAddr string, l
 			r.NoteBackoff(registry, left, origin)
 		}
 	}
-	node, err := p2p.New(pc, &simContent{n: n, st: st, upload: n.upload, uploaded: &n.uploaded})
+	node, err := p2p.New(pc, &simContent{n: n, st: st})
 	if err != nil {
 		return nil, err
 	}
@@ -341,14 +431,17 @@ func startNode(ctx context.Context, cfg SimConfig, i int, registryAddr string, l
 		defer close(n.done)
 		_ = node.Run(nctx)
 	}()
-	up, err := upstream.New(upstream.Config{Insecure: []string{registryAddr}, UserAgent: "shoal-bench"})
+	for _, a := range node.Status().Addrs {
+		if addr, err := manet.ToNetAddr(a); err == nil {
+			sn.register(addr.String(), n.host)
+		}
+	}
+	up, err := upstream.New(upstream.Config{Insecure: []string{registryAddr}, UserAgent: "shoal-bench", Dial: sn.dialer(n.host)})
 	if err != nil {
 		n.stop()
 		return nil, err
 	}
-	n.res, err = resolver.New(st, limitedUpstream{up, n.download},
-		resolver.Sources{Router: limitedRouter{node.Router(), n.download}},
-		resolver.Config{Logger: pc.Logger}, nil)
+	n.res, err = resolver.New(st, up, resolver.Sources{Router: node.Router()}, resolver.Config{Logger: pc.Logger}, nil)
 	if err != nil {
 		n.stop()
 		return nil, err
@@ -359,6 +452,8 @@ func startNode(ctx context.Context, cfg SimConfig, i int, registryAddr string, l
 		n.stop()
 		return nil, err
 	}
+	// The mirror is the node's own, reached by its containerd over
+	// loopback: not on the network.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		n.stop()
@@ -367,7 +462,7 @@ func startNode(ctx context.Context, cfg SimConfig, i int, registryAddr string, l
 	n.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = n.srv.Serve(ln) }()
 	n.mirrorURL = "http://" + ln.Addr().String()
-	n.client = &http.Client{Transport: &http.Transport{}}
+	n.client = &http.Client{Transport: &http.Transport{DialContext: sn.dialer(n.host, ln.Addr().String())}}
 	return n, nil
 }
 
@@ -382,9 +477,9 @@ func (n *simNode) stop() {
 	<-n.done
 }
 
-func stopMesh(nodes []*simNode) {
+func (m *simMesh) stop() {
 	var wg sync.WaitGroup
-	for _, n := range nodes {
+	for _, n := range m.nodes {
 		wg.Go(n.stop)
 	}
 	wg.Wait()
@@ -405,19 +500,14 @@ func waitProvided(ctx context.Context, n *simNode, want int) error {
 type pullFor struct{ n *simNode }
 
 func (p pullFor) PullFor(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error) {
-	b, err := p.n.res.PullFor(ctx, dgst, registry, repo)
-	if err != nil {
-		return nil, err
-	}
-	return limitedBlob{Blob: b, l: p.n.upload, uploaded: &p.n.uploaded}, nil
+	return p.n.res.PullFor(ctx, dgst, registry, repo)
 }
 
-// simContent is what a simulated node serves its peers, at its upload pace.
+// simContent is what a simulated node serves its peers: its store, and
+// the downloads running on it.
 type simContent struct {
-	n        *simNode
-	st       store.Store
-	upload   *rate.Limiter
-	uploaded *atomic.Int64
+	n  *simNode
+	st store.Store
 }
 
 func (c *simContent) Open(ctx context.Context, dgst digest.Digest) (store.Blob, error) {
@@ -429,47 +519,11 @@ func (c *simContent) Open(ctx context.Context, dgst digest.Digest) (store.Blob, 
 		}
 		b = in
 	}
-	return limitedBlob{Blob: b, l: c.upload, uploaded: c.uploaded}, nil
+	return b, nil
 }
 
 func (c *simContent) Walk(ctx context.Context, fn func(digest.Digest, int64) error) error {
 	return c.st.Walk(ctx, func(i store.Info) error { return fn(i.Digest, i.Size) })
-}
-
-// limitedUpstream paces registry bytes through the node's download link.
-type limitedUpstream struct {
-	resolver.Upstream
-	l *rate.Limiter
-}
-
-func (u limitedUpstream) Blob(ctx context.Context, req resolver.BlobRequest, off int64) (io.ReadCloser, int64, error) {
-	body, size, err := u.Upstream.Blob(ctx, req, off)
-	if err != nil {
-		return nil, 0, err
-	}
-	return limitReader(ctx, body, u.l), size, nil
-}
-
-// limitedRouter paces peer bytes through the node's download link.
-type limitedRouter struct {
-	*p2p.Router
-	l *rate.Limiter
-}
-
-func (r limitedRouter) FetchThrough(ctx context.Context, p string, dgst digest.Digest, off int64, registry, repo string) (io.ReadCloser, int64, error) {
-	body, size, err := r.Router.FetchThrough(ctx, p, dgst, off, registry, repo)
-	if err != nil {
-		return nil, 0, err
-	}
-	return limitReader(ctx, body, r.l), size, nil
-}
-
-func (r limitedRouter) Fetch(ctx context.Context, p string, dgst digest.Digest, off int64) (io.ReadCloser, int64, error) {
-	body, size, err := r.Router.Fetch(ctx, p, dgst, off)
-	if err != nil {
-		return nil, 0, err
-	}
-	return limitReader(ctx, body, r.l), size, nil
 }
 
 func human(n int64) string {

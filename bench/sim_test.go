@@ -2,9 +2,13 @@ package bench
 
 import (
 	"bytes"
+	"io"
 	"math"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -65,6 +69,9 @@ func TestSimulated(t *testing.T) {
 				t.Errorf("shoal cold: egress %.3f × S, want at most 1.1", egress)
 			}
 		}
+		if note := report.FasterThanLinkNote(r.NodeSeconds, S, report.MbitToBytes(cfg.LinkMbit)); note != "" {
+			t.Errorf("%s %s: %s", r.Candidate, r.Scenario, note)
+		}
 		if r.Candidate == CandidateShoal {
 			// No node receives a blob twice: the mesh carries at most
 			// one copy per puller.
@@ -79,5 +86,121 @@ func TestSimulated(t *testing.T) {
 	}
 	if !strings.Contains(progress.String(), "[4/4]") {
 		t.Errorf("progress shows no run count:\n%s", progress.String())
+	}
+}
+
+// arrivals records when a node's containerd received its bytes: a body
+// counted as it is read, whatever the node's mirror served it from.
+type arrivals struct {
+	mu    sync.Mutex
+	start time.Time // the first request
+	total int64
+	at    []time.Time
+	bytes []int64 // cumulative, at each time
+}
+
+func (a *arrivals) add(n int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.total += int64(n)
+	a.at = append(a.at, time.Now())
+	a.bytes = append(a.bytes, a.total)
+}
+
+// countingTransport counts the response bodies of the requests it carries.
+type countingTransport struct {
+	inner http.RoundTripper
+	a     *arrivals
+}
+
+func (c countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c.a.mu.Lock()
+	if c.a.start.IsZero() {
+		c.a.start = time.Now()
+	}
+	c.a.mu.Unlock()
+	resp, err := c.inner.RoundTrip(req)
+	if err == nil {
+		resp.Body = &countingBody{ReadCloser: resp.Body, a: c.a}
+	}
+	return resp, err
+}
+
+type countingBody struct {
+	io.ReadCloser
+	a *arrivals
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.a.add(n)
+	}
+	return n, err
+}
+
+// TestSimulatedLinksHold: in the simulated mode no node receives faster
+// than its link, whatever path its bytes take (the registry, a peer's
+// stream, a peer fetching for the cluster, pieces, manifests). What the
+// node's containerd has received by any time t, which the node received
+// first, stays within d·t plus one burst of the link's token bucket, t from
+// its first request; and no
+// record shows a node faster than the image's time across its link.
+func TestSimulatedLinksHold(t *testing.T) {
+	const linkMbit = 100
+	d := report.MbitToBytes(linkMbit)
+	var mu sync.Mutex
+	var seen []*arrivals
+	cfg := SimConfig{
+		Nodes: 4, Layers: 3, LayerSize: 2 << 20,
+		LinkMbit: linkMbit, RegistryMbit: linkMbit,
+		Scenarios:  []string{ScenarioCold, ScenarioWarm},
+		Candidates: []string{CandidateDirect, CandidateShoal},
+		Reps:       1,
+		observe: func(node int, p *puller) {
+			a := &arrivals{}
+			mu.Lock()
+			seen = append(seen, a)
+			mu.Unlock()
+			p.client.Transport = countingTransport{inner: p.client.Transport, a: a}
+		},
+	}
+	recs, err := RunSimulated(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		for _, n := range r.Notes {
+			t.Errorf("%s %s: %s", r.Candidate, r.Scenario, n)
+		}
+		if r.FailedPulls != 0 {
+			t.Errorf("%s %s: %d pulls failed", r.Candidate, r.Scenario, r.FailedPulls)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	checked := 0
+	for i, a := range seen {
+		a.mu.Lock()
+		if len(a.at) == 0 {
+			a.mu.Unlock()
+			continue
+		}
+		checked++
+		// From the puller's first request: the node's download link
+		// held at most a burst then.
+		t0 := a.start
+		for k, at := range a.at {
+			allowed := d*at.Sub(t0).Seconds() + limitBurst
+			if float64(a.bytes[k]) > allowed {
+				t.Errorf("puller %d: %d bytes by %.3f s, more than its link lets through (%.0f)", i, a.bytes[k], at.Sub(t0).Seconds(), allowed)
+				break
+			}
+		}
+		a.mu.Unlock()
+	}
+	// Direct and shoal, cold and warm: 4 + 4 + 4 + 4 pullers.
+	if checked != 16 {
+		t.Fatalf("checked %d pullers, want 16", checked)
 	}
 }

@@ -165,6 +165,12 @@ type Config struct {
 	// cluster) is answered with the back-off too, whoever heard it first.
 	OnRegistryBackoff func(registry string, left time.Duration, origin string)
 
+	// Dial, when set, opens the libp2p host's outgoing TCP connections
+	// (network "tcp", address host:port). Nil dials directly. The
+	// simulated benchmark passes one that shapes every connection by the
+	// links of both ends.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
 	// Timing holds the protocol timers. Zero fields take LANTiming's values;
 	// tests on loopback use LocalTiming.
 	Timing Timing

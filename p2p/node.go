@@ -165,7 +165,7 @@ func New(cfg Config, content Content) (*Node, error) {
 		// serves NAT hole punching, which a cluster does not need, and two
 		// members that dial each other at once from their listen ports
 		// collide on one TCP 4-tuple and both fail.
-		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
+		libp2p.Transport(tcp.NewTCPTransport, tcpOptions(cfg)...),
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
 		libp2p.ConnectionGater(n.gater),
@@ -433,4 +433,22 @@ func orderAddrs(addrs []ma.Multiaddr) []ma.Multiaddr {
 		return outer
 	}
 	return slices.Clone(loop)
+}
+
+// tcpOptions configures libp2p's TCP transport: no port reuse, and the
+// configured dialer, if any.
+func tcpOptions(cfg Config) []any {
+	opts := []any{tcp.DisableReuseport()}
+	if cfg.Dial != nil {
+		d := dialFunc(cfg.Dial)
+		opts = append(opts, tcp.WithDialerForAddr(func(ma.Multiaddr) (tcp.ContextDialer, error) { return d, nil }))
+	}
+	return opts
+}
+
+// dialFunc adapts a function to tcp.ContextDialer.
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+func (f dialFunc) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return f(ctx, network, addr)
 }

@@ -1,6 +1,9 @@
 package report
 
-import "math"
+import (
+	"fmt"
+	"math"
+)
 
 // The bounds below take sizes in bytes and rates in bytes per second and
 // return seconds. A link that is not shaped has no limit: pass math.Inf(1) for
@@ -76,4 +79,28 @@ func seconds(bytes, rate float64) float64 {
 	default:
 		return bytes / rate
 	}
+}
+
+// LinkSlack is how far below the time its own link needs (S/d) a node may
+// finish before the report calls the measurement wrong: timers and token
+// buckets start a little early, no link carries more than it can.
+const LinkSlack = 0.99
+
+// FasterThanLinkNote returns the note a record should carry when one of
+// its nodes' successful pulls (nodeSeconds) finished sooner than LinkSlack × S/d, the time it takes an
+// S-byte image to cross the node's downlink of d bytes per second; "" when
+// none did, or the link is not shaped. Such a run measured something else
+// than what its scenario says (a node that held part of the image, or bytes
+// that went around a link).
+func FasterThanLinkNote(nodeSeconds []float64, S, d float64) string {
+	if d <= 0 || math.IsInf(d, 1) || S <= 0 {
+		return ""
+	}
+	floor := S / d
+	for _, t := range nodeSeconds {
+		if t < LinkSlack*floor {
+			return fmt.Sprintf("a node finished in %.3f s, faster than the %.3f s its link needs for the image: the run did not measure its scenario", t, floor)
+		}
+	}
+	return ""
 }

@@ -79,3 +79,28 @@ func TestBaselineNote(t *testing.T) {
 		})
 	}
 }
+
+func TestFasterThanLinkNote(t *testing.T) {
+	t.Parallel()
+	const S, d = 100e6, 25e6 // 4 s across the link
+	for _, tc := range []struct {
+		name  string
+		times []float64
+		d     float64
+		note  bool
+	}{
+		{"every node slower than its link", []float64{4.0, 5.2, 7}, d, false},
+		{"within the slack", []float64{3.97}, d, false},
+		{"one node faster", []float64{4.5, 3.5}, d, true},
+		{"unshaped link", []float64{0.1}, math.Inf(1), false},
+		{"no link", []float64{0.1}, 0, false},
+		{"no pulls", nil, d, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := FasterThanLinkNote(tc.times, S, tc.d); (got != "") != tc.note {
+				t.Fatalf("note %q, want one: %v", got, tc.note)
+			}
+		})
+	}
+}

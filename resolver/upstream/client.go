@@ -36,6 +36,10 @@ type Config struct {
 	UserAgent string
 	// DialTimeout bounds connecting and the TLS handshake. Default 5s.
 	DialTimeout time.Duration
+	// Dial, when set, opens the connections to registries; nil dials
+	// directly, with DialTimeout. The simulated benchmark passes one that
+	// shapes them by the links of both ends.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -75,6 +79,9 @@ func New(cfg Config) (*Client, error) {
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
 		ForceAttemptHTTP2:   true,
+	}
+	if cfg.Dial != nil {
+		t.DialContext = cfg.Dial
 	}
 	c := &Client{cfg: cfg, keychain: kc, transports: make(map[string]http.RoundTripper)}
 	c.base = httpsOnly{inner: t, insecure: cfg.Insecure}
