@@ -152,7 +152,10 @@ func TestHelpersCatchUpFromPeersAhead(t *testing.T) {
 		},
 		served: map[string]int64{},
 	}
-	readFromPeersOnly(t, resolver.Config{PieceSize: 1 << 20, PieceWorkers: 2, StallTimeout: 300 * time.Millisecond}, router, body)
+	// A stall timeout far above a scheduling pause, even under load: the slow
+	// stream stays the primary; the stalling peer holds its piece until the
+	// blob is whole without it.
+	readFromPeersOnly(t, resolver.Config{PieceSize: 1 << 20, PieceWorkers: 2, StallTimeout: 5 * time.Second}, router, body)
 	router.mu.Lock()
 	served := maps(router.served)
 	asked := slices.Clone(router.asked)
