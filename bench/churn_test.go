@@ -17,7 +17,7 @@ import (
 
 // TestDesignatedFetcherKilled stops the node designated to fetch a layer
 // for the cluster while it downloads: every other node's pull completes,
-// and the registry sends at most 1.2 × S (the swarm issue's target; direct
+// and the registry sends at most 1.2 × S (shoal's target; direct
 // would send 4 × S). The next node in the layer's ranking takes what the
 // peers hold and asks the registry for the rest only; the peers that fed on
 // the dead node wait on it, never on each other. 80 runs here measured

@@ -282,7 +282,8 @@ func crossCheck(logBytes, txBytes, txPackets int64, requests int) error {
 	return nil
 }
 
-// bound is T* of the scenario (DESIGN.md), for the nodes that must finish.
+// bound is T* of the scenario (docs/benchmarks.md), for the nodes that must
+// finish.
 func (s *session) bound(scenario string) float64 {
 	cfg := s.cfg
 	S, U, l := float64(s.im.Size), bytesPerSec(cfg.RegistryMbit), bytesPerSec(cfg.LinkMbit)

@@ -92,7 +92,7 @@ func busiestWindow(s []txSample, window time.Duration) (rate float64, from time.
 	return rate, from
 }
 
-// TestUploadCap is issue 7's Done-when 4: with --max-upload-mbit set, a
+// TestUploadCap: with --max-upload-mbit set, a
 // node's peer upload, measured on its interface, stays within 10% of the
 // cap while its peers still complete their pulls. One node holds a 48 MiB
 // image that no other node and no registry can serve; three nodes pull it

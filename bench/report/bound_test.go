@@ -24,7 +24,7 @@ func TestBounds(t *testing.T) {
 		{"cold: nothing unshaped takes no time", ColdBound(S, inf, inf, inf, 8), 0}, //
 		{"cold: a dead registry never finishes", ColdBound(S, 0, 10, 10, 2), inf},   //
 		{"cold: no nodes, no time", ColdBound(S, 10, 10, 10, 0), 0},                 //
-		{"cold: DESIGN.md's 200 Mbit/s, 64 MiB, N=4", ColdBound(64<<20, 25e6, 25e6, 25e6, 4), 2.68435456},
+		{"cold: 200 Mbit/s, 64 MiB, N=4", ColdBound(64<<20, 25e6, 25e6, 25e6, 4), 2.68435456},
 		// warm: max(S/u, S/d, (N−1)·S/(N·u))
 		{"warm: the holder's uplink limits", WarmBound(S, 10, 100, 8), 10},   // 10, 1, 700/80
 		{"warm: the node downlink limits", WarmBound(S, 100, 4, 8), 25},      // 1, 25, 700/800

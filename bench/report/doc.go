@@ -3,7 +3,7 @@
 // charts drawn by gonum/plot. It runs nothing and measures nothing; the code
 // that drives the benchmark fills the [Record] values.
 //
-// Every figure is a ratio against a physical limit, as the numbers section of
-// DESIGN.md asks: registry egress over the image size S, and the slowest node's
-// time over the bound T* ([ColdBound], [WarmBound]).
+// Every figure is a ratio against a physical limit: registry egress over the
+// image size S, and the slowest node's time over the bound T* ([ColdBound],
+// [WarmBound]), whose derivation docs/benchmarks.md gives.
 package report

@@ -150,7 +150,7 @@ func drawScenario(i int, sd scenarioData, st map[string]style) ([]chart, error) 
 		return nil, err
 	}
 	if err := add(p, "makespan", "The slowest node's time divided by T*: 1 is the physical limit, "+
-		"DESIGN.md holds shoal to 1.5 or less."); err != nil {
+		"shoal aims for "+formatRatio(targetRatio)+" or less."); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -35,7 +35,7 @@ func ModeLine(mode string) (string, error) {
 }
 
 // Record is one run of one candidate in one scenario. The JSON field names are
-// the ones issue 5 fixes for results.json; readers outside Go depend on them.
+// results.json's format: readers outside Go depend on them.
 type Record struct {
 	// Candidate is "direct" (no mirror, the baseline), "shoal", or the name
 	// given with --candidate.
@@ -57,7 +57,7 @@ type Record struct {
 	// the run, headers included (real mode only): the cross-check of
 	// RegistryEgressBytes, which it exceeds by the TCP/IP and HTTP headers.
 	RegistryTxBytes int64 `json:"registry_tx_bytes,omitempty"`
-	// BoundSeconds is T* from DESIGN.md for this scenario ([ColdBound] or
+	// BoundSeconds is T* for this scenario ([ColdBound] or
 	// [WarmBound]). Give every candidate of a scenario the same T* so that
 	// makespan/T* compares them; the direct baseline's own floor,
 	// [DirectBound], belongs in a note ([BaselineNote]).

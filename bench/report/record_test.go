@@ -28,7 +28,7 @@ func TestJSONRoundTrip(t *testing.T) {
 		t.Errorf("round trip changed the records:\ngot  %+v\nwant %+v", got[0], recs[0])
 	}
 
-	// The field names are a contract with readers outside Go (issue 5).
+	// The field names are a contract with readers outside Go.
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
