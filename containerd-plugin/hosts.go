@@ -546,3 +546,34 @@ func syncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// MirroredRegistries lists the registries (host[:port]) whose hosts.toml in
+// hostsDir has shoal's host table, as Configure writes it: the registries
+// containerd pulls through shoal by name. _default, which names no
+// registry, is not listed. A missing hostsDir lists none.
+func MirroredRegistries(hostsDir string) ([]string, error) {
+	entries, err := os.ReadDir(hostsDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hosts dir: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		if !e.IsDir() || e.Name() == DefaultRegistryDir || checkHostPort(e.Name()) != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(hostsDir, e.Name(), HostsFile))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("hosts dir: %w", err)
+		}
+		if isShoals(b) {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}

@@ -413,3 +413,30 @@ func TestConfigureNewMirror(t *testing.T) {
 		t.Errorf("hosts.toml:\n%s\nwant:\n%s", got["ghcr.io/hosts.toml"], want)
 	}
 }
+
+// TestMirroredRegistries: the registries whose hosts.toml shoal configured,
+// which peers may ask the node to fetch from; _default and files shoal did
+// not write are not among them.
+func TestMirroredRegistries(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{
+		"quay.io/hosts.toml":         otherMirrors, // not shoal's
+		"notes/README":               "not a registry",
+		"registry.local:5000/x.toml": "no hosts.toml here",
+	})
+	if _, err := containerdplugin.Configure(containerdplugin.ConfigureOptions{HostsDir: dir, Mirror: mirror, Registries: []string{"ghcr.io", "docker.io", "registry.local:5000", "_default"}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := containerdplugin.MirroredRegistries(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if want := []string{"docker.io", "ghcr.io", "registry.local:5000"}; !slices.Equal(got, want) {
+		t.Fatalf("mirrored %v, want %v", got, want)
+	}
+	if got, err := containerdplugin.MirroredRegistries(filepath.Join(dir, "none")); err != nil || len(got) != 0 {
+		t.Fatalf("a missing hosts dir: %v, %v", got, err)
+	}
+}

@@ -38,7 +38,8 @@ func run(m *testing.M) int {
 		return 1
 	}
 	shoalBin = filepath.Join(dir, "shoal")
-	build := exec.Command("go", "build", "-race", "-o", shoalBin, "../cmd/shoal")
+	// A test build: with the fault hooks (--fault-corrupt-uploads).
+	build := exec.Command("go", "build", "-race", "-tags", "shoalfaults", "-o", shoalBin, "../cmd/shoal")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building shoal:", err)

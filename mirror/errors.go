@@ -20,6 +20,7 @@ const (
 	codeRangeInvalid    = "RANGE_INVALID"
 	codeSizeInvalid     = "SIZE_INVALID"
 	codeTooManyRequests = "TOOMANYREQUESTS"
+	codeDenied          = "DENIED"
 )
 
 type ociError struct {

@@ -36,7 +36,7 @@ func FuzzPath(f *testing.F) {
 	}
 	srv, _ := newFuzzServer(f)
 	f.Fuzz(func(t *testing.T, path, ns, rng string) {
-		req := httptest.NewRequest(http.MethodGet, "http://shoal.invalid/", nil)
+		req := localRequest(http.MethodGet, "http://shoal.invalid/", nil)
 		req.URL.Path = path
 		q := req.URL.Query()
 		q.Set("ns", ns)
@@ -171,7 +171,7 @@ func FuzzRange(f *testing.F) {
 		if head {
 			method = http.MethodHead
 		}
-		req := httptest.NewRequest(method, "http://shoal.invalid/v2/a/b/blobs/"+dgst.String()+"?ns=docker.io", nil)
+		req := localRequest(method, "http://shoal.invalid/v2/a/b/blobs/"+dgst.String()+"?ns=docker.io", nil)
 		req.Header.Set("Range", rng)
 		if ifRange != "" {
 			req.Header.Set("If-Range", ifRange)
@@ -302,7 +302,7 @@ func FuzzNS(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req := httptest.NewRequest(http.MethodGet, "http://shoal.invalid/v2/a/manifests/v1", nil)
+		req := localRequest(http.MethodGet, "http://shoal.invalid/v2/a/manifests/v1", nil)
 		req.URL.RawQuery = url.Values{"ns": {ns}}.Encode()
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)

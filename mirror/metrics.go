@@ -8,6 +8,7 @@ type metrics struct {
 	served   *prometheus.CounterVec
 	inflight prometheus.Gauge
 	rejected prometheus.Counter
+	denied   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -29,13 +30,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_mirror_requests_inflight",
 			Help: "Requests from containerd being served now, blob bodies still streaming included.",
 		}),
+		denied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_mirror_requests_denied_total",
+			Help: "Requests refused with 403 because the client's address is outside the allowed networks (--mirror-allow; loopback by default).",
+		}),
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_mirror_requests_rejected_total",
 			Help: "Requests answered 503 at once because --mirror-max-requests were in flight.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.served, m.inflight, m.rejected)
+		reg.MustRegister(m.requests, m.duration, m.served, m.inflight, m.rejected, m.denied)
 	}
 	return m
 }

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -61,11 +63,20 @@ type Config struct {
 	// IdleTimeout closes a keep-alive connection that carries no request
 	// for this long. Zero means 2m.
 	IdleTimeout time.Duration
+	// Allow lists client networks the mirror answers besides loopback
+	// (127.0.0.0/8 and ::1: the node's own containerd). A client from
+	// anywhere else gets 403 DENIED, since whoever reaches the mirror can
+	// make the node fetch from the registries it names, with the node's
+	// credentials.
+	Allow []netip.Prefix
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 	// Metrics receives the mirror's metrics; nil skips them.
 	Metrics prometheus.Registerer
 }
+
+// loopback is always allowed: the node itself.
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 
 // MaxHeaderBytes bounds a request's line and headers; containerd sends a
 // few hundred bytes. Larger requests are answered 431.
@@ -108,6 +119,12 @@ func New(res Resolver, cfg Config) (*Handler, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 2 * time.Minute
 	}
+	for _, p := range cfg.Allow {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("mirror: allowed network %v is not valid", p)
+		}
+	}
+	cfg.Allow = append(slices.Clone(loopback), cfg.Allow...)
 	return &Handler{cfg: cfg, res: res, m: newMetrics(cfg.Metrics), slots: make(chan struct{}, cfg.MaxRequests)}, nil
 }
 
@@ -139,6 +156,14 @@ const (
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	if !h.allowed(r.RemoteAddr) {
+		rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		writeError(rec, r, http.StatusForbidden, codeDenied,
+			"shoal's mirror answers this node's own clients only; the operator may allow others with --mirror-allow")
+		h.m.requests.WithLabelValues(kindOther, r.Method, strconv.Itoa(rec.status)).Inc()
+		h.m.denied.Inc()
+		return
+	}
 	select {
 	case h.slots <- struct{}{}:
 		defer func() { <-h.slots }()
@@ -326,3 +351,19 @@ func (r *recorder) Write(p []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// allowed is the rule for who may use the mirror: a client whose address
+// lies in one of the allowed networks.
+func (h *Handler) allowed(remoteAddr string) bool {
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	addr := ap.Addr().Unmap()
+	for _, p := range h.cfg.Allow {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -219,7 +220,7 @@ func TestMissesStayLocal(t *testing.T) {
 		for _, method := range []string{"GET", "HEAD"} {
 			t.Run(method+" "+tc.name, func(t *testing.T) {
 				w := httptest.NewRecorder()
-				h.ServeHTTP(w, httptest.NewRequest(method, "http://shoal.invalid"+tc.path+"?ns=registry.example", nil))
+				h.ServeHTTP(w, localRequest(method, "http://shoal.invalid"+tc.path+"?ns=registry.example", nil))
 				if w.Code != http.StatusNotFound {
 					t.Fatalf("status %d, want 404; body %s", w.Code, w.Body)
 				}
@@ -240,7 +241,7 @@ func TestMissesStayLocal(t *testing.T) {
 		t.Fatalf("the resolver was asked %d times", n)
 	}
 	// A valid tag does go to the resolver: the check above is not vacuous.
-	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "http://shoal.invalid/v2/a/manifests/v1.0_rc-1", nil))
+	h.ServeHTTP(httptest.NewRecorder(), localRequest("GET", "http://shoal.invalid/v2/a/manifests/v1.0_rc-1", nil))
 	if n := f.lookups.Load(); n != 1 {
 		t.Fatalf("a valid tag reached the resolver %d times, want 1", n)
 	}
@@ -358,5 +359,55 @@ func TestNewValidates(t *testing.T) {
 	var e *pathError
 	if _, err := parsePath("/v2/a/blobs/x/y"); !errors.As(err, &e) {
 		t.Fatalf("nested ref: %v", err)
+	}
+}
+
+// localRequest is a request from the node's own containerd, over loopback.
+func localRequest(method, target string, body io.Reader) *http.Request {
+	r := httptest.NewRequest(method, target, body)
+	r.RemoteAddr = "127.0.0.1:40000"
+	return r
+}
+
+// TestMirrorAnswersAllowedClientsOnly: by default only the node itself may
+// use the mirror; a client from elsewhere gets 403 DENIED with an OCI body
+// and the resolver is never asked. --mirror-allow widens it.
+func TestMirrorAnswersAllowedClientsOnly(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		allow  []netip.Prefix
+		remote string
+		want   int
+	}{
+		{"loopback v4", nil, "127.0.0.1:5000", http.StatusOK},
+		{"loopback elsewhere in 127/8", nil, "127.3.2.1:5000", http.StatusOK},
+		{"loopback v6", nil, "[::1]:5000", http.StatusOK},
+		{"v4-mapped loopback", nil, "[::ffff:127.0.0.1]:5000", http.StatusOK},
+		{"a pod on the network", nil, "10.1.2.3:5000", http.StatusForbidden},
+		{"a v6 neighbour", nil, "[fe80::1]:5000", http.StatusForbidden},
+		{"garbage address", nil, "not-an-address", http.StatusForbidden},
+		{"allowed network", []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}, "10.1.2.3:5000", http.StatusOK},
+		{"outside the allowed network", []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}, "10.2.0.1:5000", http.StatusForbidden},
+		{"loopback when others are allowed", []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}, "127.0.0.1:5000", http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := &fakeResolver{}
+			h, err := New(f, Config{Allow: tc.allow})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := httptest.NewRecorder()
+			r := httptest.NewRequest(http.MethodGet, "http://shoal.invalid/v2/", nil)
+			r.RemoteAddr = tc.remote
+			h.ServeHTTP(w, r)
+			if w.Code != tc.want {
+				t.Fatalf("status %d, want %d: %s", w.Code, tc.want, w.Body)
+			}
+			if tc.want == http.StatusForbidden && !strings.Contains(w.Body.String(), `"code":"DENIED"`) {
+				t.Fatalf("403 without an OCI DENIED body: %s", w.Body)
+			}
+		})
 	}
 }

@@ -87,7 +87,9 @@ func TestBadRequests(t *testing.T) {
 	data := randomBlob(5, 1<<20)
 	d := digest.FromBytes(data)
 	served := p2ptest.NewContent(data)
+	// An open mesh: a stranger's frames reach the handler.
 	c := p2ptest.Start(t, 2, p2ptest.Options{
+		Open:   true,
 		Config: func(i int, cfg *p2p.Config) { cfg.Timing.RequestTimeout = 500 * time.Millisecond },
 		Content: func(i int) *p2ptest.Content {
 			if i == 1 {
@@ -192,7 +194,9 @@ func TestBadGossip(t *testing.T) {
 	t.Parallel()
 	data := []byte("still served")
 	d := digest.FromBytes(data)
+	// An open mesh: a stranger's gossip reaches memberlist.
 	c := p2ptest.Start(t, 2, p2ptest.Options{
+		Open: true,
 		Content: func(i int) *p2ptest.Content {
 			if i == 1 {
 				return p2ptest.NewContent(data)
@@ -327,7 +331,9 @@ func (rawMeta) MergeRemoteState([]byte, bool)   {}
 // answers a good one.
 func TestBadImageRequests(t *testing.T) {
 	t.Parallel()
+	// An open mesh: a stranger's frames reach the handler.
 	c := p2ptest.Start(t, 1, p2ptest.Options{
+		Open: true,
 		Config: func(i int, cfg *p2p.Config) {
 			cfg.Timing.RequestTimeout = 500 * time.Millisecond
 			cfg.Images = images{}

@@ -80,6 +80,11 @@ type Config struct {
 	// records under the old ID linger in the DHT until they expire.
 	DataDir string
 
+	// AllowLooseKeyPermissions lets New load an identity key that its group
+	// or others may read or write, with a warning. Zero refuses it: a
+	// stolen identity lets a host pass for this node (see CheckKeyFile).
+	AllowLooseKeyPermissions bool
+
 	// ClusterKey is the cluster's shared secret, at least 32 bytes (see
 	// LoadClusterKey). From it are derived the memberlist keyring (AES-256
 	// gossip encryption, verified both ways) and, with ProtectPSK, the libp2p
@@ -148,7 +153,11 @@ type Config struct {
 	// hold, naming its registry and repository (FetchThrough), have this
 	// node fetch it for the cluster and stream it while it arrives. The
 	// blob returned may still be arriving: its ReadAt blocks until the
-	// bytes are there. Nil answers such requests "not found".
+	// bytes are there. Nil answers such requests "not found", and so does
+	// an open mesh (no ClusterKey), where no peer is authenticated. A Puller
+	// that refuses the registry returns an error wrapping
+	// errdefs.ErrPermissionDenied: the peer is answered "not found" and the
+	// refusal is counted and logged.
 	Puller Puller
 
 	// Images answers peers asking which manifest this node holds for an

@@ -90,7 +90,8 @@ func TestFetchRangeFromOldPeer(t *testing.T) {
 	t.Parallel()
 	data := randomBlob(22, 1<<20)
 	d := digest.FromBytes(data)
-	c := p2ptest.Start(t, 1, p2ptest.Options{})
+	// An open mesh: the old peer here is a bare host, no member.
+	c := p2ptest.Start(t, 1, p2ptest.Options{Open: true})
 	client := c.Nodes[0]
 	old := rawHost(t)
 	asked := make(chan int64, 1)

@@ -168,7 +168,7 @@ func FuzzLoadIdentity(f *testing.F) {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		key, err := loadIdentity(dir, log)
+		key, err := loadIdentity(dir, false, log)
 		if err != nil {
 			return
 		}
@@ -179,7 +179,7 @@ func FuzzLoadIdentity(f *testing.F) {
 		if err := os.WriteFile(path, out, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		again, err := loadIdentity(dir, log)
+		again, err := loadIdentity(dir, false, log)
 		if err != nil || !again.Equals(key) {
 			t.Fatalf("key from %x does not load back: %v", data, err)
 		}

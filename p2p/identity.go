@@ -17,7 +17,7 @@ const identityFile = "identity.key"
 
 // loadIdentity reads the node's Ed25519 key from dir, creating it (0600) if
 // absent. An empty dir yields a fresh key that is not kept.
-func loadIdentity(dir string, log *slog.Logger) (crypto.PrivKey, error) {
+func loadIdentity(dir string, allowLoose bool, log *slog.Logger) (crypto.PrivKey, error) {
 	if dir == "" {
 		log.Warn("no data directory: the peer ID changes at every restart")
 		return generateIdentity()
@@ -30,8 +30,11 @@ func loadIdentity(dir string, log *slog.Logger) (crypto.PrivKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("identity %s: %w", path, err)
 		}
-		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			log.Warn("identity key is readable by others", "path", path, "mode", fi.Mode().Perm().String())
+		if err := CheckKeyFile(path); err != nil {
+			if !allowLoose {
+				return nil, fmt.Errorf("identity: %w", err)
+			}
+			log.Warn("identity key is open to group or others", "path", path, "err", err)
 		}
 		return key, nil
 	case !errors.Is(err, fs.ErrNotExist):

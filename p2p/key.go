@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -82,4 +83,22 @@ func deriveKey(secret []byte, info string) []byte {
 		panic(err)
 	}
 	return out
+}
+
+// ErrLooseKey reports a key file that users other than its owner may read
+// or write: a secret anyone on the host can copy.
+var ErrLooseKey = errors.New("key file is open to group or others")
+
+// CheckKeyFile fails with an error wrapping ErrLooseKey when the key file at
+// path may be read or written by its group or by others, and says which
+// chmod fixes it.
+func CheckKeyFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("%s: %w (mode %04o): run chmod 600 %s", path, ErrLooseKey, perm, path)
+	}
+	return nil
 }

@@ -123,3 +123,62 @@ func TestIdentityPersists(t *testing.T) {
 		t.Errorf("identity key mode %v, want 0600", fi.Mode().Perm())
 	}
 }
+
+func TestCheckKeyFile(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		mode  os.FileMode
+		loose bool
+	}{
+		{0o600, false}, {0o400, false}, {0o700, false},
+		{0o640, true}, {0o644, true}, {0o604, true}, {0o660, true}, {0o666, true},
+	} {
+		t.Run(tc.mode.String(), func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "key")
+			if err := os.WriteFile(path, []byte("secret\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(path, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			err := p2p.CheckKeyFile(path)
+			if got := errors.Is(err, p2p.ErrLooseKey); got != tc.loose {
+				t.Fatalf("mode %s: %v, want loose %v", tc.mode, err, tc.loose)
+			}
+			if tc.loose && !strings.Contains(err.Error(), "chmod 600 "+path) {
+				t.Fatalf("the error does not say how to fix it: %v", err)
+			}
+		})
+	}
+	if err := p2p.CheckKeyFile(filepath.Join(t.TempDir(), "none")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a missing key: %v", err)
+	}
+}
+
+// TestLooseIdentityRefused: a node does not start on an identity key its
+// group or others can read, unless told to.
+func TestLooseIdentityRefused(t *testing.T) {
+	t.Parallel()
+	cfg := p2ptest.Config(t, "loose")
+	n, err := p2p.New(cfg, p2ptest.NewContent())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_ = n.Run(ctx) // releases what New opened
+	idPath := filepath.Join(cfg.DataDir, "identity.key")
+	if err := os.Chmod(idPath, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p2p.New(cfg, p2ptest.NewContent()); !errors.Is(err, p2p.ErrLooseKey) {
+		t.Fatalf("New with a 0644 identity key: %v, want ErrLooseKey", err)
+	}
+	cfg.AllowLooseKeyPermissions = true
+	n, err = p2p.New(cfg, p2ptest.NewContent())
+	if err != nil {
+		t.Fatalf("New with AllowLooseKeyPermissions: %v", err)
+	}
+	_ = n.Run(ctx)
+}

@@ -14,6 +14,8 @@ type metrics struct {
 	avoided       prometheus.Counter
 	pullThrough   prometheus.Counter
 	badGossip     prometheus.Counter
+	openMesh      prometheus.Gauge
+	pullRefused   *prometheus.CounterVec // by reason
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -58,6 +60,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "shoal_p2p_gossip_messages_refused_total",
 			Help: "Gossip messages from members that were not well-formed and were dropped.",
 		}),
+		openMesh: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_p2p_open_mesh",
+			Help: "1 when the mesh runs without a cluster key (--insecure-open-mesh): anyone who reaches the ports can join and fetch.",
+		}),
+		pullRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_p2p_pull_for_refused_total",
+			Help: "Requests from peers to fetch a blob for the cluster that this node refused, by reason (open_mesh: no peer is authenticated; registry: a registry this node does not mirror).",
+		}, []string{"reason"}),
 		avoided: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_p2p_peers_avoided_total",
 			Help: "Times a peer was set aside for sending bad bytes.",
@@ -65,7 +75,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.members, m.provided, m.provides, m.uploads,
-			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided, m.pullThrough, m.badGossip} {
+			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided, m.pullThrough, m.badGossip, m.openMesh, m.pullRefused} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

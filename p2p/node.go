@@ -106,7 +106,7 @@ func New(cfg Config, content Content) (*Node, error) {
 		cfg.NodeName = h
 	}
 	logger := cfg.Logger.With("component", "p2p")
-	key, err := loadIdentity(cfg.DataDir, logger)
+	key, err := loadIdentity(cfg.DataDir, cfg.AllowLooseKeyPermissions, logger)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)
 	}
@@ -279,12 +279,11 @@ func (n *Node) Run(ctx context.Context) error {
 	n.host.SetStreamHandler(ImageProtocolID, n.handleImage)
 	n.log.Info("mesh node running", "peer", n.id, "name", n.cfg.NodeName,
 		"gossip", n.gossipAddr, "addrs", n.host.Addrs(), "protection", n.protectionName())
-	if n.protection == "" {
-		n.log.Warn("MESH IS OPEN: no cluster key is set, so anyone who can reach the gossip and p2p ports can join the cluster and fetch every blob it holds; set a cluster key (shoal keygen, --cluster-key-file)",
-			"gossip", n.gossipAddr, "addrs", n.host.Addrs())
-	}
-
 	var wg sync.WaitGroup
+	if n.protection == "" {
+		n.metrics.openMesh.Set(1)
+		wg.Go(func() { n.warnOpen(ctx) })
+	}
 	wg.Go(func() { n.joinLoop(ctx) })
 	wg.Go(func() { n.connectLoop(ctx) })
 	wg.Go(func() { n.advertiseLoop(ctx) })
@@ -451,4 +450,23 @@ type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 func (f dialFunc) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	return f(ctx, network, addr)
+}
+
+// openMeshWarnEvery is how often an open mesh says so in the log.
+const openMeshWarnEvery = time.Hour
+
+// warnOpen says, at start and every hour until ctx ends, that the mesh is
+// open: an operator who opted in should not forget it.
+func (n *Node) warnOpen(ctx context.Context) {
+	t := time.NewTicker(openMeshWarnEvery)
+	defer t.Stop()
+	for {
+		n.log.Warn("MESH IS OPEN: no cluster key, so anyone who can reach the gossip and p2p ports can join the cluster and fetch every blob it holds; make a key with shoal keygen and pass it with --cluster-key-file",
+			"gossip", n.gossipAddr, "addrs", n.host.Addrs())
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

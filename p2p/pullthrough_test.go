@@ -3,6 +3,7 @@ package p2p_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"sync"
 	"testing"
@@ -86,5 +87,66 @@ func TestFetchThrough(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// TestPullForNeedsAKeyedMesh: in an open mesh no peer is authenticated, so
+// a node never fetches for a peer, whatever registry it names.
+func TestPullForNeedsAKeyedMesh(t *testing.T) {
+	t.Parallel()
+	blob := []byte("a layer nobody holds")
+	puller := &recordingPuller{blob: blob}
+	c := p2ptest.Start(t, 2, p2ptest.Options{Open: true, Config: func(i int, cfg *p2p.Config) {
+		if i == 1 {
+			cfg.Puller = puller
+		}
+	}})
+	c.WaitMembers(t, 2, 10*time.Second)
+	_, _, err := c.Nodes[0].FetchThrough(t.Context(), c.Nodes[1].ID(), digest.FromBytes(blob), 0, "registry.example:5000", "team/app")
+	if !errdefs.IsNotFound(err) {
+		t.Fatalf("got %v, want not found", err)
+	}
+	puller.mu.Lock()
+	defer puller.mu.Unlock()
+	if len(puller.asks) != 0 {
+		t.Fatalf("an open mesh's node fetched for a peer: %v", puller.asks)
+	}
+}
+
+// refusingPuller mirrors one registry only.
+type refusingPuller struct{ recordingPuller }
+
+func (p *refusingPuller) PullFor(ctx context.Context, d digest.Digest, registry, repo string) (store.Blob, error) {
+	if registry != "registry.example:5000" {
+		return nil, fmt.Errorf("registry %s: %w", registry, errdefs.ErrPermissionDenied)
+	}
+	return p.recordingPuller.PullFor(ctx, d, registry, repo)
+}
+
+// TestPullForRefusedRegistry: a node whose Puller refuses a registry
+// answers the peer "not found", so the peer goes on as for a blob the node
+// does not hold, and the other registries still work.
+func TestPullForRefusedRegistry(t *testing.T) {
+	t.Parallel()
+	blob := bytes.Repeat([]byte("mirrored "), 1000)
+	puller := &refusingPuller{recordingPuller{blob: blob}}
+	c := p2ptest.Start(t, 2, p2ptest.Options{Config: func(i int, cfg *p2p.Config) {
+		if i == 1 {
+			cfg.Puller = puller
+		}
+	}})
+	c.WaitMembers(t, 2, 10*time.Second)
+	d := digest.FromBytes(blob)
+	if _, _, err := c.Nodes[0].FetchThrough(t.Context(), c.Nodes[1].ID(), d, 0, "elsewhere.example", "team/app"); !errdefs.IsNotFound(err) {
+		t.Fatalf("a registry the node does not mirror: got %v, want not found", err)
+	}
+	body, _, err := c.Nodes[0].FetchThrough(t.Context(), c.Nodes[1].ID(), d, 0, "registry.example:5000", "team/app")
+	if err != nil {
+		t.Fatalf("the registry the node mirrors: %v", err)
+	}
+	got, err := io.ReadAll(body)
+	body.Close()
+	if err != nil || !bytes.Equal(got, blob) {
+		t.Fatalf("read %d bytes: %v", len(got), err)
 	}
 }

@@ -72,6 +72,13 @@ func (n *Node) handleStream(s network.Stream) {
 	releases = append(releases, func() { <-n.uploads })
 
 	blob, err := n.content.Open(n.life, req.dgst)
+	if errdefs.IsNotFound(err) && req.registry != "" && n.cfg.Puller != nil && n.protection == "" {
+		// No peer of an open mesh is authenticated: a stranger must not
+		// make this node fetch anything.
+		n.metrics.pullRefused.WithLabelValues("open_mesh").Inc()
+		refuse(statusNotFound, 0, fmt.Errorf("blob %s: not held, and this node fetches for the cluster only in a mesh with a cluster key", req.dgst))
+		return
+	}
 	if errdefs.IsNotFound(err) && req.registry != "" && n.cfg.Puller != nil {
 		// This node is asked to fetch the blob for the cluster: start (or
 		// join) its download and serve the bytes as they arrive. Answer
@@ -87,6 +94,14 @@ func (n *Node) handleStream(s network.Stream) {
 		var rl *resolver.RateLimitedError
 		if errors.As(err, &rl) {
 			n.refuseWith(s, remote, header{status: statusRateLimited, size: rl.RetryAfter.Milliseconds(), ranged: ranged, msg: err.Error()})
+			return
+		}
+		if errdefs.IsPermissionDenied(err) {
+			// A registry this node does not mirror: the requester goes on
+			// as for a blob this node does not hold.
+			n.metrics.pullRefused.WithLabelValues("registry").Inc()
+			n.log.Warn("refused to fetch for a peer from a registry this node does not mirror", "peer", remote, "registry", req.registry, "digest", req.dgst)
+			refuse(statusNotFound, 0, err)
 			return
 		}
 		st := statusError

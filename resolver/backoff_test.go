@@ -228,3 +228,36 @@ func TestPullForDuringBackoff(t *testing.T) {
 		t.Fatalf("the registry was asked %d times", n)
 	}
 }
+
+// TestPullForOnlyFromMirroredRegistries: a peer may have this node fetch
+// from the registries it is configured with and those its own containerd
+// pulled from through it; any other host is refused without a request.
+func TestPullForOnlyFromMirroredRegistries(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, resolver.Config{Registries: []string{"configured.example"}}, resolver.Sources{})
+	d := f.up.push(t, "a", randomBytes(t, 1000))
+	for _, reg := range []string{"elsewhere.example", "attacker.example:443", "127.0.0.1:1"} {
+		if _, err := f.res.PullFor(t.Context(), d, reg, "a"); !errors.Is(err, resolver.ErrNotMirrored) || !errdefs.IsPermissionDenied(err) {
+			t.Fatalf("pull for %s: %v, want ErrNotMirrored", reg, err)
+		}
+	}
+	if n := f.up.blobGets.Load(); n != 0 {
+		t.Fatalf("the registry was asked %d times", n)
+	}
+	// Once this node's containerd asked for content of a registry through
+	// it, the node mirrors that registry for its peers too.
+	other := "127.0.0.2:1" // loopback: nothing listens there
+	if _, err := f.res.PullFor(t.Context(), d, other, "a"); !errors.Is(err, resolver.ErrNotMirrored) {
+		t.Fatalf("before containerd used it: %v", err)
+	}
+	_, _ = f.res.Manifest(t.Context(), resolver.ManifestRequest{Registry: other, Repo: "a", Reference: "v1"})
+	if _, err := f.res.PullFor(t.Context(), d, other, "a"); errors.Is(err, resolver.ErrNotMirrored) {
+		t.Fatalf("after containerd used it: %v", err)
+	}
+	// The fixture's own registry is configured: the blob comes.
+	b, err := f.res.PullFor(t.Context(), d, f.up.host, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+}

@@ -72,6 +72,15 @@ type Config struct {
 	// each from a different peer. Default 3.
 	PieceWorkers int
 
+	// Registries lists registries (host[:port], as containerd names them in
+	// ?ns=) that a peer may ask this node to fetch from for the cluster
+	// (PullFor), besides those this node's own clients named in a request:
+	// the registries its containerd pulls from through it. A peer naming
+	// any other is refused with an error wrapping errdefs.ErrPermissionDenied,
+	// so that a member cannot make the node contact a host of its choosing
+	// with the node's credentials.
+	Registries []string
+
 	// ResolveTagsLocally lets a tag the node's containerd already holds answer
 	// when the registry cannot be reached. It may serve a stale tag, which is
 	// why it is off by default.

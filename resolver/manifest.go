@@ -21,6 +21,9 @@ import (
 // answers when the registry cannot. A digest is served from the node when it
 // has it and fetched upstream otherwise; either way the body is verified.
 func (r *Resolver) Manifest(ctx context.Context, req ManifestRequest) (Manifest, error) {
+	if req.Registry != "" {
+		r.noteMirrored(req.Registry)
+	}
 	m, err := r.manifest(ctx, req)
 	if err != nil {
 		r.m.lookups.WithLabelValues("manifest", "miss").Inc()

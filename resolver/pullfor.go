@@ -17,13 +17,19 @@ import (
 // comes from: the node's own copy when it has one, else the download of it
 // (started now when none runs), whose bytes the peer receives as they
 // arrive. The peer verifies the whole blob itself, so the bytes are not
-// held back here. ctx bounds only the wait for the download to start.
+// held back here. ctx bounds only the wait for the download to start. A
+// registry this node does not mirror (see Config.Registries) is refused
+// with an error wrapping ErrNotMirrored; the node's own copy is served
+// whatever the registry.
 func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error) {
 	if err := validDigest(dgst); err != nil {
 		return nil, err
 	}
 	if b, err := r.openLocalRaw(ctx, dgst); err == nil || !errdefs.IsNotFound(err) {
 		return b, err
+	}
+	if !r.mirrors(registry) {
+		return nil, fmt.Errorf("blob %s from %s: %w", dgst, registry, ErrNotMirrored)
 	}
 	req := BlobRequest{Registry: registry, Repo: repo, Digest: dgst, ForPeer: true}
 	for range 2 {

@@ -46,6 +46,9 @@ type Resolver struct {
 	unstorable map[digest.Digest]time.Time
 	// backoffs holds the registries that asked to slow down.
 	backoffs *backoffs
+	// mirrored holds the registries peers may ask this node to fetch from:
+	// Config.Registries and those its own clients named (see mirrors).
+	mirrored map[string]bool
 }
 
 // unstorableFor is how long a blob the store could not hold is a miss.
@@ -97,6 +100,7 @@ func New(st store.Store, up Upstream, src Sources, cfg Config, reg prometheus.Re
 
 		unstorable: make(map[digest.Digest]time.Time),
 		backoffs:   newBackoffs(),
+		mirrored:   mirroredSet(cfg.Registries),
 		types:      make(map[digest.Digest]string),
 		groups:     make(map[digest.Digest][]digest.Digest),
 	}, nil
@@ -120,6 +124,9 @@ func (r *Resolver) Close() {
 func (r *Resolver) Blob(ctx context.Context, req BlobRequest) (*Blob, error) {
 	if err := validDigest(req.Digest); err != nil {
 		return nil, err
+	}
+	if req.Registry != "" {
+		r.noteMirrored(req.Registry)
 	}
 	b, err := r.blob(ctx, req)
 	if err != nil {
@@ -280,3 +287,37 @@ func (r *Resolver) finish(dgst digest.Digest) {
 	delete(r.flights, dgst)
 	r.mu.Unlock()
 }
+
+// maxMirrored bounds the registries a node learns from its clients' requests.
+const maxMirrored = 1024
+
+func mirroredSet(registries []string) map[string]bool {
+	m := make(map[string]bool, len(registries))
+	for _, r := range registries {
+		m[r] = true
+	}
+	return m
+}
+
+// noteMirrored records that a client of this node (its containerd) asked
+// for content of registry: the node mirrors it.
+func (r *Resolver) noteMirrored(registry string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.mirrored[registry] && len(r.mirrored) < maxMirrored {
+		r.mirrored[registry] = true
+	}
+}
+
+// mirrors is the rule for which registries a peer may have this node fetch
+// from: those configured, and those this node's own clients pulled from
+// through it. Any other is a host the peer chose, not this node's operator.
+func (r *Resolver) mirrors(registry string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mirrored[registry]
+}
+
+// ErrNotMirrored reports a peer's request to fetch from a registry this node
+// does not mirror. It wraps errdefs.ErrPermissionDenied.
+var ErrNotMirrored = fmt.Errorf("registry not mirrored by this node: %w", errdefs.ErrPermissionDenied)

@@ -117,6 +117,8 @@ func newFixture(t *testing.T, cfg resolver.Config, src resolver.Sources) *fixtur
 		t.Fatal(err)
 	}
 	st := store.NewMemory()
+	// The fixture's registry is one the node mirrors.
+	cfg.Registries = append(cfg.Registries, up.host)
 	res, err := resolver.New(st, client, src, cfg, nil)
 	if err != nil {
 		t.Fatal(err)

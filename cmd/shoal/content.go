@@ -49,26 +49,3 @@ func (c *localContent) Walk(ctx context.Context, fn func(dgst digest.Digest, siz
 	}
 	return c.st.Walk(ctx, func(i store.Info) error { return fn(i.Digest, i.Size) })
 }
-
-// corruptContent serves every blob with bytes flipped, the first of every
-// read, so no resume can assemble a good copy from it: the fault hook
-// behind --fault-corrupt-uploads, for tests that prove peers reject it.
-type corruptContent struct{ p2p.Content }
-
-func (c corruptContent) Open(ctx context.Context, dgst digest.Digest) (store.Blob, error) {
-	b, err := c.Content.Open(ctx, dgst)
-	if err != nil {
-		return nil, err
-	}
-	return corruptBlob{b}, nil
-}
-
-type corruptBlob struct{ store.Blob }
-
-func (b corruptBlob) ReadAt(p []byte, off int64) (int, error) {
-	n, err := b.Blob.ReadAt(p, off)
-	if n > 0 {
-		p[0] ^= 0xff
-	}
-	return n, err
-}

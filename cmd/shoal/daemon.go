@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	containerdplugin "github.com/shoal-dev/shoal/containerd-plugin"
 	"github.com/shoal-dev/shoal/mirror"
 	"github.com/shoal-dev/shoal/p2p"
 	"github.com/shoal-dev/shoal/resolver"
@@ -31,7 +33,11 @@ import (
 
 type daemonOptions struct {
 	mirrorAddr         string
+	mirrorAllow        []string
 	metricsAddr        string
+	statusAddr         string
+	registries         []string
+	hostsDir           string
 	dataDir            string
 	storeMaxBytes      string
 	defaultRegistry    string
@@ -57,13 +63,17 @@ type daemonOptions struct {
 	advertiseIP    string
 	join           []string
 	clusterKeyFile string
-	protection     string
-	maxUploads     int
-	maxUploadMbit  float64
-	maxDownMbit    float64
-	rescanInterval time.Duration
+	// insecureOpenMesh runs the mesh without a key, by the operator's
+	// choice.
+	insecureOpenMesh bool
+	allowLooseKeys   bool
+	protection       string
+	maxUploads       int
+	maxUploadMbit    float64
+	maxDownMbit      float64
+	rescanInterval   time.Duration
 
-	faultCorruptUploads bool
+	faults faultOptions
 }
 
 func defaultDataDir() string {
@@ -91,7 +101,13 @@ Without a reachable containerd socket it runs on its own store alone, and
 says so in its log. Anything shoal cannot serve is answered 404 within
 --miss-timeout so containerd falls back to the registry itself.
 
-Metrics, /healthz and /readyz are served on --metrics-addr.`,
+Metrics, /healthz and /readyz are served on --metrics-addr, and /status
+(what 'shoal status' shows) on --status-addr, loopback by default.
+
+The mesh needs a cluster key (shoal keygen; --cluster-key-file): without one
+the daemon refuses to start unless --insecure-open-mesh or --p2p=false says
+otherwise. A peer may have this node fetch a blob for the cluster only in a
+keyed mesh, and only from a registry this node mirrors (--registries).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), o.logLevel, o.logFormat)
@@ -103,7 +119,11 @@ Metrics, /healthz and /readyz are served on --metrics-addr.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.mirrorAddr, "mirror-addr", "127.0.0.1:7500", "address of the OCI mirror containerd pulls through; keep it on loopback")
-	f.StringVar(&o.metricsAddr, "metrics-addr", ":7503", "address of /metrics, /healthz and /readyz; empty disables them")
+	f.StringSliceVar(&o.mirrorAllow, "mirror-allow", nil, "client networks (CIDR, repeatable) the mirror answers besides loopback; others get 403 (default none: this node's containerd only)")
+	f.StringVar(&o.metricsAddr, "metrics-addr", ":7503", "address of /metrics, /healthz and /readyz (Prometheus and probes); empty disables them")
+	f.StringVar(&o.statusAddr, "status-addr", "127.0.0.1:7504", "address of /status (members, peer IDs, paths; what `shoal status` reads); keep it on loopback, empty disables it")
+	f.StringSliceVar(&o.registries, "registries", nil, "registries (host[:port], repeatable) peers may ask this node to fetch from for the cluster, besides --default-registry, those hosts.toml in --hosts-dir sends to shoal, and those this node's containerd pulls through it")
+	f.StringVar(&o.hostsDir, "hosts-dir", "/etc/containerd/certs.d", "containerd's hosts.toml directory: registries whose hosts.toml names shoal (shoal configure) are mirrored for peers too; empty skips it")
 	f.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "directory of shoal's own blob store and its ingest files (/var/lib/shoal as root)")
 	f.StringVar(&o.storeMaxBytes, "store-max-bytes", "10GiB", "cap on shoal's own store, least recently used blobs evicted first; 0 for no cap")
 	f.StringVar(&o.defaultRegistry, "default-registry", "docker.io", "upstream for requests without ?ns= (Docker Engine registry-mirrors)")
@@ -125,14 +145,15 @@ Metrics, /healthz and /readyz are served on --metrics-addr.`,
 	f.StringVar(&o.p2pAddr, "p2p-addr", ":7501", "address of the libp2p host that serves and fetches blobs")
 	f.StringVar(&o.advertiseIP, "advertise-ip", "", "IP the other nodes reach this one at (default picked from the host's private addresses)")
 	f.StringSliceVar(&o.join, "join", nil, "seeds to join: host[:port], IPs, or a DNS name resolving to many (a headless Service), repeatable (default none: wait to be joined)")
-	f.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "the cluster's shared key (shoal keygen); encrypts gossip and admits only members (default none: an OPEN mesh)")
+	f.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "the cluster's shared key (shoal keygen), mode 0600; encrypts gossip and admits only members; required with --p2p unless --insecure-open-mesh")
+	f.BoolVar(&o.insecureOpenMesh, "insecure-open-mesh", false, "run the mesh without a cluster key: anyone who reaches the p2p and gossip ports can join and fetch every blob; no node fetches for a peer (warned at start and hourly)")
+	f.BoolVar(&o.allowLooseKeys, "allow-loose-key-permissions", false, "load a cluster or identity key that group or others can read, with a warning (default: refuse to start)")
 	f.StringVar(&o.protection, "p2p-protection", "gater", "with a cluster key, how libp2p keeps non-members out: gater (admit member peer IDs only) or psk (private network; a second cipher, about half the throughput)")
 	f.IntVar(&o.maxUploads, "max-uploads", 4, "blob streams this node serves to peers at once; more are told to try another peer")
 	f.Float64Var(&o.maxUploadMbit, "max-upload-mbit", 0, "cap on blob bytes sent to peers in Mbit/s, all streams together; the wire adds a few per cent (default 0: no cap)")
 	f.Float64Var(&o.maxDownMbit, "max-download-mbit", 0, "cap on blob bytes received from peers in Mbit/s, all streams together; registry downloads are not capped (default 0: no cap)")
 	f.DurationVar(&o.rescanInterval, "rescan-interval", time.Minute, "how often the node's content is walked to advertise new blobs (garbage collection emits no event)")
-	f.BoolVar(&o.faultCorruptUploads, "fault-corrupt-uploads", false, "TESTS ONLY: flip a byte in every blob served to peers, to prove they reject it")
-	_ = f.MarkHidden("fault-corrupt-uploads")
+	addFaultFlags(f, &o.faults)
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	return cmd
@@ -164,9 +185,136 @@ func parseBytes(flag, v string) (int64, error) {
 	return n, nil
 }
 
+// settings are the daemon's options parsed and checked, before anything
+// binds or starts.
+type settings struct {
+	maxBytes    int64
+	pieceSize   int64 // the resolver's: -1 is off
+	mirrorAllow []netip.Prefix
+	clusterKey  []byte // nil: no mesh, or an open one
+}
+
+// checkOptions parses and checks the options, so that a mistake is one
+// line on the terminal and nothing has started.
+func checkOptions(o daemonOptions, log *slog.Logger) (settings, error) {
+	var st settings
+	var err error
+	if st.maxBytes, err = parseBytes("store-max-bytes", o.storeMaxBytes); err != nil {
+		return st, err
+	}
+	if o.prefetchBlobs < 0 {
+		return st, fmt.Errorf("--prefetch %d: want 0 (off) or a number of layers", o.prefetchBlobs)
+	}
+	if st.pieceSize, err = parseBytes("piece-size", o.pieceSize); err != nil {
+		return st, err
+	}
+	if st.pieceSize != 0 && st.pieceSize < 64<<10 {
+		return st, fmt.Errorf("--piece-size %s: want 0 (off) or at least 64KiB", o.pieceSize)
+	}
+	if o.pieceWorkers < 0 {
+		return st, fmt.Errorf("--piece-workers %d: want 0 (off) or more", o.pieceWorkers)
+	}
+	if st.pieceSize == 0 || o.pieceWorkers == 0 {
+		st.pieceSize = -1
+	}
+	if o.mirrorMaxRequests < 1 {
+		return st, fmt.Errorf("--mirror-max-requests %d: want at least 1", o.mirrorMaxRequests)
+	}
+	for _, c := range o.mirrorAllow {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return st, fmt.Errorf("--mirror-allow %q: want a network such as 10.0.0.0/8", c)
+		}
+		st.mirrorAllow = append(st.mirrorAllow, p.Masked())
+	}
+	if o.p2p {
+		if st.clusterKey, err = meshKey(o, log); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+// meshKey loads the cluster key, which the mesh needs unless the operator
+// opted in to an open one.
+func meshKey(o daemonOptions, log *slog.Logger) ([]byte, error) {
+	if o.clusterKeyFile == "" {
+		if !o.insecureOpenMesh {
+			return nil, errors.New("no --cluster-key-file: make a key with `shoal keygen --out /etc/shoal/cluster.key`, give every node a copy and pass it with --cluster-key-file; or run --insecure-open-mesh (anyone who reaches the p2p and gossip ports can join and fetch), or --p2p=false")
+		}
+		return nil, nil
+	}
+	if o.insecureOpenMesh {
+		return nil, errors.New("--insecure-open-mesh with --cluster-key-file: choose one")
+	}
+	if err := p2p.CheckKeyFile(o.clusterKeyFile); err != nil {
+		if !o.allowLooseKeys || !errors.Is(err, p2p.ErrLooseKey) {
+			return nil, fmt.Errorf("--cluster-key-file: %w", err)
+		}
+		log.Warn("the cluster key is open to group or others (--allow-loose-key-permissions)", "err", err)
+	}
+	key, err := p2p.LoadClusterKey(o.clusterKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--cluster-key-file: %w", err)
+	}
+	return key, nil
+}
+
+// daemonListeners are the daemon's TCP listeners for HTTP; the mesh binds
+// its own. nil: that listener is off.
+type daemonListeners struct {
+	mirror, metrics, status net.Listener
+}
+
+// bind binds the HTTP ports first: a wrong address is the likeliest
+// mistake, and nothing else should start when it is made.
+func bind(o daemonOptions) (daemonListeners, error) {
+	var l daemonListeners
+	var err error
+	if l.mirror, err = net.Listen("tcp", o.mirrorAddr); err != nil {
+		return l, fmt.Errorf("--mirror-addr: %w", err)
+	}
+	if o.metricsAddr != "" {
+		if l.metrics, err = net.Listen("tcp", o.metricsAddr); err != nil {
+			l.close()
+			return l, fmt.Errorf("--metrics-addr: %w", err)
+		}
+	}
+	if o.statusAddr != "" {
+		if l.status, err = net.Listen("tcp", o.statusAddr); err != nil {
+			l.close()
+			return l, fmt.Errorf("--status-addr: %w", err)
+		}
+	}
+	return l, nil
+}
+
+func (l daemonListeners) close() {
+	for _, ln := range []net.Listener{l.mirror, l.metrics, l.status} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// mirroredRegistries are the registries peers may ask this node to fetch
+// from: the default, --registries, and those whose hosts.toml names shoal.
+// The resolver adds those its containerd pulls from through it.
+func mirroredRegistries(o daemonOptions, log *slog.Logger) []string {
+	regs := append([]string{o.defaultRegistry}, o.registries...)
+	if o.hostsDir != "" {
+		found, err := containerdplugin.MirroredRegistries(o.hostsDir)
+		if err != nil {
+			log.Warn("cannot list the registries containerd mirrors through shoal", "hosts_dir", o.hostsDir, "err", err)
+		}
+		regs = append(regs, found...)
+	}
+	return regs
+}
+
 func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	var ready atomic.Bool
-	maxBytes, err := parseBytes("store-max-bytes", o.storeMaxBytes)
+	set, err := checkOptions(o, log)
 	if err != nil {
 		return err
 	}
@@ -175,48 +323,16 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	if o.prefetchBlobs < 0 {
-		return fmt.Errorf("--prefetch %d: want 0 (off) or a number of layers", o.prefetchBlobs)
-	}
-	pieceSize, err := parseBytes("piece-size", o.pieceSize)
+	lns, err := bind(o)
 	if err != nil {
 		return err
 	}
-	if pieceSize != 0 && pieceSize < 64<<10 {
-		return fmt.Errorf("--piece-size %s: want 0 (off) or at least 64KiB", o.pieceSize)
-	}
-	if o.pieceWorkers < 0 {
-		return fmt.Errorf("--piece-workers %d: want 0 (off) or more", o.pieceWorkers)
-	}
-	if pieceSize == 0 || o.pieceWorkers == 0 {
-		pieceSize = -1 // the resolver's "off"
-	}
-	// Bind the ports first: a wrong address is the likeliest mistake, and
-	// nothing else should start when it is made.
-	mirrorLn, err := net.Listen("tcp", o.mirrorAddr)
-	if err != nil {
-		return fmt.Errorf("--mirror-addr: %w", err)
-	}
-	listeners := []net.Listener{mirrorLn}
 	defer func() {
 		if !ready.Load() {
-			for _, ln := range listeners {
-				ln.Close()
-			}
+			lns.close()
 		}
 	}()
-	var metricsLn net.Listener
-	if o.metricsAddr != "" {
-		if metricsLn, err = net.Listen("tcp", o.metricsAddr); err != nil {
-			return fmt.Errorf("--metrics-addr: %w", err)
-		}
-		listeners = append(listeners, metricsLn)
-	}
-
-	if o.mirrorMaxRequests < 1 {
-		return fmt.Errorf("--mirror-max-requests %d: want at least 1", o.mirrorMaxRequests)
-	}
-	st, err := store.NewFS(o.dataDir, store.Config{MaxBytes: maxBytes, Logger: log.With("component", "store")})
+	st, err := store.NewFS(o.dataDir, store.Config{MaxBytes: set.maxBytes, Logger: log.With("component", "store")})
 	if err != nil {
 		return err
 	}
@@ -243,20 +359,16 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		if w, ok := src.Local.(walker); ok {
 			content.ctrd = w
 		}
-		var served p2p.Content = content
-		if o.faultCorruptUploads {
-			log.Warn("FAULT INJECTION: every blob served to peers is corrupted (--fault-corrupt-uploads)")
-			served = corruptContent{content}
-		}
+		served := o.faults.content(content, log)
 		images, _ := src.Images.(p2p.ImageSource)
 		// The mesh serves peers through the resolver, made below: it needs
 		// the mesh as its router.
-		node, err = newMeshNode(o, served, images, pullerFunc(func(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error) {
+		node, err = newMeshNode(o, set.clusterKey, served, images, pullerFunc(func(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error) {
 			b, err := res.PullFor(ctx, dgst, registry, repo)
-			if err == nil && o.faultCorruptUploads {
-				b = corruptBlob{b}
+			if err != nil {
+				return nil, err
 			}
-			return b, err
+			return o.faults.blob(b), nil
 		}), func(registry string, left time.Duration, origin string) {
 			if r := heard.Load(); r != nil {
 				r.NoteBackoff(registry, left, origin)
@@ -283,8 +395,9 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		StallTimeout:       o.stallTimeout,
 		ResolveTagsLocally: o.resolveTagsLocally,
 		PrefetchBlobs:      prefetchSetting(o.prefetchBlobs),
-		PieceSize:          pieceSize,
+		PieceSize:          set.pieceSize,
 		PieceWorkers:       o.pieceWorkers,
+		Registries:         mirroredRegistries(o, log),
 		Logger:             log.With("component", "resolver"),
 	}, reg)
 	if err != nil {
@@ -297,6 +410,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	h, err := mirror.New(res, mirror.Config{
 		DefaultRegistry: o.defaultRegistry,
 		MaxRequests:     o.mirrorMaxRequests,
+		Allow:           set.mirrorAllow,
 		Logger:          log.With("component", "mirror"),
 		Metrics:         reg,
 	})
@@ -304,25 +418,21 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		return err
 	}
 
-	servers := []*http.Server{h.Server()}
-	if metricsLn != nil {
-		servers = append(servers, &http.Server{
-			Handler: opsHandler(reg, &ready, func() daemonStatus {
-				blobs, bytes := st.Usage()
-				ds := daemonStatus{Version: version, Mirror: mirrorLn.Addr().String(), StoreBlobs: blobs, StoreBytes: bytes, Containerd: ctrdStatus()}
-				if node != nil {
-					ms := node.Status()
-					ds.Mesh = &ms
-				}
-				return ds
-			}),
-			// Unlike the mirror's, these answers are small: a whole
-			// exchange may be bounded.
-			ReadHeaderTimeout: 10 * time.Second,
-			WriteTimeout:      time.Minute,
-			IdleTimeout:       2 * time.Minute,
-			MaxHeaderBytes:    mirror.MaxHeaderBytes,
-		})
+	status := func() daemonStatus {
+		blobs, bytes := st.Usage()
+		ds := daemonStatus{Version: version, Mirror: lns.mirror.Addr().String(), StoreBlobs: blobs, StoreBytes: bytes, Containerd: ctrdStatus()}
+		if node != nil {
+			ms := node.Status()
+			ds.Mesh = &ms
+		}
+		return ds
+	}
+	servers := map[net.Listener]*http.Server{lns.mirror: h.Server()}
+	if lns.metrics != nil {
+		servers[lns.metrics] = smallServer(opsHandler(reg, &ready))
+	}
+	if lns.status != nil {
+		servers[lns.status] = smallServer(statusHandler(status))
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -330,8 +440,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	if node != nil {
 		g.Go(func() error { return node.Run(gctx) })
 	}
-	for i, srv := range servers {
-		ln := listeners[i]
+	for ln, srv := range servers {
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -346,19 +455,40 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		})
 	}
 	ready.Store(true)
-	log.Info("shoal daemon started", "version", version, "mirror", mirrorLn.Addr().String(), "metrics", o.metricsAddr, "data_dir", o.dataDir)
+	log.Info("shoal daemon started", "version", version, "mirror", lns.mirror.Addr().String(), "metrics", o.metricsAddr, "status", o.statusAddr, "data_dir", o.dataDir)
 	err = g.Wait()
 	log.Info("shoal daemon stopped")
 	return err
 }
 
-// opsHandler serves metrics and probes.
-func opsHandler(reg *prometheus.Registry, ready *atomic.Bool, status func() daemonStatus) http.Handler {
+// smallServer serves answers that are small, so that a whole exchange may
+// be bounded, unlike the mirror's.
+func smallServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		WriteTimeout:      time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    mirror.MaxHeaderBytes,
+	}
+}
+
+// statusHandler serves /status: what the node knows of itself and its
+// members, for `shoal status`. It names member addresses, peer IDs and the
+// containerd socket, so it listens on loopback by default (--status-addr).
+func statusHandler(status func() daemonStatus) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(status())
 	})
+	return mux
+}
+
+// opsHandler serves metrics and probes, on --metrics-addr: nothing there
+// names a member, a peer or a path.
+func opsHandler(reg *prometheus.Registry, ready *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
@@ -386,7 +516,7 @@ func (f pullerFunc) PullFor(ctx context.Context, dgst digest.Digest, registry, r
 	return f(ctx, dgst, registry, repo)
 }
 
-func newMeshNode(o daemonOptions, content p2p.Content, images p2p.ImageSource, puller p2p.Puller, backoff func(string, time.Duration, string), log *slog.Logger, reg prometheus.Registerer) (*p2p.Node, error) {
+func newMeshNode(o daemonOptions, key []byte, content p2p.Content, images p2p.ImageSource, puller p2p.Puller, backoff func(string, time.Duration, string), log *slog.Logger, reg prometheus.Registerer) (*p2p.Node, error) {
 	cfg := p2p.DefaultConfig()
 	cfg.NodeName = o.nodeName
 	cfg.GossipAddr = o.gossipAddr
@@ -418,13 +548,8 @@ func newMeshNode(o daemonOptions, content p2p.Content, images p2p.ImageSource, p
 	if o.protection != string(p2p.ProtectGater) && o.protection != string(p2p.ProtectPSK) {
 		return nil, fmt.Errorf("--p2p-protection %q: want gater or psk", o.protection)
 	}
-	if o.clusterKeyFile != "" {
-		key, err := p2p.LoadClusterKey(o.clusterKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("--cluster-key-file: %w", err)
-		}
-		cfg.ClusterKey = key
-	}
+	cfg.ClusterKey = key
+	cfg.AllowLooseKeyPermissions = o.allowLooseKeys
 	n, err := p2p.New(cfg, content)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)

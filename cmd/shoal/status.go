@@ -31,7 +31,7 @@ func newStatusCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show what the node's daemon is doing: members, peer ID, blobs, traffic, encryption",
-		Long: `Ask the local daemon (its --metrics-addr) for its state: the mesh's members
+		Long: `Ask the local daemon (its --status-addr) for its state: the mesh's members
 and their state, this node's peer ID, how many blobs it provides, the bytes
 it served and fetched, and whether the mesh is encrypted.`,
 		Args: cobra.NoArgs,
@@ -43,7 +43,7 @@ it served and fetched, and whether the mesh is encrypted.`,
 			c := &http.Client{Timeout: 5 * time.Second}
 			resp, err := c.Get(url + "/status")
 			if err != nil {
-				return fmt.Errorf("daemon unreachable at %s: %w (is `shoal daemon` running with this --metrics-addr?)", addr, err)
+				return fmt.Errorf("daemon unreachable at %s: %w (is `shoal daemon` running with this --status-addr?)", addr, err)
 			}
 			defer resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
@@ -61,7 +61,7 @@ it served and fetched, and whether the mesh is encrypted.`,
 			return printStatus(cmd.OutOrStdout(), st)
 		},
 	}
-	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:7503", "the daemon's --metrics-addr")
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:7504", "the daemon's --status-addr")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
 	return cmd
 }

@@ -34,6 +34,9 @@ type Options struct {
 	Content func(i int) *Content
 	// Logger, if set, receives every node's logs.
 	Logger *slog.Logger
+	// Open runs the nodes without a cluster key, as an open mesh. By
+	// default they share a key made for the cluster, as a deployment does.
+	Open bool
 }
 
 // Cluster is a set of running nodes. Node 0 starts first; the others join
@@ -43,6 +46,7 @@ type Cluster struct {
 	Contents []*Content
 
 	opts    Options
+	key     []byte
 	mu      sync.Mutex
 	cancels []context.CancelFunc
 	dones   []chan error
@@ -53,6 +57,13 @@ type Cluster struct {
 func Start(tb testing.TB, n int, opts Options) *Cluster {
 	tb.Helper()
 	c := &Cluster{opts: opts}
+	if !opts.Open {
+		key, err := p2p.GenerateClusterKey()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		c.key = key
+	}
 	tb.Cleanup(func() {
 		if err := c.StopAll(); err != nil {
 			tb.Errorf("stopping the cluster: %v", err)
@@ -78,6 +89,7 @@ func (c *Cluster) Add(tb testing.TB) (int, error) {
 	if i > 0 {
 		cfg.Join = []string{c.Nodes[0].Status().GossipAddr}
 	}
+	cfg.ClusterKey = c.key
 	if c.opts.Config != nil {
 		c.opts.Config(i, &cfg)
 	}
