@@ -76,6 +76,7 @@ type faultEnv struct {
 	nodes []*meshNode
 	key   string
 	seeds []string
+	warm  lab.Image // pulled by every node first, never removed
 
 	mu   sync.Mutex
 	rows []string
@@ -239,12 +240,21 @@ func fetchedFrom(t *testing.T, n *meshNode, source string) float64 {
 }
 
 // verifyAll checks every blob committed by every node's containerd and
-// shoal against its digest.
+// shoal against its digest. Every containerd holds the warm-up image, and
+// the shoals together hold it too: the check found something to verify.
 func (e *faultEnv) verifyAll(t *testing.T) {
 	t.Helper()
+	inShoal := map[digest.Digest]bool{}
 	for _, n := range e.nodes {
-		verifyContent(t, n.ctrd.ContentDir())
-		verifyContent(t, n.shoal.DataDir())
+		verifyHolds(t, n.ctrd.ContentDir(), e.warm.Blobs()...)
+		for d := range verifyContent(t, n.shoal.DataDir()) {
+			inShoal[d] = true
+		}
+	}
+	for _, d := range e.warm.Blobs() {
+		if !inShoal[d] {
+			t.Errorf("no node's shoal holds %s of the warm-up image", d)
+		}
 	}
 }
 
@@ -311,9 +321,9 @@ func TestFaults(t *testing.T) {
 	e.converged(t, e.nodes, p.nodes, 60*time.Second)
 	// Warm up: every node pulls once, so the baselines include the pools a
 	// daemon keeps after its first pull.
-	warm := e.push(t, "faults/warm", 1, 1<<20)
+	e.warm = e.push(t, "faults/warm", 1, 1<<20)
 	for _, n := range e.nodes {
-		e.pull(t, n, warm)
+		e.pull(t, n, e.warm)
 	}
 	suiteBase := takeBaseline(t, e.nodes)
 	t.Cleanup(func() { e.writeReport(t) })
@@ -782,7 +792,7 @@ func (e *faultEnv) peerFault(t *testing.T, name string) {
 			fmt.Sprintf("victim %s (holder %s); mesh whole again %v after it returned", victim.name, holder.name, rejoin.Round(10*time.Millisecond)))
 		// The victim's own copy, if any, must be whole or absent.
 		if victim != holder {
-			verifyContent(t, victim.shoal.DataDir())
+			verifyHolds(t, victim.shoal.DataDir(), e.warm.Blobs()...)
 		}
 	}
 }

@@ -187,7 +187,7 @@ func TestUploadCap(t *testing.T) {
 		}
 	}
 	for _, n := range pullers {
-		verifyContent(t, n.ctrd.ContentDir())
+		verifyHolds(t, n.ctrd.ContentDir(), im.Blobs()...)
 		if ok, err := n.ctrd.HasImage(ctx, ref); err != nil || !ok {
 			t.Errorf("%s has the image: %v %v", n.name, ok, err)
 		}
@@ -254,7 +254,7 @@ func TestMirrorRequestCap(t *testing.T) {
 			if ok, err := n.ctrd.HasImage(ctx, ref); err != nil || !ok {
 				t.Fatalf("image present: %v %v", ok, err)
 			}
-			verifyContent(t, n.ctrd.ContentDir())
+			verifyHolds(t, n.ctrd.ContentDir(), im.Blobs()...)
 			rejected := metric(t, ctx, n.shoal, "shoal_mirror_requests_rejected_total", nil)
 			answered503 := metric(t, ctx, n.shoal, "shoal_mirror_requests_total", map[string]string{"code": "503"})
 			if rejected < 1 || answered503 != rejected {

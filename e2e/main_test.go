@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/shoal-dev/shoal/bench/lab"
 )
 
@@ -131,11 +133,18 @@ func startNode(t *testing.T, flavor lab.Flavor, upstream string, extra ...string
 	return &node{ctrd: c, shoal: s}
 }
 
-// verifyContent checks every blob containerd committed against its name.
-func verifyContent(t *testing.T, dir string) int {
+// verifyContent checks every blob committed under dir (a containerd
+// content dir or a shoal data dir) against its name, and returns the
+// digests it verified. A dir without blobs/sha256 fails the test: a check
+// that found nothing to verify has not passed.
+func verifyContent(t *testing.T, dir string) map[digest.Digest]bool {
 	t.Helper()
-	n := 0
-	err := filepath.WalkDir(filepath.Join(dir, "blobs", "sha256"), func(p string, d fs.DirEntry, err error) error {
+	root := filepath.Join(dir, "blobs", "sha256")
+	if _, err := os.Stat(root); err != nil {
+		t.Fatalf("no blobs to verify: %v", err)
+	}
+	got := map[digest.Digest]bool{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -145,15 +154,40 @@ func verifyContent(t *testing.T, dir string) int {
 		}
 		sum := sha256.Sum256(b)
 		if hex.EncodeToString(sum[:]) != d.Name() {
-			t.Errorf("committed blob %s holds other bytes (sha256 %x)", d.Name(), sum)
+			t.Errorf("committed blob %s in %s holds other bytes (sha256 %x)", d.Name(), dir, sum)
+			return nil
 		}
-		n++
+		got[digest.NewDigestFromEncoded(digest.SHA256, d.Name())] = true
 		return nil
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// verifyHolds is verifyContent, and fails the test unless every blob of
+// want is among the blobs verified.
+func verifyHolds(t *testing.T, dir string, want ...digest.Digest) {
+	t.Helper()
+	got := verifyContent(t, dir)
+	for _, d := range want {
+		if !got[d] {
+			t.Errorf("%s does not hold %s (%d blobs verified)", dir, d, len(got))
+		}
+	}
+}
+
+// stored says whether shoal's store in dataDir holds blob d. An error other
+// than the blob's absence fails the test: it would make "not stored" pass
+// without looking.
+func stored(t *testing.T, dataDir string, d digest.Digest) bool {
+	t.Helper()
+	_, err := os.Stat(filepath.Join(dataDir, "blobs", "sha256", d.Encoded()))
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
-	return n
+	return err == nil
 }
 
 func tailFile(p string, n int) string {

@@ -241,7 +241,7 @@ func TestMesh(t *testing.T) {
 		wg.Wait()
 		var fromPeers float64
 		for i, n := range nodes[2:] {
-			verifyContent(t, n.ctrd.ContentDir())
+			verifyHolds(t, n.ctrd.ContentDir(), shared.Blobs()...)
 			if ok, err := n.ctrd.HasImage(ctx, ref(shared)); err != nil || !ok {
 				t.Errorf("%s has the image: %v %v", n.name, ok, err)
 			}
@@ -276,7 +276,7 @@ func TestMesh(t *testing.T) {
 		// The puller is a node that holds no copy: the one designated to
 		// fetch the layer for node 1 may be node 3 or node 4, not both.
 		puller := nodes[3]
-		if _, err := os.Stat(filepath.Join(puller.shoal.DataDir(), "blobs", "sha256", big.Layers[0].Encoded())); err == nil {
+		if stored(t, puller.shoal.DataDir(), big.Layers[0]) {
 			puller = nodes[4]
 		}
 		// Slow the puller's download so the layer is in flight long enough.
@@ -399,9 +399,10 @@ func TestMesh(t *testing.T) {
 		if err := puller.ctrd.CtrPull(ctx, ref(poisoned)); err != nil {
 			t.Fatalf("pull with the registry back: %v", err)
 		}
+		verifyHolds(t, puller.ctrd.ContentDir(), poisoned.Blobs()...)
 		for _, n := range nodes[1:4] {
-			verifyContent(t, n.ctrd.ContentDir())
-			verifyContent(t, n.shoal.DataDir())
+			verifyHolds(t, n.ctrd.ContentDir(), shared.Blobs()...)
+			verifyHolds(t, n.shoal.DataDir(), shared.Blobs()...)
 		}
 		if slices.Contains(avoiders, puller.name) {
 			if got := fromNode4(); got != fetchedMid {

@@ -51,9 +51,7 @@ func TestPullThroughShoal(t *testing.T) {
 				}
 			}
 			checkFetchedOnceByShoal(t, reg, imA, imB)
-			if got := verifyContent(t, n.ctrd.ContentDir()); got < len(imA.Blobs())+len(imB.Blobs()) {
-				t.Fatalf("containerd holds %d blobs", got)
-			}
+			verifyHolds(t, n.ctrd.ContentDir(), append(imA.Blobs(), imB.Blobs()...)...)
 			blobs := float64(len(imA.Blobs()) + len(imB.Blobs()))
 			if got := metric(t, ctx, n.shoal, "shoal_downloads_total", map[string]string{"result": "ok"}); got != blobs {
 				t.Errorf("shoal counted %v downloads, want %v", got, blobs)
@@ -136,7 +134,7 @@ func TestFallbackWhenShoalIsDown(t *testing.T) {
 			if err := n.ctrd.CRIPull(ctx, im.Ref); err != nil {
 				t.Fatalf("CRI pull with shoal down: %v", err)
 			}
-			verifyContent(t, n.ctrd.ContentDir())
+			verifyHolds(t, n.ctrd.ContentDir(), im.Blobs()...)
 		})
 	}
 }
@@ -218,7 +216,8 @@ func TestCorruptRegistryBlob(t *testing.T) {
 			if err := n.ctrd.CtrPull(ctx, ref); err == nil {
 				t.Fatal("pull of a corrupted layer succeeded")
 			}
-			verifyContent(t, n.ctrd.ContentDir())
+			// The manifest is committed before the layers are fetched.
+			verifyHolds(t, n.ctrd.ContentDir(), im.Digest)
 			have, err := n.ctrd.ContentDigests(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -228,8 +227,8 @@ func TestCorruptRegistryBlob(t *testing.T) {
 					t.Fatal("containerd committed the corrupted layer")
 				}
 			}
-			verifyContent(t, n.shoal.DataDir())
-			if _, err := os.Stat(filepath.Join(n.shoal.DataDir(), "blobs", "sha256", im.Layers[1].Encoded())); err == nil {
+			verifyHolds(t, n.shoal.DataDir(), im.Digest)
+			if stored(t, n.shoal.DataDir(), im.Layers[1]) {
 				t.Fatal("shoal stored the corrupted layer")
 			}
 			if got := metric(t, ctx, n.shoal, "shoal_verify_failures_total", nil); got < 1 {
