@@ -82,7 +82,11 @@ func TestPullThroughShoal(t *testing.T) {
 			if err != nil {
 				t.Fatalf("unconfigure: %v\n%s", err, out)
 			}
-			if left, _ := os.ReadDir(n.ctrd.HostsDir()); len(left) != 0 {
+			left, err := os.ReadDir(n.ctrd.HostsDir())
+			if err != nil {
+				t.Fatalf("hosts dir after unconfigure: %v", err)
+			}
+			if len(left) != 0 {
 				t.Errorf("unconfigure left %v", left)
 			}
 		})
