@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -166,33 +167,56 @@ func TestShoalKilledMidBlob(t *testing.T) {
 
 			done := make(chan error, 1)
 			go func() { done <- n.ctrd.CtrPull(ctx, ref) }()
-			deadline := time.Now().Add(30 * time.Second)
-			for {
+			// Killed once it has streamed a sixth of the layer to
+			// containerd, and not all of it: mid-blob.
+			layerSize := float64(im.LayerSizes[0])
+			var streamed float64
+			waitFor(t, "shoal streams a sixth of the layer to containerd", 30*time.Second, func() error {
 				m, err := n.shoal.Metrics(ctx)
-				if err == nil && m.Sum("shoal_served_bytes_total", map[string]string{"source": "upstream"}) > 4<<20 {
-					break
+				if err != nil {
+					return err
 				}
-				if time.Now().After(deadline) {
-					t.Fatal("shoal never started streaming the layer")
+				streamed = m.Sum("shoal_served_bytes_total", map[string]string{"source": "upstream"})
+				if streamed < layerSize/6 {
+					return fmt.Errorf("%v of %v bytes served", streamed, layerSize)
 				}
-				time.Sleep(20 * time.Millisecond)
+				return nil
+			})
+			if streamed >= layerSize {
+				t.Fatalf("shoal served all %v bytes of the layer before it could be killed mid-blob", streamed)
 			}
 			n.shoal.Kill()
+			t.Logf("killed shoal after it had served %v of the layer's %v bytes", streamed, layerSize)
 			if err := <-done; err != nil {
 				t.Fatalf("pull after shoal was killed: %v\n%s", err, tailFile(n.ctrd.LogPath(), 20))
 			}
 			if ok, err := n.ctrd.HasImage(ctx, ref); err != nil || !ok {
 				t.Fatalf("image present: %v %v", ok, err)
 			}
-			verifyContent(t, n.ctrd.ContentDir())
+			verifyHolds(t, n.ctrd.ContentDir(), im.Blobs()...)
+			// The rest of the layer came from the registry, asked by
+			// containerd itself.
+			direct := 0
+			for _, r := range p.Requests() {
+				if r.Method == "GET" && r.Digest == im.Layers[0] && !strings.HasPrefix(r.UserAgent, "shoal/") {
+					direct++
+				}
+			}
+			if direct == 0 {
+				t.Errorf("containerd never asked the registry for the layer after shoal died")
+			}
 			// shoal restarted on the same data dir serves no half blob.
 			if err := n.shoal.Start(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if left, _ := os.ReadDir(filepath.Join(n.shoal.DataDir(), "ingest")); len(left) != 0 {
+			left, err := os.ReadDir(filepath.Join(n.shoal.DataDir(), "ingest"))
+			if err != nil {
+				t.Fatalf("shoal's ingest dir after restart: %v", err)
+			}
+			if len(left) != 0 {
 				t.Errorf("ingest files left after restart: %v", left)
 			}
-			if _, err := os.Stat(filepath.Join(n.shoal.DataDir(), "blobs", "sha256", im.Layers[0].Encoded())); err == nil {
+			if stored(t, n.shoal.DataDir(), im.Layers[0]) {
 				t.Errorf("shoal holds the layer it never finished")
 			}
 		})
