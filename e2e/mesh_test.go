@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -112,6 +113,22 @@ func startMeshNodeBin(t *testing.T, bin, name string, h *lab.Host, flavor lab.Fl
 		t.Fatalf("configure %s: %v\n%s", name, err, out)
 	}
 	return &meshNode{name: name, host: h, ctrd: c, shoal: s, args: args, owner: t}
+}
+
+// refusedFrom returns the line of n's log in which its gossip refused a
+// message from ip that it could not decrypt, or "".
+func refusedFrom(t *testing.T, n *meshNode, ip string) string {
+	t.Helper()
+	b, err := os.ReadFile(n.shoal.LogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "decrypt") && strings.Contains(line, "from="+ip+":") {
+			return line
+		}
+	}
+	return ""
 }
 
 func writeKey(t *testing.T) string {
@@ -417,7 +434,22 @@ func TestMesh(t *testing.T) {
 
 	t.Run("a daemon with another key stays out", func(t *testing.T) {
 		stranger := startMeshNode(t, "stranger", net.Hosts[5], lab.Flavor2, reg.Addr(), seeds, writeKey(t))
-		time.Sleep(3 * time.Second) // several join attempts
+		// It tried and was refused: its own join failed, and a member
+		// could not decrypt what it sent.
+		strangerIP := net.Hosts[5].IP.String()
+		var joinErr, refusal string
+		waitFor(t, "the stranger's join to fail and a member to refuse it", 30*time.Second, func() error {
+			if joinErr = stranger.status(t).LastJoinError; joinErr == "" {
+				return errors.New("the stranger reports no failed join")
+			}
+			for _, n := range nodes[1:] {
+				if refusal = refusedFrom(t, n, strangerIP); refusal != "" {
+					return nil
+				}
+			}
+			return fmt.Errorf("no member logged a message from %s it could not decrypt", strangerIP)
+		})
+		t.Logf("the stranger's join failed: %s; a member logged: %s", joinErr, refusal)
 		st := stranger.status(t)
 		if st.LiveMembers != 1 {
 			t.Errorf("stranger sees %d live members, want only itself", st.LiveMembers)
