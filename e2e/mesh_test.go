@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/bench/lab"
@@ -306,11 +307,17 @@ func TestMesh(t *testing.T) {
 		fetchedBase := fetched()
 		done := make(chan error, 1)
 		go func() { done <- puller.ctrd.CtrPull(ctx, ref(big)) }()
-		// Once 8 MiB arrived, the peer node 3 is streaming from is killed.
-		var victim *meshNode
-		waitFor(t, puller.name+" streams the big layer from a peer", 60*time.Second, func() error {
-			if fetched()-fetchedBase < 8<<20 {
-				return fmt.Errorf("%s fetched %v bytes", puller.name, fetched()-fetchedBase)
+		layer := float64(big.LayerSizes[0])
+		// Once 8 MiB arrived, the peer the puller is streaming from is
+		// killed: the layer must still be short of complete then.
+		var (
+			victim   *meshNode
+			victimID peer.ID
+			atKill   float64
+		)
+		waitFor(t, puller.name+" streams 8 MiB of the big layer from a peer", 60*time.Second, func() error {
+			if atKill = fetched() - fetchedBase; atKill < 8<<20 {
+				return fmt.Errorf("%s fetched %v bytes", puller.name, atKill)
 			}
 			for _, p := range puller.status(t).Peers {
 				if p.Inflight == 0 {
@@ -318,13 +325,26 @@ func TestMesh(t *testing.T) {
 				}
 				for _, n := range nodes[1:] {
 					if n != puller && n.status(t).ID == p.ID {
-						victim = n
+						victim, victimID = n, p.ID
 						return nil
 					}
 				}
 			}
 			return fmt.Errorf("no transfer in flight on %s", puller.name)
 		})
+		if atKill >= layer {
+			t.Fatalf("%s had fetched %v bytes, the whole %v-byte layer, before the kill: nothing was in flight", puller.name, atKill, layer)
+		}
+		fromOthers := func() int64 {
+			var n int64
+			for _, p := range puller.status(t).Peers {
+				if p.ID != victimID {
+					n += p.BytesFetched
+				}
+			}
+			return n
+		}
+		othersAtKill := fromOthers()
 		victim.shoal.Kill()
 		if err := <-done; err != nil {
 			t.Fatalf("%s pull after %s died: %v", puller.name, victim.name, err)
@@ -332,17 +352,21 @@ func TestMesh(t *testing.T) {
 		if err := puller.host.Shape(ctx, 0, 0); err != nil {
 			t.Fatal(err)
 		}
-		verifyContent(t, puller.ctrd.ContentDir())
-		if ok, _ := puller.ctrd.HasImage(ctx, ref(big)); !ok {
-			t.Fatalf("%s lacks the image", puller.name)
+		verifyHolds(t, puller.ctrd.ContentDir(), big.Blobs()...)
+		if ok, err := puller.ctrd.HasImage(ctx, ref(big)); err != nil || !ok {
+			t.Fatalf("%s has the image: %v %v", puller.name, ok, err)
 		}
-		// Node 3 resumed at the offset it had reached: it received the
-		// layer about once, not the part before the kill twice.
-		layer := float64(big.LayerSizes[0])
+		// With the registry down, the rest came from the other peer.
+		if got := fromOthers() - othersAtKill; got <= 0 {
+			t.Errorf("%s fetched nothing from peers other than %s after the kill: the transfer did not resume elsewhere", puller.name, victim.name)
+		}
+		// The puller resumed at the offset it had reached: it received
+		// the layer about once, not the part before the kill twice.
 		if got := fetched() - fetchedBase; got > layer+float64(1<<20) {
 			t.Errorf("%s fetched %v bytes from peers for a %v-byte layer: the transfer restarted from 0", puller.name, got, layer)
 		}
-		t.Logf("killed %s mid-transfer; %s fetched %v bytes for the %v-byte layer", victim.name, puller.name, fetched()-fetchedBase, layer)
+		t.Logf("killed %s after %s had fetched %v bytes; %s fetched %v bytes for the %v-byte layer, %d of them from the other peers after the kill",
+			victim.name, puller.name, atKill, puller.name, fetched()-fetchedBase, layer, fromOthers()-othersAtKill)
 		if err := victim.shoal.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
