@@ -116,14 +116,19 @@ func (r *simRegistry) egress() int64 { return r.host.sent.Load() }
 
 // settle waits until every request has been answered and the registry's
 // link is quiet, so that egress counts the last bytes clients received.
-func (r *simRegistry) settle(ctx context.Context) {
+// It fails if the registry is still answering or sending after 5 s:
+// egress would then be counted short.
+func (r *simRegistry) settle(ctx context.Context) error {
 	deadline := time.Now().Add(5 * time.Second)
 	last := r.egress()
-	for time.Now().Before(deadline) && ctx.Err() == nil {
+	for {
 		time.Sleep(20 * time.Millisecond)
 		now := r.egress()
 		if r.active.Load() == 0 && now == last {
-			return
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("after 5 s the registry still answers %d requests or sends (%d bytes in the last 20 ms): its egress is not final", r.active.Load(), now-last)
 		}
 		last = now
 	}
@@ -275,14 +280,16 @@ func runOnce(ctx context.Context, cfg SimConfig, sn *simNet, reg *simRegistry, i
 		nodes = m.nodes
 	}
 	rec.ImageBytes = im.Size
-	pullAll(ctx, cfg, reg, im, nodes, pullers[first:], &rec)
-	return rec, nil
+	err := pullAll(ctx, cfg, reg, im, nodes, pullers[first:], &rec)
+	return rec, err
 }
 
 // pullAll has every puller of group pull the image at once and records the
 // times, the registry's egress and the nodes' uploads.
-func pullAll(ctx context.Context, cfg SimConfig, reg *simRegistry, im lab.Image, nodes []*simNode, group []*puller, rec *report.Record) {
-	reg.settle(ctx)
+func pullAll(ctx context.Context, cfg SimConfig, reg *simRegistry, im lab.Image, nodes []*simNode, group []*puller, rec *report.Record) error {
+	if err := reg.settle(ctx); err != nil {
+		return err
+	}
 	egressBefore := reg.egress()
 	var uploadedBefore []int64
 	for _, n := range nodes {
@@ -299,7 +306,9 @@ func pullAll(ctx context.Context, cfg SimConfig, reg *simRegistry, im lab.Image,
 		})
 	}
 	wg.Wait()
-	reg.settle(ctx)
+	if err := reg.settle(ctx); err != nil {
+		return err
+	}
 	rec.RegistryEgressBytes = reg.egress() - egressBefore
 	rec.NodeSeconds = times
 	var ok []float64
@@ -318,6 +327,7 @@ func pullAll(ctx context.Context, cfg SimConfig, reg *simRegistry, im lab.Image,
 	if note := report.FasterThanLinkNote(ok, float64(im.Size), report.MbitToBytes(cfg.LinkMbit)); note != "" {
 		rec.Notes = append(rec.Notes, note)
 	}
+	return nil
 }
 
 // simNode is one in-process shoal: store, resolver, mesh node and mirror,
