@@ -53,6 +53,8 @@ type SimConfig struct {
 	Progress io.Writer
 	// Logger receives the components' logs; nil discards them.
 	Logger *slog.Logger
+	// Timing is the mesh's timers; zero is p2p.LocalTiming().
+	Timing p2p.Timing
 
 	// observe, when set, is shown each node's puller as it is made, so
 	// that a test can count what the node's containerd receives.
@@ -336,6 +338,7 @@ type simNode struct {
 	host      *simHost
 	node      *p2p.Node
 	res       *resolver.Resolver
+	store     store.Store
 	heard     atomic.Pointer[resolver.Resolver] // res, for the gossip
 	srv       *http.Server
 	mirrorURL string
@@ -412,14 +415,17 @@ func (m *simMesh) grow(ctx context.Context, n int) error {
 
 func startNode(ctx context.Context, cfg SimConfig, sn *simNet, i int, registryAddr string, link float64, key []byte, seed string) (*simNode, error) {
 	st := store.NewMemory()
-	n := &simNode{host: newSimHost(fmt.Sprintf("sim-%d", i), link, link), done: make(chan struct{})}
+	n := &simNode{host: newSimHost(fmt.Sprintf("sim-%d", i), link, link), store: st, done: make(chan struct{})}
 	pc := p2p.DefaultConfig()
 	pc.NodeName = n.host.name
 	pc.GossipAddr = "127.0.0.1:0"
 	pc.P2PAddr = "127.0.0.1:0"
 	pc.Dial = sn.dialer(n.host)
 	pc.ClusterKey = key
-	pc.Timing = p2p.LocalTiming()
+	pc.Timing = cfg.Timing
+	if pc.Timing == (p2p.Timing{}) {
+		pc.Timing = p2p.LocalTiming()
+	}
 	pc.Logger = cfg.Logger.With("node", pc.NodeName)
 	if seed != "" {
 		pc.Join = []string{seed}
