@@ -14,7 +14,6 @@ import (
 
 	"github.com/shoal-dev/shoal/bench/lab"
 	"github.com/shoal-dev/shoal/bench/report"
-	"github.com/shoal-dev/shoal/p2p"
 )
 
 // TestDesignatedFetcherKilled stops the node designated to fetch a layer
@@ -141,19 +140,6 @@ func TestDesignatedFetcherKilled(t *testing.T) {
 	} else {
 		t.Logf("designated node %d killed; registry sent %.2f × S", victim, ratio)
 	}
-}
-
-// patientTiming is p2p.LocalTiming with the timers that a starved CPU can
-// exceed made long. With LocalTiming's, a node asked to fetch the layer
-// for a peer that has no byte of it within 1.5 s says it has none, and the
-// peer goes to the registry; under load that happens for reasons
-// of scheduling, not of the mesh, and the registry sends up to 2 × S.
-func patientTiming() p2p.Timing {
-	t := p2p.LocalTiming()
-	t.ProbeInterval, t.ProbeTimeout = 2*time.Second, 2*time.Second
-	t.RequestTimeout = 10 * time.Second
-	t.IdleTimeout = 20 * time.Second
-	return t
 }
 
 // pollFast calls cond every 5 ms until it returns nil, and returns its last
