@@ -26,9 +26,6 @@ import (
 // patientTiming, so that what the registry sends depends on the mesh's
 // choices and not on how busy the machine is.
 func TestDesignatedFetcherKilled(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a registry and a mesh of four nodes")
-	}
 	ctx := t.Context()
 	var logs bytes.Buffer
 	var logMu sync.Mutex

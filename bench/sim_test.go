@@ -36,9 +36,6 @@ func patientTiming() p2p.Timing {
 // it is: the registry's egress, the records' fields, and that every pull
 // succeeds.
 func TestSimulated(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a registry and a mesh of four nodes")
-	}
 	var progress bytes.Buffer
 	cfg := SimConfig{
 		Nodes: 3, Layers: 2, LayerSize: 1 << 20,
