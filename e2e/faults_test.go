@@ -659,8 +659,9 @@ func (e *faultEnv) inFlight(t *testing.T, puller, slow *meshNode, im lab.Image) 
 	base := fetchedFrom(t, puller, "peer")
 	done = make(chan error, 1)
 	go func() { done <- puller.ctrd.CtrPull(t.Context(), e.ref(im)) }()
+	var got float64
 	waitFor(t, puller.name+" streams "+im.Repo+" from a peer", 60*time.Second, func() error {
-		if got := fetchedFrom(t, puller, "peer") - base; got < float64(im.LayerSizes[0]/4) {
+		if got = fetchedFrom(t, puller, "peer") - base; got < float64(im.LayerSizes[0]/4) {
 			return fmt.Errorf("%s fetched %v bytes from peers", puller.name, got)
 		}
 		st, err := statusOf(t, puller)
@@ -683,6 +684,9 @@ func (e *faultEnv) inFlight(t *testing.T, puller, slow *meshNode, im lab.Image) 
 		}
 		return errors.New("no transfer in flight")
 	})
+	if size := float64(im.LayerSizes[0]); got >= size {
+		t.Fatalf("%s had fetched %v bytes, the whole %v-byte layer, before the fault: nothing was in flight", puller.name, got, size)
+	}
 	return victim, done
 }
 
@@ -778,6 +782,11 @@ func (e *faultEnv) peerFault(t *testing.T, name string) {
 		}
 		if ok, err := puller.ctrd.HasImage(t.Context(), e.ref(im)); err != nil || !ok {
 			t.Fatalf("%s has the image: %v %v", puller.name, ok, err)
+		}
+		// The rest came from elsewhere: had the victim sent it all before
+		// the fault, nothing would have resumed.
+		if got := otherBytes(t, puller, victimID); got <= at {
+			t.Errorf("%s received nothing from a source other than %s after the fault (%v bytes before it, %v after)", puller.name, victim.name, at, got)
 		}
 		_ = puller.host.Shape(t.Context(), 0, 0)
 		outcome := "peer"
