@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -209,6 +210,29 @@ func metric(t *testing.T, ctx context.Context, s *lab.Shoal, name string, match 
 		t.Fatal(err)
 	}
 	return m.Sum(name, match)
+}
+
+// waitMetric waits until s's metric, summed over the series that match,
+// is at least want, and returns it. shoal bumps some counters just after
+// the event a client sees (a blob committed, or rejected), so a client
+// done with a pull may read them a moment early.
+func waitMetric(t *testing.T, s *lab.Shoal, name string, match map[string]string, want float64) float64 {
+	t.Helper()
+	var got float64
+	err := lab.WaitFor(t.Context(), fmt.Sprintf("%s%v to reach %v", name, match, want), 10*time.Second, func() error {
+		m, err := s.Metrics(t.Context())
+		if err != nil {
+			return err
+		}
+		if got = m.Sum(name, match); got < want {
+			return fmt.Errorf("it is %v", got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	return got
 }
 
 func runShoal(ctx context.Context, args ...string) ([]byte, error) {

@@ -407,23 +407,26 @@ func TestMesh(t *testing.T) {
 		if stored(t, puller.shoal.DataDir(), poisoned.Layers[0]) {
 			t.Fatal("node3's shoal stored the corrupted layer")
 		}
-		if got := puller.metric(t, "shoal_verify_failures_total", nil); got < 1 {
-			t.Errorf("node3 counted %v verify failures", got)
-		}
+		waitMetric(t, puller.shoal, "shoal_verify_failures_total", nil, 1)
 		// Whoever received node 4's bytes (node 3, or the node designated
-		// to fetch the layer for the cluster) set it aside.
+		// to fetch the layer for the cluster) set it aside, just after it
+		// rejected them.
 		id4 := nodes[4].status(t).ID
 		var avoiders []string
-		for _, n := range nodes[1:4] {
-			for _, p := range n.status(t).Peers {
-				if p.ID == id4 && p.AvoidedUntil.After(time.Now()) {
-					avoiders = append(avoiders, n.name)
+		waitFor(t, "a node to avoid node4", 10*time.Second, func() error {
+			avoiders = nil
+			for _, n := range nodes[1:4] {
+				for _, p := range n.status(t).Peers {
+					if p.ID == id4 && p.AvoidedUntil.After(time.Now()) {
+						avoiders = append(avoiders, n.name)
+					}
 				}
 			}
-		}
-		if len(avoiders) == 0 {
-			t.Fatal("no node avoids node4")
-		}
+			if len(avoiders) == 0 {
+				return errors.New("no node avoids node4")
+			}
+			return nil
+		})
 		t.Logf("node4 avoided by %v", avoiders)
 		// With the registry back, the pull succeeds, and node 4 is not asked.
 		if err := reg.Start(ctx); err != nil {
