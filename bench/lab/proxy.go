@@ -117,6 +117,7 @@ type ProxyRequest struct {
 	BodyBytes int64 // response body bytes passed to the client
 	Digest    digest.Digest
 	UserAgent string
+	From      string    // the client's host:port
 	Start     time.Time // when the request arrived
 	Corrupted bool
 	Stalled   bool
@@ -274,7 +275,7 @@ func (p *Proxy) track(h http.Handler) http.Handler {
 			// Recorded before the client can see the answer: a test that
 			// reads Requests once its client is done finds it there.
 			p.record(ProxyRequest{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Status: f.Status, Digest: d,
-				UserAgent: r.UserAgent(), Start: start, Fault: f.Kind})
+				UserAgent: r.UserAgent(), From: r.RemoteAddr, Start: start, Fault: f.Kind})
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(f.Status)
 			body := `{"errors":[{"code":"UNKNOWN","message":"injected fault: status ` + strconv.Itoa(f.Status) + `"}]}`
@@ -287,7 +288,7 @@ func (p *Proxy) track(h http.Handler) http.Handler {
 			case <-p.closing:
 			}
 		}
-		r = r.WithContext(context.WithValue(r.Context(), faultKey{}, faultAt{f, start}))
+		r = r.WithContext(context.WithValue(r.Context(), faultKey{}, faultAt{f, start, r.RemoteAddr}))
 		h.ServeHTTP(w, r)
 	})
 }
@@ -295,6 +296,7 @@ func (p *Proxy) track(h http.Handler) http.Handler {
 type faultAt struct {
 	f     Fault
 	start time.Time
+	from  string // the client's host:port
 }
 
 // blobDigest is the digest of a /v2/<name>/blobs/<digest> path, or "".
@@ -312,7 +314,7 @@ func (p *Proxy) modify(resp *http.Response) error {
 	req := resp.Request
 	fa, _ := req.Context().Value(faultKey{}).(faultAt)
 	rec := ProxyRequest{Method: req.Method, Path: req.URL.Path, Query: req.URL.Query(), Status: resp.StatusCode,
-		Digest: blobDigest(req.URL.Path), UserAgent: req.UserAgent(), Start: fa.start}
+		Digest: blobDigest(req.URL.Path), UserAgent: req.UserAgent(), From: fa.from, Start: fa.start}
 	b := &faultBody{p: p, ctx: req.Context(), rc: resp.Body, rec: rec, size: resp.ContentLength, stallAt: -1, cutAt: -1}
 	if req.Method == http.MethodHead {
 		b.size = -1 // the length of a body not sent
