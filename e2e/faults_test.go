@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -347,6 +348,20 @@ func TestFaults(t *testing.T) {
 	t.Logf("FAULT-SUITE goroutines=%+d fds=%+d (largest growth over the whole suite, daemons never restarted)", leak.goroutines, leak.fds)
 }
 
+// nodeAt names the node whose address is hostPort, or returns hostPort.
+func (e *faultEnv) nodeAt(hostPort string) string {
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return hostPort
+	}
+	for _, n := range e.nodes {
+		if n.host.IP.String() == host {
+			return n.name
+		}
+	}
+	return hostPort
+}
+
 // blobGets sorts the proxy's blob GETs of im after since by who asked.
 type blobGets struct {
 	shoal, direct map[digest.Digest][]lab.ProxyRequest
@@ -414,7 +429,11 @@ func (e *faultEnv) registryStatus(t *testing.T, name string, status int, retryAf
 		// Each node asks the registry at most FetchAttempts (3) times per
 		// blob, the puller and the blob's designated fetchers among them.
 		if limit := 3 * len(e.nodes); tries > limit {
-			t.Errorf("blob %s: shoal asked the registry %d times while it answered %d, more than %d", d, tries, status, limit)
+			asked := map[string]int{}
+			for _, r := range g.shoal[d] {
+				asked[e.nodeAt(r.From)]++
+			}
+			t.Errorf("blob %s: shoal asked the registry %d times while it answered %d, more than %d (by node: %v)", d, tries, status, limit, asked)
 		}
 		if _, err := os.Stat(filepath.Join(puller.shoal.DataDir(), "blobs", "sha256", d.Encoded())); err == nil {
 			t.Errorf("%s's shoal stored %s, which the registry never sent it", puller.name, d)
