@@ -482,15 +482,18 @@ func startNode(ctx context.Context, cfg SimConfig, sn *simNet, i int, registryAd
 	return n, nil
 }
 
+// stop ends the node's mirror, then its mesh node, and closes its
+// resolver last: a peer's request served by the mesh node calls the
+// resolver (PullFor), so the resolver must outlive the mesh node.
 func (n *simNode) stop() {
 	if n.srv != nil {
 		_ = n.srv.Close()
 	}
+	n.cancel()
+	<-n.done
 	if n.res != nil {
 		n.res.Close()
 	}
-	n.cancel()
-	<-n.done
 }
 
 func (m *simMesh) stop() {
