@@ -18,7 +18,7 @@ deps: ## install what the tests need (containerd 1.6 and 2.4, docker-registry); 
 test: deps ## install what the tests need, then run every test with -race: unit and e2e (needs root)
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
 
-unit: ## run the unit tests only (no root, no containerd)
+unit: ## run the tests that need no root: unit tests and the simulated benchmark (no containerd, no namespaces)
 	$(GO) test -race -count=1 -short $(PKGS)
 
 e2e: ## run only the end-to-end tests against real containerd and registry processes

@@ -126,7 +126,11 @@ func checkNothingLeft(t *testing.T, prefix string) {
 			t.Errorf("process %s left behind: %s", filepath.Base(filepath.Dir(p)), bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
 		}
 	}
-	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil && bytes.Contains(b, []byte(prefix)) {
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatalf("listing mounts: %v", err)
+	}
+	if bytes.Contains(mounts, []byte(prefix)) {
 		t.Errorf("mounts left behind under %s*", prefix)
 	}
 	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*")); len(left) > 0 {

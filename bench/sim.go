@@ -53,6 +53,8 @@ type SimConfig struct {
 	Progress io.Writer
 	// Logger receives the components' logs; nil discards them.
 	Logger *slog.Logger
+	// Timing is the mesh's timers; zero is p2p.LocalTiming().
+	Timing p2p.Timing
 
 	// observe, when set, is shown each node's puller as it is made, so
 	// that a test can count what the node's containerd receives.
@@ -116,14 +118,19 @@ func (r *simRegistry) egress() int64 { return r.host.sent.Load() }
 
 // settle waits until every request has been answered and the registry's
 // link is quiet, so that egress counts the last bytes clients received.
-func (r *simRegistry) settle(ctx context.Context) {
+// It fails if the registry is still answering or sending after 5 s:
+// egress would then be counted short.
+func (r *simRegistry) settle(ctx context.Context) error {
 	deadline := time.Now().Add(5 * time.Second)
 	last := r.egress()
-	for time.Now().Before(deadline) && ctx.Err() == nil {
+	for {
 		time.Sleep(20 * time.Millisecond)
 		now := r.egress()
 		if r.active.Load() == 0 && now == last {
-			return
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("after 5 s the registry still answers %d requests or sends (%d bytes in the last 20 ms): its egress is not final", r.active.Load(), now-last)
 		}
 		last = now
 	}
@@ -275,14 +282,16 @@ func runOnce(ctx context.Context, cfg SimConfig, sn *simNet, reg *simRegistry, i
 		nodes = m.nodes
 	}
 	rec.ImageBytes = im.Size
-	pullAll(ctx, cfg, reg, im, nodes, pullers[first:], &rec)
-	return rec, nil
+	err := pullAll(ctx, cfg, reg, im, nodes, pullers[first:], &rec)
+	return rec, err
 }
 
 // pullAll has every puller of group pull the image at once and records the
 // times, the registry's egress and the nodes' uploads.
-func pullAll(ctx context.Context, cfg SimConfig, reg *simRegistry, im lab.Image, nodes []*simNode, group []*puller, rec *report.Record) {
-	reg.settle(ctx)
+func pullAll(ctx context.Context, cfg SimConfig, reg *simRegistry, im lab.Image, nodes []*simNode, group []*puller, rec *report.Record) error {
+	if err := reg.settle(ctx); err != nil {
+		return err
+	}
 	egressBefore := reg.egress()
 	var uploadedBefore []int64
 	for _, n := range nodes {
@@ -299,7 +308,9 @@ func pullAll(ctx context.Context, cfg SimConfig, reg *simRegistry, im lab.Image,
 		})
 	}
 	wg.Wait()
-	reg.settle(ctx)
+	if err := reg.settle(ctx); err != nil {
+		return err
+	}
 	rec.RegistryEgressBytes = reg.egress() - egressBefore
 	rec.NodeSeconds = times
 	var ok []float64
@@ -318,6 +329,7 @@ func pullAll(ctx context.Context, cfg SimConfig, reg *simRegistry, im lab.Image,
 	if note := report.FasterThanLinkNote(ok, float64(im.Size), report.MbitToBytes(cfg.LinkMbit)); note != "" {
 		rec.Notes = append(rec.Notes, note)
 	}
+	return nil
 }
 
 // simNode is one in-process shoal: store, resolver, mesh node and mirror,
@@ -326,6 +338,7 @@ type simNode struct {
 	host      *simHost
 	node      *p2p.Node
 	res       *resolver.Resolver
+	store     store.Store
 	heard     atomic.Pointer[resolver.Resolver] // res, for the gossip
 	srv       *http.Server
 	mirrorURL string
@@ -402,14 +415,17 @@ func (m *simMesh) grow(ctx context.Context, n int) error {
 
 func startNode(ctx context.Context, cfg SimConfig, sn *simNet, i int, registryAddr string, link float64, key []byte, seed string) (*simNode, error) {
 	st := store.NewMemory()
-	n := &simNode{host: newSimHost(fmt.Sprintf("sim-%d", i), link, link), done: make(chan struct{})}
+	n := &simNode{host: newSimHost(fmt.Sprintf("sim-%d", i), link, link), store: st, done: make(chan struct{})}
 	pc := p2p.DefaultConfig()
 	pc.NodeName = n.host.name
 	pc.GossipAddr = "127.0.0.1:0"
 	pc.P2PAddr = "127.0.0.1:0"
 	pc.Dial = sn.dialer(n.host)
 	pc.ClusterKey = key
-	pc.Timing = p2p.LocalTiming()
+	pc.Timing = cfg.Timing
+	if pc.Timing == (p2p.Timing{}) {
+		pc.Timing = p2p.LocalTiming()
+	}
 	pc.Logger = cfg.Logger.With("node", pc.NodeName)
 	if seed != "" {
 		pc.Join = []string{seed}
@@ -466,15 +482,18 @@ func startNode(ctx context.Context, cfg SimConfig, sn *simNet, i int, registryAd
 	return n, nil
 }
 
+// stop ends the node's mirror, then its mesh node, and closes its
+// resolver last: a peer's request served by the mesh node calls the
+// resolver (PullFor), so the resolver must outlive the mesh node.
 func (n *simNode) stop() {
 	if n.srv != nil {
 		_ = n.srv.Close()
 	}
+	n.cancel()
+	<-n.done
 	if n.res != nil {
 		n.res.Close()
 	}
-	n.cancel()
-	<-n.done
 }
 
 func (m *simMesh) stop() {

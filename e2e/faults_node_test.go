@@ -93,7 +93,7 @@ func (e *faultEnv) diskFull(t *testing.T) {
 		}
 	}
 	e.verifyAll(t)
-	if _, err := os.Stat(filepath.Join(n.shoal.DataDir(), "blobs", "sha256", layer.Encoded())); err == nil {
+	if stored(t, n.shoal.DataDir(), layer) {
 		t.Errorf("shoal stored a %d-byte layer on a %d-byte disk", im.LayerSizes[0], tmpfsSize)
 	}
 	// The failed ingest is removed, and its space given back.

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -76,6 +77,7 @@ type faultEnv struct {
 	nodes []*meshNode
 	key   string
 	seeds []string
+	warm  lab.Image // pulled by every node first, never removed
 
 	mu   sync.Mutex
 	rows []string
@@ -239,12 +241,21 @@ func fetchedFrom(t *testing.T, n *meshNode, source string) float64 {
 }
 
 // verifyAll checks every blob committed by every node's containerd and
-// shoal against its digest.
+// shoal against its digest. Every containerd holds the warm-up image, and
+// the shoals together hold it too: the check found something to verify.
 func (e *faultEnv) verifyAll(t *testing.T) {
 	t.Helper()
+	inShoal := map[digest.Digest]bool{}
 	for _, n := range e.nodes {
-		verifyContent(t, n.ctrd.ContentDir())
-		verifyContent(t, n.shoal.DataDir())
+		verifyHolds(t, n.ctrd.ContentDir(), e.warm.Blobs()...)
+		for d := range verifyContent(t, n.shoal.DataDir()) {
+			inShoal[d] = true
+		}
+	}
+	for _, d := range e.warm.Blobs() {
+		if !inShoal[d] {
+			t.Errorf("no node's shoal holds %s of the warm-up image", d)
+		}
 	}
 }
 
@@ -311,9 +322,9 @@ func TestFaults(t *testing.T) {
 	e.converged(t, e.nodes, p.nodes, 60*time.Second)
 	// Warm up: every node pulls once, so the baselines include the pools a
 	// daemon keeps after its first pull.
-	warm := e.push(t, "faults/warm", 1, 1<<20)
+	e.warm = e.push(t, "faults/warm", 1, 1<<20)
 	for _, n := range e.nodes {
-		e.pull(t, n, warm)
+		e.pull(t, n, e.warm)
 	}
 	suiteBase := takeBaseline(t, e.nodes)
 	t.Cleanup(func() { e.writeReport(t) })
@@ -335,6 +346,20 @@ func TestFaults(t *testing.T) {
 	// The daemons that ran through every fault, compared with before the first.
 	leak := checkNoLeak(t, suiteBase, e.nodes)
 	t.Logf("FAULT-SUITE goroutines=%+d fds=%+d (largest growth over the whole suite, daemons never restarted)", leak.goroutines, leak.fds)
+}
+
+// nodeAt names the node whose address is hostPort, or returns hostPort.
+func (e *faultEnv) nodeAt(hostPort string) string {
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return hostPort
+	}
+	for _, n := range e.nodes {
+		if n.host.IP.String() == host {
+			return n.name
+		}
+	}
+	return hostPort
 }
 
 // blobGets sorts the proxy's blob GETs of im after since by who asked.
@@ -404,7 +429,11 @@ func (e *faultEnv) registryStatus(t *testing.T, name string, status int, retryAf
 		// Each node asks the registry at most FetchAttempts (3) times per
 		// blob, the puller and the blob's designated fetchers among them.
 		if limit := 3 * len(e.nodes); tries > limit {
-			t.Errorf("blob %s: shoal asked the registry %d times while it answered %d, more than %d", d, tries, status, limit)
+			asked := map[string]int{}
+			for _, r := range g.shoal[d] {
+				asked[e.nodeAt(r.From)]++
+			}
+			t.Errorf("blob %s: shoal asked the registry %d times while it answered %d, more than %d (by node: %v)", d, tries, status, limit, asked)
 		}
 		if _, err := os.Stat(filepath.Join(puller.shoal.DataDir(), "blobs", "sha256", d.Encoded())); err == nil {
 			t.Errorf("%s's shoal stored %s, which the registry never sent it", puller.name, d)
@@ -649,8 +678,9 @@ func (e *faultEnv) inFlight(t *testing.T, puller, slow *meshNode, im lab.Image) 
 	base := fetchedFrom(t, puller, "peer")
 	done = make(chan error, 1)
 	go func() { done <- puller.ctrd.CtrPull(t.Context(), e.ref(im)) }()
+	var got float64
 	waitFor(t, puller.name+" streams "+im.Repo+" from a peer", 60*time.Second, func() error {
-		if got := fetchedFrom(t, puller, "peer") - base; got < float64(im.LayerSizes[0]/4) {
+		if got = fetchedFrom(t, puller, "peer") - base; got < float64(im.LayerSizes[0]/4) {
 			return fmt.Errorf("%s fetched %v bytes from peers", puller.name, got)
 		}
 		st, err := statusOf(t, puller)
@@ -673,6 +703,9 @@ func (e *faultEnv) inFlight(t *testing.T, puller, slow *meshNode, im lab.Image) 
 		}
 		return errors.New("no transfer in flight")
 	})
+	if size := float64(im.LayerSizes[0]); got >= size {
+		t.Fatalf("%s had fetched %v bytes, the whole %v-byte layer, before the fault: nothing was in flight", puller.name, got, size)
+	}
 	return victim, done
 }
 
@@ -769,6 +802,11 @@ func (e *faultEnv) peerFault(t *testing.T, name string) {
 		if ok, err := puller.ctrd.HasImage(t.Context(), e.ref(im)); err != nil || !ok {
 			t.Fatalf("%s has the image: %v %v", puller.name, ok, err)
 		}
+		// The rest came from elsewhere: had the victim sent it all before
+		// the fault, nothing would have resumed.
+		if got := otherBytes(t, puller, victimID); got <= at {
+			t.Errorf("%s received nothing from a source other than %s after the fault (%v bytes before it, %v after)", puller.name, victim.name, at, got)
+		}
 		_ = puller.host.Shape(t.Context(), 0, 0)
 		outcome := "peer"
 		if fetchedFrom(t, puller, "upstream") > upBefore {
@@ -782,7 +820,7 @@ func (e *faultEnv) peerFault(t *testing.T, name string) {
 			fmt.Sprintf("victim %s (holder %s); mesh whole again %v after it returned", victim.name, holder.name, rejoin.Round(10*time.Millisecond)))
 		// The victim's own copy, if any, must be whole or absent.
 		if victim != holder {
-			verifyContent(t, victim.shoal.DataDir())
+			verifyHolds(t, victim.shoal.DataDir(), e.warm.Blobs()...)
 		}
 	}
 }

@@ -13,20 +13,34 @@ import (
 	"github.com/shoal-dev/shoal/bench/lab"
 )
 
-// txSample is a reading of an interface's transmitted bytes.
+// txSample is a reading of an interface's transmitted bytes and of the
+// bytes queued in the namespace's TCP sockets.
 type txSample struct {
-	at time.Time
-	tx int64
+	at     time.Time
+	tx     int64 // bytes eth0 sent
+	queued int64 // bytes written to TCP sockets and not yet acknowledged
 }
 
-// sampleTx reads the tx byte counter of eth0 in the network namespace of
-// process pid every interval until ctx ends. It reads /proc/<pid>/net/dev,
-// a file read in this process: forking `ip` for each sample would blur the
-// time of the reading by the fork's latency, tens of milliseconds on a
-// loaded machine, which is several per cent of a one-second window.
-func sampleTx(ctx context.Context, pid int, interval time.Duration) func() ([]txSample, error) {
+// released is what the processes had handed to TCP by the sample: sent,
+// or still queued in the kernel.
+func (s txSample) released() int64 { return s.tx + s.queued }
+
+// sampleBlur is how long the reads of one sample may take: a sample read
+// over a longer time (the sampler descheduled in the middle, on a loaded
+// machine) has no precise time, and is dropped.
+const sampleBlur = 20 * time.Millisecond
+
+// sampleTx reads the tx byte counter of eth0, and the TCP send queues, in
+// the network namespace of process pid every interval until ctx ends. It
+// reads /proc/<pid>/net/dev and net/tcp, files read in this process:
+// forking `ip` for each sample would blur the time of the reading by the
+// fork's latency, tens of milliseconds on a loaded machine, which is
+// several per cent of a one-second window. A sample whose reads took more
+// than sampleBlur is dropped; the second result counts them.
+func sampleTx(ctx context.Context, pid int, interval time.Duration) func() ([]txSample, int, error) {
 	var (
 		samples []txSample
+		dropped int
 		err     error
 		done    = make(chan struct{})
 	)
@@ -35,13 +49,22 @@ func sampleTx(ctx context.Context, pid int, interval time.Duration) func() ([]tx
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
 		for {
+			start := time.Now()
 			tx, rerr := readTx(pid, "eth0")
-			at := time.Now()
 			if rerr != nil {
 				err = rerr
 				return
 			}
-			samples = append(samples, txSample{at: at, tx: tx})
+			queued, rerr := readTCPQueued(pid)
+			if rerr != nil {
+				err = rerr
+				return
+			}
+			if took := time.Since(start); took <= sampleBlur {
+				samples = append(samples, txSample{at: start.Add(took / 2), tx: tx, queued: queued})
+			} else {
+				dropped++
+			}
 			select {
 			case <-ctx.Done():
 				return
@@ -49,9 +72,9 @@ func sampleTx(ctx context.Context, pid int, interval time.Duration) func() ([]tx
 			}
 		}
 	}()
-	return func() ([]txSample, error) {
+	return func() ([]txSample, int, error) {
 		<-done
-		return samples, err
+		return samples, dropped, err
 	}
 }
 
@@ -76,13 +99,43 @@ func readTx(pid int, iface string) (int64, error) {
 	return 0, fmt.Errorf("/proc/%d/net/dev: no %s", pid, iface)
 }
 
-// busiestWindow is the highest rate in bytes per second over any stretch
-// of consecutive samples at least window long.
-func busiestWindow(s []txSample, window time.Duration) (rate float64, from time.Time) {
+// readTCPQueued sums the send queues (tx_queue: written, not yet
+// acknowledged) of the TCP sockets in the network namespace of process pid,
+// from /proc/<pid>/net/tcp and tcp6.
+func readTCPQueued(pid int) (int64, error) {
+	var sum int64
+	for _, f := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, f))
+		if err != nil {
+			return 0, err
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local rem st tx_queue:rx_queue ...
+			fs := strings.Fields(line)
+			if len(fs) < 5 {
+				continue
+			}
+			txq, _, ok := strings.Cut(fs[4], ":")
+			if !ok {
+				return 0, fmt.Errorf("/proc/%d/net/%s: %q", pid, f, line)
+			}
+			n, err := strconv.ParseInt(txq, 16, 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/%d/net/%s: %q: %w", pid, f, line, err)
+			}
+			sum += n
+		}
+	}
+	return sum, nil
+}
+
+// busiestWindow is the highest rate in bytes per second of count over any
+// stretch of consecutive samples at least window long.
+func busiestWindow(s []txSample, window time.Duration, count func(txSample) int64) (rate float64, from time.Time) {
 	for i := range s {
 		for j := i + 1; j < len(s); j++ {
 			if d := s[j].at.Sub(s[i].at); d >= window {
-				if r := float64(s[j].tx-s[i].tx) / d.Seconds(); r > rate {
+				if r := float64(count(s[j])-count(s[i])) / d.Seconds(); r > rate {
 					rate, from = r, s[i].at
 				}
 				break
@@ -97,10 +150,12 @@ func busiestWindow(s []txSample, window time.Duration) (rate float64, from time.
 // cap while its peers still complete their pulls. One node holds a 48 MiB
 // image that no other node and no registry can serve; three nodes pull it
 // at once over 200 Mbit/s links, five times the cap, so only the cap holds
-// the holder back. Its eth0 tx counter is read ten times a second; the
-// average over the pulls and the busiest two-second window must stay at or
-// below 1.10 × the cap, and that window above half of it (the cap, not a
-// lack of demand, set the pace).
+// the holder back. Its eth0 tx counter, and the bytes queued in its TCP
+// sockets, are read ten times a second; the interface's average over the
+// pulls, and what the holder released into TCP over its busiest two-second
+// window, must stay at or below 1.10 × the cap, and the interface's
+// busiest two seconds above half of it (the cap, not a lack of demand, set
+// the pace).
 func TestUploadCap(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
@@ -177,7 +232,7 @@ func TestUploadCap(t *testing.T) {
 	wg.Wait()
 	took := time.Since(start)
 	stopSampling()
-	s, err := samples()
+	s, dropped, err := samples()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +242,7 @@ func TestUploadCap(t *testing.T) {
 		}
 	}
 	for _, n := range pullers {
-		verifyContent(t, n.ctrd.ContentDir())
+		verifyHolds(t, n.ctrd.ContentDir(), im.Blobs()...)
 		if ok, err := n.ctrd.HasImage(ctx, ref); err != nil || !ok {
 			t.Errorf("%s has the image: %v %v", n.name, ok, err)
 		}
@@ -195,32 +250,49 @@ func TestUploadCap(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
+	if len(s) < 2 || s[len(s)-1].at.Sub(s[0].at) < 2*time.Second {
+		t.Fatalf("%d samples kept over the pulls (%d dropped, read over more than %v): too few to measure a 2 s window", len(s), dropped, sampleBlur)
+	}
 
 	capBytes := capMbit * 1e6 / 8
 	served := holder.status(t).BytesServed - servedBefore
-	// Asserted over 2 s windows: the cap paces what shoal writes into its
-	// streams, and a burst of 20 ms keeps that within 2 % of the cap over
-	// one second; but bytes paid for can wait in yamux and socket buffers
-	// while a loaded machine is slow to send them, and then leave together.
-	// Measured here: 1.02 × over 1 s when the machine is idle, up to 1.10 ×
-	// when other tests load both cores.
-	peak1, _ := busiestWindow(s, time.Second)
-	peak, at := busiestWindow(s, 2*time.Second)
+	// The cap paces what shoal writes into its streams, with bursts of
+	// 20 ms. The interface's busiest 2 s window measured up to 1.10 × the
+	// cap when other tests loaded both cores: bytes shoal released within
+	// the cap can wait in the holder's socket buffers while a puller is
+	// slow to read, and then leave together. So the busiest window is
+	// asserted on what shoal released into TCP, the bytes sent plus those
+	// still queued in its sockets, which a delay after the write does not
+	// move; samples read over more than sampleBlur were dropped. The
+	// interface's own figures are the average over the pulls, and a
+	// busiest window showing that the cap, not a lack of demand, set the
+	// pace.
+	wire := func(s txSample) int64 { return s.tx }
+	released := func(s txSample) int64 { return s.released() }
+	peakWire, at := busiestWindow(s, 2*time.Second, wire)
+	peakWire1, _ := busiestWindow(s, time.Second, wire)
+	peak, _ := busiestWindow(s, 2*time.Second, released)
+	var maxQueued int64
+	for _, x := range s {
+		maxQueued = max(maxQueued, x.queued)
+	}
 	first, last := s[0], s[len(s)-1]
 	avg := float64(last.tx-first.tx) / last.at.Sub(first.at).Seconds()
 	t.Logf("cap %.0f Mbit/s: %s served %d blob bytes (%.2f × the image) while 3 peers pulled for %v; "+
-		"eth0 tx: %d bytes (%.3f × the blob bytes), busiest 2 s window %.1f Mbit/s (%.3f × the cap, at +%v), "+
-		"busiest 1 s window %.1f Mbit/s (%.3f ×), average %.1f Mbit/s (%.3f ×) over %d samples",
+		"eth0 tx: %d bytes (%.3f × the blob bytes), average %.1f Mbit/s (%.3f × the cap), busiest 2 s window %.1f Mbit/s (%.3f ×, at +%v), "+
+		"busiest 1 s window %.1f Mbit/s (%.3f ×); released into TCP: busiest 2 s window %.1f Mbit/s (%.3f ×), up to %d bytes queued; %d samples (%d dropped)",
 		capMbit, holder.name, served, float64(served)/float64(im.Size), took.Round(time.Millisecond),
-		last.tx-first.tx, float64(last.tx-first.tx)/float64(served),
-		peak*8/1e6, peak/capBytes, at.Sub(start).Round(time.Millisecond),
-		peak1*8/1e6, peak1/capBytes, avg*8/1e6, avg/capBytes, len(s))
-	if peak > 1.10*capBytes || avg > 1.10*capBytes {
-		t.Errorf("on %s's interface: busiest 2 s window %.1f Mbit/s, average %.1f Mbit/s: want both at most 1.10 × the %.0f Mbit/s cap",
-			holder.name, peak*8/1e6, avg*8/1e6, capMbit)
+		last.tx-first.tx, float64(last.tx-first.tx)/float64(served), avg*8/1e6, avg/capBytes,
+		peakWire*8/1e6, peakWire/capBytes, at.Sub(start).Round(time.Millisecond),
+		peakWire1*8/1e6, peakWire1/capBytes, peak*8/1e6, peak/capBytes, maxQueued, len(s), dropped)
+	if avg > 1.10*capBytes {
+		t.Errorf("on %s's interface: average %.1f Mbit/s over the pulls, want at most 1.10 × the %.0f Mbit/s cap", holder.name, avg*8/1e6, capMbit)
 	}
-	if peak < 0.5*capBytes {
-		t.Errorf("busiest 2 s window %.1f Mbit/s is under half the cap: the test did not load the holder", peak*8/1e6)
+	if peak > 1.10*capBytes {
+		t.Errorf("%s released %.1f Mbit/s into TCP over its busiest 2 s, want at most 1.10 × the %.0f Mbit/s cap", holder.name, peak*8/1e6, capMbit)
+	}
+	if peakWire < 0.5*capBytes {
+		t.Errorf("busiest 2 s window on the interface %.1f Mbit/s is under half the cap: the test did not load the holder", peakWire*8/1e6)
 	}
 	if layers := im.Size - im.ManifestSize - im.ConfigSize; served < layers {
 		t.Errorf("%s served %d bytes to peers, less than the %d bytes of layers: the pulls did not go through it", holder.name, served, layers)
@@ -254,7 +326,7 @@ func TestMirrorRequestCap(t *testing.T) {
 			if ok, err := n.ctrd.HasImage(ctx, ref); err != nil || !ok {
 				t.Fatalf("image present: %v %v", ok, err)
 			}
-			verifyContent(t, n.ctrd.ContentDir())
+			verifyHolds(t, n.ctrd.ContentDir(), im.Blobs()...)
 			rejected := metric(t, ctx, n.shoal, "shoal_mirror_requests_rejected_total", nil)
 			answered503 := metric(t, ctx, n.shoal, "shoal_mirror_requests_total", map[string]string{"code": "503"})
 			if rejected < 1 || answered503 != rejected {

@@ -14,6 +14,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/bench/lab"
 )
@@ -132,11 +135,18 @@ func startNode(t *testing.T, flavor lab.Flavor, upstream string, extra ...string
 	return &node{ctrd: c, shoal: s}
 }
 
-// verifyContent checks every blob containerd committed against its name.
-func verifyContent(t *testing.T, dir string) int {
+// verifyContent checks every blob committed under dir (a containerd
+// content dir or a shoal data dir) against its name, and returns the
+// digests it verified. A dir without blobs/sha256 fails the test: a check
+// that found nothing to verify has not passed.
+func verifyContent(t *testing.T, dir string) map[digest.Digest]bool {
 	t.Helper()
-	n := 0
-	err := filepath.WalkDir(filepath.Join(dir, "blobs", "sha256"), func(p string, d fs.DirEntry, err error) error {
+	root := filepath.Join(dir, "blobs", "sha256")
+	if _, err := os.Stat(root); err != nil {
+		t.Fatalf("no blobs to verify: %v", err)
+	}
+	got := map[digest.Digest]bool{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -146,15 +156,40 @@ func verifyContent(t *testing.T, dir string) int {
 		}
 		sum := sha256.Sum256(b)
 		if hex.EncodeToString(sum[:]) != d.Name() {
-			t.Errorf("committed blob %s holds other bytes (sha256 %x)", d.Name(), sum)
+			t.Errorf("committed blob %s in %s holds other bytes (sha256 %x)", d.Name(), dir, sum)
+			return nil
 		}
-		n++
+		got[digest.NewDigestFromEncoded(digest.SHA256, d.Name())] = true
 		return nil
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// verifyHolds is verifyContent, and fails the test unless every blob of
+// want is among the blobs verified.
+func verifyHolds(t *testing.T, dir string, want ...digest.Digest) {
+	t.Helper()
+	got := verifyContent(t, dir)
+	for _, d := range want {
+		if !got[d] {
+			t.Errorf("%s does not hold %s (%d blobs verified)", dir, d, len(got))
+		}
+	}
+}
+
+// stored says whether shoal's store in dataDir holds blob d. An error other
+// than the blob's absence fails the test: it would make "not stored" pass
+// without looking.
+func stored(t *testing.T, dataDir string, d digest.Digest) bool {
+	t.Helper()
+	_, err := os.Stat(filepath.Join(dataDir, "blobs", "sha256", d.Encoded()))
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
-	return n
+	return err == nil
 }
 
 func tailFile(p string, n int) string {
@@ -176,6 +211,29 @@ func metric(t *testing.T, ctx context.Context, s *lab.Shoal, name string, match 
 		t.Fatal(err)
 	}
 	return m.Sum(name, match)
+}
+
+// waitMetric waits until s's metric, summed over the series that match,
+// is at least want, and returns it. shoal bumps some counters just after
+// the event a client sees (a blob committed, or rejected), so a client
+// done with a pull may read them a moment early.
+func waitMetric(t *testing.T, s *lab.Shoal, name string, match map[string]string, want float64) float64 {
+	t.Helper()
+	var got float64
+	err := lab.WaitFor(t.Context(), fmt.Sprintf("%s%v to reach %v", name, match, want), 10*time.Second, func() error {
+		m, err := s.Metrics(t.Context())
+		if err != nil {
+			return err
+		}
+		if got = m.Sum(name, match); got < want {
+			return fmt.Errorf("it is %v", got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	return got
 }
 
 func runShoal(ctx context.Context, args ...string) ([]byte, error) {

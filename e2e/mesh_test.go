@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/bench/lab"
@@ -112,6 +114,22 @@ func startMeshNodeBin(t *testing.T, bin, name string, h *lab.Host, flavor lab.Fl
 		t.Fatalf("configure %s: %v\n%s", name, err, out)
 	}
 	return &meshNode{name: name, host: h, ctrd: c, shoal: s, args: args, owner: t}
+}
+
+// refusedFrom returns the line of n's log in which its gossip refused a
+// message from ip that it could not decrypt, or "".
+func refusedFrom(t *testing.T, n *meshNode, ip string) string {
+	t.Helper()
+	b, err := os.ReadFile(n.shoal.LogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "decrypt") && strings.Contains(line, "from="+ip+":") {
+			return line
+		}
+	}
+	return ""
 }
 
 func writeKey(t *testing.T) string {
@@ -241,7 +259,7 @@ func TestMesh(t *testing.T) {
 		wg.Wait()
 		var fromPeers float64
 		for i, n := range nodes[2:] {
-			verifyContent(t, n.ctrd.ContentDir())
+			verifyHolds(t, n.ctrd.ContentDir(), shared.Blobs()...)
 			if ok, err := n.ctrd.HasImage(ctx, ref(shared)); err != nil || !ok {
 				t.Errorf("%s has the image: %v %v", n.name, ok, err)
 			}
@@ -276,7 +294,7 @@ func TestMesh(t *testing.T) {
 		// The puller is a node that holds no copy: the one designated to
 		// fetch the layer for node 1 may be node 3 or node 4, not both.
 		puller := nodes[3]
-		if _, err := os.Stat(filepath.Join(puller.shoal.DataDir(), "blobs", "sha256", big.Layers[0].Encoded())); err == nil {
+		if stored(t, puller.shoal.DataDir(), big.Layers[0]) {
 			puller = nodes[4]
 		}
 		// Slow the puller's download so the layer is in flight long enough.
@@ -289,11 +307,17 @@ func TestMesh(t *testing.T) {
 		fetchedBase := fetched()
 		done := make(chan error, 1)
 		go func() { done <- puller.ctrd.CtrPull(ctx, ref(big)) }()
-		// Once 8 MiB arrived, the peer node 3 is streaming from is killed.
-		var victim *meshNode
-		waitFor(t, puller.name+" streams the big layer from a peer", 60*time.Second, func() error {
-			if fetched()-fetchedBase < 8<<20 {
-				return fmt.Errorf("%s fetched %v bytes", puller.name, fetched()-fetchedBase)
+		layer := float64(big.LayerSizes[0])
+		// Once 8 MiB arrived, the peer the puller is streaming from is
+		// killed: the layer must still be short of complete then.
+		var (
+			victim   *meshNode
+			victimID peer.ID
+			atKill   float64
+		)
+		waitFor(t, puller.name+" streams 8 MiB of the big layer from a peer", 60*time.Second, func() error {
+			if atKill = fetched() - fetchedBase; atKill < 8<<20 {
+				return fmt.Errorf("%s fetched %v bytes", puller.name, atKill)
 			}
 			for _, p := range puller.status(t).Peers {
 				if p.Inflight == 0 {
@@ -301,13 +325,26 @@ func TestMesh(t *testing.T) {
 				}
 				for _, n := range nodes[1:] {
 					if n != puller && n.status(t).ID == p.ID {
-						victim = n
+						victim, victimID = n, p.ID
 						return nil
 					}
 				}
 			}
 			return fmt.Errorf("no transfer in flight on %s", puller.name)
 		})
+		if atKill >= layer {
+			t.Fatalf("%s had fetched %v bytes, the whole %v-byte layer, before the kill: nothing was in flight", puller.name, atKill, layer)
+		}
+		fromOthers := func() int64 {
+			var n int64
+			for _, p := range puller.status(t).Peers {
+				if p.ID != victimID {
+					n += p.BytesFetched
+				}
+			}
+			return n
+		}
+		othersAtKill := fromOthers()
 		victim.shoal.Kill()
 		if err := <-done; err != nil {
 			t.Fatalf("%s pull after %s died: %v", puller.name, victim.name, err)
@@ -315,17 +352,21 @@ func TestMesh(t *testing.T) {
 		if err := puller.host.Shape(ctx, 0, 0); err != nil {
 			t.Fatal(err)
 		}
-		verifyContent(t, puller.ctrd.ContentDir())
-		if ok, _ := puller.ctrd.HasImage(ctx, ref(big)); !ok {
-			t.Fatalf("%s lacks the image", puller.name)
+		verifyHolds(t, puller.ctrd.ContentDir(), big.Blobs()...)
+		if ok, err := puller.ctrd.HasImage(ctx, ref(big)); err != nil || !ok {
+			t.Fatalf("%s has the image: %v %v", puller.name, ok, err)
 		}
-		// Node 3 resumed at the offset it had reached: it received the
-		// layer about once, not the part before the kill twice.
-		layer := float64(big.LayerSizes[0])
+		// With the registry down, the rest came from the other peer.
+		if got := fromOthers() - othersAtKill; got <= 0 {
+			t.Errorf("%s fetched nothing from peers other than %s after the kill: the transfer did not resume elsewhere", puller.name, victim.name)
+		}
+		// The puller resumed at the offset it had reached: it received
+		// the layer about once, not the part before the kill twice.
 		if got := fetched() - fetchedBase; got > layer+float64(1<<20) {
 			t.Errorf("%s fetched %v bytes from peers for a %v-byte layer: the transfer restarted from 0", puller.name, got, layer)
 		}
-		t.Logf("killed %s mid-transfer; %s fetched %v bytes for the %v-byte layer", victim.name, puller.name, fetched()-fetchedBase, layer)
+		t.Logf("killed %s after %s had fetched %v bytes; %s fetched %v bytes for the %v-byte layer, %d of them from the other peers after the kill",
+			victim.name, puller.name, atKill, puller.name, fetched()-fetchedBase, layer, fromOthers()-othersAtKill)
 		if err := victim.shoal.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -352,34 +393,40 @@ func TestMesh(t *testing.T) {
 		if err := puller.ctrd.CtrPull(ctx, ref(poisoned)); err == nil {
 			t.Fatal("pull succeeded with only a corrupting peer and no registry")
 		}
-		verifyContent(t, puller.ctrd.ContentDir())
-		verifyContent(t, puller.shoal.DataDir())
-		have, _ := puller.ctrd.ContentDigests(ctx)
-		for _, d := range have {
-			if d == poisoned.Layers[0] {
-				t.Fatal("node3's containerd committed the corrupted layer")
-			}
+		// What it pulled before is committed and whole; the corrupted
+		// layer is not committed.
+		verifyHolds(t, puller.ctrd.ContentDir(), shared.Blobs()...)
+		verifyHolds(t, puller.shoal.DataDir(), shared.Blobs()...)
+		have, err := puller.ctrd.ContentDigests(ctx)
+		if err != nil {
+			t.Fatalf("%s's containerd content: %v", puller.name, err)
 		}
-		if _, err := os.Stat(filepath.Join(puller.shoal.DataDir(), "blobs", "sha256", poisoned.Layers[0].Encoded())); err == nil {
+		if slices.Contains(have, poisoned.Layers[0]) {
+			t.Fatal("node3's containerd committed the corrupted layer")
+		}
+		if stored(t, puller.shoal.DataDir(), poisoned.Layers[0]) {
 			t.Fatal("node3's shoal stored the corrupted layer")
 		}
-		if got := puller.metric(t, "shoal_verify_failures_total", nil); got < 1 {
-			t.Errorf("node3 counted %v verify failures", got)
-		}
+		waitMetric(t, puller.shoal, "shoal_verify_failures_total", nil, 1)
 		// Whoever received node 4's bytes (node 3, or the node designated
-		// to fetch the layer for the cluster) set it aside.
+		// to fetch the layer for the cluster) set it aside, just after it
+		// rejected them.
 		id4 := nodes[4].status(t).ID
 		var avoiders []string
-		for _, n := range nodes[1:4] {
-			for _, p := range n.status(t).Peers {
-				if p.ID == id4 && p.AvoidedUntil.After(time.Now()) {
-					avoiders = append(avoiders, n.name)
+		waitFor(t, "a node to avoid node4", 10*time.Second, func() error {
+			avoiders = nil
+			for _, n := range nodes[1:4] {
+				for _, p := range n.status(t).Peers {
+					if p.ID == id4 && p.AvoidedUntil.After(time.Now()) {
+						avoiders = append(avoiders, n.name)
+					}
 				}
 			}
-		}
-		if len(avoiders) == 0 {
-			t.Fatal("no node avoids node4")
-		}
+			if len(avoiders) == 0 {
+				return errors.New("no node avoids node4")
+			}
+			return nil
+		})
 		t.Logf("node4 avoided by %v", avoiders)
 		// With the registry back, the pull succeeds, and node 4 is not asked.
 		if err := reg.Start(ctx); err != nil {
@@ -399,9 +446,10 @@ func TestMesh(t *testing.T) {
 		if err := puller.ctrd.CtrPull(ctx, ref(poisoned)); err != nil {
 			t.Fatalf("pull with the registry back: %v", err)
 		}
+		verifyHolds(t, puller.ctrd.ContentDir(), poisoned.Blobs()...)
 		for _, n := range nodes[1:4] {
-			verifyContent(t, n.ctrd.ContentDir())
-			verifyContent(t, n.shoal.DataDir())
+			verifyHolds(t, n.ctrd.ContentDir(), shared.Blobs()...)
+			verifyHolds(t, n.shoal.DataDir(), shared.Blobs()...)
 		}
 		if slices.Contains(avoiders, puller.name) {
 			if got := fromNode4(); got != fetchedMid {
@@ -413,7 +461,22 @@ func TestMesh(t *testing.T) {
 
 	t.Run("a daemon with another key stays out", func(t *testing.T) {
 		stranger := startMeshNode(t, "stranger", net.Hosts[5], lab.Flavor2, reg.Addr(), seeds, writeKey(t))
-		time.Sleep(3 * time.Second) // several join attempts
+		// It tried and was refused: its own join failed, and a member
+		// could not decrypt what it sent.
+		strangerIP := net.Hosts[5].IP.String()
+		var joinErr, refusal string
+		waitFor(t, "the stranger's join to fail and a member to refuse it", 30*time.Second, func() error {
+			if joinErr = stranger.status(t).LastJoinError; joinErr == "" {
+				return errors.New("the stranger reports no failed join")
+			}
+			for _, n := range nodes[1:] {
+				if refusal = refusedFrom(t, n, strangerIP); refusal != "" {
+					return nil
+				}
+			}
+			return fmt.Errorf("no member logged a message from %s it could not decrypt", strangerIP)
+		})
+		t.Logf("the stranger's join failed: %s; a member logged: %s", joinErr, refusal)
 		st := stranger.status(t)
 		if st.LiveMembers != 1 {
 			t.Errorf("stranger sees %d live members, want only itself", st.LiveMembers)

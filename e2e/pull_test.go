@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,11 +52,9 @@ func TestPullThroughShoal(t *testing.T) {
 				}
 			}
 			checkFetchedOnceByShoal(t, reg, imA, imB)
-			if got := verifyContent(t, n.ctrd.ContentDir()); got < len(imA.Blobs())+len(imB.Blobs()) {
-				t.Fatalf("containerd holds %d blobs", got)
-			}
+			verifyHolds(t, n.ctrd.ContentDir(), append(imA.Blobs(), imB.Blobs()...)...)
 			blobs := float64(len(imA.Blobs()) + len(imB.Blobs()))
-			if got := metric(t, ctx, n.shoal, "shoal_downloads_total", map[string]string{"result": "ok"}); got != blobs {
+			if got := waitMetric(t, n.shoal, "shoal_downloads_total", map[string]string{"result": "ok"}, blobs); got != blobs {
 				t.Errorf("shoal counted %v downloads, want %v", got, blobs)
 			}
 
@@ -84,7 +83,11 @@ func TestPullThroughShoal(t *testing.T) {
 			if err != nil {
 				t.Fatalf("unconfigure: %v\n%s", err, out)
 			}
-			if left, _ := os.ReadDir(n.ctrd.HostsDir()); len(left) != 0 {
+			left, err := os.ReadDir(n.ctrd.HostsDir())
+			if err != nil {
+				t.Fatalf("hosts dir after unconfigure: %v", err)
+			}
+			if len(left) != 0 {
 				t.Errorf("unconfigure left %v", left)
 			}
 		})
@@ -136,7 +139,7 @@ func TestFallbackWhenShoalIsDown(t *testing.T) {
 			if err := n.ctrd.CRIPull(ctx, im.Ref); err != nil {
 				t.Fatalf("CRI pull with shoal down: %v", err)
 			}
-			verifyContent(t, n.ctrd.ContentDir())
+			verifyHolds(t, n.ctrd.ContentDir(), im.Blobs()...)
 		})
 	}
 }
@@ -164,33 +167,56 @@ func TestShoalKilledMidBlob(t *testing.T) {
 
 			done := make(chan error, 1)
 			go func() { done <- n.ctrd.CtrPull(ctx, ref) }()
-			deadline := time.Now().Add(30 * time.Second)
-			for {
+			// Killed once it has streamed a sixth of the layer to
+			// containerd, and not all of it: mid-blob.
+			layerSize := float64(im.LayerSizes[0])
+			var streamed float64
+			waitFor(t, "shoal streams a sixth of the layer to containerd", 30*time.Second, func() error {
 				m, err := n.shoal.Metrics(ctx)
-				if err == nil && m.Sum("shoal_served_bytes_total", map[string]string{"source": "upstream"}) > 4<<20 {
-					break
+				if err != nil {
+					return err
 				}
-				if time.Now().After(deadline) {
-					t.Fatal("shoal never started streaming the layer")
+				streamed = m.Sum("shoal_served_bytes_total", map[string]string{"source": "upstream"})
+				if streamed < layerSize/6 {
+					return fmt.Errorf("%v of %v bytes served", streamed, layerSize)
 				}
-				time.Sleep(20 * time.Millisecond)
+				return nil
+			})
+			if streamed >= layerSize {
+				t.Fatalf("shoal served all %v bytes of the layer before it could be killed mid-blob", streamed)
 			}
 			n.shoal.Kill()
+			t.Logf("killed shoal after it had served %v of the layer's %v bytes", streamed, layerSize)
 			if err := <-done; err != nil {
 				t.Fatalf("pull after shoal was killed: %v\n%s", err, tailFile(n.ctrd.LogPath(), 20))
 			}
 			if ok, err := n.ctrd.HasImage(ctx, ref); err != nil || !ok {
 				t.Fatalf("image present: %v %v", ok, err)
 			}
-			verifyContent(t, n.ctrd.ContentDir())
+			verifyHolds(t, n.ctrd.ContentDir(), im.Blobs()...)
+			// The rest of the layer came from the registry, asked by
+			// containerd itself.
+			direct := 0
+			for _, r := range p.Requests() {
+				if r.Method == "GET" && r.Digest == im.Layers[0] && !strings.HasPrefix(r.UserAgent, "shoal/") {
+					direct++
+				}
+			}
+			if direct == 0 {
+				t.Errorf("containerd never asked the registry for the layer after shoal died")
+			}
 			// shoal restarted on the same data dir serves no half blob.
 			if err := n.shoal.Start(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if left, _ := os.ReadDir(filepath.Join(n.shoal.DataDir(), "ingest")); len(left) != 0 {
+			left, err := os.ReadDir(filepath.Join(n.shoal.DataDir(), "ingest"))
+			if err != nil {
+				t.Fatalf("shoal's ingest dir after restart: %v", err)
+			}
+			if len(left) != 0 {
 				t.Errorf("ingest files left after restart: %v", left)
 			}
-			if _, err := os.Stat(filepath.Join(n.shoal.DataDir(), "blobs", "sha256", im.Layers[0].Encoded())); err == nil {
+			if stored(t, n.shoal.DataDir(), im.Layers[0]) {
 				t.Errorf("shoal holds the layer it never finished")
 			}
 		})
@@ -218,7 +244,8 @@ func TestCorruptRegistryBlob(t *testing.T) {
 			if err := n.ctrd.CtrPull(ctx, ref); err == nil {
 				t.Fatal("pull of a corrupted layer succeeded")
 			}
-			verifyContent(t, n.ctrd.ContentDir())
+			// The manifest is committed before the layers are fetched.
+			verifyHolds(t, n.ctrd.ContentDir(), im.Digest)
 			have, err := n.ctrd.ContentDigests(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -228,13 +255,11 @@ func TestCorruptRegistryBlob(t *testing.T) {
 					t.Fatal("containerd committed the corrupted layer")
 				}
 			}
-			verifyContent(t, n.shoal.DataDir())
-			if _, err := os.Stat(filepath.Join(n.shoal.DataDir(), "blobs", "sha256", im.Layers[1].Encoded())); err == nil {
+			verifyHolds(t, n.shoal.DataDir(), im.Digest)
+			if stored(t, n.shoal.DataDir(), im.Layers[1]) {
 				t.Fatal("shoal stored the corrupted layer")
 			}
-			if got := metric(t, ctx, n.shoal, "shoal_verify_failures_total", nil); got < 1 {
-				t.Errorf("shoal counted %v verify failures", got)
-			}
+			waitMetric(t, n.shoal, "shoal_verify_failures_total", nil, 1)
 		})
 	}
 }

@@ -44,7 +44,8 @@ const (
 	soakMemSlack    = 16 << 20 // plus this, for RSS and heap
 	soakGoroutineUp = 50
 	soakFDUp        = 20
-	soakSettle      = 15 * time.Second // pause before a quiet sample
+	soakQuiet       = 2 * time.Minute  // the longest wait for the daemons to go idle
+	soakRest        = 15 * time.Second // then, before a quiet sample
 	soakOpTimeout   = 3 * time.Minute  // one pull or removal
 	soakImages      = 12
 )
@@ -251,8 +252,30 @@ func TestSoak(t *testing.T) {
 		}
 		lw.Wait()
 	}
+	// quiet waits until every daemon is idle (no download, mirror request
+	// or upload running), gives them soakRest to release what their last
+	// work held (connections and streams close on timers), and samples
+	// them: both quiet samples are taken the same time after the last work.
 	quiet := func() []procSample {
-		time.Sleep(soakSettle)
+		waitFor(t, "every daemon idle: no download, mirror request or upload running", soakQuiet, func() error {
+			var busy []string
+			for _, n := range nodes {
+				m, err := n.shoal.Metrics(ctx)
+				if err != nil {
+					return fmt.Errorf("%s: %w", n.name, err)
+				}
+				for _, g := range []string{"shoal_inflight_downloads", "shoal_mirror_requests_inflight", "shoal_p2p_uploads_active"} {
+					if v := m.Sum(g, nil); v != 0 {
+						busy = append(busy, fmt.Sprintf("%s: %s %v", n.name, g, v))
+					}
+				}
+			}
+			if len(busy) > 0 {
+				return errors.New(strings.Join(busy, "; "))
+			}
+			return nil
+		})
+		time.Sleep(soakRest)
 		return sampleAll()
 	}
 

@@ -214,11 +214,18 @@ func TestNetworkShapeAndCounters(t *testing.T) {
 	if err := b.Shape(ctx, 0, 20); err != nil {
 		t.Fatal(err)
 	}
-	out, _ := exec.Command(tcPath(), "-n", n.BridgeNetns(), "qdisc", "show", "dev", b.Port).Output()
+	out, err := exec.Command(tcPath(), "-n", n.BridgeNetns(), "qdisc", "show", "dev", b.Port).Output()
+	if err != nil {
+		t.Fatalf("tc qdisc show dev %s: %v", b.Port, err)
+	}
 	if !strings.Contains(string(out), "20Mbit") {
 		t.Errorf("ingress cap of %s: %s", b.Netns, out)
 	}
-	out, _ = exec.Command(tcPath(), "-n", b.Netns, "qdisc", "show", "dev", b.Iface).Output()
+	// An error would list no qdisc, and "no tbf" would pass unread.
+	out, err = exec.Command(tcPath(), "-n", b.Netns, "qdisc", "show", "dev", b.Iface).Output()
+	if err != nil {
+		t.Fatalf("tc qdisc show dev %s in %s: %v", b.Iface, b.Netns, err)
+	}
 	if strings.Contains(string(out), "tbf") {
 		t.Errorf("egress cap of %s not removed: %s", b.Netns, out)
 	}

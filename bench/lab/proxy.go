@@ -117,6 +117,7 @@ type ProxyRequest struct {
 	BodyBytes int64 // response body bytes passed to the client
 	Digest    digest.Digest
 	UserAgent string
+	From      string    // the client's host:port
 	Start     time.Time // when the request arrived
 	Corrupted bool
 	Stalled   bool
@@ -201,7 +202,10 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 // URL is the proxy's base URL, for a hosts.toml mirror entry.
 func (p *Proxy) URL() string { return "http://" + p.Addr() }
 
-// Requests lists the requests completed so far, in completion order.
+// Requests lists the requests completed so far, in completion order. A
+// response is listed before its client can have read all of it, so a
+// client done with a response finds it here; one cut, stalled or abandoned
+// is listed once the proxy has given up on it.
 func (p *Proxy) Requests() []ProxyRequest {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -268,12 +272,14 @@ func (p *Proxy) track(h http.Handler) http.Handler {
 			if f.RetryAfter != "" {
 				w.Header().Set("Retry-After", f.RetryAfter)
 			}
+			// Recorded before the client can see the answer: a test that
+			// reads Requests once its client is done finds it there.
+			p.record(ProxyRequest{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Status: f.Status, Digest: d,
+				UserAgent: r.UserAgent(), From: r.RemoteAddr, Start: start, Fault: f.Kind})
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(f.Status)
 			body := `{"errors":[{"code":"UNKNOWN","message":"injected fault: status ` + strconv.Itoa(f.Status) + `"}]}`
 			_, _ = io.WriteString(w, body)
-			p.record(ProxyRequest{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Status: f.Status, Digest: d,
-				UserAgent: r.UserAgent(), Start: start, Fault: f.Kind})
 			return
 		case FaultDelay:
 			select {
@@ -282,7 +288,7 @@ func (p *Proxy) track(h http.Handler) http.Handler {
 			case <-p.closing:
 			}
 		}
-		r = r.WithContext(context.WithValue(r.Context(), faultKey{}, faultAt{f, start}))
+		r = r.WithContext(context.WithValue(r.Context(), faultKey{}, faultAt{f, start, r.RemoteAddr}))
 		h.ServeHTTP(w, r)
 	})
 }
@@ -290,6 +296,7 @@ func (p *Proxy) track(h http.Handler) http.Handler {
 type faultAt struct {
 	f     Fault
 	start time.Time
+	from  string // the client's host:port
 }
 
 // blobDigest is the digest of a /v2/<name>/blobs/<digest> path, or "".
@@ -307,8 +314,11 @@ func (p *Proxy) modify(resp *http.Response) error {
 	req := resp.Request
 	fa, _ := req.Context().Value(faultKey{}).(faultAt)
 	rec := ProxyRequest{Method: req.Method, Path: req.URL.Path, Query: req.URL.Query(), Status: resp.StatusCode,
-		Digest: blobDigest(req.URL.Path), UserAgent: req.UserAgent(), Start: fa.start}
-	b := &faultBody{p: p, ctx: req.Context(), rc: resp.Body, rec: rec, stallAt: -1, cutAt: -1}
+		Digest: blobDigest(req.URL.Path), UserAgent: req.UserAgent(), From: fa.from, Start: fa.start}
+	b := &faultBody{p: p, ctx: req.Context(), rc: resp.Body, rec: rec, size: resp.ContentLength, stallAt: -1, cutAt: -1}
+	if req.Method == http.MethodHead {
+		b.size = -1 // the length of a body not sent
+	}
 	if req.Method == http.MethodGet && rec.Digest != "" && resp.StatusCode/100 == 2 {
 		b.corrupt = rec.Digest == p.cfg.CorruptBlob
 		if p.cfg.StallAfterBytes > 0 && (p.cfg.StallBlob == "" || p.cfg.StallBlob == rec.Digest) {
@@ -347,6 +357,7 @@ type faultBody struct {
 	rc      io.ReadCloser
 	rec     ProxyRequest
 	corrupt bool
+	size    int64 // the body's length, -1 if unknown
 	stallAt int64 // -1: never
 	cutAt   int64 // -1: never
 	once    sync.Once
@@ -385,10 +396,18 @@ func (b *faultBody) Read(buf []byte) (int, error) {
 		b.p.log.Info("corrupted blob body", "digest", b.rec.Digest)
 	}
 	b.rec.BodyBytes += int64(n)
+	if b.size >= 0 && b.rec.BodyBytes >= b.size {
+		// The whole body is read: recorded before its last bytes go to
+		// the client, so that a client done with the response finds the
+		// request in Requests. Close records the others.
+		b.record()
+	}
 	return n, err
 }
 
+func (b *faultBody) record() { b.once.Do(func() { b.p.record(b.rec) }) }
+
 func (b *faultBody) Close() error {
-	b.once.Do(func() { b.p.record(b.rec) })
+	b.record()
 	return b.rc.Close()
 }

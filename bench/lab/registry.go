@@ -301,14 +301,15 @@ type registryLogLine struct {
 // order, leaving out lab's own probes. It reads the whole log on every call,
 // across restarts. The registry logs a request just after it has sent the
 // response, so a running registry is first synced: Requests sends a probe
-// and waits (up to 5 s) until the probe's line is in the log.
+// and waits (up to 5 s) until the probe's line is in the log. If the probe
+// fails, so does Requests: the log might lack the last requests.
 func (r *Registry) Requests() ([]Request, error) {
 	if r.proc.running() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err := r.sync(ctx)
 		cancel()
 		if err != nil {
-			r.log.Warn("registry log sync failed", "err", err)
+			return nil, fmt.Errorf("registry log: waiting for the last requests to be logged: %w", err)
 		}
 	}
 	f, err := os.Open(r.LogPath())
