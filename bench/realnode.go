@@ -200,7 +200,7 @@ type meshStatus struct {
 }
 
 func (n *node) meshStatus(ctx context.Context) (p2p.Status, error) {
-	b, err := n.shoal.Get(ctx, "/status")
+	b, err := n.shoal.Status(ctx)
 	if err != nil {
 		return p2p.Status{}, err
 	}

@@ -105,9 +105,19 @@ func TestRenderedDaemonSetServesPeers(t *testing.T) {
 	}
 	metricsPort := strconv.Itoa(int(namedPort(t, daemon, "metrics", corev1.ProtocolTCP)))
 	base := func(p *pod) string { return "http://" + net.JoinHostPort(p.node.host.IP.String(), metricsPort) }
+	// /status listens on the node's loopback, where `shoal status` reads it.
+	statusAddr := ""
+	for _, a := range daemon.Args {
+		if v, ok := strings.CutPrefix(a, "--status-addr="); ok {
+			statusAddr = v
+		}
+	}
+	if !strings.HasPrefix(statusAddr, "127.0.0.1:") {
+		t.Fatalf("the daemon's --status-addr is %q, want the node's loopback", statusAddr)
+	}
 	status := func(p *pod) daemonStatus {
 		t.Helper()
-		b, err := p.get(ctx, base(p)+"/status")
+		b, err := p.get(ctx, "http://"+statusAddr+"/status")
 		if err != nil {
 			t.Fatal(err)
 		}

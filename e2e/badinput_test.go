@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,8 +38,16 @@ func TestBadFlags(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(badHosts, "_default", "hosts.toml"), []byte("server = [unterminated"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	daemon := []string{"daemon", "--data-dir", t.TempDir(), "--containerd-sock", "", "--metrics-addr", "", "--p2p=false", "--mirror-addr", "127.0.0.1:0"}
-	mesh := []string{"daemon", "--data-dir", t.TempDir(), "--containerd-sock", "", "--metrics-addr", "", "--mirror-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--p2p-addr", "127.0.0.1:0"}
+	daemon := []string{"daemon", "--data-dir", t.TempDir(), "--containerd-sock", "", "--metrics-addr", "", "--status-addr", "", "--p2p=false", "--mirror-addr", "127.0.0.1:0"}
+	mesh := []string{"daemon", "--data-dir", t.TempDir(), "--containerd-sock", "", "--metrics-addr", "", "--status-addr", "", "--mirror-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--p2p-addr", "127.0.0.1:0"}
+	open := slices.Clip(append(slices.Clone(mesh), "--insecure-open-mesh"))
+	looseKey := filepath.Join(t.TempDir(), "cluster.key")
+	if out, err := runShoal(t.Context(), "keygen", "--out", looseKey); err != nil {
+		t.Fatalf("keygen: %v\n%s", err, out)
+	}
+	if err := os.Chmod(looseKey, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		args []string
@@ -59,13 +68,19 @@ func TestBadFlags(t *testing.T) {
 		{"mirror max requests", append(daemon, "--mirror-max-requests", "0"), nil, "--mirror-max-requests 0"},
 		{"negative timeout", append(daemon, "--miss-timeout", "-1s"), nil, "must not be negative"},
 		{"negative prefetch", append(daemon, "--prefetch", "-3"), nil, "--prefetch -3"},
+		{"no cluster key", mesh, nil, "shoal keygen"},
+		{"no cluster key, from env", mesh, []string{"SHOAL_P2P=true"}, "--insecure-open-mesh"},
 		{"cluster key missing", append(mesh, "--cluster-key-file", filepath.Join(empty, "nope.key")), nil, "--cluster-key-file"},
 		{"cluster key garbage", append(mesh, "--cluster-key-file", badAuth), nil, "--cluster-key-file"},
-		{"p2p protection", append(mesh, "--p2p-protection", "magic"), nil, "--p2p-protection \"magic\""},
-		{"negative upload cap", append(mesh, "--max-upload-mbit", "-5"), nil, "--max-upload-mbit -5"},
-		{"download cap from env", mesh, []string{"SHOAL_MAX_DOWNLOAD_MBIT=-1"}, "--max-download-mbit -1"},
-		{"gossip addr", append(mesh, "--gossip-addr", "nowhere"), nil, "gossip"},
-		{"data dir is a file", []string{"daemon", "--data-dir", badAuth, "--containerd-sock", "", "--metrics-addr", "", "--mirror-addr", "127.0.0.1:0"}, nil, "store"},
+		{"cluster key open to others", append(mesh, "--cluster-key-file", looseKey), nil, "chmod 600 " + looseKey},
+		{"open mesh and a key", append(open, "--cluster-key-file", looseKey), nil, "choose one"},
+		{"mirror allow", append(daemon, "--mirror-allow", "everyone"), nil, "--mirror-allow \"everyone\""},
+		{"status addr", append(daemon, "--status-addr", "nowhere"), nil, "--status-addr"},
+		{"p2p protection", append(open, "--p2p-protection", "magic"), nil, "--p2p-protection \"magic\""},
+		{"negative upload cap", append(open, "--max-upload-mbit", "-5"), nil, "--max-upload-mbit -5"},
+		{"download cap from env", open, []string{"SHOAL_MAX_DOWNLOAD_MBIT=-1"}, "--max-download-mbit -1"},
+		{"gossip addr", append(open, "--gossip-addr", "nowhere"), nil, "gossip"},
+		{"data dir is a file", []string{"daemon", "--data-dir", badAuth, "--containerd-sock", "", "--metrics-addr", "", "--status-addr", "", "--p2p=false", "--mirror-addr", "127.0.0.1:0"}, nil, "store"},
 		{"configure: bad mirror", []string{"configure", "containerd", "--hosts-dir", t.TempDir(), "--mirror", "ftp://x", "--containerd-config", ""}, nil, "mirror"},
 		{"configure: bad registry", []string{"configure", "containerd", "--hosts-dir", t.TempDir(), "--registry", "a b", "--containerd-config", ""}, nil, "a b"},
 		{"configure: unparseable hosts.toml", []string{"configure", "containerd", "--hosts-dir", badHosts, "--containerd-config", ""}, nil, "hosts.toml"},
@@ -111,7 +126,7 @@ func TestBadRequestsToDaemon(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "containerd.sock")
 	s, err := lab.StartShoal(ctx, lab.ShoalConfig{Binary: shoalBin, Logger: testLogger(t), Args: []string{
 		"--containerd-sock", missing, "--insecure-registry", reg.Addr(), "--miss-timeout", "2s",
-		"--gossip-addr", "127.0.0.1:0", "--p2p-addr", "127.0.0.1:0",
+		"--p2p=false",
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -247,7 +262,7 @@ func TestDaemonWithNoFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := h.Command(ctx, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", shoalBin, "daemon")
-	cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin", "SHOAL_INSECURE_REGISTRY=127.0.0.1:5000"}
+	cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin", "SHOAL_INSECURE_REGISTRY=127.0.0.1:5000", "SHOAL_P2P=false"}
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {

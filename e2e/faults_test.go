@@ -218,7 +218,7 @@ type nodeStatus struct {
 // statusOf is meshNode.status without failing the test: a daemon may be
 // briefly unreachable during a fault.
 func statusOf(t *testing.T, n *meshNode) (nodeStatus, error) {
-	b, err := n.shoal.Get(t.Context(), "/status")
+	b, err := n.shoal.Status(t.Context())
 	if err != nil {
 		return nodeStatus{}, err
 	}

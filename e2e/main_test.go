@@ -112,6 +112,7 @@ func startNode(t *testing.T, flavor lab.Flavor, upstream string, extra ...string
 		"--stall-timeout", "3s",
 		"--gossip-addr", "127.0.0.1:0",
 		"--p2p-addr", "127.0.0.1:0",
+		"--cluster-key-file", writeKey(t),
 	}, extra...)
 	s, err := lab.StartShoal(ctx, lab.ShoalConfig{Binary: shoalBin, Args: args, Logger: log})
 	if err != nil {

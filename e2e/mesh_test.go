@@ -51,7 +51,7 @@ type meshStatus struct {
 
 func (n *meshNode) status(t *testing.T) p2p.Status {
 	t.Helper()
-	b, err := n.shoal.Get(t.Context(), "/status")
+	b, err := n.shoal.Status(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,12 +24,16 @@ type ShoalConfig struct {
 	// Netns runs the daemon inside this network namespace; "" runs it in
 	// the caller's.
 	Netns string
-	// MirrorAddr and MetricsAddr are where the daemon listens. Empty picks a
-	// free 127.0.0.1 port, which only works outside a namespace.
+	// MirrorAddr, MetricsAddr and StatusAddr are where the daemon listens.
+	// Empty picks a free 127.0.0.1 port outside a namespace; inside one,
+	// MirrorAddr and MetricsAddr are required and StatusAddr defaults to
+	// 127.0.0.1:7504, the daemon's own default.
 	MirrorAddr  string
 	MetricsAddr string
+	StatusAddr  string
 	// Args are more daemon flags (--containerd-sock, --insecure-registry...).
-	// --mirror-addr, --metrics-addr and --data-dir are set by StartShoal.
+	// --mirror-addr, --metrics-addr, --status-addr and --data-dir are set
+	// by StartShoal.
 	Args []string
 	// Dir is where the daemon's temp dir (data dir and log) is created; ""
 	// is os.TempDir().
@@ -57,7 +61,10 @@ func StartShoal(ctx context.Context, cfg ShoalConfig) (*Shoal, error) {
 	if cfg.Binary == "" {
 		return nil, errors.New("shoal: Binary is required")
 	}
-	for _, a := range []*string{&cfg.MirrorAddr, &cfg.MetricsAddr} {
+	if cfg.StatusAddr == "" && cfg.Netns != "" {
+		cfg.StatusAddr = "127.0.0.1:7504"
+	}
+	for _, a := range []*string{&cfg.MirrorAddr, &cfg.MetricsAddr, &cfg.StatusAddr} {
 		if *a != "" {
 			continue
 		}
@@ -77,6 +84,7 @@ func StartShoal(ctx context.Context, cfg ShoalConfig) (*Shoal, error) {
 	argv := append([]string{cfg.Binary, "daemon",
 		"--mirror-addr", cfg.MirrorAddr,
 		"--metrics-addr", cfg.MetricsAddr,
+		"--status-addr", cfg.StatusAddr,
 		"--data-dir", s.DataDir(),
 		"--log-format", "json",
 	}, cfg.Args...)
@@ -234,11 +242,23 @@ func (s *Shoal) Close() error {
 	return os.RemoveAll(s.dir)
 }
 
-// Get fetches a path of the daemon's metrics server, such as /status.
+// StatusAddr is where the daemon serves /status.
+func (s *Shoal) StatusAddr() string { return s.cfg.StatusAddr }
+
+// Status fetches the daemon's /status, from its --status-addr.
+func (s *Shoal) Status(ctx context.Context) ([]byte, error) {
+	return s.get(ctx, "http://"+s.cfg.StatusAddr+"/status")
+}
+
+// Get fetches a path of the daemon's metrics server, such as /metrics.
 func (s *Shoal) Get(ctx context.Context, path string) ([]byte, error) {
+	return s.get(ctx, s.MetricsURL()+path)
+}
+
+func (s *Shoal) get(ctx context.Context, url string) ([]byte, error) {
 	c := s.client()
 	defer c.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.MetricsURL()+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +272,7 @@ func (s *Shoal) Get(ctx context.Context, path string) ([]byte, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s: %s", path, resp.Status, b)
+		return nil, fmt.Errorf("%s: %s: %s", url, resp.Status, b)
 	}
 	return b, nil
 }

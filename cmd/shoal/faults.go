@@ -21,7 +21,7 @@ type faultOptions struct {
 }
 
 func addFaultFlags(f *pflag.FlagSet, o *faultOptions) {
-	f.BoolVar(&o.corruptUploads, "fault-corrupt-uploads", false, "TEST BUILD ONLY: flip a byte in every blob served to peers, to prove they reject it")
+	f.BoolVar(&o.corruptUploads, "fault-corrupt-uploads", false, "TEST BUILD ONLY: flip a byte in every blob served to peers, to prove they reject it (default off)")
 }
 
 // content wraps what the node serves its peers with the enabled faults.
