@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -97,10 +98,20 @@ func StartShoal(ctx context.Context, cfg ShoalConfig) (*Shoal, error) {
 }
 
 // MirrorURL is the mirror as containerd's hosts.toml names it.
-func (s *Shoal) MirrorURL() string { return "http://" + s.cfg.MirrorAddr }
+func (s *Shoal) MirrorURL() string { return "http://" + dialable(s.cfg.MirrorAddr) }
 
 // MetricsURL is the base URL of /metrics, /healthz and /readyz.
-func (s *Shoal) MetricsURL() string { return "http://" + s.cfg.MetricsAddr }
+func (s *Shoal) MetricsURL() string { return "http://" + dialable(s.cfg.MetricsAddr) }
+
+// dialable turns a listen address into one to connect to: a listener on
+// every interface (":7503", "0.0.0.0:7503") is reached on loopback.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || (host != "" && host != "0.0.0.0" && host != "::") {
+		return addr
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
 
 // DataDir is the daemon's --data-dir.
 func (s *Shoal) DataDir() string {
@@ -247,7 +258,7 @@ func (s *Shoal) StatusAddr() string { return s.cfg.StatusAddr }
 
 // Status fetches the daemon's /status, from its --status-addr.
 func (s *Shoal) Status(ctx context.Context) ([]byte, error) {
-	return s.get(ctx, "http://"+s.cfg.StatusAddr+"/status")
+	return s.get(ctx, "http://"+dialable(s.cfg.StatusAddr)+"/status")
 }
 
 // Get fetches a path of the daemon's metrics server, such as /metrics.
