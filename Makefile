@@ -3,14 +3,15 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
+BIN      ?= bin/shoal
 
 .PHONY: help build test unit e2e e2e-faults lint bench bench-real deps fmt manifests fuzz fuzz-report soak
 
 help: ## show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## build bin/shoal
-	$(GO) build -ldflags "$(LDFLAGS)" -o bin/shoal ./cmd/shoal
+build: ## build the release binary bin/shoal (BIN=path to put it elsewhere); it has no test hooks
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/shoal
 
 deps: ## install what the tests need (containerd 1.6 and 2.4, docker-registry); needs root
 	bash .ci/install-deps.sh
@@ -30,6 +31,7 @@ e2e-faults: ## run the fault-injection suite's full variants (more nodes, bigger
 lint: ## gofmt, go vet and go mod tidy checks
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags shoalfaults ./cmd/shoal
 	$(GO) mod tidy -diff
 
 manifests: ## regenerate deploy/kubernetes from the Helm chart (go generate ./deploy)

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -588,4 +589,71 @@ func (e *secureEnv) listenersAsDocumented(t *testing.T) {
 		}
 	}
 	t.Logf("the daemon's listeners: %v", got)
+}
+
+// TestReleaseBinaryHasNoFaultHooks: the binary `make build` makes carries
+// no fault-injection flag or message, refuses the flag, and ignores its
+// environment variable.
+func TestReleaseBinaryHasNoFaultHooks(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the shoal binary")
+	}
+	bin := filepath.Join(t.TempDir(), "shoal")
+	build := exec.CommandContext(t.Context(), "make", "-C", "..", "build", "BIN="+bin)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"fault-corrupt-uploads", "FAULT INJECTION", "FAULT_CORRUPT"} {
+		if strings.Contains(string(b), s) {
+			t.Errorf("the release binary contains %q", s)
+		}
+	}
+	out, err := exec.CommandContext(t.Context(), bin, "daemon", "--fault-corrupt-uploads").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "unknown flag: --fault-corrupt-uploads") {
+		t.Errorf("the release binary took --fault-corrupt-uploads: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "daemon", "--p2p=false", "--containerd-sock", "", "--data-dir", t.TempDir(),
+		"--mirror-addr", "127.0.0.1:0", "--metrics-addr", "", "--status-addr", "")
+	cmd.Env = append(os.Environ(), "SHOAL_FAULT_CORRUPT_UPLOADS=1")
+	var logs lockedBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the release daemon starts", 15*time.Second, func() error {
+		if !strings.Contains(logs.String(), "shoal daemon started") {
+			return errors.New("not started yet")
+		}
+		return nil
+	})
+	_ = cmd.Process.Signal(os.Interrupt)
+	_ = cmd.Wait()
+	if strings.Contains(logs.String(), "FAULT") {
+		t.Errorf("SHOAL_FAULT_CORRUPT_UPLOADS changed the release daemon:\n%s", logs.String())
+	}
+}
+
+// lockedBuffer is a buffer a process writes to while a test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
