@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/resolver"
+	"github.com/shoal-dev/shoal/store"
 )
 
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSz); return &b }}
@@ -48,8 +49,10 @@ func (n *Node) handleStream(s network.Stream) {
 		return
 	}
 	// Every answer's header has the request's format.
-	refuse := func(st status, have int64, why error) {
-		n.refuseWith(s, remote, header{status: st, ranged: ranged, have: have, msg: why.Error()})
+	// A refusal says, when it knows, the blob's size and how much of it
+	// this node holds, so that the requester knows a partial holder.
+	refuse := func(st status, size, have int64, why error) {
+		n.refuseWith(s, remote, header{status: st, ranged: ranged, size: size, have: have, msg: why.Error()})
 	}
 
 	// The slots taken below are given back before the stream's end is
@@ -63,52 +66,31 @@ func (n *Node) handleStream(s network.Stream) {
 		releases = nil
 	}
 	defer release()
-	select {
-	case n.uploads <- struct{}{}:
-	default:
-		refuse(statusBusy, 0, errors.New("too many uploads"))
-		return
-	}
-	releases = append(releases, func() { <-n.uploads })
-
-	blob, err := n.content.Open(n.life, req.dgst)
-	if errdefs.IsNotFound(err) && req.registry != "" && n.cfg.Puller != nil && n.protection == "" {
-		// No peer of an open mesh is authenticated: a stranger must not
-		// make this node fetch anything.
-		n.metrics.pullRefused.WithLabelValues("open_mesh").Inc()
-		refuse(statusNotFound, 0, fmt.Errorf("blob %s: not held, and this node fetches for the cluster only in a mesh with a cluster key", req.dgst))
-		return
-	}
-	if errdefs.IsNotFound(err) && req.registry != "" && n.cfg.Puller != nil {
-		// This node is asked to fetch the blob for the cluster: start (or
-		// join) its download and serve the bytes as they arrive. Answer
-		// before the requester's deadline for a header runs out.
-		pctx, cancel := context.WithTimeout(n.life, t.RequestTimeout*3/4)
-		blob, err = n.cfg.Puller.PullFor(pctx, req.dgst, req.registry, req.repo)
-		cancel()
-		if err == nil {
-			n.metrics.pullThrough.Inc()
+	takeSlot := func() bool {
+		select {
+		case n.uploads <- struct{}{}:
+			releases = append(releases, func() { <-n.uploads })
+			return true
+		default:
+			return false
 		}
 	}
+	blob, err := n.openForPeer(req, remote, takeSlot)
 	if err != nil {
+		var busy *busyError
 		var rl *resolver.RateLimitedError
-		if errors.As(err, &rl) {
+		switch {
+		case errors.As(err, &busy):
+			// Said with what the node holds: a node that fetches the blob
+			// for the cluster does not wait on one that holds a part only.
+			refuse(statusBusy, busy.size, busy.have, err)
+		case errors.As(err, &rl):
 			n.refuseWith(s, remote, header{status: statusRateLimited, size: rl.RetryAfter.Milliseconds(), ranged: ranged, msg: err.Error()})
-			return
+		case errdefs.IsNotFound(err) || errdefs.IsPermissionDenied(err):
+			refuse(statusNotFound, 0, 0, err)
+		default:
+			refuse(statusError, 0, 0, err)
 		}
-		if errdefs.IsPermissionDenied(err) {
-			// A registry this node does not mirror: the requester goes on
-			// as for a blob this node does not hold.
-			n.metrics.pullRefused.WithLabelValues("registry").Inc()
-			n.log.Warn("refused to fetch for a peer from a registry this node does not mirror", "peer", remote, "registry", req.registry, "digest", req.dgst)
-			refuse(statusNotFound, 0, err)
-			return
-		}
-		st := statusError
-		if errdefs.IsNotFound(err) {
-			st = statusNotFound
-		}
-		refuse(st, 0, err)
 		return
 	}
 	defer blob.Close()
@@ -118,7 +100,7 @@ func (n *Node) handleStream(s network.Stream) {
 		end = req.off + req.length
 	}
 	if req.off > size || end > size {
-		refuse(statusBadRequest, 0, fmt.Errorf("range %d-%d beyond size %d", req.off, end, size))
+		refuse(statusBadRequest, 0, 0, fmt.Errorf("range %d-%d beyond size %d", req.off, end, size))
 		return
 	}
 	have := size
@@ -128,7 +110,7 @@ func (n *Node) handleStream(s network.Stream) {
 		if req.ranged && !req.wait && req.off >= have && req.off < size {
 			// Said before the slots are counted: it costs the requester
 			// a round trip, and tells it how far this node is.
-			refuse(statusNotYet, have, fmt.Errorf("holds %d bytes of %d, not yet byte %d", have, size, req.off))
+			refuse(statusNotYet, size, have, fmt.Errorf("holds %d bytes of %d, not yet byte %d", have, size, req.off))
 			return
 		}
 	}
@@ -151,7 +133,7 @@ func (n *Node) handleStream(s network.Stream) {
 	// nodes hold yet, which is what a node's spare slots are best spent on.
 	if req.length == 0 {
 		if !n.takeBlobSlot(req.dgst, limit) {
-			refuse(statusBusy, have, errors.New("too many uploads of this blob"))
+			refuse(statusBusy, size, have, errors.New("too many uploads of this blob"))
 			return
 		}
 		releases = append(releases, func() { n.releaseBlobSlot(req.dgst) })
@@ -169,7 +151,11 @@ func (n *Node) handleStream(s network.Stream) {
 	// The cap sits outside the deadline: a stream waiting for its turn
 	// under the cap has written nothing, and its deadline moves forward
 	// with its next write.
-	sent, err := n.copyBlob(n.upload.writer(n.life, w), io.NewSectionReader(blob, req.off, end-req.off), st)
+	var from io.Reader = io.NewSectionReader(blob, req.off, end-req.off)
+	if isArriving {
+		from = &heldReader{blob: blob, a: a, off: req.off, end: end}
+	}
+	sent, err := n.copyBlob(n.upload.writer(n.life, w), from, st)
 	if err != nil {
 		n.metrics.uploads.WithLabelValues("error").Inc()
 		n.log.Debug("upload cut", "peer", remote, "digest", req.dgst, "offset", req.off, "bytes", sent, "error", err)
@@ -290,4 +276,85 @@ func (n *Node) releaseBlobSlot(d digest.Digest) {
 	if n.blobUploads[d]--; n.blobUploads[d] <= 0 {
 		delete(n.blobUploads, d)
 	}
+}
+
+// busyError is the answer to a request when every upload slot is taken;
+// size and have are the blob's size and what the node holds of it from
+// its start (0: not looked at).
+type busyError struct{ size, have int64 }
+
+func (e *busyError) Error() string { return "too many uploads" }
+
+// openForPeer opens the blob a peer asked for, taking an upload slot with
+// take: the node's own copy, whole or still arriving; else, when the peer
+// named a registry, the download this node starts or joins for the
+// cluster. It refuses what a peer may not have: a fetch in an open mesh,
+// whose peers are not authenticated, and one from a registry the node does
+// not mirror (the Puller's errdefs.ErrPermissionDenied), both counted.
+func (n *Node) openForPeer(req request, remote peer.ID, take func() bool) (store.Blob, error) {
+	blob, err := n.content.Open(n.life, req.dgst)
+	if err == nil {
+		if !take() {
+			size := blob.Size()
+			have := size
+			if a, ok := blob.(arriving); ok && a.Arriving() {
+				have = a.Have()
+			}
+			blob.Close()
+			return nil, &busyError{size: size, have: have}
+		}
+		return blob, nil
+	}
+	if !errdefs.IsNotFound(err) || req.registry == "" || n.cfg.Puller == nil {
+		return nil, err
+	}
+	if n.protection == "" {
+		n.metrics.pullRefused.WithLabelValues("open_mesh").Inc()
+		return nil, fmt.Errorf("blob %s: not held, and this node fetches for the cluster only in a mesh with a cluster key: %w", req.dgst, errdefs.ErrNotFound)
+	}
+	// Only a node with a free slot starts a download for a peer.
+	if !take() {
+		return nil, &busyError{}
+	}
+	// Answer before the requester's deadline for a header runs out.
+	pctx, cancel := context.WithTimeout(n.life, n.cfg.Timing.RequestTimeout*3/4)
+	defer cancel()
+	blob, err = n.cfg.Puller.PullFor(pctx, req.dgst, req.registry, req.repo)
+	switch {
+	case err == nil:
+		n.metrics.pullThrough.Inc()
+	case errdefs.IsPermissionDenied(err):
+		n.metrics.pullRefused.WithLabelValues("registry").Inc()
+		n.log.Warn("refused to fetch for a peer from a registry this node does not mirror", "peer", remote, "registry", req.registry, "digest", req.dgst)
+	}
+	return blob, err
+}
+
+// heldReader reads a blob still arriving from off to end, each read no
+// larger than the bytes held past its position, so that the bytes this node
+// holds go out at once: a read for more than arrived would wait for the
+// rest, and a node whose own source stalled would withhold the tail it
+// has. Caught up, it waits for the next byte.
+type heldReader struct {
+	blob     store.Blob
+	a        arriving
+	off, end int64
+}
+
+func (r *heldReader) Read(p []byte) (int, error) {
+	if r.off >= r.end {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), r.end-r.off)
+	if h := r.a.Have(); h > r.off {
+		n = min(n, h-r.off)
+	} else if r.a.Arriving() {
+		n = 1
+	}
+	k, err := r.blob.ReadAt(p[:n], r.off)
+	r.off += int64(k)
+	if err == io.EOF && r.off == r.end {
+		err = nil
+	}
+	return k, err
 }
