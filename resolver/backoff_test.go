@@ -261,3 +261,26 @@ func TestPullForOnlyFromMirroredRegistries(t *testing.T) {
 	}
 	b.Close()
 }
+
+// TestFailedBlobIsAMissForAWhile: once the registry failed every attempt
+// at a blob (5xx), the next request for it, from containerd or a prefetch,
+// is a miss at once rather than FetchAttempts more requests to a registry
+// containerd is already fetching the blob from itself.
+func TestFailedBlobIsAMissForAWhile(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, resolver.Config{MissTimeout: 2 * time.Second, StallTimeout: time.Second, FetchAttempts: 3}, resolver.Sources{})
+	d := f.up.push(t, "a", randomBytes(t, 64<<10))
+	f.up.hook = func(w http.ResponseWriter, _ *http.Request, _ []byte) bool {
+		w.WriteHeader(http.StatusInternalServerError)
+		return true
+	}
+	req := resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: d}
+	for i := range 3 {
+		if _, err := f.res.Blob(t.Context(), req); !errdefs.IsNotFound(err) {
+			t.Fatalf("request %d: %v, want a miss", i, err)
+		}
+	}
+	if n := f.up.blobGets.Load(); n != 3 {
+		t.Fatalf("the registry was asked %d times for three requests, want 3 (one download's attempts)", n)
+	}
+}

@@ -139,6 +139,9 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	// off would cost the stall timeout, then a dial timeout, once more.
 	failedPeers := map[string]bool{}
 	localFailed := false
+	// registryFailed: the registry's last answer was a failure (5xx, a cut
+	// connection), not a "no" nor a rate limit (see missFor).
+	registryFailed := false
 	start := time.Now()
 	// The waits for busy peers count from the last byte that arrived, not
 	// from the start: a long download that polls peers ranked below it for
@@ -297,6 +300,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				localFailed = true
 				break
 			}
+			registryFailed = src.kind == SourceUpstream && errdefs.IsUnavailable(err)
 			partial := errdefs.IsOutOfRange(err) || errors.Is(err, errHeldInPart)
 			if rl, ok := rateLimited(err); ok {
 				// Said by a designated peer, or by the registry itself.
@@ -352,18 +356,19 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 		lastErr = fmt.Errorf("blob %s: no source sent it: %w", req.Digest, errdefs.ErrNotFound)
 	}
 	if lastErr != nil {
-		if localFailed {
-			now := time.Now()
-			r.mu.Lock()
-			for d, until := range r.unstorable {
-				if now.After(until) {
-					delete(r.unstorable, d)
-				}
+		if d, why := missFor(localFailed, registryFailed); d > 0 {
+			m := miss{until: time.Now().Add(d), why: why}
+			if !localFailed {
+				m.registry = req.Registry
 			}
-			r.unstorable[req.Digest] = now.Add(unstorableFor)
-			r.mu.Unlock()
-			log.Error("shoal's store cannot hold the blob: requests for it are misses for a while, so containerd fetches it from the registry",
-				"offset", off, "for", unstorableFor, "err", lastErr)
+			r.noteMiss(req.Digest, m)
+			if localFailed {
+				log.Error("shoal's store cannot hold the blob: requests for it are misses for a while, so containerd fetches it from the registry",
+					"offset", off, "for", d, "err", lastErr)
+			} else {
+				log.Warn("the registry failed the blob: requests for it are misses for a while, so containerd fetches it from the registry",
+					"offset", off, "for", d, "err", lastErr)
+			}
 		}
 		log.Warn("download failed", "offset", off, "err", lastErr)
 		if ing != nil {
@@ -399,6 +404,19 @@ func (r *Resolver) needsRegistry(src source, req BlobRequest) error {
 		return nil
 	}
 	return r.backedOff(req.Registry)
+}
+
+// noteMiss makes dgst a miss until m.until: see missFor.
+func (r *Resolver) noteMiss(dgst digest.Digest, m miss) {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, old := range r.misses {
+		if now.After(old.until) {
+			delete(r.misses, k)
+		}
+	}
+	r.misses[dgst] = m
 }
 
 // leads says whether this node fetches req's blob for the cluster now:

@@ -39,11 +39,10 @@ type Resolver struct {
 	// groups maps a blob to the blobs of the image manifest it was last
 	// prefetched from, in the manifest's order (see Designator).
 	groups map[digest.Digest][]digest.Digest
-	// unstorable holds, until when, the blobs whose last download failed
-	// in shoal's own store (a full disk): they are misses until then, so
-	// containerd fetches them from the registry instead of resuming into a
-	// download that fails at the same byte again.
-	unstorable map[digest.Digest]time.Time
+	// misses holds the blobs whose last download failed in a way that
+	// asking again at once would repeat (see missFor): they are misses
+	// until then, so containerd fetches them from the registry itself.
+	misses map[digest.Digest]miss
 	// backoffs holds the registries that asked to slow down.
 	backoffs *backoffs
 	// mirrored holds the registries peers may ask this node to fetch from:
@@ -51,8 +50,35 @@ type Resolver struct {
 	mirrored map[string]bool
 }
 
-// unstorableFor is how long a blob the store could not hold is a miss.
-const unstorableFor = time.Minute
+// miss is a blob answered as a miss until a time, and why; for the
+// requests naming registry only, or for all when it is "".
+type miss struct {
+	until    time.Time
+	why      string
+	registry string
+}
+
+// How long a blob is a miss after its download failed: the store could
+// not hold it (a full disk), so a resume would fail at the same byte; or
+// the registry failed every attempt (5xx, or cut off), so the next request
+// would ask it FetchAttempts times more while containerd, after shoal's
+// miss, is fetching the blob from it anyway.
+const (
+	unstorableFor     = time.Minute
+	registryFailedFor = 10 * time.Second
+)
+
+// missFor is the rule for how long a failed download's blob stays a miss:
+// zero when the next request should try again.
+func missFor(localFailed, registryFailed bool) (time.Duration, string) {
+	switch {
+	case localFailed:
+		return unstorableFor, "shoal's store could not hold it lately"
+	case registryFailed:
+		return registryFailedFor, "the registry failed it lately"
+	}
+	return 0, ""
+}
 
 // Sources are the optional places a resolver reads from besides its store
 // and the upstream registry. A nil field is a source the node does not have.
@@ -98,7 +124,7 @@ func New(st store.Store, up Upstream, src Sources, cfg Config, reg prometheus.Re
 		cancel:   cancel,
 		flights:  make(map[digest.Digest]*flight),
 
-		unstorable: make(map[digest.Digest]time.Time),
+		misses:     make(map[digest.Digest]miss),
 		backoffs:   newBackoffs(),
 		mirrored:   mirroredSet(cfg.Registries),
 		types:      make(map[digest.Digest]string),
@@ -207,14 +233,14 @@ func (r *Resolver) join(req BlobRequest) (*flight, bool) {
 	if f, ok := r.flights[req.Digest]; ok {
 		return f, false
 	}
-	if until, ok := r.unstorable[req.Digest]; ok {
-		if time.Now().Before(until) {
+	if m, ok := r.misses[req.Digest]; ok && (m.registry == "" || m.registry == req.Registry) {
+		if time.Now().Before(m.until) {
 			f := &flight{ready: make(chan struct{}), fed: make(chan struct{}), trust: newTrust(),
-				err: fmt.Errorf("blob %s: shoal's store could not hold it lately: %w", req.Digest, errdefs.ErrNotFound)}
+				err: fmt.Errorf("blob %s: %s: %w", req.Digest, m.why, errdefs.ErrNotFound)}
 			close(f.ready)
 			return f, false
 		}
-		delete(r.unstorable, req.Digest)
+		delete(r.misses, req.Digest)
 	}
 	f := &flight{ready: make(chan struct{}), fed: make(chan struct{}), trust: newTrust()}
 	r.flights[req.Digest] = f
