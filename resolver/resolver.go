@@ -124,11 +124,11 @@ func New(st store.Store, up Upstream, src Sources, cfg Config, reg prometheus.Re
 		cancel:   cancel,
 		flights:  make(map[digest.Digest]*flight),
 
-		misses:     make(map[digest.Digest]miss),
-		backoffs:   newBackoffs(),
-		mirrored:   mirroredSet(cfg.Registries),
-		types:      make(map[digest.Digest]string),
-		groups:     make(map[digest.Digest][]digest.Digest),
+		misses:   make(map[digest.Digest]miss),
+		backoffs: newBackoffs(),
+		mirrored: mirroredSet(cfg.Registries),
+		types:    make(map[digest.Digest]string),
+		groups:   make(map[digest.Digest][]digest.Digest),
 	}, nil
 }
 
