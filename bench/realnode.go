@@ -98,6 +98,7 @@ func (s *session) startCandidate(ctx context.Context, n *node, cand, scenario st
 			"--advertise-ip", ip,
 			"--join", s.hosts[0].Addr(shoalGossipPort),
 			"--cluster-key-file", s.keyFile,
+			"--hosts-dir", n.ctrd.HostsDir(),
 		}
 		if scenario == ScenarioOutage {
 			args = append(args, "--resolve-tags-locally")

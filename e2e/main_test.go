@@ -108,6 +108,7 @@ func startNode(t *testing.T, flavor lab.Flavor, upstream string, extra ...string
 	args := append([]string{
 		"--containerd-sock", c.Socket(),
 		"--containerd-content-dir", c.ContentDir(),
+		"--hosts-dir", c.HostsDir(),
 		"--insecure-registry", upstream,
 		"--stall-timeout", "3s",
 		"--gossip-addr", "127.0.0.1:0",

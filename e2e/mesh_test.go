@@ -88,6 +88,7 @@ func startMeshNodeBin(t *testing.T, bin, name string, h *lab.Host, flavor lab.Fl
 		"--node-name", name,
 		"--containerd-sock", c.Socket(),
 		"--containerd-content-dir", c.ContentDir(),
+		"--hosts-dir", c.HostsDir(),
 		"--insecure-registry", registry,
 		"--gossip-addr", ip + ":7502",
 		"--p2p-addr", ip + ":7501",

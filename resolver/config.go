@@ -81,6 +81,11 @@ type Config struct {
 	// with the node's credentials.
 	Registries []string
 
+	// Mirrors, when set, is asked about a registry that is neither in
+	// Registries nor named by a client yet: the daemon answers from
+	// containerd's hosts.toml files, which may change while it runs.
+	Mirrors func(registry string) bool
+
 	// ResolveTagsLocally lets a tag the node's containerd already holds answer
 	// when the registry cannot be reached. It may serve a stale tag, which is
 	// why it is off by default.

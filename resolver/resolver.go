@@ -340,8 +340,9 @@ func (r *Resolver) noteMirrored(registry string) {
 // through it. Any other is a host the peer chose, not this node's operator.
 func (r *Resolver) mirrors(registry string) bool {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.mirrored[registry]
+	known := r.mirrored[registry]
+	r.mu.Unlock()
+	return known || (r.cfg.Mirrors != nil && r.cfg.Mirrors(registry))
 }
 
 // ErrNotMirrored reports a peer's request to fetch from a registry this node

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -297,19 +298,36 @@ func (l daemonListeners) close() {
 	}
 }
 
-// mirroredRegistries are the registries peers may ask this node to fetch
-// from: the default, --registries, and those whose hosts.toml names shoal.
-// The resolver adds those its containerd pulls from through it.
-func mirroredRegistries(o daemonOptions, log *slog.Logger) []string {
-	regs := append([]string{o.defaultRegistry}, o.registries...)
-	if o.hostsDir != "" {
-		found, err := containerdplugin.MirroredRegistries(o.hostsDir)
+// hostsRegistries answers, from the hosts.toml files in a directory,
+// whether containerd pulls a registry through shoal. The files may be
+// written after the daemon starts (shoal configure runs beside it), so it
+// reads them again when its answer is older than hostsRecheck.
+type hostsRegistries struct {
+	dir string
+	log *slog.Logger
+
+	mu   sync.Mutex
+	at   time.Time
+	regs map[string]bool
+}
+
+const hostsRecheck = 5 * time.Second
+
+func (h *hostsRegistries) mirrors(registry string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if time.Since(h.at) > hostsRecheck {
+		h.at = time.Now()
+		found, err := containerdplugin.MirroredRegistries(h.dir)
 		if err != nil {
-			log.Warn("cannot list the registries containerd mirrors through shoal", "hosts_dir", o.hostsDir, "err", err)
+			h.log.Warn("cannot list the registries containerd pulls through shoal", "hosts_dir", h.dir, "err", err)
 		}
-		regs = append(regs, found...)
+		h.regs = make(map[string]bool, len(found))
+		for _, r := range found {
+			h.regs[r] = true
+		}
 	}
-	return regs
+	return h.regs[registry]
 }
 
 func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
@@ -397,7 +415,8 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		PrefetchBlobs:      prefetchSetting(o.prefetchBlobs),
 		PieceSize:          set.pieceSize,
 		PieceWorkers:       o.pieceWorkers,
-		Registries:         mirroredRegistries(o, log),
+		Registries:         append([]string{o.defaultRegistry}, o.registries...),
+		Mirrors:            mirrorsFunc(o, log),
 		Logger:             log.With("component", "resolver"),
 	}, reg)
 	if err != nil {
@@ -459,6 +478,17 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	err = g.Wait()
 	log.Info("shoal daemon stopped")
 	return err
+}
+
+// mirrorsFunc reads the hosts dir for the registries peers may ask this
+// node to fetch from, besides --default-registry and --registries; nil
+// without --hosts-dir.
+func mirrorsFunc(o daemonOptions, log *slog.Logger) func(string) bool {
+	if o.hostsDir == "" {
+		return nil
+	}
+	h := &hostsRegistries{dir: o.hostsDir, log: log.With("component", "hosts")}
+	return h.mirrors
 }
 
 // smallServer serves answers that are small, so that a whole exchange may
