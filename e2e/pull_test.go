@@ -244,8 +244,9 @@ func TestCorruptRegistryBlob(t *testing.T) {
 			if err := n.ctrd.CtrPull(ctx, ref); err == nil {
 				t.Fatal("pull of a corrupted layer succeeded")
 			}
-			// The manifest is committed before the layers are fetched.
-			verifyHolds(t, n.ctrd.ContentDir(), im.Digest)
+			// Whatever containerd kept of the failed pull is whole; it may
+			// collect the manifest at any time, as 1.6 does.
+			verifyContent(t, n.ctrd.ContentDir())
 			have, err := n.ctrd.ContentDigests(ctx)
 			if err != nil {
 				t.Fatal(err)
