@@ -174,8 +174,10 @@ func TestRenderedDaemonSetServesPeers(t *testing.T) {
 			metric(p, "shoal_served_bytes_total", map[string]string{"source": "store"})
 	}
 
-	// Node 1 pulls from the registry, through the mesh: each blob is
-	// fetched once, by the node designated for it, for the cluster.
+	// Node 1 pulls alone: each blob is fetched from the registry once. The
+	// chart's hosts.toml is _default, which names no registry, and the
+	// other nodes' containerd has not pulled from this one yet, so they do
+	// not fetch for node 1 (see docs/security.md): node 1 fetches it all.
 	if err := nodes[0].ctrd.CRIPull(ctx, ref); err != nil {
 		t.Fatalf("%s: %v", nodes[0].name, err)
 	}

@@ -73,6 +73,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Times a peer was set aside for sending bad bytes.",
 		}),
 	}
+	// Both reasons exist from the start, at zero, for dashboards and alerts.
+	m.pullRefused.WithLabelValues("open_mesh")
+	m.pullRefused.WithLabelValues("registry")
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.members, m.provided, m.provides, m.uploads,
 			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided, m.pullThrough, m.badGossip, m.openMesh, m.pullRefused} {
