@@ -270,11 +270,12 @@ func TestCrossCheck(t *testing.T) {
 		name             string
 		log, tx, packets int64
 		requests         int
-		wantErr          bool
+		wantErr, cut     bool
 	}{
 		{name: "headers on top", log: 100 << 20, tx: 100<<20 + 1600*66, packets: 1600, requests: 10},
 		{name: "within 5%", log: 100 << 20, tx: 104 << 20, packets: 10, requests: 1},
-		{name: "cut transfer, log ahead of the wire", log: 100 << 20, tx: 97 << 20, packets: 10, requests: 1},
+		{name: "cut transfer, log a little ahead of the wire", log: 100 << 20, tx: 97 << 20, packets: 10, requests: 1},
+		{name: "cut transfers, log far ahead of the wire", log: 7616771, tx: 3956224, packets: 204, requests: 16, cut: true},
 		{name: "interface sent much more", log: 100 << 20, tx: 120 << 20, packets: 10, requests: 1, wantErr: true},
 		{name: "log counts nothing", log: 0, tx: 8 << 20, packets: 200, requests: 4, wantErr: true},
 		{name: "only HEADs", log: 0, tx: 3000, packets: 20, requests: 2},
@@ -282,8 +283,9 @@ func TestCrossCheck(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if err := crossCheck(tt.log, tt.tx, tt.packets, tt.requests); (err != nil) != tt.wantErr {
-				t.Errorf("crossCheck: %v, want error %v", err, tt.wantErr)
+			cut, err := crossCheck(tt.log, tt.tx, tt.packets, tt.requests)
+			if (err != nil) != tt.wantErr || cut != tt.cut {
+				t.Errorf("crossCheck: cut %v, %v; want cut %v, error %v", cut, err, tt.cut, tt.wantErr)
 			}
 		})
 	}
