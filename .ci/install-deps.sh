@@ -32,7 +32,9 @@ else
 	echo "install-deps: Debian packages present"
 fi
 
-# containerd 2.x and its ctr, from the module, into GOBIN (GOPATH/bin by default).
+# containerd 2.x, its ctr and its runc shim, from the module, into GOBIN
+# (GOPATH/bin by default). The lab puts GOBIN first on the 2.x daemon's
+# PATH: Debian's 1.6 shim does not work with a 2.x daemon.
 if ! command -v go >/dev/null; then
 	echo "install-deps: go is not installed" >&2
 	exit 1
@@ -42,8 +44,8 @@ if [ -z "$gobin" ]; then
 	gobin="$(go env GOPATH | cut -d: -f1)/bin"
 fi
 want="${CONTAINERD2_VERSION#v}"
-for cmd in containerd ctr; do
-	if [ -x "$gobin/$cmd" ] && "$gobin/$cmd" --version 2>/dev/null | grep -q "containerd/v2 $want"; then
+for cmd in containerd ctr containerd-shim-runc-v2; do
+	if [ -x "$gobin/$cmd" ] && go version -m "$gobin/$cmd" 2>/dev/null | grep -qE "^[[:space:]]+mod[[:space:]]+github.com/containerd/containerd/v2[[:space:]]+$CONTAINERD2_VERSION[[:space:]]"; then
 		echo "install-deps: $gobin/$cmd is $want"
 		continue
 	fi

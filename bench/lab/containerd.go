@@ -128,6 +128,12 @@ func StartContainerd(ctx context.Context, cfg ContainerdConfig) (*Containerd, er
 		stdout: c.LogPath(),
 		stderr: c.LogPath(),
 	}
+	if cfg.Flavor == Flavor2 {
+		// The daemon finds its runc shim on PATH; Debian's 1.6 shim, in
+		// /usr/bin, does not speak to a 2.x daemon, so the shim built
+		// beside the 2.x binary comes first.
+		c.proc.env = []string{"PATH=" + filepath.Dir(cfg.Binary) + string(os.PathListSeparator) + os.Getenv("PATH")}
+	}
 	// A unix socket reaches across network namespaces, so the CRI client
 	// needs no netns dialer.
 	c.conn, err = grpc.NewClient("unix://"+c.Socket(), grpc.WithTransportCredentials(insecure.NewCredentials()))

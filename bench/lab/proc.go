@@ -31,6 +31,7 @@ type process struct {
 	dir     string
 	stdout  string
 	stderr  string
+	env     []string // added to this process's environment; nil inherits it as is
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the current run has been waited for
@@ -67,6 +68,9 @@ func (p *process) start() error {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = p.dir
+	if p.env != nil {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
 	cmd.Stdin = nil
 	cmd.Stdout = out
 	cmd.Stderr = errf
