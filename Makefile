@@ -5,13 +5,18 @@ LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
 BIN      ?= bin/shoal
 
-.PHONY: help build test unit e2e e2e-faults lint bench bench-real deps fmt manifests fuzz fuzz-report soak
+.PHONY: help build image test unit e2e e2e-faults lint bench bench-real deps fmt manifests fuzz fuzz-report soak
 
 help: ## show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build the release binary bin/shoal (BIN=path to put it elsewhere); it has no test hooks
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/shoal
+
+IMAGE    ?=
+INSECURE ?=
+image: ## build shoal's OCI image index (linux/amd64, linux/arm64) into bin/shoal-image.tar for `ctr images import`; IMAGE=host/repo:tag also pushes it (INSECURE=1: plain HTTP)
+	$(GO) run ./deploy/internal/mkimage -out bin $(if $(IMAGE),-push $(IMAGE)) $(if $(INSECURE),-insecure)
 
 deps: ## install what the tests need (containerd 1.6 and 2.4, docker-registry); needs root
 	bash .ci/install-deps.sh
