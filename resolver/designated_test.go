@@ -247,3 +247,35 @@ func TestCopyThatStopsGrowingIsLeft(t *testing.T) {
 		t.Errorf("registry asked %d times, want 0", n)
 	}
 }
+
+// TestUnreachableRegistryLeavesTheRestToPeers: this node fetches the blob
+// for the cluster, the registry refuses connections (it is down for
+// containerd too), and the one peer that has the blob holds only its first
+// MiB, then gets the rest. The download waits for that peer rather than
+// fail: a miss would send containerd to the same dead registry.
+func TestUnreachableRegistryLeavesTheRestToPeers(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 4<<20)
+	d := digest.FromBytes(body)
+	router := &rangingRouter{
+		designatingRouter: &designatingRouter{fakeRouter: &fakeRouter{order: []string{"receiving"}, peers: map[string]fakePeer{"receiving": {data: body}}}},
+		rpeers:            map[string]rangePeer{"receiving": {data: body, have: 1 << 20}},
+		served:            map[string]int64{},
+	}
+	f := newFixture(t, resolver.Config{PieceSize: -1}, resolver.Sources{Router: router})
+	f.up.srv.Close() // connection refused from now on
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(500*time.Millisecond, func() {
+		router.mu.Lock()
+		defer router.mu.Unlock()
+		rp := router.rpeers["receiving"]
+		rp.have = 0 // whole
+		router.rpeers["receiving"] = rp
+	})
+	if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes of %d: %v", len(got), len(body), err)
+	}
+}

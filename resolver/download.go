@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -142,6 +143,10 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	// registryFailed: the registry's last answer was a failure (5xx, a cut
 	// connection), not a "no" nor a rate limit (see missFor).
 	registryFailed := false
+	// unreachableUntil: the registry could not be reached at all; until
+	// then it is not asked again, and peers that hold part of the blob are
+	// waited for (see registryUnreachable).
+	var unreachableUntil time.Time
 	start := time.Now()
 	// The waits for busy peers count from the last byte that arrived, not
 	// from the start: a long download that polls peers ranked below it for
@@ -207,13 +212,16 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 		if len(sources) == 0 {
 			lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", req.Digest, errdefs.ErrNotFound)
 		}
-		busy, designatedBusy := false, false
+		busy, designatedBusy, heldInPart := false, false, false
 		for _, src := range sources {
 			if r.ctx.Err() != nil {
 				lastErr = r.ctx.Err()
 				break
 			}
 			if src.peer != "" && failedPeers[src.peer] {
+				continue
+			}
+			if src.kind == SourceUpstream && time.Now().Before(unreachableUntil) {
 				continue
 			}
 			if err := r.needsRegistry(src, req); err != nil {
@@ -301,6 +309,9 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				break
 			}
 			registryFailed = src.kind == SourceUpstream && errdefs.IsUnavailable(err)
+			if src.kind == SourceUpstream && registryUnreachable(err) {
+				unreachableUntil = time.Now().Add(registryFailedFor)
+			}
 			partial := errdefs.IsOutOfRange(err) || errors.Is(err, errHeldInPart)
 			if rl, ok := rateLimited(err); ok {
 				// Said by a designated peer, or by the registry itself.
@@ -317,6 +328,8 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				// from this node, or from nowhere.
 				busy = true
 				designatedBusy = designatedBusy || src.designated
+			} else if src.peer != "" && (errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err)) {
+				heldInPart = true
 			} else if src.peer != "" {
 				failedPeers[src.peer] = true
 			}
@@ -328,7 +341,11 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 			}
 			log.Info("source failed, trying the next", "source", src.String(), "offset", off, "err", err)
 		}
-		if lastErr == nil || !busy || localFailed || r.ctx.Err() != nil || time.Since(progressAt) > r.cfg.BusyRetryFor {
+		// A registry that cannot be reached is no source for the rest of
+		// the blob, for this node nor for containerd: the peers that hold
+		// part of it are the only ones that may get the rest.
+		waitForPeers := busy || (heldInPart && time.Now().Before(unreachableUntil))
+		if lastErr == nil || !waitForPeers || localFailed || r.ctx.Err() != nil || time.Since(progressAt) > r.cfg.BusyRetryFor {
 			break
 		}
 		if ing != nil && ing.Contiguous() > progress {
@@ -394,6 +411,15 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	r.m.downloads.WithLabelValues("ok").Inc()
 	log.Info("blob stored", "bytes", off, "seconds", time.Since(start).Seconds(), "peers", peersUsed)
 	r.announce(req.Digest)
+}
+
+// registryUnreachable says whether err is a failure to connect to the
+// registry at all (refused, no route, a dial timeout), not an answer: the
+// node's containerd, on the same network, cannot reach it either, so a miss
+// that sends containerd there fails the pull.
+func registryUnreachable(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // needsRegistry returns the back-off error for a source that would ask
