@@ -154,20 +154,26 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	progress, progressAt := int64(0), start
 	const firstBackoff = 50 * time.Millisecond
 	backoff := firstBackoff
-	if req.Size > 0 {
-		// The size is known (from the manifest that named the blob):
-		// publish now. Readers then wait for bytes, up to the mirror's
-		// HeaderWait, rather than for a source to answer, which must
-		// happen within MissTimeout; so a download may wait longer for a
-		// busy peer before it turns to the registry.
+	// publish makes the ingest readable before any source answered, once
+	// the size is known (from a manifest that named the blob). Readers then
+	// wait for bytes, up to the mirror's HeaderWait, rather than for a
+	// source to answer, which must happen within MissTimeout; so a download
+	// may wait longer for a busy peer before it turns to the registry.
+	publish := func(size int64) error {
 		var err error
-		if ing, err = r.store.Begin(r.ctx, req.Digest, req.Size); err != nil {
-			fail(err)
-			return
+		if ing, err = r.store.Begin(r.ctx, req.Digest, size); err != nil {
+			return err
 		}
 		f.ingest = ing
 		published = true
 		close(f.ready)
+		return nil
+	}
+	if req.Size > 0 {
+		if err := publish(req.Size); err != nil {
+			fail(err)
+			return
+		}
 	}
 	// Announced once a source answers, not before: a node that announced
 	// an ingest no source feeds yet could be picked as a source by the very
@@ -208,6 +214,13 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 		})
 	}
 	for round := 0; ; round++ {
+		if !published {
+			// A peer's pull-for starts a download without the size; the
+			// manifest that names the blob may have come since.
+			if size := r.knownSize(req.Digest); size > 0 && publish(size) == nil {
+				req.Size = size
+			}
+		}
 		sources := r.sources(req, &noWait, &leading)
 		if len(sources) == 0 {
 			lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", req.Digest, errdefs.ErrNotFound)

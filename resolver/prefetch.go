@@ -39,9 +39,15 @@ func (r *Resolver) Prefetch(ctx context.Context, req ManifestRequest, m Manifest
 	r.mu.Lock()
 	if len(r.groups) > 4096 {
 		clear(r.groups)
+		clear(r.sizes)
 	}
 	for _, d := range group {
 		r.groups[d] = group
+	}
+	for _, d := range blobs {
+		if d.Size > 0 && len(d.URLs) == 0 && validDigest(d.Digest) == nil {
+			r.sizes[d.Digest] = d.Size
+		}
 	}
 	r.mu.Unlock()
 	started := 0

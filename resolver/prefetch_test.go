@@ -1,6 +1,7 @@
 package resolver_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -196,5 +197,67 @@ func TestEarlyIngestNotServedToPeersBeforeASourceAnswers(t *testing.T) {
 	got, err := readAll(t.Context(), t, b, 0)
 	if err != nil || digest.FromBytes(got) != ds[1] {
 		t.Fatalf("read %d bytes (%v), want the blob", len(got), err)
+	}
+}
+
+// TestRequestKnowsTheSizeFromTheManifest: containerd asks for a layer that
+// prefetching did not start (PrefetchBlobs 1), the registry is down and
+// the one peer holding the layer answers busy for longer than MissTimeout.
+// The manifest gave the layer's size, so the download publishes at once
+// and the request waits for the peer's bytes instead of missing.
+func TestRequestKnowsTheSizeFromTheManifest(t *testing.T) {
+	t.Parallel()
+	layer := randomBytes(t, 1<<20)
+	router := &fakeRouter{peers: map[string]fakePeer{"holder": {data: layer, busy: 5}}, order: []string{"holder"}}
+	f := newFixture(t, resolver.Config{MissTimeout: 200 * time.Millisecond, PrefetchBlobs: 1}, resolver.Sources{Router: router})
+	m, ds := imageManifest(t, f, "team/app", ocispec.MediaTypeImageManifest, randomBytes(t, 100), layer)
+	f.up.srv.Close()
+	if n := f.res.Prefetch(t.Context(), resolver.ManifestRequest{Registry: f.up.host, Repo: "team/app", Reference: "v1"}, m); n != 1 {
+		t.Fatalf("prefetch started %d downloads, want 1", n)
+	}
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: ds[1]})
+	if err != nil {
+		t.Fatalf("a layer the manifest named, held by a busy peer: %v", err)
+	}
+	if b.Size != int64(len(layer)) {
+		t.Errorf("size %d, want %d", b.Size, len(layer))
+	}
+	if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, layer) {
+		t.Fatalf("read %d bytes of %d: %v", len(got), len(layer), err)
+	}
+}
+
+// TestDownloadLearnsItsSizeFromALaterManifest: a download starts without
+// the blob's size (as a peer's pull-for starts one), its one holder answers
+// busy for longer than MissTimeout, and the registry is down. The manifest
+// naming the blob comes next: the download publishes with its size, and
+// the requests wait for the holder's bytes instead of missing.
+func TestDownloadLearnsItsSizeFromALaterManifest(t *testing.T) {
+	t.Parallel()
+	layer := randomBytes(t, 1<<20)
+	router := &fakeRouter{peers: map[string]fakePeer{"holder": {data: layer, busy: 6}}, order: []string{"holder"}}
+	f := newFixture(t, resolver.Config{MissTimeout: time.Second}, resolver.Sources{Router: router})
+	m, ds := imageManifest(t, f, "team/app", ocispec.MediaTypeImageManifest, randomBytes(t, 100), layer)
+	f.up.srv.Close()
+	req := resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: ds[1]}
+	first := make(chan error, 1)
+	go func() {
+		b, err := f.res.Blob(t.Context(), req)
+		if err == nil {
+			b.Close()
+		}
+		first <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	f.res.Prefetch(t.Context(), resolver.ManifestRequest{Registry: f.up.host, Repo: "team/app", Reference: "v1"}, m)
+	b, err := f.res.Blob(t.Context(), req)
+	if err != nil {
+		t.Fatalf("the layer's request after its manifest: %v", err)
+	}
+	if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, layer) {
+		t.Fatalf("read %d bytes of %d: %v", len(got), len(layer), err)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("the request made before the manifest: %v", err)
 	}
 }

@@ -39,6 +39,9 @@ type Resolver struct {
 	// groups maps a blob to the blobs of the image manifest it was last
 	// prefetched from, in the manifest's order (see Designator).
 	groups map[digest.Digest][]digest.Digest
+	// sizes holds the size a manifest gave each blob it named (see
+	// knownSize).
+	sizes map[digest.Digest]int64
 	// misses holds the blobs whose last download failed in a way that
 	// asking again at once would repeat (see missFor): they are misses
 	// until then, so containerd fetches them from the registry itself.
@@ -129,6 +132,7 @@ func New(st store.Store, up Upstream, src Sources, cfg Config, reg prometheus.Re
 		mirrored: mirroredSet(cfg.Registries),
 		types:    make(map[digest.Digest]string),
 		groups:   make(map[digest.Digest][]digest.Digest),
+		sizes:    make(map[digest.Digest]int64),
 	}, nil
 }
 
@@ -170,6 +174,9 @@ func (r *Resolver) Blob(ctx context.Context, req BlobRequest) (*Blob, error) {
 func (r *Resolver) blob(ctx context.Context, req BlobRequest) (*Blob, error) {
 	if b, err := r.openLocal(ctx, req.Digest); err == nil || !errdefs.IsNotFound(err) {
 		return b, err
+	}
+	if req.Size <= 0 {
+		req.Size = r.knownSize(req.Digest)
 	}
 	// A download that commits between our store look-up and our flight
 	// look-up is found on the second pass.
@@ -299,6 +306,20 @@ func (r *Resolver) await(ctx context.Context, dgst digest.Digest, f *flight) (*B
 		}
 	}
 	return b, nil
+}
+
+// knownSize is the size the last manifest naming dgst gave it, or 0. A
+// download that knows its blob's size publishes at once: containerd's
+// request then waits for bytes up to the mirror's HeaderWait, not for a
+// source to answer within MissTimeout. Prefetch starts at most
+// PrefetchBlobs of an image's blobs, and a download may end and be started
+// again by containerd's request; without the size, a layer whose holders
+// are all busy for MissTimeout would be a miss, which fails the pull when
+// the registry is down.
+func (r *Resolver) knownSize(dgst digest.Digest) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sizes[dgst]
 }
 
 // group returns the blobs of the image dgst was last seen in, or nil.
