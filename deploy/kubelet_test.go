@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/shoal-dev/shoal/bench/lab"
+	"github.com/shoal-dev/shoal/deploy/image"
 )
 
 // This file is a small kubelet for tests: it runs the containers of a
@@ -35,10 +36,9 @@ import (
 // volumes, its securityContext, its environment with the downward API
 // filled in, and its command and args expanded as the kubelet does.
 
-// imageBinary is where shoal's image keeps the binary, on the PATH that
-// runtimes give an image without one. (The repository builds no image
-// yet; this is the layout the chart's `command: [shoal]` assumes.)
-const imageBinary = "/usr/local/bin/shoal"
+// imageBinary is where shoal's image keeps the binary, on its PATH: the
+// chart's `command: [shoal]` runs it.
+const imageBinary = image.BinaryPath
 
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
