@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -54,8 +55,29 @@ type ContainerdConfig struct {
 	Snapshotter string
 	// LogLevel is containerd's log level; "" is "info".
 	LogLevel string
+	// Kubelet, when set, readies CRI for a kubelet (Flavor2 only). The
+	// daemon then also stays in the caller's mount namespace (see
+	// ProcessConfig.SharedMounts), so that a kubelet started the same way
+	// in the same Netns sees the daemon's mounts and the daemon sees the
+	// kubelet's volumes.
+	Kubelet *KubeletCRI
 	// Logger receives lifecycle events; nil discards them.
 	Logger *slog.Logger
+}
+
+// KubeletCRI is what a kubelet needs from containerd's CRI beyond pulls.
+type KubeletCRI struct {
+	// SandboxImage is the pod sandbox ("pause") image, pinned so that
+	// image garbage collection keeps it; required, as the default
+	// registry.k8s.io/pause cannot be fetched in the lab.
+	SandboxImage string
+	// CNIConfDir holds the CNI network configs. "" is <Dir()>/net.d, which
+	// WriteCNIBridge can fill. CRI reports the network not ready, and the
+	// kubelet its Node NotReady, until a config is there, even when every
+	// pod uses the host network.
+	CNIConfDir string
+	// CNIBinDirs hold the CNI plugins; nil is Debian's /usr/lib/cni.
+	CNIBinDirs []string
 }
 
 // Containerd is a running containerd with its own root, state and socket and
@@ -100,9 +122,25 @@ func StartContainerd(ctx context.Context, cfg ContainerdConfig) (*Containerd, er
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "info"
 	}
+	if cfg.Kubelet != nil {
+		if cfg.Flavor != Flavor2 {
+			return nil, fmt.Errorf("containerd %s: Kubelet needs Flavor2", cfg.Flavor)
+		}
+		if cfg.Kubelet.SandboxImage == "" {
+			return nil, errors.New("containerd: Kubelet.SandboxImage is required")
+		}
+		k := *cfg.Kubelet
+		if k.CNIBinDirs == nil {
+			k.CNIBinDirs = []string{"/usr/lib/cni"}
+		}
+		cfg.Kubelet = &k
+	}
 	dir, err := os.MkdirTemp(cfg.Dir, "lab-ctrd-")
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Kubelet != nil && cfg.Kubelet.CNIConfDir == "" {
+		cfg.Kubelet.CNIConfDir = filepath.Join(dir, "net.d")
 	}
 	c := &Containerd{cfg: cfg, dir: dir}
 	// sun_path holds 108 bytes; containerd fails late and obscurely past it.
@@ -120,13 +158,14 @@ func StartContainerd(ctx context.Context, cfg ContainerdConfig) (*Containerd, er
 		return nil, errors.Join(err, os.RemoveAll(dir))
 	}
 	c.proc = &process{
-		name:   "containerd-" + string(cfg.Flavor),
-		log:    c.log,
-		argv:   []string{cfg.Binary, "--config", c.ConfigPath()},
-		netns:  cfg.Netns,
-		dir:    dir,
-		stdout: c.LogPath(),
-		stderr: c.LogPath(),
+		name:    "containerd-" + string(cfg.Flavor),
+		log:     c.log,
+		argv:    []string{cfg.Binary, "--config", c.ConfigPath()},
+		netns:   cfg.Netns,
+		netOnly: cfg.Kubelet != nil,
+		dir:     dir,
+		stdout:  c.LogPath(),
+		stderr:  c.LogPath(),
 	}
 	if cfg.Flavor == Flavor2 {
 		// The daemon finds its runc shim on PATH; Debian's 1.6 shim, in
@@ -181,8 +220,74 @@ func (c *Containerd) configTOML() string {
 		w("[plugins.\"io.containerd.transfer.v1.local\"]")
 		w("  [[plugins.\"io.containerd.transfer.v1.local\".unpack_config]]")
 		w("    platform = \"linux/%s\"\n    snapshotter = %q\n    differ = \"walking\"", runtime.GOARCH, c.cfg.Snapshotter)
+		if k := c.cfg.Kubelet; k != nil {
+			w("[plugins.\"io.containerd.cri.v1.images\".pinned_images]\n  sandbox = %q", k.SandboxImage)
+			// runc sets the container's oom_score_adj below the shim's
+			// unless restricted, which needs CAP_SYS_RESOURCE; without it
+			// runc fails "can't get final child's PID from pipe: EOF".
+			w("[plugins.\"io.containerd.cri.v1.runtime\"]\n  restrict_oom_score_adj = true")
+			w("  [plugins.\"io.containerd.cri.v1.runtime\".cni]")
+			w("    conf_dir = %q", k.CNIConfDir)
+			w("    bin_dirs = [%s]", quoteList(k.CNIBinDirs))
+		}
 	}
 	return b.String()
+}
+
+func quoteList(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// CNIConfDir is where CRI reads CNI network configs; "" unless Kubelet is set.
+func (c *Containerd) CNIConfDir() string {
+	if c.cfg.Kubelet == nil {
+		return ""
+	}
+	return c.cfg.Kubelet.CNIConfDir
+}
+
+// WriteCNIBridge writes a CNI config into CNIConfDir: a bridge "cni0" in
+// the daemon's namespace with addresses from subnet (host-local IPAM, its
+// state under the daemon's dir rather than the machine-wide
+// /var/lib/cni), no masquerading. Pods on one node reach each other and
+// the node; hostNetwork pods do not use it, but CRI calls the network
+// ready only once a config exists.
+func (c *Containerd) WriteCNIBridge(name, subnet string) error {
+	dir := c.CNIConfDir()
+	if dir == "" {
+		return errors.New("containerd: CNI needs ContainerdConfig.Kubelet")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	conf := fmt.Sprintf(`{
+  "cniVersion": "1.0.0",
+  "name": %q,
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "ipMasq": false,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": %q,
+        "ranges": [[{"subnet": %q}]],
+        "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    }
+  ]
+}
+`, name, filepath.Join(c.dir, "cni-ipam"), subnet)
+	tmp := filepath.Join(dir, ".10-lab.conflist.tmp")
+	if err := os.WriteFile(tmp, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, "10-lab.conflist"))
 }
 
 // Dir is the daemon's temp dir.
