@@ -612,6 +612,11 @@ func ProbeSnapshotter(dir string) string {
 	return "overlayfs"
 }
 
+// UnmountUnder detaches every mount below dir in the caller's mount
+// namespace, deepest first: what a daemon killed mid-unpack, or a kubelet's
+// volumes, leave behind.
+func UnmountUnder(dir string) error { return unmountUnder(dir) }
+
 // unmountUnder detaches every mount below dir in this mount namespace,
 // deepest first; a daemon killed mid-unpack can leave one behind.
 func unmountUnder(dir string) error {
