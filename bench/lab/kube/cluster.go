@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -38,8 +39,16 @@ const (
 	registryPort  = 5000
 	serviceCIDR   = "10.96.0.0/16"
 	serviceIP     = "10.96.0.1" // the first address of serviceCIDR: the kubernetes Service
-	varLibKubelet = "/var/lib/kubelet"
 )
+
+// hostDirs are where a 1.34 kubelet writes whatever its flags say, as
+// constants in its code: its device-plugin socket
+// (/var/lib/kubelet/device-plugins/kubelet.sock, which every kubelet here
+// takes over in turn; nothing uses it) and a symlink per container log
+// (/var/log/containers/<pod>_<ns>_<container>-<id>.log, pointing into
+// podLogsDir; a kubelet's log GC deletes the links of containers its own
+// runtime does not know, other nodes' included, and logs the NotFound).
+var hostDirs = []string{"/var/lib/kubelet", "/var/log/containers"}
 
 // Config says what cluster to run. Only Bin is required.
 type Config struct {
@@ -93,10 +102,9 @@ type Cluster struct {
 	server    string          // https://ip:port of the apiserver
 	control   []*component
 	sysctls   map[string]string // saved before the first kubelet changes them
-	// madeVarLib says /var/lib/kubelet did not exist before the kubelets
-	// started: each kubelet makes its device-plugin socket there whatever
-	// its --root-dir (the path is a constant in 1.34), so Close removes it.
-	madeVarLib bool
+	// made lists the machine-wide directories (hostDirs) that did not
+	// exist before the kubelets started, for Close to remove.
+	made []string
 
 	closeOnce sync.Once
 	closeErr  error
@@ -162,8 +170,10 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if c.sysctls, err = saveSysctls(); err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(varLibKubelet); errors.Is(err, os.ErrNotExist) {
-		c.madeVarLib = true
+	for _, d := range hostDirs {
+		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
+			c.made = append(c.made, d)
+		}
 	}
 	for i, h := range c.Network.Hosts[1:] {
 		n, err := c.startNode(ctx, i+1, h)
@@ -480,13 +490,34 @@ func (c *Cluster) Close() error {
 			errs = append(errs, c.Network.Close())
 		}
 		errs = append(errs, restoreSysctls(c.sysctls), lab.UnmountUnder(c.dir), os.RemoveAll(c.dir))
-		if c.madeVarLib {
-			errs = append(errs, os.RemoveAll(varLibKubelet))
-		}
+		errs = append(errs, c.cleanHostDirs())
 		c.closeErr = errors.Join(errs...)
 		c.log.Info("cluster closed", "err", c.closeErr)
 	})
 	return c.closeErr
+}
+
+// cleanHostDirs removes the container log links that point into the
+// cluster's dir, and the host dirs the cluster made.
+func (c *Cluster) cleanHostDirs() error {
+	var errs []error
+	links, _ := filepath.Glob("/var/log/containers/*.log")
+	for _, l := range links {
+		if to, err := os.Readlink(l); err == nil && strings.HasPrefix(to, c.dir+"/") {
+			errs = append(errs, os.Remove(l))
+		}
+	}
+	for _, d := range c.made {
+		if d == "/var/log/containers" {
+			// Only if empty: another cluster's links may be there now.
+			if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		errs = append(errs, os.RemoveAll(d))
+	}
+	return errors.Join(errs...)
 }
 
 // logger returns l, or a logger that discards everything.

@@ -1,6 +1,7 @@
 package kube_test
 
 import (
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -51,6 +52,8 @@ func requireRoot(t *testing.T) {
 	}
 }
 
+var nodes = flag.Int("kube.nodes", 2, "how many kubelets the smoke test starts")
+
 func TestClusterRunsADaemonSet(t *testing.T) {
 	requireRoot(t)
 	bin := bins(t)
@@ -58,7 +61,7 @@ func TestClusterRunsADaemonSet(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	start := time.Now()
-	c, err := kube.Start(ctx, kube.Config{Bin: bin, Nodes: 2, Name: fmt.Sprintf("kube%d", os.Getpid()), Logger: log})
+	c, err := kube.Start(ctx, kube.Config{Bin: bin, Nodes: *nodes, Name: fmt.Sprintf("kube%d", os.Getpid()), Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
