@@ -1,11 +1,13 @@
 package kube_test
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -132,6 +134,62 @@ func TestClusterRunsADaemonSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("pods running: one ready labpod on each of %d nodes %v after the DaemonSet was created", len(c.Nodes), time.Since(start).Round(time.Millisecond))
+}
+
+// TestStartFailsWithTheKubeletsLogAndLeavesNothing runs a cluster whose
+// kubelet is a script that exits: Start must say so with the script's
+// output, and remove every process, mount, namespace and directory.
+func TestStartFailsWithTheKubeletsLogAndLeavesNothing(t *testing.T) {
+	requireRoot(t)
+	real := bins(t)
+	bin := t.TempDir()
+	for _, b := range kube.Binaries {
+		if b == "kubelet" {
+			continue
+		}
+		if err := os.Symlink(filepath.Join(real, b), filepath.Join(bin, b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(bin, "kubelet"), []byte("#!/bin/sh\necho kubelet refuses to run\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Short: containerd's socket paths live under it (t.TempDir is too long).
+	dir, err := os.MkdirTemp("", "kf-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	name := fmt.Sprintf("kubefail%d", os.Getpid())
+	log := slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	c, err := kube.Start(t.Context(), kube.Config{Bin: bin, Nodes: 1, Name: name, Dir: dir, Logger: log})
+	if err == nil {
+		c.Close()
+		t.Fatal("Start succeeded with a kubelet that exits")
+	}
+	if !strings.Contains(err.Error(), "kubelet refuses to run") || !errors.Is(err, lab.ErrExited) {
+		t.Errorf("Start: %v; want lab.ErrExited with the kubelet's output", err)
+	}
+	t.Logf("Start failed as it should: %v", err)
+	if left, _ := os.ReadDir(dir); len(left) > 0 {
+		t.Errorf("left in Dir: %v", left)
+	}
+	netns, err := lab.ListNetns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range netns {
+		if strings.HasPrefix(n, name+"-") {
+			t.Errorf("namespace %s left", n)
+		}
+	}
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(mounts), dir) {
+		t.Errorf("mounts left under %s", dir)
+	}
 }
 
 func podReady(p corev1.Pod) bool {
