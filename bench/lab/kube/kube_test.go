@@ -134,6 +134,22 @@ func TestClusterRunsADaemonSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("pods running: one ready labpod on each of %d nodes %v after the DaemonSet was created", len(c.Nodes), time.Since(start).Round(time.Millisecond))
+
+	// Logs go apiserver -> kubelet (port 10250, client certificate both
+	// ways), which the Helm chart's checks will need too.
+	pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=labpod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		b, err := cs.CoreV1().Pods("default").GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+		if err != nil {
+			t.Fatalf("logs of %s on %s: %v", p.Name, p.Spec.NodeName, err)
+		}
+		if !strings.Contains(string(b), "serving /ready") {
+			t.Errorf("logs of %s on %s: %q", p.Name, p.Spec.NodeName, b)
+		}
+	}
 }
 
 // TestStartFailsWithTheKubeletsLogAndLeavesNothing runs a cluster whose
