@@ -61,6 +61,17 @@ type ContainerdConfig struct {
 	// in the same Netns sees the daemon's mounts and the daemon sees the
 	// kubelet's volumes.
 	Kubelet *KubeletCRI
+	// Mountns runs the daemon in this mount namespace (Flavor2 only) with
+	// its files also at the standard paths there, bound by StartContainerd:
+	// the temp dir at /run/containerd (so the socket is
+	// /run/containerd/containerd.sock and the shims' sockets and runc's
+	// state stay per daemon), Root at /var/lib/containerd, and a dir with
+	// config.toml and certs.d (the config's config_path) at
+	// /etc/containerd. Those three mount points must exist. A pod that
+	// mounts the standard paths from the host, as shoal's chart does,
+	// then finds this daemon's. The caller's paths (Socket, HostsDir, …)
+	// keep working.
+	Mountns *Mountns
 	// Logger receives lifecycle events; nil discards them.
 	Logger *slog.Logger
 }
@@ -122,6 +133,9 @@ func StartContainerd(ctx context.Context, cfg ContainerdConfig) (*Containerd, er
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "info"
 	}
+	if cfg.Mountns != nil && cfg.Flavor != Flavor2 {
+		return nil, fmt.Errorf("containerd %s: Mountns needs Flavor2", cfg.Flavor)
+	}
 	if cfg.Kubelet != nil {
 		if cfg.Flavor != Flavor2 {
 			return nil, fmt.Errorf("containerd %s: Kubelet needs Flavor2", cfg.Flavor)
@@ -151,6 +165,18 @@ func StartContainerd(ctx context.Context, cfg ContainerdConfig) (*Containerd, er
 	if err := os.MkdirAll(c.HostsDir(), 0o755); err != nil {
 		return nil, errors.Join(err, os.RemoveAll(dir))
 	}
+	if cfg.Mountns != nil {
+		if err := os.MkdirAll(c.Root(), 0o711); err != nil {
+			return nil, errors.Join(err, os.RemoveAll(dir))
+		}
+		for _, b := range []struct{ src, dst string }{
+			{dir, StandardStateDir}, {c.Root(), StandardRoot}, {filepath.Dir(c.ConfigPath()), StandardConfigDir},
+		} {
+			if err := cfg.Mountns.Bind(ctx, b.src, b.dst); err != nil {
+				return nil, errors.Join(err, os.RemoveAll(dir))
+			}
+		}
+	}
 	if c.cfg.Snapshotter == "" {
 		c.cfg.Snapshotter = ProbeSnapshotter(dir)
 	}
@@ -163,6 +189,7 @@ func StartContainerd(ctx context.Context, cfg ContainerdConfig) (*Containerd, er
 		argv:    []string{cfg.Binary, "--config", c.ConfigPath()},
 		netns:   cfg.Netns,
 		netOnly: cfg.Kubelet != nil,
+		mountns: mountnsPath(cfg.Mountns),
 		dir:     dir,
 		stdout:  c.LogPath(),
 		stderr:  c.LogPath(),
@@ -213,7 +240,7 @@ func (c *Containerd) configTOML() string {
 	case Flavor2:
 		w("[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = true")
 		w("[plugins.\"io.containerd.cri.v1.images\"]\n  snapshotter = %q", c.cfg.Snapshotter)
-		w("  [plugins.\"io.containerd.cri.v1.images\".registry]\n    config_path = %q", c.HostsDir())
+		w("  [plugins.\"io.containerd.cri.v1.images\".registry]\n    config_path = %q", c.daemonHostsDir())
 		// CRI and ctr pulls go through the transfer service, which unpacks
 		// only for the (platform, snapshotter) pairs listed here; the
 		// default lists overlayfs alone.
@@ -310,10 +337,41 @@ func (c *Containerd) ContentDir() string {
 
 // HostsDir is the registry hosts directory (config_path):
 // <HostsDir>/<host[:port]>/hosts.toml, re-read on every pull.
-func (c *Containerd) HostsDir() string { return filepath.Join(c.dir, "certs.d") }
+func (c *Containerd) HostsDir() string { return filepath.Join(c.configDir(), "certs.d") }
+
+// daemonHostsDir is HostsDir as the daemon names it in its config.
+func (c *Containerd) daemonHostsDir() string {
+	if c.cfg.Mountns != nil {
+		return filepath.Join(StandardConfigDir, "certs.d")
+	}
+	return c.HostsDir()
+}
+
+// configDir holds config.toml and certs.d: the temp dir, or with a
+// Mountns its etc/, which is bound at StandardConfigDir.
+func (c *Containerd) configDir() string {
+	if c.cfg.Mountns != nil {
+		return filepath.Join(c.dir, "etc")
+	}
+	return c.dir
+}
+
+// The standard paths a ContainerdConfig.Mountns daemon's files are bound at.
+const (
+	StandardStateDir  = "/run/containerd"
+	StandardRoot      = "/var/lib/containerd"
+	StandardConfigDir = "/etc/containerd"
+)
+
+func mountnsPath(m *Mountns) string {
+	if m == nil {
+		return ""
+	}
+	return m.Path()
+}
 
 // ConfigPath is the daemon's config file.
-func (c *Containerd) ConfigPath() string { return filepath.Join(c.dir, "config.toml") }
+func (c *Containerd) ConfigPath() string { return filepath.Join(c.configDir(), "config.toml") }
 
 // LogPath is the daemon's log.
 func (c *Containerd) LogPath() string { return filepath.Join(c.dir, "containerd.log") }

@@ -37,6 +37,9 @@ type process struct {
 	// make a private one: a kubelet and its containerd must see each
 	// other's mounts, and the caller must see them to clean them up.
 	netOnly bool
+	// mountns, when set, runs the process in that persistent mount
+	// namespace (a Mountns's file), entering netns with nsenter too.
+	mountns string
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the current run has been waited for
@@ -56,6 +59,12 @@ func (p *process) start() error {
 	}
 	argv := p.argv
 	switch {
+	case p.mountns != "":
+		pre := []string{findTool("nsenter"), "--mount=" + p.mountns}
+		if p.netns != "" {
+			pre = append(pre, "--net="+netnsDir+"/"+p.netns)
+		}
+		argv = append(append(pre, "--"), argv...)
 	case p.netns != "" && p.netOnly:
 		argv = append([]string{findTool("nsenter"), "--net=" + netnsDir + "/" + p.netns, "--"}, argv...)
 	case p.netns != "":
@@ -232,6 +241,10 @@ type ProcessConfig struct {
 	// process makes are then visible to the caller and to other such
 	// processes, and outlive it: the caller unmounts them.
 	SharedMounts bool
+	// Mountns runs the process in this persistent mount namespace instead
+	// (Mountns.Path), where binds put node-specific directories at the
+	// standard paths.
+	Mountns string
 	// Dir is the working directory; "" is the caller's.
 	Dir string
 	// Log receives stdout and stderr, appended; required.
@@ -257,6 +270,7 @@ func StartProcess(cfg ProcessConfig) (*Process, error) {
 		argv:    cfg.Argv,
 		netns:   cfg.Netns,
 		netOnly: cfg.SharedMounts,
+		mountns: cfg.Mountns,
 		dir:     cfg.Dir,
 		stdout:  cfg.Log,
 		stderr:  cfg.Log,
