@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -40,15 +39,6 @@ const (
 	serviceCIDR   = "10.96.0.0/16"
 	serviceIP     = "10.96.0.1" // the first address of serviceCIDR: the kubernetes Service
 )
-
-// hostDirs are where a 1.34 kubelet writes whatever its flags say, as
-// constants in its code: its device-plugin socket
-// (/var/lib/kubelet/device-plugins/kubelet.sock, which every kubelet here
-// takes over in turn; nothing uses it) and a symlink per container log
-// (/var/log/containers/<pod>_<ns>_<container>-<id>.log, pointing into
-// podLogsDir; a kubelet's log GC deletes the links of containers its own
-// runtime does not know, other nodes' included, and logs the NotFound).
-var hostDirs = []string{"/var/lib/kubelet", "/var/log/containers"}
 
 // Config says what cluster to run. Only Bin is required.
 type Config struct {
@@ -102,8 +92,8 @@ type Cluster struct {
 	server    string          // https://ip:port of the apiserver
 	control   []*component
 	sysctls   map[string]string // saved before the first kubelet changes them
-	// made lists the machine-wide directories (hostDirs) that did not
-	// exist before the kubelets started, for Close to remove.
+	// made lists the mount points (standardPaths) that did not exist
+	// before the nodes started, for Close to remove.
 	made []string
 
 	closeOnce sync.Once
@@ -170,8 +160,11 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if c.sysctls, err = saveSysctls(); err != nil {
 		return nil, err
 	}
-	for _, d := range hostDirs {
+	for _, d := range standardPaths() {
 		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return nil, err
+			}
 			c.made = append(c.made, d)
 		}
 	}
@@ -490,32 +483,22 @@ func (c *Cluster) Close() error {
 			errs = append(errs, c.Network.Close())
 		}
 		errs = append(errs, restoreSysctls(c.sysctls), lab.UnmountUnder(c.dir), os.RemoveAll(c.dir))
-		errs = append(errs, c.cleanHostDirs())
+		errs = append(errs, c.removeMountPoints())
 		c.closeErr = errors.Join(errs...)
 		c.log.Info("cluster closed", "err", c.closeErr)
 	})
 	return c.closeErr
 }
 
-// cleanHostDirs removes the container log links that point into the
-// cluster's dir, and the host dirs the cluster made.
-func (c *Cluster) cleanHostDirs() error {
+// removeMountPoints removes the empty mount points the cluster made on
+// the host, deepest first. One that is not empty is left: something else
+// wrote there since.
+func (c *Cluster) removeMountPoints() error {
 	var errs []error
-	links, _ := filepath.Glob("/var/log/containers/*.log")
-	for _, l := range links {
-		if to, err := os.Readlink(l); err == nil && strings.HasPrefix(to, c.dir+"/") {
-			errs = append(errs, os.Remove(l))
+	for i := len(c.made) - 1; i >= 0; i-- {
+		if err := os.Remove(c.made[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
 		}
-	}
-	for _, d := range c.made {
-		if d == "/var/log/containers" {
-			// Only if empty: another cluster's links may be there now.
-			if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) {
-				errs = append(errs, err)
-			}
-			continue
-		}
-		errs = append(errs, os.RemoveAll(d))
 	}
 	return errors.Join(errs...)
 }

@@ -94,10 +94,29 @@ func TestClusterRunsADaemonSet(t *testing.T) {
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
 					HostNetwork: true,
+					// The standard paths shoal's chart mounts: each node's
+					// own, from its mount namespace.
+					Volumes: []corev1.Volume{
+						hostPath("containerd-socket", "/run/containerd", corev1.HostPathDirectory),
+						hostPath("containerd-content", "/var/lib/containerd/io.containerd.content.v1.content", corev1.HostPathDirectory),
+						hostPath("containerd-hosts", "/etc/containerd/certs.d", corev1.HostPathDirectoryOrCreate),
+						hostPath("data", "/var/lib/shoal", corev1.HostPathDirectoryOrCreate),
+					},
 					Containers: []corev1.Container{{
 						Name:  "labpod",
 						Image: c.PodImage,
-						Args:  []string{"-listen", ":18080"},
+						Args: []string{"-listen", ":18080",
+							"-require", "/host/run/containerd/containerd.sock",
+							"-require", "/host/content/blobs/sha256",
+							"-require", "/host/hosts/" + c.Registry.Addr() + "/hosts.toml",
+							"-touch", "/data/labpod",
+						},
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "containerd-socket", MountPath: "/host/run/containerd"},
+							{Name: "containerd-content", MountPath: "/host/content", ReadOnly: true},
+							{Name: "containerd-hosts", MountPath: "/host/hosts", ReadOnly: true},
+							{Name: "data", MountPath: "/data"},
+						},
 						ReadinessProbe: &corev1.Probe{
 							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt32(18080)}},
 							PeriodSeconds: 1,
@@ -132,6 +151,11 @@ func TestClusterRunsADaemonSet(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		if _, err := os.Stat(filepath.Join(n.Dir(), "shoal", "labpod")); err != nil {
+			t.Errorf("%s: the pod's /var/lib/shoal is not the node's: %v", n.Name, err)
+		}
 	}
 	t.Logf("pods running: one ready labpod on each of %d nodes %v after the DaemonSet was created", len(c.Nodes), time.Since(start).Round(time.Millisecond))
 
@@ -206,6 +230,10 @@ func TestStartFailsWithTheKubeletsLogAndLeavesNothing(t *testing.T) {
 	if strings.Contains(string(mounts), dir) {
 		t.Errorf("mounts left under %s", dir)
 	}
+}
+
+func hostPath(name, path string, typ corev1.HostPathType) corev1.Volume {
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: path, Type: &typ}}}
 }
 
 func podReady(p corev1.Pod) bool {

@@ -28,40 +28,80 @@ type Node struct {
 	// Containerd is the node's CRI runtime.
 	Containerd *lab.Containerd
 
+	// Mountns is the node's mount namespace, where its containerd, its
+	// kubelet and their pods run and find the node's own directories at
+	// the standard paths (nodeBinds, lab.StandardRoot…).
+	Mountns *lab.Mountns
+
 	dir     string
 	kubelet *lab.Process
 }
 
-// Dir is the node's directory: kubelet.log, kubelet's root dir (root/),
-// pod logs (pod-logs/) and containerd's temp dir.
+// nodeBinds are the node's directories (under Dir) bound at the standard
+// paths in its mount namespace, besides containerd's. A 1.34 kubelet
+// writes some of them whatever its flags say (the device-plugin socket in
+// /var/lib/kubelet/device-plugins, log links in /var/log/containers), and
+// shoal's chart keeps its store in /var/lib/shoal by default: without
+// these, the nodes would share them.
+var nodeBinds = []struct{ name, path string }{
+	{"kubelet", "/var/lib/kubelet"},
+	{"pod-logs", "/var/log/pods"},
+	{"container-logs", "/var/log/containers"},
+	{"shoal", "/var/lib/shoal"},
+}
+
+// standardPaths are the mount points a node's namespace binds over; the
+// cluster makes those missing on the host and removes them at Close.
+func standardPaths() []string {
+	ps := []string{lab.StandardStateDir, lab.StandardRoot, lab.StandardConfigDir}
+	for _, b := range nodeBinds {
+		ps = append(ps, b.path)
+	}
+	return ps
+}
+
+// Dir is the node's directory: kubelet.log, the directories of nodeBinds
+// and containerd's temp dir.
 func (n *Node) Dir() string { return n.dir }
 
 // KubeletLog is the kubelet's log file.
 func (n *Node) KubeletLog() string { return filepath.Join(n.dir, "kubelet.log") }
 
-// RootDir is the kubelet's --root-dir.
-func (n *Node) RootDir() string { return filepath.Join(n.dir, "root") }
+// RootDir is the kubelet's root dir as the caller sees it; the kubelet
+// sees it as /var/lib/kubelet.
+func (n *Node) RootDir() string { return filepath.Join(n.dir, "kubelet") }
 
 // startNode starts node i's containerd and kubelet. A non-nil Node comes
 // back whenever something was started, so Close can stop it.
 func (c *Cluster) startNode(ctx context.Context, i int, h *lab.Host) (*Node, error) {
 	n := &Node{Name: fmt.Sprintf("node%d", i), Host: h, dir: filepath.Join(c.dir, fmt.Sprintf("node%d", i))}
-	for _, d := range []string{n.dir, n.RootDir(), filepath.Join(n.dir, "pod-logs"), filepath.Join(n.dir, "pki")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, err
-		}
+	if err := os.MkdirAll(n.dir, 0o755); err != nil {
+		return nil, err
 	}
 	var err error
+	if n.Mountns, err = lab.NewMountns(ctx, filepath.Join(n.dir, "mnt.ns"), c.cfg.Logger); err != nil {
+		return nil, err
+	}
+	for _, b := range nodeBinds {
+		src := filepath.Join(n.dir, b.name)
+		if err := os.Mkdir(src, 0o755); err != nil {
+			return n, err
+		}
+		if err := n.Mountns.Bind(ctx, src, b.path); err != nil {
+			return n, err
+		}
+	}
 	n.Containerd, err = lab.StartContainerd(ctx, lab.ContainerdConfig{
 		Flavor:  lab.Flavor2,
 		Binary:  c.cfg.ContainerdBinary,
 		Netns:   h.Netns,
 		Dir:     n.dir,
 		Kubelet: &lab.KubeletCRI{SandboxImage: c.PodImage},
+		Mountns: n.Mountns,
 		Logger:  c.cfg.Logger,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", n.Name, err)
+		return n, fmt.Errorf("%s: %w", n.Name, err)
 	}
 	if err := n.Containerd.WriteHosts(c.Registry.Addr(), lab.Hosts{Server: "http://" + c.Registry.Addr()}); err != nil {
 		return n, err
@@ -89,25 +129,25 @@ func (c *Cluster) startNode(ctx context.Context, i int, h *lab.Host) (*Node, err
 	if err := os.WriteFile(cfgPath, []byte(n.kubeletConfig(c.pki.CertPath(), serving)), 0o644); err != nil {
 		return n, err
 	}
-	// The kubelet shares the caller's mount namespace with its containerd
-	// (see lab.KubeletCRI): the volumes it mounts must be visible to runc.
+	// The kubelet shares the node's mount namespace with its containerd:
+	// the volumes it mounts must be visible to runc.
 	n.kubelet, err = lab.StartProcess(lab.ProcessConfig{
 		Name: n.Name + "-kubelet",
 		Argv: []string{
 			filepath.Join(c.cfg.Bin, "kubelet"),
 			"--config=" + cfgPath,
 			"--kubeconfig=" + kc,
-			"--root-dir=" + n.RootDir(),
-			"--cert-dir=" + filepath.Join(n.dir, "pki"),
+			"--root-dir=/var/lib/kubelet",
+			"--cert-dir=/var/lib/kubelet/pki",
 			"--hostname-override=" + n.Name,
 			"--node-ip=" + h.IP.String(),
 			"--v=1",
 		},
-		Netns:        h.Netns,
-		SharedMounts: true,
-		Dir:          n.dir,
-		Log:          n.KubeletLog(),
-		Logger:       c.log,
+		Netns:   h.Netns,
+		Mountns: n.Mountns.Path(),
+		Dir:     n.dir,
+		Log:     n.KubeletLog(),
+		Logger:  c.log,
 	})
 	if err != nil {
 		return n, err
@@ -149,7 +189,6 @@ authentication:
     clientCAFile: %[5]s
 authorization:
   mode: AlwaysAllow
-podLogsDir: %[6]s
 clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
 maxPods: 32
@@ -159,7 +198,7 @@ evictionHard:
   nodefs.available: 1%%
   nodefs.inodesFree: 1%%
   imagefs.available: 1%%
-`, endpoint, n.Host.IP, serving.Cert, serving.Key, caPath, filepath.Join(n.dir, "pod-logs"))
+`, endpoint, n.Host.IP, serving.Cert, serving.Key, caPath)
 }
 
 // waitNodesReady waits until every node has registered and reports Ready.
@@ -208,15 +247,19 @@ func (n *Node) stopKubelet() {
 }
 
 // close removes the node's pods through CRI (which stops their containers
-// and tears down their network namespaces), stops containerd, unmounts
-// what the kubelet left mounted (projected and secret volumes are tmpfs
-// mounts under its root dir) and removes the node's directory.
+// and tears down their network namespaces), stops containerd, unbinds the
+// mount namespace (whose mounts, the kubelet's volumes and the containers'
+// root filesystems, end with its last process: Network.Close kills any
+// left) and removes the node's directory.
 func (n *Node) close() error {
 	n.stopKubelet()
 	var errs []error
 	if n.Containerd != nil {
 		errs = append(errs, removePods(n.Containerd))
 		errs = append(errs, n.Containerd.Close())
+	}
+	if n.Mountns != nil {
+		errs = append(errs, n.Mountns.Close())
 	}
 	errs = append(errs, lab.UnmountUnder(n.dir), os.RemoveAll(n.dir))
 	return errors.Join(errs...)

@@ -1,6 +1,8 @@
 // Command labpod is the lab cluster's container image: with no arguments it
 // waits for SIGTERM or SIGINT, as a pod sandbox ("pause") container does;
-// with -listen it also answers GET /ready with 200, for readiness probes.
+// with -listen it also answers GET /ready with 200, for readiness probes,
+// once every -require path exists (503 until then). -touch creates a file
+// at start.
 // It is built static, so its image needs no other file.
 package main
 
@@ -26,7 +28,18 @@ func main() {
 
 func run() error {
 	listen := flag.String("listen", "", "address to answer GET /ready on; empty serves nothing")
+	var require []string
+	flag.Func("require", "a path that must exist for /ready to pass (repeatable)", func(p string) error {
+		require = append(require, p)
+		return nil
+	})
+	touch := flag.String("touch", "", "a file to create at start")
 	flag.Parse()
+	if *touch != "" {
+		if err := os.WriteFile(*touch, nil, 0o644); err != nil {
+			return err
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if *listen == "" {
@@ -35,6 +48,12 @@ func run() error {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		for _, p := range require {
+			if _, err := os.Stat(p); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
 		fmt.Fprintln(w, "ok")
 	})
 	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
