@@ -273,6 +273,14 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The aggregation layer's client; with the requestheader flags it also
+	// fills the extension-apiserver-authentication ConfigMap, whose
+	// missing CA the controller-manager and scheduler log every few
+	// seconds otherwise.
+	frontProxy, err := c.pki.issue(certSpec{name: "front-proxy-client", cn: "front-proxy-client", client: true})
+	if err != nil {
+		return err
+	}
 	if c.admin, err = c.pki.issue(certSpec{name: "admin", cn: "lab-admin", orgs: []string{"system:masters"}, client: true}); err != nil {
 		return err
 	}
@@ -322,6 +330,10 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		"--client-ca-file="+c.pki.CertPath(),
 		"--kubelet-client-certificate="+kubeletClient.Cert, "--kubelet-client-key="+kubeletClient.Key,
 		"--kubelet-certificate-authority="+c.pki.CertPath(), "--kubelet-preferred-address-types=InternalIP",
+		"--proxy-client-cert-file="+frontProxy.Cert, "--proxy-client-key-file="+frontProxy.Key,
+		"--requestheader-client-ca-file="+c.pki.CertPath(), "--requestheader-allowed-names=front-proxy-client",
+		"--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file="+saPub, "--service-account-signing-key-file="+saKey,
 		"--service-cluster-ip-range="+serviceCIDR,
