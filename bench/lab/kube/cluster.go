@@ -145,6 +145,9 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if c.Network, err = lab.NewNetwork(ctx, cfg.Name, cfg.Nodes+1, lab.NetworkConfig{Subnet: cfg.Subnet, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
+	if err := c.writeLeftovers(); err != nil {
+		return nil, err
+	}
 	cp := c.controlHost()
 	c.server = "https://" + cp.Addr(apiserverPort)
 	if c.Registry, err = lab.StartRegistry(ctx, lab.RegistryConfig{Netns: cp.Netns, Addr: cp.Addr(registryPort), Dir: dir, Logger: cfg.Logger}); err != nil {
@@ -167,6 +170,9 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 			}
 			c.made = append(c.made, d)
 		}
+	}
+	if err := c.writeLeftovers(); err != nil {
+		return nil, err
 	}
 	for i, h := range c.Network.Hosts[1:] {
 		n, err := c.startNode(ctx, i+1, h)

@@ -1,6 +1,7 @@
 package kube_test
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -275,5 +276,11 @@ func (w tWriter) Write(p []byte) (int, error) {
 }
 
 func TestMain(m *testing.M) {
+	if os.Geteuid() == 0 {
+		// What an earlier run killed before its Close left behind.
+		if removed, err := kube.Sweep(context.Background(), "", nil); err != nil || len(removed) > 0 {
+			fmt.Fprintln(os.Stderr, "kube: swept", removed, err)
+		}
+	}
 	goleak.VerifyTestMain(m)
 }
