@@ -5,7 +5,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
 BIN      ?= bin/shoal
 
-.PHONY: help build image test unit e2e e2e-faults lint bench bench-real deps fmt manifests fuzz fuzz-report soak
+.PHONY: help build image test unit e2e e2e-faults lint bench bench-real deps fmt manifests fuzz fuzz-report soak k8s-bins
 
 help: ## show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,6 +20,9 @@ image: ## build shoal's OCI image index (linux/amd64, linux/arm64) into bin/shoa
 
 deps: ## install what the tests need (containerd 1.6 and 2.4, docker-registry); needs root
 	bash .ci/install-deps.sh
+
+k8s-bins: ## build etcd and Kubernetes v1.34.2 (apiserver, controller-manager, scheduler, kubelet) for the lab cluster into ~/.cache/shoal-k8s, only those missing
+	bash scripts/k8s-bins.sh
 
 test: deps ## install what the tests need, then run every test with -race: unit and e2e (needs root)
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)

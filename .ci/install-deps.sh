@@ -14,9 +14,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Debian packages. runc comes with containerd; nftables counts packets in
-# the security tests; gcc and libc6-dev let
+# the security tests; containernetworking-plugins give the lab kubelets'
+# containerd a CNI network (bench/lab/kube); gcc and libc6-dev let
 # `go install` build containerd with cgo, as upstream does.
-apt_pkgs=(containerd docker-registry iproute2 nftables runc ca-certificates gcc libc6-dev)
+apt_pkgs=(containerd docker-registry iproute2 nftables runc containernetworking-plugins ca-certificates gcc libc6-dev)
 missing=()
 for p in "${apt_pkgs[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -54,8 +55,40 @@ type ContainerdConfig struct {
 	Snapshotter string
 	// LogLevel is containerd's log level; "" is "info".
 	LogLevel string
+	// Kubelet, when set, readies CRI for a kubelet (Flavor2 only). The
+	// daemon then also stays in the caller's mount namespace (see
+	// ProcessConfig.SharedMounts), so that a kubelet started the same way
+	// in the same Netns sees the daemon's mounts and the daemon sees the
+	// kubelet's volumes.
+	Kubelet *KubeletCRI
+	// Mountns runs the daemon in this mount namespace (Flavor2 only) with
+	// its files also at the standard paths there, bound by StartContainerd:
+	// the temp dir at /run/containerd (so the socket is
+	// /run/containerd/containerd.sock and the shims' sockets and runc's
+	// state stay per daemon), Root at /var/lib/containerd, and a dir with
+	// config.toml and certs.d (the config's config_path) at
+	// /etc/containerd. Those three mount points must exist. A pod that
+	// mounts the standard paths from the host, as shoal's chart does,
+	// then finds this daemon's. The caller's paths (Socket, HostsDir, …)
+	// keep working.
+	Mountns *Mountns
 	// Logger receives lifecycle events; nil discards them.
 	Logger *slog.Logger
+}
+
+// KubeletCRI is what a kubelet needs from containerd's CRI beyond pulls.
+type KubeletCRI struct {
+	// SandboxImage is the pod sandbox ("pause") image, pinned so that
+	// image garbage collection keeps it; required, as the default
+	// registry.k8s.io/pause cannot be fetched in the lab.
+	SandboxImage string
+	// CNIConfDir holds the CNI network configs. "" is <Dir()>/net.d, which
+	// WriteCNIBridge can fill. CRI reports the network not ready, and the
+	// kubelet its Node NotReady, until a config is there, even when every
+	// pod uses the host network.
+	CNIConfDir string
+	// CNIBinDirs hold the CNI plugins; nil is Debian's /usr/lib/cni.
+	CNIBinDirs []string
 }
 
 // Containerd is a running containerd with its own root, state and socket and
@@ -100,9 +133,28 @@ func StartContainerd(ctx context.Context, cfg ContainerdConfig) (*Containerd, er
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "info"
 	}
+	if cfg.Mountns != nil && cfg.Flavor != Flavor2 {
+		return nil, fmt.Errorf("containerd %s: Mountns needs Flavor2", cfg.Flavor)
+	}
+	if cfg.Kubelet != nil {
+		if cfg.Flavor != Flavor2 {
+			return nil, fmt.Errorf("containerd %s: Kubelet needs Flavor2", cfg.Flavor)
+		}
+		if cfg.Kubelet.SandboxImage == "" {
+			return nil, errors.New("containerd: Kubelet.SandboxImage is required")
+		}
+		k := *cfg.Kubelet
+		if k.CNIBinDirs == nil {
+			k.CNIBinDirs = []string{"/usr/lib/cni"}
+		}
+		cfg.Kubelet = &k
+	}
 	dir, err := os.MkdirTemp(cfg.Dir, "lab-ctrd-")
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Kubelet != nil && cfg.Kubelet.CNIConfDir == "" {
+		cfg.Kubelet.CNIConfDir = filepath.Join(dir, "net.d")
 	}
 	c := &Containerd{cfg: cfg, dir: dir}
 	// sun_path holds 108 bytes; containerd fails late and obscurely past it.
@@ -113,6 +165,18 @@ func StartContainerd(ctx context.Context, cfg ContainerdConfig) (*Containerd, er
 	if err := os.MkdirAll(c.HostsDir(), 0o755); err != nil {
 		return nil, errors.Join(err, os.RemoveAll(dir))
 	}
+	if cfg.Mountns != nil {
+		if err := os.MkdirAll(c.Root(), 0o711); err != nil {
+			return nil, errors.Join(err, os.RemoveAll(dir))
+		}
+		for _, b := range []struct{ src, dst string }{
+			{dir, StandardStateDir}, {c.Root(), StandardRoot}, {filepath.Dir(c.ConfigPath()), StandardConfigDir},
+		} {
+			if err := cfg.Mountns.Bind(ctx, b.src, b.dst); err != nil {
+				return nil, errors.Join(err, os.RemoveAll(dir))
+			}
+		}
+	}
 	if c.cfg.Snapshotter == "" {
 		c.cfg.Snapshotter = ProbeSnapshotter(dir)
 	}
@@ -120,13 +184,15 @@ func StartContainerd(ctx context.Context, cfg ContainerdConfig) (*Containerd, er
 		return nil, errors.Join(err, os.RemoveAll(dir))
 	}
 	c.proc = &process{
-		name:   "containerd-" + string(cfg.Flavor),
-		log:    c.log,
-		argv:   []string{cfg.Binary, "--config", c.ConfigPath()},
-		netns:  cfg.Netns,
-		dir:    dir,
-		stdout: c.LogPath(),
-		stderr: c.LogPath(),
+		name:    "containerd-" + string(cfg.Flavor),
+		log:     c.log,
+		argv:    []string{cfg.Binary, "--config", c.ConfigPath()},
+		netns:   cfg.Netns,
+		netOnly: cfg.Kubelet != nil,
+		mountns: mountnsPath(cfg.Mountns),
+		dir:     dir,
+		stdout:  c.LogPath(),
+		stderr:  c.LogPath(),
 	}
 	if cfg.Flavor == Flavor2 {
 		// The daemon finds its runc shim on PATH; Debian's 1.6 shim, in
@@ -174,15 +240,81 @@ func (c *Containerd) configTOML() string {
 	case Flavor2:
 		w("[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = true")
 		w("[plugins.\"io.containerd.cri.v1.images\"]\n  snapshotter = %q", c.cfg.Snapshotter)
-		w("  [plugins.\"io.containerd.cri.v1.images\".registry]\n    config_path = %q", c.HostsDir())
+		w("  [plugins.\"io.containerd.cri.v1.images\".registry]\n    config_path = %q", c.daemonHostsDir())
 		// CRI and ctr pulls go through the transfer service, which unpacks
 		// only for the (platform, snapshotter) pairs listed here; the
 		// default lists overlayfs alone.
 		w("[plugins.\"io.containerd.transfer.v1.local\"]")
 		w("  [[plugins.\"io.containerd.transfer.v1.local\".unpack_config]]")
 		w("    platform = \"linux/%s\"\n    snapshotter = %q\n    differ = \"walking\"", runtime.GOARCH, c.cfg.Snapshotter)
+		if k := c.cfg.Kubelet; k != nil {
+			w("[plugins.\"io.containerd.cri.v1.images\".pinned_images]\n  sandbox = %q", k.SandboxImage)
+			// runc sets the container's oom_score_adj below the shim's
+			// unless restricted, which needs CAP_SYS_RESOURCE; without it
+			// runc fails "can't get final child's PID from pipe: EOF".
+			w("[plugins.\"io.containerd.cri.v1.runtime\"]\n  restrict_oom_score_adj = true")
+			w("  [plugins.\"io.containerd.cri.v1.runtime\".cni]")
+			w("    conf_dir = %q", k.CNIConfDir)
+			w("    bin_dirs = [%s]", quoteList(k.CNIBinDirs))
+		}
 	}
 	return b.String()
+}
+
+func quoteList(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// CNIConfDir is where CRI reads CNI network configs; "" unless Kubelet is set.
+func (c *Containerd) CNIConfDir() string {
+	if c.cfg.Kubelet == nil {
+		return ""
+	}
+	return c.cfg.Kubelet.CNIConfDir
+}
+
+// WriteCNIBridge writes a CNI config into CNIConfDir: a bridge "cni0" in
+// the daemon's namespace with addresses from subnet (host-local IPAM, its
+// state under the daemon's dir rather than the machine-wide
+// /var/lib/cni), no masquerading. Pods on one node reach each other and
+// the node; hostNetwork pods do not use it, but CRI calls the network
+// ready only once a config exists.
+func (c *Containerd) WriteCNIBridge(name, subnet string) error {
+	dir := c.CNIConfDir()
+	if dir == "" {
+		return errors.New("containerd: CNI needs ContainerdConfig.Kubelet")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	conf := fmt.Sprintf(`{
+  "cniVersion": "1.0.0",
+  "name": %q,
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "ipMasq": false,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": %q,
+        "ranges": [[{"subnet": %q}]],
+        "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    }
+  ]
+}
+`, name, filepath.Join(c.dir, "cni-ipam"), subnet)
+	tmp := filepath.Join(dir, ".10-lab.conflist.tmp")
+	if err := os.WriteFile(tmp, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, "10-lab.conflist"))
 }
 
 // Dir is the daemon's temp dir.
@@ -205,10 +337,41 @@ func (c *Containerd) ContentDir() string {
 
 // HostsDir is the registry hosts directory (config_path):
 // <HostsDir>/<host[:port]>/hosts.toml, re-read on every pull.
-func (c *Containerd) HostsDir() string { return filepath.Join(c.dir, "certs.d") }
+func (c *Containerd) HostsDir() string { return filepath.Join(c.configDir(), "certs.d") }
+
+// daemonHostsDir is HostsDir as the daemon names it in its config.
+func (c *Containerd) daemonHostsDir() string {
+	if c.cfg.Mountns != nil {
+		return filepath.Join(StandardConfigDir, "certs.d")
+	}
+	return c.HostsDir()
+}
+
+// configDir holds config.toml and certs.d: the temp dir, or with a
+// Mountns its etc/, which is bound at StandardConfigDir.
+func (c *Containerd) configDir() string {
+	if c.cfg.Mountns != nil {
+		return filepath.Join(c.dir, "etc")
+	}
+	return c.dir
+}
+
+// The standard paths a ContainerdConfig.Mountns daemon's files are bound at.
+const (
+	StandardStateDir  = "/run/containerd"
+	StandardRoot      = "/var/lib/containerd"
+	StandardConfigDir = "/etc/containerd"
+)
+
+func mountnsPath(m *Mountns) string {
+	if m == nil {
+		return ""
+	}
+	return m.Path()
+}
 
 // ConfigPath is the daemon's config file.
-func (c *Containerd) ConfigPath() string { return filepath.Join(c.dir, "config.toml") }
+func (c *Containerd) ConfigPath() string { return filepath.Join(c.configDir(), "config.toml") }
 
 // LogPath is the daemon's log.
 func (c *Containerd) LogPath() string { return filepath.Join(c.dir, "containerd.log") }
@@ -506,6 +669,11 @@ func ProbeSnapshotter(dir string) string {
 	}
 	return "overlayfs"
 }
+
+// UnmountUnder detaches every mount below dir in the caller's mount
+// namespace, deepest first: what a daemon killed mid-unpack, or a kubelet's
+// volumes, leave behind.
+func UnmountUnder(dir string) error { return unmountUnder(dir) }
 
 // unmountUnder detaches every mount below dir in this mount namespace,
 // deepest first; a daemon killed mid-unpack can leave one behind.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/BurntSushi/toml"
 )
 
 func TestContainerdPullFromRegistry(t *testing.T) {
@@ -125,4 +127,34 @@ func grepLog(p string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+func TestConfigTOMLForKubelet(t *testing.T) {
+	t.Parallel()
+	c := &Containerd{dir: "/tmp/x", cfg: ContainerdConfig{
+		Flavor: Flavor2, Snapshotter: "overlayfs", LogLevel: "info",
+		Kubelet: &KubeletCRI{SandboxImage: "10.0.0.2:5000/lab/labpod:v1", CNIConfDir: "/tmp/x/net.d", CNIBinDirs: []string{"/usr/lib/cni"}},
+	}}
+	var got map[string]any
+	if _, err := toml.Decode(c.configTOML(), &got); err != nil {
+		t.Fatalf("config does not parse: %v\n%s", err, c.configTOML())
+	}
+	plugins := got["plugins"].(map[string]any)
+	images := plugins["io.containerd.cri.v1.images"].(map[string]any)
+	if s := images["pinned_images"].(map[string]any)["sandbox"]; s != "10.0.0.2:5000/lab/labpod:v1" {
+		t.Errorf("pinned sandbox image = %v", s)
+	}
+	rt := plugins["io.containerd.cri.v1.runtime"].(map[string]any)
+	if rt["restrict_oom_score_adj"] != true {
+		t.Errorf("restrict_oom_score_adj = %v, want true", rt["restrict_oom_score_adj"])
+	}
+	cni := rt["cni"].(map[string]any)
+	if cni["conf_dir"] != "/tmp/x/net.d" || len(cni["bin_dirs"].([]any)) != 1 {
+		t.Errorf("cni = %v", cni)
+	}
+
+	c.cfg.Kubelet = nil
+	if strings.Contains(c.configTOML(), "io.containerd.cri.v1.runtime") {
+		t.Errorf("runtime settings without Kubelet:\n%s", c.configTOML())
+	}
 }

@@ -24,14 +24,22 @@ const stopGrace = 10 * time.Second
 // a network namespace, with stdout and stderr appended to files. It can be
 // started again after it stopped.
 type process struct {
-	name    string
-	log     *slog.Logger
-	argv    []string
-	netns   string
-	dir     string
-	stdout  string
-	stderr  string
-	env     []string // added to this process's environment; nil inherits it as is
+	name   string
+	log    *slog.Logger
+	argv   []string
+	netns  string
+	dir    string
+	stdout string
+	stderr string
+	env    []string // added to this process's environment; nil inherits it as is
+	// netOnly enters only netns's network namespace (nsenter --net) and
+	// stays in the caller's mount namespace, where `ip netns exec` would
+	// make a private one: a kubelet and its containerd must see each
+	// other's mounts, and the caller must see them to clean them up.
+	netOnly bool
+	// mountns, when set, runs the process in that persistent mount
+	// namespace (a Mountns's file), entering netns with nsenter too.
+	mountns string
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the current run has been waited for
@@ -50,7 +58,16 @@ func (p *process) start() error {
 		}
 	}
 	argv := p.argv
-	if p.netns != "" {
+	switch {
+	case p.mountns != "":
+		pre := []string{findTool("nsenter"), "--mount=" + p.mountns}
+		if p.netns != "" {
+			pre = append(pre, "--net="+netnsDir+"/"+p.netns)
+		}
+		argv = append(append(pre, "--"), argv...)
+	case p.netns != "" && p.netOnly:
+		argv = append([]string{findTool("nsenter"), "--net=" + netnsDir + "/" + p.netns, "--"}, argv...)
+	case p.netns != "":
 		argv = append([]string{ipPath(), "netns", "exec", p.netns}, argv...)
 	}
 	out, err := os.OpenFile(p.stdout, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
@@ -208,3 +225,72 @@ func logger(l *slog.Logger) *slog.Logger {
 	}
 	return slog.New(slog.DiscardHandler)
 }
+
+// ProcessConfig says how to run a long-lived child process.
+type ProcessConfig struct {
+	// Name names the process in logs and errors.
+	Name string
+	// Argv is the command and its arguments; required.
+	Argv []string
+	// Netns runs the process inside this network namespace; "" runs it in
+	// the caller's.
+	Netns string
+	// SharedMounts keeps the process in the caller's mount namespace when
+	// Netns is set (nsenter --net), instead of the private one `ip netns
+	// exec` makes (which also remounts /sys for the namespace). Mounts the
+	// process makes are then visible to the caller and to other such
+	// processes, and outlive it: the caller unmounts them.
+	SharedMounts bool
+	// Mountns runs the process in this persistent mount namespace instead
+	// (Mountns.Path), where binds put node-specific directories at the
+	// standard paths.
+	Mountns string
+	// Dir is the working directory; "" is the caller's.
+	Dir string
+	// Log receives stdout and stderr, appended; required.
+	Log string
+	// Env is added to the inherited environment.
+	Env []string
+	// Logger receives start and stop events; nil discards them.
+	Logger *slog.Logger
+}
+
+// Process is a child in a process group of its own that gets SIGKILL if
+// the caller dies, as every daemon in this package is run.
+type Process struct{ p *process }
+
+// StartProcess starts a process; it does not wait for readiness.
+func StartProcess(cfg ProcessConfig) (*Process, error) {
+	if len(cfg.Argv) == 0 || cfg.Log == "" {
+		return nil, errors.New("process: Argv and Log are required")
+	}
+	p := &Process{p: &process{
+		name:    cfg.Name,
+		log:     logger(cfg.Logger),
+		argv:    cfg.Argv,
+		netns:   cfg.Netns,
+		netOnly: cfg.SharedMounts,
+		mountns: cfg.Mountns,
+		dir:     cfg.Dir,
+		stdout:  cfg.Log,
+		stderr:  cfg.Log,
+		env:     cfg.Env,
+	}}
+	return p, p.p.start()
+}
+
+// Pid is the process's id.
+func (p *Process) Pid() int { return p.p.pid() }
+
+// Exited is closed when the process ends.
+func (p *Process) Exited() <-chan struct{} { return p.p.exited() }
+
+// Err wraps ErrExited with how the process ended; call it after Exited.
+func (p *Process) Err() error { return p.p.exitErr() }
+
+// Stop sends SIGTERM to the group, SIGKILL after grace (at once if grace
+// is 0), and waits for the process to be reaped. Idempotent.
+func (p *Process) Stop(grace time.Duration) { p.p.stop(grace) }
+
+// Tail is the last n lines of a log file, for error messages.
+func Tail(path string, n int) string { return tail(path, n) }
