@@ -18,7 +18,7 @@ INSECURE ?=
 image: ## build shoal's OCI image index (linux/amd64, linux/arm64) into bin/shoal-image.tar for `ctr images import`; IMAGE=host/repo:tag also pushes it (INSECURE=1: plain HTTP)
 	$(GO) run ./deploy/internal/mkimage -out bin $(if $(IMAGE),-push $(IMAGE)) $(if $(INSECURE),-insecure)
 
-deps: ## install what the tests need (containerd 1.6 and 2.4, docker-registry); needs root
+deps: ## install what the tests need (containerd 1.6 and 2.4, docker-registry, the lab's Kubernetes); needs root
 	bash .ci/install-deps.sh
 
 k8s-bins: ## build etcd and Kubernetes v1.34.2 (apiserver, controller-manager, scheduler, kubelet) for the lab cluster into ~/.cache/shoal-k8s, only those missing

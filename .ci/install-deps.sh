@@ -2,8 +2,8 @@
 # Installs what the real-process tests in bench/lab (and e2e) need on a
 # Debian 12 machine, as root: Debian's containerd 1.6, docker-registry 2.8
 # and iproute2 (ip, tc), plus containerd and ctr v2.4.2 built from the Go
-# module into GOBIN. Safe to run again: each step is skipped when its
-# result is already there.
+# module into GOBIN, and the lab's Kubernetes binaries into a cache. Safe
+# to run again: each step is skipped when its result is already there.
 set -euo pipefail
 
 CONTAINERD2_VERSION=v2.4.2
@@ -53,6 +53,11 @@ for cmd in containerd ctr containerd-shim-runc-v2; do
 	echo "install-deps: go install $cmd@$CONTAINERD2_VERSION into $gobin"
 	GOBIN="$gobin" GOFLAGS=-buildvcs=false go install "github.com/containerd/containerd/v2/cmd/$cmd@$CONTAINERD2_VERSION"
 done
+
+# The lab Kubernetes (etcd, kube-apiserver, controller-manager, scheduler,
+# kubelet), built once into a cache: the first build takes about 10 minutes
+# on 2 cores, so it runs here rather than inside a test beside others.
+bash "$(dirname "$0")/../scripts/k8s-bins.sh" >/dev/null
 
 echo "install-deps: done"
 /usr/bin/containerd --version
