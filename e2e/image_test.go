@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-
 	"github.com/shoal-dev/shoal/bench/lab"
 	"github.com/shoal-dev/shoal/deploy/image"
 )
@@ -59,7 +57,7 @@ func TestImage(t *testing.T) {
 	ref := image.Repository + ":" + meta.Tag()
 	out, err := c.Ctr(ctx, "run", "--rm", "--snapshotter", c.Snapshotter(), ref, "shoal-image-test", "shoal", "version")
 	if err != nil {
-		t.Fatalf("ctr run %s shoal version: %v\n%s\n%s", ref, err, out, tail(c.LogPath(), 20))
+		t.Fatalf("ctr run %s shoal version: %v\n%s\n%s", ref, err, out, tailFile(c.LogPath(), 20))
 	}
 	if got, want := strings.TrimSpace(string(out)), "shoal "+meta.Version; got != want {
 		t.Fatalf("shoal version in the image printed %q, want %q", got, want)
@@ -90,24 +88,12 @@ func makeImage(ctx context.Context, t *testing.T, root, out string) string {
 // the index one image per platform.
 func checkLayout(t *testing.T, dir, digest string) {
 	t.Helper()
-	lp, err := layout.FromPath(dir)
+	idx, desc, err := image.ReadLayout(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	top, err := lp.ImageIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-	im, err := top.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(im.Manifests) != 1 || im.Manifests[0].Digest.String() != digest {
-		t.Fatalf("layout %s lists %v, want the index %s", dir, im.Manifests, digest)
-	}
-	idx, err := top.ImageIndex(im.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
+	if desc.Digest.String() != digest {
+		t.Fatalf("layout %s holds %s, want the index %s", dir, desc.Digest, digest)
 	}
 	got, err := image.PlatformsOf(idx)
 	if err != nil {
@@ -141,17 +127,4 @@ func closeContainerd(t *testing.T, c *lab.Containerd) {
 	if err := c.Close(); err != nil {
 		t.Error(err)
 	}
-}
-
-// tail is the last n lines of a file, for failure messages.
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -179,3 +179,28 @@ func Push(ctx context.Context, idx v1.ImageIndex, ref string, insecure bool) (na
 	}
 	return r, nil
 }
+
+// ReadLayout reads back the OCI layout WriteArchive left at dir: the one
+// index it holds and that index's descriptor (with its name annotations).
+func ReadLayout(dir string) (v1.ImageIndex, v1.Descriptor, error) {
+	lp, err := layout.FromPath(dir)
+	if err != nil {
+		return nil, v1.Descriptor{}, err
+	}
+	top, err := lp.ImageIndex()
+	if err != nil {
+		return nil, v1.Descriptor{}, err
+	}
+	im, err := top.IndexManifest()
+	if err != nil {
+		return nil, v1.Descriptor{}, err
+	}
+	if len(im.Manifests) != 1 {
+		return nil, v1.Descriptor{}, fmt.Errorf("layout %s lists %d manifests, want one index", dir, len(im.Manifests))
+	}
+	idx, err := top.ImageIndex(im.Manifests[0].Digest)
+	if err != nil {
+		return nil, v1.Descriptor{}, err
+	}
+	return idx, im.Manifests[0], nil
+}
