@@ -49,6 +49,7 @@ func TestChartOnKubernetes(t *testing.T) {
 	installChart(t, helmConfig(t, c), chartValues(repo, tag, reg, c.Nodes))
 	waitShoalReady(t, cs, c)
 	checkHostsNameShoal(t, c, reg, before)
+	checkPullThroughPeers(t, cs, c, tr)
 }
 
 func startCluster(t *testing.T, bin string, nodes int) *kube.Cluster {
