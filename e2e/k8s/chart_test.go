@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -44,12 +45,20 @@ func TestChartOnKubernetes(t *testing.T) {
 	reg := c.Registry.Addr()
 	before := readHosts(t, c, reg)
 	repo, tag := pushShoalImage(t, c, tr)
+	values := chartValues(repo, tag, reg, c.Nodes)
+	values["unconfigure"] = map[string]any{
+		"pauseImage":   c.PodImage,
+		"kubectlImage": pushKubectlImage(t, c, tr, bin),
+	}
+	routeKubernetesService(t, c)
 
 	createNamespace(t, cs, deploy.Namespace)
-	installChart(t, helmConfig(t, c), chartValues(repo, tag, reg, c.Nodes))
+	helm := helmConfig(t, c)
+	installChart(t, helm, values)
 	waitShoalReady(t, cs, c)
 	checkHostsNameShoal(t, c, reg, before)
 	checkPullThroughPeers(t, cs, c, tr)
+	checkUninstall(t, helm, cs, c, reg, before)
 }
 
 func startCluster(t *testing.T, bin string, nodes int) *kube.Cluster {
@@ -109,17 +118,23 @@ func waitShoalReady(t *testing.T, cs *kubernetes.Clientset, c *kube.Cluster) {
 	t.Helper()
 	ctx := t.Context()
 	start := time.Now()
+	var ds *appsv1.DaemonSet
 	err := lab.WaitFor(ctx, "one Ready shoal pod per node", waitTimeout, func() error {
 		pods, err := cs.CoreV1().Pods(deploy.Namespace).List(ctx, metav1.ListOptions{LabelSelector: shoalSelector})
 		if err != nil {
 			return err
 		}
-		return onePerNode(c, pods.Items, podReady)
+		if err := onePerNode(c, pods.Items, podReady); err != nil {
+			return err
+		}
+		if ds, err = cs.AppsV1().DaemonSets(deploy.Namespace).Get(ctx, deploy.ReleaseName, metav1.GetOptions{}); err != nil {
+			return err
+		}
+		if s, want := ds.Status, int32(len(c.Nodes)); s.DesiredNumberScheduled != want || s.NumberReady != want || s.NumberAvailable != want {
+			return fmt.Errorf("DaemonSet %s: desired %d, ready %d, available %d", ds.Name, s.DesiredNumberScheduled, s.NumberReady, s.NumberAvailable)
+		}
+		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds, err := cs.AppsV1().DaemonSets(deploy.Namespace).Get(ctx, deploy.ReleaseName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

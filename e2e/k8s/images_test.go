@@ -1,14 +1,22 @@
 package k8s_test
 
 import (
+	"archive/tar"
+	"errors"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/shoal-dev/shoal/bench/lab"
@@ -129,4 +137,74 @@ func describe(t *testing.T, ref string, img v1.Image, old int) testImage {
 		}
 	}
 	return im
+}
+
+// pushKubectlImage pushes an image holding bin's kubectl as /bin/kubectl,
+// on PATH, for the chart's uninstall hook (its unconfigure.kubectlImage):
+// registry.k8s.io cannot be reached from the lab.
+func pushKubectlImage(t *testing.T, c *kube.Cluster, tr http.RoundTripper, bin string) string {
+	t.Helper()
+	tarPath := filepath.Join(t.TempDir(), "kubectl.tar")
+	if err := writeBinaryTar(tarPath, filepath.Join(bin, "kubectl"), "bin/kubectl"); err != nil {
+		t.Fatal(err)
+	}
+	layer, err := tarball.LayerFromFile(tarPath, tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	img, err := mutate.AppendLayers(base, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", runtime.GOARCH
+	cf.Config = v1.Config{Env: []string{"PATH=/bin"}}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.NewTag(c.Registry.Addr()+"/lab/kubectl:"+kube.Version, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img, remote.WithContext(t.Context()), remote.WithTransport(tr)); err != nil {
+		t.Fatalf("push %s: %v", ref, err)
+	}
+	return ref.String()
+}
+
+// writeBinaryTar writes a tar at path holding the file src as name, mode
+// 0755, in its directory.
+func writeBinaryTar(path, src, name string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(out)
+	hdrs := []*tar.Header{
+		{Typeflag: tar.TypeDir, Name: filepath.Dir(name) + "/", Mode: 0o755, Format: tar.FormatPAX},
+		{Typeflag: tar.TypeReg, Name: name, Mode: 0o755, Size: st.Size(), Format: tar.FormatPAX},
+	}
+	for _, h := range hdrs {
+		if err = tw.WriteHeader(h); err != nil {
+			return errors.Join(err, out.Close())
+		}
+	}
+	if _, err = io.Copy(tw, in); err != nil {
+		return errors.Join(err, out.Close())
+	}
+	return errors.Join(tw.Close(), out.Close())
 }
