@@ -57,6 +57,7 @@ func TestChartOnKubernetes(t *testing.T) {
 	installChart(t, helm, values)
 	waitShoalReady(t, cs, c)
 	checkHostsNameShoal(t, c, reg, before)
+	checkWhatKubeletRan(t, cs, c)
 	checkPullThroughPeers(t, cs, c, tr)
 	checkUninstall(t, helm, cs, c, reg, before)
 }
