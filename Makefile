@@ -5,7 +5,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
 BIN      ?= bin/shoal
 
-.PHONY: help build image test unit e2e e2e-faults lint bench bench-real deps fmt manifests fuzz fuzz-report soak k8s-bins
+.PHONY: help build image test unit e2e e2e-faults lint bench bench-real deps fmt manifests fuzz fuzz-report soak k8s-bins e2e-k8s
 
 help: ## show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,6 +32,9 @@ unit: ## run the tests that need no root: unit tests and the simulated benchmark
 
 e2e: ## run only the end-to-end tests against real containerd and registry processes
 	$(GO) test -race -count=1 -timeout 20m -v ./e2e/...
+
+e2e-k8s: ## install the Helm chart on the lab's real Kubernetes (3 nodes) and check it as an operator would: shoal Ready on every node, containerd pointed at it, a new image pulled once from the registry and shared by peers, what the kubelet ran read back from /proc, helm uninstall restoring every hosts.toml (root; `make deps`)
+	$(GO) test -race -count=1 -timeout 30m -v ./e2e/k8s/
 
 e2e-faults: ## run the fault-injection suite's full variants (more nodes, bigger images, repetitions); rows in SHOAL_FAULTS_REPORT if set
 	$(GO) test -race -count=1 -timeout 40m -v -run '^TestFaults$$' ./e2e/ -args -faults.full

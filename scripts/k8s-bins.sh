@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes control plane, the kubelet and etcd that the lab
-# cluster runs (bench/lab/kube), from the pinned module in e2e/k8s/tools, into
+# cluster runs (bench/lab/kube), and the kubectl that e2e/k8s puts in an image
+# for the chart's uninstall hook, from the pinned module in e2e/k8s/tools, into
 # a cache directory keyed by the versions: a binary already there is kept, so
 # only the first run pays for the build (several minutes per binary).
 #
@@ -28,7 +29,7 @@ for p in "${vpkgs[@]}"; do
 done
 
 pkgs=()
-for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet; do
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
 	[ -x "$dir/$cmd" ] || pkgs+=("k8s.io/kubernetes/cmd/$cmd")
 done
 [ -x "$dir/etcd" ] || pkgs+=("./etcd")

@@ -1,0 +1,172 @@
+package k8s_test
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/shoal-dev/shoal/bench/lab"
+	"github.com/shoal-dev/shoal/bench/lab/kube"
+)
+
+// maxEgressRatio bounds the registry's blob bytes for a new image pulled
+// by every node at once, over the image's new blob bytes: one copy, plus
+// a little for a transfer a peer cut short.
+const maxEgressRatio = 1.1
+
+// checkPullThroughPeers starts one pod per node of an image none has, all
+// at once, and checks that the registry sent about one copy of its blobs
+// while the nodes' shoals served each other the rest.
+func checkPullThroughPeers(t *testing.T, cs *kubernetes.Clientset, c *kube.Cluster, tr http.RoundTripper) {
+	t.Helper()
+	im := pushTestImage(t, c, tr, 3, 4<<20)
+	regBefore := registryBlobBytes(t, c)
+	peerBefore := scrapeNodes(t, c, tr)
+
+	start := time.Now()
+	createSpreadDeployment(t, cs, "layers", im.Ref, int32(len(c.Nodes)))
+	ctx := t.Context()
+	err := lab.WaitFor(ctx, "one Running layers pod per node", waitTimeout, func() error {
+		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=layers"})
+		if err != nil {
+			return err
+		}
+		return onePerNode(c, pods.Items, func(p corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pods Running: one %s pod on each of %d nodes %v after the Deployment was created", im.Ref, len(c.Nodes), time.Since(start).Round(time.Millisecond))
+
+	regAfter := registryBlobBytes(t, c)
+	var egress int64
+	for d := range im.All {
+		egress += regAfter[d] - regBefore[d]
+	}
+	ratio := float64(egress) / float64(im.newBytes())
+	t.Logf("registry egress for the image's blobs: %d bytes for %d new blob bytes (%d blobs): ratio %.3f (at most %.1f)", egress, im.newBytes(), len(im.New), ratio, maxEgressRatio)
+	if ratio > maxEgressRatio {
+		t.Errorf("the registry sent %.3f copies of the image's new blobs, want at most %.1f", ratio, maxEgressRatio)
+	}
+
+	peerAfter := scrapeNodes(t, c, tr)
+	var peer float64
+	for _, n := range c.Nodes {
+		a, b := peerAfter[n.Name], peerBefore[n.Name]
+		served := a["shoal_p2p_served_bytes_total"] - b["shoal_p2p_served_bytes_total"]
+		peer += served
+		delta := func(k string) float64 { return a[k] - b[k] }
+		t.Logf("%s: shoal fetched %.0f blob bytes from peers and %.0f from the registry, served %.0f to peers and %.0f to its containerd",
+			n.Name, delta(`shoal_fetched_bytes_total{source="peer"}`), delta(`shoal_fetched_bytes_total{source="upstream"}`), served,
+			delta(`shoal_served_bytes_total{source="store"}`)+delta(`shoal_served_bytes_total{source="peer"}`)+delta(`shoal_served_bytes_total{source="upstream"}`)+delta(`shoal_served_bytes_total{source="containerd"}`))
+	}
+	t.Logf("peer bytes: %.0f served between nodes, %.2f × the image's new blob bytes", peer, peer/float64(im.newBytes()))
+	if peer == 0 {
+		t.Error("no node's shoal served a byte to a peer")
+	}
+}
+
+// createSpreadDeployment runs replicas pods of img, at most one per node
+// (required pod anti-affinity on the hostname).
+func createSpreadDeployment(t *testing.T, cs *kubernetes.Clientset, name, img string, replicas int32) {
+	t.Helper()
+	labels := map[string]string{"app": name}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+						RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
+							LabelSelector: &metav1.LabelSelector{MatchLabels: labels},
+							TopologyKey:   corev1.LabelHostname,
+						}},
+					}},
+					TerminationGracePeriodSeconds: new(int64(5)),
+					Containers:                    []corev1.Container{{Name: name, Image: img, ImagePullPolicy: corev1.PullIfNotPresent}},
+				},
+			},
+		},
+	}
+	if _, err := cs.AppsV1().Deployments("default").Create(t.Context(), d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// registryBlobBytes is the registry's egress per blob so far, from its
+// access log.
+func registryBlobBytes(t *testing.T, c *kube.Cluster) map[string]int64 {
+	t.Helper()
+	by, err := c.Registry.BlobBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[string]int64, len(by))
+	for d, n := range by {
+		out[d.String()] = n
+	}
+	return out
+}
+
+// scrapeNodes reads every node's shoal /metrics on the node's IP, at the
+// chart's metrics port, as Prometheus would.
+func scrapeNodes(t *testing.T, c *kube.Cluster, tr http.RoundTripper) map[string]map[string]float64 {
+	t.Helper()
+	out := map[string]map[string]float64{}
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	for _, n := range c.Nodes {
+		m, err := scrape(t, client, "http://"+n.Host.Addr(metricsPort)+"/metrics")
+		if err != nil {
+			t.Fatalf("%s: %v", n.Name, err)
+		}
+		out[n.Name] = m
+	}
+	return out
+}
+
+// scrape parses the text exposition format into "name{labels}" → value.
+func scrape(t *testing.T, client *http.Client, url string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	m := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q: %w", url, line, err)
+		}
+		m[line[:i]] = v
+	}
+	return m, sc.Err()
+}
