@@ -73,6 +73,7 @@ func checkPullThroughPeers(t *testing.T, cs *kubernetes.Clientset, c *kube.Clust
 	if peer == 0 {
 		t.Error("no node's shoal served a byte to a peer")
 	}
+	checkBlobsProvided(t, c, len(im.New))
 }
 
 // createSpreadDeployment runs replicas pods of img, at most one per node
