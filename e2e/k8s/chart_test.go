@@ -62,6 +62,7 @@ func TestChartOnKubernetes(t *testing.T) {
 	checkMesh(t, c)
 	checkPullThroughPeers(t, cs, c, tr)
 	checkDashboard(t, c, tr)
+	checkUpgradeDuringScaleOut(t, helm, cs, c, tr, values)
 	checkUninstall(t, helm, cs, c, reg, before)
 }
 
