@@ -30,10 +30,11 @@ const upgradeLogLevel = "debug"
 // pull, or that a container could not start from.
 var pullFailures = []string{"Failed", "BackOff", "ErrImagePull", "ImagePullBackOff", "InspectFailed", "ErrImageNeverPull"}
 
-// checkUpgradeDuringScaleOut starts one pod per node of an image none
-// has and, at the same time, upgrades the release with a changed pod
-// template. The DaemonSet rolls every node's shoal while their
-// containerd pull through it; every pod still starts, with no failed pull.
+// checkUpgradeDuringScaleOut upgrades the release with a changed pod
+// template and, as the DaemonSet begins to roll, starts one pod per node
+// of an image none has. The DaemonSet rolls every node's shoal while
+// their containerd pull through it; every pod still starts, with no
+// failed pull.
 func checkUpgradeDuringScaleOut(t *testing.T, helm *action.Configuration, cs *kubernetes.Clientset, c *kube.Cluster, tr http.RoundTripper, values map[string]any) {
 	t.Helper()
 	ctx := t.Context()
@@ -47,14 +48,19 @@ func checkUpgradeDuringScaleOut(t *testing.T, helm *action.Configuration, cs *ku
 	regBefore := registryBlobBytes(t, c)
 
 	start := time.Now()
-	createSpreadDeployment(t, cs, "scale", im.Ref, int32(len(c.Nodes)))
 	upgraded := maps.Clone(values)
 	upgraded["log"] = map[string]any{"level": upgradeLogLevel}
 	upgradeChart(t, helm, upgraded)
+	// The scale-out starts the moment the roll does: that node's
+	// containerd pulls while its shoal shuts down.
+	first := waitRollBegun(t, cs, oldPods)
+	createSpreadDeployment(t, cs, "scale", im.Ref, int32(len(c.Nodes)))
+	t.Logf("the roll began %v after helm upgrade: %s's shoal terminating; the scale Deployment created then",
+		time.Since(start).Round(time.Millisecond), first)
 
 	running := waitSpreadRunning(t, cs, c, "scale", start)
 	rolled := waitRolled(t, cs, c, ds.Generation, oldPods, start)
-	t.Logf("during the upgrade: one %s pod Running on each of %d nodes %v after the Deployment was created; the DaemonSet rolled in %v",
+	t.Logf("during the upgrade: one %s pod Running on each of %d nodes %v after helm upgrade; the DaemonSet rolled in %v",
 		im.Ref, len(c.Nodes), running.Round(time.Millisecond), rolled.Round(time.Millisecond))
 
 	logTimeline(t, cs, start)
@@ -65,6 +71,40 @@ func checkUpgradeDuringScaleOut(t *testing.T, helm *action.Configuration, cs *ku
 		t.Error("helm upgrade changed the cluster key: the mesh splits while pods roll")
 	}
 	checkMesh(t, c)
+}
+
+// waitRollBegun waits until one of the old shoal pods is terminating or
+// gone, and names its node.
+func waitRollBegun(t *testing.T, cs *kubernetes.Clientset, old map[types.UID]bool) string {
+	t.Helper()
+	ctx := t.Context()
+	node := ""
+	err := lab.WaitFor(ctx, "the DaemonSet begins to roll", waitTimeout, func() error {
+		pods, err := cs.CoreV1().Pods(deploy.Namespace).List(ctx, metav1.ListOptions{LabelSelector: shoalSelector})
+		if err != nil {
+			return err
+		}
+		left := 0
+		for _, p := range pods.Items {
+			if !old[p.UID] {
+				continue
+			}
+			left++
+			if p.DeletionTimestamp != nil {
+				node = p.Spec.NodeName
+				return nil
+			}
+		}
+		if left < len(old) {
+			node = "a node"
+			return nil
+		}
+		return fmt.Errorf("all %d old shoal pods still running", left)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return node
 }
 
 // logTimeline says, per node and in seconds after start (the API's
@@ -111,11 +151,12 @@ func upgradeChart(t *testing.T, cfg *action.Configuration, values map[string]any
 	up := action.NewUpgrade(cfg)
 	up.Namespace = deploy.Namespace
 	up.Timeout = 2 * time.Minute
+	start := time.Now()
 	rel, err := up.RunWithContext(t.Context(), deploy.ReleaseName, loadChart(t), values)
 	if err != nil {
 		t.Fatalf("helm upgrade: %v", err)
 	}
-	t.Logf("helm upgrade: release %s revision %d, status %s, log.level %s", rel.Name, rel.Version, rel.Info.Status, upgradeLogLevel)
+	t.Logf("helm upgrade: release %s revision %d, status %s, log.level %s, in %v", rel.Name, rel.Version, rel.Info.Status, upgradeLogLevel, time.Since(start).Round(time.Millisecond))
 }
 
 // waitSpreadRunning waits until the Deployment app has one Running pod
