@@ -33,7 +33,7 @@ unit: ## run the tests that need no root: unit tests and the simulated benchmark
 e2e: ## run only the end-to-end tests against real containerd and registry processes
 	$(GO) test -race -count=1 -timeout 20m -v ./e2e/...
 
-e2e-k8s: ## install the Helm chart on the lab's real Kubernetes (3 nodes) and check it as an operator would: shoal Ready on every node, containerd pointed at it, a new image pulled once from the registry and shared by peers, what the kubelet ran read back from /proc, helm uninstall restoring every hosts.toml (root; `make deps`)
+e2e-k8s: ## install the Helm chart on the lab's real Kubernetes (3 nodes) and check it as an operator would: shoal Ready on every node in one encrypted mesh, containerd pointed at it, a new image pulled once from the registry and shared by peers, what the kubelet ran read back from /proc, helm upgrade rolling the DaemonSet while another image scales out, helm uninstall restoring every hosts.toml (root; `make deps`)
 	$(GO) test -race -count=1 -timeout 30m -v ./e2e/k8s/
 
 e2e-faults: ## run the fault-injection suite's full variants (more nodes, bigger images, repetitions); rows in SHOAL_FAULTS_REPORT if set

@@ -14,11 +14,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/shoal-dev/shoal/bench/lab"
+	"github.com/shoal-dev/shoal/deploy"
 )
 
 const (
-	dashboardPath = "grafana/shoal.json"
+	dashboardPath = deploy.DashboardFile
 	unitPath      = "systemd/shoal.service"
 	envPath       = "systemd/shoal.env"
 )
@@ -55,8 +55,8 @@ func readDashboard(t *testing.T) dashboard {
 	return d
 }
 
-// TestGrafanaDashboard checks the dashboard's shape; the real-process test
-// checks its queries against the metrics a running daemon exports.
+// TestGrafanaDashboard checks the dashboard's shape; e2e/k8s checks its
+// queries against the metrics the chart's daemons export.
 func TestGrafanaDashboard(t *testing.T) {
 	t.Parallel()
 	d := readDashboard(t)
@@ -89,92 +89,13 @@ func TestGrafanaDashboard(t *testing.T) {
 			queries++
 		}
 	}
-	if refs := dashboardRefs(t); len(refs) == 0 || queries == 0 {
+	refs, err := deploy.DashboardMetrics(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(refs) == 0 || queries == 0 {
 		t.Fatal("the dashboard queries no shoal metric")
 	}
-}
-
-// metricRef is a metric a dashboard query reads, with the labels it
-// groups by.
-type metricRef struct {
-	name   string
-	labels []string
-}
-
-var (
-	metricName = regexp.MustCompile(`\b((?:shoal|process|go)_[a-z0-9_]+)\b`)
-	groupBy    = regexp.MustCompile(`by \(([a-z_, ]+)\) \((?:rate|increase)?\(?([a-z0-9_]+)[{\[]`)
-)
-
-// dashboardRefs lists the metrics the dashboard's queries read.
-func dashboardRefs(t *testing.T) []metricRef {
-	t.Helper()
-	byName := map[string]*metricRef{}
-	for _, p := range readDashboard(t).Panels {
-		for _, tg := range p.Targets {
-			for _, m := range metricName.FindAllStringSubmatch(tg.Expr, -1) {
-				if byName[m[1]] == nil {
-					byName[m[1]] = &metricRef{name: m[1]}
-				}
-			}
-			for _, m := range groupBy.FindAllStringSubmatch(tg.Expr, -1) {
-				r := byName[m[2]]
-				for _, l := range strings.Split(m[1], ",") {
-					if l = strings.TrimSpace(l); !slices.Contains(r.labels, l) {
-						r.labels = append(r.labels, l)
-					}
-				}
-			}
-		}
-	}
-	var refs []metricRef
-	for _, r := range byName {
-		refs = append(refs, *r)
-	}
-	return refs
-}
-
-// checkDashboardMetrics fails for a dashboard query that reads a metric,
-// or groups by a label, that the scraped daemons do not export.
-func checkDashboardMetrics(t *testing.T, scraped []lab.Metrics) {
-	t.Helper()
-	for _, r := range dashboardRefs(t) {
-		family := r.name
-		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
-			if base, ok := strings.CutSuffix(r.name, suffix); ok && has(scraped, base) {
-				family = base
-			}
-		}
-		if !has(scraped, family) {
-			t.Errorf("the dashboard reads %s, which no daemon exports", r.name)
-			continue
-		}
-		for _, l := range r.labels {
-			if l == "instance" || l == "le" { // added by Prometheus, and histograms' own
-				continue
-			}
-			found := false
-			for _, m := range scraped {
-				for _, s := range m[family].GetMetric() {
-					for _, lp := range s.GetLabel() {
-						found = found || lp.GetName() == l
-					}
-				}
-			}
-			if !found {
-				t.Errorf("the dashboard groups %s by %q, a label it does not have", r.name, l)
-			}
-		}
-	}
-}
-
-func has(scraped []lab.Metrics, family string) bool {
-	for _, m := range scraped {
-		if _, ok := m[family]; ok {
-			return true
-		}
-	}
-	return false
 }
 
 // TestSystemdUnit checks that the unit and its environment file speak the
@@ -309,4 +230,17 @@ func readEnv(t *testing.T) map[string]string {
 		env[k] = v
 	}
 	return env
+}
+
+// buildShoal builds the binary the image would hold: static, as a
+// distroless image needs.
+func buildShoal(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "shoal")
+	cmd := exec.CommandContext(t.Context(), "go", "build", "-trimpath", "-o", bin, "../cmd/shoal")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building shoal: %v\n%s", err, out)
+	}
+	return bin
 }

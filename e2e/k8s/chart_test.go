@@ -57,8 +57,12 @@ func TestChartOnKubernetes(t *testing.T) {
 	installChart(t, helm, values)
 	waitShoalReady(t, cs, c)
 	checkHostsNameShoal(t, c, reg, before)
+	checkInitOutput(t, cs, reg)
 	checkWhatKubeletRan(t, cs, c)
+	checkMesh(t, c)
 	checkPullThroughPeers(t, cs, c, tr)
+	checkDashboard(t, c, tr)
+	checkUpgradeDuringScaleOut(t, helm, cs, c, tr, values)
 	checkUninstall(t, helm, cs, c, reg, before)
 }
 

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/discovery"
@@ -70,17 +71,23 @@ func helmConfig(t *testing.T, c *kube.Cluster) *action.Configuration {
 // itself, to say what each is doing if they do not come up.
 func installChart(t *testing.T, cfg *action.Configuration, values map[string]any) {
 	t.Helper()
-	chrt, err := loader.Load(repoRoot + "/deploy/" + deploy.ChartDir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	in := action.NewInstall(cfg)
 	in.ReleaseName = deploy.ReleaseName
 	in.Namespace = deploy.Namespace
 	in.Timeout = 2 * time.Minute
-	rel, err := in.RunWithContext(t.Context(), chrt, values)
+	rel, err := in.RunWithContext(t.Context(), loadChart(t), values)
 	if err != nil {
 		t.Fatalf("helm install: %v", err)
 	}
 	t.Logf("helm install: release %s revision %d, status %s, chart %s", rel.Name, rel.Version, rel.Info.Status, rel.Chart.Metadata.Version)
+}
+
+// loadChart loads deploy/helm/shoal from this checkout.
+func loadChart(t *testing.T) *chart.Chart {
+	t.Helper()
+	chrt, err := loader.Load(repoRoot + "/deploy/" + deploy.ChartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return chrt
 }

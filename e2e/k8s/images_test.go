@@ -84,8 +84,8 @@ func (im testImage) newBytes() int64 {
 }
 
 // pushTestImage pushes n layers of size bytes each over c.PodImage as
-// <registry>/e2e/layers:v1.
-func pushTestImage(t *testing.T, c *kube.Cluster, tr http.RoundTripper, n int, size int64) testImage {
+// <registry>/<path>, path naming the repository and tag.
+func pushTestImage(t *testing.T, c *kube.Cluster, tr http.RoundTripper, path string, n int, size int64) testImage {
 	t.Helper()
 	ctx := t.Context()
 	opts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(tr)}
@@ -110,7 +110,7 @@ func pushTestImage(t *testing.T, c *kube.Cluster, tr http.RoundTripper, n int, s
 			t.Fatal(err)
 		}
 	}
-	ref, err := name.NewTag(c.Registry.Addr()+"/e2e/layers:v1", name.Insecure)
+	ref, err := name.NewTag(c.Registry.Addr()+"/"+path, name.Insecure)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/shoal-dev/shoal/bench/lab"
 	"github.com/shoal-dev/shoal/bench/lab/kube"
 )
 
@@ -28,31 +27,16 @@ const maxEgressRatio = 1.1
 // while the nodes' shoals served each other the rest.
 func checkPullThroughPeers(t *testing.T, cs *kubernetes.Clientset, c *kube.Cluster, tr http.RoundTripper) {
 	t.Helper()
-	im := pushTestImage(t, c, tr, 3, 4<<20)
+	im := pushTestImage(t, c, tr, "e2e/layers:v1", 3, 4<<20)
 	regBefore := registryBlobBytes(t, c)
 	peerBefore := scrapeNodes(t, c, tr)
 
 	start := time.Now()
 	createSpreadDeployment(t, cs, "layers", im.Ref, int32(len(c.Nodes)))
-	ctx := t.Context()
-	err := lab.WaitFor(ctx, "one Running layers pod per node", waitTimeout, func() error {
-		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=layers"})
-		if err != nil {
-			return err
-		}
-		return onePerNode(c, pods.Items, func(p corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("pods Running: one %s pod on each of %d nodes %v after the Deployment was created", im.Ref, len(c.Nodes), time.Since(start).Round(time.Millisecond))
+	running := waitSpreadRunning(t, cs, c, "layers", start)
+	t.Logf("pods Running: one %s pod on each of %d nodes %v after the Deployment was created", im.Ref, len(c.Nodes), running.Round(time.Millisecond))
 
-	regAfter := registryBlobBytes(t, c)
-	var egress int64
-	for d := range im.All {
-		egress += regAfter[d] - regBefore[d]
-	}
-	ratio := float64(egress) / float64(im.newBytes())
+	egress, ratio := egressRatio(im, regBefore, registryBlobBytes(t, c))
 	t.Logf("registry egress for the image's blobs: %d bytes for %d new blob bytes (%d blobs): ratio %.3f (at most %.1f)", egress, im.newBytes(), len(im.New), ratio, maxEgressRatio)
 	if ratio > maxEgressRatio {
 		t.Errorf("the registry sent %.3f copies of the image's new blobs, want at most %.1f", ratio, maxEgressRatio)
@@ -73,6 +57,7 @@ func checkPullThroughPeers(t *testing.T, cs *kubernetes.Clientset, c *kube.Clust
 	if peer == 0 {
 		t.Error("no node's shoal served a byte to a peer")
 	}
+	checkBlobsProvided(t, c, len(im.New))
 }
 
 // createSpreadDeployment runs replicas pods of img, at most one per node
@@ -94,6 +79,9 @@ func createSpreadDeployment(t *testing.T, cs *kubernetes.Clientset, name, img st
 							TopologyKey:   corev1.LabelHostname,
 						}},
 					}},
+					// The lab runs no cluster DNS, and the pods need none:
+					// ClusterFirst would only make the kubelet warn.
+					DNSPolicy:                     corev1.DNSDefault,
 					TerminationGracePeriodSeconds: new(int64(5)),
 					Containers:                    []corev1.Container{{Name: name, Image: img, ImagePullPolicy: corev1.PullIfNotPresent}},
 				},
@@ -103,6 +91,16 @@ func createSpreadDeployment(t *testing.T, cs *kubernetes.Clientset, name, img st
 	if _, err := cs.AppsV1().Deployments("default").Create(t.Context(), d, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// egressRatio is the registry's egress for im's blobs between two
+// readings of registryBlobBytes, and its ratio to im's new blob bytes.
+func egressRatio(im testImage, before, after map[string]int64) (int64, float64) {
+	var egress int64
+	for d := range im.All {
+		egress += after[d] - before[d]
+	}
+	return egress, float64(egress) / float64(im.newBytes())
 }
 
 // registryBlobBytes is the registry's egress per blob so far, from its

@@ -2,6 +2,7 @@ package k8s_test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -34,8 +35,7 @@ var wantMounts = map[string]bool{
 }
 
 // checkWhatKubeletRan reads back, from the API server and from each node,
-// what the real kubelet made of the chart's pod: the checks deploy's
-// home-made kubelet makes on its own sandbox, made on runc's.
+// what the real kubelet made of the chart's pod.
 func checkWhatKubeletRan(t *testing.T, cs *kubernetes.Clientset, c *kube.Cluster) {
 	t.Helper()
 	pods, err := cs.CoreV1().Pods(deploy.Namespace).List(t.Context(), metav1.ListOptions{LabelSelector: shoalSelector})
@@ -67,7 +67,12 @@ func checkWhatKubeletRan(t *testing.T, cs *kubernetes.Clientset, c *kube.Cluster
 			t.Errorf("%s: shoal (pid %d): %v", n.Name, pid, err)
 			continue
 		}
-		t.Logf("%s: pod %s Ready, no restarts (%s); shoal pid %d as the kubelet ran it: %s", n.Name, p.Name, probes, pid, seen)
+		key, err := checkClusterKey(t, cs, p, pid)
+		if err != nil {
+			t.Errorf("%s: %v", n.Name, err)
+			continue
+		}
+		t.Logf("%s: pod %s Ready, no restarts (%s); shoal pid %d as the kubelet ran it: %s; %s", n.Name, p.Name, probes, pid, seen, key)
 	}
 }
 
@@ -246,4 +251,31 @@ func checkMounts(proc string) error {
 		}
 	}
 	return nil
+}
+
+// checkClusterKey checks that the key the daemon reads is the chart's
+// Secret's, as the API server holds it.
+func checkClusterKey(t *testing.T, cs *kubernetes.Clientset, p corev1.Pod, pid int) (string, error) {
+	name := ""
+	for _, v := range p.Spec.Volumes {
+		if v.Name == "cluster-key" && v.Secret != nil {
+			name = v.Secret.SecretName
+		}
+	}
+	if name == "" {
+		return "", fmt.Errorf("pod %s has no cluster-key Secret volume", p.Name)
+	}
+	s, err := cs.CoreV1().Secrets(p.Namespace).Get(t.Context(), name, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	got, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/etc/shoal/cluster-key/cluster.key", pid))
+	if err != nil {
+		return "", err
+	}
+	want := s.Data["cluster.key"]
+	if len(want) == 0 || !bytes.Equal(got, want) {
+		return "", fmt.Errorf("the daemon reads a %d-byte cluster key, not Secret %s's %d bytes", len(got), name, len(want))
+	}
+	return fmt.Sprintf("cluster.key is Secret %s's (%d bytes)", name, len(got)), nil
 }
