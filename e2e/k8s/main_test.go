@@ -4,49 +4,40 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/shoal-dev/shoal/bench/lab"
 	"github.com/shoal-dev/shoal/bench/lab/kube"
 )
 
 // repoRoot is shoal's module root, relative to this package.
 const repoRoot = "../.."
 
-// bins builds (or finds cached) the cluster's binaries with the script
-// make k8s-bins runs. Missing binaries are built, not skipped: a skip would
-// hide that the cluster never ran.
+// bins builds (or finds cached) the cluster's binaries. Missing binaries
+// are built, not skipped: a skip would hide that the cluster never ran.
 func bins(t *testing.T) string {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), "bash", repoRoot+"/scripts/k8s-bins.sh")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	start := time.Now()
+	dir, err := kube.BuildBinaries(t.Context(), repoRoot)
 	if err != nil {
-		t.Fatalf("scripts/k8s-bins.sh: %v\n%s", err, stderr.String())
+		t.Fatal(err)
 	}
-	return strings.TrimSpace(string(out))
+	t.Logf("binaries in %s (%v)", dir, time.Since(start).Round(time.Millisecond))
+	return dir
 }
 
 // requireRoot fails, rather than skips, when the machine cannot run the
-// cluster: a skipped e2e-k8s would pass without having checked anything.
+// cluster: a skipped test would pass without having checked anything.
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts a Kubernetes cluster; -short runs unit tests only")
 	}
-	if os.Geteuid() != 0 {
-		t.Fatal("the lab cluster needs root (namespaces, containerd, kubelet)")
-	}
-	for _, b := range []string{lab.DefaultRegistryBinary, lab.GoBin() + "/containerd", lab.GoBin() + "/containerd-shim-runc-v2", "/usr/lib/cni/bridge"} {
-		if _, err := os.Stat(b); err != nil {
-			t.Fatalf("the lab cluster needs %s (make deps installs it): %v", b, err)
-		}
+	if err := kube.CheckHost(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -1,11 +1,7 @@
 package k8s_test
 
 import (
-	"bufio"
-	"fmt"
 	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/shoal-dev/shoal/bench/lab"
 	"github.com/shoal-dev/shoal/bench/lab/kube"
 )
 
@@ -46,12 +43,13 @@ func checkPullThroughPeers(t *testing.T, cs *kubernetes.Clientset, c *kube.Clust
 	var peer float64
 	for _, n := range c.Nodes {
 		a, b := peerAfter[n.Name], peerBefore[n.Name]
-		served := a["shoal_p2p_served_bytes_total"] - b["shoal_p2p_served_bytes_total"]
+		delta := func(name string, match map[string]string) float64 { return a.Sum(name, match) - b.Sum(name, match) }
+		served := delta("shoal_p2p_served_bytes_total", nil)
 		peer += served
-		delta := func(k string) float64 { return a[k] - b[k] }
 		t.Logf("%s: shoal fetched %.0f blob bytes from peers and %.0f from the registry, served %.0f to peers and %.0f to its containerd",
-			n.Name, delta(`shoal_fetched_bytes_total{source="peer"}`), delta(`shoal_fetched_bytes_total{source="upstream"}`), served,
-			delta(`shoal_served_bytes_total{source="store"}`)+delta(`shoal_served_bytes_total{source="peer"}`)+delta(`shoal_served_bytes_total{source="upstream"}`)+delta(`shoal_served_bytes_total{source="containerd"}`))
+			n.Name, delta("shoal_fetched_bytes_total", map[string]string{"source": "peer"}),
+			delta("shoal_fetched_bytes_total", map[string]string{"source": "upstream"}), served,
+			delta("shoal_served_bytes_total", nil))
 	}
 	t.Logf("peer bytes: %.0f served between nodes, %.2f × the image's new blob bytes", peer, peer/float64(im.newBytes()))
 	if peer == 0 {
@@ -120,51 +118,16 @@ func registryBlobBytes(t *testing.T, c *kube.Cluster) map[string]int64 {
 
 // scrapeNodes reads every node's shoal /metrics on the node's IP, at the
 // chart's metrics port, as Prometheus would.
-func scrapeNodes(t *testing.T, c *kube.Cluster, tr http.RoundTripper) map[string]map[string]float64 {
+func scrapeNodes(t *testing.T, c *kube.Cluster, tr http.RoundTripper) map[string]lab.Metrics {
 	t.Helper()
-	out := map[string]map[string]float64{}
+	out := map[string]lab.Metrics{}
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	for _, n := range c.Nodes {
-		m, err := scrape(t, client, "http://"+n.Host.Addr(metricsPort)+"/metrics")
+		m, err := scrapeFamilies(t.Context(), client, "http://"+n.Host.Addr(metricsPort)+"/metrics")
 		if err != nil {
 			t.Fatalf("%s: %v", n.Name, err)
 		}
 		out[n.Name] = m
 	}
 	return out
-}
-
-// scrape parses the text exposition format into "name{labels}" → value.
-func scrape(t *testing.T, client *http.Client, url string) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	m := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %q: %w", url, line, err)
-		}
-		m[line[:i]] = v
-	}
-	return m, sc.Err()
 }
