@@ -65,6 +65,9 @@ type expect struct {
 	storeHostPath string
 	registries    []string // --registry flags of configure and unconfigure
 	clusterSecret string   // the Secret the key is mounted from
+	// mirrorAllow are the --mirror-allow networks; with any, the mirror
+	// listens on every address of the node, else on loopback only.
+	mirrorAllow []string
 }
 
 func defaultExpect(l layout) expect {
@@ -198,6 +201,11 @@ func TestChartValues(t *testing.T) {
 			},
 		},
 		{
+			name:   "peer mirror",
+			values: map[string]any{"peerMirror": map[string]any{"enabled": true, "allow": []any{"10.0.0.0/16", "fd00::/64"}}},
+			expect: func(e *expect) { e.mirrorAllow = []string{"10.0.0.0/16", "fd00::/64"} },
+		},
+		{
 			name:   "path overrides",
 			values: map[string]any{"containerd": map[string]any{"socket": "/run/custom/containerd.sock", "hostsDir": "/etc/custom/certs.d"}},
 			expect: func(e *expect) {
@@ -242,6 +250,31 @@ func TestChartValues(t *testing.T) {
 	}
 }
 
+// checkMirrorFacing: the unauthenticated mirror faces the network only
+// when peerMirror names the networks it may answer.
+func checkMirrorFacing(t *testing.T, d cli, mirrorAddr string, allow []string) {
+	t.Helper()
+	h := host(t, mirrorAddr)
+	if got := d.flags["mirror-allow"]; !slices.Equal(got, allow) {
+		t.Errorf("--mirror-allow %q, want %q", got, allow)
+	}
+	switch {
+	case len(allow) == 0 && !isLoopback(h):
+		t.Errorf("--mirror-addr %s is not on loopback: the unauthenticated mirror would face the network", mirrorAddr)
+	case len(allow) > 0 && h != "":
+		t.Errorf("--mirror-addr %s with peerMirror: other nodes reach it at the node's IP, so it listens on every address", mirrorAddr)
+	}
+}
+
+func host(t *testing.T, hostPort string) string {
+	t.Helper()
+	h, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		t.Fatalf("%q: %v", hostPort, err)
+	}
+	return h
+}
+
 // TestChartRejectsBadValues: a mistake in the values fails the install
 // with a message, instead of rendering something else.
 func TestChartRejectsBadValues(t *testing.T) {
@@ -254,6 +287,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"unknown preset", map[string]any{"preset": "k3z"}, `preset "k3z" is not one of`},
 		{"misspelt key", map[string]any{"presett": "k3s"}, "presett"},
 		{"port out of range", map[string]any{"ports": map[string]any{"mirror": 75000}}, "mirror"},
+		{"peer mirror open to all", map[string]any{"peerMirror": map[string]any{"enabled": true}}, "peerMirror.allow"},
+		{"peer mirror allowing a host name", map[string]any{"peerMirror": map[string]any{"enabled": true, "allow": []any{"nodes.example"}}}, "allow"},
 		{"relative store path", map[string]any{"store": map[string]any{"hostPath": "var/lib/shoal"}}, "hostPath"},
 	}
 	for _, tt := range tests {
@@ -286,9 +321,7 @@ func checkRelease(t *testing.T, r *release, e expect) {
 
 	// Ports: flags, container ports, probes and Service agree.
 	mirrorAddr := d.one(t, "mirror-addr")
-	if h, _, _ := net.SplitHostPort(mirrorAddr); !isLoopback(h) {
-		t.Errorf("--mirror-addr %s is not on loopback: the unauthenticated mirror would face the network", mirrorAddr)
-	}
+	checkMirrorFacing(t, d, mirrorAddr, e.mirrorAllow)
 	if got := namedPort(t, daemon, "mirror", corev1.ProtocolTCP); got != port(t, mirrorAddr) {
 		t.Errorf("mirror containerPort %d, --mirror-addr %s", got, mirrorAddr)
 	}
@@ -390,7 +423,7 @@ func checkRelease(t *testing.T, r *release, e expect) {
 		if !slices.Equal(in.words, []string{"configure", "containerd"}) {
 			t.Errorf("init container runs shoal %v", in.words)
 		}
-		if got := mirrorHostPort(t, in.one(t, "mirror")); got != mirrorAddr {
+		if got := mirrorHostPort(t, in.one(t, "mirror")); port(t, got) != port(t, mirrorAddr) || !isLoopback(host(t, got)) {
 			t.Errorf("init container points containerd at %s, the daemon listens on %s", got, mirrorAddr)
 		}
 		if got := in.flags["registry"]; !slices.Equal(got, e.registries) {

@@ -119,7 +119,7 @@ keyed mesh, and only from a registry this node mirrors (--registries).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.mirrorAddr, "mirror-addr", "127.0.0.1:7500", "address of the OCI mirror containerd pulls through; keep it on loopback")
+	f.StringVar(&o.mirrorAddr, "mirror-addr", "127.0.0.1:7500", "address of the OCI mirror containerd pulls through: loopback, unless --mirror-allow opens it to other nodes (listen on :PORT then)")
 	f.StringSliceVar(&o.mirrorAllow, "mirror-allow", nil, "client networks (CIDR, repeatable) the mirror answers besides loopback; others get 403 (default none: this node's containerd only)")
 	f.StringVar(&o.metricsAddr, "metrics-addr", ":7503", "address of /metrics, /healthz and /readyz (Prometheus and probes); empty disables them")
 	f.StringVar(&o.statusAddr, "status-addr", "127.0.0.1:7504", "address of /status (members, peer IDs, paths; what 'shoal status' reads); anyone who reaches it can read it, so keep it on loopback; empty disables it")

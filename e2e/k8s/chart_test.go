@@ -36,7 +36,7 @@ func TestChartOnKubernetes(t *testing.T) {
 	bin := bins(t)
 	begin := time.Now()
 	t.Cleanup(func() { t.Logf("wall time: %v", time.Since(begin).Round(time.Second)) })
-	c := startCluster(t, bin, 3)
+	c := startCluster(t, bin, 3, 1)
 	cs, err := c.Client()
 	if err != nil {
 		t.Fatal(err)
@@ -44,13 +44,13 @@ func TestChartOnKubernetes(t *testing.T) {
 	tr := labTransport(t, c)
 	reg := c.Registry.Addr()
 	before := readHosts(t, c, reg)
-	repo, tag := pushShoalImage(t, c, tr)
+	repo, tag, shoalImage := pushShoalImage(t, c, tr)
 	values := chartValues(repo, tag, reg, c.Nodes)
 	values["unconfigure"] = map[string]any{
 		"pauseImage":   c.PodImage,
 		"kubectlImage": pushKubectlImage(t, c, tr, bin),
 	}
-	routeKubernetesService(t, c)
+	routeKubernetesService(t, c, c.Nodes...)
 
 	createNamespace(t, cs, deploy.Namespace)
 	helm := helmConfig(t, c)
@@ -63,14 +63,16 @@ func TestChartOnKubernetes(t *testing.T) {
 	checkPullThroughPeers(t, cs, c, tr)
 	checkDashboard(t, c, tr)
 	checkUpgradeDuringScaleOut(t, helm, cs, c, tr, values)
+	checkNodeJoinsLater(t, cs, c, tr, shoalImage, before)
 	checkUninstall(t, helm, cs, c, reg, before)
 }
 
-func startCluster(t *testing.T, bin string, nodes int) *kube.Cluster {
+// startCluster starts nodes nodes and makes room for spare more to Join.
+func startCluster(t *testing.T, bin string, nodes, spare int) *kube.Cluster {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	start := time.Now()
-	c, err := kube.Start(t.Context(), kube.Config{Bin: bin, Nodes: nodes, Name: fmt.Sprintf("k8s%d", os.Getpid()), Logger: log})
+	c, err := kube.Start(t.Context(), kube.Config{Bin: bin, Nodes: nodes, Spare: spare, Name: fmt.Sprintf("k8s%d", os.Getpid()), Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +145,7 @@ func waitShoalReady(t *testing.T, cs *kubernetes.Clientset, c *kube.Cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("shoal Ready on every node: DaemonSet %s desired %d, ready %d, available %d, %v after install",
+	t.Logf("shoal Ready on every node: DaemonSet %s desired %d, ready %d, available %d, in %v of waiting",
 		ds.Name, ds.Status.DesiredNumberScheduled, ds.Status.NumberReady, ds.Status.NumberAvailable, time.Since(start).Round(time.Millisecond))
 }
 

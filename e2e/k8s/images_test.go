@@ -34,8 +34,9 @@ func labTransport(t *testing.T, c *kube.Cluster) *http.Transport {
 
 // pushShoalImage builds shoal's own image, linux/amd64 only, from this
 // checkout as `make image` does and pushes it to the lab registry. It
-// returns the repository and tag for the chart's values.
-func pushShoalImage(t *testing.T, c *kube.Cluster, tr http.RoundTripper) (repo, tag string) {
+// returns the repository and tag for the chart's values, and the image's
+// blobs.
+func pushShoalImage(t *testing.T, c *kube.Cluster, tr http.RoundTripper) (repo, tag string, blobs testImage) {
 	t.Helper()
 	ctx := t.Context()
 	meta, err := image.GitMeta(ctx, repoRoot)
@@ -61,7 +62,15 @@ func pushShoalImage(t *testing.T, c *kube.Cluster, tr http.RoundTripper) (repo, 
 	}
 	d, _ := idx.Digest()
 	t.Logf("pushed shoal's image %s (%s, version %s)", ref, d, meta.Version)
-	return repo, tag
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := idx.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return repo, tag, describe(t, ref.String(), img, 0)
 }
 
 // testImage is an image no node has: layers of random bytes on top of the

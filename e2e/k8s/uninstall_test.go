@@ -22,11 +22,11 @@ import (
 // hook's kubectl dial.
 const kubernetesServiceIP = "10.96.0.1"
 
-// routeKubernetesService does on every node what kube-proxy would for the
+// routeKubernetesService does on each of nodes what kube-proxy would for the
 // one Service the chart's pods call: the lab runs no kube-proxy, and the
 // uninstall hook's Job reaches the apiserver at the Service's address.
 // The rules go with the node's namespace when the cluster closes.
-func routeKubernetesService(t *testing.T, c *kube.Cluster) {
+func routeKubernetesService(t *testing.T, c *kube.Cluster, nodes ...*kube.Node) {
 	t.Helper()
 	u, err := url.Parse(c.Server())
 	if err != nil {
@@ -38,7 +38,7 @@ func routeKubernetesService(t *testing.T, c *kube.Cluster) {
 		// the node instead.
 		{"-t", "nat", "-A", "POSTROUTING", "-m", "conntrack", "--ctstate", "DNAT", "-j", "MASQUERADE"},
 	}
-	for _, n := range c.Nodes {
+	for _, n := range nodes {
 		for _, r := range rules {
 			if out, err := n.Host.Command(t.Context(), "iptables", r...).CombinedOutput(); err != nil {
 				t.Fatalf("%s: iptables %s: %v: %s", n.Name, strings.Join(r, " "), err, out)

@@ -22,8 +22,10 @@ import (
 	"github.com/shoal-dev/shoal/deploy"
 )
 
-// upgradeLogLevel is what the upgrade changes: the daemon's --log-level,
-// part of the pod template, so the DaemonSet rolls every pod.
+// upgradeLogLevel is one value the upgrade changes: the daemon's
+// --log-level, part of the pod template, so the DaemonSet rolls every pod.
+// The other is peerMirror, which opens each node's mirror to the nodes'
+// network for a node that joins later (checkNodeJoinsLater).
 const upgradeLogLevel = "debug"
 
 // pullFailures are the kubelet's event reasons for an image it could not
@@ -50,6 +52,7 @@ func checkUpgradeDuringScaleOut(t *testing.T, helm *action.Configuration, cs *ku
 	start := time.Now()
 	upgraded := maps.Clone(values)
 	upgraded["log"] = map[string]any{"level": upgradeLogLevel}
+	upgraded["peerMirror"] = map[string]any{"enabled": true, "allow": []any{c.Subnet()}}
 	upgradeChart(t, helm, upgraded)
 	// The scale-out starts the moment the roll does: that node's
 	// containerd pulls while its shoal shuts down.
@@ -156,7 +159,7 @@ func upgradeChart(t *testing.T, cfg *action.Configuration, values map[string]any
 	if err != nil {
 		t.Fatalf("helm upgrade: %v", err)
 	}
-	t.Logf("helm upgrade: release %s revision %d, status %s, log.level %s, in %v", rel.Name, rel.Version, rel.Info.Status, upgradeLogLevel, time.Since(start).Round(time.Millisecond))
+	t.Logf("helm upgrade: release %s revision %d, status %s, log.level %s, peerMirror %v, in %v", rel.Name, rel.Version, rel.Info.Status, upgradeLogLevel, values["peerMirror"], time.Since(start).Round(time.Millisecond))
 }
 
 // waitSpreadRunning waits until the Deployment app has one Running pod

@@ -47,6 +47,9 @@ type Config struct {
 	// Nodes is how many kubelets run, each in a network namespace of its
 	// own with its own containerd 2.x; 0 means 2.
 	Nodes int
+	// Spare is how many more node namespaces are made for nodes that
+	// Join later.
+	Spare int
 	// Name names the network; its namespaces are <Name>-h0 (control plane
 	// and registry), <Name>-h1… (nodes, named the same minus the prefix:
 	// "node1"…). "" is "kube".
@@ -142,7 +145,7 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		}
 	}()
 	start := time.Now()
-	if c.Network, err = lab.NewNetwork(ctx, cfg.Name, cfg.Nodes+1, lab.NetworkConfig{Subnet: cfg.Subnet, Logger: cfg.Logger}); err != nil {
+	if c.Network, err = lab.NewNetwork(ctx, cfg.Name, cfg.Nodes+cfg.Spare+1, lab.NetworkConfig{Subnet: cfg.Subnet, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if err := c.writeLeftovers(); err != nil {
@@ -174,12 +177,8 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if err := c.writeLeftovers(); err != nil {
 		return nil, err
 	}
-	for i, h := range c.Network.Hosts[1:] {
-		n, err := c.startNode(ctx, i+1, h)
-		if n != nil {
-			c.Nodes = append(c.Nodes, n)
-		}
-		if err != nil {
+	for range cfg.Nodes {
+		if _, err := c.addNode(ctx, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -191,6 +190,40 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 }
 
 func (c *Cluster) controlHost() *lab.Host { return c.Network.Hosts[0] }
+
+// Subnet is the nodes' network (Config.Subnet), as CIDR.
+func (c *Cluster) Subnet() string { return c.cfg.Subnet }
+
+// Join starts a node on the next spare namespace (Config.Spare) as a node
+// added to a running cluster: its containerd starts, bootstrap (when not
+// nil) prepares it as the node's provisioning would, say by writing
+// hosts.toml, and then its kubelet registers. Join returns when the new
+// Node is Ready; the node is in Nodes from then on.
+func (c *Cluster) Join(ctx context.Context, bootstrap func(*Node) error) (*Node, error) {
+	if len(c.Nodes)+1 >= len(c.Network.Hosts) {
+		return nil, fmt.Errorf("kube: no spare node namespace left (Config.Spare %d)", c.cfg.Spare)
+	}
+	n, err := c.addNode(ctx, bootstrap)
+	if err != nil {
+		return n, err
+	}
+	if err := c.waitNodesReady(ctx); err != nil {
+		return n, err
+	}
+	c.log.Info("node joined", "node", n.Name)
+	return n, nil
+}
+
+// addNode starts the next node and appends it to Nodes whenever anything
+// of it runs, so that Close stops it.
+func (c *Cluster) addNode(ctx context.Context, bootstrap func(*Node) error) (*Node, error) {
+	i := len(c.Nodes) + 1
+	n, err := c.startNode(ctx, i, c.Network.Hosts[i], bootstrap)
+	if n != nil {
+		c.Nodes = append(c.Nodes, n)
+	}
+	return n, err
+}
 
 // Dir is the cluster's temp dir: certificates, kubeconfigs, logs
 // (<component>.log, node<i>/kubelet.log, node<i>/lab-ctrd-*/containerd.log).

@@ -71,9 +71,26 @@ func (n *Node) KubeletLog() string { return filepath.Join(n.dir, "kubelet.log") 
 // sees it as /var/lib/kubelet.
 func (n *Node) RootDir() string { return filepath.Join(n.dir, "kubelet") }
 
-// startNode starts node i's containerd and kubelet. A non-nil Node comes
-// back whenever something was started, so Close can stop it.
-func (c *Cluster) startNode(ctx context.Context, i int, h *lab.Host) (*Node, error) {
+// startNode starts node i's containerd, then runs bootstrap (when not
+// nil) as a node's provisioning would before its kubelet starts, then
+// starts the kubelet. A non-nil Node comes back whenever something was
+// started, so Close can stop it.
+func (c *Cluster) startNode(ctx context.Context, i int, h *lab.Host, bootstrap func(*Node) error) (*Node, error) {
+	n, err := c.startRuntime(ctx, i, h)
+	if err != nil {
+		return n, err
+	}
+	if bootstrap != nil {
+		if err := bootstrap(n); err != nil {
+			return n, fmt.Errorf("%s: bootstrap: %w", n.Name, err)
+		}
+	}
+	return n, c.startKubelet(n)
+}
+
+// startRuntime makes node i's mount namespace and starts its containerd,
+// pulling from the lab registry.
+func (c *Cluster) startRuntime(ctx context.Context, i int, h *lab.Host) (*Node, error) {
 	n := &Node{Name: fmt.Sprintf("node%d", i), Host: h, dir: filepath.Join(c.dir, fmt.Sprintf("node%d", i))}
 	if err := os.MkdirAll(n.dir, 0o755); err != nil {
 		return nil, err
@@ -111,23 +128,29 @@ func (c *Cluster) startNode(ctx context.Context, i int, h *lab.Host) (*Node, err
 	if err := n.Containerd.WriteCNIBridge("lab-"+n.Name, fmt.Sprintf("10.88.%d.0/24", i)); err != nil {
 		return n, err
 	}
+	return n, nil
+}
 
+// startKubelet issues the node's certificates and starts its kubelet,
+// which registers the Node.
+func (c *Cluster) startKubelet(n *Node) error {
+	h := n.Host
 	ip := net.IP(h.IP.AsSlice())
 	client, err := c.pki.issue(certSpec{name: n.Name + "-client", cn: "system:node:" + n.Name, orgs: []string{"system:nodes"}, client: true})
 	if err != nil {
-		return n, err
+		return err
 	}
 	serving, err := c.pki.issue(certSpec{name: n.Name + "-serving", cn: n.Name, ips: []net.IP{ip}, dns: []string{n.Name}, server: true})
 	if err != nil {
-		return n, err
+		return err
 	}
 	kc := filepath.Join(n.dir, "kubelet.kubeconfig")
 	if err := kubeconfig(kc, c.server, c.pki.CertPath(), client); err != nil {
-		return n, err
+		return err
 	}
 	cfgPath := filepath.Join(n.dir, "kubelet.yaml")
 	if err := os.WriteFile(cfgPath, []byte(n.kubeletConfig(c.pki.CertPath(), serving)), 0o644); err != nil {
-		return n, err
+		return err
 	}
 	// The kubelet shares the node's mount namespace with its containerd:
 	// the volumes it mounts must be visible to runc.
@@ -150,10 +173,10 @@ func (c *Cluster) startNode(ctx context.Context, i int, h *lab.Host) (*Node, err
 		Logger:  c.log,
 	})
 	if err != nil {
-		return n, err
+		return err
 	}
 	c.log.Info("node started", "node", n.Name, "ip", h.IP, "netns", h.Netns)
-	return n, nil
+	return nil
 }
 
 // kubeletConfig is the node's KubeletConfiguration. Facts of this machine
