@@ -28,6 +28,18 @@ type Config struct {
 	// sends it. Default 1s.
 	ArrivalStall time.Duration
 
+	// PeerStall is the least silence after which a stream from a peer that
+	// holds the bytes it sends is given up for the next source; a stream
+	// whose own gaps between reads are longer gets silenceGaps times its
+	// usual gap, up to StallTimeout. Such a stream is also given up when
+	// it falls far below the rate it had shown over PeerSlowWindow (see
+	// pace.check). Default 500ms; -1 leaves peers to StallTimeout.
+	PeerStall time.Duration
+
+	// PeerSlowWindow is the span a peer stream's rate is measured over.
+	// Default 1s.
+	PeerSlowWindow time.Duration
+
 	// FetchAttempts is how many times an upstream download is started or
 	// resumed before it is given up. Default 3.
 	FetchAttempts int
@@ -101,6 +113,8 @@ func DefaultConfig() Config {
 		MissTimeout:       5 * time.Second,
 		StallTimeout:      10 * time.Second,
 		ArrivalStall:      time.Second,
+		PeerStall:         500 * time.Millisecond,
+		PeerSlowWindow:    time.Second,
 		FetchAttempts:     3,
 		PeerLookupTimeout: time.Second,
 		BusyRetryFor:      30 * time.Second,
@@ -122,6 +136,12 @@ func (c *Config) fill() error {
 	}
 	if c.ArrivalStall == 0 {
 		c.ArrivalStall = d.ArrivalStall
+	}
+	if c.PeerStall == 0 {
+		c.PeerStall = d.PeerStall
+	}
+	if c.PeerSlowWindow == 0 {
+		c.PeerSlowWindow = d.PeerSlowWindow
 	}
 	if c.DesignatedPeers == 0 {
 		c.DesignatedPeers = d.DesignatedPeers
@@ -152,6 +172,9 @@ func (c *Config) fill() error {
 	}
 	if c.PrefetchBlobs < -1 {
 		return errors.New("resolver: PrefetchBlobs must be -1 (off) or more")
+	}
+	if c.PeerStall < -1 || c.PeerSlowWindow < 0 {
+		return errors.New("resolver: PeerStall must be -1 (off) or more, PeerSlowWindow 0 or more")
 	}
 	if c.MissTimeout < 0 || c.StallTimeout < 0 || c.ArrivalStall < 0 || c.FetchAttempts < 0 {
 		return errors.New("resolver: timeouts and attempts must not be negative")

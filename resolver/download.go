@@ -597,6 +597,8 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 		watchdog.Reset(r.cfg.StallTimeout)
 	}
 	rearm(off)
+	judged := r.judgeStream(cancel, src, have, off)
+	defer judged.stop()
 
 	buf := make([]byte, 256<<10)
 	var n int64
@@ -606,6 +608,7 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 		k, rerr := body.Read(buf)
 		if k > 0 {
 			rearm(off + n + int64(k))
+			judged.read(off+n+int64(k), k)
 			if off+n+int64(k) > size {
 				return n, size, fmt.Errorf("blob %s: %s sent more than %d bytes: %w", req.Digest, src, size, errdefs.ErrDataLoss)
 			}
@@ -630,9 +633,13 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 			break
 		}
 		if rerr != nil {
-			if c := context.Cause(ctx); errors.Is(c, errStalled) {
+			switch c := context.Cause(ctx); {
+			case c == errStalled:
 				rerr = fmt.Errorf("blob %s: no byte from %s for %s at offset %d: %w", req.Digest, src, r.cfg.StallTimeout, off+n, errStalled)
-			} else if errors.Is(c, errNotArriving) {
+			case errors.Is(c, errStalled), errors.Is(c, errSlow):
+				// The judge's verdict on a peer's stream.
+				rerr = fmt.Errorf("blob %s: %s at offset %d: %w", req.Digest, src, off+n, c)
+			case errors.Is(c, errNotArriving):
 				rerr = fmt.Errorf("blob %s: %s held %d bytes of %d when it answered, and sent none past %d for %s: %w: %w", req.Digest, src, have, size, off+n, r.cfg.ArrivalStall, errNotArriving, errdefs.ErrOutOfRange)
 			}
 			return n, size, rerr

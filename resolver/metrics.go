@@ -11,6 +11,7 @@ type metrics struct {
 	prefetched     prometheus.Counter
 	backoffUntil   *prometheus.GaugeVec   // by registry
 	rateLimited    *prometheus.CounterVec // by registry
+	judged         *prometheus.CounterVec // peer streams given up, by reason
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -47,9 +48,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_registry_backoffs_total",
 			Help: "Back-offs started or extended, by registry: a 429 (or 503 with Retry-After) answered to this node, or a member's word of one.",
 		}, []string{"registry"}),
+		judged: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_peer_streams_abandoned_total",
+			Help: "Streams from peers given up for the next source mid-blob, by reason: silent (no byte for several times the stream's usual gap, at least --peer-stall) or slow (far below the rate it had shown).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.lookups, m.downloads, m.sourceBytes, m.inflightBlobs, m.verifyFailures, m.prefetched, m.backoffUntil, m.rateLimited)
+		reg.MustRegister(m.lookups, m.downloads, m.sourceBytes, m.inflightBlobs, m.verifyFailures, m.prefetched, m.backoffUntil, m.rateLimited, m.judged)
 	}
 	return m
 }

@@ -27,6 +27,7 @@ type fakePeer struct {
 	busy    int   // answer "busy" this many times first
 	stallAt int64 // stop sending after this offset, without an error (0: never)
 	slow    bool  // send 64 KiB every 10 ms
+	dropAt  int64 // send 32 KiB every 10 ms up to this offset, then 1 KiB (0: never)
 }
 
 // fakeRouter is an in-memory mesh that records what the resolver did.
@@ -79,6 +80,9 @@ func (f *fakeRouter) Fetch(ctx context.Context, p string, d digest.Digest, off i
 	if fp.slow {
 		r = &slowReader{ctx: ctx, r: r}
 	}
+	if fp.dropAt > 0 {
+		r = &droppingReader{ctx: ctx, r: r, left: fp.dropAt - off}
+	}
 	return io.NopCloser(r), int64(len(data)), nil
 }
 
@@ -105,6 +109,29 @@ func (s *slowReader) Read(b []byte) (int, error) {
 	}
 	n, err := s.r.Read(b[:min(len(b), 64<<10)])
 	s.sent.Add(int64(n))
+	return n, err
+}
+
+// droppingReader sends 32 KiB every 10 ms until left bytes are sent, then
+// 1 KiB every 10 ms: a peer whose link was throttled mid-stream.
+type droppingReader struct {
+	ctx  context.Context
+	r    io.Reader
+	left int64
+}
+
+func (d *droppingReader) Read(b []byte) (int, error) {
+	select {
+	case <-time.After(10 * time.Millisecond):
+	case <-d.ctx.Done():
+		return 0, context.Cause(d.ctx)
+	}
+	chunk := 32 << 10
+	if d.left <= 0 {
+		chunk = 1 << 10
+	}
+	n, err := d.r.Read(b[:min(len(b), chunk)])
+	d.left -= int64(n)
 	return n, err
 }
 
@@ -247,6 +274,53 @@ func TestPeers(t *testing.T) {
 			// arrives) and again once stored.
 			if tc.wantOK && (len(router.provided) == 0 || slices.ContainsFunc(router.provided, func(p digest.Digest) bool { return p != d })) {
 				t.Errorf("provided %v, want only the blob, announced", router.provided)
+			}
+		})
+	}
+}
+
+// TestPeerJudgedByItsPace: a peer's stream that goes silent, or drops to
+// a small part of its rate, is given up long before StallTimeout; the next
+// peer resumes at the offset reached.
+func TestPeerJudgedByItsPace(t *testing.T) {
+	t.Parallel()
+	const size = 4 << 20
+	cases := []struct {
+		name string
+		peer func(body []byte) fakePeer
+		at   int64 // where b resumes, at least
+	}{
+		{"silent after 1 MiB", func(b []byte) fakePeer { return fakePeer{data: b, stallAt: 1 << 20} }, 1 << 20},
+		{"a thirty-second of its rate after 1 MiB", func(b []byte) fakePeer { return fakePeer{data: b, dropAt: 1 << 20} }, 1 << 20},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			body := randomBytes(t, size)
+			d := digest.FromBytes(body)
+			router := &fakeRouter{order: []string{"a", "b"}, peers: map[string]fakePeer{"a": tc.peer(body), "b": {data: body}}}
+			// StallTimeout would hold the download for ten minutes: the
+			// test's deadline fails it long before.
+			f := newFixture(t, resolver.Config{StallTimeout: 10 * time.Minute, PeerStall: 200 * time.Millisecond, PeerSlowWindow: 300 * time.Millisecond, PieceSize: -1}, resolver.Sources{Router: router})
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: d})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := readAll(ctx, t, b, 0)
+			if err != nil || !bytes.Equal(got, body) {
+				t.Fatalf("read %d bytes, err %v", len(got), err)
+			}
+			f.res.Close()
+			router.mu.Lock()
+			defer router.mu.Unlock()
+			var resumed int64 = -1
+			if len(router.fetches) == 2 && router.fetches[0] == "a@0" {
+				fmt.Sscanf(router.fetches[1], "b@%d", &resumed)
+			}
+			if resumed < tc.at || resumed >= size {
+				t.Fatalf("fetches %v: want a@0, then b from %d or later, before the end", router.fetches, tc.at)
 			}
 		})
 	}

@@ -46,6 +46,8 @@ type Resolver struct {
 	// asking again at once would repeat (see missFor): they are misses
 	// until then, so containerd fetches them from the registry itself.
 	misses map[digest.Digest]miss
+	// pace is the node's receiving rate over the peer streams it judges.
+	pace *nodePace
 	// backoffs holds the registries that asked to slow down.
 	backoffs *backoffs
 	// mirrored holds the registries peers may ask this node to fetch from:
@@ -129,6 +131,7 @@ func New(st store.Store, up Upstream, src Sources, cfg Config, reg prometheus.Re
 
 		misses:   make(map[digest.Digest]miss),
 		backoffs: newBackoffs(),
+		pace:     newNodePace(cfg.PeerSlowWindow),
 		mirrored: mirroredSet(cfg.Registries),
 		types:    make(map[digest.Digest]string),
 		groups:   make(map[digest.Digest][]digest.Digest),

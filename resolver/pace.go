@@ -1,0 +1,250 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// errSlow marks a peer whose stream fell far below the rate it had
+// shown, while this node's other streams did not: the peer's side is the
+// cause, and the next source is likely faster.
+var errSlow = errors.New("source too slow")
+
+// Rules for a stream from a peer that holds the bytes it sends. A peer's
+// stream is cheap to give up (the download resumes at the same offset from
+// the next source), so it is judged by what it has shown rather than by
+// StallTimeout, which still bounds the registry's streams and a peer's
+// first byte.
+const (
+	// silenceGaps: a stream is silent once no byte came for this many
+	// times its usual gap between reads (but never before PeerStall).
+	silenceGaps = 8
+	// paceBucket is the resolution of the rate windows.
+	paceBucket = 100 * time.Millisecond
+	// slowFactor: a stream is slow when its rate over the last window is
+	// below its best window's rate divided by this…
+	slowFactor = 8
+	// …while the node as a whole receives at least this share of its own
+	// best window: then the node's link is not what slowed the stream.
+	nodeBusyShare = 0.5
+)
+
+// pace follows one stream's reads and says when it has gone silent or
+// slow. It is not safe for concurrent use.
+type pace struct {
+	stall   time.Duration // the least silence that counts (PeerStall)
+	ceiling time.Duration // the most (StallTimeout)
+	window  time.Duration // the span a rate is measured over
+
+	last time.Time     // when the last byte came
+	gap  time.Duration // moving average of the gap between reads
+
+	buckets []int64   // bytes per paceBucket over the last window, oldest first
+	at      time.Time // start of the newest bucket
+	filled  int       // buckets that saw a whole bucket's time
+	best    float64   // best window rate seen, bytes per second
+}
+
+func newPace(now time.Time, stall, ceiling, window time.Duration) *pace {
+	n := max(1, int(window/paceBucket))
+	return &pace{stall: stall, ceiling: ceiling, window: time.Duration(n) * paceBucket,
+		last: now, buckets: make([]int64, n), at: now}
+}
+
+// advance moves the buckets up to now.
+func (p *pace) advance(now time.Time) {
+	if idle := now.Sub(p.at); idle > p.window+paceBucket {
+		// A window and more without a read: every bucket is empty.
+		clear(p.buckets)
+		p.at = p.at.Add(idle - idle%paceBucket)
+		p.filled = len(p.buckets)
+		return
+	}
+	for now.Sub(p.at) >= paceBucket {
+		p.at = p.at.Add(paceBucket)
+		copy(p.buckets, p.buckets[1:])
+		p.buckets[len(p.buckets)-1] = 0
+		p.filled = min(p.filled+1, len(p.buckets))
+		if p.filled == len(p.buckets) {
+			p.best = max(p.best, p.rate())
+		}
+	}
+}
+
+// rate is the bytes per second over the last window.
+func (p *pace) rate() float64 {
+	var sum int64
+	for _, b := range p.buckets {
+		sum += b
+	}
+	return float64(sum) / p.window.Seconds()
+}
+
+// read records k bytes received at now.
+func (p *pace) read(now time.Time, k int) {
+	p.advance(now)
+	p.buckets[len(p.buckets)-1] += int64(k)
+	g := now.Sub(p.last)
+	if p.gap == 0 {
+		p.gap = g
+	} else {
+		p.gap += (g - p.gap) / 8
+	}
+	p.last = now
+}
+
+// silence is how long the stream may go without a byte.
+func (p *pace) silence() time.Duration {
+	return min(max(p.stall, silenceGaps*p.gap), p.ceiling)
+}
+
+// check says why the stream should be given up at now, or nil. node is the
+// node's receiving pace over all its streams (nil when unknown).
+//
+// A silent stream is given up. A slow one (below 1/slowFactor of its own
+// best window) is given up unless it is only sharing a busy link: the node
+// receives at least nodeBusyShare of its best over all its streams and
+// this one gets at least a quarter of an even share of that. When the
+// node's own link slowed down, a single stream cannot tell that from a
+// slow peer; it moves on once, and the next source starts a new best.
+func (p *pace) check(now time.Time, node *nodePace) error {
+	p.advance(now)
+	if quiet, limit := now.Sub(p.last), p.silence(); quiet >= limit {
+		return fmt.Errorf("no byte for %v (its usual gap %v): %w", quiet.Round(time.Millisecond), p.gap.Round(time.Millisecond), errStalled)
+	}
+	if p.filled < len(p.buckets) || p.best == 0 || p.silence() >= p.window {
+		// Not measured over a whole window yet, or too bursty to measure
+		// over one: its silence rules alone.
+		return nil
+	}
+	r := p.rate()
+	if r*slowFactor >= p.best {
+		return nil
+	}
+	if node != nil {
+		if rate, best, streams := node.state(now); best > 0 && rate >= nodeBusyShare*best && r*4*float64(streams) >= rate {
+			return nil
+		}
+	}
+	return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of its best %.0f KiB/s: %w", r/1024, p.window, slowFactor, p.best/1024, errSlow)
+}
+
+// nodePace is the node's receiving pace over all the peer streams it
+// judges, and how many are open.
+type nodePace struct {
+	mu      sync.Mutex
+	p       *pace
+	streams int
+}
+
+func newNodePace(window time.Duration) *nodePace {
+	return &nodePace{p: newPace(time.Now(), 0, 0, window)}
+}
+
+func (n *nodePace) read(now time.Time, k int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.p.advance(now)
+	n.p.buckets[len(n.p.buckets)-1] += int64(k)
+}
+
+// open counts a stream in (+1) or out (-1).
+func (n *nodePace) open(d int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.streams += d
+}
+
+func (n *nodePace) state(now time.Time) (rate, best float64, streams int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.p.advance(now)
+	return n.p.rate(), n.p.best, max(n.streams, 1)
+}
+
+// judge gives up a peer's stream that goes silent or slow (see pace) while
+// it reads bytes the peer held when it answered; past them, ArrivalStall
+// rules. A nil judge judges nothing.
+type judge struct {
+	mu    sync.Mutex
+	p     *pace
+	node  *nodePace
+	until int64 // judged while reading below this offset
+	// abandoned counts the verdicts.
+	abandoned *prometheus.CounterVec
+	done      chan struct{}
+	once      sync.Once
+}
+
+// judgeStream starts judging src's stream from off, which ends through
+// cancel with the judgement as its cause. Only a peer that holds bytes
+// past off is judged: the registry's streams and a peer still waiting for
+// its first byte are left to StallTimeout.
+func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have, off int64) *judge {
+	if src.kind != SourcePeer || r.cfg.PeerStall < 0 || have <= off {
+		return nil
+	}
+	j := &judge{
+		p:         newPace(time.Now(), r.cfg.PeerStall, r.cfg.StallTimeout, r.cfg.PeerSlowWindow),
+		node:      r.pace,
+		until:     have,
+		done:      make(chan struct{}),
+		abandoned: r.m.judged,
+	}
+	j.node.open(1)
+	go func() {
+		t := time.NewTicker(paceBucket)
+		defer t.Stop()
+		for {
+			select {
+			case <-j.done:
+				return
+			case now := <-t.C:
+				j.mu.Lock()
+				err := j.p.check(now, j.node)
+				j.mu.Unlock()
+				if err != nil {
+					reason := "silent"
+					if errors.Is(err, errSlow) {
+						reason = "slow"
+					}
+					j.abandoned.WithLabelValues(reason).Inc()
+					cancel(err)
+					return
+				}
+			}
+		}
+	}()
+	return j
+}
+
+// read records k bytes that brought the stream to offset at.
+func (j *judge) read(at int64, k int) {
+	if j == nil {
+		return
+	}
+	now := time.Now()
+	j.node.read(now, k)
+	j.mu.Lock()
+	j.p.read(now, k)
+	j.mu.Unlock()
+	if at >= j.until {
+		j.stop()
+	}
+}
+
+// stop ends the judging; it may be called more than once.
+func (j *judge) stop() {
+	if j == nil {
+		return
+	}
+	j.once.Do(func() {
+		close(j.done)
+		j.node.open(-1)
+	})
+}

@@ -1,0 +1,106 @@
+package resolver
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// feed reads k bytes every gap from *now for d, checking the pace after
+// each read; it returns the first verdict.
+func feed(p *pace, node *nodePace, now *time.Time, d, gap time.Duration, k int) error {
+	for end := now.Add(d); now.Before(end); {
+		*now = now.Add(gap)
+		p.read(*now, k)
+		if node != nil {
+			node.read(*now, k)
+		}
+		if err := p.check(*now, node); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func TestPaceSilence(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1000, 0)
+	p := newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
+	if err := feed(p, nil, &now, 3*time.Second, 5*time.Millisecond, 64<<10); err != nil {
+		t.Fatalf("a steady stream: %v", err)
+	}
+	if err := p.check(now.Add(450*time.Millisecond), nil); err != nil {
+		t.Fatalf("450ms quiet, under PeerStall: %v", err)
+	}
+	if err := p.check(now.Add(500*time.Millisecond), nil); !errors.Is(err, errStalled) {
+		t.Fatalf("500ms quiet: %v, want silent", err)
+	}
+
+	// A stream whose reads come 200ms apart gets 8 of its gaps.
+	now = time.Unix(2000, 0)
+	p = newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
+	if err := feed(p, nil, &now, 3*time.Second, 200*time.Millisecond, 64<<10); err != nil {
+		t.Fatalf("a bursty stream: %v", err)
+	}
+	if err := p.check(now.Add(time.Second), nil); err != nil {
+		t.Fatalf("1s quiet after 200ms gaps: %v", err)
+	}
+	if err := p.check(now.Add(1600*time.Millisecond), nil); !errors.Is(err, errStalled) {
+		t.Fatalf("1.6s quiet after 200ms gaps: %v, want silent", err)
+	}
+
+	// Never past StallTimeout, whatever the gaps.
+	now = time.Unix(3000, 0)
+	p = newPace(now, 500*time.Millisecond, 2*time.Second, time.Second)
+	if err := feed(p, nil, &now, 5*time.Second, time.Second, 64<<10); err != nil {
+		t.Fatalf("a stream with 1s gaps: %v", err)
+	}
+	if err := p.check(now.Add(2*time.Second), nil); !errors.Is(err, errStalled) {
+		t.Fatalf("2s quiet with a 2s StallTimeout: %v, want silent", err)
+	}
+}
+
+func TestPaceSlow(t *testing.T) {
+	t.Parallel()
+	const fast, gap = 32 << 10, 10 * time.Millisecond // 3.2 MB/s
+	tests := []struct {
+		name string
+		// others is what the node's other streams receive per gap, after
+		// the drop; streams is how many streams it has then.
+		others  int
+		streams int
+		// drop is what this stream receives per gap after the drop.
+		drop int
+		want error
+	}{
+		{name: "alone, a tenth of its rate", drop: fast / 10, streams: 1, want: errSlow},
+		{name: "alone, a quarter of its rate", drop: fast / 4, streams: 1},
+		{name: "beside busy streams, a tenth of an even share", others: fast, drop: fast / 40, streams: 4, want: errSlow},
+		{name: "sharing a busy link evenly with 15 others", others: fast * 15 / 16, drop: fast / 16, streams: 16},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			now := time.Unix(1000, 0)
+			node := newNodePace(time.Second)
+			node.p.at = now
+			node.open(1)
+			p := newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
+			if err := feed(p, node, &now, 2*time.Second, gap, fast); err != nil {
+				t.Fatalf("before the drop: %v", err)
+			}
+			node.open(tt.streams - 1)
+			var err error
+			for end := now.Add(3 * time.Second); err == nil && now.Before(end); {
+				now = now.Add(gap)
+				node.read(now, tt.others)
+				p.read(now, tt.drop)
+				node.read(now, tt.drop)
+				err = p.check(now, node)
+			}
+			if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
+				t.Fatalf("verdict %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
