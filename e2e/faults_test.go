@@ -41,11 +41,20 @@ type faultParams struct {
 	reps      int // repetitions of each peer fault
 }
 
+// faultReps overrides the repetitions of each peer fault, e.g. 20 to
+// count how often a rule holds: go test -run '^TestFaults$/^peer-' ./e2e/
+// -args -faults.reps 20.
+var faultReps = flag.Int("faults.reps", 0, "repetitions of each peer fault (0: 1, or 3 with -faults.full)")
+
 func faultSizes() faultParams {
+	p := faultParams{nodes: 4, layers: 2, layerSize: 2 << 20, bigLayer: 16 << 20, shapeMbit: 40, reps: 1}
 	if *faultsFull {
-		return faultParams{nodes: 6, layers: 3, layerSize: 8 << 20, bigLayer: 64 << 20, shapeMbit: 80, reps: 3}
+		p = faultParams{nodes: 6, layers: 3, layerSize: 8 << 20, bigLayer: 64 << 20, shapeMbit: 80, reps: 3}
 	}
-	return faultParams{nodes: 4, layers: 2, layerSize: 2 << 20, bigLayer: 16 << 20, shapeMbit: 40, reps: 1}
+	if *faultReps > 0 {
+		p.reps = *faultReps
+	}
+	return p
 }
 
 // The stall timeout the nodes run with: short, so a stalled source costs
@@ -824,6 +833,11 @@ func (e *faultEnv) peerFault(t *testing.T, name string) {
 		outcome := "peer"
 		if fetchedFrom(t, puller, "upstream") > upBefore {
 			outcome = "registry"
+		}
+		if name != "peer-sigkill" && recovery >= faultStallTimeout {
+			// A silent peer's stream is judged by its own pace (--peer-stall,
+			// 500ms), not left to the stall timeout.
+			t.Errorf("%s resumed %v after %s on %s, not before the %v stall timeout", puller.name, recovery, name, victim.name, faultStallTimeout)
 		}
 		restore()
 		rejoin := e.converged(t, e.nodes, len(e.nodes), 90*time.Second)

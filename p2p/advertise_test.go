@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-dev/shoal/p2p"
@@ -241,4 +243,40 @@ func TestJoinMergesIslands(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestSilentPeer: a peer marked silent is left out of Providers and
+// Designated until it answers a ping; then it is offered again.
+func TestSilentPeer(t *testing.T) {
+	t.Parallel()
+	c := p2ptest.Start(t, 2, p2ptest.Options{})
+	c.WaitMembers(t, 2, 20*time.Second)
+	client, holder := c.Nodes[0], c.Nodes[1]
+	blob := c.Contents[1].Add([]byte("held by a peer that goes silent"))
+	waitProviders(t, client, blob, []peer.ID{holder.ID()}, 20*time.Second)
+
+	// The holder stops answering pings, as a frozen process would, while
+	// memberlist still counts it alive.
+	p2p.Host(holder).RemoveStreamHandler(ping.ID)
+	client.Silent(holder.ID())
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if got, err := client.Providers(t.Context(), blob, 0); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Fatalf("providers of a silent peer's blob: %v, %v; want ErrNotFound", got, err)
+		}
+		if slices.Contains(client.Designated(blob, nil), holder.ID()) {
+			t.Fatal("a silent peer is still designated")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !slices.ContainsFunc(client.Status().Peers, func(p p2p.PeerStatus) bool { return p.ID == holder.ID() && p.Silent }) {
+		t.Errorf("status does not show the silent peer: %+v", client.Status().Peers)
+	}
+
+	// It answers again: offered again.
+	ping.NewPingService(p2p.Host(holder))
+	waitProviders(t, client, blob, []peer.ID{holder.ID()}, 5*time.Second)
+	if !slices.Contains(client.Designated(blob, nil), holder.ID()) {
+		t.Error("a peer that answers again is not designated")
+	}
 }

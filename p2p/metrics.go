@@ -12,6 +12,7 @@ type metrics struct {
 	fetched       prometheus.Counter
 	fetches       *prometheus.CounterVec // by result
 	avoided       prometheus.Counter
+	silenced      prometheus.Counter
 	pullThrough   prometheus.Counter
 	badGossip     prometheus.Counter
 	openMesh      prometheus.Gauge
@@ -72,13 +73,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "shoal_p2p_peers_avoided_total",
 			Help: "Times a peer was set aside for sending bad bytes.",
 		}),
+		silenced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_p2p_peers_silent_total",
+			Help: "Times a peer whose stream went silent mid-blob was set aside until it answered a ping again.",
+		}),
 	}
 	// Both reasons exist from the start, at zero, for dashboards and alerts.
 	m.pullRefused.WithLabelValues("open_mesh")
 	m.pullRefused.WithLabelValues("registry")
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.members, m.provided, m.provides, m.uploads,
-			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided, m.pullThrough, m.badGossip, m.openMesh, m.pullRefused} {
+			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided, m.silenced, m.pullThrough, m.badGossip, m.openMesh, m.pullRefused} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

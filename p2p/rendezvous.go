@@ -98,7 +98,7 @@ func Spread(dgst digest.Digest, group []digest.Digest, peers []peer.ID) []peer.I
 
 // Designated orders this node and the live members by Spread for dgst
 // within group (nil: by Rendezvous), leaving out the peers this node avoids
-// for having sent bad bytes.
+// for having sent bad bytes or gone silent (see Silent).
 //
 // The peers that departed lately are ranked too, then left out, as the
 // avoided are: Spread gives each blob of an image its first peer in turn,

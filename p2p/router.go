@@ -77,6 +77,13 @@ func (r *Router) Avoid(p string, why error) {
 	}
 }
 
+// Silent leaves peer p out until it answers again (see Node.Silent).
+func (r *Router) Silent(p string) {
+	if id, err := decodePeer(p); err == nil {
+		r.n.Silent(id)
+	}
+}
+
 // Provide announces that this node holds dgst.
 func (r *Router) Provide(ctx context.Context, dgst digest.Digest) error {
 	return r.n.Provide(ctx, dgst)

@@ -21,6 +21,7 @@ type peerStat struct {
 	busyAt     time.Time
 	avoidUntil time.Time
 	avoidWhy   string
+	silent     bool // see Node.Silent
 }
 
 type stats struct {
@@ -68,11 +69,33 @@ func (s *stats) avoid(p peer.ID, until time.Time, why string) {
 	st.avoidUntil, st.avoidWhy = until, why
 }
 
+// avoided says whether p is left out of the peers this node asks: it sent
+// bad bytes lately, or went silent and has not answered since.
 func (s *stats) avoided(p peer.ID, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.peers[p]
-	return st != nil && now.Before(st.avoidUntil)
+	return st != nil && (now.Before(st.avoidUntil) || st.silent)
+}
+
+// markSilent marks p silent; false when it already was.
+func (s *stats) markSilent(p peer.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.peerLocked(p)
+	if st.silent {
+		return false
+	}
+	st.silent = true
+	return true
+}
+
+func (s *stats) clearSilent(p peer.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.peers[p]; st != nil {
+		st.silent = false
+	}
 }
 
 // rankKey is what Providers sorts by: peers recently busy last, then fewer
@@ -98,7 +121,7 @@ func (s *stats) prune(now time.Time, live func(peer.ID) bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for p, st := range s.peers {
-		if st.inflight == 0 && !now.Before(st.avoidUntil) && !live(p) {
+		if st.inflight == 0 && !now.Before(st.avoidUntil) && !st.silent && !live(p) {
 			delete(s.peers, p)
 		}
 	}

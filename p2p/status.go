@@ -61,6 +61,9 @@ type PeerStatus struct {
 	Latency      time.Duration
 	AvoidedUntil time.Time
 	AvoidReason  string
+	// Silent: its stream went silent mid-blob and it has not answered a
+	// ping since; it is left out until it does (see Node.Silent).
+	Silent bool
 }
 
 // Status returns a snapshot of the node.
@@ -105,6 +108,7 @@ func (n *Node) Status() Status {
 			Inflight:     st.inflight,
 			AvoidedUntil: st.avoidUntil,
 			AvoidReason:  st.avoidWhy,
+			Silent:       st.silent,
 		})
 	}
 	n.stats.mu.Unlock()

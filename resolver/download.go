@@ -345,6 +345,10 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				heldInPart = true
 			} else if src.peer != "" {
 				failedPeers[src.peer] = true
+				if s, ok := r.router.(Silencer); ok && errors.Is(err, errStalled) {
+					// Other downloads would wait for it too.
+					s.Silent(src.peer)
+				}
 			}
 			if !retryable(err) || (src.kind == SourceUpstream && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) || errdefs.IsResourceExhausted(err))) {
 				// The registry does not have it, refuses shoal, or rate

@@ -141,6 +141,12 @@ type Router interface {
 	Provide(ctx context.Context, dgst digest.Digest) error
 }
 
+// Silencer is a Router that can leave out, for every download, a peer
+// whose stream went silent mid-blob, until the peer answers again.
+type Silencer interface {
+	Silent(p string)
+}
+
 // Designator is a Router that also names, for each digest, the peers that
 // should fetch it from the registry for the whole cluster (rendezvous
 // hashing over the live members), so that a new image is pulled from the
