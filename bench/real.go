@@ -26,11 +26,14 @@ const (
 	ScenarioRolling = "rolling" // k nodes at a time, as in a rolling update
 	ScenarioChurn   = "churn"   // cold, with some nodes killed mid-pull
 	ScenarioOutage  = "outage"  // warm, with the registry stopped after the first pull
+	// ScenarioSlowPeers is cold, with --throttled nodes' links cut to a
+	// tenth and one node's mirror frozen (SIGSTOP) mid-pull.
+	ScenarioSlowPeers = "slowpeers"
 )
 
 // RealScenarios are every scenario the real mode knows, in the order it
 // runs them.
-var RealScenarios = []string{ScenarioCold, ScenarioWarm, ScenarioRolling, ScenarioChurn, ScenarioOutage}
+var RealScenarios = []string{ScenarioCold, ScenarioWarm, ScenarioRolling, ScenarioChurn, ScenarioOutage, ScenarioSlowPeers}
 
 // DefaultNamePrefix starts the names of the real mode's network namespaces
 // and temp dirs; the process id follows, so that a run can tell the
@@ -58,6 +61,11 @@ type RealConfig struct {
 	// Churn is how many nodes are killed mid-pull in the churn scenario:
 	// the last ones, each once it has received half the image.
 	Churn int
+	// Throttled is how many nodes' links are cut to a tenth of LinkMbit
+	// mid-pull in the slowpeers scenario, besides the one node whose
+	// mirror is frozen: the last ones, each once it has received a quarter
+	// of the image.
+	Throttled int
 	// Containerd is the flavor every node runs; "" is lab.Flavor2.
 	Containerd lab.Flavor
 	// ShoalBinary is the shoal executable the shoal candidate runs, and
@@ -95,6 +103,7 @@ func DefaultRealConfig() RealConfig {
 		Reps:         2,
 		RollingBatch: 2,
 		Churn:        1,
+		Throttled:    1,
 		Containerd:   lab.Flavor2,
 	}
 }
@@ -133,6 +142,9 @@ func (c *RealConfig) check() error {
 	}
 	if slices.Contains(c.Scenarios, ScenarioChurn) && (c.Churn < 1 || c.Churn >= c.Nodes) {
 		return fmt.Errorf("--churn %d: want 1..%d, so that some node survives", c.Churn, c.Nodes-1)
+	}
+	if slices.Contains(c.Scenarios, ScenarioSlowPeers) && (c.Throttled < 0 || c.Throttled+1 >= c.Nodes || c.LinkMbit == 0) {
+		return fmt.Errorf("--throttled %d: slowpeers wants 0..%d, so that some node is unharmed besides the frozen one, and a shaped link (--link-mbit) to cut", c.Throttled, c.Nodes-2)
 	}
 	seen := map[string]bool{}
 	for _, cand := range c.Custom {
@@ -301,6 +313,9 @@ func RunReal(ctx context.Context, cfg RealConfig) (_ []report.Record, err error)
 				rec, err := s.runOnce(ctx, n, cand, sc, rep, p)
 				if err == nil {
 					rec.Rep = rep
+					if sc == ScenarioSlowPeers {
+						compareWithCold(&rec, out, p)
+					}
 					out = append(out, rec)
 				}
 				if ctx.Err() != nil {
@@ -408,4 +423,29 @@ func copyFile(from, to string) error {
 		return err
 	}
 	return os.WriteFile(to, b, 0o644)
+}
+
+// compareWithCold sets rec.UnharmedOverCold from the cold record of the
+// same candidate and repetition in done, if there is one. The unharmed
+// nodes come first in both, in node order.
+func compareWithCold(rec *report.Record, done []report.Record, p *progress) {
+	i := slices.IndexFunc(done, func(r report.Record) bool {
+		return r.Scenario == ScenarioCold && r.Candidate == rec.Candidate && r.Rep == rec.Rep
+	})
+	if i < 0 {
+		return
+	}
+	cold := done[i].NodeSeconds
+	var parts []string
+	for n, t := range rec.NodeSeconds {
+		if n >= len(cold) || cold[n] <= 0 {
+			return
+		}
+		r := t / cold[n]
+		rec.UnharmedOverCold = max(rec.UnharmedOverCold, r)
+		parts = append(parts, fmt.Sprintf("node %d %.2f", n, r))
+	}
+	note := fmt.Sprintf("unharmed nodes' times over their cold times in the same repetition: %s", strings.Join(parts, ", "))
+	rec.Notes = append(rec.Notes, note)
+	p.line("%s", note)
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,10 +22,11 @@ const nop2p = "{shoal} daemon --p2p=false --mirror-addr 127.0.0.1:{mirror_port} 
 	" --data-dir {data_dir} --containerd-sock {containerd_sock} --containerd-content-dir {content_dir}" +
 	" --insecure-registry {registry} --log-format json"
 
-// TestRealSmoke runs the real mode small: three nodes, a 4 MiB image, cold
-// and warm, for direct, shoal and a --candidate. It checks what is counted,
-// not how fast: the registry's egress, the records, that every pull
-// succeeds, and that nothing it started is left.
+// TestRealSmoke runs the real mode small: three nodes, a 4 MiB image, cold,
+// warm and slowpeers, for direct, shoal and a --candidate. It checks what
+// is counted, not how fast: the registry's egress, the records, that every
+// pull succeeds, and that nothing it started is left (slowpeers freezes a
+// mirror and cuts a link; both must be healed for a clean shutdown).
 func TestRealSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes; -short runs unit tests only")
@@ -41,7 +43,8 @@ func TestRealSmoke(t *testing.T) {
 	cfg := RealConfig{
 		Nodes: 3, Layers: 2, LayerSize: 2 << 20,
 		LinkMbit: 400, RegistryMbit: 400,
-		Scenarios:   []string{ScenarioCold, ScenarioWarm},
+		Scenarios:   []string{ScenarioCold, ScenarioWarm, ScenarioSlowPeers},
+		Throttled:   1,
 		Candidates:  []string{CandidateDirect, CandidateShoal},
 		Custom:      []Candidate{{Name: "nop2p", Command: nop2p}},
 		Reps:        1,
@@ -58,14 +61,16 @@ func TestRealSmoke(t *testing.T) {
 	}
 	checkNothingLeft(t, fmt.Sprintf("%s-%d-", prefix, os.Getpid()))
 
-	if len(recs) != 6 {
-		t.Fatalf("%d records, want 6", len(recs))
+	if len(recs) != 9 {
+		t.Fatalf("%d records, want 9", len(recs))
 	}
 	for _, r := range recs {
 		name := r.Candidate + " " + r.Scenario
 		S := float64(r.ImageBytes)
 		egress := float64(r.RegistryEgressBytes) / S
-		pullers := map[string]int{ScenarioCold: 3, ScenarioWarm: 2}[r.Scenario]
+		// slowpeers counts node 0 only: node 1's link is cut, node 2's
+		// mirror frozen.
+		pullers := map[string]int{ScenarioCold: 3, ScenarioWarm: 2, ScenarioSlowPeers: 1}[r.Scenario]
 		if r.Mode != report.ModeReal || r.Nodes != 3 || r.BoundSeconds <= 0 || r.MakespanSeconds <= 0 || r.FailedPulls != 0 {
 			t.Errorf("%s: %+v", name, r)
 		}
@@ -81,6 +86,11 @@ func TestRealSmoke(t *testing.T) {
 			t.Errorf("%s: the registry's interface sent %d bytes, less than the %d its log wrote", name, r.RegistryTxBytes, r.RegistryEgressBytes)
 		}
 		switch {
+		case r.Scenario == ScenarioSlowPeers:
+			// What the harmed nodes fetch depends on when the harm struck.
+			if r.UnharmedOverCold <= 0 || !slices.ContainsFunc(r.Notes, func(n string) bool { return strings.Contains(n, "node 2's mirror") }) {
+				t.Errorf("%s: no comparison with cold (%v) or no word of the harm: %q", name, r.UnharmedOverCold, r.Notes)
+			}
 		case r.Candidate == CandidateShoal && r.Scenario == ScenarioWarm:
 			// Node 0 holds the image: the others take it from the mesh,
 			// each receiving about one copy.
@@ -102,8 +112,8 @@ func TestRealSmoke(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(progress.String(), "[6/6] nop2p") {
-		t.Errorf("progress shows no sixth run of the --candidate:\n%s", progress.String())
+	if !strings.Contains(progress.String(), "[9/9] nop2p") {
+		t.Errorf("progress shows no ninth run of the --candidate:\n%s", progress.String())
 	}
 }
 
@@ -223,6 +233,8 @@ func TestRealConfigCheck(t *testing.T) {
 		{name: "unknown scenario", mod: func(c *RealConfig) { c.Scenarios = []string{"storm"} }, wantErr: `scenario "storm"`},
 		{name: "churn kills everyone", mod: func(c *RealConfig) { c.Churn = c.Nodes }, wantErr: "--churn"},
 		{name: "churn not run", mod: func(c *RealConfig) { c.Churn, c.Scenarios = 0, []string{ScenarioCold} }, want: []string{"direct", "shoal"}},
+		{name: "slowpeers harms everyone", mod: func(c *RealConfig) { c.Throttled = c.Nodes - 1 }, wantErr: "--throttled"},
+		{name: "slowpeers without a link to cut", mod: func(c *RealConfig) { c.LinkMbit = 0 }, wantErr: "--throttled"},
 		{name: "rolling batch", mod: func(c *RealConfig) { c.RollingBatch = 0 }, wantErr: "--rolling-batch"},
 		{name: "flavor", mod: func(c *RealConfig) { c.Containerd = "1.7" }, wantErr: "--containerd"},
 		{name: "one node", mod: func(c *RealConfig) { c.Nodes = 1 }, wantErr: "--nodes"},

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -272,6 +273,23 @@ func (n *node) kill() {
 		wg.Go(n.ctrd.Kill)
 	}
 	wg.Wait()
+}
+
+// signal sends sig to the node's mirror, or to its containerd when it
+// runs none (direct).
+func (n *node) signal(sig syscall.Signal) {
+	pid := 0
+	switch {
+	case n.shoal != nil:
+		pid = n.shoal.Pid()
+	case n.cmd != nil:
+		pid = n.cmd.Pid()
+	case n.ctrd != nil:
+		pid = n.ctrd.Pid()
+	}
+	if pid > 0 {
+		_ = syscall.Kill(pid, sig)
+	}
 }
 
 // close stops the mirror first, so that containerd's last requests do not

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/shoal-dev/shoal/bench/lab"
@@ -63,7 +64,44 @@ type pullResult struct {
 	node    int
 	seconds float64 // from the start of the scenario until the pull returned
 	err     error
-	killed  bool // a churn victim: its pull is expected to fail and not counted
+	harm    harm // what the scenario did to the node; a harmed node's pull is not counted
+}
+
+// harm is what a scenario does to a node mid-pull.
+type harm int
+
+const (
+	unharmed     harm = iota
+	harmKill          // churn: its mirror and containerd killed
+	harmThrottle      // slowpeers: its link cut to a tenth
+	harmFreeze        // slowpeers: its mirror (containerd, for direct) stopped
+)
+
+// at is the share of the image a node's interface has received when the
+// harm strikes it.
+func (h harm) at() float64 {
+	if h == harmKill {
+		return 0.5
+	}
+	return 0.25
+}
+
+// victims are the nodes a scenario harms: the last ones.
+func (s *session) victims(scenario string, nodes []*node) map[int]harm {
+	v := map[int]harm{}
+	switch scenario {
+	case ScenarioChurn:
+		for _, n := range nodes[len(nodes)-s.cfg.Churn:] {
+			v[n.i] = harmKill
+		}
+	case ScenarioSlowPeers:
+		last := nodes[len(nodes)-1-s.cfg.Throttled:]
+		for _, n := range last[:len(last)-1] {
+			v[n.i] = harmThrottle
+		}
+		v[last[len(last)-1].i] = harmFreeze
+	}
+	return v
 }
 
 // runOnce starts fresh nodes for one candidate, runs one scenario and
@@ -141,12 +179,7 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 	if err != nil {
 		return rec, err
 	}
-	victims := map[int]bool{}
-	if scenario == ScenarioChurn {
-		for _, n := range nodes[len(nodes)-cfg.Churn:] {
-			victims[n.i] = true
-		}
-	}
+	victims := s.victims(scenario, nodes)
 	p.line("%d nodes pulling %s", len(pullers), human(s.im.Size))
 	cpuBefore, cpuErr := lab.HostCPU()
 	start := time.Now()
@@ -177,7 +210,7 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 
 	// An image is usable once ctr says all of its content is there.
 	for i, r := range results {
-		if r.err != nil || r.killed {
+		if r.err != nil || r.harm != unharmed {
 			continue
 		}
 		if ok, err := nodes[r.node].ctrd.HasImage(ctx, s.im.Ref); err != nil || !ok {
@@ -188,7 +221,7 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 	var firstErr string
 	var succeeded []float64
 	for _, r := range results {
-		if r.killed {
+		if r.harm != unharmed {
 			killed = append(killed, fmt.Sprint(r.node))
 			continue
 		}
@@ -251,6 +284,8 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 		rec.Notes = append(rec.Notes, what+" expected to fail and not counted")
 	case ScenarioRolling:
 		rec.Notes = append(rec.Notes, fmt.Sprintf("%d nodes at a time; node times and the makespan run from the first batch's start", cfg.RollingBatch))
+	case ScenarioSlowPeers:
+		rec.Notes = append(rec.Notes, slowPeersNote(results, cfg.LinkMbit))
 	}
 
 	if rec.FailedPulls > 0 {
@@ -345,10 +380,10 @@ func (s *session) pull(ctx context.Context, n *node) error {
 }
 
 // pullGroup pulls on every node of group at once and waits for all. A node
-// in victims is killed, mirror and containerd, once its interface has
-// received half the image. A progress line, with label if any, comes
-// every ten seconds.
-func (s *session) pullGroup(ctx context.Context, group []*node, start time.Time, p *progress, victims map[int]bool, base snapshot, label string) []pullResult {
+// in victims is harmed once its interface has received the harm's share of
+// the image (see strike). A progress line, with label if any, comes every
+// ten seconds.
+func (s *session) pullGroup(ctx context.Context, group []*node, start time.Time, p *progress, victims map[int]harm, base snapshot, label string) []pullResult {
 	res := make([]pullResult, len(group))
 	cancels := make([]context.CancelFunc, len(group))
 	var done atomic.Int32
@@ -370,16 +405,9 @@ func (s *session) pullGroup(ctx context.Context, group []*node, start time.Time,
 		wg.Wait()
 		close(finished)
 	}()
+	defer s.heal(ctx, group, res, p)
 
 	S := float64(s.im.Size)
-	killed := map[int]bool{}
-	kill := func(i int, n *node, why string) {
-		n.kill()
-		cancels[i]()
-		killed[n.i] = true
-		res[i].killed = true
-		p.line("killed node %d (containerd and mirror) %s", n.i, why)
-	}
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	lastLine := time.Now()
@@ -391,15 +419,17 @@ func (s *session) pullGroup(ctx context.Context, group []*node, start time.Time,
 		case <-tick.C:
 		}
 		for i, n := range group {
-			if !victims[n.i] || killed[n.i] {
+			h := victims[n.i]
+			if h == unharmed || res[i].harm != unharmed {
 				continue
 			}
 			c, err := n.host.Counters(ctx)
 			if err != nil {
 				continue
 			}
-			if got := c.RxBytes - base.nodes[n.i].RxBytes; float64(got) >= S/2 {
-				kill(i, n, fmt.Sprintf("after it received %s", human(got)))
+			if got := c.RxBytes - base.nodes[n.i].RxBytes; float64(got) >= h.at()*S {
+				s.strike(ctx, n, h, cancels[i], p, fmt.Sprintf("after it received %s", human(got)))
+				res[i].harm = h
 			}
 		}
 		if time.Since(lastLine) >= 10*time.Second {
@@ -414,14 +444,65 @@ func (s *session) pullGroup(ctx context.Context, group []*node, start time.Time,
 			p.line("%s", msg)
 		}
 	}
-	// A victim whose pull ended before it got half the image still dies:
-	// the scenario kills m nodes, and their pulls are not counted.
+	// A victim whose pull ended before the harm struck is harmed anyway:
+	// the scenario harms those nodes, and their pulls are not counted.
 	for i, n := range group {
-		if victims[n.i] && !killed[n.i] {
-			kill(i, n, "after its pull returned")
+		if h := victims[n.i]; h != unharmed && res[i].harm == unharmed {
+			s.strike(ctx, n, h, cancels[i], p, "after its pull returned")
+			res[i].harm = h
 		}
 	}
 	return res
+}
+
+// strike harms node n; cancel ends its pull.
+func (s *session) strike(ctx context.Context, n *node, h harm, cancel context.CancelFunc, p *progress, why string) {
+	switch h {
+	case harmKill:
+		n.kill()
+		cancel()
+		p.line("killed node %d (containerd and mirror) %s", n.i, why)
+	case harmThrottle:
+		if err := n.host.Shape(ctx, s.cfg.LinkMbit/10, s.cfg.LinkMbit/10); err != nil {
+			p.line("node %d: cutting its link: %v", n.i, err)
+		}
+		p.line("cut node %d's link to %s %s", n.i, mbit(s.cfg.LinkMbit/10), why)
+	case harmFreeze:
+		n.signal(syscall.SIGSTOP)
+		// Its containerd waits on the frozen mirror; its pull is not
+		// counted, and nobody waits for it.
+		cancel()
+		p.line("froze node %d's mirror (SIGSTOP) %s", n.i, why)
+	}
+}
+
+// heal gives the harmed nodes back their link and their mirror, for the
+// next run on these hosts and for a clean shutdown.
+func (s *session) heal(ctx context.Context, group []*node, res []pullResult, p *progress) {
+	for i, n := range group {
+		switch res[i].harm {
+		case harmThrottle:
+			if err := n.host.Shape(ctx, s.cfg.LinkMbit, s.cfg.LinkMbit); err != nil {
+				p.line("node %d: restoring its link: %v", n.i, err)
+			}
+		case harmFreeze:
+			n.signal(syscall.SIGCONT)
+		}
+	}
+}
+
+// slowPeersNote says what slowpeers did to which node.
+func slowPeersNote(results []pullResult, linkMbit float64) string {
+	var parts []string
+	for _, r := range results {
+		switch r.harm {
+		case harmThrottle:
+			parts = append(parts, fmt.Sprintf("node %d's link was cut to %s once it had received S/4 (its pull took %.1f s)", r.node, mbit(linkMbit/10), r.seconds))
+		case harmFreeze:
+			parts = append(parts, fmt.Sprintf("node %d's mirror (containerd, for direct) was frozen with SIGSTOP once it had received S/4", r.node))
+		}
+	}
+	return strings.Join(parts, "; ") + "; their pulls are not counted"
 }
 
 // lastLine is the last non-empty line of s, the one a tool's error ends

@@ -79,6 +79,10 @@ type Record struct {
 	// the nodes pulled (real mode only: every lab process shares the one
 	// host). Near 1 the run was short of CPU, which T* does not count.
 	HostCPUBusy float64 `json:"host_cpu_busy,omitempty"`
+	// UnharmedOverCold is, in slowpeers, the largest ratio of an unharmed
+	// node's time to the same node's time in the cold scenario of the same
+	// candidate and repetition (0 when cold did not run).
+	UnharmedOverCold float64 `json:"unharmed_over_cold,omitempty"`
 	// Notes are remarks for the reader, such as [BaselineNote]'s.
 	Notes []string `json:"notes,omitempty"`
 }

@@ -28,12 +28,13 @@ type benchFlags struct {
 	custom, setup       []string
 	containerd          string
 	rollingBatch, churn int
+	throttled           int
 	logLevel, labDir    string
 	keepLogs            bool
 }
 
 // realOnly are the flags the simulated mode does not take.
-var realOnly = []string{"candidate", "candidate-setup", "containerd", "rolling-batch", "churn", "lab-log-level", "keep-logs", "lab-dir"}
+var realOnly = []string{"candidate", "candidate-setup", "containerd", "rolling-batch", "churn", "throttled", "lab-log-level", "keep-logs", "lab-dir"}
 
 func newBenchCommand() *cobra.Command {
 	sim, rc := bench.DefaultSimConfig(), bench.DefaultRealConfig()
@@ -41,7 +42,7 @@ func newBenchCommand() *cobra.Command {
 		nodes: sim.Nodes, layers: sim.Layers, reps: sim.Reps, layerSize: "8MiB", out: "bench-out",
 		linkMbit: sim.LinkMbit, registryMbit: sim.RegistryMbit,
 		scenarios: sim.Scenarios, candidates: sim.Candidates,
-		containerd: string(rc.Containerd), rollingBatch: rc.RollingBatch, churn: rc.Churn,
+		containerd: string(rc.Containerd), rollingBatch: rc.RollingBatch, churn: rc.Churn, throttled: rc.Throttled,
 		logLevel: "off",
 	}
 	cmd := &cobra.Command{
@@ -65,7 +66,10 @@ docker-registry, a fresh containerd per node and run, and real shoal
 daemons in one mesh. Pulls are 'ctr images pull' (the image unpacked).
 Scenarios, all run by default: cold, warm, rolling (--rolling-batch nodes at
 a time), churn (cold, with --churn nodes killed mid-pull, containerd and
-mirror) and outage (warm, with the registry stopped after the first node).
+mirror), outage (warm, with the registry stopped after the first node) and
+slowpeers (cold, with --throttled nodes' links cut to a tenth and one
+node's mirror frozen with SIGSTOP, each once it received a quarter of the
+image; the other nodes' times are compared with theirs in cold).
 Registry egress comes from the registry's access log and is checked against
 its interface counters. Any other mirror can be compared on the same links:
 
@@ -116,7 +120,7 @@ Placeholders, filled in per node: {` + strings.Join(bench.Placeholders, "} {") +
 			} else {
 				fmt.Fprintf(cmd.ErrOrStderr(), "node disks: %s\n", rc.Dir)
 			}
-			rc.RollingBatch, rc.Churn = fl.rollingBatch, fl.churn
+			rc.RollingBatch, rc.Churn, rc.Throttled = fl.rollingBatch, fl.churn, fl.throttled
 			if rc.Custom, err = parseCandidates(fl.custom, fl.setup); err != nil {
 				return err
 			}
@@ -147,7 +151,7 @@ Placeholders, filled in per node: {` + strings.Join(bench.Placeholders, "} {") +
 	f.StringVar(&fl.layerSize, "layer-size", fl.layerSize, "size of each layer")
 	f.Float64Var(&fl.linkMbit, "link-mbit", fl.linkMbit, "each node's upload and download rate, Mbit/s (--real: 0 leaves them unshaped)")
 	f.Float64Var(&fl.registryMbit, "registry-mbit", fl.registryMbit, "the registry's upload rate, Mbit/s (--real: 0 leaves it unshaped)")
-	f.StringSliceVar(&fl.scenarios, "scenarios", fl.scenarios, "scenarios to run: cold, warm; with --real also rolling, churn, outage, and all five are the default")
+	f.StringSliceVar(&fl.scenarios, "scenarios", fl.scenarios, "scenarios to run: cold, warm; with --real also rolling, churn, outage, slowpeers, and all six are the default")
 	f.StringSliceVar(&fl.candidates, "candidates", fl.candidates, "built-in candidates to compare: direct, shoal (with --real, --candidate names may be listed too, to set the order)")
 	f.IntVar(&fl.reps, "reps", fl.reps, "repetitions of each run; the table shows the median and the spread")
 	f.StringVar(&fl.out, "out", fl.out, "directory for results.json, report.html and the charts")
@@ -156,6 +160,7 @@ Placeholders, filled in per node: {` + strings.Join(bench.Placeholders, "} {") +
 	f.StringVar(&fl.containerd, "containerd", fl.containerd, "--real: containerd on every node: 2 (2.x from GOBIN) or 1.6 (Debian's)")
 	f.IntVar(&fl.rollingBatch, "rolling-batch", fl.rollingBatch, "--real: nodes that pull at a time in the rolling scenario")
 	f.IntVar(&fl.churn, "churn", fl.churn, "--real: nodes killed mid-pull in the churn scenario (the last ones)")
+	f.IntVar(&fl.throttled, "throttled", fl.throttled, "--real: nodes whose links are cut to a tenth mid-pull in the slowpeers scenario, besides the one frozen (the last ones)")
 	f.StringVar(&fl.labDir, "lab-dir", "auto", "--real: where the nodes' disks (containerd's root, shoal's data dir) and the registry's storage go; auto is "+bench.RAMDir+" when it is a tmpfs with room for the run, so the nodes do not all wait on the machine's one disk, else the temp dir")
 	f.BoolVar(&fl.keepLogs, "keep-logs", false, "--real: keep every run's containerd and mirror logs, and the registry's, in OUT/logs")
 	f.StringVar(&fl.logLevel, "lab-log-level", fl.logLevel, "--real: log the lab's processes and network to stderr at this level (off, debug, info, warn, error)")
