@@ -443,7 +443,7 @@ func compareWithCold(rec *report.Record, done []report.Record, p *progress) {
 		}
 		r := t / cold[n]
 		rec.UnharmedOverCold = max(rec.UnharmedOverCold, r)
-		parts = append(parts, fmt.Sprintf("node %d %.2f", n, r))
+		parts = append(parts, fmt.Sprintf("node %d %.2f (%+.1f s)", n, r, t-cold[n]))
 	}
 	note := fmt.Sprintf("unharmed nodes' times over their cold times in the same repetition: %s", strings.Join(parts, ", "))
 	rec.Notes = append(rec.Notes, note)
