@@ -609,6 +609,7 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 	// Counted as they arrive, so the metric shows a long transfer's progress.
 	counted := r.m.sourceBytes.WithLabelValues(string(src.kind))
 	for off+n < size {
+		judged.reading()
 		k, rerr := body.Read(buf)
 		if k > 0 {
 			rearm(off + n + int64(k))

@@ -19,18 +19,25 @@ var errSlow = errors.New("source too slow")
 // stream is cheap to give up (the download resumes at the same offset from
 // the next source), so it is judged by what it has shown rather than by
 // StallTimeout, which still bounds the registry's streams and a peer's
-// first byte.
+// first byte. Only the time the download spends waiting in the stream's
+// Read counts against the peer: a download held up by its own disk or CPU
+// is not the peer's fault.
 const (
-	// silenceGaps: a stream is silent once no byte came for this many
-	// times its usual gap between reads (but never before PeerStall).
+	// silenceGaps: a stream is silent once a Read has waited this many
+	// times its usual wait (but never less than PeerStall).
 	silenceGaps = 8
 	// paceBucket is the resolution of the rate windows.
 	paceBucket = 100 * time.Millisecond
 	// slowFactor: a stream is slow when its rate over the last window is
 	// below its best window's rate divided by this…
 	slowFactor = 8
-	// …while the node as a whole receives at least this share of its own
-	// best window: then the node's link is not what slowed the stream.
+	// …and the download spent at least this share of the window waiting
+	// for it…
+	slowWaitShare = 0.5
+	// …unless the node as a whole receives at least nodeBusyShare of its
+	// own best window, and this stream gets at least a quarter of an even
+	// share of that: it is then sharing a busy link, not held up by its
+	// peer.
 	nodeBusyShare = 0.5
 )
 
@@ -41,36 +48,40 @@ type pace struct {
 	ceiling time.Duration // the most (StallTimeout)
 	window  time.Duration // the span a rate is measured over
 
-	last time.Time     // when the last byte came
-	gap  time.Duration // moving average of the gap between reads
+	inRead    bool          // a Read is waiting
+	readStart time.Time     // since when
+	gap       time.Duration // moving average of a Read's wait
 
-	buckets []int64   // bytes per paceBucket over the last window, oldest first
-	at      time.Time // start of the newest bucket
-	filled  int       // buckets that saw a whole bucket's time
-	best    float64   // best window rate seen, bytes per second
+	bytes  []int64         // bytes per paceBucket over the last window, oldest first
+	waits  []time.Duration // time spent in Read per bucket
+	at     time.Time       // start of the newest bucket
+	filled int             // buckets that saw a whole bucket's time
+	best   float64         // best window rate seen, bytes per second
 }
 
 func newPace(now time.Time, stall, ceiling, window time.Duration) *pace {
 	n := max(1, int(window/paceBucket))
 	return &pace{stall: stall, ceiling: ceiling, window: time.Duration(n) * paceBucket,
-		last: now, buckets: make([]int64, n), at: now}
+		bytes: make([]int64, n), waits: make([]time.Duration, n), at: now}
 }
 
 // advance moves the buckets up to now.
 func (p *pace) advance(now time.Time) {
 	if idle := now.Sub(p.at); idle > p.window+paceBucket {
 		// A window and more without a read: every bucket is empty.
-		clear(p.buckets)
+		clear(p.bytes)
+		clear(p.waits)
 		p.at = p.at.Add(idle - idle%paceBucket)
-		p.filled = len(p.buckets)
+		p.filled = len(p.bytes)
 		return
 	}
 	for now.Sub(p.at) >= paceBucket {
 		p.at = p.at.Add(paceBucket)
-		copy(p.buckets, p.buckets[1:])
-		p.buckets[len(p.buckets)-1] = 0
-		p.filled = min(p.filled+1, len(p.buckets))
-		if p.filled == len(p.buckets) {
+		copy(p.bytes, p.bytes[1:])
+		copy(p.waits, p.waits[1:])
+		p.bytes[len(p.bytes)-1], p.waits[len(p.waits)-1] = 0, 0
+		p.filled = min(p.filled+1, len(p.bytes))
+		if p.filled == len(p.bytes) {
 			p.best = max(p.best, p.rate())
 		}
 	}
@@ -79,26 +90,50 @@ func (p *pace) advance(now time.Time) {
 // rate is the bytes per second over the last window.
 func (p *pace) rate() float64 {
 	var sum int64
-	for _, b := range p.buckets {
+	for _, b := range p.bytes {
 		sum += b
 	}
 	return float64(sum) / p.window.Seconds()
 }
 
-// read records k bytes received at now.
-func (p *pace) read(now time.Time, k int) {
-	p.advance(now)
-	p.buckets[len(p.buckets)-1] += int64(k)
-	g := now.Sub(p.last)
-	if p.gap == 0 {
-		p.gap = g
-	} else {
-		p.gap += (g - p.gap) / 8
+// waited is the time spent in Read over the last window, the Read still
+// waiting included.
+func (p *pace) waited(now time.Time) time.Duration {
+	var sum time.Duration
+	for _, w := range p.waits {
+		sum += w
 	}
-	p.last = now
+	if p.inRead {
+		start := p.readStart
+		if cut := now.Add(-p.window); start.Before(cut) {
+			start = cut
+		}
+		sum += now.Sub(start)
+	}
+	return min(sum, p.window)
 }
 
-// silence is how long the stream may go without a byte.
+// reading records that a Read begins at now.
+func (p *pace) reading(now time.Time) {
+	p.advance(now)
+	p.inRead, p.readStart = true, now
+}
+
+// read records that the Read begun last returned k bytes at now.
+func (p *pace) read(now time.Time, k int) {
+	p.advance(now)
+	w := now.Sub(p.readStart)
+	p.bytes[len(p.bytes)-1] += int64(k)
+	p.waits[len(p.waits)-1] += w
+	if p.gap == 0 {
+		p.gap = w
+	} else {
+		p.gap += (w - p.gap) / 8
+	}
+	p.inRead = false
+}
+
+// silence is how long a Read may wait.
 func (p *pace) silence() time.Duration {
 	return min(max(p.stall, silenceGaps*p.gap), p.ceiling)
 }
@@ -106,24 +141,26 @@ func (p *pace) silence() time.Duration {
 // check says why the stream should be given up at now, or nil. node is the
 // node's receiving pace over all its streams (nil when unknown).
 //
-// A silent stream is given up. A slow one (below 1/slowFactor of its own
-// best window) is given up unless it is only sharing a busy link: the node
-// receives at least nodeBusyShare of its best over all its streams and
-// this one gets at least a quarter of an even share of that. When the
+// A stream whose Read waits too long is given up. A slow one (below
+// 1/slowFactor of its own best window, with the download waiting on it
+// for at least slowWaitShare of the window) is given up unless it is only
+// sharing a busy link: the node receives at least nodeBusyShare of its
+// best over all its streams and this one gets at least a quarter of an
+// even share of that. When the
 // node's own link slowed down, a single stream cannot tell that from a
 // slow peer; it moves on once, and the next source starts a new best.
 func (p *pace) check(now time.Time, node *nodePace) error {
 	p.advance(now)
-	if quiet, limit := now.Sub(p.last), p.silence(); quiet >= limit {
-		return fmt.Errorf("no byte for %v (its usual gap %v): %w", quiet.Round(time.Millisecond), p.gap.Round(time.Millisecond), errStalled)
+	if quiet, limit := now.Sub(p.readStart), p.silence(); p.inRead && quiet >= limit {
+		return fmt.Errorf("no byte for %v (a read usually waits %v): %w", quiet.Round(time.Millisecond), p.gap.Round(time.Millisecond), errStalled)
 	}
-	if p.filled < len(p.buckets) || p.best == 0 || p.silence() >= p.window {
+	if p.filled < len(p.bytes) || p.best == 0 || p.silence() >= p.window {
 		// Not measured over a whole window yet, or too bursty to measure
 		// over one: its silence rules alone.
 		return nil
 	}
 	r := p.rate()
-	if r*slowFactor >= p.best {
+	if r*slowFactor >= p.best || p.waited(now) < time.Duration(slowWaitShare*float64(p.window)) {
 		return nil
 	}
 	if node != nil {
@@ -150,7 +187,7 @@ func (n *nodePace) read(now time.Time, k int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.p.advance(now)
-	n.p.buckets[len(n.p.buckets)-1] += int64(k)
+	n.p.bytes[len(n.p.bytes)-1] += int64(k)
 }
 
 // open counts a stream in (+1) or out (-1).
@@ -221,6 +258,16 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 		}
 	}()
 	return j
+}
+
+// reading records that a Read of the stream begins.
+func (j *judge) reading() {
+	if j == nil {
+		return
+	}
+	j.mu.Lock()
+	j.p.reading(time.Now())
+	j.mu.Unlock()
 }
 
 // read records k bytes that brought the stream to offset at.

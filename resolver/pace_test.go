@@ -6,10 +6,11 @@ import (
 	"time"
 )
 
-// feed reads k bytes every gap from *now for d, checking the pace after
-// each read; it returns the first verdict.
+// feed has each Read wait gap for k bytes, from *now for d, checking the
+// pace after each; it returns the first verdict.
 func feed(p *pace, node *nodePace, now *time.Time, d, gap time.Duration, k int) error {
 	for end := now.Add(d); now.Before(end); {
+		p.reading(*now)
 		*now = now.Add(gap)
 		p.read(*now, k)
 		if node != nil {
@@ -29,6 +30,7 @@ func TestPaceSilence(t *testing.T) {
 	if err := feed(p, nil, &now, 3*time.Second, 5*time.Millisecond, 64<<10); err != nil {
 		t.Fatalf("a steady stream: %v", err)
 	}
+	p.reading(now)
 	if err := p.check(now.Add(450*time.Millisecond), nil); err != nil {
 		t.Fatalf("450ms quiet, under PeerStall: %v", err)
 	}
@@ -42,6 +44,7 @@ func TestPaceSilence(t *testing.T) {
 	if err := feed(p, nil, &now, 3*time.Second, 200*time.Millisecond, 64<<10); err != nil {
 		t.Fatalf("a bursty stream: %v", err)
 	}
+	p.reading(now)
 	if err := p.check(now.Add(time.Second), nil); err != nil {
 		t.Fatalf("1s quiet after 200ms gaps: %v", err)
 	}
@@ -55,8 +58,25 @@ func TestPaceSilence(t *testing.T) {
 	if err := feed(p, nil, &now, 5*time.Second, time.Second, 64<<10); err != nil {
 		t.Fatalf("a stream with 1s gaps: %v", err)
 	}
+	p.reading(now)
 	if err := p.check(now.Add(2*time.Second), nil); !errors.Is(err, errStalled) {
 		t.Fatalf("2s quiet with a 2s StallTimeout: %v, want silent", err)
+	}
+
+	// A download held up by its own side (each Read returns at once, but
+	// comes 600ms after the last): the peer is not silent, nor slow.
+	now = time.Unix(4000, 0)
+	p = newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
+	if err := feed(p, nil, &now, 2*time.Second, 5*time.Millisecond, 64<<10); err != nil {
+		t.Fatalf("a steady stream: %v", err)
+	}
+	for range 10 {
+		now = now.Add(600 * time.Millisecond)
+		if err := p.check(now, nil); err != nil {
+			t.Fatalf("a download that reads every 600ms: %v", err)
+		}
+		p.reading(now)
+		p.read(now, 64<<10)
 	}
 }
 
@@ -92,6 +112,7 @@ func TestPaceSlow(t *testing.T) {
 			node.open(tt.streams - 1)
 			var err error
 			for end := now.Add(3 * time.Second); err == nil && now.Before(end); {
+				p.reading(now)
 				now = now.Add(gap)
 				node.read(now, tt.others)
 				p.read(now, tt.drop)
