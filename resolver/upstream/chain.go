@@ -134,13 +134,17 @@ func (c *Client) newEndpoint(registry string, ep Endpoint, hasNext bool) *endpoi
 		ep.Scheme = c.scheme(ep.Host)
 	}
 	e := &endpoint{Endpoint: ep, authed: make(map[string]http.RoundTripper)}
-	insecure := c.cfg.Insecure
-	if ep.Scheme == "http" && !ep.Implied {
-		// The operator's hosts.toml names this host http://.
-		insecure = append(slices.Clip(insecure), ep.Host)
+	guard := httpsOnly{insecure: c.cfg.Insecure}
+	if !ep.Implied {
+		guard.why = "its hosts.toml entry is https"
+		if ep.Scheme == "http" {
+			// The operator's hosts.toml names this host http://.
+			guard.insecure = append(slices.Clip(guard.insecure), ep.Host)
+		}
 	}
 	if ep.TLS == nil && !hasNext {
-		e.base = httpsOnly{inner: c.shared, insecure: insecure}
+		guard.inner = c.shared
+		e.base = guard
 		return e
 	}
 	t := c.shared.Clone()
@@ -156,7 +160,8 @@ func (c *Client) newEndpoint(registry string, ep Endpoint, hasNext bool) *endpoi
 		t.TLSHandshakeTimeout = budget
 	}
 	e.owned = t
-	e.base = httpsOnly{inner: t, insecure: insecure}
+	guard.inner = t
+	e.base = guard
 	return e
 }
 

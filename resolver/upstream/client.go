@@ -103,11 +103,18 @@ func New(cfg Config) (*Client, error) {
 type httpsOnly struct {
 	inner    http.RoundTripper
 	insecure []string
+	// why says why HTTP is refused; "" is that the host is not an
+	// --insecure-registry.
+	why string
 }
 
 func (h httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme == "http" && !slices.Contains(h.insecure, req.URL.Host) {
-		return nil, fmt.Errorf("plain HTTP to %s refused: not an --insecure-registry", req.URL.Host)
+		why := h.why
+		if why == "" {
+			why = "not an --insecure-registry"
+		}
+		return nil, fmt.Errorf("plain HTTP to %s refused: %s", req.URL.Host, why)
 	}
 	return h.inner.RoundTrip(req)
 }
