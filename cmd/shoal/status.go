@@ -119,29 +119,30 @@ func printStatus(w io.Writer, st daemonStatus) error {
 }
 
 // printUpstream lists each registry's chain: the hosts shoal fetches
-// from, in order, and how each last failed.
+// from, in order, how each is trusted, and how each last failed.
 func printUpstream(w io.Writer, regs []upstream.RegistryStatus) error {
-	if len(regs) == 0 {
-		return nil
-	}
-	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REGISTRY\tUPSTREAM HOST\tCAPABILITIES\tTLS\tLAST ERROR")
 	for _, r := range regs {
-		src := r.Source
-		if src == "" {
-			src = "no hosts.toml"
+		src := "no hosts.toml: the registry alone"
+		if r.Source != "" {
+			src = "from " + r.Source
 		}
-		fmt.Fprintf(tw, "%s\t(%s)\t\t\t%s\n", r.Registry, src, firstOf(r.Error, r.Warning))
+		fmt.Fprintf(w, "\nupstream %s, %s\n", r.Registry, src)
+		if msg := firstOf(r.Error, r.Warning); msg != "" {
+			fmt.Fprintf(w, "  ! %s\n", msg)
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		for _, h := range r.Hosts {
-			last := h.LastError
-			if last != "" {
-				last = h.LastErrorAt.UTC().Format(time.RFC3339) + " " + last
+			last := ""
+			if h.LastError != "" {
+				last = "last error " + h.LastErrorAt.UTC().Format(time.RFC3339) + ": " + h.LastError
 			}
-			fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s\n", h.URL, strings.Join(h.Capabilities, ","), h.TLS, last)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", h.URL, strings.Join(h.Capabilities, ","), h.TLS, last)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
 		}
 	}
-	return tw.Flush()
+	return nil
 }
 
 func firstOf(s ...string) string {

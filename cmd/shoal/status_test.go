@@ -27,14 +27,15 @@ func TestStatusShowsUpstreamChain(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
-		"docker.io", "(/etc/containerd/certs.d/docker.io/hosts.toml)",
-		"https://harbor.corp/v2", "hosts.toml CA, client certificate", "2026-12-02T07:00:00Z registry harbor.corp: not found",
+		"upstream docker.io, from /etc/containerd/certs.d/docker.io/hosts.toml",
+		"https://harbor.corp/v2", "hosts.toml CA, client certificate", "last error 2026-12-02T07:00:00Z: registry harbor.corp: not found",
 		"https://registry-1.docker.io/v2",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
 	}
+	t.Log("\n" + out)
 	if strings.Index(out, "harbor.corp/v2") > strings.Index(out, "registry-1.docker.io/v2") {
 		t.Errorf("hosts out of order:\n%s", out)
 	}
