@@ -18,10 +18,11 @@ import (
 // upstreamLab is a network with registries that only hosts.toml tells
 // how to reach, and three nodes (containerd 1.6 and 2.4) with shoal.
 type upstreamLab struct {
-	tls, mtls *lab.Registry // HTTPS from a private CA; the second wants a client certificate
-	origin    *lab.Registry // plain HTTP, unreachable from the nodes
-	mirror    *lab.Registry // HTTPS pull-through cache of origin
-	nodes     []*meshNode
+	tls, mtls  *lab.Registry // HTTPS from a private CA; the second wants a client certificate
+	origin     *lab.Registry // plain HTTP, unreachable from the nodes
+	mirror     *lab.Registry // HTTPS pull-through cache of origin
+	deadMirror string        // listed before mirror; nothing answers there
+	nodes      []*meshNode
 }
 
 // TestUpstreamChain: shoal fetches each registry through the hosts its
@@ -62,17 +63,21 @@ func TestUpstreamChain(t *testing.T) {
 				t.Errorf("origin answered %s %s from %s (%q), not the mirror", q.Method, q.Path, q.RemoteAddr, q.UserAgent)
 			}
 		}
-		// Each node's status shows the chain: the mirror, then the
-		// origin, which was never needed.
+		// Each node's status shows the chain: the dead mirror, the
+		// mirror, then the origin, which was never needed.
 		for _, n := range ul.nodes {
 			chain := upstreamStatus(t, n, ul.origin.Addr())
-			if len(chain.Hosts) != 2 || chain.Hosts[0].URL != ul.mirror.URL()+"/v2" || chain.Hosts[1].URL != ul.origin.URL()+"/v2" {
-				t.Errorf("%s: chain for %s is %+v, want the mirror, then the origin", n.name, ul.origin.Addr(), chain.Hosts)
+			if len(chain.Hosts) != 3 || chain.Hosts[0].URL != ul.deadMirror+"/v2" || chain.Hosts[1].URL != ul.mirror.URL()+"/v2" || chain.Hosts[2].URL != ul.origin.URL()+"/v2" {
+				t.Errorf("%s: chain for %s is %+v, want the dead mirror, the mirror, then the origin", n.name, ul.origin.Addr(), chain.Hosts)
 				continue
 			}
-			if chain.Hosts[0].TLS != "hosts.toml CA" || chain.Hosts[0].LastError != "" {
-				t.Errorf("%s: mirror host %+v, want its hosts.toml CA and no error", n.name, chain.Hosts[0])
+			if chain.Hosts[1].TLS != "hosts.toml CA" || chain.Hosts[1].LastError != "" || chain.Hosts[1].LastOKAt.IsZero() {
+				t.Errorf("%s: mirror host %+v, want its hosts.toml CA, an answer and no error", n.name, chain.Hosts[1])
 			}
+			if chain.Hosts[2].LastError != "" || !chain.Hosts[2].LastOKAt.IsZero() {
+				t.Errorf("%s: origin %+v, want it never asked", n.name, chain.Hosts[2])
+			}
+			t.Logf("%s: dead mirror's last error: %s", n.name, chain.Hosts[0].LastError)
 		}
 	})
 }
@@ -125,13 +130,17 @@ func startUpstreamLab(t *testing.T) *upstreamLab {
 	}
 	cleanup(t, ul.origin.Close)
 	ul.mirror = startTLS(net.Hosts[3], "mirror", "", ul.origin.URL())
+	// An address in the network that no host has: connections to it
+	// neither succeed nor fail until they time out.
+	ul.deadMirror = "https://" + strings.TrimSuffix(net.Hosts[0].IP.String(), ".2") + ".99:5000"
 
 	// What an operator's hosts.toml files say before shoal is installed.
 	files := map[string]string{
 		ul.tls.Addr():  fmt.Sprintf("server = %q\nca = %q\n", ul.tls.URL(), caFile),
 		ul.mtls.Addr(): fmt.Sprintf("server = %q\nca = %q\nclient = [[%q, %q]]\n", ul.mtls.URL(), caFile, clientCert, clientKey),
-		ul.origin.Addr(): fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %q\n",
-			ul.origin.URL(), ul.mirror.URL(), caFile),
+		// A mirror that is gone comes first: shoal moves on to the next.
+		ul.origin.Addr(): fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %q\n",
+			ul.origin.URL(), ul.deadMirror, ul.mirror.URL(), caFile),
 	}
 	key := writeKey(t)
 	var seeds []string
