@@ -333,3 +333,38 @@ func TestChainOrder(t *testing.T) {
 		t.Errorf("order after hostDownFor: %s", got)
 	}
 }
+
+// TestChainOverridePath: a host with its own API root is asked under it,
+// also when nothing answers at its /v2/.
+func TestChainOverridePath(t *testing.T) {
+	t.Parallel()
+	blob := []byte("under a custom root")
+	srv, n := blobServer(t, blob, nil)
+	// A front that serves the registry's API only under /artifactory/api/docker/local.
+	front := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rest, ok := strings.CutPrefix(r.URL.Path, "/artifactory/api/docker/local/")
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		resp, err := srv.Client().Get(srv.URL + "/v2/" + rest)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(front.Close)
+	ep := endpointOf(front, serverTLS(front))
+	ep.Path = "/artifactory/api/docker/local"
+	c, err := New(Config{Hosts: &staticHosts{chains: map[string]Chain{"corp.example": {Endpoints: []Endpoint{ep}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := readBlob(t, c, "corp.example", digest.FromBytes(blob))
+	if err != nil || string(got) != string(blob) || n.Load() == 0 {
+		t.Fatalf("blob %q, %v (%d requests behind the front)", got, err, n.Load())
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"
@@ -158,6 +159,13 @@ func (c *Client) transport(ctx context.Context, e *endpoint, repo string) (http.
 	}
 	base := transport.NewUserAgent(e.base, c.cfg.UserAgent)
 	rt, err = transport.NewWithContext(ctx, r.Registry, auth, base, []string{r.Scope(transport.PullScope)})
+	var te *transport.Error
+	if err != nil && e.Path != "/v2" && auth == authn.Anonymous && errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
+		// A host with its own API root (override_path) may have nothing at
+		// /v2/ to learn its authentication from: without credentials
+		// there is none to learn, so ask it plainly.
+		rt, err = base, nil
+	}
 	if err != nil {
 		return nil, classify(e.Host, err)
 	}
