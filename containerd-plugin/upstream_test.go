@@ -188,6 +188,14 @@ ca = "`+cert+`"
 			warning: "unknown capability fly",
 		},
 		{
+			name: "a file that is not TOML is ignored too", registry: "registry.example",
+			setup: func(t *testing.T, root string) {
+				writeHostsFile(t, root, "registry.example", "server = \"https://registry.example\"\n[host.\"https://m.example\"\n")
+			},
+			want:    []string{"https://registry.example/v2 implied"},
+			warning: "failed to decode",
+		},
+		{
 			name: "a CA file that cannot be read fails the registry", registry: "registry.example",
 			setup: func(t *testing.T, root string) {
 				writeHostsFile(t, root, "registry.example", "server = \"https://registry.example\"\nca = \"missing.pem\"\n")
@@ -213,10 +221,13 @@ ca = "`+cert+`"
 			if err != nil {
 				t.Fatal(err)
 			}
+			if ch.Warning != "" {
+				t.Logf("warning: %s", ch.Warning)
+			}
 			if got := chainURLs(ch); strings.Join(got, "|") != strings.Join(tc.want, "|") {
 				t.Errorf("chain\n got %q\nwant %q", got, tc.want)
 			}
-			if !strings.Contains(ch.Warning, tc.warning) || (tc.warning == "") != (ch.Warning == "") {
+			if !strings.Contains(ch.Warning, tc.warning) || (tc.warning == "") != (ch.Warning == "") || strings.Contains(ch.Warning, "\n") {
 				t.Errorf("warning %q, want %q", ch.Warning, tc.warning)
 			}
 		})
