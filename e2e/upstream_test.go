@@ -85,63 +85,12 @@ func TestUpstreamChain(t *testing.T) {
 func startUpstreamLab(t *testing.T) *upstreamLab {
 	t.Helper()
 	ctx := t.Context()
-	log := testLogger(t)
-	net, err := lab.NewNetwork(ctx, "e2e-up-"+strconv.Itoa(os.Getpid()%100000), 7, lab.NetworkConfig{Subnet: "10.213.9.0/24", Logger: log})
+	net, err := lab.NewNetwork(ctx, "e2e-up-"+strconv.Itoa(os.Getpid()%100000), 7, lab.NetworkConfig{Subnet: "10.213.9.0/24", Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cleanup(t, net.Close)
-	pki := t.TempDir()
-	ca, err := lab.NewCA("shoal e2e registry CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(pki, "ca.pem")
-	if err := ca.WriteFile(caFile); err != nil {
-		t.Fatal(err)
-	}
-	clientCert, clientKey, err := ca.IssueFiles(pki, "node-client")
-	if err != nil {
-		t.Fatal(err)
-	}
-	startTLS := func(h *lab.Host, name, clientCA, proxy string) *lab.Registry {
-		cert, key, err := ca.IssueFiles(pki, name, h.IP.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		cc, err := ca.ClientTLS(clientCert, clientKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		reg, err := lab.StartRegistry(ctx, lab.RegistryConfig{Netns: h.Netns, Addr: h.Addr(5000), Logger: log, ProxyRemote: proxy,
-			TLS: &lab.RegistryTLS{CertFile: cert, KeyFile: key, ClientCAFile: clientCA, Client: cc}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cleanup(t, reg.Close)
-		return reg
-	}
-	ul := &upstreamLab{}
-	ul.tls = startTLS(net.Hosts[0], "tls-registry", "", "")
-	ul.mtls = startTLS(net.Hosts[1], "mtls-registry", caFile, "")
-	ul.origin, err = lab.StartRegistry(ctx, lab.RegistryConfig{Netns: net.Hosts[2].Netns, Addr: net.Hosts[2].Addr(5000), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cleanup(t, ul.origin.Close)
-	ul.mirror = startTLS(net.Hosts[3], "mirror", "", ul.origin.URL())
-	// An address in the network that no host has: connections to it
-	// neither succeed nor fail until they time out.
-	ul.deadMirror = "https://" + strings.TrimSuffix(net.Hosts[0].IP.String(), ".2") + ".99:5000"
-
-	// What an operator's hosts.toml files say before shoal is installed.
-	files := map[string]string{
-		ul.tls.Addr():  fmt.Sprintf("server = %q\nca = %q\n", ul.tls.URL(), caFile),
-		ul.mtls.Addr(): fmt.Sprintf("server = %q\nca = %q\nclient = [[%q, %q]]\n", ul.mtls.URL(), caFile, clientCert, clientKey),
-		// A mirror that is gone comes first: shoal moves on to the next.
-		ul.origin.Addr(): fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %q\n",
-			ul.origin.URL(), ul.deadMirror, ul.mirror.URL(), caFile),
-	}
+	ul, files := startUpstreamRegistries(t, net)
 	key := writeKey(t)
 	var seeds []string
 	for _, h := range net.Hosts[4:] {
@@ -177,6 +126,61 @@ func startUpstreamLab(t *testing.T) *upstreamLab {
 		return nil
 	})
 	return ul
+}
+
+// startUpstreamRegistries starts the registries on hosts 0-3 of net, and
+// returns them with what the operator's hosts.toml files say about them
+// before shoal is installed, by registry.
+func startUpstreamRegistries(t *testing.T, net *lab.Network) (*upstreamLab, map[string]string) {
+	t.Helper()
+	ctx := t.Context()
+	log := testLogger(t)
+	pki := t.TempDir()
+	ca, err := lab.NewCA("shoal e2e registry CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(pki, "ca.pem")
+	if err := ca.WriteFile(caFile); err != nil {
+		t.Fatal(err)
+	}
+	clientCert, clientKey, err := ca.IssueFiles(pki, "node-client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := ca.ClientTLS(clientCert, clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(h *lab.Host, cfg lab.RegistryConfig) *lab.Registry {
+		cfg.Netns, cfg.Addr, cfg.Logger = h.Netns, h.Addr(5000), log
+		if cfg.TLS != nil {
+			if cfg.TLS.CertFile, cfg.TLS.KeyFile, err = ca.IssueFiles(pki, h.Netns, h.IP.String()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		reg, err := lab.StartRegistry(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cleanup(t, reg.Close)
+		return reg
+	}
+	ul := &upstreamLab{}
+	ul.tls = start(net.Hosts[0], lab.RegistryConfig{TLS: &lab.RegistryTLS{Client: cc}})
+	ul.mtls = start(net.Hosts[1], lab.RegistryConfig{TLS: &lab.RegistryTLS{Client: cc, ClientCAFile: caFile}})
+	ul.origin = start(net.Hosts[2], lab.RegistryConfig{})
+	ul.mirror = start(net.Hosts[3], lab.RegistryConfig{TLS: &lab.RegistryTLS{Client: cc}, ProxyRemote: ul.origin.URL()})
+	// An address in the network that no host has: connections to it
+	// neither succeed nor fail until they time out.
+	ul.deadMirror = "https://" + strings.TrimSuffix(net.Hosts[0].IP.String(), ".2") + ".99:5000"
+	return ul, map[string]string{
+		ul.tls.Addr():  fmt.Sprintf("server = %q\nca = %q\n", ul.tls.URL(), caFile),
+		ul.mtls.Addr(): fmt.Sprintf("server = %q\nca = %q\nclient = [[%q, %q]]\n", ul.mtls.URL(), caFile, clientCert, clientKey),
+		// A mirror that is gone comes first: shoal moves on to the next.
+		ul.origin.Addr(): fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %q\n",
+			ul.origin.URL(), ul.deadMirror, ul.mirror.URL(), caFile),
+	}
 }
 
 // startChainNode starts containerd and shoal in h, with the operator's
