@@ -224,6 +224,15 @@ func startChainNode(t *testing.T, name string, h *lab.Host, flavor lab.Flavor, s
 		t.Fatal(err)
 	}
 	cleanup(t, func() error {
+		// The daemon under test is built with -race: it reports when it stops.
+		s.Stop()
+		b, err := os.ReadFile(s.LogPath())
+		if err != nil {
+			t.Errorf("%s: shoal's log: %v", name, err)
+		}
+		if strings.Contains(string(b), "DATA RACE") {
+			t.Errorf("%s: the race detector reported in shoal's log", name)
+		}
 		if t.Failed() {
 			t.Logf("%s shoal log:\n%s", name, tailFile(s.LogPath(), 30))
 		}
