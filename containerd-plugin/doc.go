@@ -1,6 +1,7 @@
 // Package containerdplugin is shoal's only door to containerd: it reads blobs
 // and image names from containerd's content and image stores over the gRPC API
-// (or straight from the content directory when it is mounted), and writes or
-// removes the hosts.toml mirror entries that send containerd's pulls to shoal.
+// (or straight from the content directory when it is mounted), writes or
+// removes the hosts.toml mirror entries that send containerd's pulls to shoal,
+// and reads the hosts containerd would pull from after shoal.
 // No other shoal package imports containerd code.
 package containerdplugin

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -42,8 +43,26 @@ type RegistryConfig struct {
 	Dir string
 	// Binary is the registry executable; "" is DefaultRegistryBinary.
 	Binary string
+	// TLS, when set, serves HTTPS instead of plain HTTP.
+	TLS *RegistryTLS
+	// ProxyRemote, when set, makes the registry a pull-through cache of
+	// the registry at this URL (read-only: nothing can be pushed to it).
+	ProxyRemote string
 	// Logger receives lifecycle events; nil discards them.
 	Logger *slog.Logger
+}
+
+// RegistryTLS serves a registry over HTTPS.
+type RegistryTLS struct {
+	// CertFile and KeyFile are the server's certificate and key (PEM).
+	CertFile, KeyFile string
+	// ClientCAFile, when set, makes the registry require a client
+	// certificate signed by this CA.
+	ClientCAFile string
+	// Client is how lab's own requests (readiness, log sync, pushes)
+	// reach the registry: its CA, and a client certificate when one is
+	// required. Required.
+	Client *tls.Config
 }
 
 // Registry is a running docker-registry with filesystem storage, JSON logs
@@ -79,12 +98,15 @@ func StartRegistry(ctx context.Context, cfg RegistryConfig) (*Registry, error) {
 			return nil, err
 		}
 	}
+	if cfg.TLS != nil && (cfg.TLS.CertFile == "" || cfg.TLS.KeyFile == "" || cfg.TLS.Client == nil) {
+		return nil, errors.New("registry: TLS needs CertFile, KeyFile and Client")
+	}
 	dir, err := os.MkdirTemp(cfg.Dir, "lab-registry-")
 	if err != nil {
 		return nil, err
 	}
 	r := &Registry{cfg: cfg, log: logger(cfg.Logger).With("component", "registry"), dir: dir, addr: addr}
-	if err := os.WriteFile(r.configPath(), []byte(registryConfigYAML(filepath.Join(dir, "data"), addr)), 0o644); err != nil {
+	if err := os.WriteFile(r.configPath(), []byte(registryConfigYAML(filepath.Join(dir, "data"), addr, cfg)), 0o644); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -105,7 +127,17 @@ func StartRegistry(ctx context.Context, cfg RegistryConfig) (*Registry, error) {
 
 // registryConfigYAML is a distribution 2.8 config. Deletes are on so that
 // tests can drop blobs; upload purging is off so that restarts keep state.
-func registryConfigYAML(root, addr string) string {
+func registryConfigYAML(root, addr string, cfg RegistryConfig) string {
+	var extra strings.Builder
+	if t := cfg.TLS; t != nil {
+		fmt.Fprintf(&extra, "  tls:\n    certificate: %s\n    key: %s\n", t.CertFile, t.KeyFile)
+		if t.ClientCAFile != "" {
+			fmt.Fprintf(&extra, "    clientcas:\n      - %s\n", t.ClientCAFile)
+		}
+	}
+	if cfg.ProxyRemote != "" {
+		fmt.Fprintf(&extra, "proxy:\n  remoteurl: %s\n", cfg.ProxyRemote)
+	}
 	return fmt.Sprintf(`version: 0.1
 log:
   level: info
@@ -123,7 +155,25 @@ storage:
 http:
   addr: %s
   secret: shoal-lab
-`, root, addr)
+%s`, root, addr, extra.String())
+}
+
+// URL is the registry's base URL, https:// when it serves TLS.
+func (r *Registry) URL() string {
+	if r.cfg.TLS != nil {
+		return "https://" + r.addr
+	}
+	return "http://" + r.addr
+}
+
+// Transport is an HTTP transport that reaches the registry from its
+// namespace, with the registry's TLS client settings.
+func (r *Registry) Transport() *http.Transport {
+	t := TransportIn(r.cfg.Netns)
+	if r.cfg.TLS != nil {
+		t.TLSClientConfig = r.cfg.TLS.Client.Clone()
+	}
+	return t
 }
 
 // Addr is the host:port the registry listens on.
@@ -162,9 +212,9 @@ func (r *Registry) sync(ctx context.Context) error {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	token := "lab-sync=" + hex.EncodeToString(b[:])
-	tr := TransportIn(r.cfg.Netns)
+	tr := r.Transport()
 	defer tr.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.addr+"/v2/?"+token, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL()+"/v2/?"+token, nil)
 	if err != nil {
 		return err
 	}
@@ -193,12 +243,12 @@ func (r *Registry) sync(ctx context.Context) error {
 func (r *Registry) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	tr := TransportIn(r.cfg.Netns)
+	tr := r.Transport()
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 2 * time.Second}
 	exited := r.proc.exited()
 	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.addr+"/v2/", nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL()+"/v2/", nil)
 		if err != nil {
 			return err
 		}

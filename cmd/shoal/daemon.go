@@ -125,7 +125,7 @@ keyed mesh, and only from a registry this node mirrors (--registries).`,
 	f.StringVar(&o.metricsAddr, "metrics-addr", ":7503", "address of /metrics, /healthz and /readyz (Prometheus and probes); empty disables them")
 	f.StringVar(&o.statusAddr, "status-addr", "127.0.0.1:7504", "address of /status (members, peer IDs, paths; what 'shoal status' reads); anyone who reaches it can read it, so keep it on loopback; empty disables it")
 	f.StringSliceVar(&o.registries, "registries", nil, "registries (host[:port], repeatable) peers may ask this node to fetch from for the cluster, besides --default-registry, those hosts.toml in --hosts-dir sends to shoal, and those this node's containerd pulls through it (default none)")
-	f.StringVar(&o.hostsDir, "hosts-dir", "/etc/containerd/certs.d", "containerd's hosts.toml directory: registries whose hosts.toml names shoal (shoal configure) are mirrored for peers too; empty skips it")
+	f.StringVar(&o.hostsDir, "hosts-dir", "/etc/containerd/certs.d", "containerd's hosts.toml directory: shoal fetches each registry through the hosts its hosts.toml lists after shoal's (with their ca, client and skip_verify), and registries whose hosts.toml names shoal (shoal configure) are mirrored for peers too; empty skips it")
 	f.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "directory of shoal's own blob store and its ingest files (/var/lib/shoal as root)")
 	f.StringVar(&o.storeMaxBytes, "store-max-bytes", "10GiB", "cap on shoal's own store, least recently used blobs evicted first; 0 for no cap")
 	f.StringVar(&o.defaultRegistry, "default-registry", "docker.io", "upstream for requests without ?ns= (Docker Engine registry-mirrors)")
@@ -356,7 +356,12 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	chains, err := upstreamHosts(o, lns.mirror.Addr().String(), log.With("component", "hosts"))
+	if err != nil {
+		return err
+	}
 	up, err := upstream.New(upstream.Config{
+		Hosts:     chains,
 		Insecure:  o.insecureRegistries,
 		AuthFile:  o.registryAuthFile,
 		UserAgent: "shoal/" + version,
@@ -442,7 +447,8 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 
 	status := func() daemonStatus {
 		blobs, bytes := st.Usage()
-		ds := daemonStatus{Version: version, Mirror: lns.mirror.Addr().String(), StoreBlobs: blobs, StoreBytes: bytes, Containerd: ctrdStatus()}
+		ds := daemonStatus{Version: version, Mirror: lns.mirror.Addr().String(), StoreBlobs: blobs, StoreBytes: bytes, Containerd: ctrdStatus(),
+			Upstream: up.Status(statusRegistries(o, log))}
 		if node != nil {
 			ms := node.Status()
 			ds.Mesh = &ms
@@ -481,6 +487,21 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	err = g.Wait()
 	log.Info("shoal daemon stopped")
 	return err
+}
+
+// statusRegistries are the registries whose upstream chain status shows
+// even before any pull: the default, --registries, and those the hosts
+// dir sends through shoal.
+func statusRegistries(o daemonOptions, log *slog.Logger) []string {
+	regs := append([]string{o.defaultRegistry}, o.registries...)
+	if o.hostsDir != "" {
+		found, err := containerdplugin.MirroredRegistries(o.hostsDir)
+		if err != nil {
+			log.Debug("cannot list the registries containerd pulls through shoal", "hosts_dir", o.hostsDir, "err", err)
+		}
+		regs = append(regs, found...)
+	}
+	return regs
 }
 
 // mirrorsFunc reads the hosts dir for the registries peers may ask this

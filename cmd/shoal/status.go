@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/resolver/upstream"
 )
 
 // daemonStatus is what /status answers and `shoal status` prints.
@@ -23,6 +24,8 @@ type daemonStatus struct {
 	StoreBytes int64       `json:"store_bytes"`
 	Containerd string      `json:"containerd"` // "connected", "unreachable: ...", or "not configured"
 	Mesh       *p2p.Status `json:"mesh,omitempty"`
+	// Upstream is, per registry, the hosts shoal fetches from, in order.
+	Upstream []upstream.RegistryStatus `json:"upstream,omitempty"`
 }
 
 func newStatusCommand() *cobra.Command {
@@ -75,7 +78,10 @@ func printStatus(w io.Writer, st daemonStatus) error {
 	m := st.Mesh
 	if m == nil {
 		fmt.Fprintf(tw, "mesh\tdisabled (--p2p=false)\n")
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		return printUpstream(w, st.Upstream)
 	}
 	enc := "OPEN: no cluster key, anyone who reaches the ports can join and fetch"
 	if m.Encrypted {
@@ -105,7 +111,45 @@ func printStatus(w io.Writer, st daemonStatus) error {
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", mem.Name, mem.Addr, mem.State, mem.Connected, id)
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	return printUpstream(w, st.Upstream)
+}
+
+// printUpstream lists each registry's chain: the hosts shoal fetches
+// from, in order, how each is trusted, and how each last failed.
+func printUpstream(w io.Writer, regs []upstream.RegistryStatus) error {
+	for _, r := range regs {
+		src := "no hosts.toml: the registry alone"
+		if r.Source != "" {
+			src = "from " + r.Source
+		}
+		fmt.Fprintf(w, "\nupstream %s, %s\n", r.Registry, src)
+		if msg := firstOf(r.Error, r.Warning); msg != "" {
+			fmt.Fprintf(w, "  ! %s\n", msg)
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		for _, h := range r.Hosts {
+			last := ""
+			if h.LastError != "" {
+				last = "last error " + h.LastErrorAt.UTC().Format(time.RFC3339) + ": " + h.LastError
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", h.URL, strings.Join(h.Capabilities, ","), h.TLS, last)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+func firstOf(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }

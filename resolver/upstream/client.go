@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"
@@ -40,20 +41,28 @@ type Config struct {
 	// directly, with DialTimeout. The simulated benchmark passes one that
 	// shapes them by the links of both ends.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ResponseTimeout bounds the wait for an answer's header once a
+	// request is sent. Default 30s.
+	ResponseTimeout time.Duration
+	// Hosts, when set, says per registry which hosts to fetch from, in
+	// order, each with its TLS settings (containerd's hosts.toml chain).
+	// nil fetches from the registry alone, with the system's roots.
+	Hosts Hosts
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 }
 
-// Client talks to registries. It caches one authenticated transport per
-// registry and repository, so a token is fetched once and refreshed when
-// the registry says it expired.
+// Client talks to registries. Each registry is a chain of hosts tried in
+// order (the registry alone, without Config.Hosts). It caches one
+// authenticated transport per host and repository, so a token is fetched
+// once and refreshed when the host says it expired.
 type Client struct {
 	cfg      Config
 	keychain *fileKeychain
-	base     http.RoundTripper
+	shared   *http.Transport
 
-	mu         sync.Mutex
-	transports map[string]http.RoundTripper
+	mu     sync.Mutex
+	chains map[string]*registryChain
 }
 
 // New returns a client. It fails when the auth file cannot be read.
@@ -64,6 +73,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "shoal"
 	}
+	if cfg.ResponseTimeout == 0 {
+		cfg.ResponseTimeout = 30 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -73,19 +85,18 @@ func New(cfg Config) (*Client, error) {
 	}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	t := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         dialer.DialContext,
-		TLSHandshakeTimeout: cfg.DialTimeout,
-		MaxIdleConnsPerHost: 16,
-		IdleConnTimeout:     90 * time.Second,
-		ForceAttemptHTTP2:   true,
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		TLSHandshakeTimeout:   cfg.DialTimeout,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: cfg.ResponseTimeout,
+		ForceAttemptHTTP2:     true,
 	}
 	if cfg.Dial != nil {
 		t.DialContext = cfg.Dial
 	}
-	c := &Client{cfg: cfg, keychain: kc, transports: make(map[string]http.RoundTripper)}
-	c.base = httpsOnly{inner: t, insecure: cfg.Insecure}
-	return c, nil
+	return &Client{cfg: cfg, keychain: kc, shared: t, chains: make(map[string]*registryChain)}, nil
 }
 
 // httpsOnly refuses plain HTTP to registries not named insecure, which also
@@ -93,11 +104,18 @@ func New(cfg Config) (*Client, error) {
 type httpsOnly struct {
 	inner    http.RoundTripper
 	insecure []string
+	// why says why HTTP is refused; "" is that the host is not an
+	// --insecure-registry.
+	why string
 }
 
 func (h httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme == "http" && !slices.Contains(h.insecure, req.URL.Host) {
-		return nil, fmt.Errorf("plain HTTP to %s refused: not an --insecure-registry", req.URL.Host)
+		why := h.why
+		if why == "" {
+			why = "not an --insecure-registry"
+		}
+		return nil, fmt.Errorf("plain HTTP to %s refused: %s", req.URL.Host, why)
 	}
 	return h.inner.RoundTrip(req)
 }
@@ -117,40 +135,57 @@ func (c *Client) scheme(host string) string {
 	return "https"
 }
 
-// transport returns the authenticated transport for a repository.
-func (c *Client) transport(ctx context.Context, registry, repo string) (http.RoundTripper, string, error) {
-	host := Host(registry)
-	key := host + "/" + repo
-	c.mu.Lock()
-	rt, ok := c.transports[key]
-	c.mu.Unlock()
+// transport returns the endpoint's authenticated transport for a
+// repository.
+func (c *Client) transport(ctx context.Context, e *endpoint, repo string) (http.RoundTripper, error) {
+	e.mu.Lock()
+	rt, ok := e.authed[repo]
+	e.mu.Unlock()
 	if ok {
-		return rt, host, nil
+		return rt, nil
 	}
 	opts := []name.Option{name.WeakValidation}
-	if slices.Contains(c.cfg.Insecure, host) {
+	if e.Scheme == "http" {
 		opts = append(opts, name.Insecure)
 	}
-	r, err := name.NewRepository(host+"/"+repo, opts...)
+	r, err := name.NewRepository(e.Host+"/"+scopeRepo(e.Path, repo), opts...)
 	if err != nil {
-		return nil, host, fmt.Errorf("repository %s/%s: %w: %w", host, repo, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("repository %s/%s: %w: %w", e.Host, repo, err, errdefs.ErrInvalidArgument)
 	}
+	// A mirror is asked with the credentials filed under its own name.
 	auth, err := c.keychain.Resolve(r.Registry)
 	if err != nil {
-		return nil, host, fmt.Errorf("credentials for %s: %w", host, err)
+		return nil, fmt.Errorf("credentials for %s: %w", e.Host, err)
 	}
-	base := transport.NewUserAgent(c.base, c.cfg.UserAgent)
+	base := transport.NewUserAgent(e.base, c.cfg.UserAgent)
 	rt, err = transport.NewWithContext(ctx, r.Registry, auth, base, []string{r.Scope(transport.PullScope)})
+	var te *transport.Error
+	if err != nil && e.Path != "/v2" && auth == authn.Anonymous && errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
+		// A host with its own API root (override_path) may have nothing at
+		// /v2/ to learn its authentication from: without credentials
+		// there is none to learn, so ask it plainly.
+		rt, err = base, nil
+	}
 	if err != nil {
-		return nil, host, classify(host, err)
+		return nil, classify(e.Host, err)
 	}
-	c.mu.Lock()
-	if len(c.transports) > 1024 {
-		clear(c.transports)
+	e.mu.Lock()
+	if len(e.authed) > 1024 {
+		clear(e.authed)
 	}
-	c.transports[key] = rt
-	c.mu.Unlock()
-	return rt, host, nil
+	e.authed[repo] = rt
+	e.mu.Unlock()
+	return rt, nil
+}
+
+// scopeRepo is the repository a host knows repo by: under an API root
+// that goes below /v2 (a registry's project that mirrors another, with
+// override_path), the path below /v2 comes first.
+func scopeRepo(apiRoot, repo string) string {
+	if p, ok := strings.CutPrefix(apiRoot, "/v2/"); ok && strings.Trim(p, "/") != "" {
+		return strings.Trim(p, "/") + "/" + repo
+	}
+	return repo
 }
 
 // classify wraps a transport error in the errdefs sentinel the resolver
@@ -187,27 +222,68 @@ func statusError(host string, code int, hdr http.Header, err error) error {
 	return fmt.Errorf("registry %s: %w: %w", host, err, errdefs.ErrUnavailable)
 }
 
-func (c *Client) get(ctx context.Context, registry, repo, path string, hdr http.Header) (*http.Response, error) {
-	rt, host, err := c.transport(ctx, registry, repo)
+// get asks the registry's hosts in turn, and returns the first answer
+// that is not an error. resolve says the request resolves a tag, which
+// only hosts with the resolve capability are asked.
+func (c *Client) get(ctx context.Context, registry, repo, path string, hdr http.Header, resolve bool) (*http.Response, error) {
+	rc, err := c.chain(registry)
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: %w: %w", registry, err, errdefs.ErrNotFound)
+	}
+	var errs []error
+	for _, e := range order(rc.eps, time.Now()) {
+		if (resolve && !e.Resolve) || (!resolve && !e.Pull) {
+			continue
+		}
+		resp, err := c.getFrom(ctx, e, repo, path, hdr)
+		if ctx.Err() != nil {
+			if err == nil {
+				resp.Body.Close()
+			}
+			return nil, ctx.Err()
+		}
+		e.note(err, time.Now())
+		if err == nil {
+			return resp, nil
+		}
+		c.cfg.Logger.Debug("host failed, trying the next", "registry", registry, "host", e.Host, "err", err)
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		what := "pull"
+		if resolve {
+			what = "resolve"
+		}
+		return nil, fmt.Errorf("registry %s: no host has the %s capability: %w", registry, what, errdefs.ErrNotFound)
+	}
+	return nil, chainError(errs)
+}
+
+// getFrom sends one GET to one host.
+func (c *Client) getFrom(ctx context.Context, e *endpoint, repo, path string, hdr http.Header) (*http.Response, error) {
+	rt, err := c.transport(ctx, e, repo)
 	if err != nil {
 		return nil, err
 	}
-	u := c.scheme(host) + "://" + host + "/v2/" + repo + path
+	u := e.Scheme + "://" + e.Host + e.Path + "/" + repo + path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, fmt.Errorf("registry %s: %w: %w", host, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("registry %s: %w: %w", e.Host, err, errdefs.ErrInvalidArgument)
+	}
+	for k, v := range e.Header {
+		req.Header[k] = v
 	}
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
 	resp, err := (&http.Client{Transport: rt}).Do(req)
 	if err != nil {
-		return nil, classify(host, err)
+		return nil, classify(e.Host, err)
 	}
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
-		return nil, statusError(host, resp.StatusCode, resp.Header, nil)
+		return nil, statusError(e.Host, resp.StatusCode, resp.Header, nil)
 	}
 	return resp, nil
 }
@@ -222,7 +298,8 @@ var manifestAccept = strings.Join([]string{
 
 // Manifest implements resolver.Upstream.
 func (c *Client) Manifest(ctx context.Context, req resolver.ManifestRequest) (resolver.Manifest, error) {
-	resp, err := c.get(ctx, req.Registry, req.Repo, "/manifests/"+req.Reference, http.Header{"Accept": {manifestAccept}})
+	_, isTag := digest.Parse(req.Reference)
+	resp, err := c.get(ctx, req.Registry, req.Repo, "/manifests/"+req.Reference, http.Header{"Accept": {manifestAccept}}, isTag != nil)
 	if err != nil {
 		return resolver.Manifest{}, err
 	}
@@ -261,7 +338,7 @@ func (c *Client) Blob(ctx context.Context, req resolver.BlobRequest, off int64) 
 		}
 		hdr.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+end)
 	}
-	resp, err := c.get(ctx, req.Registry, req.Repo, "/blobs/"+req.Digest.String(), hdr)
+	resp, err := c.get(ctx, req.Registry, req.Repo, "/blobs/"+req.Digest.String(), hdr, false)
 	if err != nil {
 		return nil, 0, err
 	}
