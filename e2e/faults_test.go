@@ -834,6 +834,9 @@ func (e *faultEnv) peerFault(t *testing.T, name string) {
 		if fetchedFrom(t, puller, "upstream") > upBefore {
 			outcome = "registry"
 		}
+		if recovery > time.Second {
+			t.Logf("%s resumed %v after %s on %s; the end of its log:\n%s", puller.name, recovery, name, victim.name, tailFile(puller.shoal.LogPath(), 40))
+		}
 		if name != "peer-sigkill" && recovery >= faultStallTimeout {
 			// A silent peer's stream is judged by its own pace (--peer-stall,
 			// 500ms), not left to the stall timeout.
