@@ -279,3 +279,41 @@ func TestUnreachableRegistryLeavesTheRestToPeers(t *testing.T) {
 		t.Fatalf("read %d bytes of %d: %v", len(got), len(body), err)
 	}
 }
+
+// TestLostPeerMakesThisNodeLead: the peer streaming the blob goes silent
+// mid-blob, and the designated peer ranked above this node would wait for
+// bytes it does not hold (its source may be that same silent peer). The
+// download stops waiting on anyone: it asks the designated peer only for
+// what it holds, and the registry for the rest, long before StallTimeout.
+func TestLostPeerMakesThisNodeLead(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 4<<20)
+	router := &rangingRouter{
+		designatingRouter: &designatingRouter{
+			fakeRouter: &fakeRouter{order: []string{"holder"}, peers: map[string]fakePeer{
+				"relay":  {data: body, busy: 1},
+				"holder": {data: body, stallAt: 2 << 20},
+			}},
+			designated: []string{"relay"},
+		},
+		rpeers: map[string]rangePeer{"relay": {data: body, have: 1 << 20, stuck: true}},
+		served: map[string]int64{},
+	}
+	f := newFixture(t, resolver.Config{PieceSize: -1, DesignatedPeers: 1, StallTimeout: 10 * time.Minute, ArrivalStall: 10 * time.Minute, PeerStall: 100 * time.Millisecond}, resolver.Sources{Router: router})
+	d := f.up.push(t, "team/app", body)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes: %v", len(got), err)
+	}
+	if got := router.askedOf("relay"); !slices.Contains(got, "relay@2097152+0 wait=false through=true") {
+		t.Errorf("asked the designated peer %v, want it asked without waiting once the holder went silent", got)
+	}
+	if n := f.up.blobGets.Load(); n != 1 {
+		t.Errorf("registry asked %d times, want 1 (the rest)", n)
+	}
+}

@@ -65,7 +65,9 @@ func (r *Resolver) sources(req BlobRequest, noWait, lead *atomic.Bool) []source 
 			for _, p := range peers[:min(len(peers), r.cfg.DesignatedPeers)] {
 				out = append(out, source{kind: SourcePeer, peer: p, designated: true, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
 					if ranges {
-						return rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: true, Registry: req.Registry, Repo: req.Repo})
+						// Once this node leads, a designated peer sends
+						// what it holds and no more (see leads).
+						return rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: !lead.Load(), Registry: req.Registry, Repo: req.Repo})
 					}
 					body, size, err := d.FetchThrough(ctx, p, req.Digest, off, req.Registry, req.Repo)
 					return body, size, size, err
@@ -139,6 +141,11 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	// listed twice (designated, and a provider) that went silent or was cut
 	// off would cost the stall timeout, then a dial timeout, once more.
 	failedPeers := map[string]bool{}
+	// lostPeer: a peer's stream went silent or slow mid-blob (see pace).
+	// The peers still receiving the blob may be waiting on that same peer:
+	// from then on this node leads, taking what peers hold and the rest
+	// from the registry, rather than waiting on anyone.
+	lostPeer := false
 	localFailed := false
 	// registryFailed: the registry's last answer was a failure (5xx, a cut
 	// connection), not a "no" nor a rate limit (see missFor).
@@ -259,7 +266,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 			}
 			// Known again at each source: the designated peers come first,
 			// and once they failed, this node leads.
-			lead := r.leads(sources, failedPeers)
+			lead := r.leads(sources, failedPeers) || lostPeer
 			leading.Store(lead)
 			primary.Store(src.peer)
 			var n int64
@@ -349,6 +356,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 					// Other downloads would wait for it too.
 					s.Silent(src.peer)
 				}
+				lostPeer = lostPeer || errors.Is(err, errStalled) || errors.Is(err, errSlow)
 			}
 			if !retryable(err) || (src.kind == SourceUpstream && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) || errdefs.IsResourceExhausted(err))) {
 				// The registry does not have it, refuses shoal, or rate
