@@ -59,6 +59,9 @@ func (n *Node) syncPeers(ctx context.Context, applied map[peer.ID]string) {
 		if n.members.live(p) {
 			continue // came back under another name
 		}
+		if addr, addrs, ok := n.members.failedAt(p); ok {
+			n.watchLost(p, addr, addrs)
+		}
 		ps.ClearAddrs(p)
 		n.dht.RoutingTable().RemovePeer(p)
 		if n.gater.strict {

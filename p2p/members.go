@@ -259,6 +259,22 @@ func (m *members) lost(now time.Time) []string {
 	return out
 }
 
+// failedAt returns the gossip and libp2p addresses of a member that
+// claimed p and failed (not left), when p has no live claimant.
+func (m *members) failedAt(p peer.ID) (string, []ma.Multiaddr, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if len(m.byPeer[p]) > 0 {
+		return "", nil, false
+	}
+	for _, mem := range m.byName {
+		if mem.id == p && !mem.alive && mem.failed {
+			return mem.addr, mem.addrs, true
+		}
+	}
+	return "", nil, false
+}
+
 // prune forgets members that departed long ago.
 func (m *members) prune(now time.Time) {
 	m.mu.Lock()

@@ -85,6 +85,10 @@ type Node struct {
 
 	joinMu      sync.Mutex
 	lastJoinErr string
+
+	// lostWatches are the failed members being pinged (see watchLost).
+	lostMu      sync.Mutex
+	lostWatches map[peer.ID]bool
 }
 
 // New checks cfg, loads or creates the node's identity, and binds the
@@ -120,17 +124,18 @@ func New(cfg Config, content Content) (*Node, error) {
 		return nil, fmt.Errorf("p2p: metrics: %w", err)
 	}
 	n := &Node{
-		cfg:      cfg,
-		content:  content,
-		log:      logger,
-		metrics:  m,
-		id:       id,
-		members:  newMembers(id, logger),
-		uploads:  make(chan struct{}, cfg.MaxUploads),
-		upload:   newBandwidth(cfg.MaxUploadRate, realClock{}),
-		download: newBandwidth(cfg.MaxDownloadRate, realClock{}),
-		stats:    newStats(),
-		adv:      newAdvertiser(),
+		cfg:         cfg,
+		content:     content,
+		log:         logger,
+		metrics:     m,
+		id:          id,
+		members:     newMembers(id, logger),
+		uploads:     make(chan struct{}, cfg.MaxUploads),
+		lostWatches: make(map[peer.ID]bool),
+		upload:      newBandwidth(cfg.MaxUploadRate, realClock{}),
+		download:    newBandwidth(cfg.MaxDownloadRate, realClock{}),
+		stats:       newStats(),
+		adv:         newAdvertiser(),
 	}
 	n.backoffs = &backoffGossip{
 		queue: &memberlist.TransmitLimitedQueue{

@@ -2,20 +2,28 @@ package p2p
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
-// How a silent peer is watched: pinged every silentProbeInterval, each
-// ping given silentProbeTimeout, for at most silentProbeFor; after that,
-// memberlist alone says whether it is alive.
+// How a silent or lost peer is watched: pinged every watchInterval, each
+// ping given watchPingTimeout. A silent peer is watched for at most
+// silentWatchFor, a lost member for lostWatchFor (then LostRetryInterval
+// rejoins it, more slowly), and at most maxLostWatches lost members at
+// once: one member that answers and is joined again brings the others'
+// state with it.
 const (
-	silentProbeInterval = 200 * time.Millisecond
-	silentProbeTimeout  = 500 * time.Millisecond
-	silentProbeFor      = 10 * time.Minute
+	watchInterval    = 200 * time.Millisecond
+	watchPingTimeout = 500 * time.Millisecond
+	silentWatchFor   = 10 * time.Minute
+	lostWatchFor     = 2 * time.Minute
+	maxLostWatches   = 8
 )
 
 // Silent leaves p out of Providers and Designated, for every download of
@@ -23,7 +31,7 @@ const (
 // mid-blob (the process frozen, its link down). memberlist takes seconds
 // to call such a member dead, and until then each download that chose it
 // would first wait for its answer. A peer that answers again is used
-// again within silentProbeInterval.
+// again within watchInterval.
 func (n *Node) Silent(p peer.ID) {
 	if p == n.id || !n.stats.markSilent(p) {
 		return // this node, or already watched
@@ -37,36 +45,93 @@ func (n *Node) Silent(p peer.ID) {
 	go func() {
 		defer n.handlers.Done()
 		defer n.stats.clearSilent(p)
-		n.watchSilent(p)
+		start := time.Now()
+		switch n.watch(p, nil, silentWatchFor, func() bool { return n.members.departed(p) }) {
+		case watchAnswered:
+			n.log.Info("silent peer answers again", "peer", p, "after", time.Since(start).Round(time.Millisecond))
+		case watchGaveUp:
+			n.log.Info("silent peer left the mesh, or stayed silent", "peer", p)
+		}
 	}()
 }
 
-// watchSilent pings p until it answers, it leaves the mesh, silentProbeFor
-// has passed or the node stops.
-func (n *Node) watchSilent(p peer.ID) {
-	start := time.Now()
-	t := time.NewTicker(silentProbeInterval)
-	defer t.Stop()
-	for time.Since(start) < silentProbeFor && n.life.Err() == nil {
-		if n.members.departed(p) {
-			n.log.Info("silent peer left the mesh", "peer", p)
+// watchLost pings a member memberlist declared failed (not left) until it
+// answers, then joins it at gossipAddr: a frozen process that resumed, or
+// a link that came back, is in the mesh again within a ping, where
+// memberlist's own refutation and LostRetryInterval take seconds.
+func (n *Node) watchLost(p peer.ID, gossipAddr string, addrs []ma.Multiaddr) {
+	n.lostMu.Lock()
+	if n.lostWatches[p] || len(n.lostWatches) >= maxLostWatches {
+		n.lostMu.Unlock()
+		return
+	}
+	n.lostWatches[p] = true
+	n.lostMu.Unlock()
+	if !n.enterHandler() {
+		n.endLostWatch(p)
+		return
+	}
+	go func() {
+		defer n.handlers.Done()
+		defer n.endLostWatch(p)
+		start := time.Now()
+		if n.watch(p, addrs, lostWatchFor, func() bool { return n.members.live(p) }) != watchAnswered {
 			return
 		}
+		k, err := n.ml.Join([]string{gossipAddr})
+		n.log.Info("lost member answers again: joined it", "peer", p, "addr", gossipAddr,
+			"after", time.Since(start).Round(time.Millisecond), "members", n.ml.NumMembers(), "joined", k, "error", err)
+	}()
+}
+
+func (n *Node) endLostWatch(p peer.ID) {
+	n.lostMu.Lock()
+	defer n.lostMu.Unlock()
+	delete(n.lostWatches, p)
+}
+
+// watchResult is how a watch ended.
+type watchResult int
+
+const (
+	watchAnswered watchResult = iota
+	watchGaveUp               // done() said so, or the time was up
+	watchStopped              // the node is stopping
+)
+
+// watch pings p every watchInterval, at addrs when given (a departed
+// member's are no longer in the peerstore), until it answers, done says
+// to stop, or d has passed.
+func (n *Node) watch(p peer.ID, addrs []ma.Multiaddr, d time.Duration, done func() bool) watchResult {
+	start := time.Now()
+	// Jitter, so that the nodes that lost a member do not ping in step.
+	t := time.NewTicker(watchInterval + rand.N(watchInterval/4))
+	defer t.Stop()
+	for time.Since(start) < d {
+		if n.life.Err() != nil {
+			return watchStopped
+		}
+		if done() {
+			return watchGaveUp
+		}
+		if len(addrs) > 0 {
+			n.host.Peerstore().AddAddrs(p, addrs, peerstore.TempAddrTTL)
+		}
 		if n.answers(p) {
-			n.log.Info("silent peer answers again", "peer", p, "after", time.Since(start).Round(time.Millisecond))
-			return
+			return watchAnswered
 		}
 		select {
 		case <-t.C:
 		case <-n.life.Done():
 		}
 	}
+	return watchGaveUp
 }
 
-// answers says whether p answers one ping within silentProbeTimeout. The
+// answers says whether p answers one ping within watchPingTimeout. The
 // dial ignores libp2p's back-off: a link that came back is found at once.
 func (n *Node) answers(p peer.ID) bool {
-	ctx, cancel := context.WithTimeout(network.WithForceDirectDial(n.life, "silent peer probe"), silentProbeTimeout)
+	ctx, cancel := context.WithTimeout(network.WithForceDirectDial(n.life, "watch"), watchPingTimeout)
 	defer cancel()
 	res, ok := <-ping.Ping(ctx, n.host, p)
 	return ok && res.Error == nil
