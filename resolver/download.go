@@ -23,6 +23,9 @@ type source struct {
 	peer string // for SourcePeer
 	// designated marks a designated peer, asked to fetch for the cluster.
 	designated bool
+	// stall, when set, replaces StallTimeout for this source: how long it
+	// may take to answer, and to send a byte it does not hold yet.
+	stall time.Duration
 	// open returns the body from off, the blob's size, and how many bytes
 	// from its start the source held when it answered (the size when it
 	// holds them all or does not say).
@@ -267,6 +270,12 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 			// Known again at each source: the designated peers come first,
 			// and once they failed, this node leads.
 			lead := r.leads(sources, failedPeers) || lostPeer
+			if lostPeer && src.peer != "" && r.cfg.PeerStall > 0 {
+				// The peers left may wait on the one that went silent:
+				// each gets as long to answer as a stream gets to be
+				// silent, and the registry is next.
+				src.stall = min(2*r.cfg.PeerStall, r.cfg.StallTimeout)
+			}
 			leading.Store(lead)
 			primary.Store(src.peer)
 			var n int64
@@ -565,7 +574,11 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 	// headers included; or for ArrivalStall once past the bytes a peer
 	// still receiving the blob held when it answered (see notArriving).
 	var past atomic.Bool
-	watchdog := time.AfterFunc(r.cfg.StallTimeout, func() {
+	stall := r.cfg.StallTimeout
+	if src.stall > 0 {
+		stall = src.stall
+	}
+	watchdog := time.AfterFunc(stall, func() {
 		if past.Load() {
 			cancel(errNotArriving)
 		} else {
@@ -606,7 +619,7 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 			watchdog.Reset(r.cfg.ArrivalStall)
 			return
 		}
-		watchdog.Reset(r.cfg.StallTimeout)
+		watchdog.Reset(stall)
 	}
 	rearm(off)
 	judged := r.judgeStream(cancel, src, have, off)
@@ -648,7 +661,7 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 		if rerr != nil {
 			switch c := context.Cause(ctx); {
 			case c == errStalled:
-				rerr = fmt.Errorf("blob %s: no byte from %s for %s at offset %d: %w", req.Digest, src, r.cfg.StallTimeout, off+n, errStalled)
+				rerr = fmt.Errorf("blob %s: no byte from %s for %s at offset %d: %w", req.Digest, src, stall, off+n, errStalled)
 			case errors.Is(c, errStalled), errors.Is(c, errSlow):
 				// The judge's verdict on a peer's stream.
 				rerr = fmt.Errorf("blob %s: %s at offset %d: %w", req.Digest, src, off+n, c)

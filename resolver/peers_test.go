@@ -28,6 +28,7 @@ type fakePeer struct {
 	stallAt int64 // stop sending after this offset, without an error (0: never)
 	slow    bool  // send 64 KiB every 10 ms
 	dropAt  int64 // send 32 KiB every 10 ms up to this offset, then 1 KiB (0: never)
+	hang    bool  // never answer
 }
 
 // fakeRouter is an in-memory mesh that records what the resolver did.
@@ -54,8 +55,13 @@ func (f *fakeRouter) Providers(_ context.Context, d digest.Digest) ([]string, er
 
 func (f *fakeRouter) Fetch(ctx context.Context, p string, d digest.Digest, off int64) (io.ReadCloser, int64, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.fetches = append(f.fetches, fmt.Sprintf("%s@%d", p, off))
+	if f.peers[p].hang {
+		f.mu.Unlock()
+		<-ctx.Done()
+		return nil, 0, context.Cause(ctx)
+	}
+	defer f.mu.Unlock()
 	fp, ok := f.peers[p]
 	if !ok {
 		return nil, 0, errdefs.ErrNotFound
@@ -323,5 +329,39 @@ func TestPeerJudgedByItsPace(t *testing.T) {
 				t.Fatalf("fetches %v: want a@0, then b from %d or later, before the end", router.fetches, tc.at)
 			}
 		})
+	}
+}
+
+// TestAfterASilentPeerTheNextMustAnswerSoon: once a peer went silent
+// mid-blob, the next peer, which may be waiting on the silent one, gets
+// twice PeerStall to answer, not StallTimeout; then the registry sends the
+// rest.
+func TestAfterASilentPeerTheNextMustAnswerSoon(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 4<<20)
+	d := digest.FromBytes(body)
+	router := &fakeRouter{order: []string{"holder", "hanger"}, peers: map[string]fakePeer{
+		"holder": {data: body, stallAt: 1 << 20},
+		"hanger": {data: body, hang: true},
+	}}
+	f := newFixture(t, resolver.Config{StallTimeout: 10 * time.Minute, PeerStall: 100 * time.Millisecond, PieceSize: -1}, resolver.Sources{Router: router})
+	f.up.push(t, "a", body)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes, err %v", len(got), err)
+	}
+	f.res.Close()
+	router.mu.Lock()
+	defer router.mu.Unlock()
+	if want := []string{"holder@0", "hanger@1048576"}; !slices.Equal(router.fetches, want) {
+		t.Errorf("fetches %v, want %v", router.fetches, want)
+	}
+	if rg, _ := f.up.ranges.Load(d); rg != "bytes=1048576-4194303" {
+		t.Errorf("the registry was asked for %v, want the rest from 1 MiB", rg)
 	}
 }
