@@ -844,6 +844,9 @@ func (e *faultEnv) peerFault(t *testing.T, name string) {
 		}
 		restore()
 		rejoin := e.converged(t, e.nodes, len(e.nodes), 90*time.Second)
+		if rejoin > 2*time.Second {
+			t.Logf("the mesh was whole again %v after %s returned; the end of %s's log:\n%s", rejoin, victim.name, puller.name, tailFile(puller.shoal.LogPath(), 30))
+		}
 		e.verifyAll(t)
 		leak := checkNoLeak(t, base, e.nodes)
 		e.record(t, name, "resumed-from-"+outcome, recovery, pullTime, leak,
