@@ -120,6 +120,10 @@ func (n *Node) watch(p peer.ID, addrs []ma.Multiaddr, d time.Duration, done func
 		if n.answers(p) {
 			return watchAnswered
 		}
+		// The next ping dials anew: over a connection whose packets were
+		// lost while a link was down, TCP would deliver it only at its
+		// next retransmission, seconds after the link came back.
+		_ = n.host.Network().ClosePeer(p)
 		select {
 		case <-t.C:
 		case <-n.life.Done():
