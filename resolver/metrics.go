@@ -50,7 +50,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"registry"}),
 		judged: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_peer_streams_abandoned_total",
-			Help: "Streams from peers given up for the next source mid-blob, by reason: silent (no byte for several times the stream's usual gap, at least --peer-stall) or slow (far below the rate it had shown).",
+			Help: "Streams from peers given up for the next source mid-blob, by reason: silent (a read waited several times its usual wait, at least --peer-stall) or slow (below a fifth of the rate it had shown).",
 		}, []string{"reason"}),
 	}
 	if reg != nil {

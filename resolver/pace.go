@@ -30,7 +30,7 @@ const (
 	paceBucket = 100 * time.Millisecond
 	// slowFactor: a stream is slow when its rate over the last window is
 	// below its best window's rate divided by this…
-	slowFactor = 8
+	slowFactor = 5
 	// …and the download spent at least this share of the window waiting
 	// for it…
 	slowWaitShare = 0.5
@@ -48,6 +48,10 @@ type pace struct {
 	ceiling time.Duration // the most (StallTimeout)
 	window  time.Duration // the span a rate is measured over
 
+	// relayed: the stream is past the bytes the peer held when it
+	// answered; the peer relays them as they reach it, so a wait is not
+	// the peer's silence (ArrivalStall rules it), but a slow rate still is.
+	relayed   bool
 	inRead    bool          // a Read is waiting
 	readStart time.Time     // since when
 	gap       time.Duration // moving average of a Read's wait
@@ -151,7 +155,7 @@ func (p *pace) silence() time.Duration {
 // slow peer; it moves on once, and the next source starts a new best.
 func (p *pace) check(now time.Time, node *nodePace) error {
 	p.advance(now)
-	if quiet, limit := now.Sub(p.readStart), p.silence(); p.inRead && quiet >= limit {
+	if quiet, limit := now.Sub(p.readStart), p.silence(); p.inRead && !p.relayed && quiet >= limit {
 		return fmt.Errorf("no byte for %v (a read usually waits %v): %w", quiet.Round(time.Millisecond), p.gap.Round(time.Millisecond), errStalled)
 	}
 	if p.filled < len(p.bytes) || p.best == 0 || p.silence() >= p.window {
@@ -204,14 +208,14 @@ func (n *nodePace) state(now time.Time) (rate, best float64, streams int) {
 	return n.p.rate(), n.p.best, max(n.streams, 1)
 }
 
-// judge gives up a peer's stream that goes silent or slow (see pace) while
-// it reads bytes the peer held when it answered; past them, ArrivalStall
-// rules. A nil judge judges nothing.
+// judge gives up a peer's stream that goes silent while it reads bytes the
+// peer held when it answered (past them, ArrivalStall rules), or slow at
+// any point (see pace). A nil judge judges nothing.
 type judge struct {
 	mu    sync.Mutex
 	p     *pace
 	node  *nodePace
-	until int64 // judged while reading below this offset
+	until int64 // silence is judged while reading below this offset
 	// abandoned counts the verdicts.
 	abandoned *prometheus.CounterVec
 	done      chan struct{}
@@ -219,11 +223,12 @@ type judge struct {
 }
 
 // judgeStream starts judging src's stream from off, which ends through
-// cancel with the judgement as its cause. Only a peer that holds bytes
-// past off is judged: the registry's streams and a peer still waiting for
-// its first byte are left to StallTimeout.
+// cancel with the judgement as its cause. Only peers are judged: the
+// registry's streams are left to StallTimeout, and so is a peer's first
+// byte of what it does not hold yet (a designated peer waiting for the
+// registry).
 func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have, off int64) *judge {
-	if src.kind != SourcePeer || r.cfg.PeerStall < 0 || have <= off {
+	if src.kind != SourcePeer || r.cfg.PeerStall < 0 {
 		return nil
 	}
 	j := &judge{
@@ -233,6 +238,7 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 		done:      make(chan struct{}),
 		abandoned: r.m.judged,
 	}
+	j.p.relayed = have <= off
 	j.node.open(1)
 	go func() {
 		t := time.NewTicker(paceBucket)
@@ -279,10 +285,8 @@ func (j *judge) read(at int64, k int) {
 	j.node.read(now, k)
 	j.mu.Lock()
 	j.p.read(now, k)
+	j.p.relayed = j.p.relayed || at >= j.until
 	j.mu.Unlock()
-	if at >= j.until {
-		j.stop()
-	}
 }
 
 // stop ends the judging; it may be called more than once.

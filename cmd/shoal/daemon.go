@@ -140,7 +140,7 @@ keyed mesh, and only from a registry this node mirrors (--registries).`,
 	f.StringVar(&o.pieceSize, "piece-size", "4MiB", "helpers beside a download's stream from one peer fetch the blob's last missing pieces of this size from other peers that hold them; 0 turns the helpers off")
 	f.IntVar(&o.pieceWorkers, "piece-workers", 3, "pieces of one blob the helpers fetch at once, each from a different peer; 0 turns them off")
 	f.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "a download receiving no byte for this long is abandoned and resumed from the same offset")
-	f.DurationVar(&o.peerStall, "peer-stall", 500*time.Millisecond, "a peer's stream of bytes it holds is given up for the next source after this much silence (longer for a stream whose own gaps are longer, up to --stall-timeout), or when it falls far below the rate it had shown; 0 leaves peers to --stall-timeout")
+	f.DurationVar(&o.peerStall, "peer-stall", 500*time.Millisecond, "a peer's stream of bytes it holds is given up for the next source after a read waited this long (longer for a stream whose reads usually wait longer, up to --stall-timeout), and any peer's stream when it falls below a fifth of the rate it had shown; 0 leaves peers to --stall-timeout")
 	f.IntVar(&o.mirrorMaxRequests, "mirror-max-requests", 256, "requests from containerd served at once; more are answered 503 at once, so containerd asks the registry instead")
 	f.BoolVar(&o.p2p, "p2p", true, "share blobs with the other nodes' shoal daemons; --p2p=false makes shoal a plain pull-through cache")
 	f.StringVar(&o.nodeName, "node-name", "", "this node's unique name in the mesh (default the host name)")
