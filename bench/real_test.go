@@ -82,7 +82,9 @@ func TestRealSmoke(t *testing.T) {
 		if note := report.FasterThanLinkNote(r.NodeSeconds, S, report.MbitToBytes(cfg.LinkMbit)); note != "" {
 			t.Errorf("%s: %s", name, note)
 		}
-		if r.RegistryTxBytes < r.RegistryEgressBytes {
+		// slowpeers freezes a node whose requests the registry has
+		// written into its sockets: those bytes may never leave.
+		if r.Scenario != ScenarioSlowPeers && r.RegistryTxBytes < r.RegistryEgressBytes {
 			t.Errorf("%s: the registry's interface sent %d bytes, less than the %d its log wrote", name, r.RegistryTxBytes, r.RegistryEgressBytes)
 		}
 		switch {
