@@ -434,6 +434,23 @@ func scanHosts(b []byte) (hosts []string, firstTable int, err error) {
 		return nil, -1, err
 	}
 	firstTable = -1
+	err = eachTable(b, func(kind unstable.Kind, key []string, off int) {
+		if firstTable < 0 {
+			firstTable = tableStart(b, off)
+		}
+		if kind == unstable.Table && len(key) == 2 && key[0] == "host" {
+			hosts = append(hosts, key[1])
+		}
+	})
+	if err != nil {
+		return nil, -1, err
+	}
+	return hosts, firstTable, nil
+}
+
+// eachTable calls f with the kind, key parts and offset of every table
+// header ([a.b] or [[a.b]]) of a hosts.toml, in file order.
+func eachTable(b []byte, f func(kind unstable.Kind, key []string, off int)) error {
 	p := unstable.Parser{}
 	p.Reset(b)
 	for p.NextExpression() {
@@ -441,22 +458,17 @@ func scanHosts(b []byte) (hosts []string, firstTable int, err error) {
 		if e.Kind != unstable.Table && e.Kind != unstable.ArrayTable {
 			continue
 		}
-		var parts []string
-		it := e.Key()
-		for it.Next() {
-			if firstTable < 0 {
-				firstTable = tableStart(b, int(it.Node().Raw.Offset))
+		var key []string
+		off := -1
+		for it := e.Key(); it.Next(); {
+			if off < 0 {
+				off = int(it.Node().Raw.Offset)
 			}
-			parts = append(parts, string(it.Node().Data))
+			key = append(key, string(it.Node().Data))
 		}
-		if e.Kind == unstable.Table && len(parts) == 2 && parts[0] == "host" {
-			hosts = append(hosts, parts[1])
-		}
+		f(e.Kind, key, off)
 	}
-	if err := p.Error(); err != nil {
-		return nil, -1, err
-	}
-	return hosts, firstTable, nil
+	return p.Error()
 }
 
 // checkHostForm refuses host entries shoal's table cannot go before: host

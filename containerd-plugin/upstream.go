@@ -265,34 +265,20 @@ func markedIndex(file []byte, hosts []docker.RegistryHost) int {
 	if begin < 0 || end < begin {
 		return -1
 	}
-	p := unstable.Parser{}
-	p.Reset(file)
-	i, last := -1, ""
-	for p.NextExpression() {
-		e := p.Expression()
-		if e.Kind != unstable.Table {
-			continue
-		}
-		var parts []string
-		off := -1
-		for it := e.Key(); it.Next(); {
-			if off < 0 {
-				off = int(it.Node().Raw.Offset)
-			}
-			parts = append(parts, string(it.Node().Data))
-		}
+	i, last, found := -1, "", -1
+	_ = eachTable(file, func(kind unstable.Kind, parts []string, off int) {
 		// The same rule as containerd's: a host's sub-tables (its header)
 		// right after it are not another host.
-		if len(parts) < 2 || parts[0] != "host" || parts[1] == last {
-			continue
+		if found >= 0 || kind != unstable.Table || len(parts) < 2 || parts[0] != "host" || parts[1] == last {
+			return
 		}
 		last = parts[1]
 		i++
 		if off > begin && off < end && i < len(hosts) && hostOfURL(parts[1]) == hosts[i].Host {
-			return i
+			found = i
 		}
-	}
-	return -1
+	})
+	return found
 }
 
 // hostOfURL is the host[:port] of a host key as containerd parses it.
