@@ -280,40 +280,56 @@ func TestUnreachableRegistryLeavesTheRestToPeers(t *testing.T) {
 	}
 }
 
-// TestLostPeerMakesThisNodeLead: the peer streaming the blob goes silent
-// mid-blob, and the designated peer ranked above this node would wait for
-// bytes it does not hold (its source may be that same silent peer). The
-// download stops waiting on anyone: it asks the designated peer only for
-// what it holds, and the registry for the rest, long before StallTimeout.
-func TestLostPeerMakesThisNodeLead(t *testing.T) {
+// TestLostPeerHandsTheBlobOn: the peer streaming the blob goes silent
+// mid-blob. The rest passes to the next in the blob's ranking, as the lost
+// peer's departure would pass it: the designated peer ranked above this
+// node is asked to wait for the bytes it does not hold yet, since it fetches
+// them for the cluster. When it sends them the registry sends this node
+// nothing; when it is stuck too (waiting on the same silent peer, say) it is
+// left after twice PeerStall and this node leads, asking the registry once
+// for the rest, long before StallTimeout.
+func TestLostPeerHandsTheBlobOn(t *testing.T) {
 	t.Parallel()
-	body := randomBytes(t, 4<<20)
-	router := &rangingRouter{
-		designatingRouter: &designatingRouter{
-			fakeRouter: &fakeRouter{order: []string{"holder"}, peers: map[string]fakePeer{
-				"relay":  {data: body, busy: 1},
-				"holder": {data: body, stallAt: 2 << 20},
-			}},
-			designated: []string{"relay"},
-		},
-		rpeers: map[string]rangePeer{"relay": {data: body, have: 1 << 20, stuck: true}},
-		served: map[string]int64{},
-	}
-	f := newFixture(t, resolver.Config{PieceSize: -1, DesignatedPeers: 1, StallTimeout: 10 * time.Minute, ArrivalStall: 10 * time.Minute, PeerStall: 100 * time.Millisecond}, resolver.Sources{Router: router})
-	d := f.up.push(t, "team/app", body)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
-		t.Fatalf("read %d bytes: %v", len(got), err)
-	}
-	if got := router.askedOf("relay"); !slices.Contains(got, "relay@2097152+0 wait=false through=true") {
-		t.Errorf("asked the designated peer %v, want it asked without waiting once the holder went silent", got)
-	}
-	if n := f.up.blobGets.Load(); n != 1 {
-		t.Errorf("registry asked %d times, want 1 (the rest)", n)
+	for _, tc := range []struct {
+		name          string
+		stuck         bool
+		registryGets  int64
+		designatedGot string
+	}{
+		{name: "the next in the ranking sends the rest", designatedGot: "relay@2097152+0 wait=true through=true"},
+		{name: "the next is stuck too", stuck: true, registryGets: 1, designatedGot: "relay@2097152+0 wait=true through=true"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			body := randomBytes(t, 4<<20)
+			router := &rangingRouter{
+				designatingRouter: &designatingRouter{
+					fakeRouter: &fakeRouter{order: []string{"holder"}, peers: map[string]fakePeer{
+						"relay":  {data: body, busy: 1},
+						"holder": {data: body, stallAt: 2 << 20},
+					}},
+					designated: []string{"relay"},
+				},
+				rpeers: map[string]rangePeer{"relay": {data: body, have: 1 << 20, stuck: tc.stuck}},
+				served: map[string]int64{},
+			}
+			f := newFixture(t, resolver.Config{PieceSize: -1, DesignatedPeers: 1, StallTimeout: 10 * time.Minute, ArrivalStall: 10 * time.Minute, PeerStall: 100 * time.Millisecond}, resolver.Sources{Router: router})
+			d := f.up.push(t, "team/app", body)
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
+				t.Fatalf("read %d bytes: %v", len(got), err)
+			}
+			if got := router.askedOf("relay"); !slices.Contains(got, tc.designatedGot) {
+				t.Errorf("asked the designated peer %v, want %q once the holder went silent", got, tc.designatedGot)
+			}
+			if n := f.up.blobGets.Load(); n != tc.registryGets {
+				t.Errorf("registry asked %d times, want %d", n, tc.registryGets)
+			}
+		})
 	}
 }

@@ -145,9 +145,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	// off would cost the stall timeout, then a dial timeout, once more.
 	failedPeers := map[string]bool{}
 	// lostPeer: a peer's stream went silent or slow mid-blob (see pace).
-	// The peers still receiving the blob may be waiting on that same peer:
-	// from then on this node leads, taking what peers hold and the rest
-	// from the registry, rather than waiting on anyone.
+	// The blob then passes to the next in its ranking (see handOver).
 	lostPeer := false
 	localFailed := false
 	// registryFailed: the registry's last answer was a failure (5xx, a cut
@@ -269,12 +267,9 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 			}
 			// Known again at each source: the designated peers come first,
 			// and once they failed, this node leads.
-			lead := r.leads(sources, failedPeers) || lostPeer
-			if lostPeer && src.peer != "" && r.cfg.PeerStall > 0 {
-				// The peers left may wait on the one that went silent:
-				// each gets as long to answer as a stream gets to be
-				// silent, and the registry is next.
-				src.stall = min(2*r.cfg.PeerStall, r.cfg.StallTimeout)
+			lead := r.leads(sources, failedPeers)
+			if lostPeer {
+				src.stall = r.handOver(src)
 			}
 			leading.Store(lead)
 			primary.Store(src.peer)
@@ -350,7 +345,11 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				}
 				continue
 			}
-			if src.peer != "" && (errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err)) && !(lead && partial) {
+			if lostPeer && errors.Is(err, errNotArriving) {
+				// Handed the rest, it sent none of it in time: it waits on
+				// the lost peer too, or has nothing to send (see handOver).
+				failedPeers[src.peer] = true
+			} else if src.peer != "" && (errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err)) && !(lead && partial) {
 				// Busy, or not there yet: either way it will be soon. But a
 				// node that fetches for the cluster does not wait for a
 				// peer that holds part of the blob: the rest would come
@@ -498,6 +497,25 @@ func (r *Resolver) leads(sources []source, failed map[string]bool) bool {
 	return true
 }
 
+// handOver is how long src may take to answer, and to send a byte it
+// does not hold yet, once a peer was lost mid-blob.
+//
+// A lost peer hands the rest of the blob to the next in the blob's
+// ranking, as its departure would: the designated peers left above this
+// node are waited on, and if none is left this node leads, taking what
+// peers hold and the rest from the registry. The registry so sends the
+// bytes the lost peer did not deliver once for the cluster, not once per
+// node that was reading from it. But the peers left may be waiting on the
+// lost one too, until they notice: each gets twice --peer-stall, as long
+// as a stream gets to be silent and again to find its next source, and
+// then the next is asked.
+func (r *Resolver) handOver(src source) time.Duration {
+	if src.peer == "" || r.cfg.PeerStall <= 0 {
+		return src.stall
+	}
+	return min(2*r.cfg.PeerStall, r.cfg.StallTimeout)
+}
+
 // heldOnly ends a stream from a peer still receiving the blob at the bytes
 // it held when asked, with an error wrapping errdefs.ErrOutOfRange, as the
 // peer itself answers for a byte it does not hold yet: the next bytes come
@@ -613,10 +631,14 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 	// for the registry's first byte, or a peer that does not say: the usual
 	// timeout then.
 	arriving := have > 0 && have < size
+	arrival := r.cfg.ArrivalStall
+	if src.stall > 0 {
+		arrival = min(arrival, src.stall)
+	}
 	rearm := func(at int64) {
 		if arriving && at >= have {
 			past.Store(true)
-			watchdog.Reset(r.cfg.ArrivalStall)
+			watchdog.Reset(arrival)
 			return
 		}
 		watchdog.Reset(stall)
