@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -202,6 +203,11 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 		rec.HostCPUBusy = lab.BusyShare(cpuBefore, cpuAfter)
 	} else {
 		s.log.Warn("host CPU not measured", "err", errors.Join(cpuErr, err))
+	}
+	if slices.ContainsFunc(results, func(r pullResult) bool { return r.harm == harmFreeze }) {
+		if err := s.quiet(ctx); err != nil {
+			return rec, err
+		}
 	}
 	after, err := s.snapshot(ctx)
 	if err != nil {
@@ -486,9 +492,39 @@ func (s *session) heal(ctx context.Context, group []*node, res []pullResult, p *
 				p.line("node %d: restoring its link: %v", n.i, err)
 			}
 		case harmFreeze:
-			n.signal(syscall.SIGCONT)
+			// Killed, not resumed: its requests to the registry end now
+			// and the registry logs them (see quiet), where a resumed
+			// mirror would go on fetching after the run is measured.
+			n.kill()
 		}
 	}
+}
+
+// quiet waits until the registry's access log has had no new line for
+// logQuiet (at most logQuietMax): a request is logged when it ends, and
+// one cut short by a killed node ends a moment later. Counted before that,
+// its bytes would have left the interface with no line in the log.
+func (s *session) quiet(ctx context.Context) error {
+	const logQuiet, logQuietMax = 500 * time.Millisecond, 10 * time.Second
+	deadline := time.Now().Add(logQuietMax)
+	last, since := -1, time.Now()
+	for time.Now().Before(deadline) {
+		reqs, err := s.reg.Requests()
+		if err != nil {
+			return fmt.Errorf("registry log: %w", err)
+		}
+		if len(reqs) != last {
+			last, since = len(reqs), time.Now()
+		} else if time.Since(since) >= logQuiet {
+			return nil
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // slowPeersNote says what slowpeers did to which node.

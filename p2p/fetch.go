@@ -127,6 +127,15 @@ func (n *Node) fetchHeader(ctx context.Context, p peer.ID, req request) (_ io.Re
 		}
 		return fail("error", fmt.Errorf("fetch %s from %s: %w: %v", dgst, p, errdefs.ErrUnavailable, err))
 	}
+	// The caller's context ends the stream at any point, the exchange
+	// included: a frozen peer holds its answer until RequestTimeout, and
+	// the caller may have judged it lost long before.
+	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
+	defer func() {
+		if !ok {
+			stop()
+		}
+	}()
 	start := time.Now()
 	_ = s.SetDeadline(start.Add(t.RequestTimeout))
 	if s.Protocol() != ProtocolID {
@@ -175,7 +184,7 @@ func (n *Node) fetchHeader(ctx context.Context, p peer.ID, req request) (_ io.Re
 	_ = s.SetDeadline(time.Time{})
 	n.metrics.fetches.WithLabelValues("ok").Inc()
 	r := &fetchReader{n: n, s: s, peer: p, st: st, remain: end - off, idle: t.IdleTimeout, ctx: ctx}
-	r.stop = context.AfterFunc(ctx, func() { _ = s.Reset() })
+	r.stop = stop
 	ok = true
 	return r, h, nil
 }

@@ -84,6 +84,12 @@ func (r *Router) Silent(p string) {
 	}
 }
 
+// Answers says whether peer p answers a libp2p ping before ctx ends.
+func (r *Router) Answers(ctx context.Context, p string) bool {
+	id, err := decodePeer(p)
+	return err == nil && r.n.answers(ctx, id)
+}
+
 // Provide announces that this node holds dgst.
 func (r *Router) Provide(ctx context.Context, dgst digest.Digest) error {
 	return r.n.Provide(ctx, dgst)

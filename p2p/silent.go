@@ -117,7 +117,7 @@ func (n *Node) watch(p peer.ID, addrs []ma.Multiaddr, d time.Duration, done func
 		if len(addrs) > 0 {
 			n.host.Peerstore().AddAddrs(p, addrs, peerstore.TempAddrTTL)
 		}
-		if n.answers(p) {
+		if n.answersWithin(p, watchPingTimeout) {
 			return watchAnswered
 		}
 		// The next ping dials anew: over a connection whose packets were
@@ -132,11 +132,18 @@ func (n *Node) watch(p peer.ID, addrs []ma.Multiaddr, d time.Duration, done func
 	return watchGaveUp
 }
 
-// answers says whether p answers one ping within watchPingTimeout. The
-// dial ignores libp2p's back-off: a link that came back is found at once.
-func (n *Node) answers(p peer.ID) bool {
-	ctx, cancel := context.WithTimeout(network.WithForceDirectDial(n.life, "watch"), watchPingTimeout)
+// answersWithin says whether p answers one ping within d.
+func (n *Node) answersWithin(p peer.ID, d time.Duration) bool {
+	ctx, cancel := context.WithTimeout(n.life, d)
 	defer cancel()
+	return n.answers(ctx, p)
+}
+
+// answers says whether p answers one ping before ctx ends. The dial
+// ignores libp2p's back-off: a link that came back is found at once.
+func (n *Node) answers(ctx context.Context, p peer.ID) bool {
+	ctx, cancel := context.WithCancel(network.WithForceDirectDial(ctx, "watch"))
+	defer cancel() // ends the pinging
 	res, ok := <-ping.Ping(ctx, n.host, p)
 	return ok && res.Error == nil
 }

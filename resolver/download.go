@@ -147,6 +147,8 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	// lostPeer: a peer's stream went silent or slow mid-blob (see pace).
 	// The blob then passes to the next in its ranking (see handOver).
 	lostPeer := false
+	// relayAsked: peers asked once more after errRelaying (see pace).
+	relayAsked := map[string]bool{}
 	localFailed := false
 	// registryFailed: the registry's last answer was a failure (5xx, a cut
 	// connection), not a "no" nor a rate limit (see missFor).
@@ -306,6 +308,16 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				})
 				n += k
 				sent = sent || k > 0
+				if errors.Is(err, errRelaying) && !relayAsked[src.peer] {
+					// Its own source went silent: by now it, or the next
+					// in the ranking, has found the next (see handOver).
+					relayAsked[src.peer], lostPeer = true, true
+					src.stall = r.handOver(src)
+					off += n
+					n = 0
+					log.Info("peer waits on its own source: asking it once more", "source", src.String(), "offset", off, "err", err)
+					continue
+				}
 				if !errors.Is(err, errCaughtUp) {
 					break
 				}

@@ -15,6 +15,17 @@ import (
 // cause, and the next source is likely faster.
 var errSlow = errors.New("source too slow")
 
+// errRelaying marks a peer that sent nothing for a while over bytes it
+// relays, and still answers a ping: it waits on its own source, which may
+// be the one that was lost. It is asked once more (see download) before
+// it counts as lost itself: by then it has found its next source, as
+// this node would.
+var errRelaying = errors.New("it relays bytes it has not received yet and answers a ping")
+
+// probeTimeout is how long a peer gets to answer the ping that tells a
+// frozen or cut-off peer from one waiting on its own source.
+const probeTimeout = 200 * time.Millisecond
+
 // Rules for a stream from a peer that holds the bytes it sends. A peer's
 // stream is cheap to give up (the download resumes at the same offset from
 // the next source), so it is judged by what it has shown rather than by
@@ -137,6 +148,14 @@ func (p *pace) read(now time.Time, k int) {
 	p.inRead = false
 }
 
+// quiet is how long the Read in progress has waited, 0 when none is.
+func (p *pace) quiet(now time.Time) time.Duration {
+	if !p.inRead {
+		return 0
+	}
+	return now.Sub(p.readStart)
+}
+
 // silence is how long a Read may wait.
 func (p *pace) silence() time.Duration {
 	return min(max(p.stall, silenceGaps*p.gap), p.ceiling)
@@ -155,7 +174,7 @@ func (p *pace) silence() time.Duration {
 // slow peer; it moves on once, and the next source starts a new best.
 func (p *pace) check(now time.Time, node *nodePace) error {
 	p.advance(now)
-	if quiet, limit := now.Sub(p.readStart), p.silence(); p.inRead && !p.relayed && quiet >= limit {
+	if quiet, limit := p.quiet(now), p.silence(); !p.relayed && quiet >= limit {
 		return fmt.Errorf("no byte for %v (a read usually waits %v): %w", quiet.Round(time.Millisecond), p.gap.Round(time.Millisecond), errStalled)
 	}
 	if p.filled < len(p.bytes) || p.best == 0 || p.silence() >= p.window {
@@ -209,13 +228,19 @@ func (n *nodePace) state(now time.Time) (rate, best float64, streams int) {
 }
 
 // judge gives up a peer's stream that goes silent while it reads bytes the
-// peer held when it answered (past them, ArrivalStall rules), or slow at
-// any point (see pace). A nil judge judges nothing.
+// peer held when it answered, or slow at any point (see pace). Past those
+// bytes the peer relays what reaches it, and silence alone proves nothing:
+// the judge then pings the peer (see verdict), and gives it up at once if
+// it does not answer. A nil judge judges nothing.
 type judge struct {
 	mu    sync.Mutex
 	p     *pace
 	node  *nodePace
 	until int64 // silence is judged while reading below this offset
+	// probe says whether the peer answers a ping (nil: no way to ask);
+	// probed is set once it answered during the Read in progress.
+	probe  func() bool
+	probed bool
 	// abandoned counts the verdicts.
 	abandoned *prometheus.CounterVec
 	done      chan struct{}
@@ -239,6 +264,13 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 		abandoned: r.m.judged,
 	}
 	j.p.relayed = have <= off
+	if s, ok := r.router.(Silencer); ok {
+		j.probe = func() bool {
+			ctx, cancel := context.WithTimeout(r.ctx, probeTimeout)
+			defer cancel()
+			return s.Answers(ctx, src.peer)
+		}
+	}
 	j.node.open(1)
 	go func() {
 		t := time.NewTicker(paceBucket)
@@ -248,12 +280,12 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 			case <-j.done:
 				return
 			case now := <-t.C:
-				j.mu.Lock()
-				err := j.p.check(now, j.node)
-				j.mu.Unlock()
-				if err != nil {
+				if err := j.verdict(now); err != nil {
 					reason := "silent"
-					if errors.Is(err, errSlow) {
+					switch {
+					case errors.Is(err, errRelaying):
+						reason = "relaying"
+					case errors.Is(err, errSlow):
 						reason = "slow"
 					}
 					j.abandoned.WithLabelValues(reason).Inc()
@@ -264,6 +296,35 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 		}
 	}()
 	return j
+}
+
+// verdict says why the stream should be given up at now, or nil.
+//
+// A relaying peer silent past PeerStall is pinged, once per silence: a
+// peer that does not answer is frozen or cut off, and its stream is given
+// up as silent; one that answers is left to wait on its own source. A
+// relaying peer found slow while silent is pinged as well, and if it
+// answers its verdict says errRelaying. One that trickles is slow itself.
+func (j *judge) verdict(now time.Time) error {
+	j.mu.Lock()
+	err := j.p.check(now, j.node)
+	quiet := j.p.quiet(now)
+	silent := j.p.relayed && quiet >= j.p.silence()
+	ask := j.probe != nil && ((silent && !j.probed) || (err != nil && j.p.relayed && quiet >= j.p.stall))
+	j.mu.Unlock()
+	if !ask {
+		return err
+	}
+	if !j.probe() {
+		return fmt.Errorf("no byte for %v, and no answer to a ping in %v: %w", quiet.Round(time.Millisecond), probeTimeout, errStalled)
+	}
+	j.mu.Lock()
+	j.probed = true
+	j.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("%w; %w", err, errRelaying)
+	}
+	return nil
 }
 
 // reading records that a Read of the stream begins.
@@ -286,6 +347,7 @@ func (j *judge) read(at int64, k int) {
 	j.mu.Lock()
 	j.p.read(now, k)
 	j.p.relayed = j.p.relayed || at >= j.until
+	j.probed = false
 	j.mu.Unlock()
 }
 

@@ -145,6 +145,8 @@ type Router interface {
 // whose stream went silent mid-blob, until the peer answers again.
 type Silencer interface {
 	Silent(p string)
+	// Answers says whether p answers a ping before ctx ends.
+	Answers(ctx context.Context, p string) bool
 }
 
 // Designator is a Router that also names, for each digest, the peers that

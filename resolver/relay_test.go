@@ -1,0 +1,124 @@
+package resolver_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/resolver"
+)
+
+// relayRouter is a mesh of one peer, "relay", that holds the first MiB of
+// the blob and relays the rest as it reaches it. Its first stream stops at
+// pauseAt and sends nothing more: the relay is frozen (it answers no
+// ping), or it waits on its own source, which was lost (it answers, and a
+// second stream gets the rest, from the source it found next).
+type relayRouter struct {
+	data    []byte
+	pauseAt int64
+	frozen  bool
+
+	mu     sync.Mutex
+	asked  []string
+	silent []string
+}
+
+func (r *relayRouter) Providers(context.Context, digest.Digest) ([]string, error) {
+	return []string{"relay"}, nil
+}
+
+func (r *relayRouter) Fetch(ctx context.Context, p string, d digest.Digest, off int64) (io.ReadCloser, int64, error) {
+	body, size, _, err := r.FetchRange(ctx, p, d, resolver.PeerRange{Off: off, Wait: true})
+	return body, size, err
+}
+
+func (r *relayRouter) FetchRange(ctx context.Context, p string, d digest.Digest, rg resolver.PeerRange) (io.ReadCloser, int64, int64, error) {
+	if p != "relay" || d != digest.FromBytes(r.data) {
+		return nil, 0, 0, errdefs.ErrNotFound
+	}
+	r.mu.Lock()
+	r.asked = append(r.asked, fmt.Sprintf("%s@%d", p, rg.Off))
+	first := len(r.asked) == 1
+	r.mu.Unlock()
+	size, have := int64(len(r.data)), int64(1<<20)
+	var body io.Reader = bytes.NewReader(r.data[rg.Off:])
+	if first || r.frozen {
+		body = io.MultiReader(&slowReader{ctx: ctx, r: bytes.NewReader(r.data[rg.Off:max(rg.Off, r.pauseAt)])}, stallReader{ctx})
+	}
+	return io.NopCloser(body), size, have, nil
+}
+
+func (r *relayRouter) Avoid(string, error)                          {}
+func (r *relayRouter) Provide(context.Context, digest.Digest) error { return nil }
+
+func (r *relayRouter) Silent(p string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.silent = append(r.silent, p)
+}
+
+func (r *relayRouter) Answers(ctx context.Context, _ string) bool {
+	if r.frozen {
+		<-ctx.Done() // no answer, until the ping gives up
+		return false
+	}
+	return true
+}
+
+// TestRelayThatStopsIsPingedBeforeItIsLeft: a peer relaying a blob it is
+// still receiving stops sending. It may be frozen, or waiting on its own
+// source: silence alone cannot tell, so the download pings it. A frozen
+// relay (no answer) is left as silent, for every download, and the
+// registry sends the rest, long before ArrivalStall and StallTimeout. A
+// relay that answers is asked once more, and sends the rest: the
+// registry sends nothing, as it would to a node that left such a peer
+// for slow after its own source was lost.
+func TestRelayThatStopsIsPingedBeforeItIsLeft(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name         string
+		frozen       bool
+		registryGets int64
+		silent       []string
+	}{
+		{name: "frozen", frozen: true, registryGets: 1, silent: []string{"relay"}},
+		{name: "waiting on its own source", registryGets: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			body := randomBytes(t, 6<<20)
+			router := &relayRouter{data: body, pauseAt: 4 << 20, frozen: tc.frozen}
+			f := newFixture(t, resolver.Config{
+				PieceSize: -1, StallTimeout: 10 * time.Minute, ArrivalStall: 10 * time.Minute,
+				PeerStall: 100 * time.Millisecond, PeerSlowWindow: 500 * time.Millisecond,
+			}, resolver.Sources{Router: router})
+			d := f.up.push(t, "team/app", body)
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
+				t.Fatalf("read %d bytes: %v", len(got), err)
+			}
+			f.res.Close()
+			router.mu.Lock()
+			defer router.mu.Unlock()
+			if n := f.up.blobGets.Load(); n != tc.registryGets {
+				t.Errorf("registry asked %d times, want %d (relay asked %v)", n, tc.registryGets, router.asked)
+			}
+			if !slices.Equal(router.silent, tc.silent) {
+				t.Errorf("peers marked silent: %v, want %v", router.silent, tc.silent)
+			}
+		})
+	}
+}
