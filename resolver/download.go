@@ -312,6 +312,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 					// Its own source went silent: by now it, or the next
 					// in the ranking, has found the next (see handOver).
 					relayAsked[src.peer], lostPeer = true, true
+					r.probeAbove(sources, src.peer, failedPeers)
 					src.stall = r.handOver(src)
 					off += n
 					n = 0
@@ -526,6 +527,42 @@ func (r *Resolver) handOver(src source) time.Duration {
 		return src.stall
 	}
 	return min(2*r.cfg.PeerStall, r.cfg.StallTimeout)
+}
+
+// probeAbove pings, at once, the designated peers listed before relay:
+// the peers relay may be waiting on. Those that do not answer are left
+// out of this download and, through the Silencer, of every download,
+// rather than each being waited on in turn.
+func (r *Resolver) probeAbove(sources []source, relay string, failed map[string]bool) {
+	s, ok := r.router.(Silencer)
+	if !ok {
+		return
+	}
+	var above []string
+	for _, src := range sources {
+		if src.peer == relay {
+			break
+		}
+		if src.designated && !failed[src.peer] && !slices.Contains(above, src.peer) {
+			above = append(above, src.peer)
+		}
+	}
+	answered := make([]bool, len(above))
+	var wg sync.WaitGroup
+	for i, p := range above {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(r.ctx, probeTimeout)
+			defer cancel()
+			answered[i] = s.Answers(ctx, p)
+		})
+	}
+	wg.Wait()
+	for i, p := range above {
+		if !answered[i] {
+			failed[p] = true
+			s.Silent(p)
+		}
+	}
 }
 
 // heldOnly ends a stream from a peer still receiving the blob at the bytes

@@ -25,6 +25,10 @@ type relayRouter struct {
 	data    []byte
 	pauseAt int64
 	frozen  bool
+	// top, when set, makes the mesh rank a frozen peer, "top", first
+	// for the blob and the relay next: the relay's own source. It
+	// answered busy before it froze.
+	top bool
 
 	mu     sync.Mutex
 	asked  []string
@@ -41,6 +45,9 @@ func (r *relayRouter) Fetch(ctx context.Context, p string, d digest.Digest, off 
 }
 
 func (r *relayRouter) FetchRange(ctx context.Context, p string, d digest.Digest, rg resolver.PeerRange) (io.ReadCloser, int64, int64, error) {
+	if p == "top" && r.top {
+		return nil, 0, 0, fmt.Errorf("peer top: %w", errdefs.ErrResourceExhausted)
+	}
 	if p != "relay" || d != digest.FromBytes(r.data) {
 		return nil, 0, 0, errdefs.ErrNotFound
 	}
@@ -65,8 +72,19 @@ func (r *relayRouter) Silent(p string) {
 	r.silent = append(r.silent, p)
 }
 
-func (r *relayRouter) Answers(ctx context.Context, _ string) bool {
-	if r.frozen {
+func (r *relayRouter) Designated(digest.Digest, []digest.Digest) ([]string, bool) {
+	if r.top {
+		return []string{"top", "relay"}, false
+	}
+	return []string{"relay"}, false
+}
+
+func (r *relayRouter) FetchThrough(ctx context.Context, p string, d digest.Digest, off int64, _, _ string) (io.ReadCloser, int64, error) {
+	return r.Fetch(ctx, p, d, off)
+}
+
+func (r *relayRouter) Answers(ctx context.Context, p string) bool {
+	if r.frozen || p == "top" {
 		<-ctx.Done() // no answer, until the ping gives up
 		return false
 	}
@@ -85,17 +103,20 @@ func TestRelayThatStopsIsPingedBeforeItIsLeft(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name         string
-		frozen       bool
+		frozen, top  bool
 		registryGets int64
 		silent       []string
 	}{
 		{name: "frozen", frozen: true, registryGets: 1, silent: []string{"relay"}},
 		{name: "waiting on its own source", registryGets: 0},
+		// The peers ranked above the relay are pinged too: the frozen
+		// one is left out of every download rather than asked next.
+		{name: "waiting on a frozen peer ranked above it", top: true, registryGets: 0, silent: []string{"top"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			body := randomBytes(t, 6<<20)
-			router := &relayRouter{data: body, pauseAt: 4 << 20, frozen: tc.frozen}
+			router := &relayRouter{data: body, pauseAt: 4 << 20, frozen: tc.frozen, top: tc.top}
 			f := newFixture(t, resolver.Config{
 				PieceSize: -1, StallTimeout: 10 * time.Minute, ArrivalStall: 10 * time.Minute,
 				PeerStall: 100 * time.Millisecond, PeerSlowWindow: 500 * time.Millisecond,
