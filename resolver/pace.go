@@ -48,8 +48,14 @@ const (
 	// …unless the node as a whole receives at least nodeBusyShare of its
 	// own best window, and this stream gets at least a quarter of an even
 	// share of that: it is then sharing a busy link, not held up by its
-	// peer.
+	// peer…
 	nodeBusyShare = 0.5
+	// …or the node reads from two peers or more and this stream gets at
+	// least half of an even share of what the node receives
+	// (1/nodeSlowShare): the node's own link slowed, and every peer with
+	// it. Leaving them would only move its reads to the registry, through
+	// the same link.
+	nodeSlowShare = 2
 )
 
 // pace follows one stream's reads and says when it has gone silent or
@@ -187,7 +193,11 @@ func (p *pace) check(now time.Time, node *nodePace) error {
 		return nil
 	}
 	if node != nil {
-		if rate, best, streams := node.state(now); best > 0 && rate >= nodeBusyShare*best && r*4*float64(streams) >= rate {
+		rate, best, streams, peers := node.state(now)
+		if best > 0 && rate >= nodeBusyShare*best && r*4*float64(streams) >= rate {
+			return nil
+		}
+		if peers >= 2 && rate > 0 && r*nodeSlowShare*float64(streams) >= rate {
 			return nil
 		}
 	}
@@ -195,15 +205,16 @@ func (p *pace) check(now time.Time, node *nodePace) error {
 }
 
 // nodePace is the node's receiving pace over all the peer streams it
-// judges, and how many are open.
+// judges, how many are open, and from how many peers.
 type nodePace struct {
 	mu      sync.Mutex
 	p       *pace
 	streams int
+	peers   map[string]int // open streams by peer
 }
 
 func newNodePace(window time.Duration) *nodePace {
-	return &nodePace{p: newPace(time.Now(), 0, 0, window)}
+	return &nodePace{p: newPace(time.Now(), 0, 0, window), peers: map[string]int{}}
 }
 
 func (n *nodePace) read(now time.Time, k int) {
@@ -213,18 +224,21 @@ func (n *nodePace) read(now time.Time, k int) {
 	n.p.bytes[len(n.p.bytes)-1] += int64(k)
 }
 
-// open counts a stream in (+1) or out (-1).
-func (n *nodePace) open(d int) {
+// open counts a stream from peer in (+1) or out (-1).
+func (n *nodePace) open(peer string, d int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.streams += d
+	if n.peers[peer] += d; n.peers[peer] <= 0 {
+		delete(n.peers, peer)
+	}
 }
 
-func (n *nodePace) state(now time.Time) (rate, best float64, streams int) {
+func (n *nodePace) state(now time.Time) (rate, best float64, streams, peers int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.p.advance(now)
-	return n.p.rate(), n.p.best, max(n.streams, 1)
+	return n.p.rate(), n.p.best, max(n.streams, 1), len(n.peers)
 }
 
 // judge gives up a peer's stream that goes silent while it reads bytes the
@@ -241,6 +255,7 @@ type judge struct {
 	// probed is set once it answered during the Read in progress.
 	probe  func() bool
 	probed bool
+	peer   string
 	// abandoned counts the verdicts.
 	abandoned *prometheus.CounterVec
 	done      chan struct{}
@@ -271,7 +286,8 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 			return s.Answers(ctx, src.peer)
 		}
 	}
-	j.node.open(1)
+	j.node.open(src.peer, 1)
+	j.peer = src.peer
 	go func() {
 		t := time.NewTicker(paceBucket)
 		defer t.Stop()
@@ -358,6 +374,6 @@ func (j *judge) stop() {
 	}
 	j.once.Do(func() {
 		close(j.done)
-		j.node.open(-1)
+		j.node.open(j.peer, -1)
 	})
 }

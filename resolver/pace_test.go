@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -89,6 +90,8 @@ func TestPaceSlow(t *testing.T) {
 		// the drop; streams is how many streams it has then.
 		others  int
 		streams int
+		// samePeer: the other streams come from this stream's peer.
+		samePeer bool
 		// drop is what this stream receives per gap after the drop.
 		drop int
 		want error
@@ -97,6 +100,9 @@ func TestPaceSlow(t *testing.T) {
 		{name: "alone, a quarter of its rate", drop: fast / 4, streams: 1},
 		{name: "beside busy streams, a tenth of an even share", others: fast, drop: fast / 40, streams: 4, want: errSlow},
 		{name: "sharing a busy link evenly with 15 others", others: fast * 15 / 16, drop: fast / 16, streams: 16},
+		{name: "the node's own link cut to a tenth, every peer with it", others: 2 * fast / 10, drop: fast / 10, streams: 3},
+		{name: "a tenth, beside a stream from another peer at its full rate", others: fast, drop: fast / 10, streams: 2, want: errSlow},
+		{name: "a tenth, as another stream from the same peer", others: fast / 10, drop: fast / 10, streams: 2, samePeer: true, want: errSlow},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,12 +110,18 @@ func TestPaceSlow(t *testing.T) {
 			now := time.Unix(1000, 0)
 			node := newNodePace(time.Second)
 			node.p.at = now
-			node.open(1)
+			node.open("peer", 1)
 			p := newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
 			if err := feed(p, node, &now, 2*time.Second, gap, fast); err != nil {
 				t.Fatalf("before the drop: %v", err)
 			}
-			node.open(tt.streams - 1)
+			for i := 1; i < tt.streams; i++ {
+				other := fmt.Sprintf("other%d", i)
+				if tt.samePeer {
+					other = "peer"
+				}
+				node.open(other, 1)
+			}
 			var err error
 			for end := now.Add(3 * time.Second); err == nil && now.Before(end); {
 				p.reading(now)
