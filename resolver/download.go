@@ -529,6 +529,38 @@ func (r *Resolver) handOver(src source) time.Duration {
 	return min(2*r.cfg.PeerStall, r.cfg.StallTimeout)
 }
 
+// watchAnswer pings src, a peer, when it has not answered after
+// --peer-stall, and ends the request as silent through cancel if the ping
+// goes unanswered too: a frozen or cut-off peer holds a request until
+// StallTimeout, where a busy one answers its ping at once and is left to
+// answer. The returned func says the answer came.
+func (r *Resolver) watchAnswer(cancel context.CancelCauseFunc, src source) func() {
+	s, ok := r.router.(Silencer)
+	if !ok || src.kind != SourcePeer || r.cfg.PeerStall <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-done:
+			return
+		case <-time.After(r.cfg.PeerStall):
+		}
+		ctx, stop := context.WithTimeout(r.ctx, probeTimeout)
+		defer stop()
+		if s.Answers(ctx, src.peer) {
+			return
+		}
+		select {
+		case <-done:
+		default:
+			cancel(fmt.Errorf("no answer for %v, nor to a ping in %v: %w", r.cfg.PeerStall, probeTimeout, errStalled))
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }) }
+}
+
 // probeAbove pings, at once, the designated peers listed before relay:
 // the peers relay may be waiting on. Those that do not answer are left
 // out of this download and, through the Silencer, of every download,
@@ -658,7 +690,9 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 	if ing != nil {
 		known = ing.Size()
 	}
+	answered := r.watchAnswer(cancel, src)
 	body, size, have, err := src.open(ctx, off, known)
+	answered()
 	if err != nil {
 		if c := context.Cause(ctx); errors.Is(c, errStalled) {
 			err = fmt.Errorf("blob %s from %s: no answer: %w", req.Digest, src, errStalled)

@@ -29,6 +29,8 @@ type relayRouter struct {
 	// for the blob and the relay next: the relay's own source. It
 	// answered busy before it froze.
 	top bool
+	// mute: the relay froze before it answered.
+	mute bool
 
 	mu     sync.Mutex
 	asked  []string
@@ -50,6 +52,10 @@ func (r *relayRouter) FetchRange(ctx context.Context, p string, d digest.Digest,
 	}
 	if p != "relay" || d != digest.FromBytes(r.data) {
 		return nil, 0, 0, errdefs.ErrNotFound
+	}
+	if r.mute {
+		<-ctx.Done()
+		return nil, 0, 0, context.Cause(ctx)
 	}
 	r.mu.Lock()
 	r.asked = append(r.asked, fmt.Sprintf("%s@%d", p, rg.Off))
@@ -104,10 +110,13 @@ func TestRelayThatStopsIsPingedBeforeItIsLeft(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		frozen, top  bool
+		mute         bool
 		registryGets int64
 		silent       []string
 	}{
 		{name: "frozen", frozen: true, registryGets: 1, silent: []string{"relay"}},
+		// Frozen before it answered: it is pinged after PeerStall too.
+		{name: "frozen before it answered", frozen: true, mute: true, registryGets: 1, silent: []string{"relay"}},
 		{name: "waiting on its own source", registryGets: 0},
 		// The peers ranked above the relay are pinged too: the frozen
 		// one is left out of every download rather than asked next.
@@ -116,7 +125,7 @@ func TestRelayThatStopsIsPingedBeforeItIsLeft(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			body := randomBytes(t, 6<<20)
-			router := &relayRouter{data: body, pauseAt: 4 << 20, frozen: tc.frozen, top: tc.top}
+			router := &relayRouter{data: body, pauseAt: 4 << 20, frozen: tc.frozen, top: tc.top, mute: tc.mute}
 			f := newFixture(t, resolver.Config{
 				PieceSize: -1, StallTimeout: 10 * time.Minute, ArrivalStall: 10 * time.Minute,
 				PeerStall: 100 * time.Millisecond, PeerSlowWindow: 500 * time.Millisecond,
