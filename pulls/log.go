@@ -226,6 +226,15 @@ func (l *Log) Started(dgst digest.Digest, size int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
+	if b := l.blobs[dgst]; b != nil && b.download && b.done && b.claimed && now.Sub(b.ended) < claimWithin {
+		// A download of a pull's blob started again (the last one failed,
+		// or ended before the blob was whole): its record goes on, so the
+		// bytes of both attempts count.
+		b.done, b.err, b.ended = false, "", time.Time{}
+		b.size = max(b.size, size)
+		l.claimLocked(b)
+		return
+	}
 	b := &blob{digest: dgst, size: size, download: true, started: now}
 	l.putLocked(b)
 	l.claimLocked(b)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,5 +185,38 @@ func TestIndexNamesItsManifests(t *testing.T) {
 	l.Fetched(req, m)
 	if _, ok := l.Latest("busybox:1.36", nil); !ok {
 		t.Errorf("the platform manifest's pull is not found by the index's tag: %+v", l.Pulls(nil))
+	}
+}
+
+// TestDownloadStartedAgain: a pull's blob whose download failed and was
+// started again keeps one record, with the bytes of both attempts.
+func TestDownloadStartedAgain(t *testing.T) {
+	t.Parallel()
+	l, c := newTestLog(10)
+	l.Fetched(resolver.ManifestRequest{Registry: "r", Repo: "app", Reference: "v1"}, image(t, 1))
+	l.Started(blobDigest(1), 1000)
+	l.Received(blobDigest(1), resolver.SourcePeer, "a", 400)
+	l.Ended(blobDigest(1), errors.New("cut"))
+	c.advance(time.Second)
+	l.Started(blobDigest(1), 1000)
+	l.Received(blobDigest(1), resolver.SourceUpstream, "", 1000)
+	l.Ended(blobDigest(1), nil)
+	b := l.Pulls(nil)[0].Blobs[1]
+	if b.State != StateStored || len(b.Sources) != 2 || b.Sources[0].Bytes+b.Sources[1].Bytes != 1400 {
+		t.Errorf("blob %+v, want stored with the 400 + 1000 bytes of both attempts", b)
+	}
+}
+
+// TestEmptyListsAreLists: the page and scripts read lists, never null.
+func TestEmptyListsAreLists(t *testing.T) {
+	t.Parallel()
+	l, _ := newTestLog(1)
+	l.Fetched(resolver.ManifestRequest{Registry: "r", Repo: "app", Reference: "v1"}, image(t, 1))
+	b, err := json.Marshal(map[string]any{"transfers": l.Transfers(nil), "pulls": l.Pulls(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "null") {
+		t.Errorf("JSON with null: %s", b)
 	}
 }

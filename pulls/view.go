@@ -85,7 +85,7 @@ func normalize(image string) string {
 }
 
 func (p *pull) view(name Namer) Pull {
-	v := Pull{ID: p.id, Image: p.image, Manifest: p.manifest, Started: p.started, Omitted: p.omitted, Blobs: make([]Blob, 0, len(p.entries))}
+	v := Pull{ID: p.id, Image: p.image, Manifest: p.manifest, Started: p.started, Omitted: p.omitted, Blobs: make([]Blob, 0, len(p.entries)), Totals: []SourceBytes{}}
 	totals := map[srcKey]*SourceBytes{}
 	var order []srcKey
 	for _, e := range p.entries {
@@ -177,7 +177,7 @@ func (l *Log) Transfers(name Namer) []Transfer {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	var out []Transfer
+	out := []Transfer{}
 	for _, d := range l.order {
 		b := l.blobs[d]
 		if b == nil || !b.download || b.done {

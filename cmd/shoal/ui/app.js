@@ -100,6 +100,7 @@ function drawMembers(st, now) {
 }
 
 function drawTransfers(ts) {
+  ts = ts || [];
   document.getElementById("transfers-none").hidden = ts.length > 0;
   document.getElementById("transfers").hidden = ts.length === 0;
   document.querySelector("#transfers tbody").replaceChildren(...ts.map(t => el("tr", { "data-digest": t.digest },
@@ -135,10 +136,12 @@ function drawPull(p) {
   const head = el("h3", {}, p.image, " ",
     el("span", { class: "muted" }, (p.running ? "running, " : "") + secs(end - start) + ", " + start.toLocaleTimeString()));
   const totals = el("p", { class: "muted" }, "totals: " +
-    (p.totals.map(s => srcName(s) + " " + bytes(s.bytes)).join(", ") || "nothing fetched") +
+    ((p.totals || []).map(s => srcName(s) + " " + bytes(s.bytes)).join(", ") || "nothing fetched") +
     (p.fallbacks ? " · " + p.fallbacks + " fallbacks, " + secs(p.lost_ms) + " lost" : ""));
-  const layers = p.blobs.map((b, i) => {
+  const layers = (p.blobs || []).map((b, i) => {
     const kind = i === 0 ? "config" : "layer " + i;
+    b.sources = b.sources || [];
+    b.fallbacks = b.fallbacks || [];
     const srcs = b.sources.map(s => srcName(s) + " " + bytes(s.bytes)).join(", ");
     const what = b.state === "held" ? "held already, not fetched" : b.state + (srcs ? " · " + srcs : "") + (b.error ? " · " + b.error : "");
     const row = el("div", { class: "layer", "data-digest": b.digest, "data-state": b.state, "data-sources": b.sources.map(s => s.source).join(",") },
@@ -160,7 +163,7 @@ function drawStore(ls) {
   const st = ls.status;
   const kids = [el("p", {}, "store: " + st.store_blobs + " blobs, " + bytes(st.store_bytes) +
     (ls.store_max_bytes ? " of " + bytes(ls.store_max_bytes) : "") + " · containerd " + st.containerd)];
-  if (ls.backoffs.length) {
+  if ((ls.backoffs || []).length) {
     kids.push(el("p", { class: "error" }, "backed off: " + ls.backoffs.map(b => b.registry + " until " + new Date(b.until).toLocaleTimeString()).join(", ")));
   } else {
     kids.push(el("p", { class: "muted" }, "no registry backed off"));
@@ -181,8 +184,9 @@ function draw(ls) {
   drawMembers(st, now);
   drawTransfers(ls.transfers);
   document.getElementById("pulls-none").textContent = ls.recording ? "none recorded yet" : "pull records are off (--pull-history 0)";
-  document.getElementById("pulls-none").hidden = ls.pulls.length > 0;
-  replace("pulls", ...ls.pulls.map(drawPull));
+  const ps = ls.pulls || [];
+  document.getElementById("pulls-none").hidden = ps.length > 0;
+  replace("pulls", ...ps.map(drawPull));
   drawStore(ls);
 }
 
@@ -198,7 +202,7 @@ async function poll() {
     errEl.hidden = true;
     document.body.dataset.updated = String(Date.now());
   } catch (e) {
-    errEl.textContent = "daemon unreachable: " + e.message;
+    errEl.textContent = "cannot update: " + e.message;
     errEl.hidden = false;
   }
   busy = false;
