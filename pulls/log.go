@@ -13,13 +13,14 @@ import (
 
 var _ resolver.Recorder = (*Log)(nil)
 
-// Bounds on what one record keeps, so that memory stays bounded whatever
-// the images and the mesh.
+// Bounds on what the records keep, so that memory stays bounded whatever
+// the images and the mesh: at most keep pulls of maxBlobsPerPull blobs,
+// and maxBlobs more records by digest, each with a few KiB at most.
 const (
-	maxBlobsPerPull     = 256
-	maxSourcesPerBlob   = 32
-	maxFallbacksPerBlob = 32
-	maxErrorLen         = 200
+	maxBlobsPerPull     = 128 // more are counted in Pull.Omitted
+	maxSourcesPerBlob   = 16
+	maxFallbacksPerBlob = 8
+	maxErrorLen         = 160
 	// maxBlobs bounds the blobs known by digest (running downloads and
 	// recent ones) and maxNames the tags remembered.
 	maxBlobs = 1024
