@@ -61,7 +61,7 @@ func (v statusViews) handle(mux *http.ServeMux) {
 			http.Error(w, "pull records are off (--pull-history 0)", http.StatusNotFound)
 			return
 		}
-		name := v.namer()
+		name := namer(v.status())
 		if image := r.URL.Query().Get("image"); image != "" {
 			p, ok := v.pulls.Latest(image, name)
 			if !ok {
@@ -94,9 +94,8 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// namer names peers by the member names the mesh knows them under.
-func (v statusViews) namer() pulls.Namer {
-	st := v.status()
+// namer names peers by the member names the mesh of st knows them under.
+func namer(st daemonStatus) pulls.Namer {
 	if st.Mesh == nil {
 		return nil
 	}
@@ -114,7 +113,7 @@ func (v statusViews) live() liveStatus {
 	ls := liveStatus{Now: time.Now(), Status: st, StoreMax: v.maxStore, Counters: v.counters(), Recording: v.pulls != nil,
 		Transfers: []pulls.Transfer{}, Pulls: []pulls.Pull{}, Backoffs: []backoffStatus{}}
 	if v.pulls != nil {
-		name := v.namer()
+		name := namer(st)
 		ls.Transfers = v.pulls.Transfers(name)
 		all := v.pulls.Pulls(name)
 		ls.Pulls = all[:min(len(all), pagePulls)]
