@@ -76,6 +76,10 @@ func TestPullRecord(t *testing.T) {
 	if got := l.Transfers(names); len(got) != 1 || got[0].Digest != blobDigest(2) || got[0].Bytes != 500 || got[0].Name != "node3" || !got[0].Waiting {
 		t.Errorf("transfers: %+v, want layer 2 with 500 bytes, asking node3, waiting", got)
 	}
+	l.FellBack(blobDigest(2), resolver.SourcePeer, "12D3peerB", resolver.ReasonBusy, nil)
+	if got := l.Transfers(names); len(got) != 1 || got[0].Name != "node3" || got[0].Reason != resolver.ReasonBusy || !got[0].Waiting {
+		t.Errorf("transfers: %+v, want layer 2 waiting on node3, busy", got)
+	}
 	p, ok := l.Latest("reg:5000/app:v1", names)
 	if !ok {
 		t.Fatal("no record of reg:5000/app:v1")
@@ -99,8 +103,8 @@ func TestPullRecord(t *testing.T) {
 		}
 		got[k] = s.Bytes
 	}
-	if fmt.Sprint(got) != fmt.Sprint(want) || p.Running || p.Falls != 1 || p.LostMS != 500 {
-		t.Errorf("totals %v, running %v, %d fallbacks, %d ms lost; want %v, done, 1, 500", got, p.Running, p.Falls, p.LostMS, want)
+	if fmt.Sprint(got) != fmt.Sprint(want) || p.Running || p.Falls != 2 || p.LostMS != 1500 {
+		t.Errorf("totals %v, running %v, %d fallbacks, %d ms lost; want %v, done, 2, 1500", got, p.Running, p.Falls, p.LostMS, want)
 	}
 }
 

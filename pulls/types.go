@@ -77,11 +77,14 @@ type Transfer struct {
 	Bytes   int64         `json:"bytes"`
 	Started time.Time     `json:"started"`
 	// Source and Peer are the source the download asks now; Waiting says
-	// no byte came from it for a second or more.
+	// no byte came from it for a second or more. Between sources, they
+	// name the last one given up, and Reason why (busy, not yet: the
+	// download waits for it to have room or bytes).
 	Source  string        `json:"source,omitempty"`
 	Peer    string        `json:"peer,omitempty"`
 	Name    string        `json:"name,omitempty"`
 	Waiting bool          `json:"waiting"`
+	Reason  string        `json:"reason,omitempty"`
 	Rate    float64       `json:"rate"` // bytes per second, over the last seconds
 	Sources []SourceBytes `json:"sources"`
 }

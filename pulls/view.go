@@ -197,6 +197,9 @@ func (l *Log) Transfers(name Namer) []Transfer {
 				last = b.tryingByte
 			}
 			t.Waiting = now.Sub(last) >= waitingAfter
+		} else if n := len(b.falls); n > 0 {
+			f := b.falls[n-1]
+			t.Source, t.Peer, t.Name, t.Reason, t.Waiting = f.Source, f.Peer, nameOf(name, f.Peer), f.Reason, true
 		}
 		out = append(out, t)
 	}

@@ -108,7 +108,7 @@ function drawTransfers(ts) {
     el("td", {}, t.source ? srcName(t) : "–"),
     el("td", { class: "num" }, bytes(t.bytes) + (t.size ? " / " + bytes(t.size) : "")),
     el("td", { class: "num" }, bytes(t.rate) + "/s"),
-    el("td", {}, t.waiting ? srcName(t) : "–"))));
+    el("td", {}, t.waiting ? srcName(t) + (t.reason ? " (" + t.reason + ")" : "") : "–"))));
 }
 
 function timeline(b, start, span) {
