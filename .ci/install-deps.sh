@@ -16,8 +16,9 @@ fi
 # Debian packages. runc comes with containerd; nftables counts packets in
 # the security tests; containernetworking-plugins give the lab kubelets'
 # containerd a CNI network (bench/lab/kube); gcc and libc6-dev let
-# `go install` build containerd with cgo, as upstream does.
-apt_pkgs=(containerd docker-registry iproute2 nftables runc containernetworking-plugins ca-certificates gcc libc6-dev)
+# `go install` build containerd with cgo, as upstream does; chromium is the
+# browser e2e.TestStatusPage drives.
+apt_pkgs=(containerd docker-registry iproute2 nftables runc containernetworking-plugins ca-certificates gcc libc6-dev chromium)
 missing=()
 for p in "${apt_pkgs[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -50,6 +50,10 @@ type Config struct {
 	// pods of a DaemonSet and for most fleets of machines.
 	NodeName string
 
+	// Version is this node's shoal version, announced to the members for
+	// their status; zero announces none.
+	Version string
+
 	// GossipAddr is the host:port memberlist listens on, TCP and UDP.
 	// Zero means ":7502" (all interfaces). Port 0 picks a free port, which
 	// Status reports; useful in tests only, since seeds need a known port.

@@ -22,12 +22,25 @@ type nodeMeta struct {
 	V     int      `json:"v"`
 	ID    string   `json:"id"`
 	Addrs []string `json:"a"`
+	// Version is the member's shoal version, for status; optional.
+	Version string `json:"sv,omitempty"`
 }
+
+// maxVersionLen bounds the version a member's metadata carries.
+const maxVersionLen = 64
 
 // encodeMeta renders this node's metadata in at most limit bytes, keeping as
 // many addresses, in order, as fit.
 func encodeMeta(id peer.ID, addrs []ma.Multiaddr, limit int) ([]byte, error) {
-	m := nodeMeta{V: metaVersion, ID: id.String()}
+	return encodeMetaVersion(id, "", addrs, limit)
+}
+
+// encodeMetaVersion is encodeMeta with the node's shoal version.
+func encodeMetaVersion(id peer.ID, version string, addrs []ma.Multiaddr, limit int) ([]byte, error) {
+	if len(version) > maxVersionLen {
+		version = version[:maxVersionLen]
+	}
+	m := nodeMeta{V: metaVersion, ID: id.String(), Version: version}
 	var out []byte
 	for _, a := range addrs {
 		if len(m.Addrs) == metaMaxAddrs {
@@ -85,4 +98,14 @@ func decodeMeta(b []byte) (peer.ID, []ma.Multiaddr, error) {
 		addrs = append(addrs, a)
 	}
 	return id, addrs, nil
+}
+
+// metaShoalVersion is the shoal version a member's metadata names, or "".
+// The metadata is checked by decodeMeta; this reads one more field of it.
+func metaShoalVersion(b []byte) string {
+	var m nodeMeta
+	if len(b) > metaMaxSize || json.Unmarshal(b, &m) != nil || len(m.Version) > maxVersionLen {
+		return ""
+	}
+	return m.Version
 }

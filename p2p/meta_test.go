@@ -137,3 +137,28 @@ func FuzzDecodeMeta(f *testing.F) {
 		}
 	})
 }
+
+// TestMetaCarriesVersion: a member's version travels in its metadata, and
+// metadata without one (an older member) still decodes.
+func TestMetaCarriesVersion(t *testing.T) {
+	t.Parallel()
+	id := testPeerID(t)
+	addrs := []ma.Multiaddr{ma.StringCast("/ip4/10.0.0.1/tcp/7501")}
+	b, err := encodeMetaVersion(id, "v1.2.3", addrs, metaMaxSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := decodeMeta(b); err != nil {
+		t.Fatal(err)
+	}
+	if got := metaShoalVersion(b); got != "v1.2.3" {
+		t.Errorf("version %q, want v1.2.3", got)
+	}
+	old, err := encodeMeta(id, addrs, metaMaxSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := metaShoalVersion(old); got != "" {
+		t.Errorf("version %q from metadata without one", got)
+	}
+}

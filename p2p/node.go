@@ -196,7 +196,7 @@ func New(cfg Config, content Content) (*Node, error) {
 		return nil, fmt.Errorf("p2p: libp2p host: %w", err)
 	}
 
-	meta, err := encodeMeta(id, orderAddrs(n.host.Addrs()), memberlist.MetaMaxSize)
+	meta, err := encodeMetaVersion(id, n.cfg.Version, orderAddrs(n.host.Addrs()), memberlist.MetaMaxSize)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)
 	}

@@ -50,6 +50,11 @@ type MemberStatus struct {
 	// MetaError says why the member's metadata was ignored.
 	MetaError string
 	Connected bool // a libp2p connection is open to it
+	// Failed: a gone member that memberlist declared dead (or cut off),
+	// rather than one that left.
+	Failed bool `json:",omitempty"`
+	// Version is the shoal version the member announces, when it does.
+	Version string `json:",omitempty"`
 }
 
 // PeerStatus is what this node measured of a peer.
@@ -90,6 +95,8 @@ func (n *Node) Status() Status {
 		if m.alive {
 			ms.State = MemberAlive
 		}
+		ms.Failed = !m.alive && m.failed
+		ms.Version = metaShoalVersion(m.meta)
 		if m.metaErr != nil {
 			ms.MetaError = m.metaErr.Error()
 		}

@@ -195,3 +195,17 @@ func (r *Resolver) noteUpstreamBackoff(registry string, err error) {
 		r.noteBackoff(rl)
 	}
 }
+
+// Backoffs returns the registries backed off now, and until when.
+func (r *Resolver) Backoffs() map[string]time.Time {
+	now := time.Now()
+	r.backoffs.mu.Lock()
+	defer r.backoffs.mu.Unlock()
+	out := make(map[string]time.Time, len(r.backoffs.until))
+	for reg, u := range r.backoffs.until {
+		if now.Before(u) {
+			out[reg] = u
+		}
+	}
+	return out
+}

@@ -103,6 +103,10 @@ type Config struct {
 	// why it is off by default.
 	ResolveTagsLocally bool
 
+	// Recorder, when set, is told where each download's bytes come from,
+	// for the records of the node's pulls; nil records nothing.
+	Recorder Recorder
+
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 }

@@ -127,6 +127,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 	log := r.cfg.Logger.With("digest", req.Digest, "registry", req.Registry, "repo", req.Repo)
 	r.m.inflightBlobs.Inc()
 	defer r.m.inflightBlobs.Dec()
+	r.rec.Started(req.Digest, req.Size)
 
 	published := false
 	fail := func(err error) {
@@ -275,6 +276,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 			}
 			leading.Store(lead)
 			primary.Store(src.peer)
+			r.rec.Trying(req.Digest, src.kind, src.peer)
 			var n int64
 			var err error
 			sent := false
@@ -339,6 +341,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 				break
 			}
 			lastErr = err
+			r.fellBack(req.Digest, src, err)
 			if errors.Is(err, errLocalStore) || (ing != nil && ing.Err() != nil) {
 				// shoal's own store failed (a full disk), not the source:
 				// every other source would fail the same way.
@@ -733,7 +736,7 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 	buf := make([]byte, 256<<10)
 	var n int64
 	// Counted as they arrive, so the metric shows a long transfer's progress.
-	counted := r.m.sourceBytes.WithLabelValues(string(src.kind))
+	counted := r.counter(req.Digest, src.kind, src.peer)
 	for off+n < size {
 		judged.reading()
 		k, rerr := body.Read(buf)
@@ -749,7 +752,7 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 			tr.wrote(off+n, int64(k), src.kind == SourceUpstream)
 			n += int64(k)
 			pos.Store(off + n)
-			counted.Add(float64(k))
+			counted.Add(k)
 			if c := ing.Contiguous(); c == size {
 				// The helpers sent the rest.
 				return n, size, nil

@@ -30,6 +30,9 @@ func (r *Resolver) Manifest(ctx context.Context, req ManifestRequest) (Manifest,
 		return Manifest{}, err
 	}
 	r.m.lookups.WithLabelValues("manifest", string(m.Source)).Inc()
+	if _, isDigest := asDigest(req.Reference); !isDigest {
+		r.rec.Tagged(req, m)
+	}
 	return m, nil
 }
 

@@ -219,7 +219,7 @@ func (r *Resolver) fetchPiece(ctx context.Context, req BlobRequest, f *flight, i
 	bp := pieceBuffers.Get().(*[]byte)
 	defer pieceBuffers.Put(bp)
 	buf := *bp
-	counted := r.m.sourceBytes.WithLabelValues(string(SourcePeer))
+	counted := r.counter(req.Digest, SourcePeer, p)
 	var n int64
 	for off := start; off < end; {
 		if !waiting.Load() && pos.Load() >= start {
@@ -234,7 +234,7 @@ func (r *Resolver) fetchPiece(ctx context.Context, req BlobRequest, f *flight, i
 			f.trust.wrote(off, int64(k), false)
 			off += int64(k)
 			n += int64(k)
-			counted.Add(float64(k))
+			counted.Add(k)
 		}
 		if rerr == io.EOF && off < end {
 			return n, have, fmt.Errorf("blob %s: peer %s ended at %d, not %d: %w", req.Digest, p, off, end, io.ErrUnexpectedEOF)

@@ -19,8 +19,10 @@ const mediaTypeDockerManifest = "application/vnd.docker.distribution.manifest.v2
 // at once (each one's designated fetcher asks the registry for it), so the
 // last layers do not wait behind the first. Indexes and unknown media types
 // are left alone: containerd picks a platform from an index, and that
-// platform's manifest comes next.
+// platform's manifest comes next. The recorder hears of every manifest
+// fetched: an image manifest starts a pull's record.
 func (r *Resolver) Prefetch(ctx context.Context, req ManifestRequest, m Manifest) int {
+	r.rec.Fetched(req, m)
 	if r.cfg.PrefetchBlobs < 0 || (m.MediaType != ocispec.MediaTypeImageManifest && m.MediaType != mediaTypeDockerManifest) {
 		return 0
 	}

@@ -28,6 +28,7 @@ type Resolver struct {
 	images   ImageLookup
 	router   Router
 	m        *metrics
+	rec      Recorder // never nil
 
 	ctx    context.Context // parent of every download
 	cancel context.CancelFunc
@@ -117,7 +118,12 @@ func New(st store.Store, up Upstream, src Sources, cfg Config, reg prometheus.Re
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	var rec Recorder = noRecorder{}
+	if cfg.Recorder != nil {
+		rec = cfg.Recorder
+	}
 	return &Resolver{
+		rec:      rec,
 		cfg:      cfg,
 		store:    st,
 		upstream: up,
@@ -171,7 +177,7 @@ func (r *Resolver) Blob(ctx context.Context, req BlobRequest) (*Blob, error) {
 		return nil, err
 	}
 	r.m.lookups.WithLabelValues("blob", string(b.Source)).Inc()
-	return b, nil
+	return r.countedLocal(b), nil
 }
 
 func (r *Resolver) blob(ctx context.Context, req BlobRequest) (*Blob, error) {
@@ -334,8 +340,10 @@ func (r *Resolver) group(dgst digest.Digest) []digest.Digest {
 
 func (r *Resolver) finish(dgst digest.Digest) {
 	r.mu.Lock()
+	f := r.flights[dgst]
 	delete(r.flights, dgst)
 	r.mu.Unlock()
+	r.ended(dgst, f)
 }
 
 // maxMirrored bounds the registries a node learns from its clients' requests.

@@ -27,6 +27,7 @@ import (
 	containerdplugin "github.com/shoal-dev/shoal/containerd-plugin"
 	"github.com/shoal-dev/shoal/mirror"
 	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/pulls"
 	"github.com/shoal-dev/shoal/resolver"
 	"github.com/shoal-dev/shoal/resolver/upstream"
 	"github.com/shoal-dev/shoal/store"
@@ -57,6 +58,8 @@ type daemonOptions struct {
 	mirrorMaxRequests  int
 	logLevel           string
 	logFormat          string
+	pullHistory        int
+	statusPage         bool
 
 	p2p            bool
 	nodeName       string
@@ -104,7 +107,8 @@ says so in its log. Anything shoal cannot serve is answered 404 within
 --miss-timeout so containerd falls back to the registry itself.
 
 Metrics, /healthz and /readyz are served on --metrics-addr, and /status
-(what 'shoal status' shows) on --status-addr, loopback by default.
+(what 'shoal status' shows), /pulls (what 'shoal explain' shows) and the
+status page on --status-addr, loopback by default.
 
 The mesh needs a cluster key (shoal keygen; --cluster-key-file): without one
 the daemon refuses to start unless --insecure-open-mesh or --p2p=false says
@@ -124,6 +128,8 @@ keyed mesh, and only from a registry this node mirrors (--registries).`,
 	f.StringSliceVar(&o.mirrorAllow, "mirror-allow", nil, "client networks (CIDR, repeatable) the mirror answers besides loopback; others get 403 (default none: this node's containerd only)")
 	f.StringVar(&o.metricsAddr, "metrics-addr", ":7503", "address of /metrics, /healthz and /readyz (Prometheus and probes); empty disables them")
 	f.StringVar(&o.statusAddr, "status-addr", "127.0.0.1:7504", "address of /status (members, peer IDs, paths; what 'shoal status' reads); anyone who reaches it can read it, so keep it on loopback; empty disables it")
+	f.IntVar(&o.pullHistory, "pull-history", 50, "pulls whose records (each blob's sources, bytes and fallbacks) the daemon keeps for 'shoal explain' and the status page; 0 keeps none")
+	f.BoolVar(&o.statusPage, "status-page", true, "serve the status page at / on --status-addr (it polls /live only while a browser shows it)")
 	f.StringSliceVar(&o.registries, "registries", nil, "registries (host[:port], repeatable) peers may ask this node to fetch from for the cluster, besides --default-registry, those hosts.toml in --hosts-dir sends to shoal, and those this node's containerd pulls through it (default none)")
 	f.StringVar(&o.hostsDir, "hosts-dir", "/etc/containerd/certs.d", "containerd's hosts.toml directory: shoal fetches each registry through the hosts its hosts.toml lists after shoal's (with their ca, client and skip_verify), and registries whose hosts.toml names shoal (shoal configure) are mirrored for peers too; empty skips it")
 	f.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "directory of shoal's own blob store and its ingest files (/var/lib/shoal as root)")
@@ -219,6 +225,9 @@ func checkOptions(o daemonOptions, log *slog.Logger) (settings, error) {
 	}
 	if st.pieceSize == 0 || o.pieceWorkers == 0 {
 		st.pieceSize = -1
+	}
+	if o.pullHistory < 0 {
+		return st, fmt.Errorf("--pull-history %d: want 0 (off) or a number of pulls", o.pullHistory)
 	}
 	if o.mirrorMaxRequests < 1 {
 		return st, fmt.Errorf("--mirror-max-requests %d: want at least 1", o.mirrorMaxRequests)
@@ -415,7 +424,14 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		log.Info("peer-to-peer sharing disabled (--p2p=false): shoal is a pull-through cache for this node only")
 	}
 
+	var records *pulls.Log
+	var recorder resolver.Recorder // a nil *pulls.Log would not be a nil Recorder
+	if o.pullHistory > 0 {
+		records = pulls.New(o.pullHistory)
+		recorder = records
+	}
 	res, err = resolver.New(st, up, src, resolver.Config{
+		Recorder:           recorder,
 		MissTimeout:        o.missTimeout,
 		StallTimeout:       o.stallTimeout,
 		PeerStall:          peerStallSetting(o.peerStall),
@@ -460,7 +476,8 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		servers[lns.metrics] = smallServer(opsHandler(reg, &ready))
 	}
 	if lns.status != nil {
-		servers[lns.status] = smallServer(statusHandler(status))
+		servers[lns.status] = smallServer(statusHandler(statusViews{status: status, pulls: records, page: o.statusPage,
+			metrics: reg, backoffs: res.Backoffs, maxStore: set.maxBytes}))
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -528,14 +545,17 @@ func smallServer(h http.Handler) *http.Server {
 }
 
 // statusHandler serves /status: what the node knows of itself and its
-// members, for `shoal status`. It names member addresses, peer IDs and the
-// containerd socket, so it listens on loopback by default (--status-addr).
-func statusHandler(status func() daemonStatus) http.Handler {
+// members, for `shoal status`; /pulls, the records of its last pulls, for
+// `shoal explain`; and the status page. They name member addresses, peer
+// IDs and the containerd socket, so they listen on loopback by default
+// (--status-addr).
+func statusHandler(v statusViews) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(status())
+		_ = json.NewEncoder(w).Encode(v.status())
 	})
+	v.handle(mux)
 	return mux
 }
 
@@ -573,6 +593,7 @@ func (f pullerFunc) PullFor(ctx context.Context, dgst digest.Digest, registry, r
 func newMeshNode(o daemonOptions, key []byte, content p2p.Content, images p2p.ImageSource, puller p2p.Puller, backoff func(string, time.Duration, string), log *slog.Logger, reg prometheus.Registerer) (*p2p.Node, error) {
 	cfg := p2p.DefaultConfig()
 	cfg.NodeName = o.nodeName
+	cfg.Version = version
 	cfg.GossipAddr = o.gossipAddr
 	cfg.P2PAddr = o.p2pAddr
 	cfg.AdvertiseIP = o.advertiseIP

@@ -29,16 +29,24 @@ type daemonStatus struct {
 }
 
 func newStatusCommand() *cobra.Command {
-	var addr string
-	var asJSON bool
+	var addr, listen string
+	var asJSON, web bool
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show what the node's daemon is doing: members, peer ID, blobs, traffic, encryption",
 		Long: `Ask the local daemon (its --status-addr) for its state: the mesh's members
 and their state, this node's peer ID, how many blobs it provides, the bytes
-it served and fetched, and whether the mesh is encrypted.`,
+it served and fetched, and whether the mesh is encrypted.
+
+With --web, serve the daemon's status page on a local port (--listen)
+and print its URL, until interrupted: the page shows the members, the
+transfers in flight, the last pulls layer by layer and the traffic, and
+updates itself every second while it is open.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if web {
+				return serveWeb(cmd.Context(), cmd.OutOrStdout(), addr, listen)
+			}
 			url := strings.TrimRight(addr, "/")
 			if !strings.Contains(url, "://") {
 				url = "http://" + url
@@ -66,6 +74,8 @@ it served and fetched, and whether the mesh is encrypted.`,
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:7504", "the daemon's --status-addr")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
+	cmd.Flags().BoolVar(&web, "web", false, "serve the daemon's status page on --listen and print its URL")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "with --web, the local address to serve the page on (port 0: a free one)")
 	return cmd
 }
 
