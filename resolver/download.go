@@ -319,6 +319,7 @@ func (r *Resolver) download(req BlobRequest, f *flight) {
 					off += n
 					n = 0
 					log.Info("peer waits on its own source: asking it once more", "source", src.String(), "offset", off, "err", err)
+					r.fellBack(req.Digest, src, err)
 					continue
 				}
 				if !errors.Is(err, errCaughtUp) {

@@ -52,6 +52,7 @@ func (noRecorder) Ended(digest.Digest, error)                            {}
 const (
 	ReasonStalled     = "stalled"      // no byte for the stall time
 	ReasonSlow        = "slow"         // far below the rate it had shown
+	ReasonRelaying    = "relaying"     // silent, waiting on its own source; asked once more
 	ReasonNotGrowing  = "not growing"  // a peer's own copy stopped arriving
 	ReasonBusy        = "busy"         // a peer out of upload slots
 	ReasonNotYet      = "not yet"      // a peer that does not hold the bytes yet
@@ -68,6 +69,8 @@ func FallbackReason(src Source, err error) string {
 		return ReasonRateLimited
 	}
 	switch {
+	case errors.Is(err, errRelaying):
+		return ReasonRelaying
 	case errors.Is(err, errSlow):
 		return ReasonSlow
 	case errors.Is(err, errNotArriving):
