@@ -845,7 +845,7 @@ func (e *faultEnv) peerFault(t *testing.T, name string) {
 		restore()
 		rejoin := e.converged(t, e.nodes, len(e.nodes), 90*time.Second)
 		if rejoin > 2*time.Second {
-			t.Logf("the mesh was whole again %v after %s returned; the end of %s's log:\n%s", rejoin, victim.name, puller.name, tailFile(puller.shoal.LogPath(), 30))
+			t.Logf("the mesh was whole again %v after %s returned; the end of %s's log:\n%s\nthe end of %s's log:\n%s", rejoin, victim.name, puller.name, tailFile(puller.shoal.LogPath(), 30), victim.name, tailFile(victim.shoal.LogPath(), 30))
 		}
 		e.verifyAll(t)
 		leak := checkNoLeak(t, base, e.nodes)
