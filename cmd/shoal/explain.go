@@ -41,9 +41,7 @@ shoal_fetched_bytes_total counts them. The daemon keeps the last
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(p)
+				return printJSON(cmd.OutOrStdout(), p)
 			}
 			return printPull(cmd.OutOrStdout(), p)
 		},

@@ -65,9 +65,7 @@ updates itself every second while it is open.`,
 				return fmt.Errorf("daemon at %s: bad status: %w", addr, err)
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return printJSON(cmd.OutOrStdout(), st)
 			}
 			return printStatus(cmd.OutOrStdout(), st)
 		},
@@ -162,4 +160,11 @@ func firstOf(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// printJSON writes v to w as indented JSON, as `--json` prints it.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
