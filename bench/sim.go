@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -55,6 +56,8 @@ type SimConfig struct {
 	Logger *slog.Logger
 	// Timing is the mesh's timers; zero is p2p.LocalTiming().
 	Timing p2p.Timing
+	// PeerStall is each resolver's PeerStall; zero is its default.
+	PeerStall time.Duration
 
 	// observe, when set, is shown each node's puller as it is made, so
 	// that a test can count what the node's containerd receives.
@@ -111,6 +114,58 @@ type simRegistry struct {
 	addr   string
 	host   *simHost
 	active atomic.Int64 // requests being answered
+
+	mu     sync.Mutex
+	byBlob map[digest.Digest]int64 // body bytes written for each blob
+}
+
+// blobEgress returns the body bytes the registry wrote for each blob so
+// far: the part of egress a test can lay at one blob's door.
+func (r *simRegistry) blobEgress() map[digest.Digest]int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.byBlob)
+}
+
+// countingWriter adds what a blob's GET writes to its registry's tally.
+type countingWriter struct {
+	http.ResponseWriter
+	r *simRegistry
+	d digest.Digest
+}
+
+// Write passes b on in pieces of countPiece bytes, so that the tally
+// grows as the bytes cross the link: the registry writes a whole blob in
+// one call.
+func (w countingWriter) Write(b []byte) (int, error) {
+	var sent int
+	for len(b) > 0 {
+		n, err := w.ResponseWriter.Write(b[:min(len(b), countPiece)])
+		w.r.mu.Lock()
+		w.r.byBlob[w.d] += int64(n)
+		w.r.mu.Unlock()
+		sent += n
+		b = b[n:]
+		if err != nil {
+			return sent, err
+		}
+	}
+	return sent, nil
+}
+
+const countPiece = 32 << 10
+
+// blobOf returns the digest a blob GET asks for, or "".
+func blobOf(req *http.Request) digest.Digest {
+	_, after, ok := strings.Cut(req.URL.Path, "/blobs/")
+	if !ok || req.Method != http.MethodGet {
+		return ""
+	}
+	d, err := digest.Parse(after)
+	if err != nil {
+		return ""
+	}
+	return d
 }
 
 // egress is what the registry has sent over its link so far.
@@ -137,7 +192,7 @@ func (r *simRegistry) settle(ctx context.Context) error {
 }
 
 func startRegistry(sn *simNet, bytesPerSec float64) (*simRegistry, error) {
-	r := &simRegistry{host: newSimHost("registry", bytesPerSec, 0)}
+	r := &simRegistry{host: newSimHost("registry", bytesPerSec, 0), byBlob: make(map[digest.Digest]int64)}
 	ln, err := sn.listen(r.host)
 	if err != nil {
 		return nil, err
@@ -149,6 +204,9 @@ func startRegistry(sn *simNet, bytesPerSec float64) (*simRegistry, error) {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			r.active.Add(1)
 			defer r.active.Add(-1)
+			if d := blobOf(req); d != "" {
+				w = countingWriter{w, r, d}
+			}
 			reg.ServeHTTP(w, req)
 		}),
 	}
@@ -457,7 +515,7 @@ func startNode(ctx context.Context, cfg SimConfig, sn *simNet, i int, registryAd
 		n.stop()
 		return nil, err
 	}
-	n.res, err = resolver.New(st, up, resolver.Sources{Router: node.Router()}, resolver.Config{Logger: pc.Logger}, nil)
+	n.res, err = resolver.New(st, up, resolver.Sources{Router: node.Router()}, resolver.Config{Logger: pc.Logger, PeerStall: cfg.PeerStall}, nil)
 	if err != nil {
 		n.stop()
 		return nil, err

@@ -24,6 +24,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // of it within 1.5 s says it has none, and the peer goes to the registry;
 // under load (tests of other packages running beside these) that happens
 // for reasons of scheduling, not of the mesh, and the registry sends more.
+// patientPeerStall is the resolvers' PeerStall in the simulated tests that
+// count the registry's bytes: under -race on a busy host a peer can
+// miss a 200 ms ping, and the default's verdicts would then measure the
+// host, not the mesh.
+const patientPeerStall = 2 * time.Second
+
 func patientTiming() p2p.Timing {
 	t := p2p.LocalTiming()
 	t.ProbeInterval, t.ProbeTimeout = 2*time.Second, 2*time.Second
@@ -45,6 +51,7 @@ func TestSimulated(t *testing.T) {
 		Reps:       1,
 		Progress:   &progress,
 		Timing:     patientTiming(),
+		PeerStall:  patientPeerStall,
 	}
 	recs, err := RunSimulated(t.Context(), cfg)
 	if err != nil {

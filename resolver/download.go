@@ -550,7 +550,7 @@ func (r *Resolver) watchAnswer(cancel context.CancelCauseFunc, src source) func(
 			return
 		case <-time.After(r.cfg.PeerStall):
 		}
-		ctx, stop := context.WithTimeout(r.ctx, probeTimeout)
+		ctx, stop := context.WithTimeout(r.ctx, r.cfg.probeTimeout())
 		defer stop()
 		if s.Answers(ctx, src.peer) {
 			return
@@ -558,7 +558,7 @@ func (r *Resolver) watchAnswer(cancel context.CancelCauseFunc, src source) func(
 		select {
 		case <-done:
 		default:
-			cancel(fmt.Errorf("no answer for %v, nor to a ping in %v: %w", r.cfg.PeerStall, probeTimeout, errStalled))
+			cancel(fmt.Errorf("no answer for %v, nor to a ping in %v: %w", r.cfg.PeerStall, r.cfg.probeTimeout(), errStalled))
 		}
 	}()
 	var once sync.Once
@@ -587,7 +587,7 @@ func (r *Resolver) probeAbove(sources []source, relay string, failed map[string]
 	var wg sync.WaitGroup
 	for i, p := range above {
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(r.ctx, probeTimeout)
+			ctx, cancel := context.WithTimeout(r.ctx, r.cfg.probeTimeout())
 			defer cancel()
 			answered[i] = s.Answers(ctx, p)
 		})

@@ -23,8 +23,15 @@ var errSlow = errors.New("source too slow")
 var errRelaying = errors.New("it relays bytes it has not received yet and answers a ping")
 
 // probeTimeout is how long a peer gets to answer the ping that tells a
-// frozen or cut-off peer from one waiting on its own source.
-const probeTimeout = 200 * time.Millisecond
+// frozen or cut-off peer from one waiting on its own source: two fifths
+// of PeerStall, and never under minProbeTimeout. A ping answered on a LAN
+// takes a millisecond; the margin is for a busy host, whose peers wait
+// longer for everything, pings included.
+func (c Config) probeTimeout() time.Duration {
+	return max(minProbeTimeout, c.PeerStall*2/5)
+}
+
+const minProbeTimeout = 200 * time.Millisecond
 
 // Rules for a stream from a peer that holds the bytes it sends. A peer's
 // stream is cheap to give up (the download resumes at the same offset from
@@ -253,9 +260,10 @@ type judge struct {
 	until int64 // silence is judged while reading below this offset
 	// probe says whether the peer answers a ping (nil: no way to ask);
 	// probed is set once it answered during the Read in progress.
-	probe  func() bool
-	probed bool
-	peer   string
+	probe        func() bool
+	probed       bool
+	probeTimeout time.Duration
+	peer         string
 	// abandoned counts the verdicts.
 	abandoned *prometheus.CounterVec
 	done      chan struct{}
@@ -272,16 +280,17 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 		return nil
 	}
 	j := &judge{
-		p:         newPace(time.Now(), r.cfg.PeerStall, r.cfg.StallTimeout, r.cfg.PeerSlowWindow),
-		node:      r.pace,
-		until:     have,
-		done:      make(chan struct{}),
-		abandoned: r.m.judged,
+		p:            newPace(time.Now(), r.cfg.PeerStall, r.cfg.StallTimeout, r.cfg.PeerSlowWindow),
+		node:         r.pace,
+		until:        have,
+		done:         make(chan struct{}),
+		abandoned:    r.m.judged,
+		probeTimeout: r.cfg.probeTimeout(),
 	}
 	j.p.relayed = have <= off
 	if s, ok := r.router.(Silencer); ok {
 		j.probe = func() bool {
-			ctx, cancel := context.WithTimeout(r.ctx, probeTimeout)
+			ctx, cancel := context.WithTimeout(r.ctx, j.probeTimeout)
 			defer cancel()
 			return s.Answers(ctx, src.peer)
 		}
@@ -332,7 +341,7 @@ func (j *judge) verdict(now time.Time) error {
 		return err
 	}
 	if !j.probe() {
-		return fmt.Errorf("no byte for %v, and no answer to a ping in %v: %w", quiet.Round(time.Millisecond), probeTimeout, errStalled)
+		return fmt.Errorf("no byte for %v, and no answer to a ping in %v: %w", quiet.Round(time.Millisecond), j.probeTimeout, errStalled)
 	}
 	j.mu.Lock()
 	j.probed = true
