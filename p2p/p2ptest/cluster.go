@@ -1,6 +1,7 @@
 package p2ptest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,8 +14,8 @@ import (
 )
 
 // Config returns a node configuration for tests: loopback addresses with
-// ports picked by the kernel, LocalTiming, an identity in a temporary
-// directory, and logs discarded.
+// ports picked by the kernel, LocalTiming with a patient failure
+// detector, and an identity in a temporary directory.
 func Config(tb testing.TB, name string) p2p.Config {
 	cfg := p2p.DefaultConfig()
 	cfg.NodeName = name
@@ -22,6 +23,11 @@ func Config(tb testing.TB, name string) p2p.Config {
 	cfg.P2PAddr = "127.0.0.1:0"
 	cfg.DataDir = tb.TempDir()
 	cfg.Timing = p2p.LocalTiming()
+	// The tests run beside others under -race on a few cores, where a
+	// node can miss probes for seconds. A member is declared dead only
+	// after ten probe rounds without an answer, so that a test measures
+	// the protocol, not the host. No test here times failure detection.
+	cfg.Timing.SuspicionMult = 10
 	cfg.RescanInterval = 2 * time.Second
 	return cfg
 }
@@ -32,7 +38,8 @@ type Options struct {
 	Config func(i int, cfg *p2p.Config)
 	// Content gives node i its content; nil means empty content.
 	Content func(i int) *Content
-	// Logger, if set, receives every node's logs.
+	// Logger, if set, receives every node's logs. Otherwise they are kept
+	// and printed with the test's output if it fails.
 	Logger *slog.Logger
 	// Open runs the nodes without a cluster key, as an open mesh. By
 	// default they share a key made for the cluster, as a deployment does.
@@ -57,6 +64,9 @@ type Cluster struct {
 func Start(tb testing.TB, n int, opts Options) *Cluster {
 	tb.Helper()
 	c := &Cluster{opts: opts}
+	if c.opts.Logger == nil {
+		c.opts.Logger = failureLog(tb)
+	}
 	if !opts.Open {
 		key, err := p2p.GenerateClusterKey()
 		if err != nil {
@@ -76,6 +86,32 @@ func Start(tb testing.TB, n int, opts Options) *Cluster {
 	}
 	return c
 }
+
+// failureLog returns a logger whose records are printed at the end of tb
+// if it failed: why a node did what it did, without noise from passing
+// tests.
+func failureLog(tb testing.TB) *slog.Logger {
+	var (
+		mu  sync.Mutex
+		buf bytes.Buffer
+	)
+	tb.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if tb.Failed() {
+			tb.Logf("the nodes' logs:\n%s", buf.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(writerFunc(func(b []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(b)
+	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 
 // Add starts one more node, joining node 0, and returns its index.
 func (c *Cluster) Add(tb testing.TB) (int, error) {
