@@ -30,6 +30,8 @@ const benchBlobSize = 256 << 20
 //	open   no cluster key: libp2p's own security only
 //	gater  cluster key, connections admitted by peer ID from the gossip
 //	psk    cluster key, libp2p private network (a second cipher)
+//	noise  as gater, but libp2p secures connections with Noise
+//	       (ChaCha20-Poly1305) instead of its default, TLS 1.3 (AES-GCM)
 //
 // "fetch" is a blob through Node.Fetch (protocol, upload slot, ReadAt of
 // the content, deadlines, counters); "bare" is a libp2p stream that writes
@@ -56,19 +58,24 @@ func BenchmarkStream(b *testing.B) {
 	b.Run("tcp", func(b *testing.B) { benchConns(b, tcpBaseline(b, data)) })
 	b.Run("tls", func(b *testing.B) { benchConns(b, tlsBaseline(b, data)) })
 	for _, mode := range []struct {
-		name string
-		key  []byte
-		prot p2p.Protection
+		name  string
+		key   []byte
+		prot  p2p.Protection
+		noise bool
 	}{
-		{"open", nil, ""},
-		{"gater", key, p2p.ProtectGater},
-		{"psk", key, p2p.ProtectPSK},
+		{"open", nil, "", false},
+		{"gater", key, p2p.ProtectGater, false},
+		{"psk", key, p2p.ProtectPSK, false},
+		{"noise", key, p2p.ProtectGater, true},
 	} {
 		b.Run(mode.name, func(b *testing.B) {
 			c := p2ptest.Start(b, 2, p2ptest.Options{
 				Config: func(i int, cfg *p2p.Config) {
 					cfg.ClusterKey = mode.key
 					cfg.Protection = mode.prot
+					if mode.noise {
+						p2p.UseNoise(cfg)
+					}
 				},
 				Content: func(i int) *p2ptest.Content {
 					if i == 1 {
