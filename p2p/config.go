@@ -194,6 +194,12 @@ type Config struct {
 	// Metrics registers the node's Prometheus collectors; nil registers
 	// none. libp2p's own metrics are not exported.
 	Metrics prometheus.Registerer
+
+	// noise secures libp2p connections with Noise (ChaCha20-Poly1305)
+	// alone, instead of libp2p's default of TLS 1.3 (AES-GCM where the CPU
+	// has it) with Noise as a fallback. Unexported: only the stream
+	// benchmark sets it, to compare the two.
+	noise bool
 }
 
 // Puller fetches a blob on behalf of a peer; see Config.Puller.

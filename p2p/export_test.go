@@ -34,6 +34,10 @@ func ReadRangeHeader(r io.Reader) (status string, size, have int64, msg string, 
 // Host is n's libp2p host, for benchmarks against a bare stream.
 func Host(n *Node) host.Host { return n.host }
 
+// UseNoise makes the node cfg configures secure its libp2p connections
+// with Noise instead of TLS, for benchmarks that compare the two.
+func UseNoise(cfg *Config) { cfg.noise = true }
+
 // Burst is the burst of a bandwidth cap of bytesPerSec: the most a capped
 // transfer moves ahead of the rate.
 func Burst(bytesPerSec int64) int { return newBandwidth(bytesPerSec, realClock{}).burst }

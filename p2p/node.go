@@ -21,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p-kad-dht/records"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -183,6 +184,9 @@ func New(cfg Config, content Content) (*Node, error) {
 	opts = append(opts, libp2p.ResourceManager(rm))
 	if n.protection == ProtectPSK {
 		opts = append(opts, libp2p.PrivateNetwork(deriveKey(cfg.ClusterKey, infoPSK)))
+	}
+	if cfg.noise {
+		opts = append(opts, libp2p.Security(noise.ID, noise.New))
 	}
 	if cfg.AdvertiseIP != "" {
 		adv := net.ParseIP(cfg.AdvertiseIP)
