@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/shoal-dev/shoal/bench/lab"
 	"github.com/shoal-dev/shoal/bench/report"
@@ -47,7 +48,9 @@ func daemonCost(before, after snapshot) []report.DaemonCost {
 			continue
 		}
 		moved := after.nodes[i].RxBytes + after.nodes[i].TxBytes - before.nodes[i].RxBytes - before.nodes[i].TxBytes
-		out = append(out, report.DaemonCost{Node: i, CPUSeconds: a.Seconds - b.Seconds, LinkBytes: moved})
+		// The kernel counts CPU time in hundredths of a second.
+		cpu := math.Round((a.Seconds-b.Seconds)*100) / 100
+		out = append(out, report.DaemonCost{Node: i, CPUSeconds: cpu, LinkBytes: moved})
 	}
 	return out
 }

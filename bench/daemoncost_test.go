@@ -17,7 +17,7 @@ func TestDaemonCost(t *testing.T) {
 	before := snapshot{
 		nodes: []lab.Counters{link(100, 10), link(200, 20), link(300, 30), link(400, 40), link(500, 50)},
 		daemons: []lab.ProcTimes{
-			daemon(11, 7, 1.0), // runs throughout
+			daemon(11, 7, 1.1), // runs throughout
 			daemon(12, 7, 2.0), // killed mid-run
 			daemon(13, 7, 3.0), // restarted under another pid
 			daemon(14, 7, 4.0), // its pid reused by a later process
@@ -27,14 +27,14 @@ func TestDaemonCost(t *testing.T) {
 	after := snapshot{
 		nodes: []lab.Counters{link(1100, 510), link(900, 20), link(800, 30), link(900, 40), link(900, 50)},
 		daemons: []lab.ProcTimes{
-			daemon(11, 7, 3.5),
+			daemon(11, 7, 3.48),
 			{},
 			daemon(31, 90, 0.5),
 			daemon(14, 95, 0.1),
 			daemon(15, 7, 9),
 		},
 	}
-	want := []report.DaemonCost{{Node: 0, CPUSeconds: 2.5, LinkBytes: 1000 + 500}}
+	want := []report.DaemonCost{{Node: 0, CPUSeconds: 2.38, LinkBytes: 1000 + 500}}
 	if got := daemonCost(before, after); !reflect.DeepEqual(got, want) {
 		t.Errorf("daemonCost = %+v, want %+v: only node 0 ran the same daemon from one snapshot to the other", got, want)
 	}
