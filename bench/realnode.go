@@ -275,16 +275,23 @@ func (n *node) kill() {
 	wg.Wait()
 }
 
+// daemonPid is the pid of the node's mirror, the leader of its process
+// group, or 0 when it runs none (direct).
+func (n *node) daemonPid() int {
+	switch {
+	case n.shoal != nil:
+		return n.shoal.Pid()
+	case n.cmd != nil:
+		return n.cmd.Pid()
+	}
+	return 0
+}
+
 // signal sends sig to the node's mirror, or to its containerd when it
 // runs none (direct).
 func (n *node) signal(sig syscall.Signal) {
-	pid := 0
-	switch {
-	case n.shoal != nil:
-		pid = n.shoal.Pid()
-	case n.cmd != nil:
-		pid = n.cmd.Pid()
-	case n.ctrd != nil:
+	pid := n.daemonPid()
+	if pid == 0 && n.ctrd != nil {
 		pid = n.ctrd.Pid()
 	}
 	if pid > 0 {

@@ -39,9 +39,14 @@ type snapshot struct {
 	requests int // registry log entries so far
 	reg      lab.Counters
 	nodes    []lab.Counters
+	// daemons is each node's mirror daemon's CPU time so far; the zero
+	// value for a node that runs none or whose daemon was not read.
+	daemons []lab.ProcTimes
 }
 
-func (s *session) snapshot(ctx context.Context) (snapshot, error) {
+// snapshot reads the counters, and the CPU time of the daemons of nodes,
+// which are s.hosts' nodes of the current run.
+func (s *session) snapshot(ctx context.Context, nodes []*node) (snapshot, error) {
 	reqs, err := s.reg.Requests()
 	if err != nil {
 		return snapshot{}, fmt.Errorf("registry log: %w", err)
@@ -50,12 +55,13 @@ func (s *session) snapshot(ctx context.Context) (snapshot, error) {
 	if snap.reg, err = s.regHost.Counters(ctx); err != nil {
 		return snapshot{}, err
 	}
-	for _, h := range s.hosts {
+	for i, h := range s.hosts {
 		c, err := h.Counters(ctx)
 		if err != nil {
 			return snapshot{}, err
 		}
 		snap.nodes = append(snap.nodes, c)
+		snap.daemons = append(snap.daemons, s.daemonCPU(nodes[i]))
 	}
 	return snap, nil
 }
@@ -176,7 +182,7 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 		p.line("%s up in %s", what, since(t0))
 	}
 
-	before, err := s.snapshot(ctx)
+	before, err := s.snapshot(ctx, nodes)
 	if err != nil {
 		return rec, err
 	}
@@ -209,7 +215,7 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 			return rec, err
 		}
 	}
-	after, err := s.snapshot(ctx)
+	after, err := s.snapshot(ctx, nodes)
 	if err != nil {
 		return rec, err
 	}
@@ -247,6 +253,8 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 	for i := range nodes {
 		rec.NodeUploadBytes = append(rec.NodeUploadBytes, after.nodes[i].TxBytes-before.nodes[i].TxBytes)
 	}
+	rec.Daemons = daemonCost(before, after)
+	rec.CoreSecondsPerGiB = report.CoreSecondsPerGiB(rec.Daemons)
 
 	reqs, err := s.reg.Requests()
 	if err != nil {
@@ -309,6 +317,7 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 	if rec.HostCPUBusy > 0 {
 		msg += fmt.Sprintf(", host CPU %.0f%% busy", 100*rec.HostCPUBusy)
 	}
+	msg += daemonCostPhrase(rec)
 	if firstErr != "" {
 		msg += " (first: " + firstErr + ")"
 	}

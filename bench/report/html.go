@@ -48,7 +48,8 @@ const HTMLFile = "report.html"
 // HTML embeds the same PNGs as data URIs, so it stays whole when copied
 // alone; the files are there for docs that want a single chart. For each
 // scenario it draws per-node completion times, registry egress and
-// makespan/T* per candidate, and it repeats the terminal's summary table.
+// makespan/T* per candidate, and it repeats the terminal's summary table,
+// with the daemons' core-seconds per GiB in the real mode.
 func WriteHTML(dir string, records []Record, meta Meta) error {
 	mode, err := ModeLine(meta.Mode)
 	if err != nil {
@@ -261,6 +262,7 @@ func rows(sums []Summary) []htmlRow {
 			Makespan:      formatMakespan(s),
 			Bound:         formatSeconds(s.BoundSeconds) + " s",
 			MakespanRatio: formatRatio(s.MakespanRatioMedian),
+			CoreSeconds:   formatCoreSeconds(s),
 			Failed:        s.Failed,
 		}
 	}
@@ -277,10 +279,10 @@ type htmlPage struct {
 }
 
 type htmlRow struct {
-	Scenario, Candidate                    string
-	Reps                                   int
-	Egress, Makespan, Bound, MakespanRatio string
-	Failed                                 int
+	Scenario, Candidate                                 string
+	Reps                                                int
+	Egress, Makespan, Bound, MakespanRatio, CoreSeconds string
+	Failed                                              int
 }
 
 type htmlSection struct {

@@ -130,3 +130,45 @@ func TestWriteHTMLEscapes(t *testing.T) {
 		t.Errorf("scenario name not made file-safe: %v", err)
 	}
 }
+
+// TestWriteHTMLCoreSeconds checks that a real-mode report's summary table
+// has the daemons' core-s/GiB and a simulated one, which cannot measure
+// them, does not.
+func TestWriteHTMLCoreSeconds(t *testing.T) {
+	t.Parallel()
+	rec := func(mode, candidate string, cpu float64) Record {
+		return Record{Candidate: candidate, Scenario: "cold", Mode: mode, Nodes: 2, ImageBytes: 10,
+			RegistryEgressBytes: 10, BoundSeconds: 1, MakespanSeconds: 1, NodeSeconds: []float64{1, 1}, CoreSecondsPerGiB: cpu}
+	}
+	for _, tt := range []struct {
+		mode string
+		want []string // cells in the summary table
+		not  []string
+	}{
+		{mode: ModeReal, want: []string{"<th>core-s/GiB</th>", `<td class="num">–</td></tr>`, `<td class="num">3.25</td></tr>`}},
+		{mode: ModeSimulated, not: []string{"core-s/GiB"}},
+	} {
+		t.Run(tt.mode, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			recs := []Record{rec(tt.mode, Direct, 0), rec(tt.mode, "shoal", 3.25)}
+			if err := WriteHTML(dir, recs, Meta{Mode: tt.mode}); err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(filepath.Join(dir, HTMLFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(string(b), w) {
+					t.Errorf("report lacks %s", w)
+				}
+			}
+			for _, n := range tt.not {
+				if strings.Contains(string(b), n) {
+					t.Errorf("report has %s", n)
+				}
+			}
+		})
+	}
+}

@@ -83,3 +83,24 @@ func ExampleWriteTable() {
 	// cold      direct     2     4.00      8.40 s (8.20–8.60)          4.20         0
 	// cold      shoal      1     1.05      2.50 s                      1.25         0
 }
+
+func ExampleWriteTable_real() {
+	recs := []Record{
+		{Candidate: Direct, Scenario: "cold", Mode: ModeReal, Nodes: 4, ImageBytes: 100, RegistryEgressBytes: 400, BoundSeconds: 2, MakespanSeconds: 8.2},
+		{Candidate: "shoal", Scenario: "cold", Mode: ModeReal, Nodes: 4, ImageBytes: 100, RegistryEgressBytes: 105, BoundSeconds: 2, MakespanSeconds: 2.5,
+			Daemons:           []DaemonCost{{Node: 0, CPUSeconds: 1.2, LinkBytes: GiB / 4}, {Node: 1, CPUSeconds: 0.8, LinkBytes: GiB / 4}},
+			CoreSecondsPerGiB: 4},
+	}
+	var sb strings.Builder
+	if err := WriteTable(&sb, Summarize(recs), ModeReal); err != nil {
+		panic(err)
+	}
+	fmt.Print(sb.String())
+	// Output:
+	// REAL: network namespaces, tc-shaped links, real containerd, registry and shoal processes
+	// N = 4 nodes, image S = 100B
+	//
+	// scenario  candidate  reps  egress/S  makespan (median, min–max)  makespan/T*  failed  core-s/GiB
+	// cold      direct     1     4.00      8.20 s                      4.10         0       –
+	// cold      shoal      1     1.05      2.50 s                      1.25         0       4.00
+}

@@ -79,12 +79,52 @@ type Record struct {
 	// the nodes pulled (real mode only: every lab process shares the one
 	// host). Near 1 the run was short of CPU, which T* does not count.
 	HostCPUBusy float64 `json:"host_cpu_busy,omitempty"`
+	// Daemons is what each node's mirror daemon cost while the nodes
+	// pulled (real mode, candidates other than direct), in node order. A
+	// node whose daemon was killed, frozen or restarted in that time is
+	// left out.
+	Daemons []DaemonCost `json:"daemons,omitempty"`
+	// CoreSecondsPerGiB is [CoreSecondsPerGiB] of Daemons: the daemons' CPU
+	// time over the bytes their nodes' links carried. 0 when not measured.
+	CoreSecondsPerGiB float64 `json:"core_seconds_per_gib,omitempty"`
 	// UnharmedOverCold is, in slowpeers, the largest ratio of an unharmed
 	// node's time to the same node's time in the cold scenario of the same
 	// candidate and repetition (0 when cold did not run).
 	UnharmedOverCold float64 `json:"unharmed_over_cold,omitempty"`
 	// Notes are remarks for the reader, such as [BaselineNote]'s.
 	Notes []string `json:"notes,omitempty"`
+}
+
+// DaemonCost is one node's mirror daemon over the pulls of one run.
+type DaemonCost struct {
+	// Node is the node's index.
+	Node int `json:"node"`
+	// CPUSeconds is the user and system time of the daemon's process group.
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// LinkBytes is what the node's link carried, received plus sent. The
+	// node's containerd reaches its mirror over loopback, so these are
+	// the daemon's bytes, unless containerd fell back to the registry.
+	LinkBytes int64 `json:"link_bytes"`
+}
+
+// GiB is 2^30 bytes.
+const GiB = 1 << 30
+
+// CoreSecondsPerGiB is the CPU time of the daemons in ds over the bytes
+// their links carried, in seconds of one core per GiB: what moving the
+// image cost the mirrors, whatever the run's length or the host's load.
+// It is 0 when the links carried nothing.
+func CoreSecondsPerGiB(ds []DaemonCost) float64 {
+	var cpu float64
+	var bytes int64
+	for _, d := range ds {
+		cpu += d.CPUSeconds
+		bytes += d.LinkBytes
+	}
+	if bytes <= 0 {
+		return 0
+	}
+	return cpu / (float64(bytes) / GiB)
 }
 
 // WriteJSON writes records to path as results.json: an indented JSON list

@@ -31,6 +31,10 @@ type Summary struct {
 	MakespanMedian, MakespanMin, MakespanMax float64
 	// MakespanRatio* are makespan / T*; NaN if T* is not known.
 	MakespanRatioMedian, MakespanRatioMin, MakespanRatioMax float64
+	// CoreSecondsPerGiB is the median of the records' figure over the
+	// repetitions that measured it; NaN if none did (direct, the simulated
+	// mode).
+	CoreSecondsPerGiB float64
 	// Failed is the sum of failed pulls over the repetitions.
 	Failed int
 	// Notes are the records' notes, each once, in the order first seen.
@@ -76,13 +80,16 @@ func summarize(scenario, candidate string, g []Record) Summary {
 		Nodes:      g[0].Nodes,
 		ImageBytes: g[0].ImageBytes,
 	}
-	var bound, egress, egressRatio, makespan, makespanRatio []float64
+	var bound, egress, egressRatio, makespan, makespanRatio, cpu []float64
 	for _, r := range g {
 		bound = append(bound, r.BoundSeconds)
 		egress = append(egress, float64(r.RegistryEgressBytes))
 		egressRatio = append(egressRatio, ratio(float64(r.RegistryEgressBytes), float64(r.ImageBytes)))
 		makespan = append(makespan, r.MakespanSeconds)
 		makespanRatio = append(makespanRatio, ratio(r.MakespanSeconds, r.BoundSeconds))
+		if r.CoreSecondsPerGiB > 0 {
+			cpu = append(cpu, r.CoreSecondsPerGiB)
+		}
 		s.Failed += r.FailedPulls
 		for _, n := range r.Notes {
 			if !slices.Contains(s.Notes, n) {
@@ -95,6 +102,7 @@ func summarize(scenario, candidate string, g []Record) Summary {
 	s.EgressRatioMedian, s.EgressRatioMin, s.EgressRatioMax = spread(egressRatio)
 	s.MakespanMedian, s.MakespanMin, s.MakespanMax = spread(makespan)
 	s.MakespanRatioMedian, s.MakespanRatioMin, s.MakespanRatioMax = spread(makespanRatio)
+	s.CoreSecondsPerGiB, _, _ = spread(cpu)
 	return s
 }
 

@@ -124,3 +124,37 @@ func TestSummarizeOrder(t *testing.T) {
 		})
 	}
 }
+
+func TestSummarizeCoreSeconds(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		figures []float64 // each repetition's core_seconds_per_gib; 0 is not measured
+		want    float64   // NaN: none measured
+	}{
+		{name: "one rep", figures: []float64{7.5}, want: 7.5},
+		{name: "odd reps take the middle", figures: []float64{9, 3, 4}, want: 4},
+		{name: "even reps average the middle two", figures: []float64{2, 10, 4, 6}, want: 5},
+		{name: "reps that measured nothing are left out", figures: []float64{0, 8, 0, 6}, want: 7},
+		{name: "nothing measured", figures: []float64{0, 0}, want: math.NaN()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var recs []Record
+			for i, f := range tt.figures {
+				recs = append(recs, Record{Candidate: "shoal", Scenario: "cold", Rep: i + 1, CoreSecondsPerGiB: f})
+			}
+			got := Summarize(recs)[0].CoreSecondsPerGiB
+			if math.IsNaN(tt.want) {
+				if !math.IsNaN(got) {
+					t.Errorf("CoreSecondsPerGiB = %v, want NaN: no repetition measured it", got)
+				}
+				return
+			}
+			if math.Abs(got-tt.want) > 1e-12 {
+				t.Errorf("CoreSecondsPerGiB = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -28,15 +28,26 @@ func WriteTable(w io.Writer, sums []Summary, mode string) error {
 	}
 	fmt.Fprintln(&b)
 
+	// Only the real mode runs each daemon as a process of its own whose CPU
+	// time can be read.
+	cpuColumn := mode == ModeReal
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "scenario\tcandidate\treps\tegress/S\tmakespan (median, min–max)\tmakespan/T*\tfailed")
+	header := "scenario\tcandidate\treps\tegress/S\tmakespan (median, min–max)\tmakespan/T*\tfailed"
+	if cpuColumn {
+		header += "\tcore-s/GiB"
+	}
+	fmt.Fprintln(tw, header)
 	for _, s := range sums {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%d\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%d",
 			s.Scenario, s.Candidate, s.Reps,
 			formatRatio(s.EgressRatioMedian),
 			formatMakespan(s),
 			formatRatio(s.MakespanRatioMedian),
 			s.Failed)
+		if cpuColumn {
+			fmt.Fprintf(tw, "\t%s", formatCoreSeconds(s))
+		}
+		fmt.Fprintln(tw)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -83,6 +94,15 @@ func formatMakespan(s Summary) string {
 	}
 	return fmt.Sprintf("%s s (%s–%s)", formatSeconds(s.MakespanMedian),
 		formatSeconds(s.MakespanMin), formatSeconds(s.MakespanMax))
+}
+
+// formatCoreSeconds is the core-s/GiB column: a dash for direct, which
+// runs no daemon, and n/a for a candidate whose daemons were not measured.
+func formatCoreSeconds(s Summary) string {
+	if s.Candidate == Direct {
+		return "–"
+	}
+	return formatSeconds(s.CoreSecondsPerGiB)
 }
 
 // formatSeconds keeps about three significant digits without an exponent.

@@ -43,17 +43,23 @@ func TestWriteTable(t *testing.T) {
 			if want := "N = 8 nodes, image S = 64MiB"; lines[1] != want {
 				t.Errorf("second line = %q, want %q", lines[1], want)
 			}
-			checkTable(t, lines[3:], sums)
+			checkTable(t, lines[3:], sums, tt.mode)
 		})
 	}
 }
 
 // checkTable checks the header and that every row's columns line up under it
-// and hold the summary's figures.
-func checkTable(t *testing.T, lines []string, sums []Summary) {
+// and hold the summary's figures. The real mode adds core-s/GiB, which the
+// sample records do not measure.
+func checkTable(t *testing.T, lines []string, sums []Summary, mode string) {
 	t.Helper()
 	header := lines[0]
 	cols := []string{"scenario", "candidate", "reps", "egress/S", "makespan (median, min–max)", "makespan/T*", "failed"}
+	if mode == ModeReal {
+		cols = append(cols, "core-s/GiB")
+	} else if strings.Contains(header, "core-s/GiB") {
+		t.Errorf("the %s table has a core-s/GiB column: only the real mode measures the daemons", mode)
+	}
 	var starts []int
 	for _, c := range cols {
 		i := strings.Index(header, c)
@@ -79,6 +85,13 @@ func checkTable(t *testing.T, lines []string, sums []Summary) {
 		}
 		want := []string{s.Scenario, s.Candidate, "3", formatRatio(s.EgressRatioMedian),
 			formatMakespan(s), formatRatio(s.MakespanRatioMedian), "0"}
+		if mode == ModeReal {
+			cpu := "n/a"
+			if s.Candidate == Direct {
+				cpu = "–"
+			}
+			want = append(want, cpu)
+		}
 		for k := range cols {
 			if got := field(k); got != want[k] {
 				t.Errorf("row %d column %q = %q, want %q", i, cols[k], got, want[k])
@@ -87,6 +100,49 @@ func checkTable(t *testing.T, lines []string, sums []Summary) {
 	}
 	if !strings.Contains(strings.Join(lines, "\n"), "cold/direct: direct baseline reached only") {
 		t.Errorf("table lacks the baseline note:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// TestWriteTableCoreSeconds checks the real mode's core-s/GiB column: the
+// median over the repetitions that measured it, a dash for direct, which
+// runs no daemon, and n/a for a candidate none of whose repetitions did.
+func TestWriteTableCoreSeconds(t *testing.T) {
+	t.Parallel()
+	rec := func(candidate string, cpu float64) Record {
+		return Record{Candidate: candidate, Scenario: "cold", Mode: ModeReal, Nodes: 4, ImageBytes: 64 << 20,
+			RegistryEgressBytes: 64 << 20, BoundSeconds: 2, MakespanSeconds: 3, CoreSecondsPerGiB: cpu}
+	}
+	recs := []Record{
+		rec(Direct, 0), rec(Direct, 0),
+		rec("shoal", 4), rec("shoal", 6.5), rec("shoal", 5),
+		rec("spegel", 0), rec("spegel", 12.5),
+		rec("nop2p", 0),
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, Summarize(recs), ModeReal); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(b.String(), "\n")[3:]
+	col := strings.Index(lines[0], "core-s/GiB")
+	if col < 0 || !strings.HasSuffix(lines[0], "core-s/GiB") {
+		t.Fatalf("header %q: want core-s/GiB as its last column", lines[0])
+	}
+	start := len([]rune(lines[0][:col]))
+	want := map[string]string{Direct: "–", "shoal": "5.00", "spegel": "12.5", "nop2p": "n/a"}
+	for _, l := range lines[1 : 1+len(want)] {
+		row := []rune(l)
+		if len(row) <= start || row[start-1] != ' ' {
+			t.Errorf("row %q: no cell under core-s/GiB", l)
+			continue
+		}
+		candidate := strings.Fields(l)[1]
+		if got := strings.TrimSpace(string(row[start:])); got != want[candidate] {
+			t.Errorf("%s: core-s/GiB = %q, want %q", candidate, got, want[candidate])
+		}
+		delete(want, candidate)
+	}
+	if len(want) > 0 {
+		t.Errorf("table lacks rows for %v:\n%s", want, b.String())
 	}
 }
 
