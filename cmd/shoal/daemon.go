@@ -60,6 +60,7 @@ type daemonOptions struct {
 	logFormat          string
 	pullHistory        int
 	statusPage         bool
+	pprof              bool
 
 	p2p            bool
 	nodeName       string
@@ -130,6 +131,7 @@ keyed mesh, and only from a registry this node mirrors (--registries).`,
 	f.StringVar(&o.statusAddr, "status-addr", "127.0.0.1:7504", "address of /status (members, peer IDs, paths; what 'shoal status' reads); anyone who reaches it can read it, so keep it on loopback; empty disables it")
 	f.IntVar(&o.pullHistory, "pull-history", 50, "pulls whose records (each blob's sources, bytes and fallbacks) the daemon keeps for 'shoal explain' and the status page; 0 keeps none")
 	f.BoolVar(&o.statusPage, "status-page", true, "serve the status page at / on --status-addr (it polls /live only while a browser shows it)")
+	f.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles (CPU, heap, goroutines) at /debug/pprof/ on --status-addr, to find where the daemon spends its CPU: 'go tool pprof http://127.0.0.1:7504/debug/pprof/profile?seconds=20'")
 	f.StringSliceVar(&o.registries, "registries", nil, "registries (host[:port], repeatable) peers may ask this node to fetch from for the cluster, besides --default-registry, those hosts.toml in --hosts-dir sends to shoal, and those this node's containerd pulls through it (default none)")
 	f.StringVar(&o.hostsDir, "hosts-dir", "/etc/containerd/certs.d", "containerd's hosts.toml directory: shoal fetches each registry through the hosts its hosts.toml lists after shoal's (with their ca, client and skip_verify), and registries whose hosts.toml names shoal (shoal configure) are mirrored for peers too; empty skips it")
 	f.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "directory of shoal's own blob store and its ingest files (/var/lib/shoal as root)")
@@ -476,7 +478,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		servers[lns.metrics] = smallServer(opsHandler(reg, &ready))
 	}
 	if lns.status != nil {
-		servers[lns.status] = smallServer(statusHandler(statusViews{status: status, pulls: records, page: o.statusPage,
+		servers[lns.status] = smallServer(statusHandler(statusViews{status: status, pulls: records, page: o.statusPage, pprof: o.pprof,
 			metrics: reg, backoffs: res.Backoffs, maxStore: set.maxBytes}))
 	}
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io/fs"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"time"
 
@@ -27,6 +28,8 @@ type statusViews struct {
 	pulls *pulls.Log
 	// page serves the status page at / (--status-page).
 	page bool
+	// pprof serves Go's profiles at /debug/pprof/ (--pprof).
+	pprof bool
 	// metrics is gathered for the page's counters.
 	metrics prometheus.Gatherer
 	// backoffs lists the registries backed off now.
@@ -56,6 +59,9 @@ type backoffStatus struct {
 const pagePulls = 10
 
 func (v statusViews) handle(mux *http.ServeMux) {
+	if v.pprof {
+		handleProfiles(mux)
+	}
 	mux.HandleFunc("GET /pulls", func(w http.ResponseWriter, r *http.Request) {
 		if v.pulls == nil {
 			http.Error(w, "pull records are off (--pull-history 0)", http.StatusNotFound)
@@ -168,4 +174,14 @@ func (v statusViews) counters() map[string]uint64 {
 		}
 	}
 	return out
+}
+
+// handleProfiles serves Go's profiles under /debug/pprof/, as
+// net/http/pprof does on the default mux, which the daemon never serves.
+func handleProfiles(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }

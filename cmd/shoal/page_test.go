@@ -150,3 +150,27 @@ func TestStatusWeb(t *testing.T) {
 		t.Errorf("--web against a daemon without the page: %v, want %v", err, errNoPage)
 	}
 }
+
+// TestProfilesOnlyWithPprof: Go's profiles are served on the status
+// address with --pprof, and not without it.
+func TestProfilesOnlyWithPprof(t *testing.T) {
+	t.Parallel()
+	v := statusViews{status: func() daemonStatus { return daemonStatus{} }}
+	off := httptest.NewServer(statusHandler(v))
+	defer off.Close()
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/profile?seconds=1"} {
+		if _, resp := get(t, off.URL+path); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("without --pprof, GET %s: %s, want 404", path, resp.Status)
+		}
+	}
+	v.pprof = true
+	on := httptest.NewServer(statusHandler(v))
+	defer on.Close()
+	if body, resp := get(t, on.URL+"/debug/pprof/"); resp.StatusCode != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Errorf("with --pprof, GET /debug/pprof/: %s\n%.300s", resp.Status, body)
+	}
+	body, resp := get(t, on.URL+"/debug/pprof/profile?seconds=1")
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/octet-stream" || len(body) == 0 {
+		t.Errorf("with --pprof, a 1 s CPU profile: %s, %s, %d bytes", resp.Status, resp.Header.Get("Content-Type"), len(body))
+	}
+}
