@@ -210,6 +210,19 @@ func (m *members) livePeers() []peer.AddrInfo {
 	return out
 }
 
+// liveAddrs returns the gossip addresses of the live members.
+func (m *members) liveAddrs() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []string
+	for _, mem := range m.byName {
+		if mem.alive {
+			out = append(out, mem.addr)
+		}
+	}
+	return out
+}
+
 // addrsOf returns the addresses the latest live claimant of p announced.
 func (m *members) addrsOf(p peer.ID) []ma.Multiaddr {
 	m.mu.RLock()

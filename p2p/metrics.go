@@ -13,6 +13,7 @@ type metrics struct {
 	fetches       *prometheus.CounterVec // by result
 	avoided       prometheus.Counter
 	silenced      prometheus.Counter
+	reconciled    prometheus.Counter
 	pullThrough   prometheus.Counter
 	badGossip     prometheus.Counter
 	openMesh      prometheus.Gauge
@@ -77,13 +78,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "shoal_p2p_peers_silent_total",
 			Help: "Times a peer whose stream went silent mid-blob was set aside until it answered a ping again.",
 		}),
+		reconciled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_p2p_reconciles_total",
+			Help: "Times this node, having doubted its own side (its link down, or the host too busy to answer probes), exchanged its member state with other members once they answered again.",
+		}),
 	}
 	// Both reasons exist from the start, at zero, for dashboards and alerts.
 	m.pullRefused.WithLabelValues("open_mesh")
 	m.pullRefused.WithLabelValues("registry")
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.members, m.provided, m.provides, m.uploads,
-			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided, m.silenced, m.pullThrough, m.badGossip, m.openMesh, m.pullRefused} {
+			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided, m.silenced, m.reconciled, m.pullThrough, m.badGossip, m.openMesh, m.pullRefused} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

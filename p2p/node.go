@@ -294,6 +294,7 @@ func (n *Node) Run(ctx context.Context) error {
 		wg.Go(func() { n.warnOpen(ctx) })
 	}
 	wg.Go(func() { n.joinLoop(ctx) })
+	wg.Go(func() { n.recoverLoop(ctx) })
 	wg.Go(func() { n.connectLoop(ctx) })
 	wg.Go(func() { n.advertiseLoop(ctx) })
 	wg.Wait()
