@@ -36,7 +36,7 @@ import (
 func (n *Node) recoverLoop(ctx context.Context) {
 	t := time.NewTicker(watchInterval)
 	defer t.Stop()
-	reconciledAt := 0 // the score at this episode's exchange; 0: none yet
+	var ep episode
 	for {
 		select {
 		case <-ctx.Done():
@@ -44,21 +44,35 @@ func (n *Node) recoverLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		score := n.ml.GetHealthScore()
-		if score == 0 {
-			reconciledAt = 0
-			continue
-		}
-		if reconciledAt > 0 && score <= reconciledAt {
+		if !ep.due(score) {
 			continue
 		}
 		p, ok := n.anyLivePeer()
 		if !ok || !n.answersWithin(p, watchPingTimeout) {
 			continue
 		}
-		reconciledAt = score
+		ep.reconciled(score)
 		n.reconcile(ctx, score)
 	}
 }
+
+// episode is a span of doubt: the health score above zero.
+type episode struct {
+	at int // the score at the episode's last exchange; 0: none yet
+}
+
+// due says whether, at this health score, the node should look for a
+// member that answers and exchange state with it: the node doubts its own
+// side, and has not exchanged state since the score last grew.
+func (e *episode) due(score int) bool {
+	if score <= 0 {
+		e.at = 0 // back to health: the next doubt is a new episode
+		return false
+	}
+	return e.at == 0 || score > e.at
+}
+
+func (e *episode) reconciled(score int) { e.at = score }
 
 // anyLivePeer picks a live member's peer at random.
 func (n *Node) anyLivePeer() (peer.ID, bool) {
