@@ -61,6 +61,10 @@ func faultSizes() faultParams {
 // the suite seconds, not the default 10 s.
 const faultStallTimeout = 2 * time.Second
 
+// faultPeerStall is the daemon's default --peer-stall, which the peer
+// faults measure (the other e2e tests run with patientPeerStall).
+const faultPeerStall = 500 * time.Millisecond
+
 // No leak, as checked here: once a fault has ended and the pulls are done,
 // every surviving daemon gets back within these margins of the goroutines
 // and open files it had before the fault, within leakSettle. The margins
@@ -321,7 +325,7 @@ func TestFaults(t *testing.T) {
 	for i := range p.nodes {
 		wg.Go(func() {
 			e.nodes[i] = startMeshNode(t, fmt.Sprintf("node%d", i+1), net.Hosts[i+1], flavors[i%2], e.registry(), e.seeds, e.key,
-				"--stall-timeout", faultStallTimeout.String())
+				"--stall-timeout", faultStallTimeout.String(), "--peer-stall", faultPeerStall.String())
 		})
 	}
 	wg.Wait()

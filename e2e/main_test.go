@@ -92,6 +92,14 @@ func cleanup(t *testing.T, close func() error) {
 
 // node is one containerd with its shoal, configured the way an operator
 // would: `shoal configure containerd` writes the hosts.toml.
+// patientPeerStall is --peer-stall for every daemon of these tests but the
+// fault suite's, which measures the default. The others count what the
+// registry sent; on a CI host that runs other packages' tests beside them,
+// a peer can miss a 200 ms ping for want of CPU (nodes of a real cluster
+// each have their own cores), and a peer given up for the registry would
+// make them measure the host rather than the mesh.
+const patientPeerStall = "2s"
+
 type node struct {
 	ctrd  *lab.Containerd
 	shoal *lab.Shoal
@@ -112,6 +120,7 @@ func startNode(t *testing.T, flavor lab.Flavor, upstream string, extra ...string
 		"--hosts-dir", c.HostsDir(),
 		"--insecure-registry", upstream,
 		"--stall-timeout", "3s",
+		"--peer-stall", patientPeerStall,
 		"--gossip-addr", "127.0.0.1:0",
 		"--p2p-addr", "127.0.0.1:0",
 		"--cluster-key-file", writeKey(t),

@@ -97,6 +97,7 @@ func startMeshNodeBin(t *testing.T, bin, name string, h *lab.Host, flavor lab.Fl
 		"--cluster-key-file", keyFile,
 		"--resolve-tags-locally",
 		"--stall-timeout", "3s",
+		"--peer-stall", patientPeerStall,
 		"--rescan-interval", "2s",
 	}, extra...)
 	s, err := lab.StartShoal(ctx, lab.ShoalConfig{Binary: bin, Netns: h.Netns, MirrorAddr: "127.0.0.1:7500", MetricsAddr: "127.0.0.1:7503", Args: args, Logger: log})

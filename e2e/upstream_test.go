@@ -217,6 +217,7 @@ func startChainNode(t *testing.T, name string, h *lab.Host, flavor lab.Flavor, s
 		"--join", strings.Join(seeds, ","),
 		"--cluster-key-file", keyFile,
 		"--stall-timeout", "3s",
+		"--peer-stall", patientPeerStall,
 		"--rescan-interval", "2s",
 	}
 	s, err := lab.StartShoal(ctx, lab.ShoalConfig{Binary: shoalBin, Netns: h.Netns, MirrorAddr: "127.0.0.1:7500", MetricsAddr: "127.0.0.1:7503", Args: args, Logger: log})
