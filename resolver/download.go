@@ -550,15 +550,13 @@ func (r *Resolver) watchAnswer(cancel context.CancelCauseFunc, src source) func(
 			return
 		case <-time.After(r.cfg.PeerStall):
 		}
-		ctx, stop := context.WithTimeout(r.ctx, r.cfg.probeTimeout())
-		defer stop()
-		if s.Answers(ctx, src.peer) {
+		if r.answersPing(s, src.peer) {
 			return
 		}
 		select {
 		case <-done:
 		default:
-			cancel(fmt.Errorf("no answer for %v, nor to a ping in %v: %w", r.cfg.PeerStall, r.cfg.probeTimeout(), errStalled))
+			cancel(fmt.Errorf("no answer for %v, nor to %d pings of %v: %w", r.cfg.PeerStall, pingTries, r.cfg.probeTimeout(), errStalled))
 		}
 	}()
 	var once sync.Once
@@ -586,11 +584,7 @@ func (r *Resolver) probeAbove(sources []source, relay string, failed map[string]
 	answered := make([]bool, len(above))
 	var wg sync.WaitGroup
 	for i, p := range above {
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(r.ctx, r.cfg.probeTimeout())
-			defer cancel()
-			answered[i] = s.Answers(ctx, p)
-		})
+		wg.Go(func() { answered[i] = r.answersPing(s, p) })
 	}
 	wg.Wait()
 	for i, p := range above {

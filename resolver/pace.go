@@ -33,6 +33,27 @@ func (c Config) probeTimeout() time.Duration {
 
 const minProbeTimeout = 200 * time.Millisecond
 
+// pingTries is how many pings a peer gets, one after the other, before it
+// counts as not answering: on a busy host one ping can miss its deadline
+// while the peer is alive, and a live peer given up sends the download to
+// the next source, often the registry. A frozen or cut-off peer costs one
+// probeTimeout more.
+const pingTries = 2
+
+// answersPing says whether peer p answers one of pingTries pings, each
+// given probeTimeout.
+func (r *Resolver) answersPing(s Silencer, p string) bool {
+	for range pingTries {
+		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.probeTimeout())
+		ok := s.Answers(ctx, p)
+		cancel()
+		if ok || r.ctx.Err() != nil {
+			return ok
+		}
+	}
+	return false
+}
+
 // Rules for a stream from a peer that holds the bytes it sends. A peer's
 // stream is cheap to give up (the download resumes at the same offset from
 // the next source), so it is judged by what it has shown rather than by
@@ -289,11 +310,7 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 	}
 	j.p.relayed = have <= off
 	if s, ok := r.router.(Silencer); ok {
-		j.probe = func() bool {
-			ctx, cancel := context.WithTimeout(r.ctx, j.probeTimeout)
-			defer cancel()
-			return s.Answers(ctx, src.peer)
-		}
+		j.probe = func() bool { return r.answersPing(s, src.peer) }
 	}
 	j.node.open(src.peer, 1)
 	j.peer = src.peer
@@ -341,7 +358,7 @@ func (j *judge) verdict(now time.Time) error {
 		return err
 	}
 	if !j.probe() {
-		return fmt.Errorf("no byte for %v, and no answer to a ping in %v: %w", quiet.Round(time.Millisecond), j.probeTimeout, errStalled)
+		return fmt.Errorf("no byte for %v, and no answer to %d pings of %v: %w", quiet.Round(time.Millisecond), pingTries, j.probeTimeout, errStalled)
 	}
 	j.mu.Lock()
 	j.probed = true
