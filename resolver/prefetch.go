@@ -82,8 +82,7 @@ func (r *Resolver) prefetch(ctx context.Context, req BlobRequest) bool {
 	if !started {
 		return false
 	}
-	r.wg.Add(1)
-	go r.download(req, f)
+	r.start(req, f)
 	return true
 }
 

@@ -35,8 +35,7 @@ func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, re
 	for range 2 {
 		f, started := r.join(req)
 		if started {
-			r.wg.Add(1)
-			go r.download(req, f)
+			r.start(req, f)
 		}
 		ing, err := r.awaitIngest(ctx, dgst, f)
 		if errors.Is(err, errdefs.ErrAlreadyExists) {

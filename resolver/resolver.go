@@ -33,6 +33,10 @@ type Resolver struct {
 	ctx    context.Context // parent of every download
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// closing is set, under lifeMu, once Close has begun: no download
+	// starts after it (see start).
+	lifeMu  sync.Mutex
+	closing bool
 
 	mu      sync.Mutex
 	flights map[digest.Digest]*flight
@@ -152,10 +156,30 @@ func (r *Resolver) Run(ctx context.Context) error {
 	return nil
 }
 
-// Close stops every download and waits for them to end.
+// Close stops every download and waits for them to end. A request that
+// comes meanwhile is a miss.
 func (r *Resolver) Close() {
+	r.lifeMu.Lock()
+	r.closing = true
+	r.lifeMu.Unlock()
 	r.cancel()
 	r.wg.Wait()
+}
+
+// start runs f's download, registered by join, in a goroutine Close waits
+// for. Once Close has begun it fails f instead: a WaitGroup must not grow
+// from zero while Close waits on it.
+func (r *Resolver) start(req BlobRequest, f *flight) {
+	r.lifeMu.Lock()
+	defer r.lifeMu.Unlock()
+	if r.closing {
+		f.err = fmt.Errorf("blob %s: shoal is stopping: %w", req.Digest, errdefs.ErrNotFound)
+		close(f.ready)
+		r.finish(req.Digest)
+		return
+	}
+	r.wg.Add(1)
+	go r.download(req, f)
 }
 
 // Blob finds a blob. It returns an error wrapping errdefs.ErrNotFound when no
@@ -192,8 +216,7 @@ func (r *Resolver) blob(ctx context.Context, req BlobRequest) (*Blob, error) {
 	for range 2 {
 		f, started := r.join(req)
 		if started {
-			r.wg.Add(1)
-			go r.download(req, f)
+			r.start(req, f)
 		}
 		b, err := r.await(ctx, req.Digest, f)
 		if errors.Is(err, errdefs.ErrAlreadyExists) {

@@ -497,3 +497,32 @@ func TestFullStoreIsAMiss(t *testing.T) {
 		t.Errorf("the registry was asked %d times: sources were tried after the store failed", got)
 	}
 }
+
+// A request that reaches a resolver while it shuts down (containerd asking
+// as the daemon stops) is a miss, and shutting down never races with it.
+func TestRequestsDuringCloseAreMisses(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, resolver.Config{}, resolver.Sources{})
+	var digests []digest.Digest
+	for range 16 {
+		digests = append(digests, f.up.push(t, "team/app", randomBytes(t, 64<<10)))
+	}
+	var wg sync.WaitGroup
+	for _, d := range digests {
+		wg.Go(func() {
+			b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d})
+			if err == nil {
+				b.Close()
+			} else if !errdefs.IsNotFound(err) {
+				t.Errorf("blob %s during shutdown: %v, want a miss", d, err)
+			}
+		})
+	}
+	f.res.Close()
+	wg.Wait()
+	d := f.up.push(t, "team/app", randomBytes(t, 64<<10))
+	_, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d})
+	if !errdefs.IsNotFound(err) {
+		t.Fatalf("blob after Close: %v, want a miss", err)
+	}
+}
