@@ -254,6 +254,12 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 		rec.NodeUploadBytes = append(rec.NodeUploadBytes, after.nodes[i].TxBytes-before.nodes[i].TxBytes)
 	}
 	rec.Daemons = daemonCost(before, after)
+	if cand == CandidateShoal {
+		rec.Tail = s.tails(ctx, nodes, results, start)
+		if note := report.TailNote(rec.Tail); note != "" {
+			rec.Notes = append(rec.Notes, note)
+		}
+	}
 	rec.CoreSecondsPerGiB = report.CoreSecondsPerGiB(rec.Daemons)
 
 	reqs, err := s.reg.Requests()

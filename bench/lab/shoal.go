@@ -2,12 +2,14 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -16,6 +18,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/shoal-dev/shoal/pulls"
 )
 
 // ShoalConfig says how to run a shoal daemon.
@@ -233,6 +237,30 @@ func (m Metrics) Sum(name string, match map[string]string) float64 {
 		}
 	}
 	return sum
+}
+
+// Pull reads the daemon's record of its latest pull of image from its
+// status address (/pulls?image=).
+func (s *Shoal) Pull(ctx context.Context, image string) (pulls.Pull, error) {
+	var p pulls.Pull
+	c := s.client()
+	defer c.CloseIdleConnections()
+	u := "http://" + dialable(s.cfg.StatusAddr) + "/pulls?image=" + url.QueryEscape(image)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return p, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return p, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return p, fmt.Errorf("pulls: %s: %s", resp.Status, b)
+	}
+	err = json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&p)
+	return p, err
 }
 
 // Stop ends the daemon with SIGTERM (a graceful shutdown).

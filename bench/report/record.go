@@ -87,6 +87,10 @@ type Record struct {
 	// CoreSecondsPerGiB is [CoreSecondsPerGiB] of Daemons: the daemons' CPU
 	// time over the bytes their nodes' links carried. 0 when not measured.
 	CoreSecondsPerGiB float64 `json:"core_seconds_per_gib,omitempty"`
+	// Tail is, per unharmed node of a shoal run, when each blob's bytes
+	// came and were verified, beside when the node's pull returned (real
+	// mode; see NodeTail).
+	Tail []NodeTail `json:"tail,omitempty"`
 	// UnharmedOverCold is, in slowpeers, the largest ratio of an unharmed
 	// node's time to the same node's time in the cold scenario of the same
 	// candidate and repetition (0 when cold did not run).
