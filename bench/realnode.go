@@ -48,7 +48,9 @@ func (s *session) startNodes(ctx context.Context, runDir, cand, scenario string,
 		if err := os.MkdirAll(n.dir, 0o755); err != nil {
 			return err
 		}
-		c, err := lab.StartContainerd(ctx, lab.ContainerdConfig{Flavor: s.cfg.Containerd, Netns: n.host.Netns, Dir: n.dir, Logger: s.log})
+		// At debug level containerd logs each layer it unpacks, for the
+		// tail of the run (see tails).
+		c, err := lab.StartContainerd(ctx, lab.ContainerdConfig{Flavor: s.cfg.Containerd, Netns: n.host.Netns, Dir: n.dir, Logger: s.log, LogLevel: "debug"})
 		if err != nil {
 			return fmt.Errorf("node %d: %w", i, err)
 		}

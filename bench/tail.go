@@ -4,6 +4,9 @@ import (
 	"context"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/bench/lab"
 	"github.com/shoal-dev/shoal/bench/report"
 	"github.com/shoal-dev/shoal/pulls"
 )
@@ -23,7 +26,13 @@ func (s *session) tails(ctx context.Context, nodes []*node, results []pullResult
 			s.log.Warn("pull record not read", "node", r.node, "err", err)
 			continue
 		}
-		out = append(out, nodeTail(r.node, r.seconds, p, start))
+		t := nodeTail(r.node, r.seconds, p, start)
+		if applied, err := n.ctrd.AppliedLayers(start); err != nil {
+			s.log.Warn("containerd's unpacks not read", "node", r.node, "err", err)
+		} else {
+			addUnpacks(&t, applied, start)
+		}
+		out = append(out, t)
 	}
 	return out
 }
@@ -59,4 +68,14 @@ func nodeTail(i int, pullSeconds float64, p pulls.Pull, start time.Time) report.
 		t.Blobs = append(t.Blobs, bt)
 	}
 	return t
+}
+
+// addUnpacks adds to t's layers when containerd unpacked them.
+func addUnpacks(t *report.NodeTail, applied map[digest.Digest]lab.Applied, start time.Time) {
+	for i, b := range t.Blobs {
+		if a, ok := applied[digest.Digest(b.Digest)]; ok {
+			t.Blobs[i].Unpacked = a.At.Sub(start).Seconds()
+			t.Blobs[i].UnpackSeconds = a.Took.Seconds()
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/bench/lab"
 	"github.com/shoal-dev/shoal/bench/report"
 	"github.com/shoal-dev/shoal/pulls"
 )
@@ -36,5 +37,15 @@ func TestNodeTailTimesFromThePullRecord(t *testing.T) {
 		if g.Digest != w.Digest || g.Size != w.Size || !near(g.Started, w.Started) || !near(g.FirstByte, w.FirstByte) || !near(g.LastByte, w.LastByte) || !near(g.Verified, w.Verified) {
 			t.Errorf("blob %d: %+v, want %+v", i, g, w)
 		}
+	}
+}
+
+func TestAddUnpacksByLayerDigest(t *testing.T) {
+	start := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	a, b := digest.FromString("a"), digest.FromString("b")
+	nt := report.NodeTail{Blobs: []report.BlobTail{{Digest: a.String()}, {Digest: b.String()}}}
+	addUnpacks(&nt, map[digest.Digest]lab.Applied{b: {At: start.Add(2500 * time.Millisecond), Took: 300 * time.Millisecond}}, start)
+	if nt.Blobs[0].Unpacked != 0 || nt.Blobs[1].Unpacked != 2.5 || nt.Blobs[1].UnpackSeconds != 0.3 {
+		t.Fatalf("blobs %+v: want only the second unpacked, at 2.5 s, taking 0.3 s", nt.Blobs)
 	}
 }

@@ -29,29 +29,41 @@ type BlobTail struct {
 	FirstByte float64 `json:"first_byte,omitempty"`
 	LastByte  float64 `json:"last_byte,omitempty"`
 	Verified  float64 `json:"verified,omitempty"`
+	// Unpacked is when containerd finished unpacking the layer, and
+	// UnpackSeconds how long that took (from containerd's debug log; 0
+	// for the config, and for a layer not unpacked during the pulls).
+	Unpacked      float64 `json:"unpacked,omitempty"`
+	UnpackSeconds float64 `json:"unpack_seconds,omitempty"`
 }
 
 // TailSplit names where a node's pull time went after its last byte: the
 // last blob's verification and storing (LastByte to Verified), then
 // containerd's own work (Verified to PullSeconds: reading the rest from
-// the mirror, committing it, unpacking). Times in seconds.
+// the mirror, committing it, unpacking, of which the last unpack ended at
+// Unpacked, 0 when unknown). Unpacking is the sum of the layers' unpack
+// times. Times in seconds.
 type TailSplit struct {
-	LastByte, Verified, Pull float64
+	LastByte, Verified, Unpacked, Pull float64
+	Unpacking                          float64
 }
 
 // Split returns t's split, from the blob verified last; false when no blob
 // was downloaded.
 func (t NodeTail) Split() (TailSplit, bool) {
 	var last BlobTail
+	var s TailSplit
 	for _, b := range t.Blobs {
 		if b.Verified > last.Verified {
 			last = b
 		}
+		s.Unpacked = max(s.Unpacked, b.Unpacked)
+		s.Unpacking += b.UnpackSeconds
 	}
 	if last.Verified == 0 {
 		return TailSplit{}, false
 	}
-	return TailSplit{LastByte: last.LastByte, Verified: last.Verified, Pull: t.PullSeconds}, true
+	s.LastByte, s.Verified, s.Pull = last.LastByte, last.Verified, t.PullSeconds
+	return s, true
 }
 
 // TailNote sums up tails for a run's notes: per node, when its last byte
@@ -66,8 +78,11 @@ func TailNote(tails []NodeTail) string {
 			continue
 		}
 		after = append(after, s.Pull-s.Verified)
-		parts = append(parts, fmt.Sprintf("node %d last byte %.2f s, verified +%.0f ms, pull returned +%.2f s",
-			t.Node, s.LastByte, 1000*(s.Verified-s.LastByte), s.Pull-s.Verified))
+		part := fmt.Sprintf("node %d last byte %.2f s, verified +%.0f ms", t.Node, s.LastByte, 1000*(s.Verified-s.LastByte))
+		if s.Unpacked > 0 {
+			part += fmt.Sprintf(", last layer unpacked %+.2f s (unpacking took %.2f s in all)", s.Unpacked-s.Verified, s.Unpacking)
+		}
+		parts = append(parts, part+fmt.Sprintf(", pull returned +%.2f s", s.Pull-s.Verified))
 	}
 	if len(parts) == 0 {
 		return ""

@@ -24,6 +24,14 @@ func TestTailSplitFromTheBlobVerifiedLast(t *testing.T) {
 	if strings.Contains(note, "node 3") {
 		t.Errorf("note %q names node 3, which downloaded nothing", note)
 	}
+	nt.Blobs[0].Unpacked, nt.Blobs[0].UnpackSeconds = 3.5, 0.25
+	nt.Blobs[1].Unpacked, nt.Blobs[1].UnpackSeconds = 4.7, 0.5
+	if s, _ := nt.Split(); s.Unpacked != 4.7 || s.Unpacking != 0.75 {
+		t.Errorf("split %+v: want the last unpack at 4.7 s and 0.75 s of unpacking", s)
+	}
+	if note := TailNote([]NodeTail{nt}); !strings.Contains(note, "last layer unpacked +0.50 s (unpacking took 0.75 s in all)") {
+		t.Errorf("note %q lacks the unpacks", note)
+	}
 	if TailNote([]NodeTail{{Node: 1, PullSeconds: 1}}) != "" {
 		t.Error("a run where no node downloaded has a tail note")
 	}
