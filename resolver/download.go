@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
 	"sync"
@@ -124,343 +125,448 @@ func (r *Resolver) sources(req BlobRequest, noWait, lead *atomic.Bool) []source 
 func (r *Resolver) download(req BlobRequest, f *flight) {
 	defer r.wg.Done()
 	defer r.finish(req.Digest)
-	log := r.cfg.Logger.With("digest", req.Digest, "registry", req.Registry, "repo", req.Repo)
 	r.m.inflightBlobs.Inc()
 	defer r.m.inflightBlobs.Dec()
 	r.rec.Started(req.Digest, req.Size)
 
-	published := false
-	fail := func(err error) {
-		r.m.downloads.WithLabelValues("error").Inc()
-		if !published {
-			f.err = err
-			close(f.ready)
+	d := r.newDL(req, f)
+	defer d.dcancel(nil)
+	if req.Size > 0 {
+		if err := d.publish(req.Size); err != nil {
+			d.fail(err)
+			return
 		}
 	}
-	var ing store.Ingest
-	var off int64
-	var lastErr error
-	var peersUsed []string
+	for d.round() {
+		d.wait()
+	}
+	d.dcancel(nil)
+	d.end()
+}
+
+// dl is one download's state across its sources and rounds.
+type dl struct {
+	r   *Resolver
+	req BlobRequest
+	f   *flight
+	log *slog.Logger
+
+	published bool
+	ing       store.Ingest
+	off       int64
+	lastErr   error
+	peersUsed []string
 	// Peers that failed this download are not asked again by it: a peer
 	// listed twice (designated, and a provider) that went silent or was cut
 	// off would cost the stall timeout, then a dial timeout, once more.
-	failedPeers := map[string]bool{}
+	failedPeers map[string]bool
 	// lostPeer: a peer's stream went silent or slow mid-blob (see pace).
 	// The blob then passes to the next in its ranking (see handOver).
-	lostPeer := false
+	lostPeer bool
 	// relayAsked: peers asked once more after errRelaying (see pace).
-	relayAsked := map[string]bool{}
-	localFailed := false
+	relayAsked  map[string]bool
+	localFailed bool
 	// registryFailed: the registry's last answer was a failure (5xx, a cut
 	// connection), not a "no" nor a rate limit (see missFor).
-	registryFailed := false
+	registryFailed bool
 	// unreachableUntil: the registry could not be reached at all; until
 	// then it is not asked again, and peers that hold part of the blob are
 	// waited for (see registryUnreachable).
-	var unreachableUntil time.Time
-	start := time.Now()
+	unreachableUntil time.Time
+	start            time.Time
 	// The waits for busy peers count from the last byte that arrived, not
 	// from the start: a long download that polls peers ranked below it for
 	// the bytes they hold (see sources) is not waiting in vain.
-	progress, progressAt := int64(0), start
-	const firstBackoff = 50 * time.Millisecond
-	backoff := firstBackoff
-	// publish makes the ingest readable before any source answered, once
-	// the size is known (from a manifest that named the blob). Readers then
-	// wait for bytes, up to the mirror's HeaderWait, rather than for a
-	// source to answer, which must happen within MissTimeout; so a download
-	// may wait longer for a busy peer before it turns to the registry.
-	publish := func(size int64) error {
-		var err error
-		if ing, err = r.store.Begin(r.ctx, req.Digest, size); err != nil {
-			return err
-		}
-		f.ingest = ing
-		published = true
-		close(f.ready)
-		return nil
-	}
-	if req.Size > 0 {
-		if err := publish(req.Size); err != nil {
-			fail(err)
-			return
-		}
-	}
-	// Announced once a source answers, not before: a node that announced
-	// an ingest no source feeds yet could be picked as a source by the very
-	// peer it waits for.
-	announced := false
-	opened := func(kind Source) {
-		f.setSource(kind)
-		if !announced {
-			announced = true
-			close(f.fed)
-			r.announce(req.Digest)
-		}
-	}
+	progress   int64
+	progressAt time.Time
+	backoff    time.Duration
+	// announced: the mesh was told once a source answered, not before: a
+	// node that announced an ingest no source feeds yet could be picked as
+	// a source by the very peer it waits for.
+	announced bool
+
 	// The primary stream: where it reads, and from which peer.
-	var pos atomic.Int64
-	var noWait, leading atomic.Bool
-	var primary atomic.Value
-	primary.Store("")
+	pos             atomic.Int64
+	noWait, leading atomic.Bool
+	primary         atomic.Value
 	// waiting is set while the download waits for a slot at a peer, every
 	// source having answered busy: no stream is open, and the helpers
 	// fetch from the front.
-	var waiting atomic.Bool
-	dctx, dcancel := context.WithCancelCause(r.ctx)
-	defer dcancel(nil)
-	var usedMu sync.Mutex
-	used := map[string]bool{}
-	helping := false
-	startHelpers := func() {
-		rr, ok := r.router.(Ranger)
-		if helping || !ok || ing == nil || r.cfg.PieceSize <= 0 || r.cfg.PieceWorkers == 0 || ing.Size() < 2*r.cfg.PieceSize {
-			return
-		}
-		helping = true
-		// They end with the download (dctx), or make the blob whole and
-		// end the primary stream.
-		r.wg.Go(func() {
-			r.helpers(dctx, req, f, ing, rr, &pos, &primary, &waiting, func() { dcancel(errComplete) }, &usedMu, used)
-		})
+	waiting atomic.Bool
+	dctx    context.Context
+	dcancel context.CancelCauseFunc
+	usedMu  sync.Mutex
+	used    map[string]bool
+	helping bool
+}
+
+// A round's view of its sources' answers: a peer busy (a designated one
+// among them), or holding part of the blob.
+type roundState struct {
+	busy, designatedBusy, heldInPart bool
+}
+
+const firstBackoff = 50 * time.Millisecond
+
+func (r *Resolver) newDL(req BlobRequest, f *flight) *dl {
+	d := &dl{
+		r: r, req: req, f: f,
+		log:         r.cfg.Logger.With("digest", req.Digest, "registry", req.Registry, "repo", req.Repo),
+		failedPeers: map[string]bool{},
+		relayAsked:  map[string]bool{},
+		start:       time.Now(),
+		backoff:     firstBackoff,
+		used:        map[string]bool{},
 	}
-	for round := 0; ; round++ {
-		if !published {
-			// A peer's pull-for starts a download without the size; the
-			// manifest that names the blob may have come since.
-			if size := r.knownSize(req.Digest); size > 0 && publish(size) == nil {
-				req.Size = size
-			}
-		}
-		sources := r.sources(req, &noWait, &leading)
-		if len(sources) == 0 {
-			lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", req.Digest, errdefs.ErrNotFound)
-		}
-		busy, designatedBusy, heldInPart := false, false, false
-		for _, src := range sources {
-			if r.ctx.Err() != nil {
-				lastErr = r.ctx.Err()
-				break
-			}
-			if src.peer != "" && failedPeers[src.peer] {
-				continue
-			}
-			if src.kind == SourceUpstream && time.Now().Before(unreachableUntil) {
-				continue
-			}
-			if err := r.needsRegistry(src, req); err != nil {
-				// The registry asked to slow down: neither this node nor a
-				// designated peer asks it, peers that hold the blob may
-				// still send it.
-				lastErr = err
-				continue
-			}
-			if src.designated && designatedBusy {
-				// The first designated peer is fetching the blob and only
-				// out of slots: the next would fetch it from the registry a
-				// second time. The peers it feeds come next.
-				continue
-			}
-			if src.kind == SourceUpstream && busy && time.Since(progressAt) < busyLimit(published, r.cfg) {
-				// A peer holds it but has no free slot: waiting for one
-				// spares the registry. Before the first byte the wait is
-				// short, containerd is waiting for an answer; once bytes
-				// flow it may be longer.
-				break
-			}
-			// Known again at each source: the designated peers come first,
-			// and once they failed, this node leads.
-			lead := r.leads(sources, failedPeers)
-			if lostPeer {
-				src.stall = r.handOver(src)
-			}
-			leading.Store(lead)
-			primary.Store(src.peer)
-			r.rec.Trying(req.Digest, src.kind, src.peer)
-			var n int64
-			var err error
-			sent := false
-			for {
-				if ing != nil {
-					// The helpers may have written the next bytes while
-					// no stream was open.
-					off = max(off, ing.Contiguous())
-				}
-				pos.Store(off)
-				startHelpers()
-				var k int64
-				k, _, err = r.fetchOnce(dctx, req, src, f.trust, ing, off, &pos, func(size int64) (store.Ingest, error) {
-					var err error
-					ing, err = r.store.Begin(r.ctx, req.Digest, size)
-					if err != nil {
-						if errdefs.IsAlreadyExists(err) {
-							return nil, err
-						}
-						return nil, fmt.Errorf("%w: %w", errLocalStore, err)
-					}
-					f.ingest = ing
-					f.setSource(src.kind)
-					published = true
-					close(f.ready)
-					startHelpers()
-					return ing, nil
-				}, func(kind Source) {
-					waiting.Store(false)
-					opened(kind)
-				})
-				n += k
-				sent = sent || k > 0
-				if errors.Is(err, errRelaying) && !relayAsked[src.peer] {
-					// Its own source went silent: by now it, or the next
-					// in the ranking, has found the next (see handOver).
-					relayAsked[src.peer], lostPeer = true, true
-					r.probeAbove(sources, src.peer, failedPeers)
-					src.stall = r.handOver(src)
-					off += n
-					n = 0
-					log.Info("peer waits on its own source: asking it once more", "source", src.String(), "offset", off, "err", err)
-					r.fellBack(req.Digest, src, err)
-					continue
-				}
-				if !errors.Is(err, errCaughtUp) {
-					break
-				}
-				// The stream reached bytes the helpers wrote: ask the same
-				// source again from the next hole rather than read them
-				// twice, and from now on without waiting (see sources).
-				off = ing.Contiguous()
-				noWait.Store(true)
-				n = 0
-			}
-			if sent && src.peer != "" {
-				peersUsed = append(peersUsed, src.peer)
-			}
-			off += n
-			if ing != nil && ing.Contiguous() == ing.Size() {
-				// Whole: this source's bytes, or the helpers' too.
-				off, lastErr = ing.Size(), nil
-				break
-			}
-			lastErr = err
-			r.fellBack(req.Digest, src, err)
-			if errors.Is(err, errLocalStore) || (ing != nil && ing.Err() != nil) {
-				// shoal's own store failed (a full disk), not the source:
-				// every other source would fail the same way.
-				localFailed = true
-				break
-			}
-			registryFailed = src.kind == SourceUpstream && errdefs.IsUnavailable(err)
-			if src.kind == SourceUpstream && registryUnreachable(err) {
-				unreachableUntil = time.Now().Add(registryFailedFor)
-			}
-			partial := errdefs.IsOutOfRange(err) || errors.Is(err, errHeldInPart)
-			if rl, ok := rateLimited(err); ok {
-				// Said by a designated peer, or by the registry itself.
-				r.noteBackoff(rl)
-				if src.peer != "" {
-					failedPeers[src.peer] = true
-				}
-				continue
-			}
-			if lostPeer && errors.Is(err, errNotArriving) {
-				// Handed the rest, it sent none of it in time: it waits on
-				// the lost peer too, or has nothing to send (see handOver).
-				failedPeers[src.peer] = true
-			} else if src.peer != "" && (errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err)) && !(lead && partial) {
-				// Busy, or not there yet: either way it will be soon. But a
-				// node that fetches for the cluster does not wait for a
-				// peer that holds part of the blob: the rest would come
-				// from this node, or from nowhere.
-				busy = true
-				designatedBusy = designatedBusy || src.designated
-			} else if src.peer != "" && (errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err)) {
-				heldInPart = true
-			} else if src.peer != "" {
-				failedPeers[src.peer] = true
-				if s, ok := r.router.(Silencer); ok && errors.Is(err, errStalled) {
-					// Other downloads would wait for it too.
-					s.Silent(src.peer)
-				}
-				lostPeer = lostPeer || errors.Is(err, errStalled) || errors.Is(err, errSlow)
-			}
-			if !retryable(err) || (src.kind == SourceUpstream && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) || errdefs.IsResourceExhausted(err))) {
-				// The registry does not have it, refuses shoal, or rate
-				// limits it (429): asking again will not help, and after a
-				// 429 it costs more of the quota.
-				break
-			}
-			log.Info("source failed, trying the next", "source", src.String(), "offset", off, "err", err)
-		}
-		// A registry that cannot be reached is no source for the rest of
-		// the blob, for this node nor for containerd: the peers that hold
-		// part of it are the only ones that may get the rest.
-		waitForPeers := busy || (heldInPart && time.Now().Before(unreachableUntil))
-		if lastErr == nil || !waitForPeers || localFailed || r.ctx.Err() != nil || time.Since(progressAt) > r.cfg.BusyRetryFor {
-			break
-		}
-		if ing != nil && ing.Contiguous() > progress {
-			progress, progressAt = ing.Contiguous(), time.Now()
-			backoff = firstBackoff
-		}
-		// Every source failed but a peer that holds the blob was only busy:
-		// a slot frees up soon, and by then more peers may hold it.
-		waiting.Store(true)
-		select {
-		case <-time.After(backoff):
-		case <-r.ctx.Done():
-		}
-		backoff = min(2*backoff, time.Second)
+	d.progressAt = d.start
+	d.primary.Store("")
+	d.dctx, d.dcancel = context.WithCancelCause(r.ctx)
+	return d
+}
+
+func (d *dl) fail(err error) {
+	d.r.m.downloads.WithLabelValues("error").Inc()
+	if !d.published {
+		d.f.err = err
+		close(d.f.ready)
 	}
-	dcancel(nil)
-	usedMu.Lock()
-	for p := range used {
-		if !slices.Contains(peersUsed, p) {
-			peersUsed = append(peersUsed, p)
-		}
+}
+
+// publish makes the ingest readable before any source answered, once the
+// size is known (from a manifest that named the blob). Readers then wait
+// for bytes, up to the mirror's HeaderWait, rather than for a source to
+// answer, which must happen within MissTimeout; so a download may wait
+// longer for a busy peer before it turns to the registry.
+func (d *dl) publish(size int64) error {
+	ing, err := d.r.store.Begin(d.r.ctx, d.req.Digest, size)
+	if err != nil {
+		return err
 	}
-	usedMu.Unlock()
-	if lastErr == nil && ing == nil {
-		lastErr = fmt.Errorf("blob %s: no source sent it: %w", req.Digest, errdefs.ErrNotFound)
+	d.ing = ing
+	d.f.ingest = ing
+	d.published = true
+	close(d.f.ready)
+	return nil
+}
+
+// opened records that a source of kind answered.
+func (d *dl) opened(kind Source) {
+	d.f.setSource(kind)
+	if !d.announced {
+		d.announced = true
+		close(d.f.fed)
+		d.r.announce(d.req.Digest)
 	}
-	if lastErr != nil {
-		if d, why := missFor(localFailed, registryFailed); d > 0 {
-			m := miss{until: time.Now().Add(d), why: why}
-			if !localFailed {
-				m.registry = req.Registry
-			}
-			r.noteMiss(req.Digest, m)
-			if localFailed {
-				log.Error("shoal's store cannot hold the blob: requests for it are misses for a while, so containerd fetches it from the registry",
-					"offset", off, "for", d, "err", lastErr)
-			} else {
-				log.Warn("the registry failed the blob: requests for it are misses for a while, so containerd fetches it from the registry",
-					"offset", off, "for", d, "err", lastErr)
-			}
+}
+
+// begin starts the ingest once the first source said the blob's size.
+func (d *dl) begin(src source, size int64) (store.Ingest, error) {
+	ing, err := d.r.store.Begin(d.r.ctx, d.req.Digest, size)
+	if err != nil {
+		if errdefs.IsAlreadyExists(err) {
+			return nil, err
 		}
-		log.Warn("download failed", "offset", off, "err", lastErr)
-		if ing != nil {
-			ing.Abort(lastErr)
-		}
-		fail(lastErr)
+		return nil, fmt.Errorf("%w: %w", errLocalStore, err)
+	}
+	d.ing = ing
+	d.f.ingest = ing
+	d.f.setSource(src.kind)
+	d.published = true
+	close(d.f.ready)
+	d.startHelpers()
+	return ing, nil
+}
+
+// startHelpers starts the piece helpers once, when the blob is large
+// enough and the mesh can send ranges. They end with the download (dctx),
+// or make the blob whole and end the primary stream.
+func (d *dl) startHelpers() {
+	r := d.r
+	rr, ok := r.router.(Ranger)
+	if d.helping || !ok || d.ing == nil || r.cfg.PieceSize <= 0 || r.cfg.PieceWorkers == 0 || d.ing.Size() < 2*r.cfg.PieceSize {
 		return
 	}
-	if err := ing.Commit(r.ctx); err != nil {
+	d.helping = true
+	ing := d.ing
+	r.wg.Go(func() {
+		r.helpers(d.dctx, d.req, d.f, ing, rr, &d.pos, &d.primary, &d.waiting, func() { d.dcancel(errComplete) }, &d.usedMu, d.used)
+	})
+}
+
+// round tries the sources in order until one delivers the rest of the
+// blob, and says whether the download should wait and try again: every
+// source failed, but a peer that holds the blob was only busy.
+func (d *dl) round() bool {
+	r := d.r
+	if !d.published {
+		// A peer's pull-for starts a download without the size; the
+		// manifest that names the blob may have come since.
+		if size := r.knownSize(d.req.Digest); size > 0 && d.publish(size) == nil {
+			d.req.Size = size
+		}
+	}
+	sources := r.sources(d.req, &d.noWait, &d.leading)
+	if len(sources) == 0 {
+		d.lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", d.req.Digest, errdefs.ErrNotFound)
+	}
+	var st roundState
+	for _, src := range sources {
+		if r.ctx.Err() != nil {
+			d.lastErr = r.ctx.Err()
+			break
+		}
+		skip, stop := d.skip(src, st)
+		if stop {
+			break
+		}
+		if skip {
+			continue
+		}
+		// Known again at each source: the designated peers come first,
+		// and once they failed, this node leads.
+		lead := r.leads(sources, d.failedPeers)
+		if d.lostPeer {
+			src.stall = r.handOver(src)
+		}
+		d.leading.Store(lead)
+		d.primary.Store(src.peer)
+		r.rec.Trying(d.req.Digest, src.kind, src.peer)
+		n, sent, err := d.try(src, sources)
+		if sent && src.peer != "" {
+			d.peersUsed = append(d.peersUsed, src.peer)
+		}
+		d.off += n
+		if d.ing != nil && d.ing.Contiguous() == d.ing.Size() {
+			// Whole: this source's bytes, or the helpers' too.
+			d.off, d.lastErr = d.ing.Size(), nil
+			break
+		}
+		d.lastErr = err
+		r.fellBack(d.req.Digest, src, err)
+		if d.failed(src, err, lead, &st) {
+			break
+		}
+	}
+	// A registry that cannot be reached is no source for the rest of the
+	// blob, for this node nor for containerd: the peers that hold part of
+	// it are the only ones that may get the rest.
+	waitForPeers := st.busy || (st.heldInPart && time.Now().Before(d.unreachableUntil))
+	return d.lastErr != nil && waitForPeers && !d.localFailed && r.ctx.Err() == nil && time.Since(d.progressAt) <= r.cfg.BusyRetryFor
+}
+
+// skip says whether src is passed over in this round, or ends it (stop).
+func (d *dl) skip(src source, st roundState) (skip, stop bool) {
+	r := d.r
+	if src.peer != "" && d.failedPeers[src.peer] {
+		return true, false
+	}
+	if src.kind == SourceUpstream && time.Now().Before(d.unreachableUntil) {
+		return true, false
+	}
+	if err := r.needsRegistry(src, d.req); err != nil {
+		// The registry asked to slow down: neither this node nor a
+		// designated peer asks it, peers that hold the blob may still
+		// send it.
+		d.lastErr = err
+		return true, false
+	}
+	if src.designated && st.designatedBusy {
+		// The first designated peer is fetching the blob and only out of
+		// slots: the next would fetch it from the registry a second time.
+		// The peers it feeds come next.
+		return true, false
+	}
+	if src.kind == SourceUpstream && st.busy && time.Since(d.progressAt) < busyLimit(d.published, r.cfg) {
+		// A peer holds it but has no free slot: waiting for one spares the
+		// registry. Before the first byte the wait is short, containerd is
+		// waiting for an answer; once bytes flow it may be longer.
+		return false, true
+	}
+	return false, false
+}
+
+// try reads from src until it ends: the bytes it added past off, whether
+// it sent any, and why it ended.
+func (d *dl) try(src source, sources []source) (n int64, sent bool, err error) {
+	r := d.r
+	for {
+		if d.ing != nil {
+			// The helpers may have written the next bytes while no stream
+			// was open.
+			d.off = max(d.off, d.ing.Contiguous())
+		}
+		d.pos.Store(d.off)
+		d.startHelpers()
+		var k int64
+		k, _, err = r.fetchOnce(d.dctx, d.req, src, d.f.trust, d.ing, d.off, &d.pos, func(size int64) (store.Ingest, error) {
+			return d.begin(src, size)
+		}, func(kind Source) {
+			d.waiting.Store(false)
+			d.opened(kind)
+		})
+		n += k
+		sent = sent || k > 0
+		if errors.Is(err, errRelaying) && !d.relayAsked[src.peer] {
+			// Its own source went silent: by now it, or the next in the
+			// ranking, has found the next (see handOver).
+			d.relayAsked[src.peer], d.lostPeer = true, true
+			r.probeAbove(sources, src.peer, d.failedPeers)
+			src.stall = r.handOver(src)
+			d.off += n
+			n = 0
+			d.log.Info("peer waits on its own source: asking it once more", "source", src.String(), "offset", d.off, "err", err)
+			r.fellBack(d.req.Digest, src, err)
+			continue
+		}
+		if !errors.Is(err, errCaughtUp) {
+			return n, sent, err
+		}
+		// The stream reached bytes the helpers wrote: ask the same source
+		// again from the next hole rather than read them twice, and from
+		// now on without waiting (see sources).
+		d.off = d.ing.Contiguous()
+		d.noWait.Store(true)
+		n = 0
+	}
+}
+
+// failed takes in why src ended, noting it in st, and says whether the
+// round ends here: the store failed, or the registry will not help.
+func (d *dl) failed(src source, err error, lead bool, st *roundState) (stop bool) {
+	r := d.r
+	if errors.Is(err, errLocalStore) || (d.ing != nil && d.ing.Err() != nil) {
+		// shoal's own store failed (a full disk), not the source: every
+		// other source would fail the same way.
+		d.localFailed = true
+		return true
+	}
+	d.registryFailed = src.kind == SourceUpstream && errdefs.IsUnavailable(err)
+	if src.kind == SourceUpstream && registryUnreachable(err) {
+		d.unreachableUntil = time.Now().Add(registryFailedFor)
+	}
+	partial := errdefs.IsOutOfRange(err) || errors.Is(err, errHeldInPart)
+	if rl, ok := rateLimited(err); ok {
+		// Said by a designated peer, or by the registry itself.
+		r.noteBackoff(rl)
+		if src.peer != "" {
+			d.failedPeers[src.peer] = true
+		}
+		return false
+	}
+	d.notePeerFailure(src, err, lead, partial, st)
+	if !retryable(err) || (src.kind == SourceUpstream && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) || errdefs.IsResourceExhausted(err))) {
+		// The registry does not have it, refuses shoal, or rate limits it
+		// (429): asking again will not help, and after a 429 it costs more
+		// of the quota.
+		return true
+	}
+	d.log.Info("source failed, trying the next", "source", src.String(), "offset", d.off, "err", err)
+	return false
+}
+
+// notePeerFailure sorts a peer's failure: busy or still receiving (asked
+// again after a wait), holding part of the blob, or failed for this
+// download.
+func (d *dl) notePeerFailure(src source, err error, lead, partial bool, st *roundState) {
+	switch {
+	case src.peer == "":
+	case d.lostPeer && errors.Is(err, errNotArriving):
+		// Handed the rest, it sent none of it in time: it waits on the
+		// lost peer too, or has nothing to send (see handOver).
+		d.failedPeers[src.peer] = true
+	case (errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err)) && !(lead && partial):
+		// Busy, or not there yet: either way it will be soon. But a node
+		// that fetches for the cluster does not wait for a peer that holds
+		// part of the blob: the rest would come from this node, or from
+		// nowhere.
+		st.busy = true
+		st.designatedBusy = st.designatedBusy || src.designated
+	case errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err):
+		st.heldInPart = true
+	default:
+		d.failedPeers[src.peer] = true
+		if s, ok := d.r.router.(Silencer); ok && errors.Is(err, errStalled) {
+			// Other downloads would wait for it too.
+			s.Silent(src.peer)
+		}
+		d.lostPeer = d.lostPeer || errors.Is(err, errStalled) || errors.Is(err, errSlow)
+	}
+}
+
+// wait waits before the next round, every source having failed while a
+// peer that holds the blob was only busy: a slot frees up soon, and by
+// then more peers may hold it.
+func (d *dl) wait() {
+	if d.ing != nil && d.ing.Contiguous() > d.progress {
+		d.progress, d.progressAt = d.ing.Contiguous(), time.Now()
+		d.backoff = firstBackoff
+	}
+	d.waiting.Store(true)
+	select {
+	case <-time.After(d.backoff):
+	case <-d.r.ctx.Done():
+	}
+	d.backoff = min(2*d.backoff, time.Second)
+}
+
+// end commits the blob, or fails the download and, when asking again at
+// once would fail the same way, makes it a miss for a while.
+func (d *dl) end() {
+	r := d.r
+	d.usedMu.Lock()
+	for p := range d.used {
+		if !slices.Contains(d.peersUsed, p) {
+			d.peersUsed = append(d.peersUsed, p)
+		}
+	}
+	d.usedMu.Unlock()
+	if d.lastErr == nil && d.ing == nil {
+		d.lastErr = fmt.Errorf("blob %s: no source sent it: %w", d.req.Digest, errdefs.ErrNotFound)
+	}
+	if d.lastErr != nil {
+		d.noteFailure()
+		return
+	}
+	if err := d.ing.Commit(r.ctx); err != nil {
 		if errors.Is(err, store.ErrDigestMismatch) || errors.Is(err, store.ErrSizeMismatch) {
 			r.m.verifyFailures.Inc()
 			r.m.downloads.WithLabelValues("mismatch").Inc()
 			// Which of them lied is unknown: avoid every peer that sent a part.
-			for _, p := range peersUsed {
+			for _, p := range d.peersUsed {
 				r.router.Avoid(p, err)
 			}
 		} else {
 			r.m.downloads.WithLabelValues("error").Inc()
 		}
-		log.Error("downloaded blob rejected", "err", err, "peers", peersUsed)
+		d.log.Error("downloaded blob rejected", "err", err, "peers", d.peersUsed)
 		return
 	}
 	r.m.downloads.WithLabelValues("ok").Inc()
-	log.Info("blob stored", "bytes", off, "seconds", time.Since(start).Seconds(), "peers", peersUsed)
-	r.announce(req.Digest)
+	d.log.Info("blob stored", "bytes", d.off, "seconds", time.Since(d.start).Seconds(), "peers", d.peersUsed)
+	r.announce(d.req.Digest)
+}
+
+// noteFailure ends a failed download (see missFor).
+func (d *dl) noteFailure() {
+	if t, why := missFor(d.localFailed, d.registryFailed); t > 0 {
+		m := miss{until: time.Now().Add(t), why: why}
+		if !d.localFailed {
+			m.registry = d.req.Registry
+		}
+		d.r.noteMiss(d.req.Digest, m)
+		if d.localFailed {
+			d.log.Error("shoal's store cannot hold the blob: requests for it are misses for a while, so containerd fetches it from the registry",
+				"offset", d.off, "for", t, "err", d.lastErr)
+		} else {
+			d.log.Warn("the registry failed the blob: requests for it are misses for a while, so containerd fetches it from the registry",
+				"offset", d.off, "for", t, "err", d.lastErr)
+		}
+	}
+	d.log.Warn("download failed", "offset", d.off, "err", d.lastErr)
+	if d.ing != nil {
+		d.ing.Abort(d.lastErr)
+	}
+	d.fail(d.lastErr)
 }
 
 // registryUnreachable says whether err is a failure to connect to the
