@@ -7,9 +7,13 @@ import (
 	"time"
 
 	imagesapi "github.com/containerd/containerd/api/services/images/v1"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/shoal-dev/shoal/store"
 )
 
 // UpdatedAnnotation is the annotation ResolveImage adds to the descriptor it
@@ -48,4 +52,55 @@ func (c *Client) ResolveImage(ctx context.Context, name string) (ocispec.Descrip
 		Size:        t.Size,
 		Annotations: ann,
 	}, nil
+}
+
+// imageContent is what ImageBlobs reads: an image record and its blobs.
+type imageContent interface {
+	ResolveImage(ctx context.Context, name string) (ocispec.Descriptor, error)
+	Open(ctx context.Context, dgst digest.Digest) (store.Blob, error)
+	Stat(ctx context.Context, dgst digest.Digest) (int64, error)
+}
+
+// ImageBlobs returns the blobs of the image record named name that src
+// holds: its target, and from there every index, manifest, config and
+// layer it refers to, each once, parents before children. A child src
+// does not hold (another platform's manifest, a layer containerd never
+// fetched or already collected) is left out with what it refers to.
+// An absent image gives an error wrapping errdefs.ErrNotFound.
+func ImageBlobs(ctx context.Context, src imageContent, name string) ([]digest.Digest, error) {
+	target, err := src.ResolveImage(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[digest.Digest]bool{}
+	var held []digest.Digest
+	walk := images.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		if seen[desc.Digest] {
+			return nil, images.ErrSkipDesc
+		}
+		seen[desc.Digest] = true
+		if _, err := src.Stat(ctx, desc.Digest); err != nil {
+			if errdefs.IsNotFound(err) {
+				return nil, images.ErrSkipDesc
+			}
+			return nil, err
+		}
+		held = append(held, desc.Digest)
+		children, err := images.Children(ctx, provider{src}, desc)
+		if errdefs.IsNotFound(err) {
+			return nil, images.ErrSkipDesc // collected since Stat
+		}
+		return children, err
+	})
+	if err := images.Walk(ctx, walk, target); err != nil {
+		return held, fmt.Errorf("image %q: %w", name, err)
+	}
+	return held, nil
+}
+
+// provider lets containerd's image code read blobs through shoal's Open.
+type provider struct{ src imageContent }
+
+func (p provider) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (content.ReaderAt, error) {
+	return p.src.Open(ctx, desc.Digest)
 }

@@ -119,6 +119,7 @@ func testDaemon(t *testing.T, d daemon) {
 	t.Run("API", func(t *testing.T) { sourcetest.Run(t, api, f) })
 	t.Run("ContentDir", func(t *testing.T) { sourcetest.Run(t, dir, f) })
 	t.Run("Lazy", func(t *testing.T) { sourcetest.Run(t, lazy, f) })
+	t.Run("Events", func(t *testing.T) { sourcetest.RunEvents(t, api, f, cd.actions()) })
 
 	t.Run("OtherNamespace", func(t *testing.T) {
 		other := newClient(t, containerdplugin.Config{Socket: cd.sock, Namespace: "default"})
@@ -185,7 +186,25 @@ func testDaemon(t *testing.T, d daemon) {
 	})
 
 	t.Run("Stopped", func(t *testing.T) {
+		subscribed := make(chan struct{})
+		ended := make(chan error, 1)
+		go func() {
+			ended <- api.Subscribe(t.Context(), func() { close(subscribed) }, func(containerdplugin.Event) {})
+		}()
+		select {
+		case <-subscribed:
+		case err := <-ended:
+			t.Fatalf("Subscribe: %v", err)
+		}
 		cd.stop(t)
+		select {
+		case err := <-ended:
+			if !errdefs.IsUnavailable(err) {
+				t.Errorf("Subscribe after containerd stopped = %v, want Unavailable", err)
+			}
+		case <-time.After(time.Minute):
+			t.Error("Subscribe still running a minute after containerd stopped")
+		}
 		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 		defer cancel()
 		err := api.Ping(ctx)
@@ -197,6 +216,20 @@ func testDaemon(t *testing.T, d daemon) {
 			t.Errorf("Stat after stop = %v, want Unavailable", err)
 		}
 	})
+}
+
+// actions drive the daemon with its release's ctr, for the events suite.
+func (cd *containerdProc) actions() sourcetest.Actions {
+	return sourcetest.Actions{
+		TagImage:    func(t *testing.T, src, dst string) { cd.ctr(t, nil, "images", "tag", src, dst) },
+		LabelImage:  func(t *testing.T, name string) { cd.ctr(t, nil, "images", "label", name, "io.shoal.test=events") },
+		RemoveImage: func(t *testing.T, name string) { cd.ctr(t, nil, "images", "rm", name) },
+		AddContent: func(t *testing.T, data []byte) {
+			cd.ctr(t, data, "content", "ingest", "--expected-size", strconv.Itoa(len(data)),
+				"--expected-digest", digest.FromBytes(data).String(), "shoal-test-events")
+		},
+		RemoveContent: func(t *testing.T, dgst digest.Digest) { cd.ctr(t, nil, "content", "rm", dgst.String()) },
+	}
 }
 
 func newClient(t *testing.T, cfg containerdplugin.Config) *containerdplugin.Client {

@@ -18,6 +18,7 @@ type Source interface {
 	Walk(ctx context.Context, fn func(dgst digest.Digest, size int64) error) error
 	ResolveImage(ctx context.Context, name string) (ocispec.Descriptor, error)
 	Ping(ctx context.Context) error
+	Subscribe(ctx context.Context, ready func(), fn func(Event)) error
 }
 
 var _ Source = (*Client)(nil)

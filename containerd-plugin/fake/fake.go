@@ -26,6 +26,7 @@ type Store struct {
 	blobs       map[digest.Digest][]byte
 	images      map[string]ocispec.Descriptor
 	unavailable bool
+	subs        map[*subscriber]struct{}
 }
 
 // New returns an empty store.
@@ -33,6 +34,7 @@ func New() *Store {
 	return &Store{
 		blobs:  map[digest.Digest][]byte{},
 		images: map[string]ocispec.Descriptor{},
+		subs:   map[*subscriber]struct{}{},
 	}
 }
 
@@ -41,13 +43,24 @@ func (s *Store) Add(mediaType string, data []byte) ocispec.Descriptor {
 	d := digest.FromBytes(data)
 	s.mu.Lock()
 	s.blobs[d] = bytes.Clone(data)
+	s.publish(containerdplugin.Event{Topic: containerdplugin.TopicContentCreate, Digest: d})
 	s.mu.Unlock()
 	return ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}
 }
 
-// Delete removes a blob, as containerd's garbage collector would. Readers
-// that already opened it keep reading, as with containerd's files.
+// Delete removes a blob, as `ctr content rm` does, and publishes
+// /content/delete. Readers that already opened it keep reading, as with
+// containerd's files.
 func (s *Store) Delete(dgst digest.Digest) {
+	s.mu.Lock()
+	delete(s.blobs, dgst)
+	s.publish(containerdplugin.Event{Topic: containerdplugin.TopicContentDelete, Digest: dgst})
+	s.mu.Unlock()
+}
+
+// Collect removes a blob as containerd's garbage collector does: without
+// an event.
+func (s *Store) Collect(dgst digest.Digest) {
 	s.mu.Lock()
 	delete(s.blobs, dgst)
 	s.mu.Unlock()
@@ -63,22 +76,37 @@ func (s *Store) SetImage(name string, target ocispec.Descriptor) {
 	ann[containerdplugin.UpdatedAnnotation] = time.Now().UTC().Format(time.RFC3339Nano)
 	target.Annotations = ann
 	s.mu.Lock()
+	topic := containerdplugin.TopicImageCreate
+	if _, ok := s.images[name]; ok {
+		topic = containerdplugin.TopicImageUpdate
+	}
 	s.images[name] = target
+	s.publish(containerdplugin.Event{Topic: topic, Image: name})
 	s.mu.Unlock()
 }
 
-// DeleteImage removes an image record.
+// DeleteImage removes an image record and publishes /images/delete.
 func (s *Store) DeleteImage(name string) {
 	s.mu.Lock()
-	delete(s.images, name)
+	if _, ok := s.images[name]; ok {
+		delete(s.images, name)
+		s.publish(containerdplugin.Event{Topic: containerdplugin.TopicImageDelete, Image: name})
+	}
 	s.mu.Unlock()
 }
 
 // SetUnavailable makes every method fail with errdefs.ErrUnavailable, as the
 // real client does while containerd is down, until called with false.
+// Going down ends every subscription, as containerd's restart does.
 func (s *Store) SetUnavailable(down bool) {
 	s.mu.Lock()
 	s.unavailable = down
+	if down {
+		for sub := range s.subs {
+			delete(s.subs, sub)
+			close(sub.lost)
+		}
+	}
 	s.mu.Unlock()
 }
 
@@ -184,3 +212,63 @@ func (s *Store) Ping(ctx context.Context) error {
 type blob struct{ *bytes.Reader }
 
 func (blob) Close() error { return nil }
+
+// subscriberBuffer is how many events a subscriber may fall behind by
+// before the fake drops its subscription, as a broken stream would.
+const subscriberBuffer = 1024
+
+type subscriber struct {
+	events chan containerdplugin.Event
+	lost   chan struct{} // closed when the store drops the subscription
+}
+
+// publish hands ev to every subscriber; s.mu must be held.
+func (s *Store) publish(ev containerdplugin.Event) {
+	ev.Time = time.Now()
+	for sub := range s.subs {
+		select {
+		case sub.events <- ev:
+		default:
+			delete(s.subs, sub)
+			close(sub.lost)
+		}
+	}
+}
+
+// Subscribe delivers the store's events from the call on, as
+// containerdplugin.Client.Subscribe does: ready once subscribed, then fn
+// for each event in order, until ctx ends (nil) or the store goes
+// unavailable (an error wrapping errdefs.ErrUnavailable).
+func (s *Store) Subscribe(ctx context.Context, ready func(), fn func(containerdplugin.Event)) error {
+	sub := &subscriber{events: make(chan containerdplugin.Event, subscriberBuffer), lost: make(chan struct{})}
+	s.mu.Lock()
+	if err := s.down(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	s.subs[sub] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.subs, sub)
+		s.mu.Unlock()
+	}()
+	ready()
+	for {
+		// Events already queued go out before the loss is noticed.
+		select {
+		case ev := <-sub.events:
+			fn(ev)
+			continue
+		default:
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev := <-sub.events:
+			fn(ev)
+		case <-sub.lost:
+			return fmt.Errorf("fake containerd events: %w", errdefs.ErrUnavailable)
+		}
+	}
+}

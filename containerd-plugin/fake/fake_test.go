@@ -7,6 +7,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"go.uber.org/goleak"
 
+	containerdplugin "github.com/shoal-dev/shoal/containerd-plugin"
 	"github.com/shoal-dev/shoal/containerd-plugin/fake"
 	"github.com/shoal-dev/shoal/containerd-plugin/sourcetest"
 )
@@ -28,6 +29,57 @@ func TestConformance(t *testing.T) {
 	t.Parallel()
 	f := sourcetest.NewFixture()
 	sourcetest.Run(t, filled(f), f)
+}
+
+// actions drive the fake as ctr drives containerd.
+func actions(s *fake.Store) sourcetest.Actions {
+	return sourcetest.Actions{
+		TagImage: func(t *testing.T, src, dst string) {
+			d, err := s.ResolveImage(t.Context(), src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.SetImage(dst, d)
+		},
+		LabelImage: func(t *testing.T, name string) {
+			d, err := s.ResolveImage(t.Context(), name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.SetImage(name, d)
+		},
+		RemoveImage:   func(_ *testing.T, name string) { s.DeleteImage(name) },
+		AddContent:    func(_ *testing.T, data []byte) { s.Add("application/octet-stream", data) },
+		RemoveContent: func(_ *testing.T, dgst digest.Digest) { s.Delete(dgst) },
+	}
+}
+
+func TestEventsConformance(t *testing.T) {
+	t.Parallel()
+	f := sourcetest.NewFixture()
+	s := filled(f)
+	sourcetest.RunEvents(t, s, f, actions(s))
+}
+
+// Going unavailable ends a subscription, as a containerd restart does, and
+// a new one made once it is back receives the events that follow.
+func TestSubscriptionEndsWhenUnavailable(t *testing.T) {
+	t.Parallel()
+	f := sourcetest.NewFixture()
+	s := filled(f)
+	done := make(chan error, 1)
+	ready := make(chan struct{})
+	go func() {
+		done <- s.Subscribe(t.Context(), func() { close(ready) }, func(containerdplugin.Event) {})
+	}()
+	<-ready
+	s.SetUnavailable(true)
+	if err := <-done; !errdefs.IsUnavailable(err) {
+		t.Errorf("Subscribe after SetUnavailable = %v, want Unavailable", err)
+	}
+	if err := s.Subscribe(t.Context(), func() { t.Error("ready while unavailable") }, nil); !errdefs.IsUnavailable(err) {
+		t.Errorf("Subscribe while unavailable = %v, want Unavailable", err)
+	}
 }
 
 func TestDeleteIsAMiss(t *testing.T) {

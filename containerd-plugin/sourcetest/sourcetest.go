@@ -5,6 +5,7 @@ package sourcetest
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -309,4 +310,140 @@ func Run(t *testing.T, src containerdplugin.Source, f *Fixture) {
 			t.Errorf("ResolveImage(absent) = %v, want NotFound", err)
 		}
 	})
+}
+
+// Actions change a Source the way containerd's users do, so that
+// RunEvents can watch what they publish. Each fails t when it fails.
+type Actions struct {
+	// TagImage records image dst with the target of image src
+	// (`ctr images tag`): an /images/create.
+	TagImage func(t *testing.T, src, dst string)
+	// LabelImage changes an image record's labels (`ctr images label`):
+	// an /images/update.
+	LabelImage func(t *testing.T, name string)
+	// RemoveImage deletes an image record (`ctr images rm`): an
+	// /images/delete.
+	RemoveImage func(t *testing.T, name string)
+	// AddContent stores data as a blob no image refers to
+	// (`ctr content ingest`).
+	AddContent func(t *testing.T, data []byte)
+	// RemoveContent deletes a blob (`ctr content rm`): a /content/delete.
+	RemoveContent func(t *testing.T, dgst digest.Digest)
+}
+
+// eventWait bounds the wait for one event; it makes no claim on speed.
+const eventWait = 30 * time.Second
+
+// RunEvents checks src's Subscribe against the events acts make. src must
+// hold f's image, as for Run.
+func RunEvents(t *testing.T, src containerdplugin.Source, f *Fixture, act Actions) {
+	t.Helper()
+	events := subscribe(t, src)
+	copyName := f.ImageName + "-events"
+
+	t.Run("ImageCreate", func(t *testing.T) {
+		act.TagImage(t, f.ImageName, copyName)
+		events.expect(t, containerdplugin.Event{Topic: containerdplugin.TopicImageCreate, Image: copyName})
+		blobs, err := containerdplugin.ImageBlobs(t.Context(), src, copyName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []digest.Digest{f.Manifest.Digest, f.Config.Digest, f.Layer.Digest}
+		if !sameSet(blobs, want) {
+			t.Errorf("ImageBlobs(%s) = %v, want %v", copyName, blobs, want)
+		}
+	})
+	t.Run("ImageUpdate", func(t *testing.T) {
+		act.LabelImage(t, copyName)
+		events.expect(t, containerdplugin.Event{Topic: containerdplugin.TopicImageUpdate, Image: copyName})
+	})
+	t.Run("ImageDelete", func(t *testing.T) {
+		act.RemoveImage(t, copyName)
+		events.expect(t, containerdplugin.Event{Topic: containerdplugin.TopicImageDelete, Image: copyName})
+		if _, err := containerdplugin.ImageBlobs(t.Context(), src, copyName); !errdefs.IsNotFound(err) {
+			t.Errorf("ImageBlobs after the image's deletion = %v, want NotFound", err)
+		}
+	})
+	t.Run("ContentDelete", func(t *testing.T) {
+		data := []byte("shoal sourcetest: a blob to delete, " + time.Now().String())
+		dgst := digest.FromBytes(data)
+		act.AddContent(t, data)
+		act.RemoveContent(t, dgst)
+		events.expect(t, containerdplugin.Event{Topic: containerdplugin.TopicContentDelete, Digest: dgst})
+		if _, err := src.Stat(t.Context(), dgst); !errdefs.IsNotFound(err) {
+			t.Errorf("Stat after /content/delete = %v, want NotFound", err)
+		}
+	})
+}
+
+func sameSet(got, want []digest.Digest) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	in := map[digest.Digest]bool{}
+	for _, d := range want {
+		in[d] = true
+	}
+	for _, d := range got {
+		if !in[d] {
+			return false
+		}
+		delete(in, d)
+	}
+	return true
+}
+
+// eventLog is one subscription's events, as they arrive.
+type eventLog struct{ ch chan containerdplugin.Event }
+
+// subscribe subscribes to src for the rest of the test and returns once
+// src said it is ready.
+func subscribe(t *testing.T, src containerdplugin.Source) *eventLog {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &eventLog{ch: make(chan containerdplugin.Event, 256)}
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- src.Subscribe(ctx, func() { close(ready) }, func(ev containerdplugin.Event) {
+			select {
+			case l.ch <- ev:
+			case <-ctx.Done():
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Subscribe ended before it was ready: %v", err)
+	case <-time.After(eventWait):
+		t.Fatalf("Subscribe not ready after %v", eventWait)
+	}
+	return l
+}
+
+// expect waits for an event with want's topic, image and digest, passing
+// over others (such as containerd 2.1's /content/create).
+func (l *eventLog) expect(t *testing.T, want containerdplugin.Event) {
+	t.Helper()
+	timeout := time.After(eventWait)
+	var passed []string
+	for {
+		select {
+		case ev := <-l.ch:
+			if ev.Topic == want.Topic && ev.Image == want.Image && ev.Digest == want.Digest {
+				if ev.Time.IsZero() || time.Since(ev.Time) > time.Hour || time.Until(ev.Time) > time.Minute {
+					t.Errorf("event %s has time %v, want the time it was published", ev.Topic, ev.Time)
+				}
+				return
+			}
+			passed = append(passed, ev.Topic+" "+ev.Image+string(ev.Digest))
+		case <-timeout:
+			t.Fatalf("no %s %s%s within %v; got %q", want.Topic, want.Image, want.Digest, eventWait, passed)
+		}
+	}
 }
