@@ -21,4 +21,7 @@ type Source interface {
 	Subscribe(ctx context.Context, ready func(), fn func(Event)) error
 }
 
-var _ Source = (*Client)(nil)
+var (
+	_ Source      = (*Client)(nil)
+	_ EventSource = (*Client)(nil)
+)
