@@ -156,6 +156,34 @@ func (n *Node) Provide(ctx context.Context, dgst digest.Digest) error {
 	return n.provide(ctx, dgst)
 }
 
+// Withdraw stops announcing dgst unless this node still holds it (its
+// Content opens it), and reports whether it stopped. Content that went
+// away without a word (garbage collection) is found by the rescan instead.
+// The DHT has no withdrawal: the records other nodes keep expire within
+// ProvideTTL, and a peer that asks this node meanwhile is answered "not
+// found" and goes on to its next source.
+func (n *Node) Withdraw(ctx context.Context, dgst digest.Digest) bool {
+	b, err := n.content.Open(ctx, dgst)
+	if err == nil {
+		_ = b.Close()
+		return false
+	}
+	if !errdefs.IsNotFound(err) {
+		return false // not known to be gone: the rescan decides
+	}
+	a := n.adv
+	a.mu.Lock()
+	_, ok := a.provided[dgst]
+	delete(a.provided, dgst)
+	n.metrics.provided.Set(float64(len(a.provided)))
+	a.mu.Unlock()
+	return ok
+}
+
+// Rescan asks for a walk of the content soon, as at RescanInterval, and
+// returns at once; requests made while one is due are merged.
+func (n *Node) Rescan() { n.adv.poke() }
+
 func (n *Node) provide(ctx context.Context, dgst digest.Digest) error {
 	c, err := CID(dgst)
 	if err != nil {

@@ -76,6 +76,44 @@ func TestRescan(t *testing.T) {
 	}
 }
 
+// TestWithdraw checks that a blob the node no longer holds stops being
+// counted at once, that one it still holds is kept, and that Rescan walks
+// the content without waiting for RescanInterval.
+func TestWithdraw(t *testing.T) {
+	t.Parallel()
+	c := p2ptest.Start(t, 2, p2ptest.Options{
+		Config: func(_ int, cfg *p2p.Config) { cfg.RescanInterval = time.Hour },
+	})
+	c.WaitMembers(t, 2, 20*time.Second)
+	n, other := c.Nodes[0], c.Nodes[1]
+	kept := c.Contents[0].Add([]byte("still held"))
+	gone := c.Contents[0].Add([]byte("deleted by containerd"))
+	// Until the routing table has a peer, there is nobody to announce to.
+	p2ptest.Eventually(t, 20*time.Second, func() error {
+		return errors.Join(n.Provide(t.Context(), kept), n.Provide(t.Context(), gone))
+	})
+	if got := n.Status().BlobsProvided; got != 2 {
+		t.Fatalf("BlobsProvided = %d, want 2", got)
+	}
+	if n.Withdraw(t.Context(), kept) {
+		t.Error("Withdraw of a blob the node still holds reported a withdrawal")
+	}
+	c.Contents[0].Remove(gone)
+	if !n.Withdraw(t.Context(), gone) {
+		t.Error("Withdraw of a deleted blob reported none")
+	}
+	if got := n.Status().BlobsProvided; got != 1 {
+		t.Errorf("BlobsProvided after Withdraw = %d, want 1", got)
+	}
+	if n.Withdraw(t.Context(), gone) {
+		t.Error("a second Withdraw reported a withdrawal again")
+	}
+
+	walked := c.Contents[0].Add([]byte("found by a rescan asked for"))
+	n.Rescan()
+	waitProviders(t, other, walked, []peer.ID{n.ID()}, 20*time.Second)
+}
+
 // TestRejoin checks that a node retries its seeds until one answers, that
 // seeds given by name are resolved, and that a node left alone joins again.
 func TestRejoin(t *testing.T) {
