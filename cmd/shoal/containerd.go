@@ -2,20 +2,33 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	containerdplugin "github.com/shoal-dev/shoal/containerd-plugin"
+	"github.com/shoal-dev/shoal/p2p"
 	"github.com/shoal-dev/shoal/resolver"
 )
+
+// ctrdConn is the daemon's link to the node's containerd.
+type ctrdConn struct {
+	sources resolver.Sources
+	status  func() string
+	close   func()
+	// client is nil when the daemon runs without containerd.
+	client *containerdplugin.Client
+}
 
 // connectContainerd opens the node's containerd. The daemon runs without it
 // when the socket is missing or containerd is down, and picks it up once it
 // answers; either way the log says what happened.
-func connectContainerd(ctx context.Context, o daemonOptions, log *slog.Logger) (resolver.Sources, func() string, func()) {
+func connectContainerd(ctx context.Context, o daemonOptions, log *slog.Logger) ctrdConn {
 	if o.containerdSock == "" {
 		log.Info("no containerd socket configured: serving from shoal's own store only")
-		return resolver.Sources{}, func() string { return "not configured" }, func() {}
+		return ctrdConn{status: func() string { return "not configured" }, close: func() {}}
 	}
 	c, err := containerdplugin.NewLazy(containerdplugin.Config{
 		Socket:     o.containerdSock,
@@ -25,7 +38,7 @@ func connectContainerd(ctx context.Context, o daemonOptions, log *slog.Logger) (
 	})
 	if err != nil {
 		log.Error("containerd client not usable: serving from shoal's own store only", "socket", o.containerdSock, "err", err)
-		return resolver.Sources{}, func() string { return "unusable: " + err.Error() }, func() {}
+		return ctrdConn{status: func() string { return "unusable: " + err.Error() }, close: func() {}}
 	}
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -43,5 +56,21 @@ func connectContainerd(ctx context.Context, o daemonOptions, log *slog.Logger) (
 		}
 		return "connected to " + o.containerdSock + " (containerd " + v + ", namespace " + o.containerdNS + ")"
 	}
-	return resolver.Sources{Local: c, Images: c}, status, func() { _ = c.Close() }
+	return ctrdConn{sources: resolver.Sources{Local: c, Images: c}, status: status, close: func() { _ = c.Close() }, client: c}
+}
+
+var _ containerdplugin.Advertiser = (*p2p.Node)(nil)
+
+// watchContainerd follows containerd's events so that the mesh learns of
+// an image the moment containerd records it, however it was pulled; nil
+// without containerd or without the mesh.
+func watchContainerd(c *containerdplugin.Client, node *p2p.Node, log *slog.Logger, reg prometheus.Registerer) (*containerdplugin.Watcher, error) {
+	if c == nil || node == nil {
+		return nil, nil
+	}
+	w, err := containerdplugin.NewWatcher(c, node, containerdplugin.WatchConfig{Logger: log, Metrics: reg})
+	if err != nil {
+		return nil, fmt.Errorf("containerd events: %w", err)
+	}
+	return w, nil
 }

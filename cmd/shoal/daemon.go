@@ -163,7 +163,7 @@ keyed mesh, and only from a registry this node mirrors (--registries).`,
 	f.IntVar(&o.maxUploads, "max-uploads", 4, "blob streams this node serves to peers at once; more are told to try another peer")
 	f.Float64Var(&o.maxUploadMbit, "max-upload-mbit", 0, "cap on blob bytes sent to peers in Mbit/s, all streams together; the wire adds a few per cent (default 0: no cap)")
 	f.Float64Var(&o.maxDownMbit, "max-download-mbit", 0, "cap on blob bytes received from peers in Mbit/s, all streams together; registry downloads are not capped (default 0: no cap)")
-	f.DurationVar(&o.rescanInterval, "rescan-interval", time.Minute, "how often the node's content is walked to advertise new blobs (garbage collection emits no event)")
+	f.DurationVar(&o.rescanInterval, "rescan-interval", 10*time.Minute, "how often the node's content is walked to advertise what no containerd event announces (content stored outside an image record, what containerd did while shoal was away) and to forget what garbage collection removed, which publishes no event; images containerd records are advertised at once from its events, so this is a safety net")
 	addFaultFlags(f, &o.faults)
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -381,8 +381,9 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	src, ctrdStatus, closeCtrd := connectContainerd(ctx, o, log.With("component", "containerd"))
-	defer closeCtrd()
+	ctrd := connectContainerd(ctx, o, log.With("component", "containerd"))
+	defer ctrd.close()
+	src := ctrd.sources
 
 	var node *p2p.Node
 	var res *resolver.Resolver
@@ -449,6 +450,10 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		return err
 	}
 	heard.Store(res)
+	watcher, err := watchContainerd(ctrd.client, node, log.With("component", "containerd-events"), reg)
+	if err != nil {
+		return err
+	}
 	if localC != nil {
 		localC.inflight = res.InFlight
 	}
@@ -465,7 +470,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 
 	status := func() daemonStatus {
 		blobs, bytes := st.Usage()
-		ds := daemonStatus{Version: version, Mirror: lns.mirror.Addr().String(), StoreBlobs: blobs, StoreBytes: bytes, Containerd: ctrdStatus(),
+		ds := daemonStatus{Version: version, Mirror: lns.mirror.Addr().String(), StoreBlobs: blobs, StoreBytes: bytes, Containerd: ctrd.status(),
 			Upstream: up.Status(statusRegistries(o, log))}
 		if node != nil {
 			ms := node.Status()
@@ -486,6 +491,9 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	g.Go(func() error { return res.Run(gctx) })
 	if node != nil {
 		g.Go(func() error { return node.Run(gctx) })
+	}
+	if watcher != nil {
+		g.Go(func() error { return watcher.Run(gctx) })
 	}
 	for ln, srv := range servers {
 		g.Go(func() error {
