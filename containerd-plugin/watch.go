@@ -40,6 +40,7 @@ const (
 	DefaultResubscribeMax = 2 * time.Second
 	DefaultGCDelay        = 5 * time.Second
 	DefaultProvideWorkers = 8
+	DefaultImageWorkers   = 4
 )
 
 // WatchConfig holds a Watcher's settings; zero fields take the defaults.
@@ -59,6 +60,10 @@ type WatchConfig struct {
 	// ProvideWorkers bounds the announcements one image event makes at
 	// once. Zero means 8.
 	ProvideWorkers int
+	// ImageWorkers bounds the image events handled at once; more wait, and
+	// the event stream with them. One handles them in the order containerd
+	// published them. Zero means 4.
+	ImageWorkers int
 	// Logger receives the watcher's logs; nil discards them.
 	Logger *slog.Logger
 	// Metrics registers the watcher's collectors; nil registers none.
@@ -79,10 +84,17 @@ type Watcher struct {
 	reconnects prometheus.Counter
 	subscribed prometheus.Gauge
 
-	mu       sync.Mutex
-	gcTimer  *time.Timer // the pending rescan after an image deletion
-	stopped  bool
+	// images holds a token per image event being handled.
+	images   chan struct{}
 	inflight sync.WaitGroup
+
+	mu      sync.Mutex
+	gcTimer *time.Timer // the pending rescan after an image deletion
+	stopped bool
+	// announced is the target each image record had when its blobs were
+	// last all announced: CRI updates a record's labels after a pull, and
+	// an update that kept the target announces nothing new.
+	announced map[string]digest.Digest
 }
 
 // NewWatcher returns a watcher of src that tells adv; Run starts it.
@@ -90,18 +102,21 @@ func NewWatcher(src EventSource, adv Advertiser, cfg WatchConfig) (*Watcher, err
 	if src == nil || adv == nil {
 		return nil, fmt.Errorf("watcher needs an event source and an advertiser: %w", errdefs.ErrInvalidArgument)
 	}
-	if cfg.ResubscribeMin < 0 || cfg.ResubscribeMax < 0 || cfg.GCDelay < 0 || cfg.ProvideWorkers < 0 {
+	if cfg.ResubscribeMin < 0 || cfg.ResubscribeMax < 0 || cfg.GCDelay < 0 || cfg.ProvideWorkers < 0 || cfg.ImageWorkers < 0 {
 		return nil, fmt.Errorf("watcher settings must not be negative: %w", errdefs.ErrInvalidArgument)
 	}
 	cfg.ResubscribeMin = cmpOr(cfg.ResubscribeMin, DefaultResubscribeMin)
 	cfg.ResubscribeMax = max(cmpOr(cfg.ResubscribeMax, DefaultResubscribeMax), cfg.ResubscribeMin)
 	cfg.GCDelay = cmpOr(cfg.GCDelay, DefaultGCDelay)
 	cfg.ProvideWorkers = cmpOr(cfg.ProvideWorkers, DefaultProvideWorkers)
+	cfg.ImageWorkers = cmpOr(cfg.ImageWorkers, DefaultImageWorkers)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	w := &Watcher{
 		src: src, adv: adv, cfg: cfg, log: cfg.Logger,
+		images:    make(chan struct{}, cfg.ImageWorkers),
+		announced: map[string]digest.Digest{},
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_containerd_events_total",
 			Help: "containerd image and content events received, by topic.",
@@ -203,7 +218,15 @@ func (w *Watcher) handle(ctx context.Context, ev Event) {
 	w.events.WithLabelValues(ev.Topic).Inc()
 	switch ev.Topic {
 	case TopicImageCreate, TopicImageUpdate:
-		w.inflight.Go(func() { w.advertiseImage(ctx, ev) })
+		select {
+		case w.images <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		w.inflight.Go(func() {
+			defer func() { <-w.images }()
+			w.advertiseImage(ctx, ev)
+		})
 	case TopicContentCreate:
 		if err := w.adv.Provide(ctx, ev.Digest); err != nil && ctx.Err() == nil {
 			w.log.Debug("cannot announce new content yet: rescanning", "digest", ev.Digest, "err", err)
@@ -216,6 +239,7 @@ func (w *Watcher) handle(ctx context.Context, ev Event) {
 	case TopicImageDelete:
 		w.adv.Rescan()
 		w.mu.Lock()
+		delete(w.announced, ev.Image)
 		if !w.stopped {
 			if w.gcTimer != nil {
 				w.gcTimer.Stop()
@@ -228,6 +252,15 @@ func (w *Watcher) handle(ctx context.Context, ev Event) {
 
 // advertiseImage announces every blob of the image that containerd holds.
 func (w *Watcher) advertiseImage(ctx context.Context, ev Event) {
+	target, err := w.src.ResolveImage(ctx, ev.Image)
+	if err == nil && ev.Topic == TopicImageUpdate {
+		w.mu.Lock()
+		same := w.announced[ev.Image] == target.Digest
+		w.mu.Unlock()
+		if same {
+			return
+		}
+	}
 	blobs, err := ImageBlobs(ctx, w.src, ev.Image)
 	if err != nil {
 		if errdefs.IsNotFound(err) && len(blobs) == 0 || ctx.Err() != nil {
@@ -266,6 +299,9 @@ func (w *Watcher) advertiseImage(ctx context.Context, ev Event) {
 		w.adv.Rescan()
 		return
 	}
+	w.mu.Lock()
+	w.announced[ev.Image] = target.Digest
+	w.mu.Unlock()
 	w.log.Info("announced an image's blobs", "image", ev.Image, "topic", ev.Topic, "blobs", len(blobs),
 		"after", time.Since(ev.Time).Round(time.Millisecond))
 }

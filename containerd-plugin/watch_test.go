@@ -113,6 +113,40 @@ func TestWatcherAdvertisesAnImageWhenContainerdRecordsIt(t *testing.T) {
 	}
 }
 
+// CRI updates an image record's labels after its pull: an update that
+// keeps the target announces nothing again; one that moves it does.
+func TestWatcherAnnouncesAnUpdateOnlyForANewTarget(t *testing.T) {
+	t.Parallel()
+	f := sourcetest.NewFixture()
+	s := fake.New()
+	for _, d := range f.Descriptors() {
+		s.Add(d.MediaType, f.Blobs[d.Digest])
+	}
+	adv, _ := watch(t, s, containerdplugin.WatchConfig{ImageWorkers: 1})
+	count := func(d digest.Digest) int {
+		p, _, _ := adv.snapshot()
+		n := 0
+		for _, x := range p {
+			if x == d {
+				n++
+			}
+		}
+		return n
+	}
+	s.SetImage(f.ImageName, f.Manifest)
+	eventually(t, "the image is announced", func() bool { return count(f.Layer.Digest) == 1 })
+	s.SetImage(f.ImageName, f.Manifest) // labels only
+	// One worker: the events are handled in order, so once the next
+	// image's blob is announced, the update has been handled.
+	s.SetImage("reg.example/loose:v1", f.Loose)
+	eventually(t, "the next image is announced", func() bool { return count(f.Loose.Digest) == 1 })
+	if n := count(f.Layer.Digest); n != 1 {
+		t.Errorf("the layer was announced %d times, want once: an update that kept the target announced it again", n)
+	}
+	s.SetImage(f.ImageName, f.Loose) // the tag moves
+	eventually(t, "the moved tag's target is announced", func() bool { return count(f.Loose.Digest) == 2 })
+}
+
 func TestWatcherWithdrawsDeletedContent(t *testing.T) {
 	t.Parallel()
 	f := sourcetest.NewFixture()
