@@ -13,6 +13,7 @@ import (
 	eventsapi "github.com/containerd/containerd/api/services/events/v1"
 	"github.com/containerd/containerd/api/types"
 	"github.com/opencontainers/go-digest"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -50,6 +51,12 @@ type Event struct {
 func (c *Client) Subscribe(ctx context.Context, ready func(), fn func(Event)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// While containerd is away the connection retries on gRPC's backoff,
+	// which grows to seconds; a caller subscribing again wants the attempt
+	// now, on its own backoff.
+	if c.conn.GetState() == connectivity.TransientFailure {
+		c.conn.ResetConnectBackoff()
+	}
 	var tok [8]byte
 	_, _ = rand.Read(tok[:])
 	marker := "/shoal/subscribed/" + hex.EncodeToString(tok[:])

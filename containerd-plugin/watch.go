@@ -37,7 +37,7 @@ type EventSource interface {
 // Defaults of WatchConfig.
 const (
 	DefaultResubscribeMin = 100 * time.Millisecond
-	DefaultResubscribeMax = 2 * time.Second
+	DefaultResubscribeMax = time.Second
 	DefaultGCDelay        = 5 * time.Second
 	DefaultProvideWorkers = 8
 	DefaultImageWorkers   = 4
@@ -48,9 +48,10 @@ type WatchConfig struct {
 	// ResubscribeMin and ResubscribeMax bound the wait before subscribing
 	// again once the event stream broke (containerd restarted or stopped).
 	// The wait doubles at each failed attempt and starts over once events
-	// flow. Zero means 100 ms and 2 s: a restarted containerd answers again
-	// within a second or two, and events it publishes before the watcher is
-	// back are found by the rescan that follows every subscription.
+	// flow. Zero means 100 ms and 1 s: a restarted containerd answers again
+	// within a second or two, an attempt costs one connection to a local
+	// socket, and events it publishes before the watcher is back are found
+	// by the rescan that follows every subscription.
 	ResubscribeMin, ResubscribeMax time.Duration
 	// GCDelay is how long after an image's deletion the node's content is
 	// walked once more: containerd's garbage collector removes the blobs
