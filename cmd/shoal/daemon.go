@@ -103,6 +103,10 @@ containerd content store and from its own store under --data-dir, and
 fetching what neither has from the upstream registry named by each request's
 ?ns= parameter, once however many pulls ask at the same time.
 
+It follows containerd's image and content events, so the blobs of an image
+containerd records, however it was pulled, are offered to the other nodes at
+once; --rescan-interval walks the content for what no event tells.
+
 Without a reachable containerd socket it runs on its own store alone, and
 says so in its log. Anything shoal cannot serve is answered 404 within
 --miss-timeout so containerd falls back to the registry itself.
