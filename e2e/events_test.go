@@ -22,7 +22,8 @@ const advertiseBound = 2 * time.Second
 // registry; A announces the image's blobs within 2 s of the pull's end;
 // node B then pulls the image through shoal and gets every blob from A,
 // none from the registry. Then A's containerd restarts, and the same holds
-// for another image. Once with containerd 1.6 on both nodes, once with 2.4.
+// for another image; and once A deletes the first image, A stops announcing
+// its blobs. Once with containerd 1.6 on both nodes, once with 2.4.
 func TestEventsAdvertise(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
@@ -89,6 +90,27 @@ func testEventsAdvertise(t *testing.T, i int, flavor lab.Flavor) {
 		if !strings.Contains(string(logged), "containerd event stream lost") || !strings.Contains(string(logged), "containerd events resumed") {
 			t.Errorf("a's log does not say that it lost containerd's events and resumed them:\n%s", tailFile(a.shoal.LogPath(), 30))
 		}
+	})
+	if t.Failed() {
+		return
+	}
+	// Garbage collection publishes no event: the image's deletion is
+	// followed by rescans, which find its blobs gone.
+	t.Run("image deleted", func(t *testing.T) {
+		gone := images[0]
+		before := a.status(t).BlobsProvided
+		if err := a.ctrd.RemoveImage(ctx, reg.Addr()+"/"+gone.Repo+":"+gone.Tag); err != nil {
+			t.Fatal(err)
+		}
+		removed := time.Now()
+		want := before - len(gone.Blobs()) - 1
+		waitFor(t, "a withdraws the deleted image's blobs", 30*time.Second, func() error {
+			if got := a.status(t).BlobsProvided; got != want {
+				return fmt.Errorf("%d blobs provided, want %d", got, want)
+			}
+			return nil
+		})
+		t.Logf("a withdrew %s's %d blobs %v after ctr images rm --sync returned", gone.Repo, len(gone.Blobs())+1, time.Since(removed).Round(time.Millisecond))
 	})
 }
 
