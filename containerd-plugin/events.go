@@ -20,7 +20,7 @@ import (
 )
 
 // Topics of the containerd events Subscribe delivers, as containerd names
-// them. containerd 1.x and 2.0 publish no TopicContentCreate; no release
+// them. containerd 1.6 publishes no TopicContentCreate (2.4 does); no release
 // publishes anything when garbage collection removes content.
 const (
 	TopicImageCreate   = "/images/create"

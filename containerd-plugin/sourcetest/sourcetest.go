@@ -427,7 +427,7 @@ func subscribe(t *testing.T, src containerdplugin.Source) *eventLog {
 }
 
 // expect waits for an event with want's topic, image and digest, passing
-// over others (such as containerd 2.1's /content/create).
+// over others (such as the /content/create containerd 2.4 publishes).
 func (l *eventLog) expect(t *testing.T, want containerdplugin.Event) {
 	t.Helper()
 	timeout := time.After(eventWait)
