@@ -96,22 +96,25 @@ func testEventsAdvertise(t *testing.T, i int, flavor lab.Flavor) {
 	}
 	// Garbage collection publishes no event: the image's deletion is
 	// followed by rescans, which find its blobs gone.
-	t.Run("image deleted", func(t *testing.T) {
-		gone := images[0]
-		before := a.status(t).BlobsProvided
-		if err := a.ctrd.RemoveImage(ctx, reg.Addr()+"/"+gone.Repo+":"+gone.Tag); err != nil {
-			t.Fatal(err)
+	t.Run("image deleted", func(t *testing.T) { deleteImage(t, reg, a, images[0]) })
+}
+
+// deleteImage has a's containerd delete im and collect its blobs, and
+// checks that a stops announcing them.
+func deleteImage(t *testing.T, reg *lab.Registry, a *meshNode, im lab.Image) {
+	before := a.status(t).BlobsProvided
+	if err := a.ctrd.RemoveImage(t.Context(), reg.Addr()+"/"+im.Repo+":"+im.Tag); err != nil {
+		t.Fatal(err)
+	}
+	removed := time.Now()
+	want := before - len(im.Blobs()) - 1
+	waitFor(t, "a withdraws the deleted image's blobs", 30*time.Second, func() error {
+		if got := a.status(t).BlobsProvided; got != want {
+			return fmt.Errorf("%d blobs provided, want %d", got, want)
 		}
-		removed := time.Now()
-		want := before - len(gone.Blobs()) - 1
-		waitFor(t, "a withdraws the deleted image's blobs", 30*time.Second, func() error {
-			if got := a.status(t).BlobsProvided; got != want {
-				return fmt.Errorf("%d blobs provided, want %d", got, want)
-			}
-			return nil
-		})
-		t.Logf("a withdrew %s's %d blobs %v after ctr images rm --sync returned", gone.Repo, len(gone.Blobs())+1, time.Since(removed).Round(time.Millisecond))
+		return nil
 	})
+	t.Logf("a withdrew %s's %d blobs %v after ctr images rm --sync returned", im.Repo, len(im.Blobs())+1, time.Since(removed).Round(time.Millisecond))
 }
 
 // pullAroundShoal has a's containerd pull im straight from the registry,
