@@ -95,7 +95,6 @@ func startMeshNodeBin(t *testing.T, bin, name string, h *lab.Host, flavor lab.Fl
 		"--advertise-ip", ip,
 		"--join", strings.Join(seeds, ","),
 		"--cluster-key-file", keyFile,
-		"--resolve-tags-locally",
 		"--stall-timeout", "3s",
 		"--peer-stall", patientPeerStall,
 		"--rescan-interval", "2s",

@@ -169,6 +169,19 @@ type Config struct {
 	// registry is down. Nil answers every such question "not found".
 	Images ImageSource
 
+	// ImagePeers is how many members, in rendezvous order over the image
+	// name, ResolveImage asks; the tag's designated node comes first. Zero
+	// means 3. The question never goes to every member, so its cost does
+	// not grow with the cluster.
+	ImagePeers int
+
+	// Tags, when set, resolves tags for the peers that ask this node, the
+	// tag's designated node (TagProtocolID), from the registries it
+	// mirrors. Nil answers them "not found", and so does an open mesh (no
+	// ClusterKey), where no peer is authenticated: the askers then ask the
+	// registry themselves.
+	Tags TagSource
+
 	// OnRegistryBackoff, when set, is called when a member says that a
 	// registry asked it to slow down (429, or 503 with Retry-After) and is
 	// to be left alone for left; origin names the member the registry
@@ -310,6 +323,7 @@ func DefaultConfig() Config {
 		ProvideTTL:         time.Hour,
 		ProvideConcurrency: 8,
 		AvoidFor:           10 * time.Minute,
+		ImagePeers:         3,
 		Timing:             LANTiming(),
 	}
 }
@@ -326,6 +340,7 @@ func (c *Config) fill() error {
 	setDefault(&c.ProvideTTL, d.ProvideTTL)
 	setDefault(&c.ProvideConcurrency, d.ProvideConcurrency)
 	setDefault(&c.AvoidFor, d.AvoidFor)
+	setDefault(&c.ImagePeers, d.ImagePeers)
 	c.Timing.fill(d.Timing)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -347,7 +362,7 @@ func (c *Config) fill() error {
 	if c.Protection != ProtectGater && c.Protection != ProtectPSK {
 		errs = append(errs, fmt.Errorf("protection %q: want %q or %q", c.Protection, ProtectGater, ProtectPSK))
 	}
-	if c.MaxUploads < 0 || c.MaxUploadsPerBlob < 0 || c.ProvideConcurrency < 0 {
+	if c.MaxUploads < 0 || c.MaxUploadsPerBlob < 0 || c.ProvideConcurrency < 0 || c.ImagePeers < 0 {
 		errs = append(errs, errors.New("max uploads and provide concurrency must not be negative"))
 	}
 	if c.MaxUploadRate < 0 || c.MaxDownloadRate < 0 {

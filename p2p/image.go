@@ -18,6 +18,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/shoal-dev/shoal/resolver"
 )
 
 // ImageProtocolID asks a peer which manifest its container runtime holds for
@@ -29,9 +31,10 @@ import (
 const ImageProtocolID protocol.ID = "/shoal/image/1.0.0"
 
 // UpdatedAnnotation on a descriptor from ImageSource says when the node's
-// runtime last updated the image record (RFC 3339); ResolveImage prefers
-// the newest answer. containerd-plugin sets the same annotation.
-const UpdatedAnnotation = "io.shoal.image.updated"
+// runtime last updated the image record, or when the node last had the
+// tag's answer from the registry (RFC 3339); ResolveImage prefers the
+// newest answer. containerd-plugin sets the same annotation.
+const UpdatedAnnotation = resolver.UpdatedAnnotation
 
 const (
 	maxImageName   = 512
@@ -118,9 +121,11 @@ func (n *Node) handleImage(s network.Stream) {
 	_ = s.Close()
 }
 
-// ResolveImage asks every live member which manifest it holds for name and
-// returns the newest answer, or an error wrapping errdefs.ErrNotFound when
-// no member holds the image.
+// ResolveImage asks a few members (Config.ImagePeers, in rendezvous order
+// over name: the tag's designated node first, which knows the tag's last
+// answer) which manifest they hold for name, and returns the newest
+// answer, or an error wrapping errdefs.ErrNotFound when none holds it. It
+// never asks every member: its cost does not grow with the cluster.
 func (n *Node) ResolveImage(ctx context.Context, name string) (ocispec.Descriptor, error) {
 	if name == "" || len(name) > maxImageName {
 		return ocispec.Descriptor{}, fmt.Errorf("image name %q: %w", name, errdefs.ErrInvalidArgument)
@@ -134,12 +139,9 @@ func (n *Node) ResolveImage(ctx context.Context, name string) (ocispec.Descripto
 		found  bool
 		wg     sync.WaitGroup
 	)
-	for _, ai := range n.members.livePeers() {
-		if ai.ID == n.id {
-			continue
-		}
+	for _, p := range n.imagePeers(name) {
 		wg.Go(func() {
-			d, at, ok := n.askImage(ctx, ai.ID, name)
+			d, at, ok := n.askImage(ctx, p, name)
 			if !ok {
 				return
 			}

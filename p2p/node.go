@@ -286,6 +286,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.host.SetStreamHandler(ProtocolID, n.handleStream)
 	n.host.SetStreamHandler(ProtocolV11, n.handleStream)
 	n.host.SetStreamHandler(ImageProtocolID, n.handleImage)
+	n.host.SetStreamHandler(TagProtocolID, n.handleTag)
 	n.log.Info("mesh node running", "peer", n.id, "name", n.cfg.NodeName,
 		"gossip", n.gossipAddr, "addrs", n.host.Addrs(), "protection", n.protectionName())
 	var wg sync.WaitGroup
@@ -305,6 +306,7 @@ func (n *Node) shutdown() error {
 	n.host.RemoveStreamHandler(ProtocolID)
 	n.host.RemoveStreamHandler(ProtocolV11)
 	n.host.RemoveStreamHandler(ImageProtocolID)
+	n.host.RemoveStreamHandler(TagProtocolID)
 	if err := n.ml.Leave(n.cfg.Timing.LeaveTimeout); err != nil {
 		n.log.Warn("leaving the cluster", "error", err)
 	}

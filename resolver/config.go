@@ -98,10 +98,26 @@ type Config struct {
 	// containerd's hosts.toml files, which may change while it runs.
 	Mirrors func(registry string) bool
 
-	// ResolveTagsLocally lets a tag the node's containerd already holds answer
-	// when the registry cannot be reached. It may serve a stale tag, which is
-	// why it is off by default.
-	ResolveTagsLocally bool
+	// RegistryOnlyTags answers a tag from a registry's answer only: while
+	// the registry cannot be reached, a tag is a miss and containerd's pull
+	// fails. Zero, the default, lets a tag resolve without the registry:
+	// to the image the node's containerd holds, else to the node's last
+	// answer for it, else to the newest answer of the few members the mesh
+	// asks (see ImageLookup). Such an answer may be stale: the tag may have
+	// moved during the outage.
+	RegistryOnlyTags bool
+
+	// TagTTL is how long a registry's answer for a tag answers every
+	// look-up of that tag in the cluster: the tag's designated node
+	// (TagAsker) asks the registry and keeps the answer for TagTTL, and
+	// the other nodes ask it. A tag moved upstream is seen at most TagTTL
+	// later. Without a TagAsker router the node keeps its own answers for
+	// TagTTL. Default 5s; -1 asks the registry at every look-up.
+	TagTTL time.Duration
+
+	// TagPeerTimeout bounds the wait for the tag's designated node; after
+	// it, or any failure, the node asks the registry itself. Default 2s.
+	TagPeerTimeout time.Duration
 
 	// Recorder, when set, is told where each download's bytes come from,
 	// for the records of the node's pulls; nil records nothing.
@@ -127,6 +143,8 @@ func DefaultConfig() Config {
 		PrefetchBlobs:     64,
 		PieceSize:         4 << 20,
 		PieceWorkers:      3,
+		TagTTL:            5 * time.Second,
+		TagPeerTimeout:    2 * time.Second,
 	}
 }
 
@@ -170,6 +188,15 @@ func (c *Config) fill() error {
 	}
 	if c.PieceWorkers == 0 {
 		c.PieceWorkers = d.PieceWorkers
+	}
+	if c.TagTTL == 0 {
+		c.TagTTL = d.TagTTL
+	}
+	if c.TagPeerTimeout == 0 {
+		c.TagPeerTimeout = d.TagPeerTimeout
+	}
+	if c.TagTTL < -1 || c.TagPeerTimeout < 0 {
+		return errors.New("resolver: TagTTL must be -1 (off) or more, TagPeerTimeout 0 or more")
 	}
 	if c.PieceSize < -1 || c.PieceWorkers < 0 {
 		return errors.New("resolver: PieceSize must be -1 (off) or more, PieceWorkers 0 or more")

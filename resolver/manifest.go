@@ -17,8 +17,9 @@ import (
 )
 
 // Manifest finds a manifest by tag or digest. A tag is resolved upstream
-// (tags move); with ResolveTagsLocally a tag the node's containerd holds
-// answers when the registry cannot. A digest is served from the node when it
+// (tags move), within TagTTL from one registry answer for the cluster (see
+// tags.go); unless RegistryOnlyTags, a tag the node's containerd holds, or
+// the mesh's newest answer, answers when the registry cannot. A digest is served from the node when it
 // has it and fetched upstream otherwise; either way the body is verified.
 func (r *Resolver) Manifest(ctx context.Context, req ManifestRequest) (Manifest, error) {
 	if req.Registry != "" {
@@ -37,14 +38,29 @@ func (r *Resolver) Manifest(ctx context.Context, req ManifestRequest) (Manifest,
 }
 
 func (r *Resolver) manifest(ctx context.Context, req ManifestRequest) (Manifest, error) {
-	dgst, isDigest := asDigest(req.Reference)
-	if isDigest {
-		if err := validDigest(dgst); err != nil {
-			return Manifest{}, err
-		}
-		if m, err := r.localManifest(ctx, dgst, ""); err == nil || !errdefs.IsNotFound(err) {
-			return m, err
-		}
+	if dgst, isDigest := asDigest(req.Reference); isDigest {
+		return r.digestManifest(ctx, req, dgst)
+	}
+	m, err := r.tag(ctx, req)
+	if err == nil || r.cfg.RegistryOnlyTags || errdefs.IsNotFound(err) {
+		return m, err
+	}
+	if m, lerr := r.offlineTag(ctx, req); lerr == nil {
+		r.m.tagLookups.WithLabelValues("mesh").Inc()
+		r.cfg.Logger.Info("registry unreachable, tag resolved in the cluster", "registry", req.Registry, "repo", req.Repo, "tag", req.Reference, "digest", m.Digest, "source", m.Source, "err", err)
+		return m, nil
+	}
+	return Manifest{}, err
+}
+
+// digestManifest finds a manifest by digest: on the node, else at the
+// registry, else at any peer (it is immutable).
+func (r *Resolver) digestManifest(ctx context.Context, req ManifestRequest, dgst digest.Digest) (Manifest, error) {
+	if err := validDigest(dgst); err != nil {
+		return Manifest{}, err
+	}
+	if m, err := r.localManifest(ctx, dgst, ""); err == nil || !errdefs.IsNotFound(err) {
+		return m, err
 	}
 	var err error
 	if r.upstream == nil {
@@ -52,41 +68,24 @@ func (r *Resolver) manifest(ctx context.Context, req ManifestRequest) (Manifest,
 	} else {
 		uctx, cancel := context.WithTimeout(ctx, r.cfg.MissTimeout)
 		var m Manifest
-		m, err = r.upstreamManifest(uctx, req)
+		m, err = r.fetchUpstreamManifest(uctx, req)
 		cancel()
-		if err == nil {
-			if len(m.Body) > MaxManifestBytes {
-				return Manifest{}, fmt.Errorf("manifest %s: %d bytes: %w", m.Digest, len(m.Body), ErrManifestTooLarge)
-			}
-			if isDigest && m.Digest != dgst {
-				return Manifest{}, fmt.Errorf("manifest %s: upstream answered %s: %w", dgst, m.Digest, errdefs.ErrNotFound)
-			}
-			r.remember(ctx, m)
-			m.Source = SourceUpstream
-			return m, nil
+		if err == nil || errors.Is(err, ErrManifestTooLarge) {
+			return m, err
 		}
 	}
-	if isDigest {
-		// Immutable: any peer's copy will do.
-		if m, perr := r.peerManifest(ctx, req, dgst, ""); perr == nil {
-			return m, nil
-		}
-		return Manifest{}, err
-	}
-	if r.cfg.ResolveTagsLocally && !errdefs.IsNotFound(err) {
-		if m, lerr := r.offlineTag(ctx, req); lerr == nil {
-			r.cfg.Logger.Info("registry unreachable, tag resolved in the cluster", "registry", req.Registry, "repo", req.Repo, "tag", req.Reference, "digest", m.Digest, "source", m.Source, "err", err)
-			return m, nil
-		}
+	if m, perr := r.peerManifest(ctx, req, dgst, ""); perr == nil {
+		return m, nil
 	}
 	return Manifest{}, err
 }
 
 // offlineTag resolves a tag without the registry: from the node's own
-// containerd, else from the newest answer of the mesh's members.
+// containerd, else from the last answer the node had for it, else from
+// the newest answer of the members the mesh asks.
 func (r *Resolver) offlineTag(ctx context.Context, req ManifestRequest) (Manifest, error) {
-	name := req.Registry + "/" + req.Repo + ":" + req.Reference
-	lookups := []ImageLookup{r.images}
+	name := tagName(req)
+	lookups := []ImageLookup{r.images, lastTag{r}}
 	if il, ok := r.router.(ImageLookup); ok {
 		lookups = append(lookups, il)
 	}
@@ -109,6 +108,13 @@ func (r *Resolver) offlineTag(ctx context.Context, req ManifestRequest) (Manifes
 		}
 	}
 	return Manifest{}, err
+}
+
+// lastTag is the node's last answer for a tag as an ImageLookup.
+type lastTag struct{ r *Resolver }
+
+func (l lastTag) ResolveImage(ctx context.Context, name string) (ocispec.Descriptor, error) {
+	return l.r.LastTag(ctx, name)
 }
 
 // peerManifest fetches a manifest by digest the way blobs come: from peers
@@ -222,8 +228,7 @@ func DetectMediaType(body []byte) (string, error) {
 	switch {
 	case probe.MediaType != "":
 		// The mirror sends it to containerd as the Content-Type.
-		base, params, err := mime.ParseMediaType(probe.MediaType)
-		if err != nil || len(params) != 0 || base != strings.ToLower(probe.MediaType) || strings.Count(base, "/") != 1 {
+		if !validMediaType(probe.MediaType) {
 			return "", fmt.Errorf("media type %q is not type/subtype: %w", probe.MediaType, errdefs.ErrInvalidArgument)
 		}
 		return probe.MediaType, nil
@@ -235,6 +240,13 @@ func DetectMediaType(body []byte) (string, error) {
 		return ocispec.MediaTypeImageManifest, nil
 	}
 	return "", fmt.Errorf("no media type and no manifest fields: %w", errdefs.ErrInvalidArgument)
+}
+
+// validMediaType accepts a bare type/subtype, as manifests carry them: the
+// mirror sends it to containerd as the Content-Type.
+func validMediaType(mt string) bool {
+	base, params, err := mime.ParseMediaType(mt)
+	return err == nil && len(params) == 0 && base == strings.ToLower(mt) && strings.Count(base, "/") == 1
 }
 
 func asDigest(ref string) (digest.Digest, bool) {

@@ -12,6 +12,9 @@ type metrics struct {
 	backoffUntil   *prometheus.GaugeVec   // by registry
 	rateLimited    *prometheus.CounterVec // by registry
 	judged         *prometheus.CounterVec // peer streams given up, by reason
+	tagLookups     *prometheus.CounterVec // by source
+	tagFallbacks   *prometheus.CounterVec // by reason
+	tagServed      *prometheus.CounterVec // by result
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -52,9 +55,28 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_peer_streams_abandoned_total",
 			Help: "Streams from peers given up for the next source mid-blob, by reason: silent (a read waited several times its usual wait, at least --peer-stall) or slow (below a fifth of the rate it had shown).",
 		}, []string{"reason"}),
+		tagLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_tag_lookups_total",
+			Help: "Tags resolved for this node's containerd, by the source of the answer: cache (an answer younger than --tag-ttl), designated (the tag's designated node), registry (this node's own registry look-up), mesh (the registry unreachable: containerd's image, the node's last answer, or the members').",
+		}, []string{"source"}),
+		tagFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_tag_fallbacks_total",
+			Help: "Tag look-ups whose designated node gave no usable answer, so that this node asked the registry itself, by reason (timeout, mismatch: bytes that did not match the digest, error).",
+		}, []string{"reason"}),
+		tagServed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_tag_peer_requests_total",
+			Help: "Tag look-ups this node answered for peers as the tag's designated node, by result (cache, registry, refused: a registry this node does not mirror, error).",
+		}, []string{"result"}),
+	}
+	for _, s := range []string{"cache", "designated", "registry", "mesh"} {
+		m.tagLookups.WithLabelValues(s)
+	}
+	for _, s := range []string{"timeout", "mismatch", "error"} {
+		m.tagFallbacks.WithLabelValues(s)
 	}
 	if reg != nil {
-		reg.MustRegister(m.lookups, m.downloads, m.sourceBytes, m.inflightBlobs, m.verifyFailures, m.prefetched, m.backoffUntil, m.rateLimited, m.judged)
+		reg.MustRegister(m.lookups, m.downloads, m.sourceBytes, m.inflightBlobs, m.verifyFailures, m.prefetched, m.backoffUntil, m.rateLimited, m.judged,
+			m.tagLookups, m.tagFallbacks, m.tagServed)
 	}
 	return m
 }

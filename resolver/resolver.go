@@ -55,6 +55,8 @@ type Resolver struct {
 	pace *nodePace
 	// backoffs holds the registries that asked to slow down.
 	backoffs *backoffs
+	// tags holds the node's answers for tags (see tags.go).
+	tags *tagCache
 	// mirrored holds the registries peers may ask this node to fetch from:
 	// Config.Registries and those its own clients named (see mirrors).
 	mirrored map[string]bool
@@ -143,6 +145,7 @@ func New(st store.Store, up Upstream, src Sources, cfg Config, reg prometheus.Re
 		backoffs: newBackoffs(),
 		pace:     newNodePace(cfg.PeerSlowWindow),
 		mirrored: mirroredSet(cfg.Registries),
+		tags:     newTagCache(),
 		types:    make(map[digest.Digest]string),
 		groups:   make(map[digest.Digest][]digest.Digest),
 		sizes:    make(map[digest.Digest]int64),

@@ -39,6 +39,17 @@ type upstreamServer struct {
 	// hook may rewrite a blob GET; it returns false to let the registry answer.
 	hook  func(w http.ResponseWriter, r *http.Request, body []byte) bool
 	blobs map[digest.Digest][]byte
+
+	mu        sync.Mutex
+	manifests []string    // "METHOD reference" of each manifest request
+	noHead    atomic.Bool // answer manifest HEADs 405, as some registries do
+}
+
+// manifestRequests returns the manifest requests the registry got so far.
+func (u *upstreamServer) manifestRequests() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.manifests...)
 }
 
 func newUpstream(t *testing.T) *upstreamServer {
@@ -46,6 +57,15 @@ func newUpstream(t *testing.T) *upstreamServer {
 	u := &upstreamServer{blobs: map[digest.Digest][]byte{}}
 	reg := registry.New(registry.Logger(nilLogger()))
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if i := strings.Index(r.URL.Path, "/manifests/"); i >= 0 && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			u.mu.Lock()
+			u.manifests = append(u.manifests, r.Method+" "+r.URL.Path[i+len("/manifests/"):])
+			u.mu.Unlock()
+			if r.Method == http.MethodHead && u.noHead.Load() {
+				w.WriteHeader(http.StatusMethodNotAllowed)
+				return
+			}
+		}
 		if i := strings.Index(r.URL.Path, "/blobs/sha256:"); i >= 0 && r.Method == http.MethodGet {
 			u.blobGets.Add(1)
 			d := digest.Digest(r.URL.Path[i+len("/blobs/"):])
@@ -295,7 +315,7 @@ func TestStalledUpstreamResumesAtOffset(t *testing.T) {
 
 func TestManifestByTagThenDigest(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, resolver.Config{}, resolver.Sources{})
+	f := newFixture(t, resolver.Config{RegistryOnlyTags: true, TagTTL: -1}, resolver.Sources{})
 	cfg := f.up.push(t, "a", []byte("{}"))
 	body := []byte(`{"schemaVersion":2,"mediaType":"` + ocispec.MediaTypeImageManifest + `","config":{"mediaType":"` + ocispec.MediaTypeImageConfig + `","digest":"` + cfg.String() + `","size":2},"layers":[]}`)
 	d := f.up.pushManifest(t, "a", "v1", body, ocispec.MediaTypeImageManifest)
@@ -315,7 +335,7 @@ func TestManifestByTagThenDigest(t *testing.T) {
 		t.Fatalf("by digest: source %s type %s", m2.Source, m2.MediaType)
 	}
 	if _, err := f.res.Manifest(t.Context(), resolver.ManifestRequest{Registry: f.up.host, Repo: "a", Reference: "v1"}); err == nil {
-		t.Fatal("tag resolved with the registry down and local resolution off")
+		t.Fatal("tag resolved with the registry down and RegistryOnlyTags")
 	}
 }
 
@@ -328,30 +348,51 @@ func (f fakeImages) ResolveImage(_ context.Context, name string) (ocispec.Descri
 	return ocispec.Descriptor{}, errdefs.ErrNotFound
 }
 
-func TestResolveTagsLocallyWhenRegistryDown(t *testing.T) {
+// TestTagsResolveLocallyWhenRegistryDown: by default a tag the node's
+// containerd holds answers while the registry is down; RegistryOnlyTags
+// turns that off.
+func TestTagsResolveLocallyWhenRegistryDown(t *testing.T) {
 	t.Parallel()
-	images := fakeImages{}
-	f := newFixture(t, resolver.Config{ResolveTagsLocally: true}, resolver.Sources{Images: images})
-	body := []byte(`{"schemaVersion":2,"manifests":[]}`)
-	d := digest.FromBytes(body)
-	ing, err := f.store.Begin(t.Context(), d, int64(len(body)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ing.WriteAt(body, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := ing.Commit(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	images[f.up.host+"/a:v1"] = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: d, Size: int64(len(body))}
-	f.up.srv.Close()
-	m, err := f.res.Manifest(t.Context(), resolver.ManifestRequest{Registry: f.up.host, Repo: "a", Reference: "v1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.Digest != d || m.MediaType != ocispec.MediaTypeImageIndex {
-		t.Fatalf("got %s %s", m.Digest, m.MediaType)
+	for _, tc := range []struct {
+		name string
+		cfg  resolver.Config
+		ok   bool
+	}{
+		{"default", resolver.Config{}, true},
+		{"registry only", resolver.Config{RegistryOnlyTags: true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			images := fakeImages{}
+			f := newFixture(t, tc.cfg, resolver.Sources{Images: images})
+			body := []byte(`{"schemaVersion":2,"manifests":[]}`)
+			d := digest.FromBytes(body)
+			ing, err := f.store.Begin(t.Context(), d, int64(len(body)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ing.WriteAt(body, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := ing.Commit(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			images[f.up.host+"/a:v1"] = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: d, Size: int64(len(body))}
+			f.up.srv.Close()
+			m, err := f.res.Manifest(t.Context(), resolver.ManifestRequest{Registry: f.up.host, Repo: "a", Reference: "v1"})
+			if !tc.ok {
+				if err == nil {
+					t.Fatalf("resolved to %s with the registry down and RegistryOnlyTags", m.Digest)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Digest != d || m.MediaType != ocispec.MediaTypeImageIndex {
+				t.Fatalf("got %s %s", m.Digest, m.MediaType)
+			}
+		})
 	}
 }
 

@@ -16,8 +16,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/docker/go-units"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -46,6 +48,7 @@ type daemonOptions struct {
 	insecureRegistries []string
 	registryAuthFile   string
 	resolveTagsLocally bool
+	tagTTL             time.Duration
 	prefetchBlobs      int
 	pieceSize          string
 	pieceWorkers       int
@@ -144,7 +147,8 @@ keyed mesh, and only from a registry this node mirrors (--registries).`,
 	f.StringSliceVar(&o.insecureRegistries, "insecure-registry", nil, "registry host[:port] reached over plain HTTP, repeatable (default none: HTTPS only)")
 	f.StringVar(&o.registryAuthFile, "registry-auth-file", "", "docker config.json with credentials for upstream registries; empty means anonymous")
 	f.IntVar(&o.prefetchBlobs, "prefetch", 64, "when containerd fetches an image manifest, start fetching up to this many of its layers at once instead of three at a time as containerd asks (0 turns it off)")
-	f.BoolVar(&o.resolveTagsLocally, "resolve-tags-locally", false, "when the registry is unreachable, resolve a tag to the image the node's containerd holds (default off)")
+	f.BoolVar(&o.resolveTagsLocally, "resolve-tags-locally", true, "when the registry is unreachable, resolve a tag to the image the node's containerd holds, else to the node's last answer for it, else to the newest answer of a few members (the tag may have moved meanwhile); --resolve-tags-locally=false makes such a tag a miss")
+	f.DurationVar(&o.tagTTL, "tag-ttl", 5*time.Second, "a registry's answer for a tag answers the whole cluster's look-ups of that tag for this long: the tag's designated node asks the registry, the others ask it; a tag moved upstream is seen at most this much later (0 asks the registry at every look-up)")
 	f.StringVar(&o.containerdSock, "containerd-sock", "/run/containerd/containerd.sock", "containerd's gRPC socket; empty to run without containerd")
 	f.StringVar(&o.containerdNS, "containerd-namespace", "k8s.io", "containerd namespace whose images answer tag look-ups (k8s.io for CRI)")
 	f.StringVar(&o.containerdContent, "containerd-content-dir", "", "containerd's content directory (e.g. /var/lib/containerd/io.containerd.content.v1.content) for direct reads; empty reads through the socket")
@@ -401,10 +405,11 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 			content.ctrd = w
 		}
 		served := o.faults.content(content, log)
-		images, _ := src.Images.(p2p.ImageSource)
+		ctrdImages, _ := src.Images.(p2p.ImageSource)
+		images := meshImages{ctrd: ctrdImages, last: &heard}
 		// The mesh serves peers through the resolver, made below: it needs
 		// the mesh as its router.
-		node, err = newMeshNode(o, set.clusterKey, served, images, pullerFunc(func(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error) {
+		node, err = newMeshNode(o, set.clusterKey, served, images, tagSource{&heard}, pullerFunc(func(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error) {
 			b, err := res.PullFor(ctx, dgst, registry, repo)
 			if err != nil {
 				return nil, err
@@ -438,17 +443,18 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		recorder = records
 	}
 	res, err = resolver.New(st, up, src, resolver.Config{
-		Recorder:           recorder,
-		MissTimeout:        o.missTimeout,
-		StallTimeout:       o.stallTimeout,
-		PeerStall:          peerStallSetting(o.peerStall),
-		ResolveTagsLocally: o.resolveTagsLocally,
-		PrefetchBlobs:      prefetchSetting(o.prefetchBlobs),
-		PieceSize:          set.pieceSize,
-		PieceWorkers:       o.pieceWorkers,
-		Registries:         append([]string{o.defaultRegistry}, o.registries...),
-		Mirrors:            mirrorsFunc(o, log),
-		Logger:             log.With("component", "resolver"),
+		Recorder:         recorder,
+		MissTimeout:      o.missTimeout,
+		StallTimeout:     o.stallTimeout,
+		PeerStall:        peerStallSetting(o.peerStall),
+		RegistryOnlyTags: !o.resolveTagsLocally,
+		TagTTL:           tagTTLSetting(o.tagTTL),
+		PrefetchBlobs:    prefetchSetting(o.prefetchBlobs),
+		PieceSize:        set.pieceSize,
+		PieceWorkers:     o.pieceWorkers,
+		Registries:       append([]string{o.defaultRegistry}, o.registries...),
+		Mirrors:          mirrorsFunc(o, log),
+		Logger:           log.With("component", "resolver"),
 	}, reg)
 	if err != nil {
 		return err
@@ -604,7 +610,7 @@ func (f pullerFunc) PullFor(ctx context.Context, dgst digest.Digest, registry, r
 	return f(ctx, dgst, registry, repo)
 }
 
-func newMeshNode(o daemonOptions, key []byte, content p2p.Content, images p2p.ImageSource, puller p2p.Puller, backoff func(string, time.Duration, string), log *slog.Logger, reg prometheus.Registerer) (*p2p.Node, error) {
+func newMeshNode(o daemonOptions, key []byte, content p2p.Content, images p2p.ImageSource, tags p2p.TagSource, puller p2p.Puller, backoff func(string, time.Duration, string), log *slog.Logger, reg prometheus.Registerer) (*p2p.Node, error) {
 	cfg := p2p.DefaultConfig()
 	cfg.NodeName = o.nodeName
 	cfg.Version = version
@@ -632,6 +638,7 @@ func newMeshNode(o daemonOptions, key []byte, content p2p.Content, images p2p.Im
 	cfg.Logger = log
 	cfg.Metrics = reg
 	cfg.Images = images
+	cfg.Tags = tags
 	cfg.Puller = puller
 	cfg.OnRegistryBackoff = backoff
 	if o.protection != string(p2p.ProtectGater) && o.protection != string(p2p.ProtectPSK) {
@@ -653,6 +660,50 @@ func prefetchSetting(n int) int {
 		return -1
 	}
 	return n
+}
+
+// tagTTLSetting maps --tag-ttl (0 = off) onto resolver.Config's TagTTL
+// (0 = default, -1 = off).
+func tagTTLSetting(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
+}
+
+// tagSource answers peers' tag questions with the resolver once it is
+// made: members may ask before.
+type tagSource struct {
+	res *atomic.Pointer[resolver.Resolver]
+}
+
+func (t tagSource) TagFor(ctx context.Context, req resolver.ManifestRequest) (resolver.TagAnswer, error) {
+	r := t.res.Load()
+	if r == nil {
+		return resolver.TagAnswer{}, fmt.Errorf("starting: %w", errdefs.ErrUnavailable)
+	}
+	return r.TagFor(ctx, req)
+}
+
+// meshImages answers the members' image questions from the node's
+// containerd, else from the node's last answer for the tag: the tag's
+// designated node knows it even when its containerd never pulled the
+// image.
+type meshImages struct {
+	ctrd p2p.ImageSource // nil without containerd
+	last *atomic.Pointer[resolver.Resolver]
+}
+
+func (m meshImages) ResolveImage(ctx context.Context, name string) (ocispec.Descriptor, error) {
+	if m.ctrd != nil {
+		if d, err := m.ctrd.ResolveImage(ctx, name); err == nil {
+			return d, nil
+		}
+	}
+	if r := m.last.Load(); r != nil {
+		return r.LastTag(ctx, name)
+	}
+	return ocispec.Descriptor{}, fmt.Errorf("image %s: %w", name, errdefs.ErrNotFound)
 }
 
 // peerStallSetting maps --peer-stall to resolver.Config.PeerStall, whose

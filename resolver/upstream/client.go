@@ -226,6 +226,11 @@ func statusError(host string, code int, hdr http.Header, err error) error {
 // that is not an error. resolve says the request resolves a tag, which
 // only hosts with the resolve capability are asked.
 func (c *Client) get(ctx context.Context, registry, repo, path string, hdr http.Header, resolve bool) (*http.Response, error) {
+	return c.do(ctx, http.MethodGet, registry, repo, path, hdr, resolve)
+}
+
+// do is get with any method.
+func (c *Client) do(ctx context.Context, method, registry, repo, path string, hdr http.Header, resolve bool) (*http.Response, error) {
 	rc, err := c.chain(registry)
 	if err != nil {
 		return nil, fmt.Errorf("registry %s: %w: %w", registry, err, errdefs.ErrNotFound)
@@ -235,7 +240,7 @@ func (c *Client) get(ctx context.Context, registry, repo, path string, hdr http.
 		if (resolve && !e.Resolve) || (!resolve && !e.Pull) {
 			continue
 		}
-		resp, err := c.getFrom(ctx, e, repo, path, hdr)
+		resp, err := c.send(ctx, method, e, repo, path, hdr)
 		if ctx.Err() != nil {
 			if err == nil {
 				resp.Body.Close()
@@ -259,14 +264,14 @@ func (c *Client) get(ctx context.Context, registry, repo, path string, hdr http.
 	return nil, chainError(errs)
 }
 
-// getFrom sends one GET to one host.
-func (c *Client) getFrom(ctx context.Context, e *endpoint, repo, path string, hdr http.Header) (*http.Response, error) {
+// send sends one request to one host.
+func (c *Client) send(ctx context.Context, method string, e *endpoint, repo, path string, hdr http.Header) (*http.Response, error) {
 	rt, err := c.transport(ctx, e, repo)
 	if err != nil {
 		return nil, err
 	}
 	u := e.Scheme + "://" + e.Host + e.Path + "/" + repo + path
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("registry %s: %w: %w", e.Host, err, errdefs.ErrInvalidArgument)
 	}
@@ -279,6 +284,10 @@ func (c *Client) getFrom(ctx context.Context, e *endpoint, repo, path string, hd
 	resp, err := (&http.Client{Transport: rt}).Do(req)
 	if err != nil {
 		return nil, classify(e.Host, err)
+	}
+	if method == http.MethodHead && (resp.StatusCode == http.StatusMethodNotAllowed || resp.StatusCode == http.StatusNotImplemented) {
+		resp.Body.Close()
+		return nil, fmt.Errorf("registry %s: HEAD answered %d: %w", e.Host, resp.StatusCode, errdefs.ErrNotImplemented)
 	}
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -325,6 +334,36 @@ func (c *Client) Manifest(ctx context.Context, req resolver.ManifestRequest) (re
 		}
 	}
 	return resolver.Manifest{MediaType: mt, Digest: got, Body: body}, nil
+}
+
+// ResolveTag implements resolver.TagHeader: a HEAD of the manifest by tag,
+// which Docker Hub does not count against its pull limit. A host that does
+// not answer HEAD with the manifest's digest and type makes it fail with an
+// error wrapping errdefs.ErrNotImplemented, and the resolver then GETs the
+// manifest by tag.
+func (c *Client) ResolveTag(ctx context.Context, req resolver.ManifestRequest) (ocispec.Descriptor, error) {
+	resp, err := c.do(ctx, http.MethodHead, req.Registry, req.Repo, "/manifests/"+req.Reference, http.Header{"Accept": {manifestAccept}}, true)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	resp.Body.Close()
+	return headDescriptor(resp.Header, resp.ContentLength)
+}
+
+// headDescriptor reads a manifest HEAD's answer: its digest, exact media
+// type and size, all three required.
+func headDescriptor(hdr http.Header, size int64) (ocispec.Descriptor, error) {
+	d, err := digest.Parse(hdr.Get("Docker-Content-Digest"))
+	mt := hdr.Get("Content-Type")
+	switch {
+	case err != nil || d.Algorithm() != digest.SHA256:
+		return ocispec.Descriptor{}, fmt.Errorf("HEAD answered no sha256 Docker-Content-Digest: %w", errdefs.ErrNotImplemented)
+	case mt == "" || mt == "application/json" || mt == "text/plain":
+		return ocispec.Descriptor{}, fmt.Errorf("HEAD answered no manifest media type (%q): %w", mt, errdefs.ErrNotImplemented)
+	case size <= 0 || size > resolver.MaxManifestBytes:
+		return ocispec.Descriptor{}, fmt.Errorf("HEAD answered size %d: %w", size, errdefs.ErrNotImplemented)
+	}
+	return ocispec.Descriptor{MediaType: mt, Digest: d, Size: size}, nil
 }
 
 // Blob implements resolver.Upstream.
@@ -424,3 +463,5 @@ func digits(s string) bool {
 	}
 	return true
 }
+
+var _ resolver.TagHeader = (*Client)(nil)
