@@ -403,3 +403,67 @@ func TestBadImageRequests(t *testing.T) {
 		})
 	}
 }
+
+// TestBadTagRequests sends malformed tag questions straight to a node:
+// each gets a "bad request" answer; a well-formed one from a stranger of
+// an open mesh is refused without a look-up.
+func TestBadTagRequests(t *testing.T) {
+	t.Parallel()
+	tags := &fixedTags{}
+	c := p2ptest.Start(t, 1, p2ptest.Options{
+		Open: true,
+		Config: func(i int, cfg *p2p.Config) {
+			cfg.Timing.RequestTimeout = 500 * time.Millisecond
+			cfg.Tags = tags
+		},
+	})
+	server := c.Nodes[0]
+	h := rawHost(t)
+	if err := h.Connect(t.Context(), peer.AddrInfo{ID: server.ID(), Addrs: server.Status().Addrs}); err != nil {
+		t.Fatal(err)
+	}
+	frame := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	for _, tc := range []struct {
+		name string
+		send []byte
+		want string
+	}{
+		{"request over 1024 bytes", append([]byte{0x04, 0x01}, bytes.Repeat([]byte("n"), 1025)...), "exceeds"},
+		{"not JSON", frame("registry.example/app:v1"), "bad request"},
+		{"a digest for a tag", frame(`{"registry":"registry.example","repo":"app","tag":"sha256:0000"}`), "bad request"},
+		{"a host with a path", frame(`{"registry":"registry.example/x","repo":"app","tag":"v1"}`), "bad request"},
+		{"well formed, open mesh", frame(`{"registry":"registry.example","repo":"app","tag":"v1"}`), "resolves no tags"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			s, err := h.NewStream(ctx, server.ID(), p2p.TagProtocolID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Reset()
+			_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := s.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			_ = s.CloseWrite()
+			b, err := io.ReadAll(s)
+			if err != nil || len(b) < 2 || int(binary.BigEndian.Uint16(b))+2 != len(b) {
+				t.Fatalf("answer %q, %v: want one frame and the end of the stream", b, err)
+			}
+			var ans struct {
+				Found bool   `json:"found"`
+				Error string `json:"error"`
+			}
+			if err := json.Unmarshal(b[2:], &ans); err != nil {
+				t.Fatalf("answer %q: %v", b, err)
+			}
+			if ans.Found || !strings.Contains(ans.Error, tc.want) {
+				t.Errorf("answer %q, want an error containing %q", b, tc.want)
+			}
+		})
+	}
+	if got := tags.asked.Load(); got != 0 {
+		t.Errorf("the tag source was asked %d times", got)
+	}
+}
