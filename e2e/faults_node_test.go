@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/shoal-dev/shoal/bench/lab"
+	"github.com/shoal-dev/shoal/p2p"
 )
 
 // replaceShoal stops n's daemon and starts another with the same flags and
@@ -195,6 +198,34 @@ func (e *faultEnv) shoalRestart(t *testing.T) {
 			holder.name, ready.Round(10*time.Millisecond), provided, readvertised.Round(10*time.Millisecond), checker.name, fetchedAt.Round(10*time.Millisecond), attempts))
 }
 
+// askedRepo returns a repository name, prefix or prefix-N, whose tag v1
+// asker's mesh look-up asks holder about: holder is among the first
+// members in the name's rendezvous order (p2p.ImageOrder), which are all
+// the mesh asks while the registry is down.
+func (e *faultEnv) askedRepo(t *testing.T, prefix string, asker, holder *meshNode) string {
+	t.Helper()
+	var others []peer.ID
+	for _, m := range e.nodes {
+		if m != asker {
+			others = append(others, m.status(t).ID)
+		}
+	}
+	asked := p2p.DefaultConfig().ImagePeers
+	want := holder.status(t).ID
+	for k := range 100 {
+		repo := prefix
+		if k > 0 {
+			repo = fmt.Sprintf("%s-%d", prefix, k)
+		}
+		order := p2p.ImageOrder(e.registry()+"/"+repo+":v1", others)
+		if slices.Contains(order[:min(asked, len(order))], want) {
+			return repo
+		}
+	}
+	t.Fatalf("no repository name under %s whose tag %s asks %s about", prefix, asker.name, holder.name)
+	return ""
+}
+
 // containerdRestart restarts a node's containerd under its running shoal.
 // shoal must keep answering while containerd is down, reconnect on its own,
 // resolve tags and serve blobs from that containerd to the mesh again, and
@@ -207,7 +238,7 @@ func (e *faultEnv) containerdRestart(t *testing.T) {
 	}
 	for i, n := range targets {
 		other := e.nodes[2]
-		z := e.push(t, fmt.Sprintf("faults/ctrd-restart-z%d", i), e.p.layers, e.p.layerSize)
+		z := e.push(t, e.askedRepo(t, fmt.Sprintf("faults/ctrd-restart-z%d", i), other, n), e.p.layers, e.p.layerSize)
 		w := e.push(t, fmt.Sprintf("faults/ctrd-restart-w%d", i), e.p.layers, e.p.layerSize)
 		e.holdOnly(t, n, z)
 		base := takeBaseline(t, e.nodes)

@@ -72,8 +72,13 @@ func validTag(req tagRequest) bool {
 	return reference.Domain(nt) == req.Registry && reference.Path(nt) == req.Repo && nt.Tag() == req.Tag
 }
 
-// tagRanking is the rendezvous key of an image name, for tags and images.
-func tagRanking(name string) digest.Digest { return digest.Digest("tag\x00" + name) }
+// ImageOrder orders peers by rendezvous hashing over an image name
+// (registry/repo:tag): the first resolves the tag for the cluster, and the
+// mesh's image question goes to the first Config.ImagePeers. Every node
+// that knows the same members computes the same order.
+func ImageOrder(name string, peers []peer.ID) []peer.ID {
+	return Rendezvous(digest.Digest("tag\x00"+name), peers)
+}
 
 // TagDesignated orders this node and the live members by rendezvous
 // hashing over name (registry/repo:tag), leaving out the peers this node
@@ -86,7 +91,7 @@ func (n *Node) TagDesignated(name string) []peer.ID {
 			ids = append(ids, ai.ID)
 		}
 	}
-	return Rendezvous(tagRanking(name), ids)
+	return ImageOrder(name, ids)
 }
 
 // handleTag answers one tag question.

@@ -135,7 +135,9 @@ func TestResolveImageAsksAFew(t *testing.T) {
 }
 
 // lateTags lets a node's tag source be set once its resolver exists.
-type lateTags struct{ res atomic.Pointer[resolver.Resolver] }
+type lateTags struct {
+	res atomic.Pointer[resolver.Resolver]
+}
 
 func (l *lateTags) TagFor(ctx context.Context, req resolver.ManifestRequest) (resolver.TagAnswer, error) {
 	r := l.res.Load()
