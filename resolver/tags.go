@@ -217,6 +217,14 @@ func (r *Resolver) registryTag(ctx context.Context, req ManifestRequest) (Manife
 	}
 	ref := tagName(req)
 	ch := r.tags.flights.DoChan(ref, func() (any, error) {
+		// A look-up that ended between this caller's look in the cache
+		// and this flight left its answer there: the registry is not
+		// asked twice within the TTL.
+		if e, ok := r.tags.get(ref); ok && r.cfg.TagTTL > 0 && time.Since(e.at) < r.cfg.TagTTL {
+			if m, err := r.localManifest(r.ctx, e.desc.Digest, e.desc.MediaType); err == nil {
+				return result{m, e.at}, nil
+			}
+		}
 		// The look-up outlives the request that started it: others share it.
 		uctx, cancel := context.WithTimeout(r.ctx, r.cfg.MissTimeout)
 		defer cancel()
