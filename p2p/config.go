@@ -164,6 +164,17 @@ type Config struct {
 	// refusal is counted and logged.
 	Puller Puller
 
+	// Labels are this node's labels (key=value, see CheckLabels), carried
+	// in its member metadata so that a preheat can choose nodes by them.
+	// Nil: none.
+	Labels map[string]string
+
+	// Preheater, when set, fills this node with a whole image at a
+	// member's request (PreheatProtocolID). Nil answers such requests with
+	// an error, and so does an open mesh, whose peers are not
+	// authenticated.
+	Preheater Preheater
+
 	// Images answers peers asking which manifest this node holds for an
 	// image name (ImageProtocolID), so tags resolve from the mesh when the
 	// registry is down. Nil answers every such question "not found".
@@ -347,6 +358,9 @@ func (c *Config) fill() error {
 	}
 
 	var errs []error
+	if err := CheckLabels(c.Labels); err != nil {
+		errs = append(errs, fmt.Errorf("labels: %w", err))
+	}
 	if _, _, err := splitAddr(c.GossipAddr); err != nil {
 		errs = append(errs, fmt.Errorf("gossip address: %w", err))
 	}

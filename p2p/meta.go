@@ -24,6 +24,9 @@ type nodeMeta struct {
 	Addrs []string `json:"a"`
 	// Version is the member's shoal version, for status; optional.
 	Version string `json:"sv,omitempty"`
+	// Labels are the member's node labels (Config.Labels), which a
+	// preheat selects nodes by; optional.
+	Labels map[string]string `json:"l,omitempty"`
 }
 
 // maxVersionLen bounds the version a member's metadata carries.
@@ -32,15 +35,15 @@ const maxVersionLen = 64
 // encodeMeta renders this node's metadata in at most limit bytes, keeping as
 // many addresses, in order, as fit.
 func encodeMeta(id peer.ID, addrs []ma.Multiaddr, limit int) ([]byte, error) {
-	return encodeMetaVersion(id, "", addrs, limit)
+	return encodeMetaVersion(id, "", nil, addrs, limit)
 }
 
-// encodeMetaVersion is encodeMeta with the node's shoal version.
-func encodeMetaVersion(id peer.ID, version string, addrs []ma.Multiaddr, limit int) ([]byte, error) {
+// encodeMetaVersion is encodeMeta with the node's shoal version and labels.
+func encodeMetaVersion(id peer.ID, version string, labels map[string]string, addrs []ma.Multiaddr, limit int) ([]byte, error) {
 	if len(version) > maxVersionLen {
 		version = version[:maxVersionLen]
 	}
-	m := nodeMeta{V: metaVersion, ID: id.String(), Version: version}
+	m := nodeMeta{V: metaVersion, ID: id.String(), Version: version, Labels: labels}
 	var out []byte
 	for _, a := range addrs {
 		if len(m.Addrs) == metaMaxAddrs {
@@ -108,4 +111,45 @@ func metaShoalVersion(b []byte) string {
 		return ""
 	}
 	return m.Version
+}
+
+// metaLabels are the node labels a member's metadata names, or nil; any
+// that fail CheckLabels are dropped whole.
+func metaLabels(b []byte) map[string]string {
+	var m nodeMeta
+	if len(b) > metaMaxSize || json.Unmarshal(b, &m) != nil || CheckLabels(m.Labels) != nil {
+		return nil
+	}
+	return m.Labels
+}
+
+// MaxLabelBytes bounds a node's labels, keys and values together: they
+// travel in the member metadata, which memberlist caps at 512 bytes with
+// the node's addresses.
+const MaxLabelBytes = 192
+
+// CheckLabels checks node labels: keys and values of letters, digits,
+// '-', '_', '.' and '/' (keys not empty), MaxLabelBytes in all.
+func CheckLabels(labels map[string]string) error {
+	total := 0
+	for k, v := range labels {
+		total += len(k) + len(v)
+		if k == "" || !labelText(k) || !labelText(v) {
+			return fmt.Errorf("label %q=%q: want letters, digits, '-', '_', '.' and '/'", k, v)
+		}
+	}
+	if total > MaxLabelBytes {
+		return fmt.Errorf("labels of %d bytes exceed %d", total, MaxLabelBytes)
+	}
+	return nil
+}
+
+func labelText(s string) bool {
+	for _, c := range s {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '/'
+		if !ok {
+			return false
+		}
+	}
+	return true
 }

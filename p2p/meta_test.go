@@ -144,7 +144,7 @@ func TestMetaCarriesVersion(t *testing.T) {
 	t.Parallel()
 	id := testPeerID(t)
 	addrs := []ma.Multiaddr{ma.StringCast("/ip4/10.0.0.1/tcp/7501")}
-	b, err := encodeMetaVersion(id, "v1.2.3", addrs, metaMaxSize)
+	b, err := encodeMetaVersion(id, "v1.2.3", nil, addrs, metaMaxSize)
 	if err != nil {
 		t.Fatal(err)
 	}

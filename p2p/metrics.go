@@ -18,6 +18,7 @@ type metrics struct {
 	badGossip     prometheus.Counter
 	openMesh      prometheus.Gauge
 	pullRefused   *prometheus.CounterVec // by reason
+	preheats      *prometheus.CounterVec // by result
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -70,6 +71,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "shoal_p2p_pull_for_refused_total",
 			Help: "Requests from peers to fetch a blob for the cluster that this node refused, by reason (open_mesh: no peer is authenticated; registry: a registry this node does not mirror).",
 		}, []string{"reason"}),
+		preheats: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_p2p_preheats_served_total",
+			Help: "Preheats members asked of this node, by result (ok, failed, busy; refused_registry: a registry this node's configuration does not mirror; refused_open_mesh: no peer is authenticated).",
+		}, []string{"result"}),
 		avoided: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_p2p_peers_avoided_total",
 			Help: "Times a peer was set aside for sending bad bytes.",
@@ -88,7 +93,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.pullRefused.WithLabelValues("registry")
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.members, m.provided, m.provides, m.uploads,
-			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided, m.silenced, m.reconciled, m.pullThrough, m.badGossip, m.openMesh, m.pullRefused} {
+			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided, m.silenced, m.reconciled, m.pullThrough, m.badGossip, m.openMesh, m.pullRefused, m.preheats} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

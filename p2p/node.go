@@ -64,6 +64,8 @@ type Node struct {
 	gossipAddr string     // bound host:port
 
 	uploads chan struct{} // upload slots
+	// preheats are the slots of the preheats served to members.
+	preheats chan struct{}
 
 	// upload and download cap peer traffic; nil when uncapped.
 	upload, download *bandwidth
@@ -132,6 +134,7 @@ func New(cfg Config, content Content) (*Node, error) {
 		id:          id,
 		members:     newMembers(id, logger),
 		uploads:     make(chan struct{}, cfg.MaxUploads),
+		preheats:    make(chan struct{}, MaxPreheatsServed),
 		lostWatches: make(map[peer.ID]bool),
 		upload:      newBandwidth(cfg.MaxUploadRate, realClock{}),
 		download:    newBandwidth(cfg.MaxDownloadRate, realClock{}),
@@ -200,7 +203,7 @@ func New(cfg Config, content Content) (*Node, error) {
 		return nil, fmt.Errorf("p2p: libp2p host: %w", err)
 	}
 
-	meta, err := encodeMetaVersion(id, n.cfg.Version, orderAddrs(n.host.Addrs()), memberlist.MetaMaxSize)
+	meta, err := encodeMetaVersion(id, n.cfg.Version, n.cfg.Labels, orderAddrs(n.host.Addrs()), memberlist.MetaMaxSize)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)
 	}
@@ -287,6 +290,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.host.SetStreamHandler(ProtocolV11, n.handleStream)
 	n.host.SetStreamHandler(ImageProtocolID, n.handleImage)
 	n.host.SetStreamHandler(TagProtocolID, n.handleTag)
+	n.host.SetStreamHandler(PreheatProtocolID, n.handlePreheat)
 	n.log.Info("mesh node running", "peer", n.id, "name", n.cfg.NodeName,
 		"gossip", n.gossipAddr, "addrs", n.host.Addrs(), "protection", n.protectionName())
 	var wg sync.WaitGroup

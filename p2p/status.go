@@ -23,6 +23,8 @@ const (
 type Status struct {
 	ID         peer.ID
 	NodeName   string
+	// Labels are this node's labels (Config.Labels).
+	Labels map[string]string `json:",omitempty"`
 	GossipAddr string         // host:port memberlist listens on, as advertised
 	Addrs      []ma.Multiaddr // libp2p addresses
 	// Encrypted is false for an open mesh (no cluster key).
@@ -55,6 +57,8 @@ type MemberStatus struct {
 	Failed bool `json:",omitempty"`
 	// Version is the shoal version the member announces, when it does.
 	Version string `json:",omitempty"`
+	// Labels are the node labels the member announces (Config.Labels).
+	Labels map[string]string `json:",omitempty"`
 }
 
 // PeerStatus is what this node measured of a peer.
@@ -76,6 +80,7 @@ func (n *Node) Status() Status {
 	s := Status{
 		ID:            n.id,
 		NodeName:      n.cfg.NodeName,
+		Labels:        n.cfg.Labels,
 		GossipAddr:    n.gossipAddr,
 		Addrs:         n.host.Addrs(),
 		Encrypted:     n.protection != "",
@@ -97,6 +102,7 @@ func (n *Node) Status() Status {
 		}
 		ms.Failed = !m.alive && m.failed
 		ms.Version = metaShoalVersion(m.meta)
+		ms.Labels = metaLabels(m.meta)
 		if m.metaErr != nil {
 			ms.MetaError = m.metaErr.Error()
 		}
