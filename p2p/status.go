@@ -21,12 +21,12 @@ const (
 
 // Status is a snapshot of the node, for `shoal status` and logs.
 type Status struct {
-	ID         peer.ID
-	NodeName   string
+	ID       peer.ID
+	NodeName string
 	// Labels are this node's labels (Config.Labels).
-	Labels map[string]string `json:",omitempty"`
-	GossipAddr string         // host:port memberlist listens on, as advertised
-	Addrs      []ma.Multiaddr // libp2p addresses
+	Labels     map[string]string `json:",omitempty"`
+	GossipAddr string            // host:port memberlist listens on, as advertised
+	Addrs      []ma.Multiaddr    // libp2p addresses
 	// Encrypted is false for an open mesh (no cluster key).
 	Encrypted  bool
 	Protection Protection // empty when not encrypted
