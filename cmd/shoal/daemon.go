@@ -81,6 +81,9 @@ type daemonOptions struct {
 	maxUploadMbit    float64
 	maxDownMbit      float64
 	rescanInterval   time.Duration
+	nodeLabels       map[string]string
+	preheat          []string
+	preheatInterval  time.Duration
 
 	faults faultOptions
 }
@@ -172,6 +175,9 @@ keyed mesh, and only from a registry this node mirrors (--registries).`,
 	f.Float64Var(&o.maxUploadMbit, "max-upload-mbit", 0, "cap on blob bytes sent to peers in Mbit/s, all streams together; the wire adds a few per cent (default 0: no cap)")
 	f.Float64Var(&o.maxDownMbit, "max-download-mbit", 0, "cap on blob bytes received from peers in Mbit/s, all streams together; registry downloads are not capped (default 0: no cap)")
 	f.DurationVar(&o.rescanInterval, "rescan-interval", 10*time.Minute, "how often the node's content is walked to advertise what no containerd event announces (content stored outside an image record, what containerd did while shoal was away) and to forget what garbage collection removed, which publishes no event; images containerd records are advertised at once from its events, so this is a safety net")
+	f.StringToStringVar(&o.nodeLabels, "node-labels", nil, "this node's labels (key=value, comma separated), which 'shoal preheat --selector' chooses nodes by; 192 bytes at most (default none)")
+	f.StringSliceVar(&o.preheat, "preheat", nil, "images (repeatable) this node keeps preheated: it fills itself with each at start and every --preheat-interval, through the mesh (default none)")
+	f.DurationVar(&o.preheatInterval, "preheat-interval", 10*time.Minute, "how often the --preheat images are resolved again and the node checked to hold them")
 	addFaultFlags(f, &o.faults)
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -238,6 +244,12 @@ func checkOptions(o daemonOptions, log *slog.Logger) (settings, error) {
 	}
 	if o.pullHistory < 0 {
 		return st, fmt.Errorf("--pull-history %d: want 0 (off) or a number of pulls", o.pullHistory)
+	}
+	if o.preheatInterval <= 0 {
+		return st, fmt.Errorf("--preheat-interval %s: want a positive duration", o.preheatInterval)
+	}
+	if err := p2p.CheckLabels(o.nodeLabels); err != nil {
+		return st, fmt.Errorf("--node-labels: %w", err)
 	}
 	if o.mirrorMaxRequests < 1 {
 		return st, fmt.Errorf("--mirror-max-requests %d: want at least 1", o.mirrorMaxRequests)
@@ -409,7 +421,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		images := meshImages{ctrd: ctrdImages, last: &heard}
 		// The mesh serves peers through the resolver, made below: it needs
 		// the mesh as its router.
-		node, err = newMeshNode(o, set.clusterKey, served, images, tagSource{&heard}, pullerFunc(func(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error) {
+		node, err = newMeshNode(o, set.clusterKey, served, images, tagSource{&heard}, forMembers(heard.Load), pullerFunc(func(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error) {
 			b, err := res.PullFor(ctx, dgst, registry, repo)
 			if err != nil {
 				return nil, err
@@ -492,13 +504,15 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	if lns.metrics != nil {
 		servers[lns.metrics] = smallServer(opsHandler(reg, &ready))
 	}
+	ph := &preheater{res: res, node: node, name: o.nodeName, log: log.With("component", "preheat")}
 	if lns.status != nil {
 		servers[lns.status] = smallServer(statusHandler(statusViews{status: status, pulls: records, page: o.statusPage, pprof: o.pprof,
-			metrics: reg, backoffs: res.Backoffs, maxStore: set.maxBytes}))
+			metrics: reg, backoffs: res.Backoffs, maxStore: set.maxBytes, preheat: ph.serveHTTP}))
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return res.Run(gctx) })
+	g.Go(func() error { return ph.keep(gctx, o.preheat, o.preheatInterval) })
 	if node != nil {
 		g.Go(func() error { return node.Run(gctx) })
 	}
@@ -610,7 +624,7 @@ func (f pullerFunc) PullFor(ctx context.Context, dgst digest.Digest, registry, r
 	return f(ctx, dgst, registry, repo)
 }
 
-func newMeshNode(o daemonOptions, key []byte, content p2p.Content, images p2p.ImageSource, tags p2p.TagSource, puller p2p.Puller, backoff func(string, time.Duration, string), log *slog.Logger, reg prometheus.Registerer) (*p2p.Node, error) {
+func newMeshNode(o daemonOptions, key []byte, content p2p.Content, images p2p.ImageSource, tags p2p.TagSource, preheater p2p.Preheater, puller p2p.Puller, backoff func(string, time.Duration, string), log *slog.Logger, reg prometheus.Registerer) (*p2p.Node, error) {
 	cfg := p2p.DefaultConfig()
 	cfg.NodeName = o.nodeName
 	cfg.Version = version
@@ -640,6 +654,8 @@ func newMeshNode(o daemonOptions, key []byte, content p2p.Content, images p2p.Im
 	cfg.Images = images
 	cfg.Tags = tags
 	cfg.Puller = puller
+	cfg.Preheater = preheater
+	cfg.Labels = o.nodeLabels
 	cfg.OnRegistryBackoff = backoff
 	if o.protection != string(p2p.ProtectGater) && o.protection != string(p2p.ProtectPSK) {
 		return nil, fmt.Errorf("--p2p-protection %q: want gater or psk", o.protection)

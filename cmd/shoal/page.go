@@ -35,6 +35,8 @@ type statusViews struct {
 	// backoffs lists the registries backed off now.
 	backoffs func() map[string]time.Time
 	maxStore int64
+	// preheat serves POST /preheat (shoal preheat).
+	preheat http.HandlerFunc
 }
 
 // liveStatus is what /live answers: everything the page shows.
@@ -61,6 +63,9 @@ const pagePulls = 10
 func (v statusViews) handle(mux *http.ServeMux) {
 	if v.pprof {
 		handleProfiles(mux)
+	}
+	if v.preheat != nil {
+		mux.HandleFunc("POST /preheat", v.preheat)
 	}
 	mux.HandleFunc("GET /pulls", func(w http.ResponseWriter, r *http.Request) {
 		if v.pulls == nil {
