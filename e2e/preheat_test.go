@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
 	"github.com/shoal-dev/shoal/bench/lab"
 	"github.com/shoal-dev/shoal/bench/report"
 )
@@ -49,10 +51,14 @@ func TestPreheat(t *testing.T) {
 	}
 	cleanup(t, reg.Close)
 	layers := *preheatLayers
-	im, err := lab.PushImage(ctx, reg.Addr(), "preheat/app", "v1", layers, int64(*preheatSize)<<20/int64(layers), lab.WithTransport(lab.TransportIn(regHost.Netns)))
-	if err != nil {
-		t.Fatal(err)
+	push := func(repo string) lab.Image {
+		im, err := lab.PushImage(ctx, reg.Addr(), repo, "v1", layers, int64(*preheatSize)<<20/int64(layers), lab.WithTransport(lab.TransportIn(regHost.Netns)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return im
 	}
+	im, into := push("preheat/app"), push("preheat/into")
 	key := writeKey(t)
 	var seeds []string
 	for _, h := range net.Hosts[1:] {
@@ -67,7 +73,7 @@ func TestPreheat(t *testing.T) {
 		}
 		wg.Go(func() {
 			nodes[i] = startMeshNode(t, fmt.Sprintf("node%d", i+1), net.Hosts[i+1], flavor, reg.Addr(), seeds, key,
-				"--node-labels", "pool="+[]string{"a", "b"}[i%2])
+				"--node-labels", "pool="+[]string{"a", "b"}[i%2], "--containerd-snapshotter", lab.ProbeSnapshotter(""))
 		})
 	}
 	wg.Wait()
@@ -82,20 +88,64 @@ func TestPreheat(t *testing.T) {
 		}
 		return nil
 	})
-	ref := reg.Addr() + "/" + im.Repo + ":" + im.Tag
-	S := im.Size - im.ManifestSize // what the registry must send once: config and layers
-
 	t.Run("a node that is no member", func(t *testing.T) {
-		out, err := preheatOn(t, nodes[0], "--nodes", "node1,nowhere", ref)
+		out, err := preheatOn(t, nodes[0], "--nodes", "node1,nowhere", imageRef(reg, im))
 		if err == nil || !strings.Contains(out, `"nowhere" is not a live member`) {
 			t.Errorf("preheat of an unknown node: %v\n%s", err, out)
 		}
 	})
+	t.Run("into shoal", func(t *testing.T) {
+		preheatAll(t, reg, nodes, im)
+		pullFetchesNothing(t, reg, nodes, im)
+	})
+	t.Run("into containerd", func(t *testing.T) {
+		preheatAll(t, reg, nodes, into, "--into-containerd")
+		for _, nd := range nodes {
+			if ok, err := nd.ctrd.HasImage(ctx, imageRef(reg, into)); err != nil || !ok {
+				t.Errorf("%s: containerd does not hold the image complete after the preheat: %v", nd.name, err)
+			}
+			if !unpacked(t, nd, imageRef(reg, into)) {
+				t.Errorf("%s: the image is not unpacked after the preheat", nd.name)
+			}
+			st, err := nd.ctrd.ImageService().ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: imageRef(reg, into)}})
+			if err != nil || st.GetImage() == nil {
+				t.Errorf("%s: CRI does not find the image present: %v", nd.name, err)
+			}
+		}
+		pullFetchesNothing(t, reg, nodes, into)
+	})
+}
 
+// unpacked says whether `ctr images check` reports ref unpacked for the
+// node's snapshotter.
+func unpacked(t *testing.T, nd *meshNode, ref string) bool {
+	t.Helper()
+	out, err := nd.ctrd.Ctr(t.Context(), "images", "check", "--snapshotter", nd.ctrd.Snapshotter(), "name=="+ref)
+	if err != nil {
+		t.Fatalf("ctr images check: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		// REF TYPE DIGEST STATUS SIZE UNPACKED
+		if f := strings.Fields(line); len(f) > 0 && f[0] == ref {
+			return f[len(f)-1] == "true"
+		}
+	}
+	return false
+}
+
+func imageRef(reg *lab.Registry, im lab.Image) string { return reg.Addr() + "/" + im.Repo + ":" + im.Tag }
+
+// preheatAll runs `shoal preheat` on the first node for every node and
+// checks that it exits 0, that every node holds every blob, and that the
+// registry sent the image about once.
+func preheatAll(t *testing.T, reg *lab.Registry, nodes []*meshNode, im lab.Image, args ...string) {
+	t.Helper()
+	S := im.Size - im.ManifestSize // what the registry must send once: config and layers
+	before := registryBlobBytes(t, reg)
 	start := time.Now()
-	out, err := preheatOn(t, nodes[0], ref)
+	out, err := preheatOn(t, nodes[0], append(args, imageRef(reg, im))...)
 	took := time.Since(start)
-	t.Logf("shoal preheat:\n%s", out)
+	t.Logf("shoal preheat %s:\n%s", strings.Join(args, " "), out)
 	if err != nil {
 		t.Fatalf("shoal preheat exited with %v", err)
 	}
@@ -109,41 +159,46 @@ func TestPreheat(t *testing.T) {
 			}
 		}
 	}
-	sent := registryBlobBytes(t, reg)
-	t.Logf("registry sent %d bytes for an image of %d (%.3f ×); %d nodes preheated in %s", sent, S, float64(sent)/float64(S), n, took.Round(10*time.Millisecond))
+	sent := registryBlobBytes(t, reg) - before
+	t.Logf("registry sent %d bytes for an image of %d (%.3f ×); %d nodes preheated in %s", sent, S, float64(sent)/float64(S), len(nodes), took.Round(10*time.Millisecond))
 	if *preheatMbit > 0 {
 		rate := report.MbitToBytes(*preheatMbit)
-		bound := report.ColdBound(float64(S), rate, rate, rate, n)
+		bound := report.ColdBound(float64(S), rate, rate, rate, len(nodes))
 		t.Logf("T* = %.2fs; the preheat took %.2f × T*", bound, took.Seconds()/bound)
 	}
 	if float64(sent) > 1.1*float64(S) {
 		t.Errorf("the registry sent %d bytes, more than 1.1 × the image's %d", sent, S)
 	}
+}
 
-	t.Run("a pull after the preheat fetches nothing", func(t *testing.T) {
-		peerBefore := make([]float64, n)
-		for i, nd := range nodes {
-			peerBefore[i] = nd.metric(t, "shoal_fetched_bytes_total", map[string]string{"source": "peer"})
-		}
-		var wg sync.WaitGroup
-		for _, nd := range nodes {
-			wg.Go(func() {
-				if err := nd.ctrd.CtrPull(ctx, ref); err != nil {
-					t.Errorf("%s pull: %v", nd.name, err)
-				}
-			})
-		}
-		wg.Wait()
-		for i, nd := range nodes {
-			verifyHolds(t, nd.ctrd.ContentDir(), im.Blobs()...)
-			if got := nd.metric(t, "shoal_fetched_bytes_total", map[string]string{"source": "peer"}) - peerBefore[i]; got != 0 {
-				t.Errorf("%s fetched %v bytes from peers in its pull after the preheat", nd.name, got)
+// pullFetchesNothing pulls im with ctr through the mirror on every node at
+// once and checks that no blob byte came from the registry or from peers.
+func pullFetchesNothing(t *testing.T, reg *lab.Registry, nodes []*meshNode, im lab.Image) {
+	t.Helper()
+	ctx := t.Context()
+	sent := registryBlobBytes(t, reg)
+	peerBefore := make([]float64, len(nodes))
+	for i, nd := range nodes {
+		peerBefore[i] = nd.metric(t, "shoal_fetched_bytes_total", map[string]string{"source": "peer"})
+	}
+	var wg sync.WaitGroup
+	for _, nd := range nodes {
+		wg.Go(func() {
+			if err := nd.ctrd.CtrPull(ctx, imageRef(reg, im)); err != nil {
+				t.Errorf("%s pull: %v", nd.name, err)
 			}
+		})
+	}
+	wg.Wait()
+	for i, nd := range nodes {
+		verifyHolds(t, nd.ctrd.ContentDir(), im.Blobs()...)
+		if got := nd.metric(t, "shoal_fetched_bytes_total", map[string]string{"source": "peer"}) - peerBefore[i]; got != 0 {
+			t.Errorf("%s fetched %v bytes from peers in its pull after the preheat", nd.name, got)
 		}
-		if after := registryBlobBytes(t, reg); after != sent {
-			t.Errorf("the registry sent %d more blob bytes for the pulls after the preheat", after-sent)
-		}
-	})
+	}
+	if after := registryBlobBytes(t, reg); after != sent {
+		t.Errorf("the registry sent %d more blob bytes for the pulls after the preheat", after-sent)
+	}
 }
 
 // preheatOn runs `shoal preheat args...` in node nd's namespace, against

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
@@ -46,6 +47,11 @@ type PreheatRequest struct {
 	Registry string        `json:"registry"`
 	Repo     string        `json:"repo"`
 	Digest   digest.Digest `json:"digest"`
+	// IntoContainerd asks the member to create the image in its container
+	// runtime too, under Name: registry/repo:tag (or @digest) of the
+	// Registry and Repo above.
+	IntoContainerd bool   `json:"into_containerd,omitempty"`
+	Name           string `json:"name,omitempty"`
 }
 
 // PreheatProgress is how far a member's preheat is: the blobs of the image
@@ -82,6 +88,12 @@ func (r PreheatRequest) check() error {
 	}
 	if !validSource(r.Registry, r.Repo) {
 		return fmt.Errorf("image %s/%s: %w", r.Registry, r.Repo, errdefs.ErrInvalidArgument)
+	}
+	if r.IntoContainerd || r.Name != "" {
+		named, err := reference.ParseNamed(r.Name)
+		if err != nil || reference.Domain(named) != r.Registry || reference.Path(named) != r.Repo {
+			return fmt.Errorf("image name %q is not of %s/%s: %w", r.Name, r.Registry, r.Repo, errdefs.ErrInvalidArgument)
+		}
 	}
 	return nil
 }

@@ -54,6 +54,7 @@ type daemonOptions struct {
 	pieceWorkers       int
 	containerdSock     string
 	containerdNS       string
+	snapshotter        string
 	containerdContent  string
 	missTimeout        time.Duration
 	stallTimeout       time.Duration
@@ -154,6 +155,7 @@ keyed mesh, and only from a registry this node mirrors (--registries).`,
 	f.DurationVar(&o.tagTTL, "tag-ttl", 5*time.Second, "a registry's answer for a tag answers the whole cluster's look-ups of that tag for this long: the tag's designated node asks the registry, the others ask it; a tag moved upstream is seen at most this much later (0 asks the registry at every look-up)")
 	f.StringVar(&o.containerdSock, "containerd-sock", "/run/containerd/containerd.sock", "containerd's gRPC socket; empty to run without containerd")
 	f.StringVar(&o.containerdNS, "containerd-namespace", "k8s.io", "containerd namespace whose images answer tag look-ups (k8s.io for CRI)")
+	f.StringVar(&o.snapshotter, "containerd-snapshotter", "", "snapshotter 'shoal preheat --into-containerd' unpacks images for (default containerd's: overlayfs, or the namespace's default)")
 	f.StringVar(&o.containerdContent, "containerd-content-dir", "", "containerd's content directory (e.g. /var/lib/containerd/io.containerd.content.v1.content) for direct reads; empty reads through the socket")
 	f.DurationVar(&o.missTimeout, "miss-timeout", 5*time.Second, "longest a request waits for an upstream source to start answering before shoal answers 404")
 	f.StringVar(&o.pieceSize, "piece-size", "4MiB", "helpers beside a download's stream from one peer fetch the blob's last missing pieces of this size from other peers that hold them; 0 turns the helpers off")
@@ -409,6 +411,8 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	var res *resolver.Resolver
 	// heard is res once made: members may gossip before it is.
 	var heard atomic.Pointer[resolver.Resolver]
+	// preheats is the preheater once made, for members' requests.
+	var preheats atomic.Pointer[preheater]
 	var localC *localContent
 	if o.p2p {
 		content := &localContent{st: st}
@@ -421,7 +425,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		images := meshImages{ctrd: ctrdImages, last: &heard}
 		// The mesh serves peers through the resolver, made below: it needs
 		// the mesh as its router.
-		node, err = newMeshNode(o, set.clusterKey, served, images, tagSource{&heard}, forMembers(heard.Load), pullerFunc(func(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error) {
+		node, err = newMeshNode(o, set.clusterKey, served, images, tagSource{&heard}, forMembers(preheats.Load), pullerFunc(func(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error) {
 			b, err := res.PullFor(ctx, dgst, registry, repo)
 			if err != nil {
 				return nil, err
@@ -504,7 +508,8 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	if lns.metrics != nil {
 		servers[lns.metrics] = smallServer(opsHandler(reg, &ready))
 	}
-	ph := &preheater{res: res, node: node, name: o.nodeName, log: log.With("component", "preheat")}
+	ph := &preheater{res: res, node: node, name: o.nodeName, log: log.With("component", "preheat"), ctrd: importer(o, lns.mirror.Addr().String(), log)}
+	preheats.Store(ph)
 	if lns.status != nil {
 		servers[lns.status] = smallServer(statusHandler(statusViews{status: status, pulls: records, page: o.statusPage, pprof: o.pprof,
 			metrics: reg, backoffs: res.Backoffs, maxStore: set.maxBytes, preheat: ph.serveHTTP}))

@@ -23,6 +23,7 @@ type preheatOptions struct {
 	selector map[string]string
 	count    int
 	all      bool
+	into     bool
 	every    time.Duration
 }
 
@@ -44,6 +45,12 @@ The nodes are every live member (--all, the default), those named with
 most --count of them (by name). Each chosen node fetches only from
 registries its own configuration mirrors.
 
+With --into-containerd, each node also creates the image in its containerd
+(--containerd-namespace, k8s.io for CRI), unpacked for the daemon's
+--containerd-snapshotter, by pulling it through its own mirror from what it
+just preheated: the kubelet then finds the image present, and a later pull
+fetches nothing.
+
 A line per node shows its progress: bytes held of the image's, and whether
 it is done or failed. The command exits 0 when every chosen node holds every
 blob of every image, and otherwise non-zero after a line per failing node
@@ -56,7 +63,7 @@ saying why.`,
 			if o.count < 0 {
 				return fmt.Errorf("--count %d: want 0 (all) or more", o.count)
 			}
-			req := preheatRequest{Images: args, Nodes: o.nodes, Selector: o.selector, Count: o.count}
+			req := preheatRequest{Images: args, Nodes: o.nodes, Selector: o.selector, Count: o.count, IntoContainerd: o.into}
 			return runPreheat(cmd.Context(), cmd.OutOrStdout(), o.addr, req, o.every)
 		},
 	}
@@ -66,6 +73,7 @@ saying why.`,
 	f.StringSliceVar(&o.nodes, "nodes", nil, "fill these members (node names, comma separated or repeated)")
 	f.StringToStringVar(&o.selector, "selector", nil, "fill the members whose --node-labels hold every key=value given")
 	f.IntVar(&o.count, "count", 0, "fill at most this many of the chosen members, by name (0: all)")
+	f.BoolVar(&o.into, "into-containerd", false, "also create each image in every chosen node's containerd (CRI namespace, unpacked), so that the kubelet finds it present and a pull fetches nothing")
 	f.DurationVar(&o.every, "progress-every", 2*time.Second, "how often a line of progress is printed per node still running")
 	return cmd
 }

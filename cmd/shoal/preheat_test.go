@@ -67,7 +67,7 @@ func TestParseImage(t *testing.T) {
 		{"registry:5000/team/app:v1", "registry:5000", "team/app", "v1"},
 		{"ghcr.io/org/app@sha256:" + strings.Repeat("a", 64), "ghcr.io", "org/app", "sha256:" + strings.Repeat("a", 64)},
 	} {
-		req, err := parseImage(tc.ref)
+		req, _, err := parseImage(tc.ref)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.ref, err)
 		}
@@ -75,7 +75,7 @@ func TestParseImage(t *testing.T) {
 			t.Errorf("%s: %+v", tc.ref, req)
 		}
 	}
-	if _, err := parseImage("Bad Name"); err == nil {
+	if _, _, err := parseImage("Bad Name"); err == nil {
 		t.Error("a malformed reference parsed")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"slices"
 	"sort"
@@ -15,8 +16,10 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
+	containerdplugin "github.com/shoal-dev/shoal/containerd-plugin"
 	"github.com/shoal-dev/shoal/p2p"
 	"github.com/shoal-dev/shoal/resolver"
 )
@@ -29,6 +32,9 @@ type preheatRequest struct {
 	Nodes    []string          `json:"nodes,omitempty"`
 	Selector map[string]string `json:"selector,omitempty"`
 	Count    int               `json:"count,omitempty"`
+	// IntoContainerd has every node create the images in its containerd
+	// too (see PullThroughMirror).
+	IntoContainerd bool `json:"into_containerd,omitempty"`
 }
 
 // preheatEvent is one line of /preheat's answer (NDJSON): first a plan
@@ -94,12 +100,12 @@ func chooseNodes(cands []preheatNode, names []string, selector map[string]string
 	return out, nil
 }
 
-// parseImage splits an image reference as containerd names it into the
-// manifest request that resolves it.
-func parseImage(ref string) (resolver.ManifestRequest, error) {
+// parseImage splits an image reference into the manifest request that
+// resolves it, and says the name containerd gives the image.
+func parseImage(ref string) (resolver.ManifestRequest, string, error) {
 	named, err := reference.ParseDockerRef(ref)
 	if err != nil {
-		return resolver.ManifestRequest{}, fmt.Errorf("image %q: %w", ref, err)
+		return resolver.ManifestRequest{}, "", fmt.Errorf("image %q: %w", ref, err)
 	}
 	req := resolver.ManifestRequest{Registry: reference.Domain(named), Repo: reference.Path(named)}
 	switch r := named.(type) {
@@ -108,7 +114,7 @@ func parseImage(ref string) (resolver.ManifestRequest, error) {
 	case reference.Tagged:
 		req.Reference = r.Tag()
 	}
-	return req, nil
+	return req, named.String(), nil
 }
 
 // preheater runs preheats: this node's through its resolver, the
@@ -118,6 +124,22 @@ type preheater struct {
 	node *p2p.Node // nil without a mesh
 	name string    // this node's name
 	log  *slog.Logger
+	// ctrd creates a preheated image in the node's containerd; nil
+	// without one.
+	ctrd importFunc
+}
+
+// importFunc creates the image name, whose manifest or index is dgst, in
+// the node's containerd.
+type importFunc func(ctx context.Context, name string, dgst digest.Digest) error
+
+// target is one image of a preheat: resolved, with the name containerd
+// gives it.
+type target struct {
+	ref  string // as the user wrote it
+	name string // as containerd names it
+	im   resolver.Image
+	into bool
 }
 
 // preheatWorkers bounds the nodes one preheat asks at once.
@@ -139,19 +161,29 @@ func (p *preheater) candidates() []preheatNode {
 }
 
 // fill preheats one image on one node, calling progress with its reports.
-func (p *preheater) fill(ctx context.Context, n preheatNode, im resolver.Image, progress func(resolver.PreheatProgress)) error {
+func (p *preheater) fill(ctx context.Context, n preheatNode, t target, progress func(resolver.PreheatProgress)) error {
 	if n.Self {
-		return p.res.Preheat(ctx, im, progress)
+		if err := p.res.Preheat(ctx, t.im, progress); err != nil || !t.into {
+			return err
+		}
+		return p.intoContainerd(ctx, t.name, t.im.Digest)
 	}
-	req := p2p.PreheatRequest{Registry: im.Registry, Repo: im.Repo, Digest: im.Digest}
+	req := p2p.PreheatRequest{Registry: t.im.Registry, Repo: t.im.Repo, Digest: t.im.Digest, IntoContainerd: t.into, Name: t.name}
 	return p.node.Preheat(ctx, n.ID, req, func(pr p2p.PreheatProgress) {
 		progress(resolver.PreheatProgress{Blobs: pr.Blobs, HeldBlobs: pr.HeldBlobs, Bytes: pr.Bytes, HeldBytes: pr.HeldBytes})
 	})
 }
 
+func (p *preheater) intoContainerd(ctx context.Context, name string, dgst digest.Digest) error {
+	if p.ctrd == nil {
+		return errors.New("this node runs without containerd (--containerd-sock)")
+	}
+	return p.ctrd(ctx, name, dgst)
+}
+
 // run fills every chosen node with every image, sending events to emit
 // (one goroutine at a time); a node's images go one after the other.
-func (p *preheater) run(ctx context.Context, nodes []preheatNode, refs []string, ims []resolver.Image, emit func(preheatEvent)) {
+func (p *preheater) run(ctx context.Context, nodes []preheatNode, targets []target, emit func(preheatEvent)) {
 	var mu sync.Mutex
 	send := func(e preheatEvent) {
 		mu.Lock()
@@ -162,16 +194,16 @@ func (p *preheater) run(ctx context.Context, nodes []preheatNode, refs []string,
 	g.SetLimit(preheatWorkers)
 	for _, n := range nodes {
 		g.Go(func() error {
-			for i, im := range ims {
+			for _, t := range targets {
 				var last resolver.PreheatProgress
-				err := p.fill(ctx, n, im, func(pr resolver.PreheatProgress) {
+				err := p.fill(ctx, n, t, func(pr resolver.PreheatProgress) {
 					last = pr
-					send(progressEvent("progress", n.Name, refs[i], pr))
+					send(progressEvent("progress", n.Name, t.ref, pr))
 				})
-				end := progressEvent("end", n.Name, refs[i], last)
+				end := progressEvent("end", n.Name, t.ref, last)
 				if err != nil {
 					end.Error = err.Error()
-					p.log.Warn("preheat failed", "node", n.Name, "image", refs[i], "err", err)
+					p.log.Warn("preheat failed", "node", n.Name, "image", t.ref, "err", err)
 				}
 				send(end)
 			}
@@ -186,10 +218,10 @@ func progressEvent(kind, node, image string, pr resolver.PreheatProgress) prehea
 }
 
 // resolve resolves every reference once, on this node.
-func (p *preheater) resolve(ctx context.Context, refs []string) ([]resolver.Image, error) {
-	var ims []resolver.Image
+func (p *preheater) resolve(ctx context.Context, refs []string, into bool) ([]target, error) {
+	var out []target
 	for _, ref := range refs {
-		req, err := parseImage(ref)
+		req, name, err := parseImage(ref)
 		if err != nil {
 			return nil, err
 		}
@@ -197,9 +229,9 @@ func (p *preheater) resolve(ctx context.Context, refs []string) ([]resolver.Imag
 		if err != nil {
 			return nil, fmt.Errorf("image %s: %w", ref, err)
 		}
-		ims = append(ims, im)
+		out = append(out, target{ref: ref, name: name, im: im, into: into})
 	}
-	return ims, nil
+	return out, nil
 }
 
 // serveHTTP answers POST /preheat: it resolves the images, chooses the
@@ -222,7 +254,7 @@ func (p *preheater) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	ims, err := p.resolve(r.Context(), req.Images)
+	targets, err := p.resolve(r.Context(), req.Images, req.IntoContainerd)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
@@ -231,8 +263,8 @@ func (p *preheater) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	for _, n := range nodes {
 		plan.Nodes = append(plan.Nodes, n.Name)
 	}
-	for i, im := range ims {
-		plan.Digests[req.Images[i]] = im.Digest.String()
+	for _, t := range targets {
+		plan.Digests[t.ref] = t.im.Digest.String()
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	rc := http.NewResponseController(w)
@@ -250,7 +282,7 @@ func (p *preheater) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	emit(plan)
 	p.log.Info("preheat", "images", req.Images, "nodes", plan.Nodes)
-	p.run(r.Context(), nodes, req.Images, ims, emit)
+	p.run(r.Context(), nodes, targets, emit)
 }
 
 // keep fills this node with refs at start and every interval, so that
@@ -271,9 +303,9 @@ func (p *preheater) keep(ctx context.Context, refs []string, every time.Duration
 		}
 		for _, ref := range refs {
 			start := time.Now()
-			ims, err := p.resolve(ctx, []string{ref})
+			ts, err := p.resolve(ctx, []string{ref}, false)
 			if err == nil {
-				err = p.res.Preheat(ctx, ims[0], nil)
+				err = p.res.Preheat(ctx, ts[0].im, nil)
 			}
 			if ctx.Err() != nil {
 				return nil
@@ -282,7 +314,7 @@ func (p *preheater) keep(ctx context.Context, refs []string, every time.Duration
 				p.log.Warn("kept image not preheated", "image", ref, "err", err)
 				continue
 			}
-			p.log.Info("kept image preheated", "image", ref, "digest", ims[0].Digest, "took", time.Since(start).Round(time.Millisecond))
+			p.log.Info("kept image preheated", "image", ref, "digest", ts[0].im.Digest, "took", time.Since(start).Round(time.Millisecond))
 		}
 		t.Reset(every)
 	}
@@ -301,15 +333,45 @@ func (f preheaterFunc) Preheat(ctx context.Context, req p2p.PreheatRequest, prog
 }
 
 // forMembers is what this node does when a member asks it to preheat: it
-// fills itself from a registry its own configuration mirrors, or refuses.
-func forMembers(res func() *resolver.Resolver) p2p.Preheater {
+// fills itself from a registry its own configuration mirrors, or refuses;
+// then, when asked, it creates the image in its containerd.
+func forMembers(ph func() *preheater) p2p.Preheater {
 	return preheaterFunc(func(ctx context.Context, req p2p.PreheatRequest, progress func(p2p.PreheatProgress)) error {
-		r := res()
-		if r == nil {
+		p := ph()
+		if p == nil {
 			return errors.New("starting")
 		}
-		return r.PreheatFor(ctx, resolver.Image{Registry: req.Registry, Repo: req.Repo, Digest: req.Digest}, func(pr resolver.PreheatProgress) {
+		err := p.res.PreheatFor(ctx, resolver.Image{Registry: req.Registry, Repo: req.Repo, Digest: req.Digest}, func(pr resolver.PreheatProgress) {
 			progress(p2p.PreheatProgress{Blobs: pr.Blobs, HeldBlobs: pr.HeldBlobs, Bytes: pr.Bytes, HeldBytes: pr.HeldBytes})
 		})
+		if err != nil || !req.IntoContainerd {
+			return err
+		}
+		return p.intoContainerd(ctx, req.Name, req.Digest)
 	})
+}
+
+// importer creates preheated images in the node's containerd by pulling
+// them through the node's own mirror (mirror, host:port), in the CRI
+// namespace, for the snapshotter given; nil without a containerd socket.
+func importer(o daemonOptions, mirror string, log *slog.Logger) importFunc {
+	if o.containerdSock == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(mirror)
+	if err != nil {
+		return nil
+	}
+	cfg := containerdplugin.PullConfig{
+		Socket:      o.containerdSock,
+		Namespace:   o.containerdNS,
+		Snapshotter: o.snapshotter,
+		// The mirror answers loopback clients: reach it there, whatever
+		// address it listens on.
+		Mirror: net.JoinHostPort("127.0.0.1", port),
+		Logger: log.With("component", "containerd"),
+	}
+	return func(ctx context.Context, name string, dgst digest.Digest) error {
+		return containerdplugin.PullThroughMirror(ctx, cfg, name, dgst)
+	}
 }
