@@ -133,7 +133,9 @@ func unpacked(t *testing.T, nd *meshNode, ref string) bool {
 	return false
 }
 
-func imageRef(reg *lab.Registry, im lab.Image) string { return reg.Addr() + "/" + im.Repo + ":" + im.Tag }
+func imageRef(reg *lab.Registry, im lab.Image) string {
+	return reg.Addr() + "/" + im.Repo + ":" + im.Tag
+}
 
 // preheatAll runs `shoal preheat` on the first node for every node and
 // checks that it exits 0, that every node holds every blob, and that the
