@@ -201,6 +201,27 @@ func TestChartValues(t *testing.T) {
 			},
 		},
 		{
+			name: "preheated images and node labels",
+			values: map[string]any{
+				"preheat":    map[string]any{"images": []any{"ghcr.io/org/app:v1", "docker.io/library/alpine:3.20"}, "interval": "5m"},
+				"nodeLabels": map[string]any{"pool": "gpu", "zone": "a"},
+			},
+			check: func(t *testing.T, r *release) {
+				d := parseCLI(t, container(t, &r.daemonSet.Spec.Template.Spec, "shoal"))
+				if got := d.flags["preheat"]; !slices.Equal(got, []string{"ghcr.io/org/app:v1", "docker.io/library/alpine:3.20"}) {
+					t.Errorf("--preheat %v", got)
+				}
+				if got := d.one(t, "preheat-interval"); got != "5m" {
+					t.Errorf("--preheat-interval %s", got)
+				}
+				got := d.flags["node-labels"]
+				slices.Sort(got)
+				if !slices.Equal(got, []string{"pool=gpu", "zone=a"}) {
+					t.Errorf("--node-labels %v", got)
+				}
+			},
+		},
+		{
 			name:   "peer mirror",
 			values: map[string]any{"peerMirror": map[string]any{"enabled": true, "allow": []any{"10.0.0.0/16", "fd00::/64"}}},
 			expect: func(e *expect) { e.mirrorAllow = []string{"10.0.0.0/16", "fd00::/64"} },
@@ -290,6 +311,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"peer mirror open to all", map[string]any{"peerMirror": map[string]any{"enabled": true}}, "peerMirror.allow"},
 		{"peer mirror allowing a host name", map[string]any{"peerMirror": map[string]any{"enabled": true, "allow": []any{"nodes.example"}}}, "allow"},
 		{"relative store path", map[string]any{"store": map[string]any{"hostPath": "var/lib/shoal"}}, "hostPath"},
+		{"preheat interval without a unit", map[string]any{"preheat": map[string]any{"interval": "10"}}, "interval"},
+		{"node label with a space", map[string]any{"nodeLabels": map[string]any{"pool": "g p u"}}, "nodeLabels"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
