@@ -41,6 +41,13 @@ const (
 	preheatSilence = 30 * time.Second
 )
 
+// ErrPreheatCut reports a preheat whose stream to the member broke before
+// the member said how it ended: the member was unreachable, or the
+// connection went (a member judged silent has its connections closed).
+// The member stops its preheat then, and keeps what it holds: asking
+// again resumes it.
+var ErrPreheatCut = errors.New("preheat stream cut")
+
 // PreheatRequest names an image resolved by the requester: the registry and
 // repository it comes from and its manifest's or index's digest.
 type PreheatRequest struct {
@@ -236,7 +243,7 @@ func (n *Node) Preheat(ctx context.Context, p peer.ID, req PreheatRequest, progr
 	s, err := n.host.NewStream(network.WithForceDirectDial(dctx, "preheat"), p, PreheatProtocolID)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("member unreachable: %w", err)
+		return fmt.Errorf("member unreachable: %w: %w", ErrPreheatCut, err)
 	}
 	defer s.Close()
 	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
@@ -245,7 +252,7 @@ func (n *Node) Preheat(ctx context.Context, p peer.ID, req PreheatRequest, progr
 	_ = s.SetWriteDeadline(time.Now().Add(n.cfg.Timing.RequestTimeout))
 	if err := writeFrame(s, b, maxPreheatFrame); err != nil {
 		_ = s.Reset()
-		return fmt.Errorf("request: %w", err)
+		return fmt.Errorf("request: %w: %w", ErrPreheatCut, err)
 	}
 	_ = s.CloseWrite()
 	for {
@@ -256,7 +263,7 @@ func (n *Node) Preheat(ctx context.Context, p peer.ID, req PreheatRequest, progr
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("member stopped answering: %w", err)
+			return fmt.Errorf("member stopped answering: %w: %w", ErrPreheatCut, err)
 		}
 		var pr PreheatProgress
 		if err := json.Unmarshal(b, &pr); err != nil {

@@ -169,10 +169,29 @@ func (p *preheater) fill(ctx context.Context, n preheatNode, t target, progress 
 		return p.intoContainerd(ctx, t.name, t.im.Digest)
 	}
 	req := p2p.PreheatRequest{Registry: t.im.Registry, Repo: t.im.Repo, Digest: t.im.Digest, IntoContainerd: t.into, Name: t.name}
-	return p.node.Preheat(ctx, n.ID, req, func(pr p2p.PreheatProgress) {
-		progress(resolver.PreheatProgress{Blobs: pr.Blobs, HeldBlobs: pr.HeldBlobs, Bytes: pr.Bytes, HeldBytes: pr.HeldBytes})
-	})
+	wait := time.Second
+	for attempt := 1; ; attempt++ {
+		err := p.node.Preheat(ctx, n.ID, req, func(pr p2p.PreheatProgress) {
+			progress(resolver.PreheatProgress{Blobs: pr.Blobs, HeldBlobs: pr.HeldBlobs, Bytes: pr.Bytes, HeldBytes: pr.HeldBytes})
+		})
+		if !errors.Is(err, p2p.ErrPreheatCut) || attempt == preheatAttempts {
+			return err
+		}
+		p.log.Info("preheat stream to a member cut, asking again", "node", n.Name, "image", t.ref, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 8*time.Second)
+	}
 }
+
+// preheatAttempts is how many times a member is asked to preheat an
+// image when the stream to it breaks: it keeps what it fetched, so each
+// attempt resumes the last. A member the mesh cuts off for good fails
+// after about half a minute.
+const preheatAttempts = 6
 
 func (p *preheater) intoContainerd(ctx context.Context, name string, dgst digest.Digest) error {
 	if p.ctrd == nil {
