@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -148,7 +149,11 @@ const preheatWorkers = 32
 // candidates are this node and the live members with a peer ID.
 func (p *preheater) candidates() []preheatNode {
 	if p.node == nil {
-		return []preheatNode{{Name: p.name, Self: true}}
+		name := p.name
+		if name == "" {
+			name, _ = os.Hostname()
+		}
+		return []preheatNode{{Name: name, Self: true}}
 	}
 	st := p.node.Status()
 	out := []preheatNode{{Name: st.NodeName, Self: true, Labels: st.Labels}}
