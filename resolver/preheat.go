@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
@@ -100,7 +101,7 @@ func (r *Resolver) Preheat(ctx context.Context, im Image, progress func(PreheatP
 			continue
 		}
 		g.Go(func() error {
-			return r.fill(gctx, BlobRequest{Registry: im.Registry, Repo: im.Repo, Digest: d.Digest, Size: d.Size}, t)
+			return r.fillAgain(gctx, BlobRequest{Registry: im.Registry, Repo: im.Repo, Digest: d.Digest, Size: d.Size}, t)
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -205,6 +206,29 @@ func (r *Resolver) noteGroup(blobs []ocispec.Descriptor) {
 	for _, d := range blobs {
 		r.groups[d.Digest] = group
 		r.sizes[d.Digest] = d.Size
+	}
+}
+
+// PreheatAttempts is how many times a preheat fetches a blob whose
+// download failed (its sources stalled or failed every attempt) before it
+// gives up on the image. It waits out the miss a failed registry leaves
+// (10 s) between attempts: a preheat has no containerd to fall back to
+// the registry for it.
+const PreheatAttempts = 3
+
+// fillAgain is fill, tried PreheatAttempts times.
+func (r *Resolver) fillAgain(ctx context.Context, req BlobRequest, t *tally) error {
+	for attempt := 1; ; attempt++ {
+		err := r.fill(ctx, req, t)
+		if err == nil || ctx.Err() != nil || attempt == PreheatAttempts {
+			return err
+		}
+		r.cfg.Logger.Info("preheat: blob not fetched, trying again", "digest", req.Digest, "registry", req.Registry, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(registryFailedFor + time.Second):
+		}
 	}
 }
 

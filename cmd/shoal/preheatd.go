@@ -195,8 +195,8 @@ func (p *preheater) fill(ctx context.Context, n preheatNode, t target, progress 
 // preheatAttempts is how many times a member is asked to preheat an
 // image when the stream to it breaks: it keeps what it fetched, so each
 // attempt resumes the last. A member the mesh cuts off for good fails
-// after about half a minute.
-const preheatAttempts = 6
+// after about a minute and a half.
+const preheatAttempts = 12
 
 func (p *preheater) intoContainerd(ctx context.Context, name string, dgst digest.Digest) error {
 	if p.ctrd == nil {
