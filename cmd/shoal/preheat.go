@@ -169,6 +169,11 @@ func followPreheat(w io.Writer, r io.Reader, images int, every time.Duration) (m
 		if !ok {
 			continue
 		}
+		if e.Kind == "progress" && e.Blobs == 0 {
+			// A member asked again reports nothing until it has read the
+			// manifest again: keep what it said before.
+			continue
+		}
 		n.images[e.Image] = e
 		if e.Kind == "end" {
 			n.ended[e.Image] = true
