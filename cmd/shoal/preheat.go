@@ -214,13 +214,16 @@ func preheatSummary(w io.Writer, nodes map[string]*nodeProgress, order []string,
 	var failed []string
 	for _, name := range order {
 		n := nodes[name]
+		if len(n.ended) < images && len(n.errs) == 0 {
+			n.errs = append(n.errs, "the daemon's answer ended before this node did")
+		}
 		fmt.Fprintln(tw, n.line(name, images))
 		if n.state(images) == "done" {
 			continue
 		}
 		why := strings.Join(n.errs, "; ")
 		if why == "" {
-			why = "the daemon's answer ended before this node did"
+			why = "it does not hold every blob"
 		}
 		failed = append(failed, name+": "+why)
 	}

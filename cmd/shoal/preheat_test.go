@@ -115,8 +115,8 @@ func TestPreheatExitsByWhatEveryNodeHolds(t *testing.T) {
 			wantOut: []string{"node1  3MiB / 3MiB  3 / 3 blobs  done", "node2  1MiB / 3MiB  1 / 3 blobs  running"}},
 		{name: "a node failed", events: []preheatEvent{plan, held("node1"), failed}, wantErr: "1 of 2 nodes do not hold every blob",
 			wantOut: []string{"node2: r/app:v1: registry not mirrored by this node"}},
-		{name: "the answer broke off", events: []preheatEvent{plan, held("node1"), progress}, wantErr: "1 of 2 nodes",
-			wantOut: []string{"node2: the daemon's answer ended before this node did"}},
+		{name: "the answer broke off", events: []preheatEvent{plan, held("node1"), progress, {Kind: "progress", Node: "node2", Image: "r/app:v1"}}, wantErr: "1 of 2 nodes",
+			wantOut: []string{"node2: the daemon's answer ended before this node did", "node2  1MiB / 3MiB  1 / 3 blobs  failed"}},
 		{name: "a node holds less without an error", events: []preheatEvent{plan, held("node1"), {Kind: "end", Node: "node2", Image: "r/app:v1", Blobs: 3, HeldBlobs: 2, Bytes: 3, HeldBytes: 2}},
 			wantErr: "1 of 2 nodes"},
 	} {
