@@ -28,11 +28,12 @@ var (
 
 // TestPreheat runs `shoal preheat` on one node of a mesh of
 // -preheat.nodes (containerd 1.6 and 2.4 alternating, every link shaped
-// to -preheat.mbit) for a new image of -preheat.size MiB: the command
-// exits 0 with every node holding every blob, the registry sends about
-// the image once, and a pull on every node afterwards takes nothing from
-// the registry or from peers. A preheat of a node that is no member
-// exits non-zero and says so.
+// to -preheat.mbit) for a new image of -preheat.size MiB, into shoal and
+// then, for another, into containerd: the command exits 0 with every node
+// holding every blob, the registry sends about the image once, and a pull
+// on every node afterwards takes nothing from the registry or from peers.
+// A preheat of a node that is no member exits non-zero and says so, and a
+// daemon started with --preheat fills itself with that image.
 func TestPreheat(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
@@ -113,6 +114,22 @@ func TestPreheat(t *testing.T) {
 			}
 		}
 		pullFetchesNothing(t, reg, nodes, into)
+	})
+	t.Run("a daemon keeps its --preheat images", func(t *testing.T) {
+		kept, err := lab.PushImage(ctx, reg.Addr(), "preheat/kept", "v1", 2, 2<<20, lab.WithTransport(lab.TransportIn(regHost.Netns)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd := nodes[len(nodes)-1]
+		nd.restartShoal(t, "--preheat", imageRef(reg, kept))
+		waitFor(t, nd.name+" fills itself with its --preheat image", 60*time.Second, func() error {
+			for _, d := range append(kept.Blobs(), kept.Digest) {
+				if !stored(t, nd.shoal.DataDir(), d) {
+					return fmt.Errorf("%s not held yet", d)
+				}
+			}
+			return nil
+		})
 	})
 }
 
