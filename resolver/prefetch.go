@@ -32,26 +32,7 @@ func (r *Resolver) Prefetch(ctx context.Context, req ManifestRequest, m Manifest
 		return 0
 	}
 	blobs := append([]ocispec.Descriptor{im.Config}, im.Layers...)
-	group := make([]digest.Digest, 0, len(blobs))
-	for _, d := range blobs {
-		if validDigest(d.Digest) == nil {
-			group = append(group, d.Digest)
-		}
-	}
-	r.mu.Lock()
-	if len(r.groups) > 4096 {
-		clear(r.groups)
-		clear(r.sizes)
-	}
-	for _, d := range group {
-		r.groups[d] = group
-	}
-	for _, d := range blobs {
-		if d.Size > 0 && len(d.URLs) == 0 && validDigest(d.Digest) == nil {
-			r.sizes[d.Digest] = d.Size
-		}
-	}
-	r.mu.Unlock()
+	r.noteGroup(blobs)
 	started := 0
 	for _, d := range blobs {
 		if started >= r.cfg.PrefetchBlobs {
@@ -94,4 +75,30 @@ func (r *Resolver) has(ctx context.Context, dgst digest.Digest) bool {
 	}
 	b.Close()
 	return true
+}
+
+// noteGroup records the blobs of one image manifest, in its order, and the
+// sizes it gives them (see Designator and knownSize). Foreign layers, which
+// live elsewhere, get no size: containerd fetches them itself.
+func (r *Resolver) noteGroup(blobs []ocispec.Descriptor) {
+	group := make([]digest.Digest, 0, len(blobs))
+	for _, d := range blobs {
+		if validDigest(d.Digest) == nil {
+			group = append(group, d.Digest)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.groups) > 4096 {
+		clear(r.groups)
+		clear(r.sizes)
+	}
+	for _, d := range group {
+		r.groups[d] = group
+	}
+	for _, d := range blobs {
+		if d.Size > 0 && len(d.URLs) == 0 && validDigest(d.Digest) == nil {
+			r.sizes[d.Digest] = d.Size
+		}
+	}
 }

@@ -190,25 +190,6 @@ func platformManifest(m Manifest) (ocispec.Descriptor, error) {
 	return *best, nil
 }
 
-// noteGroup records the blobs of one image manifest and their sizes, as
-// Prefetch does (see Designator).
-func (r *Resolver) noteGroup(blobs []ocispec.Descriptor) {
-	group := make([]digest.Digest, 0, len(blobs))
-	for _, d := range blobs {
-		group = append(group, d.Digest)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.groups) > 4096 {
-		clear(r.groups)
-		clear(r.sizes)
-	}
-	for _, d := range blobs {
-		r.groups[d.Digest] = group
-		r.sizes[d.Digest] = d.Size
-	}
-}
-
 // PreheatAttempts is how many times a preheat fetches a blob whose
 // download failed (its sources stalled or failed every attempt) before it
 // gives up on the image. It waits out the miss a failed registry leaves
