@@ -5,9 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -38,57 +36,16 @@ func TestPreheat(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
 	ctx := t.Context()
-	log := testLogger(t)
 	n := *preheatNodes
-	net, err := lab.NewNetwork(ctx, "e2e-preheat-"+strconv.Itoa(os.Getpid()%100000), n+1, lab.NetworkConfig{Subnet: "10.213.41.0/24", EgressMbit: *preheatMbit, IngressMbit: *preheatMbit, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cleanup(t, net.Close)
-	regHost := net.Hosts[0]
-	reg, err := lab.StartRegistry(ctx, lab.RegistryConfig{Netns: regHost.Netns, Addr: regHost.Addr(5000), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cleanup(t, reg.Close)
+	l := startMeshLab(t, meshLabConfig{name: "e2e-preheat", subnet: "10.213.41.0/24", nodes: n, mbit: *preheatMbit, flags: func(i int) []string {
+		return []string{"--node-labels", "pool=" + []string{"a", "b"}[i%2], "--containerd-snapshotter", lab.ProbeSnapshotter("")}
+	}})
+	reg, nodes := l.reg, l.nodes
 	layers := *preheatLayers
 	push := func(repo string) lab.Image {
-		im, err := lab.PushImage(ctx, reg.Addr(), repo, "v1", layers, int64(*preheatSize)<<20/int64(layers), lab.WithTransport(lab.TransportIn(regHost.Netns)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return im
+		return l.push(t, repo, "v1", layers, int64(*preheatSize)<<20/int64(layers))
 	}
 	im, into := push("preheat/app"), push("preheat/into")
-	key := writeKey(t)
-	var seeds []string
-	for _, h := range net.Hosts[1:] {
-		seeds = append(seeds, h.IP.String()+":7502")
-	}
-	nodes := make([]*meshNode, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		flavor := lab.Flavor16
-		if i%2 == 1 {
-			flavor = lab.Flavor2
-		}
-		wg.Go(func() {
-			nodes[i] = startMeshNode(t, fmt.Sprintf("node%d", i+1), net.Hosts[i+1], flavor, reg.Addr(), seeds, key,
-				"--node-labels", "pool="+[]string{"a", "b"}[i%2], "--containerd-snapshotter", lab.ProbeSnapshotter(""))
-		})
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
-	waitFor(t, "mesh converges", 60*time.Second, func() error {
-		for _, nd := range nodes {
-			if got := nd.status(t).LiveMembers; got != n {
-				return fmt.Errorf("%s sees %d live members", nd.name, got)
-			}
-		}
-		return nil
-	})
 	t.Run("a node that is no member", func(t *testing.T) {
 		out, err := preheatOn(t, nodes[0], "--nodes", "node1,nowhere", imageRef(reg, im))
 		if err == nil || !strings.Contains(out, `"nowhere" is not a live member`) {
@@ -116,10 +73,7 @@ func TestPreheat(t *testing.T) {
 		pullFetchesNothing(t, reg, nodes, into)
 	})
 	t.Run("a daemon keeps its --preheat images", func(t *testing.T) {
-		kept, err := lab.PushImage(ctx, reg.Addr(), "preheat/kept", "v1", 2, 2<<20, lab.WithTransport(lab.TransportIn(regHost.Netns)))
-		if err != nil {
-			t.Fatal(err)
-		}
+		kept := l.push(t, "preheat/kept", "v1", 2, 2<<20)
 		nd := nodes[len(nodes)-1]
 		nd.restartShoal(t, "--preheat", imageRef(reg, kept))
 		waitFor(t, nd.name+" fills itself with its --preheat image", 60*time.Second, func() error {

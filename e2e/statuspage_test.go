@@ -36,52 +36,8 @@ var screenshotDir = flag.String("statuspage.screenshots", os.Getenv("SHOAL_SCREE
 // layers of size bytes, and waits until every node sees n live members.
 func startMesh(t *testing.T, subnet string, n, layers int, size int64) (*lab.Registry, lab.Image, []*meshNode) {
 	t.Helper()
-	ctx := t.Context()
-	log := testLogger(t)
-	net, err := lab.NewNetwork(ctx, fmt.Sprintf("e2e-%s-%d", strings.Split(subnet, ".")[2], os.Getpid()%100000), n+1, lab.NetworkConfig{Subnet: subnet, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cleanup(t, net.Close)
-	regHost := net.Hosts[0]
-	reg, err := lab.StartRegistry(ctx, lab.RegistryConfig{Netns: regHost.Netns, Addr: regHost.Addr(5000), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cleanup(t, reg.Close)
-	im, err := lab.PushImage(ctx, reg.Addr(), "status/app", "v1", layers, size, lab.WithTransport(lab.TransportIn(regHost.Netns)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := writeKey(t)
-	var seeds []string
-	for _, h := range net.Hosts[1:] {
-		seeds = append(seeds, h.IP.String()+":7502")
-	}
-	nodes := make([]*meshNode, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		flavor := lab.Flavor16
-		if i%2 == 1 {
-			flavor = lab.Flavor2
-		}
-		wg.Go(func() {
-			nodes[i] = startMeshNode(t, fmt.Sprintf("node%d", i+1), net.Hosts[i+1], flavor, reg.Addr(), seeds, key)
-		})
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
-	waitFor(t, "mesh converges", 30*time.Second, func() error {
-		for _, nd := range nodes {
-			if got := nd.status(t).LiveMembers; got != n {
-				return fmt.Errorf("%s sees %d live members", nd.name, got)
-			}
-		}
-		return nil
-	})
-	return reg, im, nodes
+	l := startMeshLab(t, meshLabConfig{name: "e2e-" + strings.Split(subnet, ".")[2], subnet: subnet, nodes: n})
+	return l.reg, l.push(t, "status/app", "v1", layers, size), l.nodes
 }
 
 // pullAll has every node pull ref at once, as a cold start does.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,65 +16,16 @@ import (
 
 // tagLab is a registry host and n nodes (containerd 1.6 and 2.4
 // alternating, one shoal each), joined in one mesh.
-type tagLab struct {
-	reg   *lab.Registry
-	regNS string
-	nodes []*meshNode
-}
+type tagLab struct{ *meshLab }
 
 func startTagLab(t *testing.T, name, subnet string, n int, extra ...string) *tagLab {
 	t.Helper()
-	ctx := t.Context()
-	log := testLogger(t)
-	net, err := lab.NewNetwork(ctx, name+"-"+strconv.Itoa(os.Getpid()%100000), n+1, lab.NetworkConfig{Subnet: subnet, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cleanup(t, net.Close)
-	regHost := net.Hosts[0]
-	reg, err := lab.StartRegistry(ctx, lab.RegistryConfig{Netns: regHost.Netns, Addr: regHost.Addr(5000), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cleanup(t, reg.Close)
-	key := writeKey(t)
-	var seeds []string
-	for _, h := range net.Hosts[1:] {
-		seeds = append(seeds, h.IP.String()+":7502")
-	}
-	nodes := make([]*meshNode, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		flavor := lab.Flavor16
-		if i%2 == 1 {
-			flavor = lab.Flavor2
-		}
-		wg.Go(func() {
-			nodes[i] = startMeshNode(t, fmt.Sprintf("node%d", i+1), net.Hosts[i+1], flavor, reg.Addr(), seeds, key, extra...)
-		})
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
-	waitFor(t, "mesh converges", 60*time.Second, func() error {
-		for _, nd := range nodes {
-			if got := nd.status(t).LiveMembers; got != n {
-				return fmt.Errorf("%s sees %d live members, want %d", nd.name, got, n)
-			}
-		}
-		return nil
-	})
-	return &tagLab{reg: reg, regNS: regHost.Netns, nodes: nodes}
+	return &tagLab{startMeshLab(t, meshLabConfig{name: name, subnet: subnet, nodes: n, flags: func(int) []string { return extra }})}
 }
 
 func (l *tagLab) push(t *testing.T, repo, tag string) lab.Image {
 	t.Helper()
-	im, err := lab.PushImage(t.Context(), l.reg.Addr(), repo, tag, 1, 1<<20, lab.WithTransport(lab.TransportIn(l.regNS)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return im
+	return l.meshLab.push(t, repo, tag, 1, 1<<20)
 }
 
 // tagRequests counts the manifest requests by tag (HEAD or GET) for
