@@ -21,8 +21,8 @@ import (
 type Config struct {
 	// MaxBytes caps the total size of committed blobs. After each commit the
 	// least recently used blobs (last Open or commit) are deleted until the
-	// total fits; the blob just committed is kept even when it alone exceeds
-	// the cap. Zero means no cap. A lower cap saves disk but serves fewer
+	// total fits; the blob just committed and the pinned blobs (SetPinned)
+	// are kept even when they alone exceed the cap, and count in it. Zero means no cap. A lower cap saves disk but serves fewer
 	// blobs locally, so more bytes come from peers or the registry. In-flight
 	// ingests are not counted: the disk may briefly hold that much more.
 	MaxBytes int64
@@ -51,6 +51,8 @@ type FS struct {
 	mu       sync.Mutex
 	index    *lru
 	inflight map[digest.Digest]*ingest
+	// pinned are never evicted (see SetPinned).
+	pinned map[digest.Digest]bool
 }
 
 var _ Store = (*FS)(nil)
@@ -283,7 +285,7 @@ func (s *FS) evictLocked(keep digest.Digest) {
 	if s.maxBytes == 0 || s.index.bytes <= s.maxBytes {
 		return
 	}
-	for _, d := range s.index.victims(s.maxBytes, keep) {
+	for _, d := range s.index.victims(s.maxBytes, keep, s.pinned) {
 		size, _ := s.index.get(d)
 		if err := os.Remove(s.path(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			s.log.Warn("evict blob", "digest", d, "err", err)
@@ -296,6 +298,36 @@ func (s *FS) evictLocked(keep digest.Digest) {
 		s.log.Warn("blobs exceed MaxBytes after eviction", "bytes", s.index.bytes, "max_bytes", s.maxBytes, "kept", keep)
 	}
 }
+
+// SetPinned replaces the set of blobs eviction leaves alone, held yet or
+// not: the node's share of the cluster's pinned copies. They count in
+// MaxBytes, so the other blobs make room for them.
+func (s *FS) SetPinned(ds []digest.Digest) {
+	pinned := make(map[digest.Digest]bool, len(ds))
+	for _, d := range ds {
+		pinned[d] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pinned = pinned
+}
+
+// PinnedUsage reports the number and total size of the pinned blobs the
+// store holds.
+func (s *FS) PinnedUsage() (blobs int, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for d := range s.pinned {
+		if size, ok := s.index.get(d); ok {
+			blobs++
+			bytes += size
+		}
+	}
+	return blobs, bytes
+}
+
+// MaxBytes is the store's cap; 0 means none.
+func (s *FS) MaxBytes() int64 { return s.maxBytes }
 
 func (s *FS) forget(dgst digest.Digest) {
 	s.mu.Lock()

@@ -308,3 +308,42 @@ func TestFSConfig(t *testing.T) {
 		t.Errorf("NewFS with negative MaxBytes: %v", err)
 	}
 }
+
+// TestFSNeverEvictsPinned fills a capped store past its cap over and over
+// again: the pinned blobs stay, counted in the cap, and only the others
+// make room; once unpinned, a pinned blob is evicted like any other.
+func TestFSNeverEvictsPinned(t *testing.T) {
+	t.Parallel()
+	s := newFS(t, t.TempDir(), 3000)
+	pa, da := testBlob(30, 1000)
+	pb, db := testBlob(31, 1000)
+	s.SetPinned([]digest.Digest{da, db})
+	put(t, s, pa, da)
+	put(t, s, pb, db)
+	var last digest.Digest
+	for i := range 10 {
+		data, dgst := testBlob(uint64(40+i), 700)
+		put(t, s, data, dgst)
+		if last != "" && exists(t, s, last) {
+			t.Errorf("round %d: the unpinned blob before is kept, over the cap", i)
+		}
+		last = dgst
+		for _, d := range []digest.Digest{da, db} {
+			if !exists(t, s, d) {
+				t.Fatalf("round %d: pinned blob %s evicted", i, d)
+			}
+		}
+		if _, bytes := s.Usage(); bytes != 2700 {
+			t.Errorf("round %d: Usage bytes = %d, want 2700", i, bytes)
+		}
+	}
+	if n, bytes := s.PinnedUsage(); n != 2 || bytes != 2000 {
+		t.Errorf("PinnedUsage = %d blobs, %d bytes; want 2, 2000", n, bytes)
+	}
+	s.SetPinned([]digest.Digest{db})
+	data, dgst := testBlob(60, 1500)
+	put(t, s, data, dgst)
+	if exists(t, s, da) || !exists(t, s, db) || !exists(t, s, dgst) {
+		t.Errorf("after unpinning a: a kept %v, b kept %v, new kept %v; want false, true, true", exists(t, s, da), exists(t, s, db), exists(t, s, dgst))
+	}
+}

@@ -53,14 +53,15 @@ func (l *lru) remove(dgst digest.Digest) {
 	l.bytes -= it.size
 }
 
-// victims returns, least recently used first, the blobs other than keep to
-// drop so that the total fits in maxBytes, or as close as keep allows.
-func (l *lru) victims(maxBytes int64, keep digest.Digest) []digest.Digest {
+// victims returns, least recently used first, the blobs other than keep
+// and the pinned to drop so that the total fits in maxBytes, or as close as
+// keep and the pinned allow.
+func (l *lru) victims(maxBytes int64, keep digest.Digest, pinned map[digest.Digest]bool) []digest.Digest {
 	var out []digest.Digest
 	total := l.bytes
 	for e := l.order.Front(); e != nil && total > maxBytes; e = e.Next() {
 		d := e.Value.(digest.Digest)
-		if d == keep {
+		if d == keep || pinned[d] {
 			continue
 		}
 		out = append(out, d)
