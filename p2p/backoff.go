@@ -160,8 +160,8 @@ func (r *Router) ShareBackoff(registry string, left time.Duration) {
 
 var _ resolver.BackoffSharer = (*Router)(nil)
 
-// gossipDelegate hands memberlist this node's metadata and carries the
-// back-off messages.
+// gossipDelegate hands memberlist this node's metadata, carries the
+// back-off and pin messages, and exchanges the pin table.
 type gossipDelegate struct {
 	meta []byte
 	n    *Node
@@ -175,7 +175,13 @@ func (d gossipDelegate) NodeMeta(limit int) []byte {
 }
 
 func (d gossipDelegate) NotifyMsg(b []byte) {
-	if err := d.n.backoffs.receive(b, time.Now()); err != nil {
+	var err error
+	if len(b) > 0 && b[0] == msgPin {
+		err = d.n.receivePin(b)
+	} else {
+		err = d.n.backoffs.receive(b, time.Now())
+	}
+	if err != nil {
 		d.n.metrics.badGossip.Inc()
 		d.n.log.Debug("gossip message refused", "err", err)
 	}
@@ -185,5 +191,19 @@ func (d gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return d.n.backoffs.queue.GetBroadcasts(overhead, limit)
 }
 
-func (gossipDelegate) LocalState(join bool) []byte            { return nil }
-func (gossipDelegate) MergeRemoteState(buf []byte, join bool) {}
+// LocalState is the pin table, sent in every push-pull exchange.
+func (d gossipDelegate) LocalState(join bool) []byte { return d.n.pins.encode() }
+
+// MergeRemoteState merges a member's pin table into this node's.
+func (d gossipDelegate) MergeRemoteState(buf []byte, join bool) {
+	if len(buf) == 0 {
+		return
+	}
+	ps, err := decodePins(buf)
+	if err != nil {
+		d.n.metrics.badGossip.Inc()
+		d.n.log.Debug("pin table from a member refused", "err", err)
+		return
+	}
+	d.n.learnPins(ps)
+}

@@ -51,6 +51,9 @@ type members struct {
 	gone   []peer.ID                      // no longer claimed since the connector last looked
 	goneAt map[peer.ID]time.Time
 	change chan struct{} // poked on every change, capacity 1
+	// also is poked with change, when set (the pin table's holders
+	// depend on the members).
+	also chan struct{}
 }
 
 func newMembers(self peer.ID, log *slog.Logger) *members {
@@ -161,6 +164,12 @@ func (m *members) poke() {
 	select {
 	case m.change <- struct{}{}:
 	default:
+	}
+	if m.also != nil {
+		select {
+		case m.also <- struct{}{}:
+		default:
+		}
 	}
 }
 

@@ -75,6 +75,7 @@ type Node struct {
 	stats         *stats
 	adv           *advertiser
 	backoffs      *backoffGossip
+	pins          *pinTable
 
 	// life is cancelled when Run ends; stream handlers, which libp2p calls
 	// without a context, serve under it.
@@ -149,6 +150,11 @@ func New(cfg Config, content Content) (*Node, error) {
 		heard: cfg.OnRegistryBackoff,
 		until: make(map[string]time.Time),
 	}
+	n.pins = newPinTable(cfg.DataDir)
+	if err := n.pins.load(time.Now()); err != nil {
+		logger.Warn("pin table of the last run not read", "err", err)
+	}
+	n.members.also = n.pins.change
 	n.life, n.stop = context.WithCancel(context.Background())
 	if cfg.ClusterKey != nil {
 		n.protection = cfg.Protection
