@@ -332,3 +332,11 @@ func (n *Node) Pins() []Pin {
 // PinsChanged is poked when the pin table or the member list changes:
 // the moments to compute the holders again. Capacity 1; one reader.
 func (n *Node) PinsChanged() <-chan struct{} { return n.pins.change }
+
+// PokePins wakes the reader of PinsChanged, as a change would.
+func (n *Node) PokePins() {
+	select {
+	case n.pins.change <- struct{}{}:
+	default:
+	}
+}

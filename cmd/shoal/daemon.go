@@ -510,9 +510,13 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	}
 	ph := &preheater{res: res, node: node, name: o.nodeName, log: log.With("component", "preheat"), ctrd: importer(o, lns.mirror.Addr().String(), log)}
 	preheats.Store(ph)
+	var pins *pinKeeper
+	if node != nil {
+		pins = newPinKeeper(res, node, st, log.With("component", "pins"), reg)
+	}
 	if lns.status != nil {
 		servers[lns.status] = smallServer(statusHandler(statusViews{status: status, pulls: records, page: o.statusPage, pprof: o.pprof,
-			metrics: reg, backoffs: res.Backoffs, maxStore: set.maxBytes, preheat: ph.serveHTTP}))
+			metrics: reg, backoffs: res.Backoffs, maxStore: set.maxBytes, preheat: ph.serveHTTP, pins: pins}))
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -520,6 +524,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	g.Go(func() error { return ph.keep(gctx, o.preheat, o.preheatInterval) })
 	if node != nil {
 		g.Go(func() error { return node.Run(gctx) })
+		g.Go(func() error { return pins.Run(gctx) })
 	}
 	if watcher != nil {
 		g.Go(func() error { return watcher.Run(gctx) })

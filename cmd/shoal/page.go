@@ -37,6 +37,9 @@ type statusViews struct {
 	maxStore int64
 	// preheat serves POST /preheat (shoal preheat).
 	preheat http.HandlerFunc
+	// pins serves POST /pin, POST /unpin and GET /pins (shoal pin, unpin,
+	// pins); nil without a mesh.
+	pins *pinKeeper
 }
 
 // liveStatus is what /live answers: everything the page shows.
@@ -66,6 +69,11 @@ func (v statusViews) handle(mux *http.ServeMux) {
 	}
 	if v.preheat != nil {
 		mux.HandleFunc("POST /preheat", v.preheat)
+	}
+	if v.pins != nil {
+		mux.HandleFunc("POST /pin", v.pins.servePin)
+		mux.HandleFunc("POST /unpin", v.pins.serveUnpin)
+		mux.HandleFunc("GET /pins", v.pins.servePins)
 	}
 	mux.HandleFunc("GET /pulls", func(w http.ResponseWriter, r *http.Request) {
 		if v.pulls == nil {

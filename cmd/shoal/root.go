@@ -30,7 +30,7 @@ SHOAL_MIRROR_ADDR=127.0.0.1:7500. A flag given on the command line wins.`,
 			return applyEnv(cmd.Flags())
 		},
 	}
-	root.AddCommand(newDaemonCommand(), newConfigureCommand(), newUnconfigureCommand(), newKeygenCommand(), newStatusCommand(), newExplainCommand(), newPreheatCommand(), newBenchCommand(), newVersionCommand())
+	root.AddCommand(newDaemonCommand(), newConfigureCommand(), newUnconfigureCommand(), newKeygenCommand(), newStatusCommand(), newExplainCommand(), newPreheatCommand(), newPinCommand(), newUnpinCommand(), newPinsCommand(), newBenchCommand(), newVersionCommand())
 	return root
 }
 
