@@ -440,6 +440,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 			return err
 		}
 		src.Router = node.Router()
+		src.Images = pinnedImages{next: src.Images, node: node}
 		defer func() {
 			if !ready.Load() {
 				// Started nothing yet: Run with an ended context closes it.

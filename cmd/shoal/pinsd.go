@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/docker/go-units"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -426,4 +427,26 @@ func (k *pinKeeper) blobStatus(ctx context.Context, b ocispec.Descriptor, cands 
 	slices.Sort(pb.On)
 	pb.On = slices.Compact(pb.On)
 	return pb
+}
+
+// pinnedImages resolves a pinned tag to the digest it was pinned at, after
+// the node's containerd: with --resolve-tags-locally, a node that never
+// pulled a pinned image still resolves its tag while the registry is down.
+type pinnedImages struct {
+	next resolver.ImageLookup // nil without containerd
+	node *p2p.Node
+}
+
+func (l pinnedImages) ResolveImage(ctx context.Context, name string) (ocispec.Descriptor, error) {
+	if l.next != nil {
+		if d, err := l.next.ResolveImage(ctx, name); err == nil {
+			return d, nil
+		}
+	}
+	for _, p := range l.node.Pins() {
+		if p.Ref == name {
+			return ocispec.Descriptor{Digest: p.Digest}, nil
+		}
+	}
+	return ocispec.Descriptor{}, fmt.Errorf("image %s: not in containerd nor pinned: %w", name, errdefs.ErrNotFound)
 }

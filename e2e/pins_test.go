@@ -1,0 +1,236 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/bench/lab"
+)
+
+// pinsRestoreBound is how long the survivors of a pinned image's holders
+// may take to hold its copies again: memberlist's failure detection (a
+// few seconds), a check (at most 3 s after it) and the fetch of a few MiB.
+const pinsRestoreBound = 60 * time.Second
+
+// pinnedView is what `shoal pins --json` prints, as a user reads it.
+type pinnedView struct {
+	Ref    string        `json:"ref"`
+	Digest digest.Digest `json:"digest"`
+	Copies int           `json:"copies"`
+	Blobs  []struct {
+		Digest  digest.Digest `json:"digest"`
+		Size    int64         `json:"size"`
+		Holders []string      `json:"holders"`
+		On      []string      `json:"on"`
+	} `json:"blobs"`
+}
+
+// TestPins pins a small image with --copies 2 on a mesh of four nodes,
+// kills both holders of its largest layer with SIGKILL and deletes their
+// data dirs: within pinsRestoreBound the two survivors hold every blob
+// again, as `shoal pins` and their metrics say, the registry sending only
+// the blobs whose every copy was lost. Then, with the registry stopped, a
+// node that joins afterwards pulls the image by tag with every blob from
+// peers.
+func TestPins(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	ctx := t.Context()
+	log := testLogger(t)
+	const n = 4
+	net, err := lab.NewNetwork(ctx, "e2e-pins-"+strconv.Itoa(os.Getpid()%100000), n+2, lab.NetworkConfig{Subnet: "10.213.67.0/24", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanup(t, net.Close)
+	regHost := net.Hosts[0]
+	reg, err := lab.StartRegistry(ctx, lab.RegistryConfig{Netns: regHost.Netns, Addr: regHost.Addr(5000), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanup(t, reg.Close)
+	im, err := lab.PushImage(ctx, reg.Addr(), "pins/app", "v1", 3, 1<<20, lab.WithTransport(lab.TransportIn(regHost.Netns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := writeKey(t)
+	var seeds []string
+	for _, h := range net.Hosts[1 : n+1] {
+		seeds = append(seeds, h.IP.String()+":7502")
+	}
+	nodes := make([]*meshNode, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			nodes[i] = startMeshNode(t, fmt.Sprintf("node%d", i+1), net.Hosts[i+1], lab.Flavor2, reg.Addr(), seeds, key)
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	waitMembers(t, nodes, n)
+	ref := reg.Addr() + "/" + im.Repo + ":" + im.Tag
+
+	if out, err := shoalOn(t, nodes[0], "pin", "--copies", "2", ref); err != nil {
+		t.Fatalf("shoal pin: %v\n%s", err, out)
+	}
+	blobs := append([]digest.Digest{im.Digest, im.Config}, im.Layers...)
+	var view pinnedView
+	waitFor(t, "two copies of every pinned blob", pinsRestoreBound, func() error {
+		view, err = wholeCopies(t, nodes, blobs, 2)
+		return err
+	})
+	largest := im.Layers[slices.Index(im.LayerSizes, slices.Max(im.LayerSizes))]
+	var holders []string
+	for _, b := range view.Blobs {
+		if b.Digest == largest {
+			holders = b.Holders
+		}
+	}
+	if len(holders) != 2 {
+		t.Fatalf("the largest layer has holders %v, want 2", holders)
+	}
+	lostAll := map[digest.Digest]int64{} // blobs whose every holder is killed
+	for _, b := range view.Blobs {
+		if slices.Equal(slices.Sorted(slices.Values(b.Holders)), slices.Sorted(slices.Values(holders))) {
+			lostAll[b.Digest] = b.Size
+		}
+	}
+	var survivors []*meshNode
+	for _, nd := range nodes {
+		if !slices.Contains(holders, nd.name) {
+			survivors = append(survivors, nd)
+			continue
+		}
+		nd.shoal.Kill()
+		if err := os.RemoveAll(nd.shoal.DataDir()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	killed := time.Now()
+	sentBefore := registryBlobBytes(t, reg)
+	t.Logf("killed %v, the holders of %s, and deleted their data dirs; %d blobs had no other copy", holders, largest, len(lostAll))
+	waitFor(t, "the survivors see the holders gone", pinsRestoreBound, func() error {
+		return membersSeen(t, survivors, len(survivors))
+	})
+	detected := time.Since(killed)
+	waitFor(t, "two copies again on the survivors", pinsRestoreBound-detected, func() error {
+		_, err := wholeCopies(t, survivors, blobs, 2)
+		return err
+	})
+	t.Logf("copies restored %.2fs after the kill (members declared dead after %.2fs, copies made in %.2fs more)",
+		time.Since(killed).Seconds(), detected.Seconds(), (time.Since(killed) - detected).Seconds())
+	if out, err := shoalOn(t, survivors[0], "pins"); err != nil {
+		t.Errorf("shoal pins: %v\n%s", err, out)
+	} else {
+		t.Logf("shoal pins on %s:\n%s", survivors[0].name, out)
+	}
+	var lostBytes int64
+	for _, s := range lostAll {
+		lostBytes += s
+	}
+	if sent := registryBlobBytes(t, reg) - sentBefore; sent > lostBytes {
+		t.Errorf("the registry sent %d blob bytes to restore the copies, more than the %d of the blobs no survivor held", sent, lostBytes)
+	}
+
+	t.Run("registry stopped, a new node pulls from peers", func(t *testing.T) {
+		reg.Stop()
+		nd := startMeshNode(t, "node5", net.Hosts[n+1], lab.Flavor2, reg.Addr(), seeds, key)
+		waitMembers(t, append(slices.Clone(survivors), nd), len(survivors)+1)
+		// By tag: node5 never pulled it, and resolves it from the pin
+		// table (--resolve-tags-locally).
+		if err := nd.ctrd.CtrPull(ctx, ref); err != nil {
+			t.Fatalf("pull of %s with the registry stopped: %v", ref, err)
+		}
+		verifyHolds(t, nd.ctrd.ContentDir(), im.Blobs()...)
+		if up := nd.metric(t, "shoal_fetched_bytes_total", map[string]string{"source": "upstream"}); up != 0 {
+			t.Errorf("node5 fetched %v bytes from the registry", up)
+		}
+		if peer := nd.metric(t, "shoal_fetched_bytes_total", map[string]string{"source": "peer"}); peer < float64(im.Size-im.ManifestSize) {
+			t.Errorf("node5 fetched %v bytes from peers, less than the image's %d", peer, im.Size-im.ManifestSize)
+		}
+	})
+}
+
+func waitMembers(t *testing.T, nodes []*meshNode, want int) {
+	t.Helper()
+	waitFor(t, "mesh converges", 60*time.Second, func() error { return membersSeen(t, nodes, want) })
+}
+
+func membersSeen(t *testing.T, nodes []*meshNode, want int) error {
+	t.Helper()
+	for _, nd := range nodes {
+		if got := nd.status(t).LiveMembers; got != want {
+			return fmt.Errorf("%s sees %d live members", nd.name, got)
+		}
+	}
+	return nil
+}
+
+// wholeCopies checks what a user checks: `shoal pins` on the first node
+// lists every blob with want copies, each on a holder, and on every node
+// shoal_pinned_copies_missing is 0 with the node's share held.
+func wholeCopies(t *testing.T, nodes []*meshNode, blobs []digest.Digest, want int) (pinnedView, error) {
+	t.Helper()
+	out, err := shoalOn(t, nodes[0], "pins", "--json")
+	if err != nil {
+		return pinnedView{}, fmt.Errorf("shoal pins: %v: %s", err, out)
+	}
+	var views []pinnedView
+	if err := json.Unmarshal([]byte(out), &views); err != nil || len(views) != 1 {
+		return pinnedView{}, fmt.Errorf("shoal pins printed %d pins (%v): %s", len(views), err, out)
+	}
+	v := views[0]
+	var names []string
+	for _, nd := range nodes {
+		names = append(names, nd.name)
+	}
+	listed := map[digest.Digest]bool{}
+	for _, b := range v.Blobs {
+		listed[b.Digest] = true
+		on := slices.DeleteFunc(slices.Clone(b.On), func(s string) bool { return !slices.Contains(b.Holders, s) })
+		if len(b.Holders) != want || len(on) != want {
+			return v, fmt.Errorf("blob %s: holders %v, on %v", b.Digest, b.Holders, b.On)
+		}
+		for _, h := range b.Holders {
+			if !slices.Contains(names, h) {
+				return v, fmt.Errorf("blob %s: holder %s is not live", b.Digest, h)
+			}
+		}
+	}
+	for _, d := range blobs {
+		if !listed[d] {
+			return v, fmt.Errorf("shoal pins does not list blob %s", d)
+		}
+	}
+	held := 0.0
+	for _, nd := range nodes {
+		if m := nd.metric(t, "shoal_pinned_copies_missing", nil); m != 0 {
+			return v, fmt.Errorf("%s misses %v pinned copies", nd.name, m)
+		}
+		held += nd.metric(t, "shoal_pinned_blobs_held", nil)
+	}
+	if int(held) != want*len(blobs) {
+		return v, fmt.Errorf("the nodes hold %v pinned copies, want %d", held, want*len(blobs))
+	}
+	return v, nil
+}
+
+// shoalOn runs the shoal command in node nd's namespace and returns its
+// output.
+func shoalOn(t *testing.T, nd *meshNode, args ...string) (string, error) {
+	t.Helper()
+	cmd := nd.host.Command(t.Context(), shoalBin, args...)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
