@@ -70,8 +70,12 @@ func TestPins(t *testing.T) {
 	nodes := make([]*meshNode, n)
 	var wg sync.WaitGroup
 	for i := range n {
+		var extra []string
+		if i == n-1 {
+			extra = []string{"--store-max-bytes", "2MiB"} // less than the image
+		}
 		wg.Go(func() {
-			nodes[i] = startMeshNode(t, fmt.Sprintf("node%d", i+1), net.Hosts[i+1], lab.Flavor2, reg.Addr(), seeds, key)
+			nodes[i] = startMeshNode(t, fmt.Sprintf("node%d", i+1), net.Hosts[i+1], lab.Flavor2, reg.Addr(), seeds, key, extra...)
 		})
 	}
 	wg.Wait()
@@ -81,6 +85,11 @@ func TestPins(t *testing.T) {
 	waitMembers(t, nodes, n)
 	ref := reg.Addr() + "/" + im.Repo + ":" + im.Tag
 
+	out, err := shoalOn(t, nodes[n-1], "pin", "--copies", "2", ref)
+	if want := "shoal: pin " + ref + " refused: pinned blobs would take "; err == nil || !strings.HasPrefix(out, want) || strings.Contains(out, "\n") ||
+		!strings.HasSuffix(out, "over this node's --store-max-bytes of 2MiB (2097152 bytes)") {
+		t.Errorf("a pin larger than --store-max-bytes: %v, printed:\n%s\nwant a line starting %q", err, out, want)
+	}
 	if out, err := shoalOn(t, nodes[0], "pin", "--copies", "2", ref); err != nil {
 		t.Fatalf("shoal pin: %v\n%s", err, out)
 	}

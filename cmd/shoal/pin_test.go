@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -31,5 +32,25 @@ func TestPinFits(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+func TestPrintPins(t *testing.T) {
+	t.Parallel()
+	p := pinStatus{Blobs: []pinnedBlob{
+		{Digest: digest.FromString("a"), Size: 1 << 20, Holders: []string{"node1", "node3"}, On: []string{"node1", "node3"}},
+		{Digest: digest.FromString("b"), Size: 512, Holders: []string{"node2", "node4"}, On: []string{"node4"}},
+	}}
+	p.Ref, p.Digest, p.Copies = "registry:5000/app:v1", digest.FromString("m"), 2
+	var b strings.Builder
+	if err := printPins(&b, []pinStatus{p}); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	t.Logf("\n%s", out)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[1], "2/2") || !strings.Contains(lines[1], " ok ") ||
+		!strings.Contains(lines[2], "1/2") || !strings.Contains(lines[2], "missing") || !strings.Contains(lines[2], "holders node2,node4") {
+		t.Errorf("shoal pins printed:\n%s", out)
 	}
 }
