@@ -48,6 +48,10 @@ const (
 // entries.
 var ErrPinTableFull = errors.New("pin table full")
 
+// ErrPinsOpenMesh reports a pin refused in a mesh without a cluster key,
+// where the members are not authenticated.
+var ErrPinsOpenMesh = errors.New("pins need a mesh with a cluster key (--cluster-key-file)")
+
 // Pin is one entry of the pin table: an image resolved once (its registry,
 // repository and manifest or index digest) and how many members keep a copy
 // of each of its blobs.
@@ -286,6 +290,11 @@ func (n *Node) receivePin(b []byte) error {
 // learnPins merges entries from members, passes on those that are news
 // and saves the table.
 func (n *Node) learnPins(ps []Pin) {
+	if n.protection == "" {
+		// In an open mesh anyone who reaches the gossip port could make
+		// the node fetch: pins are kept in keyed meshes only.
+		return
+	}
 	news := n.pins.merge(ps, time.Now())
 	for _, p := range news {
 		n.backoffs.queue.QueueBroadcast(pinBroadcast{ref: p.Ref, msg: encodePinMsg(p)})
@@ -302,6 +311,9 @@ func (n *Node) learnPins(ps []Pin) {
 // sends it to every member. It fills in Version and Origin and returns the
 // entry.
 func (n *Node) SetPin(p Pin) (Pin, error) {
+	if n.protection == "" {
+		return Pin{}, ErrPinsOpenMesh
+	}
 	p.Origin = n.cfg.NodeName
 	if len(p.Origin) > 255 {
 		p.Origin = p.Origin[:255]
@@ -324,8 +336,12 @@ func (n *Node) SetPin(p Pin) (Pin, error) {
 	return p, nil
 }
 
-// Pins lists the table's live entries (no unpins), sorted by Ref.
+// Pins lists the table's live entries (no unpins), sorted by Ref; none in
+// an open mesh.
 func (n *Node) Pins() []Pin {
+	if n.protection == "" {
+		return nil
+	}
 	return slices.DeleteFunc(n.pins.all(), func(p Pin) bool { return p.Deleted })
 }
 
