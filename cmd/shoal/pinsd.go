@@ -35,7 +35,14 @@ const (
 	pinFetchTimeout = 10 * time.Minute
 	// pinLookupTimeout bounds reading one pinned image's manifests.
 	pinLookupTimeout = 30 * time.Second
+	// pinLookupRetry is how long an image whose manifests could not be
+	// read is left out of the checks, so that it does not hold up the
+	// others' (nor fill the log).
+	pinLookupRetry = 30 * time.Second
 )
+
+// errLookupLater reports an image whose manifests are not read again yet.
+var errLookupLater = errors.New("not read lately")
 
 // pinKeeper keeps this node's share of the cluster's pinned copies: on
 // every check it computes each pinned blob's holders (p2p.Holders over the
@@ -52,8 +59,11 @@ type pinKeeper struct {
 	blobs    map[digest.Digest][]ocispec.Descriptor // by pinned image digest
 	inflight map[digest.Digest]bool
 	refused  map[string]bool // registries already warned about
-	sem      chan struct{}
-	wg       sync.WaitGroup
+	// unknown holds the images whose manifests could not be read, until
+	// when they are left out.
+	unknown map[digest.Digest]time.Time
+	sem     chan struct{}
+	wg      sync.WaitGroup
 }
 
 type pinMetrics struct {
@@ -79,7 +89,7 @@ func newPinKeeper(res *resolver.Resolver, node *p2p.Node, st *store.FS, log *slo
 	}
 	return &pinKeeper{res: res, node: node, st: st, log: log, m: m,
 		blobs: map[digest.Digest][]ocispec.Descriptor{}, inflight: map[digest.Digest]bool{},
-		refused: map[string]bool{}, sem: make(chan struct{}, pinFetches)}
+		refused: map[string]bool{}, unknown: map[digest.Digest]time.Time{}, sem: make(chan struct{}, pinFetches)}
 }
 
 // Run checks the node's share every pinInterval and on every change, until
@@ -122,7 +132,9 @@ func (k *pinKeeper) check(ctx context.Context) {
 		im := resolver.Image{Registry: p.Registry, Repo: p.Repo, Digest: p.Digest}
 		blobs, err := k.blobsOf(ctx, im)
 		if err != nil {
-			k.log.Warn("pinned image's blobs not known yet", "image", p.Ref, "err", err)
+			if !errors.Is(err, errLookupLater) {
+				k.log.Warn("pinned image's blobs not known yet", "image", p.Ref, "err", err)
+			}
 			continue
 		}
 		for _, b := range blobs {
@@ -163,19 +175,25 @@ func (k *pinKeeper) warnRefused(p p2p.Pin) {
 func (k *pinKeeper) blobsOf(ctx context.Context, im resolver.Image) ([]ocispec.Descriptor, error) {
 	k.mu.Lock()
 	blobs, ok := k.blobs[im.Digest]
+	retry := k.unknown[im.Digest]
 	k.mu.Unlock()
 	if ok {
 		return blobs, nil
 	}
+	if wait := time.Until(retry); wait > 0 {
+		return nil, fmt.Errorf("manifests of %s: next try in %s: %w", im.Digest, wait.Round(time.Second), errLookupLater)
+	}
 	lctx, cancel := context.WithTimeout(ctx, pinLookupTimeout)
 	defer cancel()
 	blobs, err := k.res.ImageBlobs(lctx, im)
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	if err != nil {
+		k.unknown[im.Digest] = time.Now().Add(pinLookupRetry)
 		return nil, err
 	}
-	k.mu.Lock()
+	delete(k.unknown, im.Digest)
 	k.blobs[im.Digest] = blobs
-	k.mu.Unlock()
 	return blobs, nil
 }
 
@@ -186,6 +204,11 @@ func (k *pinKeeper) forget(pins []p2p.Pin) {
 	for d := range k.blobs {
 		if !slices.ContainsFunc(pins, func(p p2p.Pin) bool { return p.Digest == d }) {
 			delete(k.blobs, d)
+		}
+	}
+	for d := range k.unknown {
+		if !slices.ContainsFunc(pins, func(p p2p.Pin) bool { return p.Digest == d }) {
+			delete(k.unknown, d)
 		}
 	}
 }
