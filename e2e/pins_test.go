@@ -44,46 +44,9 @@ type pinnedView struct {
 func TestPins(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
-	ctx := t.Context()
-	log := testLogger(t)
 	const n = 4
-	net, err := lab.NewNetwork(ctx, "e2e-pins-"+strconv.Itoa(os.Getpid()%100000), n+2, lab.NetworkConfig{Subnet: "10.213.67.0/24", Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cleanup(t, net.Close)
-	regHost := net.Hosts[0]
-	reg, err := lab.StartRegistry(ctx, lab.RegistryConfig{Netns: regHost.Netns, Addr: regHost.Addr(5000), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cleanup(t, reg.Close)
-	im, err := lab.PushImage(ctx, reg.Addr(), "pins/app", "v1", 3, 1<<20, lab.WithTransport(lab.TransportIn(regHost.Netns)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := writeKey(t)
-	var seeds []string
-	for _, h := range net.Hosts[1 : n+1] {
-		seeds = append(seeds, h.IP.String()+":7502")
-	}
-	nodes := make([]*meshNode, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		var extra []string
-		if i == n-1 {
-			extra = []string{"--store-max-bytes", "2MiB"} // less than the image
-		}
-		wg.Go(func() {
-			nodes[i] = startMeshNode(t, fmt.Sprintf("node%d", i+1), net.Hosts[i+1], lab.Flavor2, reg.Addr(), seeds, key, extra...)
-		})
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
-	waitMembers(t, nodes, n)
-	ref := reg.Addr() + "/" + im.Repo + ":" + im.Tag
+	lb := startPinsLab(t, n)
+	nodes, im, ref := lb.nodes, lb.im, lb.ref
 
 	out, err := shoalOn(t, nodes[n-1], "pin", "--copies", "2", ref)
 	if want := "shoal: pin " + ref + " refused: pinned blobs would take "; err == nil || !strings.HasPrefix(out, want) || strings.Contains(out, "\n") ||
@@ -100,35 +63,9 @@ func TestPins(t *testing.T) {
 		return err
 	})
 	largest := im.Layers[slices.Index(im.LayerSizes, slices.Max(im.LayerSizes))]
-	var holders []string
-	for _, b := range view.Blobs {
-		if b.Digest == largest {
-			holders = b.Holders
-		}
-	}
-	if len(holders) != 2 {
-		t.Fatalf("the largest layer has holders %v, want 2", holders)
-	}
-	lostAll := map[digest.Digest]int64{} // blobs whose every holder is killed
-	for _, b := range view.Blobs {
-		if slices.Equal(slices.Sorted(slices.Values(b.Holders)), slices.Sorted(slices.Values(holders))) {
-			lostAll[b.Digest] = b.Size
-		}
-	}
-	var survivors []*meshNode
-	for _, nd := range nodes {
-		if !slices.Contains(holders, nd.name) {
-			survivors = append(survivors, nd)
-			continue
-		}
-		nd.shoal.Kill()
-		if err := os.RemoveAll(nd.shoal.DataDir()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sentBefore := registryBlobBytes(t, lb.reg)
+	survivors, lostBytes := killHolders(t, nodes, view, largest)
 	killed := time.Now()
-	sentBefore := registryBlobBytes(t, reg)
-	t.Logf("killed %v, the holders of %s, and deleted their data dirs; %d blobs had no other copy", holders, largest, len(lostAll))
 	waitFor(t, "the survivors see the holders gone", pinsRestoreBound, func() error {
 		return membersSeen(t, survivors, len(survivors))
 	})
@@ -144,21 +81,17 @@ func TestPins(t *testing.T) {
 	} else {
 		t.Logf("shoal pins on %s:\n%s", survivors[0].name, out)
 	}
-	var lostBytes int64
-	for _, s := range lostAll {
-		lostBytes += s
-	}
-	if sent := registryBlobBytes(t, reg) - sentBefore; sent > lostBytes {
+	if sent := registryBlobBytes(t, lb.reg) - sentBefore; sent > lostBytes {
 		t.Errorf("the registry sent %d blob bytes to restore the copies, more than the %d of the blobs no survivor held", sent, lostBytes)
 	}
 
 	t.Run("registry stopped, a new node pulls from peers", func(t *testing.T) {
-		reg.Stop()
-		nd := startMeshNode(t, "node5", net.Hosts[n+1], lab.Flavor2, reg.Addr(), seeds, key)
+		lb.reg.Stop()
+		nd := startMeshNode(t, "node5", lb.net.Hosts[n+1], lab.Flavor2, lb.reg.Addr(), lb.seeds, lb.key)
 		waitMembers(t, append(slices.Clone(survivors), nd), len(survivors)+1)
 		// By tag: node5 never pulled it, and resolves it from the pin
 		// table (--resolve-tags-locally).
-		if err := nd.ctrd.CtrPull(ctx, ref); err != nil {
+		if err := nd.ctrd.CtrPull(t.Context(), ref); err != nil {
 			t.Fatalf("pull of %s with the registry stopped: %v", ref, err)
 		}
 		verifyHolds(t, nd.ctrd.ContentDir(), im.Blobs()...)
@@ -169,6 +102,100 @@ func TestPins(t *testing.T) {
 			t.Errorf("node5 fetched %v bytes from peers, less than the image's %d", peer, im.Size-im.ManifestSize)
 		}
 	})
+}
+
+// pinsLab is TestPins' network: a registry with the image, n nodes (the
+// last with a store smaller than the image) and a spare host.
+type pinsLab struct {
+	net   *lab.Network
+	reg   *lab.Registry
+	im    lab.Image
+	ref   string
+	key   string
+	seeds []string
+	nodes []*meshNode
+}
+
+func startPinsLab(t *testing.T, n int) pinsLab {
+	t.Helper()
+	ctx := t.Context()
+	log := testLogger(t)
+	var lb pinsLab
+	var err error
+	lb.net, err = lab.NewNetwork(ctx, "e2e-pins-"+strconv.Itoa(os.Getpid()%100000), n+2, lab.NetworkConfig{Subnet: "10.213.67.0/24", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanup(t, lb.net.Close)
+	regHost := lb.net.Hosts[0]
+	lb.reg, err = lab.StartRegistry(ctx, lab.RegistryConfig{Netns: regHost.Netns, Addr: regHost.Addr(5000), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanup(t, lb.reg.Close)
+	lb.im, err = lab.PushImage(ctx, lb.reg.Addr(), "pins/app", "v1", 3, 1<<20, lab.WithTransport(lab.TransportIn(regHost.Netns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb.ref = lb.reg.Addr() + "/" + lb.im.Repo + ":" + lb.im.Tag
+	lb.key = writeKey(t)
+	for _, h := range lb.net.Hosts[1 : n+1] {
+		lb.seeds = append(lb.seeds, h.IP.String()+":7502")
+	}
+	lb.nodes = make([]*meshNode, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		var extra []string
+		if i == n-1 {
+			extra = []string{"--store-max-bytes", "2MiB"} // less than the image
+		}
+		wg.Go(func() {
+			lb.nodes[i] = startMeshNode(t, fmt.Sprintf("node%d", i+1), lb.net.Hosts[i+1], lab.Flavor2, lb.reg.Addr(), lb.seeds, lb.key, extra...)
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	waitMembers(t, lb.nodes, n)
+	return lb
+}
+
+// killHolders kills both holders of blob with SIGKILL and deletes their
+// data dirs. It returns the other nodes, and the bytes of the blobs that
+// had no holder among them.
+func killHolders(t *testing.T, nodes []*meshNode, view pinnedView, blob digest.Digest) ([]*meshNode, int64) {
+	t.Helper()
+	var holders []string
+	for _, b := range view.Blobs {
+		if b.Digest == blob {
+			holders = b.Holders
+		}
+	}
+	if len(holders) != 2 {
+		t.Fatalf("blob %s has holders %v, want 2", blob, holders)
+	}
+	var lostBytes int64
+	lost := 0
+	for _, b := range view.Blobs {
+		if slices.Equal(slices.Sorted(slices.Values(b.Holders)), slices.Sorted(slices.Values(holders))) {
+			lostBytes += b.Size
+			lost++
+		}
+	}
+	var survivors []*meshNode
+	for _, nd := range nodes {
+		if !slices.Contains(holders, nd.name) {
+			survivors = append(survivors, nd)
+			continue
+		}
+		nd.shoal.Kill()
+		if err := os.RemoveAll(nd.shoal.DataDir()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("killed %v, the holders of %s, and deleted their data dirs; %d blobs had no other copy", holders, blob, lost)
+	return survivors, lostBytes
 }
 
 func waitMembers(t *testing.T, nodes []*meshNode, want int) {
