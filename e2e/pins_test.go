@@ -90,7 +90,7 @@ func TestPins(t *testing.T) {
 		nd := startMeshNode(t, "node5", lb.net.Hosts[n+1], lab.Flavor2, lb.reg.Addr(), lb.seeds, lb.key)
 		waitMembers(t, append(slices.Clone(survivors), nd), len(survivors)+1)
 		// By tag: node5 never pulled it, and resolves it from the pin
-		// table (--resolve-tags-locally).
+		// table (--resolve-tags-locally, the default).
 		if err := nd.ctrd.CtrPull(t.Context(), ref); err != nil {
 			t.Fatalf("pull of %s with the registry stopped: %v", ref, err)
 		}
