@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,8 +63,11 @@ type pinKeeper struct {
 	// unknown holds the images whose manifests could not be read, until
 	// when they are left out.
 	unknown map[digest.Digest]time.Time
-	sem     chan struct{}
-	wg      sync.WaitGroup
+	// holder caches holds' answers for the candidates holdersOf names.
+	holdersOf string
+	holder    map[string]bool
+	sem       chan struct{}
+	wg        sync.WaitGroup
 }
 
 type pinMetrics struct {
@@ -138,7 +142,7 @@ func (k *pinKeeper) check(ctx context.Context) {
 			continue
 		}
 		for _, b := range blobs {
-			if !isHolder(p2p.Holders(b.Digest, cands, p.Copies)) {
+			if !k.holds(b.Digest, cands, p.Copies) {
 				continue
 			}
 			mine = append(mine, b.Digest)
@@ -158,8 +162,26 @@ func (k *pinKeeper) check(ctx context.Context) {
 	k.forget(pins)
 }
 
-func isHolder(hs []p2p.Candidate) bool {
-	return slices.ContainsFunc(hs, func(c p2p.Candidate) bool { return c.Self })
+// holds says whether this node is among a blob's holders. The answers are
+// kept while the candidates stay the same: a full table is 256 images of
+// up to 1024 blobs, each ranked over every member.
+func (k *pinKeeper) holds(dgst digest.Digest, cands []p2p.Candidate, copies int) bool {
+	var fp strings.Builder
+	for _, c := range cands {
+		fmt.Fprintf(&fp, "%s/%s/%t;", c.ID, c.Zone, c.Self)
+	}
+	key := fmt.Sprintf("%s/%d", dgst, copies)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.holdersOf != fp.String() {
+		k.holdersOf, k.holder = fp.String(), map[string]bool{}
+	}
+	h, ok := k.holder[key]
+	if !ok {
+		h = slices.ContainsFunc(p2p.Holders(dgst, cands, copies), func(c p2p.Candidate) bool { return c.Self })
+		k.holder[key] = h
+	}
+	return h
 }
 
 func (k *pinKeeper) warnRefused(p p2p.Pin) {
