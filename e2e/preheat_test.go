@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -54,7 +55,7 @@ func TestPreheat(t *testing.T) {
 	})
 	t.Run("into shoal", func(t *testing.T) {
 		preheatAll(t, reg, nodes, im)
-		pullFetchesNothing(t, reg, nodes, im)
+		pullFetchesNothing(t, reg, nodes, im, ctrPull)
 	})
 	t.Run("into containerd", func(t *testing.T) {
 		preheatAll(t, reg, nodes, into, "--into-containerd")
@@ -70,7 +71,9 @@ func TestPreheat(t *testing.T) {
 				t.Errorf("%s: CRI does not find the image present: %v", nd.name, err)
 			}
 		}
-		pullFetchesNothing(t, reg, nodes, into)
+		pullFetchesNothing(t, reg, nodes, into, ctrPull)
+		// What the kubelet does for a pod whose policy is Always.
+		pullFetchesNothing(t, reg, nodes, into, criPull)
 	})
 	t.Run("a daemon keeps its --preheat images", func(t *testing.T) {
 		kept := l.push(t, "preheat/kept", "v1", 2, 2<<20)
@@ -144,9 +147,9 @@ func preheatAll(t *testing.T, reg *lab.Registry, nodes []*meshNode, im lab.Image
 	}
 }
 
-// pullFetchesNothing pulls im with ctr through the mirror on every node at
-// once and checks that no blob byte came from the registry or from peers.
-func pullFetchesNothing(t *testing.T, reg *lab.Registry, nodes []*meshNode, im lab.Image) {
+// pullFetchesNothing pulls im on every node at once with pull (ctrPull or
+// criPull) and checks that nothing came from the registry or from peers.
+func pullFetchesNothing(t *testing.T, reg *lab.Registry, nodes []*meshNode, im lab.Image, pull func(context.Context, *meshNode, string) error) {
 	t.Helper()
 	ctx := t.Context()
 	sent := registryBlobBytes(t, reg)
@@ -157,7 +160,7 @@ func pullFetchesNothing(t *testing.T, reg *lab.Registry, nodes []*meshNode, im l
 	var wg sync.WaitGroup
 	for _, nd := range nodes {
 		wg.Go(func() {
-			if err := nd.ctrd.CtrPull(ctx, imageRef(reg, im)); err != nil {
+			if err := pull(ctx, nd, imageRef(reg, im)); err != nil {
 				t.Errorf("%s pull: %v", nd.name, err)
 			}
 		})
@@ -172,6 +175,15 @@ func pullFetchesNothing(t *testing.T, reg *lab.Registry, nodes []*meshNode, im l
 	if after := registryBlobBytes(t, reg); after != sent {
 		t.Errorf("the registry sent %d more blob bytes for the pulls after the preheat", after-sent)
 	}
+}
+
+// ctrPull is `ctr images pull` through the node's mirror.
+func ctrPull(ctx context.Context, nd *meshNode, ref string) error { return nd.ctrd.CtrPull(ctx, ref) }
+
+// criPull is the CRI's PullImage, as the kubelet asks it.
+func criPull(ctx context.Context, nd *meshNode, ref string) error {
+	_, err := nd.ctrd.ImageService().PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+	return err
 }
 
 // preheatOn runs `shoal preheat args...` in node nd's namespace, against
