@@ -24,8 +24,11 @@ deps: ## install what the tests need (containerd 1.6 and 2.4, docker-registry, t
 k8s-bins: ## build etcd and Kubernetes v1.34.2 (apiserver, controller-manager, scheduler, kubelet) for the lab cluster into ~/.cache/shoal-k8s, only those missing
 	bash scripts/k8s-bins.sh
 
-test: deps ## install what the tests need, then run every test with -race: unit and e2e (needs root)
-	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+# One package at a time: the end-to-end packages run dozens of daemons and
+# containerds, and the mesh's unit tests time probes and handshakes; on two
+# cores, side by side, the second starve.
+test: deps ## install what the tests need, then run every test with -race, one package at a time: unit and e2e (needs root)
+	$(GO) test -race -count=1 -p 1 -timeout 25m $(PKGS)
 
 unit: ## run the tests that need no root: unit tests and the simulated benchmark (no containerd, no namespaces)
 	$(GO) test -race -count=1 -short $(PKGS)

@@ -31,8 +31,10 @@ import (
 
 func rawHost(t *testing.T) host.Host {
 	t.Helper()
+	// A patient dial: on a busy host a handshake can take seconds, and
+	// these tests are about what the peer says, not how fast.
 	h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.DisableRelay(), libp2p.DisableMetrics())
+		libp2p.DisableRelay(), libp2p.DisableMetrics(), libp2p.WithDialTimeout(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
