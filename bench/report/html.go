@@ -115,7 +115,7 @@ func WriteHTML(dir string, records []Record, meta Meta) error {
 	return nil
 }
 
-// drawScenario renders the three charts of the i-th scenario.
+// drawScenario renders the charts of the i-th scenario.
 func drawScenario(i int, sd scenarioData, st map[string]style) ([]chart, error) {
 	prefix := fmt.Sprintf("%02d-%s-", i+1, fileSafe(sd.Name))
 	var out []chart
@@ -152,6 +152,15 @@ func drawScenario(i int, sd scenarioData, st map[string]style) ([]chart, error) 
 	}
 	if err := add(p, "makespan", "The slowest node's time divided by T*: 1 is the physical limit, "+
 		"shoal aims for "+formatRatio(targetRatio)+" or less."); err != nil {
+		return nil, err
+	}
+	if p, err = tailChart(sd); err != nil {
+		return nil, err
+	}
+	if err := add(p, "tail", "One row per layer, grouped by node and in the order containerd unpacked them "+
+		"(each layer only after the ones below it): grey while the daemon waits for the layer's first byte, "+
+		"blue while its bytes arrive, orange from the moment the daemon verified it until containerd had it unpacked; "+
+		"the dot is when the node's pull returned. The repetition with the median makespan, real mode only."); err != nil {
 		return nil, err
 	}
 	return out, nil
