@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/shoal-dev/shoal/p2p/swarm"
 	"github.com/shoal-dev/shoal/resolver"
 )
 
@@ -105,13 +106,11 @@ func (r *Router) ResolveImage(ctx context.Context, name string) (ocispec.Descrip
 // for the cluster, in the order Spread gives within group, up to and
 // excluding this node; self says whether this node is the first.
 func (r *Router) Designated(dgst digest.Digest, group []digest.Digest) (peers []string, self bool) {
-	for i, id := range r.n.Designated(dgst, group) {
-		if id == r.n.ID() {
-			return peers, i == 0
-		}
+	above, self := swarm.Above(r.n.Designated(dgst, group), r.n.ID())
+	for _, id := range above {
 		peers = append(peers, id.String())
 	}
-	return peers, false
+	return peers, self
 }
 
 // FetchThrough streams dgst from peer p, which fetches it from the registry

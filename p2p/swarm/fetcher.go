@@ -1,0 +1,120 @@
+package swarm
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"slices"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Rendezvous orders peers by highest random weight for a digest: each
+// peer's weight is sha256(digest || 0 || peer). Every node that knows the
+// same members computes the same order, with no coordination, and when a
+// member leaves only the digests it came first for move, each to the next
+// peer in its order. The first peer is the digest's designated fetcher.
+// Duplicate peers are listed once.
+func Rendezvous[P ~string](dgst digest.Digest, peers []P) []P {
+	type scored struct {
+		id    P
+		score [sha256.Size]byte
+	}
+	s := make([]scored, 0, len(peers))
+	for _, p := range peers {
+		h := sha256.New()
+		h.Write([]byte(dgst))
+		h.Write([]byte{0})
+		h.Write([]byte(p))
+		sc := scored{id: p}
+		copy(sc.score[:], h.Sum(nil))
+		s = append(s, sc)
+	}
+	slices.SortFunc(s, func(a, b scored) int {
+		if c := bytes.Compare(b.score[:], a.score[:]); c != 0 {
+			return c
+		}
+		return bytes.Compare([]byte(a.id), []byte(b.id))
+	})
+	out := make([]P, 0, len(s))
+	for _, sc := range s {
+		if len(out) == 0 || out[len(out)-1] != sc.id {
+			out = append(out, sc.id)
+		}
+	}
+	return out
+}
+
+// Spread orders peers for dgst as Rendezvous does, except that the first
+// peer is chosen among the blobs of group (an image's blobs, in the
+// manifest's order; dgst among them): each blob in turn gets the best-ranked
+// peer that no earlier blob of the group got first, until every peer has one,
+// and then again. Rendezvous alone often gives one node two or three layers
+// of a four-layer image, and that node's links then carry them all; spread,
+// the first copies of an image's layers go to as many nodes as there are
+// layers. Every node that knows the same members and the same manifest
+// computes the same order. With no group, or dgst not in it, it is
+// Rendezvous.
+func Spread[P ~string](dgst digest.Digest, group []digest.Digest, peers []P) []P {
+	order := Rendezvous(dgst, peers)
+	if len(order) < 2 || !slices.Contains(group, dgst) {
+		return order
+	}
+	taken := map[P]bool{}
+	seen := map[digest.Digest]bool{}
+	for _, g := range group {
+		if seen[g] {
+			continue
+		}
+		seen[g] = true
+		if len(taken) == len(order) {
+			clear(taken)
+		}
+		ranked := order
+		if g != dgst {
+			ranked = Rendezvous(g, peers)
+		}
+		var first P
+		for _, p := range ranked {
+			if !taken[p] {
+				first = p
+				break
+			}
+		}
+		taken[first] = true
+		if g == dgst {
+			out := append(make([]P, 0, len(order)), first)
+			for _, p := range order {
+				if p != first {
+					out = append(out, p)
+				}
+			}
+			return out
+		}
+	}
+	return order
+}
+
+// Designated is the designated-fetcher rule: peers (this node among them)
+// ordered by Spread for dgst within group (nil: by Rendezvous), keeping
+// only those in use. The peers left out (avoided for bad bytes or silence,
+// departed lately) are still ranked: Spread gives each blob of an image its
+// first peer in turn, so dropping a peer from the ranking would move the
+// first fetch of other blobs than its own, and nodes that learn of a
+// departure at different moments would disagree on who fetches what.
+// Ranked then left out, a peer hands on only the blobs it came first for,
+// each to the next peer in its order.
+func Designated[P ~string](dgst digest.Digest, group []digest.Digest, peers []P, use map[P]bool) []P {
+	return slices.DeleteFunc(Spread(dgst, group, peers), func(p P) bool { return !use[p] })
+}
+
+// Above lists the peers ranked before self in order (the result of
+// Designated), best first, and says whether self comes first. A node waits
+// only on the peers above it (see MayWait). When self is not in order, every
+// peer is above it.
+func Above[P ~string](order []P, self P) (above []P, first bool) {
+	i := slices.Index(order, self)
+	if i < 0 {
+		return order, false
+	}
+	return order[:i], i == 0
+}
