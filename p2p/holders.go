@@ -3,6 +3,8 @@ package p2p
 import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p/swarm"
 )
 
 // ZoneLabel is the node label (--node-labels zone=...) whose values the
@@ -17,12 +19,9 @@ type Candidate struct {
 	Self bool
 }
 
-// Holders is the rule for which members keep a pinned blob: of the
-// candidates ranked by Rendezvous over dgst, the first k that are each in a
-// zone none before it is in, then, when fewer than k zones have members,
-// the best-ranked of the rest. Members without a zone share one zone. Every
-// member that sees the same candidates computes the same holders, and when
-// a holder leaves only its blobs move, each to the next in its ranking.
+// Holders is the rule for which members keep a pinned blob, spread over
+// the candidates' zones (see swarm.Holders). A candidate listed twice
+// counts once, as first listed.
 func Holders(dgst digest.Digest, cands []Candidate, k int) []Candidate {
 	byID := make(map[peer.ID]Candidate, len(cands))
 	ids := make([]peer.ID, 0, len(cands))
@@ -32,28 +31,10 @@ func Holders(dgst digest.Digest, cands []Candidate, k int) []Candidate {
 			ids = append(ids, c.ID)
 		}
 	}
-	ranked := Rendezvous(dgst, ids)
-	k = min(k, len(ranked))
-	out := make([]Candidate, 0, k)
-	taken := map[peer.ID]bool{}
-	zones := map[string]bool{}
-	for _, id := range ranked {
-		if len(out) == k {
-			break
-		}
-		if c := byID[id]; !zones[c.Zone] {
-			zones[c.Zone] = true
-			taken[id] = true
-			out = append(out, c)
-		}
-	}
-	for _, id := range ranked {
-		if len(out) == k {
-			break
-		}
-		if !taken[id] {
-			out = append(out, byID[id])
-		}
+	held := swarm.Holders(dgst, ids, func(id peer.ID) string { return byID[id].Zone }, k)
+	out := make([]Candidate, 0, len(held))
+	for _, id := range held {
+		out = append(out, byID[id])
 	}
 	return out
 }
