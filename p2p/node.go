@@ -27,6 +27,7 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/p2p/swarm"
 	"github.com/shoal-dev/shoal/store"
 )
 
@@ -71,7 +72,7 @@ type Node struct {
 	upload, download *bandwidth
 
 	blobUploadsMu sync.Mutex
-	blobUploads   map[digest.Digest]int // streams being served, by blob
+	blobUploads   swarm.BlobUploads // streams being served, by blob
 	stats         *stats
 	adv           *advertiser
 	backoffs      *backoffGossip

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/p2p/swarm"
 	"github.com/shoal-dev/shoal/resolver"
 	"github.com/shoal-dev/shoal/store"
 )
@@ -105,34 +106,20 @@ func (n *Node) handleStream(s network.Stream) {
 	}
 	have := size
 	a, isArriving := blob.(arriving)
-	if isArriving && a.Arriving() {
+	stillArriving := isArriving && a.Arriving()
+	if stillArriving {
 		have = a.Have()
-		if req.ranged && !req.wait && req.off >= have && req.off < size {
-			// Said before the slots are counted: it costs the requester
-			// a round trip, and tells it how far this node is.
-			refuse(statusNotYet, size, have, fmt.Errorf("holds %d bytes of %d, not yet byte %d", have, size, req.off))
-			return
-		}
 	}
-	// A blob's streams are capped too, so that a node that just got a new
-	// blob does not feed the whole cluster alone: the others are told to
-	// ask again, and by then the first receivers can serve it onwards. A
-	// blob held whole is capped by the node's slots only: the node that
-	// holds the one blob everyone still lacks (the last layer of a cold
-	// start, whose first copy just ended here) serves it on every slot.
-	// Capping it at one stream, so that a node holding a whole image gave
-	// each blob its own share, left that node's uplink half idle at the
-	// end of cold starts and drew bursts of "busy" answers in warm ones
-	// (see docs/benchmarks.md).
-	limit := n.cfg.MaxUploadsPerBlob
-	if !isArriving || !a.Arriving() {
-		limit = n.cfg.MaxUploads
+	ask := swarm.Ask{Off: req.off, Length: req.length, Ranged: req.ranged, Wait: req.wait}
+	if swarm.NotYet(ask, swarm.Copy{Size: size, Have: have, Arriving: stillArriving}) {
+		// Said before the blob's streams are counted.
+		refuse(statusNotYet, size, have, fmt.Errorf("holds %d bytes of %d, not yet byte %d", have, size, req.off))
+		return
 	}
-	// A piece (a ranged request of a set length) counts against the
-	// node's cap only: it is short, and helpers ask for the bytes few
-	// nodes hold yet, which is what a node's spare slots are best spent on.
-	if req.length == 0 {
-		if !n.takeBlobSlot(req.dgst, limit) {
+	// A blob's streams are capped too (see swarm.BlobUploadCap); a piece
+	// counts against the node's slots only (see swarm.CountsPerBlob).
+	if swarm.CountsPerBlob(ask) {
+		if !n.takeBlobSlot(req.dgst, swarm.BlobUploadCap(stillArriving, n.cfg.MaxUploadsPerBlob, n.cfg.MaxUploads)) {
 			refuse(statusBusy, size, have, errors.New("too many uploads of this blob"))
 			return
 		}
@@ -260,22 +247,13 @@ type arriving interface {
 func (n *Node) takeBlobSlot(d digest.Digest, limit int) bool {
 	n.blobUploadsMu.Lock()
 	defer n.blobUploadsMu.Unlock()
-	if n.blobUploads[d] >= limit {
-		return false
-	}
-	if n.blobUploads == nil {
-		n.blobUploads = make(map[digest.Digest]int)
-	}
-	n.blobUploads[d]++
-	return true
+	return n.blobUploads.Take(d, limit)
 }
 
 func (n *Node) releaseBlobSlot(d digest.Digest) {
 	n.blobUploadsMu.Lock()
 	defer n.blobUploadsMu.Unlock()
-	if n.blobUploads[d]--; n.blobUploads[d] <= 0 {
-		delete(n.blobUploads, d)
-	}
+	n.blobUploads.Release(d)
 }
 
 // busyError is the answer to a request when every upload slot is taken;

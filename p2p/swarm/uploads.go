@@ -1,0 +1,85 @@
+package swarm
+
+import "github.com/opencontainers/go-digest"
+
+// Ask is what a peer asks of a node's blob.
+type Ask struct {
+	Off int64
+	// Length is how many bytes from Off; 0 asks for the rest of the blob.
+	Length int64
+	// Ranged says the request may set Length and Wait; a request that is
+	// not ranged asks for the rest of the blob and always waits.
+	Ranged bool
+	// Wait asks the node to send bytes it does not hold yet as they arrive.
+	Wait bool
+}
+
+// Copy is what a node holds of a blob.
+type Copy struct {
+	Size int64
+	// Have is how many bytes from the start the node holds without a hole.
+	Have int64
+	// Arriving says the node is still downloading the blob.
+	Arriving bool
+}
+
+// NotYet says whether ask is answered "not yet": it starts at a byte the
+// node does not hold yet and will not wait for it. The answer tells the
+// requester how far the node is, and costs it a round trip only.
+func NotYet(ask Ask, c Copy) bool {
+	return ask.Ranged && !ask.Wait && c.Arriving && ask.Off >= c.Have && ask.Off < c.Size
+}
+
+// CountsPerBlob says whether ask counts against the per-blob upload cap
+// (see BlobUploadCap). A piece (a request of a set length) counts against
+// the node's upload slots only: it is short, and helpers ask for the bytes
+// few nodes hold yet, which is what a node's spare slots are best spent on.
+func CountsPerBlob(ask Ask) bool { return ask.Length == 0 }
+
+// BlobUploadCap is the per-blob upload cap: how many streams of one blob a
+// node serves at once. While the blob is still arriving it is perBlob, so
+// that a node that just got a new blob does not feed the whole cluster
+// alone: the others are answered busy, ask again, and by then the first
+// receivers can serve it onwards, so the blob spreads as a tree. A blob
+// held whole is capped by the node's slots only (perNode): the node that
+// holds the one blob everyone still lacks (the last layer of a cold start,
+// whose first copy just ended there) serves it on every slot. Capping it at
+// one stream, so that a node holding a whole image gave each blob its own
+// share, left that node's uplink half idle at the end of cold starts and
+// drew bursts of busy answers in warm ones (see docs/benchmarks.md).
+func BlobUploadCap(arriving bool, perBlob, perNode int) int {
+	if arriving {
+		return perBlob
+	}
+	return perNode
+}
+
+// BlobUploads counts the streams a node serves, by blob, against the
+// per-blob cap. The zero value is ready to use. It is not safe for
+// concurrent use.
+type BlobUploads struct {
+	open map[digest.Digest]int
+}
+
+// Take counts one more stream of d and says true, or says false (answer
+// busy) when limit streams of d are open already.
+func (u *BlobUploads) Take(d digest.Digest, limit int) bool {
+	if u.open[d] >= limit {
+		return false
+	}
+	if u.open == nil {
+		u.open = make(map[digest.Digest]int)
+	}
+	u.open[d]++
+	return true
+}
+
+// Release counts one stream of d fewer.
+func (u *BlobUploads) Release(d digest.Digest) {
+	if u.open[d]--; u.open[d] <= 0 {
+		delete(u.open, d)
+	}
+}
+
+// Open is how many streams of d are counted.
+func (u *BlobUploads) Open(d digest.Digest) int { return u.open[d] }

@@ -1,0 +1,95 @@
+package swarm_test
+
+import (
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p/swarm"
+)
+
+func TestNotYet(t *testing.T) {
+	t.Parallel()
+	arriving := swarm.Copy{Size: 100, Have: 40, Arriving: true}
+	tests := []struct {
+		name string
+		ask  swarm.Ask
+		c    swarm.Copy
+		want bool
+	}{
+		{"past what it holds", swarm.Ask{Off: 40, Ranged: true}, arriving, true},
+		{"within what it holds", swarm.Ask{Off: 39, Ranged: true}, arriving, false},
+		{"asks to wait", swarm.Ask{Off: 60, Ranged: true, Wait: true}, arriving, false},
+		{"not ranged: always waits", swarm.Ask{Off: 60}, arriving, false},
+		{"held whole", swarm.Ask{Off: 60, Ranged: true}, swarm.Copy{Size: 100, Have: 100}, false},
+		{"at the end", swarm.Ask{Off: 100, Ranged: true}, arriving, false},
+		{"a piece past what it holds", swarm.Ask{Off: 50, Length: 10, Ranged: true}, arriving, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := swarm.NotYet(tc.ask, tc.c); got != tc.want {
+				t.Fatalf("NotYet = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestBlobUploadCap(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		arriving bool
+		want     int
+	}{
+		{"arriving: per blob", true, 2},
+		{"held whole: the node's slots", false, 4},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := swarm.BlobUploadCap(tc.arriving, 2, 4); got != tc.want {
+				t.Fatalf("BlobUploadCap = %d, want %d", got, tc.want)
+			}
+		})
+	}
+	if swarm.CountsPerBlob(swarm.Ask{Length: 8}) || !swarm.CountsPerBlob(swarm.Ask{Off: 8}) {
+		t.Error("a piece counts per blob, or a stream to the end does not")
+	}
+}
+
+func TestBlobUploads(t *testing.T) {
+	t.Parallel()
+	a, b := digest.FromString("a"), digest.FromString("b")
+	var u swarm.BlobUploads
+	steps := []struct {
+		name    string
+		release bool
+		d       digest.Digest
+		want    bool
+		open    int
+	}{
+		{"first of a", false, a, true, 1},
+		{"second of a", false, a, true, 2},
+		{"third of a: busy", false, a, false, 2},
+		{"b counts apart", false, b, true, 1},
+		{"one of a ends", true, a, true, 1},
+		{"a again", false, a, true, 2},
+	}
+	for _, s := range steps {
+		got := true
+		if s.release {
+			u.Release(s.d)
+		} else {
+			got = u.Take(s.d, 2)
+		}
+		if got != s.want || u.Open(s.d) != s.open {
+			t.Fatalf("%s: took %v with %d open, want %v with %d", s.name, got, u.Open(s.d), s.want, s.open)
+		}
+	}
+	u.Release(b)
+	u.Release(b)
+	if u.Open(b) != 0 || !u.Take(b, 1) {
+		t.Error("releasing more than was taken leaves a count behind")
+	}
+}
