@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/p2p/swarm"
 	"github.com/shoal-dev/shoal/store"
 )
 
@@ -43,15 +44,10 @@ func (s source) String() string {
 // sources lists where req's blob can come from, in the order to try them:
 // peers that hold it (best first), then the registry, several times.
 //
-// A peer still receiving the blob is asked to wait for bytes it has not
-// received yet only when it ranks above this node for the blob (see
-// Designator): waits then always point up the ranking, and no two nodes
-// can each wait on the other's next byte, which would stall both until
-// StallTimeout (when the node that fed them died, say). A peer ranked
-// below this node sends only the bytes it held when asked (see heldOnly),
-// and so does every peer once this node leads (see leads), or after it
-// jumped ahead over bytes its helpers wrote (noWait): the next bytes come
-// later, or from the registry.
+// Whether a peer still receiving the blob is asked to wait for bytes it
+// has not received yet is swarm.WaitOn's: waits point up the ranking (see
+// Designator). A peer that sends only the bytes it held when asked is cut
+// there (see heldOnly).
 func (r *Resolver) sources(req BlobRequest, noWait, lead *atomic.Bool) []source {
 	var out []source
 	var above map[string]bool // nil: no ranking, every peer may be waited on
@@ -69,9 +65,8 @@ func (r *Resolver) sources(req BlobRequest, noWait, lead *atomic.Bool) []source 
 			for _, p := range peers[:min(len(peers), r.cfg.DesignatedPeers)] {
 				out = append(out, source{kind: SourcePeer, peer: p, designated: true, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
 					if ranges {
-						// Once this node leads, a designated peer sends
-						// what it holds and no more (see leads).
-						return rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: !lead.Load(), Registry: req.Registry, Repo: req.Repo})
+						wait, _ := swarm.WaitOn(swarm.Reader{Ranked: true, Above: true, Designated: true, Leading: lead.Load()})
+						return rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: wait, Registry: req.Registry, Repo: req.Repo})
 					}
 					body, size, err := d.FetchThrough(ctx, p, req.Digest, off, req.Registry, req.Repo)
 					return body, size, size, err
@@ -89,12 +84,12 @@ func (r *Resolver) sources(req BlobRequest, noWait, lead *atomic.Bool) []source 
 		rr, ranges := r.router.(Ranger)
 		for _, p := range peers {
 			out = append(out, source{kind: SourcePeer, peer: p, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
-				held := above != nil && (lead.Load() || !above[p])
 				if !ranges {
 					body, size, err := r.router.Fetch(ctx, p, req.Digest, off)
 					return body, size, size, err
 				}
-				body, size, have, err := rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: !held && !noWait.Load()})
+				wait, held := swarm.WaitOn(swarm.Reader{Ranked: above != nil, Above: above[p], Leading: lead.Load(), Jumped: noWait.Load()})
+				body, size, have, err := rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: wait})
 				if err == nil && held && have > off && have < size {
 					body = &heldOnly{ReadCloser: body, left: have - off, peer: p, have: have, size: size}
 				} else if err != nil && have > 0 && have < size {
@@ -601,23 +596,18 @@ func (r *Resolver) noteMiss(dgst digest.Digest, m miss) {
 	r.misses[dgst] = m
 }
 
-// leads says whether this node fetches req's blob for the cluster now:
-// it ranks first for it, a peer asked it to (ForPeer), or every peer ranked
-// above it failed this download (one that died mid-transfer). Then the
-// peers still receiving the blob got it from a source that is gone, or are
-// waiting for this node: it takes the bytes they hold and asks the
-// registry for the rest, where waiting for their next byte would stall
-// both until StallTimeout.
+// leads says whether this node fetches req's blob for the cluster now
+// (see swarm.Leads): it ranks first for it, a peer asked it to (ForPeer),
+// or every designated peer among sources failed this download.
 func (r *Resolver) leads(sources []source, failed map[string]bool) bool {
-	if _, ok := r.router.(Designator); !ok {
-		return false
-	}
+	_, ranked := r.router.(Designator)
+	var designated []string
 	for _, s := range sources {
-		if s.designated && !failed[s.peer] {
-			return false
+		if s.designated {
+			designated = append(designated, s.peer)
 		}
 	}
-	return true
+	return swarm.Leads(ranked, designated, failed)
 }
 
 // handOver is how long src may take to answer, and to send a byte it
