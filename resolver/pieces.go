@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/shoal-dev/shoal/p2p/swarm"
 	"github.com/shoal-dev/shoal/store"
 )
 
@@ -42,31 +43,22 @@ var errOvertaken = errors.New("the stream reached the piece")
 // errComplete ends a primary stream whose bytes the helpers already wrote.
 var errComplete = errors.New("the rest of the blob has arrived from other peers")
 
-type pieceSource struct {
-	peer   string
-	have   int64 // bytes held from the start, as last said; -1 unknown
-	retry  time.Time
-	failed bool
-	busy   bool // a helper is fetching from it
-}
-
 // helpers runs PieceWorkers helpers for the download of req into ing until
 // ctx ends; when a helper's piece makes the blob whole, it calls complete. pos is where the
 // primary stream is, primary the peer it reads from. Peers that sent bytes
 // are added to used.
 func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing store.Ingest, rr Ranger, pos *atomic.Int64, primary *atomic.Value, waiting *atomic.Bool, complete func(), usedMu *sync.Mutex, used map[string]bool) {
 	size, psize := ing.Size(), r.cfg.PieceSize
-	n := int((size + psize - 1) / psize)
+	n := swarm.Count(size, psize)
 	var (
-		mu   sync.Mutex
-		done = make([]bool, n) // written by a helper
+		mu sync.Mutex
+		ps = swarm.Pieces{Size: size, PieceSize: psize, Done: make([]bool, n), Taken: make([]bool, n)}
 		// from is where a piece's next attempt starts: a helper writes
 		// a piece in order, so what an attempt wrote is not asked again.
-		from  = make([]int64, n)
-		taken = make([]bool, n)
-		srcs  []*pieceSource
-		seen  = map[string]bool{}
-		wg    sync.WaitGroup
+		from = make([]int64, n)
+		srcs []*swarm.PieceSource
+		seen = map[string]bool{}
+		wg   sync.WaitGroup
 	)
 	refresh := func() {
 		lctx, cancel := context.WithTimeout(ctx, r.cfg.PeerLookupTimeout)
@@ -77,52 +69,17 @@ func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing 
 		for _, p := range peers {
 			if !seen[p] {
 				seen[p] = true
-				srcs = append(srcs, &pieceSource{peer: p, have: -1})
+				srcs = append(srcs, &swarm.PieceSource{Peer: p, Have: -1})
 			}
 		}
 	}
-	// source picks the peer to ask for piece i: one that may hold it, not
-	// cur (the primary stream's), free now, and the furthest ahead.
-	source := func(i int, now time.Time, cur string) *pieceSource {
-		end := min(int64(i+1)*psize, size)
-		var best *pieceSource
-		for _, s := range srcs {
-			if s.failed || s.busy || s.peer == cur || now.Before(s.retry) || (s.have >= 0 && s.have < end) {
-				continue
-			}
-			if best == nil || s.have > best.have {
-				best = s
-			}
-		}
-		return best
-	}
-	// next picks the highest missing piece at least a piece ahead of the
-	// primary stream, or the first missing one while the download waits
-	// for a slot, and a peer to ask for it.
-	next := func(now time.Time) (int, *pieceSource) {
-		if waiting.Load() {
-			// No stream is open, every peer having been busy for one: the
-			// first missing piece comes first, so that this node holds a
-			// longer start of the blob and can pass it on.
-			for i := int(ing.Contiguous() / psize); i < n; i++ {
-				if done[i] || taken[i] {
-					continue
-				}
-				if s := source(i, now, ""); s != nil {
-					return i, s
-				}
-				break
-			}
-		}
-		first := int((pos.Load()+psize-1)/psize) + 1
-		cur, _ := primary.Load().(string)
-		for i := n - 1; i >= first; i-- {
-			if done[i] || taken[i] {
-				continue
-			}
-			return i, source(i, now, cur)
-		}
-		return -1, nil
+	// next picks a piece and a peer to ask for it (see swarm.NextPiece).
+	next := func(now time.Time) (int, *swarm.PieceSource) {
+		ps.Waiting = waiting.Load()
+		ps.Contiguous = ing.Contiguous()
+		ps.Pos = pos.Load()
+		ps.Primary, _ = primary.Load().(string)
+		return swarm.NextPiece(ps, srcs, now)
 	}
 	worker := func() {
 		for ctx.Err() == nil {
@@ -136,38 +93,36 @@ func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing 
 				}
 				continue
 			}
-			start, end := max(from[i], int64(i)*psize, ing.Contiguous()), min(int64(i+1)*psize, size)
+			ps.Contiguous = ing.Contiguous()
+			start, end := ps.Range(i, from[i])
 			if start >= end {
 				// Written already, from the start of the blob on.
-				done[i] = true
+				ps.Done[i] = true
 				mu.Unlock()
 				continue
 			}
-			taken[i], s.busy = true, true
+			ps.Taken[i], s.Busy = true, true
 			mu.Unlock()
 
-			k, have, err := r.fetchPiece(ctx, req, f, ing, rr, s.peer, start, end, pos, waiting)
+			k, have, err := r.fetchPiece(ctx, req, f, ing, rr, s.Peer, start, end, pos, waiting)
 
 			mu.Lock()
-			taken[i], s.busy = false, false
+			ps.Taken[i], s.Busy = false, false
 			from[i] = start + k
 			if have > 0 {
-				s.have = max(s.have, have)
+				s.Have = max(s.Have, have)
 			}
 			if k > 0 {
 				usedMu.Lock()
-				used[s.peer] = true
+				used[s.Peer] = true
 				usedMu.Unlock()
 			}
-			switch {
-			case err == nil:
-				done[i] = true
-			case ctx.Err() != nil, errors.Is(err, errOvertaken):
-			case errdefs.IsOutOfRange(err), errdefs.IsResourceExhausted(err):
-				s.retry = time.Now().Add(pieceRetry)
-			default:
-				r.cfg.Logger.Debug("piece failed", "digest", req.Digest, "peer", s.peer, "offset", start, "err", err)
-				s.failed = true
+			res := pieceResult(ctx, err)
+			if res == swarm.PieceFailed {
+				r.cfg.Logger.Debug("piece failed", "digest", req.Digest, "peer", s.Peer, "offset", start, "err", err)
+			}
+			if swarm.AfterPiece(s, res, time.Now(), pieceRetry) {
+				ps.Done[i] = true
 			}
 			finished := err == nil && ing.Contiguous() == size
 			mu.Unlock()
@@ -192,6 +147,19 @@ func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing 
 			refresh()
 		}
 	}
+}
+
+// pieceResult sorts how a helper's attempt at a piece ended.
+func pieceResult(ctx context.Context, err error) swarm.PieceResult {
+	switch {
+	case err == nil:
+		return swarm.PieceWritten
+	case ctx.Err() != nil, errors.Is(err, errOvertaken):
+		return swarm.PieceStopped
+	case errdefs.IsOutOfRange(err), errdefs.IsResourceExhausted(err):
+		return swarm.PieceNotNow
+	}
+	return swarm.PieceFailed
 }
 
 // fetchPiece copies [start, end) of req's blob from peer p into ing, and

@@ -1,0 +1,124 @@
+package swarm
+
+import "time"
+
+// PieceSource is a peer that helpers may ask for pieces of a blob.
+type PieceSource struct {
+	Peer string
+	// Have is how many bytes from the start the peer said it holds; -1
+	// while unknown.
+	Have int64
+	// Retry is when the peer may be asked again, after it was busy or did
+	// not hold a piece yet.
+	Retry time.Time
+	// Failed says the peer failed a piece: it is not asked again.
+	Failed bool
+	// Busy says a helper is fetching from it.
+	Busy bool
+}
+
+// Pieces is a download's blob cut into pieces, as its helpers see it.
+type Pieces struct {
+	Size, PieceSize int64
+	// Done marks the pieces a helper wrote; Taken those a helper fetches.
+	Done, Taken []bool
+	// Contiguous is how many bytes from the start the node holds.
+	Contiguous int64
+	// Pos is where the primary stream writes, Primary the peer it reads
+	// from.
+	Pos     int64
+	Primary string
+	// Waiting says no stream is open: every peer that holds the blob
+	// answered busy.
+	Waiting bool
+}
+
+// Count is how many pieces a blob of size cut in pieces of psize has.
+func Count(size, psize int64) int { return int((size + psize - 1) / psize) }
+
+// Range is the bytes a helper asks for piece i: from its start, or from
+// where its last attempt got to (from), or from the first byte the node
+// does not hold (Contiguous), whichever is furthest, to the piece's end.
+// Empty (start >= end) when the piece is written already.
+func (p Pieces) Range(i int, from int64) (start, end int64) {
+	return max(from, int64(i)*p.PieceSize, p.Contiguous), min(int64(i+1)*p.PieceSize, p.Size)
+}
+
+// PieceSourceFor is the rule for whom a helper asks for piece i: a peer
+// that may hold it (it said it holds the piece's end, or has not said),
+// not cur (the peer the primary stream reads from), not failed, free and
+// due now; of those, the one furthest ahead. Nil when none is.
+func PieceSourceFor(p Pieces, i int, srcs []*PieceSource, now time.Time, cur string) *PieceSource {
+	end := min(int64(i+1)*p.PieceSize, p.Size)
+	var best *PieceSource
+	for _, s := range srcs {
+		if s.Failed || s.Busy || s.Peer == cur || now.Before(s.Retry) || (s.Have >= 0 && s.Have < end) {
+			continue
+		}
+		if best == nil || s.Have > best.Have {
+			best = s
+		}
+	}
+	return best
+}
+
+// NextPiece is the helpers' piece choice: the highest missing piece at
+// least a piece ahead of the primary stream, working backwards from the
+// end, so that a node whose source is slow catches up from peers that are
+// ahead of it; and the peer to ask for it (see PieceSourceFor), nil when
+// none is free. While no stream is open (Waiting), the first missing piece
+// that some peer can send comes first, so the node holds a longer start of
+// the blob and can pass it on. -1 when no piece is left to take.
+func NextPiece(p Pieces, srcs []*PieceSource, now time.Time) (int, *PieceSource) {
+	n := Count(p.Size, p.PieceSize)
+	if p.Waiting {
+		for i := int(p.Contiguous / p.PieceSize); i < n; i++ {
+			if p.Done[i] || p.Taken[i] {
+				continue
+			}
+			if s := PieceSourceFor(p, i, srcs, now, ""); s != nil {
+				return i, s
+			}
+			break
+		}
+	}
+	first := int((p.Pos+p.PieceSize-1)/p.PieceSize) + 1
+	for i := n - 1; i >= first; i-- {
+		if p.Done[i] || p.Taken[i] {
+			continue
+		}
+		return i, PieceSourceFor(p, i, srcs, now, p.Primary)
+	}
+	return -1, nil
+}
+
+// PieceResult is how a helper's attempt at a piece ended.
+type PieceResult int
+
+const (
+	// PieceWritten: the piece is whole.
+	PieceWritten PieceResult = iota
+	// PieceStopped: the download ended, or the primary stream reached the
+	// piece first.
+	PieceStopped
+	// PieceNotNow: the peer was busy, or did not hold the piece yet.
+	PieceNotNow
+	// PieceFailed: any other failure of the peer.
+	PieceFailed
+)
+
+// AfterPiece is the rule for a piece's source after an attempt: a peer
+// that was busy or not there yet is asked again after retry; one that
+// failed otherwise is not asked again by this download. It says whether
+// the piece is done.
+func AfterPiece(s *PieceSource, res PieceResult, now time.Time, retry time.Duration) (done bool) {
+	switch res {
+	case PieceWritten:
+		return true
+	case PieceNotNow:
+		s.Retry = now.Add(retry)
+	case PieceFailed:
+		s.Failed = true
+	}
+	return false
+}
