@@ -34,6 +34,11 @@ type source struct {
 	open func(ctx context.Context, off int64, size int64) (io.ReadCloser, int64, int64, error)
 }
 
+// rule is src as the swarm's rules see it.
+func (s source) rule() swarm.Source {
+	return swarm.Source{Peer: s.peer, Upstream: s.kind == SourceUpstream, Designated: s.designated}
+}
+
 func (s source) String() string {
 	if s.peer != "" {
 		return string(s.kind) + " " + s.peer
@@ -146,35 +151,17 @@ type dl struct {
 	f   *flight
 	log *slog.Logger
 
-	published bool
+	// sw is what the download knows for the swarm's rules: the peers
+	// that failed it, a lost peer (see handOver), the store's or the
+	// registry's failure, its progress, whether it is published.
+	sw        *swarm.Download
 	ing       store.Ingest
 	off       int64
 	lastErr   error
 	peersUsed []string
-	// Peers that failed this download are not asked again by it: a peer
-	// listed twice (designated, and a provider) that went silent or was cut
-	// off would cost the stall timeout, then a dial timeout, once more.
-	failedPeers map[string]bool
-	// lostPeer: a peer's stream went silent or slow mid-blob (see pace).
-	// The blob then passes to the next in its ranking (see handOver).
-	lostPeer bool
 	// relayAsked: peers asked once more after errRelaying (see pace).
-	relayAsked  map[string]bool
-	localFailed bool
-	// registryFailed: the registry's last answer was a failure (5xx, a cut
-	// connection), not a "no" nor a rate limit (see missFor).
-	registryFailed bool
-	// unreachableUntil: the registry could not be reached at all; until
-	// then it is not asked again, and peers that hold part of the blob are
-	// waited for (see registryUnreachable).
-	unreachableUntil time.Time
-	start            time.Time
-	// The waits for busy peers count from the last byte that arrived, not
-	// from the start: a long download that polls peers ranked below it for
-	// the bytes they hold (see sources) is not waiting in vain.
-	progress   int64
-	progressAt time.Time
-	backoff    time.Duration
+	relayAsked map[string]bool
+	start      time.Time
 	// announced: the mesh was told once a source answered, not before: a
 	// node that announced an ingest no source feeds yet could be picked as
 	// a source by the very peer it waits for.
@@ -195,25 +182,15 @@ type dl struct {
 	helping bool
 }
 
-// A round's view of its sources' answers: a peer busy (a designated one
-// among them), or holding part of the blob.
-type roundState struct {
-	busy, designatedBusy, heldInPart bool
-}
-
-const firstBackoff = 50 * time.Millisecond
-
 func (r *Resolver) newDL(req BlobRequest, f *flight) *dl {
 	d := &dl{
 		r: r, req: req, f: f,
-		log:         r.cfg.Logger.With("digest", req.Digest, "registry", req.Registry, "repo", req.Repo),
-		failedPeers: map[string]bool{},
-		relayAsked:  map[string]bool{},
-		start:       time.Now(),
-		backoff:     firstBackoff,
-		used:        map[string]bool{},
+		log:        r.cfg.Logger.With("digest", req.Digest, "registry", req.Registry, "repo", req.Repo),
+		relayAsked: map[string]bool{},
+		start:      time.Now(),
+		used:       map[string]bool{},
 	}
-	d.progressAt = d.start
+	d.sw = swarm.NewDownload(swarm.Limits{BusyWait: r.cfg.BusyWait, BusyRetryFor: r.cfg.BusyRetryFor, Unreachable: registryFailedFor}, d.start)
 	d.primary.Store("")
 	d.dctx, d.dcancel = context.WithCancelCause(r.ctx)
 	return d
@@ -221,7 +198,7 @@ func (r *Resolver) newDL(req BlobRequest, f *flight) *dl {
 
 func (d *dl) fail(err error) {
 	d.r.m.downloads.WithLabelValues("error").Inc()
-	if !d.published {
+	if !d.sw.Published {
 		d.f.err = err
 		close(d.f.ready)
 	}
@@ -239,7 +216,7 @@ func (d *dl) publish(size int64) error {
 	}
 	d.ing = ing
 	d.f.ingest = ing
-	d.published = true
+	d.sw.Published = true
 	close(d.f.ready)
 	return nil
 }
@@ -266,7 +243,7 @@ func (d *dl) begin(src source, size int64) (store.Ingest, error) {
 	d.ing = ing
 	d.f.ingest = ing
 	d.f.setSource(src.kind)
-	d.published = true
+	d.sw.Published = true
 	close(d.f.ready)
 	d.startHelpers()
 	return ing, nil
@@ -293,7 +270,7 @@ func (d *dl) startHelpers() {
 // source failed, but a peer that holds the blob was only busy.
 func (d *dl) round() bool {
 	r := d.r
-	if !d.published {
+	if !d.sw.Published {
 		// A peer's pull-for starts a download without the size; the
 		// manifest that names the blob may have come since.
 		if size := r.knownSize(d.req.Digest); size > 0 && d.publish(size) == nil {
@@ -304,7 +281,7 @@ func (d *dl) round() bool {
 	if len(sources) == 0 {
 		d.lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", d.req.Digest, errdefs.ErrNotFound)
 	}
-	var st roundState
+	var st swarm.Round
 	for _, src := range sources {
 		if r.ctx.Err() != nil {
 			d.lastErr = r.ctx.Err()
@@ -319,8 +296,8 @@ func (d *dl) round() bool {
 		}
 		// Known again at each source: the designated peers come first,
 		// and once they failed, this node leads.
-		lead := r.leads(sources, d.failedPeers)
-		if d.lostPeer {
+		lead := r.leads(sources, d.sw.FailedPeers)
+		if d.sw.LostPeer {
 			src.stall = r.handOver(src)
 		}
 		d.leading.Store(lead)
@@ -342,39 +319,21 @@ func (d *dl) round() bool {
 			break
 		}
 	}
-	// A registry that cannot be reached is no source for the rest of the
-	// blob, for this node nor for containerd: the peers that hold part of
-	// it are the only ones that may get the rest.
-	waitForPeers := st.busy || (st.heldInPart && time.Now().Before(d.unreachableUntil))
-	return d.lastErr != nil && waitForPeers && !d.localFailed && r.ctx.Err() == nil && time.Since(d.progressAt) <= r.cfg.BusyRetryFor
+	return d.lastErr != nil && r.ctx.Err() == nil && d.sw.WaitAgain(st, time.Now())
 }
 
-// skip says whether src is passed over in this round, or ends it (stop).
-func (d *dl) skip(src source, st roundState) (skip, stop bool) {
-	r := d.r
-	if src.peer != "" && d.failedPeers[src.peer] {
+// skip says whether src is passed over in this round, or ends it (stop):
+// see swarm.Download.Skip.
+func (d *dl) skip(src source, st swarm.Round) (skip, stop bool) {
+	backedOff := d.r.backedOff(d.req.Registry)
+	switch d.sw.Skip(src.rule(), st, backedOff != nil, time.Now()) {
+	case swarm.Pass:
 		return true, false
-	}
-	if src.kind == SourceUpstream && time.Now().Before(d.unreachableUntil) {
+	case swarm.PassBackedOff:
+		// Peers that hold the blob may still send it.
+		d.lastErr = backedOff
 		return true, false
-	}
-	if err := r.needsRegistry(src, d.req); err != nil {
-		// The registry asked to slow down: neither this node nor a
-		// designated peer asks it, peers that hold the blob may still
-		// send it.
-		d.lastErr = err
-		return true, false
-	}
-	if src.designated && st.designatedBusy {
-		// The first designated peer is fetching the blob and only out of
-		// slots: the next would fetch it from the registry a second time.
-		// The peers it feeds come next.
-		return true, false
-	}
-	if src.kind == SourceUpstream && st.busy && time.Since(d.progressAt) < busyLimit(d.published, r.cfg) {
-		// A peer holds it but has no free slot: waiting for one spares the
-		// registry. Before the first byte the wait is short, containerd is
-		// waiting for an answer; once bytes flow it may be longer.
+	case swarm.Stop:
 		return false, true
 	}
 	return false, false
@@ -404,8 +363,8 @@ func (d *dl) try(src source, sources []source) (n int64, sent bool, err error) {
 		if errors.Is(err, errRelaying) && !d.relayAsked[src.peer] {
 			// Its own source went silent: by now it, or the next in the
 			// ranking, has found the next (see handOver).
-			d.relayAsked[src.peer], d.lostPeer = true, true
-			r.probeAbove(sources, src.peer, d.failedPeers)
+			d.relayAsked[src.peer], d.sw.LostPeer = true, true
+			r.probeAbove(sources, src.peer, d.sw.FailedPeers)
 			src.stall = r.handOver(src)
 			d.off += n
 			n = 0
@@ -426,65 +385,42 @@ func (d *dl) try(src source, sources []source) (n int64, sent bool, err error) {
 }
 
 // failed takes in why src ended, noting it in st, and says whether the
-// round ends here: the store failed, or the registry will not help.
-func (d *dl) failed(src source, err error, lead bool, st *roundState) (stop bool) {
-	r := d.r
-	if errors.Is(err, errLocalStore) || (d.ing != nil && d.ing.Err() != nil) {
-		// shoal's own store failed (a full disk), not the source: every
-		// other source would fail the same way.
-		d.localFailed = true
-		return true
-	}
-	d.registryFailed = src.kind == SourceUpstream && errdefs.IsUnavailable(err)
-	if src.kind == SourceUpstream && registryUnreachable(err) {
-		d.unreachableUntil = time.Now().Add(registryFailedFor)
-	}
-	partial := errdefs.IsOutOfRange(err) || errors.Is(err, errHeldInPart)
-	if rl, ok := rateLimited(err); ok {
+// round ends here (see swarm.Download.Failed).
+func (d *dl) failed(src source, err error, lead bool, st *swarm.Round) (stop bool) {
+	f := sortFailure(src, err, d.ing)
+	if rl, ok := rateLimited(err); ok && !f.LocalStore {
 		// Said by a designated peer, or by the registry itself.
-		r.noteBackoff(rl)
-		if src.peer != "" {
-			d.failedPeers[src.peer] = true
-		}
-		return false
+		d.r.noteBackoff(rl)
 	}
-	d.notePeerFailure(src, err, lead, partial, st)
-	if !retryable(err) || (src.kind == SourceUpstream && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) || errdefs.IsResourceExhausted(err))) {
+	stop, silence := d.sw.Failed(src.rule(), f, lead, st, time.Now())
+	if s, ok := d.r.router.(Silencer); ok && silence {
+		// Other downloads would wait for it too.
+		s.Silent(src.peer)
+	}
+	if !stop && !f.RateLimited {
+		d.log.Info("source failed, trying the next", "source", src.String(), "offset", d.off, "err", err)
+	}
+	return stop
+}
+
+// sortFailure sorts why src ended for the swarm's rules.
+func sortFailure(src source, err error, ing store.Ingest) swarm.Failure {
+	_, limited := rateLimited(err)
+	upstreamNo := src.kind == SourceUpstream && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) || errdefs.IsResourceExhausted(err))
+	return swarm.Failure{
+		LocalStore:  errors.Is(err, errLocalStore) || (ing != nil && ing.Err() != nil),
+		Unavailable: errdefs.IsUnavailable(err),
+		Unreachable: registryUnreachable(err),
+		RateLimited: limited,
+		NotNow:      errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err),
+		Partial:     errdefs.IsOutOfRange(err) || errors.Is(err, errHeldInPart),
+		NotArriving: errors.Is(err, errNotArriving),
+		Stalled:     errors.Is(err, errStalled),
+		Slow:        errors.Is(err, errSlow),
 		// The registry does not have it, refuses shoal, or rate limits it
 		// (429): asking again will not help, and after a 429 it costs more
 		// of the quota.
-		return true
-	}
-	d.log.Info("source failed, trying the next", "source", src.String(), "offset", d.off, "err", err)
-	return false
-}
-
-// notePeerFailure sorts a peer's failure: busy or still receiving (asked
-// again after a wait), holding part of the blob, or failed for this
-// download.
-func (d *dl) notePeerFailure(src source, err error, lead, partial bool, st *roundState) {
-	switch {
-	case src.peer == "":
-	case d.lostPeer && errors.Is(err, errNotArriving):
-		// Handed the rest, it sent none of it in time: it waits on the
-		// lost peer too, or has nothing to send (see handOver).
-		d.failedPeers[src.peer] = true
-	case (errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err)) && !(lead && partial):
-		// Busy, or not there yet: either way it will be soon. But a node
-		// that fetches for the cluster does not wait for a peer that holds
-		// part of the blob: the rest would come from this node, or from
-		// nowhere.
-		st.busy = true
-		st.designatedBusy = st.designatedBusy || src.designated
-	case errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err):
-		st.heldInPart = true
-	default:
-		d.failedPeers[src.peer] = true
-		if s, ok := d.r.router.(Silencer); ok && errors.Is(err, errStalled) {
-			// Other downloads would wait for it too.
-			s.Silent(src.peer)
-		}
-		d.lostPeer = d.lostPeer || errors.Is(err, errStalled) || errors.Is(err, errSlow)
+		Final: !retryable(err) || upstreamNo,
 	}
 }
 
@@ -492,16 +428,16 @@ func (d *dl) notePeerFailure(src source, err error, lead, partial bool, st *roun
 // peer that holds the blob was only busy: a slot frees up soon, and by
 // then more peers may hold it.
 func (d *dl) wait() {
-	if d.ing != nil && d.ing.Contiguous() > d.progress {
-		d.progress, d.progressAt = d.ing.Contiguous(), time.Now()
-		d.backoff = firstBackoff
+	var held int64
+	if d.ing != nil {
+		held = d.ing.Contiguous()
 	}
+	b := d.sw.Backoff(held, time.Now())
 	d.waiting.Store(true)
 	select {
-	case <-time.After(d.backoff):
+	case <-time.After(b):
 	case <-d.r.ctx.Done():
 	}
-	d.backoff = min(2*d.backoff, time.Second)
 }
 
 // end commits the blob, or fails the download and, when asking again at
@@ -543,13 +479,13 @@ func (d *dl) end() {
 
 // noteFailure ends a failed download (see missFor).
 func (d *dl) noteFailure() {
-	if t, why := missFor(d.localFailed, d.registryFailed); t > 0 {
+	if t, why := d.sw.MissFor(); t > 0 {
 		m := miss{until: time.Now().Add(t), why: why}
-		if !d.localFailed {
+		if !d.sw.LocalFailed {
 			m.registry = d.req.Registry
 		}
 		d.r.noteMiss(d.req.Digest, m)
-		if d.localFailed {
+		if d.sw.LocalFailed {
 			d.log.Error("shoal's store cannot hold the blob: requests for it are misses for a while, so containerd fetches it from the registry",
 				"offset", d.off, "for", t, "err", d.lastErr)
 		} else {
@@ -571,16 +507,6 @@ func (d *dl) noteFailure() {
 func registryUnreachable(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
-}
-
-// needsRegistry returns the back-off error for a source that would ask
-// req's registry while it is backed off: the registry itself, or a
-// designated peer asked to fetch for the cluster. Nil otherwise.
-func (r *Resolver) needsRegistry(src source, req BlobRequest) error {
-	if src.kind != SourceUpstream && !src.designated {
-		return nil
-	}
-	return r.backedOff(req.Registry)
 }
 
 // noteMiss makes dgst a miss until m.until: see missFor.
@@ -871,13 +797,4 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 		}
 	}
 	return n, size, nil
-}
-
-// busyLimit is how long a download prefers waiting for a busy peer to
-// asking the registry.
-func busyLimit(published bool, cfg Config) time.Duration {
-	if published {
-		return cfg.BusyRetryFor / 2
-	}
-	return cfg.BusyWait
 }

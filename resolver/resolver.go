@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-dev/shoal/p2p/swarm"
 	"github.com/shoal-dev/shoal/store"
 )
 
@@ -70,27 +71,10 @@ type miss struct {
 	registry string
 }
 
-// How long a blob is a miss after its download failed: the store could
-// not hold it (a full disk), so a resume would fail at the same byte; or
-// the registry failed every attempt (5xx, or cut off), so the next request
-// would ask it FetchAttempts times more while containerd, after shoal's
-// miss, is fetching the blob from it anyway.
-const (
-	unstorableFor     = time.Minute
-	registryFailedFor = 10 * time.Second
-)
-
-// missFor is the rule for how long a failed download's blob stays a miss:
-// zero when the next request should try again.
-func missFor(localFailed, registryFailed bool) (time.Duration, string) {
-	switch {
-	case localFailed:
-		return unstorableFor, "shoal's store could not hold it lately"
-	case registryFailed:
-		return registryFailedFor, "the registry failed it lately"
-	}
-	return 0, ""
-}
+// registryFailedFor is how long a blob is a miss after the registry failed
+// every attempt at it, and how long a download does not ask a registry it
+// could not reach (see swarm.Download.MissFor).
+const registryFailedFor = swarm.RegistryFailedFor
 
 // Sources are the optional places a resolver reads from besides its store
 // and the upstream registry. A nil field is a source the node does not have.

@@ -1,0 +1,268 @@
+package swarm
+
+import "time"
+
+// Source is a place a download may read a blob from, as the rules see it.
+type Source struct {
+	// Peer names the peer; "" for the registry.
+	Peer string
+	// Upstream says the source is the registry.
+	Upstream bool
+	// Designated says the peer is asked to fetch the blob for the cluster.
+	Designated bool
+}
+
+// Round is what one round over a download's sources learned from their
+// answers so far.
+type Round struct {
+	// Busy: a peer that holds the blob, or will soon, had no free slot or
+	// not the bytes yet; DesignatedBusy: a designated peer among them.
+	Busy, DesignatedBusy bool
+	// HeldInPart: a peer holds part of the blob only.
+	HeldInPart bool
+}
+
+// Failure is why a source ended, sorted by the caller from its error.
+type Failure struct {
+	// LocalStore: this node's own store failed (a full disk), not the
+	// source.
+	LocalStore bool
+	// Unavailable: the registry failed (5xx, a cut connection).
+	Unavailable bool
+	// Unreachable: the registry could not be reached at all.
+	Unreachable bool
+	// RateLimited: the source asked to slow down.
+	RateLimited bool
+	// NotNow: the peer was busy or does not hold the bytes yet.
+	NotNow bool
+	// Partial: the peer said it holds part of the blob only.
+	Partial bool
+	// NotArriving: the peer's copy stopped growing past what it held.
+	NotArriving bool
+	// Stalled: the source stopped sending; Slow: a peer's stream fell
+	// too far behind.
+	Stalled, Slow bool
+	// Final: asking again will not help (the registry does not have the
+	// blob, refuses this node, or rate limits it; a size mismatch, say).
+	Final bool
+}
+
+// Step is what a download does with a source in a round.
+type Step int
+
+const (
+	// Try the source.
+	Try Step = iota
+	// Pass over the source in this round.
+	Pass
+	// PassBackedOff: pass over it, the registry having asked to slow down.
+	PassBackedOff
+	// Stop the round here and wait.
+	Stop
+)
+
+func (s Step) String() string {
+	switch s {
+	case Try:
+		return "try"
+	case Pass:
+		return "pass"
+	case PassBackedOff:
+		return "pass, backed off"
+	case Stop:
+		return "stop"
+	}
+	return "unknown"
+}
+
+// Limits are the times the download rules count with.
+type Limits struct {
+	// BusyWait is how long a download before its first byte prefers
+	// waiting for a busy peer to asking the registry.
+	BusyWait time.Duration
+	// BusyRetryFor is how long a download keeps asking again, from its
+	// last progress, when every source was busy; once bytes flow it
+	// prefers waiting to the registry for half of it.
+	BusyRetryFor time.Duration
+	// Unreachable is how long the registry is not asked again by a
+	// download once it could not be reached.
+	Unreachable time.Duration
+}
+
+// Download is one download's knowledge across its sources and rounds:
+// what failed, when it last made progress, and how long it waits next.
+// Its methods are the rules for when a download tries a source, passes
+// over it, waits, or gives up.
+type Download struct {
+	Limits Limits
+	// Published says readers can follow the download already: the blob's
+	// size was known before any source answered.
+	Published bool
+	// FailedPeers failed this download and are not asked again by it: a
+	// peer listed twice (designated, and a provider) that went silent
+	// would cost the stall timeout once more.
+	FailedPeers map[string]bool
+	// LostPeer: a peer's stream went silent or slow mid-blob; the blob
+	// passes to the next in its ranking.
+	LostPeer bool
+	// LocalFailed: this node's store failed.
+	LocalFailed bool
+	// RegistryFailed: the registry's last answer was a failure, not a
+	// "no" nor a rate limit (see MissFor).
+	RegistryFailed bool
+	// UnreachableUntil: the registry could not be reached; until then it
+	// is not asked again, and peers that hold part of the blob are
+	// waited for.
+	UnreachableUntil time.Time
+	// Progress is how many bytes from the start arrived at ProgressAt:
+	// the waits for busy peers count from the last progress, not from the
+	// start.
+	Progress   int64
+	ProgressAt time.Time
+	backoff    time.Duration
+}
+
+// FirstBackoff is the first wait after a round in which every peer that
+// holds the blob was busy; each further wait doubles, up to MaxBackoff.
+const (
+	FirstBackoff = 50 * time.Millisecond
+	MaxBackoff   = time.Second
+)
+
+// NewDownload starts a download's knowledge at now.
+func NewDownload(l Limits, now time.Time) *Download {
+	return &Download{Limits: l, FailedPeers: map[string]bool{}, ProgressAt: now, backoff: FirstBackoff}
+}
+
+// BusyLimit is how long, from its last progress, a download prefers
+// waiting for a busy peer to asking the registry: before the first byte
+// the wait is short, containerd is waiting for an answer; once readers
+// follow the download it may be longer.
+func (d *Download) BusyLimit() time.Duration {
+	if d.Published {
+		return d.Limits.BusyRetryFor / 2
+	}
+	return d.Limits.BusyWait
+}
+
+// Skip is the rule for whether a round tries src. backedOff says the
+// registry asked this node to slow down. A peer that failed this download
+// is passed over; so is the registry while unreachable, and, while backed
+// off, every source that would ask it (the registry, a designated peer).
+// Once the first designated peer answered busy (it fetches the blob, only
+// out of slots), the next designated peers are passed over: they would
+// fetch it from the registry a second time, and the peers it feeds come
+// next. The registry itself is not asked while a peer that holds the blob
+// is only busy, for BusyLimit: the round stops and the download waits,
+// sparing the registry.
+func (d *Download) Skip(src Source, st Round, backedOff bool, now time.Time) Step {
+	switch {
+	case src.Peer != "" && d.FailedPeers[src.Peer]:
+		return Pass
+	case src.Upstream && now.Before(d.UnreachableUntil):
+		return Pass
+	case backedOff && (src.Upstream || src.Designated):
+		return PassBackedOff
+	case src.Designated && st.DesignatedBusy:
+		return Pass
+	case src.Upstream && st.Busy && now.Sub(d.ProgressAt) < d.BusyLimit():
+		return Stop
+	}
+	return Try
+}
+
+// Failed takes in why src ended, noting it in st, and says whether the
+// round ends here (stop: this node's store failed, or asking again will
+// not help) and whether the peer is to be avoided by every download
+// (silence: it stopped sending). lead says this node fetches the blob for
+// the cluster now (see Leads).
+func (d *Download) Failed(src Source, f Failure, lead bool, st *Round, now time.Time) (stop, silence bool) {
+	if f.LocalStore {
+		// Every other source would fail the same way.
+		d.LocalFailed = true
+		return true, false
+	}
+	d.RegistryFailed = src.Upstream && f.Unavailable
+	if src.Upstream && f.Unreachable {
+		d.UnreachableUntil = now.Add(d.Limits.Unreachable)
+	}
+	if f.RateLimited {
+		if src.Peer != "" {
+			d.FailedPeers[src.Peer] = true
+		}
+		return false, false
+	}
+	silence = d.NotePeerFailure(src, f, lead, st)
+	return f.Final, silence
+}
+
+// NotePeerFailure sorts a peer's failure: busy or still receiving (asked
+// again after a wait), holding part of the blob, or failed for this
+// download. A node that fetches for the cluster (lead) does not wait for
+// a peer that holds part of the blob: the rest would come from this node,
+// or from nowhere. A peer handed the rest of a blob after a lost peer that
+// sent none of it in time waits on the lost peer too, or has nothing to
+// send: it fails. It says whether the peer stalled (silence).
+func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round) (silence bool) {
+	switch {
+	case src.Peer == "":
+	case d.LostPeer && f.NotArriving:
+		d.FailedPeers[src.Peer] = true
+	case f.NotNow && !(lead && f.Partial):
+		st.Busy = true
+		st.DesignatedBusy = st.DesignatedBusy || src.Designated
+	case f.NotNow:
+		st.HeldInPart = true
+	default:
+		d.FailedPeers[src.Peer] = true
+		d.LostPeer = d.LostPeer || f.Stalled || f.Slow
+		return f.Stalled
+	}
+	return false
+}
+
+// WaitAgain is the rule for whether a download whose round failed waits
+// and tries again rather than failing: a peer that holds the blob was
+// only busy, or, while the registry cannot be reached, holds part of it
+// (the only sources of the rest, for this node and for containerd); and
+// the store did not fail, and the download made progress within
+// BusyRetryFor.
+func (d *Download) WaitAgain(st Round, now time.Time) bool {
+	waitForPeers := st.Busy || (st.HeldInPart && now.Before(d.UnreachableUntil))
+	return waitForPeers && !d.LocalFailed && now.Sub(d.ProgressAt) <= d.Limits.BusyRetryFor
+}
+
+// Backoff is how long to wait before the next round, held says how many
+// bytes from the start the node holds now: from FirstBackoff after
+// progress, doubling to MaxBackoff while none comes.
+func (d *Download) Backoff(held int64, now time.Time) time.Duration {
+	if held > d.Progress {
+		d.Progress, d.ProgressAt = held, now
+		d.backoff = FirstBackoff
+	}
+	b := d.backoff
+	d.backoff = min(2*d.backoff, MaxBackoff)
+	return b
+}
+
+// How long a blob is a miss after its download failed (see MissFor).
+const (
+	UnstorableFor     = time.Minute
+	RegistryFailedFor = 10 * time.Second
+)
+
+// MissFor is the rule for how long a failed download's blob stays a miss,
+// so that containerd fetches it from the registry itself: the store could
+// not hold it (a full disk), so a resume would fail at the same byte; or
+// the registry failed every attempt (5xx, or cut off), so the next request
+// would ask it again while containerd, after the miss, fetches the blob
+// from it anyway. Zero when the next request should try again.
+func (d *Download) MissFor() (time.Duration, string) {
+	switch {
+	case d.LocalFailed:
+		return UnstorableFor, "shoal's store could not hold it lately"
+	case d.RegistryFailed:
+		return RegistryFailedFor, "the registry failed it lately"
+	}
+	return 0, ""
+}

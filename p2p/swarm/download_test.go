@@ -1,0 +1,197 @@
+package swarm_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/p2p/swarm"
+)
+
+var (
+	t0     = time.Unix(1000, 0)
+	limits = swarm.Limits{BusyWait: 2 * time.Second, BusyRetryFor: 30 * time.Second, Unreachable: 10 * time.Second}
+	peerA  = swarm.Source{Peer: "a"}
+	desA   = swarm.Source{Peer: "a", Designated: true}
+	desB   = swarm.Source{Peer: "b", Designated: true}
+	reg    = swarm.Source{Upstream: true}
+)
+
+func TestSkip(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		edit      func(d *swarm.Download)
+		src       swarm.Source
+		st        swarm.Round
+		backedOff bool
+		at        time.Duration // after t0
+		want      swarm.Step
+	}{
+		{"a peer", nil, peerA, swarm.Round{}, false, 0, swarm.Try},
+		{"a peer that failed", func(d *swarm.Download) { d.FailedPeers["a"] = true }, peerA, swarm.Round{}, false, 0, swarm.Pass},
+		{"the registry", nil, reg, swarm.Round{}, false, 0, swarm.Try},
+		{"the registry, unreachable", func(d *swarm.Download) { d.UnreachableUntil = t0.Add(time.Second) }, reg, swarm.Round{}, false, 0, swarm.Pass},
+		{"the registry, reachable again", func(d *swarm.Download) { d.UnreachableUntil = t0.Add(time.Second) }, reg, swarm.Round{}, false, time.Second, swarm.Try},
+		{"the registry, backed off", nil, reg, swarm.Round{}, true, 0, swarm.PassBackedOff},
+		{"a designated peer, backed off", nil, desA, swarm.Round{}, true, 0, swarm.PassBackedOff},
+		{"a peer, backed off: it may send what it holds", nil, peerA, swarm.Round{}, true, 0, swarm.Try},
+		{"the next designated peer after a busy one", nil, desB, swarm.Round{DesignatedBusy: true}, false, 0, swarm.Pass},
+		{"a peer after a busy designated one", nil, peerA, swarm.Round{Busy: true, DesignatedBusy: true}, false, 0, swarm.Try},
+		{"the registry, a peer busy: wait", nil, reg, swarm.Round{Busy: true}, false, time.Second, swarm.Stop},
+		{"the registry, a peer busy past BusyWait", nil, reg, swarm.Round{Busy: true}, false, 2 * time.Second, swarm.Try},
+		{"published: waits up to half BusyRetryFor", func(d *swarm.Download) { d.Published = true }, reg, swarm.Round{Busy: true}, false, 14 * time.Second, swarm.Stop},
+		{"published, past half BusyRetryFor", func(d *swarm.Download) { d.Published = true }, reg, swarm.Round{Busy: true}, false, 15 * time.Second, swarm.Try},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := swarm.NewDownload(limits, t0)
+			if tc.edit != nil {
+				tc.edit(d)
+			}
+			if got := d.Skip(tc.src, tc.st, tc.backedOff, t0.Add(tc.at)); got != tc.want {
+				t.Fatalf("Skip = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestFailed(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name          string
+		lostPeer      bool
+		src           swarm.Source
+		f             swarm.Failure
+		lead          bool
+		stop, silence bool
+		st            swarm.Round
+		failedPeer    bool
+		check         func(d *swarm.Download) bool
+	}{
+		{name: "the store failed: stop", src: peerA, f: swarm.Failure{LocalStore: true}, stop: true,
+			check: func(d *swarm.Download) bool { return d.LocalFailed }},
+		{name: "the registry failed", src: reg, f: swarm.Failure{Unavailable: true},
+			check: func(d *swarm.Download) bool { return d.RegistryFailed }},
+		{name: "a peer unavailable is no registry failure", src: peerA, f: swarm.Failure{Unavailable: true}, failedPeer: true,
+			check: func(d *swarm.Download) bool { return !d.RegistryFailed }},
+		{name: "the registry unreachable", src: reg, f: swarm.Failure{Unreachable: true},
+			check: func(d *swarm.Download) bool { return d.UnreachableUntil.Equal(t0.Add(limits.Unreachable)) }},
+		{name: "rate limited by a peer", src: desA, f: swarm.Failure{RateLimited: true, NotNow: true}, failedPeer: true},
+		{name: "the registry says no: stop", src: reg, f: swarm.Failure{Final: true}, stop: true},
+		{name: "busy", src: peerA, f: swarm.Failure{NotNow: true}, st: swarm.Round{Busy: true}},
+		{name: "designated busy", src: desA, f: swarm.Failure{NotNow: true}, st: swarm.Round{Busy: true, DesignatedBusy: true}},
+		{name: "partial, not leading: wait", src: peerA, f: swarm.Failure{NotNow: true, Partial: true}, st: swarm.Round{Busy: true}},
+		{name: "partial, leading: not waited for", src: peerA, f: swarm.Failure{NotNow: true, Partial: true}, lead: true, st: swarm.Round{HeldInPart: true}},
+		{name: "not arriving after a lost peer", lostPeer: true, src: peerA, f: swarm.Failure{NotNow: true, NotArriving: true}, failedPeer: true},
+		{name: "not arriving", src: peerA, f: swarm.Failure{NotNow: true, NotArriving: true}, st: swarm.Round{Busy: true}},
+		{name: "stalled: silenced, lost", src: peerA, f: swarm.Failure{Stalled: true}, silence: true, failedPeer: true,
+			check: func(d *swarm.Download) bool { return d.LostPeer }},
+		{name: "slow: lost", src: peerA, f: swarm.Failure{Slow: true}, failedPeer: true,
+			check: func(d *swarm.Download) bool { return d.LostPeer }},
+		{name: "another failure", src: peerA, f: swarm.Failure{}, failedPeer: true,
+			check: func(d *swarm.Download) bool { return !d.LostPeer }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := swarm.NewDownload(limits, t0)
+			d.LostPeer = tc.lostPeer
+			var st swarm.Round
+			stop, silence := d.Failed(tc.src, tc.f, tc.lead, &st, t0)
+			if stop != tc.stop || silence != tc.silence || st != tc.st {
+				t.Fatalf("Failed = stop %v, silence %v, %+v; want %v, %v, %+v", stop, silence, st, tc.stop, tc.silence, tc.st)
+			}
+			if d.FailedPeers[tc.src.Peer] != tc.failedPeer {
+				t.Fatalf("the peer failed the download: %v, want %v", d.FailedPeers[tc.src.Peer], tc.failedPeer)
+			}
+			if tc.check != nil && !tc.check(d) {
+				t.Fatalf("download after: %+v", d)
+			}
+		})
+	}
+}
+
+func TestWaitAgain(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		st          swarm.Round
+		unreachable bool
+		localFailed bool
+		at          time.Duration
+		want        bool
+	}{
+		{"nothing busy", swarm.Round{}, false, false, 0, false},
+		{"a peer busy", swarm.Round{Busy: true}, false, false, 0, true},
+		{"a peer busy, no progress for BusyRetryFor", swarm.Round{Busy: true}, false, false, 31 * time.Second, false},
+		{"a peer busy, the store failed", swarm.Round{Busy: true}, false, true, 0, false},
+		{"held in part", swarm.Round{HeldInPart: true}, false, false, 0, false},
+		{"held in part, the registry unreachable", swarm.Round{HeldInPart: true}, true, false, 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := swarm.NewDownload(limits, t0)
+			d.LocalFailed = tc.localFailed
+			if tc.unreachable {
+				d.UnreachableUntil = t0.Add(time.Minute)
+			}
+			if got := d.WaitAgain(tc.st, t0.Add(tc.at)); got != tc.want {
+				t.Fatalf("WaitAgain = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	t.Parallel()
+	d := swarm.NewDownload(limits, t0)
+	steps := []struct {
+		held int64
+		want time.Duration
+	}{
+		{0, 50 * time.Millisecond},
+		{0, 100 * time.Millisecond},
+		{0, 200 * time.Millisecond},
+		{0, 400 * time.Millisecond},
+		{0, 800 * time.Millisecond},
+		{0, time.Second},
+		{0, time.Second},
+		{10, 50 * time.Millisecond}, // progress: from the start again
+		{10, 100 * time.Millisecond},
+	}
+	for i, s := range steps {
+		at := t0.Add(time.Duration(i) * time.Second)
+		if got := d.Backoff(s.held, at); got != s.want {
+			t.Fatalf("step %d: Backoff = %v, want %v", i, got, s.want)
+		}
+	}
+	if d.Progress != 10 || !d.ProgressAt.Equal(t0.Add(7*time.Second)) {
+		t.Errorf("progress %d at %v, want 10 at step 7", d.Progress, d.ProgressAt)
+	}
+}
+
+func TestMissFor(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name                   string
+		localFailed, regFailed bool
+		want                   time.Duration
+	}{
+		{"try again", false, false, 0},
+		{"the store failed", true, false, swarm.UnstorableFor},
+		{"the registry failed", false, true, swarm.RegistryFailedFor},
+		{"both: the store's", true, true, swarm.UnstorableFor},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := swarm.NewDownload(limits, t0)
+			d.LocalFailed, d.RegistryFailed = tc.localFailed, tc.regFailed
+			if got, _ := d.MissFor(); got != tc.want {
+				t.Fatalf("MissFor = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
