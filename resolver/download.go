@@ -46,39 +46,25 @@ func (s source) String() string {
 	return string(s.kind)
 }
 
-// sources lists where req's blob can come from, in the order to try them:
-// peers that hold it (best first), then the registry, several times.
+// sources lists where req's blob can come from, in the order to try them
+// (see swarm.Sources): the designated peers, the peers that hold it, then
+// the registry, several times.
 //
 // Whether a peer still receiving the blob is asked to wait for bytes it
 // has not received yet is swarm.WaitOn's: waits point up the ranking (see
 // Designator). A peer that sends only the bytes it held when asked is cut
 // there (see heldOnly).
 func (r *Resolver) sources(req BlobRequest, noWait, lead *atomic.Bool) []source {
-	var out []source
-	var above map[string]bool // nil: no ranking, every peer may be waited on
+	var above []string
+	var ranked map[string]bool // nil: no ranking, every peer may be waited on
 	if d, ok := r.router.(Designator); ok {
-		peers, _ := d.Designated(req.Digest, r.group(req.Digest))
-		above = make(map[string]bool, len(peers))
-		for _, p := range peers {
-			above[p] = true
-		}
-		// The peers designated to fetch this digest for the cluster come
-		// first: they download it once and stream it to everyone. A node
-		// asked by a peer to fetch it is designated itself.
-		if !req.ForPeer {
-			rr, ranges := r.router.(Ranger)
-			for _, p := range peers[:min(len(peers), r.cfg.DesignatedPeers)] {
-				out = append(out, source{kind: SourcePeer, peer: p, designated: true, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
-					if ranges {
-						wait, _ := swarm.WaitOn(swarm.Reader{Ranked: true, Above: true, Designated: true, Leading: lead.Load()})
-						return rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: wait, Registry: req.Registry, Repo: req.Repo})
-					}
-					body, size, err := d.FetchThrough(ctx, p, req.Digest, off, req.Registry, req.Repo)
-					return body, size, size, err
-				}})
-			}
+		above, _ = d.Designated(req.Digest, r.group(req.Digest))
+		ranked = make(map[string]bool, len(above))
+		for _, p := range above {
+			ranked[p] = true
 		}
 	}
+	var holders []string
 	if r.router != nil {
 		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.PeerLookupTimeout)
 		peers, err := r.router.Providers(ctx, req.Digest)
@@ -86,36 +72,66 @@ func (r *Resolver) sources(req BlobRequest, noWait, lead *atomic.Bool) []source 
 		if err != nil && !errdefs.IsNotFound(err) {
 			r.cfg.Logger.Debug("provider look-up failed", "digest", req.Digest, "err", err)
 		}
-		rr, ranges := r.router.(Ranger)
-		for _, p := range peers {
-			out = append(out, source{kind: SourcePeer, peer: p, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
-				if !ranges {
-					body, size, err := r.router.Fetch(ctx, p, req.Digest, off)
-					return body, size, size, err
-				}
-				wait, held := swarm.WaitOn(swarm.Reader{Ranked: above != nil, Above: above[p], Leading: lead.Load(), Jumped: noWait.Load()})
-				body, size, have, err := rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: wait})
-				if err == nil && held && have > off && have < size {
-					body = &heldOnly{ReadCloser: body, left: have - off, peer: p, have: have, size: size}
-				} else if err != nil && have > 0 && have < size {
-					err = fmt.Errorf("%w (%w: %d bytes of %d)", err, errHeldInPart, have, size)
-				}
-				return body, size, have, err
-			}})
-		}
+		holders = peers
 	}
-	if r.upstream != nil {
-		up := source{kind: SourceUpstream, open: func(ctx context.Context, off, size int64) (io.ReadCloser, int64, int64, error) {
-			q := req
-			q.Size = size
-			body, size, err := r.upstreamBlob(ctx, q, off)
-			return body, size, size, err
-		}}
-		for range r.cfg.FetchAttempts {
-			out = append(out, up)
+	var out []source
+	for _, s := range swarm.Sources(above, r.cfg.DesignatedPeers, req.ForPeer, holders, r.upstream != nil, r.cfg.FetchAttempts) {
+		switch {
+		case s.Upstream:
+			out = append(out, r.upstreamSource(req))
+		case s.Designated:
+			out = append(out, r.designatedSource(req, s.Peer, lead))
+		default:
+			out = append(out, r.holderSource(req, s.Peer, ranked, noWait, lead))
 		}
 	}
 	return out
+}
+
+// designatedSource is peer p, designated to fetch req's blob for the
+// cluster: it streams what it holds, or fetches the blob from the
+// registry and streams it as it arrives.
+func (r *Resolver) designatedSource(req BlobRequest, p string, lead *atomic.Bool) source {
+	d := r.router.(Designator)
+	rr, ranges := r.router.(Ranger)
+	return source{kind: SourcePeer, peer: p, designated: true, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
+		if ranges {
+			wait, _ := swarm.WaitOn(swarm.Reader{Ranked: true, Above: true, Designated: true, Leading: lead.Load()})
+			return rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: wait, Registry: req.Registry, Repo: req.Repo})
+		}
+		body, size, err := d.FetchThrough(ctx, p, req.Digest, off, req.Registry, req.Repo)
+		return body, size, size, err
+	}}
+}
+
+// holderSource is peer p, which holds req's blob or is receiving it;
+// ranked lists the peers above this node (nil: no ranking).
+func (r *Resolver) holderSource(req BlobRequest, p string, ranked map[string]bool, noWait, lead *atomic.Bool) source {
+	rr, ranges := r.router.(Ranger)
+	return source{kind: SourcePeer, peer: p, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
+		if !ranges {
+			body, size, err := r.router.Fetch(ctx, p, req.Digest, off)
+			return body, size, size, err
+		}
+		wait, held := swarm.WaitOn(swarm.Reader{Ranked: ranked != nil, Above: ranked[p], Leading: lead.Load(), Jumped: noWait.Load()})
+		body, size, have, err := rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: wait})
+		if err == nil && held && have > off && have < size {
+			body = &heldOnly{ReadCloser: body, left: have - off, peer: p, have: have, size: size}
+		} else if err != nil && have > 0 && have < size {
+			err = fmt.Errorf("%w (%w: %d bytes of %d)", err, errHeldInPart, have, size)
+		}
+		return body, size, have, err
+	}}
+}
+
+// upstreamSource is the registry.
+func (r *Resolver) upstreamSource(req BlobRequest) source {
+	return source{kind: SourceUpstream, open: func(ctx context.Context, off, size int64) (io.ReadCloser, int64, int64, error) {
+		q := req
+		q.Size = size
+		body, size, err := r.upstreamBlob(ctx, q, off)
+		return body, size, size, err
+	}}
 }
 
 // download fetches req's blob into the store from the first source that
@@ -537,22 +553,9 @@ func (r *Resolver) leads(sources []source, failed map[string]bool) bool {
 }
 
 // handOver is how long src may take to answer, and to send a byte it
-// does not hold yet, once a peer was lost mid-blob.
-//
-// A lost peer hands the rest of the blob to the next in the blob's
-// ranking, as its departure would: the designated peers left above this
-// node are waited on, and if none is left this node leads, taking what
-// peers hold and the rest from the registry. The registry so sends the
-// bytes the lost peer did not deliver once for the cluster, not once per
-// node that was reading from it. But the peers left may be waiting on the
-// lost one too, until they notice: each gets twice --peer-stall, as long
-// as a stream gets to be silent and again to find its next source, and
-// then the next is asked.
+// does not hold yet, once a peer was lost mid-blob (see swarm.HandOver).
 func (r *Resolver) handOver(src source) time.Duration {
-	if src.peer == "" || r.cfg.PeerStall <= 0 {
-		return src.stall
-	}
-	return min(2*r.cfg.PeerStall, r.cfg.StallTimeout)
+	return swarm.HandOver(src.rule(), src.stall, r.cfg.PeerStall, r.cfg.StallTimeout)
 }
 
 // watchAnswer pings src, a peer, when it has not answered after

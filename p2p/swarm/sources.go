@@ -1,0 +1,49 @@
+package swarm
+
+import "time"
+
+// Sources is the rule for the order in which a download asks for a blob,
+// and so for when it goes to the registry: first the designated peers
+// above this node (above, best first; at most maxDesignated), which fetch
+// the blob once and stream it to everyone, unless this node fetches it
+// for a peer (forPeer: it is designated itself); then the peers that hold
+// it (holders); then the registry, attempts times, when there is one
+// (upstream).
+func Sources(above []string, maxDesignated int, forPeer bool, holders []string, upstream bool, attempts int) []Source {
+	var out []Source
+	if !forPeer {
+		for _, p := range above[:max(0, min(len(above), maxDesignated))] {
+			out = append(out, Source{Peer: p, Designated: true})
+		}
+	}
+	for _, p := range holders {
+		out = append(out, Source{Peer: p})
+	}
+	if upstream {
+		for range attempts {
+			out = append(out, Source{Upstream: true})
+		}
+	}
+	return out
+}
+
+// HandOver is how long a peer may take to answer, and to send a byte it
+// does not hold yet, once a peer was lost mid-blob: twice peerStall (as
+// long as a stream gets to be silent and again to find its next source),
+// at most stall; cur (0: stall) for the registry, or when peerStall is
+// not set.
+//
+// A lost peer hands the rest of the blob to the next in the blob's
+// ranking, as its departure would: the designated peers left above this
+// node are waited on, and if none is left this node leads, taking what
+// peers hold and the rest from the registry. The registry so sends the
+// bytes the lost peer did not deliver once for the cluster, not once per
+// node that was reading from it. But the peers left may be waiting on the
+// lost one too, until they notice: each gets the hand-over time, and then
+// the next is asked.
+func HandOver(src Source, cur, peerStall, stall time.Duration) time.Duration {
+	if src.Peer == "" || peerStall <= 0 {
+		return cur
+	}
+	return min(2*peerStall, stall)
+}
