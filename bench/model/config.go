@@ -1,0 +1,70 @@
+package model
+
+import (
+	"errors"
+	"time"
+
+	"github.com/shoal-dev/shoal/p2p/swarm"
+)
+
+// Config describes a model run. Rates are in bytes per second.
+type Config struct {
+	// Nodes is how many nodes pull the image.
+	Nodes int
+	// Layers and LayerSize make the image: S = Layers × LayerSize.
+	Layers    int
+	LayerSize int64
+	// Up and Down are each node's link capacities; RegistryUp is the
+	// registry's upload. Each must be positive.
+	Up, Down, RegistryUp float64
+	// RTT is what each connection costs before its first byte arrives.
+	RTT time.Duration
+	// Seed names the nodes, so each seed gives another ranking, and
+	// orders the holders a look-up returns. The same seed gives the same
+	// run.
+	Seed uint64
+	// MaxUploads and MaxUploadsPerBlob cap each node's upload streams, as
+	// p2p.Config does; zero means 4 and 2, p2p's defaults.
+	MaxUploads, MaxUploadsPerBlob int
+	// DesignatedPeers is how many designated peers a download asks before
+	// the holders; zero means 1, the resolver's default.
+	DesignatedPeers int
+	// Holders caps the holders a look-up returns; zero means 4, the
+	// p2p.Router's default.
+	Holders int
+	// Limits are the download rules' times; zero fields take the
+	// resolver's defaults (BusyWait 2 s, BusyRetryFor 30 s, 10 s).
+	Limits swarm.Limits
+}
+
+func (c *Config) defaults() error {
+	if c.Nodes < 1 || c.Layers < 1 || c.LayerSize < 1 {
+		return errors.New("model: nodes, layers and layer size must be positive")
+	}
+	if c.Up <= 0 || c.Down <= 0 || c.RegistryUp <= 0 {
+		return errors.New("model: link capacities must be positive")
+	}
+	if c.RTT < 0 {
+		return errors.New("model: the round trip must not be negative")
+	}
+	setDefault(&c.MaxUploads, 4)
+	setDefault(&c.MaxUploadsPerBlob, 2)
+	setDefault(&c.DesignatedPeers, 1)
+	setDefault(&c.Holders, 4)
+	if c.Limits.BusyWait == 0 {
+		c.Limits.BusyWait = 2 * time.Second
+	}
+	if c.Limits.BusyRetryFor == 0 {
+		c.Limits.BusyRetryFor = 30 * time.Second
+	}
+	if c.Limits.Unreachable == 0 {
+		c.Limits.Unreachable = swarm.RegistryFailedFor
+	}
+	return nil
+}
+
+func setDefault(v *int, d int) {
+	if *v == 0 {
+		*v = d
+	}
+}

@@ -1,0 +1,104 @@
+package model
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p/swarm"
+)
+
+// registry is the source index of the registry.
+const registry = -1
+
+// stream is one node's download of one blob.
+type stream struct {
+	node, blob int
+	sw         *swarm.Download
+	// src is the source the stream reads from (a node, or registry);
+	// none while it waits or is done.
+	src     int
+	reading bool
+	// wait: the source sends bytes it does not hold yet as they arrive;
+	// limit is where the stream ends (the size, or what the source held).
+	wait    bool
+	limit   float64
+	startAt float64 // the first byte arrives then (a round trip)
+	retryAt float64 // the next decision, while waiting
+	done    bool
+	rate    float64
+}
+
+const none = -2
+
+// sim is one model run in virtual time (seconds from the start).
+type sim struct {
+	cfg     Config
+	rng     *rand.Rand
+	now     float64
+	epoch   time.Time
+	ids     []string
+	blobs   []digest.Digest
+	size    float64
+	held    [][]float64 // by node, by blob: bytes from the start
+	streams [][]*stream // by node, by blob
+	uploads []swarm.BlobUploads
+	open    []int // upload streams by node
+	egress  float64
+	finish  []float64
+	left    int // streams not done
+	failed  int
+}
+
+func newSim(cfg Config) *sim {
+	s := &sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed)), epoch: time.Unix(0, 0), size: float64(cfg.LayerSize)}
+	for i := range cfg.Nodes {
+		s.ids = append(s.ids, fmt.Sprintf("node-%d-%d", cfg.Seed, i))
+	}
+	for l := range cfg.Layers {
+		s.blobs = append(s.blobs, digest.FromString(fmt.Sprintf("layer-%d-%d", cfg.Seed, l)))
+	}
+	s.held = make([][]float64, cfg.Nodes)
+	s.streams = make([][]*stream, cfg.Nodes)
+	s.uploads = make([]swarm.BlobUploads, cfg.Nodes)
+	s.open = make([]int, cfg.Nodes)
+	s.finish = make([]float64, cfg.Nodes)
+	return s
+}
+
+// at is virtual time t as the rules take it.
+func (s *sim) at(t float64) time.Time {
+	return s.epoch.Add(time.Duration(t * float64(time.Second)))
+}
+
+// pull starts node i's pull of every layer now.
+func (s *sim) pull(i int) {
+	s.held[i] = make([]float64, len(s.blobs))
+	s.streams[i] = make([]*stream, len(s.blobs))
+	for b := range s.blobs {
+		d := swarm.NewDownload(s.cfg.Limits, s.at(s.now))
+		// The manifest named the blob's size: readers follow at once.
+		d.Published = true
+		s.streams[i][b] = &stream{node: i, blob: b, sw: d, src: none, retryAt: s.now}
+		s.left++
+	}
+}
+
+// holders are the peers a look-up for blob b returns to node i: those
+// that hold some of it or read it from a source, in an order the seed
+// sets, at most Config.Holders.
+func (s *sim) holders(i, b int) []string {
+	var out []string
+	for j := range s.cfg.Nodes {
+		if j == i || s.streams[j] == nil {
+			continue
+		}
+		if t := s.streams[j][b]; s.held[j][b] > 0 || t.done || (t.reading && s.now >= t.startAt) {
+			out = append(out, s.ids[j])
+		}
+	}
+	s.rng.Shuffle(len(out), func(a, c int) { out[a], out[c] = out[c], out[a] })
+	return out[:min(len(out), s.cfg.Holders)]
+}

@@ -1,0 +1,110 @@
+package model
+
+import (
+	"slices"
+
+	"github.com/shoal-dev/shoal/p2p/swarm"
+)
+
+// round is a download's round over its sources, as the resolver's: in
+// the order swarm.Sources gives, each passed over, tried or ending the
+// round as swarm.Download.Skip says; a peer without a free slot, or
+// without the next byte, is busy. With no source taken, the download
+// waits and tries again (swarm.Download.WaitAgain), or fails.
+func (s *sim) round(t *stream) {
+	i, b := t.node, t.blob
+	use := make(map[string]bool, len(s.ids))
+	for _, id := range s.ids {
+		use[id] = true
+	}
+	above, _ := swarm.Above(swarm.Designated(s.blobs[b], s.blobs, s.ids, use), s.ids[i])
+	srcs := swarm.Sources(above, s.cfg.DesignatedPeers, false, s.holders(i, b), true, 1)
+	var designated []string
+	for _, src := range srcs {
+		if src.Designated {
+			designated = append(designated, src.Peer)
+		}
+	}
+	now := s.at(s.now)
+	var st swarm.Round
+	for _, src := range srcs {
+		step := t.sw.Skip(src, st, false, now)
+		if step == swarm.Stop {
+			break
+		}
+		if step != swarm.Try {
+			continue
+		}
+		if src.Upstream {
+			s.start(t, registry, true, s.size)
+			return
+		}
+		lead := swarm.Leads(true, designated, t.sw.FailedPeers)
+		j := slices.Index(s.ids, src.Peer)
+		if s.ask(t, j, src, slices.Contains(above, src.Peer), lead) {
+			return
+		}
+		t.sw.Failed(src, swarm.Failure{NotNow: true, Partial: s.held[j][b] > 0 && s.held[j][b] < s.size}, lead, &st, now)
+	}
+	if t.sw.WaitAgain(st, now) {
+		t.retryAt = s.now + t.sw.Backoff(int64(s.held[i][b]), now).Seconds()
+		return
+	}
+	// containerd would fetch the blob itself: counted as a failure.
+	s.failed++
+	s.complete(t)
+}
+
+// ask asks node j for t's blob from what t holds, and says whether j
+// serves it: it holds the next byte, or t may wait on it (swarm.WaitOn,
+// swarm.NotYet), and it has a free upload slot (swarm.BlobUploadCap).
+func (s *sim) ask(t *stream, j int, src swarm.Source, above, lead bool) bool {
+	b := t.blob
+	wait, heldOnly := swarm.WaitOn(swarm.Reader{Ranked: true, Above: above, Designated: src.Designated, Leading: lead})
+	have := s.held[j][b]
+	arriving := !s.streams[j][b].done
+	ask := swarm.Ask{Off: int64(s.held[t.node][b]), Ranged: true, Wait: wait}
+	c := swarm.Copy{Size: int64(s.size), Have: int64(have), Arriving: arriving}
+	if swarm.NotYet(ask, c) || (heldOnly && have <= s.held[t.node][b]) {
+		return false
+	}
+	if s.open[j] >= s.cfg.MaxUploads || !s.uploads[j].Take(s.blobs[b], swarm.BlobUploadCap(arriving, s.cfg.MaxUploadsPerBlob, s.cfg.MaxUploads)) {
+		return false
+	}
+	s.open[j]++
+	limit := s.size
+	if heldOnly {
+		limit = have
+	}
+	s.start(t, j, wait, limit)
+	return true
+}
+
+// start opens t's stream from src: its first byte comes a round trip on.
+func (s *sim) start(t *stream, src int, wait bool, limit float64) {
+	t.src, t.wait, t.limit, t.reading = src, wait, limit, true
+	t.startAt = s.now + s.cfg.RTT.Seconds()
+}
+
+// end closes t's stream, giving back its source's slot.
+func (s *sim) end(t *stream) {
+	if t.src >= 0 {
+		s.open[t.src]--
+		s.uploads[t.src].Release(s.blobs[t.blob])
+	}
+	t.src, t.reading, t.rate = none, false, 0
+	t.retryAt = s.now
+}
+
+// complete marks t done, and its node's pull when it was the last.
+func (s *sim) complete(t *stream) {
+	s.end(t)
+	t.done = true
+	s.left--
+	for _, o := range s.streams[t.node] {
+		if !o.done {
+			return
+		}
+	}
+	s.finish[t.node] = s.now
+}

@@ -1,0 +1,156 @@
+package model
+
+import (
+	"errors"
+	"math"
+)
+
+// flowing lists the streams whose bytes flow now.
+func (s *sim) flowing() []*stream {
+	var out []*stream
+	for _, row := range s.streams {
+		for _, t := range row {
+			if t != nil && t.reading && s.now >= t.startAt {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+// caughtUp says whether t reads all its source holds of a blob still
+// arriving there: it then goes no faster than the source receives it.
+func (s *sim) caughtUp(t *stream) bool {
+	if t.src < 0 || !t.wait {
+		return false
+	}
+	src := s.streams[t.src][t.blob]
+	return !src.done && s.held[t.node][t.blob] >= s.held[t.src][t.blob]*(1-eps)-1
+}
+
+// allocate sets the rate of every flowing stream: the links (node i's
+// uplink i, its downlink N+i, the registry's uplink 2N) shared max-min
+// fairly, a stream caught up with its source held to the source's own
+// rate. The caps depend on the rates; a few passes settle a chain of
+// relays.
+func (s *sim) allocate(fl []*stream) {
+	n := s.cfg.Nodes
+	capacity := make([]float64, 2*n+1)
+	for i := range n {
+		capacity[i], capacity[n+i] = s.cfg.Up, s.cfg.Down
+	}
+	capacity[2*n] = s.cfg.RegistryUp
+	links := make([][]int, len(fl))
+	for k, t := range fl {
+		up := 2 * n
+		if t.src >= 0 {
+			up = t.src
+		}
+		links[k] = []int{up, n + t.node}
+	}
+	limit := make([]float64, len(fl))
+	for range 4 {
+		for k, t := range fl {
+			limit[k] = math.Inf(1)
+			if s.caughtUp(t) {
+				limit[k] = s.streams[t.src][t.blob].rate
+			}
+		}
+		for k, r := range share(capacity, links, limit) {
+			fl[k].rate = r
+		}
+	}
+}
+
+// next is how long until the next event: a stream reaches its end or
+// catches up with its source, a round trip ends, a wait ends.
+func (s *sim) next(fl []*stream) float64 {
+	dt := math.Inf(1)
+	for _, row := range s.streams {
+		for _, t := range row {
+			switch {
+			case t == nil || t.done:
+			case t.reading && t.startAt > s.now:
+				dt = min(dt, t.startAt-s.now)
+			case !t.reading:
+				dt = min(dt, max(0, t.retryAt-s.now))
+			}
+		}
+	}
+	for _, t := range fl {
+		if t.rate <= 0 {
+			continue
+		}
+		dt = min(dt, (t.limit-s.held[t.node][t.blob])/t.rate)
+		if t.src >= 0 && t.wait && !s.caughtUp(t) && !s.streams[t.src][t.blob].done {
+			if gap, by := s.held[t.src][t.blob]-s.held[t.node][t.blob], t.rate-s.streams[t.src][t.blob].rate; by > 0 {
+				dt = min(dt, gap/by)
+			}
+		}
+	}
+	return max(0, dt)
+}
+
+// advance moves virtual time on by dt, the bytes with it.
+func (s *sim) advance(fl []*stream, dt float64) {
+	for _, t := range fl {
+		moved := t.rate * dt
+		if t.src >= 0 {
+			// Never past what the source holds.
+			moved = min(moved, max(0, s.held[t.src][t.blob]-s.held[t.node][t.blob]+s.streams[t.src][t.blob].rate*dt))
+		} else {
+			s.egress += moved
+		}
+		s.held[t.node][t.blob] = min(t.limit, s.held[t.node][t.blob]+moved)
+	}
+	s.now += dt
+}
+
+// settle ends the streams that reached their end, and runs the rounds
+// that are due.
+func (s *sim) settle(fl []*stream) {
+	for _, t := range fl {
+		h := s.held[t.node][t.blob]
+		switch {
+		case h >= s.size-1e-6:
+			s.held[t.node][t.blob] = s.size
+			s.complete(t)
+		case h >= t.limit-1e-6:
+			s.end(t)
+		}
+	}
+	for _, row := range s.streams {
+		for _, t := range row {
+			if t != nil && !t.done && !t.reading && t.retryAt <= s.now {
+				s.round(t)
+			}
+		}
+	}
+}
+
+// errStuck ends a run in which nothing can move.
+var errStuck = errors.New("model: no stream can move and none is due")
+
+// maxSteps bounds a run's events.
+const maxSteps = 10_000_000
+
+// run runs until every pull ended.
+func (s *sim) run() error {
+	for step := 0; s.left > 0; step++ {
+		if step == maxSteps {
+			return errors.New("model: too many events")
+		}
+		s.settle(s.flowing())
+		if s.left == 0 {
+			return nil
+		}
+		fl := s.flowing()
+		s.allocate(fl)
+		dt := s.next(fl)
+		if math.IsInf(dt, 1) {
+			return errStuck
+		}
+		s.advance(fl, dt)
+	}
+	return nil
+}
