@@ -44,97 +44,23 @@ var errOvertaken = errors.New("the stream reached the piece")
 var errComplete = errors.New("the rest of the blob has arrived from other peers")
 
 // helpers runs PieceWorkers helpers for the download of req into ing until
-// ctx ends; when a helper's piece makes the blob whole, it calls complete. pos is where the
-// primary stream is, primary the peer it reads from. Peers that sent bytes
-// are added to used.
+// ctx ends; when a helper's piece makes the blob whole, it calls complete.
+// pos is where the primary stream is, primary the peer it reads from.
+// Peers that sent bytes are added to used.
 func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing store.Ingest, rr Ranger, pos *atomic.Int64, primary *atomic.Value, waiting *atomic.Bool, complete func(), usedMu *sync.Mutex, used map[string]bool) {
 	size, psize := ing.Size(), r.cfg.PieceSize
 	n := swarm.Count(size, psize)
-	var (
-		mu sync.Mutex
-		ps = swarm.Pieces{Size: size, PieceSize: psize, Done: make([]bool, n), Taken: make([]bool, n)}
-		// from is where a piece's next attempt starts: a helper writes
-		// a piece in order, so what an attempt wrote is not asked again.
-		from = make([]int64, n)
-		srcs []*swarm.PieceSource
-		seen = map[string]bool{}
-		wg   sync.WaitGroup
-	)
-	refresh := func() {
-		lctx, cancel := context.WithTimeout(ctx, r.cfg.PeerLookupTimeout)
-		peers, _ := r.router.Providers(lctx, req.Digest)
-		cancel()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, p := range peers {
-			if !seen[p] {
-				seen[p] = true
-				srcs = append(srcs, &swarm.PieceSource{Peer: p, Have: -1})
-			}
-		}
+	h := &helping{
+		r: r, req: req, f: f, ing: ing, rr: rr, pos: pos, primary: primary, waiting: waiting,
+		complete: complete, usedMu: usedMu, used: used,
+		ps:   swarm.Pieces{Size: size, PieceSize: psize, Done: make([]bool, n), Taken: make([]bool, n)},
+		from: make([]int64, n),
+		seen: map[string]bool{},
 	}
-	// next picks a piece and a peer to ask for it (see swarm.NextPiece).
-	next := func(now time.Time) (int, *swarm.PieceSource) {
-		ps.Waiting = waiting.Load()
-		ps.Contiguous = ing.Contiguous()
-		ps.Pos = pos.Load()
-		ps.Primary, _ = primary.Load().(string)
-		return swarm.NextPiece(ps, srcs, now)
-	}
-	worker := func() {
-		for ctx.Err() == nil {
-			mu.Lock()
-			i, s := next(time.Now())
-			if i < 0 || s == nil {
-				mu.Unlock()
-				select {
-				case <-ctx.Done():
-				case <-time.After(pieceRetry):
-				}
-				continue
-			}
-			ps.Contiguous = ing.Contiguous()
-			start, end := ps.Range(i, from[i])
-			if start >= end {
-				// Written already, from the start of the blob on.
-				ps.Done[i] = true
-				mu.Unlock()
-				continue
-			}
-			ps.Taken[i], s.Busy = true, true
-			mu.Unlock()
-
-			k, have, err := r.fetchPiece(ctx, req, f, ing, rr, s.Peer, start, end, pos, waiting)
-
-			mu.Lock()
-			ps.Taken[i], s.Busy = false, false
-			from[i] = start + k
-			if have > 0 {
-				s.Have = max(s.Have, have)
-			}
-			if k > 0 {
-				usedMu.Lock()
-				used[s.Peer] = true
-				usedMu.Unlock()
-			}
-			res := pieceResult(ctx, err)
-			if res == swarm.PieceFailed {
-				r.cfg.Logger.Debug("piece failed", "digest", req.Digest, "peer", s.Peer, "offset", start, "err", err)
-			}
-			if swarm.AfterPiece(s, res, time.Now(), pieceRetry) {
-				ps.Done[i] = true
-			}
-			finished := err == nil && ing.Contiguous() == size
-			mu.Unlock()
-			if finished {
-				complete()
-				return
-			}
-		}
-	}
-	refresh()
+	var wg sync.WaitGroup
+	h.refresh(ctx)
 	for range r.cfg.PieceWorkers {
-		wg.Go(worker)
+		wg.Go(func() { h.work(ctx) })
 	}
 	t := time.NewTicker(providerRefresh)
 	defer t.Stop()
@@ -144,9 +70,115 @@ func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing 
 			wg.Wait()
 			return
 		case <-t.C:
-			refresh()
+			h.refresh(ctx)
 		}
 	}
+}
+
+// helping is the state the helpers of one download share.
+type helping struct {
+	r        *Resolver
+	req      BlobRequest
+	f        *flight
+	ing      store.Ingest
+	rr       Ranger
+	pos      *atomic.Int64
+	primary  *atomic.Value
+	waiting  *atomic.Bool
+	complete func()
+	usedMu   *sync.Mutex
+	used     map[string]bool
+
+	mu sync.Mutex
+	ps swarm.Pieces
+	// from is where a piece's next attempt starts: a helper writes a
+	// piece in order, so what an attempt wrote is not asked again.
+	from []int64
+	srcs []*swarm.PieceSource
+	seen map[string]bool
+}
+
+// refresh adds the peers a look-up finds to the helpers' sources.
+func (h *helping) refresh(ctx context.Context) {
+	lctx, cancel := context.WithTimeout(ctx, h.r.cfg.PeerLookupTimeout)
+	peers, _ := h.r.router.Providers(lctx, h.req.Digest)
+	cancel()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range peers {
+		if !h.seen[p] {
+			h.seen[p] = true
+			h.srcs = append(h.srcs, &swarm.PieceSource{Peer: p, Have: -1})
+		}
+	}
+}
+
+// next picks a piece and a peer to ask for it (see swarm.NextPiece).
+// h.mu is held.
+func (h *helping) next(now time.Time) (int, *swarm.PieceSource) {
+	h.ps.Waiting = h.waiting.Load()
+	h.ps.Contiguous = h.ing.Contiguous()
+	h.ps.Pos = h.pos.Load()
+	h.ps.Primary, _ = h.primary.Load().(string)
+	return swarm.NextPiece(h.ps, h.srcs, now)
+}
+
+// work is one helper: it fetches pieces until ctx ends or the blob is
+// whole.
+func (h *helping) work(ctx context.Context) {
+	for ctx.Err() == nil {
+		h.mu.Lock()
+		i, s := h.next(time.Now())
+		if i < 0 || s == nil {
+			h.mu.Unlock()
+			select {
+			case <-ctx.Done():
+			case <-time.After(pieceRetry):
+			}
+			continue
+		}
+		h.ps.Contiguous = h.ing.Contiguous()
+		start, end := h.ps.Range(i, h.from[i])
+		if start >= end {
+			// Written already, from the start of the blob on.
+			h.ps.Done[i] = true
+			h.mu.Unlock()
+			continue
+		}
+		h.ps.Taken[i], s.Busy = true, true
+		h.mu.Unlock()
+
+		k, have, err := h.r.fetchPiece(ctx, h.req, h.f, h.ing, h.rr, s.Peer, start, end, h.pos, h.waiting)
+		if h.done(ctx, i, s, start, k, have, err) {
+			h.complete()
+			return
+		}
+	}
+}
+
+// done takes in how an attempt at piece i from s ended, and says whether
+// it made the blob whole.
+func (h *helping) done(ctx context.Context, i int, s *swarm.PieceSource, start, k, have int64, err error) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ps.Taken[i], s.Busy = false, false
+	h.from[i] = start + k
+	if have > 0 {
+		s.Have = max(s.Have, have)
+	}
+	if k > 0 {
+		h.usedMu.Lock()
+		h.used[s.Peer] = true
+		h.usedMu.Unlock()
+	}
+	res := pieceResult(ctx, err)
+	if res == swarm.PieceFailed {
+		h.r.cfg.Logger.Debug("piece failed", "digest", h.req.Digest, "peer", s.Peer, "offset", start, "err", err)
+	}
+	if swarm.AfterPiece(s, res, time.Now(), pieceRetry) {
+		h.ps.Done[i] = true
+	}
+	return err == nil && h.ing.Contiguous() == h.ps.Size
 }
 
 // pieceResult sorts how a helper's attempt at a piece ended.
