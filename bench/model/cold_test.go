@@ -47,6 +47,16 @@ func TestColdByHand(t *testing.T) {
 			cfg:      model.Config{Nodes: 2, Layers: 1, LayerSize: 8 * mib, Up: 8 * mib, Down: 8 * mib, RegistryUp: 2 * mib, RTT: 10 * time.Millisecond},
 			makespan: 4 + 0.01, egress: 1,
 		},
+		{
+			// One upload slot each: the designated node's goes to the
+			// first asker; the other finds it busy, waits (the registry
+			// is spared), and then reads from the node above it that
+			// now receives the blob, caught up with it: a chain, all
+			// done at S/U plus a round trip.
+			name:     "three nodes, one slot each: a chain",
+			cfg:      model.Config{Nodes: 3, Layers: 1, LayerSize: 8 * mib, Up: 8 * mib, Down: 8 * mib, RegistryUp: 2 * mib, RTT: 10 * time.Millisecond, MaxUploads: 1, MaxUploadsPerBlob: 1},
+			makespan: 4 + 0.01, egress: 1,
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
