@@ -21,6 +21,8 @@ type Result struct {
 	Makespan time.Duration
 	// Bound is the scenario's physical bound T*.
 	Bound time.Duration
+	// NodeUploadBytes is what each node sent to its peers.
+	NodeUploadBytes []int64
 	// Failed counts the blobs a node's download gave up on.
 	Failed int
 }
@@ -69,6 +71,9 @@ func Cold(cfg Config) (Result, error) {
 		Egress: int64(s.egress + 0.5),
 		Bound:  seconds(report.ColdBound(float64(size), cfg.RegistryUp, cfg.Down, cfg.Up, cfg.Nodes)),
 		Failed: s.failed,
+	}
+	for _, b := range s.sent {
+		r.NodeUploadBytes = append(r.NodeUploadBytes, int64(b+0.5))
 	}
 	for _, f := range s.finish {
 		t := seconds(f)

@@ -47,6 +47,7 @@ type sim struct {
 	uploads []swarm.BlobUploads
 	open    []int // upload streams by node
 	egress  float64
+	sent    []float64 // by node: bytes uploaded to peers
 	finish  []float64
 	left    int // streams not done
 	failed  int
@@ -65,6 +66,7 @@ func newSim(cfg Config) *sim {
 	s.uploads = make([]swarm.BlobUploads, cfg.Nodes)
 	s.open = make([]int, cfg.Nodes)
 	s.finish = make([]float64, cfg.Nodes)
+	s.sent = make([]float64, cfg.Nodes)
 	return s
 }
 

@@ -10,7 +10,8 @@ import (
 )
 
 // No run beats the physical bound, the registry sends every byte at least
-// once, and a seed gives the same run every time.
+// once, no byte is lost or made up, and a seed gives the same run every
+// time.
 func TestColdPhysics(t *testing.T) {
 	t.Parallel()
 	link := 200e6 / 8
@@ -26,6 +27,14 @@ func TestColdPhysics(t *testing.T) {
 				s := r.Summary()
 				if s.MakespanOverBound < 1-1e-9 || s.EgressOverSize < 1-1e-9 || r.Failed != 0 {
 					t.Fatalf("%+v, %d failed: beats the bound, or the registry sent less than the image", s, r.Failed)
+				}
+				// Every byte a node received left the registry or a peer.
+				total := r.Egress
+				for _, b := range r.NodeUploadBytes {
+					total += b
+				}
+				if want := int64(n) * r.Size; total < want-int64(n+1) || total > want+int64(n+1) {
+					t.Fatalf("the registry and the peers sent %d bytes, the nodes received %d", total, want)
 				}
 				if s.P50 > s.P99 || s.P99 > s.Max || s.Max != s.MakespanOverBound {
 					t.Fatalf("%+v: the node times are out of order", s)

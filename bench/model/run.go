@@ -98,10 +98,14 @@ func (s *sim) advance(fl []*stream, dt float64) {
 		if t.src >= 0 {
 			// Never past what the source holds.
 			moved = min(moved, max(0, s.held[t.src][t.blob]-s.held[t.node][t.blob]+s.streams[t.src][t.blob].rate*dt))
+		}
+		moved = min(moved, t.limit-s.held[t.node][t.blob])
+		if t.src >= 0 {
+			s.sent[t.src] += moved
 		} else {
 			s.egress += moved
 		}
-		s.held[t.node][t.blob] = min(t.limit, s.held[t.node][t.blob]+moved)
+		s.held[t.node][t.blob] += moved
 	}
 	s.now += dt
 }
