@@ -1,6 +1,7 @@
 package model
 
 import (
+	"errors"
 	"slices"
 	"time"
 
@@ -58,24 +59,49 @@ func Cold(cfg Config) (Result, error) {
 	if err := cfg.defaults(); err != nil {
 		return Result{}, err
 	}
+	size := float64(cfg.Layers) * float64(cfg.LayerSize)
+	return scenario(cfg, false, report.ColdBound(size, cfg.RegistryUp, cfg.Down, cfg.Up, cfg.Nodes))
+}
+
+// Warm runs the warm scenario: node 0 holds the image, the other N−1
+// nodes pull it at once. NodeTimes lists the pullers only.
+func Warm(cfg Config) (Result, error) {
+	if err := cfg.defaults(); err != nil {
+		return Result{}, err
+	}
+	if cfg.Nodes < 2 {
+		return Result{}, errors.New("model: the warm scenario needs a holder and a puller")
+	}
+	size := float64(cfg.Layers) * float64(cfg.LayerSize)
+	return scenario(cfg, true, report.WarmBound(size, cfg.Up, cfg.Down, cfg.Nodes))
+}
+
+// scenario runs every node's pull at once, node 0 holding the image
+// already when warm, and measures it against bound (seconds).
+func scenario(cfg Config, warm bool, bound float64) (Result, error) {
 	s := newSim(cfg)
 	for i := range cfg.Nodes {
 		s.pull(i)
 	}
+	if warm {
+		s.hold(0)
+	}
 	if err := s.run(); err != nil {
 		return Result{}, err
 	}
-	size := int64(cfg.Layers) * cfg.LayerSize
 	r := Result{
-		Size:   size,
+		Size:   int64(cfg.Layers) * cfg.LayerSize,
 		Egress: int64(s.egress + 0.5),
-		Bound:  seconds(report.ColdBound(float64(size), cfg.RegistryUp, cfg.Down, cfg.Up, cfg.Nodes)),
+		Bound:  seconds(bound),
 		Failed: s.failed,
 	}
 	for _, b := range s.sent {
 		r.NodeUploadBytes = append(r.NodeUploadBytes, int64(b+0.5))
 	}
-	for _, f := range s.finish {
+	for i, f := range s.finish {
+		if warm && i == 0 {
+			continue
+		}
 		t := seconds(f)
 		r.NodeTimes = append(r.NodeTimes, t)
 		r.Makespan = max(r.Makespan, t)

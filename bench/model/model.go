@@ -88,6 +88,15 @@ func (s *sim) pull(i int) {
 	}
 }
 
+// hold makes node i hold the whole image, its pull done.
+func (s *sim) hold(i int) {
+	for b, t := range s.streams[i] {
+		s.held[i][b] = s.size
+		t.done = true
+		s.left--
+	}
+}
+
 // holders are the peers a look-up for blob b returns to node i: those
 // that hold some of it or read it from a source, in an order the seed
 // sets, at most Config.Holders.
