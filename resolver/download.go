@@ -493,7 +493,7 @@ func (d *dl) end() {
 	r.announce(d.req.Digest)
 }
 
-// noteFailure ends a failed download (see missFor).
+// noteFailure ends a failed download (see swarm.Download.MissFor).
 func (d *dl) noteFailure() {
 	if t, why := d.sw.MissFor(); t > 0 {
 		m := miss{until: time.Now().Add(t), why: why}
@@ -525,7 +525,7 @@ func registryUnreachable(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-// noteMiss makes dgst a miss until m.until: see missFor.
+// noteMiss makes dgst a miss until m.until: see swarm.Download.MissFor.
 func (r *Resolver) noteMiss(dgst digest.Digest, m miss) {
 	now := time.Now()
 	r.mu.Lock()

@@ -49,8 +49,9 @@ type Resolver struct {
 	// knownSize).
 	sizes map[digest.Digest]int64
 	// misses holds the blobs whose last download failed in a way that
-	// asking again at once would repeat (see missFor): they are misses
-	// until then, so containerd fetches them from the registry itself.
+	// asking again at once would repeat (see swarm.Download.MissFor): they
+	// are misses until then, so containerd fetches them from the registry
+	// itself.
 	misses map[digest.Digest]miss
 	// pace is the node's receiving rate over the peer streams it judges.
 	pace *nodePace
