@@ -49,15 +49,21 @@ func (s *sim) allocate(fl []*stream) {
 		links[k] = []int{up, n + t.node}
 	}
 	limit := make([]float64, len(fl))
-	for range 4 {
+	for pass := range 4 {
+		capped := false
 		for k, t := range fl {
 			limit[k] = math.Inf(1)
 			if s.caughtUp(t) {
-				limit[k] = s.streams[t.src][t.blob].rate
+				limit[k], capped = s.streams[t.src][t.blob].rate, true
 			}
 		}
+		changed := false
 		for k, r := range share(capacity, links, limit) {
+			changed = changed || r != fl[k].rate
 			fl[k].rate = r
+		}
+		if !capped || (pass > 0 && !changed) {
+			return
 		}
 	}
 }
