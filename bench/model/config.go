@@ -27,7 +27,7 @@ type Config struct {
 	// p2p.Config does; zero means 4 and 2, p2p's defaults.
 	MaxUploads, MaxUploadsPerBlob int
 	// DesignatedPeers is how many designated peers a download asks before
-	// the holders; zero means 1, the resolver's default.
+	// the holders; zero means 2, the resolver's default.
 	DesignatedPeers int
 	// Holders caps the holders a look-up returns; zero means 4, the
 	// p2p.Router's default.
@@ -49,7 +49,7 @@ func (c *Config) defaults() error {
 	}
 	setDefault(&c.MaxUploads, 4)
 	setDefault(&c.MaxUploadsPerBlob, 2)
-	setDefault(&c.DesignatedPeers, 1)
+	setDefault(&c.DesignatedPeers, 2)
 	setDefault(&c.Holders, 4)
 	if c.Limits.BusyWait == 0 {
 		c.Limits.BusyWait = 2 * time.Second
