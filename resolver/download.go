@@ -54,7 +54,7 @@ func (s source) String() string {
 // has not received yet is swarm.WaitOn's: waits point up the ranking (see
 // Designator). A peer that sends only the bytes it held when asked is cut
 // there (see heldOnly).
-func (r *Resolver) sources(req BlobRequest, noWait, lead *atomic.Bool) []source {
+func (r *Resolver) sources(req BlobRequest, sw *swarm.Download, noWait, lead *atomic.Bool) []source {
 	var above []string
 	var ranked map[string]bool // nil: no ranking, every peer may be waited on
 	if d, ok := r.router.(Designator); ok {
@@ -72,7 +72,7 @@ func (r *Resolver) sources(req BlobRequest, noWait, lead *atomic.Bool) []source 
 		if err != nil && !errdefs.IsNotFound(err) {
 			r.cfg.Logger.Debug("provider look-up failed", "digest", req.Digest, "err", err)
 		}
-		holders = peers
+		holders = sw.Holders(peers)
 	}
 	var out []source
 	for _, s := range swarm.Sources(above, r.cfg.DesignatedPeers, req.ForPeer, holders, r.upstream != nil, r.cfg.FetchAttempts) {
@@ -97,11 +97,21 @@ func (r *Resolver) designatedSource(req BlobRequest, p string, lead *atomic.Bool
 	return source{kind: SourcePeer, peer: p, designated: true, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
 		if ranges {
 			wait, _ := swarm.WaitOn(swarm.Reader{Ranked: true, Above: true, Designated: true, Leading: lead.Load()})
-			return rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: wait, Registry: req.Registry, Repo: req.Repo})
+			body, size, have, err := rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: wait, Registry: req.Registry, Repo: req.Repo})
+			return body, size, have, heldWhole(err, have, size)
 		}
 		body, size, err := d.FetchThrough(ctx, p, req.Digest, off, req.Registry, req.Repo)
 		return body, size, size, err
 	}}
+}
+
+// heldWhole marks err, a peer's refusal, when the peer said it holds the
+// whole blob: it was only busy.
+func heldWhole(err error, have, size int64) error {
+	if err != nil && size > 0 && have == size {
+		return fmt.Errorf("%w (%w)", err, errHeldWhole)
+	}
+	return err
 }
 
 // holderSource is peer p, which holds req's blob or is receiving it;
@@ -120,7 +130,7 @@ func (r *Resolver) holderSource(req BlobRequest, p string, ranked map[string]boo
 		} else if err != nil && have > 0 && have < size {
 			err = fmt.Errorf("%w (%w: %d bytes of %d)", err, errHeldInPart, have, size)
 		}
-		return body, size, have, err
+		return body, size, have, heldWhole(err, have, size)
 	}}
 }
 
@@ -293,7 +303,7 @@ func (d *dl) round() bool {
 			d.req.Size = size
 		}
 	}
-	sources := r.sources(d.req, &d.noWait, &d.leading)
+	sources := r.sources(d.req, d.sw, &d.noWait, &d.leading)
 	if len(sources) == 0 {
 		d.lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", d.req.Digest, errdefs.ErrNotFound)
 	}
@@ -430,6 +440,7 @@ func sortFailure(src source, err error, ing store.Ingest) swarm.Failure {
 		RateLimited: limited,
 		NotNow:      errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err),
 		Partial:     errdefs.IsOutOfRange(err) || errors.Is(err, errHeldInPart),
+		Whole:       errors.Is(err, errHeldWhole),
 		NotArriving: errors.Is(err, errNotArriving),
 		Stalled:     errors.Is(err, errStalled),
 		Slow:        errors.Is(err, errSlow),
@@ -674,6 +685,10 @@ var errCaughtUp = errors.New("the stream reached bytes other peers sent")
 // errHeldInPart marks a peer's refusal (busy, not yet) that said it holds
 // part of the blob only.
 var errHeldInPart = errors.New("the peer holds part of the blob")
+
+// errHeldWhole marks a peer's refusal (busy) that said it holds the whole
+// blob.
+var errHeldWhole = errors.New("the peer holds the whole blob")
 
 // errNotArriving marks a stream from a peer still receiving the blob that
 // sent nothing for ArrivalStall past the bytes it held when it answered.

@@ -18,7 +18,7 @@ func (s *sim) round(t *stream) {
 		use[id] = true
 	}
 	above, _ := swarm.Above(swarm.Designated(s.blobs[b], s.blobs, s.ids, use), s.ids[i])
-	srcs := swarm.Sources(above, s.cfg.DesignatedPeers, false, s.holders(i, b), true, 1)
+	srcs := swarm.Sources(above, s.cfg.DesignatedPeers, false, t.sw.Holders(s.holders(i, b)), true, 1)
 	var designated []string
 	for _, src := range srcs {
 		if src.Designated {
@@ -44,7 +44,8 @@ func (s *sim) round(t *stream) {
 		if s.ask(t, j, src, slices.Contains(above, src.Peer), lead) {
 			return
 		}
-		t.sw.Failed(src, swarm.Failure{NotNow: true, Partial: s.held[j][b] > 0 && s.held[j][b] < s.size}, lead, &st, now)
+		held := s.held[j][b]
+		t.sw.Failed(src, swarm.Failure{NotNow: true, Partial: held > 0 && held < s.size, Whole: held == s.size}, lead, &st, now)
 	}
 	if t.sw.WaitAgain(st, now) {
 		t.retryAt = s.now + t.sw.Backoff(int64(s.held[i][b]), now).Seconds()

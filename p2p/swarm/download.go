@@ -1,6 +1,10 @@
 package swarm
 
-import "time"
+import (
+	"maps"
+	"slices"
+	"time"
+)
 
 // Source is a place a download may read a blob from, as the rules see it.
 type Source struct {
@@ -35,8 +39,9 @@ type Failure struct {
 	RateLimited bool
 	// NotNow: the peer was busy or does not hold the bytes yet.
 	NotNow bool
-	// Partial: the peer said it holds part of the blob only.
-	Partial bool
+	// Partial: the peer said it holds part of the blob only; Whole: that
+	// it holds all of it (and was only busy).
+	Partial, Whole bool
 	// NotArriving: the peer's copy stopped growing past what it held.
 	NotArriving bool
 	// Stalled: the source stopped sending; Slow: a peer's stream fell
@@ -105,6 +110,9 @@ type Download struct {
 	// LostPeer: a peer's stream went silent or slow mid-blob; the blob
 	// passes to the next in its ranking.
 	LostPeer bool
+	// WholeBusy lists the peers that answered busy holding the whole blob
+	// (see Holders).
+	WholeBusy map[string]bool
 	// LocalFailed: this node's store failed.
 	LocalFailed bool
 	// RegistryFailed: the registry's last answer was a failure, not a
@@ -131,7 +139,7 @@ const (
 
 // NewDownload starts a download's knowledge at now.
 func NewDownload(l Limits, now time.Time) *Download {
-	return &Download{Limits: l, FailedPeers: map[string]bool{}, ProgressAt: now, backoff: FirstBackoff}
+	return &Download{Limits: l, FailedPeers: map[string]bool{}, WholeBusy: map[string]bool{}, ProgressAt: now, backoff: FirstBackoff}
 }
 
 // BusyLimit is how long, from its last progress, a download prefers
@@ -208,6 +216,10 @@ func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round) 
 	case src.Peer == "":
 	case d.LostPeer && f.NotArriving:
 		d.FailedPeers[src.Peer] = true
+	case f.NotNow && f.Whole:
+		d.WholeBusy[src.Peer] = true
+		st.Busy = true
+		st.DesignatedBusy = st.DesignatedBusy || src.Designated
 	case f.NotNow && !(lead && f.Partial):
 		st.Busy = true
 		st.DesignatedBusy = st.DesignatedBusy || src.Designated
@@ -219,6 +231,24 @@ func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round) 
 		return f.Stalled
 	}
 	return false
+}
+
+// Holders is the rule for which peers holding the blob a round asks:
+// those the look-up found (found: a few, best first), and every peer that
+// answered busy while it held the whole blob, even once the look-up no
+// longer lists it (a busy holder ranks low, and many peers announce a
+// blob while they receive it). While such a peer is only busy the
+// registry is not asked (see Skip): otherwise a node that leads, having
+// taken what the receiving peers hold, would fetch the rest from the
+// registry while a whole copy sits in the cluster.
+func (d *Download) Holders(found []string) []string {
+	out := slices.Clone(found)
+	for _, p := range slices.Sorted(maps.Keys(d.WholeBusy)) {
+		if !slices.Contains(out, p) && !d.FailedPeers[p] {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // WaitAgain is the rule for whether a download whose round failed waits

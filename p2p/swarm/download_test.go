@@ -1,6 +1,7 @@
 package swarm_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -83,6 +84,10 @@ func TestFailed(t *testing.T) {
 		{name: "designated busy", src: desA, f: swarm.Failure{NotNow: true}, st: swarm.Round{Busy: true, DesignatedBusy: true}},
 		{name: "partial, not leading: wait", src: peerA, f: swarm.Failure{NotNow: true, Partial: true}, st: swarm.Round{Busy: true}},
 		{name: "partial, leading: not waited for", src: peerA, f: swarm.Failure{NotNow: true, Partial: true}, lead: true, st: swarm.Round{HeldInPart: true}},
+		{name: "busy holding it whole, leading: waited for and kept", src: peerA, f: swarm.Failure{NotNow: true, Whole: true}, lead: true, st: swarm.Round{Busy: true},
+			check: func(d *swarm.Download) bool { return d.WholeBusy["a"] }},
+		{name: "busy, not said whole: not kept", src: peerA, f: swarm.Failure{NotNow: true}, st: swarm.Round{Busy: true},
+			check: func(d *swarm.Download) bool { return len(d.WholeBusy) == 0 }},
 		{name: "not arriving after a lost peer", lostPeer: true, src: peerA, f: swarm.Failure{NotNow: true, NotArriving: true}, failedPeer: true},
 		{name: "not arriving", src: peerA, f: swarm.Failure{NotNow: true, NotArriving: true}, st: swarm.Round{Busy: true}},
 		{name: "stalled: silenced, lost", src: peerA, f: swarm.Failure{Stalled: true}, silence: true, failedPeer: true,
@@ -193,5 +198,31 @@ func TestMissFor(t *testing.T) {
 				t.Fatalf("MissFor = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// A peer that answered busy holding the whole blob is asked again in the
+// next rounds even when the look-up no longer lists it, once, and not
+// after it failed the download.
+func TestHoldersAskedAgain(t *testing.T) {
+	t.Parallel()
+	d := swarm.NewDownload(limits, t0)
+	var st swarm.Round
+	d.Failed(swarm.Source{Peer: "whole"}, swarm.Failure{NotNow: true, Whole: true}, true, &st, t0)
+	d.Failed(swarm.Source{Peer: "part"}, swarm.Failure{NotNow: true, Partial: true}, true, &st, t0)
+	for _, tc := range []struct {
+		found, want []string
+	}{
+		{found: []string{"x", "y"}, want: []string{"x", "y", "whole"}},
+		{found: []string{"whole", "x"}, want: []string{"whole", "x"}},
+		{found: nil, want: []string{"whole"}},
+	} {
+		if got := d.Holders(tc.found); !slices.Equal(got, tc.want) {
+			t.Errorf("Holders(%v) = %v, want %v", tc.found, got, tc.want)
+		}
+	}
+	d.Failed(swarm.Source{Peer: "whole"}, swarm.Failure{Stalled: true}, true, &st, t0)
+	if got := d.Holders([]string{"x"}); !slices.Equal(got, []string{"x"}) {
+		t.Errorf("Holders after the whole holder stalled = %v, want [x]", got)
 	}
 }
