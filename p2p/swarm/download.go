@@ -50,6 +50,10 @@ type Failure struct {
 	// Final: asking again will not help (the registry does not have the
 	// blob, refuses this node, or rate limits it; a size mismatch, say).
 	Final bool
+	// LeftToUs: a designated peer that does not want the blob left it to
+	// this node (see Coordinate); PointedOn: it named the peer that fetches
+	// it. Neither is the peer's failure.
+	LeftToUs, PointedOn bool
 }
 
 // Step is what a download does with a source in a round.
@@ -113,6 +117,9 @@ type Download struct {
 	// WholeBusy lists the peers that answered busy holding the whole blob
 	// (see Holders).
 	WholeBusy map[string]bool
+	// LeftToUs: a designated peer left the blob to this node (see
+	// Coordinate): it leads, and asks no other designated peer.
+	LeftToUs bool
 	// LocalFailed: this node's store failed.
 	LocalFailed bool
 	// RegistryFailed: the registry's last answer was a failure, not a
@@ -160,9 +167,10 @@ func (d *Download) BusyLimit() time.Duration {
 // Once the first designated peer answered busy (it fetches the blob, only
 // out of slots), the next designated peers are passed over: they would
 // fetch it from the registry a second time, and the peers it feeds come
-// next. The registry itself is not asked while a peer that holds the blob
-// is only busy, for BusyLimit: the round stops and the download waits,
-// sparing the registry.
+// next. Once a designated peer left the blob to this node, the others are
+// passed over too: the first spoke for the cluster. The registry itself is
+// not asked while a peer that holds the blob is only busy, for BusyLimit:
+// the round stops and the download waits, sparing the registry.
 func (d *Download) Skip(src Source, st Round, backedOff bool, now time.Time) Step {
 	switch {
 	case src.Peer != "" && d.FailedPeers[src.Peer]:
@@ -171,7 +179,7 @@ func (d *Download) Skip(src Source, st Round, backedOff bool, now time.Time) Ste
 		return Pass
 	case backedOff && (src.Upstream || src.Designated):
 		return PassBackedOff
-	case src.Designated && st.DesignatedBusy:
+	case src.Designated && (st.DesignatedBusy || d.LeftToUs):
 		return Pass
 	case src.Upstream && st.Busy && now.Sub(d.ProgressAt) < d.BusyLimit():
 		return Stop
@@ -210,10 +218,14 @@ func (d *Download) Failed(src Source, f Failure, lead bool, st *Round, now time.
 // a peer that holds part of the blob: the rest would come from this node,
 // or from nowhere. A peer handed the rest of a blob after a lost peer that
 // sent none of it in time waits on the lost peer too, or has nothing to
-// send: it fails. It says whether the peer stalled (silence).
+// send: it fails. A designated peer that left the blob to this node, or
+// pointed at the peer fetching it, did not fail (see Coordinate). It says
+// whether the peer stalled (silence).
 func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round) (silence bool) {
 	switch {
-	case src.Peer == "":
+	case src.Peer == "" || f.PointedOn:
+	case f.LeftToUs:
+		d.LeftToUs = true
 	case d.LostPeer && f.NotArriving:
 		d.FailedPeers[src.Peer] = true
 	case f.NotNow && f.Whole:

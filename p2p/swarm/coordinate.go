@@ -1,0 +1,74 @@
+package swarm
+
+import "time"
+
+// Asked is what a designated node knows when a peer asks it to fetch a
+// blob for the cluster that it neither holds nor is downloading.
+type Asked struct {
+	// Wanted: this node's own clients asked for the blob's repository
+	// lately (see WantedFor), so it will need the blob itself.
+	Wanted bool
+	// Fetcher is the peer this node last left the blob to, at Told; empty
+	// when none.
+	Fetcher string
+	Told    time.Time
+	// Asker is the peer asking now.
+	Asker string
+}
+
+// Answer is a designated node's answer to a peer that asks it to fetch a
+// blob (see Coordinate).
+type Answer int
+
+const (
+	// FetchForCluster: start the download and stream it to the asker as
+	// it arrives.
+	FetchForCluster Answer = iota
+	// FetchYourself: the asker fetches the blob itself; nobody else does
+	// through this node.
+	FetchYourself
+	// ReadFromFetcher: the asker reads the blob from Asked.Fetcher, which
+	// is fetching it.
+	ReadFromFetcher
+)
+
+func (a Answer) String() string {
+	switch a {
+	case FetchForCluster:
+		return "fetch for the cluster"
+	case FetchYourself:
+		return "fetch it yourself"
+	case ReadFromFetcher:
+		return "read from the fetcher"
+	}
+	return "unknown"
+}
+
+// How long a node counts as wanting a repository after its own clients
+// last asked for it, and how long a designated node points askers at the
+// peer it left a blob to.
+const (
+	WantedFor = time.Minute
+	LeftFor   = time.Minute
+)
+
+// Coordinate is the rule for what a designated node does when asked to
+// fetch a blob it neither holds nor is downloading. A node that wants the
+// blob itself fetches it for the cluster, as the designated fetcher: the
+// copy it keeps is one it needs, and an image's layers start from as many
+// nodes as it has layers (see Spread). A node that does not want it
+// coordinates rather than relays: the first asker fetches the blob itself,
+// and those who ask while it does are pointed at it. So a lone pull costs
+// one round trip over a direct one and leaves nothing on nodes that never
+// run the image, and concurrent pulls still make the registry send one
+// copy.
+func Coordinate(a Asked, now time.Time) Answer {
+	switch {
+	case a.Wanted || a.Asker == "":
+		// An asker this node cannot name cannot be pointed at.
+		return FetchForCluster
+	case a.Fetcher != "" && a.Fetcher != a.Asker && now.Sub(a.Told) < LeftFor:
+		return ReadFromFetcher
+	}
+	return FetchYourself
+}

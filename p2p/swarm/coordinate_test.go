@@ -1,0 +1,28 @@
+package swarm
+
+import (
+	"testing"
+	"time"
+)
+
+func TestCoordinate(t *testing.T) {
+	now := time.Unix(1000, 0)
+	cases := []struct {
+		name string
+		a    Asked
+		want Answer
+	}{
+		{"wanted here: fetched for the cluster", Asked{Wanted: true, Asker: "b"}, FetchForCluster},
+		{"wanted here, though left to another before", Asked{Wanted: true, Fetcher: "c", Told: now, Asker: "b"}, FetchForCluster},
+		{"an asker without a name: fetched for it", Asked{}, FetchForCluster},
+		{"a lone asker fetches it itself", Asked{Asker: "b"}, FetchYourself},
+		{"a second asker reads from the first", Asked{Fetcher: "c", Told: now.Add(-time.Second), Asker: "b"}, ReadFromFetcher},
+		{"the fetcher asking again is told again", Asked{Fetcher: "b", Told: now.Add(-time.Second), Asker: "b"}, FetchYourself},
+		{"a fetcher told long ago is forgotten", Asked{Fetcher: "c", Told: now.Add(-LeftFor), Asker: "b"}, FetchYourself},
+	}
+	for _, c := range cases {
+		if got := Coordinate(c.a, now); got != c.want {
+			t.Errorf("%s: Coordinate = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
