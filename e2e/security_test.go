@@ -247,9 +247,13 @@ func (e *secureEnv) pullForMirroredOnly(t *testing.T) {
 	}
 
 	// The registry a mirrors: b's pull of an image there has a fetch for
-	// the cluster, which the counter sees.
+	// the cluster, which the counter sees. a fetches for the cluster what
+	// its own clients want: its containerd resolves the tag first.
 	im1, err := lab.PushImage(ctx, e.reg1.Addr(), "sec/here", "v1", 4, 1<<20, lab.WithTransport(lab.TransportIn(e.spare[0].Netns)))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := headTag(ctx, e.a, e.reg1.Addr(), "sec/here", "v1"); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.b.ctrd.CtrPull(ctx, im1.Ref); err != nil {

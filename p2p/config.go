@@ -161,7 +161,9 @@ type Config struct {
 	// an open mesh (no ClusterKey), where no peer is authenticated. A Puller
 	// that refuses the registry returns an error wrapping
 	// errdefs.ErrPermissionDenied: the peer is answered "not found" and the
-	// refusal is counted and logged.
+	// refusal is counted and logged. One that leaves the blob to the asker
+	// (resolver.ErrFetchYourself) or names the peer fetching it
+	// (*resolver.FetchingAtError) has it answered so.
 	Puller Puller
 
 	// Labels are this node's labels (key=value, see CheckLabels), carried
@@ -228,7 +230,8 @@ type Config struct {
 
 // Puller fetches a blob on behalf of a peer; see Config.Puller.
 type Puller interface {
-	PullFor(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error)
+	// PullFor is asked by the peer from, as a peer ID string.
+	PullFor(ctx context.Context, dgst digest.Digest, registry, repo, from string) (store.Blob, error)
 }
 
 // Timing holds the timers of membership, routing and transfer. A zero field

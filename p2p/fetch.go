@@ -164,6 +164,14 @@ func (n *Node) fetchHeader(ctx context.Context, p peer.ID, req request) (_ io.Re
 		case statusRateLimited:
 			rl := &resolver.RateLimitedError{Registry: req.registry, RetryAfter: time.Duration(h.size) * time.Millisecond, Via: p.String()}
 			return fail(resultLabel(h.status), fmt.Errorf("fetch %s from %s: %w", dgst, p, rl))
+		case statusFetchYourself:
+			return fail(resultLabel(h.status), fmt.Errorf("fetch %s from %s: %w", dgst, p, resolver.ErrFetchYourself))
+		case statusFetchingAt:
+			at, err := peer.Decode(h.msg)
+			if err != nil || at == p {
+				return fail("error", fmt.Errorf("fetch %s from %s: %w: it points at %q, not another peer", dgst, p, errdefs.ErrUnavailable, h.msg))
+			}
+			return fail(resultLabel(h.status), fmt.Errorf("fetch %s from %s: %w", dgst, p, &resolver.FetchingAtError{Peer: at.String()}))
 		case statusNotFound:
 			kind = errdefs.ErrNotFound
 		case statusBadRequest:

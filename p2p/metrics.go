@@ -53,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_p2p_fetches_total",
-			Help: "Blob requests to peers by result (ok, busy, not_found, bad_request, error).",
+			Help: "Blob requests to peers by result (ok, busy, not_yet, not_found, bad_request, rate_limited, fetch_yourself, fetching_at, error).",
 		}, []string{"result"}),
 		pullThrough: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_p2p_pull_through_total",

@@ -29,7 +29,10 @@ import (
 // only, by the bytes asked for. The server then closes the stream. On
 // statusRateLimited (the registry the request named asked the node to slow
 // down), the size field holds instead the milliseconds for which the node
-// leaves that registry alone.
+// leaves that registry alone. A node asked to fetch a blob for the cluster
+// that does not want it itself answers statusFetchYourself, or
+// statusFetchingAt with the ID of the peer that fetches it as the message
+// (see swarm.Coordinate).
 const ProtocolID protocol.ID = "/shoal/blob/1.2.0"
 
 // ProtocolV11 is the protocol before ranges, still served: a request has
@@ -70,6 +73,13 @@ const (
 	// back-off left, in milliseconds. A node that does not know this
 	// status takes it for statusError.
 	statusRateLimited
+	// statusFetchYourself: asked to fetch a blob for the cluster, the node
+	// does not want it itself and leaves it to the asker, which fetches
+	// it from the registry (see swarm.Coordinate).
+	statusFetchYourself
+	// statusFetchingAt: asked to fetch a blob for the cluster, the node
+	// names the peer that fetches it, in the message (a peer ID).
+	statusFetchingAt
 )
 
 func (s status) String() string {
@@ -88,6 +98,10 @@ func (s status) String() string {
 		return "not yet"
 	case statusRateLimited:
 		return "rate limited"
+	case statusFetchYourself:
+		return "fetch it yourself"
+	case statusFetchingAt:
+		return "fetching at"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }

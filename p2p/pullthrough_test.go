@@ -3,6 +3,7 @@ package p2p_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/shoal-dev/shoal/p2p"
 	"github.com/shoal-dev/shoal/p2p/p2ptest"
+	"github.com/shoal-dev/shoal/resolver"
 	"github.com/shoal-dev/shoal/store"
 )
 
@@ -22,11 +24,13 @@ type recordingPuller struct {
 	blob []byte
 	mu   sync.Mutex
 	asks []string
+	from []string // the askers' peer IDs
 }
 
-func (p *recordingPuller) PullFor(_ context.Context, d digest.Digest, registry, repo string) (store.Blob, error) {
+func (p *recordingPuller) PullFor(_ context.Context, d digest.Digest, registry, repo, from string) (store.Blob, error) {
 	p.mu.Lock()
 	p.asks = append(p.asks, registry+"/"+repo+"@"+d.String())
+	p.from = append(p.from, from)
 	p.mu.Unlock()
 	if d != digest.FromBytes(p.blob) {
 		return nil, errdefs.ErrNotFound
@@ -64,6 +68,9 @@ func TestFetchThrough(t *testing.T) {
 	puller.mu.Lock()
 	if len(puller.asks) != 1 || puller.asks[0] != "registry.example:5000/team/app@"+d.String() {
 		t.Fatalf("puller asked %v", puller.asks)
+	}
+	if puller.from[0] != asker.ID().String() {
+		t.Fatalf("puller told the asker is %q, want %s", puller.from[0], asker.ID())
 	}
 	puller.mu.Unlock()
 
@@ -116,11 +123,11 @@ func TestPullForNeedsAKeyedMesh(t *testing.T) {
 // refusingPuller mirrors one registry only.
 type refusingPuller struct{ recordingPuller }
 
-func (p *refusingPuller) PullFor(ctx context.Context, d digest.Digest, registry, repo string) (store.Blob, error) {
+func (p *refusingPuller) PullFor(ctx context.Context, d digest.Digest, registry, repo, from string) (store.Blob, error) {
 	if registry != "registry.example:5000" {
 		return nil, fmt.Errorf("registry %s: %w", registry, errdefs.ErrPermissionDenied)
 	}
-	return p.recordingPuller.PullFor(ctx, d, registry, repo)
+	return p.recordingPuller.PullFor(ctx, d, registry, repo, from)
 }
 
 // TestPullForRefusedRegistry: a node whose Puller refuses a registry
@@ -148,5 +155,48 @@ func TestPullForRefusedRegistry(t *testing.T) {
 	body.Close()
 	if err != nil || !bytes.Equal(got, blob) {
 		t.Fatalf("read %d bytes: %v", len(got), err)
+	}
+}
+
+// coordinatingPuller leaves every blob to its first asker and points the
+// others at it, as a node that does not want the blob does.
+type coordinatingPuller struct {
+	mu    sync.Mutex
+	first string
+}
+
+func (p *coordinatingPuller) PullFor(_ context.Context, _ digest.Digest, _, _, from string) (store.Blob, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.first == "" || p.first == from {
+		p.first = from
+		return nil, resolver.ErrFetchYourself
+	}
+	return nil, &resolver.FetchingAtError{Peer: p.first}
+}
+
+// TestFetchThroughCoordinated: a designated node's "fetch it yourself" and
+// "read it from that peer" reach the askers as such, naming the first
+// asker to the second.
+func TestFetchThroughCoordinated(t *testing.T) {
+	t.Parallel()
+	c := p2ptest.Start(t, 3, p2ptest.Options{Config: func(i int, cfg *p2p.Config) {
+		if i == 1 {
+			cfg.Puller = &coordinatingPuller{}
+		}
+	}})
+	c.WaitMembers(t, 3, 10*time.Second)
+	first, designated, second := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	d := digest.FromString("a layer only one node pulls")
+	rg := p2p.Range{Registry: "registry.example:5000", Repo: "team/app"}
+
+	_, _, _, err := first.FetchRange(t.Context(), designated.ID(), d, rg)
+	if !errors.Is(err, resolver.ErrFetchYourself) {
+		t.Fatalf("first asker: %v, want ErrFetchYourself", err)
+	}
+	_, _, _, err = second.FetchRange(t.Context(), designated.ID(), d, rg)
+	var at *resolver.FetchingAtError
+	if !errors.As(err, &at) || at.Peer != first.ID().String() {
+		t.Fatalf("second asker: %v, want pointed at %s", err, first.ID())
 	}
 }

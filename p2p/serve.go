@@ -80,7 +80,12 @@ func (n *Node) handleStream(s network.Stream) {
 	if err != nil {
 		var busy *busyError
 		var rl *resolver.RateLimitedError
+		var at *resolver.FetchingAtError
 		switch {
+		case errors.Is(err, resolver.ErrFetchYourself):
+			refuse(statusFetchYourself, 0, 0, err)
+		case errors.As(err, &at):
+			n.refuseWith(s, remote, header{status: statusFetchingAt, ranged: ranged, msg: at.Peer})
 		case errors.As(err, &busy):
 			// Said with what the node holds: a node that fetches the blob
 			// for the cluster does not wait on one that holds a part only.
@@ -190,7 +195,7 @@ func (n *Node) refuse(s network.Stream, remote peer.ID, st status, why error) {
 func (n *Node) refuseWith(s network.Stream, remote peer.ID, h header) {
 	st := h.status
 	n.metrics.uploads.WithLabelValues(resultLabel(st)).Inc()
-	if st != statusNotFound && st != statusBusy && st != statusNotYet {
+	if st != statusNotFound && st != statusBusy && st != statusNotYet && st != statusFetchYourself && st != statusFetchingAt {
 		n.log.Debug("refused request", "peer", remote, "status", st.String(), "error", h.msg)
 	}
 	_ = s.SetWriteDeadline(time.Now().Add(n.cfg.Timing.RequestTimeout))
@@ -215,6 +220,10 @@ func resultLabel(st status) string {
 		return "not_yet"
 	case statusRateLimited:
 		return "rate_limited"
+	case statusFetchYourself:
+		return "fetch_yourself"
+	case statusFetchingAt:
+		return "fetching_at"
 	}
 	return "error"
 }
@@ -297,7 +306,7 @@ func (n *Node) openForPeer(req request, remote peer.ID, take func() bool) (store
 	// Answer before the requester's deadline for a header runs out.
 	pctx, cancel := context.WithTimeout(n.life, n.cfg.Timing.RequestTimeout*3/4)
 	defer cancel()
-	blob, err = n.cfg.Puller.PullFor(pctx, req.dgst, req.registry, req.repo)
+	blob, err = n.cfg.Puller.PullFor(pctx, req.dgst, req.registry, req.repo, remote.String())
 	switch {
 	case err == nil:
 		n.metrics.pullThrough.Inc()

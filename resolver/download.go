@@ -48,7 +48,9 @@ func (s source) String() string {
 
 // sources lists where req's blob can come from, in the order to try them
 // (see swarm.Sources): the designated peers, the peers that hold it, then
-// the registry, several times.
+// the registry, several times; first of all the peer this node left the
+// blob to as its designated fetcher, if it did lately (see
+// swarm.Coordinate).
 //
 // Whether a peer still receiving the blob is asked to wait for bytes it
 // has not received yet is swarm.WaitOn's: waits point up the ranking (see
@@ -75,6 +77,11 @@ func (r *Resolver) sources(req BlobRequest, sw *swarm.Download, noWait, lead *at
 		holders = sw.Holders(peers)
 	}
 	var out []source
+	if p, ok := r.leftFetcher(req.Digest); ok && !req.ForPeer && !sw.FailedPeers[p] {
+		// This node left the blob to p, which fetches it from the
+		// registry, before its own clients asked for it.
+		out = append(out, r.fetcherSource(req, p))
+	}
 	for _, s := range swarm.Sources(above, r.cfg.DesignatedPeers, req.ForPeer, holders, r.upstream != nil, r.cfg.FetchAttempts) {
 		switch {
 		case s.Upstream:
@@ -129,6 +136,32 @@ func (r *Resolver) holderSource(req BlobRequest, p string, ranked map[string]boo
 			body = &heldOnly{ReadCloser: body, left: have - off, peer: p, have: have, size: size}
 		} else if err != nil && have > 0 && have < size {
 			err = fmt.Errorf("%w (%w: %d bytes of %d)", err, errHeldInPart, have, size)
+		}
+		return body, size, have, heldWhole(err, have, size)
+	}}
+}
+
+// fetcherSource is peer p, which a designated peer named as the one
+// fetching req's blob from the registry (see swarm.Coordinate): it waits
+// on no one, so this node may wait on it for bytes it has not received.
+// It counts as a designated peer: when it is busy, the next designated
+// peers are not asked (see swarm.Download.Skip). Not holding the blob, it
+// has not begun to receive it yet: that is "not yet", asked again after a
+// wait, not a failure.
+func (r *Resolver) fetcherSource(req BlobRequest, p string) source {
+	rr, ranges := r.router.(Ranger)
+	return source{kind: SourcePeer, peer: p, designated: true, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
+		var body io.ReadCloser
+		var size, have int64
+		var err error
+		if ranges {
+			body, size, have, err = rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: true})
+		} else {
+			body, size, err = r.router.Fetch(ctx, p, req.Digest, off)
+			have = size
+		}
+		if errdefs.IsNotFound(err) {
+			err = fmt.Errorf("%w (%w)", err, errFetcherNotStarted)
 		}
 		return body, size, have, heldWhole(err, have, size)
 	}}
@@ -308,7 +341,8 @@ func (d *dl) round() bool {
 		d.lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", d.req.Digest, errdefs.ErrNotFound)
 	}
 	var st swarm.Round
-	for _, src := range sources {
+	for i := 0; i < len(sources); i++ {
+		src := sources[i]
 		if r.ctx.Err() != nil {
 			d.lastErr = r.ctx.Err()
 			break
@@ -321,8 +355,9 @@ func (d *dl) round() bool {
 			continue
 		}
 		// Known again at each source: the designated peers come first,
-		// and once they failed, this node leads.
-		lead := r.leads(sources, d.sw.FailedPeers)
+		// and once they failed, or one left the blob to it, this node
+		// leads.
+		lead := d.sw.LeftToUs || r.leads(sources, d.sw.FailedPeers)
 		if d.sw.LostPeer {
 			src.stall = r.handOver(src)
 		}
@@ -344,6 +379,7 @@ func (d *dl) round() bool {
 		if d.failed(src, err, lead, &st) {
 			break
 		}
+		sources = d.follow(sources, i, err)
 	}
 	return d.lastErr != nil && r.ctx.Err() == nil && d.sw.WaitAgain(st, time.Now())
 }
@@ -423,10 +459,24 @@ func (d *dl) failed(src source, err error, lead bool, st *swarm.Round) (stop boo
 		// Other downloads would wait for it too.
 		s.Silent(src.peer)
 	}
-	if !stop && !f.RateLimited {
+	switch {
+	case f.LeftToUs || f.PointedOn:
+		d.log.Debug("designated peer coordinates", "source", src.String(), "answer", err)
+	case !stop && !f.RateLimited:
 		d.log.Info("source failed, trying the next", "source", src.String(), "offset", d.off, "err", err)
 	}
 	return stop
+}
+
+// follow puts the peer a designated peer pointed at, as the one fetching
+// the blob (see swarm.Coordinate), after sources[i], unless it failed this
+// download already.
+func (d *dl) follow(sources []source, i int, err error) []source {
+	var at *FetchingAtError
+	if !errors.As(err, &at) || d.sw.FailedPeers[at.Peer] {
+		return sources
+	}
+	return slices.Insert(sources, i+1, d.r.fetcherSource(d.req, at.Peer))
 }
 
 // sortFailure sorts why src ended for the swarm's rules.
@@ -444,6 +494,8 @@ func sortFailure(src source, err error, ing store.Ingest) swarm.Failure {
 		NotArriving: errors.Is(err, errNotArriving),
 		Stalled:     errors.Is(err, errStalled),
 		Slow:        errors.Is(err, errSlow),
+		LeftToUs:    errors.Is(err, ErrFetchYourself),
+		PointedOn:   errors.As(err, new(*FetchingAtError)),
 		// The registry does not have it, refuses shoal, or rate limits it
 		// (429): asking again will not help, and after a 429 it costs more
 		// of the quota.
@@ -685,6 +737,11 @@ var errCaughtUp = errors.New("the stream reached bytes other peers sent")
 // errHeldInPart marks a peer's refusal (busy, not yet) that said it holds
 // part of the blob only.
 var errHeldInPart = errors.New("the peer holds part of the blob")
+
+// errFetcherNotStarted marks a "not found" from the peer a designated peer
+// named as the blob's fetcher: it has not begun to receive it. It wraps
+// errdefs.ErrOutOfRange, as a "not yet" does.
+var errFetcherNotStarted = fmt.Errorf("the fetcher has not begun to receive the blob: %w", errdefs.ErrOutOfRange)
 
 // errHeldWhole marks a peer's refusal (busy) that said it holds the whole
 // blob.

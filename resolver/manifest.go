@@ -24,6 +24,7 @@ import (
 func (r *Resolver) Manifest(ctx context.Context, req ManifestRequest) (Manifest, error) {
 	if req.Registry != "" {
 		r.noteMirrored(req.Registry)
+		r.noteWanted(req.Registry, req.Repo)
 	}
 	m, err := r.manifest(ctx, req)
 	if err != nil {

@@ -15,6 +15,7 @@ type metrics struct {
 	tagLookups     *prometheus.CounterVec // by source
 	tagFallbacks   *prometheus.CounterVec // by reason
 	tagServed      *prometheus.CounterVec // by result
+	coordinated    *prometheus.CounterVec // peers' fetch requests, by answer
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -67,6 +68,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_tag_peer_requests_total",
 			Help: "Tag look-ups this node answered for peers as the tag's designated node, by result (cache, registry, refused: a registry this node does not mirror, error).",
 		}, []string{"result"}),
+		coordinated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_fetch_requests_coordinated_total",
+			Help: "Peers' requests that this node fetch a blob for the cluster, which it neither held nor was downloading, by answer: fetch_for_cluster (its own clients want the blob's repository), fetch_yourself (the first asker fetches it itself), read_from_fetcher (pointed at that first asker).",
+		}, []string{"answer"}),
+	}
+	for _, s := range []string{"fetch_for_cluster", "fetch_yourself", "read_from_fetcher"} {
+		m.coordinated.WithLabelValues(s)
 	}
 	for _, s := range []string{"cache", "designated", "registry", "mesh"} {
 		m.tagLookups.WithLabelValues(s)
@@ -76,7 +84,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.lookups, m.downloads, m.sourceBytes, m.inflightBlobs, m.verifyFailures, m.prefetched, m.backoffUntil, m.rateLimited, m.judged,
-			m.tagLookups, m.tagFallbacks, m.tagServed)
+			m.tagLookups, m.tagFallbacks, m.tagServed, m.coordinated)
 	}
 	return m
 }

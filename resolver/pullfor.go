@@ -21,7 +21,12 @@ import (
 // registry this node does not mirror (see Config.Registries) is refused
 // with an error wrapping ErrNotMirrored; the node's own copy is served
 // whatever the registry.
-func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, repo string) (store.Blob, error) {
+//
+// from names the asking peer. A node that runs no download of the blob
+// and does not want it itself fetches nothing: it answers
+// ErrFetchYourself to the first asker and points the next at it with a
+// *FetchingAtError (see swarm.Coordinate).
+func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, repo, from string) (store.Blob, error) {
 	if err := validDigest(dgst); err != nil {
 		return nil, err
 	}
@@ -33,7 +38,10 @@ func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, re
 	}
 	req := BlobRequest{Registry: registry, Repo: repo, Digest: dgst, ForPeer: true}
 	for range 2 {
-		f, started := r.join(req)
+		f, started, err := r.joinFor(req, from)
+		if err != nil {
+			return nil, err
+		}
 		if started {
 			r.start(req, f)
 		}
@@ -61,6 +69,23 @@ func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, re
 		return &ingestBlob{ctx: r.ctx, ing: ing}, nil
 	}
 	return nil, fmt.Errorf("blob %s: %w", dgst, errdefs.ErrNotFound)
+}
+
+// joinFor joins the running download of req's blob, or, when none runs
+// and swarm.Coordinate says this node fetches it for from, registers one
+// that the caller must start.
+func (r *Resolver) joinFor(req BlobRequest, from string) (*flight, bool, error) {
+	r.mu.Lock()
+	f, ok := r.flights[req.Digest]
+	r.mu.Unlock()
+	if ok {
+		return f, false, nil
+	}
+	if err := r.coordinate(req, from); err != nil {
+		return nil, false, err
+	}
+	f, started := r.join(req)
+	return f, started, nil
 }
 
 // InFlight returns a download of dgst running on this node, for a peer to

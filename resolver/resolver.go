@@ -53,6 +53,12 @@ type Resolver struct {
 	// are misses until then, so containerd fetches them from the registry
 	// itself.
 	misses map[digest.Digest]miss
+	// coordMu guards wanted, the repositories this node's own clients
+	// asked for lately, and leftTo, the peers that were left blobs to
+	// fetch themselves (see coordinate).
+	coordMu sync.Mutex
+	wanted  map[string]time.Time
+	leftTo  map[digest.Digest]leftTo
 	// pace is the node's receiving rate over the peer streams it judges.
 	pace *nodePace
 	// backoffs holds the registries that asked to slow down.
@@ -127,6 +133,8 @@ func New(st store.Store, up Upstream, src Sources, cfg Config, reg prometheus.Re
 		flights:  make(map[digest.Digest]*flight),
 
 		misses:   make(map[digest.Digest]miss),
+		wanted:   make(map[string]time.Time),
+		leftTo:   make(map[digest.Digest]leftTo),
 		backoffs: newBackoffs(),
 		pace:     newNodePace(cfg.PeerSlowWindow),
 		mirrored: mirroredSet(cfg.Registries),
@@ -178,6 +186,7 @@ func (r *Resolver) Blob(ctx context.Context, req BlobRequest) (*Blob, error) {
 	}
 	if req.Registry != "" {
 		r.noteMirrored(req.Registry)
+		r.noteWanted(req.Registry, req.Repo)
 	}
 	b, err := r.blob(ctx, req)
 	if err != nil {

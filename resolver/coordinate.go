@@ -1,0 +1,103 @@
+package resolver
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p/swarm"
+)
+
+// ErrFetchYourself is a designated peer's answer to a node that asked it to
+// fetch a blob for the cluster, when the peer does not want the blob itself
+// and nobody fetches it through the peer: the node fetches the blob itself
+// (see swarm.Coordinate).
+var ErrFetchYourself = errors.New("the designated peer does not want the blob and leaves it to the asker")
+
+// FetchingAtError is a designated peer's answer naming the peer that
+// fetches the blob: the asker reads it there (see swarm.Coordinate).
+type FetchingAtError struct{ Peer string }
+
+func (e *FetchingAtError) Error() string {
+	return fmt.Sprintf("the designated peer points at %s, which fetches the blob", e.Peer)
+}
+
+// leftTo is the peer a blob was left to, and when.
+type leftTo struct {
+	peer string
+	at   time.Time
+}
+
+// maxCoordinated bounds the blobs and repositories remembered for
+// swarm.Coordinate; past it, the expired ones are dropped.
+const maxCoordinated = 4096
+
+// noteWanted records that this node's own clients asked for a blob or a
+// manifest of registry/repo.
+func (r *Resolver) noteWanted(registry, repo string) {
+	now := time.Now()
+	r.coordMu.Lock()
+	defer r.coordMu.Unlock()
+	if len(r.wanted) >= maxCoordinated {
+		for k, at := range r.wanted {
+			if now.Sub(at) >= swarm.WantedFor {
+				delete(r.wanted, k)
+			}
+		}
+	}
+	r.wanted[registry+"/"+repo] = now
+}
+
+// coordinate answers from, a peer asking this node to fetch req's blob
+// for the cluster while no download of it runs here: nil when this node
+// fetches it, else ErrFetchYourself or a *FetchingAtError (see
+// swarm.Coordinate).
+func (r *Resolver) coordinate(req BlobRequest, from string) error {
+	now := time.Now()
+	r.coordMu.Lock()
+	defer r.coordMu.Unlock()
+	l := r.leftTo[req.Digest]
+	a := swarm.Asked{
+		Wanted:  now.Sub(r.wanted[req.Registry+"/"+req.Repo]) < swarm.WantedFor,
+		Fetcher: l.peer, Told: l.at, Asker: from,
+	}
+	switch swarm.Coordinate(a, now) {
+	case swarm.FetchYourself:
+		r.forgetLeft(now)
+		r.leftTo[req.Digest] = leftTo{peer: from, at: now}
+		r.m.coordinated.WithLabelValues("fetch_yourself").Inc()
+		return ErrFetchYourself
+	case swarm.ReadFromFetcher:
+		r.m.coordinated.WithLabelValues("read_from_fetcher").Inc()
+		return &FetchingAtError{Peer: l.peer}
+	}
+	r.m.coordinated.WithLabelValues("fetch_for_cluster").Inc()
+	return nil
+}
+
+// leftFetcher returns the peer this node left dgst to within
+// swarm.LeftFor, if any.
+func (r *Resolver) leftFetcher(dgst digest.Digest) (string, bool) {
+	r.coordMu.Lock()
+	defer r.coordMu.Unlock()
+	l, ok := r.leftTo[dgst]
+	if !ok || time.Since(l.at) >= swarm.LeftFor {
+		return "", false
+	}
+	return l.peer, true
+}
+
+// forgetLeft drops the expired entries of leftTo once it is full; the
+// caller holds coordMu.
+func (r *Resolver) forgetLeft(now time.Time) {
+	if len(r.leftTo) < maxCoordinated {
+		return
+	}
+	for d, l := range r.leftTo {
+		if now.Sub(l.at) >= swarm.LeftFor {
+			delete(r.leftTo, d)
+		}
+	}
+}

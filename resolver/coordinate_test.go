@@ -1,0 +1,210 @@
+package resolver_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/resolver"
+)
+
+// TestDesignatedNodeCoordinates: asked to fetch a blob for the cluster
+// that its own clients do not want, a node fetches nothing: the first
+// asker is told to fetch it itself, the next are pointed at it. Once its
+// own clients pull from the repository, it fetches for the cluster.
+func TestDesignatedNodeCoordinates(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, resolver.Config{}, resolver.Sources{})
+	d := f.up.push(t, "team/app", randomBytes(t, 64<<10))
+
+	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node1"); !errors.Is(err, resolver.ErrFetchYourself) {
+		t.Fatalf("first asker: %v, want ErrFetchYourself", err)
+	}
+	var at *resolver.FetchingAtError
+	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node2"); !errors.As(err, &at) || at.Peer != "node1" {
+		t.Fatalf("second asker: %v, want pointed at node1", err)
+	}
+	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node1"); !errors.Is(err, resolver.ErrFetchYourself) {
+		t.Fatalf("first asker again: %v, want ErrFetchYourself", err)
+	}
+	if n := f.up.blobGets.Load(); n != 0 {
+		t.Fatalf("the registry was asked %d times", n)
+	}
+	if _, err := f.store.Stat(t.Context(), d); err == nil {
+		t.Fatal("the node keeps a blob it does not want")
+	}
+
+	// Its own client pulls from the repository: now it fetches for the
+	// cluster, and keeps the copy it will need.
+	own := f.up.push(t, "team/app", randomBytes(t, 1000))
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: own})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	next := f.up.push(t, "team/app", randomBytes(t, 64<<10))
+	blob, err := f.res.PullFor(t.Context(), next, f.up.host, "team/app", "node3")
+	if err != nil {
+		t.Fatalf("asked while pulling the repository itself: %v", err)
+	}
+	blob.Close()
+}
+
+// coordinatingRouter is a designatingRouter whose designated peers answer
+// a fetch through them as a designated node that does not want the blob
+// does: answers maps a peer to its answer.
+type coordinatingRouter struct {
+	*designatingRouter
+	answers map[string]error
+}
+
+func (c *coordinatingRouter) FetchThrough(ctx context.Context, p string, dgst digest.Digest, off int64, registry, repo string) (io.ReadCloser, int64, error) {
+	c.mu.Lock()
+	c.through = append(c.through, fmt.Sprintf("%s@%d %s/%s", p, off, registry, repo))
+	err := c.answers[p]
+	c.mu.Unlock()
+	if err != nil {
+		return nil, 0, fmt.Errorf("fetch %s from %s: %w", dgst, p, err)
+	}
+	return c.Fetch(ctx, p, dgst, off)
+}
+
+// TestCoordinatedDownloads: a node the designated peer leaves a blob to
+// asks no other designated peer and fetches the blob from the registry
+// itself; a node pointed at the peer fetching it reads it there, and the
+// registry is not asked.
+func TestCoordinatedDownloads(t *testing.T) {
+	t.Parallel()
+	t.Run("left to us", func(t *testing.T) {
+		t.Parallel()
+		router := &coordinatingRouter{
+			designatingRouter: &designatingRouter{fakeRouter: &fakeRouter{peers: map[string]fakePeer{}}, designated: []string{"d1", "d2"}},
+			answers:           map[string]error{"d1": resolver.ErrFetchYourself},
+		}
+		f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
+		body := randomBytes(t, 256<<10)
+		d := f.up.push(t, "team/app", body)
+		got := pullBlob(t, f, d)
+		if !bytes.Equal(got, body) {
+			t.Fatalf("read %d bytes, not the blob", len(got))
+		}
+		if want := []string{"d1@0 " + f.up.host + "/team/app"}; !slices.Equal(router.through, want) {
+			t.Fatalf("asked through %v, want %v only", router.through, want)
+		}
+		if n := f.up.blobGets.Load(); n != 1 {
+			t.Fatalf("the registry was asked %d times, want once", n)
+		}
+	})
+	t.Run("pointed at the fetcher", func(t *testing.T) {
+		t.Parallel()
+		body := randomBytes(t, 256<<10)
+		router := &coordinatingRouter{
+			designatingRouter: &designatingRouter{fakeRouter: &fakeRouter{peers: map[string]fakePeer{"fetcher": {data: body}}}, designated: []string{"d1", "d2"}},
+			answers:           map[string]error{"d1": &resolver.FetchingAtError{Peer: "fetcher"}},
+		}
+		f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
+		d := f.up.push(t, "team/app", body)
+		got := pullBlob(t, f, d)
+		if !bytes.Equal(got, body) {
+			t.Fatalf("read %d bytes, not the blob", len(got))
+		}
+		router.mu.Lock()
+		defer router.mu.Unlock()
+		if !slices.Contains(router.fetches, "fetcher@0") {
+			t.Fatalf("fetched %v, want from the fetcher", router.fetches)
+		}
+		if n := f.up.blobGets.Load(); n != 0 {
+			t.Fatalf("the registry was asked %d times", n)
+		}
+	})
+	t.Run("pointed at a fetcher that has not begun", func(t *testing.T) {
+		t.Parallel()
+		body := randomBytes(t, 256<<10)
+		// The fetcher answers "not found" twice: it has not begun to
+		// receive the blob. The download waits for it rather than asking
+		// the second designated peer or the registry.
+		router := &coordinatingRouter{
+			designatingRouter: &designatingRouter{fakeRouter: &fakeRouter{peers: map[string]fakePeer{}}, designated: []string{"d1", "d2"}},
+			answers:           map[string]error{"d1": &resolver.FetchingAtError{Peer: "fetcher"}},
+		}
+		f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
+		d := f.up.push(t, "team/app", body)
+		go func() {
+			for {
+				router.mu.Lock()
+				n := len(router.fetches)
+				if n >= 2 {
+					router.peers["fetcher"] = fakePeer{data: body}
+				}
+				router.mu.Unlock()
+				if n >= 2 {
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+		got := pullBlob(t, f, d)
+		if !bytes.Equal(got, body) {
+			t.Fatalf("read %d bytes, not the blob", len(got))
+		}
+		router.mu.Lock()
+		defer router.mu.Unlock()
+		for _, th := range router.through {
+			if strings.HasPrefix(th, "d2@") {
+				t.Fatalf("asked the second designated peer: %v", router.through)
+			}
+		}
+		if n := f.up.blobGets.Load(); n != 0 {
+			t.Fatalf("the registry was asked %d times", n)
+		}
+	})
+	t.Run("left to a peer, then wanted here", func(t *testing.T) {
+		t.Parallel()
+		body := randomBytes(t, 256<<10)
+		router := &coordinatingRouter{
+			designatingRouter: &designatingRouter{fakeRouter: &fakeRouter{peers: map[string]fakePeer{"node1": {data: body}}}},
+		}
+		f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
+		d := f.up.push(t, "team/app", body)
+		if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node1"); !errors.Is(err, resolver.ErrFetchYourself) {
+			t.Fatalf("asked by node1: %v, want ErrFetchYourself", err)
+		}
+		// This node's containerd asks for the blob while node1 fetches it:
+		// it reads it from node1.
+		got := pullBlob(t, f, d)
+		if !bytes.Equal(got, body) {
+			t.Fatalf("read %d bytes, not the blob", len(got))
+		}
+		router.mu.Lock()
+		defer router.mu.Unlock()
+		if len(router.fetches) == 0 || router.fetches[0] != "node1@0" {
+			t.Fatalf("fetched %v, want from node1 first", router.fetches)
+		}
+		if n := f.up.blobGets.Load(); n != 0 {
+			t.Fatalf("the registry was asked %d times", n)
+		}
+	})
+}
+
+// pullBlob asks for d as this node's containerd does and reads it whole.
+func pullBlob(t *testing.T, f *fixture, d digest.Digest) []byte {
+	t.Helper()
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	got, err := readAll(t.Context(), t, b, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
