@@ -29,11 +29,14 @@ const (
 	// ScenarioSlowPeers is cold, with --throttled nodes' links cut to a
 	// tenth and one node's mirror frozen (SIGSTOP) mid-pull.
 	ScenarioSlowPeers = "slowpeers"
+	// ScenarioLone is one node pulling a new image while the others run
+	// and pull nothing: what the others receive and keep for it.
+	ScenarioLone = "lone"
 )
 
 // RealScenarios are every scenario the real mode knows, in the order it
 // runs them.
-var RealScenarios = []string{ScenarioCold, ScenarioWarm, ScenarioRolling, ScenarioChurn, ScenarioOutage, ScenarioSlowPeers}
+var RealScenarios = []string{ScenarioCold, ScenarioWarm, ScenarioRolling, ScenarioChurn, ScenarioOutage, ScenarioSlowPeers, ScenarioLone}
 
 // DefaultNamePrefix starts the names of the real mode's network namespaces
 // and temp dirs; the process id follows, so that a run can tell the

@@ -180,6 +180,9 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 			return rec, err
 		}
 		p.line("%s up in %s", what, since(t0))
+		if scenario == ScenarioLone {
+			pullers = nodes[:1]
+		}
 	}
 
 	before, err := s.snapshot(ctx, nodes)
@@ -252,6 +255,11 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 	}
 	for i := range nodes {
 		rec.NodeUploadBytes = append(rec.NodeUploadBytes, after.nodes[i].TxBytes-before.nodes[i].TxBytes)
+	}
+	if scenario == ScenarioLone {
+		if err := s.idleCost(&rec, nodes[1:], before, after); err != nil {
+			return rec, err
+		}
 	}
 	rec.Daemons = daemonCost(before, after)
 	if cand == CandidateShoal {
@@ -359,6 +367,8 @@ func (s *session) bound(scenario string) float64 {
 	switch scenario {
 	case ScenarioWarm, ScenarioOutage:
 		return report.WarmBound(S, l, l, cfg.Nodes)
+	case ScenarioLone:
+		return report.ColdBound(S, U, l, l, 1)
 	case ScenarioChurn:
 		return report.ColdBound(S, U, l, l, cfg.Nodes-cfg.Churn)
 	case ScenarioRolling:

@@ -202,6 +202,9 @@ func aboutScenario(name string) string {
 			"T* is the cold bound for the nodes that survive."
 	case "outage":
 		return "One node pulls, then the registry stops and the others pull. T* is the warm bound."
+	case "lone":
+		return "One node pulls a new image while the others run and pull nothing; they should receive and keep nothing for it. " +
+			"T* = max(S/U, S/d), one node's direct bound."
 	default:
 		return ""
 	}

@@ -95,6 +95,12 @@ type Record struct {
 	// node's time to the same node's time in the cold scenario of the same
 	// candidate and repetition (0 when cold did not run).
 	UnharmedOverCold float64 `json:"unharmed_over_cold,omitempty"`
+	// IdleStoredBytes and IdleReceivedBytes are, in lone, the blob bytes
+	// the nodes that did not pull keep in their stores (the mirror's and
+	// containerd's, finished or not) after the pull, and what their links
+	// received during it.
+	IdleStoredBytes   int64 `json:"idle_stored_bytes,omitempty"`
+	IdleReceivedBytes int64 `json:"idle_received_bytes,omitempty"`
 	// Notes are remarks for the reader, such as [BaselineNote]'s.
 	Notes []string `json:"notes,omitempty"`
 }

@@ -151,7 +151,7 @@ Placeholders, filled in per node: {` + strings.Join(bench.Placeholders, "} {") +
 	f.StringVar(&fl.layerSize, "layer-size", fl.layerSize, "size of each layer")
 	f.Float64Var(&fl.linkMbit, "link-mbit", fl.linkMbit, "each node's upload and download rate, Mbit/s (--real: 0 leaves them unshaped)")
 	f.Float64Var(&fl.registryMbit, "registry-mbit", fl.registryMbit, "the registry's upload rate, Mbit/s (--real: 0 leaves it unshaped)")
-	f.StringSliceVar(&fl.scenarios, "scenarios", fl.scenarios, "scenarios to run: cold, warm; with --real also rolling, churn, outage, slowpeers, and all six are the default")
+	f.StringSliceVar(&fl.scenarios, "scenarios", fl.scenarios, "scenarios to run: cold, warm; with --real also rolling, churn, outage, slowpeers, lone, and all seven are the default")
 	f.StringSliceVar(&fl.candidates, "candidates", fl.candidates, "built-in candidates to compare: direct, shoal (with --real, --candidate names may be listed too, to set the order)")
 	f.IntVar(&fl.reps, "reps", fl.reps, "repetitions of each run; the table shows the median and the spread")
 	f.StringVar(&fl.out, "out", fl.out, "directory for results.json, report.html and the charts")
