@@ -97,6 +97,10 @@ func (r *Resolver) fellBack(dgst digest.Digest, src source, err error) {
 	if err == nil || errors.Is(err, context.Canceled) && r.ctx.Err() != nil {
 		return
 	}
+	if errors.Is(err, ErrFetchYourself) || errors.As(err, new(*FetchingAtError)) {
+		// A designated peer's answer, not its failure: no time was lost.
+		return
+	}
 	r.rec.FellBack(dgst, src.kind, src.peer, FallbackReason(src.kind, err), err)
 }
 
