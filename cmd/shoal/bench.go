@@ -66,10 +66,12 @@ docker-registry, a fresh containerd per node and run, and real shoal
 daemons in one mesh. Pulls are 'ctr images pull' (the image unpacked).
 Scenarios, all run by default: cold, warm, rolling (--rolling-batch nodes at
 a time), churn (cold, with --churn nodes killed mid-pull, containerd and
-mirror), outage (warm, with the registry stopped after the first node) and
+mirror), outage (warm, with the registry stopped after the first node),
 slowpeers (cold, with --throttled nodes' links cut to a tenth and one
 node's mirror frozen with SIGSTOP, each once it received a quarter of the
-image; the other nodes' times are compared with theirs in cold).
+image; the other nodes' times are compared with theirs in cold) and lone
+(every daemon up, node 0 alone pulls; what the idle nodes received and
+kept is recorded).
 Registry egress comes from the registry's access log and is checked against
 its interface counters. Any other mirror can be compared on the same links:
 
