@@ -19,7 +19,8 @@ import (
 // TestDesignatedNodeCoordinates: asked to fetch a blob for the cluster
 // that its own clients do not want, a node fetches nothing: the first
 // asker is told to fetch it itself, the next are pointed at it. Once its
-// own clients pull from the repository, it fetches for the cluster.
+// own clients pull from the repository, it fetches for the cluster what it
+// has not left to another.
 func TestDesignatedNodeCoordinates(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, resolver.Config{}, resolver.Sources{})
@@ -56,6 +57,12 @@ func TestDesignatedNodeCoordinates(t *testing.T) {
 		t.Fatalf("asked while pulling the repository itself: %v", err)
 	}
 	blob.Close()
+	// The blob it left to node1 stays node1's: a node asking for it now is
+	// pointed there rather than starting a second fetch here.
+	at = nil
+	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node2"); !errors.As(err, &at) || at.Peer != "node1" {
+		t.Fatalf("asked for the blob left to node1 while pulling the repository: %v, want pointed at node1", err)
+	}
 }
 
 // coordinatingRouter is a designatingRouter whose designated peers answer

@@ -62,13 +62,21 @@ const (
 // one round trip over a direct one and leaves nothing on nodes that never
 // run the image, and concurrent pulls still make the registry send one
 // copy.
+//
+// Once a blob is left to a fetcher, askers are pointed at it even after
+// this node comes to want the blob: its own download reads from the
+// fetcher too (see the resolver's sources), and a second download here,
+// for the asker, would be a second fetcher racing the first one to the
+// registry.
 func Coordinate(a Asked, now time.Time) Answer {
 	switch {
-	case a.Wanted || a.Asker == "":
+	case a.Asker == "":
 		// An asker this node cannot name cannot be pointed at.
 		return FetchForCluster
 	case a.Fetcher != "" && a.Fetcher != a.Asker && now.Sub(a.Told) < LeftFor:
 		return ReadFromFetcher
+	case a.Wanted:
+		return FetchForCluster
 	}
 	return FetchYourself
 }

@@ -13,7 +13,9 @@ func TestCoordinate(t *testing.T) {
 		want Answer
 	}{
 		{"wanted here: fetched for the cluster", Asked{Wanted: true, Asker: "b"}, FetchForCluster},
-		{"wanted here, though left to another before", Asked{Wanted: true, Fetcher: "c", Told: now, Asker: "b"}, FetchForCluster},
+		{"wanted here since it was left to another: read from that one", Asked{Wanted: true, Fetcher: "c", Told: now, Asker: "b"}, ReadFromFetcher},
+		{"wanted here, the fetcher asking again: fetched for it", Asked{Wanted: true, Fetcher: "b", Told: now, Asker: "b"}, FetchForCluster},
+		{"wanted here, left long ago: fetched for the cluster", Asked{Wanted: true, Fetcher: "c", Told: now.Add(-LeftFor), Asker: "b"}, FetchForCluster},
 		{"an asker without a name: fetched for it", Asked{}, FetchForCluster},
 		{"a lone asker fetches it itself", Asked{Asker: "b"}, FetchYourself},
 		{"a second asker reads from the first", Asked{Fetcher: "c", Told: now.Add(-time.Second), Asker: "b"}, ReadFromFetcher},
