@@ -48,22 +48,31 @@ type TagAnswer struct {
 	Age      time.Duration
 }
 
-// tagEntry is a registry's answer for a tag, and when it was asked.
+// tagEntry is a registry's answer for a tag, and when it was asked. body
+// is the manifest, kept in memory when the node answered the tag for a
+// peer: the store keeps only what this node's own clients asked for, so a
+// node that answers a tag it never pulls keeps nothing on disk for it.
 type tagEntry struct {
 	desc ocispec.Descriptor
 	at   time.Time
+	body []byte
 }
 
 // tagCache holds the last answer for each tag, fresh or not, and the
 // registry look-ups in flight. Its methods are safe for concurrent use.
 type tagCache struct {
-	mu      sync.Mutex
-	entries map[string]tagEntry
-	flights singleflight.Group
+	mu        sync.Mutex
+	entries   map[string]tagEntry
+	bodyBytes int // the bodies' bytes the entries hold
+	flights   singleflight.Group
 }
 
-// maxTags bounds the tags a node remembers.
-const maxTags = 4096
+// maxTags bounds the tags a node remembers, and maxTagBodyBytes the
+// manifests it keeps in memory with them.
+const (
+	maxTags         = 4096
+	maxTagBodyBytes = 16 << 20
+)
 
 func newTagCache() *tagCache { return &tagCache{entries: make(map[string]tagEntry)} }
 
@@ -74,17 +83,36 @@ func (c *tagCache) get(ref string) (tagEntry, bool) {
 	return e, ok
 }
 
-// put keeps e unless the cache holds a later answer.
-func (c *tagCache) put(ref string, e tagEntry) {
+// put keeps e unless the cache holds a later answer. It keeps e's body
+// while the bodies fit in maxTagBodyBytes, and says when it had no room
+// for it.
+func (c *tagCache) put(ref string, e tagEntry) (noRoom bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old, ok := c.entries[ref]; ok && old.at.After(e.at) {
-		return
+	old, ok := c.entries[ref]
+	if ok && old.at.After(e.at) {
+		return false
 	}
+	c.bodyBytes -= len(old.body)
 	if len(c.entries) >= maxTags {
 		clear(c.entries)
+		c.bodyBytes = 0
 	}
+	if c.bodyBytes+len(e.body) > maxTagBodyBytes {
+		e.body, noRoom = nil, true
+	}
+	c.bodyBytes += len(e.body)
 	c.entries[ref] = e
+	return noRoom
+}
+
+// cachedManifest is the manifest a tag's answer names: the body kept with it,
+// else the copy in containerd or the store.
+func (r *Resolver) cachedManifest(ctx context.Context, e tagEntry) (Manifest, error) {
+	if e.body != nil {
+		return Manifest{MediaType: e.desc.MediaType, Digest: e.desc.Digest, Body: e.body, Source: SourceStore}, nil
+	}
+	return r.localManifest(ctx, e.desc.Digest, e.desc.MediaType)
 }
 
 // tagStep is where a tag look-up goes.
@@ -128,7 +156,10 @@ func (r *Resolver) tag(ctx context.Context, req ManifestRequest) (Manifest, erro
 	}
 	switch tagRoute(r.cfg.TagTTL, e, cached, time.Now(), designated, self) {
 	case tagFromCache:
-		if m, err := r.localManifest(ctx, e.desc.Digest, e.desc.MediaType); err == nil {
+		if m, err := r.cachedManifest(ctx, e); err == nil {
+			if e.body != nil {
+				r.remember(ctx, m) // answered for a peer before; now wanted here
+			}
 			r.m.tagLookups.WithLabelValues("cache").Inc()
 			return m, nil
 		}
@@ -143,6 +174,7 @@ func (r *Resolver) tag(ctx context.Context, req ManifestRequest) (Manifest, erro
 	}
 	m, _, err := r.registryTag(ctx, req)
 	if err == nil {
+		r.remember(ctx, m)
 		r.m.tagLookups.WithLabelValues("registry").Inc()
 	}
 	return m, err
@@ -221,7 +253,7 @@ func (r *Resolver) registryTag(ctx context.Context, req ManifestRequest) (Manife
 		// and this flight left its answer there: the registry is not
 		// asked twice within the TTL.
 		if e, ok := r.tags.get(ref); ok && r.cfg.TagTTL > 0 && time.Since(e.at) < r.cfg.TagTTL {
-			if m, err := r.localManifest(r.ctx, e.desc.Digest, e.desc.MediaType); err == nil {
+			if m, err := r.cachedManifest(r.ctx, e); err == nil {
 				return result{m, e.at}, nil
 			}
 		}
@@ -233,7 +265,11 @@ func (r *Resolver) registryTag(ctx context.Context, req ManifestRequest) (Manife
 		if err != nil {
 			return nil, err
 		}
-		r.tags.put(ref, tagEntry{desc: descriptorOf(m), at: at})
+		if r.tags.put(ref, tagEntry{desc: descriptorOf(m), at: at, body: m.Body}) {
+			// No room for it in memory: the store keeps it, so that the
+			// answers within the TTL need no registry.
+			r.remember(r.ctx, m)
+		}
 		return result{m, at}, nil
 	})
 	select {
@@ -250,14 +286,14 @@ func (r *Resolver) registryTag(ctx context.Context, req ManifestRequest) (Manife
 
 // upstreamTag resolves a tag at the registry: a HEAD, then the manifest
 // by digest unless the node holds it; a GET by tag where the registry
-// answers no HEAD.
+// answers no HEAD. It keeps nothing: the caller does (see tagEntry).
 func (r *Resolver) upstreamTag(ctx context.Context, req ManifestRequest) (Manifest, error) {
 	if r.upstream == nil {
 		return Manifest{}, fmt.Errorf("manifest %s: no upstream: %w", req.Reference, errdefs.ErrUnavailable)
 	}
 	th, ok := r.upstream.(TagHeader)
 	if !ok {
-		return r.fetchUpstreamManifest(ctx, req)
+		return r.checkedUpstreamManifest(ctx, req)
 	}
 	if err := r.backedOff(req.Registry); err != nil {
 		return Manifest{}, err
@@ -265,7 +301,7 @@ func (r *Resolver) upstreamTag(ctx context.Context, req ManifestRequest) (Manife
 	desc, err := th.ResolveTag(ctx, req)
 	r.noteUpstreamBackoff(req.Registry, err)
 	if errdefs.IsNotImplemented(err) {
-		return r.fetchUpstreamManifest(ctx, req)
+		return r.checkedUpstreamManifest(ctx, req)
 	}
 	if err != nil {
 		return Manifest{}, err
@@ -276,12 +312,23 @@ func (r *Resolver) upstreamTag(ctx context.Context, req ManifestRequest) (Manife
 	}
 	byDigest := req
 	byDigest.Reference = desc.Digest.String()
-	return r.fetchUpstreamManifest(ctx, byDigest)
+	return r.checkedUpstreamManifest(ctx, byDigest)
 }
 
 // fetchUpstreamManifest GETs a manifest, checks it and keeps it in the
 // store.
 func (r *Resolver) fetchUpstreamManifest(ctx context.Context, req ManifestRequest) (Manifest, error) {
+	m, err := r.checkedUpstreamManifest(ctx, req)
+	if err != nil {
+		return Manifest{}, err
+	}
+	r.remember(ctx, m)
+	return m, nil
+}
+
+// checkedUpstreamManifest GETs a manifest and checks its size and, asked
+// by digest, its digest.
+func (r *Resolver) checkedUpstreamManifest(ctx context.Context, req ManifestRequest) (Manifest, error) {
 	m, err := r.upstreamManifest(ctx, req)
 	if err != nil {
 		return Manifest{}, err
@@ -292,7 +339,6 @@ func (r *Resolver) fetchUpstreamManifest(ctx context.Context, req ManifestReques
 	if d, isDigest := asDigest(req.Reference); isDigest && m.Digest != d {
 		return Manifest{}, fmt.Errorf("manifest %s: upstream answered %s: %w", d, m.Digest, errdefs.ErrNotFound)
 	}
-	r.remember(ctx, m)
 	m.Source = SourceUpstream
 	return m, nil
 }
@@ -315,7 +361,7 @@ func (r *Resolver) TagFor(ctx context.Context, req ManifestRequest) (TagAnswer, 
 		return TagAnswer{}, fmt.Errorf("tag %s: tag sharing is off on this node: %w", tagName(req), errdefs.ErrNotFound)
 	}
 	if e, ok := r.tags.get(tagName(req)); ok && time.Since(e.at) < r.cfg.TagTTL {
-		if m, err := r.localManifest(ctx, e.desc.Digest, e.desc.MediaType); err == nil {
+		if m, err := r.cachedManifest(ctx, e); err == nil {
 			r.m.tagServed.WithLabelValues("cache").Inc()
 			return TagAnswer{Manifest: m, Age: time.Since(e.at)}, nil
 		}

@@ -198,6 +198,38 @@ func TestTagLookupsShareOneRegistryAnswer(t *testing.T) {
 	}
 }
 
+// TestTagAnsweredForPeersKeepsNothing: a node that resolves a tag only for
+// its peers writes nothing to its store and asks the registry once within
+// the TTL; once its own clients ask, it keeps the manifest.
+func TestTagAnsweredForPeersKeepsNothing(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, resolver.Config{TagTTL: time.Minute}, resolver.Sources{})
+	d := pushTag(t, f, "team/app", "v1")
+	req := resolver.ManifestRequest{Registry: f.up.host, Repo: "team/app", Reference: "v1"}
+	for i := range 3 {
+		ans, err := f.res.TagFor(t.Context(), req)
+		if err != nil || ans.Manifest.Digest != d || digest.FromBytes(ans.Manifest.Body) != d {
+			t.Fatalf("answer %d: %s, %v; want %s", i, ans.Manifest.Digest, err, d)
+		}
+	}
+	if _, err := f.store.Stat(t.Context(), d); err == nil {
+		t.Fatal("the store keeps a manifest only peers asked for")
+	}
+	if got, want := f.up.manifestRequests(), []string{"HEAD v1", "GET " + d.String()}; !slices.Equal(got, want) {
+		t.Fatalf("the registry got %v for three answers, want %v", got, want)
+	}
+	m, err := f.res.Manifest(t.Context(), req)
+	if err != nil || m.Digest != d {
+		t.Fatalf("own look-up: %s, %v", m.Digest, err)
+	}
+	if _, err := f.store.Stat(t.Context(), d); err != nil {
+		t.Fatalf("after its own client asked, the store does not hold the manifest: %v", err)
+	}
+	if n := len(f.up.manifestRequests()); n != 2 {
+		t.Fatalf("the own look-up went to the registry: %v", f.up.manifestRequests())
+	}
+}
+
 // TestTagWithoutHEAD: a registry that answers no HEAD is asked with a GET
 // by tag, once.
 func TestTagWithoutHEAD(t *testing.T) {
