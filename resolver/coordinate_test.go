@@ -99,10 +99,7 @@ func TestCoordinatedDownloads(t *testing.T) {
 		f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
 		body := randomBytes(t, 256<<10)
 		d := f.up.push(t, "team/app", body)
-		got := pullBlob(t, f, d)
-		if !bytes.Equal(got, body) {
-			t.Fatalf("read %d bytes, not the blob", len(got))
-		}
+		wantBlob(t, f, d, body)
 		if want := []string{"d1@0 " + f.up.host + "/team/app"}; !slices.Equal(router.through, want) {
 			t.Fatalf("asked through %v, want %v only", router.through, want)
 		}
@@ -119,18 +116,13 @@ func TestCoordinatedDownloads(t *testing.T) {
 		}
 		f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
 		d := f.up.push(t, "team/app", body)
-		got := pullBlob(t, f, d)
-		if !bytes.Equal(got, body) {
-			t.Fatalf("read %d bytes, not the blob", len(got))
-		}
+		wantBlob(t, f, d, body)
 		router.mu.Lock()
 		defer router.mu.Unlock()
 		if !slices.Contains(router.fetches, "fetcher@0") {
 			t.Fatalf("fetched %v, want from the fetcher", router.fetches)
 		}
-		if n := f.up.blobGets.Load(); n != 0 {
-			t.Fatalf("the registry was asked %d times", n)
-		}
+		wantNoRegistryGets(t, f)
 	})
 	t.Run("pointed at a fetcher that has not begun", func(t *testing.T) {
 		t.Parallel()
@@ -158,10 +150,7 @@ func TestCoordinatedDownloads(t *testing.T) {
 				time.Sleep(time.Millisecond)
 			}
 		}()
-		got := pullBlob(t, f, d)
-		if !bytes.Equal(got, body) {
-			t.Fatalf("read %d bytes, not the blob", len(got))
-		}
+		wantBlob(t, f, d, body)
 		router.mu.Lock()
 		defer router.mu.Unlock()
 		for _, th := range router.through {
@@ -169,9 +158,7 @@ func TestCoordinatedDownloads(t *testing.T) {
 				t.Fatalf("asked the second designated peer: %v", router.through)
 			}
 		}
-		if n := f.up.blobGets.Load(); n != 0 {
-			t.Fatalf("the registry was asked %d times", n)
-		}
+		wantNoRegistryGets(t, f)
 	})
 	t.Run("left to a peer, then wanted here", func(t *testing.T) {
 		t.Parallel()
@@ -186,19 +173,30 @@ func TestCoordinatedDownloads(t *testing.T) {
 		}
 		// This node's containerd asks for the blob while node1 fetches it:
 		// it reads it from node1.
-		got := pullBlob(t, f, d)
-		if !bytes.Equal(got, body) {
-			t.Fatalf("read %d bytes, not the blob", len(got))
-		}
+		wantBlob(t, f, d, body)
 		router.mu.Lock()
 		defer router.mu.Unlock()
 		if len(router.fetches) == 0 || router.fetches[0] != "node1@0" {
 			t.Fatalf("fetched %v, want from node1 first", router.fetches)
 		}
-		if n := f.up.blobGets.Load(); n != 0 {
-			t.Fatalf("the registry was asked %d times", n)
-		}
+		wantNoRegistryGets(t, f)
 	})
+}
+
+// wantBlob pulls d as this node's containerd does and checks it is body.
+func wantBlob(t *testing.T, f *fixture, d digest.Digest, body []byte) {
+	t.Helper()
+	if got := pullBlob(t, f, d); !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes, not the blob", len(got))
+	}
+}
+
+// wantNoRegistryGets fails the test if the registry sent a blob.
+func wantNoRegistryGets(t *testing.T, f *fixture) {
+	t.Helper()
+	if n := f.up.blobGets.Load(); n != 0 {
+		t.Fatalf("the registry was asked %d times", n)
+	}
 }
 
 // pullBlob asks for d as this node's containerd does and reads it whole.
