@@ -20,10 +20,10 @@ func stepFor(r model.Result) time.Duration { return r.Bound / 500 }
 // step can move by a whole backoff.
 func TestStepNearExact(t *testing.T) {
 	t.Parallel()
+	// Not fewer in -short: at N = 24 (warm, seed 0) a round a step late
+	// leaves one node a second of backoff behind, 1.7 times the exact
+	// makespan.
 	n := 64
-	if testing.Short() {
-		n = 24
-	}
 	link := 1000e6 / 8
 	for _, sc := range []struct {
 		name string
