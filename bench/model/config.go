@@ -35,6 +35,14 @@ type Config struct {
 	// Limits are the download rules' times; zero fields take the
 	// resolver's defaults (BusyWait 2 s, BusyRetryFor 30 s, 10 s).
 	Limits swarm.Limits
+	// Step, when positive, moves the run on in steps of this much virtual
+	// time, each step's rates approximately max-min fair (waterShare), an
+	// event that falls within a step taken at its end, and a stream's
+	// last byte placed within its step by its rate. Zero runs event by
+	// event with exact rates (share): exact, but it grows about with the
+	// square of the streams, where steps grow with the streams times the
+	// steps. A step of T*/500 keeps makespan/T* within about 1%.
+	Step time.Duration
 }
 
 func (c *Config) defaults() error {
@@ -44,8 +52,8 @@ func (c *Config) defaults() error {
 	if c.Up <= 0 || c.Down <= 0 || c.RegistryUp <= 0 {
 		return errors.New("model: link capacities must be positive")
 	}
-	if c.RTT < 0 {
-		return errors.New("model: the round trip must not be negative")
+	if c.RTT < 0 || c.Step < 0 {
+		return errors.New("model: the round trip and the step must not be negative")
 	}
 	setDefault(&c.MaxUploads, 4)
 	setDefault(&c.MaxUploadsPerBlob, 2)

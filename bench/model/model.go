@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -29,18 +30,31 @@ type stream struct {
 	retryAt float64 // the next decision, while waiting
 	done    bool
 	rate    float64
+	// endAt is when the stream's last byte of the latest step arrived.
+	endAt float64
+	// listed: the node is among the blob's holders (sim.known).
+	listed bool
 }
 
 const none = -2
 
 // sim is one model run in virtual time (seconds from the start).
 type sim struct {
-	cfg     Config
-	rng     *rand.Rand
-	now     float64
-	epoch   time.Time
-	ids     []string
-	blobs   []digest.Digest
+	cfg   Config
+	rng   *rand.Rand
+	now   float64
+	epoch time.Time
+	ids   []string
+	index map[string]int // by id
+	blobs []digest.Digest
+	// order is, by blob, the designated ranking of every node (all in
+	// use: no member fails in a model run), and rank each node's place
+	// in it; both computed once.
+	order [][]string
+	rank  [][]int
+	// known lists, by blob, the nodes that became holders of it, in the
+	// order they did.
+	known   [][]int
 	size    float64
 	held    [][]float64 // by node, by blob: bytes from the start
 	streams [][]*stream // by node, by blob
@@ -54,13 +68,16 @@ type sim struct {
 }
 
 func newSim(cfg Config) *sim {
-	s := &sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed)), epoch: time.Unix(0, 0), size: float64(cfg.LayerSize)}
+	s := &sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed)), epoch: time.Unix(0, 0), size: float64(cfg.LayerSize), index: make(map[string]int, cfg.Nodes)}
 	for i := range cfg.Nodes {
 		s.ids = append(s.ids, fmt.Sprintf("node-%d-%d", cfg.Seed, i))
+		s.index[s.ids[i]] = i
 	}
 	for l := range cfg.Layers {
 		s.blobs = append(s.blobs, digest.FromString(fmt.Sprintf("layer-%d-%d", cfg.Seed, l)))
 	}
+	s.rankings()
+	s.known = make([][]int, cfg.Layers)
 	s.held = make([][]float64, cfg.Nodes)
 	s.streams = make([][]*stream, cfg.Nodes)
 	s.uploads = make([]swarm.BlobUploads, cfg.Nodes)
@@ -88,25 +105,73 @@ func (s *sim) pull(i int) {
 	}
 }
 
+// rankings computes every blob's designated ranking once: the rule
+// (swarm.Designated) depends only on the members, which do not change.
+func (s *sim) rankings() {
+	use := make(map[string]bool, len(s.ids))
+	for _, id := range s.ids {
+		use[id] = true
+	}
+	for _, dg := range s.blobs {
+		order := swarm.Designated(dg, s.blobs, s.ids, use)
+		rank := make([]int, len(s.ids))
+		for k, id := range order {
+			rank[s.index[id]] = k
+		}
+		s.order, s.rank = append(s.order, order), append(s.rank, rank)
+	}
+}
+
 // hold makes node i hold the whole image, its pull done.
 func (s *sim) hold(i int) {
 	for b, t := range s.streams[i] {
 		s.held[i][b] = s.size
 		t.done = true
 		s.left--
+		s.list(t)
 	}
 }
+
+// list makes t's node one of its blob's holders, once.
+func (s *sim) list(t *stream) {
+	if !t.listed {
+		t.listed = true
+		s.known[t.blob] = append(s.known[t.blob], t.node)
+	}
+}
+
+// holds says whether node j answers a look-up for blob b: it holds some
+// of it or reads it from a source.
+func (s *sim) holds(j, b int) bool {
+	t := s.streams[j][b]
+	return s.held[j][b] > 0 || t.done || (t.reading && s.now >= t.startAt)
+}
+
+// sampleFrom is how many holders a look-up shuffles whole; among more it
+// draws at random, so that a look-up costs the same in a cluster of any
+// size.
+const sampleFrom = 64
 
 // holders are the peers a look-up for blob b returns to node i: those
 // that hold some of it or read it from a source, in an order the seed
 // sets, at most Config.Holders.
 func (s *sim) holders(i, b int) []string {
+	known := s.known[b]
 	var out []string
-	for j := range s.cfg.Nodes {
-		if j == i || s.streams[j] == nil {
-			continue
+	if len(known) > sampleFrom {
+		for range 4 * s.cfg.Holders {
+			if len(out) == s.cfg.Holders {
+				break
+			}
+			j := known[s.rng.IntN(len(known))]
+			if j != i && s.holds(j, b) && !slices.Contains(out, s.ids[j]) {
+				out = append(out, s.ids[j])
+			}
 		}
-		if t := s.streams[j][b]; s.held[j][b] > 0 || t.done || (t.reading && s.now >= t.startAt) {
+		return out
+	}
+	for _, j := range known {
+		if j != i && s.holds(j, b) {
 			out = append(out, s.ids[j])
 		}
 	}

@@ -1,8 +1,6 @@
 package model
 
 import (
-	"slices"
-
 	"github.com/shoal-dev/shoal/p2p/swarm"
 )
 
@@ -13,11 +11,7 @@ import (
 // waits and tries again (swarm.Download.WaitAgain), or fails.
 func (s *sim) round(t *stream) {
 	i, b := t.node, t.blob
-	use := make(map[string]bool, len(s.ids))
-	for _, id := range s.ids {
-		use[id] = true
-	}
-	above, _ := swarm.Above(swarm.Designated(s.blobs[b], s.blobs, s.ids, use), s.ids[i])
+	above := s.order[b][:s.rank[b][i]] // swarm.Above, by the rank kept
 	srcs := swarm.Sources(above, s.cfg.DesignatedPeers, false, t.sw.Holders(s.holders(i, b)), true, 1)
 	var designated []string
 	for _, src := range srcs {
@@ -40,8 +34,8 @@ func (s *sim) round(t *stream) {
 			return
 		}
 		lead := swarm.Leads(true, designated, t.sw.FailedPeers)
-		j := slices.Index(s.ids, src.Peer)
-		if s.ask(t, j, src, slices.Contains(above, src.Peer), lead) {
+		j := s.index[src.Peer]
+		if s.ask(t, j, src, s.rank[b][j] < s.rank[b][i], lead) {
 			return
 		}
 		held := s.held[j][b]
@@ -53,7 +47,7 @@ func (s *sim) round(t *stream) {
 	}
 	// containerd would fetch the blob itself: counted as a failure.
 	s.failed++
-	s.complete(t)
+	s.complete(t, s.now)
 }
 
 // ask asks node j for t's blob from what t holds, and says whether j
@@ -97,15 +91,12 @@ func (s *sim) end(t *stream) {
 	t.retryAt = s.now
 }
 
-// complete marks t done, and its node's pull when it was the last.
-func (s *sim) complete(t *stream) {
+// complete marks t done at virtual time at; its node's pull ends with
+// the last of its blobs.
+func (s *sim) complete(t *stream, at float64) {
 	s.end(t)
 	t.done = true
 	s.left--
-	for _, o := range s.streams[t.node] {
-		if !o.done {
-			return
-		}
-	}
-	s.finish[t.node] = s.now
+	s.list(t)
+	s.finish[t.node] = max(s.finish[t.node], at)
 }

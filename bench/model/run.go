@@ -12,6 +12,7 @@ func (s *sim) flowing() []*stream {
 		for _, t := range row {
 			if t != nil && t.reading && s.now >= t.startAt {
 				out = append(out, t)
+				s.list(t)
 			}
 		}
 	}
@@ -58,7 +59,7 @@ func (s *sim) allocate(fl []*stream) {
 			}
 		}
 		changed := false
-		for k, r := range share(capacity, links, limit) {
+		for k, r := range s.share(capacity, links, limit) {
 			changed = changed || r != fl[k].rate
 			fl[k].rate = r
 		}
@@ -66,6 +67,15 @@ func (s *sim) allocate(fl []*stream) {
 			return
 		}
 	}
+}
+
+// share is the exact allocation event by event, the approximate one
+// (waterShare) in steps.
+func (s *sim) share(capacity []float64, flows [][]int, limit []float64) []float64 {
+	if s.cfg.Step > 0 {
+		return waterShare(capacity, flows, limit)
+	}
+	return share(capacity, flows, limit)
 }
 
 // next is how long until the next event: a stream reaches its end or
@@ -97,7 +107,8 @@ func (s *sim) next(fl []*stream) float64 {
 	return max(0, dt)
 }
 
-// advance moves virtual time on by dt, the bytes with it.
+// advance moves virtual time on by dt, the bytes with it. A stream that
+// reaches its end within dt ends when its rate takes it there.
 func (s *sim) advance(fl []*stream, dt float64) {
 	for _, t := range fl {
 		moved := t.rate * dt
@@ -105,7 +116,13 @@ func (s *sim) advance(fl []*stream, dt float64) {
 			// Never past what the source holds.
 			moved = min(moved, max(0, s.held[t.src][t.blob]-s.held[t.node][t.blob]+s.streams[t.src][t.blob].rate*dt))
 		}
-		moved = min(moved, t.limit-s.held[t.node][t.blob])
+		t.endAt = s.now + dt
+		if left := t.limit - s.held[t.node][t.blob]; moved >= left {
+			moved = left
+			if t.rate > 0 {
+				t.endAt = s.now + min(dt, left/t.rate)
+			}
+		}
 		if t.src >= 0 {
 			s.sent[t.src] += moved
 		} else {
@@ -124,7 +141,7 @@ func (s *sim) settle(fl []*stream) {
 		switch {
 		case h >= s.size-1e-6:
 			s.held[t.node][t.blob] = s.size
-			s.complete(t)
+			s.complete(t, t.endAt)
 		case h >= t.limit-1e-6:
 			s.end(t)
 		}
@@ -156,11 +173,25 @@ func (s *sim) run() error {
 		}
 		fl := s.flowing()
 		s.allocate(fl)
-		dt := s.next(fl)
-		if math.IsInf(dt, 1) {
-			return errStuck
+		dt, err := s.stepFor(fl)
+		if err != nil {
+			return err
 		}
 		s.advance(fl, dt)
 	}
 	return nil
+}
+
+// stepFor is how far virtual time moves next: to the next event, or by
+// Config.Step while bytes flow (with none flowing, to the next event, so
+// that waits cost no steps).
+func (s *sim) stepFor(fl []*stream) (float64, error) {
+	if s.cfg.Step > 0 && len(fl) > 0 {
+		return s.cfg.Step.Seconds(), nil
+	}
+	dt := s.next(fl)
+	if math.IsInf(dt, 1) {
+		return 0, errStuck
+	}
+	return dt, nil
 }

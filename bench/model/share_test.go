@@ -26,10 +26,12 @@ func TestShare(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got := share(tc.capacity, tc.flows, tc.limit)
-			for i := range got {
-				if math.Abs(got[i]-tc.want[i]) > 1e-9 {
-					t.Fatalf("share = %v, want %v", got, tc.want)
+			for name, alloc := range map[string]func([]float64, [][]int, []float64) []float64{"share": share, "waterShare": waterShare} {
+				got := alloc(tc.capacity, tc.flows, tc.limit)
+				for i := range got {
+					if math.Abs(got[i]-tc.want[i]) > 1e-9 {
+						t.Fatalf("%s = %v, want %v", name, got, tc.want)
+					}
 				}
 			}
 		})

@@ -17,9 +17,12 @@ const (
 	// ModeSimulated is the embedded default: an in-process registry, nodes and
 	// puller on loopback, with in-process rate limits standing in for tc.
 	ModeSimulated = "simulated"
+	// ModeModel is `shoal bench --model`: the swarm's rules on a model
+	// network in virtual time (package bench/model); nothing is measured.
+	ModeModel = "model"
 )
 
-// ErrUnknownMode is returned when a mode is neither ModeReal nor ModeSimulated.
+// ErrUnknownMode is returned when a mode is not one of the modes above.
 var ErrUnknownMode = errors.New("unknown bench mode")
 
 // ModeLine is the header line that says which mode produced the numbers.
@@ -29,6 +32,8 @@ func ModeLine(mode string) (string, error) {
 		return "REAL: network namespaces, tc-shaped links, real containerd, registry and shoal processes", nil
 	case ModeSimulated:
 		return "SIMULATED: in-process registry and nodes, rate limits stand in for tc", nil
+	case ModeModel:
+		return "MODEL: the swarm's rules on model links in virtual time, nothing measured: times are computed, not timed", nil
 	default:
 		return "", fmt.Errorf("mode %q: %w", mode, ErrUnknownMode)
 	}
@@ -42,7 +47,7 @@ type Record struct {
 	Candidate string `json:"candidate"`
 	// Scenario is cold, warm, rolling, churn or outage.
 	Scenario string `json:"scenario"`
-	// Mode is ModeReal or ModeSimulated.
+	// Mode is ModeReal, ModeSimulated or ModeModel.
 	Mode string `json:"mode"`
 	// Rep numbers the repetition, from 1.
 	Rep int `json:"rep"`

@@ -19,7 +19,7 @@ import (
 // benchFlags are the bench command's flags; the shared ones feed both
 // modes' configs.
 type benchFlags struct {
-	real                   bool
+	real, model            bool
 	nodes, layers, reps    int
 	layerSize, out         string
 	linkMbit, registryMbit float64
@@ -53,7 +53,12 @@ func newBenchCommand() *cobra.Command {
 registry's egress and each node's pull time against the physical bound T*
 (see docs/benchmarks.md).
 
-Without --real this is the SIMULATED mode: an in-process registry,
+With --model, the MODEL mode: no daemon runs; the swarm's rules decide
+every node's downloads on model links (max-min fair, a round trip per
+connection) in virtual time, so thousands of nodes take minutes. It runs
+cold and warm; the figures are computed, not measured.
+
+Without --real or --model this is the SIMULATED mode: an in-process registry,
 in-process shoal nodes on loopback forming one encrypted mesh, and an
 in-process puller that follows containerd's mirror and fallback rules; rate
 limiters stand in for shaped links. It needs no root and no containerd.
@@ -82,6 +87,7 @@ its interface counters. Any other mirror can be compared on the same links:
 
 Placeholders, filled in per node: {` + strings.Join(bench.Placeholders, "} {") + `}.`,
 		Example: `  shoal bench
+  shoal bench --model --nodes 10000 --layers 8 --layer-size 128MiB
   shoal bench --real --nodes 8 --layers 4 --layer-size 32MiB --churn 2
   shoal bench --real --scenarios cold,warm --candidate 'nop2p={shoal} daemon --p2p=false
       --mirror-addr 127.0.0.1:{mirror_port} --metrics-addr 127.0.0.1:7513 --data-dir {data_dir}
@@ -92,6 +98,9 @@ Placeholders, filled in per node: {` + strings.Join(bench.Placeholders, "} {") +
 			size, err := parseBytes("layer-size", fl.layerSize)
 			if err != nil || size <= 0 {
 				return fmt.Errorf("--layer-size %q: want a size such as 8MiB", fl.layerSize)
+			}
+			if fl.model {
+				return runModelBench(cmd, fl, size)
 			}
 			if !fl.real {
 				for _, name := range realOnly {
@@ -147,6 +156,7 @@ Placeholders, filled in per node: {` + strings.Join(bench.Placeholders, "} {") +
 		},
 	}
 	f := cmd.Flags()
+	f.BoolVar(&fl.model, "model", false, "run the model mode: the swarm's rules for N nodes on model links in virtual time (cold and warm; thousands of nodes in minutes; nothing measured)")
 	f.BoolVar(&fl.real, "real", false, "run the real mode: network namespaces, tc, real containerd, registry and shoal processes (root)")
 	f.IntVar(&fl.nodes, "nodes", fl.nodes, "nodes pulling the image")
 	f.IntVar(&fl.layers, "layers", fl.layers, "layers in the generated image (random, incompressible)")
@@ -212,6 +222,41 @@ func runSimBench(cmd *cobra.Command, cfg bench.SimConfig, out string) error {
 		LinkMbit: cfg.LinkMbit, RegistryMbit: cfg.RegistryMbit, Mode: report.ModeSimulated,
 	}
 	return writeResults(cmd, records, meta, out, start)
+}
+
+// runModelBench runs the model mode: shoal's swarm rules alone, on model
+// links, so it takes neither --real's flags nor --candidates.
+func runModelBench(cmd *cobra.Command, fl benchFlags, size int64) error {
+	for _, name := range append([]string{"real", "candidates"}, realOnly...) {
+		if cmd.Flags().Changed(name) {
+			return fmt.Errorf("--%s does not go with --model", name)
+		}
+	}
+	mode, _ := report.ModeLine(report.ModeModel)
+	fmt.Fprintln(cmd.ErrOrStderr(), mode)
+	start := time.Now()
+	cfg := bench.ModelConfig{
+		Nodes: fl.nodes, Layers: fl.layers, LayerSize: size, LinkMbit: fl.linkMbit, RegistryMbit: fl.registryMbit,
+		Scenarios: fl.scenarios, Reps: fl.reps, Progress: cmd.ErrOrStderr(),
+	}
+	runs, err := bench.RunModel(cmd.Context(), cfg)
+	if err != nil {
+		return err
+	}
+	records := make([]report.Record, 0, len(runs))
+	for _, r := range runs {
+		records = append(records, r.Record)
+	}
+	meta := report.Meta{
+		Command: "shoal " + strings.Join(os.Args[1:], " "), Date: start, Machine: runtime.GOOS + "/" + runtime.GOARCH,
+		Cores: runtime.NumCPU(), Layers: cfg.Layers, LayerBytes: cfg.LayerSize,
+		LinkMbit: cfg.LinkMbit, RegistryMbit: cfg.RegistryMbit, Mode: report.ModeModel,
+	}
+	if err := writeResults(cmd, records, meta, fl.out, start); err != nil {
+		return err
+	}
+	fmt.Fprintln(cmd.OutOrStdout())
+	return bench.WriteModelTable(cmd.OutOrStdout(), runs)
 }
 
 func runRealBench(cmd *cobra.Command, cfg bench.RealConfig, out string) error {

@@ -17,6 +17,9 @@ func TestBenchFlags(t *testing.T) {
 		{name: "candidate without --real", args: []string{"bench", "--candidate", "x=run"}, wantErr: "--candidate needs --real"},
 		{name: "bad layer size", args: []string{"bench", "--layer-size", "lots"}, wantErr: "--layer-size"},
 		{name: "candidate without a command", args: []string{"bench", "--real", "--candidate", "x"}, wantErr: "want NAME=COMMAND"},
+		{name: "model with real", args: []string{"bench", "--model", "--real"}, wantErr: "--real does not go with --model"},
+		{name: "model with a candidate", args: []string{"bench", "--model", "--candidates", "direct"}, wantErr: "--candidates does not go with --model"},
+		{name: "model with an unknown scenario", args: []string{"bench", "--model", "--scenarios", "churn", "--out", "unused"}, wantErr: "the model mode runs cold and warm"},
 		{name: "setup of no candidate", args: []string{"bench", "--real", "--candidate", "x=run", "--candidate-setup", "y=cfg"}, wantErr: "no --candidate of that name"},
 	}
 	for _, tt := range tests {
@@ -43,5 +46,24 @@ func TestParseCandidates(t *testing.T) {
 	}
 	if len(got) != 2 || got[0].Command != "run a, with a comma" || got[0].Setup != "" || got[1].Setup != "setup b" {
 		t.Errorf("parseCandidates = %+v", got)
+	}
+}
+
+// The model mode prints the report's table under its own mode line, and
+// the nodes' times over T* with what the run cost.
+func TestBenchModel(t *testing.T) {
+	t.Parallel()
+	cmd := newRootCommand()
+	var out, errOut bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	cmd.SetArgs([]string{"bench", "--model", "--nodes", "8", "--layers", "2", "--layer-size", "4MiB", "--reps", "1", "--out", t.TempDir()})
+	if err := cmd.ExecuteContext(t.Context()); err != nil {
+		t.Fatal(err, errOut.String())
+	}
+	for _, want := range []string{"MODEL: ", "makespan/T*", "cold      shoal", "warm      shoal", "p99/T*", "sim wall time"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no %q in\n%s", want, out.String())
+		}
 	}
 }
