@@ -59,7 +59,7 @@ func RunModel(ctx context.Context, cfg ModelConfig) ([]ModelRun, error) {
 			if err := ctx.Err(); err != nil {
 				return out, err
 			}
-			run, err := modelRun(cfg, sc, rep)
+			run, err := modelRun(ctx, cfg, sc, rep)
 			if err != nil {
 				return out, fmt.Errorf("model %s, rep %d: %w", sc, rep, err)
 			}
@@ -73,9 +73,9 @@ func RunModel(ctx context.Context, cfg ModelConfig) ([]ModelRun, error) {
 }
 
 // modelRun runs one scenario with seed rep.
-func modelRun(cfg ModelConfig, scenario string, rep int) (ModelRun, error) {
+func modelRun(ctx context.Context, cfg ModelConfig, scenario string, rep int) (ModelRun, error) {
 	link, reg := cfg.LinkMbit*1e6/8, cfg.RegistryMbit*1e6/8
-	mc := model.Config{Nodes: cfg.Nodes, Layers: cfg.Layers, LayerSize: cfg.LayerSize, Up: link, Down: link, RegistryUp: reg, RTT: ModelRTT, Seed: uint64(rep)}
+	mc := model.Config{Nodes: cfg.Nodes, Layers: cfg.Layers, LayerSize: cfg.LayerSize, Up: link, Down: link, RegistryUp: reg, RTT: ModelRTT, Seed: uint64(rep), Done: ctx.Done()}
 	size := float64(cfg.Layers) * float64(cfg.LayerSize)
 	var bound float64
 	run := model.Cold

@@ -32,6 +32,9 @@ type Config struct {
 	// Holders caps the holders a look-up returns; zero means 4, the
 	// p2p.Router's default.
 	Holders int
+	// Done, when closed, ends a run early with ErrStopped (a nil channel
+	// never does).
+	Done <-chan struct{}
 	// Limits are the download rules' times; zero fields take the
 	// resolver's defaults (BusyWait 2 s, BusyRetryFor 30 s, 10 s).
 	Limits swarm.Limits

@@ -161,11 +161,17 @@ var errStuck = errors.New("model: no stream can move and none is due")
 // maxSteps bounds a run's events.
 const maxSteps = 10_000_000
 
+// ErrStopped says a run ended because Config.Done was closed.
+var ErrStopped = errors.New("model: run stopped")
+
 // run runs until every pull ended.
 func (s *sim) run() error {
 	for step := 0; s.left > 0; step++ {
 		if step == maxSteps {
 			return errors.New("model: too many events")
+		}
+		if step%1024 == 0 && s.stopped() {
+			return ErrStopped
 		}
 		s.settle(s.flowing())
 		if s.left == 0 {
@@ -180,6 +186,16 @@ func (s *sim) run() error {
 		s.advance(fl, dt)
 	}
 	return nil
+}
+
+// stopped says whether Config.Done is closed.
+func (s *sim) stopped() bool {
+	select {
+	case <-s.cfg.Done:
+		return true
+	default:
+		return false
+	}
 }
 
 // stepFor is how far virtual time moves next: to the next event, or by

@@ -1,6 +1,7 @@
 package model_test
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -53,3 +54,15 @@ func TestStepNearExact(t *testing.T) {
 }
 
 func abs(x float64) float64 { return max(x, -x) }
+
+// TestStopEndsARun: a run whose Done is closed ends with ErrStopped rather
+// than running its course.
+func TestStopEndsARun(t *testing.T) {
+	done := make(chan struct{})
+	close(done)
+	const mib = 1 << 20
+	cfg := model.Config{Nodes: 64, Layers: 4, LayerSize: 32 * mib, Up: 100 * mib, Down: 100 * mib, RegistryUp: 100 * mib, Step: time.Millisecond, Done: done}
+	if _, err := model.Cold(cfg); !errors.Is(err, model.ErrStopped) {
+		t.Fatalf("Cold with Done closed: %v, want ErrStopped", err)
+	}
+}
