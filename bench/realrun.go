@@ -114,11 +114,9 @@ func (s *session) victims(scenario string, nodes []*node) map[int]harm {
 // runOnce starts fresh nodes for one candidate, runs one scenario and
 // measures it.
 func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, rep int, p *progress) (rec report.Record, err error) {
-	cfg := s.cfg
-	S := float64(s.im.Size)
 	rec = report.Record{
-		Candidate: cand, Scenario: scenario, Mode: report.ModeReal, Nodes: cfg.Nodes,
-		ImageBytes: s.im.Size, LinkMbit: cfg.LinkMbit, RegistryMbit: cfg.RegistryMbit,
+		Candidate: cand, Scenario: scenario, Mode: report.ModeReal, Nodes: s.cfg.Nodes,
+		ImageBytes: s.im.Size, LinkMbit: s.cfg.LinkMbit, RegistryMbit: s.cfg.RegistryMbit,
 	}
 	// Short names: containerd's socket path must fit in 108 bytes.
 	runDir := filepath.Join(s.dir, fmt.Sprintf("r%d", run))
@@ -126,133 +124,37 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 		return rec, err
 	}
 	defer func() { err = errors.Join(err, os.RemoveAll(runDir)) }()
-	t0 := time.Now()
 	nodes := make([]*node, len(s.hosts))
 	defer func() {
 		if err != nil && ctx.Err() == nil {
 			err = fmt.Errorf("%w%s", err, logTails(nodes, 8))
 		}
-		if cfg.LogDir != "" {
-			err = errors.Join(err, keepLogs(filepath.Join(cfg.LogDir, fmt.Sprintf("%02d-%s-%s-rep%d", run, scenario, cand, rep)), nodes))
+		if s.cfg.LogDir != "" {
+			err = errors.Join(err, keepLogs(filepath.Join(s.cfg.LogDir, fmt.Sprintf("%02d-%s-%s-rep%d", run, scenario, cand, rep)), nodes))
 		}
 		err = errors.Join(err, closeNodes(nodes))
 	}()
-	what := fmt.Sprintf("%d × containerd %s", len(nodes), cfg.Containerd)
-	if cand != CandidateDirect {
-		what += " + " + cand
+	pullers, restore, err := s.bringUp(ctx, runDir, cand, scenario, nodes, p)
+	if restore != nil {
+		defer func() { err = errors.Join(err, restore()) }()
 	}
-
-	pullers := nodes
-	if scenario == ScenarioWarm || scenario == ScenarioOutage {
-		// Node 0 pulls before the others start, so that it alone holds
-		// the image, as the scenario says: with the others up, shoal
-		// would have them fetch some layers for the cluster, and keep them.
-		if err := s.startNodes(ctx, runDir, cand, scenario, nodes, 0, 1); err != nil {
-			return rec, err
-		}
-		t := time.Now()
-		if err := s.pull(ctx, nodes[0]); err != nil {
-			return rec, fmt.Errorf("node 0's first pull: %w", err)
-		}
-		msg := fmt.Sprintf("node 0 pulled alone in %s", since(t))
-		if err := s.startNodes(ctx, runDir, cand, scenario, nodes, 1, len(nodes)); err != nil {
-			return rec, err
-		}
-		p.line("%s up in %s", what, since(t0))
-		if err := s.settle(ctx, nodes[0]); err != nil {
-			return rec, err
-		}
-		if scenario == ScenarioOutage {
-			s.reg.Stop()
-			defer func() {
-				// The next run needs the registry; a cancelled session
-				// closes it instead.
-				if ctx.Err() == nil {
-					err = errors.Join(err, s.reg.Start(ctx))
-				}
-			}()
-			msg += "; registry stopped"
-		}
-		p.line("%s", msg)
-		pullers = nodes[1:]
-	} else {
-		if err := s.startNodes(ctx, runDir, cand, scenario, nodes, 0, len(nodes)); err != nil {
-			return rec, err
-		}
-		p.line("%s up in %s", what, since(t0))
-		if scenario == ScenarioLone {
-			pullers = nodes[:1]
-		}
+	if err != nil {
+		return rec, err
 	}
-
 	before, err := s.snapshot(ctx, nodes)
 	if err != nil {
 		return rec, err
 	}
-	victims := s.victims(scenario, nodes)
-	p.line("%d nodes pulling %s", len(pullers), human(s.im.Size))
-	cpuBefore, cpuErr := lab.HostCPU()
-	start := time.Now()
-	var results []pullResult
-	if scenario == ScenarioRolling {
-		batches := (len(pullers) + cfg.RollingBatch - 1) / cfg.RollingBatch
-		for b := range batches {
-			batch := pullers[b*cfg.RollingBatch : min((b+1)*cfg.RollingBatch, len(pullers))]
-			label := fmt.Sprintf("batch %d/%d", b+1, batches)
-			results = append(results, s.pullGroup(ctx, batch, start, p, nil, before, label)...)
-			p.line("%s returned at %s", label, since(start))
-		}
-	} else {
-		results = s.pullGroup(ctx, pullers, start, p, victims, before, "")
-	}
-	if ctx.Err() != nil {
-		return rec, ctx.Err()
-	}
-	if cpuAfter, err := lab.HostCPU(); err == nil && cpuErr == nil {
-		rec.HostCPUBusy = lab.BusyShare(cpuBefore, cpuAfter)
-	} else {
-		s.log.Warn("host CPU not measured", "err", errors.Join(cpuErr, err))
-	}
-	if slices.ContainsFunc(results, func(r pullResult) bool { return r.harm == harmFreeze }) {
-		if err := s.quiet(ctx); err != nil {
-			return rec, err
-		}
+	results, start, err := s.pullAll(ctx, &rec, scenario, nodes, pullers, before, p)
+	if err != nil {
+		return rec, err
 	}
 	after, err := s.snapshot(ctx, nodes)
 	if err != nil {
 		return rec, err
 	}
-
-	// An image is usable once ctr says all of its content is there.
-	for i, r := range results {
-		if r.err != nil || r.harm != unharmed {
-			continue
-		}
-		if ok, err := nodes[r.node].ctrd.HasImage(ctx, s.im.Ref); err != nil || !ok {
-			results[i].err = fmt.Errorf("pull returned but the image is not complete (%v)", err)
-		}
-	}
-	var killed []string
-	var firstErr string
-	var succeeded []float64
-	for _, r := range results {
-		if r.harm != unharmed {
-			killed = append(killed, fmt.Sprint(r.node))
-			continue
-		}
-		if r.err == nil {
-			succeeded = append(succeeded, r.seconds)
-		}
-		rec.NodeSeconds = append(rec.NodeSeconds, r.seconds)
-		rec.MakespanSeconds = max(rec.MakespanSeconds, r.seconds)
-		if r.err != nil {
-			rec.FailedPulls++
-			s.log.Warn("pull failed", "candidate", cand, "scenario", scenario, "node", r.node, "err", r.err)
-			if firstErr == "" {
-				firstErr = fmt.Sprintf("node %d: %s", r.node, lastLine(r.err.Error(), 200))
-			}
-		}
-	}
+	s.checkComplete(ctx, nodes, results)
+	firstErr := s.countPulls(&rec, results)
 	for i := range nodes {
 		rec.NodeUploadBytes = append(rec.NodeUploadBytes, after.nodes[i].TxBytes-before.nodes[i].TxBytes)
 	}
@@ -269,10 +171,146 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 		}
 	}
 	rec.CoreSecondsPerGiB = report.CoreSecondsPerGiB(rec.Daemons)
+	if err := s.countEgress(&rec, before, after); err != nil {
+		return rec, err
+	}
+	rec.BoundSeconds = s.bound(scenario)
+	rec.Notes = append(rec.Notes, s.runNotes(rec, results)...)
+	p.line("%s", runLine(rec, firstErr))
+	return rec, nil
+}
 
+// bringUp starts the run's nodes as the scenario wants them and returns
+// the nodes that pull in the timed part. In warm and outage node 0 pulls
+// first, alone; in outage the registry is then stopped, and restore starts
+// it again (nil when there is nothing to restore).
+func (s *session) bringUp(ctx context.Context, runDir, cand, scenario string, nodes []*node, p *progress) (pullers []*node, restore func() error, err error) {
+	t0 := time.Now()
+	what := fmt.Sprintf("%d × containerd %s", len(nodes), s.cfg.Containerd)
+	if cand != CandidateDirect {
+		what += " + " + cand
+	}
+	if scenario != ScenarioWarm && scenario != ScenarioOutage {
+		if err := s.startNodes(ctx, runDir, cand, scenario, nodes, 0, len(nodes)); err != nil {
+			return nil, nil, err
+		}
+		p.line("%s up in %s", what, since(t0))
+		if scenario == ScenarioLone {
+			return nodes[:1], nil, nil
+		}
+		return nodes, nil, nil
+	}
+	// Node 0 pulls before the others start, so that it alone holds the
+	// image, as the scenario says: with the others up, shoal would have
+	// them fetch some layers for the cluster, and keep them.
+	if err := s.startNodes(ctx, runDir, cand, scenario, nodes, 0, 1); err != nil {
+		return nil, nil, err
+	}
+	t := time.Now()
+	if err := s.pull(ctx, nodes[0]); err != nil {
+		return nil, nil, fmt.Errorf("node 0's first pull: %w", err)
+	}
+	msg := fmt.Sprintf("node 0 pulled alone in %s", since(t))
+	if err := s.startNodes(ctx, runDir, cand, scenario, nodes, 1, len(nodes)); err != nil {
+		return nil, nil, err
+	}
+	p.line("%s up in %s", what, since(t0))
+	if err := s.settle(ctx, nodes[0]); err != nil {
+		return nil, nil, err
+	}
+	if scenario == ScenarioOutage {
+		s.reg.Stop()
+		restore = func() error {
+			// The next run needs the registry; a cancelled session
+			// closes it instead.
+			if ctx.Err() != nil {
+				return nil
+			}
+			return s.reg.Start(ctx)
+		}
+		msg += "; registry stopped"
+	}
+	p.line("%s", msg)
+	return nodes[1:], restore, nil
+}
+
+// pullAll runs the timed pulls (in batches for rolling, harming the
+// scenario's victims), records how busy the host's CPUs were, and waits
+// for a frozen node's peers to go quiet. It returns each pull's result and
+// when the pulls started.
+func (s *session) pullAll(ctx context.Context, rec *report.Record, scenario string, nodes, pullers []*node, before snapshot, p *progress) ([]pullResult, time.Time, error) {
+	victims := s.victims(scenario, nodes)
+	p.line("%d nodes pulling %s", len(pullers), human(s.im.Size))
+	cpuBefore, cpuErr := lab.HostCPU()
+	start := time.Now()
+	var results []pullResult
+	if scenario == ScenarioRolling {
+		batches := (len(pullers) + s.cfg.RollingBatch - 1) / s.cfg.RollingBatch
+		for b := range batches {
+			batch := pullers[b*s.cfg.RollingBatch : min((b+1)*s.cfg.RollingBatch, len(pullers))]
+			label := fmt.Sprintf("batch %d/%d", b+1, batches)
+			results = append(results, s.pullGroup(ctx, batch, start, p, nil, before, label)...)
+			p.line("%s returned at %s", label, since(start))
+		}
+	} else {
+		results = s.pullGroup(ctx, pullers, start, p, victims, before, "")
+	}
+	if ctx.Err() != nil {
+		return nil, start, ctx.Err()
+	}
+	if cpuAfter, err := lab.HostCPU(); err == nil && cpuErr == nil {
+		rec.HostCPUBusy = lab.BusyShare(cpuBefore, cpuAfter)
+	} else {
+		s.log.Warn("host CPU not measured", "err", errors.Join(cpuErr, err))
+	}
+	if slices.ContainsFunc(results, func(r pullResult) bool { return r.harm == harmFreeze }) {
+		if err := s.quiet(ctx); err != nil {
+			return nil, start, err
+		}
+	}
+	return results, start, nil
+}
+
+// checkComplete fails every unharmed pull that returned while its node's
+// containerd does not hold the whole image: an image is usable once ctr
+// says all of its content is there.
+func (s *session) checkComplete(ctx context.Context, nodes []*node, results []pullResult) {
+	for i, r := range results {
+		if r.err != nil || r.harm != unharmed {
+			continue
+		}
+		if ok, err := nodes[r.node].ctrd.HasImage(ctx, s.im.Ref); err != nil || !ok {
+			results[i].err = fmt.Errorf("pull returned but the image is not complete (%v)", err)
+		}
+	}
+}
+
+// countPulls puts the unharmed pulls' times and failures into rec and
+// returns the first failure's line, "" when none failed.
+func (s *session) countPulls(rec *report.Record, results []pullResult) (firstErr string) {
+	for _, r := range results {
+		if r.harm != unharmed {
+			continue
+		}
+		rec.NodeSeconds = append(rec.NodeSeconds, r.seconds)
+		rec.MakespanSeconds = max(rec.MakespanSeconds, r.seconds)
+		if r.err != nil {
+			rec.FailedPulls++
+			s.log.Warn("pull failed", "candidate", rec.Candidate, "scenario", rec.Scenario, "node", r.node, "err", r.err)
+			if firstErr == "" {
+				firstErr = fmt.Sprintf("node %d: %s", r.node, lastLine(r.err.Error(), 200))
+			}
+		}
+	}
+	return firstErr
+}
+
+// countEgress puts what the registry sent during the run into rec, by its
+// access log, checked against its interface (see crossCheck).
+func (s *session) countEgress(rec *report.Record, before, after snapshot) error {
 	reqs, err := s.reg.Requests()
 	if err != nil {
-		return rec, fmt.Errorf("registry log: %w", err)
+		return fmt.Errorf("registry log: %w", err)
 	}
 	reqs = reqs[before.requests:]
 	for _, q := range reqs {
@@ -283,48 +321,69 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 	rec.RegistryTxBytes = after.reg.TxBytes - before.reg.TxBytes
 	cut, err := crossCheck(rec.RegistryEgressBytes, rec.RegistryTxBytes, after.reg.TxPackets-before.reg.TxPackets, len(reqs))
 	if err != nil {
-		return rec, err
+		return err
 	}
 	if cut {
 		rec.Notes = append(rec.Notes, fmt.Sprintf("requests to the registry were cut short: egress counts the %d bytes that left its interface, not the %d its log says it wrote into its sockets", rec.RegistryTxBytes, rec.RegistryEgressBytes))
 		rec.RegistryEgressBytes = rec.RegistryTxBytes
 	}
+	return nil
+}
 
-	rec.BoundSeconds = s.bound(scenario)
-	U, l := bytesPerSec(cfg.RegistryMbit), bytesPerSec(cfg.LinkMbit)
-	if cand == CandidateDirect && scenario == ScenarioCold {
-		if note := report.BaselineNote(rec.MakespanSeconds, report.DirectBound(S, U, l, cfg.Nodes)); note != "" {
-			rec.Notes = append(rec.Notes, note)
+// runNotes are the notes a run's figures call for: a baseline slower than
+// its links, faster than a link, the scenario's own, failures, a host
+// short of CPU.
+func (s *session) runNotes(rec report.Record, results []pullResult) []string {
+	var notes []string
+	S := float64(s.im.Size)
+	U, l := bytesPerSec(s.cfg.RegistryMbit), bytesPerSec(s.cfg.LinkMbit)
+	if rec.Candidate == CandidateDirect && rec.Scenario == ScenarioCold {
+		if note := report.BaselineNote(rec.MakespanSeconds, report.DirectBound(S, U, l, s.cfg.Nodes)); note != "" {
+			notes = append(notes, note)
 		}
-		if e := float64(rec.RegistryEgressBytes) / (float64(cfg.Nodes) * S); rec.FailedPulls == 0 && math.Abs(e-1) > 0.02 {
-			rec.Notes = append(rec.Notes, fmt.Sprintf("registry egress is %.3f × N·S, not N·S within 2%%: containerd fetched more, or less, than one copy per node", e))
+		if e := float64(rec.RegistryEgressBytes) / (float64(s.cfg.Nodes) * S); rec.FailedPulls == 0 && math.Abs(e-1) > 0.02 {
+			notes = append(notes, fmt.Sprintf("registry egress is %.3f × N·S, not N·S within 2%%: containerd fetched more, or less, than one copy per node", e))
 		}
 	}
-	if note := report.FasterThanLinkNote(succeeded, S, report.MbitToBytes(cfg.LinkMbit)); note != "" {
-		rec.Notes = append(rec.Notes, note)
+	var succeeded []float64
+	var harmed []string
+	for _, r := range results {
+		switch {
+		case r.harm != unharmed:
+			harmed = append(harmed, fmt.Sprint(r.node))
+		case r.err == nil:
+			succeeded = append(succeeded, r.seconds)
+		}
 	}
-	switch scenario {
+	if note := report.FasterThanLinkNote(succeeded, S, report.MbitToBytes(s.cfg.LinkMbit)); note != "" {
+		notes = append(notes, note)
+	}
+	switch rec.Scenario {
 	case ScenarioChurn:
-		what := "node " + killed[0] + " was killed mid-pull (containerd and mirror); its pull is"
-		if len(killed) > 1 {
-			what = "nodes " + strings.Join(killed, ", ") + " were killed mid-pull (containerd and mirror); their pulls are"
+		what := "node " + harmed[0] + " was killed mid-pull (containerd and mirror); its pull is"
+		if len(harmed) > 1 {
+			what = "nodes " + strings.Join(harmed, ", ") + " were killed mid-pull (containerd and mirror); their pulls are"
 		}
-		rec.Notes = append(rec.Notes, what+" expected to fail and not counted")
+		notes = append(notes, what+" expected to fail and not counted")
 	case ScenarioRolling:
-		rec.Notes = append(rec.Notes, fmt.Sprintf("%d nodes at a time; node times and the makespan run from the first batch's start", cfg.RollingBatch))
+		notes = append(notes, fmt.Sprintf("%d nodes at a time; node times and the makespan run from the first batch's start", s.cfg.RollingBatch))
 	case ScenarioSlowPeers:
-		rec.Notes = append(rec.Notes, slowPeersNote(results, cfg.LinkMbit))
+		notes = append(notes, slowPeersNote(results, s.cfg.LinkMbit))
 	}
-
 	if rec.FailedPulls > 0 {
-		rec.Notes = append(rec.Notes, "pulls failed (see the failed column); the makespan counts the time they took to fail")
+		notes = append(notes, "pulls failed (see the failed column); the makespan counts the time they took to fail")
 	}
 	if rec.HostCPUBusy >= cpuBoundShare {
 		// One wording for every repetition, so the table lists it once;
 		// each run's line gives its own figure.
-		rec.Notes = append(rec.Notes, fmt.Sprintf("the host's CPUs were %.0f%% busy or more during the pulls (each run's line and host_cpu_busy give the figure): every node runs on this one host, so the runs were short of CPU as well as of link, and T* counts only the links", 100*cpuBoundShare))
+		notes = append(notes, fmt.Sprintf("the host's CPUs were %.0f%% busy or more during the pulls (each run's line and host_cpu_busy give the figure): every node runs on this one host, so the runs were short of CPU as well as of link, and T* counts only the links", 100*cpuBoundShare))
 	}
+	return notes
+}
 
+// runLine is the run's line on the progress output.
+func runLine(rec report.Record, firstErr string) string {
+	S := float64(rec.ImageBytes)
 	msg := fmt.Sprintf("slowest %.2fs (%.2f × T*), registry sent %.2f × S by its log (%.2f × S on the wire), nodes uploaded %.2f × S, %d failed",
 		rec.MakespanSeconds, rec.MakespanSeconds/rec.BoundSeconds, float64(rec.RegistryEgressBytes)/S,
 		float64(rec.RegistryTxBytes)/S, float64(sum(rec.NodeUploadBytes))/S, rec.FailedPulls)
@@ -335,8 +394,7 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 	if firstErr != "" {
 		msg += " (first: " + firstErr + ")"
 	}
-	p.line("%s", msg)
-	return rec, nil
+	return msg
 }
 
 // crossCheck compares the registry's interface with its access log. They
