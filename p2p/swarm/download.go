@@ -42,6 +42,9 @@ type Failure struct {
 	// Partial: the peer said it holds part of the blob only; Whole: that
 	// it holds all of it (and was only busy).
 	Partial, Whole bool
+	// Have is how many bytes from the start the peer said it holds, when
+	// it said so (see Download.Idle).
+	Have int64
 	// NotArriving: the peer's copy stopped growing past what it held.
 	NotArriving bool
 	// Stalled: the source stopped sending; Slow: a peer's stream fell
@@ -134,7 +137,13 @@ type Download struct {
 	// start.
 	Progress   int64
 	ProgressAt time.Time
-	backoff    time.Duration
+	// SwarmProgressAt is when the download last saw the cluster move
+	// on: its node received bytes of any blob (NodeReceived), or a busy
+	// peer's copy of this blob had grown (see Failed). PeerHave is the
+	// most a busy peer said it holds.
+	SwarmProgressAt time.Time
+	PeerHave        int64
+	backoff         time.Duration
 }
 
 // FirstBackoff is the first wait after a round in which every peer that
@@ -160,6 +169,32 @@ func (d *Download) BusyLimit() time.Duration {
 	return d.Limits.BusyWait
 }
 
+// Idle is the rule for how long a download has waited without progress,
+// which the waits for busy peers count (see Skip, WaitAgain): from its own
+// last byte; once readers follow it (Published), from the swarm's last
+// progress too. A node whose link is busy with its other blobs, or whose
+// busy peers are receiving this one, is not stalled: every peer being busy
+// is the swarm at work, and asking the registry then would only add to
+// the link the whole cluster is waiting on. Before the first byte the
+// wait stays short: containerd waits for an answer.
+func (d *Download) Idle(now time.Time) time.Duration {
+	last := d.ProgressAt
+	if d.Published && d.SwarmProgressAt.After(last) {
+		last = d.SwarmProgressAt
+	}
+	return now.Sub(last)
+}
+
+// NodeReceived takes in that the download's node received bytes, of any
+// blob, at at (see Idle).
+func (d *Download) NodeReceived(at time.Time) { d.swarmMoved(at) }
+
+func (d *Download) swarmMoved(at time.Time) {
+	if at.After(d.SwarmProgressAt) {
+		d.SwarmProgressAt = at
+	}
+}
+
 // Skip is the rule for whether a round tries src. backedOff says the
 // registry asked this node to slow down. A peer that failed this download
 // is passed over; so is the registry while unreachable, and, while backed
@@ -169,8 +204,8 @@ func (d *Download) BusyLimit() time.Duration {
 // fetch it from the registry a second time, and the peers it feeds come
 // next. Once a designated peer left the blob to this node, the others are
 // passed over too: the first spoke for the cluster. The registry itself is
-// not asked while a peer that holds the blob is only busy, for BusyLimit:
-// the round stops and the download waits, sparing the registry.
+// not asked while a peer that holds the blob is only busy, for BusyLimit
+// of Idle: the round stops and the download waits, sparing the registry.
 func (d *Download) Skip(src Source, st Round, backedOff bool, now time.Time) Step {
 	switch {
 	case src.Peer != "" && d.FailedPeers[src.Peer]:
@@ -181,7 +216,7 @@ func (d *Download) Skip(src Source, st Round, backedOff bool, now time.Time) Ste
 		return PassBackedOff
 	case src.Designated && (st.DesignatedBusy || d.LeftToUs):
 		return Pass
-	case src.Upstream && st.Busy && now.Sub(d.ProgressAt) < d.BusyLimit():
+	case src.Upstream && st.Busy && d.Idle(now) < d.BusyLimit():
 		return Stop
 	}
 	return Try
@@ -191,12 +226,17 @@ func (d *Download) Skip(src Source, st Round, backedOff bool, now time.Time) Ste
 // round ends here (stop: this node's store failed, or asking again will
 // not help) and whether the peer is to be avoided by every download
 // (silence: it stopped sending). lead says this node fetches the blob for
-// the cluster now (see Leads).
+// the cluster now (see Leads). A busy peer that holds more of the blob
+// than any before it is the swarm's progress (see Idle).
 func (d *Download) Failed(src Source, f Failure, lead bool, st *Round, now time.Time) (stop, silence bool) {
 	if f.LocalStore {
 		// Every other source would fail the same way.
 		d.LocalFailed = true
 		return true, false
+	}
+	if f.NotNow && f.Have > d.PeerHave {
+		d.PeerHave = f.Have
+		d.swarmMoved(now)
 	}
 	d.RegistryFailed = src.Upstream && f.Unavailable
 	if src.Upstream && f.Unreachable {
@@ -267,11 +307,11 @@ func (d *Download) Holders(found []string) []string {
 // and tries again rather than failing: a peer that holds the blob was
 // only busy, or, while the registry cannot be reached, holds part of it
 // (the only sources of the rest, for this node and for containerd); and
-// the store did not fail, and the download made progress within
-// BusyRetryFor.
+// the store did not fail, and the download was idle (see Idle) no longer
+// than BusyRetryFor.
 func (d *Download) WaitAgain(st Round, now time.Time) bool {
 	waitForPeers := st.Busy || (st.HeldInPart && now.Before(d.UnreachableUntil))
-	return waitForPeers && !d.LocalFailed && now.Sub(d.ProgressAt) <= d.Limits.BusyRetryFor
+	return waitForPeers && !d.LocalFailed && d.Idle(now) <= d.Limits.BusyRetryFor
 }
 
 // Backoff is how long to wait before the next round, held says how many

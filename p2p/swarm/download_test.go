@@ -233,3 +233,49 @@ func TestHoldersAskedAgain(t *testing.T) {
 		t.Errorf("Holders after the whole holder stalled = %v, want [x]", got)
 	}
 }
+
+// A download whose peers are all busy waits while its node receives other
+// blobs, or while a busy peer's copy grows: only once readers follow it.
+func TestIdle(t *testing.T) {
+	t.Parallel()
+	busy := swarm.Round{Busy: true}
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+
+	t.Run("its node received bytes", func(t *testing.T) {
+		t.Parallel()
+		d := swarm.NewDownload(limits, t0)
+		d.Published = true
+		d.NodeReceived(at(14))
+		if got := d.Skip(reg, busy, false, at(20)); got != swarm.Stop {
+			t.Errorf("6 s after the node's last byte: %v, want stop (wait for the busy peer)", got)
+		}
+		if got := d.Skip(reg, busy, false, at(29)); got != swarm.Try {
+			t.Errorf("15 s after the node's last byte: %v, want try", got)
+		}
+		if !d.WaitAgain(busy, at(44)) || d.WaitAgain(busy, at(45)) {
+			t.Errorf("WaitAgain must hold up to BusyRetryFor after the node's last byte, and no longer")
+		}
+	})
+	t.Run("not published: containerd waits for an answer", func(t *testing.T) {
+		t.Parallel()
+		d := swarm.NewDownload(limits, t0)
+		d.NodeReceived(at(1))
+		if got := d.Skip(reg, busy, false, at(2)); got != swarm.Try {
+			t.Errorf("unpublished, 2 s in: %v, want try (the node's bytes do not count)", got)
+		}
+	})
+	t.Run("a busy peer's copy grows", func(t *testing.T) {
+		t.Parallel()
+		d := swarm.NewDownload(limits, t0)
+		d.Published = true
+		var st swarm.Round
+		d.Failed(peerA, swarm.Failure{NotNow: true, Partial: true, Have: 10}, false, &st, at(10))
+		d.Failed(peerA, swarm.Failure{NotNow: true, Partial: true, Have: 10}, false, &st, at(20))
+		if got := d.Skip(reg, busy, false, at(24)); got != swarm.Stop {
+			t.Errorf("14 s after the peer's copy grew: %v, want stop", got)
+		}
+		if got := d.Skip(reg, busy, false, at(25)); got != swarm.Try {
+			t.Errorf("15 s after the peer's copy last grew: %v, want try (the same answer again is no progress)", got)
+		}
+	})
+}
