@@ -65,6 +65,10 @@ type sim struct {
 	finish  []float64
 	left    int // streams not done
 	failed  int
+	// pulls are the nodes' pulls as containerd runs them, by node (nil:
+	// not pulling); timers the scenario's events.
+	pulls []*nodePull
+	timers
 }
 
 func newSim(cfg Config) *sim {
@@ -84,25 +88,13 @@ func newSim(cfg Config) *sim {
 	s.open = make([]int, cfg.Nodes)
 	s.finish = make([]float64, cfg.Nodes)
 	s.sent = make([]float64, cfg.Nodes)
+	s.pulls = make([]*nodePull, cfg.Nodes)
 	return s
 }
 
 // at is virtual time t as the rules take it.
 func (s *sim) at(t float64) time.Time {
 	return s.epoch.Add(time.Duration(t * float64(time.Second)))
-}
-
-// pull starts node i's pull of every layer now.
-func (s *sim) pull(i int) {
-	s.held[i] = make([]float64, len(s.blobs))
-	s.streams[i] = make([]*stream, len(s.blobs))
-	for b := range s.blobs {
-		d := swarm.NewDownload(s.cfg.Limits, s.at(s.now))
-		// The manifest named the blob's size: readers follow at once.
-		d.Published = true
-		s.streams[i][b] = &stream{node: i, blob: b, sw: d, src: none, retryAt: s.now}
-		s.left++
-	}
 }
 
 // rankings computes every blob's designated ranking once: the rule
@@ -122,12 +114,14 @@ func (s *sim) rankings() {
 	}
 }
 
-// hold makes node i hold the whole image, its pull done.
+// hold makes node i hold the whole image, with no pull.
 func (s *sim) hold(i int) {
-	for b, t := range s.streams[i] {
+	s.held[i] = make([]float64, len(s.blobs))
+	s.streams[i] = make([]*stream, len(s.blobs))
+	for b := range s.blobs {
 		s.held[i][b] = s.size
-		t.done = true
-		s.left--
+		t := &stream{node: i, blob: b, sw: swarm.NewDownload(s.cfg.Limits, s.at(s.now)), src: none, done: true}
+		s.streams[i][b] = t
 		s.list(t)
 	}
 }

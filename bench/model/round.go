@@ -91,12 +91,12 @@ func (s *sim) end(t *stream) {
 	t.retryAt = s.now
 }
 
-// complete marks t done at virtual time at; its node's pull ends with
-// the last of its blobs.
+// complete marks t done at virtual time at; its node's pull ends once
+// the last of its layers is unpacked (see downloaded).
 func (s *sim) complete(t *stream, at float64) {
 	s.end(t)
 	t.done = true
 	s.left--
 	s.list(t)
-	s.finish[t.node] = max(s.finish[t.node], at)
+	s.downloaded(t, at)
 }
