@@ -46,7 +46,9 @@ type Config struct {
 	// Concurrent is how many blobs a node's pull downloads at once,
 	// containerd's max_concurrent_downloads (3 by default): the blobs are
 	// asked for in the manifest's layer order, each waiting for a free
-	// slot. Zero: every blob at once.
+	// slot. A node asked by a peer to fetch a blob for the cluster starts
+	// it at once whatever its own pull's slots, as the daemon does (see
+	// swarm.Coordinate). Zero: every blob at once.
 	Concurrent int
 	// UnpackPerByte is the seconds containerd takes to unpack a byte of a
 	// layer. Layers are unpacked in order, one at a time, each once it is

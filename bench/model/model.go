@@ -34,6 +34,10 @@ type stream struct {
 	endAt float64
 	// listed: the node is among the blob's holders (sim.known).
 	listed bool
+	// forPeer: the download was started for a peer that asked this node,
+	// designated, to fetch the blob for the cluster; it asks no
+	// designated peer itself (swarm.Sources).
+	forPeer bool
 }
 
 const none = -2
@@ -66,9 +70,11 @@ type sim struct {
 	left    int // streams not done
 	failed  int
 	// pulls are the nodes' pulls as containerd runs them, by node (nil:
-	// not pulling); timers the scenario's events.
+	// not pulling); timers the scenario's events; coord what the
+	// designated nodes left to askers.
 	pulls []*nodePull
 	timers
+	coord
 }
 
 func newSim(cfg Config) *sim {
@@ -89,6 +95,7 @@ func newSim(cfg Config) *sim {
 	s.finish = make([]float64, cfg.Nodes)
 	s.sent = make([]float64, cfg.Nodes)
 	s.pulls = make([]*nodePull, cfg.Nodes)
+	s.coord = coord{given: map[[2]int]leftTo{}}
 	return s
 }
 

@@ -38,7 +38,8 @@ func (s *sim) pull(i int) {
 }
 
 // admit asks for node i's next blobs while containerd has free slots
-// (Config.Concurrent, none: every blob).
+// (Config.Concurrent, none: every blob). A blob whose download a peer
+// started already is joined, and one that is done takes no slot.
 func (s *sim) admit(i int) {
 	p := s.pulls[i]
 	if p == nil {
@@ -49,19 +50,22 @@ func (s *sim) admit(i int) {
 		p.next++
 		t := s.streams[i][b]
 		if t == nil {
-			t = s.download(i, b)
+			t = s.download(i, b, false)
 		}
-		p.asked[b] = true
-		p.asking++
+		if !t.done {
+			p.asked[b] = true
+			p.asking++
+		}
 	}
 }
 
-// download starts node i's download of blob b now.
-func (s *sim) download(i, b int) *stream {
+// download starts node i's download of blob b now, for containerd or,
+// forPeer, for a peer that asked it to fetch the blob for the cluster.
+func (s *sim) download(i, b int, forPeer bool) *stream {
 	d := swarm.NewDownload(s.cfg.Limits, s.at(s.now))
 	// The manifest named the blob's size: readers follow at once.
 	d.Published = true
-	t := &stream{node: i, blob: b, sw: d, src: none, retryAt: s.now}
+	t := &stream{node: i, blob: b, sw: d, src: none, retryAt: s.now, forPeer: forPeer}
 	s.streams[i][b] = t
 	s.left++
 	return t
