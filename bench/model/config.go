@@ -56,6 +56,11 @@ type Config struct {
 	// its last layer is unpacked. Unpacking takes no link. Zero: no unpack
 	// time, a pull ends with its last download.
 	UnpackPerByte float64
+	// Detect is how long after a member dies the others leave it out of
+	// the designated rankings and of the look-ups' answers; until then
+	// they ask it and fail. Zero means DetectAfter(Nodes), memberlist's
+	// time with the daemon's LAN timing.
+	Detect time.Duration
 	// Step, when positive, moves the run on in steps of this much virtual
 	// time, each step's rates approximately max-min fair (waterShare), an
 	// event that falls within a step taken at its end, and a stream's
@@ -73,8 +78,11 @@ func (c *Config) defaults() error {
 	if c.Up <= 0 || c.Down <= 0 || c.RegistryUp <= 0 {
 		return errors.New("model: link capacities must be positive")
 	}
-	if c.RTT < 0 || c.Step < 0 || c.Manifest < 0 || c.Concurrent < 0 || c.UnpackPerByte < 0 {
-		return errors.New("model: the round trip, the step, the manifest's time, the downloads at once and the unpack time must not be negative")
+	if c.RTT < 0 || c.Step < 0 || c.Manifest < 0 || c.Concurrent < 0 || c.UnpackPerByte < 0 || c.Detect < 0 {
+		return errors.New("model: the round trip, the step, the manifest's time, the downloads at once, the unpack time and the detection time must not be negative")
+	}
+	if c.Detect == 0 {
+		c.Detect = DetectAfter(c.Nodes)
 	}
 	setDefault(&c.MaxUploads, 4)
 	setDefault(&c.MaxUploadsPerBlob, 2)

@@ -56,12 +56,15 @@ func designatedIn(srcs []swarm.Source) []string {
 // answer is node j's answer to t's request, src being j as t's round sees
 // it (fetcher: the peer a designated peer named): served, or the failure
 // as the resolver sorts it, and the peer j points at when it names one. A
-// designated node that neither
+// member that died refuses the connection. A designated node that neither
 // holds nor downloads the blob asks swarm.Coordinate, as the resolver's
 // PullFor does: wanting it, it starts the download for the cluster;
 // else it leaves the blob to the first asker and points the next at it.
 // A fetcher that has not begun the download answers "not yet".
 func (s *sim) answer(t *stream, j int, src swarm.Source, fetcher, lead bool) (f swarm.Failure, at string, served bool) {
+	if s.dead[j] {
+		return swarm.Failure{}, "", false
+	}
 	b := t.blob
 	started := s.streams[j] != nil && s.streams[j][b] != nil
 	switch {

@@ -51,9 +51,9 @@ type sim struct {
 	ids   []string
 	index map[string]int // by id
 	blobs []digest.Digest
-	// order is, by blob, the designated ranking of every node (all in
-	// use: no member fails in a model run), and rank each node's place
-	// in it; both computed once.
+	// order is, by blob, the designated ranking of the members in use,
+	// and rank each node's place in it; computed again when a member
+	// leaves (see members).
 	order [][]string
 	rank  [][]int
 	// known lists, by blob, the nodes that became holders of it, in the
@@ -70,10 +70,11 @@ type sim struct {
 	left    int // streams not done
 	failed  int
 	// pulls are the nodes' pulls as containerd runs them, by node (nil:
-	// not pulling); timers the scenario's events; coord what the
-	// designated nodes left to askers.
+	// not pulling); timers the scenario's events; members who died and
+	// who left; coord what the designated nodes left to askers.
 	pulls []*nodePull
 	timers
+	members
 	coord
 }
 
@@ -86,6 +87,7 @@ func newSim(cfg Config) *sim {
 	for l := range cfg.Layers {
 		s.blobs = append(s.blobs, digest.FromString(fmt.Sprintf("layer-%d-%d", cfg.Seed, l)))
 	}
+	s.members = newMembers(cfg.Nodes)
 	s.rankings()
 	s.known = make([][]int, cfg.Layers)
 	s.held = make([][]float64, cfg.Nodes)
@@ -104,16 +106,22 @@ func (s *sim) at(t float64) time.Time {
 	return s.epoch.Add(time.Duration(t * float64(time.Second)))
 }
 
-// rankings computes every blob's designated ranking once: the rule
-// (swarm.Designated) depends only on the members, which do not change.
+// rankings computes every blob's designated ranking: the rule
+// (swarm.Designated) depends only on the members in use, so it is
+// computed again only when one leaves. A member that left has no place:
+// its rank is past the end.
 func (s *sim) rankings() {
 	use := make(map[string]bool, len(s.ids))
-	for _, id := range s.ids {
-		use[id] = true
+	for i, id := range s.ids {
+		use[id] = !s.isGone(i)
 	}
+	s.order, s.rank = nil, nil
 	for _, dg := range s.blobs {
 		order := swarm.Designated(dg, s.blobs, s.ids, use)
 		rank := make([]int, len(s.ids))
+		for i := range rank {
+			rank[i] = len(order)
+		}
 		for k, id := range order {
 			rank[s.index[id]] = k
 		}
@@ -142,8 +150,12 @@ func (s *sim) list(t *stream) {
 }
 
 // holds says whether node j answers a look-up for blob b: it holds some
-// of it or reads it from a source.
+// of it or reads it from a source. A member that died is listed until the
+// others know it left.
 func (s *sim) holds(j, b int) bool {
+	if s.dead[j] {
+		return !s.isGone(j)
+	}
 	t := s.streams[j][b]
 	return s.held[j][b] > 0 || t.done || (t.reading && s.now >= t.startAt)
 }

@@ -42,7 +42,7 @@ func (s *sim) pull(i int) {
 // started already is joined, and one that is done takes no slot.
 func (s *sim) admit(i int) {
 	p := s.pulls[i]
-	if p == nil {
+	if p == nil || s.dead[i] {
 		return
 	}
 	for p.next < len(s.blobs) && (s.cfg.Concurrent == 0 || p.asking < s.cfg.Concurrent) {

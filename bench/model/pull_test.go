@@ -64,3 +64,42 @@ func TestContainerdPullByHand(t *testing.T) {
 		})
 	}
 }
+
+// Two nodes one at a time, computed by hand: the first pulls from the
+// registry (2 MiB/s) while the second, not pulling, leaves the blob to it
+// if asked; the second then reads it from the first at its downlink
+// (8 MiB/s). Each batch costs the manifest and a round trip.
+func TestRollingByHand(t *testing.T) {
+	t.Parallel()
+	cfg := model.Config{Nodes: 2, Layers: 1, LayerSize: 8 * mib, Up: 8 * mib, Down: 8 * mib, RegistryUp: 2 * mib, RTT: 10 * time.Millisecond, Manifest: 5 * time.Millisecond}
+	for seed := range uint64(4) { // either node may be designated
+		cfg.Seed = seed
+		r, err := model.Rolling(cfg, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, second := 4+0.015, 4+0.015+1+0.015
+		if len(r.NodeTimes) != 2 || !near(r.NodeTimes[0].Seconds(), first, 1e-6) || !near(r.NodeTimes[1].Seconds(), second, 1e-6) ||
+			r.Egress != r.Size || r.NodeUploadBytes[0] != r.Size || r.Failed != 0 {
+			t.Fatalf("seed %d: times %v, egress %d, uploads %v, %d failed; want %.3fs and %.3fs, one copy from the registry, one from node 0",
+				seed, r.NodeTimes, r.Egress, r.NodeUploadBytes, r.Failed, first, second)
+		}
+	}
+}
+
+func TestDetectAfter(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		n    int
+		want time.Duration
+	}{
+		{1, 5500 * time.Millisecond},   // 1 + 0.5 + 4 × 1
+		{10, 5500 * time.Millisecond},  // log10 10 = 1
+		{100, 9500 * time.Millisecond}, // 1 + 0.5 + 4 × 2
+	}
+	for _, tc := range tests {
+		if got := model.DetectAfter(tc.n); got != tc.want {
+			t.Errorf("DetectAfter(%d) = %v, want %v", tc.n, got, tc.want)
+		}
+	}
+}
