@@ -124,12 +124,12 @@ func (s *sim) batches(k int) {
 	start()
 }
 
-// strikeAt kills each of victims once it received at least at bytes; one
-// whose pull returned before is killed then, as the real mode does.
+// strikeAt kills each of victims once it received at least at bytes (at
+// most the image: a pull returns only once it received it all).
 func (s *sim) strikeAt(victims []int, at float64) {
 	s.watch = func() {
 		for _, i := range victims {
-			if !s.dead[i] && s.held[i] != nil && (s.received(i) >= at || s.pulls[i].returned) {
+			if !s.dead[i] && s.held[i] != nil && s.received(i) >= at {
 				s.kill(i)
 			}
 		}
