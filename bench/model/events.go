@@ -13,8 +13,12 @@ type timers struct {
 	seq      int
 	onReturn func(node int)
 	// watch, when set, is called whenever the run settles: a scenario's
-	// check on the bytes so far (a node to kill once it received half).
-	watch func()
+	// check on the bytes so far (a node to kill once it received half);
+	// watchNext says how long, at the current rates, until watch has
+	// something to do (+Inf: nothing), so that a run event by event
+	// stops there.
+	watch     func()
+	watchNext func() float64
 }
 
 type timer struct {
@@ -33,12 +37,17 @@ func (s *sim) after(dt float64, fn func()) {
 // pending says whether a timer is still to run.
 func (s *sim) pending() bool { return len(s.due) > 0 }
 
-// untilTimer is how long until the next timer, +Inf with none.
+// untilTimer is how long until the next timer or the watch's next
+// event, +Inf with none.
 func (s *sim) untilTimer() float64 {
-	if len(s.due) == 0 {
-		return math.Inf(1)
+	dt := math.Inf(1)
+	if len(s.due) > 0 {
+		dt = max(0, s.due[0].at-s.now)
 	}
-	return max(0, s.due[0].at-s.now)
+	if s.watchNext != nil {
+		dt = min(dt, s.watchNext())
+	}
+	return dt
 }
 
 // tick runs the timers that are due, and the scenario's watch.

@@ -2,6 +2,7 @@ package model
 
 import (
 	"errors"
+	"math"
 	"slices"
 
 	"github.com/shoal-dev/shoal/bench/report"
@@ -129,10 +130,28 @@ func (s *sim) batches(k int) {
 func (s *sim) strikeAt(victims []int, at float64) {
 	s.watch = func() {
 		for _, i := range victims {
-			if !s.dead[i] && s.held[i] != nil && s.received(i) >= at {
+			if !s.dead[i] && s.held[i] != nil && s.received(i) >= at*(1-eps) {
 				s.kill(i)
 			}
 		}
+	}
+	s.watchNext = func() float64 {
+		dt := math.Inf(1)
+		for _, i := range victims {
+			if s.dead[i] || s.held[i] == nil {
+				continue
+			}
+			var rate float64
+			for _, t := range s.streams[i] {
+				if t != nil && t.reading && s.now >= t.startAt {
+					rate += t.rate
+				}
+			}
+			if rate > 0 {
+				dt = min(dt, max(0, at-s.received(i))/rate)
+			}
+		}
+		return dt
 	}
 }
 

@@ -143,3 +143,37 @@ func TestScenarioConfig(t *testing.T) {
 		})
 	}
 }
+
+// Two nodes, one layer, computed by hand: node 1 is killed once it
+// received half the image (4 MiB at the registry's 2 MiB/s, at 2.01 s).
+// When node 0 reads from it, waiting on it as its designated node, its
+// stream fails there and it fetches the rest from the registry itself, a
+// round trip and 2 s more: 4.02 s. When node 0 is designated, it loses a
+// reader only: 4.01 s. Either way the registry sends the image once.
+func TestChurnByHand(t *testing.T) {
+	t.Parallel()
+	cfg := model.Config{Nodes: 2, Layers: 1, LayerSize: 8 * mib, Up: 8 * mib, Down: 8 * mib, RegistryUp: 2 * mib, RTT: 10 * time.Millisecond}
+	fed := map[bool]bool{}
+	for seed := range uint64(6) { // either node may be designated
+		cfg.Seed = seed
+		r, err := model.Churn(cfg, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		victimFed := r.NodeUploadBytes[1] > 0
+		fed[victimFed] = true
+		want := 4.01
+		if victimFed {
+			want = 4.02
+		}
+		if len(r.NodeTimes) != 1 || !near(r.Makespan.Seconds(), want, 1e-6) || r.Egress != r.Size || r.Failed != 0 {
+			t.Fatalf("seed %d: times %v, egress %d, uploads %v, %d failed; want %.2fs, one copy", seed, r.NodeTimes, r.Egress, r.NodeUploadBytes, r.Failed, want)
+		}
+		if victimFed && r.NodeUploadBytes[1] != r.Size/2 {
+			t.Fatalf("seed %d: the victim sent %d bytes before it died, want half the image", seed, r.NodeUploadBytes[1])
+		}
+	}
+	if !fed[true] || !fed[false] {
+		t.Errorf("the seeds did not designate each node once: %v", fed)
+	}
+}
