@@ -37,7 +37,7 @@ func (s *sim) sources(t *stream) (srcs []swarm.Source, fetchers map[string]bool)
 		srcs = append(srcs, swarm.Source{Peer: s.ids[p], Designated: true})
 		fetchers[s.ids[p]] = true
 	}
-	above := s.order[b][:s.rank[b][i]] // swarm.Above, by the rank kept
+	above := s.above(i, b)
 	srcs = append(srcs, swarm.Sources(above, s.cfg.DesignatedPeers, t.forPeer, t.sw.Holders(s.holders(i, b)), true, 1)...)
 	return srcs, fetchers
 }
@@ -80,7 +80,7 @@ func (s *sim) answer(t *stream, j int, src swarm.Source, fetcher, lead bool) (f 
 		}
 		s.download(j, b, true)
 	}
-	if s.ask(t, j, src, s.rank[b][j] < s.rank[b][t.node], lead, fetcher) {
+	if s.ask(t, j, src, s.ranksAbove(b, j, t.node), lead, fetcher) {
 		return swarm.Failure{}, "", true
 	}
 	held := s.held[j][b]

@@ -2,15 +2,18 @@ package model
 
 import (
 	"math"
+	"slices"
 	"time"
 
 	"github.com/shoal-dev/shoal/p2p/swarm"
 )
 
-// members are the nodes that died and those the others know left.
+// members are the nodes that died, and those the others do not count as
+// members: known to have died, or not joined yet.
 type members struct {
-	// dead: the node was killed; gone: the others know, by memberlist,
-	// and leave it out of the rankings and look-ups.
+	// dead: the node was killed; gone: the others leave it out of the
+	// rankings and look-ups, by memberlist, having learnt that it died,
+	// or not having learnt yet that it joined.
 	dead, gone []bool
 }
 
@@ -76,4 +79,56 @@ func (s *sim) kill(i int) {
 		s.gone[i] = true
 		s.rankings()
 	})
+}
+
+// memberlist's gossip with the daemon's timing (p2p.LANTiming): every
+// gossipInterval a member passes what it learnt to gossipNodes others.
+const (
+	gossipInterval = 200 * time.Millisecond
+	gossipNodes    = 3
+)
+
+// JoinAfter is how long after a node joins an n-node cluster the others
+// all count it as a member, by memberlist's gossip: its news reaches
+// gossipNodes more members a round, about log3 n rounds.
+func JoinAfter(n int) time.Duration {
+	rounds := math.Ceil(math.Log(float64(max(2, n))) / math.Log(gossipNodes))
+	return time.Duration(rounds) * gossipInterval
+}
+
+// join makes node i, not a member until now, join the cluster and pull
+// the image: it knows the members at once (memberlist's join exchanges
+// their list), and asks the designated peers of a ranking without
+// itself; after JoinAfter the others rank it and find it in look-ups.
+func (s *sim) join(i int) {
+	s.pull(i)
+	s.after(JoinAfter(s.cfg.Nodes).Seconds(), func() {
+		if !s.dead[i] {
+			s.gone[i] = false
+			s.rankings()
+		}
+	})
+}
+
+// above lists the peers node i ranks above itself for blob b, best
+// first (swarm.Above). A node that joined knows itself a member before
+// the others do, and ranks itself among them.
+func (s *sim) above(i, b int) []string {
+	if !s.isGone(i) || s.dead[i] {
+		return s.order[b][:s.rank[b][i]] // by the rank kept
+	}
+	use := make(map[string]bool, len(s.ids))
+	for k, id := range s.ids {
+		use[id] = k == i || !s.isGone(k)
+	}
+	above, _ := swarm.Above(swarm.Designated(s.blobs[b], s.blobs, s.ids, use), s.ids[i])
+	return above
+}
+
+// ranksAbove says whether node i ranks node j above itself for blob b.
+func (s *sim) ranksAbove(b, j, i int) bool {
+	if !s.isGone(i) || s.dead[i] {
+		return s.rank[b][j] < s.rank[b][i]
+	}
+	return slices.Contains(s.above(i, b), s.ids[j])
 }

@@ -151,10 +151,13 @@ func (s *sim) list(t *stream) {
 
 // holds says whether node j answers a look-up for blob b: it holds some
 // of it or reads it from a source. A member that died is listed until the
-// others know it left.
+// others know it left; one that joined, once they know it did.
 func (s *sim) holds(j, b int) bool {
-	if s.dead[j] {
+	switch {
+	case s.dead[j]:
 		return !s.isGone(j)
+	case s.isGone(j):
+		return false
 	}
 	t := s.streams[j][b]
 	return s.held[j][b] > 0 || t.done || (t.reading && s.now >= t.startAt)

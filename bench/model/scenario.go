@@ -17,6 +17,11 @@ type plan struct {
 	batch int
 	// kill lists the nodes killed once they received half the image.
 	kill []int
+	// join lists the nodes that are no members at the start, and join
+	// the cluster and pull the image at joinAt seconds. Their times run
+	// from the scenario's start.
+	join   []int
+	joinAt float64
 	// bound is the scenario's T*, in seconds.
 	bound float64
 }
@@ -69,12 +74,23 @@ func scenario(cfg Config, p plan) (Result, error) {
 		s.hold(0)
 		first = 1
 	}
+	if len(p.join) > 0 {
+		for _, i := range p.join {
+			s.gone[i] = true
+		}
+		s.rankings()
+	}
 	if p.batch > 0 {
 		s.batches(p.batch)
 	} else {
 		for i := first; i < cfg.Nodes; i++ {
-			s.pull(i)
+			if !slices.Contains(p.join, i) {
+				s.pull(i)
+			}
 		}
+	}
+	for _, i := range p.join {
+		s.after(p.joinAt, func() { s.join(i) })
 	}
 	if len(p.kill) > 0 {
 		s.strikeAt(p.kill, killAt*float64(cfg.Layers)*s.size)
