@@ -5,8 +5,12 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
+
+	"gonum.org/v1/gonum/stat"
 
 	"github.com/shoal-dev/shoal/bench/model"
 	"github.com/shoal-dev/shoal/bench/report"
@@ -20,9 +24,15 @@ type ModelConfig struct {
 	// LinkMbit is each node's upload and download, RegistryMbit the
 	// registry's upload; both must be positive.
 	LinkMbit, RegistryMbit float64
-	// Scenarios are cold and warm.
+	// Scenarios are some of ModelScenarios.
 	Scenarios []string
 	Reps      int
+	// Manifest, Concurrent and UnpackPerByte are containerd's pull (see
+	// model.Config); zero leaves each out. The command sets
+	// ModelManifest, ModelConcurrent and ModelUnpackPerByte.
+	Manifest      time.Duration
+	Concurrent    int
+	UnpackPerByte float64
 	// Progress, if set, gets a line per run.
 	Progress io.Writer
 }
@@ -30,8 +40,33 @@ type ModelConfig struct {
 // ModelRTT is every connection's round trip in the model mode.
 const ModelRTT = time.Millisecond
 
+// ModelScenarios are the scenarios the model mode runs, as the real mode
+// does: cold, warm, rolling (ModelRollingBatch nodes at a time) and churn
+// (ModelChurn nodes killed mid-pull).
+var ModelScenarios = []string{ScenarioCold, ScenarioWarm, ScenarioRolling, ScenarioChurn}
+
+// containerd's pull in the model mode. ModelConcurrent is containerd's
+// default max_concurrent_downloads. ModelManifest (the manifest's time
+// before the first blob) and ModelUnpackPerByte (seconds to unpack a
+// byte) are to be set from the real mode's pulls; until they are, the
+// manifest costs a round trip and unpacking nothing.
+const (
+	ModelConcurrent    = 3
+	ModelManifest      = ModelRTT
+	ModelUnpackPerByte = 0.0
+)
+
+// ModelRollingBatch is how many of n nodes pull at a time in the model's
+// rolling scenario: a tenth, rounded up.
+func ModelRollingBatch(n int) int { return (n + 9) / 10 }
+
+// ModelChurn is how many of n nodes the model's churn scenario kills
+// mid-pull: a twentieth, rounded up.
+func ModelChurn(n int) int { return (n + 19) / 20 }
+
 // ModelStepsPerBound is how many virtual-time steps a model run takes
-// per T*: its step is T*/ModelStepsPerBound.
+// per T* of the nodes that pull at once (in rolling, one batch's): its
+// step is that T*/ModelStepsPerBound.
 const ModelStepsPerBound = 500
 
 // ModelRun is one model run: its record, its node times over T*, and what
@@ -64,7 +99,8 @@ func RunModel(ctx context.Context, cfg ModelConfig) ([]ModelRun, error) {
 				return out, fmt.Errorf("model %s, rep %d: %w", sc, rep, err)
 			}
 			if cfg.Progress != nil {
-				fmt.Fprintf(cfg.Progress, "model %s rep %d: makespan/T* %.2f, computed in %s\n", sc, rep, run.Summary.MakespanOverBound, run.Wall.Round(time.Millisecond))
+				fmt.Fprintf(cfg.Progress, "model %s rep %d: p50/T* %.2f, max/T* %.2f, egress/S %.2f, computed in %s\n", sc, rep,
+					run.Summary.P50, run.Summary.Max, run.Summary.EgressOverSize, run.Wall.Round(time.Millisecond))
 			}
 			out = append(out, run)
 		}
@@ -75,17 +111,32 @@ func RunModel(ctx context.Context, cfg ModelConfig) ([]ModelRun, error) {
 // modelRun runs one scenario with seed rep.
 func modelRun(ctx context.Context, cfg ModelConfig, scenario string, rep int) (ModelRun, error) {
 	link, reg := cfg.LinkMbit*1e6/8, cfg.RegistryMbit*1e6/8
-	mc := model.Config{Nodes: cfg.Nodes, Layers: cfg.Layers, LayerSize: cfg.LayerSize, Up: link, Down: link, RegistryUp: reg, RTT: ModelRTT, Seed: uint64(rep), Done: ctx.Done()}
+	mc := model.Config{
+		Nodes: cfg.Nodes, Layers: cfg.Layers, LayerSize: cfg.LayerSize, Up: link, Down: link, RegistryUp: reg, RTT: ModelRTT, Seed: uint64(rep), Done: ctx.Done(),
+		Manifest: cfg.Manifest, Concurrent: cfg.Concurrent, UnpackPerByte: cfg.UnpackPerByte,
+	}
 	size := float64(cfg.Layers) * float64(cfg.LayerSize)
+	// bound is T* of the nodes that pull at once, for the step.
 	var bound float64
-	run := model.Cold
+	var run func(model.Config) (model.Result, error)
+	var notes []string
 	switch scenario {
 	case ScenarioCold:
-		bound = report.ColdBound(size, reg, link, link, cfg.Nodes)
+		bound, run = report.ColdBound(size, reg, link, link, cfg.Nodes), model.Cold
 	case ScenarioWarm:
 		bound, run = report.WarmBound(size, link, link, cfg.Nodes), model.Warm
+	case ScenarioRolling:
+		k := ModelRollingBatch(cfg.Nodes)
+		bound = report.ColdBound(size, reg, link, link, k)
+		run = func(c model.Config) (model.Result, error) { return model.Rolling(c, k) }
+		notes = append(notes, fmt.Sprintf("%d at a time; node times and the makespan run from the first batch's start", k))
+	case ScenarioChurn:
+		k := ModelChurn(cfg.Nodes)
+		bound = report.ColdBound(size, reg, link, link, cfg.Nodes-k)
+		run = func(c model.Config) (model.Result, error) { return model.Churn(c, k) }
+		notes = append(notes, fmt.Sprintf("the last %d of %d nodes killed mid-pull, once each received half the image; their pulls are not counted", k, cfg.Nodes))
 	default:
-		return ModelRun{}, fmt.Errorf("scenario %q: the model mode runs cold and warm", scenario)
+		return ModelRun{}, fmt.Errorf("scenario %q: the model mode runs %s", scenario, strings.Join(ModelScenarios, ", "))
 	}
 	mc.Step = time.Duration(bound / ModelStepsPerBound * float64(time.Second))
 	start := time.Now()
@@ -99,7 +150,7 @@ func modelRun(ctx context.Context, cfg ModelConfig, scenario string, rep int) (M
 	rec := report.Record{
 		Candidate: CandidateShoal, Scenario: scenario, Mode: report.ModeModel, Rep: rep, Nodes: cfg.Nodes,
 		ImageBytes: r.Size, RegistryEgressBytes: r.Egress, BoundSeconds: r.Bound.Seconds(), MakespanSeconds: r.Makespan.Seconds(),
-		FailedPulls: r.Failed, NodeUploadBytes: r.NodeUploadBytes, LinkMbit: cfg.LinkMbit, RegistryMbit: cfg.RegistryMbit,
+		FailedPulls: r.Failed, NodeUploadBytes: r.NodeUploadBytes, LinkMbit: cfg.LinkMbit, RegistryMbit: cfg.RegistryMbit, Notes: notes,
 	}
 	for _, t := range r.NodeTimes {
 		rec.NodeSeconds = append(rec.NodeSeconds, t.Seconds())
@@ -108,13 +159,28 @@ func modelRun(ctx context.Context, cfg ModelConfig, scenario string, rep int) (M
 }
 
 // WriteModelTable writes what the report's table leaves out of a model
-// run: its nodes' times over T*, its step, and what computing it cost.
+// run: its nodes' times over T*, what the nodes uploaded (results.json
+// has each node's bytes), its step, and what computing it cost.
 func WriteModelTable(w io.Writer, runs []ModelRun) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "scenario\trep\tp50/T*\tp99/T*\tmax/T*\tstep\tsim wall time\tmemory (Go Sys)")
+	fmt.Fprintln(tw, "scenario\trep\tp50/T*\tp99/T*\tmax/T*\tnode upload/S p50\tmax\tstep\tsim wall time\tmemory (Go Sys)")
 	for _, r := range runs {
-		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%s\t%s\t%d MiB\n", r.Record.Scenario, r.Record.Rep,
-			r.Summary.P50, r.Summary.P99, r.Summary.Max, r.Step.Round(time.Microsecond), r.Wall.Round(time.Millisecond), r.Sys>>20)
+		up50, upMax := uploadOverSize(r.Record)
+		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%d MiB\n", r.Record.Scenario, r.Record.Rep,
+			r.Summary.P50, r.Summary.P99, r.Summary.Max, up50, upMax, r.Step.Round(time.Microsecond), r.Wall.Round(time.Millisecond), r.Sys>>20)
 	}
 	return tw.Flush()
+}
+
+// uploadOverSize is the median and the most a node of rec uploaded, over S.
+func uploadOverSize(rec report.Record) (p50, most float64) {
+	if len(rec.NodeUploadBytes) == 0 || rec.ImageBytes == 0 {
+		return 0, 0
+	}
+	up := make([]float64, len(rec.NodeUploadBytes))
+	for i, b := range rec.NodeUploadBytes {
+		up[i] = float64(b) / float64(rec.ImageBytes)
+	}
+	slices.Sort(up)
+	return stat.Quantile(0.5, stat.Empirical, up, nil), up[len(up)-1]
 }

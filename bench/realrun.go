@@ -430,25 +430,10 @@ func (s *session) bound(scenario string) float64 {
 	case ScenarioChurn:
 		return report.ColdBound(S, U, l, l, cfg.Nodes-cfg.Churn)
 	case ScenarioRolling:
-		return rollingBound(S, U, l, cfg.Nodes, cfg.RollingBatch)
+		return report.RollingBound(S, U, l, l, cfg.Nodes, cfg.RollingBatch)
 	default:
 		return report.ColdBound(S, U, l, l, cfg.Nodes)
 	}
-}
-
-// rollingBound adds up the batches' bounds. A batch of k nodes pulls while
-// h nodes already hold the image; those h uploads add to the registry's, so
-// each batch is a cold pull from a source of U + h·u.
-func rollingBound(S, U, l float64, N, k int) float64 {
-	var t float64
-	for h := 0; h < N; h += k {
-		src := U
-		if h > 0 { // 0 × an unshaped link is NaN, not 0
-			src += float64(h) * l
-		}
-		t += report.ColdBound(S, src, l, l, min(k, N-h))
-	}
-	return t
 }
 
 // pullTimeout is ten times the slowest a pull straight from the registry

@@ -16,7 +16,8 @@ type Result struct {
 	Size int64
 	// Egress is what the registry sent.
 	Egress int64
-	// NodeTimes is each node's pull time from the scenario's start.
+	// NodeTimes is each node's pull time from the scenario's start, for
+	// the nodes that pull and are not killed.
 	NodeTimes []time.Duration
 	// Makespan is the slowest node's time.
 	Makespan time.Duration
@@ -24,6 +25,9 @@ type Result struct {
 	Bound time.Duration
 	// NodeUploadBytes is what each node sent to its peers.
 	NodeUploadBytes []int64
+	// Received is what the pulling nodes received, the killed nodes' part
+	// of the image included: Egress and the uploads added up.
+	Received int64
 	// Failed counts the blobs a node's download gave up on.
 	Failed int
 }
@@ -60,7 +64,7 @@ func Cold(cfg Config) (Result, error) {
 		return Result{}, err
 	}
 	size := float64(cfg.Layers) * float64(cfg.LayerSize)
-	return scenario(cfg, false, report.ColdBound(size, cfg.RegistryUp, cfg.Down, cfg.Up, cfg.Nodes))
+	return scenario(cfg, plan{bound: report.ColdBound(size, cfg.RegistryUp, cfg.Down, cfg.Up, cfg.Nodes)})
 }
 
 // Warm runs the warm scenario: node 0 holds the image, the other N−1
@@ -73,40 +77,7 @@ func Warm(cfg Config) (Result, error) {
 		return Result{}, errors.New("model: the warm scenario needs a holder and a puller")
 	}
 	size := float64(cfg.Layers) * float64(cfg.LayerSize)
-	return scenario(cfg, true, report.WarmBound(size, cfg.Up, cfg.Down, cfg.Nodes))
-}
-
-// scenario runs every node's pull at once, node 0 holding the image
-// already when warm, and measures it against bound (seconds).
-func scenario(cfg Config, warm bool, bound float64) (Result, error) {
-	s := newSim(cfg)
-	for i := range cfg.Nodes {
-		s.pull(i)
-	}
-	if warm {
-		s.hold(0)
-	}
-	if err := s.run(); err != nil {
-		return Result{}, err
-	}
-	r := Result{
-		Size:   int64(cfg.Layers) * cfg.LayerSize,
-		Egress: int64(s.egress + 0.5),
-		Bound:  seconds(bound),
-		Failed: s.failed,
-	}
-	for _, b := range s.sent {
-		r.NodeUploadBytes = append(r.NodeUploadBytes, int64(b+0.5))
-	}
-	for i, f := range s.finish {
-		if warm && i == 0 {
-			continue
-		}
-		t := seconds(f)
-		r.NodeTimes = append(r.NodeTimes, t)
-		r.Makespan = max(r.Makespan, t)
-	}
-	return r, nil
+	return scenario(cfg, plan{warm: true, bound: report.WarmBound(size, cfg.Up, cfg.Down, cfg.Nodes)})
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

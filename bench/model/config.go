@@ -38,6 +38,29 @@ type Config struct {
 	// Limits are the download rules' times; zero fields take the
 	// resolver's defaults (BusyWait 2 s, BusyRetryFor 30 s, 10 s).
 	Limits swarm.Limits
+	// Manifest is how long a node's pull takes before it asks for any
+	// blob: containerd resolves the tag and fetches the manifest first (a
+	// round trip and the manifest's bytes). Zero: the blobs are asked for
+	// at the pull's start.
+	Manifest time.Duration
+	// Concurrent is how many blobs a node's pull downloads at once,
+	// containerd's max_concurrent_downloads (3 by default): the blobs are
+	// asked for in the manifest's layer order, each waiting for a free
+	// slot. A node asked by a peer to fetch a blob for the cluster starts
+	// it at once whatever its own pull's slots, as the daemon does (see
+	// swarm.Coordinate). Zero: every blob at once.
+	Concurrent int
+	// UnpackPerByte is the seconds containerd takes to unpack a byte of a
+	// layer. Layers are unpacked in order, one at a time, each once it is
+	// downloaded and the one before it is unpacked; a node's pull ends when
+	// its last layer is unpacked. Unpacking takes no link. Zero: no unpack
+	// time, a pull ends with its last download.
+	UnpackPerByte float64
+	// Detect is how long after a member dies the others leave it out of
+	// the designated rankings and of the look-ups' answers; until then
+	// they ask it and fail. Zero means DetectAfter(Nodes), memberlist's
+	// time with the daemon's LAN timing.
+	Detect time.Duration
 	// Step, when positive, moves the run on in steps of this much virtual
 	// time, each step's rates approximately max-min fair (waterShare), an
 	// event that falls within a step taken at its end, and a stream's
@@ -55,8 +78,11 @@ func (c *Config) defaults() error {
 	if c.Up <= 0 || c.Down <= 0 || c.RegistryUp <= 0 {
 		return errors.New("model: link capacities must be positive")
 	}
-	if c.RTT < 0 || c.Step < 0 {
-		return errors.New("model: the round trip and the step must not be negative")
+	if c.RTT < 0 || c.Step < 0 || c.Manifest < 0 || c.Concurrent < 0 || c.UnpackPerByte < 0 || c.Detect < 0 {
+		return errors.New("model: the round trip, the step, the manifest's time, the downloads at once, the unpack time and the detection time must not be negative")
+	}
+	if c.Detect == 0 {
+		c.Detect = DetectAfter(c.Nodes)
 	}
 	setDefault(&c.MaxUploads, 4)
 	setDefault(&c.MaxUploadsPerBlob, 2)

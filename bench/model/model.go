@@ -34,6 +34,10 @@ type stream struct {
 	endAt float64
 	// listed: the node is among the blob's holders (sim.known).
 	listed bool
+	// forPeer: the download was started for a peer that asked this node,
+	// designated, to fetch the blob for the cluster; it asks no
+	// designated peer itself (swarm.Sources).
+	forPeer bool
 }
 
 const none = -2
@@ -47,9 +51,9 @@ type sim struct {
 	ids   []string
 	index map[string]int // by id
 	blobs []digest.Digest
-	// order is, by blob, the designated ranking of every node (all in
-	// use: no member fails in a model run), and rank each node's place
-	// in it; both computed once.
+	// order is, by blob, the designated ranking of the members in use,
+	// and rank each node's place in it; computed again when a member
+	// leaves (see members).
 	order [][]string
 	rank  [][]int
 	// known lists, by blob, the nodes that became holders of it, in the
@@ -65,6 +69,13 @@ type sim struct {
 	finish  []float64
 	left    int // streams not done
 	failed  int
+	// pulls are the nodes' pulls as containerd runs them, by node (nil:
+	// not pulling); timers the scenario's events; members who died and
+	// who left; coord what the designated nodes left to askers.
+	pulls []*nodePull
+	timers
+	members
+	coord
 }
 
 func newSim(cfg Config) *sim {
@@ -76,6 +87,7 @@ func newSim(cfg Config) *sim {
 	for l := range cfg.Layers {
 		s.blobs = append(s.blobs, digest.FromString(fmt.Sprintf("layer-%d-%d", cfg.Seed, l)))
 	}
+	s.members = newMembers(cfg.Nodes)
 	s.rankings()
 	s.known = make([][]int, cfg.Layers)
 	s.held = make([][]float64, cfg.Nodes)
@@ -84,6 +96,8 @@ func newSim(cfg Config) *sim {
 	s.open = make([]int, cfg.Nodes)
 	s.finish = make([]float64, cfg.Nodes)
 	s.sent = make([]float64, cfg.Nodes)
+	s.pulls = make([]*nodePull, cfg.Nodes)
+	s.coord = coord{given: map[[2]int]leftTo{}}
 	return s
 }
 
@@ -92,29 +106,22 @@ func (s *sim) at(t float64) time.Time {
 	return s.epoch.Add(time.Duration(t * float64(time.Second)))
 }
 
-// pull starts node i's pull of every layer now.
-func (s *sim) pull(i int) {
-	s.held[i] = make([]float64, len(s.blobs))
-	s.streams[i] = make([]*stream, len(s.blobs))
-	for b := range s.blobs {
-		d := swarm.NewDownload(s.cfg.Limits, s.at(s.now))
-		// The manifest named the blob's size: readers follow at once.
-		d.Published = true
-		s.streams[i][b] = &stream{node: i, blob: b, sw: d, src: none, retryAt: s.now}
-		s.left++
-	}
-}
-
-// rankings computes every blob's designated ranking once: the rule
-// (swarm.Designated) depends only on the members, which do not change.
+// rankings computes every blob's designated ranking: the rule
+// (swarm.Designated) depends only on the members in use, so it is
+// computed again only when one leaves. A member that left has no place:
+// its rank is past the end.
 func (s *sim) rankings() {
 	use := make(map[string]bool, len(s.ids))
-	for _, id := range s.ids {
-		use[id] = true
+	for i, id := range s.ids {
+		use[id] = !s.isGone(i)
 	}
+	s.order, s.rank = nil, nil
 	for _, dg := range s.blobs {
 		order := swarm.Designated(dg, s.blobs, s.ids, use)
 		rank := make([]int, len(s.ids))
+		for i := range rank {
+			rank[i] = len(order)
+		}
 		for k, id := range order {
 			rank[s.index[id]] = k
 		}
@@ -122,12 +129,14 @@ func (s *sim) rankings() {
 	}
 }
 
-// hold makes node i hold the whole image, its pull done.
+// hold makes node i hold the whole image, with no pull.
 func (s *sim) hold(i int) {
-	for b, t := range s.streams[i] {
+	s.held[i] = make([]float64, len(s.blobs))
+	s.streams[i] = make([]*stream, len(s.blobs))
+	for b := range s.blobs {
 		s.held[i][b] = s.size
-		t.done = true
-		s.left--
+		t := &stream{node: i, blob: b, sw: swarm.NewDownload(s.cfg.Limits, s.at(s.now)), src: none, done: true}
+		s.streams[i][b] = t
 		s.list(t)
 	}
 }
@@ -141,8 +150,15 @@ func (s *sim) list(t *stream) {
 }
 
 // holds says whether node j answers a look-up for blob b: it holds some
-// of it or reads it from a source.
+// of it or reads it from a source. A member that died is listed until the
+// others know it left; one that joined, once they know it did.
 func (s *sim) holds(j, b int) bool {
+	switch {
+	case s.dead[j]:
+		return !s.isGone(j)
+	case s.isGone(j):
+		return false
+	}
 	t := s.streams[j][b]
 	return s.held[j][b] > 0 || t.done || (t.reading && s.now >= t.startAt)
 }

@@ -1,27 +1,25 @@
 package model
 
 import (
+	"slices"
+
 	"github.com/shoal-dev/shoal/p2p/swarm"
 )
 
 // round is a download's round over its sources, as the resolver's: in
-// the order swarm.Sources gives, each passed over, tried or ending the
-// round as swarm.Download.Skip says; a peer without a free slot, or
-// without the next byte, is busy. With no source taken, the download
-// waits and tries again (swarm.Download.WaitAgain), or fails.
+// the order swarm.Sources gives (after the peer this node left the blob
+// to, see sources), each passed over, tried or ending the round as
+// swarm.Download.Skip says; a peer without a free slot, or without the
+// next byte, is busy; a designated peer that does not want the blob
+// coordinates (see answer). With no source taken, the download waits and
+// tries again (swarm.Download.WaitAgain), or fails.
 func (s *sim) round(t *stream) {
 	i, b := t.node, t.blob
-	above := s.order[b][:s.rank[b][i]] // swarm.Above, by the rank kept
-	srcs := swarm.Sources(above, s.cfg.DesignatedPeers, false, t.sw.Holders(s.holders(i, b)), true, 1)
-	var designated []string
-	for _, src := range srcs {
-		if src.Designated {
-			designated = append(designated, src.Peer)
-		}
-	}
+	srcs, fetchers := s.sources(t)
 	now := s.at(s.now)
 	var st swarm.Round
-	for _, src := range srcs {
+	for k := 0; k < len(srcs); k++ {
+		src := srcs[k]
 		step := t.sw.Skip(src, st, false, now)
 		if step == swarm.Stop {
 			break
@@ -33,13 +31,18 @@ func (s *sim) round(t *stream) {
 			s.start(t, registry, true, s.size)
 			return
 		}
-		lead := swarm.Leads(true, designated, t.sw.FailedPeers)
+		lead := t.sw.LeftToUs || swarm.Leads(true, designatedIn(srcs), t.sw.FailedPeers)
 		j := s.index[src.Peer]
-		if s.ask(t, j, src, s.rank[b][j] < s.rank[b][i], lead) {
+		f, at, served := s.answer(t, j, src, fetchers[src.Peer], lead)
+		if served {
 			return
 		}
-		held := s.held[j][b]
-		t.sw.Failed(src, swarm.Failure{NotNow: true, Partial: held > 0 && held < s.size, Whole: held == s.size}, lead, &st, now)
+		t.sw.Failed(src, f, lead, &st, now)
+		if at != "" && !t.sw.FailedPeers[at] && !fetchers[at] {
+			// The resolver's follow: the fetcher named is asked next.
+			srcs = slices.Insert(srcs, k+1, swarm.Source{Peer: at, Designated: true})
+			fetchers[at] = true
+		}
 	}
 	if t.sw.WaitAgain(st, now) {
 		t.retryAt = s.now + t.sw.Backoff(int64(s.held[i][b]), now).Seconds()
@@ -52,10 +55,16 @@ func (s *sim) round(t *stream) {
 
 // ask asks node j for t's blob from what t holds, and says whether j
 // serves it: it holds the next byte, or t may wait on it (swarm.WaitOn,
-// swarm.NotYet), and it has a free upload slot (swarm.BlobUploadCap).
-func (s *sim) ask(t *stream, j int, src swarm.Source, above, lead bool) bool {
+// swarm.NotYet; always on a fetcher a designated peer named), and it has
+// a free upload slot (swarm.BlobUploadCap).
+func (s *sim) ask(t *stream, j int, src swarm.Source, above, lead, fetcher bool) bool {
 	b := t.blob
 	wait, heldOnly := swarm.WaitOn(swarm.Reader{Ranked: true, Above: above, Designated: src.Designated, Leading: lead})
+	if fetcher {
+		// The resolver's fetcherSource: the peer a designated peer left
+		// the blob to waits on no one, so it is waited on.
+		wait, heldOnly = true, false
+	}
 	have := s.held[j][b]
 	arriving := !s.streams[j][b].done
 	ask := swarm.Ask{Off: int64(s.held[t.node][b]), Ranged: true, Wait: wait}
@@ -91,12 +100,12 @@ func (s *sim) end(t *stream) {
 	t.retryAt = s.now
 }
 
-// complete marks t done at virtual time at; its node's pull ends with
-// the last of its blobs.
+// complete marks t done at virtual time at; its node's pull ends once
+// the last of its layers is unpacked (see downloaded).
 func (s *sim) complete(t *stream, at float64) {
 	s.end(t)
 	t.done = true
 	s.left--
 	s.list(t)
-	s.finish[t.node] = max(s.finish[t.node], at)
+	s.downloaded(t, at)
 }

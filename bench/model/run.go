@@ -133,8 +133,8 @@ func (s *sim) advance(fl []*stream, dt float64) {
 	s.now += dt
 }
 
-// settle ends the streams that reached their end, and runs the rounds
-// that are due.
+// settle ends the streams that reached their end, runs the timers that
+// are due, and the rounds.
 func (s *sim) settle(fl []*stream) {
 	for _, t := range fl {
 		h := s.held[t.node][t.blob]
@@ -146,6 +146,7 @@ func (s *sim) settle(fl []*stream) {
 			s.end(t)
 		}
 	}
+	s.tick()
 	for _, row := range s.streams {
 		for _, t := range row {
 			if t != nil && !t.done && !t.reading && t.retryAt <= s.now {
@@ -164,9 +165,9 @@ const maxSteps = 10_000_000
 // ErrStopped says a run ended because Config.Done was closed.
 var ErrStopped = errors.New("model: run stopped")
 
-// run runs until every pull ended.
+// run runs until every pull ended and no timer is left.
 func (s *sim) run() error {
-	for step := 0; s.left > 0; step++ {
+	for step := 0; s.left > 0 || s.pending(); step++ {
 		if step == maxSteps {
 			return errors.New("model: too many events")
 		}
@@ -174,7 +175,7 @@ func (s *sim) run() error {
 			return ErrStopped
 		}
 		s.settle(s.flowing())
-		if s.left == 0 {
+		if s.left == 0 && !s.pending() {
 			return nil
 		}
 		fl := s.flowing()
@@ -199,13 +200,13 @@ func (s *sim) stopped() bool {
 }
 
 // stepFor is how far virtual time moves next: to the next event, or by
-// Config.Step while bytes flow (with none flowing, to the next event, so
-// that waits cost no steps).
+// Config.Step while bytes flow (with none flowing, to the next event or
+// timer, so that waits cost no steps).
 func (s *sim) stepFor(fl []*stream) (float64, error) {
 	if s.cfg.Step > 0 && len(fl) > 0 {
 		return s.cfg.Step.Seconds(), nil
 	}
-	dt := s.next(fl)
+	dt := min(s.next(fl), s.untilTimer())
 	if math.IsInf(dt, 1) {
 		return 0, errStuck
 	}

@@ -34,6 +34,25 @@ func WarmBound(S, u, d float64, N int) float64 {
 	return math.Max(math.Max(seconds(S, u), seconds(S, d)), seconds((n-1)*S, n*u))
 }
 
+// RollingBound is T* when N nodes pull k at a time, each batch once the
+// previous one finished: the batches' bounds added up. A batch of k nodes
+// pulls while h nodes already hold the image; their uploads add to the
+// registry's, so each batch is a cold pull from a source of U + h·u.
+func RollingBound(S, U, d, u float64, N, k int) float64 {
+	if k < 1 {
+		return 0
+	}
+	var t float64
+	for h := 0; h < N; h += k {
+		src := U
+		if h > 0 { // 0 × an unshaped link is NaN, not 0
+			src += float64(h) * u
+		}
+		t += ColdBound(S, src, d, u, min(k, N-h))
+	}
+	return t
+}
+
 // DirectBound is the least time N nodes take to pull an S-byte image straight
 // from the registry, with no mirror: the registry sends it N times (N·S/U) and
 // each node receives it once (S/d). The `direct` baseline is measured against

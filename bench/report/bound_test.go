@@ -47,6 +47,23 @@ func TestBounds(t *testing.T) {
 	}
 }
 
+func TestRollingBound(t *testing.T) {
+	t.Parallel()
+	const S, r = 100.0, 10.0
+	// First batch of 2 from the registry alone: max(S/U, S/d, 2S/(U+2u)) = 10.
+	// Then each batch of 2 also has the holders' uploads: S/d = 10 dominates.
+	if got := RollingBound(S, r, r, r, 8, 2); math.Abs(got-40) > 1e-9 {
+		t.Errorf("RollingBound(8 nodes, batches of 2) = %v, want 40", got)
+	}
+	// One batch of everyone is the cold bound.
+	if got, want := RollingBound(S, r, r, r, 4, 4), ColdBound(S, r, r, r, 4); got != want {
+		t.Errorf("one batch: %v, want the cold bound %v", got, want)
+	}
+	if got := RollingBound(S, math.Inf(1), math.Inf(1), math.Inf(1), 4, 2); got != 0 {
+		t.Errorf("unshaped: %v, want 0", got)
+	}
+}
+
 func TestMbitToBytes(t *testing.T) {
 	t.Parallel()
 	if got := MbitToBytes(200); got != 25e6 {

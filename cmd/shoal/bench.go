@@ -55,8 +55,12 @@ registry's egress and each node's pull time against the physical bound T*
 
 With --model, the MODEL mode: no daemon runs; the swarm's rules decide
 every node's downloads on model links (max-min fair, a round trip per
-connection) in virtual time, so thousands of nodes take minutes. It runs
-cold and warm; the figures are computed, not measured.
+connection) in virtual time, so thousands of nodes take minutes. Each
+node pulls as containerd does: the manifest first, three blobs at a time,
+each layer unpacked in order. Scenarios, all run by default: cold, warm,
+rolling (a tenth of the nodes at a time) and churn (cold, with a
+twentieth of the nodes killed mid-pull); the figures are computed, not
+measured.
 
 Without --real or --model this is the SIMULATED mode: an in-process registry,
 in-process shoal nodes on loopback forming one encrypted mesh, and an
@@ -156,14 +160,14 @@ Placeholders, filled in per node: {` + strings.Join(bench.Placeholders, "} {") +
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&fl.model, "model", false, "run the model mode: the swarm's rules for N nodes on model links in virtual time (cold and warm; thousands of nodes in minutes; nothing measured)")
+	f.BoolVar(&fl.model, "model", false, "run the model mode: the swarm's rules for N nodes on model links in virtual time (cold, warm, rolling, churn; thousands of nodes in minutes; nothing measured)")
 	f.BoolVar(&fl.real, "real", false, "run the real mode: network namespaces, tc, real containerd, registry and shoal processes (root)")
 	f.IntVar(&fl.nodes, "nodes", fl.nodes, "nodes pulling the image")
 	f.IntVar(&fl.layers, "layers", fl.layers, "layers in the generated image (random, incompressible)")
 	f.StringVar(&fl.layerSize, "layer-size", fl.layerSize, "size of each layer")
 	f.Float64Var(&fl.linkMbit, "link-mbit", fl.linkMbit, "each node's upload and download rate, Mbit/s (--real: 0 leaves them unshaped)")
 	f.Float64Var(&fl.registryMbit, "registry-mbit", fl.registryMbit, "the registry's upload rate, Mbit/s (--real: 0 leaves it unshaped)")
-	f.StringSliceVar(&fl.scenarios, "scenarios", fl.scenarios, "scenarios to run: cold, warm; with --real also rolling, churn, outage, slowpeers, lone, and all seven are the default")
+	f.StringSliceVar(&fl.scenarios, "scenarios", fl.scenarios, "scenarios to run: cold, warm; with --model also rolling, churn, and all four are the default; with --real also rolling, churn, outage, slowpeers, lone, and all seven are the default")
 	f.StringSliceVar(&fl.candidates, "candidates", fl.candidates, "built-in candidates to compare: direct, shoal (with --real, --candidate names may be listed too, to set the order)")
 	f.IntVar(&fl.reps, "reps", fl.reps, "repetitions of each run; the table shows the median and the spread")
 	f.StringVar(&fl.out, "out", fl.out, "directory for results.json, report.html and the charts")
@@ -237,7 +241,11 @@ func runModelBench(cmd *cobra.Command, fl benchFlags, size int64) error {
 	start := time.Now()
 	cfg := bench.ModelConfig{
 		Nodes: fl.nodes, Layers: fl.layers, LayerSize: size, LinkMbit: fl.linkMbit, RegistryMbit: fl.registryMbit,
-		Scenarios: fl.scenarios, Reps: fl.reps, Progress: cmd.ErrOrStderr(),
+		Scenarios: bench.ModelScenarios, Reps: fl.reps, Progress: cmd.ErrOrStderr(),
+		Manifest: bench.ModelManifest, Concurrent: bench.ModelConcurrent, UnpackPerByte: bench.ModelUnpackPerByte,
+	}
+	if cmd.Flags().Changed("scenarios") {
+		cfg.Scenarios = fl.scenarios
 	}
 	runs, err := bench.RunModel(cmd.Context(), cfg)
 	if err != nil {

@@ -19,7 +19,7 @@ func TestBenchFlags(t *testing.T) {
 		{name: "candidate without a command", args: []string{"bench", "--real", "--candidate", "x"}, wantErr: "want NAME=COMMAND"},
 		{name: "model with real", args: []string{"bench", "--model", "--real"}, wantErr: "--real does not go with --model"},
 		{name: "model with a candidate", args: []string{"bench", "--model", "--candidates", "direct"}, wantErr: "--candidates does not go with --model"},
-		{name: "model with an unknown scenario", args: []string{"bench", "--model", "--scenarios", "churn", "--out", "unused"}, wantErr: "the model mode runs cold and warm"},
+		{name: "model with an unknown scenario", args: []string{"bench", "--model", "--scenarios", "outage", "--out", "unused"}, wantErr: "the model mode runs cold, warm, rolling, churn"},
 		{name: "setup of no candidate", args: []string{"bench", "--real", "--candidate", "x=run", "--candidate-setup", "y=cfg"}, wantErr: "no --candidate of that name"},
 	}
 	for _, tt := range tests {
@@ -49,8 +49,9 @@ func TestParseCandidates(t *testing.T) {
 	}
 }
 
-// The model mode prints the report's table under its own mode line, and
-// the nodes' times over T* with what the run cost.
+// The model mode runs its four scenarios by default, and prints the
+// report's table under its own mode line, and the nodes' times over T*,
+// their uploads and what the run cost.
 func TestBenchModel(t *testing.T) {
 	t.Parallel()
 	cmd := newRootCommand()
@@ -61,7 +62,7 @@ func TestBenchModel(t *testing.T) {
 	if err := cmd.ExecuteContext(t.Context()); err != nil {
 		t.Fatal(err, errOut.String())
 	}
-	for _, want := range []string{"MODEL: ", "makespan/T*", "cold      shoal", "warm      shoal", "p99/T*", "sim wall time"} {
+	for _, want := range []string{"MODEL: ", "makespan/T*", "cold      shoal", "warm      shoal", "rolling   shoal", "churn     shoal", "p99/T*", "node upload/S", "sim wall time"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("no %q in\n%s", want, out.String())
 		}

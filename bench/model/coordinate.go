@@ -1,0 +1,106 @@
+package model
+
+import (
+	"github.com/shoal-dev/shoal/p2p/swarm"
+)
+
+// coord is what designated nodes that did not want a blob told the peers
+// that asked them to fetch it (swarm.Coordinate).
+type coord struct {
+	// given is, by designated node and blob, the asker it left the blob
+	// to, and when.
+	given map[[2]int]leftTo
+}
+
+type leftTo struct {
+	peer int
+	at   float64
+}
+
+// leftFetcher is the peer node j left blob b to within swarm.LeftFor, if
+// any (the resolver's leftFetcher).
+func (s *sim) leftFetcher(j, b int) (int, bool) {
+	l, ok := s.given[[2]int{j, b}]
+	if !ok || s.at(s.now).Sub(s.at(l.at)) >= swarm.LeftFor {
+		return 0, false
+	}
+	return l.peer, true
+}
+
+// sources are t's sources in the order it asks them, as the resolver's:
+// first the peer its node left the blob to lately, unless it fetches for
+// a peer (that peer is a fetcher: it is waited on); then swarm.Sources.
+func (s *sim) sources(t *stream) (srcs []swarm.Source, fetchers map[string]bool) {
+	i, b := t.node, t.blob
+	fetchers = map[string]bool{}
+	if p, ok := s.leftFetcher(i, b); ok && !t.forPeer && !t.sw.FailedPeers[s.ids[p]] {
+		srcs = append(srcs, swarm.Source{Peer: s.ids[p], Designated: true})
+		fetchers[s.ids[p]] = true
+	}
+	above := s.above(i, b)
+	srcs = append(srcs, swarm.Sources(above, s.cfg.DesignatedPeers, t.forPeer, t.sw.Holders(s.holders(i, b)), true, 1)...)
+	return srcs, fetchers
+}
+
+// designatedIn lists the designated peers among srcs.
+func designatedIn(srcs []swarm.Source) []string {
+	var out []string
+	for _, src := range srcs {
+		if src.Designated {
+			out = append(out, src.Peer)
+		}
+	}
+	return out
+}
+
+// answer is node j's answer to t's request, src being j as t's round sees
+// it (fetcher: the peer a designated peer named): served, or the failure
+// as the resolver sorts it, and the peer j points at when it names one. A
+// member that died refuses the connection. A designated node that neither
+// holds nor downloads the blob asks swarm.Coordinate, as the resolver's
+// PullFor does: wanting it, it starts the download for the cluster;
+// else it leaves the blob to the first asker and points the next at it.
+// A fetcher that has not begun the download answers "not yet".
+func (s *sim) answer(t *stream, j int, src swarm.Source, fetcher, lead bool) (f swarm.Failure, at string, served bool) {
+	if s.dead[j] {
+		return swarm.Failure{}, "", false
+	}
+	b := t.blob
+	started := s.streams[j] != nil && s.streams[j][b] != nil
+	switch {
+	case fetcher && !started:
+		// errFetcherNotStarted wraps errdefs.ErrOutOfRange.
+		return swarm.Failure{NotNow: true, Partial: true}, "", false
+	case src.Designated && !fetcher && !started:
+		switch ans, p := s.coordinate(j, t.node, b); ans {
+		case swarm.FetchYourself:
+			return swarm.Failure{LeftToUs: true}, "", false
+		case swarm.ReadFromFetcher:
+			return swarm.Failure{PointedOn: true}, s.ids[p], false
+		}
+		s.download(j, b, true)
+	}
+	if s.ask(t, j, src, s.ranksAbove(b, j, t.node), lead, fetcher) {
+		return swarm.Failure{}, "", true
+	}
+	held := s.held[j][b]
+	return swarm.Failure{NotNow: true, Partial: held > 0 && held < s.size, Whole: held == s.size}, "", false
+}
+
+// coordinate is designated node j's answer to asker, which asked it to
+// fetch blob b that j neither holds nor downloads (the resolver's
+// coordinate): j wants the blob while it pulls the image; p is the
+// fetcher it points at.
+func (s *sim) coordinate(j, asker, b int) (ans swarm.Answer, p int) {
+	now := s.at(s.now)
+	l, ok := s.given[[2]int{j, b}]
+	a := swarm.Asked{Wanted: s.pulls[j] != nil, Asker: s.ids[asker]}
+	if ok {
+		a.Fetcher, a.Told = s.ids[l.peer], s.at(l.at)
+	}
+	ans = swarm.Coordinate(a, now)
+	if ans == swarm.FetchYourself {
+		s.given[[2]int{j, b}] = leftTo{peer: asker, at: s.now}
+	}
+	return ans, l.peer
+}
