@@ -67,8 +67,10 @@ type sim struct {
 	egress  float64
 	sent    []float64 // by node: bytes uploaded to peers
 	finish  []float64
-	left    int // streams not done
-	failed  int
+	// lastByte is, by node, when it last received bytes of any blob.
+	lastByte []float64
+	left     int // streams not done
+	failed   int
 	// pulls are the nodes' pulls as containerd runs them, by node (nil:
 	// not pulling); timers the scenario's events; members who died and
 	// who left; coord what the designated nodes left to askers.
@@ -95,6 +97,7 @@ func newSim(cfg Config) *sim {
 	s.uploads = make([]swarm.BlobUploads, cfg.Nodes)
 	s.open = make([]int, cfg.Nodes)
 	s.finish = make([]float64, cfg.Nodes)
+	s.lastByte = make([]float64, cfg.Nodes)
 	s.sent = make([]float64, cfg.Nodes)
 	s.pulls = make([]*nodePull, cfg.Nodes)
 	s.coord = coord{given: map[[2]int]leftTo{}}

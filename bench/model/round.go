@@ -17,6 +17,9 @@ func (s *sim) round(t *stream) {
 	i, b := t.node, t.blob
 	srcs, fetchers := s.sources(t)
 	now := s.at(s.now)
+	if s.lastByte[i] > 0 {
+		t.sw.NodeReceived(s.at(s.lastByte[i]))
+	}
 	var st swarm.Round
 	for k := 0; k < len(srcs); k++ {
 		src := srcs[k]

@@ -129,6 +129,9 @@ func (s *sim) advance(fl []*stream, dt float64) {
 			s.egress += moved
 		}
 		s.held[t.node][t.blob] += moved
+		if moved > 0 {
+			s.lastByte[t.node] = t.endAt
+		}
 	}
 	s.now += dt
 }
