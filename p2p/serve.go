@@ -335,17 +335,35 @@ func (n *Node) openForPeer(req request, remote peer.ID, take func() bool) (store
 		n.metrics.pullRefused.WithLabelValues("open_mesh").Inc()
 		return nil, fmt.Errorf("blob %s: not held, and this node fetches for the cluster only in a mesh with a cluster key: %w", req.dgst, errdefs.ErrNotFound)
 	}
-	// Only a node with a free slot starts a download for a peer.
-	if !take() {
-		return nil, &busyError{}
+	return n.pullFor(req, remote, take)
+}
+
+// pullFor asks the Puller for the blob a peer asked this node to fetch for
+// the cluster. The Puller takes the slot once it knows it will stream the
+// blob, after it coordinated (see swarm.TakesSlot): a node out of slots
+// still answers "fetch it yourself" or names the fetcher. A Puller that
+// took none has one taken for the blob it returns.
+func (n *Node) pullFor(req request, remote peer.ID, take func() bool) (store.Blob, error) {
+	took := false
+	once := func() bool {
+		if !took {
+			took = take()
+		}
+		return took
 	}
 	// Answer before the requester's deadline for a header runs out.
 	pctx, cancel := context.WithTimeout(n.life, n.cfg.Timing.RequestTimeout*3/4)
 	defer cancel()
-	blob, err = n.cfg.Puller.PullFor(pctx, req.dgst, req.registry, req.repo, remote.String())
+	blob, err := n.cfg.Puller.PullFor(pctx, req.dgst, req.registry, req.repo, remote.String(), once)
 	switch {
 	case err == nil:
+		if !once() {
+			blob.Close()
+			return nil, &busyError{}
+		}
 		n.metrics.pullThrough.Inc()
+	case errors.Is(err, resolver.ErrNoSlot):
+		return nil, &busyError{}
 	case errdefs.IsPermissionDenied(err):
 		n.metrics.pullRefused.WithLabelValues("registry").Inc()
 		n.log.Warn("refused to fetch for a peer from a registry this node does not mirror", "peer", remote, "registry", req.registry, "digest", req.dgst)
