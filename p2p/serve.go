@@ -371,11 +371,9 @@ func (n *Node) pullFor(req request, remote peer.ID, take func() bool) (store.Blo
 	return blob, err
 }
 
-// heldReader reads a blob still arriving from off to end, each read no
-// larger than the bytes held past its position, so that the bytes this node
-// holds go out at once: a read for more than arrived would wait for the
-// rest, and a node whose own source stalled would withhold the tail it
-// has. Caught up, it waits for the next byte.
+// heldReader reads a blob still arriving from off to end, each read as
+// large as swarm.HeldRead says: the bytes held past its position, at once;
+// caught up, the next byte.
 type heldReader struct {
 	blob     store.Blob
 	a        arriving
@@ -386,12 +384,7 @@ func (r *heldReader) Read(p []byte) (int, error) {
 	if r.off >= r.end {
 		return 0, io.EOF
 	}
-	n := min(int64(len(p)), r.end-r.off)
-	if h := r.a.Have(); h > r.off {
-		n = min(n, h-r.off)
-	} else if r.a.Arriving() {
-		n = 1
-	}
+	n := swarm.HeldRead(r.off, r.end, int64(len(p)), swarm.Copy{Have: r.a.Have(), Arriving: r.a.Arriving()})
 	k, err := r.blob.ReadAt(p[:n], r.off)
 	r.off += int64(k)
 	if err == io.EOF && r.off == r.end {
