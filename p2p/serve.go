@@ -29,7 +29,7 @@ func (n *Node) handleStream(s network.Stream) {
 		return
 	}
 	defer n.handlers.Done()
-	u := &upload{n: n, s: s, remote: s.Conn().RemotePeer(), ranged: s.Protocol() == ProtocolID}
+	u := &serving{n: n, s: s, remote: s.Conn().RemotePeer(), ranged: s.Protocol() == ProtocolID}
 	if err := u.read(); err != nil {
 		u.refuse(statusBadRequest, 0, 0, err)
 		return
@@ -48,8 +48,8 @@ func (n *Node) handleStream(s network.Stream) {
 	u.send(blob, c)
 }
 
-// upload is one blob request's state while this node serves it.
-type upload struct {
+// serving is one blob request's state while this node answers it.
+type serving struct {
 	n      *Node
 	s      network.Stream
 	remote peer.ID
@@ -64,7 +64,7 @@ type upload struct {
 }
 
 // read reads and parses the request, within RequestTimeout.
-func (u *upload) read() error {
+func (u *serving) read() error {
 	_ = u.s.SetReadDeadline(time.Now().Add(u.n.cfg.Timing.RequestTimeout))
 	body, err := readRequest(u.s)
 	if err != nil {
@@ -81,13 +81,13 @@ func (u *upload) read() error {
 // refuse answers with st and ends the stream. A refusal says, when it
 // knows, the blob's size and how much of it this node holds, so that the
 // requester knows a partial holder.
-func (u *upload) refuse(st status, size, have int64, why error) {
+func (u *serving) refuse(st status, size, have int64, why error) {
 	u.n.refuseWith(u.s, u.remote, header{status: st, ranged: u.ranged, size: size, have: have, msg: why.Error()})
 }
 
 // takeSlot takes one of the node's upload slots, or says false when none
 // is free.
-func (u *upload) takeSlot() bool {
+func (u *serving) takeSlot() bool {
 	select {
 	case u.n.uploads <- struct{}{}:
 		u.releases = append(u.releases, func() { <-u.n.uploads })
@@ -98,7 +98,7 @@ func (u *upload) takeSlot() bool {
 }
 
 // release gives back every slot taken.
-func (u *upload) release() {
+func (u *serving) release() {
 	for i := len(u.releases) - 1; i >= 0; i-- {
 		u.releases[i]()
 	}
@@ -107,7 +107,7 @@ func (u *upload) release() {
 
 // refuseOpen answers a request whose blob could not be opened for the
 // peer (see openForPeer).
-func (u *upload) refuseOpen(err error) {
+func (u *serving) refuseOpen(err error) {
 	var busy *busyError
 	var rl *resolver.RateLimitedError
 	var at *resolver.FetchingAtError
@@ -133,7 +133,7 @@ func (u *upload) refuseOpen(err error) {
 // refuses a range past the blob's end, answers "not yet" (swarm.NotYet)
 // or busy at the per-blob cap (swarm.CountsPerBlob, swarm.BlobUploadCap),
 // and otherwise takes the blob's slot and says what the node holds.
-func (u *upload) admit(blob store.Blob) (swarm.Copy, bool) {
+func (u *serving) admit(blob store.Blob) (swarm.Copy, bool) {
 	req := u.req
 	c := held(blob)
 	if end := req.end(c.Size); req.off > c.Size || end > c.Size {
@@ -159,7 +159,7 @@ func (u *upload) admit(blob store.Blob) (swarm.Copy, bool) {
 
 // send streams the range asked for of blob, of which the node holds c,
 // and ends the stream: closed once every byte went out, reset otherwise.
-func (u *upload) send(blob store.Blob, c swarm.Copy) {
+func (u *serving) send(blob store.Blob, c swarm.Copy) {
 	n, req := u.n, u.req
 	n.metrics.uploadsActive.Inc()
 	u.releases = append(u.releases, n.metrics.uploadsActive.Dec)
