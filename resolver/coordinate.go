@@ -53,7 +53,8 @@ func (r *Resolver) noteWanted(registry, repo string) {
 // coordinate answers from, a peer asking this node to fetch req's blob
 // for the cluster while no download of it runs here (see
 // swarm.Coordinate): with the error that tells from so, ErrFetchYourself or
-// a *FetchingAtError, or nil when this node fetches it.
+// a *FetchingAtError, or nil when this node fetches it. The caller counts
+// that last answer once it has a slot to fetch in (see joinFor).
 func (r *Resolver) coordinate(req BlobRequest, from string) (swarm.Answer, error) {
 	now := time.Now()
 	r.coordMu.Lock()
@@ -74,7 +75,6 @@ func (r *Resolver) coordinate(req BlobRequest, from string) (swarm.Answer, error
 		r.m.coordinated.WithLabelValues("read_from_fetcher").Inc()
 		return ans, &FetchingAtError{Peer: l.peer}
 	}
-	r.m.coordinated.WithLabelValues("fetch_for_cluster").Inc()
 	return ans, nil
 }
 

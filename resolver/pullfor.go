@@ -132,6 +132,8 @@ func (r *Resolver) joinFor(req BlobRequest, from string, take func() bool) (*fli
 	if running {
 		return f, false, nil
 	}
+	// Counted once a slot is taken: without one, the asker is answered busy.
+	r.m.coordinated.WithLabelValues("fetch_for_cluster").Inc()
 	f, started := r.join(req)
 	return f, started, nil
 }
