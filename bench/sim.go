@@ -576,8 +576,8 @@ func waitProvided(ctx context.Context, n *simNode, want int) error {
 // pullFor lets peers ask this node to fetch a blob for the cluster.
 type pullFor struct{ n *simNode }
 
-func (p pullFor) PullFor(ctx context.Context, dgst digest.Digest, registry, repo, from string) (store.Blob, error) {
-	return p.n.res.PullFor(ctx, dgst, registry, repo, from)
+func (p pullFor) PullFor(ctx context.Context, dgst digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error) {
+	return p.n.res.PullFor(ctx, dgst, registry, repo, from, take)
 }
 
 // simContent is what a simulated node serves its peers: its store, and

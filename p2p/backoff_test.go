@@ -79,7 +79,7 @@ func TestBackoffSpreadsOverTheGossip(t *testing.T) {
 // limitedPuller is a node whose registry asked it to slow down.
 type limitedPuller struct{ left time.Duration }
 
-func (p limitedPuller) PullFor(_ context.Context, d digest.Digest, registry, _, _ string) (store.Blob, error) {
+func (p limitedPuller) PullFor(_ context.Context, d digest.Digest, registry, _, _ string, _ func() bool) (store.Blob, error) {
 	return nil, fmt.Errorf("blob %s: %w", d, &resolver.RateLimitedError{Registry: registry, RetryAfter: p.left})
 }
 

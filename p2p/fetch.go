@@ -88,17 +88,9 @@ func (n *Node) fetch(ctx context.Context, p peer.ID, req request) (io.ReadCloser
 // fetchHeader sends req to p over ProtocolID, or ProtocolV11 when p only
 // speaks that, and returns the body and the answer's header.
 func (n *Node) fetchHeader(ctx context.Context, p peer.ID, req request) (_ io.ReadCloser, h header, _ error) {
-	dgst, off := req.dgst, req.off
-	if err := checkDigest(dgst); err != nil {
+	if err := n.checkFetch(p, req); err != nil {
 		return nil, h, err
 	}
-	if off < 0 {
-		return nil, h, fmt.Errorf("fetch %s at %d: %w: negative offset", dgst, off, errdefs.ErrInvalidArgument)
-	}
-	if p == n.id {
-		return nil, h, fmt.Errorf("fetch %s from %s: %w: that is this node", dgst, p, errdefs.ErrInvalidArgument)
-	}
-	t := n.cfg.Timing
 	st := n.stats.addInflight(p, 1)
 	ok := false
 	defer func() {
@@ -106,26 +98,13 @@ func (n *Node) fetchHeader(ctx context.Context, p peer.ID, req request) (_ io.Re
 			n.stats.addInflight(p, -1)
 		}
 	}()
-
 	fail := func(result string, err error) (io.ReadCloser, header, error) {
 		n.metrics.fetches.WithLabelValues(result).Inc()
 		return nil, h, err
 	}
-	// The connector may not have passed a new member's addresses to
-	// libp2p yet.
-	if ps := n.host.Peerstore(); len(ps.Addrs(p)) == 0 {
-		ps.AddAddrs(p, n.members.addrsOf(p), peerstore.TempAddrTTL)
-	}
-	// Members are dialled directly, whatever failed before: a peer is only
-	// asked for a blob once the caller has chosen it, usually from Providers.
-	dctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "fetch"), t.DialTimeout+t.RequestTimeout)
-	s, err := n.host.NewStream(dctx, p, ProtocolID, ProtocolV11)
-	cancel()
+	s, err := n.openFetch(ctx, p)
 	if err != nil {
-		if ctx.Err() != nil {
-			return fail("error", fmt.Errorf("fetch %s from %s: %w", dgst, p, ctx.Err()))
-		}
-		return fail("error", fmt.Errorf("fetch %s from %s: %w: %v", dgst, p, errdefs.ErrUnavailable, err))
+		return fail("error", fetchFailed(ctx, p, req, err))
 	}
 	// The caller's context ends the stream at any point, the exchange
 	// included: a frozen peer holds its answer until RequestTimeout, and
@@ -136,65 +115,116 @@ func (n *Node) fetchHeader(ctx context.Context, p peer.ID, req request) (_ io.Re
 			stop()
 		}
 	}()
+	h, err = n.ask(s, p, req)
+	if err != nil {
+		_ = s.Reset()
+		return fail("error", fetchFailed(ctx, p, req, err))
+	}
+	if h.status != statusOK {
+		_ = s.Close()
+		return fail(n.refused(p, req, h))
+	}
+	end := req.end(h.size)
+	if h.size < end {
+		_ = s.Reset()
+		return fail("error", fmt.Errorf("fetch %s from %s: %w: peer states size %d below the range's end %d", req.dgst, p, errdefs.ErrUnavailable, h.size, end))
+	}
+	_ = s.SetDeadline(time.Time{})
+	n.metrics.fetches.WithLabelValues("ok").Inc()
+	r := &fetchReader{n: n, s: s, peer: p, st: st, remain: end - req.off, idle: n.cfg.Timing.IdleTimeout, ctx: ctx}
+	r.stop = stop
+	ok = true
+	return r, h, nil
+}
+
+// checkFetch refuses a request no peer should be sent: a bad digest, a
+// negative offset, or one to this node itself.
+func (n *Node) checkFetch(p peer.ID, req request) error {
+	if err := checkDigest(req.dgst); err != nil {
+		return err
+	}
+	if req.off < 0 {
+		return fmt.Errorf("fetch %s at %d: %w: negative offset", req.dgst, req.off, errdefs.ErrInvalidArgument)
+	}
+	if p == n.id {
+		return fmt.Errorf("fetch %s from %s: %w: that is this node", req.dgst, p, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// openFetch opens a transfer stream to p, dialled directly, within
+// DialTimeout and RequestTimeout.
+func (n *Node) openFetch(ctx context.Context, p peer.ID) (network.Stream, error) {
+	// The connector may not have passed a new member's addresses to
+	// libp2p yet.
+	if ps := n.host.Peerstore(); len(ps.Addrs(p)) == 0 {
+		ps.AddAddrs(p, n.members.addrsOf(p), peerstore.TempAddrTTL)
+	}
+	// Members are dialled directly, whatever failed before: a peer is only
+	// asked for a blob once the caller has chosen it, usually from Providers.
+	t := n.cfg.Timing
+	dctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "fetch"), t.DialTimeout+t.RequestTimeout)
+	defer cancel()
+	return n.host.NewStream(dctx, p, ProtocolID, ProtocolV11)
+}
+
+// ask sends req over s and reads the answer's header, within
+// RequestTimeout, and records the round trip as p's latency.
+func (n *Node) ask(s network.Stream, p peer.ID, req request) (header, error) {
 	start := time.Now()
-	_ = s.SetDeadline(start.Add(t.RequestTimeout))
+	_ = s.SetDeadline(start.Add(n.cfg.Timing.RequestTimeout))
 	if s.Protocol() != ProtocolID {
 		// A peer from before ranges: it sends the rest of the blob, the
 		// reader stops after the range.
 		req.ranged = false
 	}
-	h, err = exchange(s, req)
+	h, err := exchange(s, req)
 	if err != nil {
-		_ = s.Reset()
-		if ctx.Err() != nil {
-			return fail("error", fmt.Errorf("fetch %s from %s: %w", dgst, p, ctx.Err()))
-		}
-		return fail("error", fmt.Errorf("fetch %s from %s: %w: %v", dgst, p, errdefs.ErrUnavailable, err))
+		return h, err
 	}
 	n.host.Peerstore().RecordLatency(p, time.Since(start))
-	if h.status != statusOK {
-		_ = s.Close()
-		var kind error
-		switch h.status {
-		case statusNotYet:
-			return fail("not_yet", fmt.Errorf("fetch %s from %s at %d: %w (it holds %d bytes): %w", dgst, p, off, ErrNotYet, h.have, errdefs.ErrOutOfRange))
-		case statusBusy:
-			n.stats.markBusy(p, time.Now())
-			return fail("busy", fmt.Errorf("fetch %s from %s: %w: %w: %w", dgst, p, ErrPeerBusy, errdefs.ErrUnavailable, errdefs.ErrResourceExhausted))
-		case statusRateLimited:
-			rl := &resolver.RateLimitedError{Registry: req.registry, RetryAfter: time.Duration(h.size) * time.Millisecond, Via: p.String()}
-			return fail(resultLabel(h.status), fmt.Errorf("fetch %s from %s: %w", dgst, p, rl))
-		case statusFetchYourself:
-			return fail(resultLabel(h.status), fmt.Errorf("fetch %s from %s: %w", dgst, p, resolver.ErrFetchYourself))
-		case statusFetchingAt:
-			at, err := peer.Decode(h.msg)
-			if err != nil || at == p {
-				return fail("error", fmt.Errorf("fetch %s from %s: %w: it points at %q, not another peer", dgst, p, errdefs.ErrUnavailable, h.msg))
-			}
-			return fail(resultLabel(h.status), fmt.Errorf("fetch %s from %s: %w", dgst, p, &resolver.FetchingAtError{Peer: at.String()}))
-		case statusNotFound:
-			kind = errdefs.ErrNotFound
-		case statusBadRequest:
-			kind = errdefs.ErrInvalidArgument
-		default:
-			kind = errdefs.ErrUnavailable
+	return h, nil
+}
+
+// fetchFailed is the error of a request to p that got no answer: the
+// caller's context ended, or p could not be reached or did not answer.
+func fetchFailed(ctx context.Context, p peer.ID, req request, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("fetch %s from %s: %w", req.dgst, p, ctx.Err())
+	}
+	return fmt.Errorf("fetch %s from %s: %w: %v", req.dgst, p, errdefs.ErrUnavailable, err)
+}
+
+// refused is the metrics label and the error of p's answer h, a refusal
+// of req. A busy answer marks p busy.
+func (n *Node) refused(p peer.ID, req request, h header) (string, error) {
+	dgst := req.dgst
+	var kind error
+	switch h.status {
+	case statusNotYet:
+		return "not_yet", fmt.Errorf("fetch %s from %s at %d: %w (it holds %d bytes): %w", dgst, p, req.off, ErrNotYet, h.have, errdefs.ErrOutOfRange)
+	case statusBusy:
+		n.stats.markBusy(p, time.Now())
+		return "busy", fmt.Errorf("fetch %s from %s: %w: %w: %w", dgst, p, ErrPeerBusy, errdefs.ErrUnavailable, errdefs.ErrResourceExhausted)
+	case statusRateLimited:
+		rl := &resolver.RateLimitedError{Registry: req.registry, RetryAfter: time.Duration(h.size) * time.Millisecond, Via: p.String()}
+		return resultLabel(h.status), fmt.Errorf("fetch %s from %s: %w", dgst, p, rl)
+	case statusFetchYourself:
+		return resultLabel(h.status), fmt.Errorf("fetch %s from %s: %w", dgst, p, resolver.ErrFetchYourself)
+	case statusFetchingAt:
+		at, err := peer.Decode(h.msg)
+		if err != nil || at == p {
+			return "error", fmt.Errorf("fetch %s from %s: %w: it points at %q, not another peer", dgst, p, errdefs.ErrUnavailable, h.msg)
 		}
-		return fail(resultLabel(h.status), fmt.Errorf("fetch %s from %s: %w: peer says %q", dgst, p, kind, h.msg))
+		return resultLabel(h.status), fmt.Errorf("fetch %s from %s: %w", dgst, p, &resolver.FetchingAtError{Peer: at.String()})
+	case statusNotFound:
+		kind = errdefs.ErrNotFound
+	case statusBadRequest:
+		kind = errdefs.ErrInvalidArgument
+	default:
+		kind = errdefs.ErrUnavailable
 	}
-	end := h.size
-	if req.length > 0 {
-		end = off + req.length
-	}
-	if h.size < end {
-		_ = s.Reset()
-		return fail("error", fmt.Errorf("fetch %s from %s: %w: peer states size %d below the range's end %d", dgst, p, errdefs.ErrUnavailable, h.size, end))
-	}
-	_ = s.SetDeadline(time.Time{})
-	n.metrics.fetches.WithLabelValues("ok").Inc()
-	r := &fetchReader{n: n, s: s, peer: p, st: st, remain: end - off, idle: t.IdleTimeout, ctx: ctx}
-	r.stop = stop
-	ok = true
-	return r, h, nil
+	return resultLabel(h.status), fmt.Errorf("fetch %s from %s: %w: peer says %q", dgst, p, kind, h.msg)
 }
 
 // exchange sends the request and reads the answer's header.

@@ -118,6 +118,14 @@ type request struct {
 	registry, repo string
 }
 
+// end is where the range asked for ends in a blob of size bytes.
+func (r request) end(size int64) int64 {
+	if r.length > 0 {
+		return r.off + r.length
+	}
+	return size
+}
+
 var errRequestTooLarge = errors.New("request exceeds 1024 bytes")
 
 func writeRequest(w io.Writer, r request) error {

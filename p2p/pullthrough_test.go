@@ -27,7 +27,7 @@ type recordingPuller struct {
 	from []string // the askers' peer IDs
 }
 
-func (p *recordingPuller) PullFor(_ context.Context, d digest.Digest, registry, repo, from string) (store.Blob, error) {
+func (p *recordingPuller) PullFor(_ context.Context, d digest.Digest, registry, repo, from string, _ func() bool) (store.Blob, error) {
 	p.mu.Lock()
 	p.asks = append(p.asks, registry+"/"+repo+"@"+d.String())
 	p.from = append(p.from, from)
@@ -123,11 +123,11 @@ func TestPullForNeedsAKeyedMesh(t *testing.T) {
 // refusingPuller mirrors one registry only.
 type refusingPuller struct{ recordingPuller }
 
-func (p *refusingPuller) PullFor(ctx context.Context, d digest.Digest, registry, repo, from string) (store.Blob, error) {
+func (p *refusingPuller) PullFor(ctx context.Context, d digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error) {
 	if registry != "registry.example:5000" {
 		return nil, fmt.Errorf("registry %s: %w", registry, errdefs.ErrPermissionDenied)
 	}
-	return p.recordingPuller.PullFor(ctx, d, registry, repo, from)
+	return p.recordingPuller.PullFor(ctx, d, registry, repo, from, take)
 }
 
 // TestPullForRefusedRegistry: a node whose Puller refuses a registry
@@ -165,7 +165,7 @@ type coordinatingPuller struct {
 	first string
 }
 
-func (p *coordinatingPuller) PullFor(_ context.Context, _ digest.Digest, _, _, from string) (store.Blob, error) {
+func (p *coordinatingPuller) PullFor(_ context.Context, _ digest.Digest, _, _, from string, _ func() bool) (store.Blob, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.first == "" || p.first == from {
@@ -198,5 +198,70 @@ func TestFetchThroughCoordinated(t *testing.T) {
 	var at *resolver.FetchingAtError
 	if !errors.As(err, &at) || at.Peer != first.ID().String() {
 		t.Fatalf("second asker: %v, want pointed at %s", err, first.ID())
+	}
+}
+
+// stuckPuller coordinates as coordinatingPuller does, except for one blob
+// it fetches for the cluster, whose bytes do not come until release is
+// closed.
+type stuckPuller struct {
+	coordinatingPuller
+	stuck   digest.Digest
+	release chan struct{}
+}
+
+func (p *stuckPuller) PullFor(ctx context.Context, d digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error) {
+	if d != p.stuck {
+		return p.coordinatingPuller.PullFor(ctx, d, registry, repo, from, take)
+	}
+	if !take() {
+		return nil, resolver.ErrNoSlot
+	}
+	return stuckBlob{p.release}, nil
+}
+
+type stuckBlob struct{ release <-chan struct{} }
+
+func (stuckBlob) Size() int64 { return 1 << 20 }
+
+func (b stuckBlob) ReadAt([]byte, int64) (int, error) {
+	<-b.release
+	return 0, io.ErrUnexpectedEOF
+}
+
+func (stuckBlob) Close() error { return nil }
+
+// TestFetchThroughCoordinatedOutOfSlots: a designated node whose upload
+// slots are all taken still leaves a blob it does not want to the asker,
+// rather than answering busy, for it streams nothing (see
+// swarm.TakesSlot); a blob it would stream it answers busy.
+func TestFetchThroughCoordinatedOutOfSlots(t *testing.T) {
+	t.Parallel()
+	puller := &stuckPuller{stuck: digest.FromString("a layer whose bytes do not come"), release: make(chan struct{})}
+	c := p2ptest.Start(t, 3, p2ptest.Options{Config: func(i int, cfg *p2p.Config) {
+		if i == 1 {
+			cfg.MaxUploads = 1
+			cfg.Puller = puller
+		}
+	}})
+	t.Cleanup(func() { close(puller.release) })
+	c.WaitMembers(t, 3, 10*time.Second)
+	holder, designated, asker := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	rg := p2p.Range{Registry: "registry.example:5000", Repo: "team/app"}
+
+	// The holder takes the designated node's only slot.
+	body, _, _, err := holder.FetchRange(t.Context(), designated.ID(), puller.stuck, rg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+
+	_, _, _, err = asker.FetchRange(t.Context(), designated.ID(), digest.FromString("a layer only one node pulls"), rg)
+	if !errors.Is(err, resolver.ErrFetchYourself) {
+		t.Fatalf("asked for a blob the node does not want: %v, want ErrFetchYourself", err)
+	}
+	_, _, _, err = asker.FetchRange(t.Context(), designated.ID(), puller.stuck, rg)
+	if !errors.Is(err, p2p.ErrPeerBusy) {
+		t.Fatalf("asked for a blob the node would stream: %v, want ErrPeerBusy", err)
 	}
 }

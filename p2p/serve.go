@@ -29,135 +29,180 @@ func (n *Node) handleStream(s network.Stream) {
 		return
 	}
 	defer n.handlers.Done()
-	remote := s.Conn().RemotePeer()
-	t := n.cfg.Timing
-
-	_ = s.SetReadDeadline(time.Now().Add(t.RequestTimeout))
-	body, err := readRequest(s)
-	if err != nil {
-		n.refuse(s, remote, statusBadRequest, err)
+	u := &serving{n: n, s: s, remote: s.Conn().RemotePeer(), ranged: s.Protocol() == ProtocolID}
+	if err := u.read(); err != nil {
+		u.refuse(statusBadRequest, 0, 0, err)
 		return
 	}
-	var req request
-	ranged := s.Protocol() == ProtocolID
-	if ranged {
-		req, err = parseRangeRequest(body)
-	} else {
-		req, err = parseRequest(body)
-	}
+	defer u.release()
+	blob, err := n.openForPeer(u.req, u.remote, u.takeSlot)
 	if err != nil {
-		n.refuse(s, remote, statusBadRequest, err)
-		return
-	}
-	// Every answer's header has the request's format.
-	// A refusal says, when it knows, the blob's size and how much of it
-	// this node holds, so that the requester knows a partial holder.
-	refuse := func(st status, size, have int64, why error) {
-		n.refuseWith(s, remote, header{status: st, ranged: ranged, size: size, have: have, msg: why.Error()})
-	}
-
-	// The slots taken below are given back before the stream's end is
-	// sent, so that a requester that read the whole answer finds them
-	// free when it asks again.
-	var releases []func()
-	release := func() {
-		for i := len(releases) - 1; i >= 0; i-- {
-			releases[i]()
-		}
-		releases = nil
-	}
-	defer release()
-	takeSlot := func() bool {
-		select {
-		case n.uploads <- struct{}{}:
-			releases = append(releases, func() { <-n.uploads })
-			return true
-		default:
-			return false
-		}
-	}
-	blob, err := n.openForPeer(req, remote, takeSlot)
-	if err != nil {
-		var busy *busyError
-		var rl *resolver.RateLimitedError
-		var at *resolver.FetchingAtError
-		switch {
-		case errors.Is(err, resolver.ErrFetchYourself):
-			refuse(statusFetchYourself, 0, 0, err)
-		case errors.As(err, &at):
-			n.refuseWith(s, remote, header{status: statusFetchingAt, ranged: ranged, msg: at.Peer})
-		case errors.As(err, &busy):
-			// Said with what the node holds: a node that fetches the blob
-			// for the cluster does not wait on one that holds a part only.
-			refuse(statusBusy, busy.size, busy.have, err)
-		case errors.As(err, &rl):
-			n.refuseWith(s, remote, header{status: statusRateLimited, size: rl.RetryAfter.Milliseconds(), ranged: ranged, msg: err.Error()})
-		case errdefs.IsNotFound(err) || errdefs.IsPermissionDenied(err):
-			refuse(statusNotFound, 0, 0, err)
-		default:
-			refuse(statusError, 0, 0, err)
-		}
+		u.refuseOpen(err)
 		return
 	}
 	defer blob.Close()
-	size := blob.Size()
-	end := size
-	if req.length > 0 {
-		end = req.off + req.length
-	}
-	if req.off > size || end > size {
-		refuse(statusBadRequest, 0, 0, fmt.Errorf("range %d-%d beyond size %d", req.off, end, size))
+	c, ok := u.admit(blob)
+	if !ok {
 		return
 	}
-	have := size
-	a, isArriving := blob.(arriving)
-	stillArriving := isArriving && a.Arriving()
-	if stillArriving {
-		have = a.Have()
+	u.send(blob, c)
+}
+
+// serving is one blob request's state while this node answers it.
+type serving struct {
+	n      *Node
+	s      network.Stream
+	remote peer.ID
+	// ranged: the request came over ProtocolID; every answer's header has
+	// the request's format.
+	ranged bool
+	req    request
+	// releases give back the slots taken, the last first. They are given
+	// back before the stream's end is sent, so that a requester that read
+	// the whole answer finds them free when it asks again.
+	releases []func()
+}
+
+// read reads and parses the request, within RequestTimeout.
+func (u *serving) read() error {
+	_ = u.s.SetReadDeadline(time.Now().Add(u.n.cfg.Timing.RequestTimeout))
+	body, err := readRequest(u.s)
+	if err != nil {
+		return err
+	}
+	if u.ranged {
+		u.req, err = parseRangeRequest(body)
+	} else {
+		u.req, err = parseRequest(body)
+	}
+	return err
+}
+
+// refuse answers with st and ends the stream. A refusal says, when it
+// knows, the blob's size and how much of it this node holds, so that the
+// requester knows a partial holder.
+func (u *serving) refuse(st status, size, have int64, why error) {
+	u.n.refuseWith(u.s, u.remote, header{status: st, ranged: u.ranged, size: size, have: have, msg: why.Error()})
+}
+
+// takeSlot takes one of the node's upload slots, or says false when none
+// is free.
+func (u *serving) takeSlot() bool {
+	select {
+	case u.n.uploads <- struct{}{}:
+		u.releases = append(u.releases, func() { <-u.n.uploads })
+		return true
+	default:
+		return false
+	}
+}
+
+// release gives back every slot taken.
+func (u *serving) release() {
+	for i := len(u.releases) - 1; i >= 0; i-- {
+		u.releases[i]()
+	}
+	u.releases = nil
+}
+
+// refuseOpen answers a request whose blob could not be opened for the
+// peer (see openForPeer).
+func (u *serving) refuseOpen(err error) {
+	var busy *busyError
+	var rl *resolver.RateLimitedError
+	var at *resolver.FetchingAtError
+	switch {
+	case errors.Is(err, resolver.ErrFetchYourself):
+		u.refuse(statusFetchYourself, 0, 0, err)
+	case errors.As(err, &at):
+		u.n.refuseWith(u.s, u.remote, header{status: statusFetchingAt, ranged: u.ranged, msg: at.Peer})
+	case errors.As(err, &busy):
+		// Said with what the node holds: a node that fetches the blob
+		// for the cluster does not wait on one that holds a part only.
+		u.refuse(statusBusy, busy.size, busy.have, err)
+	case errors.As(err, &rl):
+		u.n.refuseWith(u.s, u.remote, header{status: statusRateLimited, size: rl.RetryAfter.Milliseconds(), ranged: u.ranged, msg: err.Error()})
+	case errdefs.IsNotFound(err) || errdefs.IsPermissionDenied(err):
+		u.refuse(statusNotFound, 0, 0, err)
+	default:
+		u.refuse(statusError, 0, 0, err)
+	}
+}
+
+// admit decides whether the node streams the range asked for of blob: it
+// refuses a range past the blob's end, answers "not yet" (swarm.NotYet)
+// or busy at the per-blob cap (swarm.CountsPerBlob, swarm.BlobUploadCap),
+// and otherwise takes the blob's slot and says what the node holds.
+func (u *serving) admit(blob store.Blob) (swarm.Copy, bool) {
+	req := u.req
+	c := held(blob)
+	if end := req.end(c.Size); req.off > c.Size || end > c.Size {
+		u.refuse(statusBadRequest, 0, 0, fmt.Errorf("range %d-%d beyond size %d", req.off, end, c.Size))
+		return c, false
 	}
 	ask := swarm.Ask{Off: req.off, Length: req.length, Ranged: req.ranged, Wait: req.wait}
-	if swarm.NotYet(ask, swarm.Copy{Size: size, Have: have, Arriving: stillArriving}) {
+	if swarm.NotYet(ask, c) {
 		// Said before the blob's streams are counted.
-		refuse(statusNotYet, size, have, fmt.Errorf("holds %d bytes of %d, not yet byte %d", have, size, req.off))
-		return
+		u.refuse(statusNotYet, c.Size, c.Have, fmt.Errorf("holds %d bytes of %d, not yet byte %d", c.Have, c.Size, req.off))
+		return c, false
 	}
-	// A blob's streams are capped too (see swarm.BlobUploadCap); a piece
-	// counts against the node's slots only (see swarm.CountsPerBlob).
+	// A piece counts against the node's slots only.
 	if swarm.CountsPerBlob(ask) {
-		if !n.takeBlobSlot(req.dgst, swarm.BlobUploadCap(stillArriving, n.cfg.MaxUploadsPerBlob, n.cfg.MaxUploads)) {
-			refuse(statusBusy, size, have, errors.New("too many uploads of this blob"))
-			return
+		if !u.n.takeBlobSlot(req.dgst, swarm.BlobUploadCap(c.Arriving, u.n.cfg.MaxUploadsPerBlob, u.n.cfg.MaxUploads)) {
+			u.refuse(statusBusy, c.Size, c.Have, errors.New("too many uploads of this blob"))
+			return c, false
 		}
-		releases = append(releases, func() { n.releaseBlobSlot(req.dgst) })
+		u.releases = append(u.releases, func() { u.n.releaseBlobSlot(req.dgst) })
 	}
-	n.metrics.uploadsActive.Inc()
-	releases = append(releases, n.metrics.uploadsActive.Dec)
+	return c, true
+}
 
-	w := &deadlineWriter{s: s, idle: t.IdleTimeout}
-	if err := writeHeader(w, header{status: statusOK, size: size, ranged: ranged, have: have}); err != nil {
+// send streams the range asked for of blob, of which the node holds c,
+// and ends the stream: closed once every byte went out, reset otherwise.
+func (u *serving) send(blob store.Blob, c swarm.Copy) {
+	n, req := u.n, u.req
+	n.metrics.uploadsActive.Inc()
+	u.releases = append(u.releases, n.metrics.uploadsActive.Dec)
+	w := &deadlineWriter{s: u.s, idle: n.cfg.Timing.IdleTimeout}
+	if err := writeHeader(w, header{status: statusOK, size: c.Size, ranged: u.ranged, have: c.Have}); err != nil {
 		n.metrics.uploads.WithLabelValues("error").Inc()
-		_ = s.Reset()
+		_ = u.s.Reset()
 		return
 	}
-	st := n.stats.peer(remote)
 	// The cap sits outside the deadline: a stream waiting for its turn
 	// under the cap has written nothing, and its deadline moves forward
 	// with its next write.
-	var from io.Reader = io.NewSectionReader(blob, req.off, end-req.off)
-	if isArriving {
-		from = &heldReader{blob: blob, a: a, off: req.off, end: end}
-	}
-	sent, err := n.copyBlob(n.upload.writer(n.life, w), from, st)
+	sent, err := n.copyBlob(n.upload.writer(n.life, w), heldFrom(blob, req.off, req.end(c.Size)), n.stats.peer(u.remote))
 	if err != nil {
 		n.metrics.uploads.WithLabelValues("error").Inc()
-		n.log.Debug("upload cut", "peer", remote, "digest", req.dgst, "offset", req.off, "bytes", sent, "error", err)
-		_ = s.Reset()
+		n.log.Debug("upload cut", "peer", u.remote, "digest", req.dgst, "offset", req.off, "bytes", sent, "error", err)
+		_ = u.s.Reset()
 		return
 	}
 	n.metrics.uploads.WithLabelValues("ok").Inc()
-	n.log.Debug("uploaded", "peer", remote, "digest", req.dgst, "offset", req.off, "bytes", sent)
-	release()
-	_ = s.Close()
+	n.log.Debug("uploaded", "peer", u.remote, "digest", req.dgst, "offset", req.off, "bytes", sent)
+	u.release()
+	_ = u.s.Close()
+}
+
+// held is what the node holds of blob: all of it, or, while it is still
+// arriving, the bytes from the start without a hole.
+func held(blob store.Blob) swarm.Copy {
+	size := blob.Size()
+	c := swarm.Copy{Size: size, Have: size}
+	if a, ok := blob.(arriving); ok && a.Arriving() {
+		c.Have, c.Arriving = a.Have(), true
+	}
+	return c
+}
+
+// heldFrom reads blob from off to end; a blob still arriving through a
+// heldReader.
+func heldFrom(blob store.Blob, off, end int64) io.Reader {
+	if a, ok := blob.(arriving); ok {
+		return &heldReader{blob: blob, a: a, off: off, end: end}
+	}
+	return io.NewSectionReader(blob, off, end-off)
 }
 
 func (n *Node) copyBlob(w io.Writer, r io.Reader, st *peerStat) (int64, error) {
@@ -184,11 +229,6 @@ func (n *Node) copyBlob(w io.Writer, r io.Reader, st *peerStat) (int64, error) {
 			return total, rerr
 		}
 	}
-}
-
-// refuse answers a request with an error status and ends the stream.
-func (n *Node) refuse(s network.Stream, remote peer.ID, st status, why error) {
-	n.refuseWith(s, remote, header{status: st, ranged: s.Protocol() == ProtocolID, msg: why.Error()})
 }
 
 // refuseWith answers a request with h, an error status, and ends the stream.
@@ -282,13 +322,9 @@ func (n *Node) openForPeer(req request, remote peer.ID, take func() bool) (store
 	blob, err := n.content.Open(n.life, req.dgst)
 	if err == nil {
 		if !take() {
-			size := blob.Size()
-			have := size
-			if a, ok := blob.(arriving); ok && a.Arriving() {
-				have = a.Have()
-			}
+			c := held(blob)
 			blob.Close()
-			return nil, &busyError{size: size, have: have}
+			return nil, &busyError{size: c.Size, have: c.Have}
 		}
 		return blob, nil
 	}
@@ -299,17 +335,35 @@ func (n *Node) openForPeer(req request, remote peer.ID, take func() bool) (store
 		n.metrics.pullRefused.WithLabelValues("open_mesh").Inc()
 		return nil, fmt.Errorf("blob %s: not held, and this node fetches for the cluster only in a mesh with a cluster key: %w", req.dgst, errdefs.ErrNotFound)
 	}
-	// Only a node with a free slot starts a download for a peer.
-	if !take() {
-		return nil, &busyError{}
+	return n.pullFor(req, remote, take)
+}
+
+// pullFor asks the Puller for the blob a peer asked this node to fetch for
+// the cluster. The Puller takes the slot once it knows it will stream the
+// blob, after it coordinated (see swarm.TakesSlot): a node out of slots
+// still answers "fetch it yourself" or names the fetcher. A Puller that
+// took none has one taken for the blob it returns.
+func (n *Node) pullFor(req request, remote peer.ID, take func() bool) (store.Blob, error) {
+	took := false
+	once := func() bool {
+		if !took {
+			took = take()
+		}
+		return took
 	}
 	// Answer before the requester's deadline for a header runs out.
 	pctx, cancel := context.WithTimeout(n.life, n.cfg.Timing.RequestTimeout*3/4)
 	defer cancel()
-	blob, err = n.cfg.Puller.PullFor(pctx, req.dgst, req.registry, req.repo, remote.String())
+	blob, err := n.cfg.Puller.PullFor(pctx, req.dgst, req.registry, req.repo, remote.String(), once)
 	switch {
 	case err == nil:
+		if !once() {
+			blob.Close()
+			return nil, &busyError{}
+		}
 		n.metrics.pullThrough.Inc()
+	case errors.Is(err, resolver.ErrNoSlot):
+		return nil, &busyError{}
 	case errdefs.IsPermissionDenied(err):
 		n.metrics.pullRefused.WithLabelValues("registry").Inc()
 		n.log.Warn("refused to fetch for a peer from a registry this node does not mirror", "peer", remote, "registry", req.registry, "digest", req.dgst)
@@ -317,11 +371,9 @@ func (n *Node) openForPeer(req request, remote peer.ID, take func() bool) (store
 	return blob, err
 }
 
-// heldReader reads a blob still arriving from off to end, each read no
-// larger than the bytes held past its position, so that the bytes this node
-// holds go out at once: a read for more than arrived would wait for the
-// rest, and a node whose own source stalled would withhold the tail it
-// has. Caught up, it waits for the next byte.
+// heldReader reads a blob still arriving from off to end, each read as
+// large as swarm.HeldRead says: the bytes held past its position, at once;
+// caught up, the next byte.
 type heldReader struct {
 	blob     store.Blob
 	a        arriving
@@ -332,12 +384,7 @@ func (r *heldReader) Read(p []byte) (int, error) {
 	if r.off >= r.end {
 		return 0, io.EOF
 	}
-	n := min(int64(len(p)), r.end-r.off)
-	if h := r.a.Have(); h > r.off {
-		n = min(n, h-r.off)
-	} else if r.a.Arriving() {
-		n = 1
-	}
+	n := swarm.HeldRead(r.off, r.end, int64(len(p)), swarm.Copy{Have: r.a.Have(), Arriving: r.a.Arriving()})
 	k, err := r.blob.ReadAt(p[:n], r.off)
 	r.off += int64(k)
 	if err == io.EOF && r.off == r.end {

@@ -51,10 +51,11 @@ func (r *Resolver) noteWanted(registry, repo string) {
 }
 
 // coordinate answers from, a peer asking this node to fetch req's blob
-// for the cluster while no download of it runs here: nil when this node
-// fetches it, else ErrFetchYourself or a *FetchingAtError (see
-// swarm.Coordinate).
-func (r *Resolver) coordinate(req BlobRequest, from string) error {
+// for the cluster while no download of it runs here (see
+// swarm.Coordinate): with the error that tells from so, ErrFetchYourself or
+// a *FetchingAtError, or nil when this node fetches it. The caller counts
+// that last answer once it has a slot to fetch in (see joinFor).
+func (r *Resolver) coordinate(req BlobRequest, from string) (swarm.Answer, error) {
 	now := time.Now()
 	r.coordMu.Lock()
 	defer r.coordMu.Unlock()
@@ -63,18 +64,18 @@ func (r *Resolver) coordinate(req BlobRequest, from string) error {
 		Wanted:  now.Sub(r.wanted[req.Registry+"/"+req.Repo]) < swarm.WantedFor,
 		Fetcher: l.peer, Told: l.at, Asker: from,
 	}
-	switch swarm.Coordinate(a, now) {
+	ans := swarm.Coordinate(a, now)
+	switch ans {
 	case swarm.FetchYourself:
 		r.forgetLeft(now)
 		r.leftTo[req.Digest] = leftTo{peer: from, at: now}
 		r.m.coordinated.WithLabelValues("fetch_yourself").Inc()
-		return ErrFetchYourself
+		return ans, ErrFetchYourself
 	case swarm.ReadFromFetcher:
 		r.m.coordinated.WithLabelValues("read_from_fetcher").Inc()
-		return &FetchingAtError{Peer: l.peer}
+		return ans, &FetchingAtError{Peer: l.peer}
 	}
-	r.m.coordinated.WithLabelValues("fetch_for_cluster").Inc()
-	return nil
+	return ans, nil
 }
 
 // leftFetcher returns the peer this node left dgst to within

@@ -26,14 +26,14 @@ func TestDesignatedNodeCoordinates(t *testing.T) {
 	f := newFixture(t, resolver.Config{}, resolver.Sources{})
 	d := f.up.push(t, "team/app", randomBytes(t, 64<<10))
 
-	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node1"); !errors.Is(err, resolver.ErrFetchYourself) {
+	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node1", nil); !errors.Is(err, resolver.ErrFetchYourself) {
 		t.Fatalf("first asker: %v, want ErrFetchYourself", err)
 	}
 	var at *resolver.FetchingAtError
-	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node2"); !errors.As(err, &at) || at.Peer != "node1" {
+	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node2", nil); !errors.As(err, &at) || at.Peer != "node1" {
 		t.Fatalf("second asker: %v, want pointed at node1", err)
 	}
-	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node1"); !errors.Is(err, resolver.ErrFetchYourself) {
+	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node1", nil); !errors.Is(err, resolver.ErrFetchYourself) {
 		t.Fatalf("first asker again: %v, want ErrFetchYourself", err)
 	}
 	if n := f.up.blobGets.Load(); n != 0 {
@@ -52,7 +52,7 @@ func TestDesignatedNodeCoordinates(t *testing.T) {
 	}
 	b.Close()
 	next := f.up.push(t, "team/app", randomBytes(t, 64<<10))
-	blob, err := f.res.PullFor(t.Context(), next, f.up.host, "team/app", "node3")
+	blob, err := f.res.PullFor(t.Context(), next, f.up.host, "team/app", "node3", nil)
 	if err != nil {
 		t.Fatalf("asked while pulling the repository itself: %v", err)
 	}
@@ -60,7 +60,7 @@ func TestDesignatedNodeCoordinates(t *testing.T) {
 	// The blob it left to node1 stays node1's: a node asking for it now is
 	// pointed there rather than starting a second fetch here.
 	at = nil
-	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node2"); !errors.As(err, &at) || at.Peer != "node1" {
+	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node2", nil); !errors.As(err, &at) || at.Peer != "node1" {
 		t.Fatalf("asked for the blob left to node1 while pulling the repository: %v, want pointed at node1", err)
 	}
 }
@@ -168,7 +168,7 @@ func TestCoordinatedDownloads(t *testing.T) {
 		}
 		f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
 		d := f.up.push(t, "team/app", body)
-		if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node1"); !errors.Is(err, resolver.ErrFetchYourself) {
+		if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node1", nil); !errors.Is(err, resolver.ErrFetchYourself) {
 			t.Fatalf("asked by node1: %v, want ErrFetchYourself", err)
 		}
 		// This node's containerd asks for the blob while node1 fetches it:
@@ -212,4 +212,58 @@ func pullBlob(t *testing.T, f *fixture, d digest.Digest) []byte {
 		t.Fatal(err)
 	}
 	return got
+}
+
+// TestDesignatedNodeOutOfSlots: a designated node with no upload slot
+// free coordinates as one with slots does, and takes none for it (see
+// swarm.TakesSlot); a blob it would fetch for the cluster it answers
+// ErrNoSlot, and starts nothing.
+func TestDesignatedNodeOutOfSlots(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, resolver.Config{}, resolver.Sources{})
+	d := f.up.push(t, "team/app", randomBytes(t, 64<<10))
+	asked := 0
+	full := func() bool {
+		asked++
+		return false
+	}
+	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node1", full); !errors.Is(err, resolver.ErrFetchYourself) {
+		t.Fatalf("first asker: %v, want ErrFetchYourself", err)
+	}
+	var at *resolver.FetchingAtError
+	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node2", full); !errors.As(err, &at) || at.Peer != "node1" {
+		t.Fatalf("second asker: %v, want pointed at node1", err)
+	}
+	if asked != 0 {
+		t.Fatalf("looked for a slot %d times for answers that stream nothing", asked)
+	}
+
+	// Its own client pulls from the repository: a blob it would fetch for
+	// the cluster needs a slot first.
+	own := f.up.push(t, "team/app", randomBytes(t, 1000))
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: own})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	gets := f.up.blobGets.Load()
+	next := f.up.push(t, "team/app", randomBytes(t, 64<<10))
+	if _, err := f.res.PullFor(t.Context(), next, f.up.host, "team/app", "node3", full); !errors.Is(err, resolver.ErrNoSlot) {
+		t.Fatalf("asked for a blob it would fetch, out of slots: %v, want ErrNoSlot", err)
+	}
+	if asked != 1 {
+		t.Fatalf("looked for a slot %d times, want once", asked)
+	}
+	if n := f.up.blobGets.Load() - gets; n != 0 {
+		t.Fatalf("the registry was asked %d times for a blob no slot streams", n)
+	}
+	// Its own copy, too, is streamed only in a slot.
+	if _, err := f.res.PullFor(t.Context(), own, f.up.host, "team/app", "node3", full); !errors.Is(err, resolver.ErrNoSlot) {
+		t.Fatalf("asked for its own copy, out of slots: %v, want ErrNoSlot", err)
+	}
+	blob, err := f.res.PullFor(t.Context(), next, f.up.host, "team/app", "node3", func() bool { return true })
+	if err != nil {
+		t.Fatalf("asked again with a slot free: %v", err)
+	}
+	blob.Close()
 }

@@ -73,7 +73,7 @@ func TestDesignatedPeerFetchesForTheCluster(t *testing.T) {
 	od := digest.FromBytes(other)
 	router.peers["holder"] = fakePeer{data: other}
 	router.peers["designated"] = fakePeer{data: other}
-	blob, err := f.res.PullFor(t.Context(), od, "registry.example", "team/app", "")
+	blob, err := f.res.PullFor(t.Context(), od, "registry.example", "team/app", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -414,7 +414,7 @@ func (d *dl) try(src source, sources []source) (n int64, sent bool, err error) {
 		d.pos.Store(d.off)
 		d.startHelpers()
 		var k int64
-		k, _, err = r.fetchOnce(d.dctx, d.req, src, d.f.trust, d.ing, d.off, &d.pos, func(size int64) (store.Ingest, error) {
+		k, err = r.fetchOnce(d.dctx, d.req, src, d.f.trust, d.ing, d.off, &d.pos, func(size int64) (store.Ingest, error) {
 			return d.begin(src, size)
 		}, func(kind Source) {
 			d.waiting.Store(false)
@@ -761,115 +761,195 @@ var errStalled = errors.New("source stalled")
 // bytes it wrote.
 // opened is called once the source answered, before any byte is copied.
 // pos follows where it writes.
-func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, tr *trust, ing store.Ingest, off int64, pos *atomic.Int64, begin func(int64) (store.Ingest, error), opened func(Source)) (int64, int64, error) {
+func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, tr *trust, ing store.Ingest, off int64, pos *atomic.Int64, begin func(int64) (store.Ingest, error), opened func(Source)) (int64, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	// The watchdog cancels the request when no byte came for StallTimeout,
-	// headers included; or for ArrivalStall once past the bytes a peer
-	// still receiving the blob held when it answered (see notArriving).
-	var past atomic.Bool
-	stall := r.cfg.StallTimeout
-	if src.stall > 0 {
-		stall = src.stall
+	f := r.newFetch(ctx, cancel, req, src, off)
+	defer f.watchdog.Stop()
+	body, err := f.open(ing)
+	if err != nil {
+		return 0, err
 	}
-	watchdog := time.AfterFunc(stall, func() {
-		if past.Load() {
+	defer body.Close()
+	if err := f.sized(ing, begin); err != nil {
+		return 0, err
+	}
+	// Announced now: peers may read what arrives.
+	opened(src.kind)
+	f.rearm(off)
+	f.judged = r.judgeStream(cancel, src, f.have, off)
+	defer f.judged.stop()
+	f.tr, f.pos = tr, pos
+	f.counted = r.counter(req.Digest, src.kind, src.peer)
+	return f.copy(body)
+}
+
+// fetch is one request to a source, from its offset to the blob's end.
+type fetch struct {
+	r      *Resolver
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	req    BlobRequest
+	src    source
+	off    int64
+
+	// The watchdog cancels the request when no byte came for stall,
+	// headers included; or for arrival once past the bytes a peer still
+	// receiving the blob held when it answered (past, see errNotArriving).
+	watchdog       *time.Timer
+	stall, arrival time.Duration
+	past           atomic.Bool
+
+	// What the source said: the blob's size, and how many bytes from the
+	// start it held (arriving: a part only).
+	size, have int64
+	arriving   bool
+
+	ing     store.Ingest
+	n       int64 // bytes written from off
+	judged  *judge
+	tr      *trust
+	pos     *atomic.Int64
+	counted byteCounter
+}
+
+// newFetch arms the watchdog of a request to src, which ends it through
+// cancel.
+func (r *Resolver) newFetch(ctx context.Context, cancel context.CancelCauseFunc, req BlobRequest, src source, off int64) *fetch {
+	f := &fetch{r: r, ctx: ctx, cancel: cancel, req: req, src: src, off: off, stall: r.cfg.StallTimeout}
+	if src.stall > 0 {
+		f.stall = src.stall
+	}
+	f.watchdog = time.AfterFunc(f.stall, func() {
+		if f.past.Load() {
 			cancel(errNotArriving)
 		} else {
 			cancel(errStalled)
 		}
 	})
-	defer watchdog.Stop()
+	return f
+}
 
+// open asks the source for the blob from off, telling it the size when
+// ing knows it, and notes what it answered.
+func (f *fetch) open(ing store.Ingest) (io.ReadCloser, error) {
 	var known int64
 	if ing != nil {
 		known = ing.Size()
 	}
-	answered := r.watchAnswer(cancel, src)
-	body, size, have, err := src.open(ctx, off, known)
+	answered := f.r.watchAnswer(f.cancel, f.src)
+	body, size, have, err := f.src.open(f.ctx, f.off, known)
 	answered()
 	if err != nil {
-		if c := context.Cause(ctx); errors.Is(c, errStalled) {
-			err = fmt.Errorf("blob %s from %s: no answer: %w", req.Digest, src, errStalled)
+		if c := context.Cause(f.ctx); errors.Is(c, errStalled) {
+			err = fmt.Errorf("blob %s from %s: no answer: %w", f.req.Digest, f.src, errStalled)
 		}
-		return 0, 0, err
+		return nil, err
 	}
-	defer body.Close()
-	if ing == nil {
-		if ing, err = begin(size); err != nil {
-			return 0, size, err
-		}
-	} else if size != ing.Size() {
-		// A source that disagrees on the size is not the same blob.
-		return 0, size, fmt.Errorf("blob %s: %s says %d bytes, not %d: %w", req.Digest, src, size, ing.Size(), errdefs.ErrDataLoss)
-	}
-	// Announced now: peers may read what arrives.
-	opened(src.kind)
+	f.size, f.have = size, have
 	// A peer that held none of it (0) may be the designated fetcher waiting
 	// for the registry's first byte, or a peer that does not say: the usual
 	// timeout then.
-	arriving := have > 0 && have < size
-	arrival := r.cfg.ArrivalStall
-	if src.stall > 0 {
-		arrival = min(arrival, src.stall)
+	f.arriving = have > 0 && have < size
+	f.arrival = f.r.cfg.ArrivalStall
+	if f.src.stall > 0 {
+		f.arrival = min(f.arrival, f.src.stall)
 	}
-	rearm := func(at int64) {
-		if arriving && at >= have {
-			past.Store(true)
-			watchdog.Reset(arrival)
-			return
-		}
-		watchdog.Reset(stall)
-	}
-	rearm(off)
-	judged := r.judgeStream(cancel, src, have, off)
-	defer judged.stop()
+	return body, nil
+}
 
+// sized starts the ingest at the size the source said (through begin),
+// or checks the size against the ingest's.
+func (f *fetch) sized(ing store.Ingest, begin func(int64) (store.Ingest, error)) error {
+	if ing == nil {
+		var err error
+		f.ing, err = begin(f.size)
+		return err
+	}
+	if f.size != ing.Size() {
+		// A source that disagrees on the size is not the same blob.
+		return fmt.Errorf("blob %s: %s says %d bytes, not %d: %w", f.req.Digest, f.src, f.size, ing.Size(), errdefs.ErrDataLoss)
+	}
+	f.ing = ing
+	return nil
+}
+
+// rearm gives the source, having sent up to at, its time for the next
+// byte: arrival past what an arriving peer held, stall otherwise.
+func (f *fetch) rearm(at int64) {
+	if f.arriving && at >= f.have {
+		f.past.Store(true)
+		f.watchdog.Reset(f.arrival)
+		return
+	}
+	f.watchdog.Reset(f.stall)
+}
+
+// copy reads body into the ingest until the blob's end, the ingest is
+// whole, or the stream reaches bytes the helpers wrote (errCaughtUp).
+func (f *fetch) copy(body io.Reader) (int64, error) {
 	buf := make([]byte, 256<<10)
-	var n int64
-	// Counted as they arrive, so the metric shows a long transfer's progress.
-	counted := r.counter(req.Digest, src.kind, src.peer)
-	for off+n < size {
-		judged.reading()
+	for f.off+f.n < f.size {
+		f.judged.reading()
 		k, rerr := body.Read(buf)
 		if k > 0 {
-			rearm(off + n + int64(k))
-			judged.read(off+n+int64(k), k)
-			if off+n+int64(k) > size {
-				return n, size, fmt.Errorf("blob %s: %s sent more than %d bytes: %w", req.Digest, src, size, errdefs.ErrDataLoss)
-			}
-			if _, werr := ing.WriteAt(buf[:k], off+n); werr != nil {
-				return n, size, werr
-			}
-			tr.wrote(off+n, int64(k), src.kind == SourceUpstream)
-			n += int64(k)
-			pos.Store(off + n)
-			counted.Add(k)
-			if c := ing.Contiguous(); c == size {
-				// The helpers sent the rest.
-				return n, size, nil
-			} else if c > off+n {
-				return n, size, errCaughtUp
+			if done, err := f.write(buf[:k]); done {
+				return f.n, err
 			}
 		}
 		if rerr == io.EOF {
-			if off+n < size {
-				return n, size, fmt.Errorf("blob %s: %s ended at %d of %d bytes: %w", req.Digest, src, off+n, size, io.ErrUnexpectedEOF)
+			if f.off+f.n < f.size {
+				return f.n, fmt.Errorf("blob %s: %s ended at %d of %d bytes: %w", f.req.Digest, f.src, f.off+f.n, f.size, io.ErrUnexpectedEOF)
 			}
 			break
 		}
 		if rerr != nil {
-			switch c := context.Cause(ctx); {
-			case c == errStalled:
-				rerr = fmt.Errorf("blob %s: no byte from %s for %s at offset %d: %w", req.Digest, src, stall, off+n, errStalled)
-			case errors.Is(c, errStalled), errors.Is(c, errSlow):
-				// The judge's verdict on a peer's stream.
-				rerr = fmt.Errorf("blob %s: %s at offset %d: %w", req.Digest, src, off+n, c)
-			case errors.Is(c, errNotArriving):
-				rerr = fmt.Errorf("blob %s: %s held %d bytes of %d when it answered, and sent none past %d for %s: %w: %w", req.Digest, src, have, size, off+n, r.cfg.ArrivalStall, errNotArriving, errdefs.ErrOutOfRange)
-			}
-			return n, size, rerr
+			return f.n, f.cut(rerr)
 		}
 	}
-	return n, size, nil
+	return f.n, nil
+}
+
+// write writes b, the next bytes read, into the ingest, and says whether
+// the stream is done: it failed, or the ingest is whole (err nil) or holds
+// the bytes that follow already (errCaughtUp).
+func (f *fetch) write(b []byte) (done bool, err error) {
+	at := f.off + f.n
+	end := at + int64(len(b))
+	f.rearm(end)
+	f.judged.read(end, len(b))
+	if end > f.size {
+		return true, fmt.Errorf("blob %s: %s sent more than %d bytes: %w", f.req.Digest, f.src, f.size, errdefs.ErrDataLoss)
+	}
+	if _, err := f.ing.WriteAt(b, at); err != nil {
+		return true, err
+	}
+	f.tr.wrote(at, int64(len(b)), f.src.kind == SourceUpstream)
+	f.n += int64(len(b))
+	f.pos.Store(end)
+	// Counted as they arrive, so the metric shows a long transfer's progress.
+	f.counted.Add(len(b))
+	if c := f.ing.Contiguous(); c == f.size {
+		// The helpers sent the rest.
+		return true, nil
+	} else if c > end {
+		return true, errCaughtUp
+	}
+	return false, nil
+}
+
+// cut is the error of a stream that broke with err: the watchdog's or the
+// judge's verdict when one ended it.
+func (f *fetch) cut(err error) error {
+	at := f.off + f.n
+	switch c := context.Cause(f.ctx); {
+	case c == errStalled:
+		return fmt.Errorf("blob %s: no byte from %s for %s at offset %d: %w", f.req.Digest, f.src, f.stall, at, errStalled)
+	case errors.Is(c, errStalled), errors.Is(c, errSlow):
+		// The judge's verdict on a peer's stream.
+		return fmt.Errorf("blob %s: %s at offset %d: %w", f.req.Digest, f.src, at, c)
+	case errors.Is(c, errNotArriving):
+		return fmt.Errorf("blob %s: %s held %d bytes of %d when it answered, and sent none past %d for %s: %w: %w", f.req.Digest, f.src, f.have, f.size, at, f.r.cfg.ArrivalStall, errNotArriving, errdefs.ErrOutOfRange)
+	}
+	return err
 }

@@ -178,7 +178,7 @@ func TestEarlyIngestNotServedToPeersBeforeASourceAnswers(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
-	if _, err := f.res.PullFor(ctx, ds[1], f.up.host, "team/app", ""); err == nil {
+	if _, err := f.res.PullFor(ctx, ds[1], f.up.host, "team/app", "", nil); err == nil {
 		t.Fatal("PullFor answered with an ingest no source feeds")
 	}
 	if b.Source != resolver.SourceInFlight {

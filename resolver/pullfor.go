@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/p2p/swarm"
 	"github.com/shoal-dev/shoal/store"
 )
 
@@ -26,19 +27,27 @@ import (
 // and does not want it itself fetches nothing: it answers
 // ErrFetchYourself to the first asker and points the next at it with a
 // *FetchingAtError (see swarm.Coordinate).
-func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, repo, from string) (store.Blob, error) {
+//
+// take takes an upload slot for the peer's stream. PullFor calls it at
+// most once, when it knows it will stream the blob: its own copy, a
+// download running here, or one it starts for the peer, which it decides
+// before it takes a slot (see swarm.TakesSlot). When take says false,
+// PullFor starts nothing and returns ErrNoSlot. A nil take always says
+// true.
+func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error) {
 	if err := validDigest(dgst); err != nil {
 		return nil, err
 	}
+	take = takeOnce(take)
 	if b, err := r.openLocalRaw(ctx, dgst); err == nil || !errdefs.IsNotFound(err) {
-		return b, err
+		return withSlot(dgst, b, err, take)
 	}
 	if !r.mirrors(registry) {
 		return nil, fmt.Errorf("blob %s from %s: %w", dgst, registry, ErrNotMirrored)
 	}
 	req := BlobRequest{Registry: registry, Repo: repo, Digest: dgst, ForPeer: true}
 	for range 2 {
-		f, started, err := r.joinFor(req, from)
+		f, started, err := r.joinFor(req, from, take)
 		if err != nil {
 			return nil, err
 		}
@@ -71,19 +80,60 @@ func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, re
 	return nil, fmt.Errorf("blob %s: %w", dgst, errdefs.ErrNotFound)
 }
 
+// ErrNoSlot is PullFor's answer when take found no upload slot free: the
+// peer is answered busy.
+var ErrNoSlot = errors.New("no upload slot free")
+
+// takeOnce calls take the first time only, and says what it said then;
+// nil takes nothing and says true.
+func takeOnce(take func() bool) func() bool {
+	if take == nil {
+		return func() bool { return true }
+	}
+	var called, took bool
+	return func() bool {
+		if !called {
+			called, took = true, take()
+		}
+		return took
+	}
+}
+
+// withSlot returns the node's own copy b of dgst, opened with err, once
+// take took a slot for it.
+func withSlot(dgst digest.Digest, b store.Blob, err error, take func() bool) (store.Blob, error) {
+	if err != nil {
+		return nil, err
+	}
+	if !take() {
+		b.Close()
+		return nil, fmt.Errorf("blob %s: %w", dgst, ErrNoSlot)
+	}
+	return b, nil
+}
+
 // joinFor joins the running download of req's blob, or, when none runs
 // and swarm.Coordinate says this node fetches it for from, registers one
-// that the caller must start.
-func (r *Resolver) joinFor(req BlobRequest, from string) (*flight, bool, error) {
+// that the caller must start. Either takes a slot through take first; an
+// answer that leaves the blob to from, or points it at the fetcher, takes
+// none (see swarm.TakesSlot).
+func (r *Resolver) joinFor(req BlobRequest, from string, take func() bool) (*flight, bool, error) {
 	r.mu.Lock()
-	f, ok := r.flights[req.Digest]
+	f, running := r.flights[req.Digest]
 	r.mu.Unlock()
-	if ok {
+	if !running {
+		if a, err := r.coordinate(req, from); !swarm.TakesSlot(a) {
+			return nil, false, err
+		}
+	}
+	if !take() {
+		return nil, false, fmt.Errorf("blob %s: %w", req.Digest, ErrNoSlot)
+	}
+	if running {
 		return f, false, nil
 	}
-	if err := r.coordinate(req, from); err != nil {
-		return nil, false, err
-	}
+	// Counted once a slot is taken: without one, the asker is answered busy.
+	r.m.coordinated.WithLabelValues("fetch_for_cluster").Inc()
 	f, started := r.join(req)
 	return f, started, nil
 }

@@ -425,8 +425,8 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		images := meshImages{ctrd: ctrdImages, last: &heard}
 		// The mesh serves peers through the resolver, made below: it needs
 		// the mesh as its router.
-		node, err = newMeshNode(o, set.clusterKey, served, images, tagSource{&heard}, forMembers(preheats.Load), pullerFunc(func(ctx context.Context, dgst digest.Digest, registry, repo, from string) (store.Blob, error) {
-			b, err := res.PullFor(ctx, dgst, registry, repo, from)
+		node, err = newMeshNode(o, set.clusterKey, served, images, tagSource{&heard}, forMembers(preheats.Load), pullerFunc(func(ctx context.Context, dgst digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error) {
+			b, err := res.PullFor(ctx, dgst, registry, repo, from, take)
 			if err != nil {
 				return nil, err
 			}
@@ -629,10 +629,10 @@ type walker interface {
 }
 
 // pullerFunc adapts a function to p2p.Puller.
-type pullerFunc func(ctx context.Context, dgst digest.Digest, registry, repo, from string) (store.Blob, error)
+type pullerFunc func(ctx context.Context, dgst digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error)
 
-func (f pullerFunc) PullFor(ctx context.Context, dgst digest.Digest, registry, repo, from string) (store.Blob, error) {
-	return f(ctx, dgst, registry, repo, from)
+func (f pullerFunc) PullFor(ctx context.Context, dgst digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error) {
+	return f(ctx, dgst, registry, repo, from, take)
 }
 
 func newMeshNode(o daemonOptions, key []byte, content p2p.Content, images p2p.ImageSource, tags p2p.TagSource, preheater p2p.Preheater, puller p2p.Puller, backoff func(string, time.Duration, string), log *slog.Logger, reg prometheus.Registerer) (*p2p.Node, error) {

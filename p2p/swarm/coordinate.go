@@ -80,3 +80,13 @@ func Coordinate(a Asked, now time.Time) Answer {
 	}
 	return FetchYourself
 }
+
+// TakesSlot is the rule for when a designated node asked to fetch a blob
+// takes one of its upload slots: only for an answer that streams the blob
+// to the asker, fetching it for the cluster. It coordinates first and
+// looks for a free slot after: a node whose slots are all taken still
+// leaves the blob to the asker or points it at the fetcher, where a busy
+// answer would have the asker wait for a fetch that never starts (see
+// Download.Skip) and then fetch the blob itself, as would every other
+// asker.
+func TakesSlot(a Answer) bool { return a == FetchForCluster }

@@ -28,3 +28,19 @@ func TestCoordinate(t *testing.T) {
 		}
 	}
 }
+
+func TestTakesSlot(t *testing.T) {
+	cases := []struct {
+		a    Answer
+		want bool
+	}{
+		{FetchForCluster, true},
+		{FetchYourself, false},
+		{ReadFromFetcher, false},
+	}
+	for _, c := range cases {
+		if got := TakesSlot(c.a); got != c.want {
+			t.Errorf("TakesSlot(%v) = %v, want %v", c.a, got, c.want)
+		}
+	}
+}

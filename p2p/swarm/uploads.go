@@ -83,3 +83,21 @@ func (u *BlobUploads) Release(d digest.Digest) {
 
 // Open is how many streams of d are counted.
 func (u *BlobUploads) Open(d digest.Digest) int { return u.open[d] }
+
+// HeldRead is the rule for how many bytes a node serving c, a blob it may
+// still be receiving, reads next for a stream at off of a range that ends
+// at end, into a buffer of max bytes: every byte it holds past off at once,
+// for a read of more than arrived would wait for the rest, and a node
+// whose own source stalled would withhold the tail it has from the peers
+// that wait on it. Caught up while the blob still arrives, one byte: the
+// read waits for the next byte only.
+func HeldRead(off, end, max int64, c Copy) int64 {
+	n := min(max, end-off)
+	switch {
+	case c.Have > off:
+		return min(n, c.Have-off)
+	case c.Arriving:
+		return min(n, 1)
+	}
+	return n
+}

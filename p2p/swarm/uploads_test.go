@@ -93,3 +93,29 @@ func TestBlobUploads(t *testing.T) {
 		t.Error("releasing more than was taken leaves a count behind")
 	}
 }
+
+func TestHeldRead(t *testing.T) {
+	t.Parallel()
+	arriving := swarm.Copy{Size: 100, Have: 40, Arriving: true}
+	tests := []struct {
+		name          string
+		off, end, max int64
+		c             swarm.Copy
+		want          int64
+	}{
+		{"what is held, however large the buffer", 10, 100, 64, arriving, 30},
+		{"a buffer smaller than what is held", 10, 100, 8, arriving, 8},
+		{"a range that ends within what is held", 10, 20, 64, arriving, 10},
+		{"caught up: the next byte", 40, 100, 64, arriving, 1},
+		{"held whole", 10, 100, 64, swarm.Copy{Size: 100, Have: 100}, 64},
+		{"no longer arriving: read to the end", 40, 100, 64, swarm.Copy{Size: 100, Have: 40}, 60},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := swarm.HeldRead(tc.off, tc.end, tc.max, tc.c); got != tc.want {
+				t.Fatalf("HeldRead = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
