@@ -112,13 +112,40 @@ func (r *Resolver) designatedSource(req BlobRequest, p string, lead *atomic.Bool
 	}}
 }
 
-// heldWhole marks err, a peer's refusal, when the peer said it holds the
-// whole blob: it was only busy.
+// heldWhole marks err, a peer's refusal, with what the peer said it
+// holds: the whole blob (it was only busy), or have bytes of it (see
+// swarm.Failure.Have).
 func heldWhole(err error, have, size int64) error {
-	if err != nil && size > 0 && have == size {
-		return fmt.Errorf("%w (%w)", err, errHeldWhole)
+	if err == nil {
+		return nil
+	}
+	if size > 0 && have == size {
+		err = fmt.Errorf("%w (%w)", err, errHeldWhole)
+	}
+	if have > 0 {
+		return &peerHolds{err: err, have: have}
 	}
 	return err
+}
+
+// peerHolds is a peer's refusal that said how many bytes from the start
+// of the blob it holds.
+type peerHolds struct {
+	err  error
+	have int64
+}
+
+func (e *peerHolds) Error() string { return e.err.Error() }
+func (e *peerHolds) Unwrap() error { return e.err }
+
+// peerHas is what a peer's refusal said it holds of the blob: 0 when it
+// did not say.
+func peerHas(err error) int64 {
+	var h *peerHolds
+	if errors.As(err, &h) {
+		return h.have
+	}
+	return 0
 }
 
 // holderSource is peer p, which holds req's blob or is receiving it;
@@ -336,6 +363,9 @@ func (d *dl) round() bool {
 			d.req.Size = size
 		}
 	}
+	if at := r.lastByteAt(); !at.IsZero() {
+		d.sw.NodeReceived(at)
+	}
 	sources := r.sources(d.req, d.sw, &d.noWait, &d.leading)
 	if len(sources) == 0 {
 		d.lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", d.req.Digest, errdefs.ErrNotFound)
@@ -491,6 +521,7 @@ func sortFailure(src source, err error, ing store.Ingest) swarm.Failure {
 		NotNow:      errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err),
 		Partial:     errdefs.IsOutOfRange(err) || errors.Is(err, errHeldInPart),
 		Whole:       errors.Is(err, errHeldWhole),
+		Have:        peerHas(err),
 		NotArriving: errors.Is(err, errNotArriving),
 		Stalled:     errors.Is(err, errStalled),
 		Slow:        errors.Is(err, errSlow),

@@ -365,3 +365,55 @@ func TestAfterASilentPeerTheNextMustAnswerSoon(t *testing.T) {
 		t.Errorf("the registry was asked for %v, want the rest from 1 MiB", rg)
 	}
 }
+
+// TestBusyPeerWaitedForWhileTheNodeReceives: a layer's one holder answers
+// busy for longer than the download may wait idle (BusyRetryFor), while
+// the node receives another layer from a slow peer. The node is not
+// stalled, so the download waits for the holder: the registry, which has
+// the layer, is not asked for it.
+func TestBusyPeerWaitedForWhileTheNodeReceives(t *testing.T) {
+	t.Parallel()
+	busyLayer, slowLayer := randomBytes(t, 1<<20), randomBytes(t, 24<<20)
+	router := &fakeRouter{
+		peers: map[string]fakePeer{"holder": {data: busyLayer, busy: 6}, "slow": {data: slowLayer, slow: true}},
+		order: []string{"holder", "slow"},
+	}
+	f := newFixture(t, resolver.Config{BusyWait: 200 * time.Millisecond, BusyRetryFor: time.Second}, resolver.Sources{Router: router})
+	f.up.push(t, "a", busyLayer)
+	slow, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: digest.FromBytes(slowLayer), Size: int64(len(slowLayer))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slowDone := make(chan error, 1)
+	go func() {
+		got, err := readAll(t.Context(), t, slow, 0)
+		if err == nil && !bytes.Equal(got, slowLayer) {
+			err = errors.New("the slow layer's bytes differ")
+		}
+		slowDone <- err
+	}()
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: digest.FromBytes(busyLayer), Size: int64(len(busyLayer))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, busyLayer) {
+		t.Fatalf("read %d bytes of %d: %v", len(got), len(busyLayer), err)
+	}
+	if err := <-slowDone; err != nil {
+		t.Fatal(err)
+	}
+	if n := f.up.blobGets.Load(); n != 0 {
+		t.Errorf("the registry was asked for %d blobs while the busy holder's node received bytes, want 0", n)
+	}
+	router.mu.Lock()
+	defer router.mu.Unlock()
+	asked := 0
+	for _, f := range router.fetches {
+		if f == "holder@0" {
+			asked++
+		}
+	}
+	if asked != 7 {
+		t.Errorf("the holder was asked %d times, want 7 (six busy answers, then its bytes): %v", asked, router.fetches)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync/atomic"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -108,6 +110,7 @@ func (r *Resolver) fellBack(dgst digest.Digest, src source, err error) {
 // in the pull records, from the one place both are fed.
 type byteCounter struct {
 	metric prometheus.Counter
+	last   *atomic.Int64 // Resolver.lastByte
 	rec    Recorder
 	dgst   digest.Digest
 	src    Source
@@ -115,13 +118,24 @@ type byteCounter struct {
 }
 
 func (r *Resolver) counter(dgst digest.Digest, src Source, peer string) byteCounter {
-	return byteCounter{metric: r.m.sourceBytes.WithLabelValues(string(src)), rec: r.rec, dgst: dgst, src: src, peer: peer}
+	return byteCounter{metric: r.m.sourceBytes.WithLabelValues(string(src)), last: &r.lastByte, rec: r.rec, dgst: dgst, src: src, peer: peer}
 }
 
-// Add counts n bytes.
+// Add counts n bytes, received now.
 func (c byteCounter) Add(n int) {
+	c.last.Store(time.Now().UnixNano())
 	c.metric.Add(float64(n))
 	c.rec.Received(c.dgst, c.src, c.peer, n)
+}
+
+// lastByteAt is when this node last received bytes of any blob from a
+// source (zero: never). A download whose peers are all busy counts it as
+// progress (see swarm.Download.Idle).
+func (r *Resolver) lastByteAt() time.Time {
+	if ns := r.lastByte.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // ended tells the recorder how the download of dgst, whose flight f was,

@@ -61,6 +61,9 @@ type Resolver struct {
 	leftTo  map[digest.Digest]leftTo
 	// pace is the node's receiving rate over the peer streams it judges.
 	pace *nodePace
+	// lastByte is when, in Unix nanoseconds, the node last received bytes
+	// of any blob (see lastByteAt).
+	lastByte atomic.Int64
 	// backoffs holds the registries that asked to slow down.
 	backoffs *backoffs
 	// tags holds the node's answers for tags (see tags.go).
