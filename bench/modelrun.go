@@ -7,9 +7,11 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"gonum.org/v1/gonum/stat"
 
 	"github.com/shoal-dev/shoal/bench/model"
@@ -84,26 +86,57 @@ type ModelRun struct {
 }
 
 // RunModel runs each scenario Reps times, each repetition another seed.
+// The runs are independent, so as many run at once as the machine has
+// cores; the answer lists them in order, scenario by scenario.
 func RunModel(ctx context.Context, cfg ModelConfig) ([]ModelRun, error) {
 	if cfg.LinkMbit <= 0 || cfg.RegistryMbit <= 0 {
 		return nil, fmt.Errorf("the model mode needs --link-mbit and --registry-mbit above 0")
 	}
-	var out []ModelRun
+	type job struct {
+		scenario string
+		rep      int
+	}
+	var jobs []job
 	for _, sc := range cfg.Scenarios {
 		for rep := 1; rep <= max(1, cfg.Reps); rep++ {
-			if err := ctx.Err(); err != nil {
-				return out, err
-			}
-			run, err := modelRun(ctx, cfg, sc, rep)
-			if err != nil {
-				return out, fmt.Errorf("model %s, rep %d: %w", sc, rep, err)
-			}
-			if cfg.Progress != nil {
-				fmt.Fprintf(cfg.Progress, "model %s rep %d: p50/T* %.2f, max/T* %.2f, egress/S %.2f, computed in %s\n", sc, rep,
-					run.Summary.P50, run.Summary.Max, run.Summary.EgressOverSize, run.Wall.Round(time.Millisecond))
-			}
-			out = append(out, run)
+			jobs = append(jobs, job{sc, rep})
 		}
+	}
+	out := make([]ModelRun, len(jobs))
+	var mu sync.Mutex // Progress
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for k, j := range jobs {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			run, err := modelRun(gctx, cfg, j.scenario, j.rep)
+			if err != nil {
+				return fmt.Errorf("model %s, rep %d: %w", j.scenario, j.rep, err)
+			}
+			out[k] = run
+			if cfg.Progress != nil {
+				mu.Lock()
+				fmt.Fprintf(cfg.Progress, "model %s rep %d: p50/T* %.2f, max/T* %.2f, egress/S %.2f, computed in %s\n", j.scenario, j.rep,
+					run.Summary.P50, run.Summary.Max, run.Summary.EgressOverSize, run.Wall.Round(time.Millisecond))
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		// The runs that finished, in order; a run stopped mid-way is none.
+		var done []ModelRun
+		for _, r := range out {
+			if r.Record.Scenario != "" {
+				done = append(done, r)
+			}
+		}
+		if ctx.Err() != nil {
+			return done, ctx.Err()
+		}
+		return done, err
 	}
 	return out, nil
 }
