@@ -29,10 +29,11 @@ type ModelConfig struct {
 	// Scenarios are some of ModelScenarios.
 	Scenarios []string
 	Reps      int
-	// Manifest, Concurrent and UnpackPerByte are containerd's pull (see
-	// model.Config); zero leaves each out. The command sets
-	// ModelManifest, ModelConcurrent and ModelUnpackPerByte.
+	// Manifest, Spread, Concurrent and UnpackPerByte are containerd's
+	// pull (see model.Config); zero leaves each out. The command sets
+	// ModelManifest, ModelSpread, ModelConcurrent and ModelUnpackPerByte.
 	Manifest      time.Duration
+	Spread        time.Duration
 	Concurrent    int
 	UnpackPerByte float64
 	// Progress, if set, gets a line per run.
@@ -47,15 +48,19 @@ const ModelRTT = time.Millisecond
 // (ModelChurn nodes killed mid-pull).
 var ModelScenarios = []string{ScenarioCold, ScenarioWarm, ScenarioRolling, ScenarioChurn}
 
-// containerd's pull in the model mode. ModelConcurrent is containerd's
-// default max_concurrent_downloads. ModelManifest (the manifest's time
-// before the first blob) and ModelUnpackPerByte (seconds to unpack a
-// byte) are to be set from the real mode's pulls; until they are, the
-// manifest costs a round trip and unpacking nothing.
+// containerd's pull in the model mode, set from the real mode's records
+// of its pulls (results.json's tail; docs/benchmarks.md says which runs).
+// ModelConcurrent is containerd's default max_concurrent_downloads. A
+// real node asks for its first blob 57 ms to 192 ms after its pull
+// begins (the 10th and 90th percentiles: ctr's start-up, then the
+// manifest): ModelSpread spreads the pulls' starts over that range's
+// width, and ModelManifest is its least. ModelUnpackPerByte is the
+// median time containerd took to unpack a byte of a layer.
 const (
 	ModelConcurrent    = 3
-	ModelManifest      = ModelRTT
-	ModelUnpackPerByte = 0.0
+	ModelSpread        = 140 * time.Millisecond
+	ModelManifest      = 60 * time.Millisecond
+	ModelUnpackPerByte = 4.3e-9
 )
 
 // ModelRollingBatch is how many of n nodes pull at a time in the model's
@@ -146,7 +151,7 @@ func modelRun(ctx context.Context, cfg ModelConfig, scenario string, rep int) (M
 	link, reg := cfg.LinkMbit*1e6/8, cfg.RegistryMbit*1e6/8
 	mc := model.Config{
 		Nodes: cfg.Nodes, Layers: cfg.Layers, LayerSize: cfg.LayerSize, Up: link, Down: link, RegistryUp: reg, RTT: ModelRTT, Seed: uint64(rep), Done: ctx.Done(),
-		Manifest: cfg.Manifest, Concurrent: cfg.Concurrent, UnpackPerByte: cfg.UnpackPerByte,
+		Manifest: cfg.Manifest, Spread: cfg.Spread, Concurrent: cfg.Concurrent, UnpackPerByte: cfg.UnpackPerByte,
 	}
 	size := float64(cfg.Layers) * float64(cfg.LayerSize)
 	// bound is T* of the nodes that pull at once, for the step.

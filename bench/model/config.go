@@ -38,6 +38,12 @@ type Config struct {
 	// Limits are the download rules' times; zero fields take the
 	// resolver's defaults (BusyWait 2 s, BusyRetryFor 30 s, 10 s).
 	Limits swarm.Limits
+	// Spread, when positive, starts each node's pull at a time drawn
+	// from the seed within Spread of the scenario's start, as ctr's own
+	// start-up spreads the real mode's pulls: a designated node asked
+	// for a blob before its own pull began leaves it to the asker (see
+	// swarm.Coordinate).
+	Spread time.Duration
 	// Manifest is how long a node's pull takes before it asks for any
 	// blob: containerd resolves the tag and fetches the manifest first (a
 	// round trip and the manifest's bytes). Zero: the blobs are asked for
@@ -78,7 +84,7 @@ func (c *Config) defaults() error {
 	if c.Up <= 0 || c.Down <= 0 || c.RegistryUp <= 0 {
 		return errors.New("model: link capacities must be positive")
 	}
-	if c.RTT < 0 || c.Step < 0 || c.Manifest < 0 || c.Concurrent < 0 || c.UnpackPerByte < 0 || c.Detect < 0 {
+	if c.RTT < 0 || c.Step < 0 || c.Manifest < 0 || c.Spread < 0 || c.Concurrent < 0 || c.UnpackPerByte < 0 || c.Detect < 0 {
 		return errors.New("model: the round trip, the step, the manifest's time, the downloads at once, the unpack time and the detection time must not be negative")
 	}
 	if c.Detect == 0 {

@@ -20,8 +20,19 @@ type nodePull struct {
 	returned  bool
 }
 
-// pull starts node i's pull now: the manifest, then the blobs.
+// pull starts node i's pull: now, or, with Config.Spread, once its ctr
+// has started (a time the seed draws).
 func (s *sim) pull(i int) {
+	if s.cfg.Spread > 0 {
+		s.after(s.rng.Float64()*s.cfg.Spread.Seconds(), func() { s.begin(i) })
+		return
+	}
+	s.begin(i)
+}
+
+// begin starts node i's pull now: the manifest, then the blobs. The node
+// wants the image's blobs from now on (see coordinate).
+func (s *sim) begin(i int) {
 	n := len(s.blobs)
 	s.held[i] = make([]float64, n)
 	s.streams[i] = make([]*stream, n)

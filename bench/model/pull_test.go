@@ -103,3 +103,45 @@ func TestDetectAfter(t *testing.T) {
 		}
 	}
 }
+
+// With Spread, a node's pull begins within Spread of the start, so a lone
+// node's time grows by less than Spread; the same seed draws the same
+// start, and the run is the same.
+func TestSpreadStartsWithinIt(t *testing.T) {
+	t.Parallel()
+	base := model.Config{
+		Nodes: 1, Layers: 4, LayerSize: 4 * mib, Up: 8 * mib, Down: 8 * mib, RegistryUp: 4 * mib, RTT: 10 * time.Millisecond,
+		Manifest: 20 * time.Millisecond, Concurrent: 3,
+	}
+	still, err := model.Cold(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spread := base
+	spread.Spread = 500 * time.Millisecond
+	var later int
+	for seed := range uint64(8) {
+		spread.Seed, base.Seed = seed, seed
+		a, err := model.Cold(spread)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := model.Cold(spread)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Makespan != b.Makespan {
+			t.Fatalf("seed %d: %v, then %v", seed, a.Makespan, b.Makespan)
+		}
+		d := a.Makespan - still.Makespan
+		if d < 0 || d >= spread.Spread {
+			t.Fatalf("seed %d: the pull took %v, %v without a spread: want less than %v more", seed, a.Makespan, still.Makespan, spread.Spread)
+		}
+		if d > 0 {
+			later++
+		}
+	}
+	if later == 0 {
+		t.Errorf("no seed started the pull later")
+	}
+}
