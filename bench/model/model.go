@@ -69,6 +69,10 @@ type sim struct {
 	finish  []float64
 	// lastByte is, by node, when it last received bytes of any blob.
 	lastByte []float64
+	// capacity, linkBuf and water are allocate's working memory.
+	capacity []float64
+	linkBuf  []int
+	water    water
 	left     int // streams not done
 	failed   int
 	// pulls are the nodes' pulls as containerd runs them, by node (nil:

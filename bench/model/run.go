@@ -36,18 +36,25 @@ func (s *sim) caughtUp(t *stream) bool {
 // relays.
 func (s *sim) allocate(fl []*stream) {
 	n := s.cfg.Nodes
-	capacity := make([]float64, 2*n+1)
-	for i := range n {
-		capacity[i], capacity[n+i] = s.cfg.Up, s.cfg.Down
+	if s.capacity == nil {
+		s.capacity = make([]float64, 2*n+1)
+		for i := range n {
+			s.capacity[i], s.capacity[n+i] = s.cfg.Up, s.cfg.Down
+		}
+		s.capacity[2*n] = s.cfg.RegistryUp
 	}
-	capacity[2*n] = s.cfg.RegistryUp
+	capacity := s.capacity
+	if cap(s.linkBuf) < 2*len(fl) {
+		s.linkBuf = make([]int, 2*len(fl))
+	}
 	links := make([][]int, len(fl))
 	for k, t := range fl {
 		up := 2 * n
 		if t.src >= 0 {
 			up = t.src
 		}
-		links[k] = []int{up, n + t.node}
+		links[k] = s.linkBuf[2*k : 2*k+2 : 2*k+2]
+		links[k][0], links[k][1] = up, n+t.node
 	}
 	limit := make([]float64, len(fl))
 	for pass := range 4 {
@@ -73,7 +80,7 @@ func (s *sim) allocate(fl []*stream) {
 // (waterShare) in steps.
 func (s *sim) share(capacity []float64, flows [][]int, limit []float64) []float64 {
 	if s.cfg.Step > 0 {
-		return waterShare(capacity, flows, limit)
+		return s.water.share(capacity, flows, limit)
 	}
 	return share(capacity, flows, limit)
 }

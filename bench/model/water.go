@@ -20,46 +20,84 @@ const waterRounds = 6
 // by link, so that no link carries more than its capacity: an
 // approximate rate is never one the links could not carry.
 func waterShare(capacity []float64, flows [][]int, limit []float64) []float64 {
-	on := linkFlows(len(capacity), flows)
-	level := make([]float64, len(capacity))
-	for l := range level {
-		level[l] = math.Inf(1)
+	var w water
+	return w.share(capacity, flows, limit)
+}
+
+// water is waterShare's working memory, kept from one step to the next
+// so that a run of thousands of nodes does not allocate it at every step.
+type water struct {
+	on                  [][]int // by link, the flows that cross it
+	level, rate, demand []float64
+	scale               []float64
+}
+
+// share is waterShare; the answer is valid until the next call.
+func (w *water) share(capacity []float64, flows [][]int, limit []float64) []float64 {
+	w.linkFlows(len(capacity), flows)
+	w.level = grow(w.level, len(capacity))
+	for l := range w.level {
+		w.level[l] = math.Inf(1)
 	}
-	rate := make([]float64, len(flows))
-	var demand []float64
 	for range waterRounds {
-		for l, fs := range on {
-			demand = demand[:0]
-			for _, f := range fs {
-				demand = append(demand, demandAt(l, f, flows, limit, level))
+		for l, fs := range w.on {
+			if len(fs) == 0 {
+				continue // no flow: no level
 			}
-			level[l] = fill(capacity[l], demand)
+			w.demand = w.demand[:0]
+			for _, f := range fs {
+				w.demand = append(w.demand, demandAt(l, f, flows, limit, w.level))
+			}
+			w.level[l] = fill(capacity[l], w.demand)
 		}
 	}
+	w.rate = grow(w.rate, len(flows))
 	for f, links := range flows {
-		rate[f] = max(0, limit[f])
+		w.rate[f] = max(0, limit[f])
 		for _, l := range links {
-			rate[f] = min(rate[f], level[l], capacity[l])
+			w.rate[f] = min(w.rate[f], w.level[l], capacity[l])
 		}
 	}
-	return fit(capacity, on, flows, rate)
+	return w.fit(capacity, flows)
 }
 
 // linkFlows lists, by link, the flows that cross it.
-func linkFlows(links int, flows [][]int) [][]int {
-	on := make([][]int, links)
+func (w *water) linkFlows(links int, flows [][]int) {
+	if len(w.on) < links {
+		w.on = make([][]int, links)
+	}
+	w.on = w.on[:links]
+	for l := range w.on {
+		w.on[l] = w.on[l][:0]
+	}
 	for f, ls := range flows {
 		for _, l := range ls {
-			on[l] = append(on[l], f)
+			w.on[l] = append(w.on[l], f)
 		}
 	}
-	return on
+}
+
+// grow is v with length n, its old contents undefined.
+func grow(v []float64, n int) []float64 {
+	if cap(v) < n {
+		return make([]float64, n)
+	}
+	return v[:n]
 }
 
 // demandAt is what flow f could carry over link l: its limit, and the
 // levels of its other links.
 func demandAt(l, f int, flows [][]int, limit, level []float64) float64 {
 	d := max(0, limit[f])
+	if ls := flows[f]; len(ls) == 2 && ls[0] != ls[1] {
+		// A stream's two links, its source's uplink and its reader's
+		// downlink: the common case, without the loop.
+		o := ls[0]
+		if o == l {
+			o = ls[1]
+		}
+		return min(d, level[o])
+	}
 	for _, o := range flows[f] {
 		if o != l {
 			d = min(d, level[o])
@@ -89,24 +127,24 @@ func fill(c float64, demand []float64) float64 {
 
 // fit scales each flow's rate down by the most any of its links is over
 // its capacity.
-func fit(capacity []float64, on, flows [][]int, rate []float64) []float64 {
-	scale := make([]float64, len(capacity))
-	for l, fs := range on {
+func (w *water) fit(capacity []float64, flows [][]int) []float64 {
+	w.scale = grow(w.scale, len(capacity))
+	for l, fs := range w.on {
 		sum := 0.0
 		for _, f := range fs {
-			sum += rate[f]
+			sum += w.rate[f]
 		}
-		scale[l] = 1
+		w.scale[l] = 1
 		if sum > capacity[l] {
-			scale[l] = capacity[l] / sum
+			w.scale[l] = capacity[l] / sum
 		}
 	}
 	for f, links := range flows {
 		k := 1.0
 		for _, l := range links {
-			k = min(k, scale[l])
+			k = min(k, w.scale[l])
 		}
-		rate[f] *= k
+		w.rate[f] *= k
 	}
-	return rate
+	return w.rate
 }
