@@ -55,6 +55,11 @@ func (s *sim) tick() {
 	for len(s.due) > 0 && s.due[0].at <= s.now+1e-12 {
 		heap.Pop(&s.due).(timer).fn()
 	}
+	if s.stale {
+		// Once for every member who left or came at this time.
+		s.stale = false
+		s.rankings()
+	}
 	if s.watch != nil {
 		s.watch()
 	}

@@ -77,7 +77,7 @@ func (s *sim) kill(i int) {
 	}
 	s.after(s.cfg.Detect.Seconds(), func() {
 		s.gone[i] = true
-		s.rankings()
+		s.stale = true
 	})
 }
 
@@ -105,7 +105,7 @@ func (s *sim) join(i int) {
 	s.after(JoinAfter(s.cfg.Nodes).Seconds(), func() {
 		if !s.dead[i] {
 			s.gone[i] = false
-			s.rankings()
+			s.stale = true
 		}
 	})
 }

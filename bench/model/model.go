@@ -69,6 +69,8 @@ type sim struct {
 	finish  []float64
 	// lastByte is, by node, when it last received bytes of any blob.
 	lastByte []float64
+	// stale: the members changed since the rankings were computed.
+	stale bool
 	// capacity, linkBuf and water are allocate's working memory.
 	capacity []float64
 	linkBuf  []int
