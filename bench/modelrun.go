@@ -29,11 +29,12 @@ type ModelConfig struct {
 	// Scenarios are some of ModelScenarios.
 	Scenarios []string
 	Reps      int
-	// Manifest, Spread, Concurrent and UnpackPerByte are containerd's
-	// pull (see model.Config); zero leaves each out. The command sets
-	// ModelManifest, ModelSpread, ModelConcurrent and ModelUnpackPerByte.
+	// Manifest, Spread, Prefetch, Concurrent and UnpackPerByte are
+	// containerd's pull and shoal's prefetch (see model.Config); zero
+	// leaves each out. The command sets the Model constants of each.
 	Manifest      time.Duration
 	Spread        time.Duration
+	Prefetch      bool
 	Concurrent    int
 	UnpackPerByte float64
 	// Progress, if set, gets a line per run.
@@ -55,8 +56,11 @@ var ModelScenarios = []string{ScenarioCold, ScenarioWarm, ScenarioRolling, Scena
 // begins (the 10th and 90th percentiles: ctr's start-up, then the
 // manifest): ModelSpread spreads the pulls' starts over that range's
 // width, and ModelManifest is its least. ModelUnpackPerByte is the
-// median time containerd took to unpack a byte of a layer.
+// median time containerd took to unpack a byte of a layer. ModelPrefetch
+// is the daemon's default: its shoal downloads every blob an image's
+// manifest names as the manifest passes (--prefetch).
 const (
+	ModelPrefetch      = true
 	ModelConcurrent    = 3
 	ModelSpread        = 140 * time.Millisecond
 	ModelManifest      = 60 * time.Millisecond
@@ -151,7 +155,7 @@ func modelRun(ctx context.Context, cfg ModelConfig, scenario string, rep int) (M
 	link, reg := cfg.LinkMbit*1e6/8, cfg.RegistryMbit*1e6/8
 	mc := model.Config{
 		Nodes: cfg.Nodes, Layers: cfg.Layers, LayerSize: cfg.LayerSize, Up: link, Down: link, RegistryUp: reg, RTT: ModelRTT, Seed: uint64(rep), Done: ctx.Done(),
-		Manifest: cfg.Manifest, Spread: cfg.Spread, Concurrent: cfg.Concurrent, UnpackPerByte: cfg.UnpackPerByte,
+		Manifest: cfg.Manifest, Spread: cfg.Spread, Prefetch: cfg.Prefetch, Concurrent: cfg.Concurrent, UnpackPerByte: cfg.UnpackPerByte,
 	}
 	size := float64(cfg.Layers) * float64(cfg.LayerSize)
 	// bound is T* of the nodes that pull at once, for the step.

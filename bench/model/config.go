@@ -38,6 +38,11 @@ type Config struct {
 	// Limits are the download rules' times; zero fields take the
 	// resolver's defaults (BusyWait 2 s, BusyRetryFor 30 s, 10 s).
 	Limits swarm.Limits
+	// Prefetch: once a node's manifest arrived, its shoal downloads every
+	// blob the manifest names at once, as the resolver's Prefetch does;
+	// containerd still asks for Concurrent of them at a time, and takes a
+	// blob its shoal holds at once.
+	Prefetch bool
 	// Spread, when positive, starts each node's pull at a time drawn
 	// from the seed within Spread of the scenario's start, as ctr's own
 	// start-up spreads the real mode's pulls: a designated node asked

@@ -42,10 +42,24 @@ func (s *sim) begin(i int) {
 	}
 	s.pulls[i] = p
 	if s.cfg.Manifest == 0 {
-		s.admit(i)
+		s.manifest(i)
 		return
 	}
-	s.after(s.cfg.Manifest.Seconds(), func() { s.admit(i) })
+	s.after(s.cfg.Manifest.Seconds(), func() { s.manifest(i) })
+}
+
+// manifest takes in that node i's manifest arrived: with Config.Prefetch
+// its shoal starts downloading every blob the manifest names, and
+// containerd asks for its first blobs.
+func (s *sim) manifest(i int) {
+	if s.cfg.Prefetch && !s.dead[i] {
+		for b, t := range s.streams[i] {
+			if t == nil {
+				s.download(i, b, false)
+			}
+		}
+	}
+	s.admit(i)
 }
 
 // admit asks for node i's next blobs while containerd has free slots

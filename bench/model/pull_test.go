@@ -16,6 +16,7 @@ func TestContainerdPullByHand(t *testing.T) {
 	tests := []struct {
 		name       string
 		concurrent int
+		prefetch   bool
 		unpack     float64
 		makespan   float64 // seconds
 	}{
@@ -37,6 +38,16 @@ func TestContainerdPullByHand(t *testing.T) {
 			name: "all at once, unpacked", concurrent: 0, unpack: perLayer, makespan: 8.03,
 		},
 		{
+			// shoal starts all four at once (1 MiB/s each) from 0.03 to
+			// 4.03; containerd takes layer 3 from it once a slot frees.
+			name: "three at a time, prefetched", concurrent: 3, prefetch: true, makespan: 4.03,
+		},
+		{
+			// The same, each layer unpacked (1 s) after the one before:
+			// 4.03 + 4.
+			name: "three at a time, prefetched, unpacked", concurrent: 3, prefetch: true, unpack: perLayer, makespan: 8.03,
+		},
+		{
 			// One after the other, each a round trip and 1 s: 0.02 +
 			// 4 × 1.01.
 			name: "one at a time", concurrent: 1, makespan: 4.06,
@@ -52,7 +63,7 @@ func TestContainerdPullByHand(t *testing.T) {
 			t.Parallel()
 			cfg := model.Config{
 				Nodes: 1, Layers: 4, LayerSize: 4 * mib, Up: 8 * mib, Down: 8 * mib, RegistryUp: 4 * mib, RTT: 10 * time.Millisecond,
-				Manifest: 20 * time.Millisecond, Concurrent: tc.concurrent, UnpackPerByte: tc.unpack,
+				Manifest: 20 * time.Millisecond, Concurrent: tc.concurrent, Prefetch: tc.prefetch, UnpackPerByte: tc.unpack,
 			}
 			r, err := model.Cold(cfg)
 			if err != nil {
