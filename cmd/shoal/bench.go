@@ -55,9 +55,11 @@ registry's egress and each node's pull time against the physical bound T*
 
 With --model, the MODEL mode: no daemon runs; the swarm's rules decide
 every node's downloads on model links (max-min fair, a round trip per
-connection) in virtual time, so thousands of nodes take minutes. Each
-node pulls as containerd does: the manifest first, three blobs at a time,
-each layer unpacked in order. Scenarios, all run by default: cold, warm,
+connection) in virtual time, so thousands of nodes take minutes; the runs
+are computed side by side, one per core. Each node pulls as containerd
+does with shoal's prefetch: the manifest first, every layer prefetched,
+three read at a time, each layer unpacked in order (the times measured
+in the real mode). Scenarios, all run by default: cold, warm,
 rolling (a tenth of the nodes at a time) and churn (cold, with a
 twentieth of the nodes killed mid-pull); the figures are computed, not
 measured.
