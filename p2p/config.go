@@ -102,7 +102,9 @@ type Config struct {
 
 	// MaxUploads caps the blob streams this node serves at once. Over the
 	// cap a request is answered "busy" at once, so the client tries another
-	// peer. Zero means 4. More uploads share the uplink among more
+	// peer, unless it asks for a blob this node streams to nobody: that
+	// one is served, up to twice the cap (see swarm.UploadSlot), so that
+	// every blob the node holds spreads. Zero means 4. More uploads share the uplink among more
 	// downloaders, each slower, and a blob relayed down a chain of such
 	// nodes falls further behind at every hop; fewer push clients to other
 	// sources sooner, so the copies spread over more uplinks. Measured with

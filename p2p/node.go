@@ -64,19 +64,21 @@ type Node struct {
 	protection Protection // empty for an open mesh
 	gossipAddr string     // bound host:port
 
-	uploads chan struct{} // upload slots
 	// preheats are the slots of the preheats served to members.
 	preheats chan struct{}
 
 	// upload and download cap peer traffic; nil when uncapped.
 	upload, download *bandwidth
 
-	blobUploadsMu sync.Mutex
-	blobUploads   swarm.BlobUploads // streams being served, by blob
-	stats         *stats
-	adv           *advertiser
-	backoffs      *backoffGossip
-	pins          *pinTable
+	// uploadsMu guards the upload slots taken (swarm.UploadSlot) and the
+	// streams being served, by blob (swarm.BlobUploadCap).
+	uploadsMu   sync.Mutex
+	uploads     int
+	blobUploads swarm.BlobUploads
+	stats       *stats
+	adv         *advertiser
+	backoffs    *backoffGossip
+	pins        *pinTable
 
 	// life is cancelled when Run ends; stream handlers, which libp2p calls
 	// without a context, serve under it.
@@ -135,7 +137,6 @@ func New(cfg Config, content Content) (*Node, error) {
 		metrics:     m,
 		id:          id,
 		members:     newMembers(id, logger),
-		uploads:     make(chan struct{}, cfg.MaxUploads),
 		preheats:    make(chan struct{}, MaxPreheatsServed),
 		lostWatches: make(map[peer.ID]bool),
 		upload:      newBandwidth(cfg.MaxUploadRate, realClock{}),

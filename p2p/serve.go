@@ -85,16 +85,14 @@ func (u *serving) refuse(st status, size, have int64, why error) {
 	u.n.refuseWith(u.s, u.remote, header{status: st, ranged: u.ranged, size: size, have: have, msg: why.Error()})
 }
 
-// takeSlot takes one of the node's upload slots, or says false when none
-// is free.
+// takeSlot takes one of the node's upload slots, or one over them for a
+// blob the node streams to nobody (swarm.UploadSlot), or says false.
 func (u *serving) takeSlot() bool {
-	select {
-	case u.n.uploads <- struct{}{}:
-		u.releases = append(u.releases, func() { <-u.n.uploads })
-		return true
-	default:
+	if !u.n.takeSlot(u.req.dgst) {
 		return false
 	}
+	u.releases = append(u.releases, u.n.releaseSlot)
+	return true
 }
 
 // release gives back every slot taken.
@@ -293,15 +291,42 @@ type arriving interface {
 	Have() int64
 }
 
+// takeSlot takes an upload slot for a stream of d, as swarm.UploadSlot
+// says. Two requests for a blob streamed to nobody may both take one over
+// the slots before either is counted for the blob (admit counts it): the
+// rule's bound of twice the slots still holds.
+func (n *Node) takeSlot(d digest.Digest) bool {
+	n.uploadsMu.Lock()
+	defer n.uploadsMu.Unlock()
+	if !swarm.UploadSlot(n.uploads, n.blobUploads.Open(d), n.cfg.MaxUploads) {
+		return false
+	}
+	n.uploads++
+	return true
+}
+
+func (n *Node) releaseSlot() {
+	n.uploadsMu.Lock()
+	defer n.uploadsMu.Unlock()
+	n.uploads--
+}
+
+// activeUploads is how many upload slots are taken.
+func (n *Node) activeUploads() int {
+	n.uploadsMu.Lock()
+	defer n.uploadsMu.Unlock()
+	return n.uploads
+}
+
 func (n *Node) takeBlobSlot(d digest.Digest, limit int) bool {
-	n.blobUploadsMu.Lock()
-	defer n.blobUploadsMu.Unlock()
+	n.uploadsMu.Lock()
+	defer n.uploadsMu.Unlock()
 	return n.blobUploads.Take(d, limit)
 }
 
 func (n *Node) releaseBlobSlot(d digest.Digest) {
-	n.blobUploadsMu.Lock()
-	defer n.blobUploadsMu.Unlock()
+	n.uploadsMu.Lock()
+	defer n.uploadsMu.Unlock()
 	n.blobUploads.Release(d)
 }
 

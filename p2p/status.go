@@ -86,7 +86,7 @@ func (n *Node) Status() Status {
 		Encrypted:     n.protection != "",
 		Protection:    n.protection,
 		BlobsProvided: n.adv.count(),
-		ActiveUploads: len(n.uploads),
+		ActiveUploads: n.activeUploads(),
 		BytesServed:   n.stats.served.Load(),
 		BytesFetched:  n.stats.fetched.Load(),
 	}

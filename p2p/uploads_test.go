@@ -179,3 +179,43 @@ func TestWholeBlobsOnEverySlot(t *testing.T) {
 		t.Errorf("whole blob: %d streams at once, want 3 (the slots the arriving blob left of 5)", n)
 	}
 }
+
+// TestUploadSlotForABlobStreamedToNobody: a node out of upload slots still
+// serves a blob it streams to nobody, up to twice its slots, so that a
+// node holding more blobs than it has slots lets each of them spread; a
+// blob it streams already is answered busy.
+func TestUploadSlotForABlobStreamedToNobody(t *testing.T) {
+	t.Parallel()
+	a, b, c := randomBlob(9, 64<<20), randomBlob(10, 64<<20), randomBlob(11, 1<<20)
+	cl := p2ptest.Start(t, 2, p2ptest.Options{
+		Config: func(i int, cfg *p2p.Config) { cfg.MaxUploads = 1 },
+		Content: func(i int) *p2ptest.Content {
+			if i == 1 {
+				return p2ptest.NewContent(a, b, c)
+			}
+			return nil
+		},
+	})
+	cl.WaitMembers(t, 2, 20*time.Second)
+	client, server := cl.Nodes[0], cl.Nodes[1]
+	// open fetches d from the server and leaves the stream open.
+	open := func(d digest.Digest) error {
+		rc, _, err := client.Fetch(t.Context(), server.ID(), d, 0)
+		if err == nil {
+			t.Cleanup(func() { rc.Close() })
+		}
+		return err
+	}
+	if err := open(digest.FromBytes(a)); err != nil {
+		t.Fatalf("first blob: %v", err)
+	}
+	if err := open(digest.FromBytes(a)); !errors.Is(err, p2p.ErrPeerBusy) {
+		t.Fatalf("the first blob again, every slot taken: %v, want busy", err)
+	}
+	if err := open(digest.FromBytes(b)); err != nil {
+		t.Fatalf("a second blob, streamed to nobody: %v, want it served", err)
+	}
+	if err := open(digest.FromBytes(c)); !errors.Is(err, p2p.ErrPeerBusy) {
+		t.Fatalf("a third blob, twice the slots taken: %v, want busy", err)
+	}
+}

@@ -59,7 +59,7 @@ func (s *sim) round(t *stream) {
 // ask asks node j for t's blob from what t holds, and says whether j
 // serves it: it holds the next byte, or t may wait on it (swarm.WaitOn,
 // swarm.NotYet; always on a fetcher a designated peer named), and it has
-// a free upload slot (swarm.BlobUploadCap).
+// a free upload slot (swarm.UploadSlot, swarm.BlobUploadCap).
 func (s *sim) ask(t *stream, j int, src swarm.Source, above, lead, fetcher bool) bool {
 	b := t.blob
 	wait, heldOnly := swarm.WaitOn(swarm.Reader{Ranked: true, Above: above, Designated: src.Designated, Leading: lead})
@@ -75,7 +75,7 @@ func (s *sim) ask(t *stream, j int, src swarm.Source, above, lead, fetcher bool)
 	if swarm.NotYet(ask, c) || (heldOnly && have <= s.held[t.node][b]) {
 		return false
 	}
-	if s.open[j] >= s.cfg.MaxUploads || !s.uploads[j].Take(s.blobs[b], swarm.BlobUploadCap(arriving, s.cfg.MaxUploadsPerBlob, s.cfg.MaxUploads)) {
+	if !swarm.UploadSlot(s.open[j], s.uploads[j].Open(s.blobs[b]), s.cfg.MaxUploads) || !s.uploads[j].Take(s.blobs[b], swarm.BlobUploadCap(arriving, s.cfg.MaxUploadsPerBlob, s.cfg.MaxUploads)) {
 		return false
 	}
 	s.open[j]++

@@ -54,6 +54,25 @@ func BlobUploadCap(arriving bool, perBlob, perNode int) int {
 	return perNode
 }
 
+// UploadSlot is the rule for whether a node that serves open upload
+// streams, blobOpen of them of the blob asked for, starts one more: below
+// perNode (its slots), yes; at or above it, only for a blob it streams to
+// nobody, and never past twice perNode. A node often holds or receives
+// more blobs than it has slots: the first node of a cold start, left
+// several layers by designated nodes whose own pulls had not begun; the
+// one node that holds a warm image; any node with shoal's prefetch, which
+// downloads every layer at once. Without the rule its slots go to the
+// blobs asked for first, and a blob nobody reads from it spreads nowhere
+// until a slot frees: every other node waits on it, and once their waits
+// run out they all fetch it from the registry. With one stream of every
+// blob, each blob's tree grows from its first reader.
+func UploadSlot(open, blobOpen, perNode int) bool {
+	if open < perNode {
+		return true
+	}
+	return blobOpen == 0 && open < 2*perNode
+}
+
 // BlobUploads counts the streams a node serves, by blob, against the
 // per-blob cap. The zero value is ready to use. It is not safe for
 // concurrent use.

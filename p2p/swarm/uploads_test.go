@@ -119,3 +119,28 @@ func TestHeldRead(t *testing.T) {
 		})
 	}
 }
+
+func TestUploadSlot(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name                    string
+		open, blobOpen, perNode int
+		want                    bool
+	}{
+		{"a free slot", 3, 2, 4, true},
+		{"no free slot, the blob streamed already", 4, 1, 4, false},
+		{"no free slot, a blob streamed to nobody", 4, 0, 4, true},
+		{"over the slots, a blob streamed to nobody", 7, 0, 4, true},
+		{"twice the slots", 8, 0, 4, false},
+		{"one slot, a second blob", 1, 0, 1, true},
+		{"one slot, a third blob", 2, 0, 1, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := swarm.UploadSlot(tc.open, tc.blobOpen, tc.perNode); got != tc.want {
+				t.Fatalf("UploadSlot(%d, %d, %d) = %v, want %v", tc.open, tc.blobOpen, tc.perNode, got, tc.want)
+			}
+		})
+	}
+}
