@@ -34,6 +34,9 @@ type stream struct {
 	endAt float64
 	// listed: the node is among the blob's holders (sim.known).
 	listed bool
+	// inStep and movedIn: the step (sim.stepNo) in which the stream last
+	// flowed, and was last moved on (see advance).
+	inStep, movedIn int
 	// forPeer: the download was started for a peer that asked this node,
 	// designated, to fetch the blob for the cluster; it asks no
 	// designated peer itself (swarm.Sources).
@@ -69,6 +72,8 @@ type sim struct {
 	finish  []float64
 	// lastByte is, by node, when it last received bytes of any blob.
 	lastByte []float64
+	// stepNo counts advance's steps.
+	stepNo int
 	// stale: the members changed since the rankings were computed.
 	stale bool
 	// capacity, linkBuf and water are allocate's working memory.

@@ -115,32 +115,52 @@ func (s *sim) next(fl []*stream) float64 {
 }
 
 // advance moves virtual time on by dt, the bytes with it. A stream that
-// reaches its end within dt ends when its rate takes it there.
+// reaches its end within dt ends when its rate takes it there, and never
+// goes past what its source holds: a source still receiving the blob is
+// moved first, so that a reader that caught up with it takes no byte the
+// source does not have: counting the source's bytes of the step twice
+// would let a churn victim pass on bytes the registry never sent.
 func (s *sim) advance(fl []*stream, dt float64) {
+	s.stepNo++
 	for _, t := range fl {
-		moved := t.rate * dt
-		if t.src >= 0 {
-			// Never past what the source holds.
-			moved = min(moved, max(0, s.held[t.src][t.blob]-s.held[t.node][t.blob]+s.streams[t.src][t.blob].rate*dt))
-		}
-		t.endAt = s.now + dt
-		if left := t.limit - s.held[t.node][t.blob]; moved >= left {
-			moved = left
-			if t.rate > 0 {
-				t.endAt = s.now + min(dt, left/t.rate)
-			}
-		}
-		if t.src >= 0 {
-			s.sent[t.src] += moved
-		} else {
-			s.egress += moved
-		}
-		s.held[t.node][t.blob] += moved
-		if moved > 0 {
-			s.lastByte[t.node] = t.endAt
-		}
+		t.inStep = s.stepNo
+	}
+	for _, t := range fl {
+		s.move(t, dt)
 	}
 	s.now += dt
+}
+
+// move moves t dt on, once in a step, after its source's own stream of the
+// blob if that flows in this step too.
+func (s *sim) move(t *stream, dt float64) {
+	if t.movedIn == s.stepNo {
+		return
+	}
+	t.movedIn = s.stepNo
+	moved := t.rate * dt
+	if t.src >= 0 {
+		if u := s.streams[t.src][t.blob]; u != nil && u.inStep == s.stepNo {
+			s.move(u, dt)
+		}
+		moved = min(moved, max(0, s.held[t.src][t.blob]-s.held[t.node][t.blob]))
+	}
+	t.endAt = s.now + dt
+	if left := t.limit - s.held[t.node][t.blob]; moved >= left {
+		moved = left
+		if t.rate > 0 {
+			t.endAt = s.now + min(dt, left/t.rate)
+		}
+	}
+	if t.src >= 0 {
+		s.sent[t.src] += moved
+	} else {
+		s.egress += moved
+	}
+	s.held[t.node][t.blob] += moved
+	if moved > 0 {
+		s.lastByte[t.node] = t.endAt
+	}
 }
 
 // settle ends the streams that reached their end, runs the timers that
