@@ -67,6 +67,22 @@ const (
 	ModelUnpackPerByte = 4.3e-9
 )
 
+// WithContainerdPull is cfg with containerd's pull and shoal's prefetch
+// as the command models them: the Model constants above.
+func (cfg ModelConfig) WithContainerdPull() ModelConfig {
+	cfg.Manifest, cfg.Spread, cfg.Prefetch = ModelManifest, ModelSpread, ModelPrefetch
+	cfg.Concurrent, cfg.UnpackPerByte = ModelConcurrent, ModelUnpackPerByte
+	return cfg
+}
+
+// ModelGoodput is the share of a link's rate that carries a blob's bytes:
+// a full-sized TCP segment (1500-byte MTU, timestamps on) carries 1,448
+// bytes of payload in a frame of 1,514, which is what tc's shaping counts
+// in the real mode and what a switch port carries in a cluster. TLS
+// records and stream framing add about 0.2 % more. T* counts the links'
+// whole rate, in every mode.
+const ModelGoodput = 1448.0 / 1514 * 0.998
+
 // ModelRollingBatch is how many of n nodes pull at a time in the model's
 // rolling scenario: a tenth, rounded up.
 func ModelRollingBatch(n int) int { return (n + 9) / 10 }
@@ -154,7 +170,8 @@ func RunModel(ctx context.Context, cfg ModelConfig) ([]ModelRun, error) {
 func modelRun(ctx context.Context, cfg ModelConfig, scenario string, rep int) (ModelRun, error) {
 	link, reg := cfg.LinkMbit*1e6/8, cfg.RegistryMbit*1e6/8
 	mc := model.Config{
-		Nodes: cfg.Nodes, Layers: cfg.Layers, LayerSize: cfg.LayerSize, Up: link, Down: link, RegistryUp: reg, RTT: ModelRTT, Seed: uint64(rep), Done: ctx.Done(),
+		Nodes: cfg.Nodes, Layers: cfg.Layers, LayerSize: cfg.LayerSize, Up: link, Down: link, RegistryUp: reg, Goodput: ModelGoodput,
+		RTT: ModelRTT, Seed: uint64(rep), Done: ctx.Done(),
 		Manifest: cfg.Manifest, Spread: cfg.Spread, Prefetch: cfg.Prefetch, Concurrent: cfg.Concurrent, UnpackPerByte: cfg.UnpackPerByte,
 	}
 	size := float64(cfg.Layers) * float64(cfg.LayerSize)

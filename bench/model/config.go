@@ -17,6 +17,10 @@ type Config struct {
 	// Up and Down are each node's link capacities; RegistryUp is the
 	// registry's upload. Each must be positive.
 	Up, Down, RegistryUp float64
+	// Goodput is the share of every link's rate that carries a blob's
+	// bytes, the rest going to the frames' and the protocols' headers;
+	// zero means 1. The bound T* counts the whole rate.
+	Goodput float64
 	// RTT is what each connection costs before its first byte arrives.
 	RTT time.Duration
 	// Seed names the nodes, so each seed gives another ranking, and
@@ -91,6 +95,12 @@ func (c *Config) defaults() error {
 	}
 	if c.RTT < 0 || c.Step < 0 || c.Manifest < 0 || c.Spread < 0 || c.Concurrent < 0 || c.UnpackPerByte < 0 || c.Detect < 0 {
 		return errors.New("model: the round trip, the step, the manifest's time, the downloads at once, the unpack time and the detection time must not be negative")
+	}
+	if c.Goodput < 0 || c.Goodput > 1 {
+		return errors.New("model: the goodput is a share of the link, from 0 to 1")
+	}
+	if c.Goodput == 0 {
+		c.Goodput = 1
 	}
 	if c.Detect == 0 {
 		c.Detect = DetectAfter(c.Nodes)

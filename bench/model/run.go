@@ -39,9 +39,9 @@ func (s *sim) allocate(fl []*stream) {
 	if s.capacity == nil {
 		s.capacity = make([]float64, 2*n+1)
 		for i := range n {
-			s.capacity[i], s.capacity[n+i] = s.cfg.Up, s.cfg.Down
+			s.capacity[i], s.capacity[n+i] = s.cfg.Up*s.cfg.Goodput, s.cfg.Down*s.cfg.Goodput
 		}
-		s.capacity[2*n] = s.cfg.RegistryUp
+		s.capacity[2*n] = s.cfg.RegistryUp * s.cfg.Goodput
 	}
 	capacity := s.capacity
 	if cap(s.linkBuf) < 2*len(fl) {

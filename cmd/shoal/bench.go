@@ -244,8 +244,7 @@ func runModelBench(cmd *cobra.Command, fl benchFlags, size int64) error {
 	cfg := bench.ModelConfig{
 		Nodes: fl.nodes, Layers: fl.layers, LayerSize: size, LinkMbit: fl.linkMbit, RegistryMbit: fl.registryMbit,
 		Scenarios: bench.ModelScenarios, Reps: fl.reps, Progress: cmd.ErrOrStderr(),
-		Manifest: bench.ModelManifest, Spread: bench.ModelSpread, Prefetch: bench.ModelPrefetch, Concurrent: bench.ModelConcurrent, UnpackPerByte: bench.ModelUnpackPerByte,
-	}
+	}.WithContainerdPull()
 	if cmd.Flags().Changed("scenarios") {
 		cfg.Scenarios = fl.scenarios
 	}
