@@ -76,9 +76,13 @@ type sim struct {
 	stepNo int
 	// stale: the members changed since the rankings were computed.
 	stale bool
-	// capacity, linkBuf and water are allocate's working memory.
+	// capacity, linkBuf, linkOf, capSrc, limit and water are allocate's
+	// working memory.
 	capacity []float64
 	linkBuf  []int
+	linkOf   [][]int
+	capSrc   []*stream
+	limit    []float64
 	water    water
 	left     int // streams not done
 	failed   int

@@ -35,38 +35,38 @@ func (s *sim) caughtUp(t *stream) bool {
 // rate. The caps depend on the rates; a few passes settle a chain of
 // relays.
 func (s *sim) allocate(fl []*stream) {
-	n := s.cfg.Nodes
-	if s.capacity == nil {
-		s.capacity = make([]float64, 2*n+1)
-		for i := range n {
-			s.capacity[i], s.capacity[n+i] = s.cfg.Up*s.cfg.Goodput, s.cfg.Down*s.cfg.Goodput
+	links := s.links(fl)
+	if s.cfg.Step > 0 {
+		s.water.setFlows(len(s.capacity), links)
+	}
+	// Which streams are caught up does not change from pass to pass;
+	// only their sources' rates do.
+	s.capSrc = s.capSrc[:0]
+	for _, t := range fl {
+		var src *stream
+		if s.caughtUp(t) {
+			src = s.streams[t.src][t.blob]
 		}
-		s.capacity[2*n] = s.cfg.RegistryUp * s.cfg.Goodput
+		s.capSrc = append(s.capSrc, src)
 	}
-	capacity := s.capacity
-	if cap(s.linkBuf) < 2*len(fl) {
-		s.linkBuf = make([]int, 2*len(fl))
-	}
-	links := make([][]int, len(fl))
-	for k, t := range fl {
-		up := 2 * n
-		if t.src >= 0 {
-			up = t.src
-		}
-		links[k] = s.linkBuf[2*k : 2*k+2 : 2*k+2]
-		links[k][0], links[k][1] = up, n+t.node
-	}
-	limit := make([]float64, len(fl))
+	s.limit = grow(s.limit, len(fl))
+	limit := s.limit
 	for pass := range 4 {
-		capped := false
-		for k, t := range fl {
-			limit[k] = math.Inf(1)
-			if s.caughtUp(t) {
-				limit[k], capped = s.streams[t.src][t.blob].rate, true
+		capped, same := false, pass > 0
+		for k, src := range s.capSrc {
+			l := math.Inf(1)
+			if src != nil {
+				l, capped = src.rate, true
 			}
+			same = same && l == limit[k]
+			limit[k] = l
+		}
+		if same {
+			// The limits of the pass before, so its rates: none changed.
+			return
 		}
 		changed := false
-		for k, r := range s.share(capacity, links, limit) {
+		for k, r := range s.share(s.capacity, links, limit) {
 			changed = changed || r != fl[k].rate
 			fl[k].rate = r
 		}
@@ -76,11 +76,40 @@ func (s *sim) allocate(fl []*stream) {
 	}
 }
 
+// links lists each of fl's links: its source's uplink, its reader's
+// downlink (see allocate). The answer is valid until the next call.
+func (s *sim) links(fl []*stream) [][]int {
+	n := s.cfg.Nodes
+	if s.capacity == nil {
+		s.capacity = make([]float64, 2*n+1)
+		for i := range n {
+			s.capacity[i], s.capacity[n+i] = s.cfg.Up*s.cfg.Goodput, s.cfg.Down*s.cfg.Goodput
+		}
+		s.capacity[2*n] = s.cfg.RegistryUp * s.cfg.Goodput
+	}
+	if cap(s.linkBuf) < 2*len(fl) {
+		s.linkBuf = make([]int, 2*len(fl))
+	}
+	if cap(s.linkOf) < len(fl) {
+		s.linkOf = make([][]int, len(fl))
+	}
+	links := s.linkOf[:len(fl)]
+	for k, t := range fl {
+		up := 2 * n
+		if t.src >= 0 {
+			up = t.src
+		}
+		links[k] = s.linkBuf[2*k : 2*k+2 : 2*k+2]
+		links[k][0], links[k][1] = up, n+t.node
+	}
+	return links
+}
+
 // share is the exact allocation event by event, the approximate one
-// (waterShare) in steps.
+// (waterShare, its flows set by allocate) in steps.
 func (s *sim) share(capacity []float64, flows [][]int, limit []float64) []float64 {
 	if s.cfg.Step > 0 {
-		return s.water.share(capacity, flows, limit)
+		return s.water.share(capacity, limit)
 	}
 	return share(capacity, flows, limit)
 }
