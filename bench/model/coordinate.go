@@ -30,16 +30,19 @@ func (s *sim) leftFetcher(j, b int) (int, bool) {
 // sources are t's sources in the order it asks them, as the resolver's:
 // first the peer its node left the blob to lately, unless it fetches for
 // a peer (that peer is a fetcher: it is waited on); then swarm.Sources.
-func (s *sim) sources(t *stream) (srcs []swarm.Source, fetchers map[string]bool) {
+// fetchers lists the fetchers among them: a round has one or two.
+func (s *sim) sources(t *stream) (srcs []swarm.Source, fetchers []string) {
 	i, b := t.node, t.blob
-	fetchers = map[string]bool{}
 	if p, ok := s.leftFetcher(i, b); ok && !t.forPeer && !t.sw.FailedPeers[s.ids[p]] {
 		srcs = append(srcs, swarm.Source{Peer: s.ids[p], Designated: true})
-		fetchers[s.ids[p]] = true
+		fetchers = append(fetchers, s.ids[p])
 	}
 	above := s.above(i, b)
-	srcs = append(srcs, swarm.Sources(above, s.cfg.DesignatedPeers, t.forPeer, t.sw.Holders(s.holders(i, b)), true, 1)...)
-	return srcs, fetchers
+	rest := swarm.Sources(above, s.cfg.DesignatedPeers, t.forPeer, t.sw.Holders(s.holders(i, b)), true, 1)
+	if srcs == nil {
+		return rest, fetchers // not copied: it is new
+	}
+	return append(srcs, rest...), fetchers
 }
 
 // designatedIn lists the designated peers among srcs.

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -53,7 +55,11 @@ type sim struct {
 	epoch time.Time
 	ids   []string
 	index map[string]int // by id
-	blobs []digest.Digest
+	// prefix is every id's, before the node's index.
+	prefix string
+	// picked is holders' working memory.
+	picked []int
+	blobs  []digest.Digest
 	// order is, by blob, the designated ranking of the members in use,
 	// and rank each node's place in it; computed again when a member
 	// leaves (see members).
@@ -97,8 +103,9 @@ type sim struct {
 
 func newSim(cfg Config) *sim {
 	s := &sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed)), epoch: time.Unix(0, 0), size: float64(cfg.LayerSize), index: make(map[string]int, cfg.Nodes)}
+	s.prefix = fmt.Sprintf("node-%d-", cfg.Seed)
 	for i := range cfg.Nodes {
-		s.ids = append(s.ids, fmt.Sprintf("node-%d-%d", cfg.Seed, i))
+		s.ids = append(s.ids, s.prefix+strconv.Itoa(i))
 		s.index[s.ids[i]] = i
 	}
 	for l := range cfg.Layers {
@@ -191,24 +198,44 @@ const sampleFrom = 64
 // sets, at most Config.Holders.
 func (s *sim) holders(i, b int) []string {
 	known := s.known[b]
-	var out []string
+	// pick gathers the nodes by index, in s.picked's memory; the names
+	// are looked up at the end.
+	pick := s.picked[:0]
 	if len(known) > sampleFrom {
 		for range 4 * s.cfg.Holders {
-			if len(out) == s.cfg.Holders {
+			if len(pick) == s.cfg.Holders {
 				break
 			}
 			j := known[s.rng.IntN(len(known))]
-			if j != i && s.holds(j, b) && !slices.Contains(out, s.ids[j]) {
-				out = append(out, s.ids[j])
+			if j != i && s.holds(j, b) && !slices.Contains(pick, j) {
+				pick = append(pick, j)
 			}
 		}
-		return out
+	} else {
+		for _, j := range known {
+			if j != i && s.holds(j, b) {
+				pick = append(pick, j)
+			}
+		}
+		s.rng.Shuffle(len(pick), func(a, c int) { pick[a], pick[c] = pick[c], pick[a] })
+		pick = pick[:min(len(pick), s.cfg.Holders)]
 	}
-	for _, j := range known {
-		if j != i && s.holds(j, b) {
-			out = append(out, s.ids[j])
+	s.picked = pick
+	out := make([]string, len(pick))
+	for k, j := range pick {
+		out[k] = s.ids[j]
+	}
+	return out
+}
+
+// node is the index of the node named id. The names are the run's
+// prefix and the index (newSim), read here, rather than hashed, as a
+// round does for every source it asks.
+func (s *sim) node(id string) int {
+	if rest, ok := strings.CutPrefix(id, s.prefix); ok {
+		if j, err := strconv.Atoi(rest); err == nil && j >= 0 && j < len(s.ids) && s.ids[j] == id {
+			return j
 		}
 	}
-	s.rng.Shuffle(len(out), func(a, c int) { out[a], out[c] = out[c], out[a] })
-	return out[:min(len(out), s.cfg.Holders)]
+	return s.index[id]
 }

@@ -21,6 +21,10 @@ func (s *sim) round(t *stream) {
 		t.sw.NodeReceived(s.at(s.lastByte[i]))
 	}
 	var st swarm.Round
+	// designated lists the designated peers among srcs, for swarm.Leads;
+	// listed again only when the round adds one.
+	var designated []string
+	listed := false
 	for k := 0; k < len(srcs); k++ {
 		src := srcs[k]
 		step := t.sw.Skip(src, st, false, now)
@@ -34,17 +38,21 @@ func (s *sim) round(t *stream) {
 			s.start(t, registry, true, s.size)
 			return
 		}
-		lead := t.sw.LeftToUs || swarm.Leads(true, designatedIn(srcs), t.sw.FailedPeers)
-		j := s.index[src.Peer]
-		f, at, served := s.answer(t, j, src, fetchers[src.Peer], lead)
+		if !listed && !t.sw.LeftToUs {
+			designated, listed = designatedIn(srcs), true
+		}
+		lead := t.sw.LeftToUs || swarm.Leads(true, designated, t.sw.FailedPeers)
+		j := s.node(src.Peer)
+		f, at, served := s.answer(t, j, src, slices.Contains(fetchers, src.Peer), lead)
 		if served {
 			return
 		}
 		t.sw.Failed(src, f, lead, &st, now)
-		if at != "" && !t.sw.FailedPeers[at] && !fetchers[at] {
+		if at != "" && !t.sw.FailedPeers[at] && !slices.Contains(fetchers, at) {
 			// The resolver's follow: the fetcher named is asked next.
 			srcs = slices.Insert(srcs, k+1, swarm.Source{Peer: at, Designated: true})
-			fetchers[at] = true
+			fetchers = append(fetchers, at)
+			listed = false
 		}
 	}
 	if t.sw.WaitAgain(st, now) {
