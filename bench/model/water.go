@@ -33,10 +33,12 @@ func waterShare(capacity []float64, flows [][]int, limit []float64) []float64 {
 // not cross exactly two links), and with its limit (lim), so that a
 // round over the links reads memory in order.
 type water struct {
-	flows               [][]int
-	first               []int32 // by link: its entries are first[l]:first[l+1]
-	flow, other         []int32 // by entry
-	lim                 []float64
+	flows       [][]int
+	first       []int32 // by link: its entries are first[l]:first[l+1]
+	flow, other []int32 // by entry
+	lim         []float64
+	// dirty: the link is to be settled again (see round).
+	dirty               []bool
 	level, rate, demand []float64
 	scale               []float64
 }
@@ -86,8 +88,10 @@ func (w *water) share(capacity, limit []float64) []float64 {
 		w.lim[e] = max(0, limit[f])
 	}
 	w.level = grow(w.level, len(capacity))
+	w.dirty = slices.Grow(w.dirty[:0], len(capacity))[:len(capacity)]
 	for l := range w.level {
 		w.level[l] = math.Inf(1)
+		w.dirty[l] = w.first[l] < w.first[l+1] // no flow: no level
 	}
 	for range waterRounds {
 		if !w.round(capacity) {
@@ -105,24 +109,45 @@ func (w *water) share(capacity, limit []float64) []float64 {
 	return w.fit(capacity)
 }
 
-// round settles every link's level once, link after link, each from the
-// levels so far, and says whether any level moved.
+// round settles the level of every link, link after link, each from the
+// levels so far, and says whether any level moved. A link none of whose
+// flows' other links moved since it was last settled would be settled
+// to the same level: it is skipped (see touch).
 func (w *water) round(capacity []float64) bool {
 	moved := false
 	for l := range len(w.first) - 1 {
-		lo, hi := w.first[l], w.first[l+1]
-		if lo == hi {
-			continue // no flow: no level
+		if !w.dirty[l] {
+			continue
 		}
+		w.dirty[l] = false
 		w.demand = w.demand[:0]
-		for e := lo; e < hi; e++ {
+		for e := w.first[l]; e < w.first[l+1]; e++ {
 			w.demand = append(w.demand, w.demandAt(l, e))
 		}
 		lv := fill(capacity[l], w.demand)
 		moved = moved || lv != w.level[l]
+		if math.Float64bits(lv) != math.Float64bits(w.level[l]) {
+			w.touch(l)
+		}
 		w.level[l] = lv
 	}
 	return moved
+}
+
+// touch marks for settling again every link whose flows cross link l,
+// whose level moved.
+func (w *water) touch(l int) {
+	for e := w.first[l]; e < w.first[l+1]; e++ {
+		if o := w.other[e]; o >= 0 {
+			w.dirty[o] = true
+			continue
+		}
+		for _, o := range w.flows[w.flow[e]] {
+			if o != l {
+				w.dirty[o] = true
+			}
+		}
+	}
 }
 
 // grow is v with length n, its old contents undefined.
@@ -157,14 +182,21 @@ func fill(c float64, demand []float64) float64 {
 	if math.IsInf(c, 1) {
 		return c
 	}
-	// The first step of the loop below, without the sort: when the
-	// smallest demand is over an even share, every flow gets one. A full
-	// link's flows are mostly held there, so this is the common case.
+	// Two shortcuts give the loop's answer without the sort. When the
+	// smallest demand is over an even share, its first step returns: a
+	// full link's flows are mostly held there. When the largest demand
+	// is well under an even share, every step goes on to the end: no
+	// rounding of a sum of fewer than a billion demands comes near the
+	// margin of a part in a million.
+	low, high := slices.Min(demand), slices.Max(demand)
 	n := float64(len(demand))
-	if len(demand) > 0 && slices.Min(demand)*n > c {
+	if low*n > c {
 		return c / n
 	}
-	slices.Sort(demand)
+	if high*n <= c*(1-1e-6) {
+		return math.Inf(1)
+	}
+	sortFloats(demand)
 	left := c
 	for k, d := range demand {
 		n := float64(len(demand) - k)
@@ -174,6 +206,25 @@ func fill(c float64, demand []float64) float64 {
 		left -= d
 	}
 	return math.Inf(1)
+}
+
+// sortFloats is slices.Sort, in its own order (an insertion sort up to 12
+// elements) without its generic call for the few demands of most links.
+func sortFloats(v []float64) {
+	if len(v) > 12 {
+		slices.Sort(v)
+		return
+	}
+	for i := 1; i < len(v); i++ {
+		for j := i; j > 0 && less(v[j], v[j-1]); j-- {
+			v[j], v[j-1] = v[j-1], v[j]
+		}
+	}
+}
+
+// less is cmp.Less: a NaN is below any number.
+func less(x, y float64) bool {
+	return (x != x && y == y) || x < y
 }
 
 // fit scales each flow's rate down by the most any of its links is over
