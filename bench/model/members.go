@@ -58,22 +58,21 @@ func (s *sim) kill(i int) {
 			continue
 		}
 		s.end(t)
-		t.done = true
+		s.done(t)
 		s.left--
 	}
 	peer := swarm.Source{Peer: s.ids[i]}
 	now := s.at(s.now)
-	for _, row := range s.streams {
-		for _, t := range row {
-			if t == nil || t.done || !t.reading || t.src != i {
-				continue
-			}
-			s.end(t)
-			// A reset stream: no busy, no stall; the peer failed this
-			// download (lead does not matter for such a failure).
-			var st swarm.Round
-			t.sw.Failed(peer, swarm.Failure{}, false, &st, now)
+	for k := s.reading.next(0); k >= 0; k = s.reading.next(k + 1) {
+		t := s.stream(k)
+		if t.src != i {
+			continue
 		}
+		s.end(t)
+		// A reset stream: no busy, no stall; the peer failed this
+		// download (lead does not matter for such a failure).
+		var st swarm.Round
+		t.sw.Failed(peer, swarm.Failure{}, false, &st, now)
 	}
 	s.after(s.cfg.Detect.Seconds(), func() {
 		s.gone[i] = true

@@ -29,7 +29,6 @@ type stream struct {
 	wait    bool
 	limit   float64
 	startAt float64 // the first byte arrives then (a round trip)
-	retryAt float64 // the next decision, while waiting
 	done    bool
 	rate    float64
 	// endAt is when the stream's last byte of the latest step arrived.
@@ -71,6 +70,12 @@ type sim struct {
 	size    float64
 	held    [][]float64 // by node, by blob: bytes from the start
 	streams [][]*stream // by node, by blob
+	// waiting and reading are the streams, by key, that wait for their
+	// next round and that read from a source: the walks over the streams
+	// go over these, in the streams' order, node after node.
+	waiting, reading bitset
+	// retry is, by key, when a waiting stream's next round is due.
+	retry   []float64
 	uploads []swarm.BlobUploads
 	open    []int // upload streams by node
 	egress  float64
@@ -90,8 +95,10 @@ type sim struct {
 	capSrc   []*stream
 	limit    []float64
 	water    water
-	left     int // streams not done
-	failed   int
+	// flows is flowing's answer.
+	flows  []*stream
+	left   int // streams not done
+	failed int
 	// pulls are the nodes' pulls as containerd runs them, by node (nil:
 	// not pulling); timers the scenario's events; members who died and
 	// who left; coord what the designated nodes left to askers.
@@ -116,6 +123,8 @@ func newSim(cfg Config) *sim {
 	s.known = make([][]int, cfg.Layers)
 	s.held = make([][]float64, cfg.Nodes)
 	s.streams = make([][]*stream, cfg.Nodes)
+	s.waiting, s.reading = newBitset(cfg.Nodes*cfg.Layers), newBitset(cfg.Nodes*cfg.Layers)
+	s.retry = make([]float64, cfg.Nodes*cfg.Layers)
 	s.uploads = make([]swarm.BlobUploads, cfg.Nodes)
 	s.open = make([]int, cfg.Nodes)
 	s.finish = make([]float64, cfg.Nodes)
@@ -154,10 +163,20 @@ func (s *sim) rankings() {
 	}
 }
 
-// hold makes node i hold the whole image, with no pull.
-func (s *sim) hold(i int) {
+// key is the place of node i's stream of blob b among the streams.
+func (s *sim) key(i, b int) int { return i*len(s.blobs) + b }
+
+// newRow gives node i new rows of held bytes and streams, none yet.
+func (s *sim) newRow(i int) {
 	s.held[i] = make([]float64, len(s.blobs))
 	s.streams[i] = make([]*stream, len(s.blobs))
+	s.waiting.clearRange(s.key(i, 0), s.key(i+1, 0))
+	s.reading.clearRange(s.key(i, 0), s.key(i+1, 0))
+}
+
+// hold makes node i hold the whole image, with no pull.
+func (s *sim) hold(i int) {
+	s.newRow(i)
 	for b := range s.blobs {
 		s.held[i][b] = s.size
 		t := &stream{node: i, blob: b, sw: swarm.NewDownload(s.cfg.Limits, s.at(s.now)), src: none, done: true}

@@ -34,8 +34,7 @@ func (s *sim) pull(i int) {
 // wants the image's blobs from now on (see coordinate).
 func (s *sim) begin(i int) {
 	n := len(s.blobs)
-	s.held[i] = make([]float64, n)
-	s.streams[i] = make([]*stream, n)
+	s.newRow(i)
 	p := &nodePull{asked: make([]bool, n), doneAt: make([]float64, n)}
 	for b := range p.doneAt {
 		p.doneAt[b] = -1
@@ -90,8 +89,11 @@ func (s *sim) download(i, b int, forPeer bool) *stream {
 	d := swarm.NewDownload(s.cfg.Limits, s.at(s.now))
 	// The manifest named the blob's size: readers follow at once.
 	d.Published = true
-	t := &stream{node: i, blob: b, sw: d, src: none, retryAt: s.now, forPeer: forPeer}
+	t := &stream{node: i, blob: b, sw: d, src: none, forPeer: forPeer}
 	s.streams[i][b] = t
+	k := s.key(i, b)
+	s.waiting.set(k)
+	s.retry[k] = s.now
 	s.left++
 	return t
 }

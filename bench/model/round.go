@@ -56,7 +56,7 @@ func (s *sim) round(t *stream) {
 		}
 	}
 	if t.sw.WaitAgain(st, now) {
-		t.retryAt = s.now + t.sw.Backoff(int64(s.held[i][b]), now).Seconds()
+		s.retry[s.key(i, b)] = s.now + t.sw.Backoff(int64(s.held[i][b]), now).Seconds()
 		return
 	}
 	// containerd would fetch the blob itself: counted as a failure.
@@ -99,6 +99,9 @@ func (s *sim) ask(t *stream, j int, src swarm.Source, above, lead, fetcher bool)
 func (s *sim) start(t *stream, src int, wait bool, limit float64) {
 	t.src, t.wait, t.limit, t.reading = src, wait, limit, true
 	t.startAt = s.now + s.cfg.RTT.Seconds()
+	k := s.key(t.node, t.blob)
+	s.waiting.clear(k)
+	s.reading.set(k)
 }
 
 // end closes t's stream, giving back its source's slot.
@@ -108,14 +111,23 @@ func (s *sim) end(t *stream) {
 		s.uploads[t.src].Release(s.blobs[t.blob])
 	}
 	t.src, t.reading, t.rate = none, false, 0
-	t.retryAt = s.now
+	k := s.key(t.node, t.blob)
+	s.reading.clear(k)
+	s.waiting.set(k)
+	s.retry[k] = s.now
+}
+
+// done marks t done: it neither waits nor reads again.
+func (s *sim) done(t *stream) {
+	t.done = true
+	s.waiting.clear(s.key(t.node, t.blob))
 }
 
 // complete marks t done at virtual time at; its node's pull ends once
 // the last of its layers is unpacked (see downloaded).
 func (s *sim) complete(t *stream, at float64) {
 	s.end(t)
-	t.done = true
+	s.done(t)
 	s.left--
 	s.list(t)
 	s.downloaded(t, at)

@@ -5,18 +5,23 @@ import (
 	"math"
 )
 
-// flowing lists the streams whose bytes flow now.
+// flowing lists the streams whose bytes flow now, node after node; the
+// answer is valid until the next call.
 func (s *sim) flowing() []*stream {
-	var out []*stream
-	for _, row := range s.streams {
-		for _, t := range row {
-			if t != nil && t.reading && s.now >= t.startAt {
-				out = append(out, t)
-				s.list(t)
-			}
+	out := s.flows[:0]
+	for k := s.reading.next(0); k >= 0; k = s.reading.next(k + 1) {
+		if t := s.stream(k); s.now >= t.startAt {
+			out = append(out, t)
+			s.list(t)
 		}
 	}
+	s.flows = out
 	return out
+}
+
+// stream is the stream of key k.
+func (s *sim) stream(k int) *stream {
+	return s.streams[k/len(s.blobs)][k%len(s.blobs)]
 }
 
 // caughtUp says whether t reads all its source holds of a blob still
@@ -118,16 +123,13 @@ func (s *sim) share(capacity []float64, flows [][]int, limit []float64) []float6
 // catches up with its source, a round trip ends, a wait ends.
 func (s *sim) next(fl []*stream) float64 {
 	dt := math.Inf(1)
-	for _, row := range s.streams {
-		for _, t := range row {
-			switch {
-			case t == nil || t.done:
-			case t.reading && t.startAt > s.now:
-				dt = min(dt, t.startAt-s.now)
-			case !t.reading:
-				dt = min(dt, max(0, t.retryAt-s.now))
-			}
+	for k := s.reading.next(0); k >= 0; k = s.reading.next(k + 1) {
+		if t := s.stream(k); t.startAt > s.now {
+			dt = min(dt, t.startAt-s.now)
 		}
+	}
+	for k := s.waiting.next(0); k >= 0; k = s.waiting.next(k + 1) {
+		dt = min(dt, max(0, s.retry[k]-s.now))
 	}
 	for _, t := range fl {
 		if t.rate <= 0 {
@@ -206,11 +208,11 @@ func (s *sim) settle(fl []*stream) {
 		}
 	}
 	s.tick()
-	for _, row := range s.streams {
-		for _, t := range row {
-			if t != nil && !t.done && !t.reading && t.retryAt <= s.now {
-				s.round(t)
-			}
+	// A round may start another download, which is taken in this walk
+	// if it comes after the stream whose round started it.
+	for k := s.waiting.next(0); k >= 0; k = s.waiting.next(k + 1) {
+		if s.retry[k] <= s.now {
+			s.round(s.stream(k))
 		}
 	}
 }
