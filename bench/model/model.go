@@ -75,12 +75,20 @@ type sim struct {
 	// go over these, in the streams' order, node after node.
 	waiting, reading bitset
 	// retry is, by key, when a waiting stream's next round is due.
-	retry   []float64
-	uploads []swarm.BlobUploads
-	open    []int // upload streams by node
-	egress  float64
-	sent    []float64 // by node: bytes uploaded to peers
-	finish  []float64
+	retry []float64
+	// heldAll and streamAll are every node's row of held and streams
+	// end to end, and slab the streams themselves, by key (see
+	// newStream), so that a walk in the streams' order reads memory in
+	// order.
+	heldAll   []float64
+	streamAll []*stream
+	slab      []stream
+	slabUsed  []bool
+	uploads   []swarm.BlobUploads
+	open      []int // upload streams by node
+	egress    float64
+	sent      []float64 // by node: bytes uploaded to peers
+	finish    []float64
 	// lastByte is, by node, when it last received bytes of any blob.
 	lastByte []float64
 	// stepNo counts advance's steps.
@@ -125,6 +133,9 @@ func newSim(cfg Config) *sim {
 	s.streams = make([][]*stream, cfg.Nodes)
 	s.waiting, s.reading = newBitset(cfg.Nodes*cfg.Layers), newBitset(cfg.Nodes*cfg.Layers)
 	s.retry = make([]float64, cfg.Nodes*cfg.Layers)
+	s.heldAll = make([]float64, cfg.Nodes*cfg.Layers)
+	s.streamAll = make([]*stream, cfg.Nodes*cfg.Layers)
+	s.slab, s.slabUsed = make([]stream, cfg.Nodes*cfg.Layers), make([]bool, cfg.Nodes*cfg.Layers)
 	s.uploads = make([]swarm.BlobUploads, cfg.Nodes)
 	s.open = make([]int, cfg.Nodes)
 	s.finish = make([]float64, cfg.Nodes)
@@ -168,10 +179,25 @@ func (s *sim) key(i, b int) int { return i*len(s.blobs) + b }
 
 // newRow gives node i new rows of held bytes and streams, none yet.
 func (s *sim) newRow(i int) {
-	s.held[i] = make([]float64, len(s.blobs))
-	s.streams[i] = make([]*stream, len(s.blobs))
-	s.waiting.clearRange(s.key(i, 0), s.key(i+1, 0))
-	s.reading.clearRange(s.key(i, 0), s.key(i+1, 0))
+	lo, hi := s.key(i, 0), s.key(i+1, 0)
+	s.held[i], s.streams[i] = s.heldAll[lo:hi:hi], s.streamAll[lo:hi:hi]
+	clear(s.held[i])
+	clear(s.streams[i])
+	s.waiting.clearRange(lo, hi)
+	s.reading.clearRange(lo, hi)
+}
+
+// newStream is t, a new stream, in its place in the slab; a second one
+// for the same node and blob (a node that began again) is allocated
+// apart, so that no stream in use is overwritten.
+func (s *sim) newStream(t stream) *stream {
+	k := s.key(t.node, t.blob)
+	if s.slabUsed[k] {
+		return &t
+	}
+	s.slabUsed[k] = true
+	s.slab[k] = t
+	return &s.slab[k]
 }
 
 // hold makes node i hold the whole image, with no pull.
@@ -179,7 +205,7 @@ func (s *sim) hold(i int) {
 	s.newRow(i)
 	for b := range s.blobs {
 		s.held[i][b] = s.size
-		t := &stream{node: i, blob: b, sw: swarm.NewDownload(s.cfg.Limits, s.at(s.now)), src: none, done: true}
+		t := s.newStream(stream{node: i, blob: b, sw: swarm.NewDownload(s.cfg.Limits, s.at(s.now)), src: none, done: true})
 		s.streams[i][b] = t
 		s.list(t)
 	}

@@ -89,7 +89,7 @@ func (s *sim) download(i, b int, forPeer bool) *stream {
 	d := swarm.NewDownload(s.cfg.Limits, s.at(s.now))
 	// The manifest named the blob's size: readers follow at once.
 	d.Published = true
-	t := &stream{node: i, blob: b, sw: d, src: none, forPeer: forPeer}
+	t := s.newStream(stream{node: i, blob: b, sw: d, src: none, forPeer: forPeer})
 	s.streams[i][b] = t
 	k := s.key(i, b)
 	s.waiting.set(k)

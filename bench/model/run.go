@@ -21,7 +21,7 @@ func (s *sim) flowing() []*stream {
 
 // stream is the stream of key k.
 func (s *sim) stream(k int) *stream {
-	return s.streams[k/len(s.blobs)][k%len(s.blobs)]
+	return s.streamAll[k]
 }
 
 // caughtUp says whether t reads all its source holds of a blob still
