@@ -33,8 +33,11 @@ func waterShare(capacity []float64, flows [][]int, limit []float64) []float64 {
 // not cross exactly two links), and with its limit (lim), so that a
 // round over the links reads memory in order.
 type water struct {
-	flows       [][]int
-	first       []int32 // by link: its entries are first[l]:first[l+1]
+	flows [][]int
+	first []int32 // by link: its entries are first[l]:first[l+1]
+	// active lists the links some flow crosses, in order: the others
+	// have no level, and are not walked.
+	active      []int32
 	flow, other []int32 // by entry
 	lim         []float64
 	// dirty: the link is to be settled again (see round).
@@ -53,7 +56,11 @@ func (w *water) setFlows(links int, flows [][]int) {
 			w.first[l+1]++
 		}
 	}
+	w.active = w.active[:0]
 	for l := range links {
+		if w.first[l+1] > 0 {
+			w.active = append(w.active, int32(l))
+		}
 		w.first[l+1] += w.first[l]
 	}
 	n := int(w.first[links])
@@ -89,9 +96,8 @@ func (w *water) share(capacity, limit []float64) []float64 {
 	}
 	w.level = grow(w.level, len(capacity))
 	w.dirty = slices.Grow(w.dirty[:0], len(capacity))[:len(capacity)]
-	for l := range w.level {
-		w.level[l] = math.Inf(1)
-		w.dirty[l] = w.first[l] < w.first[l+1] // no flow: no level
+	for _, l := range w.active {
+		w.level[l], w.dirty[l] = math.Inf(1), true
 	}
 	for range waterRounds {
 		if !w.round(capacity) {
@@ -115,7 +121,8 @@ func (w *water) share(capacity, limit []float64) []float64 {
 // to the same level: it is skipped (see touch).
 func (w *water) round(capacity []float64) bool {
 	moved := false
-	for l := range len(w.first) - 1 {
+	for _, a := range w.active {
+		l := int(a)
 		if !w.dirty[l] {
 			continue
 		}
@@ -231,7 +238,8 @@ func less(x, y float64) bool {
 // its capacity.
 func (w *water) fit(capacity []float64) []float64 {
 	w.scale = grow(w.scale, len(capacity))
-	for l := range w.scale {
+	for _, a := range w.active {
+		l := int(a)
 		sum := 0.0
 		for _, f := range w.flow[w.first[l]:w.first[l+1]] {
 			sum += w.rate[f]
