@@ -19,7 +19,11 @@ const registry = -1
 // stream is one node's download of one blob.
 type stream struct {
 	node, blob int
-	sw         *swarm.Download
+	// key is the stream's place among the streams (sim.key), srcKey
+	// that of its source's stream of the blob, while it reads from a
+	// node.
+	key, srcKey int
+	sw          *swarm.Download
 	// src is the source the stream reads from (a node, or registry);
 	// none while it waits or is done.
 	src     int
@@ -192,6 +196,7 @@ func (s *sim) newRow(i int) {
 // apart, so that no stream in use is overwritten.
 func (s *sim) newStream(t stream) *stream {
 	k := s.key(t.node, t.blob)
+	t.key = k
 	if s.slabUsed[k] {
 		return &t
 	}

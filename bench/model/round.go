@@ -56,7 +56,7 @@ func (s *sim) round(t *stream) {
 		}
 	}
 	if t.sw.WaitAgain(st, now) {
-		s.retry[s.key(i, b)] = s.now + t.sw.Backoff(int64(s.held[i][b]), now).Seconds()
+		s.retry[t.key] = s.now + t.sw.Backoff(int64(s.held[i][b]), now).Seconds()
 		return
 	}
 	// containerd would fetch the blob itself: counted as a failure.
@@ -99,9 +99,11 @@ func (s *sim) ask(t *stream, j int, src swarm.Source, above, lead, fetcher bool)
 func (s *sim) start(t *stream, src int, wait bool, limit float64) {
 	t.src, t.wait, t.limit, t.reading = src, wait, limit, true
 	t.startAt = s.now + s.cfg.RTT.Seconds()
-	k := s.key(t.node, t.blob)
-	s.waiting.clear(k)
-	s.reading.set(k)
+	if src >= 0 {
+		t.srcKey = s.key(src, t.blob)
+	}
+	s.waiting.clear(t.key)
+	s.reading.set(t.key)
 }
 
 // end closes t's stream, giving back its source's slot.
@@ -111,16 +113,15 @@ func (s *sim) end(t *stream) {
 		s.uploads[t.src].Release(s.blobs[t.blob])
 	}
 	t.src, t.reading, t.rate = none, false, 0
-	k := s.key(t.node, t.blob)
-	s.reading.clear(k)
-	s.waiting.set(k)
-	s.retry[k] = s.now
+	s.reading.clear(t.key)
+	s.waiting.set(t.key)
+	s.retry[t.key] = s.now
 }
 
 // done marks t done: it neither waits nor reads again.
 func (s *sim) done(t *stream) {
 	t.done = true
-	s.waiting.clear(s.key(t.node, t.blob))
+	s.waiting.clear(t.key)
 }
 
 // complete marks t done at virtual time at; its node's pull ends once

@@ -30,8 +30,8 @@ func (s *sim) caughtUp(t *stream) bool {
 	if t.src < 0 || !t.wait {
 		return false
 	}
-	src := s.streams[t.src][t.blob]
-	return !src.done && s.held[t.node][t.blob] >= s.held[t.src][t.blob]*(1-eps)-1
+	src := s.streamAll[t.srcKey]
+	return !src.done && s.heldAll[t.key] >= s.heldAll[t.srcKey]*(1-eps)-1
 }
 
 // allocate sets the rate of every flowing stream: the links (node i's
@@ -50,7 +50,7 @@ func (s *sim) allocate(fl []*stream) {
 	for _, t := range fl {
 		var src *stream
 		if s.caughtUp(t) {
-			src = s.streams[t.src][t.blob]
+			src = s.streamAll[t.srcKey]
 		}
 		s.capSrc = append(s.capSrc, src)
 	}
@@ -135,9 +135,9 @@ func (s *sim) next(fl []*stream) float64 {
 		if t.rate <= 0 {
 			continue
 		}
-		dt = min(dt, (t.limit-s.held[t.node][t.blob])/t.rate)
-		if t.src >= 0 && t.wait && !s.caughtUp(t) && !s.streams[t.src][t.blob].done {
-			if gap, by := s.held[t.src][t.blob]-s.held[t.node][t.blob], t.rate-s.streams[t.src][t.blob].rate; by > 0 {
+		dt = min(dt, (t.limit-s.heldAll[t.key])/t.rate)
+		if t.src >= 0 && t.wait && !s.caughtUp(t) && !s.streamAll[t.srcKey].done {
+			if gap, by := s.heldAll[t.srcKey]-s.heldAll[t.key], t.rate-s.streamAll[t.srcKey].rate; by > 0 {
 				dt = min(dt, gap/by)
 			}
 		}
@@ -171,13 +171,13 @@ func (s *sim) move(t *stream, dt float64) {
 	t.movedIn = s.stepNo
 	moved := t.rate * dt
 	if t.src >= 0 {
-		if u := s.streams[t.src][t.blob]; u != nil && u.inStep == s.stepNo {
+		if u := s.streamAll[t.srcKey]; u != nil && u.inStep == s.stepNo {
 			s.move(u, dt)
 		}
-		moved = min(moved, max(0, s.held[t.src][t.blob]-s.held[t.node][t.blob]))
+		moved = min(moved, max(0, s.heldAll[t.srcKey]-s.heldAll[t.key]))
 	}
 	t.endAt = s.now + dt
-	if left := t.limit - s.held[t.node][t.blob]; moved >= left {
+	if left := t.limit - s.heldAll[t.key]; moved >= left {
 		moved = left
 		if t.rate > 0 {
 			t.endAt = s.now + min(dt, left/t.rate)
@@ -188,7 +188,7 @@ func (s *sim) move(t *stream, dt float64) {
 	} else {
 		s.egress += moved
 	}
-	s.held[t.node][t.blob] += moved
+	s.heldAll[t.key] += moved
 	if moved > 0 {
 		s.lastByte[t.node] = t.endAt
 	}
@@ -198,10 +198,10 @@ func (s *sim) move(t *stream, dt float64) {
 // are due, and the rounds.
 func (s *sim) settle(fl []*stream) {
 	for _, t := range fl {
-		h := s.held[t.node][t.blob]
+		h := s.heldAll[t.key]
 		switch {
 		case h >= s.size-1e-6:
-			s.held[t.node][t.blob] = s.size
+			s.heldAll[t.key] = s.size
 			s.complete(t, t.endAt)
 		case h >= t.limit-1e-6:
 			s.end(t)
