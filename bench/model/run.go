@@ -3,6 +3,7 @@ package model
 import (
 	"errors"
 	"math"
+	"slices"
 )
 
 // flowing lists the streams whose bytes flow now, node after node; the
@@ -92,13 +93,9 @@ func (s *sim) links(fl []*stream) [][]int {
 		}
 		s.capacity[2*n] = s.cfg.RegistryUp * s.cfg.Goodput
 	}
-	if cap(s.linkBuf) < 2*len(fl) {
-		s.linkBuf = make([]int, 2*len(fl))
-	}
-	if cap(s.linkOf) < len(fl) {
-		s.linkOf = make([][]int, len(fl))
-	}
-	links := s.linkOf[:len(fl)]
+	s.linkBuf = slices.Grow(s.linkBuf[:0], 2*len(fl))[:2*len(fl)]
+	links := slices.Grow(s.linkOf[:0], len(fl))[:len(fl)]
+	s.linkOf = links
 	for k, t := range fl {
 		up := 2 * n
 		if t.src >= 0 {

@@ -157,12 +157,11 @@ func (w *water) touch(l int) {
 	}
 }
 
-// grow is v with length n, its old contents undefined.
+// grow is v with length n, its old contents undefined; it grows as
+// append does, so that a count of flows that creeps up from step to
+// step does not allocate at every step.
 func grow(v []float64, n int) []float64 {
-	if cap(v) < n {
-		return make([]float64, n)
-	}
-	return v[:n]
+	return slices.Grow(v[:0], n)[:n]
 }
 
 // demandAt is what the flow of entry e could carry over link l: its
