@@ -11,11 +11,10 @@ import (
 )
 
 // BenchmarkCold runs the cold scenario with a 4 × 32 MiB image in steps
-// of T*/500 on 1 Gbit/s links, up to 10,000 nodes (about 40 s on two
-// cores), every blob asked for at once (no Concurrent: containerd's
-// three at a time, as shoal bench --model runs it, makes the runs of
-// docs/benchmarks.md, "Model mode"). With every blob at once, an
-// 8 × 128 MiB image at N = 512 and beyond does not finish in minutes:
+// of T*/500 on 1 Gbit/s links, up to 10,000 nodes, every blob asked for
+// at once (no Concurrent: containerd's three at a time, as shoal bench
+// --model runs it, makes the runs of docs/benchmarks.md, "Model mode"),
+// one repetition each:
 //
 //	go test -run - -bench Cold/N=10000 -benchtime 1x ./bench/model
 func BenchmarkCold(b *testing.B) {
