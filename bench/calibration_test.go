@@ -2,8 +2,9 @@ package bench
 
 import (
 	"math"
-	"slices"
 	"testing"
+
+	"github.com/shoal-dev/shoal/bench/report"
 )
 
 // realMedians are the real mode's medians at N = 4 and 8, 4 × 32 MiB,
@@ -43,12 +44,13 @@ func TestModelMatchesTheRealMode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var times, egress []float64
+		var records []report.Record
 		for _, r := range runs {
-			times = append(times, r.Record.MakespanSeconds/r.Record.BoundSeconds)
-			egress = append(egress, float64(r.Record.RegistryEgressBytes)/float64(r.Record.ImageBytes))
+			records = append(records, r.Record)
 		}
-		model, modelEgress := median(times), median(egress)
+		// The medians the bench's table prints.
+		sum := report.Summarize(records)[0]
+		model, modelEgress := sum.MakespanRatioMedian, sum.EgressRatioMedian
 		t.Logf("N = %d %s: model %.2f × T*, %.2f × S; real %.2f × T*, %.2f × S (%d runs)",
 			real.nodes, real.scenario, model, modelEgress, real.makespan, real.egress, real.runs)
 		if r := model / real.makespan; r < 0.85 || r > 1.15 {
@@ -60,15 +62,4 @@ func TestModelMatchesTheRealMode(t *testing.T) {
 				real.nodes, real.scenario, modelEgress, real.egress, d)
 		}
 	}
-}
-
-// median is the middle of v (the mean of the two middle ones for an even
-// count).
-func median(v []float64) float64 {
-	s := slices.Sorted(slices.Values(v))
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }
