@@ -28,6 +28,11 @@ type source struct {
 	// stall, when set, replaces StallTimeout for this source: how long it
 	// may take to answer, and to send a byte it does not hold yet.
 	stall time.Duration
+	// expect, when set, is the rate a peer's stream is held to besides
+	// its own best (see swarm.HeldPace); paced, when set, is told the best
+	// rate the stream reached.
+	expect float64
+	paced  func(best float64)
 	// open returns the body from off, the blob's size, and how many bytes
 	// from its start the source held when it answered (the size when it
 	// holds them all or does not say).
@@ -247,7 +252,10 @@ type dl struct {
 	peersUsed []string
 	// relayAsked: peers asked once more after errRelaying (see pace).
 	relayAsked map[string]bool
-	start      time.Time
+	// peerBest is the best rate a peer's stream of this download reached
+	// over a whole window (see swarm.HeldPace).
+	peerBest float64
+	start    time.Time
 	// announced: the mesh was told once a source answered, not before: a
 	// node that announced an ingest no source feeds yet could be picked as
 	// a source by the very peer it waits for.
@@ -391,6 +399,8 @@ func (d *dl) round() bool {
 		if d.sw.LostPeer {
 			src.stall = r.handOver(src)
 		}
+		src.expect = swarm.HeldPace(src.rule(), d.sw.LostPeer, d.peerBest)
+		src.paced = d.paced
 		d.leading.Store(lead)
 		d.primary.Store(src.peer)
 		r.rec.Trying(d.req.Digest, src.kind, src.peer)
@@ -412,6 +422,11 @@ func (d *dl) round() bool {
 		sources = d.follow(sources, i, err)
 	}
 	return d.lastErr != nil && r.ctx.Err() == nil && d.sw.WaitAgain(st, time.Now())
+}
+
+// paced notes the best rate a peer's stream reached (see judge.stop).
+func (d *dl) paced(best float64) {
+	d.peerBest = max(d.peerBest, best)
 }
 
 // skip says whether src is passed over in this round, or ends it (stop):

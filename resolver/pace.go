@@ -106,6 +106,9 @@ type pace struct {
 	at     time.Time       // start of the newest bucket
 	filled int             // buckets that saw a whole bucket's time
 	best   float64         // best window rate seen, bytes per second
+	// held is the rate the stream is held to besides best: what the
+	// download had from the peer it lost (see swarm.HeldPace); 0: none.
+	held float64
 }
 
 func newPace(now time.Time, stall, ceiling, window time.Duration) *pace {
@@ -211,13 +214,13 @@ func (p *pace) check(now time.Time, node *nodePace) error {
 	if quiet, limit := p.quiet(now), p.silence(); !p.relayed && quiet >= limit {
 		return fmt.Errorf("no byte for %v (a read usually waits %v): %w", quiet.Round(time.Millisecond), p.gap.Round(time.Millisecond), errStalled)
 	}
-	if p.filled < len(p.bytes) || p.best == 0 || p.silence() >= p.window {
+	if p.filled < len(p.bytes) || max(p.best, p.held) == 0 || p.silence() >= p.window {
 		// Not measured over a whole window yet, or too bursty to measure
 		// over one: its silence rules alone.
 		return nil
 	}
-	r := p.rate()
-	if r*slowFactor >= p.best || p.waited(now) < time.Duration(slowWaitShare*float64(p.window)) {
+	r, bar := p.rate(), max(p.best, p.held)
+	if r*slowFactor >= bar || p.waited(now) < time.Duration(slowWaitShare*float64(p.window)) {
 		return nil
 	}
 	if node != nil {
@@ -228,6 +231,9 @@ func (p *pace) check(now time.Time, node *nodePace) error {
 		if peers >= 2 && rate > 0 && r*nodeSlowShare*float64(streams) >= rate {
 			return nil
 		}
+	}
+	if p.held > p.best {
+		return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of the %.0f KiB/s the download had before it lost a peer: %w", r/1024, p.window, slowFactor, p.held/1024, errSlow)
 	}
 	return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of its best %.0f KiB/s: %w", r/1024, p.window, slowFactor, p.best/1024, errSlow)
 }
@@ -285,6 +291,9 @@ type judge struct {
 	probed       bool
 	probeTimeout time.Duration
 	peer         string
+	// seen, when set, is told the best rate the stream reached when it
+	// ends.
+	seen func(best float64)
 	// abandoned counts the verdicts.
 	abandoned *prometheus.CounterVec
 	done      chan struct{}
@@ -309,6 +318,8 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 		probeTimeout: r.cfg.probeTimeout(),
 	}
 	j.p.relayed = have <= off
+	j.p.held = src.expect
+	j.seen = src.paced
 	if s, ok := r.router.(Silencer); ok {
 		j.probe = func() bool { return r.answersPing(s, src.peer) }
 	}
@@ -401,5 +412,11 @@ func (j *judge) stop() {
 	j.once.Do(func() {
 		close(j.done)
 		j.node.open(j.peer, -1)
+		if j.seen != nil {
+			j.mu.Lock()
+			best := j.p.best
+			j.mu.Unlock()
+			j.seen(best)
+		}
 	})
 }

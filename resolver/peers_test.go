@@ -332,6 +332,46 @@ func TestPeerJudgedByItsPace(t *testing.T) {
 	}
 }
 
+// TestNextPeerHeldToThePaceOfTheLostOne: a peer goes silent mid-blob and
+// the next is slow from its first byte (its own link was cut, say). Judged
+// against its own best alone it would never be "slower than it was", and
+// the download would read it to the end; held to the pace the lost peer
+// had, it is left after one window, and the registry sends the rest.
+func TestNextPeerHeldToThePaceOfTheLostOne(t *testing.T) {
+	t.Parallel()
+	const lostAt = 4 << 20
+	body := randomBytes(t, lostAt+512<<10)
+	d := digest.FromBytes(body)
+	router := &fakeRouter{order: []string{"fast", "crawls"}, peers: map[string]fakePeer{
+		// 64 KiB every 10 ms for 4 MiB, then nothing.
+		"fast": {data: body, slow: true, stallAt: lostAt},
+		// 1 KiB every 10 ms from its first byte: a sixty-fourth.
+		"crawls": {data: body, dropAt: 1},
+	}}
+	f := newFixture(t, resolver.Config{StallTimeout: 10 * time.Minute, PeerStall: 200 * time.Millisecond, PeerSlowWindow: 300 * time.Millisecond, PieceSize: -1}, resolver.Sources{Router: router})
+	f.up.push(t, "a", body)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes, err %v", len(got), err)
+	}
+	f.res.Close()
+	router.mu.Lock()
+	defer router.mu.Unlock()
+	if want := []string{"fast@0", fmt.Sprintf("crawls@%d", lostAt)}; !slices.Equal(router.fetches, want) {
+		t.Errorf("fetches %v, want %v", router.fetches, want)
+	}
+	rg, _ := f.up.ranges.Load(d)
+	var from, to int64
+	if n, _ := fmt.Sscanf(fmt.Sprint(rg), "bytes=%d-%d", &from, &to); n != 2 || from < lostAt || from >= int64(len(body)) || to != int64(len(body))-1 {
+		t.Errorf("the registry was asked for %v, want the rest from %d or later", rg, lostAt)
+	}
+}
+
 // TestAfterASilentPeerTheNextMustAnswerSoon: once a peer went silent
 // mid-blob, the next peer, which may be waiting on the silent one, gets
 // twice PeerStall to answer, not StallTimeout; then the registry sends the

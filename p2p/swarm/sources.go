@@ -47,3 +47,23 @@ func HandOver(src Source, cur, peerStall, stall time.Duration) time.Duration {
 	}
 	return min(2*peerStall, stall)
 }
+
+// HeldPace is the rate, in bytes per second, a peer's stream is held to
+// once it has been measured over a whole window, besides the best it
+// showed itself: after a peer was lost mid-blob (lost), the best rate an
+// earlier peer stream of the same download reached (best); 0 otherwise,
+// and for the registry, whose streams are not judged by their pace.
+//
+// The peer that takes over is often slow for the very reason the lost
+// one was: its own link was cut, or it relays a fetch that crawls. Judged
+// only against its own best, a stream slow from its first byte is never
+// "slower than it was", and the download reads it to the end. Held to
+// what the download had, it is left after one window like any other slow
+// stream, with the same excuses: a node whose link is busy or slow as a
+// whole keeps it.
+func HeldPace(src Source, lost bool, best float64) float64 {
+	if src.Peer == "" || !lost {
+		return 0
+	}
+	return best
+}

@@ -63,3 +63,28 @@ func TestHandOver(t *testing.T) {
 		})
 	}
 }
+
+func TestHeldPace(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		src  swarm.Source
+		lost bool
+		best float64
+		want float64
+	}{
+		{"after a lost peer, the next is held to the best the download had", swarm.Source{Peer: "b"}, true, 4 << 20, 4 << 20},
+		{"a designated peer too", swarm.Source{Peer: "b", Designated: true}, true, 4 << 20, 4 << 20},
+		{"no peer lost: only its own best counts", swarm.Source{Peer: "b"}, false, 4 << 20, 0},
+		{"the registry is not judged by its pace", swarm.Source{Upstream: true}, true, 4 << 20, 0},
+		{"nothing measured yet", swarm.Source{Peer: "b"}, true, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := swarm.HeldPace(tc.src, tc.lost, tc.best); got != tc.want {
+				t.Fatalf("HeldPace = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
