@@ -111,10 +111,16 @@ type pace struct {
 	held float64
 }
 
+// newPace starts a pace at now. Every pace's buckets begin on the same
+// boundaries (multiples of paceBucket), so that a stream's rate and the
+// node's (see nodePace) cover the same span: offset by part of a bucket,
+// the node's window could hold a bucket of bytes from before a change
+// that the stream's no longer holds, and a link cut for every stream at
+// once would look like one slow stream beside a busy link.
 func newPace(now time.Time, stall, ceiling, window time.Duration) *pace {
 	n := max(1, int(window/paceBucket))
 	return &pace{stall: stall, ceiling: ceiling, window: time.Duration(n) * paceBucket,
-		bytes: make([]int64, n), waits: make([]time.Duration, n), at: now}
+		bytes: make([]int64, n), waits: make([]time.Duration, n), at: now.Truncate(paceBucket)}
 }
 
 // advance moves the buckets up to now.
@@ -238,8 +244,9 @@ func (p *pace) check(now time.Time, node *nodePace) error {
 	return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of its best %.0f KiB/s: %w", r/1024, p.window, slowFactor, p.best/1024, errSlow)
 }
 
-// nodePace is the node's receiving pace over all the peer streams it
-// judges, how many are open, and from how many peers.
+// nodePace is the node's receiving pace over the peer streams it judges
+// and the registry's streams, how many are open, and from how many
+// sources (each peer, and the registry as one).
 type nodePace struct {
 	mu      sync.Mutex
 	p       *pace
@@ -302,12 +309,16 @@ type judge struct {
 
 // judgeStream starts judging src's stream from off, which ends through
 // cancel with the judgement as its cause. Only peers are judged: the
-// registry's streams are left to StallTimeout, and so is a peer's first
+// registry's streams are left to StallTimeout (and counted, see
+// countStream), and so is a peer's first
 // byte of what it does not hold yet (a designated peer waiting for the
 // registry).
 func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have, off int64) *judge {
-	if src.kind != SourcePeer || r.cfg.PeerStall < 0 {
+	if r.cfg.PeerStall < 0 {
 		return nil
+	}
+	if src.kind != SourcePeer {
+		return r.countStream()
 	}
 	j := &judge{
 		p:            newPace(time.Now(), r.cfg.PeerStall, r.cfg.StallTimeout, r.cfg.PeerSlowWindow),
@@ -348,6 +359,25 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 			}
 		}
 	}()
+	return j
+}
+
+// registryKey is the registry's key among the node's sources (see
+// nodePace): peer IDs never look like it.
+const registryKey = "(registry)"
+
+// countStream is a judge that judges nothing: a registry's stream is only
+// counted in the node's pace. Its bytes cross the
+// node's link as the peers' do, so a node whose link was cut sees every
+// source slow at once, the registry among them, and does not give up a
+// peer for the registry, which would come through the same link and send
+// again what the peer was sending.
+func (r *Resolver) countStream() *judge {
+	j := &judge{
+		p:    newPace(time.Now(), r.cfg.PeerStall, r.cfg.StallTimeout, r.cfg.PeerSlowWindow),
+		node: r.pace, peer: registryKey, done: make(chan struct{}),
+	}
+	j.node.open(j.peer, 1)
 	return j
 }
 

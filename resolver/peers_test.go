@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,7 @@ type fakePeer struct {
 	slow    bool  // send 64 KiB every 10 ms
 	dropAt  int64 // send 32 KiB every 10 ms up to this offset, then 1 KiB (0: never)
 	hang    bool  // never answer
+	link    *sharedLink
 }
 
 // fakeRouter is an in-memory mesh that records what the resolver did.
@@ -89,6 +91,9 @@ func (f *fakeRouter) Fetch(ctx context.Context, p string, d digest.Digest, off i
 	if fp.dropAt > 0 {
 		r = &droppingReader{ctx: ctx, r: r, left: fp.dropAt - off}
 	}
+	if fp.link != nil {
+		r = fp.link.reader(ctx, p, r)
+	}
 	return io.NopCloser(r), int64(len(data)), nil
 }
 
@@ -139,6 +144,83 @@ func (d *droppingReader) Read(b []byte) (int, error) {
 	n, err := d.r.Read(b[:min(len(b), chunk)])
 	d.left -= int64(n)
 	return n, err
+}
+
+// sharedLink is the node's own link, which its streams share: each
+// sends at linkFast until the link is cut, then at linkCut. A stream that
+// was not read for a while does not catch up in a burst: like a link, it
+// banks no more than linkBurst. The link is cut once streams streams have
+// each sent cutAfter bytes.
+type sharedLink struct {
+	streams  int
+	cutAfter int64
+	mu       sync.Mutex
+	sent     map[string]int64
+	cut      atomic.Bool
+}
+
+// The link's rates, bytes per second, and what a stream may bank.
+const (
+	linkFast  = 1 << 20
+	linkCut   = linkFast / 32
+	linkBurst = 16 << 10
+)
+
+func newSharedLink(streams int, cutAfter int64) *sharedLink {
+	return &sharedLink{streams: streams, cutAfter: cutAfter, sent: map[string]int64{}}
+}
+
+func (l *sharedLink) reader(ctx context.Context, name string, r io.Reader) io.Reader {
+	return &linkReader{ctx: ctx, l: l, name: name, r: r, last: time.Now()}
+}
+
+// add counts n bytes sent by stream name, and cuts the link once every
+// stream sent cutAfter.
+func (l *sharedLink) add(name string, n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sent[name] += int64(n)
+	if len(l.sent) < l.streams {
+		return
+	}
+	for _, k := range l.sent {
+		if k < l.cutAfter {
+			return
+		}
+	}
+	l.cut.Store(true)
+}
+
+type linkReader struct {
+	ctx    context.Context
+	l      *sharedLink
+	name   string
+	r      io.Reader
+	tokens float64 // bytes it may send now
+	last   time.Time
+}
+
+func (lr *linkReader) Read(b []byte) (int, error) {
+	for {
+		now := time.Now()
+		rate := float64(linkFast)
+		if lr.l.cut.Load() {
+			rate = linkCut
+		}
+		lr.tokens = min(linkBurst, lr.tokens+rate*now.Sub(lr.last).Seconds())
+		lr.last = now
+		if lr.tokens >= 1<<10 {
+			n, err := lr.r.Read(b[:min(len(b), int(lr.tokens))])
+			lr.tokens -= float64(n)
+			lr.l.add(lr.name, n)
+			return n, err
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-lr.ctx.Done():
+			return 0, context.Cause(lr.ctx)
+		}
+	}
 }
 
 type errReader struct{ err error }
@@ -369,6 +451,63 @@ func TestNextPeerHeldToThePaceOfTheLostOne(t *testing.T) {
 	var from, to int64
 	if n, _ := fmt.Sscanf(fmt.Sprint(rg), "bytes=%d-%d", &from, &to); n != 2 || from < lostAt || from >= int64(len(body)) || to != int64(len(body))-1 {
 		t.Errorf("the registry was asked for %v, want the rest from %d or later", rg, lostAt)
+	}
+}
+
+// TestOwnLinkCutKeepsThePeer: the node's own link is cut to a
+// thirty-second while it reads one blob from a peer and another from the
+// registry; both slow at once. The peer is not given up for the
+// registry: the registry's bytes would come through the same link, and
+// it would send again what the peer was sending.
+func TestOwnLinkCutKeepsThePeer(t *testing.T) {
+	t.Parallel()
+	const cutAfter = 3 * linkFast / 2 // a second and a half at the link's full rate
+	fromPeer, fromRegistry := randomBytes(t, cutAfter+96<<10), randomBytes(t, cutAfter+192<<10)
+	// Cut once each stream has sent cutAfter: both are open and measured
+	// over a whole window.
+	link := newSharedLink(2, cutAfter)
+	router := &fakeRouter{order: []string{"p"}, peers: map[string]fakePeer{"p": {data: fromPeer, link: link}}}
+	f := newFixture(t, resolver.Config{StallTimeout: 10 * time.Minute, PeerStall: 200 * time.Millisecond, PeerSlowWindow: time.Second, PieceSize: -1}, resolver.Sources{Router: router})
+	dPeer := f.up.push(t, "a", fromPeer)
+	f.up.push(t, "a", fromRegistry)
+	var askedForPeerBlob atomic.Bool
+	f.up.hook = func(w http.ResponseWriter, r *http.Request, body []byte) bool {
+		if digest.FromBytes(body) == dPeer {
+			askedForPeerBlob.Store(true)
+			return false
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		rd := link.reader(r.Context(), "registry", bytes.NewReader(body))
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := rd.Read(buf)
+			if _, werr := w.Write(buf[:n]); werr != nil || err != nil {
+				return true
+			}
+			w.(http.Flusher).Flush()
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, blob := range [][]byte{fromRegistry, fromPeer} {
+		wg.Go(func() {
+			b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: digest.FromBytes(blob)})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, blob) {
+				t.Errorf("read %d bytes, err %v", len(got), err)
+			}
+		})
+	}
+	wg.Wait()
+	f.res.Close()
+	router.mu.Lock()
+	defer router.mu.Unlock()
+	if want := []string{"p@0"}; !slices.Equal(router.fetches, want) || askedForPeerBlob.Load() {
+		t.Errorf("fetches %v, and the registry was asked for the peer's blob: %v; want %v only", router.fetches, askedForPeerBlob.Load(), want)
 	}
 }
 
