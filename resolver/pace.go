@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -84,6 +85,10 @@ const (
 	// it. Leaving them would only move its reads to the registry, through
 	// the same link.
 	nodeSlowShare = 2
+	// ownLinkSilences: a silence is excused up to this many times the
+	// longest it may last while every other stream of the node trickles
+	// (see judge.excused).
+	ownLinkSilences = 4
 )
 
 // pace follows one stream's reads and says when it has gone silent or
@@ -171,6 +176,13 @@ func (p *pace) waited(now time.Time) time.Duration {
 	return min(sum, p.window)
 }
 
+// trickling says whether the stream delivered bytes over the last window,
+// at under 1/slowFactor of its best.
+func (p *pace) trickling() bool {
+	r := p.rate()
+	return p.best > 0 && r > 0 && r*slowFactor < p.best
+}
+
 // reading records that a Read begins at now.
 func (p *pace) reading(now time.Time) {
 	p.advance(now)
@@ -252,10 +264,45 @@ type nodePace struct {
 	p       *pace
 	streams int
 	peers   map[string]int // open streams by peer
+	judges  map[*judge]bool
 }
 
 func newNodePace(window time.Duration) *nodePace {
-	return &nodePace{p: newPace(time.Now(), 0, 0, window), peers: map[string]int{}}
+	return &nodePace{p: newPace(time.Now(), 0, 0, window), peers: map[string]int{}, judges: map[*judge]bool{}}
+}
+
+// join counts j's stream in (see open), leave out.
+func (n *nodePace) join(j *judge) {
+	n.open(j.peer, 1)
+	n.mu.Lock()
+	n.judges[j] = true
+	n.mu.Unlock()
+}
+
+func (n *nodePace) leave(j *judge) {
+	n.open(j.peer, -1)
+	n.mu.Lock()
+	delete(n.judges, j)
+	n.mu.Unlock()
+}
+
+// othersTrickle says whether the node has a stream besides j, and every
+// one of them still delivers, at under 1/slowFactor of its best: the
+// node's own link slowed, not one peer.
+func (n *nodePace) othersTrickle(j *judge) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	others := 0
+	for o := range n.judges {
+		if o == j {
+			continue
+		}
+		if !o.trickles.Load() {
+			return false
+		}
+		others++
+	}
+	return others > 0
 }
 
 func (n *nodePace) read(now time.Time, k int) {
@@ -301,6 +348,9 @@ type judge struct {
 	// seen, when set, is told the best rate the stream reached when it
 	// ends.
 	seen func(best float64)
+	// trickles: the stream delivers, at under 1/slowFactor of its best
+	// (see pace.trickling), as of its last read or verdict.
+	trickles atomic.Bool
 	// abandoned counts the verdicts.
 	abandoned *prometheus.CounterVec
 	done      chan struct{}
@@ -334,8 +384,8 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 	if s, ok := r.router.(Silencer); ok {
 		j.probe = func() bool { return r.answersPing(s, src.peer) }
 	}
-	j.node.open(src.peer, 1)
 	j.peer = src.peer
+	j.node.join(j)
 	go func() {
 		t := time.NewTicker(paceBucket)
 		defer t.Stop()
@@ -377,7 +427,7 @@ func (r *Resolver) countStream() *judge {
 		p:    newPace(time.Now(), r.cfg.PeerStall, r.cfg.StallTimeout, r.cfg.PeerSlowWindow),
 		node: r.pace, peer: registryKey, done: make(chan struct{}),
 	}
-	j.node.open(j.peer, 1)
+	j.node.join(j)
 	return j
 }
 
@@ -391,10 +441,14 @@ func (r *Resolver) countStream() *judge {
 func (j *judge) verdict(now time.Time) error {
 	j.mu.Lock()
 	err := j.p.check(now, j.node)
-	quiet := j.p.quiet(now)
-	silent := j.p.relayed && quiet >= j.p.silence()
+	quiet, limit := j.p.quiet(now), j.p.silence()
+	silent := j.p.relayed && quiet >= limit
 	ask := j.probe != nil && ((silent && !j.probed) || (err != nil && j.p.relayed && quiet >= j.p.stall))
+	j.trickles.Store(j.p.trickling())
 	j.mu.Unlock()
+	if (silent || errors.Is(err, errStalled)) && j.excused(quiet, limit) {
+		return nil
+	}
 	if !ask {
 		return err
 	}
@@ -408,6 +462,19 @@ func (j *judge) verdict(now time.Time) error {
 		return fmt.Errorf("%w; %w", err, errRelaying)
 	}
 	return nil
+}
+
+// excused says whether a silence of quiet, past limit, is laid to this
+// node's own link rather than the peer: every other stream of the node
+// still delivers, each far below its best (see nodePace.othersTrickle),
+// and the silence is under ownLinkSilences × limit and StallTimeout. A
+// node whose link was cut waits longer for every byte, and its pings to
+// peers queue behind what it receives; giving the peer up would move the
+// download to the registry, through the same link. A peer frozen or cut
+// off beside streams that flow, or beside relays waiting on it (they
+// deliver nothing), is not excused.
+func (j *judge) excused(quiet, limit time.Duration) bool {
+	return quiet < min(ownLinkSilences*limit, j.p.ceiling) && j.node.othersTrickle(j)
 }
 
 // reading records that a Read of the stream begins.
@@ -431,6 +498,7 @@ func (j *judge) read(at int64, k int) {
 	j.p.read(now, k)
 	j.p.relayed = j.p.relayed || at >= j.until
 	j.probed = false
+	j.trickles.Store(j.p.trickling())
 	j.mu.Unlock()
 }
 
@@ -441,7 +509,7 @@ func (j *judge) stop() {
 	}
 	j.once.Do(func() {
 		close(j.done)
-		j.node.open(j.peer, -1)
+		j.node.leave(j)
 		if j.seen != nil {
 			j.mu.Lock()
 			best := j.p.best

@@ -137,3 +137,64 @@ func TestPaceSlow(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnLinkExcusesSilence: a stream's silence is laid to the node's own
+// link only while every other stream of the node still delivers, each far
+// below its best.
+func TestOwnLinkExcusesSilence(t *testing.T) {
+	t.Parallel()
+	const fast, gap = 32 << 10, 10 * time.Millisecond // 3.2 MB/s
+	tests := []struct {
+		name string
+		// other is what the node's other stream receives per gap after the
+		// drop; none: it has no other stream.
+		other int
+		none  bool
+		quiet time.Duration // how long the silent stream has been quiet
+		want  bool
+	}{
+		{name: "the other stream trickles at a tenth", other: fast / 10, quiet: time.Second, want: true},
+		{name: "the other stream trickles, but the silence is too long", other: fast / 10, quiet: 3 * time.Second},
+		{name: "the other stream flows at its full rate", other: fast, quiet: time.Second},
+		{name: "the other stream is silent too (a relay of the silent peer)", other: 0, quiet: time.Second},
+		{name: "no other stream", none: true, quiet: time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			now := time.Unix(1000, 0)
+			node := newNodePace(time.Second)
+			newJudge := func(peer string) *judge {
+				j := &judge{p: newPace(now, 500*time.Millisecond, 10*time.Second, time.Second), node: node, peer: peer}
+				node.join(j)
+				return j
+			}
+			silent := newJudge("silent")
+			var other *judge
+			if !tt.none {
+				other = newJudge("other")
+			}
+			// Two seconds at the full rate, each stream.
+			for end := now.Add(2 * time.Second); now.Before(end); now = now.Add(gap) {
+				for _, j := range []*judge{silent, other} {
+					if j != nil {
+						j.p.reading(now)
+						j.p.read(now.Add(gap), fast)
+					}
+				}
+			}
+			// Then the other stream's second after the drop.
+			silent.p.reading(now)
+			for end := now.Add(time.Second); now.Before(end); now = now.Add(gap) {
+				if other != nil {
+					other.p.reading(now)
+					other.p.read(now.Add(gap), tt.other)
+					other.trickles.Store(other.p.trickling())
+				}
+			}
+			if got := silent.excused(tt.quiet, silent.p.silence()); got != tt.want {
+				t.Fatalf("excused = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

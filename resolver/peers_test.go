@@ -154,15 +154,20 @@ func (d *droppingReader) Read(b []byte) (int, error) {
 type sharedLink struct {
 	streams  int
 	cutAfter int64
-	mu       sync.Mutex
-	sent     map[string]int64
-	cut      atomic.Bool
+	// paused sends nothing for pause, a second and a half after the link
+	// is cut: by then the node's other streams show the cut.
+	paused string
+	pause  time.Duration
+	mu     sync.Mutex
+	sent   map[string]int64
+	cut    atomic.Bool
+	cutAt  time.Time
 }
 
 // The link's rates, bytes per second, and what a stream may bank.
 const (
 	linkFast  = 1 << 20
-	linkCut   = linkFast / 32
+	linkCut   = linkFast / 16
 	linkBurst = 16 << 10
 )
 
@@ -188,7 +193,17 @@ func (l *sharedLink) add(name string, n int) {
 			return
 		}
 	}
-	l.cut.Store(true)
+	if !l.cut.Load() {
+		l.cutAt = time.Now()
+		l.cut.Store(true)
+	}
+}
+
+// pauseDue says whether stream name is to fall silent now.
+func (l *sharedLink) pauseDue(name string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return name == l.paused && l.pause > 0 && now.Sub(l.cutAt) >= 3*time.Second/2
 }
 
 type linkReader struct {
@@ -198,6 +213,7 @@ type linkReader struct {
 	r      io.Reader
 	tokens float64 // bytes it may send now
 	last   time.Time
+	paused bool
 }
 
 func (lr *linkReader) Read(b []byte) (int, error) {
@@ -206,6 +222,15 @@ func (lr *linkReader) Read(b []byte) (int, error) {
 		rate := float64(linkFast)
 		if lr.l.cut.Load() {
 			rate = linkCut
+			if !lr.paused && lr.l.pauseDue(lr.name, now) {
+				lr.paused = true
+				select {
+				case <-time.After(lr.l.pause):
+				case <-lr.ctx.Done():
+					return 0, context.Cause(lr.ctx)
+				}
+				now, lr.tokens = time.Now(), 0
+			}
 		}
 		lr.tokens = min(linkBurst, lr.tokens+rate*now.Sub(lr.last).Seconds())
 		lr.last = now
@@ -455,17 +480,34 @@ func TestNextPeerHeldToThePaceOfTheLostOne(t *testing.T) {
 }
 
 // TestOwnLinkCutKeepsThePeer: the node's own link is cut to a
-// thirty-second while it reads one blob from a peer and another from the
-// registry; both slow at once. The peer is not given up for the
-// registry: the registry's bytes would come through the same link, and
-// it would send again what the peer was sending.
+// sixteenth while it reads one blob from a peer and another from the
+// registry; both slow at once, and the peer's stream may even fall
+// silent for a while, as streams that share a full link do. The peer is
+// not given up for the registry: the registry's bytes would come through
+// the same link, and it would send again what the peer was sending.
 func TestOwnLinkCutKeepsThePeer(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		pause time.Duration // the peer's silence once the link is cut
+	}{
+		{"both slowed", 0},
+		{"both slowed, and the peer silent for half a second", 500 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ownLinkCut(t, tc.pause)
+		})
+	}
+}
+
+func ownLinkCut(t *testing.T, pause time.Duration) {
 	const cutAfter = 3 * linkFast / 2 // a second and a half at the link's full rate
-	fromPeer, fromRegistry := randomBytes(t, cutAfter+96<<10), randomBytes(t, cutAfter+192<<10)
+	fromPeer, fromRegistry := randomBytes(t, cutAfter+160<<10), randomBytes(t, cutAfter+320<<10)
 	// Cut once each stream has sent cutAfter: both are open and measured
 	// over a whole window.
 	link := newSharedLink(2, cutAfter)
+	link.pause, link.paused = pause, "p"
 	router := &fakeRouter{order: []string{"p"}, peers: map[string]fakePeer{"p": {data: fromPeer, link: link}}}
 	f := newFixture(t, resolver.Config{StallTimeout: 10 * time.Minute, PeerStall: 200 * time.Millisecond, PeerSlowWindow: time.Second, PieceSize: -1}, resolver.Sources{Router: router})
 	dPeer := f.up.push(t, "a", fromPeer)
