@@ -360,9 +360,8 @@ type judge struct {
 // judgeStream starts judging src's stream from off, which ends through
 // cancel with the judgement as its cause. Only peers are judged: the
 // registry's streams are left to StallTimeout (and counted, see
-// countStream), and so is a peer's first
-// byte of what it does not hold yet (a designated peer waiting for the
-// registry).
+// countStream), and so is a peer's first byte of what it does not hold
+// yet (a designated peer waiting for the registry).
 func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have, off int64) *judge {
 	if r.cfg.PeerStall < 0 {
 		return nil
@@ -417,11 +416,11 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 const registryKey = "(registry)"
 
 // countStream is a judge that judges nothing: a registry's stream is only
-// counted in the node's pace. Its bytes cross the
-// node's link as the peers' do, so a node whose link was cut sees every
-// source slow at once, the registry among them, and does not give up a
-// peer for the registry, which would come through the same link and send
-// again what the peer was sending.
+// counted in the node's pace. Its bytes cross the node's link as the
+// peers' do, so a node whose link was cut sees every source slow at once,
+// the registry among them, and does not give up a peer for the registry,
+// which would come through the same link and send again what the peer was
+// sending.
 func (r *Resolver) countStream() *judge {
 	j := &judge{
 		p:    newPace(time.Now(), r.cfg.PeerStall, r.cfg.StallTimeout, r.cfg.PeerSlowWindow),
