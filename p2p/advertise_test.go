@@ -1,9 +1,11 @@
 package p2p_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -321,5 +323,46 @@ func TestSilentPeer(t *testing.T) {
 	waitProviders(t, client, blob, []peer.ID{holder.ID()}, 5*time.Second)
 	if !slices.Contains(client.Designated(blob, nil), holder.ID()) {
 		t.Error("a peer that answers again is not designated")
+	}
+}
+
+// TestSilentPeerWhoseBytesFlowKeepsItsConnection: a peer left out as
+// silent whose pings go unanswered (they queue behind data on a full
+// link), while a blob's bytes from it still cross the connection. The
+// watch does not close that connection: it would end the stream, and the
+// peer's own downloads from this node with it.
+func TestSilentPeerWhoseBytesFlowKeepsItsConnection(t *testing.T) {
+	t.Parallel()
+	c := p2ptest.Start(t, 2, p2ptest.Options{})
+	c.WaitMembers(t, 2, 20*time.Second)
+	client, holder := c.Nodes[0], c.Nodes[1]
+	data := bytes.Repeat([]byte("a blob read slowly over a full link "), 32<<10) // about 1 MiB
+	blob := c.Contents[1].Add(data)
+	waitProviders(t, client, blob, []peer.ID{holder.ID()}, 20*time.Second)
+	p2p.Host(holder).RemoveStreamHandler(ping.ID)
+
+	body, _, err := client.Fetch(t.Context(), holder.ID(), blob, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	var got bytes.Buffer
+	buf := make([]byte, 16<<10)
+	for i := 0; ; i++ {
+		if i == 4 {
+			client.Silent(holder.ID())
+		}
+		n, err := body.Read(buf)
+		got.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", got.Len(), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("read %d bytes, want %d", got.Len(), len(data))
 	}
 }

@@ -272,6 +272,7 @@ func (r *fetchReader) Read(b []byte) (int, error) {
 	if k > 0 {
 		r.remain -= int64(k)
 		r.st.fetched.Add(int64(k))
+		r.st.lastByte.Store(time.Now().UnixNano())
 		r.n.stats.fetched.Add(int64(k))
 		r.n.metrics.fetched.Add(float64(k))
 		// Paid after the bytes arrived: the sender is held back by the

@@ -214,6 +214,7 @@ func (n *Node) copyBlob(w io.Writer, r io.Reader, st *peerStat) (int64, error) {
 			m, werr := w.Write(buf[:k])
 			total += int64(m)
 			st.served.Add(int64(m))
+			st.lastByte.Store(time.Now().UnixNano())
 			n.stats.served.Add(int64(m))
 			n.metrics.served.Add(float64(m))
 			if werr != nil {

@@ -117,13 +117,19 @@ func (n *Node) watch(p peer.ID, addrs []ma.Multiaddr, d time.Duration, done func
 		if len(addrs) > 0 {
 			n.host.Peerstore().AddAddrs(p, addrs, peerstore.TempAddrTTL)
 		}
+		pinged := time.Now()
 		if n.answersWithin(p, watchPingTimeout) {
 			return watchAnswered
 		}
 		// The next ping dials anew: over a connection whose packets were
 		// lost while a link was down, TCP would deliver it only at its
-		// next retransmission, seconds after the link came back.
-		_ = n.host.Network().ClosePeer(p)
+		// next retransmission, seconds after the link came back. Unless
+		// blob bytes crossed it meanwhile: the ping queued behind them on
+		// a full link, and closing the connection would end those
+		// streams, the peer's downloads from this node among them.
+		if !n.stats.flowedSince(p, pinged.Add(-watchInterval)) {
+			_ = n.host.Network().ClosePeer(p)
+		}
 		select {
 		case <-t.C:
 		case <-n.life.Done():

@@ -15,6 +15,9 @@ const busyPenalty = 5 * time.Second
 type peerStat struct {
 	served  atomic.Int64 // bytes this node sent to the peer
 	fetched atomic.Int64 // bytes this node received from the peer
+	// lastByte is when the last byte either way crossed the connection, in
+	// Unix nanoseconds: written to it, or read from it.
+	lastByte atomic.Int64
 
 	// Guarded by stats.mu.
 	inflight   int
@@ -54,6 +57,16 @@ func (s *stats) addInflight(p peer.ID, d int) *peerStat {
 	st := s.peerLocked(p)
 	st.inflight += d
 	return st
+}
+
+// flowedSince says whether a blob's byte crossed the connection with p,
+// either way, at or after t: a connection whose data flows is not dead,
+// whatever a ping queued behind that data says.
+func (s *stats) flowedSince(p peer.ID, t time.Time) bool {
+	s.mu.Lock()
+	st := s.peers[p]
+	s.mu.Unlock()
+	return st != nil && st.lastByte.Load() >= t.UnixNano()
 }
 
 func (s *stats) markBusy(p peer.ID, now time.Time) {
