@@ -439,6 +439,26 @@ func TestPeerJudgedByItsPace(t *testing.T) {
 	}
 }
 
+// pullWithRegistry pulls body through a resolver with cfg, whose peers are
+// router's and whose registry holds body too, checks what it read, and
+// closes the resolver.
+func pullWithRegistry(t *testing.T, cfg resolver.Config, router *fakeRouter, body []byte) *fixture {
+	t.Helper()
+	f := newFixture(t, cfg, resolver.Sources{Router: router})
+	f.up.push(t, "a", body)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: digest.FromBytes(body)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes, err %v", len(got), err)
+	}
+	f.res.Close()
+	return f
+}
+
 // TestNextPeerHeldToThePaceOfTheLostOne: a peer goes silent mid-blob and
 // the next is slow from its first byte (its own link was cut, say). Judged
 // against its own best alone it would never be "slower than it was", and
@@ -455,18 +475,7 @@ func TestNextPeerHeldToThePaceOfTheLostOne(t *testing.T) {
 		// 1 KiB every 10 ms from its first byte: a sixty-fourth.
 		"crawls": {data: body, dropAt: 1},
 	}}
-	f := newFixture(t, resolver.Config{StallTimeout: 10 * time.Minute, PeerStall: 200 * time.Millisecond, PeerSlowWindow: 300 * time.Millisecond, PieceSize: -1}, resolver.Sources{Router: router})
-	f.up.push(t, "a", body)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: d})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
-		t.Fatalf("read %d bytes, err %v", len(got), err)
-	}
-	f.res.Close()
+	f := pullWithRegistry(t, resolver.Config{StallTimeout: 10 * time.Minute, PeerStall: 200 * time.Millisecond, PeerSlowWindow: 300 * time.Millisecond, PieceSize: -1}, router, body)
 	router.mu.Lock()
 	defer router.mu.Unlock()
 	if want := []string{"fast@0", fmt.Sprintf("crawls@%d", lostAt)}; !slices.Equal(router.fetches, want) {
@@ -565,18 +574,7 @@ func TestAfterASilentPeerTheNextMustAnswerSoon(t *testing.T) {
 		"holder": {data: body, stallAt: 1 << 20},
 		"hanger": {data: body, hang: true},
 	}}
-	f := newFixture(t, resolver.Config{StallTimeout: 10 * time.Minute, PeerStall: 100 * time.Millisecond, PieceSize: -1}, resolver.Sources{Router: router})
-	f.up.push(t, "a", body)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: d})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
-		t.Fatalf("read %d bytes, err %v", len(got), err)
-	}
-	f.res.Close()
+	f := pullWithRegistry(t, resolver.Config{StallTimeout: 10 * time.Minute, PeerStall: 100 * time.Millisecond, PieceSize: -1}, router, body)
 	router.mu.Lock()
 	defer router.mu.Unlock()
 	if want := []string{"holder@0", "hanger@1048576"}; !slices.Equal(router.fetches, want) {
