@@ -37,12 +37,12 @@ func TestUpstreamChain(t *testing.T) {
 	t.Run("registry with a private CA", func(t *testing.T) {
 		im, before := pushTo(t, ul.tls, "chain/tls")
 		coldPull(t, ul.nodes, ul.tls.Addr(), im)
-		checkEgress(t, ul.tls, before, im, "registry")
+		checkEgress(t, ul.nodes, ul.tls, before, im, "registry")
 	})
 	t.Run("registry that requires a client certificate", func(t *testing.T) {
 		im, before := pushTo(t, ul.mtls, "chain/mtls")
 		coldPull(t, ul.nodes, ul.mtls.Addr(), im)
-		checkEgress(t, ul.mtls, before, im, "registry")
+		checkEgress(t, ul.nodes, ul.mtls, before, im, "registry")
 	})
 	t.Run("registry reachable only through a pull-through mirror", func(t *testing.T) {
 		im, originBefore := pushTo(t, ul.origin, "chain/mirrored")
@@ -51,7 +51,7 @@ func TestUpstreamChain(t *testing.T) {
 			t.Fatal(err)
 		}
 		coldPull(t, ul.nodes, ul.origin.Addr(), im)
-		checkEgress(t, ul.mirror, len(mirrorBefore), im, "mirror")
+		checkEgress(t, ul.nodes, ul.mirror, len(mirrorBefore), im, "mirror")
 		// The origin served the mirror alone.
 		after, err := ul.origin.Requests()
 		if err != nil {
@@ -292,7 +292,7 @@ func coldPull(t *testing.T, nodes []*meshNode, registry string, im lab.Image) {
 
 // checkEgress reads reg's log past its first before requests: every
 // request came from shoal, and the image's blobs were sent about once.
-func checkEgress(t *testing.T, reg *lab.Registry, before int, im lab.Image, what string) {
+func checkEgress(t *testing.T, nodes []*meshNode, reg *lab.Registry, before int, im lab.Image, what string) {
 	t.Helper()
 	reqs, err := reg.Requests()
 	if err != nil {
@@ -324,7 +324,38 @@ func checkEgress(t *testing.T, reg *lab.Registry, before int, im lab.Image, what
 		what, blobBytes, layers, ratio, manifestBytes, im.ManifestSize)
 	if ratio < 0.999 || ratio > 1.05 {
 		t.Errorf("%s sent %.3f × the image's blobs, want about 1", what, ratio)
+		for _, q := range reqs {
+			if q.Blob && q.Method == "GET" {
+				t.Logf("%s: GET %s from %s: %d bytes in %v, status %d, done %s",
+					what, q.Digest, q.RemoteAddr, q.BytesWritten, q.Duration, q.Status, q.Time.Format("15:04:05.000"))
+			}
+		}
+		for _, n := range nodes {
+			t.Logf("%s's log about the image's blobs:\n%s", n.name, blobLines(n.shoal.LogPath(), im))
+		}
 	}
+}
+
+// blobLines is the lines of a shoal log, above debug, that name one of
+// im's blobs.
+func blobLines(path string, im lab.Image) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for l := range strings.Lines(string(b)) {
+		if strings.Contains(l, `"level":"DEBUG"`) {
+			continue
+		}
+		for _, d := range im.Blobs() {
+			if strings.Contains(l, d.Encoded()) {
+				out = append(out, strings.TrimRight(l, "\n"))
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // upstreamStatus is node n's chain for registry, from its /status.

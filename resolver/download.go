@@ -106,7 +106,7 @@ func (r *Resolver) sources(req BlobRequest, sw *swarm.Download, noWait, lead *at
 func (r *Resolver) designatedSource(req BlobRequest, p string, lead *atomic.Bool) source {
 	d := r.router.(Designator)
 	rr, ranges := r.router.(Ranger)
-	return source{kind: SourcePeer, peer: p, designated: true, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
+	return source{kind: SourcePeer, peer: p, designated: true, stall: r.fetcherStall(req.Registry), open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
 		if ranges {
 			wait, _ := swarm.WaitOn(swarm.Reader{Ranked: true, Above: true, Designated: true, Leading: lead.Load()})
 			body, size, have, err := rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: wait, Registry: req.Registry, Repo: req.Repo})
@@ -182,7 +182,7 @@ func (r *Resolver) holderSource(req BlobRequest, p string, ranked map[string]boo
 // wait, not a failure.
 func (r *Resolver) fetcherSource(req BlobRequest, p string) source {
 	rr, ranges := r.router.(Ranger)
-	return source{kind: SourcePeer, peer: p, designated: true, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
+	return source{kind: SourcePeer, peer: p, designated: true, stall: r.fetcherStall(req.Registry), open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
 		var body io.ReadCloser
 		var size, have int64
 		var err error
@@ -197,6 +197,24 @@ func (r *Resolver) fetcherSource(req BlobRequest, p string) source {
 		}
 		return body, size, have, heldWhole(err, have, size)
 	}}
+}
+
+// fetcherStall is how long a peer fetching a blob from registry for the
+// cluster may take to answer, and to send a byte it does not hold yet:
+// StallTimeout, and the time the registry's chain may spend on hosts it
+// cannot reach before the last one (see Chained). The peer fetches
+// through the same chain, and may not have found out yet which of its
+// hosts are down; a node that stopped waiting sooner would fetch the
+// blob a second time. 0 (StallTimeout) for a registry of one host.
+func (r *Resolver) fetcherStall(registry string) time.Duration {
+	c, ok := r.upstream.(Chained)
+	if !ok || registry == "" {
+		return 0
+	}
+	if extra := c.FailoverTime(registry); extra > 0 {
+		return r.cfg.StallTimeout + extra
+	}
+	return 0
 }
 
 // upstreamSource is the registry.
@@ -884,7 +902,9 @@ func (f *fetch) open(ing store.Ingest) (io.ReadCloser, error) {
 		known = ing.Size()
 	}
 	answered := f.r.watchAnswer(f.cancel, f.src)
-	body, size, have, err := f.src.open(f.ctx, f.off, known)
+	// A registry's next host gets the whole time to answer (see Chained).
+	ctx := WithNextHost(f.ctx, func() { f.watchdog.Reset(f.stall) })
+	body, size, have, err := f.src.open(ctx, f.off, known)
 	answered()
 	if err != nil {
 		if c := context.Cause(f.ctx); errors.Is(c, errStalled) {

@@ -30,7 +30,10 @@ type fakePeer struct {
 	slow    bool  // send 64 KiB every 10 ms
 	dropAt  int64 // send 32 KiB every 10 ms up to this offset, then 1 KiB (0: never)
 	hang    bool  // never answer
-	link    *sharedLink
+	// answerAfter holds the answer back this long: a designated peer
+	// whose own registry is slow to answer.
+	answerAfter time.Duration
+	link        *sharedLink
 }
 
 // fakeRouter is an in-memory mesh that records what the resolver did.
@@ -62,6 +65,15 @@ func (f *fakeRouter) Fetch(ctx context.Context, p string, d digest.Digest, off i
 		f.mu.Unlock()
 		<-ctx.Done()
 		return nil, 0, context.Cause(ctx)
+	}
+	if wait := f.peers[p].answerAfter; wait > 0 {
+		f.mu.Unlock()
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, 0, context.Cause(ctx)
+		}
+		f.mu.Lock()
 	}
 	defer f.mu.Unlock()
 	fp, ok := f.peers[p]

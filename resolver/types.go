@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -196,4 +197,33 @@ type Upstream interface {
 	Manifest(ctx context.Context, req ManifestRequest) (Manifest, error)
 	// Blob opens a blob's body at offset off and says the blob's total size.
 	Blob(ctx context.Context, req BlobRequest, off int64) (body io.ReadCloser, size int64, err error)
+}
+
+// Chained is an Upstream that asks each registry's hosts in turn (a
+// hosts.toml chain), leaving a host it cannot reach for the next.
+//
+// Such an Upstream calls NextHost(ctx) each time it moves on, so that a
+// caller bounding the registry's answer (StallTimeout) gives the next
+// host the whole bound again: the time an unreachable host took is not
+// the registry's silence.
+type Chained interface {
+	Upstream
+	// FailoverTime is the most the hosts before the registry's last one
+	// may take to fail, none of them reachable, before the last is asked.
+	FailoverTime(registry string) time.Duration
+}
+
+type nextHostKey struct{}
+
+// WithNextHost returns ctx carrying f, which NextHost(ctx) calls.
+func WithNextHost(ctx context.Context, f func()) context.Context {
+	return context.WithValue(ctx, nextHostKey{}, f)
+}
+
+// NextHost tells the caller that set f with WithNextHost, if any, that
+// the request moves on to the next host of its registry's chain.
+func NextHost(ctx context.Context) {
+	if f, ok := ctx.Value(nextHostKey{}).(func()); ok {
+		f()
+	}
 }

@@ -140,6 +140,7 @@ func (c *Client) newEndpoint(registry string, ep Endpoint, hasNext bool) *endpoi
 		if ep.Scheme == "http" {
 			// The operator's hosts.toml names this host http://.
 			guard.insecure = append(slices.Clip(guard.insecure), ep.Host)
+			guard.plain = true
 		}
 	}
 	if ep.TLS == nil && !hasNext {
@@ -163,6 +164,28 @@ func (c *Client) newEndpoint(registry string, ep Endpoint, hasNext bool) *endpoi
 	guard.inner = t
 	e.base = guard
 	return e
+}
+
+// FailoverTime implements resolver.Chained: each pull host before the
+// registry's last gets chainDialBudget (at most DialTimeout) to connect.
+// A host that takes a connection and then stalls its TLS handshake may
+// take as long again; that is rarer than a host that is not there, and
+// left out.
+func (c *Client) FailoverTime(registry string) time.Duration {
+	rc, err := c.chain(registry)
+	if err != nil {
+		return 0
+	}
+	var hosts int
+	for _, e := range rc.eps {
+		if e.Pull {
+			hosts++
+		}
+	}
+	if hosts < 2 {
+		return 0
+	}
+	return time.Duration(hosts-1) * min(c.cfg.DialTimeout, chainDialBudget)
 }
 
 // order is the order a request tries the endpoints in: the chain's, with

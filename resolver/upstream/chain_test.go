@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -366,5 +367,95 @@ func TestChainOverridePath(t *testing.T) {
 	got, err := readBlob(t, c, "corp.example", digest.FromBytes(blob))
 	if err != nil || string(got) != string(blob) || n.Load() == 0 {
 		t.Fatalf("blob %q, %v (%d requests behind the front)", got, err, n.Load())
+	}
+}
+
+// tlsSniffer is a connection that notes whether its first bytes written
+// were a TLS handshake record.
+type tlsSniffer struct {
+	net.Conn
+	once sync.Once
+	tls  *atomic.Int64
+}
+
+func (s *tlsSniffer) Write(b []byte) (int, error) {
+	s.once.Do(func() {
+		if len(b) > 0 && b[0] == 0x16 {
+			s.tls.Add(1)
+		}
+	})
+	return s.Conn.Write(b)
+}
+
+// TestChainPlainHostIsNotAskedOverHTTPS: a host the hosts.toml names
+// http:// is asked over plain HTTP alone, as containerd asks it. An
+// HTTPS attempt first would cost a host that cannot be reached a second
+// connection timeout before the next host is tried.
+func TestChainPlainHostIsNotAskedOverHTTPS(t *testing.T) {
+	t.Parallel()
+	blob := []byte("layer on a plain HTTP mirror")
+	d := digest.FromBytes(blob)
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(reg)
+	t.Cleanup(srv.Close)
+	resp, err := http.Post(srv.URL+"/v2/team/app/blobs/uploads/?digest="+d.String(), "application/octet-stream", strings.NewReader(string(blob)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	var handshakes, conns atomic.Int64
+	var dialer net.Dialer
+	c, err := New(Config{
+		Hosts: &staticHosts{chains: map[string]Chain{"corp.example": {Endpoints: []Endpoint{{Scheme: "http", Host: host, Path: "/v2", Pull: true, Resolve: true}}}}},
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			conns.Add(1)
+			return &tlsSniffer{Conn: conn, tls: &handshakes}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := readBlob(t, c, "corp.example", d)
+	if err != nil || string(got) != string(blob) {
+		t.Fatalf("blob: %q, %v", got, err)
+	}
+	if conns.Load() == 0 || handshakes.Load() != 0 {
+		t.Fatalf("%d of %d connections to the http:// host began a TLS handshake", handshakes.Load(), conns.Load())
+	}
+}
+
+// TestFailoverTime: each pull host before a registry's last may take
+// its connection budget to fail.
+func TestFailoverTime(t *testing.T) {
+	t.Parallel()
+	host := func(name string, pull bool) Endpoint {
+		return Endpoint{Scheme: "https", Host: name, Path: "/v2", Pull: pull, Resolve: true}
+	}
+	for _, tc := range []struct {
+		name  string
+		hosts []Endpoint
+		dial  time.Duration
+		want  time.Duration
+	}{
+		{"registry alone", []Endpoint{host("registry.example", true)}, 0, 0},
+		{"mirror, registry", []Endpoint{host("mirror", true), host("registry.example", true)}, 0, chainDialBudget},
+		{"two mirrors, registry", []Endpoint{host("m1", true), host("m2", true), host("registry.example", true)}, 0, 2 * chainDialBudget},
+		{"a resolve-only host is not asked for blobs", []Endpoint{host("m1", false), host("m2", true), host("registry.example", true)}, 0, chainDialBudget},
+		{"dial timeout below the budget", []Endpoint{host("m1", true), host("registry.example", true)}, time.Second, time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := New(Config{DialTimeout: tc.dial, Hosts: &staticHosts{chains: map[string]Chain{"corp.example": {Endpoints: tc.hosts}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.FailoverTime("corp.example"); got != tc.want {
+				t.Fatalf("FailoverTime = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

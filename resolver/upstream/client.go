@@ -24,7 +24,7 @@ import (
 	"github.com/shoal-dev/shoal/resolver"
 )
 
-var _ resolver.Upstream = (*Client)(nil)
+var _ resolver.Chained = (*Client)(nil)
 
 // Config holds the client's optional settings.
 type Config struct {
@@ -107,9 +107,17 @@ type httpsOnly struct {
 	// why says why HTTP is refused; "" is that the host is not an
 	// --insecure-registry.
 	why string
+	// plain refuses HTTPS instead: the operator's hosts.toml names the
+	// host http://, which containerd asks over plain HTTP alone. The
+	// registry client would try HTTPS first, and a host that cannot be
+	// reached would cost two connection timeouts instead of one.
+	plain bool
 }
 
 func (h httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
+	if h.plain && req.URL.Scheme == "https" {
+		return nil, fmt.Errorf("HTTPS to %s not tried: its hosts.toml entry is http", req.URL.Host)
+	}
 	if req.URL.Scheme == "http" && !slices.Contains(h.insecure, req.URL.Host) {
 		why := h.why
 		if why == "" {
@@ -253,6 +261,7 @@ func (c *Client) do(ctx context.Context, method, registry, repo, path string, hd
 		}
 		c.cfg.Logger.Debug("host failed, trying the next", "registry", registry, "host", e.Host, "err", err)
 		errs = append(errs, err)
+		resolver.NextHost(ctx)
 	}
 	if len(errs) == 0 {
 		what := "pull"

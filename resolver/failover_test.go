@@ -1,0 +1,151 @@
+package resolver_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/resolver"
+	"github.com/shoal-dev/shoal/resolver/upstream"
+	"github.com/shoal-dev/shoal/store"
+)
+
+// chainedRegistry is the registry a chainFixture fetches through: its
+// hosts.toml lists deadHost, which takes deadDial to fail every
+// connection, before the fixture's registry.
+const (
+	chainedRegistry = "registry.test"
+	deadHost        = "dead.test:5000"
+	deadDial        = 300 * time.Millisecond
+)
+
+// chainHosts is a hosts.toml chain for chainedRegistry alone.
+type chainHosts []upstream.Endpoint
+
+func (c chainHosts) Chain(registry string) (upstream.Chain, error) {
+	if registry != chainedRegistry {
+		return upstream.Chain{}, errors.New("no hosts.toml")
+	}
+	return upstream.Chain{Endpoints: c, Source: "test", Gen: 1}, nil
+}
+
+// newChainFixture is newFixture with chainedRegistry reached through
+// deadHost, then the fixture's registry. Dials to deadHost are counted
+// in deadDials.
+func newChainFixture(t *testing.T, cfg resolver.Config, src resolver.Sources, deadDials *atomic.Int64) *fixture {
+	t.Helper()
+	up := newUpstream(t)
+	hosts := chainHosts{
+		{Scheme: "http", Host: deadHost, Path: "/v2", Pull: true, Resolve: true},
+		{Scheme: "http", Host: up.host, Path: "/v2", Pull: true, Resolve: true},
+	}
+	var d net.Dialer
+	client, err := upstream.New(upstream.Config{
+		Hosts:       hosts,
+		DialTimeout: deadDial,
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if addr != deadHost {
+				return d.DialContext(ctx, network, addr)
+			}
+			deadDials.Add(1)
+			select {
+			case <-time.After(deadDial):
+			case <-ctx.Done():
+			}
+			return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("i/o timeout")}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.NewMemory()
+	cfg.Registries = append(cfg.Registries, chainedRegistry)
+	res, err := resolver.New(st, client, src, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(res.Close)
+	return &fixture{res: res, store: st, up: up}
+}
+
+// delayBlobs makes the fixture's registry answer blob GETs after wait.
+func delayBlobs(f *fixture, wait time.Duration) {
+	f.up.hook = func(http.ResponseWriter, *http.Request, []byte) bool {
+		time.Sleep(wait)
+		return false
+	}
+}
+
+// TestNextHostGetsTheWholeStallTimeout: the first host of the registry's
+// chain cannot be reached and takes most of StallTimeout to fail; the
+// next answers within StallTimeout of being asked. The download waits
+// for it rather than counting the dead host's time as the registry's
+// silence, which would cut the answer and ask the registry again.
+func TestNextHostGetsTheWholeStallTimeout(t *testing.T) {
+	t.Parallel()
+	var dials atomic.Int64
+	f := newChainFixture(t, resolver.Config{StallTimeout: 2 * deadDial}, resolver.Sources{}, &dials)
+	body := randomBytes(t, 1<<20)
+	d := f.up.push(t, "team/app", body)
+	delayBlobs(f, 3*deadDial/2) // 1.5 + 1 dead host = 2.5 × deadDial in all
+
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: chainedRegistry, Repo: "team/app", Digest: d})
+	if err != nil {
+		t.Fatalf("%v (registry asked %d times, dead host dialled %d times)", err, f.up.blobGets.Load(), dials.Load())
+	}
+	if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes: %v", len(got), err)
+	}
+	if n := f.up.blobGets.Load(); n != 1 {
+		t.Fatalf("the registry's live host was asked %d times, want once", n)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("the dead host was dialled %d times, want once", n)
+	}
+}
+
+// TestDesignatedPeerGetsTheChainsFailoverTime: the designated peer
+// fetches through the same chain, and answers only once its own dead
+// host failed: after StallTimeout, within StallTimeout and the chain's
+// failover time. This node waits for it, and the registry sends the blob
+// once for the cluster, not a second time to this node.
+func TestDesignatedPeerGetsTheChainsFailoverTime(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 1<<20)
+	d := digest.FromBytes(body)
+	router := &designatingRouter{
+		fakeRouter: &fakeRouter{peers: map[string]fakePeer{"designated": {data: body, answerAfter: 3 * deadDial / 2}}},
+		designated: []string{"designated"},
+	}
+	var dials atomic.Int64
+	f := newChainFixture(t, resolver.Config{StallTimeout: deadDial, PeerStall: -1}, resolver.Sources{Router: router}, &dials)
+	f.up.push(t, "team/app", body)
+
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: chainedRegistry, Repo: "team/app", Digest: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes: %v", len(got), err)
+	}
+	if n := f.up.blobGets.Load(); n != 0 {
+		t.Fatalf("the registry was asked %d times, want the designated peer's answer", n)
+	}
+	router.mu.Lock()
+	defer router.mu.Unlock()
+	if want := []string{"designated@0 " + chainedRegistry + "/team/app"}; !slices.Equal(router.through, want) {
+		t.Fatalf("fetched through %v, want %v", router.through, want)
+	}
+	if !strings.HasPrefix(router.fetches[0], "designated@") || len(router.fetches) != 1 {
+		t.Fatalf("fetches %v, want the designated peer's alone", router.fetches)
+	}
+}
