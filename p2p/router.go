@@ -85,6 +85,12 @@ func (r *Router) Silent(p string) {
 	}
 }
 
+// Silenced says whether peer p is left out now, having gone silent.
+func (r *Router) Silenced(p string) bool {
+	id, err := decodePeer(p)
+	return err == nil && r.n.stats.isSilent(id)
+}
+
 // Answers says whether peer p answers a libp2p ping before ctx ends.
 func (r *Router) Answers(ctx context.Context, p string) bool {
 	id, err := decodePeer(p)

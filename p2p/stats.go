@@ -91,6 +91,14 @@ func (s *stats) avoided(p peer.ID, now time.Time) bool {
 	return st != nil && (now.Before(st.avoidUntil) || st.silent)
 }
 
+// isSilent says whether p is marked silent.
+func (s *stats) isSilent(p peer.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.peers[p]
+	return st != nil && st.silent
+}
+
 // markSilent marks p silent; false when it already was.
 func (s *stats) markSilent(p peer.ID) bool {
 	s.mu.Lock()

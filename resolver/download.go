@@ -451,7 +451,11 @@ func (d *dl) paced(best float64) {
 // see swarm.Download.Skip.
 func (d *dl) skip(src source, st swarm.Round) (skip, stop bool) {
 	backedOff := d.r.backedOff(d.req.Registry)
-	switch d.sw.Skip(src.rule(), st, backedOff != nil, time.Now()) {
+	rule := src.rule()
+	if s, ok := d.r.router.(Silencer); ok && src.peer != "" {
+		rule.Silenced = s.Silenced(src.peer)
+	}
+	switch d.sw.Skip(rule, st, backedOff != nil, time.Now()) {
 	case swarm.Pass:
 		return true, false
 	case swarm.PassBackedOff:

@@ -648,3 +648,46 @@ func TestBusyPeerWaitedForWhileTheNodeReceives(t *testing.T) {
 		t.Errorf("the holder was asked %d times, want 7 (six busy answers, then its bytes): %v", asked, router.fetches)
 	}
 }
+
+// silencingRouter is a fakeRouter whose peers can be silenced, as the
+// mesh silences a peer that went quiet in another download.
+type silencingRouter struct {
+	*fakeRouter
+	silent sync.Map
+}
+
+func (s *silencingRouter) Silent(p string) { s.silent.Store(p, true) }
+
+func (s *silencingRouter) Silenced(p string) bool {
+	_, ok := s.silent.Load(p)
+	return ok
+}
+
+func (s *silencingRouter) Answers(ctx context.Context, p string) bool { return !s.Silenced(p) }
+
+// TestSilencedPeerIsNotAsked: a peer that went silent in another download
+// after this one listed its sources is passed over, not asked and waited
+// on until it is found silent a second time.
+func TestSilencedPeerIsNotAsked(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 1<<20)
+	d := digest.FromBytes(body)
+	router := &silencingRouter{fakeRouter: &fakeRouter{
+		peers: map[string]fakePeer{"frozen": {data: body, hang: true}, "good": {data: body}},
+		order: []string{"frozen", "good"},
+	}}
+	router.Silent("frozen")
+	f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Digest: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes: %v", len(got), err)
+	}
+	router.mu.Lock()
+	defer router.mu.Unlock()
+	if want := []string{"good@0"}; !slices.Equal(router.fetches, want) {
+		t.Fatalf("fetches %v, want %v: the silenced peer was asked", router.fetches, want)
+	}
+}

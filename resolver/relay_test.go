@@ -78,6 +78,12 @@ func (r *relayRouter) Silent(p string) {
 	r.silent = append(r.silent, p)
 }
 
+func (r *relayRouter) Silenced(p string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Contains(r.silent, p)
+}
+
 func (r *relayRouter) Designated(digest.Digest, []digest.Digest) ([]string, bool) {
 	if r.top {
 		return []string{"top", "relay"}, false

@@ -146,6 +146,8 @@ type Router interface {
 // whose stream went silent mid-blob, until the peer answers again.
 type Silencer interface {
 	Silent(p string)
+	// Silenced says whether p is left out now, having gone silent.
+	Silenced(p string) bool
 	// Answers says whether p answers a ping before ctx ends.
 	Answers(ctx context.Context, p string) bool
 }

@@ -14,6 +14,10 @@ type Source struct {
 	Upstream bool
 	// Designated says the peer is asked to fetch the blob for the cluster.
 	Designated bool
+	// Silenced says the peer went silent in some download since this
+	// round listed it, and is left out by every download until it
+	// answers a ping.
+	Silenced bool
 }
 
 // Round is what one round over a download's sources learned from their
@@ -197,7 +201,11 @@ func (d *Download) swarmMoved(at time.Time) {
 
 // Skip is the rule for whether a round tries src. backedOff says the
 // registry asked this node to slow down. A peer that failed this download
-// is passed over; so is the registry while unreachable, and, while backed
+// is passed over, and so is a peer silenced since the round began, which
+// then counts as failed: the round's list of sources is as old as the
+// round, and asking a frozen peer costs the time it takes to find it
+// silent again. So is the
+// registry while unreachable, and, while backed
 // off, every source that would ask it (the registry, a designated peer).
 // Once the first designated peer answered busy (it fetches the blob, only
 // out of slots), the next designated peers are passed over: they would
@@ -208,6 +216,9 @@ func (d *Download) swarmMoved(at time.Time) {
 // of Idle: the round stops and the download waits, sparing the registry.
 func (d *Download) Skip(src Source, st Round, backedOff bool, now time.Time) Step {
 	switch {
+	case src.Peer != "" && src.Silenced:
+		d.FailedPeers[src.Peer] = true
+		return Pass
 	case src.Peer != "" && d.FailedPeers[src.Peer]:
 		return Pass
 	case src.Upstream && now.Before(d.UnreachableUntil):

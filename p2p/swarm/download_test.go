@@ -30,6 +30,11 @@ func TestSkip(t *testing.T) {
 	}{
 		{"a peer", nil, peerA, swarm.Round{}, false, 0, swarm.Try},
 		{"a peer that failed", func(d *swarm.Download) { d.FailedPeers["a"] = true }, peerA, swarm.Round{}, false, 0, swarm.Pass},
+		{"a peer silenced since the round began", nil, swarm.Source{Peer: "a", Silenced: true}, swarm.Round{}, false, 0, swarm.Pass},
+		{"a designated peer silenced since the round began", nil, swarm.Source{Peer: "a", Designated: true, Silenced: true}, swarm.Round{}, false, 0, swarm.Pass},
+		{"the same peer once it answers again: it failed this download", func(d *swarm.Download) {
+			d.Skip(swarm.Source{Peer: "a", Silenced: true}, swarm.Round{}, false, t0)
+		}, peerA, swarm.Round{}, false, 0, swarm.Pass},
 		{"the registry", nil, reg, swarm.Round{}, false, 0, swarm.Try},
 		{"the registry, unreachable", func(d *swarm.Download) { d.UnreachableUntil = t0.Add(time.Second) }, reg, swarm.Round{}, false, 0, swarm.Pass},
 		{"the registry, reachable again", func(d *swarm.Download) { d.UnreachableUntil = t0.Add(time.Second) }, reg, swarm.Round{}, false, time.Second, swarm.Try},
