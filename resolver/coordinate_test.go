@@ -202,7 +202,7 @@ func wantNoRegistryGets(t *testing.T, f *fixture) {
 // pullBlob asks for d as this node's containerd does and reads it whole.
 func pullBlob(t *testing.T, f *fixture, d digest.Digest) []byte {
 	t.Helper()
-	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d})
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.registry, Repo: "team/app", Digest: d})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package resolver_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -74,7 +73,7 @@ func newChainFixture(t *testing.T, cfg resolver.Config, src resolver.Sources, de
 		t.Fatal(err)
 	}
 	t.Cleanup(res.Close)
-	return &fixture{res: res, store: st, up: up}
+	return &fixture{res: res, store: st, up: up, registry: chainedRegistry}
 }
 
 // delayBlobs makes the fixture's registry answer blob GETs after wait.
@@ -98,13 +97,7 @@ func TestNextHostGetsTheWholeStallTimeout(t *testing.T) {
 	d := f.up.push(t, "team/app", body)
 	delayBlobs(f, 3*deadDial/2) // 1.5 + 1 dead host = 2.5 × deadDial in all
 
-	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: chainedRegistry, Repo: "team/app", Digest: d})
-	if err != nil {
-		t.Fatalf("%v (registry asked %d times, dead host dialled %d times)", err, f.up.blobGets.Load(), dials.Load())
-	}
-	if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, body) {
-		t.Fatalf("read %d bytes: %v", len(got), err)
-	}
+	wantBlob(t, f, d, body)
 	if n := f.up.blobGets.Load(); n != 1 {
 		t.Fatalf("the registry's live host was asked %d times, want once", n)
 	}
@@ -130,16 +123,8 @@ func TestDesignatedPeerGetsTheChainsFailoverTime(t *testing.T) {
 	f := newChainFixture(t, resolver.Config{StallTimeout: deadDial, PeerStall: -1}, resolver.Sources{Router: router}, &dials)
 	f.up.push(t, "team/app", body)
 
-	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: chainedRegistry, Repo: "team/app", Digest: d})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, body) {
-		t.Fatalf("read %d bytes: %v", len(got), err)
-	}
-	if n := f.up.blobGets.Load(); n != 0 {
-		t.Fatalf("the registry was asked %d times, want the designated peer's answer", n)
-	}
+	wantBlob(t, f, d, body)
+	wantNoRegistryGets(t, f)
 	router.mu.Lock()
 	defer router.mu.Unlock()
 	if want := []string{"designated@0 " + chainedRegistry + "/team/app"}; !slices.Equal(router.through, want) {

@@ -89,6 +89,21 @@ const (
 	// longest it may last while every other stream of the node trickles
 	// (see judge.excused).
 	ownLinkSilences = 4
+	// idleLinkFactor, idleLinkShare: a stream is also slow when its rate
+	// is below the node's best window divided by idleLinkFactor, it
+	// brings most of what the node receives, and the node as a whole
+	// receives under idleLinkShare of that best: the node's link has room
+	// for many times what the peer sends, and the peer was slow from its
+	// first byte, so its own best is no measure. The factor is above 10
+	// so that a node whose own link was cut to a tenth, reading from one
+	// peer all that is left of it, keeps it; a node whose cut link is
+	// shared by several slow streams keeps them, none bringing most. Nor
+	// is the rule applied within idleLinkCalm windows of a stream of the
+	// node falling below 1/slowFactor of its own best: the node's link
+	// may just have been cut, and its best no longer be its capacity.
+	idleLinkFactor = 12
+	idleLinkShare  = 0.5
+	idleLinkCalm   = 3
 )
 
 // pace follows one stream's reads and says when it has gone silent or
@@ -226,7 +241,9 @@ func (p *pace) silence() time.Duration {
 // best over all its streams and this one gets at least a quarter of an
 // even share of that. When the
 // node's own link slowed down, a single stream cannot tell that from a
-// slow peer; it moves on once, and the next source starts a new best.
+// slow peer; it moves on once, and the next source starts a new best. A
+// stream slow from its first byte is judged beside the node's link
+// instead (see idleLink).
 func (p *pace) check(now time.Time, node *nodePace) error {
 	p.advance(now)
 	if quiet, limit := p.quiet(now), p.silence(); !p.relayed && quiet >= limit {
@@ -238,10 +255,14 @@ func (p *pace) check(now time.Time, node *nodePace) error {
 		return nil
 	}
 	r, bar := p.rate(), max(p.best, p.held)
-	if r*slowFactor >= bar || p.waited(now) < time.Duration(slowWaitShare*float64(p.window)) {
+	if p.waited(now) < time.Duration(slowWaitShare*float64(p.window)) {
 		return nil
 	}
+	if r*slowFactor >= bar {
+		return p.idleLink(now, r, node)
+	}
 	if node != nil {
+		node.dropped(now)
 		rate, best, streams, peers := node.state(now)
 		if best > 0 && rate >= nodeBusyShare*best && r*4*float64(streams) >= rate {
 			return nil
@@ -256,6 +277,19 @@ func (p *pace) check(now time.Time, node *nodePace) error {
 	return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of its best %.0f KiB/s: %w", r/1024, p.window, slowFactor, p.best/1024, errSlow)
 }
 
+// idleLink says why a stream at rate r, not slow by its own best, is slow
+// beside the node's link (see idleLinkFactor), or nil.
+func (p *pace) idleLink(now time.Time, r float64, node *nodePace) error {
+	if node == nil {
+		return nil
+	}
+	rate, best, _, _ := node.state(now)
+	if best == 0 || r*idleLinkFactor >= best || rate >= idleLinkShare*best || rate-r >= r || node.droppedWithin(now, idleLinkCalm*p.window) {
+		return nil
+	}
+	return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of the %.0f KiB/s this node received at its best, with its link more than half idle: %w", r/1024, p.window, idleLinkFactor, best/1024, errSlow)
+}
+
 // nodePace is the node's receiving pace over the peer streams it judges
 // and the registry's streams, how many are open, and from how many
 // sources (each peer, and the registry as one).
@@ -265,6 +299,27 @@ type nodePace struct {
 	streams int
 	peers   map[string]int // open streams by peer
 	judges  map[*judge]bool
+	// dropAt is when a stream of the node was last seen below
+	// 1/slowFactor of its own best (see idleLinkCalm).
+	dropAt time.Time
+}
+
+// dropped notes that a stream of the node is below 1/slowFactor of its
+// best at now.
+func (n *nodePace) dropped(now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if now.After(n.dropAt) {
+		n.dropAt = now
+	}
+}
+
+// droppedWithin says whether a stream of the node was below 1/slowFactor
+// of its best within d before now.
+func (n *nodePace) droppedWithin(now time.Time, d time.Duration) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return !n.dropAt.IsZero() && now.Sub(n.dropAt) < d
 }
 
 func newNodePace(window time.Duration) *nodePace {

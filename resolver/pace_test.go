@@ -24,6 +24,20 @@ func feed(p *pace, node *nodePace, now *time.Time, d, gap time.Duration, k int) 
 	return nil
 }
 
+// measuredStream starts a node's pace at *now with one stream from peer,
+// fed k bytes per gap for two seconds: both have a best.
+func measuredStream(t *testing.T, now *time.Time, peer string, gap time.Duration, k int) (*nodePace, *pace) {
+	t.Helper()
+	node := newNodePace(time.Second)
+	node.p.at = *now
+	node.open(peer, 1)
+	p := newPace(*now, 500*time.Millisecond, 10*time.Second, time.Second)
+	if err := feed(p, node, now, 2*time.Second, gap, k); err != nil {
+		t.Fatalf("a steady stream: %v", err)
+	}
+	return node, p
+}
+
 func TestPaceSilence(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1000, 0)
@@ -108,13 +122,7 @@ func TestPaceSlow(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			now := time.Unix(1000, 0)
-			node := newNodePace(time.Second)
-			node.p.at = now
-			node.open("peer", 1)
-			p := newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
-			if err := feed(p, node, &now, 2*time.Second, gap, fast); err != nil {
-				t.Fatalf("before the drop: %v", err)
-			}
+			node, p := measuredStream(t, &now, "peer", gap, fast)
 			for i := 1; i < tt.streams; i++ {
 				other := fmt.Sprintf("other%d", i)
 				if tt.samePeer {
@@ -196,5 +204,84 @@ func TestOwnLinkExcusesSilence(t *testing.T) {
 				t.Fatalf("excused = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestIdleLinkSlow: a stream slow from its first byte is not slow by its
+// own best; it is by the node's, when the node's link is mostly idle.
+func TestIdleLinkSlow(t *testing.T) {
+	t.Parallel()
+	const fast, gap = 32 << 10, 10 * time.Millisecond // 3.2 MB/s
+	tests := []struct {
+		name string
+		// rate is what this stream receives per gap from its first byte;
+		// others what the node's other streams receive per gap meanwhile,
+		// from otherPeers peers.
+		rate, others, otherPeers int
+		want                     error
+	}{
+		{name: "a thirtieth of the node's best, the link idle", rate: fast / 30, want: errSlow},
+		{name: "a tenth of the node's best, alone: the node's own link cut to a tenth", rate: fast / 10},
+		{name: "a thirtieth, the link busy with another peer's stream", rate: fast / 30, others: fast * 3 / 4, otherPeers: 1},
+		{name: "a thirtieth, beside another peer as slow: the node's own link", rate: fast / 30, others: fast / 30, otherPeers: 1},
+		{name: "a thirtieth, beside a stream at half its rate, the link still idle", rate: fast / 30, others: fast / 60, otherPeers: 1, want: errSlow},
+		{name: "a thirtieth, beside streams that bring more: a cut link they share", rate: fast / 30, others: fast / 20, otherPeers: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			now := time.Unix(1000, 0)
+			node := newNodePace(time.Second)
+			node.p.at = now
+			// The node's best: another stream, now ended, at full rate.
+			for end := now.Add(2 * time.Second); now.Before(end); now = now.Add(gap) {
+				node.read(now, fast)
+			}
+			node.open("peer", 1)
+			for i := range tt.otherPeers {
+				node.open(fmt.Sprintf("other%d", i), 1)
+			}
+			p := newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
+			var err error
+			for end := now.Add(3 * time.Second); err == nil && now.Before(end); {
+				p.reading(now)
+				now = now.Add(gap)
+				p.read(now, tt.rate)
+				node.read(now, tt.rate+tt.others)
+				err = p.check(now, node)
+			}
+			if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
+				t.Fatalf("verdict %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestIdleLinkCalmAfterADrop: right after a stream of the node fell far
+// below its own best, as every stream does when the node's own link is
+// cut, a stream slow from its first byte is kept: the node's best may no
+// longer be what its link carries.
+func TestIdleLinkCalmAfterADrop(t *testing.T) {
+	t.Parallel()
+	const fast, gap = 32 << 10, 10 * time.Millisecond
+	now := time.Unix(1000, 0)
+	node, old := measuredStream(t, &now, "old", gap, fast)
+	// The link is cut: the old stream falls to a sixtieth (its peer's
+	// share of what is left), and a new one from another peer starts at
+	// a thirtieth, most of what the node now receives.
+	node.open("new", 1)
+	p := newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
+	cut := now
+	for end := now.Add(2500 * time.Millisecond); now.Before(end); {
+		old.reading(now)
+		p.reading(now)
+		now = now.Add(gap)
+		old.read(now, fast/60)
+		p.read(now, fast/30)
+		node.read(now, fast/60+fast/30)
+		_ = old.check(now, node)
+		if err := p.check(now, node); err != nil {
+			t.Fatalf("the new stream, %v after the cut: %v", now.Sub(cut), err)
+		}
 	}
 }

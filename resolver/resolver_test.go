@@ -127,6 +127,9 @@ type fixture struct {
 	res   *resolver.Resolver
 	store store.Store
 	up    *upstreamServer
+	// registry is the name blob requests give: the test registry's host,
+	// unless a hosts.toml chain leads to it.
+	registry string
 }
 
 func newFixture(t *testing.T, cfg resolver.Config, src resolver.Sources) *fixture {
@@ -144,7 +147,7 @@ func newFixture(t *testing.T, cfg resolver.Config, src resolver.Sources) *fixtur
 		t.Fatal(err)
 	}
 	t.Cleanup(res.Close)
-	return &fixture{res: res, store: st, up: up}
+	return &fixture{res: res, store: st, up: up, registry: up.host}
 }
 
 func readAll(ctx context.Context, t *testing.T, b *resolver.Blob, off int64) ([]byte, error) {
