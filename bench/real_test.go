@@ -266,6 +266,7 @@ func TestCrossCheck(t *testing.T) {
 	tests := []struct {
 		name             string
 		log, tx, packets int64
+		retrans          int64
 		requests         int
 		wantErr, cut     bool
 	}{
@@ -276,11 +277,17 @@ func TestCrossCheck(t *testing.T) {
 		{name: "interface sent much more", log: 100 << 20, tx: 120 << 20, packets: 10, requests: 1, wantErr: true},
 		{name: "log counts nothing", log: 0, tx: 8 << 20, packets: 200, requests: 4, wantErr: true},
 		{name: "only HEADs", log: 0, tx: 3000, packets: 20, requests: 2},
+		// The log, interface and packet counts of a slowpeers run whose
+		// throttled node fetched from the registry through its 10 Mbit/s
+		// link, from before retransmissions were counted: 134 segments
+		// sent again and more explain the gap.
+		{name: "segments sent again over a throttled link", log: 128801232, tx: 136831799, packets: 17091, retrans: 200, requests: 17},
+		{name: "more than the segments sent again", log: 128801232, tx: 136831799, packets: 17091, retrans: 100, requests: 17, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			cut, err := crossCheck(tt.log, tt.tx, tt.packets, tt.requests)
+			cut, err := crossCheck(tt.log, tt.tx, tt.packets, tt.retrans, tt.requests)
 			if (err != nil) != tt.wantErr || cut != tt.cut {
 				t.Errorf("crossCheck: cut %v, %v; want cut %v, error %v", cut, err, tt.cut, tt.wantErr)
 			}

@@ -28,6 +28,9 @@ const (
 	headerPerPacket  = 80
 	headerPerRequest = 1024
 	headerConstant   = 4096
+	// retransSegBytes is what a TCP segment sent again costs the
+	// interface at most: a full frame of the lab's 1500-byte MTU.
+	retransSegBytes = 1514
 )
 
 // cpuBoundShare is how busy the host's CPUs may be during the pulls
@@ -319,7 +322,8 @@ func (s *session) countEgress(rec *report.Record, before, after snapshot) error 
 		}
 	}
 	rec.RegistryTxBytes = after.reg.TxBytes - before.reg.TxBytes
-	cut, err := crossCheck(rec.RegistryEgressBytes, rec.RegistryTxBytes, after.reg.TxPackets-before.reg.TxPackets, len(reqs))
+	cut, err := crossCheck(rec.RegistryEgressBytes, rec.RegistryTxBytes, after.reg.TxPackets-before.reg.TxPackets,
+		after.reg.RetransSegs-before.reg.RetransSegs, len(reqs))
 	if err != nil {
 		return err
 	}
@@ -398,19 +402,22 @@ func runLine(rec report.Record, firstErr string) string {
 }
 
 // crossCheck compares the registry's interface with its access log. They
-// agree within egressSlack of the payload plus headers, unless requests
-// were cut short: the log counts what the registry wrote into its
-// sockets, and what a client that went away never read did not leave the
+// agree within egressSlack of the payload plus headers and the TCP
+// segments sent again (retrans: a link that drops, as a throttled one
+// does, has the registry send those bytes twice), unless requests were
+// cut short: the log counts what the registry wrote into its sockets,
+// and what a client that went away never read did not leave the
 // interface. That case is reported as cut, and the interface is the
-// egress. The interface sending more than the log and its headers is an
-// error: then one of the two does not count what the benchmark thinks.
-func crossCheck(logBytes, txBytes, txPackets int64, requests int) (cut bool, err error) {
+// egress. The interface sending more than all that is an error: then one
+// of the two does not count what the benchmark thinks.
+func crossCheck(logBytes, txBytes, txPackets, retrans int64, requests int) (cut bool, err error) {
 	headers := txPackets*headerPerPacket + int64(requests)*headerPerRequest + headerConstant
-	slack := egressSlack*float64(logBytes) + float64(headers)
+	again := retrans * retransSegBytes
+	slack := egressSlack*float64(logBytes) + float64(headers+again)
 	switch d := float64(txBytes - logBytes); {
 	case d > slack:
-		return false, fmt.Errorf("registry egress: its access log says %d bytes, its interface sent %d (%d packets, %d requests): "+
-			"more apart than %.0f%% plus %d bytes of headers", logBytes, txBytes, txPackets, requests, egressSlack*100, headers)
+		return false, fmt.Errorf("registry egress: its access log says %d bytes, its interface sent %d (%d packets, %d requests, %d segments sent again): "+
+			"more apart than %.0f%% plus %d bytes of headers and %d sent again", logBytes, txBytes, txPackets, requests, retrans, egressSlack*100, headers, again)
 	case -d > slack:
 		return true, nil
 	}

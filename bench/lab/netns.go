@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -336,16 +337,51 @@ func shapeDev(ctx context.Context, log *slog.Logger, netns, dev string, mbit flo
 	}
 }
 
-// Counters are an interface's byte and packet counts since creation.
+// Counters are an interface's byte and packet counts since creation, and
+// the TCP segments its namespace sent again.
 type Counters struct {
 	RxBytes, TxBytes     int64
 	RxPackets, TxPackets int64
+	// RetransSegs counts the TCP segments sent again after a loss: the
+	// interface carries their bytes a second time, which no application
+	// wrote twice.
+	RetransSegs int64
 }
 
 // Counters reads the host's eth0 counters: RxBytes is what it downloaded,
 // TxBytes what it uploaded.
 func (h *Host) Counters(ctx context.Context) (Counters, error) {
-	return linkCounters(ctx, h.net.log, h.Netns, h.Iface)
+	c, err := linkCounters(ctx, h.net.log, h.Netns, h.Iface)
+	if err != nil {
+		return c, err
+	}
+	out, err := run(ctx, h.net.log, ipPath(), "netns", "exec", h.Netns, "cat", "/proc/net/snmp")
+	if err != nil {
+		return c, err
+	}
+	c.RetransSegs, err = retransSegs(string(out))
+	return c, err
+}
+
+// retransSegs reads RetransSegs from the "Tcp:" lines of /proc/net/snmp:
+// a line of names, then one of values.
+func retransSegs(snmp string) (int64, error) {
+	var names []string
+	for l := range strings.Lines(snmp) {
+		f := strings.Fields(l)
+		if len(f) == 0 || f[0] != "Tcp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		if i := slices.Index(names, "RetransSegs"); i > 0 && i < len(f) {
+			return strconv.ParseInt(f[i], 10, 64)
+		}
+		break
+	}
+	return 0, fmt.Errorf("/proc/net/snmp: no Tcp RetransSegs in %q", snmp)
 }
 
 func linkCounters(ctx context.Context, log *slog.Logger, netns, dev string) (Counters, error) {
