@@ -24,7 +24,7 @@ import (
 const (
 	chainedRegistry = "registry.test"
 	deadHost        = "dead.test:5000"
-	deadDial        = 300 * time.Millisecond
+	deadDial        = 500 * time.Millisecond
 )
 
 // chainHosts is a hosts.toml chain for chainedRegistry alone.
@@ -92,10 +92,12 @@ func delayBlobs(f *fixture, wait time.Duration) {
 func TestNextHostGetsTheWholeStallTimeout(t *testing.T) {
 	t.Parallel()
 	var dials atomic.Int64
-	f := newChainFixture(t, resolver.Config{StallTimeout: 2 * deadDial}, resolver.Sources{}, &dials)
+	f := newChainFixture(t, resolver.Config{StallTimeout: 3 * deadDial}, resolver.Sources{}, &dials)
 	body := randomBytes(t, 1<<20)
 	d := f.up.push(t, "team/app", body)
-	delayBlobs(f, 3*deadDial/2) // 1.5 + 1 dead host = 2.5 × deadDial in all
+	// 2.2 + 1 for the dead host: 3.2 × deadDial in all, over StallTimeout,
+	// and the live host answers 0.8 × deadDial within it.
+	delayBlobs(f, 11*deadDial/5)
 
 	wantBlob(t, f, d, body)
 	if n := f.up.blobGets.Load(); n != 1 {
@@ -116,7 +118,9 @@ func TestDesignatedPeerGetsTheChainsFailoverTime(t *testing.T) {
 	body := randomBytes(t, 1<<20)
 	d := digest.FromBytes(body)
 	router := &designatingRouter{
-		fakeRouter: &fakeRouter{peers: map[string]fakePeer{"designated": {data: body, answerAfter: 3 * deadDial / 2}}},
+		// 1.3 × deadDial: past StallTimeout (deadDial), 0.7 × deadDial
+		// within it and the failover time (one more deadDial).
+		fakeRouter: &fakeRouter{peers: map[string]fakePeer{"designated": {data: body, answerAfter: 13 * deadDial / 10}}},
 		designated: []string{"designated"},
 	}
 	var dials atomic.Int64
