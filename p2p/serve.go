@@ -399,7 +399,7 @@ func (n *Node) pullFor(req request, remote peer.ID, take func() bool) (store.Blo
 
 // heldReader reads a blob still arriving from off to end, each read as
 // large as swarm.HeldRead says: the bytes held past its position, at once;
-// caught up, the next byte.
+// caught up, the next byte, and then what arrived with it.
 type heldReader struct {
 	blob     store.Blob
 	a        arriving
@@ -407,14 +407,33 @@ type heldReader struct {
 }
 
 func (r *heldReader) Read(p []byte) (int, error) {
+	k, err := r.read(p)
+	if k != 1 || err != nil || len(p) == 1 {
+		return k, err
+	}
+	// A read that waited for the next byte: the write that brought it
+	// brought more, and a read of one byte would go out as a frame of its
+	// own, at every step down a relay chain.
+	if c := r.held(); c.Have > r.off {
+		m, err := r.read(p[1:])
+		return 1 + m, err
+	}
+	return 1, nil
+}
+
+func (r *heldReader) read(p []byte) (int, error) {
 	if r.off >= r.end {
 		return 0, io.EOF
 	}
-	n := swarm.HeldRead(r.off, r.end, int64(len(p)), swarm.Copy{Have: r.a.Have(), Arriving: r.a.Arriving()})
+	n := swarm.HeldRead(r.off, r.end, int64(len(p)), r.held())
 	k, err := r.blob.ReadAt(p[:n], r.off)
 	r.off += int64(k)
 	if err == io.EOF && r.off == r.end {
 		err = nil
 	}
 	return k, err
+}
+
+func (r *heldReader) held() swarm.Copy {
+	return swarm.Copy{Have: r.a.Have(), Arriving: r.a.Arriving()}
 }

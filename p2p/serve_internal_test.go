@@ -79,11 +79,17 @@ func TestHeldReaderSendsWhatIsHeld(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a read for more than is held waited for the rest")
 	}
-	// Caught up: the next read waits for the next byte, then the rest
-	// comes as it arrives, to the end.
+	// Caught up: the next read waits for the next byte, and passes on
+	// with it every byte that arrived with it, not that byte alone.
+	go b.grow(6000)
+	n, err := r.Read(buf)
+	if err != nil || n != 6000-4321 || !bytes.Equal(buf[:n], data[4321:6000]) {
+		t.Fatalf("after the blob grew by %d bytes, a read took %d (%v)", 6000-4321, n, err)
+	}
+	// Then the rest as it arrives, to the end.
 	go b.grow(int64(len(data)))
 	rest, err := io.ReadAll(r)
-	if err != nil || !bytes.Equal(rest, data[4321:]) {
+	if err != nil || !bytes.Equal(rest, data[6000:]) {
 		t.Fatalf("the rest: %d bytes, %v", len(rest), err)
 	}
 }

@@ -109,7 +109,9 @@ func (u *BlobUploads) Open(d digest.Digest) int { return u.open[d] }
 // for a read of more than arrived would wait for the rest, and a node
 // whose own source stalled would withhold the tail it has from the peers
 // that wait on it. Caught up while the blob still arrives, one byte: the
-// read waits for the next byte only.
+// read waits for the next byte only, and the reader then asks again for
+// what arrived with it, so that one write of the node's source goes out
+// as one read.
 func HeldRead(off, end, max int64, c Copy) int64 {
 	n := min(max, end-off)
 	switch {
