@@ -333,6 +333,7 @@ func RunReal(ctx context.Context, cfg RealConfig) (_ []report.Record, err error)
 			}
 		}
 	}
+	compareMedians(out, cfg.Progress)
 	return out, nil
 }
 
@@ -451,4 +452,67 @@ func compareWithCold(rec *report.Record, done []report.Record, p *progress) {
 	note := fmt.Sprintf("unharmed nodes' times over their cold times in the same repetition: %s", strings.Join(parts, ", "))
 	rec.Notes = append(rec.Notes, note)
 	p.line("%s", note)
+}
+
+// compareMedians sets, on each candidate's last slowpeers record, when cold
+// and slowpeers each ran more than once, UnharmedOverColdMedian: the
+// largest ratio of an unharmed node's median slowpeers time to its median
+// cold time. A node's cold time is a draw as much as its slowpeers time,
+// and a ratio to one repetition's cold time carries the spread of both:
+// the note states beside each ratio how far apart the node's own cold
+// times were.
+func compareMedians(out []report.Record, w io.Writer) {
+	done := map[string]bool{}
+	for i := len(out) - 1; i >= 0; i-- {
+		rec := &out[i]
+		if rec.Scenario != ScenarioSlowPeers || done[rec.Candidate] {
+			continue
+		}
+		done[rec.Candidate] = true
+		if note := medianNote(rec, nodeTimes(out, rec.Candidate, ScenarioCold), nodeTimes(out, rec.Candidate, ScenarioSlowPeers)); note != "" {
+			rec.Notes = append(rec.Notes, note)
+			fmt.Fprintf(w, "%s/%s: %s\n", rec.Scenario, rec.Candidate, note)
+		}
+	}
+}
+
+// medianNote sets rec.UnharmedOverColdMedian from each unharmed node's
+// times in cold and slow, and says so; it says nothing when a node lacks
+// two of either.
+func medianNote(rec *report.Record, cold, slow [][]float64) string {
+	var parts []string
+	for n, ts := range slow {
+		if n >= len(cold) || len(cold[n]) < 2 || len(ts) < 2 {
+			return ""
+		}
+		c, lo, hi := report.Spread(cold[n])
+		t, _, _ := report.Spread(ts)
+		r := t / c
+		rec.UnharmedOverColdMedian = max(rec.UnharmedOverColdMedian, r)
+		parts = append(parts, fmt.Sprintf("node %d %.2f (%.2f s over %.2f s; its cold times %.2f–%.2f s, the slowest %.2f × the fastest)",
+			n, r, t, c, lo, hi, hi/lo))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("unharmed nodes' median times over their median cold times (%d and %d repetitions): %s",
+		len(slow[0]), len(cold[0]), strings.Join(parts, ", "))
+}
+
+// nodeTimes is, per node, its pull times in every record of the candidate
+// and scenario in out, in the order of NodeSeconds.
+func nodeTimes(out []report.Record, cand, scenario string) [][]float64 {
+	var times [][]float64
+	for _, r := range out {
+		if r.Candidate != cand || r.Scenario != scenario {
+			continue
+		}
+		for n, t := range r.NodeSeconds {
+			if n == len(times) {
+				times = append(times, nil)
+			}
+			times[n] = append(times[n], t)
+		}
+	}
+	return times
 }

@@ -294,3 +294,42 @@ func TestCrossCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestCompareMedians: the last slowpeers record of a candidate gets each
+// unharmed node's median time over its median cold time, with the spread
+// of its cold times; a candidate run once gets none.
+func TestCompareMedians(t *testing.T) {
+	t.Parallel()
+	rec := func(cand, sc string, rep int, secs ...float64) report.Record {
+		return report.Record{Candidate: cand, Scenario: sc, Rep: rep, NodeSeconds: secs}
+	}
+	out := []report.Record{
+		rec("shoal", ScenarioCold, 1, 6.0, 7.0, 6.5, 6.5),
+		rec("shoal", ScenarioSlowPeers, 1, 6.6, 7.7),
+		rec("once", ScenarioCold, 1, 5, 5, 5, 5),
+		rec("once", ScenarioSlowPeers, 1, 9, 9),
+		rec("shoal", ScenarioCold, 2, 5.0, 6.0, 6.5, 6.5),
+		rec("shoal", ScenarioSlowPeers, 2, 6.0, 6.0),
+		rec("shoal", ScenarioCold, 3, 7.0, 8.0, 6.5, 6.5),
+		rec("shoal", ScenarioSlowPeers, 3, 5.0, 7.2),
+	}
+	var w strings.Builder
+	compareMedians(out, &w)
+	// Node 0: median 6.0 over median 6.0; node 1: 7.2 over 7.0.
+	if got, want := out[7].UnharmedOverColdMedian, 7.2/7.0; math.Abs(got-want) > 1e-9 {
+		t.Errorf("UnharmedOverColdMedian = %v, want %v", got, want)
+	}
+	if !slices.ContainsFunc(out[7].Notes, func(n string) bool {
+		return strings.Contains(n, "node 0 1.00 (6.00 s over 6.00 s; its cold times 5.00–7.00 s, the slowest 1.40 × the fastest)")
+	}) {
+		t.Errorf("notes %q lack node 0's comparison", out[7].Notes)
+	}
+	for _, i := range []int{1, 3, 5} {
+		if out[i].UnharmedOverColdMedian != 0 || len(out[i].Notes) != 0 {
+			t.Errorf("record %d (%s rep %d) got a comparison: %v %q", i, out[i].Candidate, out[i].Rep, out[i].UnharmedOverColdMedian, out[i].Notes)
+		}
+	}
+	if !strings.Contains(w.String(), "slowpeers/shoal: unharmed nodes' median times") || strings.Contains(w.String(), "once") {
+		t.Errorf("progress: %q", w.String())
+	}
+}

@@ -122,7 +122,7 @@ func nodeTimesChart(sd scenarioData, st map[string]style) (*plot.Plot, error) {
 		maxRank = max(maxRank, len(byRank))
 		line := make(plotter.XYs, len(byRank))
 		for k, ts := range byRank {
-			m, _, _ := spread(ts)
+			m, _, _ := Spread(ts)
 			line[k] = plotter.XY{X: float64(k + 1), Y: m}
 		}
 

@@ -100,6 +100,10 @@ type Record struct {
 	// node's time to the same node's time in the cold scenario of the same
 	// candidate and repetition (0 when cold did not run).
 	UnharmedOverCold float64 `json:"unharmed_over_cold,omitempty"`
+	// UnharmedOverColdMedian is, on the last slowpeers record of a
+	// candidate run more than once, the largest ratio of an unharmed
+	// node's median slowpeers time to its median cold time.
+	UnharmedOverColdMedian float64 `json:"unharmed_over_cold_median,omitempty"`
 	// IdleStoredBytes and IdleReceivedBytes are, in lone, the blob bytes
 	// the nodes that did not pull keep in their stores (the mirror's and
 	// containerd's, finished or not) after the pull, and what their links

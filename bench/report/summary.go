@@ -97,12 +97,12 @@ func summarize(scenario, candidate string, g []Record) Summary {
 			}
 		}
 	}
-	s.BoundSeconds, _, _ = spread(bound)
-	s.EgressMedian, s.EgressMin, s.EgressMax = spread(egress)
-	s.EgressRatioMedian, s.EgressRatioMin, s.EgressRatioMax = spread(egressRatio)
-	s.MakespanMedian, s.MakespanMin, s.MakespanMax = spread(makespan)
-	s.MakespanRatioMedian, s.MakespanRatioMin, s.MakespanRatioMax = spread(makespanRatio)
-	s.CoreSecondsPerGiB, _, _ = spread(cpu)
+	s.BoundSeconds, _, _ = Spread(bound)
+	s.EgressMedian, s.EgressMin, s.EgressMax = Spread(egress)
+	s.EgressRatioMedian, s.EgressRatioMin, s.EgressRatioMax = Spread(egressRatio)
+	s.MakespanMedian, s.MakespanMin, s.MakespanMax = Spread(makespan)
+	s.MakespanRatioMedian, s.MakespanRatioMin, s.MakespanRatioMax = Spread(makespanRatio)
+	s.CoreSecondsPerGiB, _, _ = Spread(cpu)
 	return s
 }
 
@@ -125,10 +125,10 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
-// spread returns the median, minimum and maximum of the finite values in vs
+// Spread returns the median, minimum and maximum of the finite values in vs
 // (the mean of the middle two when their count is even), or NaN three times
 // if there are none.
-func spread(vs []float64) (median, lo, hi float64) {
+func Spread(vs []float64) (median, lo, hi float64) {
 	var xs []float64
 	for _, v := range vs {
 		if !math.IsNaN(v) && !math.IsInf(v, 0) {
