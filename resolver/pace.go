@@ -99,8 +99,11 @@ const (
 	// peer all that is left of it, keeps it; a node whose cut link is
 	// shared by several slow streams keeps them, none bringing most. Nor
 	// is the rule applied within idleLinkCalm windows of a stream of the
-	// node falling below 1/slowFactor of its own best: the node's link
-	// may just have been cut, and its best no longer be its capacity.
+	// node falling below 1/slowFactor of its own best while the node as a
+	// whole received under idleLinkShare of its best: the node's link may
+	// just have been cut, and its best no longer be its capacity. A
+	// stream that falls while the node's others flow (a peer frozen or
+	// throttled) says nothing of the node's link, and calms nothing.
 	idleLinkFactor = 12
 	idleLinkShare  = 0.5
 	idleLinkCalm   = 3
@@ -262,8 +265,13 @@ func (p *pace) check(now time.Time, node *nodePace) error {
 		return p.idleLink(now, r, node)
 	}
 	if node != nil {
-		node.dropped(now)
 		rate, best, streams, peers := node.state(now)
+		if best > 0 && rate < idleLinkShare*best {
+			// The node as a whole receives little too: its own link may
+			// have been cut (see idleLinkCalm). A stream that falls while
+			// the node's others carry on is the peer's doing.
+			node.dropped(now)
+		}
 		if best > 0 && rate >= nodeBusyShare*best && r*4*float64(streams) >= rate {
 			return nil
 		}

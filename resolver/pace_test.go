@@ -285,3 +285,57 @@ func TestIdleLinkCalmAfterADrop(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleLinkNotCalmedByAPeersDrop: a stream of the node that fell while
+// the node's other streams kept its link busy (its peer frozen or
+// throttled) does not hold off the rule: once the node's other blobs are
+// in, a stream slow from its first byte, all the node still receives, is
+// slow within two windows.
+func TestIdleLinkNotCalmedByAPeersDrop(t *testing.T) {
+	t.Parallel()
+	const fast, gap = 32 << 10, 10 * time.Millisecond
+	now := time.Unix(1000, 0)
+	node, old := measuredStream(t, &now, "old", gap, fast)
+	// Another peer's stream starts slow from its first byte, beside the
+	// old one at full rate; then the old one's peer slows to a sixtieth.
+	node.open("slow", 1)
+	p := newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
+	node.open("busy", 1)
+	step := func(oldRate, busyRate int) error {
+		old.reading(now)
+		p.reading(now)
+		now = now.Add(gap)
+		old.read(now, oldRate)
+		p.read(now, fast/30)
+		node.read(now, oldRate+busyRate+fast/30)
+		_ = old.check(now, node)
+		return p.check(now, node)
+	}
+	for end := now.Add(1500 * time.Millisecond); now.Before(end); {
+		if err := step(fast, 0); err != nil {
+			t.Fatalf("beside a busy link: %v", err)
+		}
+	}
+	for end := now.Add(1500 * time.Millisecond); now.Before(end); {
+		// The old stream drops; a third peer keeps the link busy.
+		if err := step(fast/60, fast); err != nil {
+			t.Fatalf("beside a busy link, another stream dropping: %v", err)
+		}
+	}
+	node.open("old", -1)
+	node.open("busy", -1)
+	ended := now
+	for end := now.Add(2 * time.Second); now.Before(end); {
+		p.reading(now)
+		now = now.Add(gap)
+		p.read(now, fast/30)
+		node.read(now, fast/30)
+		if err := p.check(now, node); err != nil {
+			if !errors.Is(err, errSlow) {
+				t.Fatalf("verdict %v, want slow", err)
+			}
+			return
+		}
+	}
+	t.Fatalf("a stream at a thirtieth of the node's best, all it receives for %v after its other streams ended, is kept", now.Sub(ended))
+}
