@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/shoal-dev/shoal/resolver"
 	"github.com/shoal-dev/shoal/resolver/upstream"
@@ -136,5 +137,41 @@ func TestDesignatedPeerGetsTheChainsFailoverTime(t *testing.T) {
 	}
 	if !strings.HasPrefix(router.fetches[0], "designated@") || len(router.fetches) != 1 {
 		t.Fatalf("fetches %v, want the designated peer's alone", router.fetches)
+	}
+}
+
+// TestTagDesignatedNodeGetsTheChainsFailoverTime: the tag's designated
+// node asks the registry through the same chain, and answers only once
+// its own dead host failed: after TagPeerTimeout, within TagPeerTimeout
+// and the chain's failover time. This node waits for it and does not ask
+// the registry for the tag a second time.
+func TestTagDesignatedNodeGetsTheChainsFailoverTime(t *testing.T) {
+	t.Parallel()
+	var answer resolver.Manifest
+	router := &tagRouter{designated: "designated", ask: func(ctx context.Context, _ resolver.ManifestRequest) (resolver.TagAnswer, error) {
+		// 1.3 × deadDial: past TagPeerTimeout (deadDial), 0.7 × deadDial
+		// within it and the failover time (one more deadDial).
+		select {
+		case <-time.After(13 * deadDial / 10):
+		case <-ctx.Done():
+			return resolver.TagAnswer{}, ctx.Err()
+		}
+		return resolver.TagAnswer{Manifest: answer}, nil
+	}}
+	var dials atomic.Int64
+	f := newChainFixture(t, resolver.Config{TagTTL: time.Minute, TagPeerTimeout: deadDial}, resolver.Sources{Router: router}, &dials)
+	m, _ := imageManifest(t, f, "team/app", ocispec.MediaTypeImageManifest, randomBytes(t, 64))
+	d := f.up.pushManifest(t, "team/app", "v1", m.Body, m.MediaType)
+	answer = resolver.Manifest{Digest: d, Body: m.Body, MediaType: m.MediaType}
+
+	got, err := f.res.Manifest(t.Context(), resolver.ManifestRequest{Registry: chainedRegistry, Repo: "team/app", Reference: "v1"})
+	if err != nil || got.Digest != d {
+		t.Fatalf("look-up: %s, %v; want %s", got.Digest, err, d)
+	}
+	if got.Source != resolver.SourcePeer {
+		t.Errorf("answered from %s, want the designated peer", got.Source)
+	}
+	if reqs := f.up.manifestRequests(); byTag(reqs, "v1") != 0 {
+		t.Errorf("the registry was asked for the tag: %v", reqs)
 	}
 }

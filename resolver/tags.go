@@ -191,11 +191,11 @@ func fallbackReason(err error) string {
 	return "error"
 }
 
-// askDesignated asks peer, within TagPeerTimeout, for its answer, checks
+// askDesignated asks peer, within tagPeerWait, for its answer, checks
 // the body against the digest, keeps the manifest, and remembers the
 // answer for what is left of TagTTL.
 func (r *Resolver) askDesignated(ctx context.Context, peer string, req ManifestRequest) (Manifest, error) {
-	actx, cancel := context.WithTimeout(ctx, r.cfg.TagPeerTimeout)
+	actx, cancel := context.WithTimeout(ctx, r.tagPeerWait(req.Registry))
 	defer cancel()
 	ans, err := r.router.(TagAsker).AskTag(actx, peer, req)
 	if err != nil {
@@ -215,6 +215,20 @@ func (r *Resolver) askDesignated(ctx context.Context, peer string, req ManifestR
 	}
 	m.Source = SourcePeer
 	return m, nil
+}
+
+// tagPeerWait is how long a node waits for a tag's designated node:
+// TagPeerTimeout, and the time the registry's chain may spend on hosts it
+// cannot reach before the last one (see fetcherStall). The designated
+// node asks the registry through the same chain, and may be the first in
+// the cluster to meet a host that is down; a node that stopped waiting
+// sooner would ask the registry for the tag itself, through the same dead
+// host.
+func (r *Resolver) tagPeerWait(registry string) time.Duration {
+	if c, ok := r.upstream.(Chained); ok && registry != "" {
+		return r.cfg.TagPeerTimeout + c.FailoverTime(registry)
+	}
+	return r.cfg.TagPeerTimeout
 }
 
 // checkManifest verifies a manifest a peer sent: its size, its bytes
