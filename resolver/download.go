@@ -268,6 +268,9 @@ type dl struct {
 	off       int64
 	lastErr   error
 	peersUsed []string
+	// fromRegistry is how many of the blob's bytes the registry sent this
+	// node, resumed requests included.
+	fromRegistry int64
 	// relayAsked: peers asked once more after errRelaying (see pace).
 	relayAsked map[string]bool
 	// peerBest is the best rate a peer's stream of this download reached
@@ -422,6 +425,7 @@ func (d *dl) round() bool {
 		d.leading.Store(lead)
 		d.primary.Store(src.peer)
 		r.rec.Trying(d.req.Digest, src.kind, src.peer)
+		d.log.Debug("trying source", "source", src.String(), "offset", d.off, "lead", lead, "designated", src.designated)
 		n, sent, err := d.try(src, sources)
 		if sent && src.peer != "" {
 			d.peersUsed = append(d.peersUsed, src.peer)
@@ -489,6 +493,9 @@ func (d *dl) try(src source, sources []source) (n int64, sent bool, err error) {
 		})
 		n += k
 		sent = sent || k > 0
+		if src.kind == SourceUpstream {
+			d.fromRegistry += k
+		}
 		if errors.Is(err, errRelaying) && !d.relayAsked[src.peer] {
 			// Its own source went silent: by now it, or the next in the
 			// ranking, has found the next (see handOver).
@@ -620,7 +627,7 @@ func (d *dl) end() {
 		return
 	}
 	r.m.downloads.WithLabelValues("ok").Inc()
-	d.log.Info("blob stored", "bytes", d.off, "seconds", time.Since(d.start).Seconds(), "peers", d.peersUsed)
+	d.log.Info("blob stored", "bytes", d.off, "from_registry", d.fromRegistry, "seconds", time.Since(d.start).Seconds(), "peers", d.peersUsed)
 	r.announce(d.req.Digest)
 }
 
