@@ -89,6 +89,11 @@ const (
 	// longest it may last while every other stream of the node trickles
 	// (see judge.excused).
 	ownLinkSilences = 4
+	// relayQuietShare: a relaying peer found slow while its Read has
+	// waited this share of PeerStall is asked once more (see verdict):
+	// its source stopped, and its last bytes came in slowly. A relay on a
+	// slow link sends its bytes steadily, each Read waiting a few ms.
+	relayQuietShare = 0.5
 	// idleLinkFactor, idleLinkShare: a stream is also slow when its rate
 	// is below the node's best window divided by idleLinkFactor, it
 	// brings most of what the node receives, and the node as a whole
@@ -120,6 +125,7 @@ type pace struct {
 	// answered; the peer relays them as they reach it, so a wait is not
 	// the peer's silence (ArrivalStall rules it), but a slow rate still is.
 	relayed   bool
+	slowSince time.Time     // since when a relaying stream is slow (see graced)
 	inRead    bool          // a Read is waiting
 	readStart time.Time     // since when
 	gap       time.Duration // moving average of a Read's wait
@@ -246,12 +252,39 @@ func (p *pace) silence() time.Duration {
 // node's own link slowed down, a single stream cannot tell that from a
 // slow peer; it moves on once, and the next source starts a new best. A
 // stream slow from its first byte is judged beside the node's link
-// instead (see idleLink).
+// instead (see idleLink). A relaying stream is slow only once it has
+// been for PeerStall (see graced).
 func (p *pace) check(now time.Time, node *nodePace) error {
 	p.advance(now)
 	if quiet, limit := p.quiet(now), p.silence(); !p.relayed && quiet >= limit {
 		return fmt.Errorf("no byte for %v (a read usually waits %v): %w", quiet.Round(time.Millisecond), p.gap.Round(time.Millisecond), errStalled)
 	}
+	return p.graced(now, p.slowness(now, node))
+}
+
+// graced holds a relaying stream's slow verdict back until the stream has
+// been slow for PeerStall: a relay slows down when its own source does,
+// and the relay judges that source by the same rules over the same
+// window, so it finds it slow at about the same moment and moves to the
+// next. Judged as early, the node below would leave a relay that is
+// about to speed up again, and lead itself: the registry would send the
+// rest of the blob to both.
+func (p *pace) graced(now time.Time, slow error) error {
+	if slow == nil || !p.relayed {
+		p.slowSince = time.Time{}
+		return slow
+	}
+	if p.slowSince.IsZero() {
+		p.slowSince = now
+	}
+	if now.Sub(p.slowSince) < p.stall {
+		return nil
+	}
+	return slow
+}
+
+// slowness says why the stream is slow at now (see check), or nil.
+func (p *pace) slowness(now time.Time, node *nodePace) error {
 	if p.filled < len(p.bytes) || max(p.best, p.held) == 0 || p.silence() >= p.window {
 		// Not measured over a whole window yet, or too bursty to measure
 		// over one: its silence rules alone.
@@ -498,14 +531,16 @@ func (r *Resolver) countStream() *judge {
 // A relaying peer silent past PeerStall is pinged, once per silence: a
 // peer that does not answer is frozen or cut off, and its stream is given
 // up as silent; one that answers is left to wait on its own source. A
-// relaying peer found slow while silent is pinged as well, and if it
-// answers its verdict says errRelaying. One that trickles is slow itself.
+// relaying peer found slow while its Read has waited relayQuietShare of
+// PeerStall is pinged as well, and if it answers its verdict says
+// errRelaying: its own source stopped, and it is finding the next. One
+// that trickles is slow itself (see graced).
 func (j *judge) verdict(now time.Time) error {
 	j.mu.Lock()
 	err := j.p.check(now, j.node)
 	quiet, limit := j.p.quiet(now), j.p.silence()
 	silent := j.p.relayed && quiet >= limit
-	ask := j.probe != nil && ((silent && !j.probed) || (err != nil && j.p.relayed && quiet >= j.p.stall))
+	ask := j.probe != nil && ((silent && !j.probed) || (err != nil && j.p.relayed && quiet >= time.Duration(relayQuietShare*float64(j.p.stall))))
 	j.trickles.Store(j.p.trickling())
 	j.mu.Unlock()
 	if (silent || errors.Is(err, errStalled)) && j.excused(quiet, limit) {

@@ -339,3 +339,76 @@ func TestIdleLinkNotCalmedByAPeersDrop(t *testing.T) {
 	}
 	t.Fatalf("a stream at a thirtieth of the node's best, all it receives for %v after its other streams ended, is kept", now.Sub(ended))
 }
+
+// TestRelaySlowGraced: a relaying stream that falls to a tenth of its rate
+// is found slow PeerStall later than a stream of bytes its peer held, and
+// not at all when it picks up again within that time: the relay found its
+// own source slow and moved to the next.
+func TestRelaySlowGraced(t *testing.T) {
+	t.Parallel()
+	const fast, gap, stall = 32 << 10, 10 * time.Millisecond, 500 * time.Millisecond
+	// slowAfter feeds a stream at its full rate, then at a tenth for drop,
+	// then at its full rate again, and says how long after the drop it was
+	// found slow (-1: never).
+	slowAfter := func(relayed bool, drop time.Duration) time.Duration {
+		now := time.Unix(1000, 0)
+		p := newPace(now, stall, 10*time.Second, time.Second)
+		p.relayed = relayed
+		if err := feed(p, nil, &now, 2*time.Second, gap, fast); err != nil {
+			t.Fatalf("a steady stream: %v", err)
+		}
+		start := now
+		err := feed(p, nil, &now, drop, gap, fast/10)
+		if err == nil {
+			err = feed(p, nil, &now, 3*time.Second, gap, fast)
+		}
+		if err == nil {
+			return -1
+		}
+		if !errors.Is(err, errSlow) {
+			t.Fatalf("relayed %v: %v, want slow", relayed, err)
+		}
+		return now.Sub(start)
+	}
+	held := slowAfter(false, 5*time.Second)
+	relayed := slowAfter(true, 5*time.Second)
+	if held < 0 || relayed < 0 {
+		t.Fatalf("a stream at a tenth for 5s: found slow after %v (held bytes), %v (relayed); want both found", held, relayed)
+	}
+	if d := relayed - held; d < stall-gap || d > stall+gap {
+		t.Fatalf("a relay found slow %v after a stream of held bytes, want PeerStall (%v)", d, stall)
+	}
+	if got := slowAfter(true, held+200*time.Millisecond); got >= 0 {
+		t.Fatalf("a relay back at its full rate 200ms after a stream of held bytes would have been left: found slow after %v", got)
+	}
+	if got := slowAfter(false, held+200*time.Millisecond); got < 0 {
+		t.Fatal("a stream of held bytes at a tenth for as long: not found slow")
+	}
+}
+
+// TestSlowRelayAskedOnceMoreWhenItStopped: a relaying stream found slow is
+// given up as slow while its bytes still come in (it trickles), but when
+// its Read has waited half of PeerStall the relay is pinged, and one that
+// answers is asked once more (errRelaying): its own source stopped, and
+// its last bytes came in slowly.
+func TestSlowRelayAskedOnceMoreWhenItStopped(t *testing.T) {
+	t.Parallel()
+	const fast, gap, stall = 32 << 10, 10 * time.Millisecond, 500 * time.Millisecond
+	now := time.Unix(1000, 0)
+	pinged := 0
+	j := &judge{p: newPace(now, stall, 10*time.Second, time.Second), probe: func() bool { pinged++; return true }}
+	j.p.relayed = true
+	if err := feed(j.p, nil, &now, 2*time.Second, gap, fast); err != nil {
+		t.Fatalf("a steady relay: %v", err)
+	}
+	if err := feed(j.p, nil, &now, 5*time.Second, 100*time.Millisecond, fast/10); !errors.Is(err, errSlow) {
+		t.Fatalf("a relay at a hundredth of its rate: %v, want slow", err)
+	}
+	j.p.reading(now)
+	if err := j.verdict(now.Add(100 * time.Millisecond)); !errors.Is(err, errSlow) || errors.Is(err, errRelaying) || pinged != 0 {
+		t.Fatalf("slow, its Read waiting 100ms: %v after %d pings, want slow without a ping", err, pinged)
+	}
+	if err := j.verdict(now.Add(stall / 2)); !errors.Is(err, errRelaying) || pinged != 1 {
+		t.Fatalf("slow, its Read waiting half of PeerStall: %v after %d pings, want one ping and asked once more", err, pinged)
+	}
+}
