@@ -225,18 +225,9 @@ func TestCopyThatStopsGrowingIsLeft(t *testing.T) {
 		served: map[string]int64{},
 	}
 	f := newFixture(t, resolver.Config{PieceSize: -1, DesignatedPeers: 1, StallTimeout: 10 * time.Minute, ArrivalStall: 100 * time.Millisecond}, resolver.Sources{Router: router})
-	d := f.up.push(t, "team/app", body)
-	// Bounded so that a download waiting out StallTimeout fails the test
-	// rather than hanging it.
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
-		t.Fatalf("read %d bytes: %v", len(got), err)
-	}
+	// Bounded, so that a download waiting out StallTimeout fails the
+	// test rather than hanging it.
+	pullPushed(t, f, body)
 	if got, want := router.askedOf("stuck"), []string{"stuck@0+0 wait=true through=false"}; !slices.Equal(got, want) {
 		t.Errorf("asked the stuck peer %v, want %v", got, want)
 	}
@@ -314,16 +305,7 @@ func TestLostPeerHandsTheBlobOn(t *testing.T) {
 				served: map[string]int64{},
 			}
 			f := newFixture(t, resolver.Config{PieceSize: -1, DesignatedPeers: 1, StallTimeout: 10 * time.Minute, ArrivalStall: 10 * time.Minute, PeerStall: 100 * time.Millisecond}, resolver.Sources{Router: router})
-			d := f.up.push(t, "team/app", body)
-			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-			defer cancel()
-			b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
-				t.Fatalf("read %d bytes: %v", len(got), err)
-			}
+			pullPushed(t, f, body)
 			if got := router.askedOf("relay"); !slices.Contains(got, tc.designatedGot) {
 				t.Errorf("asked the designated peer %v, want %q once the holder went silent", got, tc.designatedGot)
 			}
@@ -331,5 +313,22 @@ func TestLostPeerHandsTheBlobOn(t *testing.T) {
 				t.Errorf("registry asked %d times, want %d", n, tc.registryGets)
 			}
 		})
+	}
+}
+
+// pullPushed pushes body to the fixture's registry and pulls it whole as
+// this node's containerd does, its size known, within 30 s; it fails t
+// unless the bytes match.
+func pullPushed(t *testing.T, f *fixture, body []byte) {
+	t.Helper()
+	d := f.up.push(t, "team/app", body)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes: %v", len(got), err)
 	}
 }

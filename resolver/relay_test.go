@@ -136,16 +136,7 @@ func TestRelayThatStopsIsPingedBeforeItIsLeft(t *testing.T) {
 				PieceSize: -1, StallTimeout: 10 * time.Minute, ArrivalStall: 10 * time.Minute,
 				PeerStall: 100 * time.Millisecond, PeerSlowWindow: 500 * time.Millisecond,
 			}, resolver.Sources{Router: router})
-			d := f.up.push(t, "team/app", body)
-			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-			defer cancel()
-			b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
-				t.Fatalf("read %d bytes: %v", len(got), err)
-			}
+			pullPushed(t, f, body)
 			f.res.Close()
 			router.mu.Lock()
 			defer router.mu.Unlock()

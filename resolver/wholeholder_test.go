@@ -93,16 +93,7 @@ func TestBusyWholeHolderIsWaitedFor(t *testing.T) {
 	body := randomBytes(t, 4<<20)
 	router := &wholeRouter{data: body, busyFor: 4}
 	f := newFixture(t, resolver.Config{PieceSize: -1, BusyWait: 10 * time.Second}, resolver.Sources{Router: router})
-	d := f.up.push(t, "team/app", body)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
-		t.Fatalf("read %d bytes: %v", len(got), err)
-	}
+	pullPushed(t, f, body)
 	router.mu.Lock()
 	defer router.mu.Unlock()
 	if n := f.up.blobGets.Load(); n != 0 {
