@@ -112,6 +112,14 @@ const (
 	idleLinkFactor = 12
 	idleLinkShare  = 0.5
 	idleLinkCalm   = 3
+	// burstySpan: a stream whose silence may last a whole window or more
+	// (its bytes come in bursts, as a peer behind a full link sends them)
+	// is not measured over one window, but over the span since it turned
+	// bursty, once that is this many windows and as long as its silence
+	// may last (see measured). Left to its silence rules alone, a relay
+	// behind a link cut to a tenth, answering every ping, was read for
+	// 20 s.
+	burstySpan = 2
 )
 
 // pace follows one stream's reads and says when it has gone silent or
@@ -129,6 +137,11 @@ type pace struct {
 	inRead    bool          // a Read is waiting
 	readStart time.Time     // since when
 	gap       time.Duration // moving average of a Read's wait
+	total     int64         // bytes since the stream opened
+	// burstyAt: since when the stream is too bursty to measure over a
+	// window, and burstyMark its total then (see measured).
+	burstyAt   time.Time
+	burstyMark int64
 
 	bytes  []int64         // bytes per paceBucket over the last window, oldest first
 	waits  []time.Duration // time spent in Read per bucket
@@ -218,6 +231,7 @@ func (p *pace) read(now time.Time, k int) {
 	p.advance(now)
 	w := now.Sub(p.readStart)
 	p.bytes[len(p.bytes)-1] += int64(k)
+	p.total += int64(k)
 	p.waits[len(p.waits)-1] += w
 	if p.gap == 0 {
 		p.gap = w
@@ -285,15 +299,18 @@ func (p *pace) graced(now time.Time, slow error) error {
 
 // slowness says why the stream is slow at now (see check), or nil.
 func (p *pace) slowness(now time.Time, node *nodePace) error {
-	if p.filled < len(p.bytes) || max(p.best, p.held) == 0 || p.silence() >= p.window {
-		// Not measured over a whole window yet, or too bursty to measure
-		// over one: its silence rules alone.
+	if p.filled < len(p.bytes) || max(p.best, p.held) == 0 {
+		// Not measured over a whole window yet: its silence rules alone.
 		return nil
 	}
-	r, bar := p.rate(), max(p.best, p.held)
 	if p.waited(now) < time.Duration(slowWaitShare*float64(p.window)) {
 		return nil
 	}
+	r, span, ok := p.measured(now)
+	if !ok {
+		return nil
+	}
+	bar := max(p.best, p.held)
 	if r*slowFactor >= bar {
 		return p.idleLink(now, r, node)
 	}
@@ -313,9 +330,29 @@ func (p *pace) slowness(now time.Time, node *nodePace) error {
 		}
 	}
 	if p.held > p.best {
-		return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of the %.0f KiB/s the download had before it lost a peer: %w", r/1024, p.window, slowFactor, p.held/1024, errSlow)
+		return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of the %.0f KiB/s the download had before it lost a peer: %w", r/1024, span.Round(time.Millisecond), slowFactor, p.held/1024, errSlow)
 	}
-	return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of its best %.0f KiB/s: %w", r/1024, p.window, slowFactor, p.best/1024, errSlow)
+	return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of its best %.0f KiB/s: %w", r/1024, span.Round(time.Millisecond), slowFactor, p.best/1024, errSlow)
+}
+
+// measured is the stream's rate at now, and the span it is measured
+// over: the last window; or, for a stream too bursty to measure over one
+// (its silence may last a window or more), the span since it turned
+// bursty, once that is burstySpan windows and as long as its silence may
+// last. ok is false while a bursty stream is not measured yet.
+func (p *pace) measured(now time.Time) (r float64, span time.Duration, ok bool) {
+	if p.silence() < p.window {
+		p.burstyAt = time.Time{}
+		return p.rate(), p.window, true
+	}
+	if p.burstyAt.IsZero() {
+		p.burstyAt, p.burstyMark = now, p.total
+	}
+	span = now.Sub(p.burstyAt)
+	if span < max(burstySpan*p.window, p.silence()) {
+		return 0, 0, false
+	}
+	return float64(p.total-p.burstyMark) / span.Seconds(), span, true
 }
 
 // idleLink says why a stream at rate r, not slow by its own best, is slow
@@ -325,10 +362,10 @@ func (p *pace) idleLink(now time.Time, r float64, node *nodePace) error {
 		return nil
 	}
 	rate, best, _, _ := node.state(now)
-	if best == 0 || r*idleLinkFactor >= best || rate >= idleLinkShare*best || rate-r >= r || node.droppedWithin(now, idleLinkCalm*p.window) {
+	if best == 0 || r*idleLinkFactor >= best || rate >= idleLinkShare*best || rate-p.rate() >= r || node.droppedWithin(now, idleLinkCalm*p.window) {
 		return nil
 	}
-	return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of the %.0f KiB/s this node received at its best, with its link more than half idle: %w", r/1024, p.window, idleLinkFactor, best/1024, errSlow)
+	return fmt.Errorf("%.0f KiB/s, below 1/%d of the %.0f KiB/s this node received at its best, with its link more than half idle: %w", r/1024, idleLinkFactor, best/1024, errSlow)
 }
 
 // nodePace is the node's receiving pace over the peer streams it judges

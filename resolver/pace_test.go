@@ -218,7 +218,11 @@ func TestIdleLinkSlow(t *testing.T) {
 		// others what the node's other streams receive per gap meanwhile,
 		// from otherPeers peers.
 		rate, others, otherPeers int
-		want                     error
+		// burst: the stream's bytes come this far apart, all at once
+		// (0: every gap), so that it is too bursty to measure over a
+		// window.
+		burst time.Duration
+		want  error
 	}{
 		{name: "a thirtieth of the node's best, the link idle", rate: fast / 30, want: errSlow},
 		{name: "a tenth of the node's best, alone: the node's own link cut to a tenth", rate: fast / 10},
@@ -226,6 +230,8 @@ func TestIdleLinkSlow(t *testing.T) {
 		{name: "a thirtieth, beside another peer as slow: the node's own link", rate: fast / 30, others: fast / 30, otherPeers: 1},
 		{name: "a thirtieth, beside a stream at half its rate, the link still idle", rate: fast / 30, others: fast / 60, otherPeers: 1, want: errSlow},
 		{name: "a thirtieth, beside streams that bring more: a cut link they share", rate: fast / 30, others: fast / 20, otherPeers: 2},
+		{name: "a thirtieth in bursts 300ms apart, the link idle", rate: fast / 30, burst: 300 * time.Millisecond, want: errSlow},
+		{name: "a tenth in bursts 300ms apart, alone", rate: fast / 10, burst: 300 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -242,12 +248,22 @@ func TestIdleLinkSlow(t *testing.T) {
 				node.open(fmt.Sprintf("other%d", i), 1)
 			}
 			p := newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
+			burst, span := max(tt.burst, gap), 3*time.Second
+			if tt.burst > 0 {
+				// Measured once bursty for as long as its silence may last.
+				span = 5 * time.Second
+			}
 			var err error
-			for end := now.Add(3 * time.Second); err == nil && now.Before(end); {
-				p.reading(now)
+			p.reading(now)
+			for last, end := now, now.Add(span); err == nil && now.Before(end); {
 				now = now.Add(gap)
-				p.read(now, tt.rate)
-				node.read(now, tt.rate+tt.others)
+				k := 0
+				if now.Sub(last) >= burst {
+					k, last = tt.rate*int(burst/gap), now
+					p.read(now, k)
+					p.reading(now)
+				}
+				node.read(now, k+tt.others)
 				err = p.check(now, node)
 			}
 			if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
