@@ -312,7 +312,7 @@ func (p *pace) slowness(now time.Time, node *nodePace) error {
 	}
 	bar := max(p.best, p.held)
 	if r*slowFactor >= bar {
-		return p.idleLink(now, r, node)
+		return p.idleLink(now, r, span, node)
 	}
 	if node != nil {
 		rate, best, streams, peers := node.state(now)
@@ -355,9 +355,9 @@ func (p *pace) measured(now time.Time) (r float64, span time.Duration, ok bool) 
 	return float64(p.total-p.burstyMark) / span.Seconds(), span, true
 }
 
-// idleLink says why a stream at rate r, not slow by its own best, is slow
-// beside the node's link (see idleLinkFactor), or nil.
-func (p *pace) idleLink(now time.Time, r float64, node *nodePace) error {
+// idleLink says why a stream at rate r over span, not slow by its own
+// best, is slow beside the node's link (see idleLinkFactor), or nil.
+func (p *pace) idleLink(now time.Time, r float64, span time.Duration, node *nodePace) error {
 	if node == nil {
 		return nil
 	}
@@ -365,7 +365,7 @@ func (p *pace) idleLink(now time.Time, r float64, node *nodePace) error {
 	if best == 0 || r*idleLinkFactor >= best || rate >= idleLinkShare*best || rate-p.rate() >= r || node.droppedWithin(now, idleLinkCalm*p.window) {
 		return nil
 	}
-	return fmt.Errorf("%.0f KiB/s, below 1/%d of the %.0f KiB/s this node received at its best, with its link more than half idle: %w", r/1024, idleLinkFactor, best/1024, errSlow)
+	return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of the %.0f KiB/s this node received at its best, with its link more than half idle: %w", r/1024, span.Round(time.Millisecond), idleLinkFactor, best/1024, errSlow)
 }
 
 // nodePace is the node's receiving pace over the peer streams it judges
