@@ -58,8 +58,9 @@ type serving struct {
 	ranged bool
 	req    request
 	// releases give back the slots taken, the last first. They are given
-	// back before the stream's end is sent, so that a requester that read
-	// the whole answer finds them free when it asks again.
+	// back before the answer's last bytes are sent (lastWrite), so that a
+	// requester that read the whole answer finds them free when it asks
+	// again.
 	releases []func()
 }
 
@@ -162,6 +163,10 @@ func (u *serving) send(blob store.Blob, c swarm.Copy) {
 	n.metrics.uploadsActive.Inc()
 	u.releases = append(u.releases, n.metrics.uploadsActive.Dec)
 	w := &deadlineWriter{s: u.s, idle: n.cfg.Timing.IdleTimeout}
+	length := req.end(c.Size) - req.off
+	if length == 0 {
+		u.release() // the header is the whole answer
+	}
 	if err := writeHeader(w, header{status: statusOK, size: c.Size, ranged: u.ranged, have: c.Have}); err != nil {
 		n.metrics.uploads.WithLabelValues("error").Inc()
 		_ = u.s.Reset()
@@ -170,7 +175,8 @@ func (u *serving) send(blob store.Blob, c swarm.Copy) {
 	// The cap sits outside the deadline: a stream waiting for its turn
 	// under the cap has written nothing, and its deadline moves forward
 	// with its next write.
-	sent, err := n.copyBlob(n.upload.writer(n.life, w), heldFrom(blob, req.off, req.end(c.Size)), n.stats.peer(u.remote))
+	last := &lastWrite{w: w, left: length, before: u.release}
+	sent, err := n.copyBlob(n.upload.writer(n.life, last), heldFrom(blob, req.off, req.end(c.Size)), n.stats.peer(u.remote))
 	if err != nil {
 		n.metrics.uploads.WithLabelValues("error").Inc()
 		n.log.Debug("upload cut", "peer", u.remote, "digest", req.dgst, "offset", req.off, "bytes", sent, "error", err)
@@ -283,6 +289,25 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 		w.setAt = now
 	}
 	return w.s.Write(p)
+}
+
+// lastWrite calls before just ahead of the write that completes an answer
+// of left bytes. The requester stops reading at the answer's last byte,
+// before the stream's end, and may ask again at once: the slots the answer
+// took are free by then.
+type lastWrite struct {
+	w      io.Writer
+	left   int64
+	before func()
+}
+
+func (l *lastWrite) Write(p []byte) (int, error) {
+	l.left -= int64(len(p))
+	if l.left <= 0 && l.before != nil {
+		l.before()
+		l.before = nil
+	}
+	return l.w.Write(p)
 }
 
 // arriving is a blob still being downloaded by this node (see Content).

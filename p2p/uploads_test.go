@@ -219,3 +219,37 @@ func TestUploadSlotForABlobStreamedToNobody(t *testing.T) {
 		t.Fatalf("a third blob, twice the slots taken: %v, want busy", err)
 	}
 }
+
+// TestSlotFreeOnceTheAnswerIsRead: a peer at its upload cap that sent a
+// whole answer has its slot back by the time the requester read the last
+// byte, so that the requester's next request is served, not answered
+// busy.
+func TestSlotFreeOnceTheAnswerIsRead(t *testing.T) {
+	t.Parallel()
+	data := randomBlob(12, 1<<20)
+	d := digest.FromBytes(data)
+	c := p2ptest.Start(t, 2, p2ptest.Options{
+		Config: func(i int, cfg *p2p.Config) { cfg.MaxUploads = 1 },
+		Content: func(i int) *p2ptest.Content {
+			if i == 1 {
+				return p2ptest.NewContent(data)
+			}
+			return nil
+		},
+	})
+	c.WaitMembers(t, 2, 20*time.Second)
+	client, server := c.Nodes[0], c.Nodes[1]
+	for i := range 300 {
+		// The last bytes, and an empty range at the end: each answer
+		// ends with its last write.
+		off := int64(len(data)) - int64(i%3)*5
+		rc, _, err := client.Fetch(t.Context(), server.ID(), d, off)
+		if err != nil {
+			t.Fatalf("request %d, right after the last was read whole: %v", i, err)
+		}
+		if _, err := io.Copy(io.Discard, rc); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		rc.Close()
+	}
+}
