@@ -104,17 +104,7 @@ func TestUploadCapPerBlob(t *testing.T) {
 	d := digest.FromBytes(data)
 	content := p2ptest.NewContent(data, other)
 	content.SetArriving(d, true) // the cap is on blobs still arriving
-	c := p2ptest.Start(t, 2, p2ptest.Options{
-		Config: func(i int, cfg *p2p.Config) { cfg.MaxUploadsPerBlob = 1 },
-		Content: func(i int) *p2ptest.Content {
-			if i == 1 {
-				return content
-			}
-			return nil
-		},
-	})
-	c.WaitMembers(t, 2, 20*time.Second)
-	client, server := c.Nodes[0], c.Nodes[1]
+	client, server := servedBy(t, func(cfg *p2p.Config) { cfg.MaxUploadsPerBlob = 1 }, content)
 	first, _, err := client.Fetch(t.Context(), server.ID(), d, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -144,17 +134,7 @@ func TestWholeBlobsOnEverySlot(t *testing.T) {
 	whole, inflight := randomBlob(7, 64<<20), randomBlob(8, 64<<20)
 	content := p2ptest.NewContent(whole, inflight)
 	content.SetArriving(digest.FromBytes(inflight), true)
-	c := p2ptest.Start(t, 2, p2ptest.Options{
-		Config: func(i int, cfg *p2p.Config) { cfg.MaxUploads, cfg.MaxUploadsPerBlob = 5, 2 },
-		Content: func(i int) *p2ptest.Content {
-			if i == 1 {
-				return content
-			}
-			return nil
-		},
-	})
-	c.WaitMembers(t, 2, 20*time.Second)
-	client, server := c.Nodes[0], c.Nodes[1]
+	client, server := servedBy(t, func(cfg *p2p.Config) { cfg.MaxUploads, cfg.MaxUploadsPerBlob = 5, 2 }, content)
 	// streams opens up to max streams of d and leaves them open; it
 	// returns how many the server let in before it answered busy.
 	streams := func(d digest.Digest, max int) int {
@@ -187,17 +167,7 @@ func TestWholeBlobsOnEverySlot(t *testing.T) {
 func TestUploadSlotForABlobStreamedToNobody(t *testing.T) {
 	t.Parallel()
 	a, b, c := randomBlob(9, 64<<20), randomBlob(10, 64<<20), randomBlob(11, 1<<20)
-	cl := p2ptest.Start(t, 2, p2ptest.Options{
-		Config: func(i int, cfg *p2p.Config) { cfg.MaxUploads = 1 },
-		Content: func(i int) *p2ptest.Content {
-			if i == 1 {
-				return p2ptest.NewContent(a, b, c)
-			}
-			return nil
-		},
-	})
-	cl.WaitMembers(t, 2, 20*time.Second)
-	client, server := cl.Nodes[0], cl.Nodes[1]
+	client, server := servedBy(t, func(cfg *p2p.Config) { cfg.MaxUploads = 1 }, p2ptest.NewContent(a, b, c))
 	// open fetches d from the server and leaves the stream open.
 	open := func(d digest.Digest) error {
 		rc, _, err := client.Fetch(t.Context(), server.ID(), d, 0)
@@ -228,17 +198,7 @@ func TestSlotFreeOnceTheAnswerIsRead(t *testing.T) {
 	t.Parallel()
 	data := randomBlob(12, 1<<20)
 	d := digest.FromBytes(data)
-	c := p2ptest.Start(t, 2, p2ptest.Options{
-		Config: func(i int, cfg *p2p.Config) { cfg.MaxUploads = 1 },
-		Content: func(i int) *p2ptest.Content {
-			if i == 1 {
-				return p2ptest.NewContent(data)
-			}
-			return nil
-		},
-	})
-	c.WaitMembers(t, 2, 20*time.Second)
-	client, server := c.Nodes[0], c.Nodes[1]
+	client, server := servedBy(t, func(cfg *p2p.Config) { cfg.MaxUploads = 1 }, p2ptest.NewContent(data))
 	for i := range 300 {
 		// The last bytes, and an empty range at the end: each answer
 		// ends with its last write.
@@ -252,4 +212,21 @@ func TestSlotFreeOnceTheAnswerIsRead(t *testing.T) {
 		}
 		rc.Close()
 	}
+}
+
+// servedBy starts two nodes, configured by cfg, of which the second, the
+// server, holds content; it returns them once they see each other.
+func servedBy(t *testing.T, cfg func(*p2p.Config), content *p2ptest.Content) (client, server *p2p.Node) {
+	t.Helper()
+	c := p2ptest.Start(t, 2, p2ptest.Options{
+		Config: func(_ int, c *p2p.Config) { cfg(c) },
+		Content: func(i int) *p2ptest.Content {
+			if i == 1 {
+				return content
+			}
+			return nil
+		},
+	})
+	c.WaitMembers(t, 2, 20*time.Second)
+	return c.Nodes[0], c.Nodes[1]
 }
