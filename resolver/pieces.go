@@ -164,7 +164,7 @@ func (h *helping) done(ctx context.Context, i int, s *swarm.PieceSource, start, 
 	h.ps.Taken[i], s.Busy = false, false
 	h.from[i] = start + k
 	if have > 0 {
-		s.Have = max(s.Have, have)
+		s.Learned(have, time.Now())
 	}
 	if k > 0 {
 		h.usedMu.Lock()

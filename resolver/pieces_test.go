@@ -19,9 +19,12 @@ import (
 
 // rangePeer is how one peer of rangingRouter answers ranged requests.
 type rangePeer struct {
-	data  []byte
-	have  int64 // bytes held; len(data) when 0
-	stall bool  // answer, then send nothing
+	data []byte
+	have int64 // bytes held; len(data) when 0
+	// wholeAt: from then on the peer holds the whole blob (have only
+	// until then)
+	wholeAt time.Time
+	stall   bool // answer, then send nothing
 	// stuck: asked to wait, send the bytes held, then nothing (the
 	// peer's own source is gone)
 	stuck bool
@@ -68,7 +71,7 @@ func (r *rangingRouter) FetchRange(ctx context.Context, p string, d digest.Diges
 	}
 	size := int64(len(rp.data))
 	have := rp.have
-	if have == 0 {
+	if have == 0 || (!rp.wholeAt.IsZero() && !time.Now().Before(rp.wholeAt)) {
 		have = size
 	}
 	if !rg.Wait && rg.Off >= have {
@@ -189,6 +192,39 @@ func TestHelpersCatchUpFromPeersAhead(t *testing.T) {
 	}
 	if got := router.askedOf("stalls"); len(got) > 1 {
 		t.Errorf("the stalling peer was asked %v, want at most once", got)
+	}
+}
+
+// TestHelpersAskAgainAPeerThatWasBehind: a peer that held little of the
+// blob when the helpers first asked it, and the whole blob soon after, is
+// asked again once what it said is stale, and sends the pieces the slow
+// primary stream has not reached.
+func TestHelpersAskAgainAPeerThatWasBehind(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 20<<20+7)
+	// At 6.4 MB/s the slow peer alone takes 3.3 s; the late peer holds
+	// the blob whole 0.2 s in, and what it said first is stale a second
+	// after it said it.
+	wholeAt := time.Now().Add(200 * time.Millisecond)
+	router := &rangingRouter{
+		designatingRouter: &designatingRouter{
+			fakeRouter: &fakeRouter{order: []string{"slow", "late"}, peers: map[string]fakePeer{
+				"slow": {data: body, slow: true}, "late": {data: body},
+			}},
+		},
+		rpeers: map[string]rangePeer{
+			"slow": {data: body, slow: true},
+			"late": {data: body, have: 1, wholeAt: wholeAt},
+		},
+		served: map[string]int64{},
+	}
+	readFromPeersOnly(t, resolver.Config{PieceSize: 1 << 20, PieceWorkers: 2, StallTimeout: 5 * time.Second}, router, body)
+	asked := router.askedOf("late")
+	router.mu.Lock()
+	late := router.served["late"]
+	router.mu.Unlock()
+	if late < 4<<20 {
+		t.Errorf("the late peer sent %d bytes, want at least 4 MiB of pieces; asked: %v", late, asked)
 	}
 }
 

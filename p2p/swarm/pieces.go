@@ -5,9 +5,10 @@ import "time"
 // PieceSource is a peer that helpers may ask for pieces of a blob.
 type PieceSource struct {
 	Peer string
-	// Have is how many bytes from the start the peer said it holds; -1
-	// while unknown.
-	Have int64
+	// Have is how many bytes from the start the peer said it holds, at
+	// HaveAt; -1 while unknown.
+	Have   int64
+	HaveAt time.Time
 	// Retry is when the peer may be asked again, after it was busy or did
 	// not hold a piece yet.
 	Retry time.Time
@@ -44,15 +45,39 @@ func (p Pieces) Range(i int, from int64) (start, end int64) {
 	return max(from, int64(i)*p.PieceSize, p.Contiguous), min(int64(i+1)*p.PieceSize, p.Size)
 }
 
+// HaveStale is how long what a peer said it holds stands. A peer that
+// held too little of the blob for a piece is asked again once it is
+// stale: it may have received the rest since. Taken as final, a peer
+// asked in the first second of a pull, when it held little, was never
+// asked again by that download, and a node whose primary stream was slow
+// (its source throttled, or the registry behind its own cut link) read
+// the whole rest from it while the peers held the blob whole.
+const HaveStale = time.Second
+
+// Holds says whether the peer may hold the bytes up to end, as far as
+// the node knows at now: it said it holds them, it has not said, or what
+// it said is stale (see HaveStale).
+func (s *PieceSource) Holds(end int64, now time.Time) bool {
+	return s.Have < 0 || s.Have >= end || now.Sub(s.HaveAt) >= HaveStale
+}
+
+// Learned notes that the peer said it holds have bytes at now.
+func (s *PieceSource) Learned(have int64, now time.Time) {
+	if have > s.Have {
+		s.Have = have
+	}
+	s.HaveAt = now
+}
+
 // PieceSourceFor is the rule for whom a helper asks for piece i: a peer
-// that may hold it (it said it holds the piece's end, or has not said),
-// not cur (the peer the primary stream reads from), not failed, free and
-// due now; of those, the one furthest ahead. Nil when none is.
+// that may hold it (see Holds), not cur (the peer the primary stream
+// reads from), not failed, free and due now; of those, the one furthest
+// ahead. Nil when none is.
 func PieceSourceFor(p Pieces, i int, srcs []*PieceSource, now time.Time, cur string) *PieceSource {
 	end := min(int64(i+1)*p.PieceSize, p.Size)
 	var best *PieceSource
 	for _, s := range srcs {
-		if s.Failed || s.Busy || s.Peer == cur || now.Before(s.Retry) || (s.Have >= 0 && s.Have < end) {
+		if s.Failed || s.Busy || s.Peer == cur || now.Before(s.Retry) || !s.Holds(end, now) {
 			continue
 		}
 		if best == nil || s.Have > best.Have {

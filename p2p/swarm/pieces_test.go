@@ -28,6 +28,10 @@ func TestNextPiece(t *testing.T) {
 			[]swarm.PieceSource{{Peer: "b", Have: -1}, {Peer: "c", Have: 50}}, 9, "b"},
 		{"none holds it: the piece, no peer", nil,
 			[]swarm.PieceSource{{Peer: "c", Have: 50}}, 9, ""},
+		{"what a peer said a second ago is stale: asked again", nil,
+			[]swarm.PieceSource{{Peer: "c", Have: 50, HaveAt: now.Add(-swarm.HaveStale)}}, 9, "c"},
+		{"what a peer said just under a second ago stands", nil,
+			[]swarm.PieceSource{{Peer: "c", Have: 50, HaveAt: now.Add(-swarm.HaveStale + time.Millisecond)}}, 9, ""},
 		{"done and taken pieces are passed over", func(p *swarm.Pieces) { p.Done[9], p.Taken[8] = true, true },
 			[]swarm.PieceSource{{Peer: "c", Have: 80}}, 7, "c"},
 		{"not the primary stream's peer", func(p *swarm.Pieces) { p.Primary = "a" },
@@ -58,6 +62,9 @@ func TestNextPiece(t *testing.T) {
 			}
 			srcs := make([]*swarm.PieceSource, len(tc.srcs))
 			for i := range tc.srcs {
+				if tc.srcs[i].HaveAt.IsZero() {
+					tc.srcs[i].HaveAt = now // said just now, unless the case says when
+				}
 				srcs[i] = &tc.srcs[i]
 			}
 			i, s := swarm.NextPiece(p, srcs, now)
