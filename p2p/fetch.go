@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -28,7 +29,9 @@ var ErrPeerBusy = errors.New("peer busy")
 // they do not match. Errors wrap errdefs.ErrNotFound (the peer lacks the
 // blob), errdefs.ErrInvalidArgument (a bad digest or offset) or
 // errdefs.ErrUnavailable (the peer cannot be reached, or is busy: then also
-// ErrPeerBusy). A transfer that stalls for IdleTimeout fails.
+// ErrPeerBusy). A transfer that stalls for IdleTimeout fails; one whose
+// stream is reset or whose connection closes fails with
+// errdefs.ErrUnavailable.
 func (n *Node) Fetch(ctx context.Context, p peer.ID, dgst digest.Digest, off int64) (io.ReadCloser, int64, error) {
 	return n.fetch(ctx, p, request{dgst: dgst, off: off})
 }
@@ -291,8 +294,12 @@ func (r *fetchReader) Read(b []byte) (int, error) {
 		return k, nil
 	case r.ctx.Err() != nil:
 		return k, r.ctx.Err()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return k, fmt.Errorf("fetch from %s: nothing for %v: %w", r.peer, r.idle, err)
 	}
-	return k, fmt.Errorf("fetch from %s: %w", r.peer, err)
+	// The stream was reset or its connection closed: the peer may
+	// answer again on a new one.
+	return k, fmt.Errorf("fetch from %s: %w: %w", r.peer, errdefs.ErrUnavailable, err)
 }
 
 // WriteTo copies with a large buffer: io.Copy would otherwise use 32 KiB

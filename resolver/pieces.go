@@ -120,6 +120,11 @@ func (h *helping) next(now time.Time) (int, *swarm.PieceSource) {
 	h.ps.Contiguous = h.ing.Contiguous()
 	h.ps.Pos = h.pos.Load()
 	h.ps.Primary, _ = h.primary.Load().(string)
+	if sl, ok := h.r.router.(Silencer); ok {
+		for _, s := range h.srcs {
+			s.Silent = sl.Silenced(s.Peer)
+		}
+	}
 	return swarm.NextPiece(h.ps, h.srcs, now)
 }
 
@@ -172,7 +177,7 @@ func (h *helping) done(ctx context.Context, i int, s *swarm.PieceSource, start, 
 		h.usedMu.Unlock()
 	}
 	res := pieceResult(ctx, err)
-	if res == swarm.PieceFailed {
+	if res == swarm.PieceFailed || res == swarm.PieceCut {
 		h.r.cfg.Logger.Debug("piece failed", "digest", h.req.Digest, "peer", s.Peer, "offset", start, "err", err)
 	}
 	if swarm.AfterPiece(s, res, time.Now(), pieceRetry) {
@@ -190,6 +195,10 @@ func pieceResult(ctx context.Context, err error) swarm.PieceResult {
 		return swarm.PieceStopped
 	case errdefs.IsOutOfRange(err), errdefs.IsResourceExhausted(err):
 		return swarm.PieceNotNow
+	case errors.Is(err, errStalled):
+		return swarm.PieceFailed
+	case errdefs.IsUnavailable(err):
+		return swarm.PieceCut
 	}
 	return swarm.PieceFailed
 }

@@ -29,6 +29,7 @@ type rangePeer struct {
 	// peer's own source is gone)
 	stuck bool
 	slow  bool // send 64 KiB every 10 ms
+	cuts  int  // the first ranged requests that fail as a lost connection
 	fails bool // not found
 }
 
@@ -63,6 +64,11 @@ func (r *rangingRouter) FetchRange(ctx context.Context, p string, d digest.Diges
 	}
 	if !ok || rp.fails || digest.FromBytes(rp.data) != d {
 		return nil, 0, 0, errdefs.ErrNotFound
+	}
+	if rp.cuts > 0 && rg.Length > 0 {
+		rp.cuts--
+		r.rpeers[p] = rp
+		return nil, 0, 0, fmt.Errorf("peer %s: connection closed: %w", p, errdefs.ErrUnavailable)
 	}
 	if rg.Length == 0 && r.designatingRouter != nil && r.busyStream(p) {
 		// As a real peer: a stream counts against the blob's slots, a piece
@@ -228,11 +234,89 @@ func TestHelpersAskAgainAPeerThatWasBehind(t *testing.T) {
 	}
 }
 
+// TestHelpersAskAgainAPeerWhoseConnectionWasCut: a peer whose connection
+// failed under a helper's piece (closed or reset, as over a node's own
+// saturated link) is asked again a moment later, and sends the pieces the
+// slow primary stream has not reached.
+func TestHelpersAskAgainAPeerWhoseConnectionWasCut(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 20<<20+7)
+	router := &rangingRouter{
+		designatingRouter: &designatingRouter{
+			fakeRouter: &fakeRouter{order: []string{"slow", "cut"}, peers: map[string]fakePeer{
+				"slow": {data: body, slow: true}, "cut": {data: body},
+			}},
+		},
+		rpeers: map[string]rangePeer{
+			"slow": {data: body, slow: true},
+			"cut":  {data: body, cuts: 2},
+		},
+		served: map[string]int64{},
+	}
+	readFromPeersOnly(t, resolver.Config{PieceSize: 1 << 20, PieceWorkers: 2, StallTimeout: 5 * time.Second}, router, body)
+	asked := router.askedOf("cut")
+	router.mu.Lock()
+	cut := router.served["cut"]
+	router.mu.Unlock()
+	if cut < 4<<20 {
+		t.Errorf("the peer whose connection was cut sent %d bytes, want at least 4 MiB of pieces; asked: %v", cut, asked)
+	}
+}
+
+// silentRanging is a rangingRouter whose peers can be silenced, as the
+// mesh leaves out a peer whose stream went silent.
+type silentRanging struct {
+	*rangingRouter
+	silent sync.Map
+}
+
+func (s *silentRanging) Silent(p string) { s.silent.Store(p, true) }
+
+func (s *silentRanging) Silenced(p string) bool {
+	_, ok := s.silent.Load(p)
+	return ok
+}
+
+func (s *silentRanging) Answers(ctx context.Context, p string) bool { return !s.Silenced(p) }
+
+// TestHelpersPassOverASilentPeer: the helpers do not ask a peer the mesh
+// left out as silent, though it is listed as holding the blob; they fetch
+// from the others.
+func TestHelpersPassOverASilentPeer(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 20<<20+7)
+	ranging := &rangingRouter{
+		designatingRouter: &designatingRouter{
+			fakeRouter: &fakeRouter{order: []string{"slow", "quiet", "whole"}, peers: map[string]fakePeer{
+				"slow": {data: body, slow: true}, "quiet": {data: body}, "whole": {data: body},
+			}},
+		},
+		rpeers: map[string]rangePeer{
+			"slow":  {data: body, slow: true},
+			"quiet": {data: body},
+			"whole": {data: body},
+		},
+		served: map[string]int64{},
+	}
+	router := &silentRanging{rangingRouter: ranging}
+	router.Silent("quiet")
+	readFromPeersOnly(t, resolver.Config{PieceSize: 1 << 20, PieceWorkers: 2, StallTimeout: 5 * time.Second}, router, body)
+	if asked := ranging.askedOf("quiet"); len(asked) > 0 {
+		t.Errorf("the silent peer was asked %v", asked)
+	}
+	ranging.mu.Lock()
+	whole := ranging.served["whole"]
+	ranging.mu.Unlock()
+	if whole < 4<<20 {
+		t.Errorf("the other peer sent %d bytes of pieces, want at least 4 MiB", whole)
+	}
+}
+
 // readFromPeersOnly reads body through a resolver with cfg over router, and
 // fails the test unless it arrives whole without the registry, which holds
 // the blob too: a download that turned to it would succeed, and show in its
 // count.
-func readFromPeersOnly(t *testing.T, cfg resolver.Config, router *rangingRouter, body []byte) {
+func readFromPeersOnly(t *testing.T, cfg resolver.Config, router resolver.Router, body []byte) {
 	t.Helper()
 	f := newFixture(t, cfg, resolver.Sources{Router: router})
 	f.up.push(t, "team/app", body)

@@ -16,6 +16,9 @@ type PieceSource struct {
 	Failed bool
 	// Busy says a helper is fetching from it.
 	Busy bool
+	// Silent says the node leaves the peer out for now: a stream from it
+	// went silent, and it has not answered a ping since.
+	Silent bool
 }
 
 // Pieces is a download's blob cut into pieces, as its helpers see it.
@@ -71,13 +74,13 @@ func (s *PieceSource) Learned(have int64, now time.Time) {
 
 // PieceSourceFor is the rule for whom a helper asks for piece i: a peer
 // that may hold it (see Holds), not cur (the peer the primary stream
-// reads from), not failed, free and due now; of those, the one furthest
-// ahead. Nil when none is.
+// reads from), not failed, not silent, free and due now; of those, the
+// one furthest ahead. Nil when none is.
 func PieceSourceFor(p Pieces, i int, srcs []*PieceSource, now time.Time, cur string) *PieceSource {
 	end := min(int64(i+1)*p.PieceSize, p.Size)
 	var best *PieceSource
 	for _, s := range srcs {
-		if s.Failed || s.Busy || s.Peer == cur || now.Before(s.Retry) || !s.Holds(end, now) {
+		if s.Failed || s.Busy || s.Silent || s.Peer == cur || now.Before(s.Retry) || !s.Holds(end, now) {
 			continue
 		}
 		if best == nil || s.Have > best.Have {
@@ -128,20 +131,33 @@ const (
 	PieceStopped
 	// PieceNotNow: the peer was busy, or did not hold the piece yet.
 	PieceNotNow
-	// PieceFailed: any other failure of the peer.
+	// PieceCut: the connection to the peer failed or ended mid-piece.
+	PieceCut
+	// PieceFailed: the peer's own failure: it did not answer or send in
+	// time, lacks the blob, or sent the wrong size.
 	PieceFailed
 )
 
+// PieceCutRetry is how soon a peer whose connection failed during a
+// piece is asked again (if it is not silent by then). Over a node's own
+// saturated link, connections to live peers are closed and reset (pings
+// queue behind the bytes and go unanswered); given up for good, the peers
+// that held the blob whole were lost to the download's helpers, and the
+// registry stream beside them sent the whole rest.
+const PieceCutRetry = time.Second
+
 // AfterPiece is the rule for a piece's source after an attempt: a peer
-// that was busy or not there yet is asked again after retry; one that
-// failed otherwise is not asked again by this download. It says whether
-// the piece is done.
+// that was busy or not there yet is asked again after retry, one whose
+// connection was cut after PieceCutRetry; one that failed otherwise is
+// not asked again by this download. It says whether the piece is done.
 func AfterPiece(s *PieceSource, res PieceResult, now time.Time, retry time.Duration) (done bool) {
 	switch res {
 	case PieceWritten:
 		return true
 	case PieceNotNow:
 		s.Retry = now.Add(retry)
+	case PieceCut:
+		s.Retry = now.Add(max(retry, PieceCutRetry))
 	case PieceFailed:
 		s.Failed = true
 	}

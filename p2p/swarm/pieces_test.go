@@ -38,6 +38,8 @@ func TestNextPiece(t *testing.T) {
 			[]swarm.PieceSource{{Peer: "a", Have: 95}, {Peer: "b", Have: 95}}, 9, "b"},
 		{"failed, busy and not yet due peers are passed over", nil,
 			[]swarm.PieceSource{{Peer: "a", Have: 95, Failed: true}, {Peer: "b", Have: 95, Busy: true}, {Peer: "c", Retry: now.Add(time.Second), Have: 95}}, 9, ""},
+		{"a silent peer is passed over", nil,
+			[]swarm.PieceSource{{Peer: "a", Have: 95, Silent: true}}, 9, ""},
 		{"a peer due now is asked", nil,
 			[]swarm.PieceSource{{Peer: "c", Retry: now, Have: 95}}, 9, "c"},
 		{"at least a piece ahead of the stream", func(p *swarm.Pieces) { p.Pos = 75 },
@@ -117,6 +119,7 @@ func TestAfterPiece(t *testing.T) {
 		{"written", swarm.PieceWritten, true, time.Time{}, false},
 		{"stopped", swarm.PieceStopped, false, time.Time{}, false},
 		{"not now: asked again later", swarm.PieceNotNow, false, now.Add(time.Second), false},
+		{"cut: asked again after PieceCutRetry", swarm.PieceCut, false, now.Add(swarm.PieceCutRetry), false},
 		{"failed: not asked again", swarm.PieceFailed, false, time.Time{}, true},
 	}
 	for _, tc := range tests {
