@@ -649,21 +649,25 @@ func TestBusyPeerWaitedForWhileTheNodeReceives(t *testing.T) {
 	}
 }
 
-// silencingRouter is a fakeRouter whose peers can be silenced, as the
-// mesh silences a peer that went quiet in another download.
-type silencingRouter struct {
-	*fakeRouter
-	silent sync.Map
-}
+// silences makes a test router a Silencer: it leaves peers out as the
+// mesh does a peer that went quiet in another download, and a peer left
+// out does not answer a ping.
+type silences struct{ silent sync.Map }
 
-func (s *silencingRouter) Silent(p string) { s.silent.Store(p, true) }
+func (s *silences) Silent(p string) { s.silent.Store(p, true) }
 
-func (s *silencingRouter) Silenced(p string) bool {
+func (s *silences) Silenced(p string) bool {
 	_, ok := s.silent.Load(p)
 	return ok
 }
 
-func (s *silencingRouter) Answers(ctx context.Context, p string) bool { return !s.Silenced(p) }
+func (s *silences) Answers(ctx context.Context, p string) bool { return !s.Silenced(p) }
+
+// silencingRouter is a fakeRouter whose peers can be silenced.
+type silencingRouter struct {
+	*fakeRouter
+	silences
+}
 
 // TestSilencedPeerIsNotAsked: a peer that went silent in another download
 // after this one listed its sources is passed over, not asked and waited

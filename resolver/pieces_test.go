@@ -21,10 +21,10 @@ import (
 type rangePeer struct {
 	data []byte
 	have int64 // bytes held; len(data) when 0
-	// wholeAt: from then on the peer holds the whole blob (have only
-	// until then)
-	wholeAt time.Time
-	stall   bool // answer, then send nothing
+	// wholeAfter: this long after its first ranged request the peer
+	// holds the whole blob (have only until then)
+	wholeAfter time.Duration
+	stall      bool // answer, then send nothing
 	// stuck: asked to wait, send the bytes held, then nothing (the
 	// peer's own source is gone)
 	stuck bool
@@ -42,6 +42,7 @@ type rangingRouter struct {
 	asked  []string
 	served map[string]int64 // bytes each peer sent
 	sentAt map[string]bool  // "peer@offset" of every range sent
+	first  map[string]time.Time
 }
 
 func (r *rangingRouter) FetchRange(ctx context.Context, p string, d digest.Digest, rg resolver.PeerRange) (io.ReadCloser, int64, int64, error) {
@@ -77,7 +78,13 @@ func (r *rangingRouter) FetchRange(ctx context.Context, p string, d digest.Diges
 	}
 	size := int64(len(rp.data))
 	have := rp.have
-	if have == 0 || (!rp.wholeAt.IsZero() && !time.Now().Before(rp.wholeAt)) {
+	if r.first == nil {
+		r.first = map[string]time.Time{}
+	}
+	if _, ok := r.first[p]; !ok {
+		r.first[p] = time.Now()
+	}
+	if have == 0 || (rp.wholeAfter > 0 && time.Since(r.first[p]) >= rp.wholeAfter) {
 		have = size
 	}
 	if !rg.Wait && rg.Off >= have {
@@ -201,83 +208,72 @@ func TestHelpersCatchUpFromPeersAhead(t *testing.T) {
 	}
 }
 
-// TestHelpersAskAgainAPeerThatWasBehind: a peer that held little of the
-// blob when the helpers first asked it, and the whole blob soon after, is
-// asked again once what it said is stale, and sends the pieces the slow
-// primary stream has not reached.
-func TestHelpersAskAgainAPeerThatWasBehind(t *testing.T) {
-	t.Parallel()
-	body := randomBytes(t, 20<<20+7)
-	// At 6.4 MB/s the slow peer alone takes 3.3 s; the late peer holds
-	// the blob whole 0.2 s in, and what it said first is stale a second
-	// after it said it.
-	wholeAt := time.Now().Add(200 * time.Millisecond)
-	router := &rangingRouter{
-		designatingRouter: &designatingRouter{
-			fakeRouter: &fakeRouter{order: []string{"slow", "late"}, peers: map[string]fakePeer{
-				"slow": {data: body, slow: true}, "late": {data: body},
-			}},
-		},
-		rpeers: map[string]rangePeer{
-			"slow": {data: body, slow: true},
-			"late": {data: body, have: 1, wholeAt: wholeAt},
-		},
-		served: map[string]int64{},
+// slowAnd is a rangingRouter whose peers are "slow", which sends 64 KiB
+// every 10 ms and is read first, then the others in order.
+func slowAnd(body []byte, order []string, others map[string]rangePeer) *rangingRouter {
+	peers := map[string]fakePeer{"slow": {data: body, slow: true}}
+	rpeers := map[string]rangePeer{"slow": {data: body, slow: true}}
+	for _, name := range order {
+		peers[name] = fakePeer{data: body}
+		rpeers[name] = others[name]
 	}
-	readFromPeersOnly(t, resolver.Config{PieceSize: 1 << 20, PieceWorkers: 2, StallTimeout: 5 * time.Second}, router, body)
-	asked := router.askedOf("late")
-	router.mu.Lock()
-	late := router.served["late"]
-	router.mu.Unlock()
-	if late < 4<<20 {
-		t.Errorf("the late peer sent %d bytes, want at least 4 MiB of pieces; asked: %v", late, asked)
+	return &rangingRouter{
+		designatingRouter: &designatingRouter{fakeRouter: &fakeRouter{order: append([]string{"slow"}, order...), peers: peers}},
+		rpeers:            rpeers,
+		served:            map[string]int64{},
 	}
 }
 
-// TestHelpersAskAgainAPeerWhoseConnectionWasCut: a peer whose connection
-// failed under a helper's piece (closed or reset, as over a node's own
-// saturated link) is asked again a moment later, and sends the pieces the
-// slow primary stream has not reached.
-func TestHelpersAskAgainAPeerWhoseConnectionWasCut(t *testing.T) {
-	t.Parallel()
-	body := randomBytes(t, 20<<20+7)
-	router := &rangingRouter{
-		designatingRouter: &designatingRouter{
-			fakeRouter: &fakeRouter{order: []string{"slow", "cut"}, peers: map[string]fakePeer{
-				"slow": {data: body, slow: true}, "cut": {data: body},
-			}},
-		},
-		rpeers: map[string]rangePeer{
-			"slow": {data: body, slow: true},
-			"cut":  {data: body, cuts: 2},
-		},
-		served: map[string]int64{},
-	}
-	readFromPeersOnly(t, resolver.Config{PieceSize: 1 << 20, PieceWorkers: 2, StallTimeout: 5 * time.Second}, router, body)
-	asked := router.askedOf("cut")
+// beside is the configuration of the tests that read a 20 MiB blob from
+// slowAnd's slow peer (3.3 s at 6.4 MB/s) and helpers beside it.
+var beside = resolver.Config{PieceSize: 1 << 20, PieceWorkers: 2, StallTimeout: 5 * time.Second}
+
+// wantPieces fails the test unless peer p sent at least 4 MiB of pieces.
+func wantPieces(t *testing.T, router *rangingRouter, p string) {
+	t.Helper()
+	asked := router.askedOf(p)
 	router.mu.Lock()
-	cut := router.served["cut"]
+	sent := router.served[p]
 	router.mu.Unlock()
-	if cut < 4<<20 {
-		t.Errorf("the peer whose connection was cut sent %d bytes, want at least 4 MiB of pieces; asked: %v", cut, asked)
+	if sent < 4<<20 {
+		t.Errorf("peer %s sent %d bytes, want at least 4 MiB of pieces; asked: %v", p, sent, asked)
 	}
 }
 
-// silentRanging is a rangingRouter whose peers can be silenced, as the
-// mesh leaves out a peer whose stream went silent.
+// TestHelpersAskAgain: a peer that held little of the blob when the
+// helpers first asked it, and the whole blob soon after, is asked again
+// once what it said is stale; a peer whose connection failed under a
+// helper's piece (closed or reset, as over a node's own saturated link) is
+// asked again a moment later. Each then sends the pieces the slow primary
+// stream has not reached.
+func TestHelpersAskAgain(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		peer rangePeer
+	}{
+		// Whole 0.2 s after it first said it held one byte, which is
+		// stale a second after it said it.
+		{"a peer that was behind", rangePeer{have: 1, wholeAfter: 200 * time.Millisecond}},
+		{"a peer whose connection was cut", rangePeer{cuts: 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			body := randomBytes(t, 20<<20+7)
+			other := tc.peer
+			other.data = body
+			router := slowAnd(body, []string{"other"}, map[string]rangePeer{"other": other})
+			readFromPeersOnly(t, beside, router, body)
+			wantPieces(t, router, "other")
+		})
+	}
+}
+
+// silentRanging is a rangingRouter whose peers can be silenced.
 type silentRanging struct {
 	*rangingRouter
-	silent sync.Map
+	silences
 }
-
-func (s *silentRanging) Silent(p string) { s.silent.Store(p, true) }
-
-func (s *silentRanging) Silenced(p string) bool {
-	_, ok := s.silent.Load(p)
-	return ok
-}
-
-func (s *silentRanging) Answers(ctx context.Context, p string) bool { return !s.Silenced(p) }
 
 // TestHelpersPassOverASilentPeer: the helpers do not ask a peer the mesh
 // left out as silent, though it is listed as holding the blob; they fetch
@@ -285,31 +281,14 @@ func (s *silentRanging) Answers(ctx context.Context, p string) bool { return !s.
 func TestHelpersPassOverASilentPeer(t *testing.T) {
 	t.Parallel()
 	body := randomBytes(t, 20<<20+7)
-	ranging := &rangingRouter{
-		designatingRouter: &designatingRouter{
-			fakeRouter: &fakeRouter{order: []string{"slow", "quiet", "whole"}, peers: map[string]fakePeer{
-				"slow": {data: body, slow: true}, "quiet": {data: body}, "whole": {data: body},
-			}},
-		},
-		rpeers: map[string]rangePeer{
-			"slow":  {data: body, slow: true},
-			"quiet": {data: body},
-			"whole": {data: body},
-		},
-		served: map[string]int64{},
-	}
+	ranging := slowAnd(body, []string{"quiet", "whole"}, map[string]rangePeer{"quiet": {data: body}, "whole": {data: body}})
 	router := &silentRanging{rangingRouter: ranging}
 	router.Silent("quiet")
-	readFromPeersOnly(t, resolver.Config{PieceSize: 1 << 20, PieceWorkers: 2, StallTimeout: 5 * time.Second}, router, body)
+	readFromPeersOnly(t, beside, router, body)
 	if asked := ranging.askedOf("quiet"); len(asked) > 0 {
 		t.Errorf("the silent peer was asked %v", asked)
 	}
-	ranging.mu.Lock()
-	whole := ranging.served["whole"]
-	ranging.mu.Unlock()
-	if whole < 4<<20 {
-		t.Errorf("the other peer sent %d bytes of pieces, want at least 4 MiB", whole)
-	}
+	wantPieces(t, ranging, "whole")
 }
 
 // readFromPeersOnly reads body through a resolver with cfg over router, and
