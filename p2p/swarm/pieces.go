@@ -50,11 +50,11 @@ func (p Pieces) Range(i int, from int64) (start, end int64) {
 
 // HaveStale is how long what a peer said it holds stands. A peer that
 // held too little of the blob for a piece is asked again once it is
-// stale: it may have received the rest since. Taken as final, a peer
-// asked in the first second of a pull, when it held little, was never
-// asked again by that download, and a node whose primary stream was slow
-// (its source throttled, or the registry behind its own cut link) read
-// the whole rest from it while the peers held the blob whole.
+// stale: it may have received the rest since. Taken as final, what a peer
+// said in the first second of a pull, when it held little, would keep it
+// from that download's helpers for good, and a node whose primary stream
+// is slow (its source throttled, or the registry behind its own cut link)
+// would read the whole rest from it while its peers hold the blob whole.
 const HaveStale = time.Second
 
 // Holds says whether the peer may hold the bytes up to end, as far as
@@ -142,8 +142,8 @@ const (
 // piece is asked again (if it is not silent by then). Over a node's own
 // saturated link, connections to live peers are closed and reset (pings
 // queue behind the bytes and go unanswered); given up for good, the peers
-// that held the blob whole were lost to the download's helpers, and the
-// registry stream beside them sent the whole rest.
+// that hold the blob whole would be lost to the download's helpers, and
+// the registry stream beside them would send the whole rest.
 const PieceCutRetry = time.Second
 
 // AfterPiece is the rule for a piece's source after an attempt: a peer
