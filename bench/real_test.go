@@ -74,8 +74,22 @@ func TestRealSmoke(t *testing.T) {
 		if r.Mode != report.ModeReal || r.Nodes != 3 || r.BoundSeconds <= 0 || r.MakespanSeconds <= 0 || r.FailedPulls != 0 {
 			t.Errorf("%s: %+v", name, r)
 		}
-		if len(r.NodeSeconds) != pullers || len(r.NodeUploadBytes) != 3 {
-			t.Errorf("%s: %d node times and %d upload counts, want %d and 3", name, len(r.NodeSeconds), len(r.NodeUploadBytes), pullers)
+		if len(r.NodeSeconds) != pullers || len(r.NodeUploadBytes) != 3 || len(r.RegistryEgressByNode) != 3 {
+			t.Errorf("%s: %d node times, %d upload counts and %d registry shares, want %d, 3 and 3", name, len(r.NodeSeconds), len(r.NodeUploadBytes), len(r.RegistryEgressByNode), pullers)
+		}
+		// Every GET the registry answered came from a node, unless a
+		// request was cut short and the interface's count replaced the
+		// log's.
+		if got := sum(r.RegistryEgressByNode); got != r.RegistryEgressBytes && !slices.ContainsFunc(r.Notes, func(n string) bool { return strings.Contains(n, "cut short") }) {
+			t.Errorf("%s: the registry's log wrote the nodes %d bytes in all, its egress is %d", name, got, r.RegistryEgressBytes)
+		}
+		if r.Candidate == CandidateDirect && r.Scenario == ScenarioCold {
+			// Each node pulls its own copy from the registry.
+			for i, b := range r.RegistryEgressByNode {
+				if math.Abs(float64(b)/S-1) > 0.02 {
+					t.Errorf("%s: the registry wrote node %d %.4f × S, want 1 × S within 2%%", name, i, float64(b)/S)
+				}
+			}
 		}
 		// No node can finish faster than the image crosses its link; the
 		// warm scenario's node 0 alone holds the image when the others start.
@@ -90,7 +104,9 @@ func TestRealSmoke(t *testing.T) {
 		switch {
 		case r.Scenario == ScenarioSlowPeers:
 			// What the harmed nodes fetch depends on when the harm struck.
-			if r.UnharmedOverCold <= 0 || !slices.ContainsFunc(r.Notes, func(n string) bool { return strings.Contains(n, "node 2's mirror") }) {
+			if r.UnharmedOverCold <= 0 || !slices.ContainsFunc(r.Notes, func(n string) bool {
+				return strings.Contains(n, "node 2's mirror") && strings.Contains(n, "wrote the unharmed nodes")
+			}) {
 				t.Errorf("%s: no comparison with cold (%v) or no word of the harm: %q", name, r.UnharmedOverCold, r.Notes)
 			}
 		case r.Candidate == CandidateShoal && r.Scenario == ScenarioWarm:

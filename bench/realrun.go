@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -316,9 +317,20 @@ func (s *session) countEgress(rec *report.Record, before, after snapshot) error 
 		return fmt.Errorf("registry log: %w", err)
 	}
 	reqs = reqs[before.requests:]
+	node := make(map[string]int, len(s.hosts))
+	for i, h := range s.hosts {
+		node[h.IP.String()] = i
+	}
+	rec.RegistryEgressByNode = make([]int64, len(s.hosts))
 	for _, q := range reqs {
-		if q.Method == http.MethodGet {
-			rec.RegistryEgressBytes += q.BytesWritten
+		if q.Method != http.MethodGet {
+			continue
+		}
+		rec.RegistryEgressBytes += q.BytesWritten
+		if host, _, err := net.SplitHostPort(q.RemoteAddr); err == nil {
+			if i, ok := node[host]; ok {
+				rec.RegistryEgressByNode[i] += q.BytesWritten
+			}
 		}
 	}
 	rec.RegistryTxBytes = after.reg.TxBytes - before.reg.TxBytes
@@ -372,7 +384,7 @@ func (s *session) runNotes(rec report.Record, results []pullResult) []string {
 	case ScenarioRolling:
 		notes = append(notes, fmt.Sprintf("%d nodes at a time; node times and the makespan run from the first batch's start", s.cfg.RollingBatch))
 	case ScenarioSlowPeers:
-		notes = append(notes, slowPeersNote(results, s.cfg.LinkMbit))
+		notes = append(notes, slowPeersNote(results, s.cfg.LinkMbit, rec.RegistryEgressByNode, S))
 	}
 	if rec.FailedPulls > 0 {
 		notes = append(notes, "pulls failed (see the failed column); the makespan counts the time they took to fail")
@@ -602,18 +614,33 @@ func (s *session) quiet(ctx context.Context) error {
 	return nil
 }
 
-// slowPeersNote says what slowpeers did to which node.
-func slowPeersNote(results []pullResult, linkMbit float64) string {
+// slowPeersNote says what slowpeers did to which node and, from the
+// registry's log (byNode, in node order), what the registry sent the
+// harmed nodes and the unharmed ones.
+func slowPeersNote(results []pullResult, linkMbit float64, byNode []int64, S float64) string {
 	var parts []string
+	var unharmed int64
 	for _, r := range results {
+		var sent string
+		if r.node < len(byNode) {
+			sent = fmt.Sprintf("; the registry's log wrote it %.2f × S", float64(byNode[r.node])/S)
+		}
 		switch r.harm {
 		case harmThrottle:
-			parts = append(parts, fmt.Sprintf("node %d's link was cut to %s once it had received S/4 (its pull took %.1f s)", r.node, mbit(linkMbit/10), r.seconds))
+			parts = append(parts, fmt.Sprintf("node %d's link was cut to %s once it had received S/4 (its pull took %.1f s)%s", r.node, mbit(linkMbit/10), r.seconds, sent))
 		case harmFreeze:
-			parts = append(parts, fmt.Sprintf("node %d's mirror (containerd, for direct) was frozen with SIGSTOP once it had received S/4", r.node))
+			parts = append(parts, fmt.Sprintf("node %d's mirror (containerd, for direct) was frozen with SIGSTOP once it had received S/4%s", r.node, sent))
+		default:
+			if r.node < len(byNode) {
+				unharmed += byNode[r.node]
+			}
 		}
 	}
-	return strings.Join(parts, "; ") + "; their pulls are not counted"
+	note := strings.Join(parts, "; ") + "; their pulls are not counted"
+	if len(byNode) > 0 {
+		note += fmt.Sprintf("; the registry's log wrote the unharmed nodes %.2f × S together", float64(unharmed)/S)
+	}
+	return note
 }
 
 // lastLine is the last non-empty line of s, the one a tool's error ends

@@ -62,6 +62,11 @@ type Record struct {
 	// the run, headers included (real mode only): the cross-check of
 	// RegistryEgressBytes, which it exceeds by the TCP/IP and HTTP headers.
 	RegistryTxBytes int64 `json:"registry_tx_bytes,omitempty"`
+	// RegistryEgressByNode is what the registry's log says it wrote to
+	// each node, in node order (real mode only): where the egress went,
+	// the harmed nodes' shares included. It adds up to the log's count,
+	// which RegistryEgressBytes replaces when requests were cut short.
+	RegistryEgressByNode []int64 `json:"registry_egress_by_node,omitempty"`
 	// BoundSeconds is T* for this scenario ([ColdBound] or
 	// [WarmBound]). Give every candidate of a scenario the same T* so that
 	// makespan/T* compares them; the direct baseline's own floor,
