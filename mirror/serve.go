@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/shoal-dev/shoal/resolver"
+	"github.com/shoal-dev/shoal/store"
 )
 
 func (h *Handler) serveManifest(w *recorder, r *http.Request, req resolver.ManifestRequest) {
@@ -153,6 +154,15 @@ func (e *rangeErrors) WriteHeader(code int) {
 	e.recorder.WriteHeader(code)
 }
 
+// ReadFrom passes the body on to the recorder's ReadFrom, which sends a
+// blob held in a file without copying it through the process.
+func (e *rangeErrors) ReadFrom(src io.Reader) (int64, error) {
+	if e.swallow {
+		return io.Copy(io.Discard, src)
+	}
+	return e.recorder.ReadFrom(src)
+}
+
 func (e *rangeErrors) Write(p []byte) (int, error) {
 	if e.swallow {
 		return len(p), nil
@@ -211,6 +221,33 @@ func (s *blobSeeker) Read(p []byte) (int, error) {
 		s.err = err
 	}
 	return n, err
+}
+
+// sendFile sends the next n bytes to w from the store's file that holds
+// them (store.FileSender); ok false, with nothing sent, where the blob is
+// not in a whole file: then the bytes are read.
+func (s *blobSeeker) sendFile(w io.Writer, n int64) (sent int64, ok bool, err error) {
+	if s.off >= s.blob.Size {
+		return 0, false, nil
+	}
+	if s.rd == nil {
+		rd, err := s.blob.Reader(s.ctx, s.off)
+		if err != nil {
+			s.err = err
+			return 0, false, nil
+		}
+		s.rd = rd
+	}
+	fs, isFile := s.rd.(store.FileSender)
+	if !isFile {
+		return 0, false, nil
+	}
+	sent, ok, err = fs.SendFile(w, n)
+	s.off += sent
+	if err != nil {
+		s.err = err
+	}
+	return sent, ok, err
 }
 
 func (s *blobSeeker) Close() error {

@@ -81,4 +81,26 @@ func (g *gatedReader) Read(p []byte) (int, error) {
 	return k, err
 }
 
+// SendFile sends the next bytes from the stored blob's file
+// (store.FileSender) once the gate no longer holds them back.
+func (g *gatedReader) SendFile(w io.Writer, n int64) (int64, bool, error) {
+	fs, ok := g.rd.(store.FileSender)
+	if !ok {
+		return 0, false, nil
+	}
+	select {
+	case <-g.ing.Done():
+		g.open = g.open || g.ing.Err() == nil
+	default:
+	}
+	if !g.open {
+		if trusted, _ := g.trust.state(); trusted < min(g.off+n, g.ing.Size()) {
+			return 0, false, nil
+		}
+	}
+	sent, ok, err := fs.SendFile(w, n)
+	g.off += sent
+	return sent, ok, err
+}
+
 func (g *gatedReader) Close() error { return g.rd.Close() }

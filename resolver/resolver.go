@@ -258,11 +258,33 @@ func readerAtBlob(dgst digest.Digest, rd store.Blob, src Source) *Blob {
 			if off < 0 || off > size {
 				return nil, fmt.Errorf("offset %d of blob %s of %d bytes: %w", off, dgst, size, errdefs.ErrInvalidArgument)
 			}
-			return io.NopCloser(io.NewSectionReader(rd, off, size-off)), nil
+			return &heldSection{SectionReader: io.NewSectionReader(rd, off, size-off), blob: rd, off: off}, nil
 		},
 		close: rd.Close,
 	}
 }
+
+// heldSection reads a held blob from an offset, and sends it from the
+// store's file where it is one (store.FileSender).
+type heldSection struct {
+	*io.SectionReader
+	blob store.Blob
+	off  int64 // the blob's offset where the section starts
+}
+
+func (h *heldSection) SendFile(w io.Writer, n int64) (int64, bool, error) {
+	pos, err := h.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, false, nil
+	}
+	sent, ok, err := store.SendFile(h.blob, w, h.off+pos, min(n, h.Size()-pos))
+	if _, serr := h.Seek(pos+sent, io.SeekStart); serr != nil && err == nil {
+		err = serr
+	}
+	return sent, ok, err
+}
+
+func (h *heldSection) Close() error { return nil }
 
 // join returns the running download of req's digest, or registers a new one
 // and reports that the caller must start it.
