@@ -92,8 +92,8 @@ func TestDesignatedPeerFetchesForTheCluster(t *testing.T) {
 }
 
 // TestPrefetchNamesTheImage: the designated fetchers of a prefetched blob
-// are chosen knowing the image's other blobs, in the manifest's order, so
-// that its layers' first copies go to different nodes.
+// are chosen knowing the image's other blobs, the largest first, so that
+// its layers' first copies go to different nodes.
 func TestPrefetchNamesTheImage(t *testing.T) {
 	t.Parallel()
 	router := &designatingRouter{fakeRouter: &fakeRouter{}}
@@ -105,9 +105,10 @@ func TestPrefetchNamesTheImage(t *testing.T) {
 	waitStored(t, f, ds)
 	router.mu.Lock()
 	defer router.mu.Unlock()
+	want := []digest.Digest{ds[2], ds[1], ds[0]}
 	for _, d := range ds {
-		if !slices.Equal(router.groups[d], ds) {
-			t.Fatalf("blob %s designated within %v, want the image's blobs %v", d, router.groups[d], ds)
+		if !slices.Equal(router.groups[d], want) {
+			t.Fatalf("blob %s designated within %v, want the image's blobs, the largest first: %v", d, router.groups[d], want)
 		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/shoal-dev/shoal/p2p/swarm"
 )
 
 // Docker's schema 2 manifest, which has the same config and layers fields as
@@ -77,16 +79,22 @@ func (r *Resolver) has(ctx context.Context, dgst digest.Digest) bool {
 	return true
 }
 
-// noteGroup records the blobs of one image manifest, in its order, and the
-// sizes it gives them (see Designator and knownSize). Foreign layers, which
-// live elsewhere, get no size: containerd fetches them itself.
+// noteGroup records the blobs of one image manifest, the largest first
+// (see swarm.GroupOrder), and the sizes it gives them (see Designator and
+// knownSize). Foreign layers, which live elsewhere, get no size: containerd
+// fetches them itself.
 func (r *Resolver) noteGroup(blobs []ocispec.Descriptor) {
 	group := make([]digest.Digest, 0, len(blobs))
+	sizes := make(map[digest.Digest]int64, len(blobs))
 	for _, d := range blobs {
 		if validDigest(d.Digest) == nil {
 			group = append(group, d.Digest)
+			if len(d.URLs) == 0 {
+				sizes[d.Digest] = max(sizes[d.Digest], d.Size)
+			}
 		}
 	}
+	group = swarm.GroupOrder(group, func(d digest.Digest) int64 { return sizes[d] })
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.groups) > 4096 {

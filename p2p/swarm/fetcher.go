@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"slices"
 
@@ -92,6 +93,23 @@ func Spread[P ~string](dgst digest.Digest, group []digest.Digest, peers []P) []P
 		}
 	}
 	return order
+}
+
+// GroupOrder is the rule for the order of an image's blobs that Spread
+// takes: the largest first, blobs of one size in the manifest's order
+// (size gives a blob's size; 0 when unknown). Spread gives each blob in
+// turn the best-ranked peer that no earlier blob got first, so the blobs
+// that carry the image's bytes get distinct first peers. In the
+// manifest's order the config, a few hundred bytes, comes first and takes
+// a node of its own: an image with as many layers as there are nodes then
+// has one node fetch two layers from the registry and serve both first
+// copies, and another fetch none.
+func GroupOrder(blobs []digest.Digest, size func(digest.Digest) int64) []digest.Digest {
+	out := slices.Clone(blobs)
+	slices.SortStableFunc(out, func(a, b digest.Digest) int {
+		return cmp.Compare(size(b), size(a))
+	})
+	return out
 }
 
 // Designated is the designated-fetcher rule: peers (this node among them)

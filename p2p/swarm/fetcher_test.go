@@ -96,6 +96,41 @@ func TestSpread(t *testing.T) {
 	}
 }
 
+// TestGroupOrder: an image's layers get distinct first peers when there
+// are as many as peers, the config listed first in the manifest.
+func TestGroupOrder(t *testing.T) {
+	t.Parallel()
+	config := digest.FromString("config")
+	manifest := []digest.Digest{config}
+	sizes := map[digest.Digest]int64{config: 700}
+	for i := range 4 {
+		d := digest.FromString(fmt.Sprint("layer", i))
+		manifest = append(manifest, d)
+		sizes[d] = 16 << 20
+	}
+	small := digest.FromString("small layer")
+	sizes[small] = 1 << 20
+	manifest = append(manifest[:2], append([]digest.Digest{small}, manifest[2:]...)...)
+
+	group := swarm.GroupOrder(manifest, func(d digest.Digest) int64 { return sizes[d] })
+	if want := []digest.Digest{manifest[1], manifest[3], manifest[4], manifest[5], small, config}; !slices.Equal(group, want) {
+		t.Fatalf("GroupOrder = %v, want the 16 MiB layers in the manifest's order, then the 1 MiB one, then the config: %v", group, want)
+	}
+	for seed := range 20 {
+		peers := names(4)
+		for i := range peers {
+			peers[i] += fmt.Sprint("-", seed)
+		}
+		firsts := map[string]bool{}
+		for _, d := range group[:4] {
+			firsts[swarm.Spread(d, group, peers)[0]] = true
+		}
+		if len(firsts) != 4 {
+			t.Fatalf("peers %v: the four large layers have %d distinct first peers, want 4", peers, len(firsts))
+		}
+	}
+}
+
 func TestDesignated(t *testing.T) {
 	t.Parallel()
 	peers := names(6)
