@@ -43,7 +43,7 @@ type Resolver struct {
 	flights map[digest.Digest]*flight
 	types   map[digest.Digest]string // media types of manifests seen
 	// groups maps a blob to the blobs of the image manifest it was last
-	// prefetched from, in the manifest's order (see Designator).
+	// prefetched from, the largest first (see Designator).
 	groups map[digest.Digest][]digest.Digest
 	// sizes holds the size a manifest gave each blob it named (see
 	// knownSize).

@@ -159,11 +159,11 @@ type Silencer interface {
 type Designator interface {
 	// Designated lists the peers ranked above this node for dgst, best
 	// first; self says whether this node ranks first. group lists the
-	// blobs of the image dgst belongs to, in the manifest's order, when
-	// known (nil otherwise): the first copies of an image's blobs go to
-	// different nodes. A download asks only these peers to wait for bytes
-	// they have not received yet, so every node must rank any two peers
-	// alike.
+	// blobs of the image dgst belongs to, the largest first (see
+	// swarm.GroupOrder), when known (nil otherwise): the first copies of
+	// an image's blobs go to different nodes. A download asks only these
+	// peers to wait for bytes they have not received yet, so every node
+	// must rank any two peers alike.
 	Designated(dgst digest.Digest, group []digest.Digest) (peers []string, self bool)
 	// FetchThrough streams dgst from peer p, which fetches it from the
 	// registry and repository named when it does not hold it.

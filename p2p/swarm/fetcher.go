@@ -46,8 +46,8 @@ func Rendezvous[P ~string](dgst digest.Digest, peers []P) []P {
 }
 
 // Spread orders peers for dgst as Rendezvous does, except that the first
-// peer is chosen among the blobs of group (an image's blobs, in the
-// manifest's order; dgst among them): each blob in turn gets the best-ranked
+// peer is chosen among the blobs of group (an image's blobs in the order
+// GroupOrder gives; dgst among them): each blob in turn gets the best-ranked
 // peer that no earlier blob of the group got first, until every peer has one,
 // and then again. Rendezvous alone often gives one node two or three layers
 // of a four-layer image, and that node's links then carry them all; spread,
