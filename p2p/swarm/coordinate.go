@@ -90,3 +90,40 @@ func Coordinate(a Asked, now time.Time) Answer {
 // Download.Skip) and then fetch the blob itself, as would every other
 // asker.
 func TakesSlot(a Answer) bool { return a == FetchForCluster }
+
+// Holding is what a designated node that holds a blob whole knows when a
+// peer asks it for the blob from its first byte, as the node that fetches
+// it for the cluster.
+type Holding struct {
+	// Reader is the first peer this node streamed the blob to from its
+	// first byte, at Since; empty when none.
+	Reader string
+	Since  time.Time
+	// Led: this node streamed the blob to a peer while it was still
+	// arriving, within LeftFor. It fetched the blob for a cold start,
+	// and its readers already spread it among themselves.
+	Led bool
+	// Asker is the peer asking now.
+	Asker string
+}
+
+// PointAtReader is the rule for a designated node that holds a blob
+// whole, when a peer asks it for the blob from the first byte: the first
+// such asker is streamed the blob, and the next, within LeftFor, are
+// pointed at that one (ReadFromFetcher), which they then read it from as
+// it arrives there. The node so sends the blob once where it would send
+// it once per reader. In a warm start one node holds the image and is the
+// designated node of one of its layers: every other node read that layer
+// from it, while the layers designated elsewhere left it once each (their
+// designated nodes read them and the rest read from those).
+//
+// Not after the node streamed the blob while it was still arriving (Led):
+// it fetched the blob for a cold start, whose readers are many and take
+// it from one another already, and a late one pointed at another reader
+// would queue behind that reader's own stream instead of taking a free
+// slot here. An asker resuming mid-blob is streamed what it lacks (the
+// caller asks the rule only for a first byte), and so is the reader itself
+// asking again.
+func PointAtReader(h Holding, now time.Time) bool {
+	return h.Asker != "" && !h.Led && h.Reader != "" && h.Reader != h.Asker && now.Sub(h.Since) < LeftFor
+}

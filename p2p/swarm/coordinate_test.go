@@ -44,3 +44,24 @@ func TestTakesSlot(t *testing.T) {
 		}
 	}
 }
+
+func TestPointAtReader(t *testing.T) {
+	now := time.Unix(1000, 0)
+	cases := []struct {
+		name string
+		h    Holding
+		want bool
+	}{
+		{"the first asker is streamed it", Holding{Asker: "b"}, false},
+		{"the next is pointed at the first", Holding{Reader: "c", Since: now.Add(-time.Second), Asker: "b"}, true},
+		{"the first asking again is streamed it", Holding{Reader: "b", Since: now.Add(-time.Second), Asker: "b"}, false},
+		{"a reader of long ago is forgotten", Holding{Reader: "c", Since: now.Add(-LeftFor), Asker: "b"}, false},
+		{"a cold start's leader streams it to every asker", Holding{Reader: "c", Since: now.Add(-time.Second), Led: true, Asker: "b"}, false},
+		{"an asker without a name is streamed it", Holding{Reader: "c", Since: now.Add(-time.Second)}, false},
+	}
+	for _, c := range cases {
+		if got := PointAtReader(c.h, now); got != c.want {
+			t.Errorf("%s: PointAtReader = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
