@@ -15,10 +15,13 @@ type metrics struct {
 	silenced      prometheus.Counter
 	reconciled    prometheus.Counter
 	pullThrough   prometheus.Counter
-	badGossip     prometheus.Counter
-	openMesh      prometheus.Gauge
-	pullRefused   *prometheus.CounterVec // by reason
-	preheats      *prometheus.CounterVec // by result
+	// pointedAtReader counts askers pointed at a blob's first reader
+	// (swarm.PointAtReader).
+	pointedAtReader prometheus.Counter
+	badGossip       prometheus.Counter
+	openMesh        prometheus.Gauge
+	pullRefused     *prometheus.CounterVec // by reason
+	preheats        *prometheus.CounterVec // by result
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -59,6 +62,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "shoal_p2p_pull_through_total",
 			Help: "Blobs this node began serving to a peer that asked it to fetch them for the cluster.",
 		}),
+		pointedAtReader: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_p2p_pointed_at_reader_total",
+			Help: "Peers that asked this node to fetch a blob it holds whole, pointed at the peer it streams the blob to first.",
+		}),
 		badGossip: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_p2p_gossip_messages_refused_total",
 			Help: "Gossip messages from members that were not well-formed and were dropped.",
@@ -93,7 +100,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.pullRefused.WithLabelValues("registry")
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.members, m.provided, m.provides, m.uploads,
-			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided, m.silenced, m.reconciled, m.pullThrough, m.badGossip, m.openMesh, m.pullRefused, m.preheats} {
+			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided, m.silenced, m.reconciled, m.pullThrough, m.pointedAtReader, m.badGossip, m.openMesh, m.pullRefused, m.preheats} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -75,10 +75,13 @@ type Node struct {
 	uploadsMu   sync.Mutex
 	uploads     int
 	blobUploads swarm.BlobUploads
-	stats       *stats
-	adv         *advertiser
-	backoffs    *backoffGossip
-	pins        *pinTable
+	// readers are the first readers of the blobs held whole, for
+	// swarm.PointAtReader.
+	readers  *firstReaders
+	stats    *stats
+	adv      *advertiser
+	backoffs *backoffGossip
+	pins     *pinTable
 
 	// life is cancelled when Run ends; stream handlers, which libp2p calls
 	// without a context, serve under it.
@@ -142,6 +145,7 @@ func New(cfg Config, content Content) (*Node, error) {
 		upload:      newBandwidth(cfg.MaxUploadRate, realClock{}),
 		download:    newBandwidth(cfg.MaxDownloadRate, realClock{}),
 		stats:       newStats(),
+		readers:     newFirstReaders(),
 		adv:         newAdvertiser(),
 	}
 	n.backoffs = &backoffGossip{

@@ -265,3 +265,69 @@ func TestFetchThroughCoordinatedOutOfSlots(t *testing.T) {
 		t.Fatalf("asked for a blob the node would stream: %v, want ErrPeerBusy", err)
 	}
 }
+
+// TestHolderPointsAtFirstReader: asked, as the designated node, for a
+// blob it holds whole, a node streams it to the first asker and points
+// the next at that one; the first asking again, and an asker resuming
+// mid-blob, are streamed it. A blob it streamed while still arriving (it
+// led a cold start) is streamed to every asker.
+func TestHolderPointsAtFirstReader(t *testing.T) {
+	t.Parallel()
+	whole, led := randomBlob(21, 1<<20), randomBlob(22, 1<<20)
+	content := p2ptest.NewContent(whole, led)
+	c := p2ptest.Start(t, 3, p2ptest.Options{Content: func(i int) *p2ptest.Content {
+		if i == 1 {
+			return content
+		}
+		return nil
+	}})
+	c.WaitMembers(t, 3, 10*time.Second)
+	first, holder, second := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	rg := p2p.Range{Registry: "registry.example:5000", Repo: "team/app"}
+	// read reads d from the holder as n asks for it, and checks the bytes.
+	read := func(n *p2p.Node, d digest.Digest, want []byte, rg p2p.Range) error {
+		body, _, _, err := n.FetchRange(t.Context(), holder.ID(), d, rg)
+		if err != nil {
+			return err
+		}
+		defer body.Close()
+		got, err := io.ReadAll(body)
+		if err == nil && !bytes.Equal(got, want[rg.Off:]) {
+			err = fmt.Errorf("read %d bytes, not the blob's %d from %d", len(got), len(want)-int(rg.Off), rg.Off)
+		}
+		return err
+	}
+
+	d := digest.FromBytes(whole)
+	if err := read(first, d, whole, rg); err != nil {
+		t.Fatalf("first asker: %v", err)
+	}
+	var at *resolver.FetchingAtError
+	if err := read(second, d, whole, rg); !errors.As(err, &at) || at.Peer != first.ID().String() {
+		t.Fatalf("second asker: %v, want pointed at the first, %s", err, first.ID())
+	}
+	if err := read(first, d, whole, rg); err != nil {
+		t.Fatalf("the first asking again: %v", err)
+	}
+	mid := rg
+	mid.Off = 4096
+	if err := read(second, d, whole, mid); err != nil {
+		t.Fatalf("second asker from byte %d: %v", mid.Off, err)
+	}
+	if err := read(second, d, whole, p2p.Range{}); err != nil {
+		t.Fatalf("second asker as a holder's reader: %v", err)
+	}
+
+	// Streamed while arriving, then whole: every asker is streamed it.
+	l := digest.FromBytes(led)
+	content.SetArriving(l, true)
+	if err := read(first, l, led, p2p.Range{Wait: true}); err != nil {
+		t.Fatalf("first asker while it arrives: %v", err)
+	}
+	content.SetArriving(l, false)
+	for _, n := range []*p2p.Node{first, second} {
+		if err := read(n, l, led, rg); err != nil {
+			t.Fatalf("asker %s once the node led the blob: %v", n.ID(), err)
+		}
+	}
+}

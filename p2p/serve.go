@@ -153,6 +153,9 @@ func (u *serving) admit(blob store.Blob) (swarm.Copy, bool) {
 		}
 		u.releases = append(u.releases, func() { u.n.releaseBlobSlot(req.dgst) })
 	}
+	if c.Arriving {
+		u.n.readers.arriving(req.dgst, time.Now())
+	}
 	return c, true
 }
 
@@ -369,13 +372,29 @@ func (e *busyError) Error() string { return "too many uploads" }
 // cluster. It refuses what a peer may not have: a fetch in an open mesh,
 // whose peers are not authenticated, and one from a registry the node does
 // not mirror (the Puller's errdefs.ErrPermissionDenied), both counted.
+// Asked as the node to fetch it for the cluster for a blob it holds whole,
+// it points every asker but the first at the first (swarm.PointAtReader).
 func (n *Node) openForPeer(req request, remote peer.ID, take func() bool) (store.Blob, error) {
 	blob, err := n.content.Open(n.life, req.dgst)
 	if err == nil {
+		c := held(blob)
+		// Asked from its first byte as the node to fetch it for the
+		// cluster, holding it whole; only in a mesh with a cluster key,
+		// as a fetch for the cluster is.
+		fresh := req.registry != "" && req.off == 0 && !c.Arriving && n.protection != ""
+		if fresh {
+			if at, ok := n.readers.pointAt(req.dgst, remote, time.Now()); ok {
+				blob.Close()
+				n.metrics.pointedAtReader.Inc()
+				return nil, &resolver.FetchingAtError{Peer: at.String()}
+			}
+		}
 		if !take() {
-			c := held(blob)
 			blob.Close()
 			return nil, &busyError{size: c.Size, have: c.Have}
+		}
+		if fresh {
+			n.readers.streaming(req.dgst, remote, time.Now())
 		}
 		return blob, nil
 	}
