@@ -10,6 +10,12 @@ type coord struct {
 	// given is, by designated node and blob, the asker it left the blob
 	// to, and when.
 	given map[[2]int]leftTo
+	// first is, by node and blob held whole there, the first peer it
+	// streamed the blob to from its first byte as the designated node,
+	// and when; led, when it last streamed the blob while the blob was
+	// still arriving (swarm.PointAtReader).
+	first map[[2]int]leftTo
+	led   map[[2]int]float64
 }
 
 type leftTo struct {
@@ -63,13 +69,21 @@ func designatedIn(srcs []swarm.Source) []string {
 // holds nor downloads the blob asks swarm.Coordinate, as the resolver's
 // PullFor does: wanting it, it starts the download for the cluster;
 // else it leaves the blob to the first asker and points the next at it.
-// A fetcher that has not begun the download answers "not yet".
+// A fetcher that has not begun the download answers "not yet". A
+// designated node that holds the blob whole and is asked for its first
+// byte asks swarm.PointAtReader, as the p2p node's openForPeer does.
 func (s *sim) answer(t *stream, j int, src swarm.Source, fetcher, lead bool) (f swarm.Failure, at string, served bool) {
 	if s.dead[j] {
 		return swarm.Failure{}, "", false
 	}
 	b := t.blob
 	started := s.streams[j] != nil && s.streams[j][b] != nil
+	fresh := src.Designated && !fetcher && started && s.streams[j][b].done && s.held[t.node][b] == 0
+	if fresh {
+		if p, ok := s.pointAt(j, t.node, b); ok {
+			return swarm.Failure{PointedOn: true}, s.ids[p], false
+		}
+	}
 	switch {
 	case fetcher && !started:
 		// errFetcherNotStarted wraps errdefs.ErrOutOfRange.
@@ -84,6 +98,9 @@ func (s *sim) answer(t *stream, j int, src swarm.Source, fetcher, lead bool) (f 
 		s.download(j, b, true)
 	}
 	if s.ask(t, j, src, s.ranksAbove(b, j, t.node), lead, fetcher) {
+		if fresh {
+			s.streaming(j, t.node, b)
+		}
 		return swarm.Failure{}, "", true
 	}
 	held := s.held[j][b]
@@ -106,4 +123,29 @@ func (s *sim) coordinate(j, asker, b int) (ans swarm.Answer, p int) {
 		s.given[[2]int{j, b}] = leftTo{peer: asker, at: s.now}
 	}
 	return ans, l.peer
+}
+
+// pointAt is the first reader node j, holding blob b whole, points asker
+// at (swarm.PointAtReader), if any.
+func (s *sim) pointAt(j, asker, b int) (int, bool) {
+	k := [2]int{j, b}
+	r, ok := s.first[k]
+	led, wasLed := s.led[k]
+	now := s.at(s.now)
+	h := swarm.Holding{Asker: s.ids[asker], Led: wasLed && now.Sub(s.at(led)) < swarm.LeftFor}
+	if ok {
+		h.Reader, h.Since = s.ids[r.peer], s.at(r.at)
+	}
+	return r.peer, swarm.PointAtReader(h, now)
+}
+
+// streaming notes that node j streams blob b, held whole, to reader from
+// its first byte: reader is its first reader unless another one is,
+// lately.
+func (s *sim) streaming(j, reader, b int) {
+	k := [2]int{j, b}
+	if r, ok := s.first[k]; ok && s.at(s.now).Sub(s.at(r.at)) < swarm.LeftFor {
+		return
+	}
+	s.first[k] = leftTo{peer: reader, at: s.now}
 }

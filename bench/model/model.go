@@ -146,7 +146,7 @@ func newSim(cfg Config) *sim {
 	s.lastByte = make([]float64, cfg.Nodes)
 	s.sent = make([]float64, cfg.Nodes)
 	s.pulls = make([]*nodePull, cfg.Nodes)
-	s.coord = coord{given: map[[2]int]leftTo{}}
+	s.coord = coord{given: map[[2]int]leftTo{}, first: map[[2]int]leftTo{}, led: map[[2]int]float64{}}
 	return s
 }
 

@@ -87,6 +87,9 @@ func (s *sim) ask(t *stream, j int, src swarm.Source, above, lead, fetcher bool)
 		return false
 	}
 	s.open[j]++
+	if arriving {
+		s.led[[2]int{j, b}] = s.now
+	}
 	limit := s.size
 	if heldOnly {
 		limit = have

@@ -74,3 +74,21 @@ func TestWarmPhysics(t *testing.T) {
 		t.Error("a warm run with no puller: no error")
 	}
 }
+
+// TestWarmHolderSendsEachLayerOnce: the node that holds the image sends
+// each layer once, whichever node is the layer's designated fetcher. When
+// it is the holder itself, the first node to ask reads the layer from it
+// and the next is pointed at that one (swarm.PointAtReader); otherwise the
+// designated node reads it from the holder and the next from that node.
+func TestWarmHolderSendsEachLayerOnce(t *testing.T) {
+	t.Parallel()
+	for seed := range uint64(8) {
+		r, err := model.Warm(model.Config{Nodes: 3, Layers: 1, LayerSize: 8 * mib, Up: 8 * mib, Down: 8 * mib, RegistryUp: 8 * mib, RTT: time.Millisecond, Seed: seed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.NodeUploadBytes[0] != r.Size || r.Egress != 0 || r.Failed != 0 {
+			t.Errorf("seed %d: the holder sent %d bytes of a %d-byte image (uploads %v), egress %d, %d failed; want one copy", seed, r.NodeUploadBytes[0], r.Size, r.NodeUploadBytes, r.Egress, r.Failed)
+		}
+	}
+}
