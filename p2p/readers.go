@@ -50,11 +50,11 @@ func (f *firstReaders) pointAt(dgst digest.Digest, asker peer.ID, now time.Time)
 }
 
 // streaming notes that dgst is streamed to p from its first byte at now:
-// p is its first reader unless another one is, lately.
+// p becomes its first reader as swarm.NewReader says.
 func (f *firstReaders) streaming(dgst digest.Digest, p peer.ID, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if r, ok := f.first[dgst]; ok && now.Sub(r.at) < swarm.LeftFor {
+	if r, ok := f.first[dgst]; ok && !swarm.NewReader(swarm.Holding{Reader: r.peer.String(), Since: r.at}, now) {
 		return
 	}
 	f.prune(now)

@@ -140,11 +140,10 @@ func (s *sim) pointAt(j, asker, b int) (int, bool) {
 }
 
 // streaming notes that node j streams blob b, held whole, to reader from
-// its first byte: reader is its first reader unless another one is,
-// lately.
+// its first byte: reader becomes its first reader as swarm.NewReader says.
 func (s *sim) streaming(j, reader, b int) {
 	k := [2]int{j, b}
-	if r, ok := s.first[k]; ok && s.at(s.now).Sub(s.at(r.at)) < swarm.LeftFor {
+	if r, ok := s.first[k]; ok && !swarm.NewReader(swarm.Holding{Reader: s.ids[r.peer], Since: s.at(r.at)}, s.at(s.now)) {
 		return
 	}
 	s.first[k] = leftTo{peer: reader, at: s.now}

@@ -127,3 +127,11 @@ type Holding struct {
 func PointAtReader(h Holding, now time.Time) bool {
 	return h.Asker != "" && !h.Led && h.Reader != "" && h.Reader != h.Asker && now.Sub(h.Since) < LeftFor
 }
+
+// NewReader says whether a holder that streams a blob from its first byte
+// to h.Asker, as PointAtReader allowed, records the asker as the blob's
+// first reader: when none is recorded, or the one recorded was streamed
+// the blob LeftFor ago or more.
+func NewReader(h Holding, now time.Time) bool {
+	return h.Reader == "" || now.Sub(h.Since) >= LeftFor
+}

@@ -65,3 +65,16 @@ func TestPointAtReader(t *testing.T) {
 		}
 	}
 }
+
+func TestNewReader(t *testing.T) {
+	now := time.Unix(1000, 0)
+	if !NewReader(Holding{Asker: "b"}, now) {
+		t.Error("no reader recorded: the asker is not the first reader")
+	}
+	if NewReader(Holding{Reader: "c", Since: now.Add(-time.Second), Asker: "b"}, now) {
+		t.Error("a reader a second old is replaced")
+	}
+	if !NewReader(Holding{Reader: "c", Since: now.Add(-LeftFor), Asker: "b"}, now) {
+		t.Error("a reader LeftFor old is kept")
+	}
+}
