@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -127,4 +128,12 @@ func (r *Router) FetchThrough(ctx context.Context, p string, dgst digest.Digest,
 		return nil, 0, err
 	}
 	return r.n.FetchThrough(ctx, id, dgst, off, registry, repo)
+}
+
+// OwnLinkSlow says whether, p having kept this node waiting for wait,
+// none of the node's other peers answers a ping in time: this node's own
+// link holds up what p sends (see Node.ownLinkSlow).
+func (r *Router) OwnLinkSlow(p string, wait time.Duration) bool {
+	id, err := decodePeer(p)
+	return err == nil && r.n.ownLinkSlow(id, wait)
 }

@@ -126,8 +126,10 @@ func (n *Node) watch(p peer.ID, addrs []ma.Multiaddr, d time.Duration, done func
 		// next retransmission, seconds after the link came back. Unless
 		// blob bytes crossed it meanwhile: the ping queued behind them on
 		// a full link, and closing the connection would end those
-		// streams, the peer's downloads from this node among them.
-		if !n.stats.flowedSince(p, pinged.Add(-watchInterval)) {
+		// streams, the peer's downloads from this node among them. Nor
+		// when this node's other peers do not answer either: its own link
+		// holds the ping up, and the connection carries its reads from p.
+		if !n.stats.flowedSince(p, pinged.Add(-watchInterval)) && n.host.Network().Connectedness(p) == network.Connected && !n.ownLinkSlow(p, watchPingTimeout) {
 			_ = n.host.Network().ClosePeer(p)
 		}
 		select {

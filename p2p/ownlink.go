@@ -1,0 +1,92 @@
+package p2p
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+
+	"github.com/shoal-dev/shoal/p2p/swarm"
+)
+
+// ownLinkPeers is how many of its other peers a node pings to measure its
+// own link: the first answer counts, so one frozen or cut-off peer among
+// them does not make the link look slow.
+const ownLinkPeers = 2
+
+// errNoOtherPeer: the node has no connected peer besides the one judged,
+// so its own link cannot be told apart from that peer.
+var errNoOtherPeer = errors.New("no other connected peer to compare with")
+
+// roundTripBeside pings up to ownLinkPeers of the peers this node is
+// connected to, other than exclude and those left out as silent, the ones
+// whose blob bytes crossed last first, over the connections already open,
+// and returns the first answer's round trip. It fails with errNoOtherPeer
+// when there is none to ask, and with ctx's error when none answered in
+// time.
+//
+// A node whose own link is cut or full sees every peer slow at once: its
+// pings queue behind what it sends and receives. A peer that alone is
+// slow or silent is the peer's doing.
+func (n *Node) roundTripBeside(ctx context.Context, exclude peer.ID) (time.Duration, error) {
+	others := n.comparePeers(exclude)
+	if len(others) == 0 {
+		return 0, errNoOtherPeer
+	}
+	ctx, cancel := context.WithCancel(network.WithNoDial(ctx, "own link probe"))
+	defer cancel() // ends the other pings
+	answers := make(chan time.Duration, len(others))
+	for _, p := range others {
+		go func() {
+			if res, ok := <-ping.Ping(ctx, n.host, p); ok && res.Error == nil {
+				answers <- res.RTT
+			}
+		}()
+	}
+	select {
+	case rtt := <-answers:
+		return rtt, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// comparePeers lists the peers roundTripBeside asks, at most ownLinkPeers.
+func (n *Node) comparePeers(exclude peer.ID) []peer.ID {
+	type cand struct {
+		id   peer.ID
+		last int64
+	}
+	var cs []cand
+	for _, p := range n.host.Network().Peers() {
+		if p == exclude || p == n.id || n.stats.isSilent(p) {
+			continue
+		}
+		cs = append(cs, cand{p, n.stats.peer(p).lastByte.Load()})
+	}
+	slices.SortFunc(cs, func(a, b cand) int { return cmp.Compare(b.last, a.last) })
+	out := make([]peer.ID, 0, ownLinkPeers)
+	for _, c := range cs[:min(len(cs), ownLinkPeers)] {
+		out = append(out, c.id)
+	}
+	return out
+}
+
+// ownLinkSlow says whether, exclude having kept this node waiting for
+// wait, none of the node's other peers (see roundTripBeside) answers a
+// ping within swarm.OwnLinkBudget(wait): the node's own link, not
+// exclude, is what holds exclude's bytes and answers up. False when there
+// is no other peer to ask.
+func (n *Node) ownLinkSlow(exclude peer.ID, wait time.Duration) bool {
+	ctx, cancel := context.WithTimeout(n.life, swarm.OwnLinkBudget(wait))
+	defer cancel()
+	start := time.Now()
+	rtt, err := n.roundTripBeside(ctx, exclude)
+	n.log.Debug("own link probed", "peer", exclude, "wait", wait, "rtt", rtt, "took", time.Since(start), "err", err)
+	return err != nil && !errors.Is(err, errNoOtherPeer) && n.life.Err() == nil
+}

@@ -1,0 +1,104 @@
+package p2p_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+
+	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/p2p/p2ptest"
+)
+
+// connectedMesh starts n nodes and waits until node 0 has a connection to
+// every other.
+func connectedMesh(t *testing.T, n int) *p2ptest.Cluster {
+	t.Helper()
+	c := p2ptest.Start(t, n, p2ptest.Options{})
+	c.WaitMembers(t, n, 20*time.Second)
+	p2ptest.Eventually(t, 20*time.Second, func() error {
+		for _, o := range c.Nodes[1:] {
+			if p2p.Host(c.Nodes[0]).Network().Connectedness(o.ID()) != network.Connected {
+				return fmt.Errorf("node 0 has no connection to %s", o.ID())
+			}
+		}
+		return nil
+	})
+	return c
+}
+
+// TestOwnLinkSlow: a peer that kept this node waiting is laid to the
+// node's own link only when none of its other peers answers a ping in
+// time either; the peer judged does not count, answering or not.
+func TestOwnLinkSlow(t *testing.T) {
+	t.Parallel()
+	c := connectedMesh(t, 3)
+	r := c.Nodes[0].Router()
+	judged, other := c.Nodes[1], c.Nodes[2]
+	wait := 400 * time.Millisecond
+	if r.OwnLinkSlow(judged.ID().String(), wait) {
+		t.Fatal("own link slow while another peer answers")
+	}
+	// The other peer's pings go unanswered, as they would behind a full
+	// link; the judged peer still answers, and is not asked.
+	p2p.Host(other).RemoveStreamHandler(ping.ID)
+	if !r.OwnLinkSlow(judged.ID().String(), wait) {
+		t.Error("own link not slow while the only other peer does not answer")
+	}
+	if r.OwnLinkSlow(other.ID().String(), wait) {
+		t.Error("own link slow while the peer judged is the one that does not answer")
+	}
+}
+
+// TestSilentWatchKeepsTheConnectionWhenTheOwnLinkIsSlow: a peer left out
+// as silent, whose pings go unanswered while no blob byte crosses its
+// connection, has that connection closed, and a stream from it ends; unless
+// the node's other peers do not answer either: the node's own link holds
+// the pings up, and the stream carries on once read again.
+func TestSilentWatchKeepsTheConnectionWhenTheOwnLinkIsSlow(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name        string
+		otherSilent bool
+	}{
+		{"another peer answers", false},
+		{"no other peer answers", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := connectedMesh(t, 3)
+			client, holder, other := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+			data := bytes.Repeat([]byte("a blob read after a pause "), 40<<10) // about 1 MiB
+			blob := c.Contents[1].Add(data)
+			waitProviders(t, client, blob, []peer.ID{holder.ID()}, 20*time.Second)
+			p2p.Host(holder).RemoveStreamHandler(ping.ID)
+			if tc.otherSilent {
+				p2p.Host(other).RemoveStreamHandler(ping.ID)
+			}
+			body, _, err := client.Fetch(t.Context(), holder.ID(), blob, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer body.Close()
+			head := make([]byte, 1024)
+			if _, err := io.ReadFull(body, head); err != nil {
+				t.Fatal(err)
+			}
+			// Nothing read for long enough for the watch to ping the
+			// holder several times, each ping unanswered.
+			client.Silent(holder.ID())
+			time.Sleep(2 * time.Second)
+			rest, err := io.ReadAll(body)
+			got := append(head, rest...)
+			kept := err == nil && bytes.Equal(got, data)
+			if kept != tc.otherSilent {
+				t.Errorf("read %d of %d bytes after the pause (err %v); want the stream kept: %v", len(got), len(data), err, tc.otherSilent)
+			}
+		})
+	}
+}
