@@ -15,9 +15,10 @@ import (
 )
 
 // ownLinkPeers is how many of its other peers a node pings to measure its
-// own link: the first answer counts, so one frozen or cut-off peer among
-// them does not make the link look slow.
-const ownLinkPeers = 2
+// own link: the first answer counts, so that peers frozen or cut off
+// together (the ones the node was reading from, whose bytes crossed last)
+// do not make the link look slow while one of the others answers.
+const ownLinkPeers = 4
 
 // errNoOtherPeer: the node has no connected peer besides the one judged,
 // so its own link cannot be told apart from that peer.
