@@ -871,9 +871,13 @@ type fetch struct {
 	// The watchdog cancels the request when no byte came for stall,
 	// headers included; or for arrival once past the bytes a peer still
 	// receiving the blob held when it answered (past, see errNotArriving).
+	// A peer whose wait the node's own link explains gets another round
+	// (see expired). lastByte: when the request was sent or the last byte
+	// came, in Unix nanoseconds.
 	watchdog       *time.Timer
 	stall, arrival time.Duration
 	past           atomic.Bool
+	lastByte       atomic.Int64
 
 	// What the source said: the blob's size, and how many bytes from the
 	// start it held (arriving: a part only).
@@ -895,14 +899,40 @@ func (r *Resolver) newFetch(ctx context.Context, cancel context.CancelCauseFunc,
 	if src.stall > 0 {
 		f.stall = src.stall
 	}
-	f.watchdog = time.AfterFunc(f.stall, func() {
-		if f.past.Load() {
-			cancel(errNotArriving)
-		} else {
-			cancel(errStalled)
-		}
-	})
+	f.lastByte.Store(time.Now().UnixNano())
+	f.watchdog = time.AfterFunc(f.stall, f.expired)
 	return f
+}
+
+// expired ends the request, its watchdog having fired: no byte came in
+// time. A peer is kept, the watchdog armed again, while the node's own
+// link explains the wait (see Resolver.ownLinkExcuses); a byte that came
+// while that was asked rearmed it already.
+func (f *fetch) expired() {
+	last := f.lastByte.Load()
+	wait := time.Since(time.Unix(0, last))
+	if f.src.kind == SourcePeer && f.r.ownLinkExcuses(f.src.peer, wait) {
+		if f.lastByte.Load() == last {
+			f.watchdog.Reset(f.armed())
+		}
+		return
+	}
+	if f.lastByte.Load() != last {
+		return
+	}
+	if f.past.Load() {
+		f.cancel(errNotArriving)
+	} else {
+		f.cancel(errStalled)
+	}
+}
+
+// armed is the watchdog's time for the next byte (see rearm).
+func (f *fetch) armed() time.Duration {
+	if f.past.Load() {
+		return f.arrival
+	}
+	return f.stall
 }
 
 // open asks the source for the blob from off, telling it the size when
@@ -954,6 +984,7 @@ func (f *fetch) sized(ing store.Ingest, begin func(int64) (store.Ingest, error))
 // rearm gives the source, having sent up to at, its time for the next
 // byte: arrival past what an arriving peer held, stall otherwise.
 func (f *fetch) rearm(at int64) {
+	f.lastByte.Store(time.Now().UnixNano())
 	if f.arriving && at >= f.have {
 		f.past.Store(true)
 		f.watchdog.Reset(f.arrival)
@@ -1019,14 +1050,15 @@ func (f *fetch) write(b []byte) (done bool, err error) {
 // judge's verdict when one ended it.
 func (f *fetch) cut(err error) error {
 	at := f.off + f.n
+	quiet := time.Since(time.Unix(0, f.lastByte.Load())).Round(time.Millisecond)
 	switch c := context.Cause(f.ctx); {
 	case c == errStalled:
-		return fmt.Errorf("blob %s: no byte from %s for %s at offset %d: %w", f.req.Digest, f.src, f.stall, at, errStalled)
+		return fmt.Errorf("blob %s: no byte from %s for %s at offset %d: %w", f.req.Digest, f.src, quiet, at, errStalled)
 	case errors.Is(c, errStalled), errors.Is(c, errSlow):
 		// The judge's verdict on a peer's stream.
 		return fmt.Errorf("blob %s: %s at offset %d: %w", f.req.Digest, f.src, at, c)
 	case errors.Is(c, errNotArriving):
-		return fmt.Errorf("blob %s: %s held %d bytes of %d when it answered, and sent none past %d for %s: %w: %w", f.req.Digest, f.src, f.have, f.size, at, f.r.cfg.ArrivalStall, errNotArriving, errdefs.ErrOutOfRange)
+		return fmt.Errorf("blob %s: %s held %d bytes of %d when it answered, and sent none past %d for %s: %w: %w", f.req.Digest, f.src, f.have, f.size, at, quiet, errNotArriving, errdefs.ErrOutOfRange)
 	}
 	return err
 }

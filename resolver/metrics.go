@@ -12,6 +12,7 @@ type metrics struct {
 	backoffUntil   *prometheus.GaugeVec   // by registry
 	rateLimited    *prometheus.CounterVec // by registry
 	judged         *prometheus.CounterVec // peer streams given up, by reason
+	ownLinkExcused prometheus.Counter
 	tagLookups     *prometheus.CounterVec // by source
 	tagFallbacks   *prometheus.CounterVec // by reason
 	tagServed      *prometheus.CounterVec // by result
@@ -56,6 +57,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_peer_streams_abandoned_total",
 			Help: "Streams from peers given up for the next source mid-blob, by reason: silent (a read waited several times its usual wait, at least --peer-stall) or slow (below a fifth of the rate it had shown).",
 		}, []string{"reason"}),
+		ownLinkExcused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_peer_waits_laid_to_own_link_total",
+			Help: "Times a peer that kept this node waiting (a silent stream, an unanswered request or ping) was kept because the node's other peers did not answer a ping in time either: the node's own link was the cause.",
+		}),
 		tagLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_tag_lookups_total",
 			Help: "Tags resolved for this node's containerd, by the source of the answer: cache (an answer younger than --tag-ttl), designated (the tag's designated node), registry (this node's own registry look-up), mesh (the registry unreachable: containerd's image, the node's last answer, or the members').",
@@ -83,7 +88,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.tagFallbacks.WithLabelValues(s)
 	}
 	if reg != nil {
-		reg.MustRegister(m.lookups, m.downloads, m.sourceBytes, m.inflightBlobs, m.verifyFailures, m.prefetched, m.backoffUntil, m.rateLimited, m.judged,
+		reg.MustRegister(m.lookups, m.downloads, m.sourceBytes, m.inflightBlobs, m.verifyFailures, m.prefetched, m.backoffUntil, m.rateLimited, m.judged, m.ownLinkExcused,
 			m.tagLookups, m.tagFallbacks, m.tagServed, m.coordinated)
 	}
 	return m

@@ -42,7 +42,8 @@ const minProbeTimeout = 200 * time.Millisecond
 const pingTries = 2
 
 // answersPing says whether peer p answers one of pingTries pings, each
-// given probeTimeout.
+// given probeTimeout, or is excused for not answering: the node's other
+// peers do not answer in time either (see ownLinkExcuses).
 func (r *Resolver) answersPing(s Silencer, p string) bool {
 	for range pingTries {
 		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.probeTimeout())
@@ -52,7 +53,21 @@ func (r *Resolver) answersPing(s Silencer, p string) bool {
 			return ok
 		}
 	}
-	return false
+	return r.ownLinkExcuses(p, pingTries*r.cfg.probeTimeout())
+}
+
+// ownLinkExcuses says whether peer p, having kept this node waiting for
+// wait (silent, or its answer or ping not come), is kept rather than given
+// up: wait is under StallTimeout, and the node's other peers do not answer
+// a ping in time either (see swarm.OwnLinkBudget), so the node's own link
+// is what holds p's bytes up.
+func (r *Resolver) ownLinkExcuses(p string, wait time.Duration) bool {
+	lj, ok := r.router.(LinkJudge)
+	if !ok || p == "" || wait >= r.cfg.StallTimeout || !lj.OwnLinkSlow(p, wait) {
+		return false
+	}
+	r.m.ownLinkExcused.Inc()
+	return true
 }
 
 // Rules for a stream from a peer that holds the bytes it sends. A peer's
@@ -474,8 +489,11 @@ type judge struct {
 	until int64 // silence is judged while reading below this offset
 	// probe says whether the peer answers a ping (nil: no way to ask);
 	// probed is set once it answered during the Read in progress.
-	probe        func() bool
-	probed       bool
+	probe  func() bool
+	probed bool
+	// ownLink says whether a silence of the given length is laid to the
+	// node's own link (see Resolver.ownLinkExcuses); nil: never.
+	ownLink      func(quiet time.Duration) bool
 	probeTimeout time.Duration
 	peer         string
 	// seen, when set, is told the best rate the stream reached when it
@@ -516,6 +534,7 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 	if s, ok := r.router.(Silencer); ok {
 		j.probe = func() bool { return r.answersPing(s, src.peer) }
 	}
+	j.ownLink = func(quiet time.Duration) bool { return r.ownLinkExcuses(src.peer, quiet) }
 	j.peer = src.peer
 	j.node.join(j)
 	go func() {
@@ -565,6 +584,10 @@ func (r *Resolver) countStream() *judge {
 
 // verdict says why the stream should be given up at now, or nil.
 //
+// A silent or slow stream is kept while the node's own link explains it
+// (see Resolver.ownLinkExcuses): its other peers do not answer a ping in
+// time either.
+//
 // A relaying peer silent past PeerStall is pinged, once per silence: a
 // peer that does not answer is frozen or cut off, and its stream is given
 // up as silent; one that answers is left to wait on its own source. A
@@ -579,8 +602,14 @@ func (j *judge) verdict(now time.Time) error {
 	silent := j.p.relayed && quiet >= limit
 	ask := j.probe != nil && ((silent && !j.probed) || (err != nil && j.p.relayed && quiet >= time.Duration(relayQuietShare*float64(j.p.stall))))
 	j.trickles.Store(j.p.trickling())
+	window := j.p.window
 	j.mu.Unlock()
-	if (silent || errors.Is(err, errStalled)) && j.excused(quiet, limit) {
+	if (silent || errors.Is(err, errStalled)) && (j.excused(quiet, limit) || j.laidToOwnLink(quiet)) {
+		return nil
+	}
+	if errors.Is(err, errSlow) && j.laidToOwnLink(window) {
+		// Measured over a window or more, with the download waiting
+		// on it for half of that: the node's own link is as slow.
 		return nil
 	}
 	if !ask {
@@ -609,6 +638,12 @@ func (j *judge) verdict(now time.Time) error {
 // deliver nothing), is not excused.
 func (j *judge) excused(quiet, limit time.Duration) bool {
 	return quiet < min(ownLinkSilences*limit, j.p.ceiling) && j.node.othersTrickle(j)
+}
+
+// laidToOwnLink says whether a wait of d on the peer is laid to the node's
+// own link (see ownLink).
+func (j *judge) laidToOwnLink(d time.Duration) bool {
+	return j.ownLink != nil && j.ownLink(d)
 }
 
 // reading records that a Read of the stream begins.

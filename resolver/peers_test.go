@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,6 +31,10 @@ type fakePeer struct {
 	slow    bool  // send 64 KiB every 10 ms
 	dropAt  int64 // send 32 KiB every 10 ms up to this offset, then 1 KiB (0: never)
 	hang    bool  // never answer
+	// pauseAt, pauseFor: send nothing for pauseFor at this offset, then
+	// the rest (0: never).
+	pauseAt  int64
+	pauseFor time.Duration
 	// answerAfter holds the answer back this long: a designated peer
 	// whose own registry is slow to answer.
 	answerAfter time.Duration
@@ -97,6 +102,9 @@ func (f *fakeRouter) Fetch(ctx context.Context, p string, d digest.Digest, off i
 	if fp.stallAt > 0 {
 		r = io.MultiReader(io.LimitReader(r, fp.stallAt-off), stallReader{ctx})
 	}
+	if fp.pauseAt > off {
+		r = io.MultiReader(io.LimitReader(r, fp.pauseAt-off), pauseReader{ctx, fp.pauseFor}, r)
+	}
 	if fp.slow {
 		r = &slowReader{ctx: ctx, r: r}
 	}
@@ -115,6 +123,21 @@ type stallReader struct{ ctx context.Context }
 func (s stallReader) Read([]byte) (int, error) {
 	<-s.ctx.Done()
 	return 0, context.Cause(s.ctx)
+}
+
+// pauseReader sends nothing for d, then ends.
+type pauseReader struct {
+	ctx context.Context
+	d   time.Duration
+}
+
+func (p pauseReader) Read([]byte) (int, error) {
+	select {
+	case <-time.After(p.d):
+		return 0, io.EOF
+	case <-p.ctx.Done():
+		return 0, context.Cause(p.ctx)
+	}
 }
 
 // slowReader sends 64 KiB every 10 ms, and records how much it sent.
@@ -571,6 +594,62 @@ func ownLinkCut(t *testing.T, pause time.Duration) {
 	defer router.mu.Unlock()
 	if want := []string{"p@0"}; !slices.Equal(router.fetches, want) || askedForPeerBlob.Load() {
 		t.Errorf("fetches %v, and the registry was asked for the peer's blob: %v; want %v only", router.fetches, askedForPeerBlob.Load(), want)
+	}
+}
+
+// linkJudgingRouter is a fakeRouter that says whether the node's own
+// link is slow: whether its other peers fail to answer a ping in time.
+type linkJudgingRouter struct {
+	*fakeRouter
+	ownSlow bool
+	asked   atomic.Int32
+}
+
+func (r *linkJudgingRouter) OwnLinkSlow(string, time.Duration) bool {
+	r.asked.Add(1)
+	return r.ownSlow
+}
+
+// TestSilenceLaidToTheOwnLink: a peer's stream falls silent for a second
+// and a half mid-blob, where PeerStall is 200 ms. When the node's other
+// peers answer a ping in time, the peer is given up and the next one
+// resumes the blob; when they do not, the node's own link is what holds
+// the bytes up, and the peer is kept to the end: the next source's bytes
+// would come through the same link.
+func TestSilenceLaidToTheOwnLink(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		ownSlow bool
+		want    func(fetches []string) bool
+	}{
+		{"other peers answer", false, func(f []string) bool { return len(f) == 2 && f[0] == "a@0" && strings.HasPrefix(f[1], "b@") }},
+		{"no other peer answers", true, func(f []string) bool { return slices.Equal(f, []string{"a@0"}) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			body := randomBytes(t, 4<<20)
+			router := &linkJudgingRouter{ownSlow: tc.ownSlow, fakeRouter: &fakeRouter{order: []string{"a", "b"}, peers: map[string]fakePeer{
+				"a": {data: body, pauseAt: 1 << 20, pauseFor: 1500 * time.Millisecond},
+				"b": {data: body},
+			}}}
+			f := newFixture(t, resolver.Config{StallTimeout: 10 * time.Second, PeerStall: 200 * time.Millisecond, PeerSlowWindow: 300 * time.Millisecond, PieceSize: -1}, resolver.Sources{Router: router})
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: digest.FromBytes(body)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
+				t.Fatalf("read %d bytes, err %v", len(got), err)
+			}
+			f.res.Close()
+			router.mu.Lock()
+			defer router.mu.Unlock()
+			if !tc.want(router.fetches) || router.asked.Load() == 0 {
+				t.Errorf("fetches %v, own link asked %d times", router.fetches, router.asked.Load())
+			}
+		})
 	}
 }
 

@@ -152,6 +152,16 @@ type Silencer interface {
 	Answers(ctx context.Context, p string) bool
 }
 
+// LinkJudge is a Router that can tell this node's own slow link from a
+// slow peer (see swarm.OwnLinkBudget).
+type LinkJudge interface {
+	// OwnLinkSlow says whether, p having kept this node waiting for
+	// wait, none of the node's other peers answers a ping within
+	// swarm.OwnLinkBudget(wait) either; false when there is no other
+	// peer to ask.
+	OwnLinkSlow(p string, wait time.Duration) bool
+}
+
 // Designator is a Router that also names, for each digest, the peers that
 // should fetch it from the registry for the whole cluster (rendezvous
 // hashing over the live members), so that a new image is pulled from the
