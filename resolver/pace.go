@@ -58,12 +58,21 @@ func (r *Resolver) answersPing(s Silencer, p string) bool {
 
 // ownLinkExcuses says whether peer p, having kept this node waiting for
 // wait (silent, or its answer or ping not come), is kept rather than given
-// up: wait is under StallTimeout, and the node's other peers do not answer
-// a ping in time either (see swarm.OwnLinkBudget), so the node's own link
-// is what holds p's bytes up.
+// up: wait is under StallTimeout, the node as a whole receives under
+// idleLinkShare of its best second, and its other peers do not answer a
+// ping in time either (see swarm.OwnLinkBudget), so the node's own link is
+// what holds p's bytes up. A node that receives near its best carries
+// bytes fine: when every other peer it can ask is frozen or throttled
+// itself, their silence says nothing of its link.
 func (r *Resolver) ownLinkExcuses(p string, wait time.Duration) bool {
 	lj, ok := r.router.(LinkJudge)
-	if !ok || p == "" || wait >= r.cfg.StallTimeout || !lj.OwnLinkSlow(p, wait) {
+	if !ok || p == "" || wait >= r.cfg.StallTimeout {
+		return false
+	}
+	if rate, best, _, _ := r.pace.state(time.Now()); best == 0 || rate >= idleLinkShare*best {
+		return false
+	}
+	if !lj.OwnLinkSlow(p, wait) {
 		return false
 	}
 	r.m.ownLinkExcused.Inc()

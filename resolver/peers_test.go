@@ -611,11 +611,11 @@ func (r *linkJudgingRouter) OwnLinkSlow(string, time.Duration) bool {
 }
 
 // TestSilenceLaidToTheOwnLink: a peer's stream falls silent for a second
-// and a half mid-blob, where PeerStall is 200 ms. When the node's other
-// peers answer a ping in time, the peer is given up and the next one
-// resumes the blob; when they do not, the node's own link is what holds
-// the bytes up, and the peer is kept to the end: the next source's bytes
-// would come through the same link.
+// and a half mid-blob, where PeerStall is 200 ms, and the node receives
+// nothing else. When the node's other peers answer a ping in time, the
+// peer is given up and the next one resumes the blob; when they do not,
+// the node's own link is what holds the bytes up, and the peer is kept to
+// the end: the next source's bytes would come through the same link.
 func TestSilenceLaidToTheOwnLink(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -630,7 +630,9 @@ func TestSilenceLaidToTheOwnLink(t *testing.T) {
 			t.Parallel()
 			body := randomBytes(t, 4<<20)
 			router := &linkJudgingRouter{ownSlow: tc.ownSlow, fakeRouter: &fakeRouter{order: []string{"a", "b"}, peers: map[string]fakePeer{
-				"a": {data: body, pauseAt: 1 << 20, pauseFor: 1500 * time.Millisecond},
+				// Measured over a whole window before it pauses: the
+				// node's best second is known.
+				"a": {data: body, slow: true, pauseAt: 3 << 20, pauseFor: 1500 * time.Millisecond},
 				"b": {data: body},
 			}}}
 			f := newFixture(t, resolver.Config{StallTimeout: 10 * time.Second, PeerStall: 200 * time.Millisecond, PeerSlowWindow: 300 * time.Millisecond, PieceSize: -1}, resolver.Sources{Router: router})
