@@ -477,7 +477,7 @@ func TestPeerJudgedByItsPace(t *testing.T) {
 // pullWithRegistry pulls body through a resolver with cfg, whose peers are
 // router's and whose registry holds body too, checks what it read, and
 // closes the resolver.
-func pullWithRegistry(t *testing.T, cfg resolver.Config, router *fakeRouter, body []byte) *fixture {
+func pullWithRegistry(t *testing.T, cfg resolver.Config, router resolver.Router, body []byte) *fixture {
 	t.Helper()
 	f := newFixture(t, cfg, resolver.Sources{Router: router})
 	f.up.push(t, "a", body)
@@ -635,17 +635,7 @@ func TestSilenceLaidToTheOwnLink(t *testing.T) {
 				"a": {data: body, slow: true, pauseAt: 3 << 20, pauseFor: 1500 * time.Millisecond},
 				"b": {data: body},
 			}}}
-			f := newFixture(t, resolver.Config{StallTimeout: 10 * time.Second, PeerStall: 200 * time.Millisecond, PeerSlowWindow: 300 * time.Millisecond, PieceSize: -1}, resolver.Sources{Router: router})
-			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-			defer cancel()
-			b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: digest.FromBytes(body)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
-				t.Fatalf("read %d bytes, err %v", len(got), err)
-			}
-			f.res.Close()
+			pullWithRegistry(t, resolver.Config{StallTimeout: 10 * time.Second, PeerStall: 200 * time.Millisecond, PeerSlowWindow: 300 * time.Millisecond, PieceSize: -1}, router, body)
 			router.mu.Lock()
 			defer router.mu.Unlock()
 			if !tc.want(router.fetches) || router.asked.Load() == 0 {
