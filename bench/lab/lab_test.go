@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -11,12 +12,19 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if role, ok := os.LookupEnv(floorRoleEnv); ok {
+		if err := runFloorRole(role); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	goleak.VerifyTestMain(m)
 }
 
 // requireRoot fails a test that needs root and real binaries when they are
 // missing: a skip would hide a gap. -short runs the unit tests alone.
-func requireRoot(t *testing.T, binaries ...string) {
+func requireRoot(t testing.TB, binaries ...string) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts real processes; -short runs unit tests only")
@@ -37,11 +45,11 @@ func requireRoot(t *testing.T, binaries ...string) {
 }
 
 // testLogger writes the package's logs to the test log.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
-type tWriter struct{ t *testing.T }
+type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Helper()

@@ -22,7 +22,7 @@ const testNetPrefix = "labt"
 
 // testNetworkName returns a name unique to this test process and removes
 // the networks of test processes that died before their cleanups ran.
-func testNetworkName(t *testing.T, suffix string) string {
+func testNetworkName(t testing.TB, suffix string) string {
 	t.Helper()
 	names, err := ListNetns()
 	if err != nil {
