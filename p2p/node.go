@@ -21,7 +21,6 @@ import (
 	"github.com/libp2p/go-libp2p-kad-dht/records"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -200,9 +199,7 @@ func New(cfg Config, content Content) (*Node, error) {
 	if n.protection == ProtectPSK {
 		opts = append(opts, libp2p.PrivateNetwork(deriveKey(cfg.ClusterKey, infoPSK)))
 	}
-	if cfg.noise {
-		opts = append(opts, libp2p.Security(noise.ID, noise.New))
-	}
+	opts = append(opts, wireOptions(cfg)...)
 	if cfg.AdvertiseIP != "" {
 		adv := net.ParseIP(cfg.AdvertiseIP)
 		opts = append(opts, libp2p.AddrsFactory(func(addrs []ma.Multiaddr) []ma.Multiaddr {
