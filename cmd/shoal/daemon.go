@@ -172,7 +172,7 @@ keyed mesh, and only from a registry this node mirrors (--registries).`,
 	f.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "the cluster's shared key (shoal keygen), mode 0600; encrypts gossip and admits only members; required with --p2p unless --insecure-open-mesh (default none)")
 	f.BoolVar(&o.insecureOpenMesh, "insecure-open-mesh", false, "run the mesh without a cluster key: anyone who reaches the p2p and gossip ports can join and fetch every blob; no node fetches for a peer; warned at start and hourly (default off: a key is required)")
 	f.BoolVar(&o.allowLooseKeys, "allow-loose-key-permissions", false, "load a cluster or identity key that group or others can read or write, with a warning (default off: refuse to start)")
-	f.StringVar(&o.protection, "p2p-protection", "gater", "with a cluster key, how libp2p keeps non-members out: gater (admit member peer IDs only) or psk (private network; a second cipher, about half the throughput)")
+	f.StringVar(&o.protection, "p2p-protection", "gater", "with a cluster key, how libp2p keeps non-members out: gater (admit member peer IDs only) or psk (private network; a second cipher, under half the throughput)")
 	f.IntVar(&o.maxUploads, "max-uploads", 4, "blob streams this node serves to peers at once; more are told to try another peer, except for a blob it streams to nobody (up to twice this)")
 	f.Float64Var(&o.maxUploadMbit, "max-upload-mbit", 0, "cap on blob bytes sent to peers in Mbit/s, all streams together; the wire adds a few per cent (default 0: no cap)")
 	f.Float64Var(&o.maxDownMbit, "max-download-mbit", 0, "cap on blob bytes received from peers in Mbit/s, all streams together; registry downloads are not capped (default 0: no cap)")
