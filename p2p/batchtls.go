@@ -76,17 +76,18 @@ func newBatchedTLS(id protocol.ID, key crypto.PrivKey, muxers []tptu.StreamMuxer
 func (t *batchedTLS) ID() protocol.ID { return t.tls.ID() }
 
 func (t *batchedTLS) SecureInbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
-	raw := newBatchedConn(insecure)
-	sc, err := t.tls.SecureInbound(ctx, raw, p)
-	if err != nil {
-		return nil, err
-	}
-	return &batchedSecureConn{SecureConn: sc, raw: raw}, nil
+	return secureBatched(insecure, func(c net.Conn) (sec.SecureConn, error) { return t.tls.SecureInbound(ctx, c, p) })
 }
 
 func (t *batchedTLS) SecureOutbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
+	return secureBatched(insecure, func(c net.Conn) (sec.SecureConn, error) { return t.tls.SecureOutbound(ctx, c, p) })
+}
+
+// secureBatched runs handshake, one of TLS's, over insecure as a
+// batchedConn.
+func secureBatched(insecure net.Conn, handshake func(net.Conn) (sec.SecureConn, error)) (sec.SecureConn, error) {
 	raw := newBatchedConn(insecure)
-	sc, err := t.tls.SecureOutbound(ctx, raw, p)
+	sc, err := handshake(raw)
 	if err != nil {
 		return nil, err
 	}
