@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p-kad-dht/records"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
@@ -173,43 +174,8 @@ func New(cfg Config, content Content) (*Node, error) {
 		}
 	}()
 
-	listen, err := listenMultiaddr(cfg.P2PAddr)
-	if err != nil {
-		return nil, fmt.Errorf("p2p: p2p address: %w", err)
-	}
-	opts := []libp2p.Option{
-		libp2p.Identity(key),
-		libp2p.ListenAddrs(listen),
-		// TCP only: the private-network PSK works over TCP alone, and one
-		// transport keeps the protections comparable. No port reuse: it
-		// serves NAT hole punching, which a cluster does not need, and two
-		// members that dial each other at once from their listen ports
-		// collide on one TCP 4-tuple and both fail.
-		libp2p.Transport(tcp.NewTCPTransport, tcpOptions(cfg)...),
-		libp2p.DisableRelay(),
-		libp2p.DisableMetrics(),
-		libp2p.ConnectionGater(n.gater),
-		libp2p.WithDialTimeout(cfg.Timing.DialTimeout),
-	}
-	rm, err := resourceManager()
-	if err != nil {
-		return nil, fmt.Errorf("p2p: resource manager: %w", err)
-	}
-	opts = append(opts, libp2p.ResourceManager(rm))
-	if n.protection == ProtectPSK {
-		opts = append(opts, libp2p.PrivateNetwork(deriveKey(cfg.ClusterKey, infoPSK)))
-	}
-	opts = append(opts, wireOptions(cfg)...)
-	if cfg.AdvertiseIP != "" {
-		adv := net.ParseIP(cfg.AdvertiseIP)
-		opts = append(opts, libp2p.AddrsFactory(func(addrs []ma.Multiaddr) []ma.Multiaddr {
-			return advertiseAddrs(addrs, adv)
-		}))
-	}
-	n.host, err = libp2p.New(opts...)
-	if err != nil {
-		_ = rm.Close()
-		return nil, fmt.Errorf("p2p: libp2p host: %w", err)
+	if n.host, err = newHost(cfg, key, n.protection, n.gater); err != nil {
+		return nil, err
 	}
 
 	meta, err := encodeMetaVersion(id, n.cfg.Version, n.cfg.Labels, orderAddrs(n.host.Addrs()), memberlist.MetaMaxSize)
@@ -227,22 +193,76 @@ func New(cfg Config, content Content) (*Node, error) {
 	local := n.ml.LocalNode()
 	n.gossipAddr = net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port)))
 
-	n.dht, err = dht.New(n.host,
+	if n.dht, err = newDHT(n.host, cfg.ProvideTTL, n.bootstrapPeers); err != nil {
+		return nil, err
+	}
+	ok = true
+	return n, nil
+}
+
+// newHost builds the node's libp2p host: TCP only, listening on
+// cfg.P2PAddr, admitting the peers gater admits, secured and multiplexed as
+// wireOptions says, and behind a private-network PSK with ProtectPSK.
+func newHost(cfg Config, key crypto.PrivKey, protection Protection, g *gater) (host.Host, error) {
+	listen, err := listenMultiaddr(cfg.P2PAddr)
+	if err != nil {
+		return nil, fmt.Errorf("p2p: p2p address: %w", err)
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(key),
+		libp2p.ListenAddrs(listen),
+		// TCP only: the private-network PSK works over TCP alone, and one
+		// transport keeps the protections comparable. No port reuse: it
+		// serves NAT hole punching, which a cluster does not need, and two
+		// members that dial each other at once from their listen ports
+		// collide on one TCP 4-tuple and both fail.
+		libp2p.Transport(tcp.NewTCPTransport, tcpOptions(cfg)...),
+		libp2p.DisableRelay(),
+		libp2p.DisableMetrics(),
+		libp2p.ConnectionGater(g),
+		libp2p.WithDialTimeout(cfg.Timing.DialTimeout),
+	}
+	rm, err := resourceManager()
+	if err != nil {
+		return nil, fmt.Errorf("p2p: resource manager: %w", err)
+	}
+	opts = append(opts, libp2p.ResourceManager(rm))
+	if protection == ProtectPSK {
+		opts = append(opts, libp2p.PrivateNetwork(deriveKey(cfg.ClusterKey, infoPSK)))
+	}
+	opts = append(opts, wireOptions(cfg)...)
+	if cfg.AdvertiseIP != "" {
+		adv := net.ParseIP(cfg.AdvertiseIP)
+		opts = append(opts, libp2p.AddrsFactory(func(addrs []ma.Multiaddr) []ma.Multiaddr {
+			return advertiseAddrs(addrs, adv)
+		}))
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		_ = rm.Close()
+		return nil, fmt.Errorf("p2p: libp2p host: %w", err)
+	}
+	return h, nil
+}
+
+// newDHT starts the node's Kademlia DHT on h: a server under DHTPrefix that
+// keeps provider records only, for ttl.
+func newDHT(h host.Host, ttl time.Duration, bootstrap func() []peer.AddrInfo) (*dht.IpfsDHT, error) {
+	d, err := dht.New(h,
 		dht.Mode(dht.ModeServer),
 		dht.ProtocolPrefix(DHTPrefix),
 		dht.DisableValues(),
-		dht.BootstrapPeersFunc(n.bootstrapPeers),
+		dht.BootstrapPeersFunc(bootstrap),
 		dht.ProviderManagerOpts(
-			records.ProvideValidity(cfg.ProvideTTL),
-			records.ProviderAddrTTL(cfg.ProvideTTL),
-			records.CleanupInterval(min(cfg.ProvideTTL/2, time.Hour)),
+			records.ProvideValidity(ttl),
+			records.ProviderAddrTTL(ttl),
+			records.CleanupInterval(min(ttl/2, time.Hour)),
 		),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: dht: %w", err)
 	}
-	ok = true
-	return n, nil
+	return d, nil
 }
 
 func (n *Node) memberlistConfig(meta []byte) (*memberlist.Config, error) {
