@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -189,14 +190,15 @@ func (d *droppingReader) Read(b []byte) (int, error) {
 type sharedLink struct {
 	streams  int
 	cutAfter int64
-	// paused sends nothing for pause, a second and a half after the link
-	// is cut: by then the node's other streams show the cut.
-	paused string
-	pause  time.Duration
-	mu     sync.Mutex
-	sent   map[string]int64
-	cut    atomic.Bool
-	cutAt  time.Time
+	// paused sends nothing for pause, pauseAfter after the link is cut:
+	// by then the node's other streams show the cut.
+	paused     string
+	pause      time.Duration
+	pauseAfter time.Duration
+	mu         sync.Mutex
+	sent       map[string]int64
+	cut        atomic.Bool
+	cutAt      time.Time
 }
 
 // The link's rates, bytes per second, and what a stream may bank.
@@ -238,7 +240,7 @@ func (l *sharedLink) add(name string, n int) {
 func (l *sharedLink) pauseDue(name string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return name == l.paused && l.pause > 0 && now.Sub(l.cutAt) >= 3*time.Second/2
+	return name == l.paused && l.pause > 0 && now.Sub(l.cutAt) >= l.pauseAfter
 }
 
 type linkReader struct {
@@ -546,14 +548,32 @@ func TestOwnLinkCutKeepsThePeer(t *testing.T) {
 }
 
 func ownLinkCut(t *testing.T, pause time.Duration) {
-	const cutAfter = 3 * linkFast / 2 // a second and a half at the link's full rate
-	fromPeer, fromRegistry := randomBytes(t, cutAfter+160<<10), randomBytes(t, cutAfter+320<<10)
-	// Cut once each stream has sent cutAfter: both are open and measured
-	// over a whole window.
+	// The resolver judges by the wall clock, so each rule the test relies
+	// on is given room to spare for a loaded machine's late wake-ups:
+	//   - window: the peer's rate is measured over two seconds, and the
+	//     link is cut once both streams sent two and a half seconds' worth
+	//     at its full rate, so each stream's best is measured whole;
+	//   - the pause starts pauseAfter the cut, when the registry's stream
+	//     has trickled for a whole window (othersTrickle holds);
+	//   - a silence is excused up to ownLinkSilences × PeerStall = 1.2 s,
+	//     over twice the pause;
+	//   - after the pause, the peer's stream still has two thirds of the
+	//     registry's rate over the window, where the rule for a node that
+	//     reads from two sources asks for a third.
+	// The peer's blob ends two and a half seconds after the pause, the
+	// registry's one and a half seconds later: the node reads from two
+	// sources to the peer's last byte.
+	const (
+		window     = 2 * time.Second
+		cutAfter   = 5 * linkFast / 2
+		pauseAfter = 5 * time.Second / 2
+	)
+	fromPeer, fromRegistry := randomBytes(t, cutAfter+5*linkCut), randomBytes(t, cutAfter+7*linkCut)
 	link := newSharedLink(2, cutAfter)
-	link.pause, link.paused = pause, "p"
+	link.pause, link.paused, link.pauseAfter = pause, "p", pauseAfter
 	router := &fakeRouter{order: []string{"p"}, peers: map[string]fakePeer{"p": {data: fromPeer, link: link}}}
-	f := newFixture(t, resolver.Config{StallTimeout: 10 * time.Minute, PeerStall: 200 * time.Millisecond, PeerSlowWindow: time.Second, PieceSize: -1}, resolver.Sources{Router: router})
+	f := newFixture(t, resolver.Config{StallTimeout: 10 * time.Minute, PeerStall: 300 * time.Millisecond, PeerSlowWindow: window, PieceSize: -1,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}, resolver.Sources{Router: router})
 	dPeer := f.up.push(t, "a", fromPeer)
 	f.up.push(t, "a", fromRegistry)
 	var askedForPeerBlob atomic.Bool
