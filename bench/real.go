@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/shoal-dev/shoal/bench/lab"
@@ -347,43 +346,18 @@ func (s *session) writeKey() error {
 }
 
 // sweepStale removes the namespaces and temp dirs that runs with this
-// prefix left behind when they died before their clean-up: those whose
-// process id no longer runs.
+// prefix left behind when they died before their clean-up (see
+// lab.DeadRun).
 func sweepStale(ctx context.Context, dir, prefix string, log *slog.Logger) {
-	dead := func(rest string) (int, bool) {
-		pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
-		if err != nil || pid <= 0 || pid == os.Getpid() {
-			return 0, false
-		}
-		return pid, errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
-	}
-	names, err := lab.ListNetns()
-	if err != nil {
-		log.Warn("listing namespaces", "err", err)
-	}
-	swept := map[int]bool{}
-	for _, n := range names {
-		rest, ok := strings.CutPrefix(n, prefix+"-")
-		if !ok {
-			continue
-		}
-		if pid, ok := dead(rest); ok && !swept[pid] {
-			swept[pid] = true
-			if _, err := lab.Sweep(ctx, fmt.Sprintf("%s-%d-", prefix, pid), log); err != nil {
-				log.Warn("sweeping a dead run's namespaces", "pid", pid, "err", err)
-			}
-		}
+	if _, err := lab.SweepDead(ctx, prefix+"-", log); err != nil {
+		log.Warn("sweeping a dead run's namespaces", "err", err)
 	}
 	if dir == "" {
 		dir = os.TempDir()
 	}
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
-		rest, ok := strings.CutPrefix(e.Name(), prefix+"-")
-		if !ok || !e.IsDir() {
-			continue
-		}
-		if _, ok := dead(rest); ok {
+		if _, dead := lab.DeadRun(e.Name(), prefix+"-"); dead && e.IsDir() {
 			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
 				log.Warn("removing a dead run's temp dir", "dir", e.Name(), "err", err)
 			}

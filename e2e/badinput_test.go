@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -237,7 +236,7 @@ func TestDaemonWithNoFlags(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
 	ctx := t.Context()
-	net, err := lab.NewNetwork(ctx, fmt.Sprintf("e2e-noflags-%d", os.Getpid()%100000), 1, lab.NetworkConfig{Logger: testLogger(t)})
+	net, err := lab.NewNetwork(ctx, netName(t, "noflags"), 1, lab.NetworkConfig{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

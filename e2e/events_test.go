@@ -37,7 +37,7 @@ func TestEventsAdvertise(t *testing.T) {
 func testEventsAdvertise(t *testing.T, i int, flavor lab.Flavor) {
 	ctx := t.Context()
 	log := testLogger(t)
-	net, err := lab.NewNetwork(ctx, fmt.Sprintf("e2e-ev%d-%d", i, os.Getpid()%100000), 3,
+	net, err := lab.NewNetwork(ctx, netName(t, fmt.Sprintf("ev%d", i)), 3,
 		lab.NetworkConfig{Subnet: fmt.Sprintf("10.213.%d.0/24", 40+i), Logger: log})
 	if err != nil {
 		t.Fatal(err)

@@ -300,7 +300,7 @@ func TestFaults(t *testing.T) {
 	log := testLogger(t)
 	p := faultSizes()
 	e := &faultEnv{p: p}
-	net, err := lab.NewNetwork(ctx, "e2e-flt-"+strconv.Itoa(os.Getpid()%100000), 1+p.nodes, lab.NetworkConfig{Subnet: "10.213.21.0/24", Logger: log})
+	net, err := lab.NewNetwork(ctx, netName(t, "flt"), 1+p.nodes, lab.NetworkConfig{Subnet: "10.213.21.0/24", Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -162,7 +162,7 @@ func TestUploadCap(t *testing.T) {
 	ctx := t.Context()
 	log := testLogger(t)
 	const capMbit, linkMbit = 40.0, 200.0
-	net, err := lab.NewNetwork(ctx, "e2e-cap-"+strconv.Itoa(os.Getpid()%100000), 5, lab.NetworkConfig{
+	net, err := lab.NewNetwork(ctx, netName(t, "cap"), 5, lab.NetworkConfig{
 		Subnet: "10.213.31.0/24", EgressMbit: linkMbit, IngressMbit: linkMbit, Logger: log})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,6 +71,25 @@ func requireRoot(t *testing.T) {
 }
 
 var flavors = []lab.Flavor{lab.Flavor16, lab.Flavor2}
+
+// e2eNetPrefix starts the names of the networks these tests make; the
+// process id after it tells a killed run's leftovers from a live run's
+// (see lab.DeadRun).
+const e2eNetPrefix = "e2e"
+
+var sweepDeadRuns sync.Once
+
+// netName names a test's network, kind telling it from the process's
+// others, and first removes the networks of e2e runs that were killed
+// before their clean-up ran (a go test -timeout, say).
+func netName(t *testing.T, kind string) string {
+	sweepDeadRuns.Do(func() {
+		if _, err := lab.SweepDead(t.Context(), e2eNetPrefix, testLogger(t)); err != nil {
+			t.Logf("sweeping a killed run's namespaces: %v", err)
+		}
+	})
+	return fmt.Sprintf("%s%d-%s", e2eNetPrefix, os.Getpid(), kind)
+}
 
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -173,7 +172,7 @@ func TestMesh(t *testing.T) {
 	requireRoot(t)
 	ctx := t.Context()
 	log := testLogger(t)
-	net, err := lab.NewNetwork(ctx, "e2e-mesh-"+strconv.Itoa(os.Getpid()%100000), 6, lab.NetworkConfig{Subnet: "10.213.7.0/24", Logger: log})
+	net, err := lab.NewNetwork(ctx, netName(t, "mesh"), 6, lab.NetworkConfig{Subnet: "10.213.7.0/24", Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -36,7 +34,7 @@ func startMeshLab(t *testing.T, cfg meshLabConfig) *meshLab {
 	t.Helper()
 	ctx := t.Context()
 	log := testLogger(t)
-	net, err := lab.NewNetwork(ctx, cfg.name+"-"+strconv.Itoa(os.Getpid()%100000), cfg.nodes+1,
+	net, err := lab.NewNetwork(ctx, netName(t, cfg.name), cfg.nodes+1,
 		lab.NetworkConfig{Subnet: cfg.subnet, EgressMbit: cfg.mbit, IngressMbit: cfg.mbit, Logger: log})
 	if err != nil {
 		t.Fatal(err)

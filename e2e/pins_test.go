@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -122,7 +121,7 @@ func startPinsLab(t *testing.T, n int) pinsLab {
 	log := testLogger(t)
 	var lb pinsLab
 	var err error
-	lb.net, err = lab.NewNetwork(ctx, "e2e-pins-"+strconv.Itoa(os.Getpid()%100000), n+2, lab.NetworkConfig{Subnet: "10.213.67.0/24", Logger: log})
+	lb.net, err = lab.NewNetwork(ctx, netName(t, "pins"), n+2, lab.NetworkConfig{Subnet: "10.213.67.0/24", Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func TestPreheat(t *testing.T) {
 	requireRoot(t)
 	ctx := t.Context()
 	n := *preheatNodes
-	l := startMeshLab(t, meshLabConfig{name: "e2e-preheat", subnet: "10.213.41.0/24", nodes: n, mbit: *preheatMbit, flags: func(i int) []string {
+	l := startMeshLab(t, meshLabConfig{name: "preheat", subnet: "10.213.41.0/24", nodes: n, mbit: *preheatMbit, flags: func(i int) []string {
 		return []string{"--node-labels", "pool=" + []string{"a", "b"}[i%2], "--containerd-snapshotter", lab.ProbeSnapshotter("")}
 	}})
 	reg, nodes := l.reg, l.nodes

@@ -47,7 +47,7 @@ func startSecureEnv(t *testing.T) *secureEnv {
 	t.Helper()
 	ctx := t.Context()
 	log := testLogger(t)
-	nw, err := lab.NewNetwork(ctx, "e2esec", 8, lab.NetworkConfig{Subnet: "10.213.87.0/24", Logger: log})
+	nw, err := lab.NewNetwork(ctx, netName(t, "sec"), 8, lab.NetworkConfig{Subnet: "10.213.87.0/24", Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,7 +97,7 @@ func TestSoak(t *testing.T) {
 		t.Fatalf("building shoal: %v\n%s", err, out)
 	}
 
-	net, err := lab.NewNetwork(ctx, "e2e-soak-"+strconv.Itoa(os.Getpid()%100000), 4, lab.NetworkConfig{Subnet: "10.213.32.0/24", Logger: log})
+	net, err := lab.NewNetwork(ctx, netName(t, "soak"), 4, lab.NetworkConfig{Subnet: "10.213.32.0/24", Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

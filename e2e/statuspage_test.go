@@ -36,7 +36,7 @@ var screenshotDir = flag.String("statuspage.screenshots", os.Getenv("SHOAL_SCREE
 // layers of size bytes, and waits until every node sees n live members.
 func startMesh(t *testing.T, subnet string, n, layers int, size int64) (*lab.Registry, lab.Image, []*meshNode) {
 	t.Helper()
-	l := startMeshLab(t, meshLabConfig{name: "e2e-" + strings.Split(subnet, ".")[2], subnet: subnet, nodes: n})
+	l := startMeshLab(t, meshLabConfig{name: "status" + strings.Split(subnet, ".")[2], subnet: subnet, nodes: n})
 	return l.reg, l.push(t, "status/app", "v1", layers, size), l.nodes
 }
 

@@ -112,7 +112,7 @@ func TestTagOncePerCluster(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
 	const ttl = 10 * time.Second
-	l := startTagLab(t, "e2e-tags", "10.213.44.0/24", 8, "--tag-ttl", ttl.String())
+	l := startTagLab(t, "tags", "10.213.44.0/24", 8, "--tag-ttl", ttl.String())
 	const repo, tag = "tags/app", "v1"
 	first := l.push(t, repo, tag)
 	skip := l.logLen(t)
@@ -197,7 +197,7 @@ func TestTagOncePerCluster(t *testing.T) {
 func TestTagFromTheMeshByDefault(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
-	l := startTagLab(t, "e2e-tagsdown", "10.213.45.0/24", 3)
+	l := startTagLab(t, "tagsdown", "10.213.45.0/24", 3)
 	im := l.push(t, "tags/down", "v1")
 	if err := l.nodes[0].ctrd.CtrPull(t.Context(), im.Ref); err != nil {
 		t.Fatalf("%s pulls: %v", l.nodes[0].name, err)

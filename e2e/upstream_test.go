@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -85,7 +84,7 @@ func TestUpstreamChain(t *testing.T) {
 func startUpstreamLab(t *testing.T) *upstreamLab {
 	t.Helper()
 	ctx := t.Context()
-	net, err := lab.NewNetwork(ctx, "e2e-up-"+strconv.Itoa(os.Getpid()%100000), 7, lab.NetworkConfig{Subnet: "10.213.9.0/24", Logger: testLogger(t)})
+	net, err := lab.NewNetwork(ctx, netName(t, "up"), 7, lab.NetworkConfig{Subnet: "10.213.9.0/24", Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -215,6 +215,48 @@ func Sweep(ctx context.Context, prefix string, log *slog.Logger) ([]string, erro
 	return removed, errors.Join(errs...)
 }
 
+// DeadRun says whether name belongs to a run that died: it is prefix, a
+// process id, "-" and the rest, and that process no longer runs. Runs put
+// their process id in the names of what they make (namespaces, temp
+// dirs), so that a later run can tell a dead run's leftovers from what a
+// live run still uses. This process never counts as dead.
+func DeadRun(name, prefix string) (pid int, dead bool) {
+	rest, ok := strings.CutPrefix(name, prefix)
+	if !ok {
+		return 0, false
+	}
+	digits, _, ok := strings.Cut(rest, "-")
+	pid, err := strconv.Atoi(digits)
+	if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
+		return 0, false
+	}
+	return pid, errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+}
+
+// SweepDead deletes the namespaces of dead runs (see DeadRun), killing
+// the processes inside: what runs left behind when they were killed before
+// their clean-up. It returns the names it removed.
+func SweepDead(ctx context.Context, prefix string, log *slog.Logger) ([]string, error) {
+	names, err := ListNetns()
+	if err != nil {
+		return nil, err
+	}
+	swept := map[int]bool{}
+	var removed []string
+	var errs []error
+	for _, n := range names {
+		pid, dead := DeadRun(n, prefix)
+		if !dead || swept[pid] {
+			continue
+		}
+		swept[pid] = true
+		r, err := Sweep(ctx, prefix+strconv.Itoa(pid)+"-", log)
+		removed = append(removed, r...)
+		errs = append(errs, err)
+	}
+	return removed, errors.Join(errs...)
+}
+
 // ListNetns lists the named network namespaces (`ip netns list`).
 func ListNetns() ([]string, error) {
 	ents, err := os.ReadDir(netnsDir)

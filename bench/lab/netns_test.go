@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,22 +23,8 @@ const testNetPrefix = "labt"
 // the networks of test processes that died before their cleanups ran.
 func testNetworkName(t testing.TB, suffix string) string {
 	t.Helper()
-	names, err := ListNetns()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range names {
-		rest, ok := strings.CutPrefix(n, testNetPrefix)
-		if !ok {
-			continue
-		}
-		pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
-		if err != nil || pid == os.Getpid() || !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
-			continue
-		}
-		if _, err := Sweep(t.Context(), fmt.Sprintf("%s%d-", testNetPrefix, pid), testLogger(t)); err != nil {
-			t.Logf("sweeping a dead run's namespaces: %v", err)
-		}
+	if _, err := SweepDead(t.Context(), testNetPrefix, testLogger(t)); err != nil {
+		t.Logf("sweeping a dead run's namespaces: %v", err)
 	}
 	return fmt.Sprintf("%s%d-%s", testNetPrefix, os.Getpid(), suffix)
 }
@@ -362,6 +347,47 @@ func TestNetworkFaults(t *testing.T) {
 		})
 		if err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestSweepDead: the namespaces of a run whose process is gone are swept,
+// those of this live run are not.
+func TestSweepDead(t *testing.T) {
+	t.Parallel()
+	requireRoot(t, "ip")
+	ctx := t.Context()
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	prefix := testNetPrefix + "sd"
+	dead, err := NewNetwork(ctx, fmt.Sprintf("%s%d-x", prefix, gone.ProcessState.Pid()), 1, NetworkConfig{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := NewNetwork(ctx, fmt.Sprintf("%s%d-x", prefix, os.Getpid()), 1, NetworkConfig{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeOrError(t, live.Close) })
+	removed, err := SweepDead(ctx, prefix, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(removed)
+	want := dead.Namespaces()
+	slices.Sort(want)
+	if !slices.Equal(removed, want) {
+		t.Errorf("swept %v, want the dead run's %v", removed, want)
+	}
+	left, err := ListNetns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range live.Namespaces() {
+		if !slices.Contains(left, ns) {
+			t.Errorf("the live run's namespace %s was swept", ns)
 		}
 	}
 }
