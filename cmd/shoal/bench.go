@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/shoal-dev/shoal/bench"
 	"github.com/shoal-dev/shoal/bench/lab"
@@ -119,49 +120,63 @@ Placeholders, filled in per node: {` + strings.Join(bench.Placeholders, "} {") +
 				sim.Scenarios, sim.Candidates = fl.scenarios, fl.candidates
 				return runSimBench(cmd, sim, fl.out)
 			}
-			rc.Nodes, rc.Layers, rc.LayerSize, rc.Reps = fl.nodes, fl.layers, size, fl.reps
-			rc.LinkMbit, rc.RegistryMbit = fl.linkMbit, fl.registryMbit
-			if cmd.Flags().Changed("scenarios") {
-				rc.Scenarios = fl.scenarios
-			}
-			if cmd.Flags().Changed("candidates") {
-				rc.Candidates = fl.candidates
-			}
-			rc.Containerd = lab.Flavor(fl.containerd)
-			rc.Dir = fl.labDir
-			if fl.labDir == "auto" {
-				rc.Dir = bench.AutoDir(fl.nodes, int64(fl.layers)*size)
-			}
-			if rc.Dir == "" {
-				fmt.Fprintf(cmd.ErrOrStderr(), "node disks: %s (shared by every node)\n", os.TempDir())
-			} else {
-				fmt.Fprintf(cmd.ErrOrStderr(), "node disks: %s\n", rc.Dir)
-			}
-			rc.RollingBatch, rc.Churn, rc.Throttled = fl.rollingBatch, fl.churn, fl.throttled
-			if rc.Custom, err = parseCandidates(fl.custom, fl.setup); err != nil {
+			if err := fl.realConfig(cmd, &rc, size); err != nil {
 				return err
-			}
-			if fl.keepLogs {
-				// The logs of one session: an earlier one's would mix in.
-				rc.LogDir = filepath.Join(fl.out, "logs")
-				if err := os.RemoveAll(rc.LogDir); err != nil {
-					return err
-				}
-			}
-			if rc.ShoalBinary, err = os.Executable(); err != nil {
-				return fmt.Errorf("finding the shoal binary: %w", err)
-			}
-			if fl.logLevel != "off" {
-				var lv slog.Level
-				if err := lv.UnmarshalText([]byte(fl.logLevel)); err != nil {
-					return fmt.Errorf("--lab-log-level %q: want off, debug, info, warn or error", fl.logLevel)
-				}
-				rc.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lv}))
 			}
 			return runRealBench(cmd, rc, fl.out)
 		},
 	}
-	f := cmd.Flags()
+	fl.register(cmd.Flags())
+	return cmd
+}
+
+// realConfig fills rc, the real mode's configuration, from the flags.
+func (fl *benchFlags) realConfig(cmd *cobra.Command, rc *bench.RealConfig, size int64) error {
+	var err error
+	rc.Nodes, rc.Layers, rc.LayerSize, rc.Reps = fl.nodes, fl.layers, size, fl.reps
+	rc.LinkMbit, rc.RegistryMbit = fl.linkMbit, fl.registryMbit
+	if cmd.Flags().Changed("scenarios") {
+		rc.Scenarios = fl.scenarios
+	}
+	if cmd.Flags().Changed("candidates") {
+		rc.Candidates = fl.candidates
+	}
+	rc.Containerd = lab.Flavor(fl.containerd)
+	rc.Dir = fl.labDir
+	if fl.labDir == "auto" {
+		rc.Dir = bench.AutoDir(fl.nodes, int64(fl.layers)*size)
+	}
+	if rc.Dir == "" {
+		fmt.Fprintf(cmd.ErrOrStderr(), "node disks: %s (shared by every node)\n", os.TempDir())
+	} else {
+		fmt.Fprintf(cmd.ErrOrStderr(), "node disks: %s\n", rc.Dir)
+	}
+	rc.RollingBatch, rc.Churn, rc.Throttled = fl.rollingBatch, fl.churn, fl.throttled
+	if rc.Custom, err = parseCandidates(fl.custom, fl.setup); err != nil {
+		return err
+	}
+	if fl.keepLogs {
+		// The logs of one session: an earlier one's would mix in.
+		rc.LogDir = filepath.Join(fl.out, "logs")
+		if err := os.RemoveAll(rc.LogDir); err != nil {
+			return err
+		}
+	}
+	if rc.ShoalBinary, err = os.Executable(); err != nil {
+		return fmt.Errorf("finding the shoal binary: %w", err)
+	}
+	if fl.logLevel != "off" {
+		var lv slog.Level
+		if err := lv.UnmarshalText([]byte(fl.logLevel)); err != nil {
+			return fmt.Errorf("--lab-log-level %q: want off, debug, info, warn or error", fl.logLevel)
+		}
+		rc.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lv}))
+	}
+	return nil
+}
+
+// register defines the bench command's flags on f, their defaults from fl.
+func (fl *benchFlags) register(f *pflag.FlagSet) {
 	f.BoolVar(&fl.model, "model", false, "run the model mode: the swarm's rules for N nodes on model links in virtual time (cold, warm, rolling, churn; thousands of nodes in minutes; nothing measured)")
 	f.BoolVar(&fl.real, "real", false, "run the real mode: network namespaces, tc, real containerd, registry and shoal processes (root)")
 	f.IntVar(&fl.nodes, "nodes", fl.nodes, "nodes pulling the image")
@@ -182,7 +197,6 @@ Placeholders, filled in per node: {` + strings.Join(bench.Placeholders, "} {") +
 	f.StringVar(&fl.labDir, "lab-dir", "auto", "--real: where the nodes' disks (containerd's root, shoal's data dir) and the registry's storage go; auto is "+bench.RAMDir+" when it is a tmpfs with room for the run, so the nodes do not all wait on the machine's one disk, else the temp dir")
 	f.BoolVar(&fl.keepLogs, "keep-logs", false, "--real: keep every run's containerd and mirror logs, and the registry's, in OUT/logs")
 	f.StringVar(&fl.logLevel, "lab-log-level", fl.logLevel, "--real: log the lab's processes and network to stderr at this level (off, debug, info, warn, error)")
-	return cmd
 }
 
 // parseCandidates pairs --candidate and --candidate-setup values by name.

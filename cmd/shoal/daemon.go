@@ -365,6 +365,10 @@ func (h *hostsRegistries) mirrors(registry string) bool {
 	return h.regs[registry]
 }
 
+// runDaemon runs the daemon until ctx ends: it binds its ports, makes its
+// parts (store, registry client, containerd connection, mesh, resolver,
+// mirror, preheater, pin keeper), then serves until ctx ends or a part
+// fails.
 func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	var ready atomic.Bool
 	set, err := checkOptions(o, log)
@@ -389,77 +393,186 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	chains, err := upstreamHosts(o, lns.mirror.Addr().String(), log.With("component", "hosts"))
+	up, err := newUpstream(o, lns.mirror.Addr().String(), log)
 	if err != nil {
 		return err
 	}
-	up, err := upstream.New(upstream.Config{
+	ctrd := connectContainerd(ctx, o, log.With("component", "containerd"))
+	defer ctrd.close()
+
+	var late lateParts
+	m, err := newMesh(o, set, st, &ctrd.sources, &late, log, reg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if m.node != nil && !ready.Load() {
+			// Started nothing yet: Run with an ended context closes it.
+			cctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			_ = m.node.Run(cctx)
+		}
+	}()
+	res, records, err := newResolver(o, set, st, up, ctrd.sources, log, reg)
+	if err != nil {
+		return err
+	}
+	late.res.Store(res)
+	watcher, err := watchContainerd(ctrd.client, m.node, log.With("component", "containerd-events"), reg)
+	if err != nil {
+		return err
+	}
+	if m.local != nil {
+		m.local.inflight = res.InFlight
+	}
+	h, err := mirror.New(res, mirror.Config{
+		DefaultRegistry: o.defaultRegistry,
+		MaxRequests:     o.mirrorMaxRequests,
+		Allow:           set.mirrorAllow,
+		Logger:          log.With("component", "mirror"),
+		Metrics:         reg,
+	})
+	if err != nil {
+		return err
+	}
+	ph := &preheater{res: res, node: m.node, name: o.nodeName, log: log.With("component", "preheat"), ctrd: importer(o, lns.mirror.Addr().String(), log)}
+	late.preheat.Store(ph)
+	var pins *pinKeeper
+	if m.node != nil {
+		pins = newPinKeeper(res, m.node, st, log.With("component", "pins"), reg)
+	}
+	servers := httpServers(lns, h.Server(), opsHandler(reg, &ready), statusViews{
+		status: statusFunc(o, lns.mirror.Addr().String(), st, ctrd, up, m.node, log), pulls: records, page: o.statusPage, pprof: o.pprof,
+		metrics: reg, backoffs: res.Backoffs, maxStore: set.maxBytes, preheat: ph.serveHTTP, pins: pins})
+
+	jobs := []func(context.Context) error{res.Run, func(ctx context.Context) error { return ph.keep(ctx, o.preheat, o.preheatInterval) }}
+	if m.node != nil {
+		jobs = append(jobs, m.node.Run, pins.Run)
+	}
+	if watcher != nil {
+		jobs = append(jobs, watcher.Run)
+	}
+	ready.Store(true)
+	log.Info("shoal daemon started", "version", version, "mirror", lns.mirror.Addr().String(), "metrics", o.metricsAddr, "status", o.statusAddr, "data_dir", o.dataDir)
+	err = serve(ctx, jobs, servers)
+	log.Info("shoal daemon stopped")
+	return err
+}
+
+// statusFunc says how the daemon stands, for shoal status and the status
+// page.
+func statusFunc(o daemonOptions, mirrorAddr string, st *store.FS, ctrd ctrdConn, up *upstream.Client, node *p2p.Node, log *slog.Logger) func() daemonStatus {
+	return func() daemonStatus {
+		blobs, bytes := st.Usage()
+		ds := daemonStatus{Version: version, Mirror: mirrorAddr, StoreBlobs: blobs, StoreBytes: bytes, Containerd: ctrd.status(),
+			Upstream: up.Status(statusRegistries(o, log))}
+		if node != nil {
+			ms := node.Status()
+			ds.Mesh = &ms
+		}
+		return ds
+	}
+}
+
+// httpServers are the daemon's HTTP servers by listener: the mirror, and
+// the metrics (ops) and status endpoints where they are bound.
+func httpServers(lns daemonListeners, mirror *http.Server, ops http.Handler, views statusViews) map[net.Listener]*http.Server {
+	servers := map[net.Listener]*http.Server{lns.mirror: mirror}
+	if lns.metrics != nil {
+		servers[lns.metrics] = smallServer(ops)
+	}
+	if lns.status != nil {
+		servers[lns.status] = smallServer(statusHandler(views))
+	}
+	return servers
+}
+
+// newUpstream is the registry client, each registry reached through the
+// hosts its hosts.toml lists after shoal's mirror (at mirrorAddr).
+func newUpstream(o daemonOptions, mirrorAddr string, log *slog.Logger) (*upstream.Client, error) {
+	chains, err := upstreamHosts(o, mirrorAddr, log.With("component", "hosts"))
+	if err != nil {
+		return nil, err
+	}
+	return upstream.New(upstream.Config{
 		Hosts:     chains,
 		Insecure:  o.insecureRegistries,
 		AuthFile:  o.registryAuthFile,
 		UserAgent: "shoal/" + version,
 		Logger:    log.With("component", "upstream"),
 	})
-	if err != nil {
-		return err
-	}
-	ctrd := connectContainerd(ctx, o, log.With("component", "containerd"))
-	defer ctrd.close()
-	src := ctrd.sources
+}
 
-	var node *p2p.Node
-	var res *resolver.Resolver
-	// heard is res once made: members may gossip before it is.
-	var heard atomic.Pointer[resolver.Resolver]
-	// preheats is the preheater once made, for members' requests.
-	var preheats atomic.Pointer[preheater]
-	var localC *localContent
-	if o.p2p {
-		content := &localContent{st: st}
-		localC = content
-		if w, ok := src.Local.(walker); ok {
-			content.ctrd = w
-		}
-		served := o.faults.content(content, log)
-		ctrdImages, _ := src.Images.(p2p.ImageSource)
-		images := meshImages{ctrd: ctrdImages, last: &heard}
-		// The mesh serves peers through the resolver, made below: it needs
-		// the mesh as its router.
-		node, err = newMeshNode(o, set.clusterKey, served, images, tagSource{&heard}, forMembers(preheats.Load), pullerFunc(func(ctx context.Context, dgst digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error) {
-			b, err := res.PullFor(ctx, dgst, registry, repo, from, take)
-			if err != nil {
-				return nil, err
-			}
-			return o.faults.blob(b), nil
-		}), func(registry string, left time.Duration, origin string) {
-			if r := heard.Load(); r != nil {
-				r.NoteBackoff(registry, left, origin)
-			}
-		}, log, reg)
-		if err != nil {
-			return err
-		}
-		src.Router = node.Router()
-		src.Images = pinnedImages{next: src.Images, node: node}
-		defer func() {
-			if !ready.Load() {
-				// Started nothing yet: Run with an ended context closes it.
-				cctx, cancel := context.WithCancel(context.Background())
-				cancel()
-				_ = node.Run(cctx)
-			}
-		}()
-	} else {
+// lateParts are the daemon's parts that the mesh serves members through
+// but that are made after it: the resolver needs the mesh as its router,
+// and the preheater the resolver. Members may ask before they are made.
+type lateParts struct {
+	res     atomic.Pointer[resolver.Resolver]
+	preheat atomic.Pointer[preheater]
+}
+
+// errStarting answers a member that asks for a blob before the daemon has
+// made its resolver.
+var errStarting = errors.New("the daemon is starting")
+
+// meshParts are the mesh node, and what it serves peers from this node's
+// own content; both nil without the mesh (--p2p=false).
+type meshParts struct {
+	node  *p2p.Node
+	local *localContent
+}
+
+// newMesh makes the mesh node (not running yet) and points src at it:
+// src.Router asks the mesh for providers, and src.Images answers for the
+// images the node keeps pinned.
+func newMesh(o daemonOptions, set settings, st store.Store, src *resolver.Sources, late *lateParts, log *slog.Logger, reg prometheus.Registerer) (meshParts, error) {
+	if !o.p2p {
 		log.Info("peer-to-peer sharing disabled (--p2p=false): shoal is a pull-through cache for this node only")
+		return meshParts{}, nil
 	}
+	content := &localContent{st: st}
+	if w, ok := src.Local.(walker); ok {
+		content.ctrd = w
+	}
+	served := o.faults.content(content, log)
+	ctrdImages, _ := src.Images.(p2p.ImageSource)
+	images := meshImages{ctrd: ctrdImages, last: &late.res}
+	puller := pullerFunc(func(ctx context.Context, dgst digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error) {
+		res := late.res.Load()
+		if res == nil {
+			return nil, errStarting
+		}
+		b, err := res.PullFor(ctx, dgst, registry, repo, from, take)
+		if err != nil {
+			return nil, err
+		}
+		return o.faults.blob(b), nil
+	})
+	backoff := func(registry string, left time.Duration, origin string) {
+		if r := late.res.Load(); r != nil {
+			r.NoteBackoff(registry, left, origin)
+		}
+	}
+	node, err := newMeshNode(o, set.clusterKey, served, images, tagSource{&late.res}, forMembers(late.preheat.Load), puller, backoff, log, reg)
+	if err != nil {
+		return meshParts{}, err
+	}
+	src.Router = node.Router()
+	src.Images = pinnedImages{next: src.Images, node: node}
+	return meshParts{node: node, local: content}, nil
+}
 
+// newResolver is the resolver over the store, the registry client and
+// src, and the log of pulls it records for shoal explain and the status
+// page (nil with --pull-history 0).
+func newResolver(o daemonOptions, set settings, st store.Store, up *upstream.Client, src resolver.Sources, log *slog.Logger, reg prometheus.Registerer) (*resolver.Resolver, *pulls.Log, error) {
 	var records *pulls.Log
 	var recorder resolver.Recorder // a nil *pulls.Log would not be a nil Recorder
 	if o.pullHistory > 0 {
 		records = pulls.New(o.pullHistory)
 		recorder = records
 	}
-	res, err = resolver.New(st, up, src, resolver.Config{
+	res, err := resolver.New(st, up, src, resolver.Config{
 		Recorder:         recorder,
 		MissTimeout:      o.missTimeout,
 		StallTimeout:     o.stallTimeout,
@@ -473,62 +586,15 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 		Mirrors:          mirrorsFunc(o, log),
 		Logger:           log.With("component", "resolver"),
 	}, reg)
-	if err != nil {
-		return err
-	}
-	heard.Store(res)
-	watcher, err := watchContainerd(ctrd.client, node, log.With("component", "containerd-events"), reg)
-	if err != nil {
-		return err
-	}
-	if localC != nil {
-		localC.inflight = res.InFlight
-	}
-	h, err := mirror.New(res, mirror.Config{
-		DefaultRegistry: o.defaultRegistry,
-		MaxRequests:     o.mirrorMaxRequests,
-		Allow:           set.mirrorAllow,
-		Logger:          log.With("component", "mirror"),
-		Metrics:         reg,
-	})
-	if err != nil {
-		return err
-	}
+	return res, records, err
+}
 
-	status := func() daemonStatus {
-		blobs, bytes := st.Usage()
-		ds := daemonStatus{Version: version, Mirror: lns.mirror.Addr().String(), StoreBlobs: blobs, StoreBytes: bytes, Containerd: ctrd.status(),
-			Upstream: up.Status(statusRegistries(o, log))}
-		if node != nil {
-			ms := node.Status()
-			ds.Mesh = &ms
-		}
-		return ds
-	}
-	servers := map[net.Listener]*http.Server{lns.mirror: h.Server()}
-	if lns.metrics != nil {
-		servers[lns.metrics] = smallServer(opsHandler(reg, &ready))
-	}
-	ph := &preheater{res: res, node: node, name: o.nodeName, log: log.With("component", "preheat"), ctrd: importer(o, lns.mirror.Addr().String(), log)}
-	preheats.Store(ph)
-	var pins *pinKeeper
-	if node != nil {
-		pins = newPinKeeper(res, node, st, log.With("component", "pins"), reg)
-	}
-	if lns.status != nil {
-		servers[lns.status] = smallServer(statusHandler(statusViews{status: status, pulls: records, page: o.statusPage, pprof: o.pprof,
-			metrics: reg, backoffs: res.Backoffs, maxStore: set.maxBytes, preheat: ph.serveHTTP, pins: pins}))
-	}
-
+// serve runs jobs and servers until ctx ends or one of them fails, then
+// shuts the servers down, giving their requests 10 s to finish.
+func serve(ctx context.Context, jobs []func(context.Context) error, servers map[net.Listener]*http.Server) error {
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return res.Run(gctx) })
-	g.Go(func() error { return ph.keep(gctx, o.preheat, o.preheatInterval) })
-	if node != nil {
-		g.Go(func() error { return node.Run(gctx) })
-		g.Go(func() error { return pins.Run(gctx) })
-	}
-	if watcher != nil {
-		g.Go(func() error { return watcher.Run(gctx) })
+	for _, job := range jobs {
+		g.Go(func() error { return job(gctx) })
 	}
 	for ln, srv := range servers {
 		g.Go(func() error {
@@ -544,11 +610,7 @@ func runDaemon(ctx context.Context, o daemonOptions, log *slog.Logger) error {
 			return srv.Shutdown(sctx)
 		})
 	}
-	ready.Store(true)
-	log.Info("shoal daemon started", "version", version, "mirror", lns.mirror.Addr().String(), "metrics", o.metricsAddr, "status", o.statusAddr, "data_dir", o.dataDir)
-	err = g.Wait()
-	log.Info("shoal daemon stopped")
-	return err
+	return g.Wait()
 }
 
 // statusRegistries are the registries whose upstream chain status shows
