@@ -269,15 +269,7 @@ func TestSweep(t *testing.T) {
 	waited := make(chan error, 1)
 	go func() { waited <- sleeper.Wait() }()
 	removed, err := Sweep(ctx, name+"-", testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(removed)
-	want := n.Namespaces()
-	slices.Sort(want)
-	if !slices.Equal(removed, want) {
-		t.Errorf("swept %v, want %v", removed, want)
-	}
+	checkSwept(t, removed, err, n)
 	select {
 	case <-waited:
 	case <-time.After(5 * time.Second):
@@ -372,15 +364,7 @@ func TestSweepDead(t *testing.T) {
 	}
 	t.Cleanup(func() { closeOrError(t, live.Close) })
 	removed, err := SweepDead(ctx, prefix, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(removed)
-	want := dead.Namespaces()
-	slices.Sort(want)
-	if !slices.Equal(removed, want) {
-		t.Errorf("swept %v, want the dead run's %v", removed, want)
-	}
+	checkSwept(t, removed, err, dead)
 	left, err := ListNetns()
 	if err != nil {
 		t.Fatal(err)
@@ -389,5 +373,20 @@ func TestSweepDead(t *testing.T) {
 		if !slices.Contains(left, ns) {
 			t.Errorf("the live run's namespace %s was swept", ns)
 		}
+	}
+}
+
+// checkSwept fails t unless a sweep without error removed exactly n's
+// namespaces.
+func checkSwept(t *testing.T, removed []string, err error, n *Network) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(removed)
+	want := n.Namespaces()
+	slices.Sort(want)
+	if !slices.Equal(removed, want) {
+		t.Errorf("swept %v, want %v", removed, want)
 	}
 }
