@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	"github.com/prometheus/client_golang/prometheus"
@@ -324,6 +325,60 @@ func TestSilentPeer(t *testing.T) {
 	if !slices.Contains(client.Designated(blob, nil), holder.ID()) {
 		t.Error("a peer that answers again is not designated")
 	}
+}
+
+// TestSilentPeerLeftOutOfLookups: a peer that stops answering both pings
+// and the DHT, as a frozen process does, holds every provider look-up up
+// until its timeout while the look-up asks it. Once left out as silent it
+// is no longer asked, and a look-up finds the other holders at once; when
+// it answers again it is back in the routing table.
+func TestSilentPeerLeftOutOfLookups(t *testing.T) {
+	t.Parallel()
+	const findTimeout = 20 * time.Second
+	c := p2ptest.Start(t, 3, p2ptest.Options{Config: func(_ int, cfg *p2p.Config) {
+		cfg.Timing.FindTimeout = findTimeout
+	}})
+	c.WaitMembers(t, 3, 20*time.Second)
+	client, holder, frozen := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	blob := c.Contents[1].Add([]byte("held by a peer that keeps answering"))
+	waitProviders(t, client, blob, []peer.ID{holder.ID()}, 20*time.Second)
+	p2ptest.Eventually(t, 20*time.Second, func() error {
+		if !p2p.InRoutingTable(client, frozen.ID()) {
+			return errors.New("the peer to freeze is not in the client's routing table yet")
+		}
+		return nil
+	})
+
+	// The frozen peer takes DHT requests and never answers them.
+	thawed := make(chan struct{})
+	defer close(thawed)
+	fh := p2p.Host(frozen)
+	fh.RemoveStreamHandler(ping.ID)
+	fh.SetStreamHandler(p2p.DHTPrefix+"/kad/1.0.0", func(s network.Stream) {
+		<-thawed
+		_ = s.Reset()
+	})
+	// The client's DHT keeps a stream per peer: the new handler takes the
+	// next one.
+	_ = fh.Network().ClosePeer(client.ID())
+	client.Silent(frozen.ID())
+	if p2p.InRoutingTable(client, frozen.ID()) {
+		t.Error("a silent peer is still in the routing table")
+	}
+	start := time.Now()
+	got, err := client.Providers(t.Context(), blob, 0)
+	if took := time.Since(start); err != nil || !samePeers(got, []peer.ID{holder.ID()}) || took >= findTimeout/2 {
+		t.Fatalf("a look-up with a silent peer: %v, %v after %v; want the holder, well before the %v timeout", got, err, took, findTimeout)
+	}
+
+	// It answers a ping again: back in the routing table.
+	ping.NewPingService(fh)
+	p2ptest.Eventually(t, 5*time.Second, func() error {
+		if !p2p.InRoutingTable(client, frozen.ID()) {
+			return errors.New("a peer that answers again is not back in the routing table")
+		}
+		return nil
+	})
 }
 
 // TestSilentPeerWhoseBytesFlowKeepsItsConnection: a peer left out as

@@ -44,3 +44,6 @@ func Burst(bytesPerSec int64) int { return newBandwidth(bytesPerSec, realClock{}
 
 // ResourceManager exposes the node's libp2p resource manager for tests.
 var ResourceManager = resourceManager
+
+// InRoutingTable says whether p is in n's DHT routing table.
+func InRoutingTable(n *Node, p peer.ID) bool { return n.dht.RoutingTable().Find(p) != "" }

@@ -193,7 +193,7 @@ func New(cfg Config, content Content) (*Node, error) {
 	local := n.ml.LocalNode()
 	n.gossipAddr = net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port)))
 
-	if n.dht, err = newDHT(n.host, cfg.ProvideTTL, n.bootstrapPeers); err != nil {
+	if n.dht, err = newDHT(n.host, cfg.ProvideTTL, n.bootstrapPeers, n.stats.isSilent); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -246,13 +246,17 @@ func newHost(cfg Config, key crypto.PrivKey, protection Protection, g *gater) (h
 }
 
 // newDHT starts the node's Kademlia DHT on h: a server under DHTPrefix that
-// keeps provider records only, for ttl.
-func newDHT(h host.Host, ttl time.Duration, bootstrap func() []peer.AddrInfo) (*dht.IpfsDHT, error) {
+// keeps provider records only, for ttl. A peer left out (silent: see
+// Node.Silent) is neither added to its routing table nor asked in a
+// look-up.
+func newDHT(h host.Host, ttl time.Duration, bootstrap func() []peer.AddrInfo, leftOut func(peer.ID) bool) (*dht.IpfsDHT, error) {
 	d, err := dht.New(h,
 		dht.Mode(dht.ModeServer),
 		dht.ProtocolPrefix(DHTPrefix),
 		dht.DisableValues(),
 		dht.BootstrapPeersFunc(bootstrap),
+		dht.RoutingTableFilter(func(_ any, p peer.ID) bool { return !leftOut(p) }),
+		dht.QueryFilter(func(_ any, ai peer.AddrInfo) bool { return !leftOut(ai.ID) }),
 		dht.ProviderManagerOpts(
 			records.ProvideValidity(ttl),
 			records.ProviderAddrTTL(ttl),

@@ -30,7 +30,9 @@ const (
 // this node, until p answers a ping again: a stream from it went silent
 // mid-blob (the process frozen, its link down). memberlist takes seconds
 // to call such a member dead, and until then each download that chose it
-// would first wait for its answer. A peer that answers again is used
+// would first wait for its answer. The DHT leaves it out too: a look-up
+// that asked it would wait for its answer until the look-up's timeout,
+// each round of each download again. A peer that answers again is used
 // again within watchInterval.
 func (n *Node) Silent(p peer.ID) {
 	if p == n.id || !n.stats.markSilent(p) {
@@ -41,13 +43,18 @@ func (n *Node) Silent(p peer.ID) {
 		return
 	}
 	n.metrics.silenced.Inc()
+	n.dht.RoutingTable().RemovePeer(p)
 	n.log.Info("peer went silent mid-transfer: left out until it answers a ping", "peer", p)
 	go func() {
 		defer n.handlers.Done()
-		defer n.stats.clearSilent(p)
 		start := time.Now()
-		switch n.watch(p, nil, silentWatchFor, func() bool { return n.members.departed(p) }) {
+		res := n.watch(p, nil, silentWatchFor, func() bool { return n.members.departed(p) })
+		n.stats.clearSilent(p)
+		switch res {
 		case watchAnswered:
+			if n.members.live(p) {
+				_, _ = n.dht.RoutingTable().TryAddPeer(p, true, false)
+			}
 			n.log.Info("silent peer answers again", "peer", p, "after", time.Since(start).Round(time.Millisecond))
 		case watchGaveUp:
 			n.log.Info("silent peer left the mesh, or stayed silent", "peer", p)
