@@ -317,6 +317,37 @@ func TestLostPeerHandsTheBlobOn(t *testing.T) {
 	}
 }
 
+// TestBusyDesignatedBehindIsLeft: the holder a node read from goes silent
+// halfway, and the designated peer next in the ranking answers busy,
+// holding less than the node: it read from the lost holder too. The node
+// waits twice --peer-stall for it to pull ahead, then leads, and the
+// registry sends the rest; waiting for a busy peer otherwise lasts half
+// of BusyRetryFor, here longer than the pull may take.
+func TestBusyDesignatedBehindIsLeft(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 4<<20)
+	router := &rangingRouter{
+		designatingRouter: &designatingRouter{
+			fakeRouter: &fakeRouter{order: []string{"holder"}, peers: map[string]fakePeer{
+				"relay":  {data: body, busy: 1 << 20},
+				"holder": {data: body, stallAt: 2 << 20},
+			}},
+			designated: []string{"relay"},
+		},
+		rpeers: map[string]rangePeer{"relay": {data: body, have: 1 << 20, busySays: true}},
+		served: map[string]int64{},
+	}
+	f := newFixture(t, resolver.Config{PieceSize: -1, DesignatedPeers: 1, StallTimeout: 10 * time.Minute, ArrivalStall: 10 * time.Minute,
+		PeerStall: 100 * time.Millisecond, BusyRetryFor: 10 * time.Minute}, resolver.Sources{Router: router})
+	pullPushed(t, f, body)
+	if got := router.askedOf("relay"); len(got) == 0 {
+		t.Error("the designated peer was not asked once the holder went silent")
+	}
+	if n := f.up.blobGets.Load(); n != 1 {
+		t.Errorf("registry asked %d times, want 1", n)
+	}
+}
+
 // pullPushed pushes body to the fixture's registry and pulls it whole as
 // this node's containerd does, its size known, within 30 s; it fails t
 // unless the bytes match.

@@ -305,7 +305,8 @@ func (r *Resolver) newDL(req BlobRequest, f *flight) *dl {
 		start:      time.Now(),
 		used:       map[string]bool{},
 	}
-	d.sw = swarm.NewDownload(swarm.Limits{BusyWait: r.cfg.BusyWait, BusyRetryFor: r.cfg.BusyRetryFor, Unreachable: registryFailedFor}, d.start)
+	d.sw = swarm.NewDownload(swarm.Limits{BusyWait: r.cfg.BusyWait, BusyRetryFor: r.cfg.BusyRetryFor, Unreachable: registryFailedFor,
+		BehindFor: r.behindFor()}, d.start)
 	d.primary.Store("")
 	d.dctx, d.dcancel = context.WithCancelCause(r.ctx)
 	return d
@@ -553,19 +554,26 @@ func (d *dl) follow(sources []source, i int, err error) []source {
 	return slices.Insert(sources, i+1, d.r.fetcherSource(d.req, at.Peer))
 }
 
-// sortFailure sorts why src ended for the swarm's rules.
+// sortFailure sorts why src ended for the swarm's rules; ing is this
+// node's ingest of the blob, nil before the first source answered.
 func sortFailure(src source, err error, ing store.Ingest) swarm.Failure {
 	_, limited := rateLimited(err)
 	upstreamNo := src.kind == SourceUpstream && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) || errdefs.IsResourceExhausted(err))
+	notNow := errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err)
+	var held int64
+	if ing != nil {
+		held = ing.Contiguous()
+	}
 	return swarm.Failure{
 		LocalStore:  errors.Is(err, errLocalStore) || (ing != nil && ing.Err() != nil),
 		Unavailable: errdefs.IsUnavailable(err),
 		Unreachable: registryUnreachable(err),
 		RateLimited: limited,
-		NotNow:      errdefs.IsResourceExhausted(err) || errdefs.IsOutOfRange(err),
+		NotNow:      notNow,
 		Partial:     errdefs.IsOutOfRange(err) || errors.Is(err, errHeldInPart),
 		Whole:       errors.Is(err, errHeldWhole),
 		Have:        peerHas(err),
+		Behind:      notNow && src.kind == SourcePeer && peerHas(err) <= held,
 		NotArriving: errors.Is(err, errNotArriving),
 		Stalled:     errors.Is(err, errStalled),
 		Slow:        errors.Is(err, errSlow),
@@ -694,6 +702,13 @@ func (r *Resolver) leads(sources []source, failed map[string]bool) bool {
 // does not hold yet, once a peer was lost mid-blob (see swarm.HandOver).
 func (r *Resolver) handOver(src source) time.Duration {
 	return swarm.HandOver(src.rule(), src.stall, r.cfg.PeerStall, r.cfg.StallTimeout)
+}
+
+// behindFor is how long, once a download lost a peer, a busy designated
+// peer behind this node is waited on (see swarm.Limits.BehindFor): the
+// time any peer gets after a lost one.
+func (r *Resolver) behindFor() time.Duration {
+	return swarm.HandOver(swarm.Source{Peer: "any peer"}, r.cfg.StallTimeout, r.cfg.PeerStall, r.cfg.StallTimeout)
 }
 
 // watchAnswer pings src, a peer, when it has not answered after

@@ -31,6 +31,9 @@ type rangePeer struct {
 	slow  bool // send 64 KiB every 10 ms
 	cuts  int  // the first ranged requests that fail as a lost connection
 	fails bool // not found
+	// busySays: a "busy" answer says what the peer holds, as a real
+	// peer's does
+	busySays bool
 }
 
 // rangingRouter is a designatingRouter whose peers also serve ranges, and
@@ -74,6 +77,9 @@ func (r *rangingRouter) FetchRange(ctx context.Context, p string, d digest.Diges
 	if rg.Length == 0 && r.designatingRouter != nil && r.busyStream(p) {
 		// As a real peer: a stream counts against the blob's slots, a piece
 		// does not.
+		if rp.busySays {
+			return nil, int64(len(rp.data)), rp.have, fmt.Errorf("peer %s: %w", p, errdefs.ErrResourceExhausted)
+		}
 		return nil, 0, 0, fmt.Errorf("peer %s: %w", p, errdefs.ErrResourceExhausted)
 	}
 	size := int64(len(rp.data))

@@ -104,7 +104,7 @@ func (s *sim) answer(t *stream, j int, src swarm.Source, fetcher, lead bool) (f 
 		return swarm.Failure{}, "", true
 	}
 	held := s.held[j][b]
-	return swarm.Failure{NotNow: true, Partial: held > 0 && held < s.size, Whole: held == s.size, Have: int64(held)}, "", false
+	return swarm.Failure{NotNow: true, Partial: held > 0 && held < s.size, Whole: held == s.size, Have: int64(held), Behind: held <= s.held[t.node][b]}, "", false
 }
 
 // coordinate is designated node j's answer to asker, which asked it to

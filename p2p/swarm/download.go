@@ -49,6 +49,10 @@ type Failure struct {
 	// Have is how many bytes from the start the peer said it holds, when
 	// it said so (see Download.Idle).
 	Have int64
+	// Behind: the peer was busy and holds no more of the blob than this
+	// node does: it has nothing this node lacks until its own source
+	// sends more (see Download.NotePeerFailure).
+	Behind bool
 	// NotArriving: the peer's copy stopped growing past what it held.
 	NotArriving bool
 	// Stalled: the source stopped sending; Slow: a peer's stream fell
@@ -103,6 +107,11 @@ type Limits struct {
 	// Unreachable is how long the registry is not asked again by a
 	// download once it could not be reached.
 	Unreachable time.Duration
+	// BehindFor is how long, once the download lost a peer, a designated
+	// peer that is busy and behind this node gets to pull ahead of it
+	// (see NotePeerFailure): the time a peer gets after a lost one (see
+	// HandOver).
+	BehindFor time.Duration
 }
 
 // Download is one download's knowledge across its sources and rounds:
@@ -147,7 +156,10 @@ type Download struct {
 	// most a busy peer said it holds.
 	SwarmProgressAt time.Time
 	PeerHave        int64
-	backoff         time.Duration
+	// BehindSince: when each designated peer first answered busy and
+	// behind this node after a lost peer (see NotePeerFailure).
+	BehindSince map[string]time.Time
+	backoff     time.Duration
 }
 
 // FirstBackoff is the first wait after a round in which every peer that
@@ -159,7 +171,7 @@ const (
 
 // NewDownload starts a download's knowledge at now.
 func NewDownload(l Limits, now time.Time) *Download {
-	return &Download{Limits: l, FailedPeers: map[string]bool{}, WholeBusy: map[string]bool{}, ProgressAt: now, backoff: FirstBackoff}
+	return &Download{Limits: l, FailedPeers: map[string]bool{}, WholeBusy: map[string]bool{}, BehindSince: map[string]time.Time{}, ProgressAt: now, backoff: FirstBackoff}
 }
 
 // BusyLimit is how long, from its last progress, a download prefers
@@ -259,7 +271,7 @@ func (d *Download) Failed(src Source, f Failure, lead bool, st *Round, now time.
 		}
 		return false, false
 	}
-	silence = d.NotePeerFailure(src, f, lead, st)
+	silence = d.NotePeerFailure(src, f, lead, st, now)
 	return f.Final, silence
 }
 
@@ -269,15 +281,25 @@ func (d *Download) Failed(src Source, f Failure, lead bool, st *Round, now time.
 // a peer that holds part of the blob: the rest would come from this node,
 // or from nowhere. A peer handed the rest of a blob after a lost peer that
 // sent none of it in time waits on the lost peer too, or has nothing to
-// send: it fails. A designated peer that left the blob to this node, or
-// pointed at the peer fetching it, did not fail (see Coordinate). It says
-// whether the peer stalled (silence).
-func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round) (silence bool) {
+// send: it fails. So does a designated peer still busy and behind this
+// node BehindFor after it first was, once this download lost a peer: it
+// read from the lost peer too, and its own download has not moved past
+// this node's since; the node then leads (see Leads) rather than wait
+// for it to find its next source, or for its slow link. A designated peer
+// that left the blob to this node, or pointed at the peer fetching it,
+// did not fail (see Coordinate). It says whether the peer stalled
+// (silence).
+func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round, now time.Time) (silence bool) {
+	if !f.Behind {
+		delete(d.BehindSince, src.Peer)
+	}
 	switch {
 	case src.Peer == "" || f.PointedOn:
 	case f.LeftToUs:
 		d.LeftToUs = true
 	case d.LostPeer && f.NotArriving:
+		d.FailedPeers[src.Peer] = true
+	case d.LostPeer && src.Designated && f.NotNow && f.Behind && d.behindTooLong(src.Peer, now):
 		d.FailedPeers[src.Peer] = true
 	case f.NotNow && f.Whole:
 		d.WholeBusy[src.Peer] = true
@@ -294,6 +316,17 @@ func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round) 
 		return f.Stalled
 	}
 	return false
+}
+
+// behindTooLong notes that designated peer p answered busy and behind
+// this node at now, and says whether it has been so for BehindFor.
+func (d *Download) behindTooLong(p string, now time.Time) bool {
+	since, ok := d.BehindSince[p]
+	if !ok {
+		d.BehindSince[p] = now
+		return d.Limits.BehindFor <= 0
+	}
+	return now.Sub(since) >= d.Limits.BehindFor
 }
 
 // Holders is the rule for which peers holding the blob a round asks:
@@ -327,7 +360,9 @@ func (d *Download) WaitAgain(st Round, now time.Time) bool {
 
 // Backoff is how long to wait before the next round, held says how many
 // bytes from the start the node holds now: from FirstBackoff after
-// progress, doubling to MaxBackoff while none comes.
+// progress, doubling to MaxBackoff while none comes; and no longer than
+// until a designated peer behind this node has been so for BehindFor, so
+// that it is given up on time (see NotePeerFailure).
 func (d *Download) Backoff(held int64, now time.Time) time.Duration {
 	if held > d.Progress {
 		d.Progress, d.ProgressAt = held, now
@@ -335,6 +370,11 @@ func (d *Download) Backoff(held int64, now time.Time) time.Duration {
 	}
 	b := d.backoff
 	d.backoff = min(2*d.backoff, MaxBackoff)
+	for _, since := range d.BehindSince {
+		if left := since.Add(d.Limits.BehindFor).Sub(now); left > 0 && left < b {
+			b = left
+		}
+	}
 	return b
 }
 

@@ -129,6 +129,78 @@ func TestFailed(t *testing.T) {
 	}
 }
 
+// TestBusyDesignatedBehind: after a lost peer, a designated peer that
+// answers busy while it holds no more than this node is waited on for
+// BehindFor from its first such answer, then fails the download, and this
+// node leads. One that pulled ahead meanwhile starts the count again;
+// before any loss, or ahead of this node, busy is only busy.
+func TestBusyDesignatedBehind(t *testing.T) {
+	t.Parallel()
+	l := limits
+	l.BehindFor = time.Second
+	behind := swarm.Failure{NotNow: true, Partial: true, Have: 100, Behind: true}
+	ahead := swarm.Failure{NotNow: true, Partial: true, Have: 300}
+	type answer struct {
+		at     time.Duration
+		f      swarm.Failure
+		failed bool
+	}
+	tests := []struct {
+		name     string
+		lostPeer bool
+		src      swarm.Source
+		answers  []answer
+	}{
+		{"behind after a loss: failed after BehindFor", true, desA, []answer{
+			{0, behind, false}, {400 * time.Millisecond, behind, false}, {time.Second, behind, true}}},
+		{"pulled ahead meanwhile: counted again", true, desA, []answer{
+			{0, behind, false}, {500 * time.Millisecond, ahead, false}, {time.Second, behind, false},
+			{1900 * time.Millisecond, behind, false}, {2 * time.Second, behind, true}}},
+		{"behind, no loss: busy only", false, desA, []answer{
+			{0, behind, false}, {5 * time.Second, behind, false}}},
+		{"a holder behind after a loss: busy only", true, peerA, []answer{
+			{0, behind, false}, {5 * time.Second, behind, false}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := swarm.NewDownload(l, t0)
+			d.LostPeer = tc.lostPeer
+			for i, a := range tc.answers {
+				var st swarm.Round
+				d.Failed(tc.src, a.f, false, &st, t0.Add(a.at))
+				if d.FailedPeers[tc.src.Peer] != a.failed {
+					t.Fatalf("answer %d at %v: the peer failed the download: %v, want %v", i, a.at, d.FailedPeers[tc.src.Peer], a.failed)
+				}
+				if st.Busy == a.failed {
+					t.Fatalf("answer %d at %v: the round waits for the peer: %v, want %v", i, a.at, st.Busy, !a.failed)
+				}
+			}
+			if last := tc.answers[len(tc.answers)-1]; last.failed && !swarm.Leads(true, []string{"x", tc.src.Peer}, map[string]bool{"x": true, tc.src.Peer: true}) {
+				t.Fatal("this node does not lead once the designated peers above it failed")
+			}
+		})
+	}
+}
+
+// TestBackoffUntilBehindIsDue: a designated peer behind this node is asked
+// again by the time BehindFor is up, not after the longer back-off.
+func TestBackoffUntilBehindIsDue(t *testing.T) {
+	t.Parallel()
+	l := limits
+	l.BehindFor = time.Second
+	d := swarm.NewDownload(l, t0)
+	d.LostPeer = true
+	for range 4 {
+		d.Backoff(0, t0) // 50, 100, 200, 400 ms: the next is 800 ms
+	}
+	var st swarm.Round
+	d.Failed(desA, swarm.Failure{NotNow: true, Behind: true}, false, &st, t0.Add(500*time.Millisecond))
+	if got, want := d.Backoff(0, t0.Add(time.Second)), 500*time.Millisecond; got != want {
+		t.Fatalf("Backoff = %v, want %v: the peer is due then", got, want)
+	}
+}
+
 func TestWaitAgain(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
