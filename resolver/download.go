@@ -922,7 +922,11 @@ func (r *Resolver) newFetch(ctx context.Context, cancel context.CancelCauseFunc,
 // expired ends the request, its watchdog having fired: no byte came in
 // time. A peer is kept, the watchdog armed again, while the node's own
 // link explains the wait (see Resolver.ownLinkExcuses); a byte that came
-// while that was asked rearmed it already.
+// while that was asked rearmed it already. Past the bytes a peer held
+// when it answered, its copy stopped growing: a peer that answers a ping
+// waits on its own source and is asked again later (errNotArriving); one
+// that does not is frozen or cut off (errStalled), as the judge would
+// have found had its ping come first, and is left out.
 func (f *fetch) expired() {
 	last := f.lastByte.Load()
 	wait := time.Since(time.Unix(0, last))
@@ -935,11 +939,25 @@ func (f *fetch) expired() {
 	if f.lastByte.Load() != last {
 		return
 	}
-	if f.past.Load() {
-		f.cancel(errNotArriving)
-	} else {
+	switch {
+	case !f.past.Load():
 		f.cancel(errStalled)
+	case f.answers():
+		f.cancel(errNotArriving)
+	default:
+		f.cancel(fmt.Errorf("no byte past the %d bytes it held for %v, and no answer to %d pings of %v: %w",
+			f.have, wait.Round(time.Millisecond), pingTries, f.r.cfg.probeTimeout(), errStalled))
 	}
+}
+
+// answers says whether the peer the request went to answers a ping; true
+// when it cannot be asked.
+func (f *fetch) answers() bool {
+	s, ok := f.r.router.(Silencer)
+	if !ok || f.src.kind != SourcePeer || f.r.cfg.PeerStall <= 0 {
+		return true
+	}
+	return f.r.answersPing(s, f.src.peer)
 }
 
 // armed is the watchdog's time for the next byte (see rearm).

@@ -149,3 +149,41 @@ func TestRelayThatStopsIsPingedBeforeItIsLeft(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayWhoseCopyStopsIsPinged: the arrival watchdog, not the judge,
+// finds the relay's copy stopped growing (ArrivalStall is shorter than
+// PeerStall here). It pings the relay as the judge would: a frozen relay
+// is left as silent and the registry sends the rest; one that answers
+// waits on its own source, is asked again, and sends the rest.
+func TestRelayWhoseCopyStopsIsPinged(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name         string
+		frozen       bool
+		registryGets int64
+		silent       []string
+	}{
+		{name: "frozen", frozen: true, registryGets: 1, silent: []string{"relay"}},
+		{name: "waiting on its own source", registryGets: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			body := randomBytes(t, 6<<20)
+			router := &relayRouter{data: body, pauseAt: 4 << 20, frozen: tc.frozen}
+			f := newFixture(t, resolver.Config{
+				PieceSize: -1, StallTimeout: 10 * time.Minute, ArrivalStall: 200 * time.Millisecond,
+				PeerStall: 2 * time.Second, PeerSlowWindow: 4 * time.Second,
+			}, resolver.Sources{Router: router})
+			pullPushed(t, f, body)
+			f.res.Close()
+			router.mu.Lock()
+			defer router.mu.Unlock()
+			if n := f.up.blobGets.Load(); n != tc.registryGets {
+				t.Errorf("registry asked %d times, want %d (relay asked %v)", n, tc.registryGets, router.asked)
+			}
+			if !slices.Equal(router.silent, tc.silent) {
+				t.Errorf("peers marked silent: %v, want %v", router.silent, tc.silent)
+			}
+		})
+	}
+}
