@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -166,6 +167,7 @@ func (u *serving) send(blob store.Blob, c swarm.Copy) {
 	n.metrics.uploadsActive.Inc()
 	u.releases = append(u.releases, n.metrics.uploadsActive.Dec)
 	w := &deadlineWriter{s: u.s, idle: n.cfg.Timing.IdleTimeout}
+	defer n.watchUpload(u.s, u.remote, w)()
 	length := req.end(c.Size) - req.off
 	if length == 0 {
 		u.release() // the header is the whole answer
@@ -278,20 +280,51 @@ func resultLabel(st status) string {
 
 // deadlineWriter pushes the write deadline forward as bytes go out, so a
 // peer that stops reading is cut after idle, however long the transfer.
+// It writes at most writeChunk at once, and notes when a write waits
+// (see stalled).
 type deadlineWriter struct {
 	s     network.Stream
 	idle  time.Duration
 	setAt time.Time
+	// waitingSince: since when, in Unix nanoseconds, the chunk being
+	// written waits for the peer to take it; 0 between writes.
+	waitingSince atomic.Int64
 }
 
+// writeChunk is the most a deadlineWriter writes at once: a peer that
+// reads, however slowly, takes one well within uploadStall.
+const writeChunk = 64 << 10
+
 func (w *deadlineWriter) Write(p []byte) (int, error) {
-	if now := time.Now(); now.Sub(w.setAt) > w.idle/8 {
-		if err := w.s.SetWriteDeadline(now.Add(w.idle)); err != nil {
-			return 0, err
+	defer w.waitingSince.Store(0)
+	var total int
+	for len(p) > 0 {
+		now := time.Now()
+		if now.Sub(w.setAt) > w.idle/8 {
+			if err := w.s.SetWriteDeadline(now.Add(w.idle)); err != nil {
+				return total, err
+			}
+			w.setAt = now
 		}
-		w.setAt = now
+		w.waitingSince.Store(now.UnixNano())
+		k, err := w.s.Write(p[:min(len(p), writeChunk)])
+		total += k
+		if err != nil {
+			return total, err
+		}
+		p = p[k:]
 	}
-	return w.s.Write(p)
+	return total, nil
+}
+
+// stalled is how long the chunk being written has waited for the peer to
+// take it at now; 0 between writes.
+func (w *deadlineWriter) stalled(now time.Time) time.Duration {
+	at := w.waitingSince.Load()
+	if at == 0 {
+		return 0
+	}
+	return now.Sub(time.Unix(0, at))
 }
 
 // lastWrite calls before just ahead of the write that completes an answer
@@ -480,4 +513,49 @@ func (r *heldReader) read(p []byte) (int, error) {
 
 func (r *heldReader) held() swarm.Copy {
 	return swarm.Copy{Have: r.a.Have(), Arriving: r.a.Arriving()}
+}
+
+// uploadStall is how long an upload's write may wait for its reader to
+// take a chunk before the reader is pinged (see watchUpload).
+const uploadStall = time.Second
+
+// watchUpload watches an upload to remote written through w until the
+// returned stop is called. A reader that took no byte for uploadStall and
+// does not answer a ping within watchPingTimeout is frozen or cut off: the
+// upload is cut, so that its slots serve the peers that read, and the
+// reader is left out as silent (see Silent). Until then it would hold them
+// for IdleTimeout. A reader that answers is slow, not gone, and keeps its
+// stream; so does one whose ping this node's own link holds up (its other
+// peers do not answer either).
+func (n *Node) watchUpload(s network.Stream, remote peer.ID, w *deadlineWriter) (stop func()) {
+	done := make(chan struct{})
+	if !n.enterHandler() {
+		return func() {}
+	}
+	go func() {
+		defer n.handlers.Done()
+		t := time.NewTicker(watchInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-n.life.Done():
+				return
+			case now := <-t.C:
+				if w.stalled(now) < uploadStall {
+					continue
+				}
+				if n.answersWithin(remote, watchPingTimeout) || w.stalled(time.Now()) == 0 || n.ownLinkSlow(remote, watchPingTimeout) {
+					continue
+				}
+				n.log.Debug("reader took no byte and does not answer a ping: upload cut", "peer", remote)
+				_ = s.Reset()
+				n.Silent(remote)
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }) }
 }

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/p2p"
@@ -93,6 +95,56 @@ func TestUploadCap(t *testing.T) {
 		}
 		return rc.Close()
 	})
+}
+
+// TestFrozenReaderLosesItsSlot: a reader that stops reading and answers no
+// ping (a frozen process, a link gone) loses its upload slot within
+// seconds, long before IdleTimeout, and the server leaves it out as
+// silent; a reader that stops reading but answers keeps its slot until
+// IdleTimeout (TestUploadCap).
+func TestFrozenReaderLosesItsSlot(t *testing.T) {
+	t.Parallel()
+	data := randomBlob(4, 64<<20)
+	d := digest.FromBytes(data)
+	const idle = time.Minute
+	c := p2ptest.Start(t, 3, p2ptest.Options{
+		Config: func(i int, cfg *p2p.Config) {
+			cfg.MaxUploads = 1
+			cfg.Timing.IdleTimeout = idle
+		},
+		Content: func(i int) *p2ptest.Content {
+			if i == 1 {
+				return p2ptest.NewContent(data)
+			}
+			return nil
+		},
+	})
+	c.WaitMembers(t, 3, 20*time.Second)
+	frozen, server, other := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+
+	stalled, _, err := frozen.Fetch(t.Context(), server.ID(), d, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	p2p.Host(frozen).RemoveStreamHandler(ping.ID)
+	if _, _, err := other.Fetch(t.Context(), server.ID(), d, 0); !errors.Is(err, p2p.ErrPeerBusy) {
+		t.Fatalf("a fetch while the frozen reader holds the only slot: %v, want ErrPeerBusy", err)
+	}
+	p2ptest.Eventually(t, idle/4, func() error {
+		rc, _, err := other.Fetch(t.Context(), server.ID(), d, int64(len(data))-10)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		if b, err := io.ReadAll(rc); err != nil || len(b) != 10 {
+			return fmt.Errorf("read %d bytes: %v", len(b), err)
+		}
+		return nil
+	})
+	if !slices.ContainsFunc(server.Status().Peers, func(p p2p.PeerStatus) bool { return p.ID == frozen.ID() && p.Silent }) {
+		t.Errorf("the server does not leave the frozen reader out: %+v", server.Status().Peers)
+	}
 }
 
 // TestUploadCapPerBlob: a node serves a blob to at most MaxUploadsPerBlob
