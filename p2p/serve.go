@@ -516,17 +516,16 @@ func (r *heldReader) held() swarm.Copy {
 }
 
 // uploadStall is how long an upload's write may wait for its reader to
-// take a chunk before the reader is pinged (see watchUpload).
-const uploadStall = time.Second
+// take a chunk before the upload is cut (see watchUpload).
+const uploadStall = 2 * time.Second
 
-// watchUpload watches an upload to remote written through w until the
-// returned stop is called. A reader that took no byte for uploadStall and
-// does not answer a ping within watchPingTimeout is frozen or cut off: the
-// upload is cut, so that its slots serve the peers that read, and the
-// reader is left out as silent (see Silent). Until then it would hold them
-// for IdleTimeout. A reader that answers is slow, not gone, and keeps its
-// stream; so does one whose ping this node's own link holds up (its other
-// peers do not answer either).
+// watchUpload watches an upload written through w until the returned stop
+// is called, and cuts it once the reader took no byte for uploadStall: a
+// frozen reader, or one whose link is down, would hold the upload's slots
+// until IdleTimeout, and the peers that read would be answered busy
+// meanwhile. A reader that still reads, however slowly (a link cut to a
+// tenth, shared by all its streams), takes a writeChunk well within it.
+// A reader that is alive asks again from where it stopped.
 func (n *Node) watchUpload(s network.Stream, remote peer.ID, w *deadlineWriter) (stop func()) {
 	done := make(chan struct{})
 	if !n.enterHandler() {
@@ -543,16 +542,11 @@ func (n *Node) watchUpload(s network.Stream, remote peer.ID, w *deadlineWriter) 
 			case <-n.life.Done():
 				return
 			case now := <-t.C:
-				if w.stalled(now) < uploadStall {
-					continue
+				if stalled := w.stalled(now); stalled >= uploadStall {
+					n.log.Debug("reader took no byte: upload cut", "peer", remote, "for", stalled.Round(time.Millisecond))
+					_ = s.Reset()
+					return
 				}
-				if n.answersWithin(remote, watchPingTimeout) || w.stalled(time.Now()) == 0 || n.ownLinkSlow(remote, watchPingTimeout) {
-					continue
-				}
-				n.log.Debug("reader took no byte and does not answer a ping: upload cut", "peer", remote)
-				_ = s.Reset()
-				n.Silent(remote)
-				return
 			}
 		}
 	}()
