@@ -33,6 +33,8 @@ type source struct {
 	// rate the stream reached.
 	expect float64
 	paced  func(best float64)
+	// lag, when set, says whether the stream lags (see pace.lagging).
+	lag *atomic.Bool
 	// open returns the body from off, the blob's size, and how many bytes
 	// from its start the source held when it answered (the size when it
 	// holds them all or does not say).
@@ -290,6 +292,9 @@ type dl struct {
 	// source having answered busy: no stream is open, and the helpers
 	// fetch from the front.
 	waiting atomic.Bool
+	// lagging is set while the primary stream, from a peer, lags (see
+	// pace.lagging): the helpers race it for its piece.
+	lagging atomic.Bool
 	dctx    context.Context
 	dcancel context.CancelCauseFunc
 	usedMu  sync.Mutex
@@ -377,7 +382,7 @@ func (d *dl) startHelpers() {
 	d.helping = true
 	ing := d.ing
 	r.wg.Go(func() {
-		r.helpers(d.dctx, d.req, d.f, ing, rr, &d.pos, &d.primary, &d.waiting, func() { d.dcancel(errComplete) }, &d.usedMu, d.used)
+		r.helpers(d.dctx, d.req, d.f, ing, rr, primaryView{pos: &d.pos, peer: &d.primary, waiting: &d.waiting, lagging: &d.lagging}, func() { d.dcancel(errComplete) }, &d.usedMu, d.used)
 	})
 }
 
@@ -423,6 +428,7 @@ func (d *dl) round() bool {
 		}
 		src.expect = swarm.HeldPace(src.rule(), d.sw.LostPeer, d.peerBest)
 		src.paced = d.paced
+		src.lag = &d.lagging
 		d.leading.Store(lead)
 		d.primary.Store(src.peer)
 		r.rec.Trying(d.req.Digest, src.kind, src.peer)

@@ -95,6 +95,9 @@ const (
 	// slowFactor: a stream is slow when its rate over the last window is
 	// below its best window's rate divided by this…
 	slowFactor = 5
+	// lagFactor: a stream lags when its rate over the last window is
+	// below the rate it is held to divided by this (see pace.lagging).
+	lagFactor = 2
 	// …and the download spent at least this share of the window waiting
 	// for it…
 	slowWaitShare = 0.5
@@ -235,6 +238,17 @@ func (p *pace) waited(now time.Time) time.Duration {
 		sum += now.Sub(start)
 	}
 	return min(sum, p.window)
+}
+
+// lagging says whether the stream, measured over a whole window, delivers
+// under 1/lagFactor of the rate it is held to: its best window, or what
+// the download had before it lost a peer (held). Helpers then race it for
+// the rest of its piece (see swarm.NextPiece): a peer slowed to a fraction
+// of its rate is not yet slow enough to leave (see slowFactor), and
+// carries the piece the helpers would otherwise leave to it.
+func (p *pace) lagging() bool {
+	want := max(p.best, p.held)
+	return p.filled == len(p.bytes) && want > 0 && p.rate()*lagFactor < want
 }
 
 // trickling says whether the stream delivered bytes over the last window,
@@ -511,6 +525,9 @@ type judge struct {
 	// trickles: the stream delivers, at under 1/slowFactor of its best
 	// (see pace.trickling), as of its last read or verdict.
 	trickles atomic.Bool
+	// lag, when set, is told at each verdict whether the stream lags
+	// (see pace.lagging), and false when the judging stops.
+	lag *atomic.Bool
 	// abandoned counts the verdicts.
 	abandoned *prometheus.CounterVec
 	done      chan struct{}
@@ -540,6 +557,7 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 	j.p.relayed = have <= off
 	j.p.held = src.expect
 	j.seen = src.paced
+	j.lag = src.lag
 	if s, ok := r.router.(Silencer); ok {
 		j.probe = func() bool { return r.answersPing(s, src.peer) }
 	}
@@ -611,6 +629,9 @@ func (j *judge) verdict(now time.Time) error {
 	silent := j.p.relayed && quiet >= limit
 	ask := j.probe != nil && ((silent && !j.probed) || (err != nil && j.p.relayed && quiet >= time.Duration(relayQuietShare*float64(j.p.stall))))
 	j.trickles.Store(j.p.trickling())
+	if j.lag != nil {
+		j.lag.Store(j.p.lagging())
+	}
 	window := j.p.window
 	j.mu.Unlock()
 	if (silent || errors.Is(err, errStalled)) && (j.excused(quiet, limit) || j.laidToOwnLink(quiet)) {
@@ -687,6 +708,9 @@ func (j *judge) stop() {
 	}
 	j.once.Do(func() {
 		close(j.done)
+		if j.lag != nil {
+			j.lag.Store(false)
+		}
 		j.node.leave(j)
 		if j.seen != nil {
 			j.mu.Lock()

@@ -182,6 +182,50 @@ func (d *droppingReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// laggingReader sends at 6.4 MB/s until left bytes are sent, then at a
+// quarter of that: a peer that slowed, not slow enough to be left. Each
+// rate holds over time, however late a Read comes, so that a busy host
+// does not blur the two. It adds what it sent to sent.
+type laggingReader struct {
+	ctx  context.Context
+	r    io.Reader
+	left int64
+	sent *atomic.Int64
+	// phase: when the current rate began, and what was sent at it since.
+	phase     time.Time
+	phaseSent int64
+	slowed    bool
+}
+
+func (l *laggingReader) Read(b []byte) (int, error) {
+	const fast = 6400 << 10 // bytes per second
+	rate := float64(fast)
+	if l.left <= 0 {
+		if !l.slowed {
+			l.slowed, l.phase, l.phaseSent = true, time.Now(), 0
+		}
+		rate = fast / 4
+	}
+	if l.phase.IsZero() {
+		l.phase = time.Now()
+	}
+	due := l.phase.Add(time.Duration(float64(l.phaseSent) / rate * float64(time.Second)))
+	select {
+	case <-time.After(time.Until(due)):
+	case <-l.ctx.Done():
+		return 0, context.Cause(l.ctx)
+	}
+	chunk := 64 << 10
+	if l.left > 0 {
+		chunk = min(chunk, int(l.left))
+	}
+	n, err := l.r.Read(b[:min(len(b), chunk)])
+	l.left -= int64(n)
+	l.phaseSent += int64(n)
+	l.sent.Add(int64(n))
+	return n, err
+}
+
 // sharedLink is the node's own link, which its streams share: each
 // sends at linkFast until the link is cut, then at linkCut. A stream that
 // was not read for a while does not catch up in a burst: like a link, it

@@ -43,15 +43,23 @@ var errOvertaken = errors.New("the stream reached the piece")
 // errComplete ends a primary stream whose bytes the helpers already wrote.
 var errComplete = errors.New("the rest of the blob has arrived from other peers")
 
+// primaryView is what the helpers see of the download's primary stream:
+// where it is, the peer it reads from, whether none is open (waiting), and
+// whether it lags.
+type primaryView struct {
+	pos              *atomic.Int64
+	peer             *atomic.Value
+	waiting, lagging *atomic.Bool
+}
+
 // helpers runs PieceWorkers helpers for the download of req into ing until
 // ctx ends; when a helper's piece makes the blob whole, it calls complete.
-// pos is where the primary stream is, primary the peer it reads from.
 // Peers that sent bytes are added to used.
-func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing store.Ingest, rr Ranger, pos *atomic.Int64, primary *atomic.Value, waiting *atomic.Bool, complete func(), usedMu *sync.Mutex, used map[string]bool) {
+func (r *Resolver) helpers(ctx context.Context, req BlobRequest, f *flight, ing store.Ingest, rr Ranger, pv primaryView, complete func(), usedMu *sync.Mutex, used map[string]bool) {
 	size, psize := ing.Size(), r.cfg.PieceSize
 	n := swarm.Count(size, psize)
 	h := &helping{
-		r: r, req: req, f: f, ing: ing, rr: rr, pos: pos, primary: primary, waiting: waiting,
+		r: r, req: req, f: f, ing: ing, rr: rr, pos: pv.pos, primary: pv.peer, waiting: pv.waiting, lagging: pv.lagging,
 		complete: complete, usedMu: usedMu, used: used,
 		ps:   swarm.Pieces{Size: size, PieceSize: psize, Done: make([]bool, n), Taken: make([]bool, n)},
 		from: make([]int64, n),
@@ -85,6 +93,7 @@ type helping struct {
 	pos      *atomic.Int64
 	primary  *atomic.Value
 	waiting  *atomic.Bool
+	lagging  *atomic.Bool
 	complete func()
 	usedMu   *sync.Mutex
 	used     map[string]bool
@@ -117,6 +126,7 @@ func (h *helping) refresh(ctx context.Context) {
 // h.mu is held.
 func (h *helping) next(now time.Time) (int, *swarm.PieceSource) {
 	h.ps.Waiting = h.waiting.Load()
+	h.ps.Lagging = h.lagging.Load()
 	h.ps.Contiguous = h.ing.Contiguous()
 	h.ps.Pos = h.pos.Load()
 	h.ps.Primary, _ = h.primary.Load().(string)

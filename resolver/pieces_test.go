@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,8 +30,15 @@ type rangePeer struct {
 	// peer's own source is gone)
 	stuck bool
 	slow  bool // send 64 KiB every 10 ms
-	cuts  int  // the first ranged requests that fail as a lost connection
-	fails bool // not found
+	// lagAt: send at 6.4 MB/s up to this offset, then at a quarter of it,
+	// adding what was sent to lagSent
+	lagAt   int64
+	lagSent *atomic.Int64
+	// wholeWhen: the peer holds the whole blob once it says so (have
+	// only until then)
+	wholeWhen func() bool
+	cuts      int  // the first ranged requests that fail as a lost connection
+	fails     bool // not found
 	// busySays: a "busy" answer says what the peer holds, as a real
 	// peer's does
 	busySays bool
@@ -90,7 +98,7 @@ func (r *rangingRouter) FetchRange(ctx context.Context, p string, d digest.Diges
 	if _, ok := r.first[p]; !ok {
 		r.first[p] = time.Now()
 	}
-	if have == 0 || (rp.wholeAfter > 0 && time.Since(r.first[p]) >= rp.wholeAfter) {
+	if have == 0 || (rp.wholeAfter > 0 && time.Since(r.first[p]) >= rp.wholeAfter) || (rp.wholeWhen != nil && rp.wholeWhen()) {
 		have = size
 	}
 	if !rg.Wait && rg.Off >= have {
@@ -103,6 +111,9 @@ func (r *rangingRouter) FetchRange(ctx context.Context, p string, d digest.Diges
 	var body io.Reader = bytes.NewReader(rp.data[rg.Off:end])
 	if rp.slow {
 		body = &slowReader{ctx: ctx, r: body}
+	}
+	if rp.lagAt > 0 {
+		body = &laggingReader{ctx: ctx, r: body, left: rp.lagAt - rg.Off, sent: rp.lagSent}
 	}
 	if rp.stall {
 		body = stallReader{ctx}
@@ -243,6 +254,38 @@ func wantPieces(t *testing.T, router *rangingRouter, p string) {
 	router.mu.Unlock()
 	if sent < 4<<20 {
 		t.Errorf("peer %s sent %d bytes, want at least 4 MiB of pieces; asked: %v", p, sent, asked)
+	}
+}
+
+// TestHelpersRaceALaggingStream: the primary stream's peer slows to a
+// quarter of its rate at 6 MiB, not slow enough to be left, just as another
+// peer comes to hold the whole blob. The helpers take the pieces a piece
+// ahead of the stream, and then, the stream lagging, the piece after it
+// and the rest of the one it is in: the lagging peer sends little past
+// 6 MiB. Without the race it would carry the blob to 12 MiB, where the
+// helpers' piece begins.
+func TestHelpersRaceALaggingStream(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 16<<20)
+	var lagSent atomic.Int64
+	router := &rangingRouter{
+		designatingRouter: &designatingRouter{
+			fakeRouter: &fakeRouter{order: []string{"lags", "whole"}, peers: map[string]fakePeer{
+				"lags": {data: body}, "whole": {data: body},
+			}},
+		},
+		rpeers: map[string]rangePeer{
+			"lags":  {data: body, lagAt: 6 << 20, lagSent: &lagSent},
+			"whole": {data: body, have: 1, wholeWhen: func() bool { return lagSent.Load() >= 6<<20 }},
+		},
+		served: map[string]int64{},
+	}
+	readFromPeersOnly(t, resolver.Config{PieceSize: 4 << 20, PieceWorkers: 2, StallTimeout: 5 * time.Second, PeerSlowWindow: 300 * time.Millisecond}, router, body)
+	if sent := lagSent.Load(); sent >= 10<<20 {
+		t.Errorf("the lagging peer sent %d bytes, want well under 12 MiB: the helpers race it; asked of the whole holder: %v", sent, router.askedOf("whole"))
+	}
+	if !router.servedOf("whole", 8<<20) {
+		t.Errorf("the whole holder did not send the piece after the stream's; asked: %v", router.askedOf("whole"))
 	}
 }
 

@@ -35,6 +35,9 @@ type Pieces struct {
 	// Waiting says no stream is open: every peer that holds the blob
 	// answered busy.
 	Waiting bool
+	// Lagging says the primary stream delivers under half the rate it is
+	// held to (see NextPiece).
+	Lagging bool
 }
 
 // Count is how many pieces a blob of size cut in pieces of psize has.
@@ -96,7 +99,12 @@ func PieceSourceFor(p Pieces, i int, srcs []*PieceSource, now time.Time, cur str
 // ahead of it; and the peer to ask for it (see PieceSourceFor), nil when
 // none is free. While no stream is open (Waiting), the first missing piece
 // that some peer can send comes first, so the node holds a longer start of
-// the blob and can pass it on. -1 when no piece is left to take.
+// the blob and can pass it on. While the stream lags (Lagging), the piece
+// it is in and the next are taken too, last: a helper races the stream
+// for the rest of its piece, from another peer, and the stream ends where
+// the helper's bytes pass it. A stream from a peer whose link was cut
+// would otherwise carry up to two pieces at a tenth of the rate, the
+// pieces no helper takes. -1 when no piece is left to take.
 func NextPiece(p Pieces, srcs []*PieceSource, now time.Time) (int, *PieceSource) {
 	n := Count(p.Size, p.PieceSize)
 	if p.Waiting {
@@ -111,6 +119,9 @@ func NextPiece(p Pieces, srcs []*PieceSource, now time.Time) (int, *PieceSource)
 		}
 	}
 	first := int((p.Pos+p.PieceSize-1)/p.PieceSize) + 1
+	if p.Lagging {
+		first = int(p.Pos / p.PieceSize)
+	}
 	for i := n - 1; i >= first; i-- {
 		if p.Done[i] || p.Taken[i] {
 			continue
