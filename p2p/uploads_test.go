@@ -15,6 +15,27 @@ import (
 	"github.com/shoal-dev/shoal/p2p/p2ptest"
 )
 
+// oneSlotEach starts three nodes with one upload slot each and idle as
+// their IdleTimeout, those for which holds is true holding data, and waits
+// until they see one another.
+func oneSlotEach(t *testing.T, data []byte, idle time.Duration, holds func(i int) bool) *p2ptest.Cluster {
+	t.Helper()
+	c := p2ptest.Start(t, 3, p2ptest.Options{
+		Config: func(i int, cfg *p2p.Config) {
+			cfg.MaxUploads = 1
+			cfg.Timing.IdleTimeout = idle
+		},
+		Content: func(i int) *p2ptest.Content {
+			if holds(i) {
+				return p2ptest.NewContent(data)
+			}
+			return nil
+		},
+	})
+	c.WaitMembers(t, 3, 20*time.Second)
+	return c
+}
+
 // TestUploadCap checks that a peer at its upload cap answers "busy" at
 // once, ranks last while busy, and that a stalled reader loses its slot.
 func TestUploadCap(t *testing.T) {
@@ -24,19 +45,7 @@ func TestUploadCap(t *testing.T) {
 	data := randomBlob(3, 64<<20)
 	d := digest.FromBytes(data)
 	const idle = time.Second
-	c := p2ptest.Start(t, 3, p2ptest.Options{
-		Config: func(i int, cfg *p2p.Config) {
-			cfg.MaxUploads = 1
-			cfg.Timing.IdleTimeout = idle
-		},
-		Content: func(i int) *p2ptest.Content {
-			if i > 0 {
-				return p2ptest.NewContent(data)
-			}
-			return nil
-		},
-	})
-	c.WaitMembers(t, 3, 20*time.Second)
+	c := oneSlotEach(t, data, idle, func(i int) bool { return i > 0 })
 	client, busy, other := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 	waitProviders(t, client, d, []peer.ID{busy.ID(), other.ID()}, 20*time.Second)
 
@@ -104,19 +113,7 @@ func TestFrozenReaderLosesItsSlot(t *testing.T) {
 	data := randomBlob(4, 64<<20)
 	d := digest.FromBytes(data)
 	const idle = time.Minute
-	c := p2ptest.Start(t, 3, p2ptest.Options{
-		Config: func(i int, cfg *p2p.Config) {
-			cfg.MaxUploads = 1
-			cfg.Timing.IdleTimeout = idle
-		},
-		Content: func(i int) *p2ptest.Content {
-			if i == 1 {
-				return p2ptest.NewContent(data)
-			}
-			return nil
-		},
-	})
-	c.WaitMembers(t, 3, 20*time.Second)
+	c := oneSlotEach(t, data, idle, func(i int) bool { return i == 1 })
 	frozen, server, other := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 
 	stalled, _, err := frozen.Fetch(t.Context(), server.ID(), d, 0)

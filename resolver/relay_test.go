@@ -110,13 +110,16 @@ func (r *relayRouter) Answers(ctx context.Context, p string) bool {
 // registry sends the rest, long before ArrivalStall and StallTimeout. A
 // relay that answers is asked once more, and sends the rest: the
 // registry sends nothing, as it would to a node that left such a peer
-// for slow after its own source was lost.
+// for slow after its own source was lost. The same holds when the arrival
+// watchdog, not the judge, finds the relay's copy stopped growing
+// (ArrivalStall shorter than PeerStall): it pings the relay too.
 func TestRelayThatStopsIsPingedBeforeItIsLeft(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name         string
 		frozen, top  bool
 		mute         bool
+		watchdog     bool // ArrivalStall 200 ms, PeerStall 2 s
 		registryGets int64
 		silent       []string
 	}{
@@ -127,53 +130,21 @@ func TestRelayThatStopsIsPingedBeforeItIsLeft(t *testing.T) {
 		// The peers ranked above the relay are pinged too: the frozen
 		// one is left out of every download rather than asked next.
 		{name: "waiting on a frozen peer ranked above it", top: true, registryGets: 0, silent: []string{"top"}},
+		{name: "frozen, found by the arrival watchdog", frozen: true, watchdog: true, registryGets: 1, silent: []string{"relay"}},
+		{name: "waiting on its own source, found by the arrival watchdog", watchdog: true, registryGets: 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			body := randomBytes(t, 6<<20)
 			router := &relayRouter{data: body, pauseAt: 4 << 20, frozen: tc.frozen, top: tc.top, mute: tc.mute}
-			f := newFixture(t, resolver.Config{
+			cfg := resolver.Config{
 				PieceSize: -1, StallTimeout: 10 * time.Minute, ArrivalStall: 10 * time.Minute,
 				PeerStall: 100 * time.Millisecond, PeerSlowWindow: 500 * time.Millisecond,
-			}, resolver.Sources{Router: router})
-			pullPushed(t, f, body)
-			f.res.Close()
-			router.mu.Lock()
-			defer router.mu.Unlock()
-			if n := f.up.blobGets.Load(); n != tc.registryGets {
-				t.Errorf("registry asked %d times, want %d (relay asked %v)", n, tc.registryGets, router.asked)
 			}
-			if !slices.Equal(router.silent, tc.silent) {
-				t.Errorf("peers marked silent: %v, want %v", router.silent, tc.silent)
+			if tc.watchdog {
+				cfg.ArrivalStall, cfg.PeerStall, cfg.PeerSlowWindow = 200*time.Millisecond, 2*time.Second, 4*time.Second
 			}
-		})
-	}
-}
-
-// TestRelayWhoseCopyStopsIsPinged: the arrival watchdog, not the judge,
-// finds the relay's copy stopped growing (ArrivalStall is shorter than
-// PeerStall here). It pings the relay as the judge would: a frozen relay
-// is left as silent and the registry sends the rest; one that answers
-// waits on its own source, is asked again, and sends the rest.
-func TestRelayWhoseCopyStopsIsPinged(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name         string
-		frozen       bool
-		registryGets int64
-		silent       []string
-	}{
-		{name: "frozen", frozen: true, registryGets: 1, silent: []string{"relay"}},
-		{name: "waiting on its own source", registryGets: 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			body := randomBytes(t, 6<<20)
-			router := &relayRouter{data: body, pauseAt: 4 << 20, frozen: tc.frozen}
-			f := newFixture(t, resolver.Config{
-				PieceSize: -1, StallTimeout: 10 * time.Minute, ArrivalStall: 200 * time.Millisecond,
-				PeerStall: 2 * time.Second, PeerSlowWindow: 4 * time.Second,
-			}, resolver.Sources{Router: router})
+			f := newFixture(t, cfg, resolver.Sources{Router: router})
 			pullPushed(t, f, body)
 			f.res.Close()
 			router.mu.Lock()
