@@ -426,6 +426,49 @@ func TestLookupAnswersFromOwnRecords(t *testing.T) {
 	}
 }
 
+// TestSilentReaderWhoseUploadFlowsKeepsItsConnection: the same from the
+// other side. A node left a peer out as silent (its pings queue behind a
+// full link) while it uploads a blob to that peer at 200 KB/s: each
+// piece of the upload that goes out shows the connection carries bytes,
+// and the watch does not close it under the upload, though one of the
+// upload's 256 KiB buffers takes over a second to go.
+func TestSilentReaderWhoseUploadFlowsKeepsItsConnection(t *testing.T) {
+	t.Parallel()
+	c := p2ptest.Start(t, 2, p2ptest.Options{Config: func(i int, cfg *p2p.Config) {
+		if i == 1 {
+			cfg.MaxUploadRate = 200 << 10
+		}
+	}})
+	c.WaitMembers(t, 2, 20*time.Second)
+	reader, server := c.Nodes[0], c.Nodes[1]
+	data := bytes.Repeat([]byte("a blob sent slowly to a reader behind a full link "), 20<<10) // about 1 MiB
+	blob := c.Contents[1].Add(data)
+	waitProviders(t, reader, blob, []peer.ID{server.ID()}, 20*time.Second)
+	p2p.Host(reader).RemoveStreamHandler(ping.ID)
+
+	body, _, err := reader.Fetch(t.Context(), server.ID(), blob, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	server.Silent(reader.ID())
+	var got bytes.Buffer
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := body.Read(buf)
+		got.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", got.Len(), err)
+		}
+	}
+	if !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("read %d bytes, want %d", got.Len(), len(data))
+	}
+}
+
 // TestSilentPeerWhoseBytesFlowKeepsItsConnection: a peer left out as
 // silent whose pings go unanswered (they queue behind data on a full
 // link), while a blob's bytes from it still cross the connection. The

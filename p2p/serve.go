@@ -166,7 +166,10 @@ func (u *serving) send(blob store.Blob, c swarm.Copy) {
 	n, req := u.n, u.req
 	n.metrics.uploadsActive.Inc()
 	u.releases = append(u.releases, n.metrics.uploadsActive.Dec)
-	w := &deadlineWriter{s: u.s, idle: n.cfg.Timing.IdleTimeout}
+	// Each chunk that goes out tells the silent-peer watch that bytes
+	// cross the connection: a reader behind a full link, whose pings
+	// queue behind them, keeps it (see watch).
+	w := &deadlineWriter{s: u.s, idle: n.cfg.Timing.IdleTimeout, moved: &n.stats.peer(u.remote).lastByte}
 	defer n.watchUpload(u.s, u.remote, w)()
 	length := req.end(c.Size) - req.off
 	if length == 0 {
@@ -281,11 +284,13 @@ func resultLabel(st status) string {
 // deadlineWriter pushes the write deadline forward as bytes go out, so a
 // peer that stops reading is cut after idle, however long the transfer.
 // It writes at most writeChunk at once, and notes when a write waits
-// (see stalled).
+// (see stalled) and, in moved, when a chunk went out (Unix nanoseconds;
+// see stats.flowedSince).
 type deadlineWriter struct {
 	s     network.Stream
 	idle  time.Duration
 	setAt time.Time
+	moved *atomic.Int64
 	// waitingSince: since when, in Unix nanoseconds, the chunk being
 	// written waits for the peer to take it; 0 between writes.
 	waitingSince atomic.Int64
@@ -309,6 +314,9 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 		w.waitingSince.Store(now.UnixNano())
 		k, err := w.s.Write(p[:min(len(p), writeChunk)])
 		total += k
+		if k > 0 && w.moved != nil {
+			w.moved.Store(time.Now().UnixNano())
+		}
 		if err != nil {
 			return total, err
 		}
