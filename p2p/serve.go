@@ -524,16 +524,21 @@ func (r *heldReader) held() swarm.Copy {
 }
 
 // uploadStall is how long an upload's write may wait for its reader to
-// take a chunk before the upload is cut (see watchUpload).
+// take a chunk before the reader is pinged, and how long the ping may take
+// (see watchUpload).
 const uploadStall = 2 * time.Second
 
-// watchUpload watches an upload written through w until the returned stop
-// is called, and cuts it once the reader took no byte for uploadStall: a
-// frozen reader, or one whose link is down, would hold the upload's slots
-// until IdleTimeout, and the peers that read would be answered busy
-// meanwhile. A reader that still reads, however slowly (a link cut to a
-// tenth, shared by all its streams), takes a writeChunk well within it.
-// A reader that is alive asks again from where it stopped.
+// watchUpload watches an upload to remote written through w until the
+// returned stop is called. Once the reader took no byte for uploadStall
+// it is pinged, and if it does not answer within uploadStall either the
+// upload is cut: a frozen reader, or one whose link is down, would hold
+// the upload's slots until IdleTimeout, and the peers that read would be
+// answered busy meanwhile. A reader that still reads, however slowly (a
+// link cut to a tenth, shared by all its streams), takes a writeChunk well
+// within it, and one that answers is alive, only not reading for now; a
+// ping behind a full queue at a tenth of a link takes about a second. The
+// cut marks nobody silent: a reader alive after all asks again from where
+// it stopped.
 func (n *Node) watchUpload(s network.Stream, remote peer.ID, w *deadlineWriter) (stop func()) {
 	done := make(chan struct{})
 	if !n.enterHandler() {
@@ -550,11 +555,13 @@ func (n *Node) watchUpload(s network.Stream, remote peer.ID, w *deadlineWriter) 
 			case <-n.life.Done():
 				return
 			case now := <-t.C:
-				if stalled := w.stalled(now); stalled >= uploadStall {
-					n.log.Debug("reader took no byte: upload cut", "peer", remote, "for", stalled.Round(time.Millisecond))
-					_ = s.Reset()
-					return
+				stalled := w.stalled(now)
+				if stalled < uploadStall || n.answersWithin(remote, uploadStall) || w.stalled(time.Now()) == 0 {
+					continue
 				}
+				n.log.Debug("reader took no byte and does not answer a ping: upload cut", "peer", remote, "for", stalled.Round(time.Millisecond))
+				_ = s.Reset()
+				return
 			}
 		}
 	}()

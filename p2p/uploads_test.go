@@ -9,6 +9,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/p2p"
@@ -104,10 +105,12 @@ func TestUploadCap(t *testing.T) {
 	})
 }
 
-// TestFrozenReaderLosesItsSlot: a reader that stops taking bytes (a frozen
-// process, a link gone) loses its upload slot within seconds, long before
-// IdleTimeout, and the peers that read are served; a reader that reads
-// slowly keeps its stream to the end.
+// TestFrozenReaderLosesItsSlot: a reader that stops taking bytes and
+// answers no ping (a frozen process, a link gone) loses its upload slot
+// within seconds, long before IdleTimeout, and the peers that read are
+// served; a reader that reads slowly keeps its stream to the end, and one
+// that stops reading but answers keeps its slot until IdleTimeout
+// (TestUploadCap).
 func TestFrozenReaderLosesItsSlot(t *testing.T) {
 	t.Parallel()
 	data := randomBlob(4, 64<<20)
@@ -121,6 +124,7 @@ func TestFrozenReaderLosesItsSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stalled.Close()
+	p2p.Host(frozen).RemoveStreamHandler(ping.ID) // and answers no ping
 	if _, _, err := other.Fetch(t.Context(), server.ID(), d, 0); !errors.Is(err, p2p.ErrPeerBusy) {
 		t.Fatalf("a fetch while the frozen reader holds the only slot: %v, want ErrPeerBusy", err)
 	}
