@@ -206,6 +206,56 @@ func (n *Node) provide(ctx context.Context, dgst digest.Digest) error {
 	return nil
 }
 
+// Providers returns up to limit peers that announced dgst and that
+// memberlist reports alive, this node and avoided peers excluded, best
+// first: peers that answered "busy" lately last, then those this node is
+// already fetching the least from, then the lowest measured latency. A
+// limit of zero or less means all. The search is bounded by FindTimeout;
+// when it finds none the error wraps errdefs.ErrNotFound.
+func (n *Node) Providers(ctx context.Context, dgst digest.Digest, limit int) ([]peer.ID, error) {
+	c, err := CID(dgst)
+	if err != nil {
+		return nil, err
+	}
+	fctx, cancel := context.WithTimeout(ctx, n.cfg.Timing.FindTimeout)
+	defer cancel()
+	// Look for a few more than asked, to have some choice when ranking.
+	want := 0
+	if limit > 0 {
+		want = 2 * limit
+	}
+	now := time.Now()
+	seen := map[peer.ID]bool{}
+	var found []peer.ID
+	// count 0: the DHT's count would include this node and dead peers.
+	for ai := range n.dht.FindProvidersAsync(fctx, c, 0) {
+		p := ai.ID
+		if p == n.id || seen[p] {
+			continue
+		}
+		seen[p] = true
+		if !n.members.live(p) || n.stats.avoided(p, now) {
+			continue
+		}
+		found = append(found, p)
+		if want > 0 && len(found) >= want {
+			break
+		}
+	}
+	cancel() // ends the lookup if we stopped early; it closes its channel
+	if len(found) == 0 {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("providers of %s: %w", dgst, err)
+		}
+		return nil, fmt.Errorf("providers of %s: %w", dgst, errdefs.ErrNotFound)
+	}
+	n.rank(found, now)
+	if limit > 0 && len(found) > limit {
+		found = found[:limit]
+	}
+	return found, nil
+}
+
 func (n *Node) rank(ps []peer.ID, now time.Time) {
 	type ranked struct {
 		id  peer.ID

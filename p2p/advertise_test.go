@@ -381,51 +381,6 @@ func TestSilentPeerLeftOutOfLookups(t *testing.T) {
 	})
 }
 
-// TestLookupAnswersFromOwnRecords: a member that takes DHT requests and
-// never answers them, while it answers pings (behind a full link, say),
-// would hold a walk of the DHT until its timeout. A look-up answers from
-// the node's own records at once. A node that joined after the blob was
-// announced keeps no record of it, and finds its holder by the walk.
-func TestLookupAnswersFromOwnRecords(t *testing.T) {
-	t.Parallel()
-	const findTimeout = 20 * time.Second
-	opts := p2ptest.Options{Config: func(_ int, cfg *p2p.Config) {
-		cfg.Timing.FindTimeout = findTimeout
-	}}
-	c := p2ptest.Start(t, 3, opts)
-	c.WaitMembers(t, 3, 20*time.Second)
-	client, holder, slow := c.Nodes[0], c.Nodes[1], c.Nodes[2]
-	blob := c.Contents[1].Add([]byte("held while another member's DHT crawls"))
-	waitProviders(t, client, blob, []peer.ID{holder.ID()}, 20*time.Second)
-
-	// A node that joins now has no record of the blob: the walk finds it.
-	i, err := c.Add(t)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.WaitMembers(t, 4, 20*time.Second)
-	waitProviders(t, c.Nodes[i], blob, []peer.ID{holder.ID()}, 20*time.Second)
-
-	held := make(chan struct{})
-	defer close(held)
-	sh := p2p.Host(slow)
-	sh.SetStreamHandler(p2p.DHTPrefix+"/kad/1.0.0", func(s network.Stream) {
-		<-held
-		_ = s.Reset()
-	})
-	// The client's DHT keeps a stream per peer: the new handler takes the
-	// next one.
-	_ = sh.Network().ClosePeer(client.ID())
-	for range 3 {
-		start := time.Now()
-		got, err := client.Providers(t.Context(), blob, 0)
-		if took := time.Since(start); err != nil || !samePeers(got, []peer.ID{holder.ID()}) || took >= findTimeout/2 {
-			t.Fatalf("a look-up beside a member whose DHT does not answer: %v, %v after %v; want the holder, well before the %v timeout", got, err, took, findTimeout)
-		}
-		time.Sleep(p2p.WalkFresh)
-	}
-}
-
 // TestSilentReaderWhoseUploadFlowsKeepsItsConnection: the same from the
 // other side. A node left a peer out as silent (its pings queue behind a
 // full link) while it uploads a blob to that peer at 200 KB/s: each

@@ -47,7 +47,3 @@ var ResourceManager = resourceManager
 
 // InRoutingTable says whether p is in n's DHT routing table.
 func InRoutingTable(n *Node, p peer.ID) bool { return n.dht.RoutingTable().Find(p) != "" }
-
-// WalkFresh is how long after a walk for a blob's providers began no
-// other starts.
-const WalkFresh = walkFresh

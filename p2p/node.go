@@ -96,10 +96,6 @@ type Node struct {
 	joinMu      sync.Mutex
 	lastJoinErr string
 
-	// walks are the DHT walks for providers (see Providers).
-	walksMu sync.Mutex
-	walks   walks
-
 	// lostWatches are the failed members being pinged (see watchLost).
 	lostMu      sync.Mutex
 	lostWatches map[peer.ID]bool
