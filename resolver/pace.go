@@ -245,10 +245,26 @@ func (p *pace) waited(now time.Time) time.Duration {
 // the download had before it lost a peer (held). Helpers then race it for
 // the rest of its piece (see swarm.NextPiece): a peer slowed to a fraction
 // of its rate is not yet slow enough to leave (see slowFactor), and
-// carries the piece the helpers would otherwise leave to it.
-func (p *pace) lagging() bool {
+// carries the piece the helpers would otherwise leave to it. Not while it
+// gets at least 1/lagFactor of an even share of what the node receives
+// (node; nil: none): it then shares a link with the node's other streams
+// (many readers of one holder, or the node's own link full), and a race
+// would only add to that link.
+func (p *pace) lagging(now time.Time, node *nodePace) bool {
 	want := max(p.best, p.held)
-	return p.filled == len(p.bytes) && want > 0 && p.rate()*lagFactor < want
+	if p.filled < len(p.bytes) || want == 0 {
+		return false
+	}
+	r := p.rate()
+	if r*lagFactor >= want {
+		return false
+	}
+	if node != nil {
+		if rate, _, streams, _ := node.state(now); streams > 1 && r*lagFactor*float64(streams) >= rate {
+			return false
+		}
+	}
+	return true
 }
 
 // trickling says whether the stream delivered bytes over the last window,
@@ -630,7 +646,7 @@ func (j *judge) verdict(now time.Time) error {
 	ask := j.probe != nil && ((silent && !j.probed) || (err != nil && j.p.relayed && quiet >= time.Duration(relayQuietShare*float64(j.p.stall))))
 	j.trickles.Store(j.p.trickling())
 	if j.lag != nil {
-		j.lag.Store(j.p.lagging())
+		j.lag.Store(j.p.lagging(now, j.node))
 	}
 	window := j.p.window
 	j.mu.Unlock()

@@ -428,3 +428,42 @@ func TestSlowRelayAskedOnceMoreWhenItStopped(t *testing.T) {
 		t.Fatalf("slow, its Read waiting half of PeerStall: %v after %d pings, want one ping and asked once more", err, pinged)
 	}
 }
+
+// TestPaceLagging: a stream that falls to a quarter of its best lags,
+// and the helpers race it (see swarm.NextPiece); at two thirds it does
+// not. Nor does one at a quarter of its best that gets an even share of
+// what the node receives, beside two other streams as slow: many readers
+// of one holder, or the node's own link full.
+func TestPaceLagging(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		gap    time.Duration // after 2 s of 64 KiB every 10 ms
+		others int           // streams beside it, each as slow
+		want   bool
+	}{
+		{"a quarter of its best", 40 * time.Millisecond, 0, true},
+		{"two thirds of its best", 15 * time.Millisecond, 0, false},
+		{"a quarter, an even share beside two others", 40 * time.Millisecond, 2, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			now := time.Unix(1000, 0)
+			node, p := measuredStream(t, &now, "peer", 10*time.Millisecond, 64<<10)
+			for i := range tc.others {
+				node.open(fmt.Sprintf("other%d", i), 1)
+			}
+			for end := now.Add(2 * time.Second); now.Before(end); {
+				p.reading(now)
+				now = now.Add(tc.gap)
+				p.read(now, 64<<10)
+				for range 1 + tc.others {
+					node.read(now, 64<<10)
+				}
+			}
+			if got := p.lagging(now, node); got != tc.want {
+				t.Fatalf("lagging = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
