@@ -407,9 +407,20 @@ func TestSilentReaderWhoseUploadFlowsKeepsItsConnection(t *testing.T) {
 	}
 	defer body.Close()
 	server.Silent(reader.ID())
+	readWhole(t, body, data, 64<<10, 0, nil)
+}
+
+// readWhole reads body to its end in reads of chunk bytes, pause apart,
+// calling before (when set) with each read's number first, and fails t
+// unless it gets want.
+func readWhole(t *testing.T, body io.Reader, want []byte, chunk int, pause time.Duration, before func(i int)) {
+	t.Helper()
 	var got bytes.Buffer
-	buf := make([]byte, 64<<10)
-	for {
+	buf := make([]byte, chunk)
+	for i := 0; ; i++ {
+		if before != nil {
+			before(i)
+		}
 		n, err := body.Read(buf)
 		got.Write(buf[:n])
 		if err == io.EOF {
@@ -418,9 +429,10 @@ func TestSilentReaderWhoseUploadFlowsKeepsItsConnection(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after %d bytes: %v", got.Len(), err)
 		}
+		time.Sleep(pause)
 	}
-	if !bytes.Equal(got.Bytes(), data) {
-		t.Fatalf("read %d bytes, want %d", got.Len(), len(data))
+	if !bytes.Equal(got.Bytes(), want) {
+		t.Fatalf("read %d bytes, want %d", got.Len(), len(want))
 	}
 }
 
@@ -444,23 +456,9 @@ func TestSilentPeerWhoseBytesFlowKeepsItsConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer body.Close()
-	var got bytes.Buffer
-	buf := make([]byte, 16<<10)
-	for i := 0; ; i++ {
+	readWhole(t, body, data, 16<<10, 20*time.Millisecond, func(i int) {
 		if i == 4 {
 			client.Silent(holder.ID())
 		}
-		n, err := body.Read(buf)
-		got.Write(buf[:n])
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("after %d bytes: %v", got.Len(), err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !bytes.Equal(got.Bytes(), data) {
-		t.Fatalf("read %d bytes, want %d", got.Len(), len(data))
-	}
+	})
 }
