@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -210,8 +212,9 @@ func (n *Node) provide(ctx context.Context, dgst digest.Digest) error {
 // memberlist reports alive, this node and avoided peers excluded, best
 // first: peers that answered "busy" lately last, then those this node is
 // already fetching the least from, then the lowest measured latency. A
-// limit of zero or less means all. The search is bounded by FindTimeout;
-// when it finds none the error wraps errdefs.ErrNotFound.
+// limit of zero or less means all. The search is bounded by FindTimeout,
+// and ends early as walkProviders says; when it finds none the error
+// wraps errdefs.ErrNotFound.
 func (n *Node) Providers(ctx context.Context, dgst digest.Digest, limit int) ([]peer.ID, error) {
 	c, err := CID(dgst)
 	if err != nil {
@@ -225,24 +228,7 @@ func (n *Node) Providers(ctx context.Context, dgst digest.Digest, limit int) ([]
 		want = 2 * limit
 	}
 	now := time.Now()
-	seen := map[peer.ID]bool{}
-	var found []peer.ID
-	// count 0: the DHT's count would include this node and dead peers.
-	for ai := range n.dht.FindProvidersAsync(fctx, c, 0) {
-		p := ai.ID
-		if p == n.id || seen[p] {
-			continue
-		}
-		seen[p] = true
-		if !n.members.live(p) || n.stats.avoided(p, now) {
-			continue
-		}
-		found = append(found, p)
-		if want > 0 && len(found) >= want {
-			break
-		}
-	}
-	cancel() // ends the lookup if we stopped early; it closes its channel
+	found := n.walkProviders(fctx, c, want, now)
 	if len(found) == 0 {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("providers of %s: %w", dgst, err)
@@ -254,6 +240,61 @@ func (n *Node) Providers(ctx context.Context, dgst digest.Digest, limit int) ([]
 		found = found[:limit]
 	}
 	return found, nil
+}
+
+// walkProviders collects the live, not avoided peers that announced c:
+// first from this node's own records, then from the members the DHT walk
+// asks. It stops at want peers (zero: no such limit), when the walk ends,
+// or once it found one and no member answered for FindQuiet: a member
+// whose answers queue behind a throttled link would hold every look-up
+// for as long as its link is slow, and the records it holds are on the
+// other members too (in a small cluster every member keeps them all;
+// in a large one the K closest to the key do).
+func (n *Node) walkProviders(ctx context.Context, c cid.Cid, want int, now time.Time) []peer.ID {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the walk if it stopped early; it closes its channels
+	qctx, events := routing.RegisterForQueryEvents(ctx)
+	provs := n.dht.FindProvidersAsync(qctx, c, 0) // count 0: the DHT's count would include this node and dead peers
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
+	defer quiet.Stop()
+	answered := false
+	seen := map[peer.ID]bool{}
+	var found []peer.ID
+	for {
+		select {
+		case ai, ok := <-provs:
+			if !ok {
+				return found
+			}
+			p := ai.ID
+			if p == n.id || seen[p] {
+				continue
+			}
+			seen[p] = true
+			if !n.members.live(p) || n.stats.avoided(p, now) {
+				continue
+			}
+			found = append(found, p)
+			if want > 0 && len(found) >= want {
+				return found
+			}
+		case ev, ok := <-events:
+			if !ok {
+				events = nil // the context ended: provs closes too
+				continue
+			}
+			if ev.Type != routing.PeerResponse {
+				continue
+			}
+			answered = true
+		case <-quiet.C:
+			return found
+		}
+		if answered && len(found) > 0 {
+			quiet.Reset(n.cfg.Timing.FindQuiet)
+		}
+	}
 }
 
 func (n *Node) rank(ps []peer.ID, now time.Time) {

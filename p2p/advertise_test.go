@@ -381,6 +381,57 @@ func TestSilentPeerLeftOutOfLookups(t *testing.T) {
 	})
 }
 
+// TestSlowMemberNotWaitedForInLookups: a member that still answers pings
+// but answers DHT requests late (its link is throttled, its queue full)
+// is not waited for: once another member answered and a holder is found,
+// the look-up ends after FindQuiet without it.
+func TestSlowMemberNotWaitedForInLookups(t *testing.T) {
+	t.Parallel()
+	const (
+		findTimeout = 20 * time.Second
+		slowBy      = 8 * time.Second
+	)
+	c := p2ptest.Start(t, 3, p2ptest.Options{Config: func(_ int, cfg *p2p.Config) {
+		cfg.Timing.FindTimeout = findTimeout
+	}})
+	c.WaitMembers(t, 3, 20*time.Second)
+	client, holder, slow := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	blob := c.Contents[1].Add([]byte("held by a peer that answers at once"))
+	waitProviders(t, client, blob, []peer.ID{holder.ID()}, 20*time.Second)
+	p2ptest.Eventually(t, 20*time.Second, func() error {
+		if !p2p.InRoutingTable(client, slow.ID()) {
+			return errors.New("the slow peer is not in the client's routing table yet")
+		}
+		return nil
+	})
+
+	// The slow peer reads DHT requests and gives up on them after slowBy.
+	done := make(chan struct{})
+	defer close(done)
+	sh := p2p.Host(slow)
+	sh.SetStreamHandler(p2p.DHTPrefix+"/kad/1.0.0", func(s network.Stream) {
+		select {
+		case <-time.After(slowBy):
+		case <-done:
+		}
+		_ = s.Reset()
+	})
+	// The client's DHT keeps a stream per peer: the new handler takes the
+	// next one.
+	_ = sh.Network().ClosePeer(client.ID())
+	p2ptest.Eventually(t, 20*time.Second, func() error {
+		if !p2p.InRoutingTable(client, slow.ID()) {
+			return errors.New("the slow peer is not back in the client's routing table")
+		}
+		return nil
+	})
+	start := time.Now()
+	got, err := client.Providers(t.Context(), blob, 0)
+	if took := time.Since(start); err != nil || !samePeers(got, []peer.ID{holder.ID()}) || took >= slowBy/2 {
+		t.Fatalf("a look-up with a slow member: %v, %v after %v; want the holder, well before the slow member's %v", got, err, took, slowBy)
+	}
+}
+
 // TestSilentReaderWhoseUploadFlowsKeepsItsConnection: the same from the
 // other side. A node left a peer out as silent (its pings queue behind a
 // full link) while it uploads a blob to that peer at 200 KB/s: each

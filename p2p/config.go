@@ -281,6 +281,10 @@ type Timing struct {
 	IdleTimeout time.Duration
 	// FindTimeout bounds a Providers lookup.
 	FindTimeout time.Duration
+	// FindQuiet ends a Providers lookup that found a provider once no
+	// member answered it for this long: the members that answer later
+	// are slow, and others hold the same records.
+	FindQuiet time.Duration
 	// ProvideTimeout bounds one announcement.
 	ProvideTimeout time.Duration
 }
@@ -304,6 +308,7 @@ func LANTiming() Timing {
 		RequestTimeout:    5 * time.Second,
 		IdleTimeout:       30 * time.Second,
 		FindTimeout:       3 * time.Second,
+		FindQuiet:         200 * time.Millisecond,
 		ProvideTimeout:    30 * time.Second,
 	}
 }
@@ -328,6 +333,7 @@ func LocalTiming() Timing {
 		RequestTimeout:    10 * time.Second,
 		IdleTimeout:       5 * time.Second,
 		FindTimeout:       5 * time.Second,
+		FindQuiet:         200 * time.Millisecond,
 		ProvideTimeout:    10 * time.Second,
 	}
 }
@@ -418,6 +424,7 @@ func (t *Timing) fill(d Timing) {
 	setDefault(&t.RequestTimeout, d.RequestTimeout)
 	setDefault(&t.IdleTimeout, d.IdleTimeout)
 	setDefault(&t.FindTimeout, d.FindTimeout)
+	setDefault(&t.FindQuiet, d.FindQuiet)
 	setDefault(&t.ProvideTimeout, d.ProvideTimeout)
 }
 
@@ -426,7 +433,7 @@ func (t *Timing) check() error {
 		t.ProbeInterval, t.ProbeTimeout, t.GossipInterval, t.PushPullInterval,
 		t.GossipTCPTimeout, t.LeaveTimeout, t.JoinBackoffMin, t.JoinBackoffMax,
 		t.RejoinInterval, t.LostRetryInterval, t.ConnectInterval, t.DialTimeout, t.RequestTimeout,
-		t.IdleTimeout, t.FindTimeout, t.ProvideTimeout,
+		t.IdleTimeout, t.FindTimeout, t.FindQuiet, t.ProvideTimeout,
 	} {
 		if d < 0 {
 			return errors.New("timing: durations must not be negative")
