@@ -89,7 +89,7 @@ func (r *Resolver) sources(req BlobRequest, sw *swarm.Download, noWait, lead *at
 		// registry, before its own clients asked for it.
 		out = append(out, r.fetcherSource(req, p))
 	}
-	for _, s := range swarm.Sources(above, r.cfg.DesignatedPeers, req.ForPeer, holders, r.upstream != nil, r.cfg.FetchAttempts) {
+	for _, s := range swarm.Sources(above, r.cfg.DesignatedPeers, sw.FailedPeers, req.ForPeer, holders, r.upstream != nil, r.cfg.FetchAttempts) {
 		switch {
 		case s.Upstream:
 			out = append(out, r.upstreamSource(req))
@@ -423,6 +423,12 @@ func (d *dl) round() bool {
 		// and once they failed, or one left the blob to it, this node
 		// leads.
 		lead := d.sw.LeftToUs || r.leads(sources, d.sw.FailedPeers)
+		if lead && !d.sw.LeftToUs && r.replan(d.req, sources, d.sw.FailedPeers) {
+			d.log.Debug("designated peers failed; the next peer above leads", "digest", d.req.Digest)
+			sources = r.sources(d.req, d.sw, &d.noWait, &d.leading)
+			i = -1
+			continue
+		}
 		if d.sw.LostPeer {
 			src.stall = r.handOver(src)
 		}
@@ -695,13 +701,29 @@ func (r *Resolver) noteMiss(dgst digest.Digest, m miss) {
 // or every designated peer among sources failed this download.
 func (r *Resolver) leads(sources []source, failed map[string]bool) bool {
 	_, ranked := r.router.(Designator)
-	var designated []string
+	return swarm.Leads(ranked, designatedIn(sources), failed)
+}
+
+// replan says whether a round whose designated peers failed starts over
+// with the next peer above this node as designated (see swarm.Replan).
+func (r *Resolver) replan(req BlobRequest, sources []source, failed map[string]bool) bool {
+	d, ok := r.router.(Designator)
+	if !ok || req.ForPeer {
+		return false
+	}
+	above, _ := d.Designated(req.Digest, r.group(req.Digest))
+	return swarm.Replan(above, designatedIn(sources), r.cfg.DesignatedPeers, failed)
+}
+
+// designatedIn lists the designated peers among sources.
+func designatedIn(sources []source) []string {
+	var out []string
 	for _, s := range sources {
 		if s.designated {
-			designated = append(designated, s.peer)
+			out = append(out, s.peer)
 		}
 	}
-	return swarm.Leads(ranked, designated, failed)
+	return out
 }
 
 // handOver is how long src may take to answer, and to send a byte it

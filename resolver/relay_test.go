@@ -31,6 +31,9 @@ type relayRouter struct {
 	top bool
 	// mute: the relay froze before it answered.
 	mute bool
+	// next, when set, makes the mesh rank a peer "next" after the relay,
+	// above this node; it holds the whole blob.
+	next bool
 
 	mu     sync.Mutex
 	asked  []string
@@ -49,6 +52,12 @@ func (r *relayRouter) Fetch(ctx context.Context, p string, d digest.Digest, off 
 func (r *relayRouter) FetchRange(ctx context.Context, p string, d digest.Digest, rg resolver.PeerRange) (io.ReadCloser, int64, int64, error) {
 	if p == "top" && r.top {
 		return nil, 0, 0, fmt.Errorf("peer top: %w", errdefs.ErrResourceExhausted)
+	}
+	if p == "next" && r.next {
+		r.mu.Lock()
+		r.asked = append(r.asked, fmt.Sprintf("%s@%d", p, rg.Off))
+		r.mu.Unlock()
+		return io.NopCloser(bytes.NewReader(r.data[rg.Off:])), int64(len(r.data)), int64(len(r.data)), nil
 	}
 	if p != "relay" || d != digest.FromBytes(r.data) {
 		return nil, 0, 0, errdefs.ErrNotFound
@@ -84,11 +93,19 @@ func (r *relayRouter) Silenced(p string) bool {
 	return slices.Contains(r.silent, p)
 }
 
+// Designated ranks the peers as the mesh does: the silent left out.
 func (r *relayRouter) Designated(digest.Digest, []digest.Digest) ([]string, bool) {
+	var order []string
 	if r.top {
-		return []string{"top", "relay"}, false
+		order = append(order, "top")
 	}
-	return []string{"relay"}, false
+	order = append(order, "relay")
+	if r.next {
+		order = append(order, "next")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.DeleteFunc(order, func(p string) bool { return slices.Contains(r.silent, p) }), false
 }
 
 func (r *relayRouter) FetchThrough(ctx context.Context, p string, d digest.Digest, off int64, _, _ string) (io.ReadCloser, int64, error) {
@@ -156,5 +173,32 @@ func TestRelayThatStopsIsPingedBeforeItIsLeft(t *testing.T) {
 				t.Errorf("peers marked silent: %v, want %v", router.silent, tc.silent)
 			}
 		})
+	}
+}
+
+// TestNextAboveLeadsWhenTheDesignatedFail: the one designated peer a
+// round asks (DesignatedPeers 1), the relay, freezes mid-blob. The blob's
+// ranking names another peer above this node: with the relay silent, it
+// is the next designated, as the relay's departure would make it, and it
+// sends the rest. The node does not lead, and the registry sends nothing:
+// leading, the node would have the registry send the rest once for itself
+// and once more for the next peer's own readers.
+func TestNextAboveLeadsWhenTheDesignatedFail(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 6<<20)
+	router := &relayRouter{data: body, pauseAt: 4 << 20, frozen: true, next: true}
+	f := newFixture(t, resolver.Config{
+		PieceSize: -1, DesignatedPeers: 1, StallTimeout: 10 * time.Minute, ArrivalStall: 10 * time.Minute,
+		PeerStall: 100 * time.Millisecond, PeerSlowWindow: 500 * time.Millisecond,
+	}, resolver.Sources{Router: router})
+	pullPushed(t, f, body)
+	f.res.Close()
+	router.mu.Lock()
+	defer router.mu.Unlock()
+	if n := f.up.blobGets.Load(); n != 0 {
+		t.Errorf("registry asked %d times, want 0 (peers asked %v)", n, router.asked)
+	}
+	if !slices.Contains(router.asked, "next@4194304") {
+		t.Errorf("peers asked %v, want the next peer above from where the relay stopped", router.asked)
 	}
 }

@@ -44,7 +44,7 @@ func (s *sim) sources(t *stream) (srcs []swarm.Source, fetchers []string) {
 		fetchers = append(fetchers, s.ids[p])
 	}
 	above := s.above(i, b)
-	rest := swarm.Sources(above, s.cfg.DesignatedPeers, t.forPeer, t.sw.Holders(s.holders(i, b)), true, 1)
+	rest := swarm.Sources(above, s.cfg.DesignatedPeers, t.sw.FailedPeers, t.forPeer, t.sw.Holders(s.holders(i, b)), true, 1)
 	if srcs == nil {
 		return rest, fetchers // not copied: it is new
 	}

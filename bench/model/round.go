@@ -42,6 +42,12 @@ func (s *sim) round(t *stream) {
 			designated, listed = designatedIn(srcs), true
 		}
 		lead := t.sw.LeftToUs || swarm.Leads(true, designated, t.sw.FailedPeers)
+		if lead && !t.sw.LeftToUs && !t.forPeer && swarm.Replan(s.above(i, b), designated, s.cfg.DesignatedPeers, t.sw.FailedPeers) {
+			// The resolver's replan: the next peer above leads.
+			srcs, fetchers = s.sources(t)
+			k, listed = -1, false
+			continue
+		}
 		j := s.node(src.Peer)
 		f, at, served := s.answer(t, j, src, slices.Contains(fetchers, src.Peer), lead)
 		if served {

@@ -1,18 +1,21 @@
 package swarm
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Sources is the rule for the order in which a download asks for a blob,
 // and so for when it goes to the registry: first the designated peers
-// above this node (above, best first; at most maxDesignated), which fetch
-// the blob once and stream it to everyone, unless this node fetches it
-// for a peer (forPeer: it is designated itself); then the peers that hold
-// it (holders); then the registry, attempts times, when there is one
-// (upstream).
-func Sources(above []string, maxDesignated int, forPeer bool, holders []string, upstream bool, attempts int) []Source {
+// above this node (above, best first; the first maxDesignated that did
+// not fail this download), which fetch the blob once and stream it to
+// everyone, unless this node fetches it for a peer (forPeer: it is
+// designated itself); then the peers that hold it (holders); then the
+// registry, attempts times, when there is one (upstream).
+func Sources(above []string, maxDesignated int, failed map[string]bool, forPeer bool, holders []string, upstream bool, attempts int) []Source {
 	var out []Source
 	if !forPeer {
-		for _, p := range above[:max(0, min(len(above), maxDesignated))] {
+		for _, p := range designatedOf(above, maxDesignated, failed) {
 			out = append(out, Source{Peer: p, Designated: true})
 		}
 	}
@@ -25,6 +28,39 @@ func Sources(above []string, maxDesignated int, forPeer bool, holders []string, 
 		}
 	}
 	return out
+}
+
+// designatedOf is the first max peers of above that did not fail.
+func designatedOf(above []string, max int, failed map[string]bool) []string {
+	var out []string
+	for _, p := range above {
+		if len(out) >= max {
+			break
+		}
+		if !failed[p] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Replan is the rule for a round whose designated peers (listed) all
+// failed while it went on, the last ones gone silent, say: when the blob's
+// ranking as it stands now (above, the silent left out) names a peer
+// above this node that the round did not list and that did not fail,
+// the round starts over with it as designated, as the failed peers'
+// departure would have it. This node leads only once no such peer is
+// left: the next peer in the ranking leads in its place and streams what
+// it fetches to the peers below it, so the registry sends the bytes the
+// lost peers did not deliver once, not once for each node that read
+// from them.
+func Replan(above, listed []string, maxDesignated int, failed map[string]bool) bool {
+	for _, p := range designatedOf(above, maxDesignated, failed) {
+		if !slices.Contains(listed, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // HandOver is how long a peer may take to answer, and to send a byte it

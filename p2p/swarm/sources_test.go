@@ -17,25 +17,58 @@ func TestSources(t *testing.T) {
 		name     string
 		above    []string
 		max      int
+		failed   []string
 		forPeer  bool
 		holders  []string
 		upstream bool
 		attempts int
 		want     []swarm.Source
 	}{
-		{"nothing", nil, 2, false, nil, false, 3, nil},
-		{"designated, holders, the registry", []string{"a", "b", "c"}, 2, false, []string{"h"}, true, 2, []swarm.Source{a, b, h, up, up}},
-		{"fewer designated than the cap", []string{"a"}, 2, false, nil, true, 1, []swarm.Source{a, up}},
-		{"for a peer: designated itself", []string{"a", "b"}, 2, true, []string{"h"}, true, 1, []swarm.Source{h, up}},
-		{"no registry", []string{"a"}, 1, false, []string{"h"}, false, 3, []swarm.Source{a, h}},
-		{"a holder listed as designated too", []string{"a"}, 1, false, []string{"a"}, false, 0, []swarm.Source{a, {Peer: "a"}}},
+		{"nothing", nil, 2, nil, false, nil, false, 3, nil},
+		{"designated, holders, the registry", []string{"a", "b", "c"}, 2, nil, false, []string{"h"}, true, 2, []swarm.Source{a, b, h, up, up}},
+		{"fewer designated than the cap", []string{"a"}, 2, nil, false, nil, true, 1, []swarm.Source{a, up}},
+		{"for a peer: designated itself", []string{"a", "b"}, 2, nil, true, []string{"h"}, true, 1, []swarm.Source{h, up}},
+		{"no registry", []string{"a"}, 1, nil, false, []string{"h"}, false, 3, []swarm.Source{a, h}},
+		{"a holder listed as designated too", []string{"a"}, 1, nil, false, []string{"a"}, false, 0, []swarm.Source{a, {Peer: "a"}}},
+		{"the failed passed over for the next above", []string{"x", "a", "y", "b", "c"}, 2, []string{"x", "y"}, false, nil, true, 1, []swarm.Source{a, b, up}},
+		{"every peer above failed", []string{"x", "y"}, 2, []string{"x", "y"}, false, nil, true, 1, []swarm.Source{up}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got := swarm.Sources(tc.above, tc.max, tc.forPeer, tc.holders, tc.upstream, tc.attempts)
+			got := swarm.Sources(tc.above, tc.max, set(tc.failed...), tc.forPeer, tc.holders, tc.upstream, tc.attempts)
 			if !slices.Equal(got, tc.want) {
 				t.Fatalf("Sources = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestReplan: a round whose designated peers failed starts over when the
+// ranking names a peer above this node it did not list; not when the
+// peers it would list are the ones it had, or failed too.
+func TestReplan(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		above  []string
+		listed []string
+		failed []string
+		want   bool
+	}{
+		{"both listed gone silent: the third above is next", []string{"c"}, []string{"a", "b"}, []string{"a", "b"}, true},
+		{"both listed failed, still ranked: the third is next", []string{"a", "b", "c"}, []string{"a", "b"}, []string{"a", "b"}, true},
+		{"one of the listed left", []string{"a", "b", "c"}, []string{"a", "b"}, []string{"a"}, true},
+		{"nobody else above", []string{"a", "b"}, []string{"a", "b"}, []string{"a", "b"}, false},
+		{"the one above failed too", []string{"a", "b", "c"}, []string{"a", "b"}, []string{"a", "b", "c"}, false},
+		{"the same peers as listed", []string{"a", "b"}, []string{"a", "b"}, nil, false},
+		{"this node ranks first", nil, nil, nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := swarm.Replan(tc.above, tc.listed, 2, set(tc.failed...)); got != tc.want {
+				t.Fatalf("Replan(%v, listed %v, failed %v) = %v, want %v", tc.above, tc.listed, tc.failed, got, tc.want)
 			}
 		})
 	}
@@ -87,4 +120,13 @@ func TestHeldPace(t *testing.T) {
 			}
 		})
 	}
+}
+
+// set is a set of peers.
+func set(peers ...string) map[string]bool {
+	out := map[string]bool{}
+	for _, p := range peers {
+		out[p] = true
+	}
+	return out
 }
