@@ -45,8 +45,9 @@ type Config struct {
 	FetchAttempts int
 
 	// DesignatedPeers is how many of the peers ranked above this node for
-	// a digest are asked to fetch it for the cluster before this node
-	// turns to the holders and the registry itself. Default 2.
+	// a digest (the first that did not fail the download) are asked to
+	// fetch it for the cluster before this node turns to the holders and
+	// the registry itself. Default 2.
 	DesignatedPeers int
 
 	// BusyWait is how long a download waits for a slot on a busy peer that
