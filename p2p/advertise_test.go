@@ -432,33 +432,51 @@ func TestSlowMemberNotWaitedForInLookups(t *testing.T) {
 	}
 }
 
-// TestSilentReaderWhoseUploadFlowsKeepsItsConnection: the same from the
-// other side. A node left a peer out as silent (its pings queue behind a
-// full link) while it uploads a blob to that peer at 200 KB/s: each
-// piece of the upload that goes out shows the connection carries bytes,
-// and the watch does not close it under the upload, though one of the
-// upload's 256 KiB buffers takes over a second to go.
+// TestSilentReaderWhoseUploadFlowsKeepsItsConnection:
+// TestSilentPeerWhoseBytesFlowKeepsItsConnection from the other side. A
+// node left a peer out as silent (its pings queue behind a full link)
+// while it uploads a blob to that peer at 200 KB/s: each piece of the
+// upload that goes out shows the connection carries bytes, and the watch
+// does not close it under the upload, though one of the upload's 256 KiB
+// buffers takes over a second to go. Nor when the pieces go out over a
+// second apart (flowKeeps).
 func TestSilentReaderWhoseUploadFlowsKeepsItsConnection(t *testing.T) {
 	t.Parallel()
-	c := p2ptest.Start(t, 2, p2ptest.Options{Config: func(i int, cfg *p2p.Config) {
-		if i == 1 {
-			cfg.MaxUploadRate = 200 << 10
-		}
-	}})
-	c.WaitMembers(t, 2, 20*time.Second)
-	reader, server := c.Nodes[0], c.Nodes[1]
-	data := bytes.Repeat([]byte("a blob sent slowly to a reader behind a full link "), 20<<10) // about 1 MiB
-	blob := c.Contents[1].Add(data)
-	waitProviders(t, reader, blob, []peer.ID{server.ID()}, 20*time.Second)
-	p2p.Host(reader).RemoveStreamHandler(ping.ID)
+	for _, tc := range []struct {
+		name  string
+		rate  int64
+		read  int
+		pause time.Duration
+	}{
+		{"200 KB/s", 200 << 10, 64 << 10, 0},
+		// The reader takes 64 KiB each 600 ms, and its window opens by
+		// 128 KiB at a time: the upload's writes go out in bursts over a
+		// second apart, as behind a full queue.
+		{"bursts over a second apart", 0, 64 << 10, 600 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := p2ptest.Start(t, 2, p2ptest.Options{Config: func(i int, cfg *p2p.Config) {
+				if i == 1 {
+					cfg.MaxUploadRate = tc.rate
+				}
+			}})
+			c.WaitMembers(t, 2, 20*time.Second)
+			reader, server := c.Nodes[0], c.Nodes[1]
+			data := bytes.Repeat([]byte("a blob sent slowly to a reader behind a full link "), 20<<10) // about 1 MiB
+			blob := c.Contents[1].Add(data)
+			waitProviders(t, reader, blob, []peer.ID{server.ID()}, 20*time.Second)
+			p2p.Host(reader).RemoveStreamHandler(ping.ID)
 
-	body, _, err := reader.Fetch(t.Context(), server.ID(), blob, 0)
-	if err != nil {
-		t.Fatal(err)
+			body, _, err := reader.Fetch(t.Context(), server.ID(), blob, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer body.Close()
+			server.Silent(reader.ID())
+			readWhole(t, body, data, tc.read, tc.pause, nil)
+		})
 	}
-	defer body.Close()
-	server.Silent(reader.ID())
-	readWhole(t, body, data, 64<<10, 0, nil)
 }
 
 // readWhole reads body to its end in reads of chunk bytes, pause apart,

@@ -94,9 +94,11 @@ func TestSilentWatchKeepsTheConnectionWhenTheOwnLinkIsSlow(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Nothing read for long enough for the watch to ping the
-			// holder several times, each ping unanswered.
+			// holder several times, each ping unanswered, more than 2 s
+			// after the last byte crossed (a connection whose bytes
+			// crossed within 2 s is kept).
 			client.Silent(holder.ID())
-			time.Sleep(2 * time.Second)
+			time.Sleep(4 * time.Second)
 			rest, err := io.ReadAll(body)
 			got := append(head, rest...)
 			kept := err == nil && bytes.Equal(got, data)

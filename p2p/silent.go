@@ -24,6 +24,13 @@ const (
 	silentWatchFor   = 10 * time.Minute
 	lostWatchFor     = 2 * time.Minute
 	maxLostWatches   = 8
+	// flowKeeps: a connection over which a blob's byte crossed within
+	// this long is not closed by the watch. Behind a link cut to a tenth
+	// with its queue full, a stream's bytes arrive in bursts a second and
+	// more apart (the window updates queue too), and closing the
+	// connection would end the peer's downloads from this node: it would
+	// fetch the rest from the registry, through the same slow link.
+	flowKeeps = 2 * time.Second
 )
 
 // Silent leaves p out of Providers and Designated, for every download of
@@ -131,12 +138,12 @@ func (n *Node) watch(p peer.ID, addrs []ma.Multiaddr, d time.Duration, done func
 		// The next ping dials anew: over a connection whose packets were
 		// lost while a link was down, TCP would deliver it only at its
 		// next retransmission, seconds after the link came back. Unless
-		// blob bytes crossed it meanwhile: the ping queued behind them on
-		// a full link, and closing the connection would end those
+		// blob bytes crossed it within flowKeeps: the ping queued behind
+		// them on a full link, and closing the connection would end those
 		// streams, the peer's downloads from this node among them. Nor
 		// when this node's other peers do not answer either: its own link
 		// holds the ping up, and the connection carries its reads from p.
-		if !n.stats.flowedSince(p, pinged.Add(-watchInterval)) && n.host.Network().Connectedness(p) == network.Connected && !n.ownLinkSlow(p, watchPingTimeout) {
+		if !n.stats.flowedSince(p, pinged.Add(-flowKeeps)) && n.host.Network().Connectedness(p) == network.Connected && !n.ownLinkSlow(p, watchPingTimeout) {
 			_ = n.host.Network().ClosePeer(p)
 		}
 		select {
