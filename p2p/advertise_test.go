@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-dev/shoal/p2p"
@@ -335,19 +336,7 @@ func TestSilentPeer(t *testing.T) {
 func TestSilentPeerLeftOutOfLookups(t *testing.T) {
 	t.Parallel()
 	const findTimeout = 20 * time.Second
-	c := p2ptest.Start(t, 3, p2ptest.Options{Config: func(_ int, cfg *p2p.Config) {
-		cfg.Timing.FindTimeout = findTimeout
-	}})
-	c.WaitMembers(t, 3, 20*time.Second)
-	client, holder, frozen := c.Nodes[0], c.Nodes[1], c.Nodes[2]
-	blob := c.Contents[1].Add([]byte("held by a peer that keeps answering"))
-	waitProviders(t, client, blob, []peer.ID{holder.ID()}, 20*time.Second)
-	p2ptest.Eventually(t, 20*time.Second, func() error {
-		if !p2p.InRoutingTable(client, frozen.ID()) {
-			return errors.New("the peer to freeze is not in the client's routing table yet")
-		}
-		return nil
-	})
+	client, holder, frozen, blob := lookupMesh(t, findTimeout, "held by a peer that keeps answering")
 
 	// The frozen peer takes DHT requests and never answers them.
 	thawed := make(chan struct{})
@@ -381,6 +370,28 @@ func TestSilentPeerLeftOutOfLookups(t *testing.T) {
 	})
 }
 
+// lookupMesh starts three nodes whose look-ups last up to findTimeout:
+// the client, a holder of a blob made of content, and a third member,
+// once the client finds the holder and has the third in its routing
+// table.
+func lookupMesh(t *testing.T, findTimeout time.Duration, content string) (client, holder, third *p2p.Node, blob digest.Digest) {
+	t.Helper()
+	c := p2ptest.Start(t, 3, p2ptest.Options{Config: func(_ int, cfg *p2p.Config) {
+		cfg.Timing.FindTimeout = findTimeout
+	}})
+	c.WaitMembers(t, 3, 20*time.Second)
+	client, holder, third = c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	blob = c.Contents[1].Add([]byte(content))
+	waitProviders(t, client, blob, []peer.ID{holder.ID()}, 20*time.Second)
+	p2ptest.Eventually(t, 20*time.Second, func() error {
+		if !p2p.InRoutingTable(client, third.ID()) {
+			return errors.New("the third member is not in the client's routing table yet")
+		}
+		return nil
+	})
+	return client, holder, third, blob
+}
+
 // TestSlowMemberNotWaitedForInLookups: a member that still answers pings
 // but answers DHT requests late (its link is throttled, its queue full)
 // is not waited for: once another member answered and a holder is found,
@@ -391,19 +402,7 @@ func TestSlowMemberNotWaitedForInLookups(t *testing.T) {
 		findTimeout = 20 * time.Second
 		slowBy      = 8 * time.Second
 	)
-	c := p2ptest.Start(t, 3, p2ptest.Options{Config: func(_ int, cfg *p2p.Config) {
-		cfg.Timing.FindTimeout = findTimeout
-	}})
-	c.WaitMembers(t, 3, 20*time.Second)
-	client, holder, slow := c.Nodes[0], c.Nodes[1], c.Nodes[2]
-	blob := c.Contents[1].Add([]byte("held by a peer that answers at once"))
-	waitProviders(t, client, blob, []peer.ID{holder.ID()}, 20*time.Second)
-	p2ptest.Eventually(t, 20*time.Second, func() error {
-		if !p2p.InRoutingTable(client, slow.ID()) {
-			return errors.New("the slow peer is not in the client's routing table yet")
-		}
-		return nil
-	})
+	client, holder, slow, blob := lookupMesh(t, findTimeout, "held by a peer that answers at once")
 
 	// The slow peer reads DHT requests and gives up on them after slowBy.
 	done := make(chan struct{})
