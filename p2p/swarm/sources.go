@@ -30,11 +30,11 @@ func Sources(above []string, maxDesignated int, failed map[string]bool, forPeer 
 	return out
 }
 
-// designatedOf is the first max peers of above that did not fail.
-func designatedOf(above []string, max int, failed map[string]bool) []string {
+// designatedOf is the first n peers of above that did not fail.
+func designatedOf(above []string, n int, failed map[string]bool) []string {
 	var out []string
 	for _, p := range above {
-		if len(out) >= max {
+		if len(out) >= n {
 			break
 		}
 		if !failed[p] {
