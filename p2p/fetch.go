@@ -118,10 +118,17 @@ func (n *Node) fetchHeader(ctx context.Context, p peer.ID, req request) (_ io.Re
 			stop()
 		}
 	}()
+	asked := time.Now()
 	h, err = n.ask(s, p, req)
 	if err != nil {
 		_ = s.Reset()
-		return fail("error", fetchFailed(ctx, p, req, err))
+		err = fetchFailed(ctx, p, req, err)
+		if errors.Is(err, errdefs.ErrUnavailable) && n.stats.receivedSince(p, asked) {
+			// No answer, but p's bytes for this node's other streams
+			// kept coming: p is alive, its answer queued behind them.
+			err = fmt.Errorf("%w (%w)", err, resolver.ErrPeerCut)
+		}
+		return fail("error", err)
 	}
 	if h.status != statusOK {
 		_ = s.Close()
@@ -275,7 +282,9 @@ func (r *fetchReader) Read(b []byte) (int, error) {
 	if k > 0 {
 		r.remain -= int64(k)
 		r.st.fetched.Add(int64(k))
-		r.st.lastByte.Store(time.Now().UnixNano())
+		now := time.Now().UnixNano()
+		r.st.lastByte.Store(now)
+		r.st.lastRead.Store(now)
 		r.n.stats.fetched.Add(int64(k))
 		r.n.metrics.fetched.Add(float64(k))
 		// Paid after the bytes arrived: the sender is held back by the
@@ -299,6 +308,11 @@ func (r *fetchReader) Read(b []byte) (int, error) {
 	}
 	// The stream was reset or its connection closed: the peer may
 	// answer again on a new one.
+	if se := new(network.StreamError); errors.As(err, &se) && se.Remote {
+		// The peer, alive, ended it: most often its upload watch, which
+		// found this node not reading (see watchUpload).
+		return k, fmt.Errorf("fetch from %s: %w: %w: %w", r.peer, errdefs.ErrUnavailable, resolver.ErrPeerCut, err)
+	}
 	return k, fmt.Errorf("fetch from %s: %w: %w", r.peer, errdefs.ErrUnavailable, err)
 }
 

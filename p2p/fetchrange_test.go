@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoal-dev/shoal/p2p"
 	"github.com/shoal-dev/shoal/p2p/p2ptest"
+	"github.com/shoal-dev/shoal/resolver"
 )
 
 // TestFetchRange reads parts of a blob from a peer that holds it whole and
@@ -128,5 +129,101 @@ func TestFetchRangeFromOldPeer(t *testing.T) {
 	}
 	if off := <-asked; off != 4096 {
 		t.Errorf("old peer asked at %d, want 4096", off)
+	}
+}
+
+// TestPeerCutIsMarked: a peer's stream that the peer itself resets
+// mid-blob (its upload watch found this node not reading), or a request
+// it does not answer in time while its bytes for this node's other
+// streams keep coming, is marked resolver.ErrPeerCut: the peer is alive.
+// A request it does not answer while nothing else comes from it, or a
+// connection that closes, is not.
+func TestPeerCutIsMarked(t *testing.T) {
+	t.Parallel()
+	data := randomBlob(23, 1<<20)
+	d := digest.FromBytes(data)
+	const requestTimeout = 500 * time.Millisecond
+	c := p2ptest.Start(t, 1, p2ptest.Options{Open: true, Config: func(_ int, cfg *p2p.Config) {
+		cfg.Timing.RequestTimeout = requestTimeout
+	}})
+	client := c.Nodes[0]
+	old := rawHost(t)
+	// An old-protocol peer: at offset 0 it sends half the blob, then what
+	// the test says; at 1 it trickles the blob, 4 KiB each 50 ms; at 2 it
+	// does not answer.
+	end := make(chan string, 1)
+	old.SetStreamHandler(p2p.ProtocolV11, func(s network.Stream) {
+		var lb [2]byte
+		if _, err := io.ReadFull(s, lb[:]); err != nil {
+			return
+		}
+		body := make([]byte, binary.BigEndian.Uint16(lb[:]))
+		if _, err := io.ReadFull(s, body); err != nil {
+			return
+		}
+		hdr := make([]byte, 11)
+		binary.BigEndian.PutUint64(hdr[1:], uint64(len(data)))
+		switch binary.BigEndian.Uint64(body) {
+		case 0:
+			_, _ = s.Write(hdr)
+			_, _ = s.Write(data[:len(data)/2])
+			time.Sleep(100 * time.Millisecond)
+			if <-end == "reset" {
+				_ = s.Reset()
+				return
+			}
+			_ = old.Network().ClosePeer(client.ID())
+		case 1:
+			_, _ = s.Write(hdr)
+			for off := 1; off < len(data); off += 4 << 10 {
+				if _, err := s.Write(data[off:min(off+4<<10, len(data))]); err != nil {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		default:
+			time.Sleep(2 * requestTimeout)
+			_ = s.Reset()
+		}
+	})
+	connect := func() {
+		if err := old.Connect(t.Context(), peer.AddrInfo{ID: client.ID(), Addrs: client.Status().Addrs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	connect()
+	read := func(how string) error {
+		end <- how
+		body, _, err := client.Fetch(t.Context(), old.ID(), d, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer body.Close()
+		_, err = io.ReadAll(body)
+		return err
+	}
+	if err := read("reset"); !errors.Is(err, resolver.ErrPeerCut) || !errdefs.IsUnavailable(err) {
+		t.Errorf("a stream the peer reset: %v; want it marked cut by the peer, and unavailable", err)
+	}
+	if err := read("close"); err == nil || errors.Is(err, resolver.ErrPeerCut) {
+		t.Errorf("a connection that closed: %v; want an error not marked cut by the peer", err)
+	}
+
+	connect()
+	ask := func() error {
+		_, _, _, err := client.FetchRange(t.Context(), old.ID(), d, p2p.Range{Off: 2})
+		return err
+	}
+	if err := ask(); err == nil || errors.Is(err, resolver.ErrPeerCut) {
+		t.Errorf("an answer that did not come, nothing else from the peer: %v; want an error not marked cut by the peer", err)
+	}
+	trickle, _, err := client.Fetch(t.Context(), old.ID(), d, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer trickle.Close()
+	go func() { _, _ = io.Copy(io.Discard, trickle) }()
+	if err := ask(); !errors.Is(err, resolver.ErrPeerCut) || !errdefs.IsUnavailable(err) {
+		t.Errorf("an answer that did not come while the peer's other bytes did: %v; want it marked cut by the peer, and unavailable", err)
 	}
 }

@@ -18,6 +18,9 @@ type peerStat struct {
 	// lastByte is when the last byte either way crossed the connection, in
 	// Unix nanoseconds: written to it, or read from it.
 	lastByte atomic.Int64
+	// lastRead is when this node last read a blob's byte from the peer,
+	// in Unix nanoseconds.
+	lastRead atomic.Int64
 
 	// Guarded by stats.mu.
 	inflight   int
@@ -67,6 +70,15 @@ func (s *stats) flowedSince(p peer.ID, t time.Time) bool {
 	st := s.peers[p]
 	s.mu.Unlock()
 	return st != nil && st.lastByte.Load() >= t.UnixNano()
+}
+
+// receivedSince says whether this node read a blob's byte from p at or
+// after t: p is alive, and its connection carries bytes to this node.
+func (s *stats) receivedSince(p peer.ID, t time.Time) bool {
+	s.mu.Lock()
+	st := s.peers[p]
+	s.mu.Unlock()
+	return st != nil && st.lastRead.Load() >= t.UnixNano()
 }
 
 func (s *stats) markBusy(p peer.ID, now time.Time) {

@@ -16,6 +16,12 @@ import (
 // (see swarm.Coordinate).
 var ErrFetchYourself = errors.New("the designated peer does not want the blob and leaves it to the asker")
 
+// ErrPeerCut marks a peer's stream that the peer, alive, ended (it found
+// this node not reading; see swarm.CutByOwnLink), or whose answer did not
+// come in time while the peer's bytes for this node's other streams did:
+// the answer queued behind them.
+var ErrPeerCut = errors.New("the peer cut the stream, or its answer queued behind its other bytes")
+
 // FetchingAtError is a designated peer's answer naming the peer that
 // fetches the blob: the asker reads it there (see swarm.Coordinate).
 type FetchingAtError struct{ Peer string }

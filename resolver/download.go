@@ -537,6 +537,10 @@ func (d *dl) try(src source, sources []source) (n int64, sent bool, err error) {
 // round ends here (see swarm.Download.Failed).
 func (d *dl) failed(src source, err error, lead bool, st *swarm.Round) (stop bool) {
 	f := sortFailure(src, err, d.ing)
+	if f.Cut {
+		// Pinged only when it matters: see swarm.CutByOwnLink.
+		f.OwnLinkSlow = d.r.ownLinkExcuses(src.peer, pingTries*d.r.cfg.probeTimeout())
+	}
 	if rl, ok := rateLimited(err); ok && !f.LocalStore {
 		// Said by a designated peer, or by the registry itself.
 		d.r.noteBackoff(rl)
@@ -549,6 +553,8 @@ func (d *dl) failed(src source, err error, lead bool, st *swarm.Round) (stop boo
 	switch {
 	case f.LeftToUs || f.PointedOn:
 		d.log.Debug("designated peer coordinates", "source", src.String(), "answer", err)
+	case swarm.CutByOwnLink(f):
+		d.log.Info("peer cut the stream while this node's own link is slow: asking it again", "source", src.String(), "offset", d.off, "err", err)
 	case !stop && !f.RateLimited:
 		d.log.Info("source failed, trying the next", "source", src.String(), "offset", d.off, "err", err)
 	}
@@ -591,6 +597,7 @@ func sortFailure(src source, err error, ing store.Ingest) swarm.Failure {
 		Slow:        errors.Is(err, errSlow),
 		LeftToUs:    errors.Is(err, ErrFetchYourself),
 		PointedOn:   errors.As(err, new(*FetchingAtError)),
+		Cut:         src.kind == SourcePeer && errors.Is(err, ErrPeerCut),
 		// The registry does not have it, refuses shoal, or rate limits it
 		// (429): asking again will not help, and after a 429 it costs more
 		// of the quota.

@@ -32,6 +32,10 @@ type fakePeer struct {
 	slow    bool  // send 64 KiB every 10 ms
 	dropAt  int64 // send 32 KiB every 10 ms up to this offset, then 1 KiB (0: never)
 	hang    bool  // never answer
+	// cutErr, when set, is the error cutAt ends with; cutOnce: a request
+	// from cutAt on is not cut.
+	cutErr  error
+	cutOnce bool
 	// pauseAt, pauseFor: send nothing for pauseFor at this offset, then
 	// the rest (0: never).
 	pauseAt  int64
@@ -97,8 +101,12 @@ func (f *fakeRouter) Fetch(ctx context.Context, p string, d digest.Digest, off i
 		data[len(data)-10] ^= 1
 	}
 	var r io.Reader = bytes.NewReader(data[off:])
-	if fp.cutAt > 0 {
-		r = io.MultiReader(io.LimitReader(r, fp.cutAt-off), errReader{errors.New("peer died")})
+	if fp.cutAt > 0 && !(fp.cutOnce && off >= fp.cutAt) {
+		cut := fp.cutErr
+		if cut == nil {
+			cut = errors.New("peer died")
+		}
+		r = io.MultiReader(io.LimitReader(r, fp.cutAt-off), errReader{cut})
 	}
 	if fp.stallAt > 0 {
 		r = io.MultiReader(io.LimitReader(r, fp.stallAt-off), stallReader{ctx})
@@ -704,6 +712,44 @@ func TestSilenceLaidToTheOwnLink(t *testing.T) {
 			defer router.mu.Unlock()
 			if !tc.want(router.fetches) || router.asked.Load() == 0 {
 				t.Errorf("fetches %v, own link asked %d times", router.fetches, router.asked.Load())
+			}
+		})
+	}
+}
+
+// TestPeerThatCutsAskedAgainWhenTheOwnLinkIsSlow: a peer's stream drops
+// to a trickle mid-blob, as it does behind a node's own link cut to a
+// tenth, and the peer then cuts it (its upload watch found the node not
+// reading). When the node's other peers do not answer a ping in time
+// either, its own link holds the bytes up: the peer is asked again for the
+// rest and the registry is not, whose bytes would come through the same
+// link. When they answer, the trickle is the peer's, and the registry
+// sends the rest.
+func TestPeerThatCutsAskedAgainWhenTheOwnLinkIsSlow(t *testing.T) {
+	t.Parallel()
+	const dropAt, cutAt = 2 << 20, 2<<20 + 32<<10
+	body := randomBytes(t, cutAt+32<<10)
+	d := digest.FromBytes(body)
+	for _, tc := range []struct {
+		name     string
+		ownSlow  bool
+		fetches  []string
+		registry bool
+	}{
+		{"other peers answer", false, []string{"a@0"}, true},
+		{"no other peer answers", true, []string{"a@0", fmt.Sprintf("a@%d", cutAt)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			router := &linkJudgingRouter{ownSlow: tc.ownSlow, fakeRouter: &fakeRouter{order: []string{"a"}, peers: map[string]fakePeer{
+				"a": {data: body, dropAt: dropAt, cutAt: cutAt, cutOnce: true, cutErr: fmt.Errorf("stream reset: %w", resolver.ErrPeerCut)},
+			}}}
+			f := pullWithRegistry(t, resolver.Config{StallTimeout: 10 * time.Second, PeerStall: 200 * time.Millisecond, PeerSlowWindow: 300 * time.Millisecond, PieceSize: -1}, router, body)
+			router.mu.Lock()
+			defer router.mu.Unlock()
+			_, asked := f.up.ranges.Load(d)
+			if !slices.Equal(router.fetches, tc.fetches) || asked != tc.registry {
+				t.Errorf("fetches %v, the registry asked: %v; want %v, %v", router.fetches, asked, tc.fetches, tc.registry)
 			}
 		})
 	}

@@ -65,7 +65,24 @@ type Failure struct {
 	// this node (see Coordinate); PointedOn: it named the peer that fetches
 	// it. Neither is the peer's failure.
 	LeftToUs, PointedOn bool
+	// Cut: the peer, alive, ended the stream, or its answer came too late
+	// while its other bytes reached this node; OwnLinkSlow: this node's own
+	// link holds its bytes up (its other peers are as slow to answer). See
+	// CutByOwnLink.
+	Cut, OwnLinkSlow bool
 }
+
+// CutByOwnLink is the rule for a peer that cut this node's stream while
+// the node's own link is slow: it counts as busy, asked again after a
+// wait, and not as failed. An uploader ends a stream whose reader took no
+// byte and did not answer a ping for seconds, and behind a link cut to a
+// tenth a reader's streams and pings wait that long, as do the answers to
+// its requests, queued behind the bytes of its other streams. Counted as
+// failed, the peer would not be asked again, and the node would fetch the
+// rest from the registry through the same slow link while whole copies
+// sit in the cluster: the registry would send the cluster those bytes
+// once more.
+func CutByOwnLink(f Failure) bool { return f.Cut && f.OwnLinkSlow }
 
 // Step is what a download does with a source in a round.
 type Step int
@@ -287,7 +304,8 @@ func (d *Download) Failed(src Source, f Failure, lead bool, st *Round, now time.
 // this node's since; the node then leads (see Leads) rather than wait
 // for it to find its next source, or for its slow link. A designated peer
 // that left the blob to this node, or pointed at the peer fetching it,
-// did not fail (see Coordinate). It says whether the peer stalled
+// did not fail (see Coordinate), nor did a peer that cut a node whose own
+// link is slow (see CutByOwnLink). It says whether the peer stalled
 // (silence).
 func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round, now time.Time) (silence bool) {
 	if !f.Behind {
@@ -301,6 +319,9 @@ func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round, 
 		d.FailedPeers[src.Peer] = true
 	case d.LostPeer && src.Designated && f.NotNow && f.Behind && d.behindTooLong(src.Peer, now):
 		d.FailedPeers[src.Peer] = true
+	case CutByOwnLink(f):
+		st.Busy = true
+		st.DesignatedBusy = st.DesignatedBusy || src.Designated
 	case f.NotNow && f.Whole:
 		d.WholeBusy[src.Peer] = true
 		st.Busy = true
