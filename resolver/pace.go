@@ -147,6 +147,10 @@ const (
 	// behind a link cut to a tenth, answering every ping, was read for
 	// 20 s.
 	burstySpan = 2
+	// recoverBuckets: a stream whose last recoverBuckets whole buckets
+	// delivered at 1/slowFactor of the rate it is held to or more has
+	// recovered, however slow its window (see pace.recovered).
+	recoverBuckets = 3
 )
 
 // pace follows one stream's reads and says when it has gone silent or
@@ -368,6 +372,9 @@ func (p *pace) slowness(now time.Time, node *nodePace) error {
 	if r*slowFactor >= bar {
 		return p.idleLink(now, r, span, node)
 	}
+	if p.recovered(bar) {
+		return nil
+	}
 	if node != nil {
 		rate, best, streams, peers := node.state(now)
 		if best > 0 && rate < idleLinkShare*best {
@@ -387,6 +394,25 @@ func (p *pace) slowness(now time.Time, node *nodePace) error {
 		return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of the %.0f KiB/s the download had before it lost a peer: %w", r/1024, span.Round(time.Millisecond), slowFactor, p.held/1024, errSlow)
 	}
 	return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of its best %.0f KiB/s: %w", r/1024, span.Round(time.Millisecond), slowFactor, p.best/1024, errSlow)
+}
+
+// recovered says whether the stream's last recoverBuckets whole buckets
+// delivered at bar/slowFactor or more: its window is slow for the time
+// before. A relay whose own source went slow finds that source slow about
+// when the node below finds the relay slow, and moves to the next source,
+// often the registry; judged by its window alone, the relay would be left
+// for the half second after it picked up again, and the node below would
+// lead too: the registry would send the rest of the blob to both.
+func (p *pace) recovered(bar float64) bool {
+	whole := len(p.bytes) - 1 // the newest bucket is still filling
+	if whole < recoverBuckets {
+		return false
+	}
+	var sum int64
+	for _, b := range p.bytes[whole-recoverBuckets : whole] {
+		sum += b
+	}
+	return float64(sum)*slowFactor >= bar*(recoverBuckets*paceBucket).Seconds()
 }
 
 // measured is the stream's rate at now, and the span it is measured

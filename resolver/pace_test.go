@@ -402,6 +402,51 @@ func TestRelaySlowGraced(t *testing.T) {
 	}
 }
 
+// TestRecoveredStreamNotSlow: a stream silent for its whole window but
+// the last 300 ms is not found slow when those came at its full rate (a
+// relay whose own source moved on), and is when they came at a fortieth.
+func TestRecoveredStreamNotSlow(t *testing.T) {
+	t.Parallel()
+	const fast, gap = 32 << 10, 10 * time.Millisecond
+	for _, tc := range []struct {
+		name    string
+		relayed bool
+		after   int // bytes per gap after the silence
+		slow    bool
+	}{
+		{"a relay back at its full rate", true, fast, false},
+		{"a stream of held bytes back at its full rate", false, fast, false},
+		{"a stream of held bytes back at a fortieth", false, fast / 40, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			now := time.Unix(1000, 0)
+			p := newPace(now, 500*time.Millisecond, 10*time.Second, 2*time.Second)
+			p.relayed = tc.relayed
+			if err := feed(p, nil, &now, 4*time.Second, gap, fast); err != nil {
+				t.Fatalf("a steady stream: %v", err)
+			}
+			// Silent for two seconds, judged once 1.7 s in (a relay's
+			// grace begins), then again only at the end, as a download
+			// whose verdicts were held back by its node's other streams.
+			p.reading(now)
+			if err := p.check(now.Add(1700*time.Millisecond), nil); tc.relayed && err != nil {
+				t.Fatalf("a relay silent for 1.7 s: %v, want its grace", err)
+			}
+			now = now.Add(2 * time.Second)
+			p.read(now, 0)
+			for end := now.Add(300 * time.Millisecond); now.Before(end); {
+				p.reading(now)
+				now = now.Add(gap)
+				p.read(now, tc.after)
+			}
+			if err := p.check(now, nil); errors.Is(err, errSlow) != tc.slow {
+				t.Fatalf("verdict %v, want slow: %v", err, tc.slow)
+			}
+		})
+	}
+}
+
 // TestSlowRelayAskedOnceMoreWhenItStopped: a relaying stream found slow is
 // given up as slow while its bytes still come in (it trickles), but when
 // its Read has waited half of PeerStall the relay is pinged, and one that
