@@ -75,6 +75,10 @@ type Node struct {
 	uploadsMu   sync.Mutex
 	uploads     int
 	blobUploads swarm.BlobUploads
+	// writers are the open uploads' writers (see slowReadersLocked).
+	writers map[*deadlineWriter]struct{}
+	// uplink measures what the uploads send (see swarm.SlowReaders).
+	uplink uplink
 	// readers are the first readers of the blobs held whole, for
 	// swarm.PointAtReader.
 	readers  *firstReaders

@@ -171,6 +171,7 @@ func (u *serving) send(blob store.Blob, c swarm.Copy) {
 	// queue behind them, keeps it (see watch).
 	w := &deadlineWriter{s: u.s, idle: n.cfg.Timing.IdleTimeout, moved: &n.stats.peer(u.remote).lastByte}
 	defer n.watchUpload(u.s, u.remote, w)()
+	defer n.writing(w)()
 	length := req.end(c.Size) - req.off
 	if length == 0 {
 		u.release() // the header is the whole answer
@@ -228,7 +229,9 @@ func (n *Node) copyBlob(w io.Writer, r io.Reader, st *peerStat) (int64, error) {
 			m, werr := w.Write(buf[:k])
 			total += int64(m)
 			st.served.Add(int64(m))
-			st.lastByte.Store(time.Now().UnixNano())
+			now := time.Now()
+			st.lastByte.Store(now.UnixNano())
+			n.uplink.sent(now, m)
 			n.stats.served.Add(int64(m))
 			n.metrics.served.Add(float64(m))
 			if werr != nil {
@@ -368,11 +371,46 @@ type arriving interface {
 func (n *Node) takeSlot(d digest.Digest) bool {
 	n.uploadsMu.Lock()
 	defer n.uploadsMu.Unlock()
-	if !swarm.UploadSlot(n.uploads, n.blobUploads.Open(d), n.cfg.MaxUploads) {
+	if !swarm.UploadSlot(n.uploads, n.blobUploads.Open(d), n.cfg.MaxUploads, n.slowReadersLocked(time.Now())) {
 		return false
 	}
 	n.uploads++
 	return true
+}
+
+// readerWait: an upload whose chunk has waited this long for its reader
+// to take it waits on its reader (see swarm.SlowReaders). A reader that
+// keeps up takes a chunk in well under a millisecond, unless the uplink
+// itself is full.
+const readerWait = 100 * time.Millisecond
+
+// slowReadersLocked says whether slow readers hold the upload slots (see
+// swarm.SlowReaders). uploadsMu is held.
+func (n *Node) slowReadersLocked(now time.Time) bool {
+	waiting := 0
+	for w := range n.writers {
+		if w.stalled(now) >= readerWait {
+			waiting++
+		}
+	}
+	rate, best := n.uplink.rates(now)
+	return swarm.SlowReaders(n.uploads, waiting, rate, best)
+}
+
+// writing counts w among the uploads' writers until the returned func is
+// called.
+func (n *Node) writing(w *deadlineWriter) (done func()) {
+	n.uploadsMu.Lock()
+	defer n.uploadsMu.Unlock()
+	if n.writers == nil {
+		n.writers = map[*deadlineWriter]struct{}{}
+	}
+	n.writers[w] = struct{}{}
+	return func() {
+		n.uploadsMu.Lock()
+		defer n.uploadsMu.Unlock()
+		delete(n.writers, w)
+	}
 }
 
 func (n *Node) releaseSlot() {

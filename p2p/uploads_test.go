@@ -1,9 +1,11 @@
 package p2p_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"testing"
 	"time"
 
@@ -295,4 +297,75 @@ func servedBy(t *testing.T, cfg func(*p2p.Config), content *p2ptest.Content) (cl
 	})
 	c.WaitMembers(t, 2, 20*time.Second)
 	return c.Nodes[0], c.Nodes[1]
+}
+
+// TestSlowReadersDoNotHoldEverySlot: two readers that took their first
+// bytes and take no more for now (behind a link cut to a tenth, where a
+// stream waits seconds for its turn) hold both upload slots of a node
+// whose uploads sent at their cap a moment before: a third reader of a
+// blob already streamed is served rather than answered busy, the uplink
+// being idle. Readers that keep the uplink busy hold their slots: the
+// third is answered busy.
+func TestSlowReadersDoNotHoldEverySlot(t *testing.T) {
+	t.Parallel()
+	const rate = 8 << 20
+	a, b := randomBlob(7, 32<<20), randomBlob(8, 32<<20)
+	da, db := digest.FromBytes(a), digest.FromBytes(b)
+	for _, tc := range []struct {
+		name string
+		slow bool
+	}{
+		{"slow readers", true},
+		{"readers that keep up", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			client, server := servedBy(t, func(cfg *p2p.Config) {
+				cfg.MaxUploads, cfg.MaxUploadRate = 2, rate
+			}, p2ptest.NewContent(a, b))
+			// Two seconds at the upload cap: the server's best second.
+			first, _, err := client.Fetch(t.Context(), server.ID(), db, int64(len(b))-16<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.Copy(io.Discard, first); err != nil {
+				t.Fatal(err)
+			}
+			first.Close()
+			ctx, cancel := context.WithCancel(t.Context())
+			var readers sync.WaitGroup
+			defer readers.Wait()
+			defer cancel()
+			for _, d := range []digest.Digest{da, db} {
+				rc, _, err := client.Fetch(ctx, server.ID(), d, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.slow {
+					defer rc.Close()
+					continue
+				}
+				readers.Go(func() {
+					defer rc.Close()
+					_, _ = io.Copy(io.Discard, rc)
+				})
+			}
+			// A second on, the uplink's last second is the readers' alone.
+			time.Sleep(1200 * time.Millisecond)
+			third, _, err := client.Fetch(t.Context(), server.ID(), da, int64(len(a))-1<<20)
+			if tc.slow {
+				if err != nil {
+					t.Fatalf("a third reader beside two slow ones: %v, want it served", err)
+				}
+				defer third.Close()
+				if n, err := io.Copy(io.Discard, third); err != nil || n != 1<<20 {
+					t.Fatalf("the third reader got %d bytes, %v; want 1 MiB", n, err)
+				}
+				return
+			}
+			if !errors.Is(err, p2p.ErrPeerBusy) {
+				t.Fatalf("a third reader beside two that keep the uplink busy: %v, want ErrPeerBusy", err)
+			}
+		})
+	}
 }

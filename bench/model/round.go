@@ -73,7 +73,8 @@ func (s *sim) round(t *stream) {
 // ask asks node j for t's blob from what t holds, and says whether j
 // serves it: it holds the next byte, or t may wait on it (swarm.WaitOn,
 // swarm.NotYet; always on a fetcher a designated peer named), and it has
-// a free upload slot (swarm.UploadSlot, swarm.BlobUploadCap).
+// a free upload slot (swarm.UploadSlot, swarm.SlowReaders,
+// swarm.BlobUploadCap).
 func (s *sim) ask(t *stream, j int, src swarm.Source, above, lead, fetcher bool) bool {
 	b := t.blob
 	wait, heldOnly := swarm.WaitOn(swarm.Reader{Ranked: true, Above: above, Designated: src.Designated, Leading: lead})
@@ -89,7 +90,7 @@ func (s *sim) ask(t *stream, j int, src swarm.Source, above, lead, fetcher bool)
 	if swarm.NotYet(ask, c) || (heldOnly && have <= s.held[t.node][b]) {
 		return false
 	}
-	if !swarm.UploadSlot(s.open[j], s.uploads[j].Open(s.blobs[b]), s.cfg.MaxUploads) || !s.uploads[j].Take(s.blobs[b], swarm.BlobUploadCap(arriving, s.cfg.MaxUploadsPerBlob, s.cfg.MaxUploads)) {
+	if !swarm.UploadSlot(s.open[j], s.uploads[j].Open(s.blobs[b]), s.cfg.MaxUploads, s.slowReaders(j)) || !s.uploads[j].Take(s.blobs[b], swarm.BlobUploadCap(arriving, s.cfg.MaxUploadsPerBlob, s.cfg.MaxUploads)) {
 		return false
 	}
 	s.open[j]++
@@ -102,6 +103,32 @@ func (s *sim) ask(t *stream, j int, src swarm.Source, above, lead, fetcher bool)
 	}
 	s.start(t, j, wait, limit)
 	return true
+}
+
+// slowReaders says whether slow readers hold node j's upload slots
+// (swarm.SlowReaders): the streams it serves that flow below an even share
+// of its uplink while they have bytes to send (not caught up with what j
+// holds) are limited by their readers. The daemon measures the best second
+// its uploads have seen, which the model's uplink reaches as soon as it is
+// shared: j's uplink, once it has sent anything.
+func (s *sim) slowReaders(j int) bool {
+	up := s.cfg.Up * s.cfg.Goodput
+	var rate, best float64
+	waiting := 0
+	for k := s.reading.next(0); k >= 0; k = s.reading.next(k + 1) {
+		t := s.stream(k)
+		if t.src != j || s.now < t.startAt {
+			continue
+		}
+		rate += t.rate
+		if !s.caughtUp(t) && t.rate*float64(s.open[j]) < up {
+			waiting++
+		}
+	}
+	if s.sent[j] > 0 {
+		best = up
+	}
+	return swarm.SlowReaders(s.open[j], waiting, rate, best)
 }
 
 // start opens t's stream from src: its first byte comes a round trip on.

@@ -57,20 +57,36 @@ func BlobUploadCap(arriving bool, perBlob, perNode int) int {
 // UploadSlot is the rule for whether a node that serves open upload
 // streams, blobOpen of them of the blob asked for, starts one more: below
 // perNode (its slots), yes; at or above it, only for a blob it streams to
-// nobody, and never past twice perNode. A node often holds or receives
-// more blobs than it has slots: the first node of a cold start, left
-// several layers by designated nodes whose own pulls had not begun; the
-// one node that holds a warm image; any node with shoal's prefetch, which
-// downloads every layer at once. Without the rule its slots go to the
-// blobs asked for first, and a blob nobody reads from it spreads nowhere
-// until a slot frees: every other node waits on it, and once their waits
-// run out they all fetch it from the registry. With one stream of every
-// blob, each blob's tree grows from its first reader.
-func UploadSlot(open, blobOpen, perNode int) bool {
+// nobody, or while slow readers hold its slots (see SlowReaders), and
+// never past twice perNode. A node often holds or receives more blobs
+// than it has slots: the first node of a cold start, left several layers
+// by designated nodes whose own pulls had not begun; the one node that
+// holds a warm image; any node with shoal's prefetch, which downloads
+// every layer at once. Without the rule its slots go to the blobs asked
+// for first, and a blob nobody reads from it spreads nowhere until a slot
+// frees: every other node waits on it, and once their waits run out they
+// all fetch it from the registry. With one stream of every blob, each
+// blob's tree grows from its first reader.
+func UploadSlot(open, blobOpen, perNode int, slowReaders bool) bool {
 	if open < perNode {
 		return true
 	}
-	return blobOpen == 0 && open < 2*perNode
+	return (blobOpen == 0 || slowReaders) && open < 2*perNode
+}
+
+// SlowReaders is the rule for when a node's upload slots count as held by
+// readers that take little: half or more of its open streams wait on
+// their readers (waiting), and its uploads send under half of the best
+// second it has seen (rate, best, in bytes per second). Slots bound the
+// streams that share the uplink, so that each gets a useful share of it;
+// a reader behind a link cut to a tenth, which reads every layer at once
+// and races its own streams for their pieces, would hold every slot of
+// the node it reads from with the uplink all but idle, and the node's
+// other readers would be answered busy for as long (ten seconds in the
+// lab). Streams that wait on bytes still arriving at the node are not
+// slow readers: more streams would only share those bytes.
+func SlowReaders(open, waiting int, rate, best float64) bool {
+	return open > 0 && 2*waiting >= open && best > 0 && rate < best/2
 }
 
 // BlobUploads counts the streams a node serves, by blob, against the

@@ -125,21 +125,51 @@ func TestUploadSlot(t *testing.T) {
 	tests := []struct {
 		name                    string
 		open, blobOpen, perNode int
+		slowReaders             bool
 		want                    bool
 	}{
-		{"a free slot", 3, 2, 4, true},
-		{"no free slot, the blob streamed already", 4, 1, 4, false},
-		{"no free slot, a blob streamed to nobody", 4, 0, 4, true},
-		{"over the slots, a blob streamed to nobody", 7, 0, 4, true},
-		{"twice the slots", 8, 0, 4, false},
-		{"one slot, a second blob", 1, 0, 1, true},
-		{"one slot, a third blob", 2, 0, 1, false},
+		{"a free slot", 3, 2, 4, false, true},
+		{"no free slot, the blob streamed already", 4, 1, 4, false, false},
+		{"no free slot, the blob streamed already, slow readers", 4, 1, 4, true, true},
+		{"no free slot, a blob streamed to nobody", 4, 0, 4, false, true},
+		{"over the slots, a blob streamed to nobody", 7, 0, 4, false, true},
+		{"over the slots, slow readers", 7, 3, 4, true, true},
+		{"twice the slots", 8, 0, 4, false, false},
+		{"twice the slots, slow readers", 8, 0, 4, true, false},
+		{"one slot, a second blob", 1, 0, 1, false, true},
+		{"one slot, a third blob", 2, 0, 1, false, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if got := swarm.UploadSlot(tc.open, tc.blobOpen, tc.perNode); got != tc.want {
-				t.Fatalf("UploadSlot(%d, %d, %d) = %v, want %v", tc.open, tc.blobOpen, tc.perNode, got, tc.want)
+			if got := swarm.UploadSlot(tc.open, tc.blobOpen, tc.perNode, tc.slowReaders); got != tc.want {
+				t.Fatalf("UploadSlot(%d, %d, %d, %v) = %v, want %v", tc.open, tc.blobOpen, tc.perNode, tc.slowReaders, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSlowReaders(t *testing.T) {
+	t.Parallel()
+	const best = 12e6
+	tests := []struct {
+		name          string
+		open, waiting int
+		rate, best    float64
+		want          bool
+	}{
+		{"every stream waits on its reader, the uplink a tenth busy", 4, 4, best / 10, best, true},
+		{"half wait, the uplink a tenth busy", 4, 2, best / 10, best, true},
+		{"one of four waits", 4, 1, best / 10, best, false},
+		{"every stream waits, the uplink busy", 4, 4, best * 0.8, best, false},
+		{"no best measured yet", 4, 4, 0, 0, false},
+		{"no stream", 0, 0, 0, best, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := swarm.SlowReaders(tc.open, tc.waiting, tc.rate, tc.best); got != tc.want {
+				t.Fatalf("SlowReaders(%d, %d, %v, %v) = %v, want %v", tc.open, tc.waiting, tc.rate, tc.best, got, tc.want)
 			}
 		})
 	}
