@@ -147,10 +147,11 @@ const (
 	// behind a link cut to a tenth, answering every ping, was read for
 	// 20 s.
 	burstySpan = 2
-	// recoverBuckets: a stream whose last recoverBuckets whole buckets
-	// delivered at 1/slowFactor of the rate it is held to or more has
-	// recovered, however slow its window (see pace.recovered).
+	// recoverBuckets, recoverFactor: a stream whose last recoverBuckets
+	// whole buckets delivered at 1/recoverFactor of the rate it is held to
+	// or more has recovered, however slow its window (see pace.recovered).
 	recoverBuckets = 3
+	recoverFactor  = 2
 )
 
 // pace follows one stream's reads and says when it has gone silent or
@@ -397,12 +398,15 @@ func (p *pace) slowness(now time.Time, node *nodePace) error {
 }
 
 // recovered says whether the stream's last recoverBuckets whole buckets
-// delivered at bar/slowFactor or more: its window is slow for the time
+// delivered at bar/recoverFactor or more: its window is slow for the time
 // before. A relay whose own source went slow finds that source slow about
 // when the node below finds the relay slow, and moves to the next source,
 // often the registry; judged by its window alone, the relay would be left
 // for the half second after it picked up again, and the node below would
-// lead too: the registry would send the rest of the blob to both.
+// lead too: the registry would send the rest of the blob to both. The bar
+// is half the rate, not a fifth: a peer behind a link cut to a tenth
+// sends in bursts of a frame, a fifth of its old rate over 300 ms, and
+// is still slow.
 func (p *pace) recovered(bar float64) bool {
 	whole := len(p.bytes) - 1 // the newest bucket is still filling
 	if whole < recoverBuckets {
@@ -412,7 +416,7 @@ func (p *pace) recovered(bar float64) bool {
 	for _, b := range p.bytes[whole-recoverBuckets : whole] {
 		sum += b
 	}
-	return float64(sum)*slowFactor >= bar*(recoverBuckets*paceBucket).Seconds()
+	return float64(sum)*recoverFactor >= bar*(recoverBuckets*paceBucket).Seconds()
 }
 
 // measured is the stream's rate at now, and the span it is measured

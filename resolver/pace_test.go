@@ -404,7 +404,8 @@ func TestRelaySlowGraced(t *testing.T) {
 
 // TestRecoveredStreamNotSlow: a stream silent for its whole window but
 // the last 300 ms is not found slow when those came at its full rate (a
-// relay whose own source moved on), and is when they came at a fortieth.
+// relay whose own source moved on), and is when they came at a quarter or
+// a fortieth.
 func TestRecoveredStreamNotSlow(t *testing.T) {
 	t.Parallel()
 	const fast, gap = 32 << 10, 10 * time.Millisecond
@@ -417,6 +418,7 @@ func TestRecoveredStreamNotSlow(t *testing.T) {
 		{"a relay back at its full rate", true, fast, false},
 		{"a stream of held bytes back at its full rate", false, fast, false},
 		{"a stream of held bytes back at a fortieth", false, fast / 40, true},
+		{"a relay back at a quarter, as a burst behind a cut link comes", true, fast / 4, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
