@@ -75,8 +75,9 @@ type Node struct {
 	uploadsMu   sync.Mutex
 	uploads     int
 	blobUploads swarm.BlobUploads
-	// writers are the open uploads' writers (see slowReadersLocked).
-	writers map[*deadlineWriter]struct{}
+	// writers are the open uploads' writers, and whom each writes to
+	// (see slowReadersLocked).
+	writers map[*deadlineWriter]peer.ID
 	// uplink measures what the uploads send (see swarm.SlowReaders).
 	uplink uplink
 	// readers are the first readers of the blobs held whole, for

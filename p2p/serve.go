@@ -90,7 +90,7 @@ func (u *serving) refuse(st status, size, have int64, why error) {
 // takeSlot takes one of the node's upload slots, or one over them for a
 // blob the node streams to nobody (swarm.UploadSlot), or says false.
 func (u *serving) takeSlot() bool {
-	if !u.n.takeSlot(u.req.dgst) {
+	if !u.n.takeSlot(u.req.dgst, u.remote) {
 		return false
 	}
 	u.releases = append(u.releases, u.n.releaseSlot)
@@ -171,7 +171,7 @@ func (u *serving) send(blob store.Blob, c swarm.Copy) {
 	// queue behind them, keeps it (see watch).
 	w := &deadlineWriter{s: u.s, idle: n.cfg.Timing.IdleTimeout, moved: &n.stats.peer(u.remote).lastByte}
 	defer n.watchUpload(u.s, u.remote, w)()
-	defer n.writing(w)()
+	defer n.writing(w, u.remote)()
 	length := req.end(c.Size) - req.off
 	if length == 0 {
 		u.release() // the header is the whole answer
@@ -368,10 +368,10 @@ type arriving interface {
 // says. Two requests for a blob streamed to nobody may both take one over
 // the slots before either is counted for the blob (admit counts it): the
 // rule's bound of twice the slots still holds.
-func (n *Node) takeSlot(d digest.Digest) bool {
+func (n *Node) takeSlot(d digest.Digest, asker peer.ID) bool {
 	n.uploadsMu.Lock()
 	defer n.uploadsMu.Unlock()
-	if !swarm.UploadSlot(n.uploads, n.blobUploads.Open(d), n.cfg.MaxUploads, n.slowReadersLocked(time.Now())) {
+	if !swarm.UploadSlot(n.uploads, n.blobUploads.Open(d), n.cfg.MaxUploads, n.slowReadersLocked(time.Now(), asker)) {
 		return false
 	}
 	n.uploads++
@@ -384,28 +384,29 @@ func (n *Node) takeSlot(d digest.Digest) bool {
 // itself is full.
 const readerWait = 100 * time.Millisecond
 
-// slowReadersLocked says whether slow readers hold the upload slots (see
-// swarm.SlowReaders). uploadsMu is held.
-func (n *Node) slowReadersLocked(now time.Time) bool {
-	waiting := 0
-	for w := range n.writers {
+// slowReadersLocked says whether slow readers hold the upload slots, asker
+// not among them (see swarm.SlowReaders). uploadsMu is held.
+func (n *Node) slowReadersLocked(now time.Time, asker peer.ID) bool {
+	waiting, askerWaits := 0, false
+	for w, reader := range n.writers {
 		if w.stalled(now) >= readerWait {
 			waiting++
+			askerWaits = askerWaits || reader == asker
 		}
 	}
 	rate, best := n.uplink.rates(now)
-	return swarm.SlowReaders(n.uploads, waiting, rate, best)
+	return swarm.SlowReaders(n.uploads, waiting, rate, best, askerWaits)
 }
 
-// writing counts w among the uploads' writers until the returned func is
-// called.
-func (n *Node) writing(w *deadlineWriter) (done func()) {
+// writing counts w, writing to reader, among the uploads' writers until
+// the returned func is called.
+func (n *Node) writing(w *deadlineWriter, reader peer.ID) (done func()) {
 	n.uploadsMu.Lock()
 	defer n.uploadsMu.Unlock()
 	if n.writers == nil {
-		n.writers = map[*deadlineWriter]struct{}{}
+		n.writers = map[*deadlineWriter]peer.ID{}
 	}
-	n.writers[w] = struct{}{}
+	n.writers[w] = reader
 	return func() {
 		n.uploadsMu.Lock()
 		defer n.uploadsMu.Unlock()

@@ -299,13 +299,14 @@ func servedBy(t *testing.T, cfg func(*p2p.Config), content *p2ptest.Content) (cl
 	return c.Nodes[0], c.Nodes[1]
 }
 
-// TestSlowReadersDoNotHoldEverySlot: two readers that took their first
-// bytes and take no more for now (behind a link cut to a tenth, where a
-// stream waits seconds for its turn) hold both upload slots of a node
-// whose uploads sent at their cap a moment before: a third reader of a
-// blob already streamed is served rather than answered busy, the uplink
-// being idle. Readers that keep the uplink busy hold their slots: the
-// third is answered busy.
+// TestSlowReadersDoNotHoldEverySlot: two streams to a reader that took
+// its first bytes and takes no more for now (behind a link cut to a
+// tenth, where a stream waits seconds for its turn) hold both upload slots
+// of a node whose uploads sent at their cap a moment before: another
+// reader of a blob already streamed is served rather than answered busy,
+// the uplink being idle, while the slow reader's own third stream is not.
+// Streams that keep the uplink busy hold their slots: the other reader is
+// answered busy.
 func TestSlowReadersDoNotHoldEverySlot(t *testing.T) {
 	t.Parallel()
 	const rate = 8 << 20
@@ -315,16 +316,25 @@ func TestSlowReadersDoNotHoldEverySlot(t *testing.T) {
 		name string
 		slow bool
 	}{
-		{"slow readers", true},
-		{"readers that keep up", false},
+		{"slow reader", true},
+		{"a reader that keeps up", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			client, server := servedBy(t, func(cfg *p2p.Config) {
-				cfg.MaxUploads, cfg.MaxUploadRate = 2, rate
-			}, p2ptest.NewContent(a, b))
+			content := p2ptest.NewContent(a, b)
+			c := p2ptest.Start(t, 3, p2ptest.Options{
+				Config: func(_ int, cfg *p2p.Config) { cfg.MaxUploads, cfg.MaxUploadRate = 2, rate },
+				Content: func(i int) *p2ptest.Content {
+					if i == 1 {
+						return content
+					}
+					return nil
+				},
+			})
+			c.WaitMembers(t, 3, 20*time.Second)
+			reader, server, other := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 			// Two seconds at the upload cap: the server's best second.
-			first, _, err := client.Fetch(t.Context(), server.ID(), db, int64(len(b))-16<<20)
+			first, _, err := reader.Fetch(t.Context(), server.ID(), db, int64(len(b))-16<<20)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -337,7 +347,7 @@ func TestSlowReadersDoNotHoldEverySlot(t *testing.T) {
 			defer readers.Wait()
 			defer cancel()
 			for _, d := range []digest.Digest{da, db} {
-				rc, _, err := client.Fetch(ctx, server.ID(), d, 0)
+				rc, _, err := reader.Fetch(ctx, server.ID(), d, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -350,21 +360,24 @@ func TestSlowReadersDoNotHoldEverySlot(t *testing.T) {
 					_, _ = io.Copy(io.Discard, rc)
 				})
 			}
-			// A second on, the uplink's last second is the readers' alone.
+			// A second on, the uplink's last second is the two streams'.
 			time.Sleep(1200 * time.Millisecond)
-			third, _, err := client.Fetch(t.Context(), server.ID(), da, int64(len(a))-1<<20)
-			if tc.slow {
-				if err != nil {
-					t.Fatalf("a third reader beside two slow ones: %v, want it served", err)
-				}
-				defer third.Close()
-				if n, err := io.Copy(io.Discard, third); err != nil || n != 1<<20 {
-					t.Fatalf("the third reader got %d bytes, %v; want 1 MiB", n, err)
+			if !tc.slow {
+				if _, _, err := other.Fetch(t.Context(), server.ID(), da, int64(len(a))-1<<20); !errors.Is(err, p2p.ErrPeerBusy) {
+					t.Fatalf("another reader beside streams that keep the uplink busy: %v, want ErrPeerBusy", err)
 				}
 				return
 			}
-			if !errors.Is(err, p2p.ErrPeerBusy) {
-				t.Fatalf("a third reader beside two that keep the uplink busy: %v, want ErrPeerBusy", err)
+			if _, _, err := reader.Fetch(t.Context(), server.ID(), da, int64(len(a))-1<<20); !errors.Is(err, p2p.ErrPeerBusy) {
+				t.Fatalf("the slow reader's third stream: %v, want ErrPeerBusy", err)
+			}
+			third, _, err := other.Fetch(t.Context(), server.ID(), da, int64(len(a))-1<<20)
+			if err != nil {
+				t.Fatalf("another reader beside the slow one's streams: %v, want it served", err)
+			}
+			defer third.Close()
+			if n, err := io.Copy(io.Discard, third); err != nil || n != 1<<20 {
+				t.Fatalf("the other reader got %d bytes, %v; want 1 MiB", n, err)
 			}
 		})
 	}

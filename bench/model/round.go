@@ -90,7 +90,7 @@ func (s *sim) ask(t *stream, j int, src swarm.Source, above, lead, fetcher bool)
 	if swarm.NotYet(ask, c) || (heldOnly && have <= s.held[t.node][b]) {
 		return false
 	}
-	if !swarm.UploadSlot(s.open[j], s.uploads[j].Open(s.blobs[b]), s.cfg.MaxUploads, s.slowReaders(j)) || !s.uploads[j].Take(s.blobs[b], swarm.BlobUploadCap(arriving, s.cfg.MaxUploadsPerBlob, s.cfg.MaxUploads)) {
+	if !swarm.UploadSlot(s.open[j], s.uploads[j].Open(s.blobs[b]), s.cfg.MaxUploads, s.slowReaders(j, t.node)) || !s.uploads[j].Take(s.blobs[b], swarm.BlobUploadCap(arriving, s.cfg.MaxUploadsPerBlob, s.cfg.MaxUploads)) {
 		return false
 	}
 	s.open[j]++
@@ -105,16 +105,16 @@ func (s *sim) ask(t *stream, j int, src swarm.Source, above, lead, fetcher bool)
 	return true
 }
 
-// slowReaders says whether slow readers hold node j's upload slots
-// (swarm.SlowReaders): the streams it serves that flow below an even share
+// slowReaders says whether slow readers, reader not among them, hold node
+// j's upload slots (swarm.SlowReaders): the streams it serves that flow below an even share
 // of its uplink while they have bytes to send (not caught up with what j
 // holds) are limited by their readers. The daemon measures the best second
 // its uploads have seen, which the model's uplink reaches as soon as it is
 // shared: j's uplink, once it has sent anything.
-func (s *sim) slowReaders(j int) bool {
+func (s *sim) slowReaders(j, reader int) bool {
 	up := s.cfg.Up * s.cfg.Goodput
 	var rate, best float64
-	waiting := 0
+	waiting, asker := 0, false
 	for k := s.reading.next(0); k >= 0; k = s.reading.next(k + 1) {
 		t := s.stream(k)
 		if t.src != j || s.now < t.startAt {
@@ -123,12 +123,13 @@ func (s *sim) slowReaders(j int) bool {
 		rate += t.rate
 		if !s.caughtUp(t) && t.rate*float64(s.open[j]) < up {
 			waiting++
+			asker = asker || t.node == reader
 		}
 	}
 	if s.sent[j] > 0 {
 		best = up
 	}
-	return swarm.SlowReaders(s.open[j], waiting, rate, best)
+	return swarm.SlowReaders(s.open[j], waiting, rate, best, asker)
 }
 
 // start opens t's stream from src: its first byte comes a round trip on.

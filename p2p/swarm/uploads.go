@@ -84,9 +84,11 @@ func UploadSlot(open, blobOpen, perNode int, slowReaders bool) bool {
 // the node it reads from with the uplink all but idle, and the node's
 // other readers would be answered busy for as long (ten seconds in the
 // lab). Streams that wait on bytes still arriving at the node are not
-// slow readers: more streams would only share those bytes.
-func SlowReaders(open, waiting int, rate, best float64) bool {
-	return open > 0 && 2*waiting >= open && best > 0 && rate < best/2
+// slow readers: more streams would only share those bytes. Nor is the
+// extra stream for a slow reader (askerWaits: one of the waiting streams
+// is the asker's): it would wait too.
+func SlowReaders(open, waiting int, rate, best float64, askerWaits bool) bool {
+	return open > 0 && 2*waiting >= open && best > 0 && rate < best/2 && !askerWaits
 }
 
 // BlobUploads counts the streams a node serves, by blob, against the

@@ -156,20 +156,22 @@ func TestSlowReaders(t *testing.T) {
 		name          string
 		open, waiting int
 		rate, best    float64
+		askerWaits    bool
 		want          bool
 	}{
-		{"every stream waits on its reader, the uplink a tenth busy", 4, 4, best / 10, best, true},
-		{"half wait, the uplink a tenth busy", 4, 2, best / 10, best, true},
-		{"one of four waits", 4, 1, best / 10, best, false},
-		{"every stream waits, the uplink busy", 4, 4, best * 0.8, best, false},
-		{"no best measured yet", 4, 4, 0, 0, false},
-		{"no stream", 0, 0, 0, best, false},
+		{"every stream waits on its reader, the uplink a tenth busy", 4, 4, best / 10, best, false, true},
+		{"half wait, the uplink a tenth busy", 4, 2, best / 10, best, false, true},
+		{"the asker is one of the slow readers", 4, 4, best / 10, best, true, false},
+		{"one of four waits", 4, 1, best / 10, best, false, false},
+		{"every stream waits, the uplink busy", 4, 4, best * 0.8, best, false, false},
+		{"no best measured yet", 4, 4, 0, 0, false, false},
+		{"no stream", 0, 0, 0, best, false, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if got := swarm.SlowReaders(tc.open, tc.waiting, tc.rate, tc.best); got != tc.want {
-				t.Fatalf("SlowReaders(%d, %d, %v, %v) = %v, want %v", tc.open, tc.waiting, tc.rate, tc.best, got, tc.want)
+			if got := swarm.SlowReaders(tc.open, tc.waiting, tc.rate, tc.best, tc.askerWaits); got != tc.want {
+				t.Fatalf("SlowReaders(%d, %d, %v, %v, %v) = %v, want %v", tc.open, tc.waiting, tc.rate, tc.best, tc.askerWaits, got, tc.want)
 			}
 		})
 	}
