@@ -98,19 +98,12 @@ func TestFetchRangeFromOldPeer(t *testing.T) {
 	asked := make(chan int64, 1)
 	old.SetStreamHandler(p2p.ProtocolV11, func(s network.Stream) {
 		defer s.Close()
-		var lb [2]byte
-		if _, err := io.ReadFull(s, lb[:]); err != nil {
+		off, ok := readOldRequest(s)
+		if !ok {
 			return
 		}
-		body := make([]byte, binary.BigEndian.Uint16(lb[:]))
-		if _, err := io.ReadFull(s, body); err != nil {
-			return
-		}
-		off := int64(binary.BigEndian.Uint64(body))
 		asked <- off
-		hdr := make([]byte, 11)
-		binary.BigEndian.PutUint64(hdr[1:], uint64(len(data)))
-		_, _ = s.Write(hdr)
+		_, _ = s.Write(oldHeader(len(data)))
 		_, _ = s.Write(data[off:])
 	})
 	// The old peer dials: a member is dialled by address from the
@@ -130,6 +123,27 @@ func TestFetchRangeFromOldPeer(t *testing.T) {
 	if off := <-asked; off != 4096 {
 		t.Errorf("old peer asked at %d, want 4096", off)
 	}
+}
+
+// readOldRequest reads a ProtocolV11 request from s: the offset asked
+// for, or false when the stream ended first.
+func readOldRequest(s network.Stream) (off int64, ok bool) {
+	var lb [2]byte
+	if _, err := io.ReadFull(s, lb[:]); err != nil {
+		return 0, false
+	}
+	body := make([]byte, binary.BigEndian.Uint16(lb[:]))
+	if _, err := io.ReadFull(s, body); err != nil || len(body) < 8 {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(body)), true
+}
+
+// oldHeader is a ProtocolV11 answer's header: ok, and the blob's size.
+func oldHeader(size int) []byte {
+	hdr := make([]byte, 11)
+	binary.BigEndian.PutUint64(hdr[1:], uint64(size))
+	return hdr
 }
 
 // TestPeerCutIsMarked: a peer's stream that the peer itself resets
@@ -153,17 +167,12 @@ func TestPeerCutIsMarked(t *testing.T) {
 	// does not answer.
 	end := make(chan string, 1)
 	old.SetStreamHandler(p2p.ProtocolV11, func(s network.Stream) {
-		var lb [2]byte
-		if _, err := io.ReadFull(s, lb[:]); err != nil {
+		off, ok := readOldRequest(s)
+		if !ok {
 			return
 		}
-		body := make([]byte, binary.BigEndian.Uint16(lb[:]))
-		if _, err := io.ReadFull(s, body); err != nil {
-			return
-		}
-		hdr := make([]byte, 11)
-		binary.BigEndian.PutUint64(hdr[1:], uint64(len(data)))
-		switch binary.BigEndian.Uint64(body) {
+		hdr := oldHeader(len(data))
+		switch off {
 		case 0:
 			_, _ = s.Write(hdr)
 			_, _ = s.Write(data[:len(data)/2])
