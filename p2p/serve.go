@@ -88,7 +88,8 @@ func (u *serving) refuse(st status, size, have int64, why error) {
 }
 
 // takeSlot takes one of the node's upload slots, or one over them for a
-// blob the node streams to nobody (swarm.UploadSlot), or says false.
+// blob the node streams to nobody or while slow readers hold them
+// (swarm.UploadSlot), or says false.
 func (u *serving) takeSlot() bool {
 	if !u.n.takeSlot(u.req.dgst, u.remote) {
 		return false
@@ -364,8 +365,8 @@ type arriving interface {
 	Have() int64
 }
 
-// takeSlot takes an upload slot for a stream of d, as swarm.UploadSlot
-// says. Two requests for a blob streamed to nobody may both take one over
+// takeSlot takes an upload slot for a stream of d to asker, as
+// swarm.UploadSlot says. Two requests for a blob streamed to nobody may both take one over
 // the slots before either is counted for the blob (admit counts it): the
 // rule's bound of twice the slots still holds.
 func (n *Node) takeSlot(d digest.Digest, asker peer.ID) bool {
