@@ -101,10 +101,13 @@ func PieceSourceFor(p Pieces, i int, srcs []*PieceSource, now time.Time, cur str
 // that some peer can send comes first, so the node holds a longer start of
 // the blob and can pass it on. While the stream lags (Lagging), the piece
 // it is in and the next are taken too, last: a helper races the stream
-// for the rest of its piece, from another peer, and the stream ends where
-// the helper's bytes pass it. A stream from a peer whose link was cut
-// would otherwise carry up to two pieces at a tenth of the rate, the
-// pieces no helper takes. -1 when no piece is left to take.
+// for the next piece from another peer, and the stream ends where the
+// helper's bytes begin. A stream from a peer whose link was cut would
+// otherwise carry up to two pieces at a tenth of the rate, the pieces no
+// helper takes. The piece the stream is in is offered too, but the
+// resolver's helper gives a piece up once the stream has reached its
+// start, which for that piece is at once: the stream carries it alone.
+// -1 when no piece is left to take.
 func NextPiece(p Pieces, srcs []*PieceSource, now time.Time) (int, *PieceSource) {
 	n := Count(p.Size, p.PieceSize)
 	if p.Waiting {
