@@ -293,7 +293,7 @@ type dl struct {
 	// fetch from the front.
 	waiting atomic.Bool
 	// lagging is set while the primary stream, from a peer, lags (see
-	// pace.lagging): the helpers race it for its piece.
+	// pace.lagging): the helpers race it for the piece after its own.
 	lagging atomic.Bool
 	dctx    context.Context
 	dcancel context.CancelCauseFunc
