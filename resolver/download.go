@@ -293,7 +293,8 @@ type dl struct {
 	// fetch from the front.
 	waiting atomic.Bool
 	// lagging is set while the primary stream, from a peer, lags (see
-	// pace.lagging): the helpers race it for the piece after its own.
+	// pace.lagging): the helpers race it for the piece after its own and
+	// the second half of the rest of its own (see swarm.RaceStart).
 	lagging atomic.Bool
 	dctx    context.Context
 	dcancel context.CancelCauseFunc

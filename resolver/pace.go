@@ -248,9 +248,10 @@ func (p *pace) waited(now time.Time) time.Duration {
 // lagging says whether the stream, measured over a whole window, delivers
 // under 1/lagFactor of the rate it is held to: its best window, or what
 // the download had before it lost a peer (held). Helpers then race it for
-// the piece after the one it is in (see swarm.NextPiece): a peer slowed to
-// a fraction of its rate is not yet slow enough to leave (see slowFactor),
-// and carries the piece the helpers would otherwise leave to it. Not while it
+// the piece after the one it is in and for the second half of the rest of
+// its own (see swarm.NextPiece): a peer slowed to a fraction of its rate is
+// not yet slow enough to leave (see slowFactor), and carries the pieces the
+// helpers would otherwise leave to it. Not while it
 // gets at least 1/lagFactor of an even share of what the node receives
 // (node; nil: none): it then shares a link with the node's other streams
 // (many readers of one holder, or the node's own link full), and a race

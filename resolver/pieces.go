@@ -37,7 +37,7 @@ const pieceRetry = 200 * time.Millisecond
 // providerRefresh is how often helpers look for more peers.
 const providerRefresh = 500 * time.Millisecond
 
-// errOvertaken ends a piece the primary stream reached first.
+// errOvertaken ends a range the primary stream reached first.
 var errOvertaken = errors.New("the stream reached the piece")
 
 // errComplete ends a primary stream whose bytes the helpers already wrote.
@@ -215,7 +215,7 @@ func pieceResult(ctx context.Context, err error) swarm.PieceResult {
 
 // fetchPiece copies [start, end) of req's blob from peer p into ing, and
 // returns the bytes it wrote and what p said it holds.
-// It stops when the primary stream, at pos, reaches the piece; while the
+// It stops when the primary stream, at pos, reaches start; while the
 // download waits for a slot at a peer (waiting set), no stream can.
 func (r *Resolver) fetchPiece(ctx context.Context, req BlobRequest, f *flight, ing store.Ingest, rr Ranger, p string, start, end int64, pos *atomic.Int64, waiting *atomic.Bool) (int64, int64, error) {
 	ctx, cancel := context.WithCancelCause(ctx)

@@ -150,6 +150,21 @@ func (r *rangingRouter) servedOf(p string, off int64) bool {
 	return r.sentAt[fmt.Sprintf("%s@%d", p, off)]
 }
 
+// servedWithin says whether p sent a range that starts in (lo, hi).
+func (r *rangingRouter) servedWithin(p string, lo, hi int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range r.sentAt {
+		var off int64
+		if at, ok := strings.CutPrefix(k, p+"@"); ok {
+			if _, err := fmt.Sscan(at, &off); err == nil && off > lo && off < hi {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (r *rangingRouter) askedOf(p string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -258,16 +273,18 @@ func wantPieces(t *testing.T, router *rangingRouter, p string) {
 }
 
 // TestHelpersRaceALaggingStream: the primary stream's peer slows to a
-// quarter of its rate at 5 MiB, not slow enough to be left, just as another
-// peer comes to hold the whole blob. The helpers take the pieces a piece
-// ahead of the stream, and then, the stream lagging, the piece after it:
-// the lagging peer sends little past 8 MiB, where that piece begins.
-// Without the race it would carry the blob to 12 MiB, where the helpers'
-// piece begins. The slowdown comes 3 MiB before the piece after it, about
-// two seconds at the lagging rate: on a loaded host the lag is found late,
-// and once the stream is in that piece the helpers no longer take it.
+// quarter of its rate at 4.5 MiB, not slow enough to be left, just as
+// another peer comes to hold the whole blob. The helpers take the pieces a
+// piece ahead of the stream, and then, the stream lagging, the piece after
+// it and the second half of what is left of its own: the lagging peer
+// stops short of 8 MiB, where its piece ends. Without the race within its
+// own piece it would carry that piece to its end; without any race, the
+// blob to 12 MiB. The slowdown comes 3.5 MiB before the piece's end, over
+// two seconds at the lagging rate, so that a lag found late on a loaded
+// host is still found before the stream nears it.
 func TestHelpersRaceALaggingStream(t *testing.T) {
 	t.Parallel()
+	const lagAt = 4608 << 10
 	body := randomBytes(t, 16<<20)
 	var lagSent atomic.Int64
 	router := &rangingRouter{
@@ -277,17 +294,25 @@ func TestHelpersRaceALaggingStream(t *testing.T) {
 			}},
 		},
 		rpeers: map[string]rangePeer{
-			"lags":  {data: body, lagAt: 5 << 20, lagSent: &lagSent},
-			"whole": {data: body, have: 1, wholeWhen: func() bool { return lagSent.Load() >= 5<<20 }},
+			"lags":  {data: body, lagAt: lagAt, lagSent: &lagSent},
+			"whole": {data: body, have: 1, wholeWhen: func() bool { return lagSent.Load() >= lagAt }},
 		},
 		served: map[string]int64{},
 	}
 	readFromPeersOnly(t, resolver.Config{PieceSize: 4 << 20, PieceWorkers: 2, StallTimeout: 5 * time.Second, PeerSlowWindow: 300 * time.Millisecond}, router, body)
-	if sent := lagSent.Load(); sent >= 10<<20 {
-		t.Errorf("the lagging peer sent %d bytes, want well under 12 MiB: the helpers race it; asked of the whole holder: %v", sent, router.askedOf("whole"))
+	if sent := lagSent.Load(); sent >= 8<<20 {
+		t.Errorf("the lagging peer sent %d bytes, want under 8 MiB: the helpers race it within its piece; asked of the whole holder: %v", sent, router.askedOf("whole"))
 	}
 	if !router.servedOf("whole", 8<<20) {
 		t.Errorf("the whole holder did not send the piece after the stream's; asked: %v", router.askedOf("whole"))
+	}
+	if !router.servedWithin("whole", lagAt, 8<<20) {
+		t.Errorf("the whole holder sent nothing of the stream's own piece past where it lagged; asked: %v", router.askedOf("whole"))
+	}
+	// A helper that gives up a range the stream has reached asks again at
+	// once: asked from where the stream is, it would ask without end.
+	if asked := router.askedOf("whole"); len(asked) > 10 {
+		t.Errorf("the whole holder was asked %d times, want a few: %v", len(asked), asked)
 	}
 }
 

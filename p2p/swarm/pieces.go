@@ -46,9 +46,26 @@ func Count(size, psize int64) int { return int((size + psize - 1) / psize) }
 // Range is the bytes a helper asks for piece i: from its start, or from
 // where its last attempt got to (from), or from the first byte the node
 // does not hold (Contiguous), whichever is furthest, to the piece's end.
-// Empty (start >= end) when the piece is written already.
+// Empty (start >= end) when the piece is written already. The piece a
+// lagging stream is in starts at RaceStart.
 func (p Pieces) Range(i int, from int64) (start, end int64) {
-	return max(from, int64(i)*p.PieceSize, p.Contiguous), min(int64(i+1)*p.PieceSize, p.Size)
+	start, end = max(from, int64(i)*p.PieceSize, p.Contiguous), min(int64(i+1)*p.PieceSize, p.Size)
+	if p.Lagging && start <= p.Pos && p.Pos < end {
+		start = RaceStart(p.Pos, end)
+	}
+	return start, end
+}
+
+// RaceStart is where a helper racing a lagging stream within the piece the
+// stream is in starts: halfway from the stream's position (pos) to the
+// piece's end. A helper gives a piece up once the stream reaches where it
+// started (the stream would then write what the helper fetches); asked
+// from the stream's position it would give up at once, and the stream,
+// under half the rate it is held to, would carry the rest of its piece
+// alone. From halfway, a helper at that rate ends the piece before the
+// stream reaches the helper's first byte, and the stream ends there.
+func RaceStart(pos, end int64) int64 {
+	return pos + (end-pos+1)/2
 }
 
 // HaveStale is how long what a peer said it holds stands. A peer that
@@ -100,14 +117,12 @@ func PieceSourceFor(p Pieces, i int, srcs []*PieceSource, now time.Time, cur str
 // none is free. While no stream is open (Waiting), the first missing piece
 // that some peer can send comes first, so the node holds a longer start of
 // the blob and can pass it on. While the stream lags (Lagging), the piece
-// it is in and the next are taken too, last: a helper races the stream
-// for the next piece from another peer, and the stream ends where the
-// helper's bytes begin. A stream from a peer whose link was cut would
-// otherwise carry up to two pieces at a tenth of the rate, the pieces no
-// helper takes. The piece the stream is in is offered too, but the
-// resolver's helper gives a piece up once the stream has reached its
-// start, which for that piece is at once: the stream carries it alone.
-// -1 when no piece is left to take.
+// it is in and the next are taken too, last: helpers race the stream for
+// the next piece and for the second half of what is left of its own (see
+// RaceStart) from other peers, and the stream ends where the helpers'
+// bytes begin. A stream from a peer whose link was cut would otherwise
+// carry up to two pieces at a tenth of the rate, the pieces no helper
+// takes. -1 when no piece is left to take.
 func NextPiece(p Pieces, srcs []*PieceSource, now time.Time) (int, *PieceSource) {
 	n := Count(p.Size, p.PieceSize)
 	if p.Waiting {
