@@ -23,8 +23,9 @@ import (
 type source struct {
 	kind Source
 	peer string // for SourcePeer
-	// designated marks a designated peer, asked to fetch for the cluster.
-	designated bool
+	// designated marks a designated peer, asked to fetch for the cluster;
+	// fetcher, the peer that fetches it (see fetcherSource).
+	designated, fetcher bool
 	// stall, when set, replaces StallTimeout for this source: how long it
 	// may take to answer, and to send a byte it does not hold yet.
 	stall time.Duration
@@ -84,9 +85,8 @@ func (r *Resolver) sources(req BlobRequest, sw *swarm.Download, noWait, lead *at
 		holders = sw.Holders(peers)
 	}
 	var out []source
-	if p, ok := r.leftFetcher(req.Digest); ok && !req.ForPeer && !sw.FailedPeers[p] {
-		// This node left the blob to p, which fetches it from the
-		// registry, before its own clients asked for it.
+	left, _ := r.leftFetcher(req.Digest)
+	for _, p := range sw.Fetchers(left, req.ForPeer) {
 		out = append(out, r.fetcherSource(req, p))
 	}
 	for _, s := range swarm.Sources(above, r.cfg.DesignatedPeers, sw.FailedPeers, req.ForPeer, holders, r.upstream != nil, r.cfg.FetchAttempts) {
@@ -184,7 +184,7 @@ func (r *Resolver) holderSource(req BlobRequest, p string, ranked map[string]boo
 // wait, not a failure.
 func (r *Resolver) fetcherSource(req BlobRequest, p string) source {
 	rr, ranges := r.router.(Ranger)
-	return source{kind: SourcePeer, peer: p, designated: true, stall: r.fetcherStall(req.Registry), open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
+	return source{kind: SourcePeer, peer: p, designated: true, fetcher: true, stall: r.fetcherStall(req.Registry), open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
 		var body io.ReadCloser
 		var size, have int64
 		var err error
@@ -564,10 +564,16 @@ func (d *dl) failed(src source, err error, lead bool, st *swarm.Round) (stop boo
 
 // follow puts the peer a designated peer pointed at, as the one fetching
 // the blob (see swarm.Coordinate), after sources[i], unless it failed this
-// download already.
+// download already or the round asks it already, and remembers it for the
+// next rounds (see swarm.Download.Fetchers).
 func (d *dl) follow(sources []source, i int, err error) []source {
 	var at *FetchingAtError
 	if !errors.As(err, &at) || d.sw.FailedPeers[at.Peer] {
+		return sources
+	}
+	d.sw.Pointed = at.Peer
+	if slices.ContainsFunc(sources, func(s source) bool { return s.fetcher && s.peer == at.Peer }) {
+		// Listed already in this round (see swarm.Download.Fetchers).
 		return sources
 	}
 	return slices.Insert(sources, i+1, d.r.fetcherSource(d.req, at.Peer))

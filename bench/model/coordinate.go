@@ -34,14 +34,19 @@ func (s *sim) leftFetcher(j, b int) (int, bool) {
 }
 
 // sources are t's sources in the order it asks them, as the resolver's:
-// first the peer its node left the blob to lately, unless it fetches for
-// a peer (that peer is a fetcher: it is waited on); then swarm.Sources.
-// fetchers lists the fetchers among them: a round has one or two.
+// first the fetchers swarm.Download.Fetchers names (the peer its node
+// left the blob to lately, the peer a designated peer pointed t at: each
+// is waited on); then swarm.Sources. fetchers lists the fetchers among
+// them: a round has one to three.
 func (s *sim) sources(t *stream) (srcs []swarm.Source, fetchers []string) {
 	i, b := t.node, t.blob
-	if p, ok := s.leftFetcher(i, b); ok && !t.forPeer && !t.sw.FailedPeers[s.ids[p]] {
-		srcs = append(srcs, swarm.Source{Peer: s.ids[p], Designated: true})
-		fetchers = append(fetchers, s.ids[p])
+	var left string
+	if p, ok := s.leftFetcher(i, b); ok {
+		left = s.ids[p]
+	}
+	for _, p := range t.sw.Fetchers(left, t.forPeer) {
+		srcs = append(srcs, swarm.Source{Peer: p, Designated: true})
+		fetchers = append(fetchers, p)
 	}
 	above := s.above(i, b)
 	rest := swarm.Sources(above, s.cfg.DesignatedPeers, t.sw.FailedPeers, t.forPeer, t.sw.Holders(s.holders(i, b)), true, 1)

@@ -55,7 +55,9 @@ func (s *sim) round(t *stream) {
 		}
 		t.sw.Failed(src, f, lead, &st, now)
 		if at != "" && !t.sw.FailedPeers[at] && !slices.Contains(fetchers, at) {
-			// The resolver's follow: the fetcher named is asked next.
+			// The resolver's follow: the fetcher named is asked next, and
+			// first in the next rounds.
+			t.sw.Pointed = at
 			srcs = slices.Insert(srcs, k+1, swarm.Source{Peer: at, Designated: true})
 			fetchers = append(fetchers, at)
 			listed = false

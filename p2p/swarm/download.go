@@ -153,6 +153,9 @@ type Download struct {
 	// LeftToUs: a designated peer left the blob to this node (see
 	// Coordinate): it leads, and asks no other designated peer.
 	LeftToUs bool
+	// Pointed is the peer a designated peer pointed this download at, as
+	// the one fetching the blob or reading it whole (see Fetchers).
+	Pointed string
 	// LocalFailed: this node's store failed.
 	LocalFailed bool
 	// RegistryFailed: the registry's last answer was a failure, not a
@@ -364,6 +367,26 @@ func (d *Download) Holders(found []string) []string {
 		if !slices.Contains(out, p) && !d.FailedPeers[p] {
 			out = append(out, p)
 		}
+	}
+	return out
+}
+
+// Fetchers is the rule for the peers a download asks first in each round,
+// before swarm.Sources, each waited on (it fetches the blob for the
+// cluster): the peer this node left the blob to lately (left; "" none),
+// unless the download is for a peer, and the peer a designated peer
+// pointed the download at in an earlier round (Pointed); neither once it
+// failed the download. Remembered only for the round it was named in, a
+// pointed-at fetcher would be passed over once the designated peer that
+// named it froze mid-stream: this node would lead the blob from the
+// registry beside the fetcher already pulling it.
+func (d *Download) Fetchers(left string, forPeer bool) []string {
+	var out []string
+	if left != "" && !forPeer && !d.FailedPeers[left] {
+		out = append(out, left)
+	}
+	if p := d.Pointed; p != "" && p != left && !d.FailedPeers[p] {
+		out = append(out, p)
 	}
 	return out
 }

@@ -314,6 +314,37 @@ func TestHoldersAskedAgain(t *testing.T) {
 	}
 }
 
+func TestFetchers(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name          string
+		left, pointed string
+		forPeer       bool
+		failed        []string
+		want          []string
+	}{
+		{name: "none", want: nil},
+		{name: "the peer the blob was left to", left: "l", want: []string{"l"}},
+		{name: "not for a peer's download", left: "l", forPeer: true, want: nil},
+		{name: "the peer pointed at, in a peer's download too", pointed: "p", forPeer: true, want: []string{"p"}},
+		{name: "both, the one left to first", left: "l", pointed: "p", want: []string{"l", "p"}},
+		{name: "the same peer once", left: "l", pointed: "l", want: []string{"l"}},
+		{name: "not once they failed", left: "l", pointed: "p", failed: []string{"l", "p"}, want: nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := swarm.NewDownload(limits, t0)
+			d.Pointed = tc.pointed
+			for _, p := range tc.failed {
+				d.FailedPeers[p] = true
+			}
+			if got := d.Fetchers(tc.left, tc.forPeer); !slices.Equal(got, tc.want) {
+				t.Fatalf("Fetchers = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 // A download whose peers are all busy waits while its node receives other
 // blobs, or while a busy peer's copy grows: only once readers follow it.
 func TestIdle(t *testing.T) {
