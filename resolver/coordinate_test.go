@@ -124,82 +124,55 @@ func TestCoordinatedDownloads(t *testing.T) {
 		}
 		wantNoRegistryGets(t, f)
 	})
-	t.Run("pointed at a fetcher that has not begun", func(t *testing.T) {
-		t.Parallel()
-		body := randomBytes(t, 256<<10)
-		// The fetcher answers "not found" twice: it has not begun to
-		// receive the blob. The download waits for it rather than asking
-		// the second designated peer or the registry.
-		router := &coordinatingRouter{
-			designatingRouter: &designatingRouter{fakeRouter: &fakeRouter{peers: map[string]fakePeer{}}, designated: []string{"d1", "d2"}},
-			answers:           map[string]error{"d1": &resolver.FetchingAtError{Peer: "fetcher"}},
-		}
-		f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
-		d := f.up.push(t, "team/app", body)
-		go func() {
-			for {
-				router.mu.Lock()
-				n := len(router.fetches)
-				if n >= 2 {
-					router.peers["fetcher"] = fakePeer{data: body}
-				}
-				router.mu.Unlock()
-				if n >= 2 {
-					return
-				}
-				time.Sleep(time.Millisecond)
+	// The fetcher answers "not found" twice: it has not begun to receive
+	// the blob. The download waits for it rather than asking the second
+	// designated peer or the registry; also when d1, which pointed at it,
+	// fails every request from the second round on (it froze): the
+	// download then asks the fetcher first.
+	for _, tc := range []struct {
+		name   string
+		d1Lost bool
+	}{
+		{"pointed at a fetcher that has not begun", false},
+		{"pointed at a fetcher, the designated peer then lost", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			body := randomBytes(t, 256<<10)
+			router := &coordinatingRouter{
+				designatingRouter: &designatingRouter{fakeRouter: &fakeRouter{peers: map[string]fakePeer{}}, designated: []string{"d1", "d2"}},
+				answers:           map[string]error{"d1": &resolver.FetchingAtError{Peer: "fetcher"}},
 			}
-		}()
-		wantBlob(t, f, d, body)
-		router.mu.Lock()
-		defer router.mu.Unlock()
-		for _, th := range router.through {
-			if strings.HasPrefix(th, "d2@") {
-				t.Fatalf("asked the second designated peer: %v", router.through)
-			}
-		}
-		wantNoRegistryGets(t, f)
-	})
-	t.Run("pointed at a fetcher, the designated peer then lost", func(t *testing.T) {
-		t.Parallel()
-		body := randomBytes(t, 256<<10)
-		// d1 points at the fetcher, which has not begun; by the next round
-		// d1 fails every request (it froze). The download asks the fetcher
-		// again, first, and reads the blob there: not the second
-		// designated peer, not the registry.
-		router := &coordinatingRouter{
-			designatingRouter: &designatingRouter{fakeRouter: &fakeRouter{peers: map[string]fakePeer{}}, designated: []string{"d1", "d2"}},
-			answers:           map[string]error{"d1": &resolver.FetchingAtError{Peer: "fetcher"}},
-		}
-		f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
-		d := f.up.push(t, "team/app", body)
-		go func() {
-			for {
-				router.mu.Lock()
-				n := len(router.fetches)
-				if n >= 1 {
-					router.answers["d1"] = errors.New("no answer: source stalled")
+			f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
+			d := f.up.push(t, "team/app", body)
+			go func() {
+				for {
+					router.mu.Lock()
+					n := len(router.fetches)
+					if n >= 1 && tc.d1Lost {
+						router.answers["d1"] = errors.New("no answer: source stalled")
+					}
+					if n >= 2 {
+						router.peers["fetcher"] = fakePeer{data: body}
+					}
+					router.mu.Unlock()
+					if n >= 2 {
+						return
+					}
+					time.Sleep(time.Millisecond)
 				}
-				if n >= 2 {
-					router.peers["fetcher"] = fakePeer{data: body}
+			}()
+			wantBlob(t, f, d, body)
+			router.mu.Lock()
+			defer router.mu.Unlock()
+			for _, th := range router.through {
+				if strings.HasPrefix(th, "d2@") {
+					t.Fatalf("asked the second designated peer: %v; fetched %v", router.through, router.fetches)
 				}
-				router.mu.Unlock()
-				if n >= 2 {
-					return
-				}
-				time.Sleep(time.Millisecond)
 			}
-		}()
-		wantBlob(t, f, d, body)
-		router.mu.Lock()
-		defer router.mu.Unlock()
-		for _, th := range router.through {
-			if strings.HasPrefix(th, "d2@") {
-				t.Fatalf("asked the second designated peer: %v; fetched %v", router.through, router.fetches)
-			}
-		}
-		wantNoRegistryGets(t, f)
-	})
+			wantNoRegistryGets(t, f)
+		})
+	}
 	t.Run("left to a peer, then wanted here", func(t *testing.T) {
 		t.Parallel()
 		body := randomBytes(t, 256<<10)

@@ -95,40 +95,28 @@ func TestPieceRange(t *testing.T) {
 		name       string
 		i          int
 		from, cont int64
+		// lagging: the stream lags, at cont
+		lagging    bool
 		start, end int64
 	}{
-		{"a whole piece", 3, 0, 0, 30, 40},
-		{"the short last piece", 9, 0, 0, 90, 95},
-		{"resumed where the last attempt got to", 3, 34, 0, 34, 40},
-		{"held from the start past it", 3, 0, 45, 45, 40},
-	}
-	lagging := []struct {
-		name       string
-		i          int
-		from, pos  int64
-		start, end int64
-	}{
-		{"the piece a lagging stream is in: from halfway to its end", 3, 0, 32, 36, 40},
-		{"an odd rest: the helper's half is the shorter", 3, 0, 33, 37, 40},
-		{"a byte left: that byte", 3, 0, 39, 40, 40},
-		{"the piece after the stream's: from its start", 4, 0, 32, 40, 50},
-		{"where the last attempt got to, past halfway", 3, 38, 32, 38, 40},
-	}
-	for _, tc := range lagging {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			p := pieces()
-			p.Lagging, p.Pos, p.Contiguous = true, tc.pos, tc.pos
-			if start, end := p.Range(tc.i, tc.from); start != tc.start || end != tc.end {
-				t.Fatalf("Range = %d-%d, want %d-%d", start, end, tc.start, tc.end)
-			}
-		})
+		{"a whole piece", 3, 0, 0, false, 30, 40},
+		{"the short last piece", 9, 0, 0, false, 90, 95},
+		{"resumed where the last attempt got to", 3, 34, 0, false, 34, 40},
+		{"held from the start past it", 3, 0, 45, false, 45, 40},
+		{"the piece a lagging stream is in: from halfway to its end", 3, 0, 32, true, 36, 40},
+		{"an odd rest: the helper's half is the shorter", 3, 0, 33, true, 37, 40},
+		{"a byte left: that byte", 3, 0, 39, true, 40, 40},
+		{"the piece after a lagging stream's: from its start", 4, 0, 32, true, 40, 50},
+		{"where the last attempt got to, past halfway", 3, 38, 32, true, 38, 40},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			p := pieces()
 			p.Contiguous = tc.cont
+			if tc.lagging {
+				p.Lagging, p.Pos = true, tc.cont
+			}
 			if start, end := p.Range(tc.i, tc.from); start != tc.start || end != tc.end {
 				t.Fatalf("Range = %d-%d, want %d-%d", start, end, tc.start, tc.end)
 			}
