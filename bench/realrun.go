@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/shoal-dev/shoal/bench/lab"
 	"github.com/shoal-dev/shoal/bench/report"
 )
@@ -175,11 +177,12 @@ func (s *session) runOnce(ctx context.Context, run int, cand, scenario string, r
 		}
 	}
 	rec.CoreSecondsPerGiB = report.CoreSecondsPerGiB(rec.Daemons)
-	if err := s.countEgress(&rec, before, after); err != nil {
+	gets, err := s.countEgress(&rec, before, after)
+	if err != nil {
 		return rec, err
 	}
 	rec.BoundSeconds = s.bound(scenario)
-	rec.Notes = append(rec.Notes, s.runNotes(rec, results)...)
+	rec.Notes = append(rec.Notes, s.runNotes(rec, results, gets)...)
 	p.line("%s", runLine(rec, firstErr))
 	return rec, nil
 }
@@ -310,11 +313,12 @@ func (s *session) countPulls(rec *report.Record, results []pullResult) (firstErr
 }
 
 // countEgress puts what the registry sent during the run into rec, by its
-// access log, checked against its interface (see crossCheck).
-func (s *session) countEgress(rec *report.Record, before, after snapshot) error {
+// access log, checked against its interface (see crossCheck), and returns
+// the run's blob GETs.
+func (s *session) countEgress(rec *report.Record, before, after snapshot) ([]blobGet, error) {
 	reqs, err := s.reg.Requests()
 	if err != nil {
-		return fmt.Errorf("registry log: %w", err)
+		return nil, fmt.Errorf("registry log: %w", err)
 	}
 	reqs = reqs[before.requests:]
 	node := make(map[string]int, len(s.hosts))
@@ -322,34 +326,40 @@ func (s *session) countEgress(rec *report.Record, before, after snapshot) error 
 		node[h.IP.String()] = i
 	}
 	rec.RegistryEgressByNode = make([]int64, len(s.hosts))
+	var gets []blobGet
 	for _, q := range reqs {
 		if q.Method != http.MethodGet {
 			continue
 		}
 		rec.RegistryEgressBytes += q.BytesWritten
+		i := -1
 		if host, _, err := net.SplitHostPort(q.RemoteAddr); err == nil {
-			if i, ok := node[host]; ok {
+			if n, ok := node[host]; ok {
+				i = n
 				rec.RegistryEgressByNode[i] += q.BytesWritten
 			}
+		}
+		if q.Blob {
+			gets = append(gets, blobGet{digest: q.Digest, node: i, start: q.Time.Add(-q.Duration), bytes: q.BytesWritten})
 		}
 	}
 	rec.RegistryTxBytes = after.reg.TxBytes - before.reg.TxBytes
 	cut, err := crossCheck(rec.RegistryEgressBytes, rec.RegistryTxBytes, after.reg.TxPackets-before.reg.TxPackets,
 		after.reg.RetransSegs-before.reg.RetransSegs, len(reqs))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if cut {
 		rec.Notes = append(rec.Notes, fmt.Sprintf("requests to the registry were cut short: egress counts the %d bytes that left its interface, not the %d its log says it wrote into its sockets", rec.RegistryTxBytes, rec.RegistryEgressBytes))
 		rec.RegistryEgressBytes = rec.RegistryTxBytes
 	}
-	return nil
+	return gets, nil
 }
 
 // runNotes are the notes a run's figures call for: a baseline slower than
 // its links, faster than a link, the scenario's own, failures, a host
 // short of CPU.
-func (s *session) runNotes(rec report.Record, results []pullResult) []string {
+func (s *session) runNotes(rec report.Record, results []pullResult, gets []blobGet) []string {
 	var notes []string
 	S := float64(s.im.Size)
 	U, l := bytesPerSec(s.cfg.RegistryMbit), bytesPerSec(s.cfg.LinkMbit)
@@ -384,7 +394,7 @@ func (s *session) runNotes(rec report.Record, results []pullResult) []string {
 	case ScenarioRolling:
 		notes = append(notes, fmt.Sprintf("%d nodes at a time; node times and the makespan run from the first batch's start", s.cfg.RollingBatch))
 	case ScenarioSlowPeers:
-		notes = append(notes, slowPeersNote(results, s.cfg.LinkMbit, rec.RegistryEgressByNode, S))
+		notes = append(notes, slowPeersNote(results, s.cfg.LinkMbit, rec.RegistryEgressByNode, S)+"; "+s.copies(results, gets).note(S))
 	}
 	if rec.FailedPulls > 0 {
 		notes = append(notes, "pulls failed (see the failed column); the makespan counts the time they took to fail")
@@ -612,6 +622,22 @@ func (s *session) quiet(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// copies counts what the registry sent past one copy of each of the
+// image's blobs in the run (see countCopies).
+func (s *session) copies(results []pullResult, gets []blobGet) copies {
+	sizes := map[digest.Digest]int64{s.im.Config: s.im.ConfigSize}
+	for i, l := range s.im.Layers {
+		sizes[l] = s.im.LayerSizes[i]
+	}
+	harmed := map[int]bool{}
+	for _, r := range results {
+		if r.harm != unharmed {
+			harmed[r.node] = true
+		}
+	}
+	return countCopies(gets, sizes, harmed)
 }
 
 // slowPeersNote says what slowpeers did to which node and, from the
