@@ -150,8 +150,46 @@ func (n *Node) ShareBackoff(registry string, left time.Duration) {
 	}
 	if n.backoffs.news(m, time.Now()) {
 		n.backoffs.send(m)
+		n.tellMembers(m.encode())
 	}
 }
+
+// tellMembers sends msg, a back-off this node heard from the registry
+// itself, to every other member over memberlist's TCP path too, a few at
+// a time in the background. The gossip carries it on a few UDP messages;
+// on a loaded host a member can miss them all, and would then ask the
+// registry again itself, which the back-off is there to spare. A back-off
+// starts at most once per registry and Retry-After at each node, so the
+// sends are few. A member that does not take the message within
+// GossipTCPTimeout is skipped; it hears the gossip, or the registry.
+func (n *Node) tellMembers(msg []byte) {
+	if n.ml == nil || !n.enterHandler() {
+		return
+	}
+	members := n.ml.Members()
+	self := n.ml.LocalNode().Name
+	go func() {
+		defer n.handlers.Done()
+		var wg sync.WaitGroup
+		slots := make(chan struct{}, backoffSends)
+		for _, m := range members {
+			if m.Name == self || n.life.Err() != nil {
+				continue
+			}
+			slots <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-slots }()
+				if err := n.ml.SendReliable(m, msg); err != nil {
+					n.log.Debug("back-off not sent to a member directly", "member", m.Name, "err", err)
+				}
+			})
+		}
+		wg.Wait()
+	}()
+}
+
+// backoffSends is how many members tellMembers sends to at once.
+const backoffSends = 8
 
 // ShareBackoff implements resolver.BackoffSharer.
 func (r *Router) ShareBackoff(registry string, left time.Duration) {

@@ -76,6 +76,35 @@ func TestBackoffSpreadsOverTheGossip(t *testing.T) {
 	}
 }
 
+// TestBackoffReachesAMemberWithoutTheGossip: a back-off the node heard
+// from the registry itself reaches the other members directly, not only
+// on the gossip's UDP messages, which a loaded host can lose: here the
+// gossip and the probes that carry it run once an hour.
+func TestBackoffReachesAMemberWithoutTheGossip(t *testing.T) {
+	t.Parallel()
+	const nodes = 3
+	logs := make([]*heardLog, nodes)
+	c := p2ptest.Start(t, nodes, p2ptest.Options{Config: func(i int, cfg *p2p.Config) {
+		logs[i] = &heardLog{}
+		cfg.OnRegistryBackoff = logs[i].record
+		cfg.Timing.GossipInterval, cfg.Timing.ProbeInterval = time.Hour, time.Hour
+	}})
+	c.WaitMembers(t, nodes, 10*time.Second)
+	c.Nodes[0].ShareBackoff("registry.example:5000", 40*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for i := 1; i < nodes; i++ {
+		for {
+			if heard, _ := logs[i].snapshot(); len(heard) > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d heard no back-off within 5 s with the gossip an hour apart", i)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
 // limitedPuller is a node whose registry asked it to slow down.
 type limitedPuller struct{ left time.Duration }
 
