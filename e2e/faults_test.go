@@ -503,6 +503,9 @@ func (e *faultEnv) registryRateLimit(t *testing.T) {
 	if first.IsZero() {
 		t.Fatalf("shoal never asked the registry for a blob of %s (its GETs: %+v)", im.Repo, g.shoal)
 	}
+	// The next faults need the registry: wait the back-off out, also when
+	// a check below fails.
+	defer func() { time.Sleep(time.Until(first.Add(rateLimitFor + time.Second))) }()
 	// The back-off runs from each node's first 429 or word of it, a few
 	// milliseconds after the proxy answered; asks at its very end are
 	// not counted against it.
@@ -537,8 +540,6 @@ func (e *faultEnv) registryRateLimit(t *testing.T) {
 	e.backedOffEverywhere(t, first)
 	leak := checkNoLeak(t, base, e.nodes)
 	e.record(t, name, "fallback", recovery, pullTime, leak, fmt.Sprintf("%d blobs, asked at most once each by the whole mesh during the back-off", len(im.Blobs())))
-	// The next faults need the registry: wait the back-off out.
-	time.Sleep(time.Until(first.Add(rateLimitFor + time.Second)))
 }
 
 // backedOffEverywhere checks that every node says, in its metrics and its
