@@ -51,19 +51,7 @@ func TestBackoffSpreadsOverTheGossip(t *testing.T) {
 	origin := c.Nodes[0]
 	origin.ShareBackoff("registry.example:5000", 40*time.Second)
 
-	deadline := time.Now().Add(10 * time.Second)
-	for i := 1; i < nodes; i++ {
-		for {
-			heard, _ := logs[i].snapshot()
-			if len(heard) > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node %d heard no back-off within 10 s", i)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	waitHeard(t, logs[1:], 10*time.Second)
 	for i := 1; i < nodes; i++ {
 		heard, left := logs[i].snapshot()
 		want := "registry.example:5000 " + origin.Status().NodeName
@@ -91,14 +79,20 @@ func TestBackoffReachesAMemberWithoutTheGossip(t *testing.T) {
 	}})
 	c.WaitMembers(t, nodes, 10*time.Second)
 	c.Nodes[0].ShareBackoff("registry.example:5000", 40*time.Second)
-	deadline := time.Now().Add(5 * time.Second)
-	for i := 1; i < nodes; i++ {
+	waitHeard(t, logs[1:], 5*time.Second)
+}
+
+// waitHeard fails the test unless each of logs heard a back-off within d.
+func waitHeard(t *testing.T, logs []*heardLog, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for i, l := range logs {
 		for {
-			if heard, _ := logs[i].snapshot(); len(heard) > 0 {
+			if heard, _ := l.snapshot(); len(heard) > 0 {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("node %d heard no back-off within 5 s with the gossip an hour apart", i)
+				t.Fatalf("member %d of %d heard no back-off within %v", i+1, len(logs), d)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
