@@ -42,12 +42,7 @@ func (h *heardLog) snapshot() ([]string, []time.Duration) {
 func TestBackoffSpreadsOverTheGossip(t *testing.T) {
 	t.Parallel()
 	const nodes = 4
-	logs := make([]*heardLog, nodes)
-	c := p2ptest.Start(t, nodes, p2ptest.Options{Config: func(i int, cfg *p2p.Config) {
-		logs[i] = &heardLog{}
-		cfg.OnRegistryBackoff = logs[i].record
-	}})
-	c.WaitMembers(t, nodes, 10*time.Second)
+	c, logs := hearingMesh(t, nodes, nil)
 	origin := c.Nodes[0]
 	origin.ShareBackoff("registry.example:5000", 40*time.Second)
 
@@ -70,16 +65,28 @@ func TestBackoffSpreadsOverTheGossip(t *testing.T) {
 // gossip and the probes that carry it run once an hour.
 func TestBackoffReachesAMemberWithoutTheGossip(t *testing.T) {
 	t.Parallel()
-	const nodes = 3
-	logs := make([]*heardLog, nodes)
-	c := p2ptest.Start(t, nodes, p2ptest.Options{Config: func(i int, cfg *p2p.Config) {
-		logs[i] = &heardLog{}
-		cfg.OnRegistryBackoff = logs[i].record
+	c, logs := hearingMesh(t, 3, func(cfg *p2p.Config) {
 		cfg.Timing.GossipInterval, cfg.Timing.ProbeInterval = time.Hour, time.Hour
-	}})
-	c.WaitMembers(t, nodes, 10*time.Second)
+	})
 	c.Nodes[0].ShareBackoff("registry.example:5000", 40*time.Second)
 	waitHeard(t, logs[1:], 5*time.Second)
+}
+
+// hearingMesh starts a mesh of n members, each configured by edit (nil:
+// as is) and recording the back-offs it hears, and waits until they all
+// know one another.
+func hearingMesh(t *testing.T, n int, edit func(*p2p.Config)) (*p2ptest.Cluster, []*heardLog) {
+	t.Helper()
+	logs := make([]*heardLog, n)
+	c := p2ptest.Start(t, n, p2ptest.Options{Config: func(i int, cfg *p2p.Config) {
+		logs[i] = &heardLog{}
+		cfg.OnRegistryBackoff = logs[i].record
+		if edit != nil {
+			edit(cfg)
+		}
+	}})
+	c.WaitMembers(t, n, 10*time.Second)
+	return c, logs
 }
 
 // waitHeard fails the test unless each of logs heard a back-off within d.
