@@ -399,9 +399,6 @@ func (d *dl) round() bool {
 			d.req.Size = size
 		}
 	}
-	if at := r.lastByteAt(); !at.IsZero() {
-		d.sw.NodeReceived(at)
-	}
 	sources := r.sources(d.req, d.sw, &d.noWait, &d.leading)
 	if len(sources) == 0 {
 		d.lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", d.req.Digest, errdefs.ErrNotFound)
@@ -468,12 +465,18 @@ func (d *dl) paced(best float64) {
 // skip says whether src is passed over in this round, or ends it (stop):
 // see swarm.Download.Skip.
 func (d *dl) skip(src source, st swarm.Round) (skip, stop bool) {
+	now := time.Now()
+	var held int64
+	if d.ing != nil {
+		held = d.ing.Contiguous()
+	}
+	d.sw.Progressed(held, d.r.lastByteAt(), now)
 	backedOff := d.r.backedOff(d.req.Registry)
 	rule := src.rule()
 	if s, ok := d.r.router.(Silencer); ok && src.peer != "" {
 		rule.Silenced = s.Silenced(src.peer)
 	}
-	switch d.sw.Skip(rule, st, backedOff != nil, time.Now()) {
+	switch d.sw.Skip(rule, st, backedOff != nil, now) {
 	case swarm.Pass:
 		return true, false
 	case swarm.PassBackedOff:

@@ -724,7 +724,9 @@ func TestSilenceLaidToTheOwnLink(t *testing.T) {
 // either, its own link holds the bytes up: the peer is asked again for the
 // rest and the registry is not, whose bytes would come through the same
 // link. When they answer, the trickle is the peer's, and the registry
-// sends the rest.
+// sends the rest. The stream takes about a second before the cut: with
+// BusyRetryFor at 600 ms, a download that counted its idle time from the
+// start of the round, not from its last byte, would ask the registry.
 func TestPeerThatCutsAskedAgainWhenTheOwnLinkIsSlow(t *testing.T) {
 	t.Parallel()
 	const dropAt, cutAt = 2 << 20, 2<<20 + 32<<10
@@ -733,18 +735,20 @@ func TestPeerThatCutsAskedAgainWhenTheOwnLinkIsSlow(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		ownSlow  bool
+		busyFor  time.Duration // BusyRetryFor; 0: the default
 		fetches  []string
 		registry bool
 	}{
-		{"other peers answer", false, []string{"a@0"}, true},
-		{"no other peer answers", true, []string{"a@0", fmt.Sprintf("a@%d", cutAt)}, false},
+		{"other peers answer", false, 0, []string{"a@0"}, true},
+		{"no other peer answers", true, 0, []string{"a@0", fmt.Sprintf("a@%d", cutAt)}, false},
+		{"no other peer answers, the stream longer than the busy wait", true, 600 * time.Millisecond, []string{"a@0", fmt.Sprintf("a@%d", cutAt)}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			router := &linkJudgingRouter{ownSlow: tc.ownSlow, fakeRouter: &fakeRouter{order: []string{"a"}, peers: map[string]fakePeer{
 				"a": {data: body, dropAt: dropAt, cutAt: cutAt, cutOnce: true, cutErr: fmt.Errorf("stream reset: %w", resolver.ErrPeerCut)},
 			}}}
-			f := pullWithRegistry(t, resolver.Config{StallTimeout: 10 * time.Second, PeerStall: 200 * time.Millisecond, PeerSlowWindow: 300 * time.Millisecond, PieceSize: -1}, router, body)
+			f := pullWithRegistry(t, resolver.Config{StallTimeout: 10 * time.Second, PeerStall: 200 * time.Millisecond, PeerSlowWindow: 300 * time.Millisecond, PieceSize: -1, BusyRetryFor: tc.busyFor}, router, body)
 			router.mu.Lock()
 			defer router.mu.Unlock()
 			_, asked := f.up.ranges.Load(d)

@@ -225,6 +225,26 @@ func (d *Download) Idle(now time.Time) time.Duration {
 // blob, at at (see Idle).
 func (d *Download) NodeReceived(at time.Time) { d.swarmMoved(at) }
 
+// Progressed is the rule for what counts as the download's progress
+// within a round: held, the bytes from the start it holds at now, and
+// nodeAt, when its node last received a byte of any blob (zero: none
+// yet), both reset Idle; more bytes held also reset the wait after a busy
+// round to FirstBackoff (see Backoff). Told before each source of a round,
+// not only between rounds: a round reads each source for as long as it
+// delivers, and a download that streamed for longer than BusyLimit before
+// a peer that holds the blob answered busy, or cut a node whose own link
+// is slow (see CutByOwnLink), would find itself idle since the round
+// began and ask the registry for bytes the peer holds.
+func (d *Download) Progressed(held int64, nodeAt, now time.Time) {
+	if held > d.Progress {
+		d.Progress, d.ProgressAt = held, now
+		d.backoff = FirstBackoff
+	}
+	if !nodeAt.IsZero() {
+		d.swarmMoved(nodeAt)
+	}
+}
+
 func (d *Download) swarmMoved(at time.Time) {
 	if at.After(d.SwarmProgressAt) {
 		d.SwarmProgressAt = at
@@ -408,10 +428,7 @@ func (d *Download) WaitAgain(st Round, now time.Time) bool {
 // until a designated peer behind this node has been so for BehindFor, so
 // that it is given up on time (see NotePeerFailure).
 func (d *Download) Backoff(held int64, now time.Time) time.Duration {
-	if held > d.Progress {
-		d.Progress, d.ProgressAt = held, now
-		d.backoff = FirstBackoff
-	}
+	d.Progressed(held, time.Time{}, now)
 	b := d.backoff
 	d.backoff = min(2*d.backoff, MaxBackoff)
 	for _, since := range d.BehindSince {

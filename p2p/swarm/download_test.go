@@ -375,6 +375,24 @@ func TestIdle(t *testing.T) {
 			t.Errorf("unpublished, 2 s in: %v, want try (the node's bytes do not count)", got)
 		}
 	})
+	t.Run("its own bytes within a round", func(t *testing.T) {
+		t.Parallel()
+		d := swarm.NewDownload(limits, t0)
+		d.Published = true
+		// A round begins at 0 and reads a peer until 20 s, when the
+		// peer answers busy.
+		d.Progressed(0, time.Time{}, t0)
+		d.Progressed(8<<20, time.Time{}, at(20))
+		if got := d.Skip(reg, busy, false, at(20)); got != swarm.Stop {
+			t.Errorf("20 s into a round that read bytes until then: %v, want stop", got)
+		}
+		if got := d.Skip(reg, busy, false, at(35)); got != swarm.Try {
+			t.Errorf("15 s after its last byte: %v, want try", got)
+		}
+		if got := d.Backoff(8<<20, at(20)); got != swarm.FirstBackoff {
+			t.Errorf("the wait after progress within the round: %v, want %v", got, swarm.FirstBackoff)
+		}
+	})
 	t.Run("a busy peer's copy grows", func(t *testing.T) {
 		t.Parallel()
 		d := swarm.NewDownload(limits, t0)
