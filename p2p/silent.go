@@ -31,6 +31,12 @@ const (
 	// connection would end the peer's downloads from this node: it would
 	// fetch the rest from the registry, through the same slow link.
 	flowKeeps = 2 * time.Second
+	// lateAnswerFor is how long a watch's ping may take to be answered at
+	// all. An answer after watchPingTimeout does not end the watch (the
+	// peer is still too slow to read from), but it shows the connection
+	// carries the peer's bytes: it waits behind a full link and is not
+	// dead, and closing it would end the streams it carries (see watch).
+	lateAnswerFor = flowKeeps
 )
 
 // Silent leaves p out of Providers and Designated, for every download of
@@ -132,18 +138,20 @@ func (n *Node) watch(p peer.ID, addrs []ma.Multiaddr, d time.Duration, done func
 			n.host.Peerstore().AddAddrs(p, addrs, peerstore.TempAddrTTL)
 		}
 		pinged := time.Now()
-		if n.answersWithin(p, watchPingTimeout) {
+		if n.watchPing(p) {
 			return watchAnswered
 		}
 		// The next ping dials anew: over a connection whose packets were
 		// lost while a link was down, TCP would deliver it only at its
 		// next retransmission, seconds after the link came back. Unless
-		// blob bytes crossed it within flowKeeps: the ping queued behind
-		// them on a full link, and closing the connection would end those
-		// streams, the peer's downloads from this node among them. Nor
-		// when this node's other peers do not answer either: its own link
-		// holds the ping up, and the connection carries its reads from p.
-		if !n.stats.flowedSince(p, pinged.Add(-flowKeeps)) && n.host.Network().Connectedness(p) == network.Connected && !n.ownLinkSlow(p, watchPingTimeout) {
+		// blob bytes crossed it, or p answered one of these pings late,
+		// within flowKeeps: the ping queued behind bytes on a full link,
+		// and closing the connection would end its streams, the peer's
+		// downloads from this node among them. Nor when this node's other
+		// peers do not answer either: its own link holds the ping up, and
+		// the connection carries its reads from p.
+		since := pinged.Add(-flowKeeps)
+		if !n.stats.flowedSince(p, since) && !n.stats.answeredSince(p, since) && n.host.Network().Connectedness(p) == network.Connected && !n.ownLinkSlow(p, watchPingTimeout) {
 			_ = n.host.Network().ClosePeer(p)
 		}
 		select {
@@ -152,6 +160,34 @@ func (n *Node) watch(p peer.ID, addrs []ma.Multiaddr, d time.Duration, done func
 		}
 	}
 	return watchGaveUp
+}
+
+// watchPing pings p and says whether it answered within watchPingTimeout.
+// The ping itself is given lateAnswerFor: a later answer is noted (see
+// stats.answeredSince) when it comes.
+func (n *Node) watchPing(p peer.ID) bool {
+	if !n.enterHandler() {
+		return false
+	}
+	answered := make(chan bool, 1)
+	go func() {
+		defer n.handlers.Done()
+		ctx, cancel := context.WithTimeout(n.life, lateAnswerFor)
+		defer cancel()
+		ok := n.answers(ctx, p)
+		if ok {
+			n.stats.answered(p, time.Now())
+		}
+		answered <- ok
+	}()
+	t := time.NewTimer(watchPingTimeout)
+	defer t.Stop()
+	select {
+	case ok := <-answered:
+		return ok
+	case <-t.C:
+		return false
+	}
 }
 
 // answersWithin says whether p answers one ping within d.

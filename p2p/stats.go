@@ -21,6 +21,9 @@ type peerStat struct {
 	// lastRead is when this node last read a blob's byte from the peer,
 	// in Unix nanoseconds.
 	lastRead atomic.Int64
+	// lastAnswer is when the peer last answered a ping of a silent
+	// peer's watch, however late, in Unix nanoseconds (see Node.watch).
+	lastAnswer atomic.Int64
 
 	// Guarded by stats.mu.
 	inflight   int
@@ -70,6 +73,20 @@ func (s *stats) flowedSince(p peer.ID, t time.Time) bool {
 	st := s.peers[p]
 	s.mu.Unlock()
 	return st != nil && st.lastByte.Load() >= t.UnixNano()
+}
+
+// answered notes that p answered a watch's ping at t.
+func (s *stats) answered(p peer.ID, t time.Time) {
+	s.peer(p).lastAnswer.Store(t.UnixNano())
+}
+
+// answeredSince says whether p answered a watch's ping at or after t,
+// however late: its connection carries its bytes.
+func (s *stats) answeredSince(p peer.ID, t time.Time) bool {
+	s.mu.Lock()
+	st := s.peers[p]
+	s.mu.Unlock()
+	return st != nil && st.lastAnswer.Load() >= t.UnixNano()
 }
 
 // receivedSince says whether this node read a blob's byte from p at or
