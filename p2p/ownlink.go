@@ -80,11 +80,11 @@ func (n *Node) comparePeers(exclude peer.ID) []peer.ID {
 
 // ownLinkSlow says whether, exclude having kept this node waiting for
 // wait, none of the node's other peers (see roundTripBeside) answers a
-// ping within swarm.OwnLinkBudget(wait): the node's own link, not
-// exclude, is what holds exclude's bytes and answers up. False when there
-// is no other peer to ask.
+// ping within swarm.OwnLinkBudget: the node's own link, not exclude, is
+// what holds exclude's bytes and answers up. False when there is no other
+// peer to ask.
 func (n *Node) ownLinkSlow(exclude peer.ID, wait time.Duration) bool {
-	ctx, cancel := context.WithTimeout(n.life, swarm.OwnLinkBudget(wait))
+	ctx, cancel := context.WithTimeout(n.life, swarm.OwnLinkBudget)
 	defer cancel()
 	start := time.Now()
 	rtt, err := n.roundTripBeside(ctx, exclude)

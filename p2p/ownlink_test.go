@@ -57,6 +57,13 @@ func TestOwnLinkSlow(t *testing.T) {
 	if r.OwnLinkSlow(other.ID().String(), answerable) {
 		t.Error("own link slow while the peer judged is the one that does not answer")
 	}
+	// The other peer answers after 0.6 s, as a ping behind a link cut to
+	// a tenth with its queue full does: however long the judged peer's
+	// wait, that is the node's own link.
+	p2p.Host(other).SetStreamHandler(ping.ID, latePing(600*time.Millisecond))
+	if !r.OwnLinkSlow(judged.ID().String(), 3*time.Second) {
+		t.Error("own link not slow while the only other peer answers a ping 0.6 s late, after a 3 s wait")
+	}
 }
 
 // TestSilentWatchKeepsTheConnectionWhenTheOwnLinkIsSlow: a peer left out

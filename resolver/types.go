@@ -157,8 +157,8 @@ type Silencer interface {
 type LinkJudge interface {
 	// OwnLinkSlow says whether, p having kept this node waiting for
 	// wait, none of the node's other peers answers a ping within
-	// swarm.OwnLinkBudget(wait) either; false when there is no other
-	// peer to ask.
+	// swarm.OwnLinkBudget either; false when there is no other peer to
+	// ask.
 	OwnLinkSlow(p string, wait time.Duration) bool
 }
 
