@@ -155,9 +155,12 @@ func TestRelayThatStopsIsPingedBeforeItIsLeft(t *testing.T) {
 			t.Parallel()
 			body := randomBytes(t, 6<<20)
 			router := &relayRouter{data: body, pauseAt: 4 << 20, frozen: tc.frozen, top: tc.top, mute: tc.mute}
+			// A silence of PeerStall over the bytes the relay holds (its
+			// first MiB) ends the stream as silent: 300 ms, so that a
+			// loaded host's pause does not.
 			cfg := resolver.Config{
 				PieceSize: -1, StallTimeout: 10 * time.Minute, ArrivalStall: 10 * time.Minute,
-				PeerStall: 100 * time.Millisecond, PeerSlowWindow: 500 * time.Millisecond,
+				PeerStall: 300 * time.Millisecond, PeerSlowWindow: 500 * time.Millisecond,
 			}
 			if tc.watchdog {
 				cfg.ArrivalStall, cfg.PeerStall, cfg.PeerSlowWindow = 200*time.Millisecond, 2*time.Second, 4*time.Second
