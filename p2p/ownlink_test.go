@@ -94,7 +94,7 @@ func TestSilentWatchKeepsTheConnectionWhenTheOwnLinkIsSlow(t *testing.T) {
 			waitProviders(t, client, blob, []peer.ID{holder.ID()}, 20*time.Second)
 			p2p.Host(holder).RemoveStreamHandler(ping.ID)
 			if tc.lateAnswers {
-				p2p.Host(holder).SetStreamHandler(ping.ID, latePing(time.Second))
+				p2p.Host(holder).SetStreamHandler(ping.ID, latePing(700*time.Millisecond))
 			}
 			if tc.otherSilent {
 				p2p.Host(other).RemoveStreamHandler(ping.ID)
