@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -45,10 +46,19 @@ func (realClock) Sleep(ctx context.Context, d time.Duration) error {
 
 // bandwidth caps one direction of a node's peer traffic, shared by all its
 // streams in that direction. A nil *bandwidth is no cap.
+//
+// The times it gives the limiter never go backwards (see now): the
+// limiter counts the tokens since the last reservation's time, and takes
+// an earlier time as its new last one, so a stream that read the clock
+// before another reserved, and reserved after it, would make the limiter
+// count the time between the two again, as bytes the cap never allowed.
 type bandwidth struct {
 	lim   *rate.Limiter
 	burst int
 	clock clock
+
+	mu   sync.Mutex
+	last time.Time // the latest time the limiter was given
 }
 
 // newBandwidth returns a cap of bytesPerSec, or nil for 0 (no cap).
@@ -60,10 +70,35 @@ func newBandwidth(bytesPerSec int64, c clock) *bandwidth {
 	return &bandwidth{lim: rate.NewLimiter(rate.Limit(bytesPerSec), burst), burst: burst, clock: c}
 }
 
+// now is the clock's time, or the latest time the limiter was given if
+// the clock reads earlier; b.mu is held.
+func (b *bandwidth) now() time.Time {
+	now := b.clock.Now()
+	if now.Before(b.last) {
+		now = b.last
+	}
+	b.last = now
+	return now
+}
+
+// reserve takes n bytes' tokens and says when they may pass.
+func (b *bandwidth) reserve(n int) (*rate.Reservation, time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.now()
+	return b.lim.ReserveN(now, n), now
+}
+
+// cancel gives back the tokens of r not yet due.
+func (b *bandwidth) cancel(r *rate.Reservation) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r.CancelAt(b.now())
+}
+
 // wait blocks until n bytes (at most b.burst) may pass.
 func (b *bandwidth) wait(ctx context.Context, n int) error {
-	now := b.clock.Now()
-	r := b.lim.ReserveN(now, n)
+	r, now := b.reserve(n)
 	if !r.OK() {
 		return fmt.Errorf("bandwidth: %d bytes exceed the burst of %d", n, b.burst)
 	}
@@ -74,7 +109,7 @@ func (b *bandwidth) wait(ctx context.Context, n int) error {
 	if err := b.clock.Sleep(ctx, d); err != nil {
 		// Give back the tokens not used, so the other streams are not
 		// held back by a transfer that was abandoned.
-		r.CancelAt(b.clock.Now())
+		b.cancel(r)
 		return err
 	}
 	return nil

@@ -155,6 +155,47 @@ func TestBandwidthShared(t *testing.T) {
 	}
 }
 
+// staleClock reads a fakeClock, every other time as it was lag before: the
+// time a stream read before another stream's reservation, and reserves at
+// after it.
+type staleClock struct {
+	*fakeClock
+	lag   time.Duration
+	reads int
+}
+
+func (c *staleClock) Now() time.Time {
+	c.reads++
+	if c.reads%2 == 0 {
+		return c.fakeClock.Now().Add(-c.lag)
+	}
+	return c.fakeClock.Now()
+}
+
+// TestBandwidthStaleTimes: streams that reserve at times older than a
+// reservation already made move no more than the cap. The limiter counts
+// the tokens since the time of the last reservation and takes an older
+// time as the last one; given such times, it counted the stretch between
+// them again, and a 40 Mbit/s cap passed about twice that.
+func TestBandwidthStaleTimes(t *testing.T) {
+	t.Parallel()
+	const rate, total = 5_000_000, 16 << 20
+	clk := &staleClock{fakeClock: &fakeClock{now: time.Unix(0, 0)}, lag: burstWindow}
+	b := newBandwidth(rate, clk)
+	w := b.writer(t.Context(), io.Discard)
+	start := clk.fakeClock.Now()
+	buf := make([]byte, b.burst)
+	for moved := 0; moved < total; moved += len(buf) {
+		if _, err := w.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := clk.elapsed(start)
+	if most := float64(rate)*took.Seconds() + float64(b.burst); float64(total) > most {
+		t.Errorf("%d bytes passed in %v of clock time, %.2f × the cap; at most %.0f may", total, took, float64(total)/took.Seconds()/rate, most)
+	}
+}
+
 // TestBandwidthCancel: a stream waiting under the cap stops when its
 // context ends, and a nil cap passes everything through untouched.
 func TestBandwidthCancel(t *testing.T) {
