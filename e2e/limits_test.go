@@ -256,10 +256,9 @@ func TestUploadCap(t *testing.T) {
 
 	capBytes := capMbit * 1e6 / 8
 	served := holder.status(t).BytesServed - servedBefore
-	// The cap paces what shoal writes into its streams, with bursts of
-	// 20 ms. The interface's busiest 2 s window measured up to 1.10 × the
-	// cap when other tests loaded both cores: bytes shoal released within
-	// the cap can wait in the holder's socket buffers while a puller is
+	// The cap paces what shoal writes into its streams, and what its
+	// connections write into their sockets, with bursts of 20 ms. Bytes
+	// in the holder's socket buffers can still wait while a puller is
 	// slow to read, and then leave together. So the busiest window is
 	// asserted on what shoal released into TCP, the bytes sent plus those
 	// still queued in its sockets, which a delay after the write does not

@@ -39,11 +39,11 @@ const (
 )
 
 // wireOptions are the libp2p options for the node's security transport
-// and stream muxer.
-func wireOptions(cfg Config) []libp2p.Option {
-	security := libp2p.Security(libp2ptls.ID, newBatchedTLS)
+// and stream muxer; wire paces what its connections write (nil: no cap).
+func wireOptions(cfg Config, wire *bandwidth) []libp2p.Option {
+	security := paced(libp2ptls.ID, newBatchedTLS, wire)
 	if cfg.noise {
-		security = libp2p.Security(noise.ID, noise.New)
+		security = paced(noise.ID, noise.New, wire)
 	}
 	return []libp2p.Option{security, libp2p.Muxer(libp2pyamux.ID, yamuxTransport())}
 }

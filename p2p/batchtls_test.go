@@ -137,7 +137,7 @@ func TestBatchedTLSTalksToPlainLibp2p(t *testing.T) {
 		return h
 	}
 	plain := newHost(libp2p.Security(libp2ptls.ID, libp2ptls.New))
-	batched := newHost(wireOptions(Config{})...)
+	batched := newHost(wireOptions(Config{}, nil)...)
 
 	const echo = "/shoal/test/echo"
 	for _, h := range []host.Host{plain, batched} {

@@ -124,13 +124,16 @@ type Config struct {
 	// MaxUploadRate caps the blob bytes per second this node sends to
 	// peers, over all its upload streams together; MaxDownloadRate caps
 	// what it receives from peers. Zero means no cap. The cap counts blob
-	// bytes; the wire carries a few per cent more (libp2p framing and
+	// bytes; the wire carries under 1 % more (libp2p framing and
 	// encryption, TCP/IP headers). Bursts are 20 ms worth of bytes, so
-	// the cap holds over any window of a second or more. A capped upload
+	// the cap holds over any window of a second or more. Under an upload
+	// cap the connections' sockets are paced too, 1 % above it (see
+	// wireMargin), so that bytes held up above a full socket do not
+	// leave faster than the cap when it drains. A capped upload
 	// serves each stream more slowly rather than fewer streams: with many
 	// downloaders, lower MaxUploads as well, so that they sooner fetch
 	// from the nodes they already fed. Gossip, DHT and image-name traffic
-	// are small and not capped.
+	// are small and not counted by the blob cap.
 	MaxUploadRate   int64
 	MaxDownloadRate int64
 

@@ -67,8 +67,10 @@ type Node struct {
 	// preheats are the slots of the preheats served to members.
 	preheats chan struct{}
 
-	// upload and download cap peer traffic; nil when uncapped.
-	upload, download *bandwidth
+	// upload and download cap peer traffic; nil when uncapped. wire
+	// paces what the connections write into their sockets under the
+	// upload cap (see wireMargin).
+	upload, download, wire *bandwidth
 
 	// uploadsMu guards the upload slots taken (swarm.UploadSlot) and the
 	// streams being served, by blob (swarm.BlobUploadCap).
@@ -149,6 +151,7 @@ func New(cfg Config, content Content) (*Node, error) {
 		lostWatches: make(map[peer.ID]bool),
 		upload:      newBandwidth(cfg.MaxUploadRate, realClock{}),
 		download:    newBandwidth(cfg.MaxDownloadRate, realClock{}),
+		wire:        wireCap(cfg.MaxUploadRate, realClock{}),
 		stats:       newStats(),
 		readers:     newFirstReaders(),
 		adv:         newAdvertiser(),
@@ -179,7 +182,7 @@ func New(cfg Config, content Content) (*Node, error) {
 		}
 	}()
 
-	if n.host, err = newHost(cfg, key, n.protection, n.gater); err != nil {
+	if n.host, err = newHost(cfg, key, n.protection, n.gater, n.wire); err != nil {
 		return nil, err
 	}
 
@@ -207,8 +210,9 @@ func New(cfg Config, content Content) (*Node, error) {
 
 // newHost builds the node's libp2p host: TCP only, listening on
 // cfg.P2PAddr, admitting the peers gater admits, secured and multiplexed as
-// wireOptions says, and behind a private-network PSK with ProtectPSK.
-func newHost(cfg Config, key crypto.PrivKey, protection Protection, g *gater) (host.Host, error) {
+// wireOptions says (its connections' writes paced by wire), and behind a
+// private-network PSK with ProtectPSK.
+func newHost(cfg Config, key crypto.PrivKey, protection Protection, g *gater, up *bandwidth) (host.Host, error) {
 	listen, err := listenMultiaddr(cfg.P2PAddr)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: p2p address: %w", err)
@@ -235,7 +239,7 @@ func newHost(cfg Config, key crypto.PrivKey, protection Protection, g *gater) (h
 	if protection == ProtectPSK {
 		opts = append(opts, libp2p.PrivateNetwork(deriveKey(cfg.ClusterKey, infoPSK)))
 	}
-	opts = append(opts, wireOptions(cfg)...)
+	opts = append(opts, wireOptions(cfg, up)...)
 	if cfg.AdvertiseIP != "" {
 		adv := net.ParseIP(cfg.AdvertiseIP)
 		opts = append(opts, libp2p.AddrsFactory(func(addrs []ma.Multiaddr) []ma.Multiaddr {

@@ -184,7 +184,8 @@ func (u *serving) send(blob store.Blob, c swarm.Copy) {
 	}
 	// The cap sits outside the deadline: a stream waiting for its turn
 	// under the cap has written nothing, and its deadline moves forward
-	// with its next write.
+	// with its next write. The sockets under the streams are paced too
+	// (see wireMargin).
 	last := &lastWrite{w: w, left: length, before: u.release}
 	sent, err := n.copyBlob(n.upload.writer(n.life, last), heldFrom(blob, req.off, req.end(c.Size)), n.stats.peer(u.remote))
 	if err != nil {
