@@ -47,3 +47,7 @@ var ResourceManager = resourceManager
 
 // InRoutingTable says whether p is in n's DHT routing table.
 func InRoutingTable(n *Node, p peer.ID) bool { return n.dht.RoutingTable().Find(p) != "" }
+
+// SawRoundTrip records a round trip of d from n to p, as a ping or a
+// request's answer would.
+func SawRoundTrip(n *Node, p peer.ID, d time.Duration) { n.stats.peer(p).roundTrip(d) }

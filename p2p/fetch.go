@@ -192,7 +192,9 @@ func (n *Node) ask(s network.Stream, p peer.ID, req request) (header, error) {
 	if err != nil {
 		return h, err
 	}
-	n.host.Peerstore().RecordLatency(p, time.Since(start))
+	rtt := time.Since(start)
+	n.host.Peerstore().RecordLatency(p, rtt)
+	n.stats.peer(p).roundTrip(rtt)
 	return h, nil
 }
 

@@ -27,33 +27,38 @@ var errNoOtherPeer = errors.New("no other connected peer to compare with")
 // roundTripBeside pings up to ownLinkPeers of the peers this node is
 // connected to, other than exclude and those left out as silent, the ones
 // whose blob bytes crossed last first, over the connections already open,
-// and returns the first answer's round trip. It fails with errNoOtherPeer
-// when there is none to ask, and with ctx's error when none answered in
-// time.
+// and returns the first answer's round trip, and the quickest round trip
+// seen before to the peer that gave it (0: none). It fails with
+// errNoOtherPeer when there is none to ask, and with ctx's error when none
+// answered in time.
 //
 // A node whose own link is cut or full sees every peer slow at once: its
 // pings queue behind what it sends and receives. A peer that alone is
 // slow or silent is the peer's doing.
-func (n *Node) roundTripBeside(ctx context.Context, exclude peer.ID) (time.Duration, error) {
+func (n *Node) roundTripBeside(ctx context.Context, exclude peer.ID) (rtt, quickest time.Duration, err error) {
 	others := n.comparePeers(exclude)
 	if len(others) == 0 {
-		return 0, errNoOtherPeer
+		return 0, 0, errNoOtherPeer
 	}
 	ctx, cancel := context.WithCancel(network.WithNoDial(ctx, "own link probe"))
 	defer cancel() // ends the other pings
-	answers := make(chan time.Duration, len(others))
+	type answer struct{ rtt, quickest time.Duration }
+	answers := make(chan answer, len(others))
 	for _, p := range others {
 		go func() {
 			if res, ok := <-ping.Ping(ctx, n.host, p); ok && res.Error == nil {
-				answers <- res.RTT
+				st := n.stats.peer(p)
+				quickest := time.Duration(st.quickest.Load())
+				st.roundTrip(res.RTT)
+				answers <- answer{res.RTT, quickest}
 			}
 		}()
 	}
 	select {
-	case rtt := <-answers:
-		return rtt, nil
+	case a := <-answers:
+		return a.rtt, a.quickest, nil
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return 0, 0, ctx.Err()
 	}
 }
 
@@ -80,14 +85,18 @@ func (n *Node) comparePeers(exclude peer.ID) []peer.ID {
 
 // ownLinkSlow says whether, exclude having kept this node waiting for
 // wait, none of the node's other peers (see roundTripBeside) answers a
-// ping within swarm.OwnLinkBudget: the node's own link, not exclude, is
-// what holds exclude's bytes and answers up. False when there is no other
-// peer to ask.
+// ping within swarm.OwnLinkBudget, or the first to answer does so
+// swarm.OwnLinkQueue later than its quickest round trip: the node's own
+// link, not exclude, is what holds exclude's bytes and answers up. False
+// when there is no other peer to ask.
 func (n *Node) ownLinkSlow(exclude peer.ID, wait time.Duration) bool {
 	ctx, cancel := context.WithTimeout(n.life, swarm.OwnLinkBudget)
 	defer cancel()
 	start := time.Now()
-	rtt, err := n.roundTripBeside(ctx, exclude)
-	n.log.Debug("own link probed", "peer", exclude, "wait", wait, "rtt", rtt, "took", time.Since(start), "err", err)
-	return err != nil && !errors.Is(err, errNoOtherPeer) && n.life.Err() == nil
+	rtt, quickest, err := n.roundTripBeside(ctx, exclude)
+	n.log.Debug("own link probed", "peer", exclude, "wait", wait, "rtt", rtt, "quickest", quickest, "took", time.Since(start), "err", err)
+	if err == nil {
+		return swarm.OwnLinkQueued(rtt, quickest)
+	}
+	return !errors.Is(err, errNoOtherPeer) && n.life.Err() == nil
 }

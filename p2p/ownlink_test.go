@@ -48,6 +48,14 @@ func TestOwnLinkSlow(t *testing.T) {
 	if r.OwnLinkSlow(judged.ID().String(), answerable) {
 		t.Fatal("own link slow while another peer answers")
 	}
+	// The other peer answers within the budget, 0.2 s after a ping, where
+	// it once answered in a millisecond: the ping waited in the queue of
+	// the node's own link, cut to a tenth.
+	p2p.SawRoundTrip(c.Nodes[0], other.ID(), time.Millisecond)
+	p2p.Host(other).SetStreamHandler(ping.ID, latePing(200*time.Millisecond))
+	if !r.OwnLinkSlow(judged.ID().String(), time.Second) {
+		t.Error("own link not slow while the only other peer answers 0.2 s past its quickest round trip of 1 ms")
+	}
 	// The other peer's pings go unanswered, as they would behind a full
 	// link; the judged peer still answers, and is not asked.
 	p2p.Host(other).RemoveStreamHandler(ping.ID)

@@ -203,5 +203,8 @@ func (n *Node) answers(ctx context.Context, p peer.ID) bool {
 	ctx, cancel := context.WithCancel(network.WithForceDirectDial(ctx, "watch"))
 	defer cancel() // ends the pinging
 	res, ok := <-ping.Ping(ctx, n.host, p)
+	if ok && res.Error == nil {
+		n.stats.peer(p).roundTrip(res.RTT)
+	}
 	return ok && res.Error == nil
 }

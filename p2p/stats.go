@@ -24,6 +24,10 @@ type peerStat struct {
 	// lastAnswer is when the peer last answered a ping of a silent
 	// peer's watch, however late, in Unix nanoseconds (see Node.watch).
 	lastAnswer atomic.Int64
+	// quickest is the shortest round trip seen to the peer, a ping's or a
+	// request's up to its answer's header, in nanoseconds; 0: none yet
+	// (see swarm.OwnLinkQueued).
+	quickest atomic.Int64
 
 	// Guarded by stats.mu.
 	inflight   int
@@ -31,6 +35,16 @@ type peerStat struct {
 	avoidUntil time.Time
 	avoidWhy   string
 	silent     bool // see Node.Silent
+}
+
+// roundTrip records a round trip of d to the peer.
+func (st *peerStat) roundTrip(d time.Duration) {
+	for {
+		q := st.quickest.Load()
+		if d <= 0 || (q != 0 && q <= int64(d)) || st.quickest.CompareAndSwap(q, int64(d)) {
+			return
+		}
+	}
 }
 
 type stats struct {

@@ -60,7 +60,8 @@ func (r *Resolver) answersPing(s Silencer, p string) bool {
 // wait (silent, or its answer or ping not come), is kept rather than given
 // up: wait is under StallTimeout, the node as a whole receives under
 // idleLinkShare of its best second, and its other peers do not answer a
-// ping in time either (see swarm.OwnLinkBudget), so the node's own link is
+// ping in time either, or answer late (see swarm.OwnLinkBudget,
+// swarm.OwnLinkQueue), so the node's own link is
 // what holds p's bytes up. A node that receives near its best carries
 // bytes fine: when every other peer it can ask is frozen or throttled
 // itself, their silence says nothing of its link.

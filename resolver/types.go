@@ -153,11 +153,12 @@ type Silencer interface {
 }
 
 // LinkJudge is a Router that can tell this node's own slow link from a
-// slow peer (see swarm.OwnLinkBudget).
+// slow peer (see swarm.OwnLinkBudget, swarm.OwnLinkQueue).
 type LinkJudge interface {
 	// OwnLinkSlow says whether, p having kept this node waiting for
 	// wait, none of the node's other peers answers a ping within
-	// swarm.OwnLinkBudget either; false when there is no other peer to
+	// swarm.OwnLinkBudget either, or the first to answer waited in a
+	// queue (swarm.OwnLinkQueued); false when there is no other peer to
 	// ask.
 	OwnLinkSlow(p string, wait time.Duration) bool
 }

@@ -20,3 +20,25 @@ import "time"
 // up, the peer would only move the download to the registry, through the
 // same link: the registry would send what the peer was sending.
 const OwnLinkBudget = 250 * time.Millisecond
+
+// OwnLinkQueue is how much later than the quickest round trip seen to the
+// same peer an answer within OwnLinkBudget may come before it, too, says
+// the node's own link is full: the ping waited in the link's queue. Behind
+// a link cut to a tenth, answers came in 0.16 to 0.25 s in the lab, within
+// the budget, from peers that answer in a millisecond over an idle link;
+// the node then left a healthy peer as silent, and, with the peers it
+// left, had none to compare its link with when the next one waited on it.
+// The rule is asked only while the node receives under half its best rate
+// (see resolver.Resolver.ownLinkExcuses): a queue of that length on a link
+// that slowed is the link's, while a node whose link carries its full rate
+// is not excused by any queue. 150 ms is above the 100 ms a ping waits
+// behind one full 100 Mbit/s link in the lab, a peer's uplink busy with
+// its uploads.
+const OwnLinkQueue = 150 * time.Millisecond
+
+// OwnLinkQueued says whether an answer after rtt, from a peer whose
+// quickest round trip seen is quickest (0: none seen yet), waited in a
+// queue of OwnLinkQueue or more.
+func OwnLinkQueued(rtt, quickest time.Duration) bool {
+	return quickest > 0 && rtt-quickest >= OwnLinkQueue
+}

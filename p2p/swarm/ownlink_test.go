@@ -1,0 +1,27 @@
+package swarm_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/p2p/swarm"
+)
+
+func TestOwnLinkQueued(t *testing.T) {
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name          string
+		rtt, quickest time.Duration
+		want          bool
+	}{
+		{"an answer behind a link cut to a tenth", 162 * ms, 1 * ms, true},
+		{"a ping behind a peer's full 100 Mbit/s uplink", 100 * ms, 1 * ms, false},
+		{"a far peer, answering as quickly as ever", 160 * ms, 150 * ms, false},
+		{"a far peer, 150 ms later than its quickest", 300 * ms, 150 * ms, true},
+		{"no round trip seen yet", 240 * ms, 0, false},
+	} {
+		if got := swarm.OwnLinkQueued(tc.rtt, tc.quickest); got != tc.want {
+			t.Errorf("%s: OwnLinkQueued(%v, %v) = %v, want %v", tc.name, tc.rtt, tc.quickest, got, tc.want)
+		}
+	}
+}
