@@ -117,6 +117,8 @@ type simRegistry struct {
 
 	mu     sync.Mutex
 	byBlob map[digest.Digest]int64 // body bytes written for each blob
+	// byHost: the same, by the host that asked, then by blob.
+	byHost map[*simHost]map[digest.Digest]int64
 }
 
 // blobEgress returns the body bytes the registry wrote for each blob so
@@ -127,11 +129,21 @@ func (r *simRegistry) blobEgress() map[digest.Digest]int64 {
 	return maps.Clone(r.byBlob)
 }
 
-// countingWriter adds what a blob's GET writes to its registry's tally.
+// blobEgressFrom returns the body bytes the registry wrote to host h so
+// far, for each blob h asked for.
+func (r *simRegistry) blobEgressFrom(h *simHost) map[digest.Digest]int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.byHost[h])
+}
+
+// countingWriter adds what a blob's GET writes to its registry's tally,
+// and to the asking host's when it is known.
 type countingWriter struct {
 	http.ResponseWriter
-	r *simRegistry
-	d digest.Digest
+	r    *simRegistry
+	d    digest.Digest
+	from *simHost // nil: not dialled through the simulated network
 }
 
 // Write passes b on in pieces of countPiece bytes, so that the tally
@@ -143,6 +155,12 @@ func (w countingWriter) Write(b []byte) (int, error) {
 		n, err := w.ResponseWriter.Write(b[:min(len(b), countPiece)])
 		w.r.mu.Lock()
 		w.r.byBlob[w.d] += int64(n)
+		if w.from != nil {
+			if w.r.byHost[w.from] == nil {
+				w.r.byHost[w.from] = make(map[digest.Digest]int64)
+			}
+			w.r.byHost[w.from][w.d] += int64(n)
+		}
 		w.r.mu.Unlock()
 		sent += n
 		b = b[n:]
@@ -192,7 +210,8 @@ func (r *simRegistry) settle(ctx context.Context) error {
 }
 
 func startRegistry(sn *simNet, bytesPerSec float64) (*simRegistry, error) {
-	r := &simRegistry{host: newSimHost("registry", bytesPerSec, 0), byBlob: make(map[digest.Digest]int64)}
+	r := &simRegistry{host: newSimHost("registry", bytesPerSec, 0), byBlob: make(map[digest.Digest]int64),
+		byHost: make(map[*simHost]map[digest.Digest]int64)}
 	ln, err := sn.listen(r.host)
 	if err != nil {
 		return nil, err
@@ -205,7 +224,8 @@ func startRegistry(sn *simNet, bytesPerSec float64) (*simRegistry, error) {
 			r.active.Add(1)
 			defer r.active.Add(-1)
 			if d := blobOf(req); d != "" {
-				w = countingWriter{w, r, d}
+				from, _ := sn.dialerOf(req.RemoteAddr)
+				w = countingWriter{w, r, d, from}
 			}
 			reg.ServeHTTP(w, req)
 		}),

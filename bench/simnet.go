@@ -21,11 +21,14 @@ import (
 // needs nothing; a dial to an address that no host listens on is refused,
 // so a component cannot reach another one around the links.
 type simNet struct {
-	mu    sync.Mutex
-	hosts map[string]*simHost // by listen address
+	mu      sync.Mutex
+	hosts   map[string]*simHost // by listen address
+	dialers map[string]*simHost // by the local address of a connection dialled
 }
 
-func newSimNet() *simNet { return &simNet{hosts: make(map[string]*simHost)} }
+func newSimNet() *simNet {
+	return &simNet{hosts: make(map[string]*simHost), dialers: make(map[string]*simHost)}
+}
 
 // simHost is one end of the simulated links.
 type simHost struct {
@@ -83,6 +86,15 @@ func (n *simNet) host(addr string) (*simHost, bool) {
 	return h, ok
 }
 
+// dialerOf is the host that dialled the connection whose far end, as the
+// listener sees it, is addr.
+func (n *simNet) dialerOf(addr string) (*simHost, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	h, ok := n.dialers[addr]
+	return h, ok
+}
+
 // dialer returns a DialContext for components running on from. Addresses
 // in local are services on from itself (the node's own mirror, which its
 // containerd reaches over loopback) and are not shaped.
@@ -106,6 +118,9 @@ func (n *simNet) dialer(from *simHost, local ...string) func(ctx context.Context
 			_ = tc.SetReadBuffer(socketBuffer)
 			_ = tc.SetWriteBuffer(socketBuffer)
 		}
+		n.mu.Lock()
+		n.dialers[remote.LocalAddr().String()] = from
+		n.mu.Unlock()
 		conn, err := shape(remote, from, to)
 		if err != nil {
 			remote.Close()
