@@ -40,13 +40,22 @@ func TestOwnLinkSlow(t *testing.T) {
 	c := connectedMesh(t, 3)
 	r := c.Nodes[0].Router()
 	judged, other := c.Nodes[1], c.Nodes[2]
-	// An answer ends the probe at once, so a long wait costs nothing where
-	// a peer answers, and keeps a loaded test machine's slow ping from
-	// passing for a slow link; where no peer can answer, the shortest
-	// budget gives the same verdict.
+	// The budget is 250 ms whatever the wait, and on a loaded test
+	// machine a ping answered at once can take longer, which the node
+	// rightly lays to its own link: where a peer answers, the link is
+	// found fine by the first of up to ten probes whose ping came back
+	// in time. Where none answers, every probe finds it slow.
 	answerable, unanswerable := 20*time.Second, time.Duration(0)
-	if r.OwnLinkSlow(judged.ID().String(), answerable) {
-		t.Fatal("own link slow while another peer answers")
+	fineOnce := func(p string) bool {
+		for range 10 {
+			if !r.OwnLinkSlow(p, answerable) {
+				return true
+			}
+		}
+		return false
+	}
+	if !fineOnce(judged.ID().String()) {
+		t.Fatal("own link slow in ten probes while another peer answers")
 	}
 	// The other peer answers within the budget, 0.2 s after a ping, where
 	// it once answered in a millisecond: the ping waited in the queue of
@@ -62,8 +71,8 @@ func TestOwnLinkSlow(t *testing.T) {
 	if !r.OwnLinkSlow(judged.ID().String(), unanswerable) {
 		t.Error("own link not slow while the only other peer does not answer")
 	}
-	if r.OwnLinkSlow(other.ID().String(), answerable) {
-		t.Error("own link slow while the peer judged is the one that does not answer")
+	if !fineOnce(other.ID().String()) {
+		t.Error("own link slow in ten probes while the peer judged is the one that does not answer")
 	}
 	// The other peer answers after 0.6 s, as a ping behind a link cut to
 	// a tenth with its queue full does: however long the judged peer's
