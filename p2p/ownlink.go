@@ -25,10 +25,9 @@ const ownLinkPeers = 4
 var errNoOtherPeer = errors.New("no other connected peer to compare with")
 
 // roundTripBeside pings up to ownLinkPeers of the peers this node is
-// connected to, other than exclude and those left out as silent, the ones
-// whose blob bytes crossed last first, over the connections already open,
-// and returns the first answer's round trip, and the quickest round trip
-// seen before to the peer that gave it (0: none). It fails with
+// connected to other than exclude (see comparePeers), over the connections
+// already open, and returns the first answer's round trip, and the
+// quickest round trip seen before to the peer that gave it (0: none). It fails with
 // errNoOtherPeer when there is none to ask, and with ctx's error when none
 // answered in time.
 //
@@ -62,20 +61,36 @@ func (n *Node) roundTripBeside(ctx context.Context, exclude peer.ID) (rtt, quick
 	}
 }
 
-// comparePeers lists the peers roundTripBeside asks, at most ownLinkPeers.
+// comparePeers lists the peers roundTripBeside asks, at most ownLinkPeers:
+// the connected peers but exclude, those not left out as silent first,
+// each group by whose blob bytes crossed last. A silent peer is asked too
+// where too few others are: a node whose own link is full finds every
+// peer slow in turn and leaves each out as silent, and with none left to
+// compare with it would lay its own link's slowness to the last peer it
+// reads from. A silent peer that answers in time shows the link is fine;
+// one that does not shows nothing the others did not.
 func (n *Node) comparePeers(exclude peer.ID) []peer.ID {
 	type cand struct {
-		id   peer.ID
-		last int64
+		id     peer.ID
+		silent bool
+		last   int64
 	}
 	var cs []cand
 	for _, p := range n.host.Network().Peers() {
-		if p == exclude || p == n.id || n.stats.isSilent(p) {
+		if p == exclude || p == n.id {
 			continue
 		}
-		cs = append(cs, cand{p, n.stats.peer(p).lastByte.Load()})
+		cs = append(cs, cand{p, n.stats.isSilent(p), n.stats.peer(p).lastByte.Load()})
 	}
-	slices.SortFunc(cs, func(a, b cand) int { return cmp.Compare(b.last, a.last) })
+	slices.SortFunc(cs, func(a, b cand) int {
+		if a.silent != b.silent {
+			if a.silent {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(b.last, a.last)
+	})
 	out := make([]peer.ID, 0, ownLinkPeers)
 	for _, c := range cs[:min(len(cs), ownLinkPeers)] {
 		out = append(out, c.id)

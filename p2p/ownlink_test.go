@@ -33,8 +33,9 @@ func connectedMesh(t *testing.T, n int) *p2ptest.Cluster {
 }
 
 // TestOwnLinkSlow: a peer that kept this node waiting is laid to the
-// node's own link only when none of its other peers answers a ping in
-// time either; the peer judged does not count, answering or not.
+// node's own link only when none of its other peers, silent or not,
+// answers a ping in time either; the peer judged does not count,
+// answering or not.
 func TestOwnLinkSlow(t *testing.T) {
 	t.Parallel()
 	c := connectedMesh(t, 3)
@@ -77,6 +78,13 @@ func TestOwnLinkSlow(t *testing.T) {
 	p2p.Host(other).SetStreamHandler(ping.ID, latePing(600*time.Millisecond))
 	if !r.OwnLinkSlow(judged.ID().String(), 3*time.Second) {
 		t.Error("own link not slow while the only other peer answers a ping 0.6 s late, after a 3 s wait")
+	}
+	// The same, the other peer having been left out as silent, as a node
+	// behind its own full link leaves its peers out in turn: it is still
+	// what the link is measured by.
+	c.Nodes[0].Silent(other.ID())
+	if !r.OwnLinkSlow(judged.ID().String(), 3*time.Second) {
+		t.Error("own link not slow while the only other peer, left out as silent, answers a ping 0.6 s late")
 	}
 }
 
