@@ -166,11 +166,19 @@ type pace struct {
 	// answered; the peer relays them as they reach it, so a wait is not
 	// the peer's silence (ArrivalStall rules it), but a slow rate still is.
 	relayed   bool
-	slowSince time.Time     // since when a relaying stream is slow (see graced)
-	inRead    bool          // a Read is waiting
-	readStart time.Time     // since when
-	gap       time.Duration // moving average of a Read's wait
-	total     int64         // bytes since the stream opened
+	slowSince time.Time // since when a relaying stream is slow (see graced)
+	// fromFirstByte: the stream's windows begin at its first byte, not
+	// when it opened: a relay asked for bytes it has not received yet
+	// waits on its own source first, often one that was just lost, and
+	// ArrivalStall rules that wait. Measured from when it opened, its
+	// first window holds the wait, and the node below finds it slow as
+	// its bytes begin to flow, and fetches the rest from the registry
+	// beside it.
+	fromFirstByte bool
+	inRead        bool          // a Read is waiting
+	readStart     time.Time     // since when
+	gap           time.Duration // moving average of a Read's wait
+	total         int64         // bytes since the stream opened
 	// burstyAt: since when the stream is too bursty to measure over a
 	// window, and burstyMark its total then (see measured).
 	burstyAt   time.Time
@@ -218,6 +226,15 @@ func (p *pace) advance(now time.Time) {
 			p.best = max(p.best, p.rate())
 		}
 	}
+}
+
+// restart empties the buckets at now: the stream is measured anew, over
+// whole windows from now.
+func (p *pace) restart(now time.Time) {
+	clear(p.bytes)
+	clear(p.waits)
+	p.at = now.Truncate(paceBucket)
+	p.filled = 0
 }
 
 // rate is the bytes per second over the last window.
@@ -289,6 +306,10 @@ func (p *pace) reading(now time.Time) {
 
 // read records that the Read begun last returned k bytes at now.
 func (p *pace) read(now time.Time, k int) {
+	if p.fromFirstByte && k > 0 {
+		p.fromFirstByte = false
+		p.restart(now)
+	}
 	p.advance(now)
 	w := now.Sub(p.readStart)
 	p.bytes[len(p.bytes)-1] += int64(k)
@@ -603,6 +624,7 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 		probeTimeout: r.cfg.probeTimeout(),
 	}
 	j.p.relayed = have <= off
+	j.p.fromFirstByte = j.p.relayed
 	j.p.held = src.expect
 	j.seen = src.paced
 	j.lag = src.lag

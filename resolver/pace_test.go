@@ -402,6 +402,49 @@ func TestRelaySlowGraced(t *testing.T) {
 	}
 }
 
+// TestRelayMeasuredFromItsFirstByte: a relay asked for bytes it has not
+// received yet, whose first byte comes 0.9 s later (it waited on its own
+// source), is measured from that byte: at a quarter of the rate the
+// download had before it lost a peer it is kept, as it is when it sends
+// at once; at a tenth it is still found slow, a window and PeerStall
+// after its first byte.
+func TestRelayMeasuredFromItsFirstByte(t *testing.T) {
+	t.Parallel()
+	const fast, gap, stall = 32 << 10, 10 * time.Millisecond, 500 * time.Millisecond
+	held := float64(fast) / gap.Seconds()
+	for _, tc := range []struct {
+		name  string
+		wait  time.Duration // before the first byte
+		share int           // of the held rate after it, 1/share
+		slow  bool
+	}{
+		{"a relay at a quarter from the start", 0, 4, false},
+		{"a relay at a quarter after waiting 0.9 s", 900 * time.Millisecond, 4, false},
+		{"a relay at a tenth after waiting 0.9 s", 900 * time.Millisecond, 10, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			now := time.Unix(1000, 0)
+			p := newPace(now, stall, 10*time.Second, time.Second)
+			p.relayed, p.fromFirstByte, p.held = true, true, held
+			start := now
+			err := feed(p, nil, &now, max(tc.wait, gap), max(tc.wait, gap), fast/tc.share)
+			first := now
+			if err == nil {
+				err = feed(p, nil, &now, 4*time.Second, gap, fast/tc.share)
+			}
+			if errors.Is(err, errSlow) != tc.slow {
+				t.Fatalf("after %v: verdict %v, want slow: %v", now.Sub(start), err, tc.slow)
+			}
+			if tc.slow {
+				if d, want := now.Sub(first), time.Second+stall; d < want-2*paceBucket || d > want+2*paceBucket {
+					t.Fatalf("found slow %v after its first byte, want a window and PeerStall (%v)", d, want)
+				}
+			}
+		})
+	}
+}
+
 // TestRecoveredStreamNotSlow: a stream silent for its whole window but
 // the last 300 ms is not found slow when those came at its full rate (a
 // relay whose own source moved on), and is when they came at a quarter or
