@@ -27,7 +27,8 @@ type source struct {
 	// fetcher, the peer that fetches it (see fetcherSource).
 	designated, fetcher bool
 	// stall, when set, replaces StallTimeout for this source: how long it
-	// may take to answer, and to send a byte it does not hold yet.
+	// may take to answer, and each next byte (for one it held when it
+	// answered, its stream's judge may end the wait sooner).
 	stall time.Duration
 	// expect, when set, is the rate a peer's stream is held to besides
 	// its own best (see swarm.HeldPace); paced, when set, is told the best
@@ -202,7 +203,7 @@ func (r *Resolver) fetcherSource(req BlobRequest, p string) source {
 }
 
 // fetcherStall is how long a peer fetching a blob from registry for the
-// cluster may take to answer, and to send a byte it does not hold yet:
+// cluster may take to answer, and each next byte:
 // StallTimeout, and the time the registry's chain may spend on hosts it
 // cannot reach before the last one (see Chained). The peer fetches
 // through the same chain, and may not have found out yet which of its
@@ -743,8 +744,8 @@ func designatedIn(sources []source) []string {
 	return out
 }
 
-// handOver is how long src may take to answer, and to send a byte it
-// does not hold yet, once a peer was lost mid-blob (see swarm.HandOver).
+// handOver is how long src may take to answer, and each next byte, once
+// a peer was lost mid-blob (see swarm.HandOver).
 func (r *Resolver) handOver(src source) time.Duration {
 	return swarm.HandOver(src.rule(), src.stall, r.cfg.PeerStall, r.cfg.StallTimeout)
 }
