@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sync"
 	"time"
@@ -122,11 +123,16 @@ func (n *Node) fetchHeader(ctx context.Context, p peer.ID, req request) (_ io.Re
 	h, err = n.ask(s, p, req)
 	if err != nil {
 		_ = s.Reset()
+		timedOut := isTimeout(err)
 		err = fetchFailed(ctx, p, req, err)
-		if errors.Is(err, errdefs.ErrUnavailable) && n.stats.receivedSince(p, asked) {
+		switch {
+		case !errors.Is(err, errdefs.ErrUnavailable):
+		case n.stats.receivedSince(p, asked):
 			// No answer, but p's bytes for this node's other streams
 			// kept coming: p is alive, its answer queued behind them.
 			err = fmt.Errorf("%w (%w)", err, resolver.ErrPeerCut)
+		case timedOut:
+			err = fmt.Errorf("%w (%w)", err, resolver.ErrNoAnswer)
 		}
 		return fail("error", err)
 	}
@@ -196,6 +202,14 @@ func (n *Node) ask(s network.Stream, p peer.ID, req request) (header, error) {
 	n.host.Peerstore().RecordLatency(p, rtt)
 	n.stats.peer(p).roundTrip(rtt)
 	return h, nil
+}
+
+// isTimeout says whether err is a deadline's: the muxer's streams report
+// it as a net.Error whose Timeout is true, other transports as
+// os.ErrDeadlineExceeded.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // fetchFailed is the error of a request to p that got no answer: the

@@ -150,8 +150,8 @@ func oldHeader(size int) []byte {
 // mid-blob (its upload watch found this node not reading), or a request
 // it does not answer in time while its bytes for this node's other
 // streams keep coming, is marked resolver.ErrPeerCut: the peer is alive.
-// A request it does not answer while nothing else comes from it, or a
-// connection that closes, is not.
+// A request it does not answer while nothing else comes from it is marked
+// resolver.ErrNoAnswer instead; a connection that closes is neither.
 func TestPeerCutIsMarked(t *testing.T) {
 	t.Parallel()
 	data := randomBlob(23, 1<<20)
@@ -218,8 +218,8 @@ func TestPeerCutIsMarked(t *testing.T) {
 	if err := read("reset"); !errors.Is(err, resolver.ErrPeerCut) || !errdefs.IsUnavailable(err) {
 		t.Errorf("a stream the peer reset: %v; want it marked cut by the peer, and unavailable", err)
 	}
-	if err := read("close"); err == nil || errors.Is(err, resolver.ErrPeerCut) {
-		t.Errorf("a connection that closed: %v; want an error not marked cut by the peer", err)
+	if err := read("close"); err == nil || errors.Is(err, resolver.ErrPeerCut) || errors.Is(err, resolver.ErrNoAnswer) {
+		t.Errorf("a connection that closed: %v; want an error marked neither cut by the peer nor unanswered", err)
 	}
 
 	connect()
@@ -227,8 +227,8 @@ func TestPeerCutIsMarked(t *testing.T) {
 		_, _, _, err := client.FetchRange(t.Context(), old.ID(), d, p2p.Range{Off: 2})
 		return err
 	}
-	if err := ask(); err == nil || errors.Is(err, resolver.ErrPeerCut) {
-		t.Errorf("an answer that did not come, nothing else from the peer: %v; want an error not marked cut by the peer", err)
+	if err := ask(); errors.Is(err, resolver.ErrPeerCut) || !errors.Is(err, resolver.ErrNoAnswer) || !errdefs.IsUnavailable(err) {
+		t.Errorf("an answer that did not come, nothing else from the peer: %v; want it marked unanswered, not cut by the peer, and unavailable", err)
 	}
 	trickle, _, err := client.Fetch(t.Context(), old.ID(), d, 1)
 	if err != nil {

@@ -22,6 +22,12 @@ var ErrFetchYourself = errors.New("the designated peer does not want the blob an
 // the answer queued behind them.
 var ErrPeerCut = errors.New("the peer cut the stream, or its answer queued behind its other bytes")
 
+// ErrNoAnswer marks a request a peer did not answer in time while nothing
+// else came from it: it is frozen or cut off, or its answer waits behind
+// this node's own full link, which the node's other peers tell apart (see
+// swarm.CutByOwnLink).
+var ErrNoAnswer = errors.New("the peer did not answer in time")
+
 // FetchingAtError is a designated peer's answer naming the peer that
 // fetches the blob: the asker reads it there (see swarm.Coordinate).
 type FetchingAtError struct{ Peer string }

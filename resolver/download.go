@@ -542,7 +542,7 @@ func (d *dl) try(src source, sources []source) (n int64, sent bool, err error) {
 // round ends here (see swarm.Download.Failed).
 func (d *dl) failed(src source, err error, lead bool, st *swarm.Round) (stop bool) {
 	f := sortFailure(src, err, d.ing)
-	if f.Cut {
+	if f.Cut || f.NoAnswer {
 		// Pinged only when it matters: see swarm.CutByOwnLink.
 		f.OwnLinkSlow = d.r.ownLinkExcuses(src.peer, pingTries*d.r.cfg.probeTimeout())
 	}
@@ -559,7 +559,7 @@ func (d *dl) failed(src source, err error, lead bool, st *swarm.Round) (stop boo
 	case f.LeftToUs || f.PointedOn:
 		d.log.Debug("designated peer coordinates", "source", src.String(), "answer", err)
 	case swarm.CutByOwnLink(f):
-		d.log.Info("peer cut the stream while this node's own link is slow: asking it again", "source", src.String(), "offset", d.off, "err", err)
+		d.log.Info("peer cut the stream, or did not answer, while this node's own link is slow: asking it again", "source", src.String(), "offset", d.off, "err", err)
 	case !stop && !f.RateLimited:
 		d.log.Info("source failed, trying the next", "source", src.String(), "offset", d.off, "err", err)
 	}
@@ -609,6 +609,7 @@ func sortFailure(src source, err error, ing store.Ingest) swarm.Failure {
 		LeftToUs:    errors.Is(err, ErrFetchYourself),
 		PointedOn:   errors.As(err, new(*FetchingAtError)),
 		Cut:         src.kind == SourcePeer && errors.Is(err, ErrPeerCut),
+		NoAnswer:    src.kind == SourcePeer && errors.Is(err, ErrNoAnswer),
 		// The registry does not have it, refuses shoal, or rate limits it
 		// (429): asking again will not help, and after a 429 it costs more
 		// of the quota.

@@ -724,7 +724,8 @@ func TestSilenceLaidToTheOwnLink(t *testing.T) {
 // either, its own link holds the bytes up: the peer is asked again for the
 // rest and the registry is not, whose bytes would come through the same
 // link. When they answer, the trickle is the peer's, and the registry
-// sends the rest. The stream takes about a second before the cut: with
+// sends the rest. So for a request the peer did not answer in time
+// (resolver.ErrNoAnswer), as behind a full link it may not. The stream takes about a second before the cut: with
 // BusyRetryFor at 600 ms, a download that counted its idle time from the
 // start of the round, not from its last byte, would ask the registry.
 func TestPeerThatCutsAskedAgainWhenTheOwnLinkIsSlow(t *testing.T) {
@@ -738,15 +739,18 @@ func TestPeerThatCutsAskedAgainWhenTheOwnLinkIsSlow(t *testing.T) {
 		busyFor  time.Duration // BusyRetryFor; 0: the default
 		fetches  []string
 		registry bool
+		cut      error // what the peer's failure is marked with
 	}{
-		{"other peers answer", false, 0, []string{"a@0"}, true},
-		{"no other peer answers", true, 0, []string{"a@0", fmt.Sprintf("a@%d", cutAt)}, false},
-		{"no other peer answers, the stream longer than the busy wait", true, 600 * time.Millisecond, []string{"a@0", fmt.Sprintf("a@%d", cutAt)}, false},
+		{"other peers answer", false, 0, []string{"a@0"}, true, resolver.ErrPeerCut},
+		{"no other peer answers", true, 0, []string{"a@0", fmt.Sprintf("a@%d", cutAt)}, false, resolver.ErrPeerCut},
+		{"no other peer answers, the stream longer than the busy wait", true, 600 * time.Millisecond, []string{"a@0", fmt.Sprintf("a@%d", cutAt)}, false, resolver.ErrPeerCut},
+		{"unanswered, other peers answer", false, 0, []string{"a@0"}, true, resolver.ErrNoAnswer},
+		{"unanswered, no other peer answers", true, 0, []string{"a@0", fmt.Sprintf("a@%d", cutAt)}, false, resolver.ErrNoAnswer},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			router := &linkJudgingRouter{ownSlow: tc.ownSlow, fakeRouter: &fakeRouter{order: []string{"a"}, peers: map[string]fakePeer{
-				"a": {data: body, dropAt: dropAt, cutAt: cutAt, cutOnce: true, cutErr: fmt.Errorf("stream reset: %w", resolver.ErrPeerCut)},
+				"a": {data: body, dropAt: dropAt, cutAt: cutAt, cutOnce: true, cutErr: fmt.Errorf("stream reset: %w", tc.cut)},
 			}}}
 			f := pullWithRegistry(t, resolver.Config{StallTimeout: 10 * time.Second, PeerStall: 200 * time.Millisecond, PeerSlowWindow: 300 * time.Millisecond, PieceSize: -1, BusyRetryFor: tc.busyFor}, router, body)
 			router.mu.Lock()

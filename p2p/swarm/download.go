@@ -66,10 +66,11 @@ type Failure struct {
 	// it. Neither is the peer's failure.
 	LeftToUs, PointedOn bool
 	// Cut: the peer, alive, ended the stream, or its answer came too late
-	// while its other bytes reached this node; OwnLinkSlow: this node's own
-	// link holds its bytes up (its other peers are as slow to answer). See
-	// CutByOwnLink.
-	Cut, OwnLinkSlow bool
+	// while its other bytes reached this node; NoAnswer: its answer did
+	// not come in time, nothing else from it either; OwnLinkSlow: this
+	// node's own link holds its bytes up (its other peers are as slow to
+	// answer). See CutByOwnLink.
+	Cut, NoAnswer, OwnLinkSlow bool
 }
 
 // CutByOwnLink is the rule for a peer that cut this node's stream while
@@ -81,8 +82,11 @@ type Failure struct {
 // failed, the peer would not be asked again, and the node would fetch the
 // rest from the registry through the same slow link while whole copies
 // sit in the cluster: the registry would send the cluster those bytes
-// once more.
-func CutByOwnLink(f Failure) bool { return f.Cut && f.OwnLinkSlow }
+// once more. So for a request the peer did not answer at all: behind a
+// link cut to a tenth with its queue full, an answer can take longer than
+// the request may wait, though no other stream of that peer's is there to
+// show it alive.
+func CutByOwnLink(f Failure) bool { return (f.Cut || f.NoAnswer) && f.OwnLinkSlow }
 
 // Step is what a download does with a source in a round.
 type Step int

@@ -109,6 +109,8 @@ func TestFailed(t *testing.T) {
 		{name: "cut while the own link is slow: busy", src: peerA, f: swarm.Failure{Cut: true, OwnLinkSlow: true}, st: swarm.Round{Busy: true}},
 		{name: "designated, cut while the own link is slow: busy", src: desA, f: swarm.Failure{Cut: true, OwnLinkSlow: true}, lead: true, st: swarm.Round{Busy: true, DesignatedBusy: true}},
 		{name: "cut while the own link is fine: failed", src: peerA, f: swarm.Failure{Cut: true}, failedPeer: true},
+		{name: "no answer while the own link is slow: busy", src: peerA, f: swarm.Failure{NoAnswer: true, OwnLinkSlow: true}, st: swarm.Round{Busy: true}},
+		{name: "no answer while the own link is fine: failed", src: peerA, f: swarm.Failure{NoAnswer: true}, failedPeer: true},
 		{name: "another failure", src: peerA, f: swarm.Failure{}, failedPeer: true,
 			check: func(d *swarm.Download) bool { return !d.LostPeer }},
 	}
