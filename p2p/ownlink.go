@@ -27,9 +27,9 @@ var errNoOtherPeer = errors.New("no other connected peer to compare with")
 // roundTripBeside pings up to ownLinkPeers of the peers this node is
 // connected to other than exclude (see comparePeers), over the connections
 // already open, and returns the first answer's round trip, and the
-// quickest round trip seen before to the peer that gave it (0: none). It fails with
-// errNoOtherPeer when there is none to ask, and with ctx's error when none
-// answered in time.
+// quickest round trip seen before to the peer that gave it (0: none). It
+// fails with errNoOtherPeer when there is none to ask, and with ctx's
+// error when none answered in time.
 //
 // A node whose own link is cut or full sees every peer slow at once: its
 // pings queue behind what it sends and receives. A peer that alone is
