@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,9 +134,25 @@ func TestSilentWatchKeepsTheConnectionWhenTheOwnLinkIsSlow(t *testing.T) {
 			// Nothing read for long enough for the watch to ping the
 			// holder several times, each ping unanswered, more than 2 s
 			// after the last byte crossed (a connection whose bytes
-			// crossed within 2 s is kept).
+			// crossed within 2 s is kept). Where the connection is to be
+			// closed, up to 30 s: the watch closes it once one of its
+			// own-link probes finds the other peer's ping back within
+			// 250 ms, which on a loaded test machine can take a while.
+			closed := make(chan struct{})
+			var once sync.Once
+			p2p.Host(client).Network().Notify(&network.NotifyBundle{DisconnectedF: func(_ network.Network, cn network.Conn) {
+				if cn.RemotePeer() == holder.ID() {
+					once.Do(func() { close(closed) })
+				}
+			}})
 			client.Silent(holder.ID())
 			time.Sleep(4 * time.Second)
+			if !tc.kept {
+				select {
+				case <-closed:
+				case <-time.After(30 * time.Second):
+				}
+			}
 			rest, err := io.ReadAll(body)
 			got := append(head, rest...)
 			kept := err == nil && bytes.Equal(got, data)
