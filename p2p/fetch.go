@@ -147,7 +147,7 @@ func (n *Node) fetchHeader(ctx context.Context, p peer.ID, req request) (_ io.Re
 	}
 	_ = s.SetDeadline(time.Time{})
 	n.metrics.fetches.WithLabelValues("ok").Inc()
-	r := &fetchReader{n: n, s: s, peer: p, st: st, remain: end - req.off, idle: n.cfg.Timing.IdleTimeout, ctx: ctx}
+	r := &fetchReader{n: n, s: s, peer: p, st: st, remain: end - req.off, idle: n.cfg.Timing.IdleTimeout, ctx: ctx, leads: h.msg == leadsMessage}
 	r.stop = stop
 	ok = true
 	return r, h, nil
@@ -228,7 +228,11 @@ func (n *Node) refused(p peer.ID, req request, h header) (string, error) {
 	var kind error
 	switch h.status {
 	case statusNotYet:
-		return "not_yet", fmt.Errorf("fetch %s from %s at %d: %w (it holds %d bytes): %w", dgst, p, req.off, ErrNotYet, h.have, errdefs.ErrOutOfRange)
+		err := fmt.Errorf("fetch %s from %s at %d: %w (it holds %d bytes): %w", dgst, p, req.off, ErrNotYet, h.have, errdefs.ErrOutOfRange)
+		if h.msg == leadsMessage {
+			err = fmt.Errorf("%w (%w)", err, resolver.ErrPeerLeads)
+		}
+		return "not_yet", err
 	case statusBusy:
 		n.stats.markBusy(p, time.Now())
 		return "busy", fmt.Errorf("fetch %s from %s: %w: %w: %w", dgst, p, ErrPeerBusy, errdefs.ErrUnavailable, errdefs.ErrResourceExhausted)
@@ -280,7 +284,12 @@ type fetchReader struct {
 	ctx    context.Context // the Fetch's; only to report why the stream died
 	stop   func() bool
 	once   sync.Once
+	leads  bool // the peer said it fetches the blob from the registry now
 }
+
+// PeerLeads says whether the peer answered that it fetches the blob from
+// the registry for the cluster now (see resolver.PeerLeads).
+func (r *fetchReader) PeerLeads() bool { return r.leads }
 
 func (r *fetchReader) Read(b []byte) (int, error) {
 	if r.remain <= 0 {

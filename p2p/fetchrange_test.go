@@ -84,6 +84,40 @@ func TestFetchRange(t *testing.T) {
 	}
 }
 
+// TestFetchRangeSaysThePeerLeads: a peer that fetches the blob from the
+// registry for the cluster now says so in its "not yet" and in its "ok"
+// answers; one that receives it from a peer does not.
+func TestFetchRangeSaysThePeerLeads(t *testing.T) {
+	t.Parallel()
+	data := randomBlob(23, 2<<20)
+	d := digest.FromBytes(data)
+	held := p2ptest.NewContent(data)
+	held.SetHave(d, 1<<20)
+	c := p2ptest.Start(t, 2, p2ptest.Options{Content: func(i int) *p2ptest.Content {
+		if i == 1 {
+			return held
+		}
+		return nil
+	}})
+	c.WaitMembers(t, 2, 20*time.Second)
+	client, server := c.Nodes[0], c.Nodes[1].ID()
+	for _, leads := range []bool{false, true} {
+		held.SetLeads(d, leads)
+		body, _, have, err := client.FetchRange(t.Context(), server, d, p2p.Range{Off: 1<<20 - 10})
+		if err != nil {
+			t.Fatalf("leads %v: held range: %v", leads, err)
+		}
+		if got := resolver.PeerLeads(body, nil); got != leads || have != 1<<20 {
+			t.Errorf("leads %v: ok answer says the peer leads: %v, holds %d", leads, got, have)
+		}
+		body.Close()
+		_, _, _, err = client.FetchRange(t.Context(), server, d, p2p.Range{Off: 1 << 20})
+		if !errors.Is(err, p2p.ErrNotYet) || resolver.PeerLeads(nil, err) != leads {
+			t.Errorf("leads %v: not-yet answer %v; says the peer leads: %v", leads, err, resolver.PeerLeads(nil, err))
+		}
+	}
+}
+
 // TestFetchRangeFromOldPeer reads a range from a peer that speaks only the
 // protocol before ranges: it sends the rest of the blob, and the body ends
 // with the range all the same.

@@ -32,7 +32,11 @@ import (
 // leaves that registry alone. A node asked to fetch a blob for the cluster
 // that does not want it itself answers statusFetchYourself, or
 // statusFetchingAt with the ID of the peer that fetches it as the message
-// (see swarm.Coordinate).
+// (see swarm.Coordinate). An "ok" or "not yet" answer whose message is
+// leadsMessage comes from a node that fetches the blob from the registry
+// for the cluster now and waits on no peer (see swarm.LeadsNow): the asker
+// may wait on it whatever the ranking (see swarm.WaitOn). A node that does
+// not know the message ignores it.
 const ProtocolID protocol.ID = "/shoal/blob/1.2.0"
 
 // ProtocolV11 is the protocol before ranges, still served: a request has
@@ -52,7 +56,10 @@ const (
 	// rangeFields is what ProtocolID adds to a request: length and flags.
 	rangeFields = 8 + 1
 	// flagWait asks a node receiving the blob to wait for the bytes.
-	flagWait     = 1
+	flagWait = 1
+	// leadsMessage is the message of an answer from a node that fetches
+	// the blob from the registry for the cluster now.
+	leadsMessage = "leads: fetching the blob from the registry for the cluster"
 	copyBufferSz = 256 << 10
 )
 

@@ -144,7 +144,11 @@ func (u *serving) admit(blob store.Blob) (swarm.Copy, bool) {
 	ask := swarm.Ask{Off: req.off, Length: req.length, Ranged: req.ranged, Wait: req.wait}
 	if swarm.NotYet(ask, c) {
 		// Said before the blob's streams are counted.
-		u.refuse(statusNotYet, c.Size, c.Have, fmt.Errorf("holds %d bytes of %d, not yet byte %d", c.Have, c.Size, req.off))
+		why := fmt.Sprintf("holds %d bytes of %d, not yet byte %d", c.Have, c.Size, req.off)
+		if c.Leads {
+			why = leadsMessage
+		}
+		u.n.refuseWith(u.s, u.remote, header{status: statusNotYet, ranged: u.ranged, size: c.Size, have: c.Have, msg: why})
 		return c, false
 	}
 	// A piece counts against the node's slots only.
@@ -177,7 +181,11 @@ func (u *serving) send(blob store.Blob, c swarm.Copy) {
 	if length == 0 {
 		u.release() // the header is the whole answer
 	}
-	if err := writeHeader(w, header{status: statusOK, size: c.Size, ranged: u.ranged, have: c.Have}); err != nil {
+	h := header{status: statusOK, size: c.Size, ranged: u.ranged, have: c.Have}
+	if c.Leads {
+		h.msg = leadsMessage
+	}
+	if err := writeHeader(w, h); err != nil {
 		n.metrics.uploads.WithLabelValues("error").Inc()
 		_ = u.s.Reset()
 		return
@@ -207,6 +215,9 @@ func held(blob store.Blob) swarm.Copy {
 	c := swarm.Copy{Size: size, Have: size}
 	if a, ok := blob.(arriving); ok && a.Arriving() {
 		c.Have, c.Arriving = a.Have(), true
+		if l, ok := blob.(leading); ok {
+			c.Leads = l.Leads()
+		}
 	}
 	return c
 }
@@ -364,6 +375,12 @@ type arriving interface {
 	Arriving() bool
 	// Have is how many bytes from the start it holds without a hole.
 	Have() int64
+}
+
+// leading is a blob still arriving that says whether this node fetches it
+// from the registry for the cluster now (see swarm.LeadsNow).
+type leading interface {
+	Leads() bool
 }
 
 // takeSlot takes an upload slot for a stream of d to asker, as

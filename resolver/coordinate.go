@@ -3,6 +3,7 @@ package resolver
 import (
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -27,6 +28,23 @@ var ErrPeerCut = errors.New("the peer cut the stream, or its answer queued behin
 // this node's own full link, which the node's other peers tell apart (see
 // swarm.CutByOwnLink).
 var ErrNoAnswer = errors.New("the peer did not answer in time")
+
+// ErrPeerLeads marks a peer's "not yet" when the peer fetches the blob
+// from the registry for the cluster now: it waits on no one, so this node
+// may wait on it (see swarm.WaitOn, PeerLeads).
+var ErrPeerLeads = errors.New("the peer fetches the blob from the registry for the cluster now")
+
+// PeerLeads says whether a peer's answer to FetchRange, body or err, came
+// from a peer that fetches the blob from the registry for the cluster now:
+// its "not yet" wraps ErrPeerLeads, or its body has a PeerLeads method
+// that says true.
+func PeerLeads(body io.Reader, err error) bool {
+	if err != nil {
+		return errors.Is(err, ErrPeerLeads)
+	}
+	l, ok := body.(interface{ PeerLeads() bool })
+	return ok && l.PeerLeads()
+}
 
 // FetchingAtError is a designated peer's answer naming the peer that
 // fetches the blob: the asker reads it there (see swarm.Coordinate).

@@ -165,8 +165,18 @@ func (r *Resolver) holderSource(req BlobRequest, p string, ranked map[string]boo
 			body, size, err := r.router.Fetch(ctx, p, req.Digest, off)
 			return body, size, size, err
 		}
-		wait, held := swarm.WaitOn(swarm.Reader{Ranked: ranked != nil, Above: ranked[p], Leading: lead.Load(), Jumped: noWait.Load()})
+		rd := swarm.Reader{Ranked: ranked != nil, Above: ranked[p], Leading: lead.Load(), Jumped: noWait.Load()}
+		wait, held := swarm.WaitOn(rd)
 		body, size, have, err := rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: wait})
+		if held && PeerLeads(body, err) {
+			rd.PeerLeads = true
+			wait, held = swarm.WaitOn(rd)
+			if err != nil && wait {
+				// "Not yet" from a peer that reads the registry now:
+				// asked again, waiting.
+				body, size, have, err = rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: true})
+			}
+		}
 		if err == nil && held && have > off && have < size {
 			body = &heldOnly{ReadCloser: body, left: have - off, peer: p, have: have, size: size}
 		} else if err != nil && have > 0 && have < size {
@@ -347,6 +357,7 @@ func (d *dl) publish(size int64) error {
 // opened records that a source of kind answered.
 func (d *dl) opened(kind Source) {
 	d.f.setSource(kind)
+	d.f.leads.Store(swarm.LeadsNow(d.leading.Load(), kind == SourceUpstream))
 	if !d.announced {
 		d.announced = true
 		close(d.f.fed)

@@ -75,7 +75,7 @@ func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, re
 			return nil, fmt.Errorf("blob %s: no source answered: %w: %w", dgst, ctx.Err(), errdefs.ErrNotFound)
 		}
 		r.m.lookups.WithLabelValues("peer_blob", string(f.sourceNow())).Inc()
-		return &ingestBlob{ctx: r.ctx, ing: ing}, nil
+		return &ingestBlob{ctx: r.ctx, ing: ing, f: f}, nil
 	}
 	return nil, fmt.Errorf("blob %s: %w", dgst, errdefs.ErrNotFound)
 }
@@ -160,7 +160,7 @@ func (r *Resolver) InFlight(dgst digest.Digest) (store.Blob, bool) {
 	default:
 		return nil, false
 	}
-	return &ingestBlob{ctx: r.ctx, ing: f.ingest}, true
+	return &ingestBlob{ctx: r.ctx, ing: f.ingest, f: f}, true
 }
 
 // openLocalRaw opens the node's own copy: containerd's, then the store's.
@@ -195,6 +195,7 @@ func (r *Resolver) awaitIngest(ctx context.Context, dgst digest.Digest, f *fligh
 type ingestBlob struct {
 	ctx context.Context
 	ing store.Ingest
+	f   *flight
 }
 
 func (b *ingestBlob) Size() int64 { return b.ing.Size() }
@@ -210,6 +211,10 @@ func (b *ingestBlob) Arriving() bool {
 		return true
 	}
 }
+
+// Leads says whether this node fetches the blob from the registry for the
+// cluster now (see swarm.LeadsNow).
+func (b *ingestBlob) Leads() bool { return b.f.leads.Load() }
 
 // Have is how many bytes from the start have arrived without a hole.
 func (b *ingestBlob) Have() int64 { return b.ing.Contiguous() }

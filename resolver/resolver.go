@@ -104,8 +104,11 @@ type flight struct {
 	fed    chan struct{}
 	ingest store.Ingest
 	source atomic.Value // Source: where the bytes come from; see sourceNow
-	trust  *trust
-	err    error
+	// leads: the download fetches the blob from the registry for the
+	// cluster now (see swarm.LeadsNow), and peers that read it are told so.
+	leads atomic.Bool
+	trust *trust
+	err   error
 }
 
 // New returns a resolver over st (shoal's own store, where downloads land)

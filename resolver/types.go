@@ -189,7 +189,8 @@ type Ranger interface {
 	// it answered (the size when it holds it whole; 0 when it did not
 	// say). Without rg.Wait, a peer still receiving the blob that does not
 	// hold the byte at rg.Off fails at once with an error wrapping
-	// errdefs.ErrOutOfRange, have still set.
+	// errdefs.ErrOutOfRange, have still set. A peer that fetches the blob
+	// from the registry for the cluster now says so (see PeerLeads).
 	FetchRange(ctx context.Context, p string, dgst digest.Digest, rg PeerRange) (body io.ReadCloser, size, have int64, err error)
 }
 

@@ -19,13 +19,14 @@ type Content struct {
 	blobs    map[digest.Digest][]byte
 	arriving map[digest.Digest]bool
 	have     map[digest.Digest]int64
+	leads    map[digest.Digest]bool
 }
 
 var _ p2p.Content = (*Content)(nil)
 
 // NewContent holds the given blobs.
 func NewContent(blobs ...[]byte) *Content {
-	c := &Content{blobs: make(map[digest.Digest][]byte), arriving: make(map[digest.Digest]bool), have: make(map[digest.Digest]int64)}
+	c := &Content{blobs: make(map[digest.Digest][]byte), arriving: make(map[digest.Digest]bool), have: make(map[digest.Digest]int64), leads: make(map[digest.Digest]bool)}
 	for _, b := range blobs {
 		c.Add(b)
 	}
@@ -60,6 +61,14 @@ func (c *Content) SetHave(d digest.Digest, n int64) {
 	c.mu.Unlock()
 }
 
+// SetLeads marks a blob still being downloaded as fetched from the
+// registry for the cluster now, as its Leads method then reports, or not.
+func (c *Content) SetLeads(d digest.Digest, leads bool) {
+	c.mu.Lock()
+	c.leads[d] = leads
+	c.mu.Unlock()
+}
+
 // Remove forgets a blob.
 func (c *Content) Remove(d digest.Digest) {
 	c.mu.Lock()
@@ -73,6 +82,7 @@ func (c *Content) Open(_ context.Context, d digest.Digest) (store.Blob, error) {
 	b, ok := c.blobs[d]
 	arriving := c.arriving[d]
 	have, set := c.have[d]
+	leads := c.leads[d]
 	c.mu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("blob %s: %w", d, errdefs.ErrNotFound)
@@ -80,7 +90,7 @@ func (c *Content) Open(_ context.Context, d digest.Digest) (store.Blob, error) {
 	if !set || !arriving {
 		have = int64(len(b))
 	}
-	return blob{bytes.NewReader(b), arriving, have}, nil
+	return blob{bytes.NewReader(b), arriving, have, leads}, nil
 }
 
 // Walk implements p2p.Content.
@@ -110,6 +120,7 @@ type blob struct {
 	*bytes.Reader
 	arriving bool
 	have     int64
+	leads    bool
 }
 
 func (blob) Close() error { return nil }
@@ -119,3 +130,6 @@ func (b blob) Have() int64 { return b.have }
 
 // Arriving reports what SetArriving set.
 func (b blob) Arriving() bool { return b.arriving }
+
+// Leads reports what SetLeads set.
+func (b blob) Leads() bool { return b.leads }

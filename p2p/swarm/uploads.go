@@ -21,6 +21,9 @@ type Copy struct {
 	Have int64
 	// Arriving says the node is still downloading the blob.
 	Arriving bool
+	// Leads says the node fetches the blob from the registry for the
+	// cluster now (see LeadsNow); its answers say so.
+	Leads bool
 }
 
 // NotYet says whether ask is answered "not yet": it starts at a byte the

@@ -16,6 +16,9 @@ type Reader struct {
 	// Jumped says this node's stream jumped ahead over bytes its helpers
 	// wrote: it asks no peer to wait any more.
 	Jumped bool
+	// PeerLeads says the peer answered that it fetches the blob from the
+	// registry for the cluster now (see LeadsNow).
+	PeerLeads bool
 }
 
 // WaitOn is the who-waits-on-whom rule: whether the node asks the peer to
@@ -29,12 +32,31 @@ type Reader struct {
 // died, say). A peer ranked below sends only what it holds, and so does
 // every peer once this node leads. A designated peer is waited on until
 // this node leads, whatever the stream jumped over.
+//
+// A peer that would send only what it holds, but answers that it leads
+// now (LeadsNow), is waited on whatever the ranking, even by a node that
+// leads too: it reads the registry and waits on no one, so no wait points
+// back at the waiter, and the registry sends the rest of the blob once
+// rather than to both. The waiter is not reading the registry while it
+// waits, so it does not lead now in turn.
 func WaitOn(r Reader) (wait, heldOnly bool) {
 	if r.Designated {
 		return !r.Leading, false
 	}
 	heldOnly = r.Ranked && (r.Leading || !r.Above)
+	if heldOnly && r.PeerLeads {
+		return true, false
+	}
 	return !heldOnly && !r.Jumped, heldOnly
+}
+
+// LeadsNow says whether a node tells the peers that read a blob from it
+// that it fetches the blob from the registry for the cluster now: it
+// leads (see Leads, or a peer left the blob to it) and its stream reads
+// the registry. Such a node waits on no peer, so any peer may wait on it
+// (see WaitOn).
+func LeadsNow(leading, fromRegistry bool) bool {
+	return leading && fromRegistry
 }
 
 // Leads is the rule for when a node fetches a blob for the cluster: it

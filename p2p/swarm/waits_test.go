@@ -22,6 +22,9 @@ func TestWaitOn(t *testing.T) {
 		{"designated", swarm.Reader{Ranked: true, Above: true, Designated: true}, true, false},
 		{"designated, jumped ahead", swarm.Reader{Ranked: true, Above: true, Designated: true, Jumped: true}, true, false},
 		{"designated, this node leads", swarm.Reader{Ranked: true, Above: true, Designated: true, Leading: true}, false, false},
+		{"below, it leads now", swarm.Reader{Ranked: true, PeerLeads: true}, true, false},
+		{"both lead, it reads the registry now", swarm.Reader{Ranked: true, Above: true, Leading: true, PeerLeads: true}, true, false},
+		{"no ranking, jumped ahead, it leads now", swarm.Reader{Jumped: true, PeerLeads: true}, false, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,179 @@
+package resolver_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/resolver"
+	"github.com/shoal-dev/shoal/store"
+)
+
+// leaderRouter is a mesh where this node ranks first for the blob (it
+// leads) and one peer, "other", is receiving it and holds its first have
+// bytes. When leads is set, "other" fetches the blob from the registry for
+// the cluster now and says so in its answers; it streams the rest as it
+// arrives to a request that waits, and to one that does not once it
+// answered "ok".
+type leaderRouter struct {
+	data  []byte
+	have  int64
+	leads bool
+
+	mu     sync.Mutex
+	asked  []string
+	served int64
+}
+
+func (r *leaderRouter) Providers(context.Context, digest.Digest) ([]string, error) {
+	return []string{"other"}, nil
+}
+
+func (r *leaderRouter) Fetch(ctx context.Context, p string, d digest.Digest, off int64) (io.ReadCloser, int64, error) {
+	body, size, _, err := r.FetchRange(ctx, p, d, resolver.PeerRange{Off: off, Wait: true})
+	return body, size, err
+}
+
+func (r *leaderRouter) FetchRange(_ context.Context, p string, d digest.Digest, rg resolver.PeerRange) (io.ReadCloser, int64, int64, error) {
+	size := int64(len(r.data))
+	if p != "other" || d != digest.FromBytes(r.data) {
+		return nil, 0, 0, errdefs.ErrNotFound
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.asked = append(r.asked, fmt.Sprintf("@%d wait %v", rg.Off, rg.Wait))
+	if !rg.Wait && rg.Off >= r.have {
+		err := fmt.Errorf("peer other holds %d bytes: %w", r.have, errdefs.ErrOutOfRange)
+		if r.leads {
+			err = fmt.Errorf("%w (%w)", err, resolver.ErrPeerLeads)
+		}
+		return nil, size, r.have, err
+	}
+	r.served += size - rg.Off
+	return &leaderBody{Reader: bytes.NewReader(r.data[rg.Off:]), leads: r.leads}, size, r.have, nil
+}
+
+// leaderBody is an answer that says whether its peer leads.
+type leaderBody struct {
+	io.Reader
+	leads bool
+}
+
+func (b *leaderBody) Close() error    { return nil }
+func (b *leaderBody) PeerLeads() bool { return b.leads }
+
+func (r *leaderRouter) Avoid(string, error)                          {}
+func (r *leaderRouter) Provide(context.Context, digest.Digest) error { return nil }
+
+// Designated ranks this node first: it leads.
+func (r *leaderRouter) Designated(digest.Digest, []digest.Digest) ([]string, bool) {
+	return nil, true
+}
+
+func (r *leaderRouter) FetchThrough(ctx context.Context, p string, d digest.Digest, off int64, _, _ string) (io.ReadCloser, int64, error) {
+	return r.Fetch(ctx, p, d, off)
+}
+
+// TestLeaderIsFollowed: a node that leads a blob asks a peer ranked below
+// it for the bytes the peer holds only, and would fetch the rest from the
+// registry. When the peer answers that it fetches the blob from the
+// registry for the cluster now, the node waits on it for the rest
+// instead, whether the peer held some bytes ("ok") or none yet ("not
+// yet"): the registry sends the blob once, to the peer. A peer that does
+// not lead is cut where it held, and the registry sends the rest.
+func TestLeaderIsFollowed(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		have      int64
+		leads     bool
+		registry  bool // the registry is asked
+		wantAsked int
+	}{
+		{"holds a part, leads", 1 << 20, true, false, 1},
+		{"holds nothing yet, leads", 0, true, false, 2},
+		{"holds a part, does not lead", 1 << 20, false, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			body := randomBytes(t, 4<<20)
+			router := &leaderRouter{data: body, have: tc.have, leads: tc.leads}
+			f := newFixture(t, resolver.Config{PieceSize: -1}, resolver.Sources{Router: router})
+			pullPushed(t, f, body)
+			router.mu.Lock()
+			defer router.mu.Unlock()
+			if n := f.up.blobGets.Load(); (n > 0) != tc.registry {
+				t.Errorf("registry asked %d times; want asked: %v (the peer was asked %v)", n, tc.registry, router.asked)
+			}
+			if len(router.asked) != tc.wantAsked {
+				t.Errorf("the peer was asked %v; want %d requests", router.asked, tc.wantAsked)
+			}
+		})
+	}
+}
+
+// TestInFlightSaysItLeads: peers reading a download still arriving are
+// told whether this node fetches the blob from the registry for the
+// cluster now: it does when it leads (it ranks first) and its stream reads
+// the registry, not when it reads the registry without a ranking.
+func TestInFlightSaysItLeads(t *testing.T) {
+	t.Parallel()
+	for _, ranked := range []bool{true, false} {
+		t.Run(fmt.Sprintf("ranked %v", ranked), func(t *testing.T) {
+			t.Parallel()
+			body := randomBytes(t, 2<<20)
+			var src resolver.Sources
+			if ranked {
+				// "other" holds nothing yet and does not lead.
+				src.Router = &leaderRouter{data: body}
+			}
+			f := newFixture(t, resolver.Config{PieceSize: -1}, src)
+			release, halfway := make(chan struct{}), make(chan struct{})
+			f.up.hook = func(w http.ResponseWriter, r *http.Request, b []byte) bool {
+				w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+				w.WriteHeader(http.StatusOK)
+				_, _ = w.Write(b[:len(b)/2])
+				w.(http.Flusher).Flush()
+				close(halfway)
+				select {
+				case <-release:
+				case <-r.Context().Done():
+					return true
+				}
+				_, _ = w.Write(b[len(b)/2:])
+				return true
+			}
+			d := f.up.push(t, "team/app", body)
+			b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			<-halfway
+			// Served to peers once this node took in the registry's answer.
+			var blob store.Blob
+			for deadline := time.Now().Add(10 * time.Second); blob == nil; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the download is not served to peers 10 s after the registry's first bytes")
+				}
+				blob, _ = f.res.InFlight(d)
+			}
+			l, ok := blob.(interface{ Leads() bool })
+			if !ok || l.Leads() != ranked {
+				t.Errorf("the download in flight says it leads: %v (says at all: %v); want %v", ok && l.Leads(), ok, ranked)
+			}
+			close(release)
+			if got, err := readAll(t.Context(), t, b, 0); err != nil || !bytes.Equal(got, body) {
+				t.Fatalf("read %d bytes: %v", len(got), err)
+			}
+		})
+	}
+}
