@@ -953,9 +953,11 @@ type fetch struct {
 	lastByte       atomic.Int64
 
 	// What the source said: the blob's size, and how many bytes from the
-	// start it held (arriving: a part only).
+	// start it held (arriving: a part only); leads: it fetches the blob
+	// from the registry for the cluster now (see PeerLeads).
 	size, have int64
 	arriving   bool
+	leads      bool
 
 	ing     store.Ingest
 	n       int64 // bytes written from off
@@ -984,7 +986,10 @@ func (r *Resolver) newFetch(ctx context.Context, cancel context.CancelCauseFunc,
 // when it answered, its copy stopped growing: a peer that answers a ping
 // waits on its own source and is asked again later (errNotArriving); one
 // that does not is frozen or cut off (errStalled), as the judge would
-// have found had its ping come first, and is left out.
+// have found had its ping come first, and is left out. A peer that said
+// it leads (it reads the registry, and waits on no one) and answers a ping
+// waits on the registry: it is kept until StallTimeout, as it keeps the
+// registry itself, for this node would only ask the same registry.
 func (f *fetch) expired() {
 	last := f.lastByte.Load()
 	wait := time.Since(time.Unix(0, last))
@@ -1001,6 +1006,10 @@ func (f *fetch) expired() {
 	case !f.past.Load():
 		f.cancel(errStalled)
 	case f.answers():
+		if f.leads && time.Since(time.Unix(0, last)) < f.r.cfg.StallTimeout && f.lastByte.Load() == last {
+			f.watchdog.Reset(f.arrival)
+			return
+		}
 		f.cancel(errNotArriving)
 	default:
 		f.cancel(fmt.Errorf("no byte past the %d bytes it held for %v, and no answer to %d pings of %v: %w",
@@ -1045,6 +1054,7 @@ func (f *fetch) open(ing store.Ingest) (io.ReadCloser, error) {
 		return nil, err
 	}
 	f.size, f.have = size, have
+	f.leads = f.src.kind == SourcePeer && PeerLeads(body, nil)
 	// A peer that held none of it (0) may be the designated fetcher waiting
 	// for the registry's first byte, or a peer that does not say: the usual
 	// timeout then.

@@ -28,6 +28,9 @@ type leaderRouter struct {
 	data  []byte
 	have  int64
 	leads bool
+	// pause: the peer's stream sends nothing for this long once past what
+	// it held, as the registry's stream to it pauses.
+	pause time.Duration
 
 	mu     sync.Mutex
 	asked  []string
@@ -43,7 +46,7 @@ func (r *leaderRouter) Fetch(ctx context.Context, p string, d digest.Digest, off
 	return body, size, err
 }
 
-func (r *leaderRouter) FetchRange(_ context.Context, p string, d digest.Digest, rg resolver.PeerRange) (io.ReadCloser, int64, int64, error) {
+func (r *leaderRouter) FetchRange(ctx context.Context, p string, d digest.Digest, rg resolver.PeerRange) (io.ReadCloser, int64, int64, error) {
 	size := int64(len(r.data))
 	if p != "other" || d != digest.FromBytes(r.data) {
 		return nil, 0, 0, errdefs.ErrNotFound
@@ -59,7 +62,11 @@ func (r *leaderRouter) FetchRange(_ context.Context, p string, d digest.Digest, 
 		return nil, size, r.have, err
 	}
 	r.served += size - rg.Off
-	return &leaderBody{Reader: bytes.NewReader(r.data[rg.Off:]), leads: r.leads}, size, r.have, nil
+	var body io.Reader = bytes.NewReader(r.data[rg.Off:])
+	if r.pause > 0 && rg.Off < r.have {
+		body = io.MultiReader(bytes.NewReader(r.data[rg.Off:r.have]), pauseReader{ctx, r.pause}, bytes.NewReader(r.data[r.have:]))
+	}
+	return &leaderBody{Reader: body, leads: r.leads}, size, r.have, nil
 }
 
 // leaderBody is an answer that says whether its peer leads.
@@ -118,6 +125,24 @@ func TestLeaderIsFollowed(t *testing.T) {
 				t.Errorf("the peer was asked %v; want %d requests", router.asked, tc.wantAsked)
 			}
 		})
+	}
+}
+
+// TestLeaderThatWaitsOnTheRegistryIsKept: a peer that leads, followed,
+// sends nothing past what it held for longer than ArrivalStall, as the
+// registry's stream to it pauses. It answers a ping, and waits on no peer:
+// it is kept, for StallTimeout as it keeps the registry, and the registry
+// sends this node nothing.
+func TestLeaderThatWaitsOnTheRegistryIsKept(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 4<<20)
+	router := &leaderRouter{data: body, have: 1 << 20, leads: true, pause: 800 * time.Millisecond}
+	f := newFixture(t, resolver.Config{PieceSize: -1, ArrivalStall: 200 * time.Millisecond}, resolver.Sources{Router: router})
+	pullPushed(t, f, body)
+	router.mu.Lock()
+	defer router.mu.Unlock()
+	if n := f.up.blobGets.Load(); n != 0 {
+		t.Errorf("registry asked %d times, want 0 (the peer was asked %v)", n, router.asked)
 	}
 }
 

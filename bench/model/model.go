@@ -46,6 +46,9 @@ type stream struct {
 	// designated, to fetch the blob for the cluster; it asks no
 	// designated peer itself (swarm.Sources).
 	forPeer bool
+	// leads: the stream reads the registry while its node leads for the
+	// blob (swarm.LeadsNow); its readers may wait on it.
+	leads bool
 }
 
 const none = -2

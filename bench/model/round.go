@@ -35,7 +35,9 @@ func (s *sim) round(t *stream) {
 			continue
 		}
 		if src.Upstream {
+			lead := t.sw.LeftToUs || swarm.Leads(true, designatedIn(srcs), t.sw.FailedPeers)
 			s.start(t, registry, true, s.size)
+			t.leads = swarm.LeadsNow(lead, true)
 			return
 		}
 		if !listed && !t.sw.LeftToUs {
@@ -79,14 +81,16 @@ func (s *sim) round(t *stream) {
 // swarm.BlobUploadCap).
 func (s *sim) ask(t *stream, j int, src swarm.Source, above, lead, fetcher bool) bool {
 	b := t.blob
-	wait, heldOnly := swarm.WaitOn(swarm.Reader{Ranked: true, Above: above, Designated: src.Designated, Leading: lead})
+	arriving := !s.streams[j][b].done
+	// What j's answer says: it reads the registry for the cluster now.
+	peerLeads := arriving && s.streams[j][b].leads
+	wait, heldOnly := swarm.WaitOn(swarm.Reader{Ranked: true, Above: above, Designated: src.Designated, Leading: lead, PeerLeads: peerLeads})
 	if fetcher {
 		// The resolver's fetcherSource: the peer a designated peer left
 		// the blob to waits on no one, so it is waited on.
 		wait, heldOnly = true, false
 	}
 	have := s.held[j][b]
-	arriving := !s.streams[j][b].done
 	ask := swarm.Ask{Off: int64(s.held[t.node][b]), Ranged: true, Wait: wait}
 	c := swarm.Copy{Size: int64(s.size), Have: int64(have), Arriving: arriving}
 	if swarm.NotYet(ask, c) || (heldOnly && have <= s.held[t.node][b]) {
@@ -136,7 +140,7 @@ func (s *sim) slowReaders(j, reader int) bool {
 
 // start opens t's stream from src: its first byte comes a round trip on.
 func (s *sim) start(t *stream, src int, wait bool, limit float64) {
-	t.src, t.wait, t.limit, t.reading = src, wait, limit, true
+	t.src, t.wait, t.limit, t.reading, t.leads = src, wait, limit, true, false
 	t.startAt = s.now + s.cfg.RTT.Seconds()
 	if src >= 0 {
 		t.srcKey = s.key(src, t.blob)
