@@ -78,6 +78,9 @@ type pullResult struct {
 	seconds float64 // from the start of the scenario until the pull returned
 	err     error
 	harm    harm // what the scenario did to the node; a harmed node's pull is not counted
+	// harmedAt is when the harm struck mid-pull (zero: after the pull
+	// returned, or never).
+	harmedAt time.Time
 }
 
 // harm is what a scenario does to a node mid-pull.
@@ -532,7 +535,7 @@ func (s *session) pullGroup(ctx context.Context, group []*node, start time.Time,
 			}
 			if got := c.RxBytes - base.nodes[n.i].RxBytes; float64(got) >= h.at()*S {
 				s.strike(ctx, n, h, cancels[i], p, fmt.Sprintf("after it received %s", human(got)))
-				res[i].harm = h
+				res[i].harm, res[i].harmedAt = h, time.Now()
 			}
 		}
 		if time.Since(lastLine) >= 10*time.Second {
@@ -631,13 +634,13 @@ func (s *session) copies(results []pullResult, gets []blobGet) copies {
 	for i, l := range s.im.Layers {
 		sizes[l] = s.im.LayerSizes[i]
 	}
-	harmed := map[int]bool{}
+	harmedAt := map[int]time.Time{}
 	for _, r := range results {
 		if r.harm != unharmed {
-			harmed[r.node] = true
+			harmedAt[r.node] = r.harmedAt
 		}
 	}
-	return countCopies(gets, sizes, harmed)
+	return countCopies(gets, sizes, harmedAt)
 }
 
 // slowPeersNote says what slowpeers did to which node and, from the
