@@ -284,7 +284,8 @@ type dl struct {
 	// fromRegistry is how many of the blob's bytes the registry sent this
 	// node, resumed requests included.
 	fromRegistry int64
-	// relayAsked: peers asked once more after errRelaying (see pace).
+	// relayAsked: peers asked once more after errRelaying (see pace) or
+	// errPaused.
 	relayAsked map[string]bool
 	// peerBest is the best rate a peer's stream of this download reached
 	// over a whole window (see swarm.HeldPace).
@@ -357,7 +358,6 @@ func (d *dl) publish(size int64) error {
 // opened records that a source of kind answered.
 func (d *dl) opened(kind Source) {
 	d.f.setSource(kind)
-	d.f.leads.Store(swarm.LeadsNow(d.leading.Load(), kind == SourceUpstream))
 	if !d.announced {
 		d.announced = true
 		close(d.f.fed)
@@ -446,6 +446,9 @@ func (d *dl) round() bool {
 		src.paced = d.paced
 		src.lag = &d.lagging
 		d.leading.Store(lead)
+		// Said from the moment it asks the registry: a peer that asks
+		// meanwhile waits on it rather than lead too.
+		d.f.leads.Store(swarm.LeadsNow(lead, src.kind == SourceUpstream))
 		d.primary.Store(src.peer)
 		r.rec.Trying(d.req.Digest, src.kind, src.peer)
 		d.log.Debug("trying source", "source", src.String(), "offset", d.off, "lead", lead, "designated", src.designated)
@@ -525,7 +528,7 @@ func (d *dl) try(src source, sources []source) (n int64, sent bool, err error) {
 		if src.kind == SourceUpstream {
 			d.fromRegistry += k
 		}
-		if errors.Is(err, errRelaying) && !d.relayAsked[src.peer] {
+		if (errors.Is(err, errRelaying) || errors.Is(err, errPaused)) && !d.relayAsked[src.peer] {
 			// Its own source went silent: by now it, or the next in the
 			// ranking, has found the next (see handOver).
 			d.relayAsked[src.peer], d.sw.LostPeer = true, true
@@ -901,6 +904,12 @@ var errHeldWhole = errors.New("the peer holds the whole blob")
 // does: the download asks again rather than giving the peer up.
 var errNotArriving = errors.New("the peer's copy stopped growing")
 
+// errPaused marks errNotArriving from a peer that had relayed bytes it
+// received after it answered: its own source was alive, and stopped.
+// Like errRelaying, it is asked once more: by now it has found its next
+// source, or waits on the registry as the leader.
+var errPaused = errors.New("the peer relayed bytes that reached it after it answered")
+
 // errStalled marks a source that stopped sending.
 var errStalled = errors.New("source stalled")
 
@@ -1158,6 +1167,8 @@ func (f *fetch) cut(err error) error {
 	case errors.Is(c, errStalled), errors.Is(c, errSlow):
 		// The judge's verdict on a peer's stream.
 		return fmt.Errorf("blob %s: %s at offset %d: %w", f.req.Digest, f.src, at, c)
+	case errors.Is(c, errNotArriving) && at > max(f.have, f.off):
+		return fmt.Errorf("blob %s: %s held %d bytes of %d when it answered, relayed up to %d, and sent none past it for %s: %w: %w: %w", f.req.Digest, f.src, f.have, f.size, at, quiet, errPaused, errNotArriving, errdefs.ErrOutOfRange)
 	case errors.Is(c, errNotArriving):
 		return fmt.Errorf("blob %s: %s held %d bytes of %d when it answered, and sent none past %d for %s: %w: %w", f.req.Digest, f.src, f.have, f.size, at, quiet, errNotArriving, errdefs.ErrOutOfRange)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -200,5 +201,97 @@ func TestInFlightSaysItLeads(t *testing.T) {
 				t.Fatalf("read %d bytes: %v", len(got), err)
 			}
 		})
+	}
+}
+
+// pausedRouter is a mesh where "gone", ranked first for the blob, answers
+// and then sends nothing (it froze: this download lost a peer), and
+// "relay", ranked next, holds the first MiB and relays the next as they
+// reach it. Its first stream pauses once it has relayed a second MiB, as
+// its own source does; its next one sends the rest.
+type pausedRouter struct {
+	data  []byte
+	pause time.Duration
+
+	mu    sync.Mutex
+	asked []string
+}
+
+func (r *pausedRouter) Providers(context.Context, digest.Digest) ([]string, error) {
+	return []string{"relay"}, nil
+}
+
+func (r *pausedRouter) Fetch(ctx context.Context, p string, d digest.Digest, off int64) (io.ReadCloser, int64, error) {
+	body, size, _, err := r.FetchRange(ctx, p, d, resolver.PeerRange{Off: off, Wait: true})
+	return body, size, err
+}
+
+func (r *pausedRouter) FetchRange(ctx context.Context, p string, d digest.Digest, rg resolver.PeerRange) (io.ReadCloser, int64, int64, error) {
+	size := int64(len(r.data))
+	if d != digest.FromBytes(r.data) {
+		return nil, 0, 0, errdefs.ErrNotFound
+	}
+	r.mu.Lock()
+	r.asked = append(r.asked, fmt.Sprintf("%s@%d", p, rg.Off))
+	first := len(r.asked) == 2
+	r.mu.Unlock()
+	switch p {
+	case "gone":
+		return io.NopCloser(stallReader{ctx}), size, size, nil
+	case "relay":
+		var body io.Reader = bytes.NewReader(r.data[rg.Off:])
+		if first {
+			body = io.MultiReader(bytes.NewReader(r.data[rg.Off:2<<20]), pauseReader{ctx, r.pause}, stallReader{ctx})
+		}
+		return io.NopCloser(body), size, 1 << 20, nil
+	}
+	return nil, 0, 0, errdefs.ErrNotFound
+}
+
+func (r *pausedRouter) Avoid(string, error)                          {}
+func (r *pausedRouter) Provide(context.Context, digest.Digest) error { return nil }
+func (r *pausedRouter) Silent(string)                                {}
+func (r *pausedRouter) Silenced(string) bool                         { return false }
+
+// Answers: "gone" is frozen, "relay" answers.
+func (r *pausedRouter) Answers(ctx context.Context, p string) bool {
+	if p == "gone" {
+		<-ctx.Done()
+		return false
+	}
+	return true
+}
+
+func (r *pausedRouter) Designated(digest.Digest, []digest.Digest) ([]string, bool) {
+	return []string{"gone", "relay"}, false
+}
+
+func (r *pausedRouter) FetchThrough(ctx context.Context, p string, d digest.Digest, off int64, _, _ string) (io.ReadCloser, int64, error) {
+	return r.Fetch(ctx, p, d, off)
+}
+
+// TestRelayWhoseSourcePausedIsAskedAgain: after the download lost a peer,
+// the peer it moved to relays bytes that reach it after it answered, then
+// sends none for longer than ArrivalStall, as its own source pauses. It
+// answers a ping: it is asked once more, not given up, and sends the
+// rest; the registry sends nothing. Given up, it would leave this node to
+// lead, and the registry would send the rest twice.
+func TestRelayWhoseSourcePausedIsAskedAgain(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 4<<20)
+	router := &pausedRouter{data: body, pause: 10 * time.Second}
+	f := newFixture(t, resolver.Config{
+		PieceSize: -1, StallTimeout: 300 * time.Millisecond, ArrivalStall: 200 * time.Millisecond,
+		PeerStall: 2 * time.Second, PeerSlowWindow: 2 * time.Second,
+	}, resolver.Sources{Router: router})
+	pullPushed(t, f, body)
+	f.res.Close()
+	router.mu.Lock()
+	defer router.mu.Unlock()
+	if n := f.up.blobGets.Load(); n != 0 {
+		t.Errorf("registry asked %d times, want 0 (peers asked %v)", n, router.asked)
+	}
+	if want := []string{"gone@0", "relay@0", "relay@2097152"}; !slices.Equal(router.asked, want) {
+		t.Errorf("peers asked %v, want %v", router.asked, want)
 	}
 }
