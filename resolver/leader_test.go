@@ -138,7 +138,11 @@ func TestLeaderThatWaitsOnTheRegistryIsKept(t *testing.T) {
 	t.Parallel()
 	body := randomBytes(t, 4<<20)
 	router := &leaderRouter{data: body, have: 1 << 20, leads: true, pause: 800 * time.Millisecond}
-	f := newFixture(t, resolver.Config{PieceSize: -1, ArrivalStall: 200 * time.Millisecond}, resolver.Sources{Router: router})
+	// The judge gets 10 s: the test is about the arrival watchdog.
+	f := newFixture(t, resolver.Config{
+		PieceSize: -1, ArrivalStall: 200 * time.Millisecond,
+		PeerStall: 10 * time.Second, PeerSlowWindow: 10 * time.Second,
+	}, resolver.Sources{Router: router})
 	pullPushed(t, f, body)
 	router.mu.Lock()
 	defer router.mu.Unlock()

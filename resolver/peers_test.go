@@ -796,7 +796,10 @@ func TestAfterASilentPeerTheNextMustAnswerSoon(t *testing.T) {
 // layer takes at least 7.7 s; a download idle for half of BusyRetryFor
 // asks the registry. A host so loaded that the slow stream's bytes stop
 // for 1 s would fail the test: the margin is that wide because such a
-// pause did happen, under -race, at a 0.5 s threshold.
+// pause did happen, under -race, at a 0.5 s threshold. The slow stream's
+// judge gets PeerStall and PeerSlowWindow of 10 s: the test is about the
+// busy holder, and a loaded host's pause in the slow stream, judged by
+// the defaults, left the stream for the registry, which lacks the layer.
 func TestBusyPeerWaitedForWhileTheNodeReceives(t *testing.T) {
 	t.Parallel()
 	const busy = 9
@@ -805,7 +808,10 @@ func TestBusyPeerWaitedForWhileTheNodeReceives(t *testing.T) {
 		peers: map[string]fakePeer{"holder": {data: busyLayer, busy: busy}, "slow": {data: slowLayer, slow: true}},
 		order: []string{"holder", "slow"},
 	}
-	f := newFixture(t, resolver.Config{BusyWait: 200 * time.Millisecond, BusyRetryFor: 2 * time.Second}, resolver.Sources{Router: router})
+	f := newFixture(t, resolver.Config{
+		BusyWait: 200 * time.Millisecond, BusyRetryFor: 2 * time.Second,
+		PeerStall: 10 * time.Second, PeerSlowWindow: 10 * time.Second,
+	}, resolver.Sources{Router: router})
 	f.up.push(t, "a", busyLayer)
 	slow, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: digest.FromBytes(slowLayer), Size: int64(len(slowLayer))})
 	if err != nil {
