@@ -28,12 +28,20 @@ var errNoOtherPeer = errors.New("no other connected peer to compare with")
 // connected to other than exclude (see comparePeers), over the connections
 // already open, and returns the first answer's round trip, and the
 // quickest round trip seen before to the peer that gave it (0: none). It
-// fails with errNoOtherPeer when there is none to ask, and with ctx's
-// error when none answered in time.
+// pings exclude as well, whose answer counts only when it did not wait in
+// a queue (see swarm.OwnLinkQueued; with no round trip seen before, when it
+// came within swarm.OwnLinkQueue): its pings cross the connection its
+// bytes would, so an answer that came straight back shows that nothing on
+// the way, this node's link included, holds them up; any answer of it is
+// noted (see stats.answeredSince). It fails with
+// errNoOtherPeer when there is no other peer to ask, and with ctx's error
+// when none answered in time.
 //
 // A node whose own link is cut or full sees every peer slow at once: its
 // pings queue behind what it sends and receives. A peer that alone is
-// slow or silent is the peer's doing.
+// slow or silent is the peer's doing. Where the node's other peers are
+// frozen or throttled themselves, the peer's own quick answer is what
+// tells a peer that has nothing to send from a link that carries nothing.
 func (n *Node) roundTripBeside(ctx context.Context, exclude peer.ID) (rtt, quickest time.Duration, err error) {
 	others := n.comparePeers(exclude)
 	if len(others) == 0 {
@@ -42,13 +50,20 @@ func (n *Node) roundTripBeside(ctx context.Context, exclude peer.ID) (rtt, quick
 	ctx, cancel := context.WithCancel(network.WithNoDial(ctx, "own link probe"))
 	defer cancel() // ends the other pings
 	type answer struct{ rtt, quickest time.Duration }
-	answers := make(chan answer, len(others))
-	for _, p := range others {
+	answers := make(chan answer, len(others)+1)
+	for _, p := range append(others, exclude) {
 		go func() {
 			if res, ok := <-ping.Ping(ctx, n.host, p); ok && res.Error == nil {
 				st := n.stats.peer(p)
 				quickest := time.Duration(st.quickest.Load())
 				st.roundTrip(res.RTT)
+				if p == exclude {
+					n.stats.answered(p, time.Now())
+					if res.RTT-quickest >= swarm.OwnLinkQueue {
+						// Late: its own uplink may be what it waited behind.
+						return
+					}
+				}
 				answers <- answer{res.RTT, quickest}
 			}
 		}()
@@ -101,9 +116,10 @@ func (n *Node) comparePeers(exclude peer.ID) []peer.ID {
 // ownLinkSlow says whether, exclude having kept this node waiting for
 // wait, none of the node's other peers (see roundTripBeside) answers a
 // ping within swarm.OwnLinkBudget, or the first to answer does so
-// swarm.OwnLinkQueue later than its quickest round trip: the node's own
-// link, not exclude, is what holds exclude's bytes and answers up. False
-// when there is no other peer to ask.
+// swarm.OwnLinkQueue later than its quickest round trip, and exclude does
+// not answer at once either: the node's own link, not exclude, is what
+// holds exclude's bytes and answers up. False when there is no other peer
+// to ask.
 func (n *Node) ownLinkSlow(exclude peer.ID, wait time.Duration) bool {
 	ctx, cancel := context.WithTimeout(n.life, swarm.OwnLinkBudget)
 	defer cancel()

@@ -35,8 +35,8 @@ func connectedMesh(t *testing.T, n int) *p2ptest.Cluster {
 
 // TestOwnLinkSlow: a peer that kept this node waiting is laid to the
 // node's own link only when none of its other peers, silent or not,
-// answers a ping in time either; the peer judged does not count,
-// answering or not.
+// answers a ping in time, and the peer judged does not answer at once
+// either: its own answer counts only when it did not wait in a queue.
 func TestOwnLinkSlow(t *testing.T) {
 	t.Parallel()
 	c := connectedMesh(t, 3)
@@ -48,31 +48,41 @@ func TestOwnLinkSlow(t *testing.T) {
 	// answers, the link is found fine by some probe within 30 s. Where
 	// none answers, every probe finds it slow.
 	answerable, unanswerable := 20*time.Second, time.Duration(0)
-	foundFine := func(p string) {
+	foundFine := func(p, why string) {
 		t.Helper()
 		p2ptest.Eventually(t, 30*time.Second, func() error {
 			if r.OwnLinkSlow(p, answerable) {
-				return fmt.Errorf("own link slow while a peer other than %s answers", p)
+				return fmt.Errorf("own link slow while %s", why)
 			}
 			return nil
 		})
 	}
-	foundFine(judged.ID().String())
-	// The other peer answers within the budget, 0.2 s after a ping, where
-	// it once answered in a millisecond: the ping waited in the queue of
-	// the node's own link, cut to a tenth.
+	foundFine(judged.ID().String(), "both peers answer")
+	// From here on the judged peer answers 0.2 s after a ping, where it
+	// once answered in a millisecond, as behind a full link: that answer
+	// waited in a queue, and says nothing of this node's link.
+	p2p.SawRoundTrip(c.Nodes[0], judged.ID(), time.Millisecond)
+	p2p.Host(judged).SetStreamHandler(ping.ID, latePing(200*time.Millisecond))
+	// The other peer answers within the budget, 0.2 s after a ping: the
+	// ping waited in the queue of the node's own link, cut to a tenth.
 	p2p.SawRoundTrip(c.Nodes[0], other.ID(), time.Millisecond)
 	p2p.Host(other).SetStreamHandler(ping.ID, latePing(200*time.Millisecond))
 	if !r.OwnLinkSlow(judged.ID().String(), time.Second) {
-		t.Error("own link not slow while the only other peer answers 0.2 s past its quickest round trip of 1 ms")
+		t.Error("own link not slow while both peers answer 0.2 s past their quickest round trip of 1 ms")
 	}
 	// The other peer's pings go unanswered, as they would behind a full
-	// link; the judged peer still answers, and is not asked.
+	// link, or from a peer frozen itself.
 	p2p.Host(other).RemoveStreamHandler(ping.ID)
 	if !r.OwnLinkSlow(judged.ID().String(), unanswerable) {
-		t.Error("own link not slow while the only other peer does not answer")
+		t.Error("own link not slow while the only other peer does not answer and the judged one answers late")
 	}
-	foundFine(other.ID().String())
+	// The judged peer answers at once, the other still not at all: the
+	// other peer is the one that is down, and nothing holds the judged
+	// peer's answers up on the way, this node's link included.
+	p2p.Host(judged).SetStreamHandler(ping.ID, latePing(0))
+	foundFine(judged.ID().String(), "the judged peer answers at once")
+	foundFine(other.ID().String(), "a peer other than the one judged answers at once")
+	p2p.Host(judged).SetStreamHandler(ping.ID, latePing(200*time.Millisecond))
 	// The other peer answers after 0.6 s, as a ping behind a link cut to
 	// a tenth with its queue full does: however long the judged peer's
 	// wait, that is the node's own link.

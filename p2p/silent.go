@@ -149,9 +149,11 @@ func (n *Node) watch(p peer.ID, addrs []ma.Multiaddr, d time.Duration, done func
 		// and closing the connection would end its streams, the peer's
 		// downloads from this node among them. Nor when this node's other
 		// peers do not answer either: its own link holds the ping up, and
-		// the connection carries its reads from p.
+		// the connection carries its reads from p. The probe of the link
+		// pings p too, and an answer to it counts as one to these.
 		since := pinged.Add(-flowKeeps)
-		if !n.stats.flowedSince(p, since) && !n.stats.answeredSince(p, since) && n.host.Network().Connectedness(p) == network.Connected && !n.ownLinkSlow(p, watchPingTimeout) {
+		quiet := func() bool { return !n.stats.flowedSince(p, since) && !n.stats.answeredSince(p, since) }
+		if quiet() && n.host.Network().Connectedness(p) == network.Connected && !n.ownLinkSlow(p, watchPingTimeout) && quiet() {
 			_ = n.host.Network().ClosePeer(p)
 		}
 		select {

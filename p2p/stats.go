@@ -22,7 +22,8 @@ type peerStat struct {
 	// in Unix nanoseconds.
 	lastRead atomic.Int64
 	// lastAnswer is when the peer last answered a ping of a silent
-	// peer's watch, however late, in Unix nanoseconds (see Node.watch).
+	// peer's watch or of an own-link probe, however late, in Unix
+	// nanoseconds (see Node.watch, Node.roundTripBeside).
 	lastAnswer atomic.Int64
 	// quickest is the shortest round trip seen to the peer, a ping's or a
 	// request's up to its answer's header, in nanoseconds; 0: none yet
@@ -89,13 +90,13 @@ func (s *stats) flowedSince(p peer.ID, t time.Time) bool {
 	return st != nil && st.lastByte.Load() >= t.UnixNano()
 }
 
-// answered notes that p answered a watch's ping at t.
+// answered notes that p answered a watch's or a probe's ping at t.
 func (s *stats) answered(p peer.ID, t time.Time) {
 	s.peer(p).lastAnswer.Store(t.UnixNano())
 }
 
-// answeredSince says whether p answered a watch's ping at or after t,
-// however late: its connection carries its bytes.
+// answeredSince says whether p answered a watch's or a probe's ping at or
+// after t, however late: its connection carries its bytes.
 func (s *stats) answeredSince(p peer.ID, t time.Time) bool {
 	s.mu.Lock()
 	st := s.peers[p]
