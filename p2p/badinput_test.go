@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/opencontainers/go-digest"
 
@@ -32,9 +33,11 @@ import (
 func rawHost(t *testing.T) host.Host {
 	t.Helper()
 	// A patient dial: on a busy host a handshake can take seconds, and
-	// these tests are about what the peer says, not how fast.
+	// these tests are about what the peer says, not how fast. libp2p has
+	// a bound of its own for loopback addresses (5 s), set too.
 	h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.DisableRelay(), libp2p.DisableMetrics(), libp2p.WithDialTimeout(time.Minute))
+		libp2p.DisableRelay(), libp2p.DisableMetrics(), libp2p.WithDialTimeout(time.Minute),
+		libp2p.SwarmOpts(swarm.WithDialTimeoutLocal(time.Minute)))
 	if err != nil {
 		t.Fatal(err)
 	}

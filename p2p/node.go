@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	lpswarm "github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -229,7 +230,10 @@ func newHost(cfg Config, key crypto.PrivKey, protection Protection, g *gater, up
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
 		libp2p.ConnectionGater(g),
+		// The same bound for every address: libp2p's own for private and
+		// loopback ones (5 s) would cut a slower one short.
 		libp2p.WithDialTimeout(cfg.Timing.DialTimeout),
+		libp2p.SwarmOpts(lpswarm.WithDialTimeoutLocal(cfg.Timing.DialTimeout)),
 	}
 	rm, err := resourceManager()
 	if err != nil {
