@@ -140,6 +140,12 @@ const (
 	idleLinkFactor = 12
 	idleLinkShare  = 0.5
 	idleLinkCalm   = 3
+	// starvedShare: on a link at least idleLinkShare busy, a stream of
+	// bytes its peer held, below the node's best divided by
+	// idleLinkFactor, is slow when it gets under an even share of what
+	// the node receives divided by this (see starved): the quarter that
+	// nodeBusyShare grants a stream slow by its own best.
+	starvedShare = 4
 	// burstySpan: a stream whose silence may last a whole window or more
 	// (its bytes come in bursts, as a peer behind a full link sends them)
 	// is not measured over one window, but over the span since it turned
@@ -463,16 +469,46 @@ func (p *pace) measured(now time.Time) (r float64, span time.Duration, ok bool) 
 }
 
 // idleLink says why a stream at rate r over span, not slow by its own
-// best, is slow beside the node's link (see idleLinkFactor), or nil.
+// best, is slow beside the node's link (see idleLinkFactor), or nil. On
+// a link at least idleLinkShare busy, a stream of bytes the peer held is
+// slow only when starved.
 func (p *pace) idleLink(now time.Time, r float64, span time.Duration, node *nodePace) error {
 	if node == nil {
 		return nil
 	}
-	rate, best, _, _ := node.state(now)
-	if best == 0 || r*idleLinkFactor >= best || rate >= idleLinkShare*best || rate-p.rate() >= r || node.droppedWithin(now, idleLinkCalm*p.window) {
+	rate, best, streams, _ := node.state(now)
+	if best == 0 || r*idleLinkFactor >= best {
+		return nil
+	}
+	if rate >= idleLinkShare*best {
+		if p.relayed {
+			// As slow as the relay's own source: see graced.
+			return nil
+		}
+		return starved(r, span, rate, streams)
+	}
+	if rate-p.rate() >= r || node.droppedWithin(now, idleLinkCalm*p.window) {
 		return nil
 	}
 	return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of the %.0f KiB/s this node received at its best, with its link more than half idle: %w", r/1024, span.Round(time.Millisecond), idleLinkFactor, best/1024, errSlow)
+}
+
+// starved says why a stream at rate r over span, of bytes its peer held
+// and slow from its first byte, beside a busy link (the node receiving
+// rate over streams), is slow: it gets under 1/starvedShare of an even
+// share of that rate. Streams that share a link get about even shares of
+// it; one that gets a small part of its share is held up at the peer's
+// end, its uplink throttled or full, and the next source carries the rest
+// at a share of the same link. Kept for the link's being busy, a node
+// read a peer behind a link cut to a tenth at 0.5 MB/s for 7 s while its
+// other blobs came in, and its pull waited on that one. A relay is left
+// to the rules for relays: it is as slow as its own source, which it
+// judges itself, and left early it would have this node lead beside it.
+func starved(r float64, span time.Duration, rate float64, streams int) error {
+	if streams < 2 || r*starvedShare*float64(streams) >= rate {
+		return nil
+	}
+	return fmt.Errorf("%.0f KiB/s over the last %v, under 1/%d of an even share of the %.0f KiB/s this node receives over %d streams: %w", r/1024, span.Round(time.Millisecond), starvedShare, rate/1024, streams, errSlow)
 }
 
 // nodePace is the node's receiving pace over the peer streams it judges

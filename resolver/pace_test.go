@@ -208,7 +208,9 @@ func TestOwnLinkExcusesSilence(t *testing.T) {
 }
 
 // TestIdleLinkSlow: a stream slow from its first byte is not slow by its
-// own best; it is by the node's, when the node's link is mostly idle.
+// own best; it is by the node's, when the node's link is mostly idle, or
+// busy with other streams that get many times its share, unless it
+// relays.
 func TestIdleLinkSlow(t *testing.T) {
 	t.Parallel()
 	const fast, gap = 32 << 10, 10 * time.Millisecond // 3.2 MB/s
@@ -222,11 +224,16 @@ func TestIdleLinkSlow(t *testing.T) {
 		// (0: every gap), so that it is too bursty to measure over a
 		// window.
 		burst time.Duration
-		want  error
+		// relayed: the stream is past the bytes the peer held.
+		relayed bool
+		want    error
 	}{
 		{name: "a thirtieth of the node's best, the link idle", rate: fast / 30, want: errSlow},
 		{name: "a tenth of the node's best, alone: the node's own link cut to a tenth", rate: fast / 10},
-		{name: "a thirtieth, the link busy with another peer's stream", rate: fast / 30, others: fast * 3 / 4, otherPeers: 1},
+		{name: "a thirtieth, the link busy with another peer's stream: starved", rate: fast / 30, others: fast * 3 / 4, otherPeers: 1, want: errSlow},
+		{name: "a thirtieth, relayed, the link busy with another peer's stream", rate: fast / 30, others: fast * 3 / 4, otherPeers: 1, relayed: true},
+		{name: "a thirtieth, one of eight streams sharing a busy link", rate: fast / 30, others: 7 * fast / 10, otherPeers: 7},
+		{name: "a tenth, the link busy with another peer's stream", rate: fast / 10, others: fast * 3 / 4, otherPeers: 1},
 		{name: "a thirtieth, beside another peer as slow: the node's own link", rate: fast / 30, others: fast / 30, otherPeers: 1},
 		{name: "a thirtieth, beside a stream at half its rate, the link still idle", rate: fast / 30, others: fast / 60, otherPeers: 1, want: errSlow},
 		{name: "a thirtieth, beside streams that bring more: a cut link they share", rate: fast / 30, others: fast / 20, otherPeers: 2},
@@ -248,6 +255,7 @@ func TestIdleLinkSlow(t *testing.T) {
 				node.open(fmt.Sprintf("other%d", i), 1)
 			}
 			p := newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
+			p.relayed = tt.relayed
 			burst, span := max(tt.burst, gap), 3*time.Second
 			if tt.burst > 0 {
 				// Measured once bursty for as long as its silence may last.
@@ -314,9 +322,11 @@ func TestIdleLinkNotCalmedByAPeersDrop(t *testing.T) {
 	node, old := measuredStream(t, &now, "old", gap, fast)
 	// Another peer's stream starts slow from its first byte, beside the
 	// old one at full rate; then the old one's peer slows to a sixtieth.
+	// A third peer's seven streams share the link too: the slow stream
+	// gets over a quarter of an even share, and is not starved.
 	node.open("slow", 1)
 	p := newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
-	node.open("busy", 1)
+	node.open("busy", 7)
 	step := func(oldRate, busyRate int) error {
 		old.reading(now)
 		p.reading(now)
@@ -339,7 +349,7 @@ func TestIdleLinkNotCalmedByAPeersDrop(t *testing.T) {
 		}
 	}
 	node.open("old", -1)
-	node.open("busy", -1)
+	node.open("busy", -7)
 	ended := now
 	for end := now.Add(2 * time.Second); now.Before(end); {
 		p.reading(now)
