@@ -588,15 +588,20 @@ const uploadStall = 2 * time.Second
 
 // watchUpload watches an upload to remote written through w until the
 // returned stop is called. Once the reader took no byte for uploadStall
-// it is pinged, and if it does not answer within uploadStall either the
-// upload is cut: a frozen reader, or one whose link is down, would hold
-// the upload's slots until IdleTimeout, and the peers that read would be
-// answered busy meanwhile. A reader that still reads, however slowly (a
-// link cut to a tenth, shared by all its streams), takes a writeChunk well
-// within it, and one that answers is alive, only not reading for now; a
-// ping behind a full queue at a tenth of a link takes about a second. The
-// cut marks nobody silent: a reader alive after all asks again from where
-// it stopped.
+// it is pinged, and if it does not answer within uploadStall either, and
+// no blob byte crossed its connection either way meanwhile, the upload is
+// cut: a frozen reader, or one whose link is down, would hold the
+// upload's slots until IdleTimeout, and the peers that read would be
+// answered busy meanwhile. A reader that answers is alive, only not
+// reading for now. So is one whose connection carries bytes, for this
+// node's other streams to it or its own to this node, however late its
+// answer: behind a link cut to a tenth, the streams of that connection
+// share what the link carries, a writeChunk can wait seconds for its turn
+// behind the megabytes the connection's socket holds, and the ping waits
+// behind the same bytes. Cut, such a reader would fetch the rest from the
+// registry, through the same link (see readerFlows). The cut marks
+// nobody silent: a reader alive after all asks again from where it
+// stopped.
 func (n *Node) watchUpload(s network.Stream, remote peer.ID, w *deadlineWriter) (stop func()) {
 	done := make(chan struct{})
 	if !n.enterHandler() {
@@ -614,7 +619,7 @@ func (n *Node) watchUpload(s network.Stream, remote peer.ID, w *deadlineWriter) 
 				return
 			case now := <-t.C:
 				stalled := w.stalled(now)
-				if stalled < uploadStall || n.answersWithin(remote, uploadStall) || w.stalled(time.Now()) == 0 {
+				if stalled < uploadStall || n.readerFlows(remote, now) || n.answersWithin(remote, uploadStall) || n.readerFlows(remote, now) || w.stalled(time.Now()) == 0 {
 					continue
 				}
 				n.log.Debug("reader took no byte and does not answer a ping: upload cut", "peer", remote, "for", stalled.Round(time.Millisecond))
@@ -625,4 +630,15 @@ func (n *Node) watchUpload(s network.Stream, remote peer.ID, w *deadlineWriter) 
 	}()
 	var once sync.Once
 	return func() { once.Do(func() { close(done) }) }
+}
+
+// readerFlows says whether a blob's byte crossed the connection with
+// remote, either way, within uploadStall of now: the reader is alive and
+// its link carries bytes, whatever one stream of it waits for (see
+// watchUpload). A stream's own chunk counts only once written, so the
+// stalled stream is not its own proof. A frozen reader's kernel takes what
+// its buffers hold, a fraction of a second at a full link's rate, and then
+// nothing.
+func (n *Node) readerFlows(remote peer.ID, now time.Time) bool {
+	return n.stats.flowedSince(remote, now.Add(-uploadStall))
 }

@@ -1,6 +1,7 @@
 package p2p_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -160,6 +161,72 @@ func TestFrozenReaderLosesItsSlot(t *testing.T) {
 	}
 	if got != 2<<20 {
 		t.Errorf("the slow reader got %d bytes, want %d", got, 2<<20)
+	}
+}
+
+// TestReaderWhoseConnectionFlowsKeepsItsStream: a reader that takes no
+// byte of one stream and answers no ping in time, while its connection
+// carries the bytes of another stream it reads (behind a link cut to a
+// tenth, each stream waits its turn and the ping waits behind them), keeps
+// both: it is alive, and cut, it would fetch the rest from the registry
+// through the same link. Its stream delivers the whole range once read.
+func TestReaderWhoseConnectionFlowsKeepsItsStream(t *testing.T) {
+	t.Parallel()
+	waiting, flowing := randomBlob(9, 64<<20), randomBlob(10, 16<<20)
+	dw, df := digest.FromBytes(waiting), digest.FromBytes(flowing)
+	c := p2ptest.Start(t, 2, p2ptest.Options{
+		Config: func(_ int, cfg *p2p.Config) { cfg.MaxUploads, cfg.Timing.IdleTimeout = 2, time.Minute },
+		Content: func(i int) *p2ptest.Content {
+			if i == 1 {
+				return p2ptest.NewContent(waiting, flowing)
+			}
+			return nil
+		},
+	})
+	c.WaitMembers(t, 2, 20*time.Second)
+	reader, server := c.Nodes[0], c.Nodes[1]
+	p2p.Host(reader).RemoveStreamHandler(ping.ID) // its answers never come
+
+	stalled, _, err := reader.Fetch(t.Context(), server.ID(), dw, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	flow, _, err := reader.Fetch(t.Context(), server.ID(), df, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flow.Close()
+	// 64 KiB every 50 ms for 6 s: the stalled stream waits three times
+	// the upload watch's 2 s with no ping answered.
+	buf := make([]byte, 64<<10)
+	for end := time.Now().Add(6 * time.Second); time.Now().Before(end); {
+		if _, err := io.ReadFull(flow, buf); err != nil {
+			t.Fatalf("the flowing stream: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		// Still flowing while the stalled stream is read.
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if _, err := io.ReadFull(flow, buf); err != nil {
+				return
+			}
+		}
+	}()
+	got, err := io.ReadAll(stalled)
+	if err != nil {
+		t.Fatalf("the stream that waited beside a flowing one: %v after %d bytes; want it kept", err, len(got))
+	}
+	if !bytes.Equal(got, waiting) {
+		t.Errorf("the stream that waited delivered %d bytes, not the blob's %d", len(got), len(waiting))
 	}
 }
 
