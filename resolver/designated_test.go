@@ -210,8 +210,10 @@ func TestWaitsPointUpTheRanking(t *testing.T) {
 
 // TestCopyThatStopsGrowingIsLeft: a peer ranked above this node, still
 // receiving the blob, sends what it holds and then nothing: its own source
-// died. After ArrivalStall, far short of StallTimeout, the download takes the
-// rest from another peer, from where the stream stopped.
+// died. After ArrivalStall, far short of StallTimeout, the download asks it
+// once, without waiting, whether it leads now (a byte at where the stream
+// stopped; it does not, see TestRelayThatTookOverIsReadAgain), and takes
+// the rest from another peer, from where the stream stopped.
 func TestCopyThatStopsGrowingIsLeft(t *testing.T) {
 	t.Parallel()
 	body := randomBytes(t, 4<<20)
@@ -229,7 +231,7 @@ func TestCopyThatStopsGrowingIsLeft(t *testing.T) {
 	// Bounded, so that a download waiting out StallTimeout fails the
 	// test rather than hanging it.
 	pullPushed(t, f, body)
-	if got, want := router.askedOf("stuck"), []string{"stuck@0+0 wait=true through=false"}; !slices.Equal(got, want) {
+	if got, want := router.askedOf("stuck"), []string{"stuck@0+0 wait=true through=false", "stuck@2097152+1 wait=false through=false"}; !slices.Equal(got, want) {
 		t.Errorf("asked the stuck peer %v, want %v", got, want)
 	}
 	if got, want := router.askedOf("whole"), []string{"whole@2097152+0 wait=false through=false"}; !slices.Equal(got, want) {

@@ -30,11 +30,13 @@ type source struct {
 	// may take to answer, and each next byte (for one it held when it
 	// answered, its stream's judge may end the wait sooner).
 	stall time.Duration
-	// expect, when set, is the rate a peer's stream is held to besides
-	// its own best (see swarm.HeldPace); paced, when set, is told the best
-	// rate the stream reached.
-	expect float64
-	paced  func(best float64)
+	// lost: the download lost a peer mid-blob before this source, and
+	// lostBest is the best rate its peers' streams reached (see
+	// swarm.HeldPace); paced, when set, is told the best rate the stream
+	// reached.
+	lost     bool
+	lostBest float64
+	paced    func(best float64)
 	// lag, when set, says whether the stream lags (see pace.lagging).
 	lag *atomic.Bool
 	// open returns the body from off, the blob's size, and how many bytes
@@ -442,7 +444,7 @@ func (d *dl) round() bool {
 		if d.sw.LostPeer {
 			src.stall = r.handOver(src)
 		}
-		src.expect = swarm.HeldPace(src.rule(), d.sw.LostPeer, d.peerBest)
+		src.lost, src.lostBest = d.sw.LostPeer, d.peerBest
 		src.paced = d.paced
 		src.lag = &d.lagging
 		d.leading.Store(lead)
@@ -540,6 +542,14 @@ func (d *dl) try(src source, sources []source) (n int64, sent bool, err error) {
 			r.fellBack(d.req.Digest, src, err)
 			continue
 		}
+		if swarm.AskIfLeadsNow(sortFailure(src, err, d.ing), d.relayAsked[src.peer]) && r.leadsNow(d.req, src.peer, d.off+n) {
+			d.relayAsked[src.peer] = true
+			d.off += n
+			n = 0
+			d.log.Info("the relay left leads now: reading it again", "source", src.String(), "offset", d.off, "err", err)
+			r.fellBack(d.req.Digest, src, err)
+			continue
+		}
 		if !errors.Is(err, errCaughtUp) {
 			return n, sent, err
 		}
@@ -618,6 +628,7 @@ func sortFailure(src source, err error, ing store.Ingest) swarm.Failure {
 		Have:        peerHas(err),
 		Behind:      notNow && src.kind == SourcePeer && peerHas(err) <= held,
 		NotArriving: errors.Is(err, errNotArriving),
+		UnledRelay:  errors.Is(err, errUnledRelay),
 		Stalled:     errors.Is(err, errStalled),
 		Slow:        errors.Is(err, errSlow),
 		LeftToUs:    errors.Is(err, ErrFetchYourself),
@@ -802,6 +813,24 @@ func (r *Resolver) watchAnswer(cancel context.CancelCauseFunc, src source) func(
 	return func() { once.Do(func() { close(done) }) }
 }
 
+// leadsNow asks peer p, without waiting and within the time a ping
+// gets, whether it fetches req's blob from the registry for the cluster
+// now (see swarm.AskIfLeadsNow). The answer to a range of one byte at off
+// says it, whether the peer holds that byte yet or not.
+func (r *Resolver) leadsNow(req BlobRequest, p string, off int64) bool {
+	rr, ok := r.router.(Ranger)
+	if !ok {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, pingTries*r.cfg.probeTimeout())
+	defer cancel()
+	body, _, _, err := rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Length: 1})
+	if body != nil {
+		defer body.Close()
+	}
+	return PeerLeads(body, err)
+}
+
 // probeAbove pings, at once, the designated peers listed before relay:
 // the peers relay may be waiting on. Those that do not answer are left
 // out of this download and, through the Silencer, of every download,
@@ -910,6 +939,11 @@ var errNotArriving = errors.New("the peer's copy stopped growing")
 // source, or waits on the registry as the leader.
 var errPaused = errors.New("the peer relayed bytes that reached it after it answered")
 
+// errUnledRelay marks the end of a peer's stream that had passed the
+// bytes the peer held when it answered, from a peer that did not lead then
+// (see swarm.AskIfLeadsNow).
+var errUnledRelay = errors.New("it relayed, and did not lead when it answered")
+
 // errStalled marks a source that stopped sending.
 var errStalled = errors.New("source stalled")
 
@@ -934,11 +968,15 @@ func (r *Resolver) fetchOnce(ctx context.Context, req BlobRequest, src source, t
 	// Announced now: peers may read what arrives.
 	opened(src.kind)
 	f.rearm(off)
-	f.judged = r.judgeStream(cancel, src, f.have, off)
+	f.judged = r.judgeStream(cancel, src, f.have, off, f.leads)
 	defer f.judged.stop()
 	f.tr, f.pos = tr, pos
 	f.counted = r.counter(req.Digest, src.kind, src.peer)
-	return f.copy(body)
+	n, err := f.copy(body)
+	if err != nil && f.src.kind == SourcePeer && f.past.Load() && !f.leads {
+		err = fmt.Errorf("%w (%w)", err, errUnledRelay)
+	}
+	return n, err
 }
 
 // fetch is one request to a source, from its offset to the blob's end.

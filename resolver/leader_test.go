@@ -299,3 +299,121 @@ func TestRelayWhoseSourcePausedIsAskedAgain(t *testing.T) {
 		t.Errorf("peers asked %v, want %v", router.asked, want)
 	}
 }
+
+// takeOverRouter is a mesh where "gone", ranked first for the blob,
+// answers and then sends nothing (it froze: the download lost a peer), and
+// "relay", ranked next, holds the first MiB, which it was reading from
+// "gone" too. Its first stream sends that MiB and then nothing: its own
+// source is lost. From then on, when takesOver is set, it fetches the blob
+// from the registry for the cluster, and says so in its answers; it never
+// did when it answered first.
+type takeOverRouter struct {
+	data      []byte
+	takesOver bool
+
+	mu    sync.Mutex
+	asked []string
+}
+
+func (r *takeOverRouter) Providers(context.Context, digest.Digest) ([]string, error) {
+	return []string{"relay"}, nil
+}
+
+func (r *takeOverRouter) Fetch(ctx context.Context, p string, d digest.Digest, off int64) (io.ReadCloser, int64, error) {
+	body, size, _, err := r.FetchRange(ctx, p, d, resolver.PeerRange{Off: off, Wait: true})
+	return body, size, err
+}
+
+func (r *takeOverRouter) FetchRange(ctx context.Context, p string, d digest.Digest, rg resolver.PeerRange) (io.ReadCloser, int64, int64, error) {
+	const held = 1 << 20
+	size := int64(len(r.data))
+	if d != digest.FromBytes(r.data) {
+		return nil, 0, 0, errdefs.ErrNotFound
+	}
+	r.mu.Lock()
+	r.asked = append(r.asked, fmt.Sprintf("%s@%d wait %v", p, rg.Off, rg.Wait))
+	first := p == "relay" && !slices.ContainsFunc(r.asked[:len(r.asked)-1], func(a string) bool { return a[:5] == "relay" })
+	r.mu.Unlock()
+	switch {
+	case p == "gone":
+		return io.NopCloser(stallReader{ctx}), size, size, nil
+	case p != "relay":
+		return nil, 0, 0, errdefs.ErrNotFound
+	case first:
+		body := io.MultiReader(bytes.NewReader(r.data[rg.Off:held]), stallReader{ctx})
+		return &leaderBody{Reader: body}, size, held, nil
+	case !rg.Wait && rg.Off >= held:
+		err := fmt.Errorf("peer relay holds %d bytes: %w", held, errdefs.ErrOutOfRange)
+		if r.takesOver {
+			err = fmt.Errorf("%w (%w)", err, resolver.ErrPeerLeads)
+		}
+		return nil, size, held, err
+	}
+	return &leaderBody{Reader: bytes.NewReader(r.data[rg.Off:]), leads: r.takesOver}, size, held, nil
+}
+
+func (r *takeOverRouter) Avoid(string, error)                          {}
+func (r *takeOverRouter) Provide(context.Context, digest.Digest) error { return nil }
+func (r *takeOverRouter) Silent(string)                                {}
+func (r *takeOverRouter) Silenced(string) bool                         { return false }
+
+// Answers: "gone" is frozen, "relay" answers.
+func (r *takeOverRouter) Answers(ctx context.Context, p string) bool {
+	if p == "gone" {
+		<-ctx.Done()
+		return false
+	}
+	return true
+}
+
+func (r *takeOverRouter) Designated(digest.Digest, []digest.Digest) ([]string, bool) {
+	return []string{"gone", "relay"}, false
+}
+
+func (r *takeOverRouter) FetchThrough(ctx context.Context, p string, d digest.Digest, off int64, _, _ string) (io.ReadCloser, int64, error) {
+	return r.Fetch(ctx, p, d, off)
+}
+
+// TestRelayThatTookOverIsReadAgain: after the download lost a peer, the
+// relay it moved to sends what it held and then nothing, its own source
+// lost too; it answers a ping. Before the download leaves it, it asks the
+// relay once, without waiting, whether it leads now: one that took over
+// the lead (it fetches the blob from the registry for the cluster) is read
+// again, and the registry sends this node nothing; the relay's lead is
+// said only in an answer, and left unasked this node would lead beside
+// it. A relay that did not take over is left, and the registry sends this
+// node the rest.
+func TestRelayThatTookOverIsReadAgain(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		takesOver bool
+		wantAsked []string
+		registry  bool
+	}{
+		{"took over", true, []string{"gone@0 wait true", "relay@0 wait true", "relay@1048576 wait false", "relay@1048576 wait true"}, false},
+		{"did not", false, []string{"gone@0 wait true", "relay@0 wait true", "relay@1048576 wait false"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			body := randomBytes(t, 4<<20)
+			router := &takeOverRouter{data: body, takesOver: tc.takesOver}
+			// The judge gets 10 s: the test is about the arrival watchdog,
+			// which gives the relay 200 ms past what it held.
+			f := newFixture(t, resolver.Config{
+				PieceSize: -1, StallTimeout: 300 * time.Millisecond, ArrivalStall: 200 * time.Millisecond,
+				PeerStall: 10 * time.Second, PeerSlowWindow: 10 * time.Second,
+			}, resolver.Sources{Router: router})
+			pullPushed(t, f, body)
+			f.res.Close()
+			router.mu.Lock()
+			defer router.mu.Unlock()
+			if n := f.up.blobGets.Load(); (n > 0) != tc.registry {
+				t.Errorf("registry asked %d times; want asked: %v (peers asked %v)", n, tc.registry, router.asked)
+			}
+			if !slices.Equal(router.asked, tc.wantAsked) {
+				t.Errorf("peers asked %v, want %v", router.asked, tc.wantAsked)
+			}
+		})
+	}
+}

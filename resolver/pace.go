@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-dev/shoal/p2p/swarm"
 )
 
 // errSlow marks a peer whose stream fell far below the rate it had
@@ -644,7 +646,7 @@ type judge struct {
 // registry's streams are left to StallTimeout (and counted, see
 // countStream), and so is a peer's first byte of what it does not hold
 // yet (a designated peer waiting for the registry).
-func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have, off int64) *judge {
+func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have, off int64, leads bool) *judge {
 	if r.cfg.PeerStall < 0 {
 		return nil
 	}
@@ -661,7 +663,9 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 	}
 	j.p.relayed = have <= off
 	j.p.fromFirstByte = j.p.relayed
-	j.p.held = src.expect
+	rule := src.rule()
+	rule.Leads = leads
+	j.p.held = swarm.HeldPace(rule, src.lost, src.lostBest)
 	j.seen = src.paced
 	j.lag = src.lag
 	if s, ok := r.router.(Silencer); ok {

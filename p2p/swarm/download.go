@@ -18,6 +18,9 @@ type Source struct {
 	// round listed it, and is left out by every download until it
 	// answers a ping.
 	Silenced bool
+	// Leads says the peer, when it answered, fetched the blob from the
+	// registry for the cluster (see HeldPace).
+	Leads bool
 }
 
 // Round is what one round over a download's sources learned from their
@@ -55,6 +58,10 @@ type Failure struct {
 	Behind bool
 	// NotArriving: the peer's copy stopped growing past what it held.
 	NotArriving bool
+	// UnledRelay: the peer's stream had passed the bytes the peer held
+	// when it answered, and the peer did not lead then (see
+	// AskIfLeadsNow).
+	UnledRelay bool
 	// Stalled: the source stopped sending; Slow: a peer's stream fell
 	// too far behind.
 	Stalled, Slow bool

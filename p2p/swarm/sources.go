@@ -94,7 +94,8 @@ func HandOver(src Source, cur, peerStall, stall time.Duration) time.Duration {
 // once it has been measured over a whole window, besides the best it
 // showed itself: after a peer was lost mid-blob (lost), the best rate an
 // earlier peer stream of the same download reached (best); 0 otherwise,
-// and for the registry, whose streams are not judged by their pace.
+// for the registry, whose streams are not judged by their pace, and for
+// a peer that leads (src.Leads).
 //
 // The peer that takes over is often slow for the very reason the lost
 // one was: its own link was cut, or it relays a fetch that crawls. Judged
@@ -102,10 +103,27 @@ func HandOver(src Source, cur, peerStall, stall time.Duration) time.Duration {
 // "slower than it was", and the download reads it to the end. Held to
 // what the download had, it is left after one window like any other slow
 // stream, with the same excuses: a node whose link is busy or slow as a
-// whole keeps it.
+// whole keeps it. A peer that leads relays the registry's bytes as they
+// reach it: the lost peer's rate is no measure of what the registry
+// gives, and this node, leaving it, would lead beside it and have the
+// registry send the rest twice. It is held to its own best.
 func HeldPace(src Source, lost bool, best float64) float64 {
-	if src.Peer == "" || !lost {
+	if src.Peer == "" || !lost || src.Leads {
 		return 0
 	}
 	return best
+}
+
+// AskIfLeadsNow is the rule for a peer whose stream a download leaves
+// while it relayed (f.UnledRelay: past the bytes the peer held when it
+// answered, and it did not lead then), slow or its copy no longer
+// growing: asked once (asked false) without waiting, the peer that now
+// fetches the blob from the registry for the cluster is read again. Its
+// own source was lost, and it took up the registry as the next in the
+// ranking does; the registry's first bytes come at its pace, not the lost
+// peer's. The lead is said only in an answer: leaving it unasked, this
+// node would lead beside it, and the registry would send the rest twice.
+// A peer that said it leads when it answered is judged as any other.
+func AskIfLeadsNow(f Failure, asked bool) bool {
+	return f.UnledRelay && !asked && (f.Slow || f.NotArriving)
 }

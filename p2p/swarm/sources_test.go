@@ -111,12 +111,38 @@ func TestHeldPace(t *testing.T) {
 		{"no peer lost: only its own best counts", swarm.Source{Peer: "b"}, false, 4 << 20, 0},
 		{"the registry is not judged by its pace", swarm.Source{Upstream: true}, true, 4 << 20, 0},
 		{"nothing measured yet", swarm.Source{Peer: "b"}, true, 0, 0},
+		{"a peer that leads: only its own best counts", swarm.Source{Peer: "b", Leads: true}, true, 4 << 20, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			if got := swarm.HeldPace(tc.src, tc.lost, tc.best); got != tc.want {
 				t.Fatalf("HeldPace = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestAskIfLeadsNow(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		f     swarm.Failure
+		asked bool
+		want  bool
+	}{
+		{"a relay that did not lead, its copy no longer growing", swarm.Failure{UnledRelay: true, NotArriving: true}, false, true},
+		{"a relay that did not lead, slow", swarm.Failure{UnledRelay: true, Slow: true}, false, true},
+		{"asked once already", swarm.Failure{UnledRelay: true, Slow: true}, true, false},
+		{"a relay that led, or a stream of bytes the peer held", swarm.Failure{Slow: true}, false, false},
+		{"a relay that went silent: frozen or cut off", swarm.Failure{UnledRelay: true, Stalled: true}, false, false},
+		{"a relay that cut the stream", swarm.Failure{UnledRelay: true, Cut: true}, false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := swarm.AskIfLeadsNow(tc.f, tc.asked); got != tc.want {
+				t.Fatalf("AskIfLeadsNow = %v, want %v", got, tc.want)
 			}
 		})
 	}
