@@ -417,12 +417,21 @@ func (d *dl) round() bool {
 	if len(sources) == 0 {
 		d.lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", d.req.Digest, errdefs.ErrNotFound)
 	}
+	listed, relisted := time.Now(), false
 	var st swarm.Round
 	for i := 0; i < len(sources); i++ {
 		src := sources[i]
 		if r.ctx.Err() != nil {
 			d.lastErr = r.ctx.Err()
 			break
+		}
+		if src.kind == SourceUpstream && swarm.Relist(listed, time.Now(), relisted) {
+			relisted = true
+			if fresh := d.holdersNow(); len(fresh) > 0 {
+				d.log.Debug("holders looked up again before the registry", "digest", d.req.Digest, "peers", len(fresh))
+				sources = slices.Insert(sources, i, fresh...)
+				src = sources[i]
+			}
 		}
 		skip, stop := d.skip(src, st)
 		if stop {
@@ -472,6 +481,21 @@ func (d *dl) round() bool {
 		sources = d.follow(sources, i, err)
 	}
 	return d.lastErr != nil && r.ctx.Err() == nil && d.sw.WaitAgain(st, time.Now())
+}
+
+// holdersNow looks the blob's holders up again (see swarm.Relist): the
+// holder sources of a fresh list, but for the peers that failed this
+// download. One that answered busy or "not yet" earlier in the round is
+// asked again: it may hold the blob whole by now.
+func (d *dl) holdersNow() []source {
+	var out []source
+	for _, s := range d.r.sources(d.req, d.sw, &d.noWait, &d.leading) {
+		if s.kind != SourcePeer || s.designated || s.fetcher || d.sw.FailedPeers[s.peer] {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // paced notes the best rate a peer's stream reached (see judge.stop).

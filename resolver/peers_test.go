@@ -577,6 +577,37 @@ func TestNextPeerHeldToThePaceOfTheLostOne(t *testing.T) {
 	}
 }
 
+// TestHoldersLookedUpAgainBeforeTheRegistry: a download reads from the
+// one peer that held the blob when its round began, for over a second,
+// and the peer dies mid-blob. Meanwhile another peer came to hold the
+// blob whole: before the registry, the round looks the holders up again,
+// and the rest comes from that peer; the registry sends nothing.
+func TestHoldersLookedUpAgainBeforeTheRegistry(t *testing.T) {
+	t.Parallel()
+	const cutAt = 8 << 20
+	body := randomBytes(t, cutAt+2<<20)
+	router := &fakeRouter{order: []string{"first"}, peers: map[string]fakePeer{
+		// 64 KiB every 10 ms: 8 MiB take 1.3 s.
+		"first": {data: body, slow: true, cutAt: cutAt},
+		"whole": {data: body},
+	}}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		router.mu.Lock()
+		defer router.mu.Unlock()
+		router.order = append(router.order, "whole")
+	}()
+	f := pullWithRegistry(t, resolver.Config{StallTimeout: 10 * time.Minute, PieceSize: -1}, router, body)
+	router.mu.Lock()
+	defer router.mu.Unlock()
+	if want := []string{"first@0", fmt.Sprintf("whole@%d", cutAt)}; !slices.Equal(router.fetches, want) {
+		t.Errorf("fetches %v, want %v", router.fetches, want)
+	}
+	if n := f.up.blobGets.Load(); n != 0 {
+		t.Errorf("registry asked %d times, want 0", n)
+	}
+}
+
 // TestOwnLinkCutKeepsThePeer: the node's own link is cut to a
 // sixteenth while it reads one blob from a peer and another from the
 // registry; both slow at once, and the peer's stream may even fall

@@ -123,6 +123,29 @@ func TestHeldPace(t *testing.T) {
 	}
 }
 
+func TestRelist(t *testing.T) {
+	t.Parallel()
+	listed := time.Unix(1000, 0)
+	tests := []struct {
+		name     string
+		age      time.Duration
+		relisted bool
+		want     bool
+	}{
+		{"a list as old as StaleList", swarm.StaleList, false, true},
+		{"a fresh list", swarm.StaleList - time.Millisecond, false, false},
+		{"looked up again already in this round", 10 * swarm.StaleList, true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := swarm.Relist(listed, listed.Add(tc.age), tc.relisted); got != tc.want {
+				t.Fatalf("Relist = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestAskIfLeadsNow(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
