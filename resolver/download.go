@@ -286,8 +286,9 @@ type dl struct {
 	// fromRegistry is how many of the blob's bytes the registry sent this
 	// node, resumed requests included.
 	fromRegistry int64
-	// relayAsked: peers asked once more after errRelaying (see pace) or
-	// errPaused.
+	// relayAsked: peers asked once more, waiting on their own source
+	// (see swarm.AskOnceMore), or asked whether they lead now (see
+	// swarm.AskIfLeadsNow).
 	relayAsked map[string]bool
 	// peerBest is the best rate a peer's stream of this download reached
 	// over a whole window (see swarm.HeldPace).
@@ -554,9 +555,7 @@ func (d *dl) try(src source, sources []source) (n int64, sent bool, err error) {
 		if src.kind == SourceUpstream {
 			d.fromRegistry += k
 		}
-		if (errors.Is(err, errRelaying) || errors.Is(err, errPaused)) && !d.relayAsked[src.peer] {
-			// Its own source went silent: by now it, or the next in the
-			// ranking, has found the next (see handOver).
+		if swarm.AskOnceMore(src.rule(), sortFailure(src, err, d.ing), d.relayAsked[src.peer]) {
 			d.relayAsked[src.peer], d.sw.LostPeer = true, true
 			r.probeAbove(sources, src.peer, d.sw.FailedPeers)
 			src.stall = r.handOver(src)
@@ -652,6 +651,7 @@ func sortFailure(src source, err error, ing store.Ingest) swarm.Failure {
 		Have:        peerHas(err),
 		Behind:      notNow && src.kind == SourcePeer && peerHas(err) <= held,
 		NotArriving: errors.Is(err, errNotArriving),
+		Relaying:    src.kind == SourcePeer && (errors.Is(err, errRelaying) || errors.Is(err, errPaused)),
 		UnledRelay:  errors.Is(err, errUnledRelay),
 		Stalled:     errors.Is(err, errStalled),
 		Slow:        errors.Is(err, errSlow),

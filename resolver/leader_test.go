@@ -300,11 +300,11 @@ func TestRelayWhoseSourcePausedIsAskedAgain(t *testing.T) {
 	}
 }
 
-// takeOverRouter is a mesh where "gone", ranked first for the blob,
-// answers and then sends nothing (it froze: the download lost a peer), and
-// "relay", ranked next, holds the first MiB, which it was reading from
-// "gone" too. Its first stream sends that MiB and then nothing: its own
-// source is lost. From then on, when takesOver is set, it fetches the blob
+// takeOverRouter is a mesh without a ranking (every peer may be waited
+// on) where "gone", listed first, answers and then sends nothing (it
+// froze: the download lost a peer), and "relay" holds the first MiB, which
+// it was reading from "gone" too. Its first stream sends that MiB and then
+// nothing: its own source is lost. From then on, when takesOver is set, it fetches the blob
 // from the registry for the cluster, and says so in its answers; it never
 // did when it answered first.
 type takeOverRouter struct {
@@ -316,7 +316,7 @@ type takeOverRouter struct {
 }
 
 func (r *takeOverRouter) Providers(context.Context, digest.Digest) ([]string, error) {
-	return []string{"relay"}, nil
+	return []string{"gone", "relay"}, nil
 }
 
 func (r *takeOverRouter) Fetch(ctx context.Context, p string, d digest.Digest, off int64) (io.ReadCloser, int64, error) {
@@ -366,14 +366,6 @@ func (r *takeOverRouter) Answers(ctx context.Context, p string) bool {
 	return true
 }
 
-func (r *takeOverRouter) Designated(digest.Digest, []digest.Digest) ([]string, bool) {
-	return []string{"gone", "relay"}, false
-}
-
-func (r *takeOverRouter) FetchThrough(ctx context.Context, p string, d digest.Digest, off int64, _, _ string) (io.ReadCloser, int64, error) {
-	return r.Fetch(ctx, p, d, off)
-}
-
 // TestRelayThatTookOverIsReadAgain: after the download lost a peer, the
 // relay it moved to sends what it held and then nothing, its own source
 // lost too; it answers a ping. Before the download leaves it, it asks the
@@ -415,5 +407,44 @@ func TestRelayThatTookOverIsReadAgain(t *testing.T) {
 				t.Errorf("peers asked %v, want %v", router.asked, tc.wantAsked)
 			}
 		})
+	}
+}
+
+// rankedTakeOver is takeOverRouter with a ranking: "gone" and "relay",
+// in that order, are the designated peers above this node.
+type rankedTakeOver struct{ *takeOverRouter }
+
+func (r rankedTakeOver) Designated(digest.Digest, []digest.Digest) ([]string, bool) {
+	return []string{"gone", "relay"}, false
+}
+
+func (r rankedTakeOver) FetchThrough(ctx context.Context, p string, d digest.Digest, off int64, _, _ string) (io.ReadCloser, int64, error) {
+	return r.Fetch(ctx, p, d, off)
+}
+
+// TestDesignatedWhoseCopyStopsIsAskedOnceMore: after the download lost
+// the designated peer ranked first, the next designated peer, which read
+// from the lost one too, sends what it held and then nothing, and answers
+// a ping, and does not lead yet. It is asked once more, waiting, rather
+// than given up: by then it has found its next source, or leads in the
+// lost one's place, and streams the rest; the registry sends this node
+// nothing. Given up, it would leave this node to lead beside it.
+func TestDesignatedWhoseCopyStopsIsAskedOnceMore(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 4<<20)
+	router := &takeOverRouter{data: body}
+	f := newFixture(t, resolver.Config{
+		PieceSize: -1, StallTimeout: 300 * time.Millisecond, ArrivalStall: 200 * time.Millisecond,
+		PeerStall: 10 * time.Second, PeerSlowWindow: 10 * time.Second,
+	}, resolver.Sources{Router: rankedTakeOver{router}})
+	pullPushed(t, f, body)
+	f.res.Close()
+	router.mu.Lock()
+	defer router.mu.Unlock()
+	if n := f.up.blobGets.Load(); n != 0 {
+		t.Errorf("registry asked %d times, want 0 (peers asked %v)", n, router.asked)
+	}
+	if want := []string{"gone@0 wait true", "relay@0 wait true", "relay@1048576 wait true"}; !slices.Equal(router.asked, want) {
+		t.Errorf("peers asked %v, want %v", router.asked, want)
 	}
 }

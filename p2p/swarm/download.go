@@ -58,6 +58,10 @@ type Failure struct {
 	Behind bool
 	// NotArriving: the peer's copy stopped growing past what it held.
 	NotArriving bool
+	// Relaying: the peer relayed bytes that reached it after it answered,
+	// or relays now, and its stream went quiet while it answers a ping:
+	// its own source stopped (see AskOnceMore).
+	Relaying bool
 	// UnledRelay: the peer's stream had passed the bytes the peer held
 	// when it answered, and the peer did not lead then (see
 	// AskIfLeadsNow).

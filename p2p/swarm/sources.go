@@ -131,6 +131,21 @@ func HeldPace(src Source, lost bool, best float64) float64 {
 	return best
 }
 
+// AskOnceMore is the rule for a peer that waits on its own source, asked
+// once more (asked false), after HandOver, rather than given up: a relay
+// whose own source went quiet (f.Relaying), and a designated peer whose
+// copy stopped growing (f.NotArriving). By then it has found its next
+// source, or leads as the next in the ranking does, and streams the rest.
+// Given up, it would leave this node to lead: a designated peer above
+// this node lost the same source, finds the loss within the same time,
+// and leads in its place, and the two would have the registry send the
+// rest twice. In slowpeers two unharmed nodes led a blob 24 ms apart that
+// way, the one below having given up the one above a second after both
+// lost the same relay.
+func AskOnceMore(src Source, f Failure, asked bool) bool {
+	return src.Peer != "" && !asked && (f.Relaying || (src.Designated && f.NotArriving))
+}
+
 // AskIfLeadsNow is the rule for a peer whose stream a download leaves
 // while it relayed (f.UnledRelay: past the bytes the peer held when it
 // answered, and it did not lead then), slow or its copy no longer

@@ -146,6 +146,33 @@ func TestRelist(t *testing.T) {
 	}
 }
 
+func TestAskOnceMore(t *testing.T) {
+	t.Parallel()
+	peer, designated := swarm.Source{Peer: "b"}, swarm.Source{Peer: "b", Designated: true}
+	tests := []struct {
+		name  string
+		src   swarm.Source
+		f     swarm.Failure
+		asked bool
+		want  bool
+	}{
+		{"a relay whose own source went quiet", peer, swarm.Failure{Relaying: true}, false, true},
+		{"a designated peer whose copy stopped growing", designated, swarm.Failure{NotArriving: true}, false, true},
+		{"a holder below whose copy stopped growing", peer, swarm.Failure{NotArriving: true}, false, false},
+		{"asked once already", designated, swarm.Failure{NotArriving: true}, true, false},
+		{"a designated peer gone silent", designated, swarm.Failure{Stalled: true}, false, false},
+		{"the registry", swarm.Source{Upstream: true}, swarm.Failure{Relaying: true}, false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := swarm.AskOnceMore(tc.src, tc.f, tc.asked); got != tc.want {
+				t.Fatalf("AskOnceMore = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestAskIfLeadsNow(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
