@@ -214,6 +214,7 @@ func TestInFlightSaysItLeads(t *testing.T) {
 // reach it. Its first stream pauses once it has relayed a second MiB, as
 // its own source does; its next one sends the rest.
 type pausedRouter struct {
+	goneFrozen
 	data  []byte
 	pause time.Duration
 
@@ -252,13 +253,17 @@ func (r *pausedRouter) FetchRange(ctx context.Context, p string, d digest.Digest
 	return nil, 0, 0, errdefs.ErrNotFound
 }
 
-func (r *pausedRouter) Avoid(string, error)                          {}
-func (r *pausedRouter) Provide(context.Context, digest.Digest) error { return nil }
-func (r *pausedRouter) Silent(string)                                {}
-func (r *pausedRouter) Silenced(string) bool                         { return false }
+// goneFrozen is the rest of a mesh where the peer "gone" is frozen and
+// every other peer answers a ping; it avoids, provides and silences
+// nothing.
+type goneFrozen struct{}
 
-// Answers: "gone" is frozen, "relay" answers.
-func (r *pausedRouter) Answers(ctx context.Context, p string) bool {
+func (goneFrozen) Avoid(string, error)                          {}
+func (goneFrozen) Provide(context.Context, digest.Digest) error { return nil }
+func (goneFrozen) Silent(string)                                {}
+func (goneFrozen) Silenced(string) bool                         { return false }
+
+func (goneFrozen) Answers(ctx context.Context, p string) bool {
 	if p == "gone" {
 		<-ctx.Done()
 		return false
@@ -308,6 +313,7 @@ func TestRelayWhoseSourcePausedIsAskedAgain(t *testing.T) {
 // from the registry for the cluster, and says so in its answers; it never
 // did when it answered first.
 type takeOverRouter struct {
+	goneFrozen
 	data      []byte
 	takesOver bool
 
@@ -350,20 +356,6 @@ func (r *takeOverRouter) FetchRange(ctx context.Context, p string, d digest.Dige
 		return nil, size, held, err
 	}
 	return &leaderBody{Reader: bytes.NewReader(r.data[rg.Off:]), leads: r.takesOver}, size, held, nil
-}
-
-func (r *takeOverRouter) Avoid(string, error)                          {}
-func (r *takeOverRouter) Provide(context.Context, digest.Digest) error { return nil }
-func (r *takeOverRouter) Silent(string)                                {}
-func (r *takeOverRouter) Silenced(string) bool                         { return false }
-
-// Answers: "gone" is frozen, "relay" answers.
-func (r *takeOverRouter) Answers(ctx context.Context, p string) bool {
-	if p == "gone" {
-		<-ctx.Done()
-		return false
-	}
-	return true
 }
 
 // TestRelayThatTookOverIsReadAgain: after the download lost a peer, the
