@@ -243,7 +243,11 @@ func (n *Node) copyBlob(w io.Writer, r io.Reader, st *peerStat) (int64, error) {
 			total += int64(m)
 			st.served.Add(int64(m))
 			now := time.Now()
-			st.lastByte.Store(now.UnixNano())
+			if m > 0 {
+				// A write that failed moved nothing: it is no sign the
+				// reader reads (see readerFlows).
+				st.lastByte.Store(now.UnixNano())
+			}
 			n.uplink.sent(now, m)
 			n.stats.served.Add(int64(m))
 			n.metrics.served.Add(float64(m))
