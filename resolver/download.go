@@ -448,6 +448,7 @@ func (d *dl) round() bool {
 		if lead && !d.sw.LeftToUs && r.replan(d.req, sources, d.sw.FailedPeers) {
 			d.log.Debug("designated peers failed; the next peer above leads", "digest", d.req.Digest)
 			sources = r.sources(d.req, d.sw, &d.noWait, &d.leading)
+			listed, relisted = time.Now(), false
 			i = -1
 			continue
 		}
@@ -555,8 +556,12 @@ func (d *dl) try(src source, sources []source) (n int64, sent bool, err error) {
 		if src.kind == SourceUpstream {
 			d.fromRegistry += k
 		}
-		if swarm.AskOnceMore(src.rule(), sortFailure(src, err, d.ing), d.relayAsked[src.peer]) {
-			d.relayAsked[src.peer], d.sw.LostPeer = true, true
+		if f := sortFailure(src, err, d.ing); swarm.AskOnceMore(src.rule(), f, d.relayAsked[src.peer]) {
+			// A relay's own source went quiet: a peer was lost. A
+			// designated peer's copy that stopped growing says so only
+			// once the download lost one itself.
+			d.relayAsked[src.peer] = true
+			d.sw.LostPeer = d.sw.LostPeer || f.Relaying
 			r.probeAbove(sources, src.peer, d.sw.FailedPeers)
 			src.stall = r.handOver(src)
 			d.off += n
@@ -565,8 +570,7 @@ func (d *dl) try(src source, sources []source) (n int64, sent bool, err error) {
 			r.fellBack(d.req.Digest, src, err)
 			continue
 		}
-		if swarm.AskIfLeadsNow(sortFailure(src, err, d.ing), d.relayAsked[src.peer]) && r.leadsNow(d.req, src.peer, d.off+n) {
-			d.relayAsked[src.peer] = true
+		if d.leadsNow(src, err, d.off+n) {
 			d.off += n
 			n = 0
 			d.log.Info("the relay left leads now: reading it again", "source", src.String(), "offset", d.off, "err", err)
@@ -837,18 +841,21 @@ func (r *Resolver) watchAnswer(cancel context.CancelCauseFunc, src source) func(
 	return func() { once.Do(func() { close(done) }) }
 }
 
-// leadsNow asks peer p, without waiting and within the time a ping
-// gets, whether it fetches req's blob from the registry for the cluster
-// now (see swarm.AskIfLeadsNow). The answer to a range of one byte at off
-// says it, whether the peer holds that byte yet or not.
-func (r *Resolver) leadsNow(req BlobRequest, p string, off int64) bool {
-	rr, ok := r.router.(Ranger)
-	if !ok {
+// leadsNow says whether src, a peer whose stream ended with err at off,
+// is to be read again: the rule asks it (see swarm.AskIfLeadsNow), once
+// per download, and its answer, without waiting and within the time a
+// ping gets, says it fetches the blob from the registry for the cluster
+// now. The answer to a range of one byte at off says it, whether the peer
+// holds that byte yet or not.
+func (d *dl) leadsNow(src source, err error, off int64) bool {
+	rr, ok := d.r.router.(Ranger)
+	if !ok || !swarm.AskIfLeadsNow(sortFailure(src, err, d.ing), d.relayAsked[src.peer]) {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(r.ctx, pingTries*r.cfg.probeTimeout())
+	d.relayAsked[src.peer] = true
+	ctx, cancel := context.WithTimeout(d.dctx, pingTries*d.r.cfg.probeTimeout())
 	defer cancel()
-	body, _, _, err := rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Length: 1})
+	body, _, _, err := rr.FetchRange(ctx, src.peer, d.req.Digest, PeerRange{Off: off, Length: 1})
 	if body != nil {
 		defer body.Close()
 	}

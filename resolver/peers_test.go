@@ -592,10 +592,21 @@ func TestHoldersLookedUpAgainBeforeTheRegistry(t *testing.T) {
 		"whole": {data: body},
 	}}
 	go func() {
-		time.Sleep(300 * time.Millisecond)
-		router.mu.Lock()
-		defer router.mu.Unlock()
-		router.order = append(router.order, "whole")
+		// Once the round listed its sources and began to read "first".
+		for {
+			router.mu.Lock()
+			if slices.Contains(router.fetches, "first@0") {
+				router.order = append(router.order, "whole")
+				router.mu.Unlock()
+				return
+			}
+			router.mu.Unlock()
+			select {
+			case <-t.Context().Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
 	}()
 	f := pullWithRegistry(t, resolver.Config{StallTimeout: 10 * time.Minute, PieceSize: -1}, router, body)
 	router.mu.Lock()
