@@ -245,13 +245,16 @@ func TestPullForOnlyFromMirroredRegistries(t *testing.T) {
 		t.Fatalf("the registry was asked %d times", n)
 	}
 	// Once this node's containerd asked for content of a registry through
-	// it, the node mirrors that registry for its peers too.
+	// it, the node mirrors that registry for its peers too. Another blob:
+	// its download from that registry fails, and a pull of d joining it
+	// would fail with it.
 	other := "127.0.0.2:1" // loopback: nothing listens there
-	if _, err := f.res.PullFor(t.Context(), d, other, "a", "", nil); !errors.Is(err, resolver.ErrNotMirrored) {
+	elsewhere := digest.FromBytes(randomBytes(t, 1000))
+	if _, err := f.res.PullFor(t.Context(), elsewhere, other, "a", "", nil); !errors.Is(err, resolver.ErrNotMirrored) {
 		t.Fatalf("before containerd used it: %v", err)
 	}
 	_, _ = f.res.Manifest(t.Context(), resolver.ManifestRequest{Registry: other, Repo: "a", Reference: "v1"})
-	if _, err := f.res.PullFor(t.Context(), d, other, "a", "", nil); errors.Is(err, resolver.ErrNotMirrored) {
+	if _, err := f.res.PullFor(t.Context(), elsewhere, other, "a", "", nil); errors.Is(err, resolver.ErrNotMirrored) {
 		t.Fatalf("after containerd used it: %v", err)
 	}
 	// The fixture's own registry is configured: the blob comes.
