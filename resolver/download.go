@@ -556,12 +556,9 @@ func (d *dl) try(src source, sources []source) (n int64, sent bool, err error) {
 		if src.kind == SourceUpstream {
 			d.fromRegistry += k
 		}
-		if f := sortFailure(src, err, d.ing); swarm.AskOnceMore(src.rule(), f, d.relayAsked[src.peer]) {
-			// A relay's own source went quiet: a peer was lost. A
-			// designated peer's copy that stopped growing says so only
-			// once the download lost one itself.
-			d.relayAsked[src.peer] = true
-			d.sw.LostPeer = d.sw.LostPeer || f.Relaying
+		if swarm.AskOnceMore(src.rule(), sortFailure(src, err, d.ing), d.relayAsked[src.peer]) {
+			// Its own source went quiet: a peer was lost.
+			d.relayAsked[src.peer], d.sw.LostPeer = true, true
 			r.probeAbove(sources, src.peer, d.sw.FailedPeers)
 			src.stall = r.handOver(src)
 			d.off += n

@@ -414,29 +414,41 @@ func (r rankedTakeOver) FetchThrough(ctx context.Context, p string, d digest.Dig
 	return r.Fetch(ctx, p, d, off)
 }
 
-// TestDesignatedWhoseCopyStopsIsAskedOnceMore: after the download lost
-// the designated peer ranked first, the next designated peer, which read
-// from the lost one too, sends what it held and then nothing, and answers
-// a ping, and does not lead yet. It is asked once more, waiting, rather
-// than given up: by then it has found its next source, or leads in the
-// lost one's place, and streams the rest; the registry sends this node
-// nothing. Given up, it would leave this node to lead beside it.
-func TestDesignatedWhoseCopyStopsIsAskedOnceMore(t *testing.T) {
+// TestDesignatedWhoseCopyStopsIsAskedWhetherItLeads: after the download
+// lost the designated peer ranked first, the next designated peer, which
+// read from the lost one too, sends what it held and then nothing, and
+// answers a ping. It is asked once, without waiting, whether it leads
+// now: one that took over the lead is read again, and the registry sends
+// this node nothing; one that did not is given up, and this node leads.
+func TestDesignatedWhoseCopyStopsIsAskedWhetherItLeads(t *testing.T) {
 	t.Parallel()
-	body := randomBytes(t, 4<<20)
-	router := &takeOverRouter{data: body}
-	f := newFixture(t, resolver.Config{
-		PieceSize: -1, StallTimeout: 300 * time.Millisecond, ArrivalStall: 200 * time.Millisecond,
-		PeerStall: 10 * time.Second, PeerSlowWindow: 10 * time.Second,
-	}, resolver.Sources{Router: rankedTakeOver{router}})
-	pullPushed(t, f, body)
-	f.res.Close()
-	router.mu.Lock()
-	defer router.mu.Unlock()
-	if n := f.up.blobGets.Load(); n != 0 {
-		t.Errorf("registry asked %d times, want 0 (peers asked %v)", n, router.asked)
-	}
-	if want := []string{"gone@0 wait true", "relay@0 wait true", "relay@1048576 wait true"}; !slices.Equal(router.asked, want) {
-		t.Errorf("peers asked %v, want %v", router.asked, want)
+	for _, tc := range []struct {
+		name      string
+		takesOver bool
+		wantAsked []string
+		registry  bool
+	}{
+		{"took over", true, []string{"gone@0 wait true", "relay@0 wait true", "relay@1048576 wait false", "relay@1048576 wait true"}, false},
+		{"did not", false, []string{"gone@0 wait true", "relay@0 wait true", "relay@1048576 wait false"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			body := randomBytes(t, 4<<20)
+			router := &takeOverRouter{data: body, takesOver: tc.takesOver}
+			f := newFixture(t, resolver.Config{
+				PieceSize: -1, StallTimeout: 300 * time.Millisecond, ArrivalStall: 200 * time.Millisecond,
+				PeerStall: 10 * time.Second, PeerSlowWindow: 10 * time.Second,
+			}, resolver.Sources{Router: rankedTakeOver{router}})
+			pullPushed(t, f, body)
+			f.res.Close()
+			router.mu.Lock()
+			defer router.mu.Unlock()
+			if n := f.up.blobGets.Load(); (n > 0) != tc.registry {
+				t.Errorf("registry asked %d times; want asked: %v (peers asked %v)", n, tc.registry, router.asked)
+			}
+			if !slices.Equal(router.asked, tc.wantAsked) {
+				t.Errorf("peers asked %v, want %v", router.asked, tc.wantAsked)
+			}
+		})
 	}
 }

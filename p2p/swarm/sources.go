@@ -131,19 +131,18 @@ func HeldPace(src Source, lost bool, best float64) float64 {
 	return best
 }
 
-// AskOnceMore is the rule for a peer that waits on its own source, asked
-// once more (asked false), after HandOver, rather than given up: a relay
-// whose own source went quiet (f.Relaying), and a designated peer whose
-// copy stopped growing (f.NotArriving). By then it has found its next
-// source, or leads as the next in the ranking does, and streams the rest.
-// Given up, it would leave this node to lead: a designated peer above
-// this node lost the same source, finds the loss within the same time,
-// and leads in its place, and the two would have the registry send the
-// rest twice. In slowpeers two unharmed nodes led a blob 24 ms apart that
-// way, the one below having given up the one above a second after both
-// lost the same relay.
+// AskOnceMore is the rule for a relay whose own source went quiet while
+// it answers a ping (f.Relaying): it is asked once more (asked false),
+// after HandOver, rather than given up. By then it has found its next
+// source, or leads as the next in the ranking does, and streams the rest;
+// given up, it would leave this node to lead beside it. A designated peer
+// whose copy stopped growing is not asked once more: when it is the
+// throttled node of slowpeers, or relays it, the stream it sends when
+// asked again is slow too, and the node below lost three seconds on it
+// before its rules left it; it is asked whether it leads now instead
+// (see AskIfLeadsNow), which costs one round trip.
 func AskOnceMore(src Source, f Failure, asked bool) bool {
-	return src.Peer != "" && !asked && (f.Relaying || (src.Designated && f.NotArriving))
+	return src.Peer != "" && !asked && f.Relaying
 }
 
 // AskIfLeadsNow is the rule for a peer whose stream a download leaves

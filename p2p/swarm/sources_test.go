@@ -157,9 +157,9 @@ func TestAskOnceMore(t *testing.T) {
 		want  bool
 	}{
 		{"a relay whose own source went quiet", peer, swarm.Failure{Relaying: true}, false, true},
-		{"a designated peer whose copy stopped growing", designated, swarm.Failure{NotArriving: true}, false, true},
+		{"a designated peer whose copy stopped growing: asked whether it leads instead", designated, swarm.Failure{NotArriving: true}, false, false},
 		{"a holder below whose copy stopped growing", peer, swarm.Failure{NotArriving: true}, false, false},
-		{"asked once already", designated, swarm.Failure{NotArriving: true}, true, false},
+		{"asked once already", peer, swarm.Failure{Relaying: true}, true, false},
 		{"a designated peer gone silent", designated, swarm.Failure{Stalled: true}, false, false},
 		{"the registry", swarm.Source{Upstream: true}, swarm.Failure{Relaying: true}, false, false},
 	}
