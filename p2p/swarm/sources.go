@@ -38,11 +38,11 @@ const StaleList = time.Second
 // sources made at listed: when the list is StaleList old or more, and the
 // round did not look again yet (relisted), the peers that hold the blob
 // are looked up again, and those that did not fail the download are asked
-// before the registry. A round lasts as long as its
-// sources stream: a node that read from one peer for seconds, and then
-// lost it, would otherwise go to the registry for bytes that other peers
-// came to hold meanwhile, whole copies among them. A fresh list is the
-// look-up's answer as it stands; a second look at it would find the same.
+// before the registry. A round lasts as long as its sources stream: a
+// node that read from one peer for seconds, and then lost it, would
+// otherwise go to the registry for bytes that other peers came to hold
+// meanwhile, whole copies among them. A fresh list is the look-up's
+// answer as it stands; a second look at it would find the same.
 func Relist(listed, now time.Time, relisted bool) bool {
 	return !relisted && now.Sub(listed) >= StaleList
 }
