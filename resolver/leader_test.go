@@ -366,39 +366,47 @@ func (r *takeOverRouter) FetchRange(ctx context.Context, p string, d digest.Dige
 // again, and the registry sends this node nothing; the relay's lead is
 // said only in an answer, and left unasked this node would lead beside
 // it. A relay that did not take over is left, and the registry sends this
-// node the rest.
+// node the rest. The same holds for a designated peer ranked above this
+// node (ranked): it is asked that question, not asked once more with a
+// wait.
 func TestRelayThatTookOverIsReadAgain(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name      string
-		takesOver bool
-		wantAsked []string
-		registry  bool
-	}{
-		{"took over", true, []string{"gone@0 wait true", "relay@0 wait true", "relay@1048576 wait false", "relay@1048576 wait true"}, false},
-		{"did not", false, []string{"gone@0 wait true", "relay@0 wait true", "relay@1048576 wait false"}, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			body := randomBytes(t, 4<<20)
-			router := &takeOverRouter{data: body, takesOver: tc.takesOver}
-			// The judge gets 10 s: the test is about the arrival watchdog,
-			// which gives the relay 200 ms past what it held.
-			f := newFixture(t, resolver.Config{
-				PieceSize: -1, StallTimeout: 300 * time.Millisecond, ArrivalStall: 200 * time.Millisecond,
-				PeerStall: 10 * time.Second, PeerSlowWindow: 10 * time.Second,
-			}, resolver.Sources{Router: router})
-			pullPushed(t, f, body)
-			f.res.Close()
-			router.mu.Lock()
-			defer router.mu.Unlock()
-			if n := f.up.blobGets.Load(); (n > 0) != tc.registry {
-				t.Errorf("registry asked %d times; want asked: %v (peers asked %v)", n, tc.registry, router.asked)
-			}
-			if !slices.Equal(router.asked, tc.wantAsked) {
-				t.Errorf("peers asked %v, want %v", router.asked, tc.wantAsked)
-			}
-		})
+	for _, ranked := range []bool{false, true} {
+		for _, tc := range []struct {
+			name      string
+			takesOver bool
+			wantAsked []string
+			registry  bool
+		}{
+			{"took over", true, []string{"gone@0 wait true", "relay@0 wait true", "relay@1048576 wait false", "relay@1048576 wait true"}, false},
+			{"did not", false, []string{"gone@0 wait true", "relay@0 wait true", "relay@1048576 wait false"}, true},
+		} {
+			t.Run(fmt.Sprintf("%s, ranked %v", tc.name, ranked), func(t *testing.T) {
+				t.Parallel()
+				body := randomBytes(t, 4<<20)
+				router := &takeOverRouter{data: body, takesOver: tc.takesOver}
+				var mesh resolver.Router = router
+				if ranked {
+					mesh = rankedTakeOver{router}
+				}
+				// The judge gets 10 s: the test is about the arrival
+				// watchdog, which gives the relay 200 ms past what it held.
+				f := newFixture(t, resolver.Config{
+					PieceSize: -1, StallTimeout: 300 * time.Millisecond, ArrivalStall: 200 * time.Millisecond,
+					PeerStall: 10 * time.Second, PeerSlowWindow: 10 * time.Second,
+				}, resolver.Sources{Router: mesh})
+				pullPushed(t, f, body)
+				f.res.Close()
+				router.mu.Lock()
+				defer router.mu.Unlock()
+				if n := f.up.blobGets.Load(); (n > 0) != tc.registry {
+					t.Errorf("registry asked %d times; want asked: %v (peers asked %v)", n, tc.registry, router.asked)
+				}
+				if !slices.Equal(router.asked, tc.wantAsked) {
+					t.Errorf("peers asked %v, want %v", router.asked, tc.wantAsked)
+				}
+			})
+		}
 	}
 }
 
@@ -412,43 +420,4 @@ func (r rankedTakeOver) Designated(digest.Digest, []digest.Digest) ([]string, bo
 
 func (r rankedTakeOver) FetchThrough(ctx context.Context, p string, d digest.Digest, off int64, _, _ string) (io.ReadCloser, int64, error) {
 	return r.Fetch(ctx, p, d, off)
-}
-
-// TestDesignatedWhoseCopyStopsIsAskedWhetherItLeads: after the download
-// lost the designated peer ranked first, the next designated peer, which
-// read from the lost one too, sends what it held and then nothing, and
-// answers a ping. It is asked once, without waiting, whether it leads
-// now: one that took over the lead is read again, and the registry sends
-// this node nothing; one that did not is given up, and this node leads.
-func TestDesignatedWhoseCopyStopsIsAskedWhetherItLeads(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name      string
-		takesOver bool
-		wantAsked []string
-		registry  bool
-	}{
-		{"took over", true, []string{"gone@0 wait true", "relay@0 wait true", "relay@1048576 wait false", "relay@1048576 wait true"}, false},
-		{"did not", false, []string{"gone@0 wait true", "relay@0 wait true", "relay@1048576 wait false"}, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			body := randomBytes(t, 4<<20)
-			router := &takeOverRouter{data: body, takesOver: tc.takesOver}
-			f := newFixture(t, resolver.Config{
-				PieceSize: -1, StallTimeout: 300 * time.Millisecond, ArrivalStall: 200 * time.Millisecond,
-				PeerStall: 10 * time.Second, PeerSlowWindow: 10 * time.Second,
-			}, resolver.Sources{Router: rankedTakeOver{router}})
-			pullPushed(t, f, body)
-			f.res.Close()
-			router.mu.Lock()
-			defer router.mu.Unlock()
-			if n := f.up.blobGets.Load(); (n > 0) != tc.registry {
-				t.Errorf("registry asked %d times; want asked: %v (peers asked %v)", n, tc.registry, router.asked)
-			}
-			if !slices.Equal(router.asked, tc.wantAsked) {
-				t.Errorf("peers asked %v, want %v", router.asked, tc.wantAsked)
-			}
-		})
-	}
 }
