@@ -48,6 +48,10 @@ var ResourceManager = resourceManager
 // InRoutingTable says whether p is in n's DHT routing table.
 func InRoutingTable(n *Node, p peer.ID) bool { return n.dht.RoutingTable().Find(p) != "" }
 
+// AddToRoutingTable puts p in n's DHT routing table, as a peer that
+// answered n's DHT request would be.
+func AddToRoutingTable(n *Node, p peer.ID) { _, _ = n.dht.RoutingTable().TryAddPeer(p, true, false) }
+
 // SawRoundTrip records a round trip of d from n to p, as a ping or a
 // request's answer would.
 func SawRoundTrip(n *Node, p peer.ID, d time.Duration) { n.stats.peer(p).roundTrip(d) }
