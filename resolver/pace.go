@@ -150,9 +150,9 @@ const (
 	starvedShare = 4
 	// burstySpan: a stream whose silence may last a whole window or more
 	// (its bytes come in bursts, as a peer behind a full link sends them)
-	// is not measured over one window, but over the span since it turned
-	// bursty, once that is this many windows and as long as its silence
-	// may last (see measured). Left to its silence rules alone, a relay
+	// is not measured over one window, but over the span from the start of
+	// the window in which it turned bursty, once that is this many windows
+	// and as long as its silence may last (see measured). Left to its silence rules alone, a relay
 	// behind a link cut to a tenth, answering every ping, was read for
 	// 20 s.
 	burstySpan = 2
@@ -187,8 +187,9 @@ type pace struct {
 	readStart     time.Time     // since when
 	gap           time.Duration // moving average of a Read's wait
 	total         int64         // bytes since the stream opened
-	// burstyAt: since when the stream is too bursty to measure over a
-	// window, and burstyMark its total then (see measured).
+	// burstyAt: the start of the window in which the stream turned too
+	// bursty to measure over one, and burstyMark its total then (see
+	// measured).
 	burstyAt   time.Time
 	burstyMark int64
 
@@ -452,16 +453,24 @@ func (p *pace) recovered(bar float64) bool {
 
 // measured is the stream's rate at now, and the span it is measured
 // over: the last window; or, for a stream too bursty to measure over one
-// (its silence may last a window or more), the span since it turned
-// bursty, once that is burstySpan windows and as long as its silence may
-// last. ok is false while a bursty stream is not measured yet.
+// (its silence may last a window or more), the span from the start of the
+// window in which it turned bursty, once that is burstySpan windows and as
+// long as its silence may last. ok is false while a bursty stream is not
+// measured yet.
 func (p *pace) measured(now time.Time) (r float64, span time.Duration, ok bool) {
 	if p.silence() < p.window {
 		p.burstyAt = time.Time{}
 		return p.rate(), p.window, true
 	}
 	if p.burstyAt.IsZero() {
-		p.burstyAt, p.burstyMark = now, p.total
+		// The span takes in the window just measured: its bytes are as
+		// much the stream's as the next ones, and a stream slow from the
+		// start is judged one window sooner.
+		var inWindow int64
+		for _, b := range p.bytes {
+			inWindow += b
+		}
+		p.burstyAt, p.burstyMark = p.at.Add(paceBucket-p.window), p.total-inWindow
 	}
 	span = now.Sub(p.burstyAt)
 	if span < max(burstySpan*p.window, p.silence()) {

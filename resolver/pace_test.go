@@ -227,6 +227,9 @@ func TestIdleLinkSlow(t *testing.T) {
 		// relayed: the stream is past the bytes the peer held.
 		relayed bool
 		want    error
+		// within: a verdict comes this soon after the stream opened (0:
+		// any time).
+		within time.Duration
 	}{
 		{name: "a thirtieth of the node's best, the link idle", rate: fast / 30, want: errSlow},
 		{name: "a tenth of the node's best, alone: the node's own link cut to a tenth", rate: fast / 10},
@@ -237,7 +240,9 @@ func TestIdleLinkSlow(t *testing.T) {
 		{name: "a thirtieth, beside another peer as slow: the node's own link", rate: fast / 30, others: fast / 30, otherPeers: 1},
 		{name: "a thirtieth, beside a stream at half its rate, the link still idle", rate: fast / 30, others: fast / 60, otherPeers: 1, want: errSlow},
 		{name: "a thirtieth, beside streams that bring more: a cut link they share", rate: fast / 30, others: fast / 20, otherPeers: 2},
-		{name: "a thirtieth in bursts 300ms apart, the link idle", rate: fast / 30, burst: 300 * time.Millisecond, want: errSlow},
+		// Left once measured over as long as its silence may last (eight
+		// gaps of 300ms), from the start of its first window.
+		{name: "a thirtieth in bursts 300ms apart, the link idle", rate: fast / 30, burst: 300 * time.Millisecond, want: errSlow, within: 2600 * time.Millisecond},
 		{name: "a tenth in bursts 300ms apart, alone", rate: fast / 10, burst: 300 * time.Millisecond},
 	}
 	for _, tt := range tests {
@@ -263,6 +268,7 @@ func TestIdleLinkSlow(t *testing.T) {
 			}
 			var err error
 			p.reading(now)
+			opened := now
 			for last, end := now, now.Add(span); err == nil && now.Before(end); {
 				now = now.Add(gap)
 				k := 0
@@ -276,6 +282,9 @@ func TestIdleLinkSlow(t *testing.T) {
 			}
 			if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
 				t.Fatalf("verdict %v, want %v", err, tt.want)
+			}
+			if took := now.Sub(opened); tt.within > 0 && took > tt.within {
+				t.Fatalf("verdict %v after %v, want it within %v", err, took, tt.within)
 			}
 		})
 	}
