@@ -18,6 +18,13 @@ import (
 // cause, and the next source is likely faster.
 var errSlow = errors.New("source too slow")
 
+// errNodeSlowed marks a slow stream that still gets its share of what the
+// node receives from two sources or more: every source slowed with it, as
+// when the node's own link slowed, or when every source relays one peer
+// whose link was cut. The judge tells the two apart with a ping (see
+// judge.verdict).
+var errNodeSlowed = errors.New("every source of this node slowed with it")
+
 // errRelaying marks a peer that sent nothing for a while over bytes it
 // relays, and still answers a ping: it waits on its own source, which may
 // be the one that was lost. It is asked once more (see download) before
@@ -82,6 +89,15 @@ func (r *Resolver) ownLinkExcuses(p string, wait time.Duration) bool {
 	return true
 }
 
+// ownLinkFine says whether this node's own link is shown to carry bytes
+// while peer p kept it waiting for wait: one of its other peers answers a
+// ping within swarm.OwnLinkBudget, and not late by swarm.OwnLinkQueue, or
+// p does so itself (see LinkJudge). False when the router cannot ask.
+func (r *Resolver) ownLinkFine(p string, wait time.Duration) bool {
+	lj, ok := r.router.(LinkJudge)
+	return ok && p != "" && !lj.OwnLinkSlow(p, wait)
+}
+
 // Rules for a stream from a peer that holds the bytes it sends. A peer's
 // stream is cheap to give up (the download resumes at the same offset from
 // the next source), so it is judged by what it has shown rather than by
@@ -109,11 +125,14 @@ const (
 	// share of that: it is then sharing a busy link, not held up by its
 	// peer…
 	nodeBusyShare = 0.5
-	// …or the node reads from two peers or more and this stream gets at
+	// …or the node reads from two sources or more, this stream gets at
 	// least half of an even share of what the node receives
-	// (1/nodeSlowShare): the node's own link slowed, and every peer with
-	// it. Leaving them would only move its reads to the registry, through
-	// the same link.
+	// (1/nodeSlowShare), and the node's other peers do not answer a ping
+	// in time (see errNodeSlowed): the node's own link slowed, and every
+	// peer with it. Leaving them would only move its reads to the
+	// registry, through the same link. When they answer at once, the
+	// node's sources slowed together because they all relay one slow
+	// peer, the one this stream comes from or the one its relays read.
 	nodeSlowShare = 2
 	// ownLinkSilences: a silence is excused up to this many times the
 	// longest it may last while every other stream of the node trickles
@@ -420,7 +439,7 @@ func (p *pace) slowness(now time.Time, node *nodePace) error {
 			return nil
 		}
 		if peers >= 2 && rate > 0 && r*nodeSlowShare*float64(streams) >= rate {
-			return nil
+			return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of %.0f KiB/s, and %w: %w", r/1024, span.Round(time.Millisecond), slowFactor, bar/1024, errNodeSlowed, errSlow)
 		}
 	}
 	if p.held > p.best {
@@ -632,7 +651,11 @@ type judge struct {
 	probed bool
 	// ownLink says whether a silence of the given length is laid to the
 	// node's own link (see Resolver.ownLinkExcuses); nil: never.
-	ownLink      func(quiet time.Duration) bool
+	ownLink func(quiet time.Duration) bool
+	// linkFine says whether a ping shows the node's own link carries
+	// bytes while the peer kept it waiting (see Resolver.ownLinkFine);
+	// nil: no way to tell.
+	linkFine     func(wait time.Duration) bool
 	probeTimeout time.Duration
 	peer         string
 	// seen, when set, is told the best rate the stream reached when it
@@ -681,6 +704,7 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 		j.probe = func() bool { return r.answersPing(s, src.peer) }
 	}
 	j.ownLink = func(quiet time.Duration) bool { return r.ownLinkExcuses(src.peer, quiet) }
+	j.linkFine = func(wait time.Duration) bool { return r.ownLinkFine(src.peer, wait) }
 	j.peer = src.peer
 	j.node.join(j)
 	go func() {
@@ -756,7 +780,11 @@ func (j *judge) verdict(now time.Time) error {
 	if (silent || errors.Is(err, errStalled)) && (j.excused(quiet, limit) || j.laidToOwnLink(quiet)) {
 		return nil
 	}
-	if errors.Is(err, errSlow) && j.laidToOwnLink(window) {
+	nodeSlowed := errors.Is(err, errNodeSlowed)
+	if nodeSlowed && !j.linkShownFine(window) {
+		return nil
+	}
+	if !nodeSlowed && errors.Is(err, errSlow) && j.laidToOwnLink(window) {
 		// Measured over a window or more, with the download waiting
 		// on it for half of that: the node's own link is as slow.
 		return nil
@@ -787,6 +815,12 @@ func (j *judge) verdict(now time.Time) error {
 // deliver nothing), is not excused.
 func (j *judge) excused(quiet, limit time.Duration) bool {
 	return quiet < min(ownLinkSilences*limit, j.p.ceiling) && j.node.othersTrickle(j)
+}
+
+// linkShownFine says whether the node's own link is shown to carry bytes
+// while the peer kept the node waiting for d (see linkFine).
+func (j *judge) linkShownFine(d time.Duration) bool {
+	return j.linkFine != nil && j.linkFine(d)
 }
 
 // laidToOwnLink says whether a wait of d on the peer is laid to the node's

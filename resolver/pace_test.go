@@ -114,7 +114,9 @@ func TestPaceSlow(t *testing.T) {
 		{name: "alone, a quarter of its rate", drop: fast / 4, streams: 1},
 		{name: "beside busy streams, a tenth of an even share", others: fast, drop: fast / 40, streams: 4, want: errSlow},
 		{name: "sharing a busy link evenly with 15 others", others: fast * 15 / 16, drop: fast / 16, streams: 16},
-		{name: "the node's own link cut to a tenth, every peer with it", others: 2 * fast / 10, drop: fast / 10, streams: 3},
+		// Left only if a ping shows the link fine: see
+		// TestEverySourceSlowedLeftWhenTheLinkIsFine.
+		{name: "the node's own link cut to a tenth, every peer with it", others: 2 * fast / 10, drop: fast / 10, streams: 3, want: errNodeSlowed},
 		{name: "a tenth, beside a stream from another peer at its full rate", others: fast, drop: fast / 10, streams: 2, want: errSlow},
 		{name: "a tenth, as another stream from the same peer", others: fast / 10, drop: fast / 10, streams: 2, samePeer: true, want: errSlow},
 	}
@@ -141,6 +143,55 @@ func TestPaceSlow(t *testing.T) {
 			}
 			if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
 				t.Fatalf("verdict %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestEverySourceSlowedLeftWhenTheLinkIsFine: a stream that fell to a
+// tenth of its best, as every other source of the node did, is kept while
+// the node's other peers do not answer a ping in time (its own link was
+// cut), or when it cannot ask; it is left when they answer at once: every
+// source relays one peer whose link was cut, and the node's link has room
+// for the next source.
+func TestEverySourceSlowedLeftWhenTheLinkIsFine(t *testing.T) {
+	t.Parallel()
+	const fast, gap = 32 << 10, 10 * time.Millisecond // 3.2 MB/s
+	for _, tc := range []struct {
+		name   string
+		pings  bool // the judge can ask
+		answer bool // another peer answers a ping in time
+		want   error
+	}{
+		{name: "another peer answers at once", pings: true, answer: true, want: errNodeSlowed},
+		{name: "no other peer answers in time", pings: true},
+		{name: "no way to ask"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			now := time.Unix(1000, 0)
+			node, p := measuredStream(t, &now, "peer", gap, fast)
+			node.open("other1", 1)
+			node.open("other2", 1)
+			j := &judge{p: p, node: node, peer: "peer"}
+			asked := 0
+			if tc.pings {
+				j.linkFine = func(time.Duration) bool { asked++; return tc.answer }
+			}
+			var err error
+			for end := now.Add(3 * time.Second); err == nil && now.Before(end); {
+				p.reading(now)
+				now = now.Add(gap)
+				node.read(now, 2*fast/10)
+				p.read(now, fast/10)
+				node.read(now, fast/10)
+				err = j.verdict(now)
+			}
+			if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+				t.Fatalf("verdict %v, want %v", err, tc.want)
+			}
+			if tc.pings && asked == 0 {
+				t.Fatal("the judge did not ask whether the link is fine")
 			}
 		})
 	}
