@@ -18,12 +18,16 @@ import (
 // cause, and the next source is likely faster.
 var errSlow = errors.New("source too slow")
 
-// errNodeSlowed marks a slow stream that still gets its share of what the
-// node receives from two sources or more: every source slowed with it, as
-// when the node's own link slowed, or when every source relays one peer
-// whose link was cut. The judge tells the two apart with a ping (see
-// judge.verdict).
-var errNodeSlowed = errors.New("every source of this node slowed with it")
+// errLinkInDoubt marks a slow stream whose slowness the node's own link
+// may explain: every source of the node slowed with it, or its link, more
+// than half idle, may have been cut, so that its best is no longer what
+// it carries. The node's sources also slow together when they all relay
+// one peer whose link was cut, and a stream is slow from its first byte
+// when its peer's link was. The judge tells these apart with a ping (see
+// judge.verdict, swarm.PeerLinkQueued): the stream is left only when the
+// peer's answer waits in a queue, or does not come, while another peer's
+// comes at once.
+var errLinkInDoubt = errors.New("the node's own link may be the cause")
 
 // errRelaying marks a peer that sent nothing for a while over bytes it
 // relays, and still answers a ping: it waits on its own source, which may
@@ -89,15 +93,6 @@ func (r *Resolver) ownLinkExcuses(p string, wait time.Duration) bool {
 	return true
 }
 
-// ownLinkFine says whether this node's own link is shown to carry bytes
-// while peer p kept it waiting for wait: one of its other peers answers a
-// ping within swarm.OwnLinkBudget, and not late by swarm.OwnLinkQueue, or
-// p does so itself (see LinkJudge). False when the router cannot ask.
-func (r *Resolver) ownLinkFine(p string, wait time.Duration) bool {
-	lj, ok := r.router.(LinkJudge)
-	return ok && p != "" && !lj.OwnLinkSlow(p, wait)
-}
-
 // Rules for a stream from a peer that holds the bytes it sends. A peer's
 // stream is cheap to give up (the download resumes at the same offset from
 // the next source), so it is judged by what it has shown rather than by
@@ -127,12 +122,12 @@ const (
 	nodeBusyShare = 0.5
 	// …or the node reads from two sources or more, this stream gets at
 	// least half of an even share of what the node receives
-	// (1/nodeSlowShare), and the node's other peers do not answer a ping
-	// in time (see errNodeSlowed): the node's own link slowed, and every
-	// peer with it. Leaving them would only move its reads to the
-	// registry, through the same link. When they answer at once, the
-	// node's sources slowed together because they all relay one slow
-	// peer, the one this stream comes from or the one its relays read.
+	// (1/nodeSlowShare), unless a ping shows this stream's peer's link is
+	// what holds it up (see errLinkInDoubt): the node's own link slowed,
+	// and every peer with it. Leaving them would only move its reads to
+	// the registry, through the same link. When the peer's answer waits
+	// behind what it sends while another peer's comes at once, the node's
+	// sources slowed together because they all relay that peer.
 	nodeSlowShare = 2
 	// ownLinkSilences: a silence is excused up to this many times the
 	// longest it may last while every other stream of the node trickles
@@ -158,6 +153,11 @@ const (
 	// just have been cut, and its best no longer be its capacity. A
 	// stream that falls while the node's others flow (a peer frozen or
 	// throttled) says nothing of the node's link, and calms nothing.
+	// Between 1/idleLinkFactor and 1/slowFactor of that best, or within
+	// idleLinkCalm, the stream is left only when a ping shows its peer's
+	// link holds it up (see errLinkInDoubt): a peer behind a link cut to
+	// a tenth fills a tenth of the node's, and its answers wait behind
+	// what it sends while the node's other peers answer at once.
 	idleLinkFactor = 12
 	idleLinkShare  = 0.5
 	idleLinkCalm   = 3
@@ -439,7 +439,7 @@ func (p *pace) slowness(now time.Time, node *nodePace) error {
 			return nil
 		}
 		if peers >= 2 && rate > 0 && r*nodeSlowShare*float64(streams) >= rate {
-			return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of %.0f KiB/s, and %w: %w", r/1024, span.Round(time.Millisecond), slowFactor, bar/1024, errNodeSlowed, errSlow)
+			return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of %.0f KiB/s, and every source of this node slowed with it: %w: %w", r/1024, span.Round(time.Millisecond), slowFactor, bar/1024, errLinkInDoubt, errSlow)
 		}
 	}
 	if p.held > p.best {
@@ -499,7 +499,8 @@ func (p *pace) measured(now time.Time) (r float64, span time.Duration, ok bool) 
 }
 
 // idleLink says why a stream at rate r over span, not slow by its own
-// best, is slow beside the node's link (see idleLinkFactor), or nil. On
+// best, is slow beside the node's link (see idleLinkFactor), or nil; the
+// verdict is errLinkInDoubt where the node's own link may explain it. On
 // a link at least idleLinkShare busy, a stream of bytes the peer held is
 // slow only when starved.
 func (p *pace) idleLink(now time.Time, r float64, span time.Duration, node *nodePace) error {
@@ -507,20 +508,26 @@ func (p *pace) idleLink(now time.Time, r float64, span time.Duration, node *node
 		return nil
 	}
 	rate, best, streams, _ := node.state(now)
-	if best == 0 || r*idleLinkFactor >= best {
+	if best == 0 || r*slowFactor >= best {
 		return nil
 	}
+	deep := r*idleLinkFactor < best
 	if rate >= idleLinkShare*best {
-		if p.relayed {
-			// As slow as the relay's own source: see graced.
+		if p.relayed || !deep {
+			// A relay is as slow as its own source: see graced.
 			return nil
 		}
 		return starved(r, span, rate, streams)
 	}
-	if rate-p.rate() >= r || node.droppedWithin(now, idleLinkCalm*p.window) {
+	if rate-p.rate() >= r {
 		return nil
 	}
-	return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of the %.0f KiB/s this node received at its best, with its link more than half idle: %w", r/1024, span.Round(time.Millisecond), idleLinkFactor, best/1024, errSlow)
+	if deep && !node.droppedWithin(now, idleLinkCalm*p.window) {
+		return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of the %.0f KiB/s this node received at its best, with its link more than half idle: %w", r/1024, span.Round(time.Millisecond), idleLinkFactor, best/1024, errSlow)
+	}
+	// Under a fifth of that best, or just after a stream of the node fell
+	// far below its own: the node's link may have been cut.
+	return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of the %.0f KiB/s this node received at its best, with its link more than half idle: %w: %w", r/1024, span.Round(time.Millisecond), slowFactor, best/1024, errLinkInDoubt, errSlow)
 }
 
 // starved says why a stream at rate r over span, of bytes its peer held
@@ -652,10 +659,15 @@ type judge struct {
 	// ownLink says whether a silence of the given length is laid to the
 	// node's own link (see Resolver.ownLinkExcuses); nil: never.
 	ownLink func(quiet time.Duration) bool
-	// linkFine says whether a ping shows the node's own link carries
-	// bytes while the peer kept it waiting (see Resolver.ownLinkFine);
-	// nil: no way to tell.
-	linkFine     func(wait time.Duration) bool
+	// peerLinkFull says whether a ping shows the peer's link, not the
+	// node's, holds the peer's bytes up (see swarm.PeerLinkQueued); nil:
+	// no way to tell.
+	peerLinkFull func() bool
+	// peerLinkAt, peerLinkWas: when peerLinkFull was last asked, and its
+	// answer, which holds for a window: a stream in doubt is judged every
+	// paceBucket, and a node behind a cut link has many.
+	peerLinkAt   time.Time
+	peerLinkWas  bool
 	probeTimeout time.Duration
 	peer         string
 	// seen, when set, is told the best rate the stream reached when it
@@ -704,7 +716,9 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 		j.probe = func() bool { return r.answersPing(s, src.peer) }
 	}
 	j.ownLink = func(quiet time.Duration) bool { return r.ownLinkExcuses(src.peer, quiet) }
-	j.linkFine = func(wait time.Duration) bool { return r.ownLinkFine(src.peer, wait) }
+	if pj, ok := r.router.(PeerLinkJudge); ok {
+		j.peerLinkFull = func() bool { return pj.PeerLinkQueued(src.peer) }
+	}
 	j.peer = src.peer
 	j.node.join(j)
 	go func() {
@@ -780,11 +794,11 @@ func (j *judge) verdict(now time.Time) error {
 	if (silent || errors.Is(err, errStalled)) && (j.excused(quiet, limit) || j.laidToOwnLink(quiet)) {
 		return nil
 	}
-	nodeSlowed := errors.Is(err, errNodeSlowed)
-	if nodeSlowed && !j.linkShownFine(window) {
+	inDoubt := errors.Is(err, errLinkInDoubt)
+	if inDoubt && !j.peerLinkShownFull(now, window) {
 		return nil
 	}
-	if !nodeSlowed && errors.Is(err, errSlow) && j.laidToOwnLink(window) {
+	if !inDoubt && errors.Is(err, errSlow) && j.laidToOwnLink(window) {
 		// Measured over a window or more, with the download waiting
 		// on it for half of that: the node's own link is as slow.
 		return nil
@@ -817,10 +831,16 @@ func (j *judge) excused(quiet, limit time.Duration) bool {
 	return quiet < min(ownLinkSilences*limit, j.p.ceiling) && j.node.othersTrickle(j)
 }
 
-// linkShownFine says whether the node's own link is shown to carry bytes
-// while the peer kept the node waiting for d (see linkFine).
-func (j *judge) linkShownFine(d time.Duration) bool {
-	return j.linkFine != nil && j.linkFine(d)
+// peerLinkShownFull says whether a ping shows the peer's link holds its
+// bytes up (see peerLinkFull), asked at most once a window.
+func (j *judge) peerLinkShownFull(now time.Time, window time.Duration) bool {
+	if j.peerLinkFull == nil {
+		return false
+	}
+	if j.peerLinkAt.IsZero() || now.Sub(j.peerLinkAt) >= window {
+		j.peerLinkAt, j.peerLinkWas = now, j.peerLinkFull()
+	}
+	return j.peerLinkWas
 }
 
 // laidToOwnLink says whether a wait of d on the peer is laid to the node's
