@@ -171,9 +171,9 @@ const (
 	// (its bytes come in bursts, as a peer behind a full link sends them)
 	// is not measured over one window, but over the span from the start of
 	// the window in which it turned bursty, once that is this many windows
-	// and as long as its silence may last (see measured). Left to its silence rules alone, a relay
-	// behind a link cut to a tenth, answering every ping, was read for
-	// 20 s.
+	// and as long as its silence may last (see measured). Left to its
+	// silence rules alone, a relay behind a link cut to a tenth, answering
+	// every ping, was read for 20 s.
 	burstySpan = 2
 	// recoverBuckets, recoverFactor: a stream whose last recoverBuckets
 	// whole buckets delivered at 1/recoverFactor of the rate it is held to
