@@ -18,17 +18,6 @@ import (
 // cause, and the next source is likely faster.
 var errSlow = errors.New("source too slow")
 
-// errLinkInDoubt marks a slow stream whose slowness the node's own link
-// may explain: every source of the node slowed with it, or its link, more
-// than half idle, may have been cut, so that its best is no longer what
-// it carries. The node's sources also slow together when they all relay
-// one peer whose link was cut, and a stream is slow from its first byte
-// when its peer's link was. The judge tells these apart with a ping (see
-// judge.verdict, swarm.PeerLinkQueued): the stream is left only when the
-// peer's answer waits in a queue, or does not come, while another peer's
-// comes at once.
-var errLinkInDoubt = errors.New("the node's own link may be the cause")
-
 // errRelaying marks a peer that sent nothing for a while over bytes it
 // relays, and still answers a ping: it waits on its own source, which may
 // be the one that was lost. It is asked once more (see download) before
@@ -120,14 +109,11 @@ const (
 	// share of that: it is then sharing a busy link, not held up by its
 	// peer…
 	nodeBusyShare = 0.5
-	// …or the node reads from two sources or more, this stream gets at
+	// …or the node reads from two peers or more and this stream gets at
 	// least half of an even share of what the node receives
-	// (1/nodeSlowShare), unless a ping shows this stream's peer's link is
-	// what holds it up (see errLinkInDoubt): the node's own link slowed,
-	// and every peer with it. Leaving them would only move its reads to
-	// the registry, through the same link. When the peer's answer waits
-	// behind what it sends while another peer's comes at once, the node's
-	// sources slowed together because they all relay that peer.
+	// (1/nodeSlowShare): the node's own link slowed, and every peer with
+	// it. Leaving them would only move its reads to the registry, through
+	// the same link.
 	nodeSlowShare = 2
 	// ownLinkSilences: a silence is excused up to this many times the
 	// longest it may last while every other stream of the node trickles
@@ -153,11 +139,6 @@ const (
 	// just have been cut, and its best no longer be its capacity. A
 	// stream that falls while the node's others flow (a peer frozen or
 	// throttled) says nothing of the node's link, and calms nothing.
-	// Between 1/idleLinkFactor and 1/slowFactor of that best, or within
-	// idleLinkCalm, the stream is left only when a ping shows its peer's
-	// link holds it up (see errLinkInDoubt): a peer behind a link cut to
-	// a tenth fills a tenth of the node's, and its answers wait behind
-	// what it sends while the node's other peers answer at once.
 	idleLinkFactor = 12
 	idleLinkShare  = 0.5
 	idleLinkCalm   = 3
@@ -439,7 +420,7 @@ func (p *pace) slowness(now time.Time, node *nodePace) error {
 			return nil
 		}
 		if peers >= 2 && rate > 0 && r*nodeSlowShare*float64(streams) >= rate {
-			return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of %.0f KiB/s, and every source of this node slowed with it: %w: %w", r/1024, span.Round(time.Millisecond), slowFactor, bar/1024, errLinkInDoubt, errSlow)
+			return nil
 		}
 	}
 	if p.held > p.best {
@@ -499,8 +480,7 @@ func (p *pace) measured(now time.Time) (r float64, span time.Duration, ok bool) 
 }
 
 // idleLink says why a stream at rate r over span, not slow by its own
-// best, is slow beside the node's link (see idleLinkFactor), or nil; the
-// verdict is errLinkInDoubt where the node's own link may explain it. On
+// best, is slow beside the node's link (see idleLinkFactor), or nil. On
 // a link at least idleLinkShare busy, a stream of bytes the peer held is
 // slow only when starved.
 func (p *pace) idleLink(now time.Time, r float64, span time.Duration, node *nodePace) error {
@@ -508,26 +488,20 @@ func (p *pace) idleLink(now time.Time, r float64, span time.Duration, node *node
 		return nil
 	}
 	rate, best, streams, _ := node.state(now)
-	if best == 0 || r*slowFactor >= best {
+	if best == 0 || r*idleLinkFactor >= best {
 		return nil
 	}
-	deep := r*idleLinkFactor < best
 	if rate >= idleLinkShare*best {
-		if p.relayed || !deep {
-			// A relay is as slow as its own source: see graced.
+		if p.relayed {
+			// As slow as the relay's own source: see graced.
 			return nil
 		}
 		return starved(r, span, rate, streams)
 	}
-	if rate-p.rate() >= r {
+	if rate-p.rate() >= r || node.droppedWithin(now, idleLinkCalm*p.window) {
 		return nil
 	}
-	if deep && !node.droppedWithin(now, idleLinkCalm*p.window) {
-		return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of the %.0f KiB/s this node received at its best, with its link more than half idle: %w", r/1024, span.Round(time.Millisecond), idleLinkFactor, best/1024, errSlow)
-	}
-	// Under a fifth of that best, or just after a stream of the node fell
-	// far below its own: the node's link may have been cut.
-	return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of the %.0f KiB/s this node received at its best, with its link more than half idle: %w: %w", r/1024, span.Round(time.Millisecond), slowFactor, best/1024, errLinkInDoubt, errSlow)
+	return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of the %.0f KiB/s this node received at its best, with its link more than half idle: %w", r/1024, span.Round(time.Millisecond), idleLinkFactor, best/1024, errSlow)
 }
 
 // starved says why a stream at rate r over span, of bytes its peer held
@@ -658,16 +632,7 @@ type judge struct {
 	probed bool
 	// ownLink says whether a silence of the given length is laid to the
 	// node's own link (see Resolver.ownLinkExcuses); nil: never.
-	ownLink func(quiet time.Duration) bool
-	// peerLinkFull says whether a ping shows the peer's link, not the
-	// node's, holds the peer's bytes up (see swarm.PeerLinkQueued); nil:
-	// no way to tell.
-	peerLinkFull func() bool
-	// peerLinkAt, peerLinkWas: when peerLinkFull was last asked, and its
-	// answer, which holds for a window: a stream in doubt is judged every
-	// paceBucket, and a node behind a cut link has many.
-	peerLinkAt   time.Time
-	peerLinkWas  bool
+	ownLink      func(quiet time.Duration) bool
 	probeTimeout time.Duration
 	peer         string
 	// seen, when set, is told the best rate the stream reached when it
@@ -716,9 +681,6 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 		j.probe = func() bool { return r.answersPing(s, src.peer) }
 	}
 	j.ownLink = func(quiet time.Duration) bool { return r.ownLinkExcuses(src.peer, quiet) }
-	if pj, ok := r.router.(PeerLinkJudge); ok {
-		j.peerLinkFull = func() bool { return pj.PeerLinkQueued(src.peer) }
-	}
 	j.peer = src.peer
 	j.node.join(j)
 	go func() {
@@ -794,11 +756,7 @@ func (j *judge) verdict(now time.Time) error {
 	if (silent || errors.Is(err, errStalled)) && (j.excused(quiet, limit) || j.laidToOwnLink(quiet)) {
 		return nil
 	}
-	inDoubt := errors.Is(err, errLinkInDoubt)
-	if inDoubt && !j.peerLinkShownFull(now, window) {
-		return nil
-	}
-	if !inDoubt && errors.Is(err, errSlow) && j.laidToOwnLink(window) {
+	if errors.Is(err, errSlow) && j.laidToOwnLink(window) {
 		// Measured over a window or more, with the download waiting
 		// on it for half of that: the node's own link is as slow.
 		return nil
@@ -829,18 +787,6 @@ func (j *judge) verdict(now time.Time) error {
 // deliver nothing), is not excused.
 func (j *judge) excused(quiet, limit time.Duration) bool {
 	return quiet < min(ownLinkSilences*limit, j.p.ceiling) && j.node.othersTrickle(j)
-}
-
-// peerLinkShownFull says whether a ping shows the peer's link holds its
-// bytes up (see peerLinkFull), asked at most once a window.
-func (j *judge) peerLinkShownFull(now time.Time, window time.Duration) bool {
-	if j.peerLinkFull == nil {
-		return false
-	}
-	if j.peerLinkAt.IsZero() || now.Sub(j.peerLinkAt) >= window {
-		j.peerLinkAt, j.peerLinkWas = now, j.peerLinkFull()
-	}
-	return j.peerLinkWas
 }
 
 // laidToOwnLink says whether a wait of d on the peer is laid to the node's

@@ -42,22 +42,3 @@ const OwnLinkQueue = 150 * time.Millisecond
 func OwnLinkQueued(rtt, quickest time.Duration) bool {
 	return quickest > 0 && rtt-quickest >= OwnLinkQueue
 }
-
-// PeerLinkQueued is the rule for a stream whose slowness the node's own
-// link may explain (every source of the node slowed with it, or it is slow
-// beside a link more than half idle): it is left only when a ping shows the
-// peer's link, not the node's, holds its bytes up. Another peer answered
-// within OwnLinkBudget without waiting in a queue (otherAnswered, and
-// otherQueued false: see OwnLinkQueued), and the peer did not answer in
-// that time (peerAnswered false) or its answer waited in a queue
-// (peerQueued).
-//
-// Behind a link cut to a tenth, a peer's answers wait a second and more
-// behind what it sends; a peer that leads and sends at the registry's
-// pace answers as quickly as the others. Left on the node's word alone,
-// an unharmed node gave up the node that fetched a blob from the
-// registry for the cluster, its uplink busy with uploads, and had the
-// registry send the rest of the blob to it as well.
-func PeerLinkQueued(peerAnswered, peerQueued, otherAnswered, otherQueued bool) bool {
-	return otherAnswered && !otherQueued && (!peerAnswered || peerQueued)
-}
