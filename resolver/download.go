@@ -488,12 +488,21 @@ func (d *dl) round() bool {
 // holdersNow looks the blob's holders up again (see swarm.Relist): the
 // holder sources of a fresh list, but for the peers that failed this
 // download. One that answered busy or "not yet" earlier in the round is
-// asked again: it may hold the blob whole by now.
+// asked again: it may hold the blob whole by now. A relay the download
+// left that did not lead then is asked whether it leads now, and taken
+// back if it does (see swarm.Download.Reask).
 func (d *dl) holdersNow() []source {
 	var out []source
 	for _, s := range d.r.sources(d.req, d.sw, &d.noWait, &d.leading) {
-		if s.kind != SourcePeer || s.designated || s.fetcher || d.sw.FailedPeers[s.peer] {
+		if s.kind != SourcePeer || s.designated || s.fetcher {
 			continue
+		}
+		if d.sw.FailedPeers[s.peer] {
+			if !d.sw.Reask(s.peer) || !d.peerLeads(s.peer, d.off) {
+				continue
+			}
+			d.sw.LeadsAgain(s.peer)
+			d.log.Info("a relay left earlier leads now: reading it again", "digest", d.req.Digest, "source", s.String(), "offset", d.off)
 		}
 		out = append(out, s)
 	}
@@ -840,19 +849,32 @@ func (r *Resolver) watchAnswer(cancel context.CancelCauseFunc, src source) func(
 
 // leadsNow says whether src, a peer whose stream ended with err at off,
 // is to be read again: the rule asks it (see swarm.AskIfLeadsNow), once
-// per download, and its answer, without waiting and within the time a
-// ping gets, says it fetches the blob from the registry for the cluster
-// now. The answer to a range of one byte at off says it, whether the peer
-// holds that byte yet or not.
+// per download, and it leads now (see peerLeads). One that does not is
+// noted, to be asked again before the registry (see swarm.Download.Reask).
 func (d *dl) leadsNow(src source, err error, off int64) bool {
-	rr, ok := d.r.router.(Ranger)
-	if !ok || !swarm.AskIfLeadsNow(sortFailure(src, err, d.ing), d.relayAsked[src.peer]) {
+	if _, ok := d.r.router.(Ranger); !ok || !swarm.AskIfLeadsNow(sortFailure(src, err, d.ing), d.relayAsked[src.peer]) {
 		return false
 	}
 	d.relayAsked[src.peer] = true
+	if d.peerLeads(src.peer, off) {
+		return true
+	}
+	d.sw.Unled[src.peer] = true
+	return false
+}
+
+// peerLeads asks peer p, without waiting and within the time a ping gets,
+// whether it fetches the blob from the registry for the cluster now: the
+// answer to a range of one byte at off says it, whether the peer holds
+// that byte yet or not.
+func (d *dl) peerLeads(p string, off int64) bool {
+	rr, ok := d.r.router.(Ranger)
+	if !ok {
+		return false
+	}
 	ctx, cancel := context.WithTimeout(d.dctx, pingTries*d.r.cfg.probeTimeout())
 	defer cancel()
-	body, _, _, err := rr.FetchRange(ctx, src.peer, d.req.Digest, PeerRange{Off: off, Length: 1})
+	body, _, _, err := rr.FetchRange(ctx, p, d.req.Digest, PeerRange{Off: off, Length: 1})
 	if body != nil {
 		defer body.Close()
 	}

@@ -316,6 +316,10 @@ type takeOverRouter struct {
 	goneFrozen
 	data      []byte
 	takesOver bool
+	// lateTakeOver: the relay sends what it held over 640 ms, says it
+	// does not lead when first asked, and takes over right after.
+	lateTakeOver bool
+	questions    int // one-byte questions asked of the relay
 
 	mu    sync.Mutex
 	asked []string
@@ -339,23 +343,74 @@ func (r *takeOverRouter) FetchRange(ctx context.Context, p string, d digest.Dige
 	r.mu.Lock()
 	r.asked = append(r.asked, fmt.Sprintf("%s@%d wait %v", p, rg.Off, rg.Wait))
 	first := p == "relay" && !slices.ContainsFunc(r.asked[:len(r.asked)-1], func(a string) bool { return a[:5] == "relay" })
+	question := p == "relay" && !rg.Wait && rg.Off >= held
+	if question {
+		r.questions++
+	}
+	leads := r.takesOver || (r.lateTakeOver && r.questions >= 2)
 	r.mu.Unlock()
 	switch {
 	case p == "gone":
 		return io.NopCloser(stallReader{ctx}), size, size, nil
 	case p != "relay":
 		return nil, 0, 0, errdefs.ErrNotFound
+	case first && r.lateTakeOver:
+		body := io.MultiReader(&trickle{data: r.data[rg.Off:held], every: 40 * time.Millisecond}, stallReader{ctx})
+		return &leaderBody{Reader: body}, size, held, nil
 	case first:
 		body := io.MultiReader(bytes.NewReader(r.data[rg.Off:held]), stallReader{ctx})
 		return &leaderBody{Reader: body}, size, held, nil
-	case !rg.Wait && rg.Off >= held:
+	case question:
 		err := fmt.Errorf("peer relay holds %d bytes: %w", held, errdefs.ErrOutOfRange)
-		if r.takesOver {
+		if leads {
 			err = fmt.Errorf("%w (%w)", err, resolver.ErrPeerLeads)
 		}
 		return nil, size, held, err
 	}
-	return &leaderBody{Reader: bytes.NewReader(r.data[rg.Off:]), leads: r.takesOver}, size, held, nil
+	return &leaderBody{Reader: bytes.NewReader(r.data[rg.Off:]), leads: leads}, size, held, nil
+}
+
+// trickle sends data 64 KiB at a time, every apart.
+type trickle struct {
+	data  []byte
+	every time.Duration
+}
+
+func (t *trickle) Read(p []byte) (int, error) {
+	if len(t.data) == 0 {
+		return 0, io.EOF
+	}
+	time.Sleep(t.every)
+	n := copy(p[:min(len(p), 64<<10)], t.data)
+	t.data = t.data[n:]
+	return n, nil
+}
+
+// TestRelayThatTookOverLaterIsAskedAgain: as in
+// TestRelayThatTookOverIsReadAgain, but the relay, asked as the download
+// leaves it, does not lead yet, and takes over a moment later. The round
+// reaches the registry with a list over a second old, looks the holders
+// up again, and asks the relay it left once more whether it leads: it
+// does, and is read again; the registry sends this node nothing.
+func TestRelayThatTookOverLaterIsAskedAgain(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 4<<20)
+	router := &takeOverRouter{data: body, lateTakeOver: true}
+	f := newFixture(t, resolver.Config{
+		PieceSize: -1, StallTimeout: 300 * time.Millisecond, ArrivalStall: 200 * time.Millisecond,
+		PeerStall: 10 * time.Second, PeerSlowWindow: 10 * time.Second,
+	}, resolver.Sources{Router: router})
+	pullPushed(t, f, body)
+	f.res.Close()
+	router.mu.Lock()
+	defer router.mu.Unlock()
+	if n := f.up.blobGets.Load(); n != 0 {
+		t.Errorf("registry asked %d times, want 0 (peers asked %v)", n, router.asked)
+	}
+	want := []string{"gone@0 wait true", "relay@0 wait true", "relay@1048576 wait false", "relay@1048576 wait false", "relay@1048576 wait true"}
+	if !slices.Equal(router.asked, want) {
+		t.Errorf("peers asked %v, want %v", router.asked, want)
+	}
 }
 
 // TestRelayThatTookOverIsReadAgain: after the download lost a peer, the

@@ -194,7 +194,10 @@ type Download struct {
 	// BehindSince: when each designated peer first answered busy and
 	// behind this node after a lost peer (see NotePeerFailure).
 	BehindSince map[string]time.Time
-	backoff     time.Duration
+	// Unled lists the relays this download left that said, asked, they
+	// did not lead (see AskIfLeadsNow, Reask).
+	Unled   map[string]bool
+	backoff time.Duration
 }
 
 // FirstBackoff is the first wait after a round in which every peer that
@@ -206,7 +209,28 @@ const (
 
 // NewDownload starts a download's knowledge at now.
 func NewDownload(l Limits, now time.Time) *Download {
-	return &Download{Limits: l, FailedPeers: map[string]bool{}, WholeBusy: map[string]bool{}, BehindSince: map[string]time.Time{}, ProgressAt: now, backoff: FirstBackoff}
+	return &Download{Limits: l, FailedPeers: map[string]bool{}, WholeBusy: map[string]bool{}, BehindSince: map[string]time.Time{}, Unled: map[string]bool{}, ProgressAt: now, backoff: FirstBackoff}
+}
+
+// Reask says whether peer p, which failed this download, is asked again,
+// without waiting, whether it leads now when a round looks the holders up
+// again before the registry (see Relist): it is a relay the download left
+// that said it did not lead (Unled). A relay whose own source was lost
+// takes up the lead a moment after its readers find it slow, as the next
+// in the ranking does; asked once as it was left, it said no, and this
+// node would lead beside it and have the registry send the rest twice.
+// Seen: an unharmed node left a relay 0.4 s before it led, tried two
+// harmed peers for 1.8 s, and led beside it. One that leads is taken back
+// (see LeadsAgain).
+func (d *Download) Reask(p string) bool {
+	return d.FailedPeers[p] && d.Unled[p]
+}
+
+// LeadsAgain takes p, a peer that failed this download, back as a source:
+// asked again, it said it leads now (see Reask).
+func (d *Download) LeadsAgain(p string) {
+	delete(d.FailedPeers, p)
+	delete(d.Unled, p)
 }
 
 // BusyLimit is how long, from its last progress, a download prefers

@@ -410,3 +410,26 @@ func TestIdle(t *testing.T) {
 		}
 	})
 }
+
+// TestReask: a relay the download left, which said it did not lead, is
+// asked again at the registry's turn; taken back once it leads, it is a
+// source again. A peer that failed otherwise (silent, cut) is not asked.
+func TestReask(t *testing.T) {
+	t.Parallel()
+	d := swarm.NewDownload(swarm.Limits{}, time.Unix(1000, 0))
+	d.FailedPeers["relay"], d.Unled["relay"] = true, true
+	d.FailedPeers["frozen"] = true
+	if !d.Reask("relay") {
+		t.Error("a relay left unled is not asked again")
+	}
+	if d.Reask("frozen") {
+		t.Error("a peer that went silent is asked again")
+	}
+	if d.Reask("other") {
+		t.Error("a peer that did not fail is asked again: it is in the list as it is")
+	}
+	d.LeadsAgain("relay")
+	if d.FailedPeers["relay"] || d.Reask("relay") {
+		t.Error("a relay that leads now still counts as failed")
+	}
+}
