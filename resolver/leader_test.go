@@ -297,12 +297,7 @@ func TestRelayWhoseSourcePausedIsAskedAgain(t *testing.T) {
 	f.res.Close()
 	router.mu.Lock()
 	defer router.mu.Unlock()
-	if n := f.up.blobGets.Load(); n != 0 {
-		t.Errorf("registry asked %d times, want 0 (peers asked %v)", n, router.asked)
-	}
-	if want := []string{"gone@0", "relay@0", "relay@2097152"}; !slices.Equal(router.asked, want) {
-		t.Errorf("peers asked %v, want %v", router.asked, want)
-	}
+	wantAsked(t, f, router.asked, false, []string{"gone@0", "relay@0", "relay@2097152"})
 }
 
 // takeOverRouter is a mesh without a ranking (every peer may be waited
@@ -404,12 +399,18 @@ func TestRelayThatTookOverLaterIsAskedAgain(t *testing.T) {
 	f.res.Close()
 	router.mu.Lock()
 	defer router.mu.Unlock()
-	if n := f.up.blobGets.Load(); n != 0 {
-		t.Errorf("registry asked %d times, want 0 (peers asked %v)", n, router.asked)
+	wantAsked(t, f, router.asked, false, []string{"gone@0 wait true", "relay@0 wait true", "relay@1048576 wait false", "relay@1048576 wait false", "relay@1048576 wait true"})
+}
+
+// wantAsked fails t unless the registry was asked for the blob (registry)
+// or not at all, and the peers were asked as asked says, in order.
+func wantAsked(t *testing.T, f *fixture, asked []string, registry bool, want []string) {
+	t.Helper()
+	if n := f.up.blobGets.Load(); (n > 0) != registry {
+		t.Errorf("registry asked %d times; want asked: %v (peers asked %v)", n, registry, asked)
 	}
-	want := []string{"gone@0 wait true", "relay@0 wait true", "relay@1048576 wait false", "relay@1048576 wait false", "relay@1048576 wait true"}
-	if !slices.Equal(router.asked, want) {
-		t.Errorf("peers asked %v, want %v", router.asked, want)
+	if !slices.Equal(asked, want) {
+		t.Errorf("peers asked %v, want %v", asked, want)
 	}
 }
 
@@ -454,12 +455,7 @@ func TestRelayThatTookOverIsReadAgain(t *testing.T) {
 				f.res.Close()
 				router.mu.Lock()
 				defer router.mu.Unlock()
-				if n := f.up.blobGets.Load(); (n > 0) != tc.registry {
-					t.Errorf("registry asked %d times; want asked: %v (peers asked %v)", n, tc.registry, router.asked)
-				}
-				if !slices.Equal(router.asked, tc.wantAsked) {
-					t.Errorf("peers asked %v, want %v", router.asked, tc.wantAsked)
-				}
+				wantAsked(t, f, router.asked, tc.registry, tc.wantAsked)
 			})
 		}
 	}
