@@ -131,3 +131,54 @@ func (n *Node) ownLinkSlow(exclude peer.ID, wait time.Duration) bool {
 	}
 	return !errors.Is(err, errNoOtherPeer) && n.life.Err() == nil
 }
+
+// peerLinkQueued says whether a ping shows p's link, not this node's,
+// holds p's bytes up (see swarm.PeerLinkQueued): p and up to ownLinkPeers
+// of the node's other peers (see comparePeers) are pinged at once, over
+// the connections already open, and within swarm.OwnLinkBudget one of the
+// others answers without waiting in a queue while p does not answer, or
+// its answer waited in one. False when there is no other peer to ask.
+func (n *Node) peerLinkQueued(p peer.ID) bool {
+	others := n.comparePeers(p)
+	if len(others) == 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(network.WithNoDial(n.life, "peer link probe"), swarm.OwnLinkBudget)
+	defer cancel() // ends the other pings
+	type answer struct {
+		peer   bool // p's answer, not another's
+		queued bool
+	}
+	answers := make(chan answer, len(others)+1)
+	for _, q := range append(others, p) {
+		go func() {
+			if res, ok := <-ping.Ping(ctx, n.host, q); ok && res.Error == nil {
+				st := n.stats.peer(q)
+				quickest := time.Duration(st.quickest.Load())
+				st.roundTrip(res.RTT)
+				answers <- answer{q == p, swarm.OwnLinkQueued(res.RTT, quickest)}
+			}
+		}()
+	}
+	var peerAnswered, peerQueued, otherAnswered, otherQueued bool
+	// Settled once p answered at once (its link holds nothing up), or
+	// answered late beside another peer's quick answer.
+	settled := func() bool { return peerAnswered && (!peerQueued || (otherAnswered && !otherQueued)) }
+wait:
+	for !settled() {
+		select {
+		case a := <-answers:
+			switch {
+			case a.peer:
+				peerAnswered, peerQueued = true, a.queued
+			case !otherAnswered || otherQueued:
+				otherAnswered, otherQueued = true, a.queued
+			}
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	queued := swarm.PeerLinkQueued(peerAnswered, peerQueued, otherAnswered, otherQueued)
+	n.log.Debug("peer link probed", "peer", p, "answered", peerAnswered, "late", peerQueued, "other_answered", otherAnswered, "queued", queued)
+	return queued
+}

@@ -174,6 +174,44 @@ func TestSilentWatchKeepsTheConnectionWhenTheOwnLinkIsSlow(t *testing.T) {
 }
 
 // latePing answers libp2p's ping protocol after wait, each ping.
+// TestPeerLinkQueued: a peer whose answer to a ping does not come within
+// the budget, or comes 0.2 s past its quickest round trip of 1 ms, while
+// another peer answers at once, holds its bytes up on its own link; one
+// that answers at once does not, nor one that is late beside another as
+// late (the node's own link).
+func TestPeerLinkQueued(t *testing.T) {
+	t.Parallel()
+	c := connectedMesh(t, 3)
+	r := c.Nodes[0].Router()
+	judged, other := c.Nodes[1], c.Nodes[2]
+	// On a loaded test machine a ping answered at once can take longer,
+	// for seconds on end: each verdict that needs one peer to answer at
+	// once is reached within 30 s.
+	eventually := func(want bool, why string) {
+		t.Helper()
+		p2ptest.Eventually(t, 30*time.Second, func() error {
+			if got := r.PeerLinkQueued(judged.ID().String()); got != want {
+				return fmt.Errorf("peer link queued = %v while %s", got, why)
+			}
+			return nil
+		})
+	}
+	p2p.Host(judged).SetStreamHandler(ping.ID, latePing(400*time.Millisecond))
+	eventually(true, "the peer does not answer within the budget and another answers at once")
+	p2p.SawRoundTrip(c.Nodes[0], judged.ID(), time.Millisecond)
+	p2p.Host(judged).SetStreamHandler(ping.ID, latePing(200*time.Millisecond))
+	eventually(true, "the peer answers 0.2 s past its quickest round trip of 1 ms and another answers at once")
+	p2p.Host(judged).SetStreamHandler(ping.ID, latePing(0))
+	eventually(false, "the peer answers at once")
+	// Both late: the node's own link. A loaded machine only delays the
+	// answers further.
+	p2p.Host(judged).SetStreamHandler(ping.ID, latePing(400*time.Millisecond))
+	p2p.Host(other).SetStreamHandler(ping.ID, latePing(400*time.Millisecond))
+	if r.PeerLinkQueued(judged.ID().String()) {
+		t.Error("peer link queued while no other peer answers within the budget either")
+	}
+}
+
 func latePing(wait time.Duration) network.StreamHandler {
 	return func(s network.Stream) {
 		buf := make([]byte, ping.PingSize)

@@ -137,3 +137,10 @@ func (r *Router) OwnLinkSlow(p string, wait time.Duration) bool {
 	id, err := decodePeer(p)
 	return err == nil && r.n.ownLinkSlow(id, wait)
 }
+
+// PeerLinkQueued says whether a ping shows p's link, not this node's,
+// holds p's bytes up (see swarm.PeerLinkQueued).
+func (r *Router) PeerLinkQueued(p string) bool {
+	id, err := decodePeer(p)
+	return err == nil && r.n.peerLinkQueued(id)
+}

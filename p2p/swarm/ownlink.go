@@ -42,3 +42,22 @@ const OwnLinkQueue = 150 * time.Millisecond
 func OwnLinkQueued(rtt, quickest time.Duration) bool {
 	return quickest > 0 && rtt-quickest >= OwnLinkQueue
 }
+
+// PeerLinkQueued is the rule for a relay starved beside a busy link (it
+// brings a small part of its share of what the node receives, and may be
+// as slow as its own source, which it judges itself): it is left only
+// when a ping shows the relay's own link holds its bytes up. Another peer
+// answered within OwnLinkBudget without waiting in a queue (otherAnswered,
+// and otherQueued false: see OwnLinkQueued), and the relay did not answer
+// in that time (peerAnswered false) or its answer waited in a queue
+// (peerQueued).
+//
+// Behind a link cut to a tenth, a relay's answers wait a second and more
+// behind what it sends, and it crawls for as long as it answers pings
+// while its own source and this node are fine. A relay that waits on a
+// slow source answers as quickly as the others; left for its rate alone,
+// this node would lead beside it, and the registry send the rest of the
+// blob twice.
+func PeerLinkQueued(peerAnswered, peerQueued, otherAnswered, otherQueued bool) bool {
+	return otherAnswered && !otherQueued && (!peerAnswered || peerQueued)
+}

@@ -25,3 +25,22 @@ func TestOwnLinkQueued(t *testing.T) {
 		}
 	}
 }
+
+func TestPeerLinkQueued(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name                                                 string
+		peerAnswered, peerQueued, otherAnswered, otherQueued bool
+		want                                                 bool
+	}{
+		{"the peer silent, another answers at once", false, false, true, false, true},
+		{"the peer queued, another answers at once", true, true, true, false, true},
+		{"the peer answers at once", true, false, true, false, false},
+		{"the peer silent, the other queued too: the node's own link", false, false, true, true, false},
+		{"no other answers", false, false, false, false, false},
+	} {
+		if got := swarm.PeerLinkQueued(tc.peerAnswered, tc.peerQueued, tc.otherAnswered, tc.otherQueued); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
