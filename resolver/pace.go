@@ -25,6 +25,14 @@ var errSlow = errors.New("source too slow")
 // this node would.
 var errRelaying = errors.New("it relays bytes it has not received yet and answers a ping")
 
+// errRelayInDoubt marks a relay starved beside a busy link (see starved):
+// it may be as slow as its own source, which it judges itself, or held up
+// by its own link, full or cut. The judge tells the two apart with a ping
+// (see judge.verdict, swarm.PeerLinkQueued): the relay is left only when
+// its answer waits behind what it sends, or does not come, while another
+// peer's comes at once.
+var errRelayInDoubt = errors.New("it relays, and its own source may be as slow")
+
 // probeTimeout is how long a peer gets to answer the ping that tells a
 // frozen or cut-off peer from one waiting on its own source: two fifths
 // of PeerStall, and never under minProbeTimeout. A ping answered on a LAN
@@ -399,7 +407,7 @@ func (p *pace) slowness(now time.Time, node *nodePace) error {
 	}
 	r, span, ok := p.measured(now)
 	if !ok {
-		return nil
+		return p.starvedRelay(now, node)
 	}
 	bar := max(p.best, p.held)
 	if r*slowFactor >= bar {
@@ -479,10 +487,37 @@ func (p *pace) measured(now time.Time) (r float64, span time.Duration, ok bool) 
 	return float64(p.total-p.burstyMark) / span.Seconds(), span, true
 }
 
+// starvedRelay says why a relay too bursty to be measured yet (see
+// measured) is in doubt (errRelayInDoubt), or nil: over the span since it
+// turned bursty, burstySpan windows or more, it is starved beside a busy
+// link (see idleLink). A relay behind a full link sends a frame now and
+// then, and its silence may last ten seconds; judged only once measured
+// over that, an unharmed node read such a relay for seven seconds while
+// its other blobs came in. Its verdict waits on a ping, so it need not
+// wait for the span its silence may last.
+func (p *pace) starvedRelay(now time.Time, node *nodePace) error {
+	if !p.relayed || node == nil || p.burstyAt.IsZero() {
+		return nil
+	}
+	span := now.Sub(p.burstyAt)
+	if span < burstySpan*p.window {
+		return nil
+	}
+	r := float64(p.total-p.burstyMark) / span.Seconds()
+	rate, best, streams, _ := node.state(now)
+	if best == 0 || r*idleLinkFactor >= best || rate < idleLinkShare*best {
+		return nil
+	}
+	if err := starved(r, span, rate, streams); err != nil {
+		return fmt.Errorf("%w: %w", err, errRelayInDoubt)
+	}
+	return nil
+}
+
 // idleLink says why a stream at rate r over span, not slow by its own
 // best, is slow beside the node's link (see idleLinkFactor), or nil. On
-// a link at least idleLinkShare busy, a stream of bytes the peer held is
-// slow only when starved.
+// a link at least idleLinkShare busy, a stream is slow only when starved,
+// and a relay so found is in doubt (errRelayInDoubt).
 func (p *pace) idleLink(now time.Time, r float64, span time.Duration, node *nodePace) error {
 	if node == nil {
 		return nil
@@ -492,11 +527,12 @@ func (p *pace) idleLink(now time.Time, r float64, span time.Duration, node *node
 		return nil
 	}
 	if rate >= idleLinkShare*best {
-		if p.relayed {
-			// As slow as the relay's own source: see graced.
-			return nil
+		err := starved(r, span, rate, streams)
+		if err != nil && p.relayed {
+			// Maybe as slow as the relay's own source: see graced.
+			return fmt.Errorf("%w: %w", err, errRelayInDoubt)
 		}
-		return starved(r, span, rate, streams)
+		return err
 	}
 	if rate-p.rate() >= r || node.droppedWithin(now, idleLinkCalm*p.window) {
 		return nil
@@ -512,9 +548,11 @@ func (p *pace) idleLink(now time.Time, r float64, span time.Duration, node *node
 // end, its uplink throttled or full, and the next source carries the rest
 // at a share of the same link. Kept for the link's being busy, a node
 // read a peer behind a link cut to a tenth at 0.5 MB/s for 7 s while its
-// other blobs came in, and its pull waited on that one. A relay is left
-// to the rules for relays: it is as slow as its own source, which it
-// judges itself, and left early it would have this node lead beside it.
+// other blobs came in, and its pull waited on that one. A relay so
+// starved is in doubt (see errRelayInDoubt): it may be as slow as its own
+// source, which it judges itself, and left for that it would have this
+// node lead beside it; but behind its own link, cut or full, it may crawl
+// for as long as it answers pings, its source and this node both fine.
 func starved(r float64, span time.Duration, rate float64, streams int) error {
 	if streams < 2 || r*starvedShare*float64(streams) >= rate {
 		return nil
@@ -632,7 +670,15 @@ type judge struct {
 	probed bool
 	// ownLink says whether a silence of the given length is laid to the
 	// node's own link (see Resolver.ownLinkExcuses); nil: never.
-	ownLink      func(quiet time.Duration) bool
+	ownLink func(quiet time.Duration) bool
+	// peerLinkFull says whether a ping shows the peer's link, not the
+	// node's, holds the peer's bytes up (see swarm.PeerLinkQueued); nil:
+	// no way to tell. peerLinkAt, peerLinkWas: when it was last asked,
+	// and its answer, which holds for a window: a relay in doubt is
+	// judged every paceBucket.
+	peerLinkFull func() bool
+	peerLinkAt   time.Time
+	peerLinkWas  bool
 	probeTimeout time.Duration
 	peer         string
 	// seen, when set, is told the best rate the stream reached when it
@@ -681,6 +727,9 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 		j.probe = func() bool { return r.answersPing(s, src.peer) }
 	}
 	j.ownLink = func(quiet time.Duration) bool { return r.ownLinkExcuses(src.peer, quiet) }
+	if pj, ok := r.router.(PeerLinkJudge); ok {
+		j.peerLinkFull = func() bool { return pj.PeerLinkQueued(src.peer) }
+	}
 	j.peer = src.peer
 	j.node.join(j)
 	go func() {
@@ -740,7 +789,9 @@ func (r *Resolver) countStream() *judge {
 // relaying peer found slow while its Read has waited relayQuietShare of
 // PeerStall is pinged as well, and if it answers its verdict says
 // errRelaying: its own source stopped, and it is finding the next. One
-// that trickles is slow itself (see graced).
+// that trickles is slow itself (see graced). A relay starved beside a
+// busy link is left only when a ping shows its own link holds it up (see
+// errRelayInDoubt).
 func (j *judge) verdict(now time.Time) error {
 	j.mu.Lock()
 	err := j.p.check(now, j.node)
@@ -755,6 +806,16 @@ func (j *judge) verdict(now time.Time) error {
 	j.mu.Unlock()
 	if (silent || errors.Is(err, errStalled)) && (j.excused(quiet, limit) || j.laidToOwnLink(quiet)) {
 		return nil
+	}
+	if errors.Is(err, errRelayInDoubt) {
+		if j.peerLinkShownFull(now, window) {
+			// Its own link holds it up, not its source: left as slow,
+			// not asked once more.
+			return err
+		}
+		// Kept as a relay waiting on its source; its silence is still
+		// asked about.
+		err, ask = nil, j.probe != nil && silent && !j.probed
 	}
 	if errors.Is(err, errSlow) && j.laidToOwnLink(window) {
 		// Measured over a window or more, with the download waiting
@@ -787,6 +848,18 @@ func (j *judge) verdict(now time.Time) error {
 // deliver nothing), is not excused.
 func (j *judge) excused(quiet, limit time.Duration) bool {
 	return quiet < min(ownLinkSilences*limit, j.p.ceiling) && j.node.othersTrickle(j)
+}
+
+// peerLinkShownFull says whether a ping shows the peer's link holds its
+// bytes up (see peerLinkFull), asked at most once a window.
+func (j *judge) peerLinkShownFull(now time.Time, window time.Duration) bool {
+	if j.peerLinkFull == nil {
+		return false
+	}
+	if j.peerLinkAt.IsZero() || now.Sub(j.peerLinkAt) >= window {
+		j.peerLinkAt, j.peerLinkWas = now, j.peerLinkFull()
+	}
+	return j.peerLinkWas
 }
 
 // laidToOwnLink says whether a wait of d on the peer is laid to the node's

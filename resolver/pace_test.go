@@ -234,7 +234,10 @@ func TestIdleLinkSlow(t *testing.T) {
 		{name: "a thirtieth of the node's best, the link idle", rate: fast / 30, want: errSlow},
 		{name: "a tenth of the node's best, alone: the node's own link cut to a tenth", rate: fast / 10},
 		{name: "a thirtieth, the link busy with another peer's stream: starved", rate: fast / 30, others: fast * 3 / 4, otherPeers: 1, want: errSlow},
-		{name: "a thirtieth, relayed, the link busy with another peer's stream", rate: fast / 30, others: fast * 3 / 4, otherPeers: 1, relayed: true},
+		// Left only if a ping shows the relay's own link holds it up:
+		// see TestStarvedRelayLeftWhenItsLinkIsFull.
+		{name: "a thirtieth, relayed, the link busy with another peer's stream: in doubt", rate: fast / 30, others: fast * 3 / 4, otherPeers: 1, relayed: true, want: errRelayInDoubt},
+		{name: "a tenth, relayed, the link busy with another peer's stream", rate: fast / 10, others: fast * 3 / 4, otherPeers: 1, relayed: true},
 		{name: "a thirtieth, one of eight streams sharing a busy link", rate: fast / 30, others: 7 * fast / 10, otherPeers: 7},
 		{name: "a tenth, the link busy with another peer's stream", rate: fast / 10, others: fast * 3 / 4, otherPeers: 1},
 		{name: "a thirtieth, beside another peer as slow: the node's own link", rate: fast / 30, others: fast / 30, otherPeers: 1},
@@ -244,6 +247,9 @@ func TestIdleLinkSlow(t *testing.T) {
 		// gaps of 300ms), from the start of its first window.
 		{name: "a thirtieth in bursts 300ms apart, the link idle", rate: fast / 30, burst: 300 * time.Millisecond, want: errSlow, within: 2600 * time.Millisecond},
 		{name: "a tenth in bursts 300ms apart, alone", rate: fast / 10, burst: 300 * time.Millisecond},
+		// In doubt over the span since it turned bursty, not the ten
+		// seconds its silence may last.
+		{name: "a thirtieth in bursts 1.5s apart, relayed, the link busy: in doubt", rate: fast / 30, burst: 1500 * time.Millisecond, others: fast * 3 / 4, otherPeers: 1, relayed: true, want: errRelayInDoubt, within: 3500 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -280,11 +286,75 @@ func TestIdleLinkSlow(t *testing.T) {
 				node.read(now, k+tt.others)
 				err = p.check(now, node)
 			}
-			if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
+			if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) || (tt.want == errSlow && errors.Is(err, errRelayInDoubt)) {
 				t.Fatalf("verdict %v, want %v", err, tt.want)
 			}
 			if took := now.Sub(opened); tt.within > 0 && took > tt.within {
 				t.Fatalf("verdict %v after %v, want it within %v", err, took, tt.within)
+			}
+		})
+	}
+}
+
+// TestStarvedRelayLeftWhenItsLinkIsFull: a relay that brings a thirtieth
+// of the node's best while another peer's stream keeps the node's link
+// busy is left as slow when a ping shows its own link holds it up (its
+// answer queued behind what it sends, or did not come, while another
+// peer's came at once), and not asked once more; it is kept when the ping
+// does not show that (it may be as slow as its own source), or when the
+// judge cannot ask, and its silence is still asked about.
+func TestStarvedRelayLeftWhenItsLinkIsFull(t *testing.T) {
+	t.Parallel()
+	const fast, gap = 32 << 10, 10 * time.Millisecond // 3.2 MB/s
+	for _, tc := range []struct {
+		name   string
+		pings  bool // the judge can ask
+		queued bool // the relay's answer waits behind its bytes, another's comes at once
+		want   error
+	}{
+		{name: "the relay's answer queued", pings: true, queued: true, want: errSlow},
+		{name: "the relay's answer not queued, or no other answers", pings: true},
+		{name: "no way to ask"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			now := time.Unix(1000, 0)
+			node := newNodePace(time.Second)
+			node.p.at = now
+			// The node's best: a stream now ended, at full rate.
+			for end := now.Add(2 * time.Second); now.Before(end); now = now.Add(gap) {
+				node.read(now, fast)
+			}
+			node.open("relay", 1)
+			node.open("other", 1)
+			p := newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
+			p.relayed = true
+			j := &judge{p: p, node: node, peer: "relay"}
+			asked, pinged := 0, 0
+			if tc.pings {
+				j.peerLinkFull = func() bool { asked++; return tc.queued }
+			}
+			j.probe = func() bool { pinged++; return true }
+			var err error
+			opened := now
+			for end := now.Add(4 * time.Second); err == nil && now.Before(end); {
+				p.reading(now)
+				now = now.Add(gap)
+				p.read(now, fast/30)
+				node.read(now, fast/30+fast*3/4)
+				err = j.verdict(now)
+			}
+			if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) || errors.Is(err, errRelaying) {
+				t.Fatalf("verdict %v after %v, want %v", err, now.Sub(opened), tc.want)
+			}
+			if tc.want != nil && now.Sub(opened) > 3*time.Second {
+				t.Fatalf("left after %v, want within a window, its span and PeerStall (3s)", now.Sub(opened))
+			}
+			if tc.pings && (asked == 0 || asked > 4) {
+				t.Fatalf("the judge asked about the relay's link %d times in %v, want at least once and at most once a second", asked, now.Sub(opened))
+			}
+			if pinged > 0 {
+				t.Fatalf("the relay was pinged %d times while it sent steadily", pinged)
 			}
 		})
 	}

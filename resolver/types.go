@@ -163,6 +163,15 @@ type LinkJudge interface {
 	OwnLinkSlow(p string, wait time.Duration) bool
 }
 
+// PeerLinkJudge is a Router that can tell a peer whose own link holds its
+// bytes up from one slowed by its own source (see swarm.PeerLinkQueued).
+type PeerLinkJudge interface {
+	// PeerLinkQueued says whether p's answer to a ping does not come
+	// within swarm.OwnLinkBudget, or waits in a queue, while another
+	// peer's comes at once.
+	PeerLinkQueued(p string) bool
+}
+
 // Designator is a Router that also names, for each digest, the peers that
 // should fetch it from the registry for the whole cluster (rendezvous
 // hashing over the live members), so that a new image is pulled from the
