@@ -150,8 +150,8 @@ const (
 	idleLinkFactor = 12
 	idleLinkShare  = 0.5
 	idleLinkCalm   = 3
-	// starvedShare: on a link at least idleLinkShare busy, a stream of
-	// bytes its peer held, below the node's best divided by
+	// starvedShare: on a link at least idleLinkShare busy, a stream slow
+	// from its first byte, below the node's best divided by
 	// idleLinkFactor, is slow when it gets under an even share of what
 	// the node receives divided by this (see starved): the quarter that
 	// nodeBusyShare grants a stream slow by its own best.
@@ -181,8 +181,10 @@ type pace struct {
 	// relayed: the stream is past the bytes the peer held when it
 	// answered; the peer relays them as they reach it, so a wait is not
 	// the peer's silence (ArrivalStall rules it), but a slow rate still is.
-	relayed   bool
-	slowSince time.Time // since when a relaying stream is slow (see graced)
+	relayed bool
+	// slowSince, doubtSince: since when a relaying stream is slow, or in
+	// doubt (see graced).
+	slowSince, doubtSince time.Time
 	// fromFirstByte: the stream's windows begin at its first byte, not
 	// when it opened: a relay asked for bytes it has not received yet
 	// waits on its own source first, often one that was just lost, and
@@ -382,15 +384,25 @@ func (p *pace) check(now time.Time, node *nodePace) error {
 // next. Judged as early, the node below would leave a relay that is
 // about to speed up again, and lead itself: the registry would send the
 // rest of the blob to both.
+//
+// A relay in doubt (errRelayInDoubt) is graced on a clock of its own: kept
+// in doubt for a while, a relay that then falls below a fifth of its own
+// best still gets its PeerStall.
 func (p *pace) graced(now time.Time, slow error) error {
 	if slow == nil || !p.relayed {
-		p.slowSince = time.Time{}
+		p.slowSince, p.doubtSince = time.Time{}, time.Time{}
 		return slow
 	}
-	if p.slowSince.IsZero() {
-		p.slowSince = now
+	since := &p.slowSince
+	if errors.Is(slow, errRelayInDoubt) {
+		since, p.slowSince = &p.doubtSince, time.Time{}
+	} else {
+		p.doubtSince = time.Time{}
 	}
-	if now.Sub(p.slowSince) < p.stall {
+	if since.IsZero() {
+		*since = now
+	}
+	if now.Sub(*since) < p.stall {
 		return nil
 	}
 	return slow
@@ -540,10 +552,9 @@ func (p *pace) idleLink(now time.Time, r float64, span time.Duration, node *node
 	return fmt.Errorf("%.0f KiB/s over the last %v, below 1/%d of the %.0f KiB/s this node received at its best, with its link more than half idle: %w", r/1024, span.Round(time.Millisecond), idleLinkFactor, best/1024, errSlow)
 }
 
-// starved says why a stream at rate r over span, of bytes its peer held
-// and slow from its first byte, beside a busy link (the node receiving
-// rate over streams), is slow: it gets under 1/starvedShare of an even
-// share of that rate. Streams that share a link get about even shares of
+// starved says why a stream at rate r over span, slow from its first
+// byte, beside a busy link (the node receiving rate over streams), is
+// slow: it gets under 1/starvedShare of an even share of that rate. Streams that share a link get about even shares of
 // it; one that gets a small part of its share is held up at the peer's
 // end, its uplink throttled or full, and the next source carries the rest
 // at a share of the same link. Kept for the link's being busy, a node
@@ -674,8 +685,8 @@ type judge struct {
 	// peerLinkFull says whether a ping shows the peer's link, not the
 	// node's, holds the peer's bytes up (see swarm.PeerLinkQueued); nil:
 	// no way to tell. peerLinkAt, peerLinkWas: when it was last asked,
-	// and its answer, which holds for a window: a relay in doubt is
-	// judged every paceBucket.
+	// and its answer, which holds for a window (see peerLinkShownFull);
+	// only the verdict's goroutine touches them.
 	peerLinkFull func() bool
 	peerLinkAt   time.Time
 	peerLinkWas  bool
@@ -809,9 +820,9 @@ func (j *judge) verdict(now time.Time) error {
 	}
 	if errors.Is(err, errRelayInDoubt) {
 		if j.peerLinkShownFull(now, window) {
-			// Its own link holds it up, not its source: left as slow,
-			// not asked once more.
-			return err
+			// Its own link holds it up, not its source: left as slow
+			// at once, not pinged and asked once more (see AskOnceMore).
+			return fmt.Errorf("%w; a ping shows its own link holds it up", err)
 		}
 		// Kept as a relay waiting on its source; its silence is still
 		// asked about.
@@ -850,14 +861,17 @@ func (j *judge) excused(quiet, limit time.Duration) bool {
 	return quiet < min(ownLinkSilences*limit, j.p.ceiling) && j.node.othersTrickle(j)
 }
 
-// peerLinkShownFull says whether a ping shows the peer's link holds its
-// bytes up (see peerLinkFull), asked at most once a window.
+// peerLinkShownFull says whether pings show the peer's link holds its
+// bytes up (see peerLinkFull): two probes in a row, the second asked only
+// when the first says so, at most once a window. One ping's answer can
+// miss its time on a busy host, and a healthy relay left sends this node
+// to the registry beside it. Only the verdict's goroutine uses it.
 func (j *judge) peerLinkShownFull(now time.Time, window time.Duration) bool {
 	if j.peerLinkFull == nil {
 		return false
 	}
 	if j.peerLinkAt.IsZero() || now.Sub(j.peerLinkAt) >= window {
-		j.peerLinkAt, j.peerLinkWas = now, j.peerLinkFull()
+		j.peerLinkAt, j.peerLinkWas = now, j.peerLinkFull() && j.peerLinkFull()
 	}
 	return j.peerLinkWas
 }

@@ -300,9 +300,9 @@ func TestIdleLinkSlow(t *testing.T) {
 // of the node's best while another peer's stream keeps the node's link
 // busy is left as slow when a ping shows its own link holds it up (its
 // answer queued behind what it sends, or did not come, while another
-// peer's came at once), and not asked once more; it is kept when the ping
-// does not show that (it may be as slow as its own source), or when the
-// judge cannot ask, and its silence is still asked about.
+// peer's came at once) twice in a row, and not asked once more; it is
+// kept when the pings do not show that (it may be as slow as its own
+// source), or when the judge cannot ask.
 func TestStarvedRelayLeftWhenItsLinkIsFull(t *testing.T) {
 	t.Parallel()
 	const fast, gap = 32 << 10, 10 * time.Millisecond // 3.2 MB/s
@@ -310,9 +310,11 @@ func TestStarvedRelayLeftWhenItsLinkIsFull(t *testing.T) {
 		name   string
 		pings  bool // the judge can ask
 		queued bool // the relay's answer waits behind its bytes, another's comes at once
+		once   bool // …only at every other probe
 		want   error
 	}{
 		{name: "the relay's answer queued", pings: true, queued: true, want: errSlow},
+		{name: "the relay's answer queued once, not the next time", pings: true, queued: true, once: true},
 		{name: "the relay's answer not queued, or no other answers", pings: true},
 		{name: "no way to ask"},
 	} {
@@ -332,7 +334,7 @@ func TestStarvedRelayLeftWhenItsLinkIsFull(t *testing.T) {
 			j := &judge{p: p, node: node, peer: "relay"}
 			asked, pinged := 0, 0
 			if tc.pings {
-				j.peerLinkFull = func() bool { asked++; return tc.queued }
+				j.peerLinkFull = func() bool { asked++; return tc.queued && (!tc.once || asked%2 == 1) }
 			}
 			j.probe = func() bool { pinged++; return true }
 			var err error
@@ -350,13 +352,68 @@ func TestStarvedRelayLeftWhenItsLinkIsFull(t *testing.T) {
 			if tc.want != nil && now.Sub(opened) > 3*time.Second {
 				t.Fatalf("left after %v, want within a window, its span and PeerStall (3s)", now.Sub(opened))
 			}
-			if tc.pings && (asked == 0 || asked > 4) {
-				t.Fatalf("the judge asked about the relay's link %d times in %v, want at least once and at most once a second", asked, now.Sub(opened))
+			if tc.pings && (asked == 0 || asked > 8) {
+				t.Fatalf("the judge asked about the relay's link %d times in %v, want at least once and at most twice a second", asked, now.Sub(opened))
 			}
 			if pinged > 0 {
 				t.Fatalf("the relay was pinged %d times while it sent steadily", pinged)
 			}
 		})
+	}
+}
+
+// TestRelayKeptInDoubtStillGraced: a relay kept in doubt for three
+// seconds (starved beside a busy link, its own link not shown full), that
+// then falls to a tenth of its own best, is found slow no sooner than
+// PeerStall after its window shows it: its time in doubt does not count
+// as time slow (see graced).
+func TestRelayKeptInDoubtStillGraced(t *testing.T) {
+	t.Parallel()
+	const fast, gap, stall = 32 << 10, 10 * time.Millisecond, 500 * time.Millisecond
+	now := time.Unix(1000, 0)
+	node := newNodePace(time.Second)
+	node.p.at = now
+	for end := now.Add(2 * time.Second); now.Before(end); now = now.Add(gap) {
+		node.read(now, fast)
+	}
+	node.open("relay", 1)
+	node.open("other", 1)
+	p := newPace(now, stall, 10*time.Second, time.Second)
+	p.relayed = true
+	j := &judge{p: p, node: node, peer: "relay"}
+	inDoubt := 0
+	j.peerLinkFull = func() bool { inDoubt++; return false }
+	var slowAt time.Time // when its window first shows it slow
+	step := func(k int) error {
+		p.reading(now)
+		now = now.Add(gap)
+		p.read(now, k)
+		node.read(now, k+fast*3/4)
+		if r, _, ok := p.measured(now); ok && r*slowFactor < p.best && slowAt.IsZero() {
+			slowAt = now
+		}
+		return j.verdict(now)
+	}
+	for end := now.Add(3 * time.Second); now.Before(end); {
+		if err := step(fast / 30); err != nil {
+			t.Fatalf("in doubt, its link not shown full: %v", err)
+		}
+	}
+	if inDoubt == 0 {
+		t.Fatal("the relay was never in doubt")
+	}
+	if !slowAt.IsZero() {
+		t.Fatalf("slow by its own best before it fell, at %v", slowAt)
+	}
+	var err error
+	for end := now.Add(4 * time.Second); err == nil && now.Before(end); {
+		err = step(fast / 300)
+	}
+	if !errors.Is(err, errSlow) || errors.Is(err, errRelayInDoubt) {
+		t.Fatalf("verdict %v, want slow by its own best", err)
+	}
+	if slowAt.IsZero() || now.Sub(slowAt) < stall-2*paceBucket {
+		t.Fatalf("found slow %v after its window showed it, want PeerStall (%v)", now.Sub(slowAt), stall)
 	}
 }
 
