@@ -156,7 +156,15 @@ func (n *Node) peerLinkQueued(p peer.ID) bool {
 				st := n.stats.peer(q)
 				quickest := time.Duration(st.quickest.Load())
 				st.roundTrip(res.RTT)
-				answers <- answer{q == p, swarm.OwnLinkQueued(res.RTT, quickest)}
+				queued := swarm.OwnLinkQueued(res.RTT, quickest)
+				if q == p {
+					n.stats.answered(p, time.Now())
+				} else if quickest == 0 {
+					// No round trip seen to it yet: it answered at once
+					// only if within OwnLinkQueue at all.
+					queued = res.RTT >= swarm.OwnLinkQueue
+				}
+				answers <- answer{q == p, queued}
 			}
 		}()
 	}

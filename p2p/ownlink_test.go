@@ -173,7 +173,6 @@ func TestSilentWatchKeepsTheConnectionWhenTheOwnLinkIsSlow(t *testing.T) {
 	}
 }
 
-// latePing answers libp2p's ping protocol after wait, each ping.
 // TestPeerLinkQueued: a peer whose answer to a ping does not come within
 // the budget, or comes 0.2 s past its quickest round trip of 1 ms, while
 // another peer answers at once, holds its bytes up on its own link; one
@@ -212,6 +211,7 @@ func TestPeerLinkQueued(t *testing.T) {
 	}
 }
 
+// latePing answers libp2p's ping protocol after wait, each ping.
 func latePing(wait time.Duration) network.StreamHandler {
 	return func(s network.Stream) {
 		buf := make([]byte, ping.PingSize)
