@@ -20,8 +20,8 @@ import (
 )
 
 // chainedRegistry is the registry a chainFixture fetches through: its
-// hosts.toml lists deadHost, which takes deadDial to fail every
-// connection, before the fixture's registry.
+// hosts.toml lists deadHost, which takes the dial timeout (deadDial
+// unless told) to fail every connection, before the fixture's registry.
 const (
 	chainedRegistry = "registry.test"
 	deadHost        = "dead.test:5000"
@@ -40,8 +40,8 @@ func (c chainHosts) Chain(registry string) (upstream.Chain, error) {
 
 // newChainFixture is newFixture with chainedRegistry reached through
 // deadHost, then the fixture's registry. Dials to deadHost are counted
-// in deadDials.
-func newChainFixture(t *testing.T, cfg resolver.Config, src resolver.Sources, deadDials *atomic.Int64) *fixture {
+// in deadDials, and each fails after dead.
+func newChainFixture(t *testing.T, cfg resolver.Config, src resolver.Sources, deadDials *atomic.Int64, dead time.Duration) *fixture {
 	t.Helper()
 	up := newUpstream(t)
 	hosts := chainHosts{
@@ -51,14 +51,14 @@ func newChainFixture(t *testing.T, cfg resolver.Config, src resolver.Sources, de
 	var d net.Dialer
 	client, err := upstream.New(upstream.Config{
 		Hosts:       hosts,
-		DialTimeout: deadDial,
+		DialTimeout: dead,
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if addr != deadHost {
 				return d.DialContext(ctx, network, addr)
 			}
 			deadDials.Add(1)
 			select {
-			case <-time.After(deadDial):
+			case <-time.After(dead):
 			case <-ctx.Done():
 			}
 			return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("i/o timeout")}
@@ -93,12 +93,15 @@ func delayBlobs(f *fixture, wait time.Duration) {
 func TestNextHostGetsTheWholeStallTimeout(t *testing.T) {
 	t.Parallel()
 	var dials atomic.Int64
-	f := newChainFixture(t, resolver.Config{StallTimeout: 3 * deadDial}, resolver.Sources{}, &dials)
+	// The dead host takes 4 × deadDial, the live one 2 more: 6 in all,
+	// over StallTimeout (5), and the live host answers 3 × deadDial
+	// within it, time for a loaded machine to run late. With the dead
+	// host at a fifth of StallTimeout that margin was 0.4 s, and a test
+	// run under -race beside the package's others missed it.
+	f := newChainFixture(t, resolver.Config{StallTimeout: 5 * deadDial}, resolver.Sources{}, &dials, 4*deadDial)
 	body := randomBytes(t, 1<<20)
 	d := f.up.push(t, "team/app", body)
-	// 2.2 + 1 for the dead host: 3.2 × deadDial in all, over StallTimeout,
-	// and the live host answers 0.8 × deadDial within it.
-	delayBlobs(f, 11*deadDial/5)
+	delayBlobs(f, 2*deadDial)
 
 	wantBlob(t, f, d, body)
 	if n := f.up.blobGets.Load(); n != 1 {
@@ -125,7 +128,7 @@ func TestDesignatedPeerGetsTheChainsFailoverTime(t *testing.T) {
 		designated: []string{"designated"},
 	}
 	var dials atomic.Int64
-	f := newChainFixture(t, resolver.Config{StallTimeout: deadDial, PeerStall: -1}, resolver.Sources{Router: router}, &dials)
+	f := newChainFixture(t, resolver.Config{StallTimeout: deadDial, PeerStall: -1}, resolver.Sources{Router: router}, &dials, deadDial)
 	f.up.push(t, "team/app", body)
 
 	wantBlob(t, f, d, body)
@@ -159,7 +162,7 @@ func TestTagDesignatedNodeGetsTheChainsFailoverTime(t *testing.T) {
 		return resolver.TagAnswer{Manifest: answer}, nil
 	}}
 	var dials atomic.Int64
-	f := newChainFixture(t, resolver.Config{TagTTL: time.Minute, TagPeerTimeout: deadDial}, resolver.Sources{Router: router}, &dials)
+	f := newChainFixture(t, resolver.Config{TagTTL: time.Minute, TagPeerTimeout: deadDial}, resolver.Sources{Router: router}, &dials, deadDial)
 	m, _ := imageManifest(t, f, "team/app", ocispec.MediaTypeImageManifest, randomBytes(t, 64))
 	d := f.up.pushManifest(t, "team/app", "v1", m.Body, m.MediaType)
 	answer = resolver.Manifest{Digest: d, Body: m.Body, MediaType: m.MediaType}
