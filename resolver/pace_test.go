@@ -38,6 +38,17 @@ func measuredStream(t *testing.T, now *time.Time, peer string, gap time.Duration
 	return node, p
 }
 
+// nodeWithBest starts a node's pace at *now whose best came from a stream
+// of k bytes per gap for two seconds, now ended.
+func nodeWithBest(now *time.Time, gap time.Duration, k int) *nodePace {
+	node := newNodePace(time.Second)
+	node.p.at = *now
+	for end := now.Add(2 * time.Second); now.Before(end); *now = now.Add(gap) {
+		node.read(*now, k)
+	}
+	return node
+}
+
 func TestPaceSilence(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1000, 0)
@@ -255,12 +266,7 @@ func TestIdleLinkSlow(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			now := time.Unix(1000, 0)
-			node := newNodePace(time.Second)
-			node.p.at = now
-			// The node's best: another stream, now ended, at full rate.
-			for end := now.Add(2 * time.Second); now.Before(end); now = now.Add(gap) {
-				node.read(now, fast)
-			}
+			node := nodeWithBest(&now, gap, fast)
 			node.open("peer", 1)
 			for i := range tt.otherPeers {
 				node.open(fmt.Sprintf("other%d", i), 1)
@@ -321,12 +327,7 @@ func TestStarvedRelayLeftWhenItsLinkIsFull(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			now := time.Unix(1000, 0)
-			node := newNodePace(time.Second)
-			node.p.at = now
-			// The node's best: a stream now ended, at full rate.
-			for end := now.Add(2 * time.Second); now.Before(end); now = now.Add(gap) {
-				node.read(now, fast)
-			}
+			node := nodeWithBest(&now, gap, fast)
 			node.open("relay", 1)
 			node.open("other", 1)
 			p := newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
@@ -371,11 +372,7 @@ func TestRelayKeptInDoubtStillGraced(t *testing.T) {
 	t.Parallel()
 	const fast, gap, stall = 32 << 10, 10 * time.Millisecond, 500 * time.Millisecond
 	now := time.Unix(1000, 0)
-	node := newNodePace(time.Second)
-	node.p.at = now
-	for end := now.Add(2 * time.Second); now.Before(end); now = now.Add(gap) {
-		node.read(now, fast)
-	}
+	node := nodeWithBest(&now, gap, fast)
 	node.open("relay", 1)
 	node.open("other", 1)
 	p := newPace(now, stall, 10*time.Second, time.Second)
