@@ -583,6 +583,31 @@ type nodePace struct {
 	// dropAt is when a stream of the node was last seen below
 	// 1/slowFactor of its own best (see idleLinkCalm).
 	dropAt time.Time
+	// left is when the node last gave up a stream of each peer as
+	// silent or slow (see swarm.LeavesWithPeer).
+	left map[string]time.Time
+}
+
+// gaveUp notes that the node gave up a stream of peer at now, as silent
+// or slow.
+func (n *nodePace) gaveUp(peer string, now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for p, at := range n.left {
+		if now.Sub(at) >= swarm.LeftPeerFor {
+			delete(n.left, p)
+		}
+	}
+	n.left[peer] = now
+}
+
+// gaveUpAgo says how long before now the node last gave up a stream of
+// peer, and whether it did.
+func (n *nodePace) gaveUpAgo(peer string, now time.Time) (time.Duration, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	at, ok := n.left[peer]
+	return now.Sub(at), ok
 }
 
 // dropped notes that a stream of the node is below 1/slowFactor of its
@@ -604,7 +629,7 @@ func (n *nodePace) droppedWithin(now time.Time, d time.Duration) bool {
 }
 
 func newNodePace(window time.Duration) *nodePace {
-	return &nodePace{p: newPace(time.Now(), 0, 0, window), peers: map[string]int{}, judges: map[*judge]bool{}}
+	return &nodePace{p: newPace(time.Now(), 0, 0, window), peers: map[string]int{}, judges: map[*judge]bool{}, left: map[string]time.Time{}}
 }
 
 // join counts j's stream in (see open), leave out.
@@ -679,6 +704,9 @@ type judge struct {
 	// probed is set once it answered during the Read in progress.
 	probe  func() bool
 	probed bool
+	// silenced says whether the peer is left out as silent now, for any
+	// download of the node (see swarm.LeavesWithPeer); nil: never.
+	silenced func() bool
 	// ownLink says whether a silence of the given length is laid to the
 	// node's own link (see Resolver.ownLinkExcuses); nil: never.
 	ownLink func(quiet time.Duration) bool
@@ -736,6 +764,7 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 	j.lag = src.lag
 	if s, ok := r.router.(Silencer); ok {
 		j.probe = func() bool { return r.answersPing(s, src.peer) }
+		j.silenced = func() bool { return s.Silenced(src.peer) }
 	}
 	j.ownLink = func(quiet time.Duration) bool { return r.ownLinkExcuses(src.peer, quiet) }
 	if pj, ok := r.router.(PeerLinkJudge); ok {
@@ -758,6 +787,9 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 						reason = "relaying"
 					case errors.Is(err, errSlow):
 						reason = "slow"
+					}
+					if reason != "relaying" {
+						j.node.gaveUp(j.peer, now)
 					}
 					j.abandoned.WithLabelValues(reason).Inc()
 					cancel(err)
@@ -818,6 +850,11 @@ func (j *judge) verdict(now time.Time) error {
 	if (silent || errors.Is(err, errStalled)) && (j.excused(quiet, limit) || j.laidToOwnLink(quiet)) {
 		return nil
 	}
+	if err == nil || errors.Is(err, errRelayInDoubt) {
+		if left := j.leftWithPeer(now); left != nil {
+			return left
+		}
+	}
 	if errors.Is(err, errRelayInDoubt) {
 		if j.peerLinkShownFull(now, window) {
 			// Its own link holds it up, not its source: left as slow
@@ -846,6 +883,34 @@ func (j *judge) verdict(now time.Time) error {
 		return fmt.Errorf("%w; %w", err, errRelaying)
 	}
 	return nil
+}
+
+// leftWithPeer says why the stream is left with its peer, which the node
+// gave up lately for another blob or left out as silent, or nil (see
+// swarm.LeavesWithPeer): measured over a whole window in which the
+// download waited on it for slowWaitShare of the time, it brings under
+// half an even share of what the node receives.
+func (j *judge) leftWithPeer(now time.Time) error {
+	ago, left := j.node.gaveUpAgo(j.peer, now)
+	why := fmt.Sprintf("the node gave up its stream of another blob %v ago", ago.Round(time.Millisecond))
+	if j.silenced != nil && j.silenced() {
+		ago, left, why = 0, true, "it is left out as silent"
+	}
+	if !left {
+		return nil
+	}
+	j.mu.Lock()
+	measured := j.p.filled == len(j.p.bytes) && j.p.waited(now) >= time.Duration(slowWaitShare*float64(j.p.window))
+	r, window := j.p.rate(), j.p.window
+	j.mu.Unlock()
+	if !measured {
+		return nil
+	}
+	rate, _, streams, _ := j.node.state(now)
+	if !swarm.LeavesWithPeer(left, ago, r, rate, streams) {
+		return nil
+	}
+	return fmt.Errorf("%.0f KiB/s over the last %v, under half an even share of the %.0f KiB/s this node receives over %d streams, and %s: %w", r/1024, window, rate/1024, streams, why, errSlow)
 }
 
 // excused says whether a silence of quiet, past limit, is laid to this

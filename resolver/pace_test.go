@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/p2p/swarm"
 )
 
 // feed has each Read wait gap for k bytes, from *now for d, checking the
@@ -696,6 +698,65 @@ func TestPaceLagging(t *testing.T) {
 			}
 			if got := p.lagging(now, node); got != tc.want {
 				t.Fatalf("lagging = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestStreamLeftWithItsPeer: a stream that brings under half an even
+// share of what the node receives, and is slow by no rule of its own, is
+// left as slow within its first whole window when the node gave its peer
+// up for another blob lately, or left the peer out as silent; kept
+// otherwise, and kept when it brings its share or is the node's one
+// stream.
+func TestStreamLeftWithItsPeer(t *testing.T) {
+	t.Parallel()
+	const fast, gap = 32 << 10, 10 * time.Millisecond // 3.2 MB/s
+	for _, tc := range []struct {
+		name string
+		// gaveUp: the node gave up the peer's stream of another blob this
+		// long before this one opened (negative: never).
+		gaveUp   time.Duration
+		silenced bool
+		// rate, others: what this stream and the node's other stream
+		// receive per gap.
+		rate, others int
+		want         error
+	}{
+		{name: "given up for another blob half a second before", gaveUp: 500 * time.Millisecond, rate: fast / 8, others: fast * 5 / 8, want: errSlow},
+		{name: "left out as silent", gaveUp: -1, silenced: true, rate: fast / 8, others: fast * 5 / 8, want: errSlow},
+		{name: "never given up", gaveUp: -1, rate: fast / 8, others: fast * 5 / 8},
+		{name: "given up LeftPeerFor before", gaveUp: swarm.LeftPeerFor, rate: fast / 8, others: fast * 5 / 8},
+		{name: "given up, bringing over half an even share", gaveUp: 500 * time.Millisecond, rate: fast / 4, others: fast / 2},
+		{name: "given up, the node's one stream", gaveUp: 500 * time.Millisecond, rate: fast / 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			now := time.Unix(1000, 0)
+			node := nodeWithBest(&now, gap, fast)
+			node.open("peer", 1)
+			if tc.others > 0 {
+				node.open("other", 1)
+			}
+			if tc.gaveUp >= 0 {
+				node.gaveUp("peer", now.Add(-tc.gaveUp))
+			}
+			p := newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
+			j := &judge{p: p, node: node, peer: "peer", silenced: func() bool { return tc.silenced }}
+			var err error
+			opened := now
+			for end := now.Add(3 * time.Second); err == nil && now.Before(end); {
+				p.reading(now)
+				now = now.Add(gap)
+				p.read(now, tc.rate)
+				node.read(now, tc.rate+tc.others)
+				err = j.verdict(now)
+			}
+			if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+				t.Fatalf("verdict %v after %v, want %v", err, now.Sub(opened), tc.want)
+			}
+			if tc.want != nil && now.Sub(opened) > time.Second+2*paceBucket {
+				t.Fatalf("left after %v, want within its first whole window", now.Sub(opened))
 			}
 		})
 	}
