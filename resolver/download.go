@@ -67,7 +67,7 @@ func (s source) String() string {
 // has not received yet is swarm.WaitOn's: waits point up the ranking (see
 // Designator). A peer that sends only the bytes it held when asked is cut
 // there (see heldOnly).
-func (r *Resolver) sources(req BlobRequest, sw *swarm.Download, noWait, lead *atomic.Bool) []source {
+func (r *Resolver) sources(req BlobRequest, sw *swarm.Download, found []string, noWait, lead *atomic.Bool) []source {
 	var above []string
 	var ranked map[string]bool // nil: no ranking, every peer may be waited on
 	if d, ok := r.router.(Designator); ok {
@@ -79,13 +79,7 @@ func (r *Resolver) sources(req BlobRequest, sw *swarm.Download, noWait, lead *at
 	}
 	var holders []string
 	if r.router != nil {
-		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.PeerLookupTimeout)
-		peers, err := r.router.Providers(ctx, req.Digest)
-		cancel()
-		if err != nil && !errdefs.IsNotFound(err) {
-			r.cfg.Logger.Debug("provider look-up failed", "digest", req.Digest, "err", err)
-		}
-		holders = sw.Holders(peers)
+		holders = sw.Holders(found)
 	}
 	var out []source
 	left, _ := r.leftFetcher(req.Digest)
@@ -103,6 +97,32 @@ func (r *Resolver) sources(req BlobRequest, sw *swarm.Download, noWait, lead *at
 		}
 	}
 	return out
+}
+
+// lookHolders looks up the peers that announced req's blob, best first.
+func (r *Resolver) lookHolders(req BlobRequest) []string {
+	if r.router == nil {
+		return nil
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.PeerLookupTimeout)
+	peers, err := r.router.Providers(ctx, req.Digest)
+	cancel()
+	if err != nil && !errdefs.IsNotFound(err) {
+		r.cfg.Logger.Debug("provider look-up failed", "digest", req.Digest, "err", err)
+	}
+	r.cfg.Logger.Debug("holders looked up", "digest", req.Digest, "peers", len(peers), "took", time.Since(start).Round(time.Millisecond))
+	return peers
+}
+
+// holders is the look-up a list of sources starts from: a new one; or,
+// when reuse allows, the last one while it is younger than
+// swarm.StaleList (see swarm.Replan).
+func (d *dl) holders(reuse bool) []string {
+	if now := time.Now(); !reuse || d.lookedUp.IsZero() || now.Sub(d.lookedUp) >= swarm.StaleList {
+		d.found, d.lookedUp = d.r.lookHolders(d.req), now
+	}
+	return d.found
 }
 
 // designatedSource is peer p, designated to fetch req's blob for the
@@ -294,6 +314,10 @@ type dl struct {
 	// over a whole window (see swarm.HeldPace).
 	peerBest float64
 	start    time.Time
+	// found is the last look-up of the blob's holders, at lookedUp (see
+	// holders).
+	found    []string
+	lookedUp time.Time
 	// announced: the mesh was told once a source answered, not before: a
 	// node that announced an ingest no source feeds yet could be picked as
 	// a source by the very peer it waits for.
@@ -414,7 +438,7 @@ func (d *dl) round() bool {
 			d.req.Size = size
 		}
 	}
-	sources := r.sources(d.req, d.sw, &d.noWait, &d.leading)
+	sources := r.sources(d.req, d.sw, d.holders(false), &d.noWait, &d.leading)
 	if len(sources) == 0 {
 		d.lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", d.req.Digest, errdefs.ErrNotFound)
 	}
@@ -447,7 +471,7 @@ func (d *dl) round() bool {
 		lead := d.sw.LeftToUs || r.leads(sources, d.sw.FailedPeers)
 		if lead && !d.sw.LeftToUs && r.replan(d.req, sources, d.sw.FailedPeers) {
 			d.log.Debug("designated peers failed; the next peer above leads", "digest", d.req.Digest)
-			sources = r.sources(d.req, d.sw, &d.noWait, &d.leading)
+			sources = r.sources(d.req, d.sw, d.holders(true), &d.noWait, &d.leading)
 			listed, relisted = time.Now(), false
 			i = -1
 			continue
@@ -493,7 +517,7 @@ func (d *dl) round() bool {
 // back if it does (see swarm.Download.Reask).
 func (d *dl) holdersNow() []source {
 	var out []source
-	for _, s := range d.r.sources(d.req, d.sw, &d.noWait, &d.leading) {
+	for _, s := range d.r.sources(d.req, d.sw, d.holders(false), &d.noWait, &d.leading) {
 		if s.kind != SourcePeer || s.designated || s.fetcher {
 			continue
 		}

@@ -1,8 +1,14 @@
 package resolver
 
 import (
+	"context"
+	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoal-dev/shoal/p2p/swarm"
 )
 
 // linkJudge is a Router whose other peers answer a ping in time or not;
@@ -53,5 +59,44 @@ func TestOwnLinkExcusesOnlyANodeThatSlowed(t *testing.T) {
 				t.Errorf("excused = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// countingRouter counts its look-ups; only Providers may be called.
+type countingRouter struct {
+	Router
+	lookups int
+}
+
+func (c *countingRouter) Providers(context.Context, digest.Digest) ([]string, error) {
+	c.lookups++
+	return []string{"holder"}, nil
+}
+
+// TestReplanKeepsAFreshLookup: a list of sources made again within a
+// round (see swarm.Replan) takes the holders from the round's look-up
+// while that is younger than swarm.StaleList, and looks them up again
+// once it is older; a round's first list, and a look-up again before the
+// registry (see swarm.Relist), always look.
+func TestReplanKeepsAFreshLookup(t *testing.T) {
+	t.Parallel()
+	router := &countingRouter{}
+	r := &Resolver{router: router, ctx: context.Background(), cfg: Config{PeerLookupTimeout: time.Second, Logger: slog.New(slog.DiscardHandler)}}
+	d := &dl{r: r, req: BlobRequest{Digest: digest.FromString("blob")}}
+	for i, step := range []struct {
+		name    string
+		reuse   bool
+		age     time.Duration // how much older the last look-up is made first
+		lookups int
+	}{
+		{name: "the round's first list", lookups: 1},
+		{name: "replanned at once", reuse: true, lookups: 1},
+		{name: "replanned once the look-up is StaleList old", reuse: true, age: swarm.StaleList, lookups: 2},
+		{name: "looked up again before the registry", lookups: 3},
+	} {
+		d.lookedUp = d.lookedUp.Add(-step.age)
+		if got := d.holders(step.reuse); len(got) != 1 || router.lookups != step.lookups {
+			t.Fatalf("step %d, %s: holders %v after %d look-ups, want [holder] after %d", i, step.name, got, router.lookups, step.lookups)
+		}
 	}
 }
