@@ -58,7 +58,8 @@ func (s source) String() string {
 }
 
 // sources lists where req's blob can come from, in the order to try them
-// (see swarm.Sources): the designated peers, the peers that hold it, then
+// (see swarm.Sources): the designated peers, the peers that hold it (found
+// by a look-up, see dl.holders), then
 // the registry, several times; first of all the peer this node left the
 // blob to as its designated fetcher, if it did lately (see
 // swarm.Coordinate).
@@ -117,10 +118,11 @@ func (r *Resolver) lookHolders(req BlobRequest) []string {
 
 // holders is the look-up a list of sources starts from: a new one; or,
 // when reuse allows, the last one while it is younger than
-// swarm.StaleList (see swarm.Replan).
+// swarm.StaleList (see swarm.Replan). lookedUp is when its answer came.
 func (d *dl) holders(reuse bool) []string {
-	if now := time.Now(); !reuse || d.lookedUp.IsZero() || now.Sub(d.lookedUp) >= swarm.StaleList {
-		d.found, d.lookedUp = d.r.lookHolders(d.req), now
+	if !reuse || d.lookedUp.IsZero() || time.Since(d.lookedUp) >= swarm.StaleList {
+		d.found = d.r.lookHolders(d.req)
+		d.lookedUp = time.Now()
 	}
 	return d.found
 }
@@ -442,7 +444,7 @@ func (d *dl) round() bool {
 	if len(sources) == 0 {
 		d.lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", d.req.Digest, errdefs.ErrNotFound)
 	}
-	listed, relisted := time.Now(), false
+	listed, relisted := d.lookedUp, false
 	var st swarm.Round
 	for i := 0; i < len(sources); i++ {
 		src := sources[i]
@@ -472,7 +474,7 @@ func (d *dl) round() bool {
 		if lead && !d.sw.LeftToUs && r.replan(d.req, sources, d.sw.FailedPeers) {
 			d.log.Debug("designated peers failed; the next peer above leads", "digest", d.req.Digest)
 			sources = r.sources(d.req, d.sw, d.holders(true), &d.noWait, &d.leading)
-			listed, relisted = time.Now(), false
+			listed, relisted = d.lookedUp, false
 			i = -1
 			continue
 		}
