@@ -584,7 +584,8 @@ type nodePace struct {
 	// 1/slowFactor of its own best (see idleLinkCalm).
 	dropAt time.Time
 	// left is when the node last gave up a stream of each peer as
-	// silent or slow (see swarm.LeavesWithPeer).
+	// silent or slow (see swarm.LeavesWithPeer; not a stream left only
+	// with its peer, see errLeftWithPeer).
 	left map[string]time.Time
 }
 
@@ -788,9 +789,7 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 					case errors.Is(err, errSlow):
 						reason = "slow"
 					}
-					if reason != "relaying" {
-						j.node.gaveUp(j.peer, now)
-					}
+					j.gaveUp(err, now)
 					j.abandoned.WithLabelValues(reason).Inc()
 					cancel(err)
 					return
@@ -840,7 +839,8 @@ func (j *judge) verdict(now time.Time) error {
 	err := j.p.check(now, j.node)
 	quiet, limit := j.p.quiet(now), j.p.silence()
 	silent := j.p.relayed && quiet >= limit
-	ask := j.probe != nil && ((silent && !j.probed) || (err != nil && j.p.relayed && quiet >= time.Duration(relayQuietShare*float64(j.p.stall))))
+	relayQuiet := j.p.relayed && quiet >= time.Duration(relayQuietShare*float64(j.p.stall))
+	probed := j.probed
 	j.trickles.Store(j.p.trickling())
 	if j.lag != nil {
 		j.lag.Store(j.p.lagging(now, j.node))
@@ -852,9 +852,12 @@ func (j *judge) verdict(now time.Time) error {
 	}
 	if err == nil || errors.Is(err, errRelayInDoubt) {
 		if left := j.leftWithPeer(now); left != nil {
-			return left
+			// Judged from here as any slow stream: kept when the node's
+			// own link is as slow, a quiet relay pinged first.
+			err = left
 		}
 	}
+	ask := j.probe != nil && ((silent && !probed) || (err != nil && relayQuiet))
 	if errors.Is(err, errRelayInDoubt) {
 		if j.peerLinkShownFull(now, window) {
 			// Its own link holds it up, not its source: left as slow
@@ -863,7 +866,7 @@ func (j *judge) verdict(now time.Time) error {
 		}
 		// Kept as a relay waiting on its source; its silence is still
 		// asked about.
-		err, ask = nil, j.probe != nil && silent && !j.probed
+		err, ask = nil, j.probe != nil && silent && !probed
 	}
 	if errors.Is(err, errSlow) && j.laidToOwnLink(window) {
 		// Measured over a window or more, with the download waiting
@@ -885,32 +888,56 @@ func (j *judge) verdict(now time.Time) error {
 	return nil
 }
 
-// leftWithPeer says why the stream is left with its peer, which the node
-// gave up lately for another blob or left out as silent, or nil (see
-// swarm.LeavesWithPeer): measured over a whole window in which the
-// download waited on it for slowWaitShare of the time, it brings under
-// half an even share of what the node receives.
+// gaveUp notes in the node's pace that it gave up the peer at now for
+// verdict err (see swarm.LeavesWithPeer): as silent or slow, not as a
+// relay asked once more, nor as a stream left only with its peer.
+func (j *judge) gaveUp(err error, now time.Time) {
+	if errors.Is(err, errRelaying) || errors.Is(err, errLeftWithPeer) {
+		return
+	}
+	j.node.gaveUp(j.peer, now)
+}
+
+// errLeftWithPeer marks a stream left with its peer (see leftWithPeer).
+// Such a verdict does not count as giving the peer up anew: the node's
+// memory of it runs out LeftPeerFor after the verdict that began it, and
+// a stream left only because another was does not keep it going.
+var errLeftWithPeer = errors.New("left with its peer")
+
+// leftWithPeer says why the stream is left with its peer, whose stream the
+// node gave up lately or which it left out as silent, or nil (see
+// swarm.LeavesWithPeer): it has delivered bytes over a whole window, and,
+// measured over the last window, in which the download waited on it for
+// slowWaitShare of the time, it brings under half an even share of what
+// the node receives, the node reading from another source besides.
 func (j *judge) leftWithPeer(now time.Time) error {
+	if j.node == nil {
+		return nil
+	}
 	ago, left := j.node.gaveUpAgo(j.peer, now)
-	why := fmt.Sprintf("the node gave up its stream of another blob %v ago", ago.Round(time.Millisecond))
-	if j.silenced != nil && j.silenced() {
-		ago, left, why = 0, true, "it is left out as silent"
+	silenced := j.silenced != nil && j.silenced()
+	if silenced {
+		ago, left = 0, true
 	}
 	if !left {
 		return nil
 	}
 	j.mu.Lock()
-	measured := j.p.filled == len(j.p.bytes) && j.p.waited(now) >= time.Duration(slowWaitShare*float64(j.p.window))
+	measured := j.p.best > 0 && j.p.filled == len(j.p.bytes) && j.p.waited(now) >= time.Duration(slowWaitShare*float64(j.p.window))
 	r, window := j.p.rate(), j.p.window
 	j.mu.Unlock()
 	if !measured {
 		return nil
 	}
-	rate, _, streams, _ := j.node.state(now)
-	if !swarm.LeavesWithPeer(left, ago, r, rate, streams) {
+	rate, _, streams, peers := j.node.state(now)
+	if !swarm.LeavesWithPeer(left, ago, r, rate, streams, peers) {
 		return nil
 	}
-	return fmt.Errorf("%.0f KiB/s over the last %v, under half an even share of the %.0f KiB/s this node receives over %d streams, and %s: %w", r/1024, window, rate/1024, streams, why, errSlow)
+	why := fmt.Sprintf("the node gave up a stream of this peer %v ago", ago.Round(time.Millisecond))
+	if silenced {
+		why = "the peer is left out as silent"
+	}
+	return fmt.Errorf("%.0f KiB/s over the last %v, under half an even share of the %.0f KiB/s this node receives over %d streams, and %s: %w: %w", r/1024, window, rate/1024, streams, why, errLeftWithPeer, errSlow)
 }
 
 // excused says whether a silence of quiet, past limit, is laid to this

@@ -706,49 +706,71 @@ func TestPaceLagging(t *testing.T) {
 // TestStreamLeftWithItsPeer: a stream that brings under half an even
 // share of what the node receives, and is slow by no rule of its own, is
 // left as slow within its first whole window when the node gave its peer
-// up for another blob lately, or left the peer out as silent; kept
-// otherwise, and kept when it brings its share or is the node's one
-// stream.
+// up lately, or left the peer out as silent; kept otherwise, and kept
+// when it brings its share, when the node reads from that peer alone,
+// when the node's own link is as slow, and while a relay has sent
+// nothing yet.
 func TestStreamLeftWithItsPeer(t *testing.T) {
 	t.Parallel()
 	const fast, gap = 32 << 10, 10 * time.Millisecond // 3.2 MB/s
 	for _, tc := range []struct {
 		name string
-		// gaveUp: the node gave up the peer's stream of another blob this
-		// long before this one opened (negative: never).
+		// gaveUp: the node gave up a stream of the peer this long before
+		// this one opened (negative: never).
 		gaveUp   time.Duration
 		silenced bool
 		// rate, others: what this stream and the node's other stream
-		// receive per gap.
-		rate, others int
-		want         error
+		// receive per gap; othersFromPeer: that one is the same peer's.
+		rate, others   int
+		othersFromPeer bool
+		// ownLinkSlow: the node's own link is found as slow.
+		ownLinkSlow bool
+		// relayWaits: the stream relays, and its first byte comes only
+		// after the test.
+		relayWaits bool
+		want       error
 	}{
-		{name: "given up for another blob half a second before", gaveUp: 500 * time.Millisecond, rate: fast / 8, others: fast * 5 / 8, want: errSlow},
+		{name: "given up half a second before", gaveUp: 500 * time.Millisecond, rate: fast / 8, others: fast * 5 / 8, want: errSlow},
 		{name: "left out as silent", gaveUp: -1, silenced: true, rate: fast / 8, others: fast * 5 / 8, want: errSlow},
 		{name: "never given up", gaveUp: -1, rate: fast / 8, others: fast * 5 / 8},
 		{name: "given up LeftPeerFor before", gaveUp: swarm.LeftPeerFor, rate: fast / 8, others: fast * 5 / 8},
 		{name: "given up, bringing over half an even share", gaveUp: 500 * time.Millisecond, rate: fast / 4, others: fast / 2},
 		{name: "given up, the node's one stream", gaveUp: 500 * time.Millisecond, rate: fast / 8},
+		{name: "given up, the node reading from that peer alone", gaveUp: 500 * time.Millisecond, rate: fast / 8, others: fast * 5 / 8, othersFromPeer: true},
+		{name: "given up, the node's own link as slow", gaveUp: 500 * time.Millisecond, rate: fast / 8, others: fast * 5 / 8, ownLinkSlow: true},
+		{name: "given up, a relay before its first byte", gaveUp: 500 * time.Millisecond, others: fast * 5 / 8, relayWaits: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			now := time.Unix(1000, 0)
 			node := nodeWithBest(&now, gap, fast)
 			node.open("peer", 1)
-			if tc.others > 0 {
+			switch {
+			case tc.others > 0 && tc.othersFromPeer:
+				node.open("peer", 1)
+			case tc.others > 0:
 				node.open("other", 1)
 			}
 			if tc.gaveUp >= 0 {
 				node.gaveUp("peer", now.Add(-tc.gaveUp))
 			}
 			p := newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
+			p.relayed, p.fromFirstByte = tc.relayWaits, tc.relayWaits
 			j := &judge{p: p, node: node, peer: "peer", silenced: func() bool { return tc.silenced }}
+			j.ownLink = func(time.Duration) bool { return tc.ownLinkSlow }
 			var err error
 			opened := now
+			if tc.rate == 0 {
+				p.reading(now) // one Read, waiting all along
+			}
 			for end := now.Add(3 * time.Second); err == nil && now.Before(end); {
-				p.reading(now)
-				now = now.Add(gap)
-				p.read(now, tc.rate)
+				if tc.rate > 0 {
+					p.reading(now)
+					now = now.Add(gap)
+					p.read(now, tc.rate)
+				} else {
+					now = now.Add(gap)
+				}
 				node.read(now, tc.rate+tc.others)
 				err = j.verdict(now)
 			}
@@ -759,5 +781,30 @@ func TestStreamLeftWithItsPeer(t *testing.T) {
 				t.Fatalf("left after %v, want within its first whole window", now.Sub(opened))
 			}
 		})
+	}
+}
+
+// TestGivingUpIsRemembered: the node remembers a peer it gave up as
+// silent or slow, but not one it asked once more as a relay waiting on
+// its source, nor one whose stream it left only because it gave the peer
+// up before: that memory runs out LeftPeerFor after the verdict that
+// began it.
+func TestGivingUpIsRemembered(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		verdict error
+		want    bool
+	}{
+		{fmt.Errorf("no byte for 1s: %w", errStalled), true},
+		{fmt.Errorf("below 1/5 of its best: %w", errSlow), true},
+		{fmt.Errorf("slow: %w; %w", errSlow, errRelaying), false},
+		{fmt.Errorf("under half an even share: %w: %w", errLeftWithPeer, errSlow), false},
+	} {
+		now := time.Unix(1000, 0)
+		j := &judge{node: newNodePace(time.Second), peer: "peer"}
+		j.gaveUp(tc.verdict, now)
+		if _, got := j.node.gaveUpAgo("peer", now); got != tc.want {
+			t.Errorf("after the verdict %q the peer counts as given up: %v, want %v", tc.verdict, got, tc.want)
+		}
 	}
 }
