@@ -26,7 +26,7 @@ const (
 	ScenarioChurn   = "churn"   // cold, with some nodes killed mid-pull
 	ScenarioOutage  = "outage"  // warm, with the registry stopped after the first pull
 	// ScenarioSlowPeers is cold, with --throttled nodes' links cut to a
-	// tenth and one node's mirror frozen (SIGSTOP) mid-pull.
+	// tenth and --frozen nodes' mirrors frozen (SIGSTOP) mid-pull.
 	ScenarioSlowPeers = "slowpeers"
 	// ScenarioLone is one node pulling a new image while the others run
 	// and pull nothing: what the others receive and keep for it.
@@ -64,10 +64,11 @@ type RealConfig struct {
 	// the last ones, each once it has received half the image.
 	Churn int
 	// Throttled is how many nodes' links are cut to a tenth of LinkMbit
-	// mid-pull in the slowpeers scenario, besides the one node whose
-	// mirror is frozen: the last ones, each once it has received a quarter
-	// of the image.
-	Throttled int
+	// mid-pull in the slowpeers scenario, and Frozen how many nodes'
+	// mirrors are stopped (SIGSTOP): the last ones, the frozen ones last,
+	// each once it has received a quarter of the image. Running each
+	// harm alone shows what it costs by itself.
+	Throttled, Frozen int
 	// Containerd is the flavor every node runs; "" is lab.Flavor2.
 	Containerd lab.Flavor
 	// ShoalBinary is the shoal executable the shoal candidate runs, and
@@ -106,8 +107,25 @@ func DefaultRealConfig() RealConfig {
 		RollingBatch: 2,
 		Churn:        1,
 		Throttled:    1,
+		Frozen:       1,
 		Containerd:   lab.Flavor2,
 	}
+}
+
+// checkSlowPeers checks the slowpeers scenario's harms: at least one, and
+// at least one node left unharmed to measure.
+func (c *RealConfig) checkSlowPeers() error {
+	switch {
+	case c.Throttled < 0 || c.Frozen < 0:
+		return fmt.Errorf("--throttled %d --frozen %d: must not be negative", c.Throttled, c.Frozen)
+	case c.Throttled+c.Frozen == 0:
+		return errors.New("--throttled 0 --frozen 0: slowpeers wants a node to harm")
+	case c.Throttled+c.Frozen >= c.Nodes:
+		return fmt.Errorf("--throttled %d --frozen %d: slowpeers harms at most %d of %d nodes, so that some node is unharmed", c.Throttled, c.Frozen, c.Nodes-1, c.Nodes)
+	case c.Throttled > 0 && c.LinkMbit == 0:
+		return fmt.Errorf("--throttled %d: slowpeers needs a shaped link (--link-mbit) to cut", c.Throttled)
+	}
+	return nil
 }
 
 func (c *RealConfig) check() error {
@@ -145,8 +163,10 @@ func (c *RealConfig) check() error {
 	if slices.Contains(c.Scenarios, ScenarioChurn) && (c.Churn < 1 || c.Churn >= c.Nodes) {
 		return fmt.Errorf("--churn %d: want 1..%d, so that some node survives", c.Churn, c.Nodes-1)
 	}
-	if slices.Contains(c.Scenarios, ScenarioSlowPeers) && (c.Throttled < 0 || c.Throttled+1 >= c.Nodes || c.LinkMbit == 0) {
-		return fmt.Errorf("--throttled %d: slowpeers wants 0..%d, so that some node is unharmed besides the frozen one, and a shaped link (--link-mbit) to cut", c.Throttled, c.Nodes-2)
+	if slices.Contains(c.Scenarios, ScenarioSlowPeers) {
+		if err := c.checkSlowPeers(); err != nil {
+			return err
+		}
 	}
 	seen := map[string]bool{}
 	for _, cand := range c.Custom {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -253,6 +254,10 @@ func TestRealConfigCheck(t *testing.T) {
 		{name: "churn not run", mod: func(c *RealConfig) { c.Churn, c.Scenarios = 0, []string{ScenarioCold} }, want: []string{"direct", "shoal"}},
 		{name: "slowpeers harms everyone", mod: func(c *RealConfig) { c.Throttled = c.Nodes - 1 }, wantErr: "--throttled"},
 		{name: "slowpeers without a link to cut", mod: func(c *RealConfig) { c.LinkMbit = 0 }, wantErr: "--throttled"},
+		{name: "slowpeers frozen alone, unshaped", mod: func(c *RealConfig) { c.Throttled, c.LinkMbit = 0, 0 }, want: []string{"direct", "shoal"}},
+		{name: "slowpeers harms nobody", mod: func(c *RealConfig) { c.Throttled, c.Frozen = 0, 0 }, wantErr: "--frozen 0"},
+		{name: "slowpeers freezes everyone", mod: func(c *RealConfig) { c.Throttled, c.Frozen = 0, c.Nodes }, wantErr: "some node is unharmed"},
+		{name: "slowpeers negative", mod: func(c *RealConfig) { c.Frozen = -1 }, wantErr: "negative"},
 		{name: "rolling batch", mod: func(c *RealConfig) { c.RollingBatch = 0 }, wantErr: "--rolling-batch"},
 		{name: "flavor", mod: func(c *RealConfig) { c.Containerd = "1.7" }, wantErr: "--containerd"},
 		{name: "one node", mod: func(c *RealConfig) { c.Nodes = 1 }, wantErr: "--nodes"},
@@ -347,5 +352,34 @@ func TestCompareMedians(t *testing.T) {
 	}
 	if !strings.Contains(w.String(), "slowpeers/shoal: unharmed nodes' median times") || strings.Contains(w.String(), "once") {
 		t.Errorf("progress: %q", w.String())
+	}
+}
+
+// TestSlowPeersVictims checks which nodes slowpeers harms: the last ones,
+// the throttled before the frozen, and no other scenario harms anyone but
+// churn's.
+func TestSlowPeersVictims(t *testing.T) {
+	t.Parallel()
+	nodes := make([]*node, 5)
+	for i := range nodes {
+		nodes[i] = &node{i: i}
+	}
+	tests := []struct {
+		throttled, frozen int
+		want              map[int]harm
+	}{
+		{1, 1, map[int]harm{3: harmThrottle, 4: harmFreeze}},
+		{0, 1, map[int]harm{4: harmFreeze}},
+		{1, 0, map[int]harm{4: harmThrottle}},
+		{2, 2, map[int]harm{1: harmThrottle, 2: harmThrottle, 3: harmFreeze, 4: harmFreeze}},
+	}
+	for _, tt := range tests {
+		s := &session{cfg: RealConfig{Nodes: len(nodes), Throttled: tt.throttled, Frozen: tt.frozen}}
+		if got := s.victims(ScenarioSlowPeers, nodes); !maps.Equal(got, tt.want) {
+			t.Errorf("--throttled %d --frozen %d: harmed %v, want %v", tt.throttled, tt.frozen, got, tt.want)
+		}
+		if got := s.victims(ScenarioCold, nodes); len(got) != 0 {
+			t.Errorf("cold harmed %v", got)
+		}
 	}
 }

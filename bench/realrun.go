@@ -111,11 +111,13 @@ func (s *session) victims(scenario string, nodes []*node) map[int]harm {
 			v[n.i] = harmKill
 		}
 	case ScenarioSlowPeers:
-		last := nodes[len(nodes)-1-s.cfg.Throttled:]
-		for _, n := range last[:len(last)-1] {
+		last := nodes[len(nodes)-s.cfg.Throttled-s.cfg.Frozen:]
+		for _, n := range last[:s.cfg.Throttled] {
 			v[n.i] = harmThrottle
 		}
-		v[last[len(last)-1].i] = harmFreeze
+		for _, n := range last[s.cfg.Throttled:] {
+			v[n.i] = harmFreeze
+		}
 	}
 	return v
 }

@@ -29,13 +29,13 @@ type benchFlags struct {
 	custom, setup       []string
 	containerd          string
 	rollingBatch, churn int
-	throttled           int
+	throttled, frozen   int
 	logLevel, labDir    string
 	keepLogs            bool
 }
 
 // realOnly are the flags the simulated mode does not take.
-var realOnly = []string{"candidate", "candidate-setup", "containerd", "rolling-batch", "churn", "throttled", "lab-log-level", "keep-logs", "lab-dir"}
+var realOnly = []string{"candidate", "candidate-setup", "containerd", "rolling-batch", "churn", "throttled", "frozen", "lab-log-level", "keep-logs", "lab-dir"}
 
 func newBenchCommand() *cobra.Command {
 	sim, rc := bench.DefaultSimConfig(), bench.DefaultRealConfig()
@@ -43,7 +43,7 @@ func newBenchCommand() *cobra.Command {
 		nodes: sim.Nodes, layers: sim.Layers, reps: sim.Reps, layerSize: "8MiB", out: "bench-out",
 		linkMbit: sim.LinkMbit, registryMbit: sim.RegistryMbit,
 		scenarios: sim.Scenarios, candidates: sim.Candidates,
-		containerd: string(rc.Containerd), rollingBatch: rc.RollingBatch, churn: rc.Churn, throttled: rc.Throttled,
+		containerd: string(rc.Containerd), rollingBatch: rc.RollingBatch, churn: rc.Churn, throttled: rc.Throttled, frozen: rc.Frozen,
 		logLevel: "off",
 	}
 	cmd := &cobra.Command{
@@ -79,8 +79,8 @@ daemons in one mesh. Pulls are 'ctr images pull' (the image unpacked).
 Scenarios, all run by default: cold, warm, rolling (--rolling-batch nodes at
 a time), churn (cold, with --churn nodes killed mid-pull, containerd and
 mirror), outage (warm, with the registry stopped after the first node),
-slowpeers (cold, with --throttled nodes' links cut to a tenth and one
-node's mirror frozen with SIGSTOP, each once it received a quarter of the
+slowpeers (cold, with --throttled nodes' links cut to a tenth and --frozen
+nodes' mirrors stopped with SIGSTOP, each once it received a quarter of the
 image; the other nodes' times are compared with theirs in cold) and lone
 (every daemon up, node 0 alone pulls; what the idle nodes received and
 kept is recorded).
@@ -151,7 +151,7 @@ func (fl *benchFlags) realConfig(cmd *cobra.Command, rc *bench.RealConfig, size 
 	} else {
 		fmt.Fprintf(cmd.ErrOrStderr(), "node disks: %s\n", rc.Dir)
 	}
-	rc.RollingBatch, rc.Churn, rc.Throttled = fl.rollingBatch, fl.churn, fl.throttled
+	rc.RollingBatch, rc.Churn, rc.Throttled, rc.Frozen = fl.rollingBatch, fl.churn, fl.throttled, fl.frozen
 	if rc.Custom, err = parseCandidates(fl.custom, fl.setup); err != nil {
 		return err
 	}
@@ -193,7 +193,8 @@ func (fl *benchFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&fl.containerd, "containerd", fl.containerd, "--real: containerd on every node: 2 (2.x from GOBIN) or 1.6 (Debian's)")
 	f.IntVar(&fl.rollingBatch, "rolling-batch", fl.rollingBatch, "--real: nodes that pull at a time in the rolling scenario")
 	f.IntVar(&fl.churn, "churn", fl.churn, "--real: nodes killed mid-pull in the churn scenario (the last ones)")
-	f.IntVar(&fl.throttled, "throttled", fl.throttled, "--real: nodes whose links are cut to a tenth mid-pull in the slowpeers scenario, besides the one frozen (the last ones)")
+	f.IntVar(&fl.throttled, "throttled", fl.throttled, "--real: nodes whose links are cut to a tenth mid-pull in the slowpeers scenario (the last ones before the frozen)")
+	f.IntVar(&fl.frozen, "frozen", fl.frozen, "--real: nodes whose mirrors are frozen (SIGSTOP) mid-pull in the slowpeers scenario (the last ones); 0 with --throttled 1, or 1 with --throttled 0, shows one harm's cost alone")
 	f.StringVar(&fl.labDir, "lab-dir", "auto", "--real: where the nodes' disks (containerd's root, shoal's data dir) and the registry's storage go; auto is "+bench.RAMDir+" when it is a tmpfs with room for the run, so the nodes do not all wait on the machine's one disk, else the temp dir")
 	f.BoolVar(&fl.keepLogs, "keep-logs", false, "--real: keep every run's containerd and mirror logs, and the registry's, in OUT/logs")
 	f.StringVar(&fl.logLevel, "lab-log-level", fl.logLevel, "--real: log the lab's processes and network to stderr at this level (off, debug, info, warn, error)")
