@@ -534,3 +534,55 @@ func TestSilentPeerWhoseBytesFlowKeepsItsConnection(t *testing.T) {
 		}
 	})
 }
+
+// TestSilentPeerHeardFromAMember: a member that finds a peer silent says
+// so over the gossip, and another member that gets nothing from the peer
+// either leaves it out at once, without waiting on the peer in a download
+// of its own, and takes it back once it answers a ping. A member that
+// read the peer's bytes just now does not take the word.
+func TestSilentPeerHeardFromAMember(t *testing.T) {
+	t.Parallel()
+	c := p2ptest.Start(t, 3, p2ptest.Options{})
+	c.WaitMembers(t, 3, 20*time.Second)
+	finder, other, holder := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	blob := c.Contents[2].Add([]byte("held by a peer another member finds silent"))
+	waitProviders(t, other, blob, []peer.ID{holder.ID()}, 20*time.Second)
+
+	p2p.Host(holder).RemoveStreamHandler(ping.ID)
+	finder.Silent(holder.ID())
+	p2ptest.Eventually(t, 10*time.Second, func() error {
+		if !silentAt(other, holder.ID()) {
+			return errors.New("the other member still asks the peer the finder found silent")
+		}
+		return nil
+	})
+	if got, err := other.Providers(t.Context(), blob, 0); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("providers of a silent peer's blob: %v, %v; want ErrNotFound", got, err)
+	}
+
+	ping.NewPingService(p2p.Host(holder))
+	waitProviders(t, other, blob, []peer.ID{holder.ID()}, 5*time.Second)
+
+	// Bytes from the holder, then its pings go unanswered and a member's
+	// word comes at once: the bytes count for more.
+	rc, _, err := other.Fetch(t.Context(), holder.ID(), blob, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		t.Fatal(err)
+	}
+	_ = rc.Close()
+	p2p.Host(holder).RemoveStreamHandler(ping.ID)
+	if err := p2p.HearSilent(other, "finder", holder.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if silentAt(other, holder.ID()) {
+		t.Error("a peer whose bytes arrived just now was left out on a member's word")
+	}
+}
+
+// silentAt says whether n's status shows p left out as silent.
+func silentAt(n *p2p.Node, p peer.ID) bool {
+	return slices.ContainsFunc(n.Status().Peers, func(s p2p.PeerStatus) bool { return s.ID == p && s.Silent })
+}

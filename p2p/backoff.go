@@ -199,7 +199,7 @@ func (r *Router) ShareBackoff(registry string, left time.Duration) {
 var _ resolver.BackoffSharer = (*Router)(nil)
 
 // gossipDelegate hands memberlist this node's metadata, carries the
-// back-off and pin messages, and exchanges the pin table.
+// back-off, pin and silent-peer messages, and exchanges the pin table.
 type gossipDelegate struct {
 	meta []byte
 	n    *Node
@@ -214,9 +214,12 @@ func (d gossipDelegate) NodeMeta(limit int) []byte {
 
 func (d gossipDelegate) NotifyMsg(b []byte) {
 	var err error
-	if len(b) > 0 && b[0] == msgPin {
+	switch {
+	case len(b) > 0 && b[0] == msgPin:
 		err = d.n.receivePin(b)
-	} else {
+	case len(b) > 0 && b[0] == msgSilent:
+		err = d.n.receiveSilent(b)
+	default:
 		err = d.n.backoffs.receive(b, time.Now())
 	}
 	if err != nil {

@@ -55,3 +55,9 @@ func AddToRoutingTable(n *Node, p peer.ID) { _, _ = n.dht.RoutingTable().TryAddP
 // SawRoundTrip records a round trip of d from n to p, as a ping or a
 // request's answer would.
 func SawRoundTrip(n *Node, p peer.ID, d time.Duration) { n.stats.peer(p).roundTrip(d) }
+
+// HearSilent hands n the gossip message in which member origin says it
+// found p silent.
+func HearSilent(n *Node, origin string, p peer.ID) error {
+	return n.receiveSilent(silentMsg{origin: origin, peer: p}.encode())
+}

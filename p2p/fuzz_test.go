@@ -206,3 +206,22 @@ func FuzzBackoffMessage(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSilentMessage: whatever a member gossips, parsing returns an error
+// or a valid peer ID that encodes back to a message parsing the same.
+func FuzzSilentMessage(f *testing.F) {
+	f.Add([]byte{msgSilent, 1, 'n', 0, 36, 8, 1, 18, 32})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseSilentMsg(b)
+		if err != nil {
+			return
+		}
+		if m.peer.Validate() != nil {
+			t.Fatalf("parsed %+v", m)
+		}
+		again, err := parseSilentMsg(m.encode())
+		if err != nil || again != m {
+			t.Fatalf("re-encoded %+v: %+v, %v", m, again, err)
+		}
+	})
+}

@@ -13,6 +13,7 @@ type metrics struct {
 	fetches       *prometheus.CounterVec // by result
 	avoided       prometheus.Counter
 	silenced      prometheus.Counter
+	silentHeard   prometheus.Counter
 	reconciled    prometheus.Counter
 	pullThrough   prometheus.Counter
 	// pointedAtReader counts askers pointed at a blob's first reader
@@ -90,6 +91,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "shoal_p2p_peers_silent_total",
 			Help: "Times a peer whose stream went silent mid-blob was set aside until it answered a ping again.",
 		}),
+		silentHeard: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_p2p_peers_silent_heard_total",
+			Help: "Times a peer that another member found silent mid-blob, and that had sent this node nothing for half a second, was set aside here until it answered this node's ping.",
+		}),
 		reconciled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_p2p_reconciles_total",
 			Help: "Times this node, having doubted its own side (its link down, or the host too busy to answer probes), exchanged its member state with other members once they answered again.",
@@ -100,7 +105,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.pullRefused.WithLabelValues("registry")
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.members, m.provided, m.provides, m.uploads,
-			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided, m.silenced, m.reconciled, m.pullThrough, m.pointedAtReader, m.badGossip, m.openMesh, m.pullRefused, m.preheats} {
+			m.uploadsActive, m.served, m.fetched, m.fetches, m.avoided, m.silenced, m.silentHeard, m.reconciled, m.pullThrough, m.pointedAtReader, m.badGossip, m.openMesh, m.pullRefused, m.preheats} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -46,18 +46,33 @@ const (
 // would first wait for its answer. The DHT leaves it out too: a look-up
 // that asked it would wait for its answer until the look-up's timeout,
 // each round of each download again. A peer that answers again is used
-// again within watchInterval.
+// again within watchInterval. The node tells the members (see
+// receiveSilent), which then check p for themselves.
 func (n *Node) Silent(p peer.ID) {
+	if n.silence(p, "") {
+		n.tellSilent(p)
+	}
+}
+
+// silence leaves p out until it answers a ping, as this node found it
+// (origin "") or as the member origin said, and says whether p was not
+// left out already.
+func (n *Node) silence(p peer.ID, origin string) bool {
 	if p == n.id || !n.stats.markSilent(p) {
-		return // this node, or already watched
+		return false // this node, or already watched
 	}
 	if !n.enterHandler() {
 		n.stats.clearSilent(p)
-		return
+		return false
 	}
-	n.metrics.silenced.Inc()
 	n.dht.RoutingTable().RemovePeer(p)
-	n.log.Info("peer went silent mid-transfer: left out until it answers a ping", "peer", p)
+	if origin == "" {
+		n.metrics.silenced.Inc()
+		n.log.Info("peer went silent mid-transfer: left out until it answers a ping", "peer", p)
+	} else {
+		n.metrics.silentHeard.Inc()
+		n.log.Info(noteSilentMsg, "peer", p, "member", origin)
+	}
 	go func() {
 		defer n.handlers.Done()
 		start := time.Now()
@@ -73,6 +88,7 @@ func (n *Node) Silent(p peer.ID) {
 			n.log.Info("silent peer left the mesh, or stayed silent", "peer", p)
 		}
 	}()
+	return true
 }
 
 // watchLost pings a member memberlist declared failed (not left) until it
