@@ -56,8 +56,6 @@ func AddToRoutingTable(n *Node, p peer.ID) { _, _ = n.dht.RoutingTable().TryAddP
 // request's answer would.
 func SawRoundTrip(n *Node, p peer.ID, d time.Duration) { n.stats.peer(p).roundTrip(d) }
 
-// HearSilent hands n the gossip message in which member origin says it
-// found p silent.
-func HearSilent(n *Node, origin string, p peer.ID) error {
-	return n.receiveSilent(silentMsg{origin: origin, peer: p}.encode())
-}
+// HearSilent does what n does when member origin says over the gossip
+// that it found p silent, and returns when n has checked p.
+func HearSilent(n *Node, origin string, p peer.ID) { n.checkSilent(p, origin) }

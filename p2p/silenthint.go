@@ -13,18 +13,21 @@ import (
 // over the gossip, so that the other members do not each wait for the
 // same peer's answer before they find it silent too: a kind byte
 // (msgSilent), a byte of length and the name of the member that found it,
-// then the silent peer's ID. A member that hears it checks for itself: it
-// leaves the peer out only while the peer does not answer its own pings
-// (the watch of Node.Silent, which pings at once), and not at all when
-// the peer's bytes or an answer reached it within hintFresh. A hint is
-// not passed on by those who hear it: each member that finds the peer
-// silent itself says so once.
+// then the silent peer's ID. A member that hears it checks for itself:
+// it pings the peer, and leaves it out (as Node.Silent does) only when
+// no answer comes within hintPing, and not at all when the peer's bytes
+// or an answer reached it within hintFresh. A node whose own link is
+// cut finds its healthy peers silent and says so; the others' pings are
+// answered at once, and no download of theirs passes those peers over.
+// A hint is not passed on by those who hear it: each member that finds
+// the peer silent itself says so once.
 const (
 	msgSilent     byte = 3
 	maxSilentMsg       = 1 + 1 + 255 + 128
 	minSilentMsg       = 1 + 1 + 1
 	hintFresh          = watchPingTimeout
-	noteSilentMsg      = "peer found silent by a member: left out until it answers this node's ping"
+	hintPing           = 200 * time.Millisecond
+	noteSilentMsg      = "peer found silent by a member did not answer this node's ping either: left out until it answers one"
 )
 
 type silentMsg struct {
@@ -86,20 +89,35 @@ func (n *Node) tellSilent(p peer.ID) {
 }
 
 // receiveSilent handles a member's word that a peer went silent. It runs
-// on memberlist's goroutine, so the check of the peer happens in the
-// watch Node.silence starts.
+// on memberlist's goroutine, so the peer is pinged on another.
 func (n *Node) receiveSilent(b []byte) error {
 	m, err := parseSilentMsg(b)
 	if err != nil {
 		return err
 	}
-	switch {
-	case m.peer == n.id, !n.members.live(m.peer):
-		return nil // this node knows better, or the peer is not a member
-	case n.stats.receivedSince(m.peer, time.Now().Add(-hintFresh)),
-		n.stats.answeredSince(m.peer, time.Now().Add(-hintFresh)):
-		return nil // it reaches this node
+	if !n.mayBeSilent(m.peer) || !n.enterHandler() {
+		return nil
 	}
-	n.silence(m.peer, m.origin)
+	go func() {
+		defer n.handlers.Done()
+		n.checkSilent(m.peer, m.origin)
+	}()
 	return nil
+}
+
+// checkSilent leaves p out, as member origin said, if p may be silent and
+// does not answer a ping within hintPing.
+func (n *Node) checkSilent(p peer.ID, origin string) {
+	if n.mayBeSilent(p) && !n.answersWithin(p, hintPing) {
+		n.silence(p, origin)
+	}
+}
+
+// mayBeSilent says whether a member's word that p went silent is worth a
+// ping: p is another live member, not left out already, and neither its
+// bytes nor an answer reached this node within hintFresh.
+func (n *Node) mayBeSilent(p peer.ID) bool {
+	since := time.Now().Add(-hintFresh)
+	return p != n.id && n.members.live(p) && !n.stats.isSilent(p) &&
+		!n.stats.receivedSince(p, since) && !n.stats.answeredSince(p, since)
 }
