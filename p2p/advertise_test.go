@@ -543,19 +543,28 @@ func TestSilentPeerWhoseBytesFlowKeepsItsConnection(t *testing.T) {
 // not take the word.
 func TestSilentPeerHeardFromAMember(t *testing.T) {
 	t.Parallel()
-	c := p2ptest.Start(t, 3, p2ptest.Options{})
-	c.WaitMembers(t, 3, 20*time.Second)
-	finder, other, holder := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	c := p2ptest.Start(t, 5, p2ptest.Options{})
+	c.WaitMembers(t, 5, 20*time.Second)
+	finder, other, holder, answering, sender := c.Nodes[0], c.Nodes[1], c.Nodes[2], c.Nodes[3], c.Nodes[4]
 	blob := c.Contents[2].Add([]byte("held by a peer another member finds silent"))
+	sent := c.Contents[4].Add([]byte("read from a peer just before it goes quiet"))
 	waitProviders(t, other, blob, []peer.ID{holder.ID()}, 20*time.Second)
 
 	// The finder's own link may be the cause: a peer that answers stays.
-	p2p.HearSilent(other, "finder", holder.ID())
-	if silentAt(other, holder.ID()) {
+	p2p.HearSilent(other, "finder", answering.ID())
+	if silentAt(other, answering.ID()) {
 		t.Fatal("a peer that answers a ping was left out on a member's word")
 	}
+	// A ping refused at once (here: no ping protocol; in a node, a
+	// resource limit) says nothing of the peer.
+	p2p.Host(finder).RemoveStreamHandler(ping.ID)
+	p2p.HearSilent(other, "holder", finder.ID())
+	if silentAt(other, finder.ID()) {
+		t.Fatal("a peer whose ping was refused at once was left out on a member's word")
+	}
+	ping.NewPingService(p2p.Host(finder))
 
-	p2p.Host(holder).RemoveStreamHandler(ping.ID)
+	muteForPings(holder)
 	finder.Silent(holder.ID())
 	p2ptest.Eventually(t, 10*time.Second, func() error {
 		if !silentAt(other, holder.ID()) {
@@ -566,13 +575,12 @@ func TestSilentPeerHeardFromAMember(t *testing.T) {
 	if got, err := other.Providers(t.Context(), blob, 0); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("providers of a silent peer's blob: %v, %v; want ErrNotFound", got, err)
 	}
-
 	ping.NewPingService(p2p.Host(holder))
 	waitProviders(t, other, blob, []peer.ID{holder.ID()}, 5*time.Second)
 
-	// Bytes from the holder, then its pings go unanswered and a member's
-	// word comes at once: the bytes count for more.
-	rc, _, err := other.Fetch(t.Context(), holder.ID(), blob, 0)
+	// Bytes from a peer, then its pings go unanswered and a member's word
+	// comes at once: the bytes count for more.
+	rc, _, err := other.Fetch(t.Context(), sender.ID(), sent, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -580,11 +588,20 @@ func TestSilentPeerHeardFromAMember(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = rc.Close()
-	p2p.Host(holder).RemoveStreamHandler(ping.ID)
-	p2p.HearSilent(other, "finder", holder.ID())
-	if silentAt(other, holder.ID()) {
+	muteForPings(sender)
+	p2p.HearSilent(other, "finder", sender.ID())
+	if silentAt(other, sender.ID()) {
 		t.Error("a peer whose bytes arrived just now was left out on a member's word")
 	}
+}
+
+// muteForPings makes n take pings and never answer them, as a frozen
+// process does (a peer without the protocol refuses them at once).
+func muteForPings(n *p2p.Node) {
+	p2p.Host(n).SetStreamHandler(ping.ID, func(s network.Stream) {
+		_, _ = io.Copy(io.Discard, s)
+		_ = s.Reset()
+	})
 }
 
 // silentAt says whether n's status shows p left out as silent.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multihash"
 	"github.com/opencontainers/go-digest"
 
@@ -211,6 +212,9 @@ func FuzzBackoffMessage(f *testing.F) {
 // or a valid peer ID that encodes back to a message parsing the same.
 func FuzzSilentMessage(f *testing.F) {
 	f.Add([]byte{msgSilent, 1, 'n', 0, 36, 8, 1, 18, 32})
+	if id, err := peer.Decode("12D3KooWGC6TvWhfapngX6wvJHMYvKpDMXPb3ZnCZ6dMoaMtimQ5"); err == nil {
+		f.Add(silentMsg{origin: "node-1", peer: id}.encode())
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := parseSilentMsg(b)
 		if err != nil {

@@ -93,7 +93,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		silentHeard: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_p2p_peers_silent_heard_total",
-			Help: "Times a peer that another member found silent mid-blob did not answer this node's ping within 200 ms either, and was set aside here until it answered one.",
+			Help: "Times a peer that another member found silent mid-blob did not answer this node's ping within 500 ms either, and was set aside here until it answered one.",
 		}),
 		reconciled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_p2p_reconciles_total",

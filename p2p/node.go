@@ -107,6 +107,14 @@ type Node struct {
 	// lostWatches are the failed members being pinged (see watchLost).
 	lostMu      sync.Mutex
 	lostWatches map[peer.ID]bool
+
+	// hints bounds the checks of peers members said went silent, and
+	// checking holds the peers being checked (see receiveSilent).
+	hints    chan struct{}
+	hintMu   sync.Mutex
+	checking map[peer.ID]bool
+	// ready is set once New has built everything gossip handlers use.
+	ready atomic.Bool
 }
 
 // New checks cfg, loads or creates the node's identity, and binds the
@@ -150,6 +158,8 @@ func New(cfg Config, content Content) (*Node, error) {
 		members:     newMembers(id, logger),
 		preheats:    make(chan struct{}, MaxPreheatsServed),
 		lostWatches: make(map[peer.ID]bool),
+		hints:       make(chan struct{}, maxHintChecks),
+		checking:    make(map[peer.ID]bool),
 		upload:      newBandwidth(cfg.MaxUploadRate, realClock{}),
 		download:    newBandwidth(cfg.MaxDownloadRate, realClock{}),
 		wire:        wireCap(cfg.MaxUploadRate, realClock{}),
@@ -205,6 +215,7 @@ func New(cfg Config, content Content) (*Node, error) {
 	if n.dht, err = newDHT(n.host, cfg.ProvideTTL, n.bootstrapPeers, n.stats.isSilent); err != nil {
 		return nil, err
 	}
+	n.ready.Store(true)
 	ok = true
 	return n, nil
 }

@@ -1,32 +1,40 @@
 package p2p
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 )
 
 // A member that found a peer silent mid-blob (see Node.Silent) says so
 // over the gossip, so that the other members do not each wait for the
 // same peer's answer before they find it silent too: a kind byte
 // (msgSilent), a byte of length and the name of the member that found it,
-// then the silent peer's ID. A member that hears it checks for itself:
-// it pings the peer, and leaves it out (as Node.Silent does) only when
-// no answer comes within hintPing, and not at all when the peer's bytes
-// or an answer reached it within hintFresh. A node whose own link is
-// cut finds its healthy peers silent and says so; the others' pings are
-// answered at once, and no download of theirs passes those peers over.
-// A hint is not passed on by those who hear it: each member that finds
-// the peer silent itself says so once.
+// then the silent peer's ID. A member that hears it checks for itself: it
+// pings the peer, and leaves it out (as Node.Silent does) only when the
+// ping times out after watchPingTimeout, as the silent watch's would; not
+// at all when the peer's bytes or an answer reached it within hintFresh
+// (behind a full link a stream's bytes come a second and more apart), nor
+// when the ping fails at once (refused by a resource limit: no word on
+// the peer). A node whose own link is cut finds its healthy peers silent
+// and says so; they answer the others' pings. One check per peer runs at
+// a time, and at most maxHintChecks at once; more words are dropped. A
+// hint is not passed on by those who hear it: memberlist sends each
+// broadcast to a few members at random, a few times (RetransmitMult ×
+// log10(N+1)), which in a small cluster is every member, and each member
+// that finds the peer silent itself says so too.
 const (
 	msgSilent     byte = 3
 	maxSilentMsg       = 1 + 1 + 255 + 128
 	minSilentMsg       = 1 + 1 + 1
-	hintFresh          = watchPingTimeout
-	hintPing           = 200 * time.Millisecond
+	hintFresh          = flowKeeps
+	maxHintChecks      = 8
 	noteSilentMsg      = "peer found silent by a member did not answer this node's ping either: left out until it answers one"
 )
 
@@ -95,20 +103,20 @@ func (n *Node) receiveSilent(b []byte) error {
 	if err != nil {
 		return err
 	}
-	if !n.mayBeSilent(m.peer) || !n.enterHandler() {
+	if !n.ready.Load() || !n.mayBeSilent(m.peer) || !n.startCheck(m.peer) {
 		return nil
 	}
 	go func() {
-		defer n.handlers.Done()
+		defer n.endCheck(m.peer)
 		n.checkSilent(m.peer, m.origin)
 	}()
 	return nil
 }
 
 // checkSilent leaves p out, as member origin said, if p may be silent and
-// does not answer a ping within hintPing.
+// its ping times out.
 func (n *Node) checkSilent(p peer.ID, origin string) {
-	if n.mayBeSilent(p) && !n.answersWithin(p, hintPing) {
+	if n.mayBeSilent(p) && n.pingTimesOut(p) && n.mayBeSilent(p) {
 		n.silence(p, origin)
 	}
 }
@@ -120,4 +128,45 @@ func (n *Node) mayBeSilent(p peer.ID) bool {
 	since := time.Now().Add(-hintFresh)
 	return p != n.id && n.members.live(p) && !n.stats.isSilent(p) &&
 		!n.stats.receivedSince(p, since) && !n.stats.answeredSince(p, since)
+}
+
+// pingTimesOut pings p and says whether no answer came within
+// watchPingTimeout. An answer is noted (see stats.answeredSince); a ping
+// that fails at once says nothing of p and counts as no time-out.
+func (n *Node) pingTimesOut(p peer.ID) bool {
+	ctx, cancel := context.WithTimeout(n.life, watchPingTimeout)
+	defer cancel() // ends the pinging
+	res, ok := <-ping.Ping(network.WithForceDirectDial(ctx, "silent hint"), n.host, p)
+	if ok && res.Error == nil {
+		n.stats.peer(p).roundTrip(res.RTT)
+		n.stats.answered(p, time.Now())
+		return false
+	}
+	return errors.Is(ctx.Err(), context.DeadlineExceeded)
+}
+
+// startCheck takes a check slot for p, unless p is being checked already
+// or every slot is taken; endCheck gives it back.
+func (n *Node) startCheck(p peer.ID) bool {
+	n.hintMu.Lock()
+	defer n.hintMu.Unlock()
+	if n.checking[p] || !n.enterHandler() {
+		return false
+	}
+	select {
+	case n.hints <- struct{}{}:
+	default:
+		n.handlers.Done()
+		return false
+	}
+	n.checking[p] = true
+	return true
+}
+
+func (n *Node) endCheck(p peer.ID) {
+	n.hintMu.Lock()
+	delete(n.checking, p)
+	<-n.hints
+	n.hintMu.Unlock()
+	n.handlers.Done()
 }

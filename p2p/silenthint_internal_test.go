@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -36,5 +37,37 @@ func TestSilentMessage(t *testing.T) {
 				t.Fatalf("parsed %+v from %q", got, tc.msg)
 			}
 		})
+	}
+}
+
+// TestSilentChecksBounded: one check of a peer runs at a time, and at
+// most maxHintChecks at once; a slot comes back when its check ends.
+func TestSilentChecksBounded(t *testing.T) {
+	t.Parallel()
+	n := &Node{hints: make(chan struct{}, maxHintChecks), checking: map[peer.ID]bool{}}
+	ids := make([]peer.ID, maxHintChecks+1)
+	for i := range ids {
+		ids[i] = peer.ID(fmt.Sprintf("peer-%d", i))
+	}
+	if !n.startCheck(ids[0]) {
+		t.Fatal("no check of a first word")
+	}
+	if n.startCheck(ids[0]) {
+		t.Fatal("a second check of a peer being checked")
+	}
+	for _, id := range ids[1:maxHintChecks] {
+		if !n.startCheck(id) {
+			t.Fatalf("no check of %s with slots free", id)
+		}
+	}
+	if n.startCheck(ids[maxHintChecks]) {
+		t.Fatalf("a check past the %d slots", maxHintChecks)
+	}
+	n.endCheck(ids[0])
+	if !n.startCheck(ids[maxHintChecks]) {
+		t.Fatal("no check once a slot came back")
+	}
+	if n.startCheck(ids[0]) {
+		t.Fatal("a check past the slots, the one that came back taken")
 	}
 }
