@@ -46,6 +46,7 @@ func TestRealSmoke(t *testing.T) {
 		LinkMbit: 400, RegistryMbit: 400,
 		Scenarios:   []string{ScenarioCold, ScenarioWarm, ScenarioSlowPeers},
 		Throttled:   1,
+		Frozen:      1,
 		Candidates:  []string{CandidateDirect, CandidateShoal},
 		Custom:      []Candidate{{Name: "nop2p", Command: nop2p}},
 		Reps:        1,
