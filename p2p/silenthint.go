@@ -27,7 +27,7 @@ import (
 // a time, and at most maxHintChecks at once; more words are dropped. A
 // hint is not passed on by those who hear it: memberlist sends each
 // broadcast to a few members at random, a few times (RetransmitMult ×
-// log10(N+1)), which in a small cluster is every member, and each member
+// log10(N+1)), which reaches every member only up to four, and each member
 // that finds the peer silent itself says so too.
 const (
 	msgSilent     byte = 3
