@@ -78,9 +78,9 @@ type Node struct {
 	uploadsMu   sync.Mutex
 	uploads     int
 	blobUploads swarm.BlobUploads
-	// writers are the open uploads' writers, and whom each writes to
-	// (see slowReadersLocked).
-	writers map[*deadlineWriter]peer.ID
+	// writers are the open uploads' writers, and what each writes: its
+	// reader and blob (see slowReadersLocked, goneLocked).
+	writers map[*deadlineWriter]*upload
 	// uplink measures what the uploads send (see swarm.SlowReaders).
 	uplink uplink
 	// readers are the first readers of the blobs held whole, for

@@ -176,7 +176,9 @@ func (u *serving) send(blob store.Blob, c swarm.Copy) {
 	// queue behind them, keeps it (see watch).
 	w := &deadlineWriter{s: u.s, idle: n.cfg.Timing.IdleTimeout, moved: &n.stats.peer(u.remote).lastByte}
 	defer n.watchUpload(u.s, u.remote, w)()
-	defer n.writing(w, u.remote)()
+	up := &upload{reader: u.remote, blob: req.dgst, perBlob: swarm.CountsPerBlob(swarm.Ask{Length: req.length}), holds: true}
+	u.releases = append(u.releases, func() { n.gaveBack(up) })
+	defer n.writing(w, up)()
 	length := req.end(c.Size) - req.off
 	if length == 0 {
 		u.release() // the header is the whole answer
@@ -388,13 +390,18 @@ type leading interface {
 }
 
 // takeSlot takes an upload slot for a stream of d to asker, as
-// swarm.UploadSlot says. Two requests for a blob streamed to nobody may both take one over
-// the slots before either is counted for the blob (admit counts it): the
-// rule's bound of twice the slots still holds.
+// swarm.UploadSlot says, the streams to gone readers counted as
+// swarm.Counted says. Two requests for a blob streamed to nobody may both
+// take one over the slots before either is counted for the blob (admit
+// counts it): the rule's bound of twice the slots still holds.
 func (n *Node) takeSlot(d digest.Digest, asker peer.ID) bool {
 	n.uploadsMu.Lock()
 	defer n.uploadsMu.Unlock()
-	if !swarm.UploadSlot(n.uploads, n.blobUploads.Open(d), n.cfg.MaxUploads, n.slowReadersLocked(time.Now(), asker)) {
+	now := time.Now()
+	gone, goneOfBlob := n.goneLocked(now, d)
+	open := swarm.Counted(n.uploads, gone, n.cfg.MaxUploads)
+	blobOpen := swarm.Counted(n.blobUploads.Open(d), goneOfBlob, n.cfg.MaxUploads)
+	if !swarm.UploadSlot(open, blobOpen, n.cfg.MaxUploads, n.slowReadersLocked(now, asker)) {
 		return false
 	}
 	n.uploads++
@@ -411,10 +418,10 @@ const readerWait = 100 * time.Millisecond
 // not among them (see swarm.SlowReaders). uploadsMu is held.
 func (n *Node) slowReadersLocked(now time.Time, asker peer.ID) bool {
 	waiting, askerWaits := 0, false
-	for w, reader := range n.writers {
+	for w, up := range n.writers {
 		if w.stalled(now) >= readerWait {
 			waiting++
-			askerWaits = askerWaits || reader == asker
+			askerWaits = askerWaits || up.reader == asker
 		}
 	}
 	rate, best := n.uplink.rates(now)
@@ -423,13 +430,13 @@ func (n *Node) slowReadersLocked(now time.Time, asker peer.ID) bool {
 
 // writing counts w, writing to reader, among the uploads' writers until
 // the returned func is called.
-func (n *Node) writing(w *deadlineWriter, reader peer.ID) (done func()) {
+func (n *Node) writing(w *deadlineWriter, up *upload) (done func()) {
 	n.uploadsMu.Lock()
 	defer n.uploadsMu.Unlock()
 	if n.writers == nil {
-		n.writers = map[*deadlineWriter]peer.ID{}
+		n.writers = map[*deadlineWriter]*upload{}
 	}
-	n.writers[w] = reader
+	n.writers[w] = up
 	return func() {
 		n.uploadsMu.Lock()
 		defer n.uploadsMu.Unlock()
@@ -450,10 +457,48 @@ func (n *Node) activeUploads() int {
 	return n.uploads
 }
 
+// takeBlobSlot counts one more stream of d against the per-blob cap,
+// limit, or says false; streams to gone readers count as swarm.Counted
+// says.
 func (n *Node) takeBlobSlot(d digest.Digest, limit int) bool {
 	n.uploadsMu.Lock()
 	defer n.uploadsMu.Unlock()
-	return n.blobUploads.Take(d, limit)
+	_, goneOfBlob := n.goneLocked(time.Now(), d)
+	// Counted(open, gone, limit) < limit, as Take compares.
+	return n.blobUploads.Take(d, limit+min(goneOfBlob, limit))
+}
+
+// upload is an open upload stream: its reader and blob, and whether it
+// counts against the blob's cap (swarm.CountsPerBlob) and holds its slots
+// still (they are given back just ahead of the last write, see lastWrite).
+type upload struct {
+	reader  peer.ID
+	blob    digest.Digest
+	perBlob bool
+	holds   bool
+}
+
+// goneLocked counts the open uploads that hold their slots and go to
+// gone readers (swarm.GoneReader): all of them, and those that count
+// against d's cap. uploadsMu is held.
+func (n *Node) goneLocked(now time.Time, d digest.Digest) (all, ofBlob int) {
+	for w, up := range n.writers {
+		if !up.holds || !swarm.GoneReader(n.stats.isSilent(up.reader), w.stalled(now) >= readerWait) {
+			continue
+		}
+		all++
+		if up.perBlob && up.blob == d {
+			ofBlob++
+		}
+	}
+	return all, ofBlob
+}
+
+// gaveBack notes that up gave its slots back.
+func (n *Node) gaveBack(up *upload) {
+	n.uploadsMu.Lock()
+	defer n.uploadsMu.Unlock()
+	up.holds = false
 }
 
 func (n *Node) releaseBlobSlot(d digest.Digest) {

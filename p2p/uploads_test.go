@@ -247,6 +247,126 @@ func TestReaderWhoseConnectionFlowsKeepsItsStream(t *testing.T) {
 	}
 }
 
+// TestGoneReaderHoldsNoSlot: a stream to a reader the node left out as
+// silent, which takes no byte, counts against neither the blob's cap nor
+// the node's slots: the next reader of the blob is served at once, where
+// it was answered busy before. Here the gone reader's connection carries
+// a blob it serves to the node, so that neither watch cuts its stream or
+// closes the connection, and the stream would hold its slot until
+// IdleTimeout.
+func TestGoneReaderHoldsNoSlot(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		// config sets the server's caps; arriving: the blob read is
+		// still arriving there; others: how many streams of another
+		// blob the next reader keeps flowing meanwhile.
+		config   func(*p2p.Config)
+		arriving bool
+		others   int
+	}{
+		{"the blob's cap", func(cfg *p2p.Config) { cfg.MaxUploadsPerBlob = 1 }, true, 0},
+		// Two streams that flow beside the gone one: the slots are not
+		// held by slow readers (swarm.SlowReaders).
+		{"the node's slots", func(cfg *p2p.Config) { cfg.MaxUploads, cfg.MaxUploadRate = 3, 4<<20 }, false, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			blob, other, served := randomBlob(21, 64<<20), randomBlob(22, 64<<20), randomBlob(23, 16<<20)
+			d := digest.FromBytes(blob)
+			c := p2ptest.Start(t, 3, p2ptest.Options{
+				Config: func(i int, cfg *p2p.Config) {
+					cfg.Timing.IdleTimeout = time.Minute
+					switch i {
+					case 0:
+						cfg.MaxUploadRate = 256 << 10
+					case 1:
+						tc.config(cfg)
+					}
+				},
+				Content: func(i int) *p2ptest.Content {
+					switch i {
+					case 0:
+						return p2ptest.NewContent(served)
+					case 1:
+						content := p2ptest.NewContent(blob, other)
+						content.SetArriving(d, tc.arriving)
+						return content
+					}
+					return nil
+				},
+			})
+			c.WaitMembers(t, 3, 20*time.Second)
+			gone, server, next := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+			for range tc.others {
+				keepReading(t, next, server.ID(), digest.FromBytes(other))
+			}
+			stalled, _, err := gone.Fetch(t.Context(), server.ID(), d, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stalled.Close()
+			muteForPings(gone)
+			keepReading(t, server, gone.ID(), digest.FromBytes(served))
+
+			tail := int64(len(blob)) - 1<<20
+			if _, _, err := next.Fetch(t.Context(), server.ID(), d, tail); !errors.Is(err, p2p.ErrPeerBusy) {
+				t.Fatalf("a fetch while the reader that answers no ping holds the stream: %v, want busy", err)
+			}
+			server.Silent(gone.ID())
+			p2ptest.Eventually(t, 10*time.Second, func() error {
+				rc, _, err := next.Fetch(t.Context(), server.ID(), d, tail)
+				if err != nil {
+					return err
+				}
+				defer rc.Close()
+				got, err := io.ReadAll(rc)
+				if err != nil {
+					return err
+				}
+				if !bytes.Equal(got, blob[tail:]) {
+					t.Fatalf("the next reader got %d bytes other than the blob's last %d", len(got), len(blob)-int(tail))
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// keepReading reads d from p at q until the test ends, asking again from
+// the start at each end.
+func keepReading(t *testing.T, q *p2p.Node, p peer.ID, d digest.Digest) {
+	t.Helper()
+	rc, _, err := q.Fetch(t.Context(), p, d, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, ended := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() {
+		close(done)
+		<-ended
+	})
+	go func() {
+		defer close(ended)
+		buf := make([]byte, 64<<10)
+		for {
+			select {
+			case <-done:
+				rc.Close()
+				return
+			default:
+			}
+			if _, err := io.ReadFull(rc, buf); err == nil {
+				continue
+			}
+			rc.Close()
+			if rc, _, err = q.Fetch(t.Context(), p, d, 0); err != nil {
+				return
+			}
+		}
+	}()
+}
+
 // TestUploadCapPerBlob: a node serves a blob to at most MaxUploadsPerBlob
 // peers at once, so that the others fetch it from those peers; another
 // blob is still served.

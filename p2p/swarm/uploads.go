@@ -94,6 +94,28 @@ func SlowReaders(open, waiting int, rate, best float64, askerWaits bool) bool {
 	return open > 0 && 2*waiting >= open && best > 0 && rate < best/2 && !askerWaits
 }
 
+// GoneReader is the rule for an open upload stream that counts against
+// neither the node's slots (UploadSlot) nor its blob's cap
+// (BlobUploadCap): one to a reader the node left out as silent (it
+// answered no ping) whose chunk waits on it. Such a reader takes nothing,
+// frozen or behind a link that is down, and its stream stays open until
+// the node's watches cut it or close the connection, seconds later. While
+// it counts, the peers that read the blob from the silent reader, and now
+// ask the node it read from, are answered busy: a node that fetches a
+// blob for the cluster streams it to two readers at first, and when one
+// of them froze, the others waited on the slot it held for over a second
+// in the lab. A reader left out whose stream still takes bytes counts: it
+// uses its share of the uplink. See Counted for how many are left out.
+func GoneReader(silent, chunkWaits bool) bool { return silent && chunkWaits }
+
+// Counted is how many of open streams count against a cap of limit
+// streams when gone of them go to gone readers (GoneReader): at most limit
+// of those are left out. A reader left out as silent that still asks,
+// one behind a link cut to a tenth whose pings queue behind its bytes,
+// would otherwise take stream after stream, each waiting on it; so a cap
+// admits at most limit streams more than it would without the rule.
+func Counted(open, gone, limit int) int { return open - min(gone, limit) }
+
 // BlobUploads counts the streams a node serves, by blob, against the
 // per-blob cap. The zero value is ready to use. It is not safe for
 // concurrent use.

@@ -149,6 +149,50 @@ func TestUploadSlot(t *testing.T) {
 	}
 }
 
+func TestGoneReader(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name               string
+		silent, chunkWaits bool
+		want               bool
+	}{
+		{"left out as silent, its chunk waits", true, true, true},
+		{"left out as silent, taking bytes", true, false, false},
+		{"answers pings, its chunk waits", false, true, false},
+		{"answers pings, taking bytes", false, false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := swarm.GoneReader(tc.silent, tc.chunkWaits); got != tc.want {
+				t.Fatalf("GoneReader(%v, %v) = %v, want %v", tc.silent, tc.chunkWaits, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestCounted(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name              string
+		open, gone, limit int
+		want              int
+	}{
+		{"no gone reader", 4, 0, 4, 4},
+		{"one gone reader", 4, 1, 4, 3},
+		{"every stream to gone readers", 2, 2, 2, 0},
+		{"more gone readers than the cap", 7, 5, 4, 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := swarm.Counted(tc.open, tc.gone, tc.limit); got != tc.want {
+				t.Fatalf("Counted(%d, %d, %d) = %d, want %d", tc.open, tc.gone, tc.limit, got, tc.want)
+			}
+		})
+	}
+}
+
 func TestSlowReaders(t *testing.T) {
 	t.Parallel()
 	const best = 12e6
