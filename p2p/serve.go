@@ -153,7 +153,7 @@ func (u *serving) admit(blob store.Blob) (swarm.Copy, bool) {
 	}
 	// A piece counts against the node's slots only.
 	if swarm.CountsPerBlob(ask) {
-		if !u.n.takeBlobSlot(req.dgst, swarm.BlobUploadCap(c.Arriving, u.n.cfg.MaxUploadsPerBlob, u.n.cfg.MaxUploads)) {
+		if !u.n.takeBlobSlot(req.dgst, u.remote, swarm.BlobUploadCap(c.Arriving, u.n.cfg.MaxUploadsPerBlob, u.n.cfg.MaxUploads)) {
 			u.refuse(statusBusy, c.Size, c.Have, errors.New("too many uploads of this blob"))
 			return c, false
 		}
@@ -399,10 +399,15 @@ func (n *Node) takeSlot(d digest.Digest, asker peer.ID) bool {
 	defer n.uploadsMu.Unlock()
 	now := time.Now()
 	gone, goneOfBlob := n.goneLocked(now, d)
-	open := swarm.Counted(n.uploads, gone, n.cfg.MaxUploads)
-	blobOpen := swarm.Counted(n.blobUploads.Open(d), goneOfBlob, n.cfg.MaxUploads)
-	if !swarm.UploadSlot(open, blobOpen, n.cfg.MaxUploads, n.slowReadersLocked(now, asker)) {
+	askerSilent := n.stats.isSilent(asker)
+	open := swarm.Counted(n.uploads, gone, n.cfg.MaxUploads, askerSilent)
+	blobOpen := swarm.Counted(n.blobUploads.Open(d), goneOfBlob, n.cfg.MaxUploads, askerSilent)
+	slow := n.slowReadersLocked(now, asker)
+	if !swarm.UploadSlot(open, blobOpen, n.cfg.MaxUploads, slow) {
 		return false
+	}
+	if open < n.uploads && !swarm.UploadSlot(n.uploads, n.blobUploads.Open(d), n.cfg.MaxUploads, slow) {
+		n.log.Debug("upload slot taken past streams to readers left out as silent", "peer", asker, "digest", d, "open", n.uploads, "gone", gone)
 	}
 	n.uploads++
 	return true
@@ -457,15 +462,23 @@ func (n *Node) activeUploads() int {
 	return n.uploads
 }
 
-// takeBlobSlot counts one more stream of d against the per-blob cap,
-// limit, or says false; streams to gone readers count as swarm.Counted
-// says.
-func (n *Node) takeBlobSlot(d digest.Digest, limit int) bool {
+// takeBlobSlot counts one more stream of d to asker against the per-blob
+// cap, limit, or says false; streams to gone readers count as
+// swarm.Counted says.
+func (n *Node) takeBlobSlot(d digest.Digest, asker peer.ID, limit int) bool {
 	n.uploadsMu.Lock()
 	defer n.uploadsMu.Unlock()
 	_, goneOfBlob := n.goneLocked(time.Now(), d)
-	// Counted(open, gone, limit) < limit, as Take compares.
-	return n.blobUploads.Take(d, limit+min(goneOfBlob, limit))
+	open := n.blobUploads.Open(d)
+	// Take compares the streams open with its limit: Counted < limit
+	// when open < limit plus the streams Counted leaves out.
+	if !n.blobUploads.Take(d, limit+open-swarm.Counted(open, goneOfBlob, limit, n.stats.isSilent(asker))) {
+		return false
+	}
+	if open >= limit {
+		n.log.Debug("blob's upload cap passed for streams to readers left out as silent", "digest", d, "open", open, "gone", goneOfBlob)
+	}
+	return true
 }
 
 // upload is an open upload stream: its reader and blob, and whether it

@@ -250,7 +250,8 @@ func TestReaderWhoseConnectionFlowsKeepsItsStream(t *testing.T) {
 // TestGoneReaderHoldsNoSlot: a stream to a reader the node left out as
 // silent, which takes no byte, counts against neither the blob's cap nor
 // the node's slots: the next reader of the blob is served at once, where
-// it was answered busy before. Here the gone reader's connection carries
+// it was answered busy before; the silent reader itself, asking again, is
+// not. Here the gone reader's connection carries
 // a blob it serves to the node, so that neither watch cuts its stream or
 // closes the connection, and the stream would hold its slot until
 // IdleTimeout.
@@ -329,6 +330,11 @@ func TestGoneReaderHoldsNoSlot(t *testing.T) {
 				}
 				return nil
 			})
+			// The gone reader, asking again while left out, gets no
+			// stream for the one it holds.
+			if _, _, err := gone.Fetch(t.Context(), server.ID(), d, tail); !errors.Is(err, p2p.ErrPeerBusy) {
+				t.Fatalf("a fetch by the reader left out as silent: %v, want busy", err)
+			}
 		})
 	}
 }

@@ -109,12 +109,21 @@ func SlowReaders(open, waiting int, rate, best float64, askerWaits bool) bool {
 func GoneReader(silent, chunkWaits bool) bool { return silent && chunkWaits }
 
 // Counted is how many of open streams count against a cap of limit
-// streams when gone of them go to gone readers (GoneReader): at most limit
-// of those are left out. A reader left out as silent that still asks,
-// one behind a link cut to a tenth whose pings queue behind its bytes,
-// would otherwise take stream after stream, each waiting on it; so a cap
-// admits at most limit streams more than it would without the rule.
-func Counted(open, gone, limit int) int { return open - min(gone, limit) }
+// streams, for a new stream to a reader that is left out as silent or not
+// (askerSilent), when gone of them go to gone readers (GoneReader): all
+// of them for a silent asker, else at most limit fewer. A reader left out
+// as silent that still asks is alive, behind a link cut to a tenth whose
+// pings queue behind its bytes, and its streams wait on it too: it would
+// take stream after stream of a node whose own streams to it do not
+// count, while the peers the rule is for, those that lost a frozen relay,
+// answer pings. And at most limit are left out, so that a cap admits at
+// most limit streams more than it would without the rule.
+func Counted(open, gone, limit int, askerSilent bool) int {
+	if askerSilent {
+		return open
+	}
+	return open - min(gone, limit)
+}
 
 // BlobUploads counts the streams a node serves, by blob, against the
 // per-blob cap. The zero value is ready to use. It is not safe for

@@ -176,18 +176,20 @@ func TestCounted(t *testing.T) {
 	tests := []struct {
 		name              string
 		open, gone, limit int
+		askerSilent       bool
 		want              int
 	}{
-		{"no gone reader", 4, 0, 4, 4},
-		{"one gone reader", 4, 1, 4, 3},
-		{"every stream to gone readers", 2, 2, 2, 0},
-		{"more gone readers than the cap", 7, 5, 4, 3},
+		{"no gone reader", 4, 0, 4, false, 4},
+		{"one gone reader", 4, 1, 4, false, 3},
+		{"every stream to gone readers", 2, 2, 2, false, 0},
+		{"more gone readers than the cap", 7, 5, 4, false, 3},
+		{"an asker left out as silent", 4, 1, 4, true, 4},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if got := swarm.Counted(tc.open, tc.gone, tc.limit); got != tc.want {
-				t.Fatalf("Counted(%d, %d, %d) = %d, want %d", tc.open, tc.gone, tc.limit, got, tc.want)
+			if got := swarm.Counted(tc.open, tc.gone, tc.limit, tc.askerSilent); got != tc.want {
+				t.Fatalf("Counted(%d, %d, %d, %v) = %d, want %d", tc.open, tc.gone, tc.limit, tc.askerSilent, got, tc.want)
 			}
 		})
 	}
