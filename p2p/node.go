@@ -79,7 +79,7 @@ type Node struct {
 	uploads     int
 	blobUploads swarm.BlobUploads
 	// writers are the open uploads' writers, and what each writes: its
-	// reader and blob (see slowReadersLocked, goneLocked).
+	// reader and blob (see writersLocked).
 	writers map[*deadlineWriter]*upload
 	// uplink measures what the uploads send (see swarm.SlowReaders).
 	uplink uplink

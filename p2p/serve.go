@@ -390,24 +390,30 @@ type leading interface {
 }
 
 // takeSlot takes an upload slot for a stream of d to asker, as
-// swarm.UploadSlot says, the streams to gone readers counted as
-// swarm.Counted says. Two requests for a blob streamed to nobody may both
-// take one over the slots before either is counted for the blob (admit
-// counts it): the rule's bound of twice the slots still holds.
+// swarm.UploadSlot says of the streams that count (swarm.Counted), under
+// swarm.UnderCeiling of all of them. Two requests for a blob streamed to
+// nobody may both take one over the slots before either is counted for
+// the blob (admit counts it): the ceiling still holds.
 func (n *Node) takeSlot(d digest.Digest, asker peer.ID) bool {
 	n.uploadsMu.Lock()
 	defer n.uploadsMu.Unlock()
+	if !swarm.UnderCeiling(n.uploads, n.cfg.MaxUploads) {
+		return false
+	}
 	now := time.Now()
-	gone, goneOfBlob := n.goneLocked(now, d)
+	w := n.writersLocked(now, d, asker)
 	askerSilent := n.stats.isSilent(asker)
-	open := swarm.Counted(n.uploads, gone, n.cfg.MaxUploads, askerSilent)
-	blobOpen := swarm.Counted(n.blobUploads.Open(d), goneOfBlob, n.cfg.MaxUploads, askerSilent)
-	slow := n.slowReadersLocked(now, asker)
+	open := swarm.Counted(n.uploads, w.gone, n.cfg.MaxUploads, askerSilent)
+	blobOpen := swarm.Counted(n.blobUploads.Open(d), w.goneOfBlob, n.cfg.MaxUploads, askerSilent)
+	// The gone streams wait on their readers, and are left out of those
+	// that wait as they are of the streams open.
+	rate, best := n.uplink.rates(now)
+	slow := swarm.SlowReaders(open, w.waiting-(n.uploads-open), rate, best, w.askerWaits)
 	if !swarm.UploadSlot(open, blobOpen, n.cfg.MaxUploads, slow) {
 		return false
 	}
-	if open < n.uploads && !swarm.UploadSlot(n.uploads, n.blobUploads.Open(d), n.cfg.MaxUploads, slow) {
-		n.log.Debug("upload slot taken past streams to readers left out as silent", "peer", asker, "digest", d, "open", n.uploads, "gone", gone)
+	if open < n.uploads && !swarm.UploadSlot(n.uploads, n.blobUploads.Open(d), n.cfg.MaxUploads, swarm.SlowReaders(n.uploads, w.waiting, rate, best, w.askerWaits)) {
+		n.log.Debug("upload slot taken past streams to readers left out as silent", "peer", asker, "digest", d, "open", n.uploads, "gone", w.gone)
 	}
 	n.uploads++
 	return true
@@ -416,25 +422,53 @@ func (n *Node) takeSlot(d digest.Digest, asker peer.ID) bool {
 // readerWait: an upload whose chunk has waited this long for its reader
 // to take it waits on its reader (see swarm.SlowReaders). A reader that
 // keeps up takes a chunk in well under a millisecond, unless the uplink
-// itself is full.
-const readerWait = 100 * time.Millisecond
+// itself is full. goneWait: a chunk that has waited this long on a reader
+// left out as silent goes to a gone reader (swarm.GoneReader): as long
+// as the ping that leaves a peer out may take. A reader behind a link
+// cut to a tenth takes a 64 KiB chunk within a fraction of that.
+const (
+	readerWait = 100 * time.Millisecond
+	goneWait   = watchPingTimeout
+)
 
-// slowReadersLocked says whether slow readers hold the upload slots, asker
-// not among them (see swarm.SlowReaders). uploadsMu is held.
-func (n *Node) slowReadersLocked(now time.Time, asker peer.ID) bool {
-	waiting, askerWaits := 0, false
-	for w, up := range n.writers {
-		if w.stalled(now) >= readerWait {
-			waiting++
-			askerWaits = askerWaits || up.reader == asker
-		}
-	}
-	rate, best := n.uplink.rates(now)
-	return swarm.SlowReaders(n.uploads, waiting, rate, best, askerWaits)
+// openWriters is what a node's open uploads are, for a new stream of a
+// blob to an asker (see writersLocked).
+type openWriters struct {
+	// waiting: the streams whose chunk waits on its reader (readerWait);
+	// askerWaits: the asker's among them.
+	waiting    int
+	askerWaits bool
+	// gone: the streams that hold their slots and go to gone readers
+	// (swarm.GoneReader); goneOfBlob: those among them that count
+	// against the blob's cap.
+	gone, goneOfBlob int
 }
 
-// writing counts w, writing to reader, among the uploads' writers until
-// the returned func is called.
+// writersLocked sums up the open uploads for a new stream of d to asker.
+// uploadsMu is held.
+func (n *Node) writersLocked(now time.Time, d digest.Digest, asker peer.ID) openWriters {
+	var o openWriters
+	for w, up := range n.writers {
+		stalled := w.stalled(now)
+		if stalled < readerWait {
+			continue
+		}
+		o.waiting++
+		o.askerWaits = o.askerWaits || up.reader == asker
+		chunkWaits := stalled >= goneWait
+		if !up.holds || !chunkWaits || !swarm.GoneReader(n.stats.isSilent(up.reader), chunkWaits) {
+			continue
+		}
+		o.gone++
+		if up.perBlob && up.blob == d {
+			o.goneOfBlob++
+		}
+	}
+	return o
+}
+
+// writing counts w, writing up, among the uploads' writers until the
+// returned func is called.
 func (n *Node) writing(w *deadlineWriter, up *upload) (done func()) {
 	n.uploadsMu.Lock()
 	defer n.uploadsMu.Unlock()
@@ -468,15 +502,16 @@ func (n *Node) activeUploads() int {
 func (n *Node) takeBlobSlot(d digest.Digest, asker peer.ID, limit int) bool {
 	n.uploadsMu.Lock()
 	defer n.uploadsMu.Unlock()
-	_, goneOfBlob := n.goneLocked(time.Now(), d)
+	goneOfBlob := n.writersLocked(time.Now(), d, asker).goneOfBlob
 	open := n.blobUploads.Open(d)
-	// Take compares the streams open with its limit: Counted < limit
-	// when open < limit plus the streams Counted leaves out.
-	if !n.blobUploads.Take(d, limit+open-swarm.Counted(open, goneOfBlob, limit, n.stats.isSilent(asker))) {
+	// Take compares all the streams open with its limit: the streams
+	// Counted leaves out make room over limit.
+	room := limit + open - swarm.Counted(open, goneOfBlob, limit, n.stats.isSilent(asker))
+	if !n.blobUploads.Take(d, room) {
 		return false
 	}
 	if open >= limit {
-		n.log.Debug("blob's upload cap passed for streams to readers left out as silent", "digest", d, "open", open, "gone", goneOfBlob)
+		n.log.Debug("blob's upload cap passed for streams to readers left out as silent", "peer", asker, "digest", d, "open", open, "gone", goneOfBlob)
 	}
 	return true
 }
@@ -489,22 +524,6 @@ type upload struct {
 	blob    digest.Digest
 	perBlob bool
 	holds   bool
-}
-
-// goneLocked counts the open uploads that hold their slots and go to
-// gone readers (swarm.GoneReader): all of them, and those that count
-// against d's cap. uploadsMu is held.
-func (n *Node) goneLocked(now time.Time, d digest.Digest) (all, ofBlob int) {
-	for w, up := range n.writers {
-		if !up.holds || !swarm.GoneReader(n.stats.isSilent(up.reader), w.stalled(now) >= readerWait) {
-			continue
-		}
-		all++
-		if up.perBlob && up.blob == d {
-			ofBlob++
-		}
-	}
-	return all, ofBlob
 }
 
 // gaveBack notes that up gave its slots back.

@@ -74,8 +74,13 @@ func UploadSlot(open, blobOpen, perNode int, slowReaders bool) bool {
 	if open < perNode {
 		return true
 	}
-	return (blobOpen == 0 || slowReaders) && open < 2*perNode
+	return (blobOpen == 0 || slowReaders) && UnderCeiling(open, perNode)
 }
+
+// UnderCeiling says whether a node serving open upload streams, all of
+// them, may start one more: it serves at most twice its slots (perNode)
+// at once, whatever the other rules count (UploadSlot, Counted).
+func UnderCeiling(open, perNode int) bool { return open < 2*perNode }
 
 // SlowReaders is the rule for when a node's upload slots count as held by
 // readers that take little: half or more of its open streams wait on
@@ -96,28 +101,33 @@ func SlowReaders(open, waiting int, rate, best float64, askerWaits bool) bool {
 
 // GoneReader is the rule for an open upload stream that counts against
 // neither the node's slots (UploadSlot) nor its blob's cap
-// (BlobUploadCap): one to a reader the node left out as silent (it
-// answered no ping) whose chunk waits on it. Such a reader takes nothing,
-// frozen or behind a link that is down, and its stream stays open until
+// (BlobUploadCap): one to a reader the node left out as silent (a stream
+// from it stalled and it answered no ping, or a member said so and it did
+// not answer this node's ping) whose chunk has waited on it as long as
+// that ping may take. Such a reader takes nothing, frozen or behind a
+// link that is down, and its stream stays open until
 // the node's watches cut it or close the connection, seconds later. While
 // it counts, the peers that read the blob from the silent reader, and now
 // ask the node it read from, are answered busy: a node that fetches a
 // blob for the cluster streams it to two readers at first, and when one
 // of them froze, the others waited on the slot it held for over a second
 // in the lab. A reader left out whose stream still takes bytes counts: it
-// uses its share of the uplink. See Counted for how many are left out.
+// uses its share of the uplink; one behind a link cut to a tenth takes a
+// chunk every fraction of a second. See Counted for how many are left
+// out.
 func GoneReader(silent, chunkWaits bool) bool { return silent && chunkWaits }
 
 // Counted is how many of open streams count against a cap of limit
-// streams, for a new stream to a reader that is left out as silent or not
+// streams, for a new stream to an asker that is left out as silent or not
 // (askerSilent), when gone of them go to gone readers (GoneReader): all
-// of them for a silent asker, else at most limit fewer. A reader left out
-// as silent that still asks is alive, behind a link cut to a tenth whose
-// pings queue behind its bytes, and its streams wait on it too: it would
-// take stream after stream of a node whose own streams to it do not
-// count, while the peers the rule is for, those that lost a frozen relay,
-// answer pings. And at most limit are left out, so that a cap admits at
-// most limit streams more than it would without the rule.
+// of them for an asker left out itself, else at most limit fewer. A
+// reader left out as silent that still asks is alive, behind a link cut
+// to a tenth whose pings queue behind its bytes, and its streams wait on
+// it too: it would take stream after stream of a node whose own streams
+// to it do not count, while the peers the rule is for, those that lost a
+// frozen relay, are not left out. And at most limit are left out, so that
+// a blob's cap admits at most twice its streams; the node's slots stay
+// under UnderCeiling, which counts every stream.
 func Counted(open, gone, limit int, askerSilent bool) int {
 	if askerSilent {
 		return open

@@ -149,6 +149,20 @@ func TestUploadSlot(t *testing.T) {
 	}
 }
 
+func TestUnderCeiling(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		open, perNode int
+		want          bool
+	}{
+		{0, 4, true}, {7, 4, true}, {8, 4, false}, {9, 4, false}, {1, 1, true}, {2, 1, false},
+	} {
+		if got := swarm.UnderCeiling(tc.open, tc.perNode); got != tc.want {
+			t.Errorf("UnderCeiling(%d, %d) = %v, want %v", tc.open, tc.perNode, got, tc.want)
+		}
+	}
+}
+
 func TestGoneReader(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
