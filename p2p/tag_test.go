@@ -181,8 +181,9 @@ func TestOneTagLookupPerCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Logged: why a node did not take the designated node's answer.
 		res, err := resolver.New(store.NewMemory(), client, resolver.Sources{Router: n.Router()},
-			resolver.Config{Registries: []string{host}, TagTTL: time.Minute}, nil)
+			resolver.Config{Registries: []string{host}, TagTTL: time.Minute, Logger: c.Logger().With("node", i, "component", "resolver")}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

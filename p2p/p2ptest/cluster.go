@@ -87,6 +87,11 @@ func Start(tb testing.TB, n int, opts Options) *Cluster {
 	return c
 }
 
+// Logger is the logger the nodes log to (Options.Logger, or one whose
+// records are printed at the end of the test if it failed), for the parts
+// a test runs beside them.
+func (c *Cluster) Logger() *slog.Logger { return c.opts.Logger }
+
 // failureLog returns a logger whose records are printed at the end of tb
 // if it failed: why a node did what it did, without noise from passing
 // tests.
