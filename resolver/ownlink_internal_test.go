@@ -62,6 +62,33 @@ func TestOwnLinkExcusesOnlyANodeThatSlowed(t *testing.T) {
 	}
 }
 
+// TestOwnLinkExcusesJudgesTheWait: the node's rate that excuses a wait is
+// measured over the wait, not over the window that holds it. A node that
+// received slowly, then a burst above its best just before its only peer
+// fell silent, receives nothing while it waits; over the whole window its
+// rate is above half its best, and the wait would never be laid to its
+// own link.
+func TestOwnLinkExcusesJudgesTheWait(t *testing.T) {
+	t.Parallel()
+	// The wait ends 10 ms into a bucket: the window then reaches 200 ms
+	// before it, where the burst came.
+	time.Sleep(time.Until(time.Now().Truncate(paceBucket).Add(paceBucket + 10*time.Millisecond)))
+	aligned := time.Now().Truncate(paceBucket)
+	const window, wait = 300 * time.Millisecond, 200 * time.Millisecond
+	node := newNodePace(window)
+	start := aligned.Add(-2 * time.Second)
+	node.p.at = start
+	for at := start; at.Before(aligned.Add(-wait)); at = at.Add(10 * time.Millisecond) {
+		node.read(at, 20<<10) // 2 MB/s
+	}
+	node.read(aligned.Add(-wait+5*time.Millisecond), 1<<20)
+	r := &Resolver{router: linkJudge{othersSilent: true}, cfg: Config{StallTimeout: 10 * time.Second}, pace: node, m: newMetrics(nil)}
+	if !r.ownLinkExcuses("p", wait) {
+		rate, best, _, _ := node.state(time.Now())
+		t.Errorf("a wait of %v in which the node received nothing, its other peers silent: not excused (over the window %.0f KiB/s, best %.0f KiB/s)", wait, rate/1024, best/1024)
+	}
+}
+
 // countingRouter counts its look-ups; only Providers may be called.
 type countingRouter struct {
 	Router

@@ -68,10 +68,10 @@ func (r *Resolver) answersPing(s Silencer, p string) bool {
 
 // ownLinkExcuses says whether peer p, having kept this node waiting for
 // wait (silent, or its answer or ping not come), is kept rather than given
-// up: wait is under StallTimeout, the node as a whole receives under
-// idleLinkShare of its best second, and its other peers do not answer a
-// ping in time either, or answer late (see swarm.OwnLinkBudget,
-// swarm.OwnLinkQueue), so the node's own link is
+// up: wait is under StallTimeout, the node as a whole received under
+// idleLinkShare of its best window while it waited (see nodePace.over),
+// and its other peers do not answer a ping in time either, or answer late
+// (see swarm.OwnLinkBudget, swarm.OwnLinkQueue), so the node's own link is
 // what holds p's bytes up. A node that receives near its best carries
 // bytes fine: when every other peer it can ask is frozen or throttled
 // itself, their silence says nothing of its link.
@@ -80,7 +80,7 @@ func (r *Resolver) ownLinkExcuses(p string, wait time.Duration) bool {
 	if !ok || p == "" || wait >= r.cfg.StallTimeout {
 		return false
 	}
-	if rate, best, _, _ := r.pace.state(time.Now()); best == 0 || rate >= idleLinkShare*best {
+	if rate, best := r.pace.over(time.Now(), wait); best == 0 || rate >= idleLinkShare*best {
 		return false
 	}
 	if !lj.OwnLinkSlow(p, wait) {
@@ -682,6 +682,25 @@ func (n *nodePace) open(peer string, d int) {
 	if n.peers[peer] += d; n.peers[peer] <= 0 {
 		delete(n.peers, peer)
 	}
+}
+
+// over says what the node received per second over the last d before
+// now, in whole buckets after now-d (at least the one in progress, at most
+// a window), and its best window's rate. A wait judged by the window as a
+// whole would count the bytes that came before it: a stream silent for
+// two buckets of a three-bucket window, after a burst above its best, had
+// the node's rate over half its best while the node received nothing.
+func (n *nodePace) over(now time.Time, d time.Duration) (rate, best float64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.p.advance(now)
+	k := min(max(1, int(d/paceBucket)), len(n.p.bytes))
+	var sum int64
+	for _, b := range n.p.bytes[len(n.p.bytes)-k:] {
+		sum += b
+	}
+	span := time.Duration(k-1)*paceBucket + now.Sub(n.p.at)
+	return float64(sum) / max(span, paceBucket).Seconds(), n.p.best
 }
 
 func (n *nodePace) state(now time.Time) (rate, best float64, streams, peers int) {
