@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -344,6 +345,41 @@ func TestBusyDesignatedBehindIsLeft(t *testing.T) {
 	pullPushed(t, f, body)
 	if got := router.askedOf("relay"); len(got) == 0 {
 		t.Error("the designated peer was not asked once the holder went silent")
+	}
+	if n := f.up.blobGets.Load(); n != 1 {
+		t.Errorf("registry asked %d times, want 1", n)
+	}
+}
+
+// TestSlowPeerLeavesTheRestToThisNode: the holder a node read from drops
+// to a thirty-second of its rate halfway (its link throttled), and the
+// designated peer next in the ranking holds less than the node: it reads
+// from the slow holder too, or from a relay of it, and no one tells it
+// the holder is slow. Once the node gave the holder up as slow, the
+// designated peer is asked only for the bytes it holds, not to wait for
+// the rest, and the node leads: the registry sends the rest once. A
+// silent holder is handed on as before (see TestLostPeerHandsTheBlobOn).
+func TestSlowPeerLeavesTheRestToThisNode(t *testing.T) {
+	t.Parallel()
+	body := randomBytes(t, 4<<20)
+	router := &rangingRouter{
+		designatingRouter: &designatingRouter{
+			fakeRouter: &fakeRouter{order: []string{"holder"}, peers: map[string]fakePeer{
+				"relay":  {data: body, busy: 1},
+				"holder": {data: body, dropAt: 2 << 20},
+			}},
+			designated: []string{"relay"},
+		},
+		rpeers: map[string]rangePeer{"relay": {data: body, have: 1 << 20, stuck: true}},
+		served: map[string]int64{},
+	}
+	f := newFixture(t, resolver.Config{PieceSize: -1, DesignatedPeers: 1, StallTimeout: 10 * time.Minute, ArrivalStall: 10 * time.Minute,
+		PeerStall: 100 * time.Millisecond, PeerSlowWindow: 300 * time.Millisecond}, resolver.Sources{Router: router})
+	pullPushed(t, f, body)
+	asked := router.askedOf("relay")
+	if slices.ContainsFunc(asked, func(a string) bool { return strings.Contains(a, "wait=true") && !strings.HasPrefix(a, "relay@0+") }) ||
+		!slices.ContainsFunc(asked, func(a string) bool { return strings.Contains(a, "+0 wait=false through=true") }) {
+		t.Errorf("asked the designated peer %v once the holder was slow, want it asked for what it holds only", asked)
 	}
 	if n := f.up.blobGets.Load(); n != 1 {
 		t.Errorf("registry asked %d times, want 1", n)

@@ -68,7 +68,7 @@ func (s source) String() string {
 // has not received yet is swarm.WaitOn's: waits point up the ranking (see
 // Designator). A peer that sends only the bytes it held when asked is cut
 // there (see heldOnly).
-func (r *Resolver) sources(req BlobRequest, sw *swarm.Download, found []string, noWait, lead *atomic.Bool) []source {
+func (r *Resolver) sources(req BlobRequest, sw *swarm.Download, found []string, w *waits) []source {
 	var above []string
 	var ranked map[string]bool // nil: no ranking, every peer may be waited on
 	if d, ok := r.router.(Designator); ok {
@@ -92,9 +92,9 @@ func (r *Resolver) sources(req BlobRequest, sw *swarm.Download, found []string, 
 		case s.Upstream:
 			out = append(out, r.upstreamSource(req))
 		case s.Designated:
-			out = append(out, r.designatedSource(req, s.Peer, lead))
+			out = append(out, r.designatedSource(req, s.Peer, w))
 		default:
-			out = append(out, r.holderSource(req, s.Peer, ranked, noWait, lead))
+			out = append(out, r.holderSource(req, s.Peer, ranked, w))
 		}
 	}
 	return out
@@ -130,18 +130,57 @@ func (d *dl) holders(reuse bool) []string {
 // designatedSource is peer p, designated to fetch req's blob for the
 // cluster: it streams what it holds, or fetches the blob from the
 // registry and streams it as it arrives.
-func (r *Resolver) designatedSource(req BlobRequest, p string, lead *atomic.Bool) source {
+func (r *Resolver) designatedSource(req BlobRequest, p string, w *waits) source {
 	d := r.router.(Designator)
 	rr, ranges := r.router.(Ranger)
 	return source{kind: SourcePeer, peer: p, designated: true, stall: r.fetcherStall(req.Registry), open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
 		if ranges {
-			wait, _ := swarm.WaitOn(swarm.Reader{Ranked: true, Above: true, Designated: true, Leading: lead.Load()})
-			body, size, have, err := rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: wait, Registry: req.Registry, Repo: req.Repo})
+			rd := w.reader(true, true)
+			rd.Designated = true
+			body, size, have, err := rangeFrom(ctx, rr, p, req.Digest, PeerRange{Off: off, Registry: req.Registry, Repo: req.Repo}, rd)
 			return body, size, have, heldWhole(err, have, size)
 		}
 		body, size, err := d.FetchThrough(ctx, p, req.Digest, off, req.Registry, req.Repo)
 		return body, size, size, err
 	}}
+}
+
+// waits is what a download's sources read as they open, for the
+// who-waits-on-whom rule (see swarm.WaitOn); the helpers open sources too.
+type waits struct {
+	// noWait: the stream jumped ahead over bytes the helpers wrote;
+	// leading: the download leads; lostSlow: it gave up a peer as slow.
+	noWait, leading, lostSlow atomic.Bool
+}
+
+// reader is how the download stands to a peer, for swarm.WaitOn: ranked
+// says the download knows the blob's ranking, above that the peer ranks
+// above this node.
+func (w *waits) reader(ranked, above bool) swarm.Reader {
+	return swarm.Reader{Ranked: ranked, Above: above, Leading: w.leading.Load(), Jumped: w.noWait.Load(), LostSlow: w.lostSlow.Load()}
+}
+
+// rangeFrom asks peer p for rg of dgst, waiting or not as swarm.WaitOn
+// says for rd: a peer that would send only what it holds is asked again,
+// waiting, when it answers that it leads now, and its stream otherwise
+// ends at the bytes it held (see heldOnly).
+func rangeFrom(ctx context.Context, rr Ranger, p string, dgst digest.Digest, rg PeerRange, rd swarm.Reader) (io.ReadCloser, int64, int64, error) {
+	var held bool
+	rg.Wait, held = swarm.WaitOn(rd)
+	body, size, have, err := rr.FetchRange(ctx, p, dgst, rg)
+	if held && PeerLeads(body, err) {
+		rd.PeerLeads = true
+		rg.Wait, held = swarm.WaitOn(rd)
+		if err != nil && rg.Wait {
+			// "Not yet" from a peer that reads the registry now: asked
+			// again, waiting.
+			body, size, have, err = rr.FetchRange(ctx, p, dgst, rg)
+		}
+	}
+	if err == nil && held && have > rg.Off && have < size {
+		body = &heldOnly{ReadCloser: body, left: have - rg.Off, peer: p, have: have, size: size}
+	}
+	return body, size, have, err
 }
 
 // heldWhole marks err, a peer's refusal, with what the peer said it
@@ -182,28 +221,15 @@ func peerHas(err error) int64 {
 
 // holderSource is peer p, which holds req's blob or is receiving it;
 // ranked lists the peers above this node (nil: no ranking).
-func (r *Resolver) holderSource(req BlobRequest, p string, ranked map[string]bool, noWait, lead *atomic.Bool) source {
+func (r *Resolver) holderSource(req BlobRequest, p string, ranked map[string]bool, w *waits) source {
 	rr, ranges := r.router.(Ranger)
 	return source{kind: SourcePeer, peer: p, open: func(ctx context.Context, off, _ int64) (io.ReadCloser, int64, int64, error) {
 		if !ranges {
 			body, size, err := r.router.Fetch(ctx, p, req.Digest, off)
 			return body, size, size, err
 		}
-		rd := swarm.Reader{Ranked: ranked != nil, Above: ranked[p], Leading: lead.Load(), Jumped: noWait.Load()}
-		wait, held := swarm.WaitOn(rd)
-		body, size, have, err := rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: wait})
-		if held && PeerLeads(body, err) {
-			rd.PeerLeads = true
-			wait, held = swarm.WaitOn(rd)
-			if err != nil && wait {
-				// "Not yet" from a peer that reads the registry now:
-				// asked again, waiting.
-				body, size, have, err = rr.FetchRange(ctx, p, req.Digest, PeerRange{Off: off, Wait: true})
-			}
-		}
-		if err == nil && held && have > off && have < size {
-			body = &heldOnly{ReadCloser: body, left: have - off, peer: p, have: have, size: size}
-		} else if err != nil && have > 0 && have < size {
+		body, size, have, err := rangeFrom(ctx, rr, p, req.Digest, PeerRange{Off: off}, w.reader(ranked != nil, ranked[p]))
+		if err != nil && have > 0 && have < size {
 			err = fmt.Errorf("%w (%w: %d bytes of %d)", err, errHeldInPart, have, size)
 		}
 		return body, size, have, heldWhole(err, have, size)
@@ -326,9 +352,9 @@ type dl struct {
 	announced bool
 
 	// The primary stream: where it reads, and from which peer.
-	pos             atomic.Int64
-	noWait, leading atomic.Bool
-	primary         atomic.Value
+	pos atomic.Int64
+	waits
+	primary atomic.Value
 	// waiting is set while the download waits for a slot at a peer, every
 	// source having answered busy: no stream is open, and the helpers
 	// fetch from the front.
@@ -440,7 +466,7 @@ func (d *dl) round() bool {
 			d.req.Size = size
 		}
 	}
-	sources := r.sources(d.req, d.sw, d.holders(false), &d.noWait, &d.leading)
+	sources := r.sources(d.req, d.sw, d.holders(false), &d.waits)
 	if len(sources) == 0 {
 		d.lastErr = fmt.Errorf("blob %s: no peer holds it and no upstream: %w", d.req.Digest, errdefs.ErrNotFound)
 	}
@@ -473,7 +499,7 @@ func (d *dl) round() bool {
 		lead := d.sw.LeftToUs || r.leads(sources, d.sw.FailedPeers)
 		if lead && !d.sw.LeftToUs && r.replan(d.req, sources, d.sw.FailedPeers) {
 			d.log.Debug("designated peers failed; the next peer above leads", "digest", d.req.Digest)
-			sources = r.sources(d.req, d.sw, d.holders(true), &d.noWait, &d.leading)
+			sources = r.sources(d.req, d.sw, d.holders(true), &d.waits)
 			listed, relisted = d.lookedUp, false
 			i = -1
 			continue
@@ -485,6 +511,7 @@ func (d *dl) round() bool {
 		src.paced = d.paced
 		src.lag = &d.lagging
 		d.leading.Store(lead)
+		d.lostSlow.Store(d.sw.LostSlow)
 		// Said from the moment it asks the registry: a peer that asks
 		// meanwhile waits on it rather than lead too.
 		d.f.leads.Store(swarm.LeadsNow(lead, src.kind == SourceUpstream))
@@ -519,7 +546,7 @@ func (d *dl) round() bool {
 // back if it does (see swarm.Download.Reask).
 func (d *dl) holdersNow() []source {
 	var out []source
-	for _, s := range d.r.sources(d.req, d.sw, d.holders(false), &d.noWait, &d.leading) {
+	for _, s := range d.r.sources(d.req, d.sw, d.holders(false), &d.waits) {
 		if s.kind != SourcePeer || s.designated || s.fetcher {
 			continue
 		}
@@ -691,6 +718,7 @@ func sortFailure(src source, err error, ing store.Ingest) swarm.Failure {
 		UnledRelay:  errors.Is(err, errUnledRelay),
 		Stalled:     errors.Is(err, errStalled),
 		Slow:        errors.Is(err, errSlow),
+		Leads:       src.kind == SourcePeer && PeerLeads(nil, err),
 		LeftToUs:    errors.Is(err, ErrFetchYourself),
 		PointedOn:   errors.As(err, new(*FetchingAtError)),
 		Cut:         src.kind == SourcePeer && errors.Is(err, ErrPeerCut),

@@ -76,6 +76,9 @@ type Failure struct {
 	// this node (see Coordinate); PointedOn: it named the peer that fetches
 	// it. Neither is the peer's failure.
 	LeftToUs, PointedOn bool
+	// Leads: the peer answered that it fetches the blob from the
+	// registry for the cluster now (see LeadsNow).
+	Leads bool
 	// Cut: the peer, alive, ended the stream, or its answer came too late
 	// while its other bytes reached this node; NoAnswer: its answer did
 	// not come in time, nothing else from it either; OwnLinkSlow: this
@@ -160,8 +163,8 @@ type Download struct {
 	// would cost the stall timeout once more.
 	FailedPeers map[string]bool
 	// LostPeer: a peer's stream went silent or slow mid-blob; the blob
-	// passes to the next in its ranking.
-	LostPeer bool
+	// passes to the next in its ranking. LostSlow: slow (see WaitOn).
+	LostPeer, LostSlow bool
 	// WholeBusy lists the peers that answered busy holding the whole blob
 	// (see Holders).
 	WholeBusy map[string]bool
@@ -364,11 +367,13 @@ func (d *Download) Failed(src Source, f Failure, lead bool, st *Round, now time.
 // node BehindFor after it first was, once this download lost a peer: it
 // read from the lost peer too, and its own download has not moved past
 // this node's since; the node then leads (see Leads) rather than wait
-// for it to find its next source, or for its slow link. A designated peer
-// that left the blob to this node, or pointed at the peer fetching it,
-// did not fail (see Coordinate), nor did a peer that cut a node whose own
-// link is slow (see CutByOwnLink). It says whether the peer stalled
-// (silence).
+// for it to find its next source, or for its slow link. Once the lost
+// peer was slow, a designated peer behind this node that does not lead
+// fails at once: it may read the slow peer for seconds more (see WaitOn).
+// A designated peer that left the blob to this node, or pointed at the
+// peer fetching it, did not fail (see Coordinate), nor did a peer that cut
+// a node whose own link is slow (see CutByOwnLink). It says whether the
+// peer stalled (silence).
 func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round, now time.Time) (silence bool) {
 	if !f.Behind {
 		delete(d.BehindSince, src.Peer)
@@ -378,6 +383,8 @@ func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round, 
 	case f.LeftToUs:
 		d.LeftToUs = true
 	case d.LostPeer && f.NotArriving:
+		d.FailedPeers[src.Peer] = true
+	case d.LostSlow && src.Designated && f.NotNow && f.Behind && !f.Leads:
 		d.FailedPeers[src.Peer] = true
 	case d.LostPeer && src.Designated && f.NotNow && f.Behind && d.behindTooLong(src.Peer, now):
 		d.FailedPeers[src.Peer] = true
@@ -396,6 +403,7 @@ func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round, 
 	default:
 		d.FailedPeers[src.Peer] = true
 		d.LostPeer = d.LostPeer || f.Stalled || f.Slow
+		d.LostSlow = d.LostSlow || f.Slow
 		return f.Stalled
 	}
 	return false

@@ -138,7 +138,8 @@ func TestFailed(t *testing.T) {
 // answers busy while it holds no more than this node is waited on for
 // BehindFor from its first such answer, then fails the download, and this
 // node leads. One that pulled ahead meanwhile starts the count again;
-// before any loss, or ahead of this node, busy is only busy.
+// before any loss, or ahead of this node, busy is only busy. After a peer
+// lost as slow, one behind fails at once, unless it leads now.
 func TestBusyDesignatedBehind(t *testing.T) {
 	t.Parallel()
 	l := limits
@@ -150,27 +151,35 @@ func TestBusyDesignatedBehind(t *testing.T) {
 		f      swarm.Failure
 		failed bool
 	}
+	behindLeads := behind
+	behindLeads.Leads = true
 	tests := []struct {
 		name     string
 		lostPeer bool
+		lostSlow bool
 		src      swarm.Source
 		answers  []answer
 	}{
-		{"behind after a loss: failed after BehindFor", true, desA, []answer{
+		{"behind after a loss: failed after BehindFor", true, false, desA, []answer{
 			{0, behind, false}, {400 * time.Millisecond, behind, false}, {time.Second, behind, true}}},
-		{"pulled ahead meanwhile: counted again", true, desA, []answer{
+		{"pulled ahead meanwhile: counted again", true, false, desA, []answer{
 			{0, behind, false}, {500 * time.Millisecond, ahead, false}, {time.Second, behind, false},
 			{1900 * time.Millisecond, behind, false}, {2 * time.Second, behind, true}}},
-		{"behind, no loss: busy only", false, desA, []answer{
+		{"behind, no loss: busy only", false, false, desA, []answer{
 			{0, behind, false}, {5 * time.Second, behind, false}}},
-		{"a holder behind after a loss: busy only", true, peerA, []answer{
+		{"a holder behind after a loss: busy only", true, false, peerA, []answer{
 			{0, behind, false}, {5 * time.Second, behind, false}}},
+		{"behind after a slow peer: failed at once", true, true, desA, []answer{{0, behind, true}}},
+		{"behind after a slow peer, and it leads now: waited on", true, true, desA, []answer{
+			{0, behindLeads, false}, {500 * time.Millisecond, behindLeads, false}}},
+		{"ahead after a slow peer: busy only", true, true, desA, []answer{
+			{0, ahead, false}, {5 * time.Second, ahead, false}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			d := swarm.NewDownload(l, t0)
-			d.LostPeer = tc.lostPeer
+			d.LostPeer, d.LostSlow = tc.lostPeer, tc.lostSlow
 			for i, a := range tc.answers {
 				var st swarm.Round
 				d.Failed(tc.src, a.f, false, &st, t0.Add(a.at))
@@ -431,5 +440,32 @@ func TestReask(t *testing.T) {
 	d.LeadsAgain("relay")
 	if d.FailedPeers["relay"] || d.Reask("relay") {
 		t.Error("a relay that leads now still counts as failed")
+	}
+}
+
+// TestLostSlow: a peer's stream given up as slow marks the download as
+// having lost a peer to slowness (see WaitOn); one given up as silent
+// marks it as having lost a peer only: a silent peer is told to the mesh,
+// and the designated peers find it silent too.
+func TestLostSlow(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name           string
+		f              swarm.Failure
+		lost, lostSlow bool
+	}{
+		{"slow", swarm.Failure{Slow: true}, true, true},
+		{"silent", swarm.Failure{Stalled: true}, true, false},
+		{"busy", swarm.Failure{NotNow: true}, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := swarm.NewDownload(limits, t0)
+			var st swarm.Round
+			d.Failed(peerA, tc.f, false, &st, t0)
+			if d.LostPeer != tc.lost || d.LostSlow != tc.lostSlow {
+				t.Fatalf("lost a peer %v, to slowness %v; want %v, %v", d.LostPeer, d.LostSlow, tc.lost, tc.lostSlow)
+			}
+		})
 	}
 }

@@ -19,6 +19,9 @@ type Reader struct {
 	// PeerLeads says the peer answered that it fetches the blob from the
 	// registry for the cluster now (see LeadsNow).
 	PeerLeads bool
+	// LostSlow says this node's download gave up a peer's stream as slow
+	// (see Download.LostSlow).
+	LostSlow bool
 }
 
 // WaitOn is the who-waits-on-whom rule: whether the node asks the peer to
@@ -33,6 +36,15 @@ type Reader struct {
 // every peer once this node leads. A designated peer is waited on until
 // this node leads, whatever the stream jumped over.
 //
+// Once the download gave up a peer as slow (LostSlow), a designated peer
+// too sends only what it holds: it is waited on only when it leads. A slow
+// peer, unlike a silent one, is not told to the mesh, and a designated peer
+// that reads the blob from it, or from a relay of it, finds it slow only
+// when its own stream does, if ever: waited on, it relays the slow peer's
+// bytes, and this node with it. Seen: two unharmed nodes left a throttled
+// leader as slow and waited on the designated peer behind them for 1.4 s
+// before anyone read the registry.
+//
 // A peer that would send only what it holds, but answers that it leads
 // now (LeadsNow), is waited on whatever the ranking, even by a node that
 // leads too: it reads the registry and waits on no one, so no wait points
@@ -40,10 +52,10 @@ type Reader struct {
 // rather than to both. The waiter is not reading the registry while it
 // waits, so it does not lead now in turn.
 func WaitOn(r Reader) (wait, heldOnly bool) {
-	if r.Designated {
+	if r.Designated && !r.LostSlow {
 		return !r.Leading, false
 	}
-	heldOnly = r.Ranked && (r.Leading || !r.Above)
+	heldOnly = r.Designated || (r.Ranked && (r.Leading || !r.Above))
 	if heldOnly && r.PeerLeads {
 		return true, false
 	}

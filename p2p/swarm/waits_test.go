@@ -25,6 +25,10 @@ func TestWaitOn(t *testing.T) {
 		{"below, it leads now", swarm.Reader{Ranked: true, PeerLeads: true}, true, false},
 		{"both lead, it reads the registry now", swarm.Reader{Ranked: true, Above: true, Leading: true, PeerLeads: true}, true, false},
 		{"no ranking, jumped ahead, it leads now", swarm.Reader{Jumped: true, PeerLeads: true}, false, false},
+		{"designated, after a peer lost as slow: what it holds", swarm.Reader{Ranked: true, Above: true, Designated: true, LostSlow: true}, false, true},
+		{"designated, after a peer lost as slow, it leads now", swarm.Reader{Ranked: true, Above: true, Designated: true, LostSlow: true, PeerLeads: true}, true, false},
+		{"designated, after a peer lost as slow, both lead", swarm.Reader{Ranked: true, Above: true, Designated: true, LostSlow: true, Leading: true}, false, true},
+		{"above, after a peer lost as slow: wait", swarm.Reader{Ranked: true, Above: true, LostSlow: true}, true, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
