@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 )
@@ -59,3 +60,6 @@ func SawRoundTrip(n *Node, p peer.ID, d time.Duration) { n.stats.peer(p).roundTr
 // HearSilent does what n does when member origin says over the gossip
 // that it found p silent, and returns when n has checked p.
 func HearSilent(n *Node, origin string, p peer.ID) { n.checkSilent(p, origin) }
+
+// HandleTag is n's handler of tag questions.
+func HandleTag(n *Node) network.StreamHandler { return n.handleTag }

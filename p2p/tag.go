@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -147,18 +148,55 @@ func (n *Node) answerTag(s network.Stream) (tagAnswer, []byte) {
 }
 
 // AskTag asks peer p to resolve a tag for the cluster. The manifest's
-// bytes come unchecked: the caller verifies them against the digest.
+// bytes come unchecked: the caller verifies them against the digest. A
+// question whose stream failed before any answer came is asked again, up
+// to tagTries times in all, while p is a live member (see errNoTagAnswer).
 func (n *Node) AskTag(ctx context.Context, p peer.ID, req resolver.ManifestRequest) (resolver.TagAnswer, error) {
 	q := tagRequest{Registry: req.Registry, Repo: req.Repo, Tag: req.Reference}
 	if !validTag(q) {
 		return resolver.TagAnswer{}, fmt.Errorf("tag %s/%s:%s: %w", req.Registry, req.Repo, req.Reference, errdefs.ErrInvalidArgument)
 	}
+	pause := tagRetryPause
+	for try := 1; ; try++ {
+		ans, err := n.askTagOnce(ctx, p, q)
+		if !errors.Is(err, errNoTagAnswer) || try == tagTries || ctx.Err() != nil || !n.members.live(p) {
+			return ans, err
+		}
+		n.log.Debug("a tag question got no answer: asking again", "peer", p, "try", try, "err", err)
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return resolver.TagAnswer{}, err
+		}
+		pause *= 2
+	}
+}
+
+// errNoTagAnswer marks a tag question whose stream failed before the
+// peer's answer came: it could not be opened, written or read. A node
+// that joined a moment ago is refused by a member that has not heard of it
+// yet, on a connection that looks open until its first stream fails;
+// asked again a moment later, over a new connection, the member has.
+// Seen: the node then asked the registry for the tag beside the
+// designated node.
+var errNoTagAnswer = errors.New("no answer to the tag question")
+
+// tagTries and tagRetryPause bound how often AskTag asks again, the
+// pause doubling each time: a member that is down costs 75 ms more before
+// the node asks the registry itself.
+const (
+	tagTries      = 3
+	tagRetryPause = 25 * time.Millisecond
+)
+
+// askTagOnce asks peer p the tag question q once.
+func (n *Node) askTagOnce(ctx context.Context, p peer.ID, q tagRequest) (resolver.TagAnswer, error) {
 	if ps := n.host.Peerstore(); len(ps.Addrs(p)) == 0 {
 		ps.AddAddrs(p, n.members.addrsOf(p), peerstore.TempAddrTTL)
 	}
 	s, err := n.host.NewStream(network.WithForceDirectDial(ctx, "tag"), p, TagProtocolID)
 	if err != nil {
-		return resolver.TagAnswer{}, fmt.Errorf("peer %s: %w: %w", p, err, errdefs.ErrUnavailable)
+		return resolver.TagAnswer{}, fmt.Errorf("peer %s: %w: %w: %w", p, errNoTagAnswer, err, errdefs.ErrUnavailable)
 	}
 	defer s.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -169,7 +207,7 @@ func (n *Node) AskTag(ctx context.Context, p peer.ID, req resolver.ManifestReque
 	b, _ := json.Marshal(q)
 	if err := writeFrame(s, b, maxTagRequest); err != nil {
 		_ = s.Reset()
-		return resolver.TagAnswer{}, err
+		return resolver.TagAnswer{}, fmt.Errorf("peer %s: %w: %w", p, errNoTagAnswer, err)
 	}
 	ans, body, err := readTagAnswer(s)
 	if err != nil {
@@ -187,7 +225,7 @@ func (n *Node) AskTag(ctx context.Context, p peer.ID, req resolver.ManifestReque
 func readTagAnswer(r io.Reader) (tagAnswer, []byte, error) {
 	b, err := readFrame(r, maxImageAnswer)
 	if err != nil {
-		return tagAnswer{}, nil, err
+		return tagAnswer{}, nil, fmt.Errorf("%w: %w", errNoTagAnswer, err)
 	}
 	var ans tagAnswer
 	if err := json.Unmarshal(b, &ans); err != nil {

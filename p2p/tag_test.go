@@ -15,6 +15,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -79,6 +80,46 @@ func TestAskTag(t *testing.T) {
 	// The malformed requests never reached the designated node's source.
 	if got := tags.asked.Load(); got != 2 {
 		t.Errorf("the tag source was asked %d times, want 2", got)
+	}
+}
+
+// TestAskTagAgainAfterNoAnswer: a tag question whose stream fails before
+// any answer comes (a member that had not heard of a node that joined a
+// moment ago refuses its connection) is asked again, and answered; a peer
+// that never answers is asked three times in all, then given up.
+func TestAskTagAgainAfterNoAnswer(t *testing.T) {
+	t.Parallel()
+	body := []byte(`{"schemaVersion":2,"manifests":[]}`)
+	tags := &fixedTags{m: resolver.Manifest{MediaType: ocispec.MediaTypeImageIndex, Digest: digest.FromBytes(body), Body: body}}
+	c := p2ptest.Start(t, 2, p2ptest.Options{Config: func(i int, cfg *p2p.Config) {
+		if i == 1 {
+			cfg.Tags = tags
+		}
+	}})
+	c.WaitMembers(t, 2, 30*time.Second)
+	asker, designated := c.Nodes[0], c.Nodes[1]
+	req := resolver.ManifestRequest{Registry: "registry.example:5000", Repo: "team/app", Reference: "v1"}
+	for _, tc := range []struct {
+		name    string
+		resets  int64 // streams reset before the node answers
+		answers bool
+		streams int64
+	}{
+		{"the first stream reset", 1, true, 2},
+		{"every stream reset", 100, false, 3},
+	} {
+		var streams atomic.Int64
+		p2p.Host(designated).SetStreamHandler(p2p.TagProtocolID, func(s network.Stream) {
+			if streams.Add(1) <= tc.resets {
+				_ = s.Reset()
+				return
+			}
+			p2p.HandleTag(designated)(s)
+		})
+		ans, err := asker.AskTag(t.Context(), designated.ID(), req)
+		if answered := err == nil && ans.Manifest.Digest == tags.m.Digest; answered != tc.answers || streams.Load() != tc.streams {
+			t.Errorf("%s: answered %v (%v) over %d streams; want %v over %d", tc.name, answered, err, streams.Load(), tc.answers, tc.streams)
+		}
 	}
 }
 
