@@ -500,16 +500,13 @@ func (p *pace) measured(now time.Time) (r float64, span time.Duration, ok bool) 
 }
 
 // starvedRelay says why a relay too bursty to be measured yet (see
-// measured) is slow beside the node's link, or nil: over the span since it
+// measured) is in doubt (errRelayInDoubt), or nil: over the span since it
 // turned bursty, burstySpan windows or more, it is starved beside a busy
-// link, and in doubt (errRelayInDoubt), or far below the node's best
-// while the link is mostly idle (see idleLink). A relay behind a full link
-// sends a frame now and then, and its silence may last ten seconds; judged
-// only once measured over that, an unharmed node read such a relay for
-// seven seconds while its other blobs came in, and another one for six
-// seconds after its other blobs had come in. A relay in doubt waits on a
-// ping, and a slow one is graced (see graced), so neither need wait for
-// the span its silence may last.
+// link (see idleLink). A relay behind a full link sends a frame now and
+// then, and its silence may last ten seconds; judged only once measured
+// over that, an unharmed node read such a relay for seven seconds while
+// its other blobs came in. Its verdict waits on a ping, so it need not
+// wait for the span its silence may last.
 func (p *pace) starvedRelay(now time.Time, node *nodePace) error {
 	if !p.relayed || node == nil || p.burstyAt.IsZero() {
 		return nil
@@ -518,7 +515,15 @@ func (p *pace) starvedRelay(now time.Time, node *nodePace) error {
 	if span < burstySpan*p.window {
 		return nil
 	}
-	return p.idleLink(now, float64(p.total-p.burstyMark)/span.Seconds(), span, node)
+	r := float64(p.total-p.burstyMark) / span.Seconds()
+	rate, best, streams, _ := node.state(now)
+	if best == 0 || r*idleLinkFactor >= best || rate < idleLinkShare*best {
+		return nil
+	}
+	if err := starved(r, span, rate, streams); err != nil {
+		return fmt.Errorf("%w: %w", err, errRelayInDoubt)
+	}
+	return nil
 }
 
 // idleLink says why a stream at rate r over span, not slow by its own

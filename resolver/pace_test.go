@@ -263,8 +263,6 @@ func TestIdleLinkSlow(t *testing.T) {
 		// In doubt over the span since it turned bursty, not the ten
 		// seconds its silence may last.
 		{name: "a thirtieth in bursts 1.5s apart, relayed, the link busy: in doubt", rate: fast / 30, burst: 1500 * time.Millisecond, others: fast * 3 / 4, otherPeers: 1, relayed: true, want: errRelayInDoubt, within: 3500 * time.Millisecond},
-		{name: "a thirtieth in bursts 1.5s apart, relayed, the link idle", rate: fast / 30, burst: 1500 * time.Millisecond, relayed: true, want: errSlow, within: 3500 * time.Millisecond},
-		{name: "a tenth in bursts 1.5s apart, relayed, alone", rate: fast / 10, burst: 1500 * time.Millisecond, relayed: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
