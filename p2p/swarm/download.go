@@ -369,7 +369,9 @@ func (d *Download) Failed(src Source, f Failure, lead bool, st *Round, now time.
 // this node's since; the node then leads (see Leads) rather than wait
 // for it to find its next source, or for its slow link. Once the lost
 // peer was slow, a designated peer behind this node that does not lead
-// fails at once: it may read the slow peer for seconds more (see WaitOn).
+// gets only a share of that (see behindFor): it may read the slow peer
+// for seconds more (see WaitOn), or it found the peer slow first and is
+// on its way to the registry.
 // A designated peer that left the blob to this node, or pointed at the
 // peer fetching it, did not fail (see Coordinate), nor did a peer that cut
 // a node whose own link is slow (see CutByOwnLink). It says whether the
@@ -384,9 +386,7 @@ func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round, 
 		d.LeftToUs = true
 	case d.LostPeer && f.NotArriving:
 		d.FailedPeers[src.Peer] = true
-	case d.LostSlow && src.Designated && f.NotNow && f.Behind && !f.Leads:
-		d.FailedPeers[src.Peer] = true
-	case d.LostPeer && src.Designated && f.NotNow && f.Behind && d.behindTooLong(src.Peer, now):
+	case d.LostPeer && src.Designated && f.NotNow && f.Behind && d.behindTooLong(src.Peer, f.Leads, now):
 		d.FailedPeers[src.Peer] = true
 	case CutByOwnLink(f):
 		st.Busy = true
@@ -410,14 +410,36 @@ func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round, 
 }
 
 // behindTooLong notes that designated peer p answered busy and behind
-// this node at now, and says whether it has been so for BehindFor.
-func (d *Download) behindTooLong(p string, now time.Time) bool {
+// this node at now, leading or not (leads), and says whether it has been
+// so for as long as it gets (see behindFor).
+func (d *Download) behindTooLong(p string, leads bool, now time.Time) bool {
 	since, ok := d.BehindSince[p]
 	if !ok {
-		d.BehindSince[p] = now
-		return d.Limits.BehindFor <= 0
+		d.BehindSince[p], since = now, now
 	}
-	return now.Sub(since) >= d.Limits.BehindFor
+	return now.Sub(since) >= d.behindFor(leads)
+}
+
+// SlowBehindShare: once a download gave a peer up as slow, a designated
+// peer behind it that does not lead gets this share of BehindFor to pull
+// ahead or lead (see behindFor).
+const SlowBehindShare = 3
+
+// behindFor is how long a designated peer busy and behind this node after
+// a lost peer gets to pull ahead of it: BehindFor; once the lost peer was
+// slow, unless the designated peer leads, BehindFor / SlowBehindShare.
+// No one tells a designated peer that a peer is slow: it finds out when
+// its own stream does, if ever, so it may read the slow peer for seconds
+// more. But it may also have found the peer slow first: between sources
+// it holds no more than this node and does not lead yet, as it looks up
+// the holders and takes what they hold before it asks the registry, some
+// 200-300 ms in the lab. Given up at once, such a peer and this node
+// would both lead, and the registry send the rest of the blob twice.
+func (d *Download) behindFor(leads bool) time.Duration {
+	if d.LostSlow && !leads {
+		return d.Limits.BehindFor / SlowBehindShare
+	}
+	return d.Limits.BehindFor
 }
 
 // Holders is the rule for which peers holding the blob a round asks:
@@ -472,14 +494,15 @@ func (d *Download) WaitAgain(st Round, now time.Time) bool {
 // Backoff is how long to wait before the next round, held says how many
 // bytes from the start the node holds now: from FirstBackoff after
 // progress, doubling to MaxBackoff while none comes; and no longer than
-// until a designated peer behind this node has been so for BehindFor, so
-// that it is given up on time (see NotePeerFailure).
+// until a designated peer behind this node has been so for as long as it
+// gets (see behindFor), so that it is given up on time (see
+// NotePeerFailure).
 func (d *Download) Backoff(held int64, now time.Time) time.Duration {
 	d.Progressed(held, time.Time{}, now)
 	b := d.backoff
 	d.backoff = min(2*d.backoff, MaxBackoff)
 	for _, since := range d.BehindSince {
-		if left := since.Add(d.Limits.BehindFor).Sub(now); left > 0 && left < b {
+		if left := since.Add(d.behindFor(false)).Sub(now); left > 0 && left < b {
 			b = left
 		}
 	}

@@ -169,9 +169,12 @@ func TestBusyDesignatedBehind(t *testing.T) {
 			{0, behind, false}, {5 * time.Second, behind, false}}},
 		{"a holder behind after a loss: busy only", true, false, peerA, []answer{
 			{0, behind, false}, {5 * time.Second, behind, false}}},
-		{"behind after a slow peer: failed at once", true, true, desA, []answer{{0, behind, true}}},
+		{"behind after a slow peer: failed after a share of BehindFor", true, true, desA, []answer{
+			{0, behind, false}, {200 * time.Millisecond, behind, false}, {time.Second / swarm.SlowBehindShare, behind, true}}},
 		{"behind after a slow peer, and it leads now: waited on", true, true, desA, []answer{
 			{0, behindLeads, false}, {500 * time.Millisecond, behindLeads, false}}},
+		{"behind after a slow peer, then it leads: waited on", true, true, desA, []answer{
+			{0, behind, false}, {200 * time.Millisecond, behindLeads, false}, {500 * time.Millisecond, behindLeads, false}}},
 		{"ahead after a slow peer: busy only", true, true, desA, []answer{
 			{0, ahead, false}, {5 * time.Second, ahead, false}}},
 	}
@@ -211,6 +214,18 @@ func TestBackoffUntilBehindIsDue(t *testing.T) {
 	var st swarm.Round
 	d.Failed(desA, swarm.Failure{NotNow: true, Behind: true}, false, &st, t0.Add(500*time.Millisecond))
 	if got, want := d.Backoff(0, t0.Add(time.Second)), 500*time.Millisecond; got != want {
+		t.Fatalf("Backoff = %v, want %v: the peer is due then", got, want)
+	}
+
+	// After a slow peer, a designated peer behind is due sooner.
+	d = swarm.NewDownload(l, t0)
+	d.LostPeer, d.LostSlow = true, true
+	d.Failed(desA, swarm.Failure{NotNow: true, Behind: true}, false, &st, t0)
+	if got, want := d.Backoff(0, t0.Add(100*time.Millisecond)), 50*time.Millisecond; got != want {
+		t.Fatalf("Backoff = %v, want %v: the first back-off is shorter than the peer's time", got, want)
+	}
+	d.Backoff(0, t0.Add(100*time.Millisecond)) // 100 ms; the next would be 200 ms
+	if got, want := d.Backoff(0, t0.Add(200*time.Millisecond)), time.Second/swarm.SlowBehindShare-200*time.Millisecond; got != want {
 		t.Fatalf("Backoff = %v, want %v: the peer is due then", got, want)
 	}
 }
