@@ -421,13 +421,15 @@ func (d *Download) behindTooLong(p string, leads bool, now time.Time) bool {
 }
 
 // SlowBehindShare: once a download gave a peer up as slow, a designated
-// peer behind it that does not lead gets this share of BehindFor to pull
-// ahead or lead (see behindFor).
+// peer behind it that does not lead gets this share of BehindFor to lead
+// (see behindFor).
 const SlowBehindShare = 3
 
 // behindFor is how long a designated peer busy and behind this node after
 // a lost peer gets to pull ahead of it: BehindFor; once the lost peer was
-// slow, unless the designated peer leads, BehindFor / SlowBehindShare.
+// slow, unless the designated peer leads, BehindFor / SlowBehindShare, in
+// which it can only lead: it is read for the bytes it holds only (see
+// WaitOn), and such a read ends behind this node however much it sent.
 // No one tells a designated peer that a peer is slow: it finds out when
 // its own stream does, if ever, so it may read the slow peer for seconds
 // more. But it may also have found the peer slow first: between sources
@@ -502,8 +504,11 @@ func (d *Download) Backoff(held int64, now time.Time) time.Duration {
 	b := d.backoff
 	d.backoff = min(2*d.backoff, MaxBackoff)
 	for _, since := range d.BehindSince {
-		if left := since.Add(d.behindFor(false)).Sub(now); left > 0 && left < b {
-			b = left
+		// Due at the shorter time unless it leads, at the longer if it does.
+		for _, leads := range []bool{false, true} {
+			if left := since.Add(d.behindFor(leads)).Sub(now); left > 0 && left < b {
+				b = left
+			}
 		}
 	}
 	return b

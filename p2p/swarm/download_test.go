@@ -139,7 +139,9 @@ func TestFailed(t *testing.T) {
 // BehindFor from its first such answer, then fails the download, and this
 // node leads. One that pulled ahead meanwhile starts the count again;
 // before any loss, or ahead of this node, busy is only busy. After a peer
-// lost as slow, one behind fails at once, unless it leads now.
+// lost as slow, one behind that does not lead gets a share of BehindFor
+// (SlowBehindShare); one that leads, or leads by its next answer, gets the
+// whole of it.
 func TestBusyDesignatedBehind(t *testing.T) {
 	t.Parallel()
 	l := limits
@@ -201,7 +203,8 @@ func TestBusyDesignatedBehind(t *testing.T) {
 }
 
 // TestBackoffUntilBehindIsDue: a designated peer behind this node is asked
-// again by the time BehindFor is up, not after the longer back-off.
+// again by the time it is due (BehindFor, or its share after a slow peer
+// unless the peer leads), not after the longer back-off.
 func TestBackoffUntilBehindIsDue(t *testing.T) {
 	t.Parallel()
 	l := limits
@@ -227,6 +230,15 @@ func TestBackoffUntilBehindIsDue(t *testing.T) {
 	d.Backoff(0, t0.Add(100*time.Millisecond)) // 100 ms; the next would be 200 ms
 	if got, want := d.Backoff(0, t0.Add(200*time.Millisecond)), time.Second/swarm.SlowBehindShare-200*time.Millisecond; got != want {
 		t.Fatalf("Backoff = %v, want %v: the peer is due then", got, want)
+	}
+
+	// One that leads is due at BehindFor: asked then, not a back-off later.
+	d.Failed(desA, swarm.Failure{NotNow: true, Behind: true, Leads: true}, false, &st, t0.Add(400*time.Millisecond))
+	for range 4 {
+		d.Backoff(0, t0.Add(400*time.Millisecond)) // up to 1 s
+	}
+	if got, want := d.Backoff(0, t0.Add(800*time.Millisecond)), 200*time.Millisecond; got != want {
+		t.Fatalf("Backoff = %v, want %v: the leading peer is due then", got, want)
 	}
 }
 
