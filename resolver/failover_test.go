@@ -93,19 +93,18 @@ func delayBlobs(f *fixture, wait time.Duration) {
 func TestNextHostGetsTheWholeStallTimeout(t *testing.T) {
 	t.Parallel()
 	var dials atomic.Int64
-	// The dead host takes 4 × deadDial, the live one 2 more: 6 in all,
-	// over StallTimeout (5), and the live host answers 3 × deadDial
-	// within it, time for a loaded machine to run late. With the dead
-	// host at a fifth of StallTimeout that margin was 0.4 s, and a test
-	// run under -race beside the package's others missed it. The request
-	// waits MissTimeout for the download's first answer, which comes 3 s
-	// in: the default 5 s left 2 s, which a run under -race beside the
-	// p2p package's tests missed. The test is of StallTimeout, not of
+	// The dead host and the live one take 6 × deadDial each: 12 in all,
+	// over StallTimeout (10), and each is 4 × deadDial (2 s) within it on
+	// its own. The margins are wide because a loaded run under -race
+	// runs timers late: when the dead host's dial outlasted StallTimeout
+	// the download was cut before it moved on, and the dead host was
+	// dialled a second time. MissTimeout is past the first answer (12)
+	// with as wide a margin: the test is of StallTimeout, not of
 	// MissTimeout.
-	f := newChainFixture(t, resolver.Config{StallTimeout: 5 * deadDial, MissTimeout: 20 * deadDial}, resolver.Sources{}, &dials, 4*deadDial)
+	f := newChainFixture(t, resolver.Config{StallTimeout: 10 * deadDial, MissTimeout: 16 * deadDial}, resolver.Sources{}, &dials, 6*deadDial)
 	body := randomBytes(t, 1<<20)
 	d := f.up.push(t, "team/app", body)
-	delayBlobs(f, 2*deadDial)
+	delayBlobs(f, 6*deadDial)
 
 	wantBlob(t, f, d, body)
 	if n := f.up.blobGets.Load(); n != 1 {
