@@ -235,7 +235,11 @@ func (n *Node) refused(p peer.ID, req request, h header) (string, error) {
 		return "not_yet", err
 	case statusBusy:
 		n.stats.markBusy(p, time.Now())
-		return "busy", fmt.Errorf("fetch %s from %s: %w: %w: %w", dgst, p, ErrPeerBusy, errdefs.ErrUnavailable, errdefs.ErrResourceExhausted)
+		err := fmt.Errorf("fetch %s from %s: %w: %w: %w", dgst, p, ErrPeerBusy, errdefs.ErrUnavailable, errdefs.ErrResourceExhausted)
+		if h.msg == leadsMessage {
+			err = fmt.Errorf("%w (%w)", err, resolver.ErrPeerLeads)
+		}
+		return "busy", err
 	case statusRateLimited:
 		rl := &resolver.RateLimitedError{Registry: req.registry, RetryAfter: time.Duration(h.size) * time.Millisecond, Via: p.String()}
 		return resultLabel(h.status), fmt.Errorf("fetch %s from %s: %w", dgst, p, rl)

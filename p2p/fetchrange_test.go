@@ -118,6 +118,60 @@ func TestFetchRangeSaysThePeerLeads(t *testing.T) {
 	}
 }
 
+// TestBusySaysThePeerLeads: a peer at its upload cap, per blob or per
+// node, says in its busy answer whether it fetches the blob from the
+// registry for the cluster now, and how much it holds: a node that leads
+// the blob too waits for it rather than ask the registry a second time
+// (see swarm.WaitsOnLeader).
+func TestBusySaysThePeerLeads(t *testing.T) {
+	t.Parallel()
+	caps := map[string]func(*p2p.Config){
+		"per blob": func(cfg *p2p.Config) { cfg.MaxUploadsPerBlob = 1 },
+		"per node": func(cfg *p2p.Config) { cfg.MaxUploads = 1 },
+	}
+	for name, capped := range caps {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			data := randomBlob(24, 2<<20)
+			d := digest.FromBytes(data)
+			held := p2ptest.NewContent(data)
+			held.SetHave(d, 1<<20)
+			c := p2ptest.Start(t, 2, p2ptest.Options{
+				Config: func(i int, cfg *p2p.Config) {
+					if i == 1 {
+						capped(cfg)
+					}
+				},
+				Content: func(i int) *p2ptest.Content {
+					if i == 1 {
+						return held
+					}
+					return nil
+				},
+			})
+			c.WaitMembers(t, 2, 20*time.Second)
+			client, server := c.Nodes[0], c.Nodes[1].ID()
+			// A reader waiting for the bytes still arriving holds the
+			// only slot.
+			follower, _, _, err := client.FetchRange(t.Context(), server, d, p2p.Range{Off: 0, Wait: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer follower.Close()
+			for _, leads := range []bool{false, true} {
+				held.SetLeads(d, leads)
+				_, _, have, err := client.FetchRange(t.Context(), server, d, p2p.Range{Off: 0})
+				if !errors.Is(err, p2p.ErrPeerBusy) || have != 1<<20 {
+					t.Fatalf("leads %v: %v, holds %d; want busy, holding 1 MiB", leads, err, have)
+				}
+				if got := resolver.PeerLeads(nil, err); got != leads {
+					t.Errorf("leads %v: the busy answer %q says the peer leads: %v", leads, err, got)
+				}
+			}
+		})
+	}
+}
+
 // TestFetchRangeFromOldPeer reads a range from a peer that speaks only the
 // protocol before ranges: it sends the rest of the blob, and the body ends
 // with the range all the same.

@@ -32,11 +32,12 @@ import (
 // leaves that registry alone. A node asked to fetch a blob for the cluster
 // that does not want it itself answers statusFetchYourself, or
 // statusFetchingAt with the ID of the peer that fetches it as the message
-// (see swarm.Coordinate). An "ok" or "not yet" answer whose message is
-// leadsMessage comes from a node that fetches the blob from the registry
-// for the cluster now and waits on no peer (see swarm.LeadsNow): the asker
-// may wait on it whatever the ranking (see swarm.WaitOn). A node that does
-// not know the message ignores it.
+// (see swarm.Coordinate). An "ok", "not yet" or busy answer whose message
+// is leadsMessage comes from a node that fetches the blob from the
+// registry for the cluster now and waits on no peer (see swarm.LeadsNow):
+// the asker may wait on it whatever the ranking (see swarm.WaitOn), and
+// waits for its slot even when it leads the blob itself (see
+// swarm.WaitsOnLeader). A node that does not know the message ignores it.
 const ProtocolID protocol.ID = "/shoal/blob/1.2.0"
 
 // ProtocolV11 is the protocol before ranges, still served: a request has

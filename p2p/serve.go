@@ -119,8 +119,9 @@ func (u *serving) refuseOpen(err error) {
 		u.n.refuseWith(u.s, u.remote, header{status: statusFetchingAt, ranged: u.ranged, msg: at.Peer})
 	case errors.As(err, &busy):
 		// Said with what the node holds: a node that fetches the blob
-		// for the cluster does not wait on one that holds a part only.
-		u.refuse(statusBusy, busy.size, busy.have, err)
+		// for the cluster does not wait on one that holds a part only,
+		// unless that one fetches it from the registry too.
+		u.refuse(statusBusy, busy.size, busy.have, busyWhy(busy.leads, err))
 	case errors.As(err, &rl):
 		u.n.refuseWith(u.s, u.remote, header{status: statusRateLimited, size: rl.RetryAfter.Milliseconds(), ranged: u.ranged, msg: err.Error()})
 	case errdefs.IsNotFound(err) || errdefs.IsPermissionDenied(err):
@@ -154,7 +155,7 @@ func (u *serving) admit(blob store.Blob) (swarm.Copy, bool) {
 	// A piece counts against the node's slots only.
 	if swarm.CountsPerBlob(ask) {
 		if !u.n.takeBlobSlot(req.dgst, u.remote, swarm.BlobUploadCap(c.Arriving, u.n.cfg.MaxUploadsPerBlob, u.n.cfg.MaxUploads)) {
-			u.refuse(statusBusy, c.Size, c.Have, errors.New("too many uploads of this blob"))
+			u.refuse(statusBusy, c.Size, c.Have, busyWhy(c.Leads, errors.New("too many uploads of this blob")))
 			return c, false
 		}
 		u.releases = append(u.releases, func() { u.n.releaseBlobSlot(req.dgst) })
@@ -542,9 +543,22 @@ func (n *Node) releaseBlobSlot(d digest.Digest) {
 // busyError is the answer to a request when every upload slot is taken;
 // size and have are the blob's size and what the node holds of it from
 // its start (0: not looked at).
-type busyError struct{ size, have int64 }
+type busyError struct {
+	size, have int64
+	leads      bool
+}
 
 func (e *busyError) Error() string { return "too many uploads" }
+
+// busyWhy is the message of a busy answer: leadsMessage from a node that
+// fetches the blob from the registry for the cluster now (see
+// swarm.WaitsOnLeader), why otherwise.
+func busyWhy(leads bool, why error) error {
+	if leads {
+		return errors.New(leadsMessage)
+	}
+	return why
+}
 
 // openForPeer opens the blob a peer asked for, taking an upload slot with
 // take: the node's own copy, whole or still arriving; else, when the peer
@@ -571,7 +585,7 @@ func (n *Node) openForPeer(req request, remote peer.ID, take func() bool) (store
 		}
 		if !take() {
 			blob.Close()
-			return nil, &busyError{size: c.Size, have: c.Have}
+			return nil, &busyError{size: c.Size, have: c.Have, leads: c.Leads}
 		}
 		if fresh {
 			n.readers.streaming(req.dgst, remote, time.Now())
