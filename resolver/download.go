@@ -171,9 +171,10 @@ func rangeFrom(ctx context.Context, rr Ranger, p string, dgst digest.Digest, rg 
 	if held && PeerLeads(body, err) {
 		rd.PeerLeads = true
 		rg.Wait, held = swarm.WaitOn(rd)
-		if err != nil && rg.Wait {
+		if err != nil && rg.Wait && errdefs.IsOutOfRange(err) {
 			// "Not yet" from a peer that reads the registry now: asked
-			// again, waiting.
+			// again, waiting. A busy one is asked again after a wait
+			// (see swarm.WaitsOnLeader).
 			body, size, have, err = rr.FetchRange(ctx, p, dgst, rg)
 		}
 	}

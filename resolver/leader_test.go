@@ -24,11 +24,12 @@ import (
 // bytes. When leads is set, "other" fetches the blob from the registry for
 // the cluster now and says so in its answers; it streams the rest as it
 // arrives to a request that waits, and to one that does not once it
-// answered "ok".
+// answered "ok". Its first busy answers are busy, saying what it holds.
 type leaderRouter struct {
 	data  []byte
 	have  int64
 	leads bool
+	busy  int
 	// pause: the peer's stream sends nothing for this long once past what
 	// it held, as the registry's stream to it pauses.
 	pause time.Duration
@@ -55,8 +56,15 @@ func (r *leaderRouter) FetchRange(ctx context.Context, p string, d digest.Digest
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.asked = append(r.asked, fmt.Sprintf("@%d wait %v", rg.Off, rg.Wait))
-	if !rg.Wait && rg.Off >= r.have {
-		err := fmt.Errorf("peer other holds %d bytes: %w", r.have, errdefs.ErrOutOfRange)
+	var err error
+	switch {
+	case r.busy > 0:
+		r.busy--
+		err = fmt.Errorf("peer other is busy: %w: %w", errdefs.ErrUnavailable, errdefs.ErrResourceExhausted)
+	case !rg.Wait && rg.Off >= r.have:
+		err = fmt.Errorf("peer other holds %d bytes: %w", r.have, errdefs.ErrOutOfRange)
+	}
+	if err != nil {
 		if r.leads {
 			err = fmt.Errorf("%w (%w)", err, resolver.ErrPeerLeads)
 		}
@@ -96,25 +104,29 @@ func (r *leaderRouter) FetchThrough(ctx context.Context, p string, d digest.Dige
 // registry. When the peer answers that it fetches the blob from the
 // registry for the cluster now, the node waits on it for the rest
 // instead, whether the peer held some bytes ("ok") or none yet ("not
-// yet"): the registry sends the blob once, to the peer. A peer that does
-// not lead is cut where it held, and the registry sends the rest.
+// yet"), or was busy: the registry sends the blob once, to the peer, and a
+// busy peer is asked again after a wait. A peer that does not lead is cut
+// where it held, and the registry sends the rest.
 func TestLeaderIsFollowed(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name      string
 		have      int64
 		leads     bool
+		busy      int
 		registry  bool // the registry is asked
 		wantAsked int
 	}{
-		{"holds a part, leads", 1 << 20, true, false, 1},
-		{"holds nothing yet, leads", 0, true, false, 2},
-		{"holds a part, does not lead", 1 << 20, false, true, 1},
+		{"holds a part, leads", 1 << 20, true, 0, false, 1},
+		{"holds nothing yet, leads", 0, true, 0, false, 2},
+		{"holds a part, does not lead", 1 << 20, false, 0, true, 1},
+		{"holds a part, leads, busy", 1 << 20, true, 2, false, 3},
+		{"holds a part, does not lead, busy", 1 << 20, false, 1, true, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			body := randomBytes(t, 4<<20)
-			router := &leaderRouter{data: body, have: tc.have, leads: tc.leads}
+			router := &leaderRouter{data: body, have: tc.have, leads: tc.leads, busy: tc.busy}
 			f := newFixture(t, resolver.Config{PieceSize: -1}, resolver.Sources{Router: router})
 			pullPushed(t, f, body)
 			router.mu.Lock()

@@ -361,9 +361,10 @@ func (d *Download) Failed(src Source, f Failure, lead bool, st *Round, now time.
 // again after a wait), holding part of the blob, or failed for this
 // download. A node that fetches for the cluster (lead) does not wait for
 // a peer that holds part of the blob: the rest would come from this node,
-// or from nowhere. A peer handed the rest of a blob after a lost peer that
-// sent none of it in time waits on the lost peer too, or has nothing to
-// send: it fails. So does a designated peer still busy and behind this
+// or from nowhere; unless the peer leads too and is ahead of this node
+// (see WaitsOnLeader). A peer handed the rest of a blob after a lost peer
+// that sent none of it in time waits on the lost peer too, or has nothing
+// to send: it fails. So does a designated peer still busy and behind this
 // node BehindFor after it first was, once this download lost a peer: it
 // read from the lost peer too, and its own download has not moved past
 // this node's since; the node then leads (see Leads) rather than wait
@@ -395,7 +396,7 @@ func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round, 
 		d.WholeBusy[src.Peer] = true
 		st.Busy = true
 		st.DesignatedBusy = st.DesignatedBusy || src.Designated
-	case f.NotNow && !(lead && f.Partial):
+	case f.NotNow && (!(lead && f.Partial) || WaitsOnLeader(f)):
 		st.Busy = true
 		st.DesignatedBusy = st.DesignatedBusy || src.Designated
 	case f.NotNow:
@@ -408,6 +409,17 @@ func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round, 
 	}
 	return false
 }
+
+// WaitsOnLeader is the rule for a node that leads a blob and finds a peer
+// that holds part of it busy or without the bytes asked for (f): it waits
+// for the peer, as a node that does not lead does, when the peer leads the
+// blob too and holds more of it than this node. Two nodes each lead when
+// both lost the peer before them, and the one behind, taking what the
+// other's readers hold and the rest from the registry, would have the
+// registry send the rest a second time. The wait is bounded as any wait
+// for a busy peer is: by the peer's progress (see Failed, Idle), and, once
+// the peer streams to this node, by its rate.
+func WaitsOnLeader(f Failure) bool { return f.Leads && !f.Behind }
 
 // behindTooLong notes that designated peer p answered busy and behind
 // this node at now, leading or not (leads), and says whether it has been

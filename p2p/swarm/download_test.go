@@ -92,6 +92,8 @@ func TestFailed(t *testing.T) {
 		{name: "designated busy", src: desA, f: swarm.Failure{NotNow: true}, st: swarm.Round{Busy: true, DesignatedBusy: true}},
 		{name: "partial, not leading: wait", src: peerA, f: swarm.Failure{NotNow: true, Partial: true}, st: swarm.Round{Busy: true}},
 		{name: "partial, leading: not waited for", src: peerA, f: swarm.Failure{NotNow: true, Partial: true}, lead: true, st: swarm.Round{HeldInPart: true}},
+		{name: "partial, leading, the peer leads and is ahead: waited for", src: peerA, f: swarm.Failure{NotNow: true, Partial: true, Leads: true, Have: 300}, lead: true, st: swarm.Round{Busy: true}},
+		{name: "partial, leading, the peer leads and is behind: not waited for", src: peerA, f: swarm.Failure{NotNow: true, Partial: true, Leads: true, Have: 100, Behind: true}, lead: true, st: swarm.Round{HeldInPart: true}},
 		{name: "busy holding it whole, leading: waited for and kept", src: peerA, f: swarm.Failure{NotNow: true, Whole: true}, lead: true, st: swarm.Round{Busy: true},
 			check: func(d *swarm.Download) bool { return d.WholeBusy["a"] }},
 		{name: "busy, not said whole: not kept", src: peerA, f: swarm.Failure{NotNow: true}, st: swarm.Round{Busy: true},
