@@ -26,6 +26,12 @@ const (
 	chainedRegistry = "registry.test"
 	deadHost        = "dead.test:5000"
 	deadDial        = 500 * time.Millisecond
+	// failoverDial is the dead host's dial time in the tests of a
+	// peer that fetches through the chain: the most a chain gives a host
+	// before the next (see upstream.Client.FailoverTime), so that a peer's
+	// answer can come 1 s either side of a limit: a loaded run under
+	// -race runs timers a few hundred ms late.
+	failoverDial = 2 * time.Second
 )
 
 // chainHosts is a hosts.toml chain for chainedRegistry alone.
@@ -125,13 +131,14 @@ func TestDesignatedPeerGetsTheChainsFailoverTime(t *testing.T) {
 	body := randomBytes(t, 1<<20)
 	d := digest.FromBytes(body)
 	router := &designatingRouter{
-		// 1.3 × deadDial: past StallTimeout (deadDial), 0.7 × deadDial
-		// within it and the failover time (one more deadDial).
-		fakeRouter: &fakeRouter{peers: map[string]fakePeer{"designated": {data: body, answerAfter: 13 * deadDial / 10}}},
+		// 1.5 × failoverDial: past StallTimeout (failoverDial), and
+		// within it and the failover time (one more failoverDial), by
+		// 1 s each way.
+		fakeRouter: &fakeRouter{peers: map[string]fakePeer{"designated": {data: body, answerAfter: 3 * failoverDial / 2}}},
 		designated: []string{"designated"},
 	}
 	var dials atomic.Int64
-	f := newChainFixture(t, resolver.Config{StallTimeout: deadDial, PeerStall: -1}, resolver.Sources{Router: router}, &dials, deadDial)
+	f := newChainFixture(t, resolver.Config{StallTimeout: failoverDial, PeerStall: -1}, resolver.Sources{Router: router}, &dials, failoverDial)
 	f.up.push(t, "team/app", body)
 
 	wantBlob(t, f, d, body)
@@ -155,17 +162,18 @@ func TestTagDesignatedNodeGetsTheChainsFailoverTime(t *testing.T) {
 	t.Parallel()
 	var answer resolver.Manifest
 	router := &tagRouter{designated: "designated", ask: func(ctx context.Context, _ resolver.ManifestRequest) (resolver.TagAnswer, error) {
-		// 1.3 × deadDial: past TagPeerTimeout (deadDial), 0.7 × deadDial
-		// within it and the failover time (one more deadDial).
+		// 1.5 × failoverDial: past TagPeerTimeout (failoverDial), and
+		// within it and the failover time (one more failoverDial), by
+		// 1 s each way.
 		select {
-		case <-time.After(13 * deadDial / 10):
+		case <-time.After(3 * failoverDial / 2):
 		case <-ctx.Done():
 			return resolver.TagAnswer{}, ctx.Err()
 		}
 		return resolver.TagAnswer{Manifest: answer}, nil
 	}}
 	var dials atomic.Int64
-	f := newChainFixture(t, resolver.Config{TagTTL: time.Minute, TagPeerTimeout: deadDial}, resolver.Sources{Router: router}, &dials, deadDial)
+	f := newChainFixture(t, resolver.Config{TagTTL: time.Minute, TagPeerTimeout: failoverDial}, resolver.Sources{Router: router}, &dials, failoverDial)
 	m, _ := imageManifest(t, f, "team/app", ocispec.MediaTypeImageManifest, randomBytes(t, 64))
 	d := f.up.pushManifest(t, "team/app", "v1", m.Body, m.MediaType)
 	answer = resolver.Manifest{Digest: d, Body: m.Body, MediaType: m.MediaType}

@@ -502,8 +502,10 @@ func TestPeerJudgedByItsPace(t *testing.T) {
 			d := digest.FromBytes(body)
 			router := &fakeRouter{order: []string{"a", "b"}, peers: map[string]fakePeer{"a": tc.peer(body), "b": {data: body}}}
 			// StallTimeout would hold the download for ten minutes: the
-			// test's deadline fails it long before.
-			f := newFixture(t, resolver.Config{StallTimeout: 10 * time.Minute, PeerStall: 200 * time.Millisecond, PeerSlowWindow: 300 * time.Millisecond, PieceSize: -1}, resolver.Sources{Router: router})
+			// test's deadline fails it long before. PeerStall is wide of
+			// the peers' 10 ms gaps: a loaded run under -race pauses a
+			// stream for hundreds of ms.
+			f := newFixture(t, resolver.Config{StallTimeout: 10 * time.Minute, PeerStall: time.Second, PeerSlowWindow: 300 * time.Millisecond, PieceSize: -1}, resolver.Sources{Router: router})
 			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 			defer cancel()
 			b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "a", Digest: d})
@@ -564,7 +566,10 @@ func TestNextPeerHeldToThePaceOfTheLostOne(t *testing.T) {
 		// 1 KiB every 10 ms from its first byte: a sixty-fourth.
 		"crawls": {data: body, dropAt: 1},
 	}}
-	f := pullWithRegistry(t, resolver.Config{StallTimeout: 10 * time.Minute, PeerStall: 200 * time.Millisecond, PeerSlowWindow: 300 * time.Millisecond, PieceSize: -1}, router, body)
+	// PeerStall is wide of the peers' 10 ms gaps: a loaded run under
+	// -race pauses a stream for hundreds of ms, which would make a
+	// peer silent before its time.
+	f := pullWithRegistry(t, resolver.Config{StallTimeout: 10 * time.Minute, PeerStall: time.Second, PeerSlowWindow: 300 * time.Millisecond, PieceSize: -1}, router, body)
 	router.mu.Lock()
 	defer router.mu.Unlock()
 	if want := []string{"fast@0", fmt.Sprintf("crawls@%d", lostAt)}; !slices.Equal(router.fetches, want) {
@@ -608,7 +613,10 @@ func TestHoldersLookedUpAgainBeforeTheRegistry(t *testing.T) {
 			}
 		}
 	}()
-	f := pullWithRegistry(t, resolver.Config{StallTimeout: 10 * time.Minute, PieceSize: -1}, router, body)
+	// PeerStall is wide of the peers' 10 ms gaps: a loaded run under
+	// -race pauses a stream for hundreds of ms, which would make a
+	// peer silent before its time.
+	f := pullWithRegistry(t, resolver.Config{StallTimeout: 10 * time.Minute, PeerStall: 2 * time.Second, PieceSize: -1}, router, body)
 	router.mu.Lock()
 	defer router.mu.Unlock()
 	if want := []string{"first@0", fmt.Sprintf("whole@%d", cutAt)}; !slices.Equal(router.fetches, want) {
