@@ -208,8 +208,10 @@ func TestEarlyIngestNotServedToPeersBeforeASourceAnswers(t *testing.T) {
 func TestRequestKnowsTheSizeFromTheManifest(t *testing.T) {
 	t.Parallel()
 	layer := randomBytes(t, 1<<20)
-	router := &fakeRouter{peers: map[string]fakePeer{"holder": {data: layer, busy: 5}}, order: []string{"holder"}}
-	f := newFixture(t, resolver.Config{MissTimeout: 200 * time.Millisecond, PrefetchBlobs: 1}, resolver.Sources{Router: router})
+	// Busy for 4.5 s of back-off, past a MissTimeout that leaves a
+	// loaded run under -race time to start the download and publish it.
+	router := &fakeRouter{peers: map[string]fakePeer{"holder": {data: layer, busy: 8}}, order: []string{"holder"}}
+	f := newFixture(t, resolver.Config{MissTimeout: time.Second, PrefetchBlobs: 1}, resolver.Sources{Router: router})
 	m, ds := imageManifest(t, f, "team/app", ocispec.MediaTypeImageManifest, randomBytes(t, 100), layer)
 	f.up.srv.Close()
 	if n := f.res.Prefetch(t.Context(), resolver.ManifestRequest{Registry: f.up.host, Repo: "team/app", Reference: "v1"}, m); n != 1 {

@@ -154,7 +154,9 @@ func TestTagRoute(t *testing.T) {
 // by digest; once the TTL has passed, a tag moved upstream is seen.
 func TestTagLookupsShareOneRegistryAnswer(t *testing.T) {
 	t.Parallel()
-	const ttl = 300 * time.Millisecond
+	// Every look-up starts within the TTL, however late a loaded run
+	// under -race starts its goroutines.
+	const ttl = 2 * time.Second
 	f := newFixture(t, resolver.Config{TagTTL: ttl}, resolver.Sources{})
 	first := pushTag(t, f, "team/app", "v1")
 	req := resolver.ManifestRequest{Registry: f.up.host, Repo: "team/app", Reference: "v1"}
@@ -292,7 +294,14 @@ func TestTagFromTheDesignatedNode(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			cfg := resolver.Config{TagTTL: time.Minute, TagPeerTimeout: 200 * time.Millisecond}
+			// The designated node's answer is a HEAD and a GET to a
+			// registry in the test's process: 2 s leaves a loaded run
+			// under -race time for them. Only the stalling node is
+			// waited for to the end.
+			cfg := resolver.Config{TagTTL: time.Minute, TagPeerTimeout: 2 * time.Second}
+			if tc.name == "stalls" {
+				cfg.TagPeerTimeout = 200 * time.Millisecond
+			}
 			f := newFixture(t, cfg, resolver.Sources{}) // the designated node
 			d := pushTag(t, f, "team/app", "v1")
 			req := resolver.ManifestRequest{Registry: f.up.host, Repo: "team/app", Reference: "v1"}
