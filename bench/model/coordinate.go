@@ -109,7 +109,10 @@ func (s *sim) answer(t *stream, j int, src swarm.Source, fetcher, lead bool) (f 
 		return swarm.Failure{}, "", true
 	}
 	held := s.held[j][b]
-	return swarm.Failure{NotNow: true, Partial: held > 0 && held < s.size, Whole: held == s.size, Have: int64(held), Behind: held <= s.held[t.node][b]}, "", false
+	// Busy or "not yet", the answer says whether j reads the registry for
+	// the cluster now (swarm.WaitsOnLeader).
+	leads := !s.streams[j][b].done && s.streams[j][b].leads
+	return swarm.Failure{NotNow: true, Partial: held > 0 && held < s.size, Whole: held == s.size, Have: int64(held), Behind: held <= s.held[t.node][b], Leads: leads}, "", false
 }
 
 // coordinate is designated node j's answer to asker, which asked it to
