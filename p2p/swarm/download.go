@@ -165,9 +165,11 @@ type Download struct {
 	// LostPeer: a peer's stream went silent or slow mid-blob; the blob
 	// passes to the next in its ranking. LostSlow: slow (see WaitOn).
 	LostPeer, LostSlow bool
-	// WholeBusy lists the peers that answered busy holding the whole blob
-	// (see Holders).
-	WholeBusy map[string]bool
+	// WholeBusy lists the peers that answered busy holding the whole blob,
+	// LeaderBusy those that answered busy leading it ahead of this node
+	// (see WaitsOnLeader) and have not answered otherwise since (see
+	// Holders).
+	WholeBusy, LeaderBusy map[string]bool
 	// LeftToUs: a designated peer left the blob to this node (see
 	// Coordinate): it leads, and asks no other designated peer.
 	LeftToUs bool
@@ -212,7 +214,7 @@ const (
 
 // NewDownload starts a download's knowledge at now.
 func NewDownload(l Limits, now time.Time) *Download {
-	return &Download{Limits: l, FailedPeers: map[string]bool{}, WholeBusy: map[string]bool{}, BehindSince: map[string]time.Time{}, Unled: map[string]bool{}, ProgressAt: now, backoff: FirstBackoff}
+	return &Download{Limits: l, FailedPeers: map[string]bool{}, WholeBusy: map[string]bool{}, LeaderBusy: map[string]bool{}, BehindSince: map[string]time.Time{}, Unled: map[string]bool{}, ProgressAt: now, backoff: FirstBackoff}
 }
 
 // Reask says whether peer p, which failed this download, is asked again,
@@ -381,6 +383,9 @@ func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round, 
 	if !f.Behind {
 		delete(d.BehindSince, src.Peer)
 	}
+	if !(f.NotNow && WaitsOnLeader(f)) {
+		delete(d.LeaderBusy, src.Peer)
+	}
 	switch {
 	case src.Peer == "" || f.PointedOn:
 	case f.LeftToUs:
@@ -396,7 +401,11 @@ func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round, 
 		d.WholeBusy[src.Peer] = true
 		st.Busy = true
 		st.DesignatedBusy = st.DesignatedBusy || src.Designated
-	case f.NotNow && (!(lead && f.Partial) || WaitsOnLeader(f)):
+	case f.NotNow && WaitsOnLeader(f):
+		d.LeaderBusy[src.Peer] = true
+		st.Busy = true
+		st.DesignatedBusy = st.DesignatedBusy || src.Designated
+	case f.NotNow && !(lead && f.Partial):
 		st.Busy = true
 		st.DesignatedBusy = st.DesignatedBusy || src.Designated
 	case f.NotNow:
@@ -416,9 +425,12 @@ func (d *Download) NotePeerFailure(src Source, f Failure, lead bool, st *Round, 
 // blob too and holds more of it than this node. Two nodes each lead when
 // both lost the peer before them, and the one behind, taking what the
 // other's readers hold and the rest from the registry, would have the
-// registry send the rest a second time. The wait is bounded as any wait
-// for a busy peer is: by the peer's progress (see Failed, Idle), and, once
-// the peer streams to this node, by its rate.
+// registry send the rest a second time. The peer stays among the holders
+// a round asks while it answers so, though a busy peer ranks low in the
+// look-up (see Holders). The wait is bounded as any wait for a busy peer
+// is: by Idle (the peer's growing copy, and once readers follow this
+// download, this node's bytes of any blob), and, once the peer streams to
+// this node, by its rate.
 func WaitsOnLeader(f Failure) bool { return f.Leads && !f.Behind }
 
 // behindTooLong notes that designated peer p answered busy and behind
@@ -458,17 +470,20 @@ func (d *Download) behindFor(leads bool) time.Duration {
 
 // Holders is the rule for which peers holding the blob a round asks:
 // those the look-up found (found: a few, best first), and every peer that
-// answered busy while it held the whole blob, even once the look-up no
-// longer lists it (a busy holder ranks low, and many peers announce a
-// blob while they receive it). While such a peer is only busy the
-// registry is not asked (see Skip): otherwise a node that leads, having
-// taken what the receiving peers hold, would fetch the rest from the
-// registry while a whole copy sits in the cluster.
+// answered busy while it held the whole blob, or while it led the blob
+// ahead of this node (see WaitsOnLeader), even once the look-up no longer
+// lists it (a busy holder ranks low, and many peers announce a blob while
+// they receive it). While such a peer is only busy the registry is not
+// asked (see Skip): otherwise a node that leads, having taken what the
+// receiving peers hold, would fetch the rest from the registry while a
+// whole copy sits in the cluster, or while another node fetches it.
 func (d *Download) Holders(found []string) []string {
 	out := slices.Clone(found)
-	for _, p := range slices.Sorted(maps.Keys(d.WholeBusy)) {
-		if !slices.Contains(out, p) && !d.FailedPeers[p] {
-			out = append(out, p)
+	for _, busy := range []map[string]bool{d.WholeBusy, d.LeaderBusy} {
+		for _, p := range slices.Sorted(maps.Keys(busy)) {
+			if !slices.Contains(out, p) && !d.FailedPeers[p] {
+				out = append(out, p)
+			}
 		}
 	}
 	return out

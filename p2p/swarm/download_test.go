@@ -328,9 +328,10 @@ func TestMissFor(t *testing.T) {
 	}
 }
 
-// A peer that answered busy holding the whole blob is asked again in the
-// next rounds even when the look-up no longer lists it, once, and not
-// after it failed the download.
+// A peer that answered busy holding the whole blob, or leading it ahead of
+// this node, is asked again in the next rounds even when the look-up no
+// longer lists it, once, and not after it failed the download, or, for
+// the leader, answered otherwise.
 func TestHoldersAskedAgain(t *testing.T) {
 	t.Parallel()
 	d := swarm.NewDownload(limits, t0)
@@ -351,6 +352,18 @@ func TestHoldersAskedAgain(t *testing.T) {
 	d.Failed(swarm.Source{Peer: "whole"}, swarm.Failure{Stalled: true}, true, &st, t0)
 	if got := d.Holders([]string{"x"}); !slices.Equal(got, []string{"x"}) {
 		t.Errorf("Holders after the whole holder stalled = %v, want [x]", got)
+	}
+
+	// A peer busy while it leads the blob ahead of this node is asked
+	// again, until it answers otherwise.
+	leader := swarm.Source{Peer: "leader"}
+	d.Failed(leader, swarm.Failure{NotNow: true, Partial: true, Leads: true, Have: 300}, true, &st, t0)
+	if got := d.Holders([]string{"x"}); !slices.Equal(got, []string{"x", "leader"}) {
+		t.Errorf("Holders after a leading peer was busy = %v, want [x leader]", got)
+	}
+	d.Failed(leader, swarm.Failure{NotNow: true, Partial: true, Have: 300}, true, &st, t0)
+	if got := d.Holders([]string{"x"}); !slices.Equal(got, []string{"x"}) {
+		t.Errorf("Holders after it answered busy without leading = %v, want [x]", got)
 	}
 }
 
