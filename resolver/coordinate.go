@@ -29,15 +29,16 @@ var ErrPeerCut = errors.New("the peer cut the stream, or its answer queued behin
 // swarm.CutByOwnLink).
 var ErrNoAnswer = errors.New("the peer did not answer in time")
 
-// ErrPeerLeads marks a peer's "not yet" when the peer fetches the blob
-// from the registry for the cluster now: it waits on no one, so this node
-// may wait on it (see swarm.WaitOn, PeerLeads).
+// ErrPeerLeads marks a peer's "not yet" or busy answer when the peer
+// fetches the blob from the registry for the cluster now: it waits on no
+// one, so this node may wait on it (see swarm.WaitOn, swarm.WaitsOnLeader,
+// PeerLeads).
 var ErrPeerLeads = errors.New("the peer fetches the blob from the registry for the cluster now")
 
 // PeerLeads says whether a peer's answer to FetchRange, body or err, came
 // from a peer that fetches the blob from the registry for the cluster now:
-// its "not yet" wraps ErrPeerLeads, or its body has a PeerLeads method
-// that says true.
+// its "not yet" or busy answer wraps ErrPeerLeads, or its body has a
+// PeerLeads method that says true.
 func PeerLeads(body io.Reader, err error) bool {
 	if err != nil {
 		return errors.Is(err, ErrPeerLeads)
