@@ -113,7 +113,8 @@ func TestUploadCap(t *testing.T) {
 // within seconds, long before IdleTimeout, and the peers that read are
 // served; a reader that reads slowly keeps its stream to the end, and one
 // that stops reading but answers keeps its slot until IdleTimeout
-// (TestUploadCap).
+// (TestUploadCap). The server then leaves the frozen reader out of its own
+// downloads as silent.
 func TestFrozenReaderLosesItsSlot(t *testing.T) {
 	t.Parallel()
 	data := randomBlob(4, 64<<20)
@@ -146,6 +147,14 @@ func TestFrozenReaderLosesItsSlot(t *testing.T) {
 	if n, err := io.Copy(io.Discard, stalled); err == nil {
 		t.Errorf("the frozen reader's stream delivered %d bytes and no error; want it cut", n)
 	}
+	// The server's own downloads leave the reader out as silent: it
+	// answers no ping.
+	p2ptest.Eventually(t, 5*time.Second, func() error {
+		if !silentAt(server, frozen.ID()) {
+			return errors.New("the server does not hold the cut reader silent")
+		}
+		return nil
+	})
 	buf := make([]byte, 64<<10)
 	var got int
 	for {
