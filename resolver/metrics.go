@@ -13,6 +13,7 @@ type metrics struct {
 	rateLimited    *prometheus.CounterVec // by registry
 	judged         *prometheus.CounterVec // peer streams given up, by reason
 	ownLinkExcused prometheus.Counter
+	busyPeerKept   prometheus.Counter
 	tagLookups     *prometheus.CounterVec // by source
 	tagFallbacks   *prometheus.CounterVec // by reason
 	tagServed      *prometheus.CounterVec // by result
@@ -61,6 +62,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_peer_waits_laid_to_own_link_total",
 			Help: "Times a peer that kept this node waiting (a silent stream, an unanswered request or ping) was kept because the node's other peers did not answer a ping in time either: the node's own link was the cause.",
 		}),
+		busyPeerKept: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_peer_pings_answered_by_bytes_total",
+			Help: "Times a peer whose stream went silent and which did not answer a ping in time was kept because its other streams to this node brought bytes at a fifth or more of the node's best rate meanwhile: its uplink is full, and the ping waited behind its bytes.",
+		}),
 		tagLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_tag_lookups_total",
 			Help: "Tags resolved for this node's containerd, by the source of the answer: cache (an answer younger than --tag-ttl), designated (the tag's designated node), registry (this node's own registry look-up), mesh (the registry unreachable: containerd's image, the node's last answer, or the members').",
@@ -88,7 +93,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.tagFallbacks.WithLabelValues(s)
 	}
 	if reg != nil {
-		reg.MustRegister(m.lookups, m.downloads, m.sourceBytes, m.inflightBlobs, m.verifyFailures, m.prefetched, m.backoffUntil, m.rateLimited, m.judged, m.ownLinkExcused,
+		reg.MustRegister(m.lookups, m.downloads, m.sourceBytes, m.inflightBlobs, m.verifyFailures, m.prefetched, m.backoffUntil, m.rateLimited, m.judged, m.ownLinkExcused, m.busyPeerKept,
 			m.tagLookups, m.tagFallbacks, m.tagServed, m.coordinated)
 	}
 	return m

@@ -587,6 +587,15 @@ type nodePace struct {
 	// silent or slow (see swarm.LeavesWithPeer; not a stream left only
 	// with its peer, see errLeftWithPeer).
 	left map[string]time.Time
+	// from is what the node received from each peer with a stream open,
+	// and when the last byte came (see judge.answered).
+	from map[string]received
+}
+
+// received counts a peer's bytes to the node.
+type received struct {
+	n    int64
+	last time.Time
 }
 
 // gaveUp notes that the node gave up a stream of peer at now, as silent
@@ -630,7 +639,7 @@ func (n *nodePace) droppedWithin(now time.Time, d time.Duration) bool {
 }
 
 func newNodePace(window time.Duration) *nodePace {
-	return &nodePace{p: newPace(time.Now(), 0, 0, window), peers: map[string]int{}, judges: map[*judge]bool{}, left: map[string]time.Time{}}
+	return &nodePace{p: newPace(time.Now(), 0, 0, window), peers: map[string]int{}, judges: map[*judge]bool{}, left: map[string]time.Time{}, from: map[string]received{}}
 }
 
 // join counts j's stream in (see open), leave out.
@@ -668,10 +677,27 @@ func (n *nodePace) othersTrickle(j *judge) bool {
 }
 
 func (n *nodePace) read(now time.Time, k int) {
+	n.readFrom("", now, k)
+}
+
+// readFrom counts k bytes from peer ("": none named) at now.
+func (n *nodePace) readFrom(peer string, now time.Time, k int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.p.advance(now)
 	n.p.bytes[len(n.p.bytes)-1] += int64(k)
+	if peer != "" {
+		r := n.from[peer]
+		n.from[peer] = received{n: r.n + int64(k), last: now}
+	}
+}
+
+// receivedFrom says what the node received from peer since it opened the
+// streams open now, and when the last byte came.
+func (n *nodePace) receivedFrom(peer string) received {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.from[peer]
 }
 
 // open counts a stream from peer in (+1) or out (-1).
@@ -681,6 +707,7 @@ func (n *nodePace) open(peer string, d int) {
 	n.streams += d
 	if n.peers[peer] += d; n.peers[peer] <= 0 {
 		delete(n.peers, peer)
+		delete(n.from, peer)
 	}
 }
 
@@ -751,8 +778,11 @@ type judge struct {
 	lag *atomic.Bool
 	// abandoned counts the verdicts.
 	abandoned *prometheus.CounterVec
-	done      chan struct{}
-	once      sync.Once
+	// keptBusy, when set, is told of each ping the peer's bytes
+	// answered (see answered).
+	keptBusy func()
+	done     chan struct{}
+	once     sync.Once
 }
 
 // judgeStream starts judging src's stream from off, which ends through
@@ -787,6 +817,10 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 		j.silenced = func() bool { return s.Silenced(src.peer) }
 	}
 	j.ownLink = func(quiet time.Duration) bool { return r.ownLinkExcuses(src.peer, quiet) }
+	j.keptBusy = func() {
+		r.m.busyPeerKept.Inc()
+		r.cfg.Logger.Debug("a silent stream's peer answers no ping while its other streams bring bytes: kept, its uplink full", "peer", src.peer)
+	}
 	if pj, ok := r.router.(PeerLinkJudge); ok {
 		j.peerLinkFull = func() bool { return pj.PeerLinkQueued(src.peer) }
 	}
@@ -895,7 +929,7 @@ func (j *judge) verdict(now time.Time) error {
 	if !ask {
 		return err
 	}
-	if !j.probe() {
+	if !j.answered() {
 		return fmt.Errorf("no byte for %v, and no answer to %d pings of %v: %w", quiet.Round(time.Millisecond), pingTries, j.probeTimeout, errStalled)
 	}
 	j.mu.Lock()
@@ -905,6 +939,30 @@ func (j *judge) verdict(now time.Time) error {
 		return fmt.Errorf("%w; %w", err, errRelaying)
 	}
 	return nil
+}
+
+// answered pings the peer (see probe) and says whether it answered, or
+// whether the bytes of its other streams to this node answered for it
+// while the pings waited (see swarm.BytesAnswerPing): its uplink is full,
+// and the pings wait behind what it sends.
+func (j *judge) answered() bool {
+	if j.node == nil {
+		return j.probe()
+	}
+	start, before := time.Now(), j.node.receivedFrom(j.peer)
+	if j.probe() {
+		return true
+	}
+	now := time.Now()
+	after := j.node.receivedFrom(j.peer)
+	_, best := j.node.over(now, paceBucket)
+	if !swarm.BytesAnswerPing(after.n-before.n, now.Sub(start), best, now.Sub(after.last) < j.probeTimeout) {
+		return false
+	}
+	if j.keptBusy != nil {
+		j.keptBusy()
+	}
+	return true
 }
 
 // gaveUp notes in the node's pace that it gave up the peer at now for
@@ -1009,7 +1067,7 @@ func (j *judge) read(at int64, k int) {
 		return
 	}
 	now := time.Now()
-	j.node.read(now, k)
+	j.node.readFrom(j.peer, now, k)
 	j.mu.Lock()
 	j.p.read(now, k)
 	j.p.relayed = j.p.relayed || at >= j.until

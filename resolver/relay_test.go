@@ -210,3 +210,150 @@ func TestNextAboveLeadsWhenTheDesignatedFail(t *testing.T) {
 		t.Errorf("peers asked %v, want the next peer above from where the relay stopped", router.asked)
 	}
 }
+
+// busyRouter is a mesh of one peer, "relay", whose pings are never
+// answered in time, with two blobs. It holds the first 4 MiB of relayed
+// and relays the rest: its first stream of it sends those 4 MiB and then
+// nothing for pause (a stream it writes little to, behind its full
+// uplink); asked again, it sends the rest. It holds other whole, and sends
+// it in chunks of chunk bytes every 10 ms.
+type busyRouter struct {
+	relayed, other []byte
+	chunk          int
+	pause          time.Duration
+
+	mu     sync.Mutex
+	asked  []string
+	silent []string
+}
+
+func (r *busyRouter) Providers(context.Context, digest.Digest) ([]string, error) {
+	return []string{"relay"}, nil
+}
+
+func (r *busyRouter) Fetch(ctx context.Context, p string, d digest.Digest, off int64) (io.ReadCloser, int64, error) {
+	body, size, _, err := r.FetchRange(ctx, p, d, resolver.PeerRange{Off: off, Wait: true})
+	return body, size, err
+}
+
+func (r *busyRouter) FetchRange(ctx context.Context, p string, d digest.Digest, rg resolver.PeerRange) (io.ReadCloser, int64, int64, error) {
+	if p != "relay" || r.Silenced(p) {
+		return nil, 0, 0, errdefs.ErrNotFound
+	}
+	switch d {
+	case digest.FromBytes(r.other):
+		chunked := &pacedReader{ctx: ctx, r: bytes.NewReader(r.other[rg.Off:]), chunk: r.chunk}
+		return io.NopCloser(chunked), int64(len(r.other)), int64(len(r.other)), nil
+	case digest.FromBytes(r.relayed):
+		r.mu.Lock()
+		r.asked = append(r.asked, fmt.Sprintf("relay@%d", rg.Off))
+		first := len(r.asked) == 1
+		r.mu.Unlock()
+		size, have := int64(len(r.relayed)), int64(4<<20)
+		var body io.Reader = &slowReader{ctx: ctx, r: bytes.NewReader(r.relayed[rg.Off:])}
+		if first {
+			body = io.MultiReader(&slowReader{ctx: ctx, r: bytes.NewReader(r.relayed[rg.Off:have])}, pauseReader{ctx, r.pause},
+				&slowReader{ctx: ctx, r: bytes.NewReader(r.relayed[have:])})
+		}
+		return io.NopCloser(body), size, have, nil
+	}
+	return nil, 0, 0, errdefs.ErrNotFound
+}
+
+func (r *busyRouter) Avoid(string, error)                          {}
+func (r *busyRouter) Provide(context.Context, digest.Digest) error { return nil }
+
+func (r *busyRouter) Silent(p string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.silent = append(r.silent, p)
+}
+
+func (r *busyRouter) Silenced(p string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Contains(r.silent, p)
+}
+
+func (r *busyRouter) Answers(ctx context.Context, p string) bool {
+	<-ctx.Done() // the answer waits behind the peer's full uplink
+	return false
+}
+
+// pacedReader sends chunk bytes every 10 ms.
+type pacedReader struct {
+	ctx   context.Context
+	r     io.Reader
+	chunk int
+}
+
+func (p *pacedReader) Read(b []byte) (int, error) {
+	select {
+	case <-time.After(10 * time.Millisecond):
+	case <-p.ctx.Done():
+		return 0, context.Cause(p.ctx)
+	}
+	return p.r.Read(b[:min(len(b), p.chunk)])
+}
+
+// TestBusyPeersBytesAnswerItsPing: a peer relays one blob to the node and
+// sends it another whole. The relayed stream goes silent past PeerStall,
+// and the peer answers no ping in time. While its other stream brings the
+// node bytes at a good share of its rate, the peer is alive and its uplink
+// full (the pings wait behind its bytes): it is kept, not left out of
+// every download as silent, and the registry sends nothing. While that
+// stream trickles at a twentieth, as behind a link cut to a tenth, the
+// peer is left as silent and the registry sends the rest.
+func TestBusyPeersBytesAnswerItsPing(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		chunk  int // of the other stream, every 10 ms
+		silent []string
+	}{
+		{name: "its other stream flows", chunk: 64 << 10},
+		{name: "its other stream trickles", chunk: 2 << 10, silent: []string{"relay"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			// The relayed stream is silent for 3 s after its 4 MiB,
+			// found so after PeerStall (1 s) and asked about with two
+			// pings of 400 ms; the other stream lasts past them.
+			router := &busyRouter{relayed: randomBytes(t, 6<<20), other: randomBytes(t, 24<<20), chunk: tc.chunk, pause: 3 * time.Second}
+			if tc.chunk < 64<<10 {
+				router.other = router.other[:2<<20]
+			}
+			cfg := resolver.Config{
+				PieceSize: -1, StallTimeout: 10 * time.Minute, ArrivalStall: 10 * time.Minute,
+				PeerStall: time.Second, PeerSlowWindow: time.Second,
+			}
+			f := newFixture(t, cfg, resolver.Sources{Router: router})
+			var wg sync.WaitGroup
+			for _, body := range [][]byte{router.relayed, router.other} {
+				d := f.up.push(t, "team/app", body)
+				wg.Go(func() {
+					ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+					defer cancel()
+					b, err := f.res.Blob(ctx, resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d, Size: int64(len(body))})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if got, err := readAll(ctx, t, b, 0); err != nil || !bytes.Equal(got, body) {
+						t.Errorf("%s: read %d bytes: %v", d, len(got), err)
+					}
+				})
+			}
+			wg.Wait()
+			f.res.Close()
+			router.mu.Lock()
+			defer router.mu.Unlock()
+			if !slices.Equal(router.silent, tc.silent) {
+				t.Errorf("peers marked silent: %v, want %v (relay asked %v)", router.silent, tc.silent, router.asked)
+			}
+			if n := f.up.blobGets.Load(); (n == 0) != (tc.silent == nil) {
+				t.Errorf("registry asked %d times with peers %v marked silent (relay asked %v)", n, router.silent, router.asked)
+			}
+		})
+	}
+}

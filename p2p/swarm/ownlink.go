@@ -61,3 +61,30 @@ func OwnLinkQueued(rtt, quickest time.Duration) bool {
 func PeerLinkQueued(peerAnswered, peerQueued, otherAnswered, otherQueued bool) bool {
 	return otherAnswered && !otherQueued && (!peerAnswered || peerQueued)
 }
+
+// BusyPeerShare is the share of the node's best rate at which a peer's
+// other streams to this node must bring bytes while the peer's answer to
+// a ping is awaited, for the bytes to count as its answer (see
+// BytesAnswerPing): the share under which a stream counts as slow.
+const BusyPeerShare = 0.2
+
+// BytesAnswerPing is the rule for a peer that did not answer a ping in
+// time while one of its streams to this node was silent: it counts as
+// answering when its other streams brought this node got bytes over the
+// wait, at BusyPeerShare or more of the node's best rate (best, bytes
+// per second), and some of them came during the last ping (recent).
+//
+// A peer whose uplink is full answers late: the ping waits behind the
+// bytes of its streams, which share one connection, and a stream it
+// writes little to can be silent for half a second meanwhile. Given up as
+// silent, it is left out of every download of the cluster while it
+// serves them at full rate: in the lab a node found such a peer silent
+// beside its own stream from the same peer, which delivered throughout,
+// and read the rest from the registry. A frozen peer sends what its
+// socket held when it stopped and then nothing: a fraction of a second
+// at the link's rate, while the first ping waits. A peer behind a link
+// cut to a tenth brings under a fifth of the node's rate, and is still
+// left as silent.
+func BytesAnswerPing(got int64, wait time.Duration, best float64, recent bool) bool {
+	return recent && best > 0 && wait > 0 && float64(got) >= BusyPeerShare*best*wait.Seconds()
+}

@@ -44,3 +44,29 @@ func TestPeerLinkQueued(t *testing.T) {
 		}
 	}
 }
+
+func TestBytesAnswerPing(t *testing.T) {
+	t.Parallel()
+	const mib = 1 << 20
+	best := 11.5 * mib // a 100 Mbit/s link
+	wait := 400 * time.Millisecond
+	for _, tc := range []struct {
+		name   string
+		got    int64
+		recent bool
+		want   bool
+	}{
+		{"a full uplink shared by three readers", 1.5 * mib, true, true},
+		{"a fifth of the node's best", int64(0.2*best*0.4) + 1, true, true},
+		{"a link cut to a tenth", mib / 2, true, false},
+		{"a frozen peer's socket drained, then nothing", 1.5 * mib, false, false},
+		{"nothing", 0, true, false},
+	} {
+		if got := swarm.BytesAnswerPing(tc.got, wait, best, tc.recent); got != tc.want {
+			t.Errorf("%s: BytesAnswerPing(%d, %v, %.0f, %v) = %v, want %v", tc.name, tc.got, wait, best, tc.recent, got, tc.want)
+		}
+	}
+	if swarm.BytesAnswerPing(mib, wait, 0, true) {
+		t.Error("with no best rate seen yet, bytes answered the ping")
+	}
+}
