@@ -695,7 +695,8 @@ const uploadStall = 2 * time.Second
 // behind the megabytes the connection's socket holds, and the ping waits
 // behind the same bytes. Cut, such a reader would fetch the rest from the
 // registry, through the same link (see readerFlows). The cut reader is
-// left out as silent (see Node.Silent) until it answers a ping: this
+// left out as silent (see Node.Silent) until it answers a ping, unless
+// this node's other peers do not answer either (see ownLinkSlow): this
 // node's own downloads would otherwise pick it as a source and wait on it
 // as well, and the members check it for themselves. A reader alive after
 // all answers within watchInterval and asks again from where it stopped.
@@ -721,7 +722,9 @@ func (n *Node) watchUpload(s network.Stream, remote peer.ID, w *deadlineWriter) 
 				}
 				n.log.Debug("reader took no byte and does not answer a ping: upload cut", "peer", remote, "for", stalled.Round(time.Millisecond))
 				_ = s.Reset()
-				n.Silent(remote)
+				if !n.ownLinkSlow(remote, stalled) {
+					n.Silent(remote)
+				}
 				return
 			}
 		}
