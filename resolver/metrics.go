@@ -64,7 +64,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		busyPeerKept: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_peer_pings_answered_by_bytes_total",
-			Help: "Times a peer whose stream went silent and which did not answer a ping in time was kept because its other streams to this node brought bytes at a fifth or more of the node's best rate meanwhile: its uplink is full, and the ping waited behind its bytes.",
+			Help: "Times a peer that kept this node waiting (a silent stream, an unanswered request) and did not answer a ping in time was kept because its streams to this node brought bytes at a fifth or more of the node's best rate meanwhile: its uplink is full, and the ping waited behind its bytes.",
 		}),
 		tagLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_tag_lookups_total",

@@ -52,9 +52,11 @@ const minProbeTimeout = 200 * time.Millisecond
 const pingTries = 2
 
 // answersPing says whether peer p answers one of pingTries pings, each
-// given probeTimeout, or is excused for not answering: the node's other
-// peers do not answer in time either (see ownLinkExcuses).
+// given probeTimeout, or is excused for not answering: its streams to
+// this node brought bytes meanwhile (see bytesAnswered), or the node's
+// other peers do not answer in time either (see ownLinkExcuses).
 func (r *Resolver) answersPing(s Silencer, p string) bool {
+	start, before := time.Now(), r.pace.receivedFrom(p)
 	for range pingTries {
 		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.probeTimeout())
 		ok := s.Answers(ctx, p)
@@ -63,7 +65,23 @@ func (r *Resolver) answersPing(s Silencer, p string) bool {
 			return ok
 		}
 	}
-	return r.ownLinkExcuses(p, pingTries*r.cfg.probeTimeout())
+	return r.bytesAnswered(p, start, before) || r.ownLinkExcuses(p, pingTries*r.cfg.probeTimeout())
+}
+
+// bytesAnswered says whether peer p's streams to this node, which had
+// brought it before when the pings began at start, answered for p since
+// (see swarm.BytesAnswerPing): p is alive, its uplink full, and the pings
+// wait behind its bytes.
+func (r *Resolver) bytesAnswered(p string, start time.Time, before received) bool {
+	now := time.Now()
+	after := r.pace.receivedFrom(p)
+	_, best := r.pace.over(now, paceBucket)
+	if !swarm.BytesAnswerPing(after.n-before.n, now.Sub(start), best, now.Sub(after.last) < r.cfg.probeTimeout()) {
+		return false
+	}
+	r.m.busyPeerKept.Inc()
+	r.cfg.Logger.Debug("peer answers no ping while its streams bring bytes: kept, its uplink full", "peer", p)
+	return true
 }
 
 // ownLinkExcuses says whether peer p, having kept this node waiting for
@@ -588,7 +606,7 @@ type nodePace struct {
 	// with its peer, see errLeftWithPeer).
 	left map[string]time.Time
 	// from is what the node received from each peer with a stream open,
-	// and when the last byte came (see judge.answered).
+	// and when the last byte came (see Resolver.bytesAnswered).
 	from map[string]received
 }
 
@@ -778,11 +796,8 @@ type judge struct {
 	lag *atomic.Bool
 	// abandoned counts the verdicts.
 	abandoned *prometheus.CounterVec
-	// keptBusy, when set, is told of each ping the peer's bytes
-	// answered (see answered).
-	keptBusy func()
-	done     chan struct{}
-	once     sync.Once
+	done      chan struct{}
+	once      sync.Once
 }
 
 // judgeStream starts judging src's stream from off, which ends through
@@ -817,10 +832,6 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 		j.silenced = func() bool { return s.Silenced(src.peer) }
 	}
 	j.ownLink = func(quiet time.Duration) bool { return r.ownLinkExcuses(src.peer, quiet) }
-	j.keptBusy = func() {
-		r.m.busyPeerKept.Inc()
-		r.cfg.Logger.Debug("a silent stream's peer answers no ping while its other streams bring bytes: kept, its uplink full", "peer", src.peer)
-	}
 	if pj, ok := r.router.(PeerLinkJudge); ok {
 		j.peerLinkFull = func() bool { return pj.PeerLinkQueued(src.peer) }
 	}
@@ -929,7 +940,7 @@ func (j *judge) verdict(now time.Time) error {
 	if !ask {
 		return err
 	}
-	if !j.answered() {
+	if !j.probe() {
 		return fmt.Errorf("no byte for %v, and no answer to %d pings of %v: %w", quiet.Round(time.Millisecond), pingTries, j.probeTimeout, errStalled)
 	}
 	j.mu.Lock()
@@ -939,30 +950,6 @@ func (j *judge) verdict(now time.Time) error {
 		return fmt.Errorf("%w; %w", err, errRelaying)
 	}
 	return nil
-}
-
-// answered pings the peer (see probe) and says whether it answered, or
-// whether the bytes of its other streams to this node answered for it
-// while the pings waited (see swarm.BytesAnswerPing): its uplink is full,
-// and the pings wait behind what it sends.
-func (j *judge) answered() bool {
-	if j.node == nil {
-		return j.probe()
-	}
-	start, before := time.Now(), j.node.receivedFrom(j.peer)
-	if j.probe() {
-		return true
-	}
-	now := time.Now()
-	after := j.node.receivedFrom(j.peer)
-	_, best := j.node.over(now, paceBucket)
-	if !swarm.BytesAnswerPing(after.n-before.n, now.Sub(start), best, now.Sub(after.last) < j.probeTimeout) {
-		return false
-	}
-	if j.keptBusy != nil {
-		j.keptBusy()
-	}
-	return true
 }
 
 // gaveUp notes in the node's pace that it gave up the peer at now for

@@ -319,12 +319,14 @@ func TestBusyPeersBytesAnswerItsPing(t *testing.T) {
 			// The relayed stream is silent for 3 s after its 4 MiB,
 			// found so after PeerStall (1 s) and asked about with two
 			// pings of 400 ms; the other stream lasts past them.
-			router := &busyRouter{relayed: randomBytes(t, 6<<20), other: randomBytes(t, 24<<20), chunk: tc.chunk, pause: 3 * time.Second}
+			router := &busyRouter{relayed: randomBytes(t, 6<<20), other: randomBytes(t, 32<<20), chunk: tc.chunk, pause: 3 * time.Second}
 			if tc.chunk < 64<<10 {
 				router.other = router.other[:2<<20]
 			}
+			// ArrivalStall is its default, 1 s: its watchdog pings the
+			// relay too.
 			cfg := resolver.Config{
-				PieceSize: -1, StallTimeout: 10 * time.Minute, ArrivalStall: 10 * time.Minute,
+				PieceSize: -1, StallTimeout: 10 * time.Minute,
 				PeerStall: time.Second, PeerSlowWindow: time.Second,
 			}
 			f := newFixture(t, cfg, resolver.Sources{Router: router})
