@@ -71,8 +71,9 @@ const BusyPeerShare = 0.2
 // BytesAnswerPing is the rule for a peer that did not answer a ping in
 // time while it kept this node waiting (a stream silent, a request
 // unanswered): it counts as answering when its other streams brought
-// this node got bytes over the wait, at BusyPeerShare or more of the node's best rate (best, bytes
-// per second), and some of them came during the last ping (recent).
+// this node got bytes over the wait, at BusyPeerShare or more of the
+// node's best rate (best, bytes per second), and some of them came
+// during the last ping (recent).
 //
 // A peer whose uplink is full answers late: the ping waits behind the
 // bytes of its streams, which share one connection, and a stream it
