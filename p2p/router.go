@@ -92,6 +92,19 @@ func (r *Router) Silenced(p string) bool {
 	return err == nil && r.n.stats.isSilent(id)
 }
 
+// HeardSilent says when a member last said peer p went silent, if one
+// did: a member that still receives p's bytes does not leave p out on
+// that word, but holds p's streams to a share of what it receives (see
+// swarm.LeavesWithPeer).
+func (r *Router) HeardSilent(p string) (time.Time, bool) {
+	id, err := decodePeer(p)
+	if err != nil {
+		return time.Time{}, false
+	}
+	at := r.n.stats.peer(id).heardSilent.Load()
+	return time.Unix(0, at), at != 0
+}
+
 // Answers says whether peer p answers a libp2p ping before ctx ends.
 func (r *Router) Answers(ctx context.Context, p string) bool {
 	id, err := decodePeer(p)

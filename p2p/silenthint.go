@@ -103,6 +103,9 @@ func (n *Node) receiveSilent(b []byte) error {
 	if err != nil {
 		return err
 	}
+	if m.peer != n.id && n.members.live(m.peer) {
+		n.stats.peer(m.peer).heardSilent.Store(time.Now().UnixNano())
+	}
 	if !n.ready.Load() || !n.mayBeSilent(m.peer) || !n.startCheck(m.peer) {
 		return nil
 	}

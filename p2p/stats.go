@@ -29,6 +29,9 @@ type peerStat struct {
 	// request's up to its answer's header, in nanoseconds; 0: none yet
 	// (see swarm.OwnLinkQueued).
 	quickest atomic.Int64
+	// heardSilent is when a member last said the peer went silent, in
+	// Unix nanoseconds (see Node.receiveSilent); 0: never.
+	heardSilent atomic.Int64
 
 	// Guarded by stats.mu.
 	inflight   int

@@ -772,6 +772,9 @@ type judge struct {
 	// silenced says whether the peer is left out as silent now, for any
 	// download of the node (see swarm.LeavesWithPeer); nil: never.
 	silenced func() bool
+	// heardSilent says how long before now a member last said the peer
+	// went silent (see SilentHearer); nil, or false: never.
+	heardSilent func(now time.Time) (time.Duration, bool)
 	// ownLink says whether a silence of the given length is laid to the
 	// node's own link (see Resolver.ownLinkExcuses); nil: never.
 	ownLink func(quiet time.Duration) bool
@@ -830,6 +833,12 @@ func (r *Resolver) judgeStream(cancel context.CancelCauseFunc, src source, have,
 	if s, ok := r.router.(Silencer); ok {
 		j.probe = func() bool { return r.answersPing(s, src.peer) }
 		j.silenced = func() bool { return s.Silenced(src.peer) }
+	}
+	if h, ok := r.router.(SilentHearer); ok {
+		j.heardSilent = func(now time.Time) (time.Duration, bool) {
+			at, ok := h.HeardSilent(src.peer)
+			return now.Sub(at), ok
+		}
 	}
 	j.ownLink = func(quiet time.Duration) bool { return r.ownLinkExcuses(src.peer, quiet) }
 	if pj, ok := r.router.(PeerLinkJudge); ok {
@@ -969,16 +978,21 @@ func (j *judge) gaveUp(err error, now time.Time) {
 var errLeftWithPeer = errors.New("left with its peer")
 
 // leftWithPeer says why the stream is left with its peer, whose stream the
-// node gave up lately or which it left out as silent, or nil (see
-// swarm.LeavesWithPeer): it has delivered bytes over a whole window, and,
-// measured over the last window, in which the download waited on it for
-// slowWaitShare of the time, it brings under half an even share of what
-// the node receives, the node reading from another source besides.
+// node gave up lately, which it left out as silent, or which a member said
+// lately went silent, or nil (see swarm.LeavesWithPeer): it has delivered
+// bytes over a whole window, and, measured over the last window, in which
+// the download waited on it for slowWaitShare of the time, it brings under
+// half an even share of what the node receives, the node reading from
+// another source besides.
 func (j *judge) leftWithPeer(now time.Time) error {
 	if j.node == nil {
 		return nil
 	}
 	ago, left := j.node.gaveUpAgo(j.peer, now)
+	heard, told := j.heardAgo(now)
+	if told = told && (!left || heard < ago); told {
+		ago, left = heard, true
+	}
 	silenced := j.silenced != nil && j.silenced()
 	if silenced {
 		ago, left = 0, true
@@ -998,10 +1012,23 @@ func (j *judge) leftWithPeer(now time.Time) error {
 		return nil
 	}
 	why := fmt.Sprintf("the node gave up a stream of this peer %v ago", ago.Round(time.Millisecond))
-	if silenced {
+	switch {
+	case silenced:
 		why = "the peer is left out as silent"
+	case told:
+		why = fmt.Sprintf("a member said %v ago that this peer went silent", ago.Round(time.Millisecond))
 	}
 	return fmt.Errorf("%.0f KiB/s over the last %v, under half an even share of the %.0f KiB/s this node receives over %d streams, and %s: %w: %w", r/1024, window, rate/1024, streams, why, errLeftWithPeer, errSlow)
+}
+
+// heardAgo says how long before now a member last said the peer went
+// silent, if one did at or before now.
+func (j *judge) heardAgo(now time.Time) (time.Duration, bool) {
+	if j.heardSilent == nil {
+		return 0, false
+	}
+	ago, ok := j.heardSilent(now)
+	return ago, ok && ago >= 0
 }
 
 // excused says whether a silence of quiet, past limit, is laid to this

@@ -706,7 +706,8 @@ func TestPaceLagging(t *testing.T) {
 // TestStreamLeftWithItsPeer: a stream that brings under half an even
 // share of what the node receives, and is slow by no rule of its own, is
 // left as slow within its first whole window when the node gave its peer
-// up lately, or left the peer out as silent; kept otherwise, and kept
+// up lately, left the peer out as silent, or heard a member say lately
+// that the peer went silent; kept otherwise, and kept
 // when it brings its share, when the node reads from that peer alone,
 // when the node's own link is as slow, and while a relay has sent
 // nothing yet.
@@ -719,6 +720,9 @@ func TestStreamLeftWithItsPeer(t *testing.T) {
 		// this one opened (negative: never).
 		gaveUp   time.Duration
 		silenced bool
+		// told: a member said this long before the stream opened that
+		// the peer went silent (0: none did).
+		told time.Duration
 		// rate, others: what this stream and the node's other stream
 		// receive per gap; othersFromPeer: that one is the same peer's.
 		rate, others   int
@@ -733,6 +737,9 @@ func TestStreamLeftWithItsPeer(t *testing.T) {
 		{name: "given up half a second before", gaveUp: 500 * time.Millisecond, rate: fast / 8, others: fast * 5 / 8, want: errSlow},
 		{name: "left out as silent", gaveUp: -1, silenced: true, rate: fast / 8, others: fast * 5 / 8, want: errSlow},
 		{name: "never given up", gaveUp: -1, rate: fast / 8, others: fast * 5 / 8},
+		{name: "a member said half a second before that it went silent", gaveUp: -1, told: 500 * time.Millisecond, rate: fast / 8, others: fast * 5 / 8, want: errSlow},
+		{name: "a member said so LeftPeerFor before", gaveUp: -1, told: swarm.LeftPeerFor, rate: fast / 8, others: fast * 5 / 8},
+		{name: "a member said so, the stream bringing over half an even share", gaveUp: -1, told: 500 * time.Millisecond, rate: fast / 4, others: fast / 2},
 		{name: "given up LeftPeerFor before", gaveUp: swarm.LeftPeerFor, rate: fast / 8, others: fast * 5 / 8},
 		{name: "given up, bringing over half an even share", gaveUp: 500 * time.Millisecond, rate: fast / 4, others: fast / 2},
 		{name: "given up, the node's one stream", gaveUp: 500 * time.Millisecond, rate: fast / 8},
@@ -757,6 +764,10 @@ func TestStreamLeftWithItsPeer(t *testing.T) {
 			p := newPace(now, 500*time.Millisecond, 10*time.Second, time.Second)
 			p.relayed, p.fromFirstByte = tc.relayWaits, tc.relayWaits
 			j := &judge{p: p, node: node, peer: "peer", silenced: func() bool { return tc.silenced }}
+			if tc.told > 0 {
+				said := now.Add(-tc.told)
+				j.heardSilent = func(at time.Time) (time.Duration, bool) { return at.Sub(said), true }
+			}
 			j.ownLink = func(time.Duration) bool { return tc.ownLinkSlow }
 			var err error
 			opened := now

@@ -152,6 +152,14 @@ type Silencer interface {
 	Answers(ctx context.Context, p string) bool
 }
 
+// SilentHearer is a Router that hears its members' word that a peer went
+// silent mid-blob.
+type SilentHearer interface {
+	// HeardSilent says when a member last said p went silent, if one did
+	// while this node runs.
+	HeardSilent(p string) (time.Time, bool)
+}
+
 // LinkJudge is a Router that can tell this node's own slow link from a
 // slow peer (see swarm.OwnLinkBudget, swarm.OwnLinkQueue).
 type LinkJudge interface {

@@ -3,13 +3,14 @@ package swarm
 import "time"
 
 // LeftPeerFor is how long after a node gave up a peer's stream, as
-// silent or slow, the peer's other streams to the node are held to
-// LeavesWithPeer.
+// silent or slow, or heard a member say the peer went silent, the peer's
+// other streams to the node are held to LeavesWithPeer.
 const LeftPeerFor = 2 * time.Second
 
 // LeavesWithPeer is the rule for a stream from a peer whose stream this
-// node gave up lately (left, leftAgo ago: it went silent or slow), or
-// which the node left out as silent now: the stream is left too once,
+// node gave up lately (left, leftAgo ago: it went silent or slow), which
+// a member said went silent (leftAgo ago), or which the node left out as
+// silent now: the stream is left too once,
 // over a whole window in which the download waited on it, it brings under
 // half an even share of what the node receives (rate, against nodeRate
 // over streams) while the node reads from another source besides (peers:
