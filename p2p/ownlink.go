@@ -59,7 +59,7 @@ func (n *Node) roundTripBeside(ctx context.Context, exclude peer.ID) (rtt, quick
 				st.roundTrip(res.RTT)
 				if p == exclude {
 					n.stats.answered(p, time.Now())
-					if swarm.PingQueued(res.RTT, quickest) {
+					if res.RTT-quickest >= swarm.OwnLinkQueue {
 						// Late: its own uplink may be what it waited behind.
 						return
 					}
@@ -159,10 +159,10 @@ func (n *Node) peerLinkQueued(p peer.ID) bool {
 				queued := swarm.OwnLinkQueued(res.RTT, quickest)
 				if q == p {
 					n.stats.answered(p, time.Now())
-				} else {
-					// With no round trip seen to it yet, it answered at
-					// once only if within OwnLinkQueue at all.
-					queued = swarm.PingQueued(res.RTT, quickest)
+				} else if quickest == 0 {
+					// No round trip seen to it yet: it answered at once
+					// only if within OwnLinkQueue at all.
+					queued = res.RTT >= swarm.OwnLinkQueue
 				}
 				answers <- answer{q == p, queued}
 			}

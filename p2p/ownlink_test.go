@@ -2,7 +2,6 @@ package p2p_test
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -228,49 +227,4 @@ func latePing(wait time.Duration) network.StreamHandler {
 			}
 		}
 	}
-}
-
-// TestSilentPeerWhoseAnswersQueueStaysOut: a peer left out as silent
-// whose pings are answered, but 0.3 s past its quickest round trip of
-// 1 ms, as behind a link cut to a tenth with its queue full, stays left
-// out, and is used again once it answers at once. A late answer does end
-// its silence while the node's own link is slow: its other peer does not
-// answer at all.
-func TestSilentPeerWhoseAnswersQueueStaysOut(t *testing.T) {
-	t.Parallel()
-	t.Run("the peer's own queue", func(t *testing.T) {
-		t.Parallel()
-		c := connectedMesh(t, 2)
-		client, holder := c.Nodes[0], c.Nodes[1]
-		p2p.Host(holder).SetStreamHandler(ping.ID, latePing(300*time.Millisecond))
-		p2p.SawRoundTrip(client, holder.ID(), time.Millisecond)
-		client.Silent(holder.ID())
-		// The watch pings every 0.2 s: ten pings, each answered late.
-		time.Sleep(2 * time.Second)
-		if !silentAt(client, holder.ID()) {
-			t.Fatal("a peer whose answers waited 0.3 s in its queue is used again")
-		}
-		ping.NewPingService(p2p.Host(holder))
-		p2ptest.Eventually(t, 20*time.Second, func() error {
-			if silentAt(client, holder.ID()) {
-				return errors.New("a peer that answers at once is still left out")
-			}
-			return nil
-		})
-	})
-	t.Run("this node's own link", func(t *testing.T) {
-		t.Parallel()
-		c := connectedMesh(t, 3)
-		client, holder, other := c.Nodes[0], c.Nodes[1], c.Nodes[2]
-		p2p.Host(holder).SetStreamHandler(ping.ID, latePing(300*time.Millisecond))
-		p2p.Host(other).RemoveStreamHandler(ping.ID)
-		p2p.SawRoundTrip(client, holder.ID(), time.Millisecond)
-		client.Silent(holder.ID())
-		p2ptest.Eventually(t, 20*time.Second, func() error {
-			if silentAt(client, holder.ID()) {
-				return errors.New("a late answer while no other peer answers does not end the silence")
-			}
-			return nil
-		})
-	})
 }

@@ -10,8 +10,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	ma "github.com/multiformats/go-multiaddr"
-
-	"github.com/shoal-dev/shoal/p2p/swarm"
 )
 
 // How a silent or lost peer is watched: pinged every watchInterval, each
@@ -78,7 +76,7 @@ func (n *Node) silence(p peer.ID, origin string) bool {
 	go func() {
 		defer n.handlers.Done()
 		start := time.Now()
-		res := n.watch(p, nil, silentWatchFor, func() bool { return n.members.departed(p) }, n.endsSilence(p))
+		res := n.watch(p, nil, silentWatchFor, func() bool { return n.members.departed(p) })
 		n.stats.clearSilent(p)
 		switch res {
 		case watchAnswered:
@@ -113,7 +111,7 @@ func (n *Node) watchLost(p peer.ID, gossipAddr string, addrs []ma.Multiaddr) {
 		defer n.handlers.Done()
 		defer n.endLostWatch(p)
 		start := time.Now()
-		if n.watch(p, addrs, lostWatchFor, func() bool { return n.members.live(p) }, nil) != watchAnswered {
+		if n.watch(p, addrs, lostWatchFor, func() bool { return n.members.live(p) }) != watchAnswered {
 			return
 		}
 		k, err := n.ml.Join([]string{gossipAddr})
@@ -137,26 +135,10 @@ const (
 	watchStopped              // the node is stopping
 )
 
-// endsSilence says whether an answer of silent peer p after rtt, its
-// quickest round trip seen before being quickest, ends its silence (see
-// swarm.EndsSilence). The node's own link is probed only for an answer
-// that waited in a queue.
-func (n *Node) endsSilence(p peer.ID) func(rtt, quickest time.Duration) bool {
-	return func(rtt, quickest time.Duration) bool {
-		queued := swarm.PingQueued(rtt, quickest)
-		ends := swarm.EndsSilence(queued, queued && n.ownLinkSlow(p, watchPingTimeout))
-		if !ends {
-			n.log.Debug("silent peer answers a ping that waited in its queue: still left out", "peer", p, "rtt", rtt, "quickest", quickest)
-		}
-		return ends
-	}
-}
-
 // watch pings p every watchInterval, at addrs when given (a departed
 // member's are no longer in the peerstore), until it answers, done says
-// to stop, or d has passed. An answer ends the watch when ends, if given,
-// says so of its round trip and the quickest one seen before.
-func (n *Node) watch(p peer.ID, addrs []ma.Multiaddr, d time.Duration, done func() bool, ends func(rtt, quickest time.Duration) bool) watchResult {
+// to stop, or d has passed.
+func (n *Node) watch(p peer.ID, addrs []ma.Multiaddr, d time.Duration, done func() bool) watchResult {
 	start := time.Now()
 	// Jitter, so that the nodes that lost a member do not ping in step.
 	t := time.NewTicker(watchInterval + rand.N(watchInterval/4))
@@ -172,7 +154,7 @@ func (n *Node) watch(p peer.ID, addrs []ma.Multiaddr, d time.Duration, done func
 			n.host.Peerstore().AddAddrs(p, addrs, peerstore.TempAddrTTL)
 		}
 		pinged := time.Now()
-		if rtt, quickest, ok := n.watchPing(p); ok && (ends == nil || ends(rtt, quickest)) {
+		if n.watchPing(p) {
 			return watchAnswered
 		}
 		// The next ping dials anew: over a connection whose packets were
@@ -198,36 +180,31 @@ func (n *Node) watch(p peer.ID, addrs []ma.Multiaddr, d time.Duration, done func
 	return watchGaveUp
 }
 
-// watchPing pings p and says whether it answered within watchPingTimeout,
-// after rtt, the quickest round trip seen to p before being quickest (0:
-// none). The ping itself is given lateAnswerFor: a later answer is noted
-// (see stats.answeredSince) when it comes.
-func (n *Node) watchPing(p peer.ID) (rtt, quickest time.Duration, ok bool) {
+// watchPing pings p and says whether it answered within watchPingTimeout.
+// The ping itself is given lateAnswerFor: a later answer is noted (see
+// stats.answeredSince) when it comes.
+func (n *Node) watchPing(p peer.ID) bool {
 	if !n.enterHandler() {
-		return 0, 0, false
+		return false
 	}
-	type answer struct {
-		rtt, quickest time.Duration
-		ok            bool
-	}
-	answered := make(chan answer, 1)
+	answered := make(chan bool, 1)
 	go func() {
 		defer n.handlers.Done()
 		ctx, cancel := context.WithTimeout(n.life, lateAnswerFor)
 		defer cancel()
-		rtt, quickest, ok := n.pingOnce(ctx, p)
+		ok := n.answers(ctx, p)
 		if ok {
 			n.stats.answered(p, time.Now())
 		}
-		answered <- answer{rtt, quickest, ok}
+		answered <- ok
 	}()
 	t := time.NewTimer(watchPingTimeout)
 	defer t.Stop()
 	select {
-	case a := <-answered:
-		return a.rtt, a.quickest, a.ok
+	case ok := <-answered:
+		return ok
 	case <-t.C:
-		return 0, 0, false
+		return false
 	}
 }
 
@@ -241,22 +218,11 @@ func (n *Node) answersWithin(p peer.ID, d time.Duration) bool {
 // answers says whether p answers one ping before ctx ends. The dial
 // ignores libp2p's back-off: a link that came back is found at once.
 func (n *Node) answers(ctx context.Context, p peer.ID) bool {
-	_, _, ok := n.pingOnce(ctx, p)
-	return ok
-}
-
-// pingOnce pings p once before ctx ends, dialing as answers does, and
-// returns the answer's round trip and the quickest round trip seen to p
-// before it (0: none), which the answer then updates.
-func (n *Node) pingOnce(ctx context.Context, p peer.ID) (rtt, quickest time.Duration, ok bool) {
 	ctx, cancel := context.WithCancel(network.WithForceDirectDial(ctx, "watch"))
 	defer cancel() // ends the pinging
 	res, ok := <-ping.Ping(ctx, n.host, p)
-	if !ok || res.Error != nil {
-		return 0, 0, false
+	if ok && res.Error == nil {
+		n.stats.peer(p).roundTrip(res.RTT)
 	}
-	st := n.stats.peer(p)
-	quickest = time.Duration(st.quickest.Load())
-	st.roundTrip(res.RTT)
-	return res.RTT, quickest, true
+	return ok && res.Error == nil
 }

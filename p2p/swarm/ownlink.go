@@ -43,33 +43,6 @@ func OwnLinkQueued(rtt, quickest time.Duration) bool {
 	return quickest > 0 && rtt-quickest >= OwnLinkQueue
 }
 
-// PingQueued says whether a ping's answer after rtt waited in a queue:
-// OwnLinkQueue or more past the quickest round trip seen to the same peer
-// (see OwnLinkQueued), or, with none seen yet, OwnLinkQueue or more at
-// all.
-func PingQueued(rtt, quickest time.Duration) bool {
-	if quickest == 0 {
-		return rtt >= OwnLinkQueue
-	}
-	return OwnLinkQueued(rtt, quickest)
-}
-
-// EndsSilence is the rule for a peer left out as silent whose ping is
-// answered: it is used again when the answer did not wait in a queue (see
-// PingQueued), or, when it did, while this node's own link is what it
-// waited behind (ownLinkSlow: see OwnLinkBudget).
-//
-// A peer behind a link cut to a tenth answers between its bursts, 0.2 to
-// 0.4 s after the ping with its queue full: in the lab a node that found
-// such a peer silent used it again 0.4 s later, read the rest of a layer
-// from it, and found it silent again 2 s on. A frozen peer that resumes,
-// or one whose link came back, has nothing queued and answers at once. A
-// node whose own link is slow finds every answer late, and would keep its
-// healthy peers out for as long as its link stays slow.
-func EndsSilence(queued, ownLinkSlow bool) bool {
-	return !queued || ownLinkSlow
-}
-
 // PeerLinkQueued is the rule for a relay starved beside a busy link (it
 // brings a small part of its share of what the node receives, and may be
 // as slow as its own source, which it judges itself): it is left only

@@ -70,26 +70,3 @@ func TestBytesAnswerPing(t *testing.T) {
 		t.Error("with no best rate seen yet, bytes answered the ping")
 	}
 }
-
-func TestEndsSilence(t *testing.T) {
-	t.Parallel()
-	ms := time.Millisecond
-	for _, tc := range []struct {
-		name          string
-		rtt, quickest time.Duration
-		ownLinkSlow   bool
-		want          bool
-	}{
-		{"a frozen peer resumed, its queue empty", 2 * ms, 1 * ms, false, true},
-		{"a peer behind a link cut to a tenth, between its bursts", 370 * ms, 1 * ms, false, false},
-		{"the same answer while this node's own link is slow", 370 * ms, 1 * ms, true, true},
-		{"no round trip seen yet, an answer at once", 20 * ms, 0, false, true},
-		{"no round trip seen yet, a late answer", 200 * ms, 0, false, false},
-		{"a far peer, as quick as ever", 160 * ms, 150 * ms, false, true},
-	} {
-		queued := swarm.PingQueued(tc.rtt, tc.quickest)
-		if got := swarm.EndsSilence(queued, tc.ownLinkSlow); got != tc.want {
-			t.Errorf("%s: EndsSilence(PingQueued(%v, %v) = %v, %v) = %v, want %v", tc.name, tc.rtt, tc.quickest, queued, tc.ownLinkSlow, got, tc.want)
-		}
-	}
-}
