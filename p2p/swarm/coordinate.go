@@ -14,6 +14,9 @@ type Asked struct {
 	Told    time.Time
 	// Asker is the peer asking now.
 	Asker string
+	// AskerLeads: the asker said it fetches another blob from the
+	// registry for the cluster now (see WaitsForWant).
+	AskerLeads bool
 }
 
 // Answer is a designated node's answer to a peer that asks it to fetch a
@@ -51,6 +54,27 @@ const (
 	WantedFor = time.Minute
 	LeftFor   = time.Minute
 )
+
+// WantWait is how long a designated node that does not want a blob waits
+// for its own clients to want it, when the asker already leads another
+// blob (see WaitsForWant). The pulls of one scale-out start within tens to
+// hundreds of milliseconds of one another.
+const WantWait = 300 * time.Millisecond
+
+// WaitsForWant is the rule for when a designated node that would leave a
+// blob to the asker (FetchYourself) first waits, up to WantWait, for its
+// own clients to want the blob, and then answers again: when the asker
+// said it already fetches another blob from the registry for the cluster.
+// Without the wait, the node whose pull starts first is left every layer
+// that the others do not want yet, a few milliseconds before they do,
+// and leads them all: the others then take the whole image through that
+// node's uplink, where each layer would have had its own leader. A lone
+// pull pays nothing for its first layer, and its later ones wait while the
+// first fills its link. An asker the blob was left to already, asking
+// again, waited once and is not held again.
+func WaitsForWant(a Asked, now time.Time) bool {
+	return a.AskerLeads && a.Fetcher != a.Asker && Coordinate(a, now) == FetchYourself
+}
 
 // Coordinate is the rule for what a designated node does when asked to
 // fetch a blob it neither holds nor is downloading. A node that wants the
@@ -134,4 +158,15 @@ func PointAtReader(h Holding, now time.Time) bool {
 // the blob LeftFor ago or more.
 func NewReader(h Holding, now time.Time) bool {
 	return h.Reader == "" || now.Sub(h.Since) >= LeftFor
+}
+
+// Asker is the peer that asks a node to fetch a blob for the cluster, as
+// its request names it.
+type Asker struct {
+	// Peer is its ID, as a string; empty when the request came from no
+	// peer this node can name.
+	Peer string
+	// Leads: it said it fetches another blob from the registry for the
+	// cluster now (see WaitsForWant).
+	Leads bool
 }

@@ -29,6 +29,27 @@ func TestCoordinate(t *testing.T) {
 	}
 }
 
+func TestWaitsForWant(t *testing.T) {
+	now := time.Unix(1000, 0)
+	cases := []struct {
+		name string
+		a    Asked
+		want bool
+	}{
+		{"a lone asker that leads nothing is left the blob at once", Asked{Asker: "b"}, false},
+		{"an asker that leads another blob waits for this node's want", Asked{Asker: "b", AskerLeads: true}, true},
+		{"wanted here: fetched for the cluster at once", Asked{Wanted: true, Asker: "b", AskerLeads: true}, false},
+		{"left to another: pointed at it at once", Asked{Fetcher: "c", Told: now, Asker: "b", AskerLeads: true}, false},
+		{"the fetcher asking again is not held again", Asked{Fetcher: "b", Told: now, Asker: "b", AskerLeads: true}, false},
+		{"a fetcher told long ago is forgotten: wait", Asked{Fetcher: "c", Told: now.Add(-LeftFor), Asker: "b", AskerLeads: true}, true},
+	}
+	for _, c := range cases {
+		if got := WaitsForWant(c.a, now); got != c.want {
+			t.Errorf("%s: WaitsForWant = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
 func TestTakesSlot(t *testing.T) {
 	cases := []struct {
 		a    Answer
