@@ -23,6 +23,7 @@ import (
 	"github.com/shoal-dev/shoal/bench/report"
 	"github.com/shoal-dev/shoal/mirror"
 	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/p2p/swarm"
 	"github.com/shoal-dev/shoal/resolver"
 	"github.com/shoal-dev/shoal/resolver/upstream"
 	"github.com/shoal-dev/shoal/store"
@@ -596,7 +597,7 @@ func waitProvided(ctx context.Context, n *simNode, want int) error {
 // pullFor lets peers ask this node to fetch a blob for the cluster.
 type pullFor struct{ n *simNode }
 
-func (p pullFor) PullFor(ctx context.Context, dgst digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error) {
+func (p pullFor) PullFor(ctx context.Context, dgst digest.Digest, registry, repo string, from swarm.Asker, take func() bool) (store.Blob, error) {
 	return p.n.res.PullFor(ctx, dgst, registry, repo, from, take)
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/shoal-dev/shoal/p2p"
 	"github.com/shoal-dev/shoal/p2p/p2ptest"
+	"github.com/shoal-dev/shoal/p2p/swarm"
 	"github.com/shoal-dev/shoal/resolver"
 	"github.com/shoal-dev/shoal/store"
 )
@@ -109,7 +110,7 @@ func waitHeard(t *testing.T, logs []*heardLog, d time.Duration) {
 // limitedPuller is a node whose registry asked it to slow down.
 type limitedPuller struct{ left time.Duration }
 
-func (p limitedPuller) PullFor(_ context.Context, d digest.Digest, registry, _, _ string, _ func() bool) (store.Blob, error) {
+func (p limitedPuller) PullFor(_ context.Context, d digest.Digest, registry, _ string, _ swarm.Asker, _ func() bool) (store.Blob, error) {
 	return nil, fmt.Errorf("blob %s: %w", d, &resolver.RateLimitedError{Registry: registry, RetryAfter: p.left})
 }
 

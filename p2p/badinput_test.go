@@ -153,21 +153,30 @@ func TestBadRequests(t *testing.T) {
 		want     string
 		wantHave int64
 		body     int
+		// v12 sends the frame over the protocol before flag 2.
+		v12 bool
 	}{
-		{"garbage", garbage, "bad request", 0, 0},
-		{"v1.1 frame", frame(0, d.String()), "bad request", 0, 0},
-		{"unknown flag", rangeFrame(0, 10, 2, d.String()), "bad request", 0, 0},
-		{"negative length", rangeFrame(0, -1, 0, d.String()), "bad request", 0, 0},
-		{"range past the end", rangeFrame(int64(len(data))-3, 4, 1, d.String()), "bad request", 0, 0},
-		{"overflowing range", rangeFrame(int64(len(data))-3, math.MaxInt64, 1, d.String()), "bad request", 0, 0},
-		{"unknown blob", rangeFrame(0, 0, 0, digest.FromString("nope").String()), "not found", 0, 0},
-		{"not arrived yet", rangeFrame(1000, 10, 0, d.String()), "not yet", 1000, 0},
-		{"arrived", rangeFrame(990, 10, 0, d.String()), "ok", 1000, 10},
-		{"not arrived, wait", rangeFrame(5000, 7, 1, d.String()), "ok", 1000, 7},
-		{"to the end", rangeFrame(int64(len(data))-3, 0, 1, d.String()), "ok", 1000, 3},
+		{"garbage", garbage, "bad request", 0, 0, false},
+		{"v1.1 frame", frame(0, d.String()), "bad request", 0, 0, false},
+		{"unknown flag", rangeFrame(0, 10, 4, d.String()), "bad request", 0, 0, false},
+		{"leads flag over 1.2", rangeFrame(990, 10, 2, d.String()), "bad request", 0, 0, true},
+		{"leads flag", rangeFrame(990, 10, 2, d.String()), "ok", 1000, 10, false},
+		{"1.2 frame", rangeFrame(990, 10, 1, d.String()), "ok", 1000, 10, true},
+		{"negative length", rangeFrame(0, -1, 0, d.String()), "bad request", 0, 0, false},
+		{"range past the end", rangeFrame(int64(len(data))-3, 4, 1, d.String()), "bad request", 0, 0, false},
+		{"overflowing range", rangeFrame(int64(len(data))-3, math.MaxInt64, 1, d.String()), "bad request", 0, 0, false},
+		{"unknown blob", rangeFrame(0, 0, 0, digest.FromString("nope").String()), "not found", 0, 0, false},
+		{"not arrived yet", rangeFrame(1000, 10, 0, d.String()), "not yet", 1000, 0, false},
+		{"arrived", rangeFrame(990, 10, 0, d.String()), "ok", 1000, 10, false},
+		{"not arrived, wait", rangeFrame(5000, 7, 1, d.String()), "ok", 1000, 7, false},
+		{"to the end", rangeFrame(int64(len(data))-3, 0, 1, d.String()), "ok", 1000, 3, false},
 	} {
 		t.Run("ranged/"+tc.name, func(t *testing.T) {
-			s := sendFrame(t, h, server.ID(), p2p.ProtocolID, tc.send, false)
+			proto := p2p.ProtocolID
+			if tc.v12 {
+				proto = p2p.ProtocolV12
+			}
+			s := sendFrame(t, h, server.ID(), proto, tc.send, false)
 			status, size, have, msg, err := p2p.ReadRangeHeader(s)
 			if err != nil {
 				t.Fatalf("no answer: %v", err)

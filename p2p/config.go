@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-dev/shoal/p2p/swarm"
 	"github.com/shoal-dev/shoal/store"
 )
 
@@ -235,13 +236,13 @@ type Config struct {
 
 // Puller fetches a blob on behalf of a peer; see Config.Puller.
 type Puller interface {
-	// PullFor is asked by the peer from, as a peer ID string. take takes
+	// PullFor is asked by the peer from, as its request names it. take takes
 	// an upload slot for the peer's stream; PullFor calls it once it knows
 	// it will stream the blob, and not for an answer that leaves the blob
 	// to the peer or names the fetcher (see swarm.TakesSlot). When take
 	// says false it starts nothing and returns resolver.ErrNoSlot, which
 	// the peer is answered busy. take is not safe for concurrent use.
-	PullFor(ctx context.Context, dgst digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error)
+	PullFor(ctx context.Context, dgst digest.Digest, registry, repo string, from swarm.Asker, take func() bool) (store.Blob, error)
 }
 
 // Timing holds the timers of membership, routing and transfer. A zero field

@@ -63,6 +63,10 @@ type Range struct {
 	// Registry and Repo, when set, ask the peer to fetch the blob for the
 	// cluster when it does not hold it, as FetchThrough does.
 	Registry, Repo string
+	// Leads tells such a peer that this node fetches another blob from
+	// the registry for the cluster now (see swarm.WaitsForWant). A peer
+	// that speaks only ProtocolV12 or older is not told.
+	Leads bool
 }
 
 // FetchRange streams part of dgst from peer p, as Fetch does the rest of
@@ -79,7 +83,7 @@ func (n *Node) FetchRange(ctx context.Context, p peer.ID, dgst digest.Digest, rg
 		return nil, 0, 0, fmt.Errorf("fetch %s at %d: %w: negative length %d", dgst, rg.Off, errdefs.ErrInvalidArgument, rg.Length)
 	}
 	var h header
-	body, h, err = n.fetchHeader(ctx, p, request{dgst: dgst, off: rg.Off, ranged: true, length: rg.Length, wait: rg.Wait, registry: rg.Registry, repo: rg.Repo})
+	body, h, err = n.fetchHeader(ctx, p, request{dgst: dgst, off: rg.Off, ranged: true, length: rg.Length, wait: rg.Wait, leads: rg.Leads, registry: rg.Registry, repo: rg.Repo})
 	return body, h.size, h.have, err
 }
 
@@ -181,7 +185,7 @@ func (n *Node) openFetch(ctx context.Context, p peer.ID) (network.Stream, error)
 	t := n.cfg.Timing
 	dctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "fetch"), t.DialTimeout+t.RequestTimeout)
 	defer cancel()
-	return n.host.NewStream(dctx, p, ProtocolID, ProtocolV11)
+	return n.host.NewStream(dctx, p, ProtocolID, ProtocolV12, ProtocolV11)
 }
 
 // ask sends req over s and reads the answer's header, within
@@ -189,10 +193,14 @@ func (n *Node) openFetch(ctx context.Context, p peer.ID) (network.Stream, error)
 func (n *Node) ask(s network.Stream, p peer.ID, req request) (header, error) {
 	start := time.Now()
 	_ = s.SetDeadline(start.Add(n.cfg.Timing.RequestTimeout))
-	if s.Protocol() != ProtocolID {
+	switch s.Protocol() {
+	case ProtocolV11:
 		// A peer from before ranges: it sends the rest of the blob, the
 		// reader stops after the range.
 		req.ranged = false
+	case ProtocolV12:
+		// A peer from before flagLeads: it would refuse the request.
+		req.leads = false
 	}
 	h, err := exchange(s, req)
 	if err != nil {

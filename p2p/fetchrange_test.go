@@ -213,6 +213,45 @@ func TestFetchRangeFromOldPeer(t *testing.T) {
 	}
 }
 
+// TestLeadsNotSentToOldPeer: a peer that speaks only the protocol before
+// flag 2 is asked without it, which it would refuse, and its answer reaches
+// the asker as for any peer.
+func TestLeadsNotSentToOldPeer(t *testing.T) {
+	t.Parallel()
+	d := digest.FromString("a layer the old peer leaves to the asker")
+	c := p2ptest.Start(t, 1, p2ptest.Options{Open: true})
+	client := c.Nodes[0]
+	old := rawHost(t)
+	flags := make(chan byte, 1)
+	old.SetStreamHandler(p2p.ProtocolV12, func(s network.Stream) {
+		defer s.Close()
+		var lb [2]byte
+		if _, err := io.ReadFull(s, lb[:]); err != nil {
+			return
+		}
+		body := make([]byte, binary.BigEndian.Uint16(lb[:]))
+		if _, err := io.ReadFull(s, body); err != nil || len(body) < 17 {
+			return
+		}
+		flags <- body[16]
+		// "Fetch it yourself", in a ranged header: status, size, held, no
+		// message.
+		hdr := make([]byte, 1+8+8+2)
+		hdr[0] = 7
+		_, _ = s.Write(hdr)
+	})
+	if err := old.Connect(t.Context(), peer.AddrInfo{ID: client.ID(), Addrs: client.Status().Addrs}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, _, err := client.FetchRange(t.Context(), old.ID(), d, p2p.Range{Registry: "registry.example:5000", Repo: "team/app", Leads: true})
+	if !errors.Is(err, resolver.ErrFetchYourself) {
+		t.Errorf("got %v, want the old peer's fetch it yourself", err)
+	}
+	if f := <-flags; f != 0 {
+		t.Errorf("the old peer was sent flags %#x, want none", f)
+	}
+}
+
 // readOldRequest reads a ProtocolV11 request from s: the offset asked
 // for, or false when the stream ended first.
 func readOldRequest(s network.Stream) (off int64, ok bool) {

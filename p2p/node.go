@@ -344,6 +344,7 @@ func (n *Node) Run(ctx context.Context) error {
 		return errors.New("p2p: Run called twice")
 	}
 	n.host.SetStreamHandler(ProtocolID, n.handleStream)
+	n.host.SetStreamHandler(ProtocolV12, n.handleStream)
 	n.host.SetStreamHandler(ProtocolV11, n.handleStream)
 	n.host.SetStreamHandler(ImageProtocolID, n.handleImage)
 	n.host.SetStreamHandler(TagProtocolID, n.handleTag)
@@ -365,6 +366,7 @@ func (n *Node) Run(ctx context.Context) error {
 
 func (n *Node) shutdown() error {
 	n.host.RemoveStreamHandler(ProtocolID)
+	n.host.RemoveStreamHandler(ProtocolV12)
 	n.host.RemoveStreamHandler(ProtocolV11)
 	n.host.RemoveStreamHandler(ImageProtocolID)
 	n.host.RemoveStreamHandler(TagProtocolID)

@@ -13,7 +13,8 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// ProtocolID is the blob transfer protocol, version 1.2: ranges.
+// ProtocolID is the blob transfer protocol, version 1.3: ranges, and an
+// asker that says it leads.
 //
 // A request is a 2-byte big-endian length and that many bytes: an 8-byte
 // big-endian offset, an 8-byte length (0: to the end of the blob), a flags
@@ -38,7 +39,15 @@ import (
 // the asker may wait on it whatever the ranking (see swarm.WaitOn), and
 // waits for its slot even when it leads the blob itself (see
 // swarm.WaitsOnLeader). A node that does not know the message ignores it.
-const ProtocolID protocol.ID = "/shoal/blob/1.2.0"
+// Flag 2 (leads), new in 1.3, says the asker fetches another blob from the
+// registry for the cluster now: a designated node that does not want the
+// blob waits a moment for its own clients to want it before it leaves the
+// blob to the asker (see swarm.WaitsForWant).
+const ProtocolID protocol.ID = "/shoal/blob/1.3.0"
+
+// ProtocolV12 is the protocol before flag 2, still served: a request
+// with that flag is a bad request there.
+const ProtocolV12 protocol.ID = "/shoal/blob/1.2.0"
 
 // ProtocolV11 is the protocol before ranges, still served: a request has
 // no length and no flags (the rest of the blob, waiting for bytes still
@@ -58,6 +67,9 @@ const (
 	rangeFields = 8 + 1
 	// flagWait asks a node receiving the blob to wait for the bytes.
 	flagWait = 1
+	// flagLeads says the asker fetches another blob from the registry
+	// for the cluster now (ProtocolID only).
+	flagLeads = 2
 	// leadsMessage is the message of an answer from a node that fetches
 	// the blob from the registry for the cluster now.
 	leadsMessage = "leads: fetching the blob from the registry for the cluster"
@@ -122,6 +134,9 @@ type request struct {
 	ranged bool
 	length int64 // 0: to the end
 	wait   bool
+	// leads: the asker fetches another blob from the registry for the
+	// cluster now (ProtocolID only; see flagLeads).
+	leads bool
 	// registry and repo, when set, say where the blob comes from.
 	registry, repo string
 }
@@ -155,7 +170,10 @@ func writeRequest(w io.Writer, r request) error {
 	if r.ranged {
 		binary.BigEndian.PutUint64(buf[at:], uint64(r.length))
 		if r.wait {
-			buf[at+8] = flagWait
+			buf[at+8] |= flagWait
+		}
+		if r.leads {
+			buf[at+8] |= flagLeads
 		}
 		at += rangeFields
 	}
@@ -185,8 +203,9 @@ func readRequest(r io.Reader) ([]byte, error) {
 	return body, nil
 }
 
-// parseRangeRequest parses a ProtocolID request body.
-func parseRangeRequest(body []byte) (request, error) {
+// parseRangeRequest parses a ProtocolID or ProtocolV12 request body;
+// known is the flags that protocol has.
+func parseRangeRequest(body []byte, known byte) (request, error) {
 	if len(body) < minRequest+rangeFields {
 		return request{}, fmt.Errorf("request of %d bytes is too short", len(body))
 	}
@@ -195,7 +214,7 @@ func parseRangeRequest(body []byte) (request, error) {
 		return request{}, fmt.Errorf("negative length %d", length)
 	}
 	flags := body[16]
-	if flags&^flagWait != 0 {
+	if flags&^known != 0 {
 		return request{}, fmt.Errorf("unknown flags %#x", flags)
 	}
 	rest := append(body[:8:8], body[8+rangeFields:]...)
@@ -206,7 +225,7 @@ func parseRangeRequest(body []byte) (request, error) {
 	if length > 0 && req.off > math.MaxInt64-length {
 		return request{}, fmt.Errorf("range at %d of %d bytes overflows", req.off, length)
 	}
-	req.ranged, req.length, req.wait = true, length, flags&flagWait != 0
+	req.ranged, req.length, req.wait, req.leads = true, length, flags&flagWait != 0, flags&flagLeads != 0
 	return req, nil
 }
 

@@ -30,6 +30,28 @@ func TestRequestRoundTrip(t *testing.T) {
 	}
 }
 
+// TestLeadsFlag checks flag 2 both ways: a 1.3 request says its asker
+// leads, and the 1.2 parser, which an older node runs, refuses it.
+func TestLeadsFlag(t *testing.T) {
+	t.Parallel()
+	want := request{dgst: digest.FromString("x"), ranged: true, wait: true, leads: true, registry: "docker.io", repo: "a"}
+	var buf bytes.Buffer
+	if err := writeRequest(&buf, want); err != nil {
+		t.Fatal(err)
+	}
+	body, err := readRequest(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := parseRangeRequest(bytes.Clone(body), flagWait|flagLeads)
+	if err != nil || got != want {
+		t.Fatalf("1.3: got %+v, %v; want %+v", got, err, want)
+	}
+	if got, err := parseRangeRequest(body, flagWait); err == nil {
+		t.Fatalf("1.2 accepted the leads flag as %+v", got)
+	}
+}
+
 func frame(off int64, dgst string) []byte {
 	b := make([]byte, 2+8+len(dgst))
 	binary.BigEndian.PutUint16(b, uint16(8+len(dgst)))
@@ -122,6 +144,7 @@ func FuzzRequest(f *testing.F) {
 	for _, r := range []request{
 		{dgst: digest.Digest(good), off: 5, ranged: true, length: 4 << 20},
 		{dgst: digest.Digest(good), ranged: true, wait: true, registry: "docker.io", repo: "a"},
+		{dgst: digest.Digest(good), ranged: true, leads: true, registry: "docker.io", repo: "a"},
 	} {
 		var buf bytes.Buffer
 		if err := writeRequest(&buf, r); err != nil {
@@ -137,9 +160,11 @@ func FuzzRequest(f *testing.F) {
 		if len(body) < minRequest || len(body) > maxRequest {
 			t.Fatalf("read a %d-byte request", len(body))
 		}
-		// Both versions' parsers take the same frame; each must judge it
+		// Every version's parser takes the same frame; each must judge it
 		// on its own.
-		for _, parse := range []func([]byte) (request, error){parseRequest, parseRangeRequest} {
+		v12 := func(b []byte) (request, error) { return parseRangeRequest(b, flagWait) }
+		v13 := func(b []byte) (request, error) { return parseRangeRequest(b, flagWait|flagLeads) }
+		for _, parse := range []func([]byte) (request, error){parseRequest, v12, v13} {
 			checkRequest(t, b, body, parse)
 		}
 	})

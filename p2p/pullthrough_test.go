@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoal-dev/shoal/p2p"
 	"github.com/shoal-dev/shoal/p2p/p2ptest"
+	"github.com/shoal-dev/shoal/p2p/swarm"
 	"github.com/shoal-dev/shoal/resolver"
 	"github.com/shoal-dev/shoal/store"
 )
@@ -25,12 +26,15 @@ type recordingPuller struct {
 	mu   sync.Mutex
 	asks []string
 	from []string // the askers' peer IDs
+	// leads: whether each asker said it leads another blob
+	leads []bool
 }
 
-func (p *recordingPuller) PullFor(_ context.Context, d digest.Digest, registry, repo, from string, _ func() bool) (store.Blob, error) {
+func (p *recordingPuller) PullFor(_ context.Context, d digest.Digest, registry, repo string, from swarm.Asker, _ func() bool) (store.Blob, error) {
 	p.mu.Lock()
 	p.asks = append(p.asks, registry+"/"+repo+"@"+d.String())
-	p.from = append(p.from, from)
+	p.from = append(p.from, from.Peer)
+	p.leads = append(p.leads, from.Leads)
 	p.mu.Unlock()
 	if d != digest.FromBytes(p.blob) {
 		return nil, errdefs.ErrNotFound
@@ -71,6 +75,18 @@ func TestFetchThrough(t *testing.T) {
 	}
 	if puller.from[0] != asker.ID().String() {
 		t.Fatalf("puller told the asker is %q, want %s", puller.from[0], asker.ID())
+	}
+	puller.mu.Unlock()
+
+	// An asker that leads another blob says so, and the puller hears it.
+	body, _, _, err = asker.FetchRange(t.Context(), designated.ID(), d, p2p.Range{Registry: "registry.example:5000", Repo: "team/app", Leads: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body.Close()
+	puller.mu.Lock()
+	if len(puller.leads) != 2 || puller.leads[0] || !puller.leads[1] {
+		t.Fatalf("puller told the askers lead: %v, want [false true]", puller.leads)
 	}
 	puller.mu.Unlock()
 
@@ -123,7 +139,7 @@ func TestPullForNeedsAKeyedMesh(t *testing.T) {
 // refusingPuller mirrors one registry only.
 type refusingPuller struct{ recordingPuller }
 
-func (p *refusingPuller) PullFor(ctx context.Context, d digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error) {
+func (p *refusingPuller) PullFor(ctx context.Context, d digest.Digest, registry, repo string, from swarm.Asker, take func() bool) (store.Blob, error) {
 	if registry != "registry.example:5000" {
 		return nil, fmt.Errorf("registry %s: %w", registry, errdefs.ErrPermissionDenied)
 	}
@@ -165,11 +181,11 @@ type coordinatingPuller struct {
 	first string
 }
 
-func (p *coordinatingPuller) PullFor(_ context.Context, _ digest.Digest, _, _, from string, _ func() bool) (store.Blob, error) {
+func (p *coordinatingPuller) PullFor(_ context.Context, _ digest.Digest, _, _ string, from swarm.Asker, _ func() bool) (store.Blob, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.first == "" || p.first == from {
-		p.first = from
+	if p.first == "" || p.first == from.Peer {
+		p.first = from.Peer
 		return nil, resolver.ErrFetchYourself
 	}
 	return nil, &resolver.FetchingAtError{Peer: p.first}
@@ -210,7 +226,7 @@ type stuckPuller struct {
 	release chan struct{}
 }
 
-func (p *stuckPuller) PullFor(ctx context.Context, d digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error) {
+func (p *stuckPuller) PullFor(ctx context.Context, d digest.Digest, registry, repo string, from swarm.Asker, take func() bool) (store.Blob, error) {
 	if d != p.stuck {
 		return p.coordinatingPuller.PullFor(ctx, d, registry, repo, from, take)
 	}

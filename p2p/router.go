@@ -69,7 +69,7 @@ func (r *Router) FetchRange(ctx context.Context, p string, dgst digest.Digest, r
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	return r.n.FetchRange(ctx, id, dgst, Range{Off: rg.Off, Length: rg.Length, Wait: rg.Wait, Registry: rg.Registry, Repo: rg.Repo})
+	return r.n.FetchRange(ctx, id, dgst, Range{Off: rg.Off, Length: rg.Length, Wait: rg.Wait, Registry: rg.Registry, Repo: rg.Repo, Leads: rg.Leads})
 }
 
 // Avoid leaves peer p out of Providers for a while.

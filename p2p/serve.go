@@ -30,7 +30,10 @@ func (n *Node) handleStream(s network.Stream) {
 		return
 	}
 	defer n.handlers.Done()
-	u := &serving{n: n, s: s, remote: s.Conn().RemotePeer(), ranged: s.Protocol() == ProtocolID}
+	u := &serving{n: n, s: s, remote: s.Conn().RemotePeer(), ranged: s.Protocol() != ProtocolV11, flags: flagWait}
+	if s.Protocol() == ProtocolID {
+		u.flags |= flagLeads
+	}
 	if err := u.read(); err != nil {
 		u.refuse(statusBadRequest, 0, 0, err)
 		return
@@ -54,9 +57,11 @@ type serving struct {
 	n      *Node
 	s      network.Stream
 	remote peer.ID
-	// ranged: the request came over ProtocolID; every answer's header has
-	// the request's format.
+	// ranged: the request came over ProtocolID or ProtocolV12; every
+	// answer's header has the request's format. flags are those the
+	// request's protocol knows.
 	ranged bool
+	flags  byte
 	req    request
 	// releases give back the slots taken, the last first. They are given
 	// back before the answer's last bytes are sent (lastWrite), so that a
@@ -73,7 +78,7 @@ func (u *serving) read() error {
 		return err
 	}
 	if u.ranged {
-		u.req, err = parseRangeRequest(body)
+		u.req, err = parseRangeRequest(body, u.flags)
 	} else {
 		u.req, err = parseRequest(body)
 	}
@@ -618,7 +623,7 @@ func (n *Node) pullFor(req request, remote peer.ID, take func() bool) (store.Blo
 	// Answer before the requester's deadline for a header runs out.
 	pctx, cancel := context.WithTimeout(n.life, n.cfg.Timing.RequestTimeout*3/4)
 	defer cancel()
-	blob, err := n.cfg.Puller.PullFor(pctx, req.dgst, req.registry, req.repo, remote.String(), once)
+	blob, err := n.cfg.Puller.PullFor(pctx, req.dgst, req.registry, req.repo, swarm.Asker{Peer: remote.String(), Leads: req.leads}, once)
 	switch {
 	case err == nil:
 		if !once() {

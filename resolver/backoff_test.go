@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/shoal-dev/shoal/p2p/swarm"
 	"github.com/shoal-dev/shoal/resolver"
 )
 
@@ -216,7 +217,7 @@ func TestPullForDuringBackoff(t *testing.T) {
 	f := newFixture(t, resolver.Config{}, resolver.Sources{})
 	d := f.up.push(t, "a", randomBytes(t, 64<<10))
 	f.res.NoteBackoff(f.up.host, 30*time.Second, "node3")
-	_, err := f.res.PullFor(t.Context(), d, f.up.host, "a", "", nil)
+	_, err := f.res.PullFor(t.Context(), d, f.up.host, "a", swarm.Asker{}, nil)
 	var rl *resolver.RateLimitedError
 	if !errors.As(err, &rl) {
 		t.Fatalf("got %v, want the back-off", err)
@@ -237,7 +238,7 @@ func TestPullForOnlyFromMirroredRegistries(t *testing.T) {
 	f := newFixture(t, resolver.Config{Registries: []string{"configured.example"}}, resolver.Sources{})
 	d := f.up.push(t, "a", randomBytes(t, 1000))
 	for _, reg := range []string{"elsewhere.example", "attacker.example:443", "127.0.0.1:1"} {
-		if _, err := f.res.PullFor(t.Context(), d, reg, "a", "", nil); !errors.Is(err, resolver.ErrNotMirrored) || !errdefs.IsPermissionDenied(err) {
+		if _, err := f.res.PullFor(t.Context(), d, reg, "a", swarm.Asker{}, nil); !errors.Is(err, resolver.ErrNotMirrored) || !errdefs.IsPermissionDenied(err) {
 			t.Fatalf("pull for %s: %v, want ErrNotMirrored", reg, err)
 		}
 	}
@@ -250,15 +251,15 @@ func TestPullForOnlyFromMirroredRegistries(t *testing.T) {
 	// would fail with it.
 	other := "127.0.0.2:1" // loopback: nothing listens there
 	elsewhere := digest.FromBytes(randomBytes(t, 1000))
-	if _, err := f.res.PullFor(t.Context(), elsewhere, other, "a", "", nil); !errors.Is(err, resolver.ErrNotMirrored) {
+	if _, err := f.res.PullFor(t.Context(), elsewhere, other, "a", swarm.Asker{}, nil); !errors.Is(err, resolver.ErrNotMirrored) {
 		t.Fatalf("before containerd used it: %v", err)
 	}
 	_, _ = f.res.Manifest(t.Context(), resolver.ManifestRequest{Registry: other, Repo: "a", Reference: "v1"})
-	if _, err := f.res.PullFor(t.Context(), elsewhere, other, "a", "", nil); errors.Is(err, resolver.ErrNotMirrored) {
+	if _, err := f.res.PullFor(t.Context(), elsewhere, other, "a", swarm.Asker{}, nil); errors.Is(err, resolver.ErrNotMirrored) {
 		t.Fatalf("after containerd used it: %v", err)
 	}
 	// The fixture's own registry is configured: the blob comes.
-	b, err := f.res.PullFor(t.Context(), d, f.up.host, "a", "", nil)
+	b, err := f.res.PullFor(t.Context(), d, f.up.host, "a", swarm.Asker{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/shoal-dev/shoal/p2p/swarm"
 )
 
 // Config holds the resolver's optional settings. The zero value of a field
@@ -120,6 +122,12 @@ type Config struct {
 	// it, or any failure, the node asks the registry itself. Default 2s.
 	TagPeerTimeout time.Duration
 
+	// WantWait is how long this node, designated to fetch a blob that its
+	// own clients do not want, waits for them to want it when the peer
+	// asking leads another blob, before it leaves the blob to that peer
+	// (see swarm.WaitsForWant). Default swarm.WantWait; -1 does not wait.
+	WantWait time.Duration
+
 	// Recorder, when set, is told where each download's bytes come from,
 	// for the records of the node's pulls; nil records nothing.
 	Recorder Recorder
@@ -146,6 +154,7 @@ func DefaultConfig() Config {
 		PieceWorkers:      3,
 		TagTTL:            5 * time.Second,
 		TagPeerTimeout:    2 * time.Second,
+		WantWait:          swarm.WantWait,
 	}
 }
 
@@ -193,6 +202,9 @@ func (c *Config) fill() error {
 	if c.TagTTL == 0 {
 		c.TagTTL = d.TagTTL
 	}
+	if c.WantWait == 0 {
+		c.WantWait = d.WantWait
+	}
 	if c.TagPeerTimeout == 0 {
 		c.TagPeerTimeout = d.TagPeerTimeout
 	}
@@ -204,6 +216,9 @@ func (c *Config) fill() error {
 	}
 	if c.PrefetchBlobs < -1 {
 		return errors.New("resolver: PrefetchBlobs must be -1 (off) or more")
+	}
+	if c.WantWait < -1 {
+		return errors.New("resolver: WantWait must be -1 (off) or more")
 	}
 	if c.PeerStall < -1 || c.PeerSlowWindow < 0 {
 		return errors.New("resolver: PeerStall must be -1 (off) or more, PeerSlowWindow 0 or more")

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -79,34 +80,92 @@ func (r *Resolver) noteWanted(registry, repo string) {
 		}
 	}
 	r.wanted[registry+"/"+repo] = now
+	close(r.wantedNow)
+	r.wantedNow = make(chan struct{})
 }
 
 // coordinate answers from, a peer asking this node to fetch req's blob
 // for the cluster while no download of it runs here (see
 // swarm.Coordinate): with the error that tells from so, ErrFetchYourself or
 // a *FetchingAtError, or nil when this node fetches it. The caller counts
-// that last answer once it has a slot to fetch in (see joinFor).
-func (r *Resolver) coordinate(req BlobRequest, from string) (swarm.Answer, error) {
+// that last answer once it has a slot to fetch in (see joinFor). An answer
+// that would leave the blob to an asker that leads another blob waits
+// first for this node's own clients to want it (see swarm.WaitsForWant);
+// waited says it did, and the caller looks again for a download of the
+// blob that started meanwhile.
+func (r *Resolver) coordinate(ctx context.Context, req BlobRequest, from swarm.Asker) (ans swarm.Answer, waited bool, err error) {
+	if wait := r.waitsForWant(req, from); wait != nil && r.cfg.WantWait > 0 {
+		start := time.Now()
+		wanted := r.waitForWant(ctx, req, wait)
+		r.cfg.Logger.Debug("waited for this node's clients before leaving a blob to a peer that leads another",
+			"digest", req.Digest, "peer", from.Peer, "wanted", wanted, "took", time.Since(start).Round(time.Millisecond))
+		waited = true
+	}
 	now := time.Now()
 	r.coordMu.Lock()
 	defer r.coordMu.Unlock()
-	l := r.leftTo[req.Digest]
-	a := swarm.Asked{
-		Wanted:  now.Sub(r.wanted[req.Registry+"/"+req.Repo]) < swarm.WantedFor,
-		Fetcher: l.peer, Told: l.at, Asker: from,
-	}
-	ans := swarm.Coordinate(a, now)
+	a, l := r.askedLocked(req, from, now)
+	ans = swarm.Coordinate(a, now)
 	switch ans {
 	case swarm.FetchYourself:
 		r.forgetLeft(now)
-		r.leftTo[req.Digest] = leftTo{peer: from, at: now}
+		r.leftTo[req.Digest] = leftTo{peer: from.Peer, at: now}
 		r.m.coordinated.WithLabelValues("fetch_yourself").Inc()
-		return ans, ErrFetchYourself
+		return ans, waited, ErrFetchYourself
 	case swarm.ReadFromFetcher:
 		r.m.coordinated.WithLabelValues("read_from_fetcher").Inc()
-		return ans, &FetchingAtError{Peer: l.peer}
+		return ans, waited, &FetchingAtError{Peer: l.peer}
 	}
-	return ans, nil
+	return ans, waited, nil
+}
+
+// askedLocked is what this node knows when from asks it to fetch req's
+// blob, and the peer it left the blob to; the caller holds coordMu.
+func (r *Resolver) askedLocked(req BlobRequest, from swarm.Asker, now time.Time) (swarm.Asked, leftTo) {
+	l := r.leftTo[req.Digest]
+	return swarm.Asked{
+		Wanted:  now.Sub(r.wanted[req.Registry+"/"+req.Repo]) < swarm.WantedFor,
+		Fetcher: l.peer, Told: l.at, Asker: from.Peer, AskerLeads: from.Leads,
+	}, l
+}
+
+// waitsForWant returns, when swarm.WaitsForWant holds for from's ask, the
+// channel that this node's clients' next request closes; nil otherwise.
+func (r *Resolver) waitsForWant(req BlobRequest, from swarm.Asker) <-chan struct{} {
+	now := time.Now()
+	r.coordMu.Lock()
+	defer r.coordMu.Unlock()
+	if a, _ := r.askedLocked(req, from, now); !swarm.WaitsForWant(a, now) {
+		return nil
+	}
+	return r.wantedNow
+}
+
+// waitForWant waits, up to Config.WantWait, until this node's own clients
+// want req's repository, wait being closed at their next request; a
+// request for another repository waits again on the next. It says whether
+// they came to want it.
+func (r *Resolver) waitForWant(ctx context.Context, req BlobRequest, wait <-chan struct{}) bool {
+	r.m.waitedForWant.Inc()
+	timer := time.NewTimer(r.cfg.WantWait)
+	defer timer.Stop()
+	key := req.Registry + "/" + req.Repo
+	for {
+		select {
+		case <-wait:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+		r.coordMu.Lock()
+		wanted := time.Since(r.wanted[key]) < swarm.WantedFor
+		wait = r.wantedNow
+		r.coordMu.Unlock()
+		if wanted {
+			return true
+		}
+	}
 }
 
 // leftFetcher returns the peer this node left dgst to within

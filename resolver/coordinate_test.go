@@ -12,8 +12,11 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-dev/shoal/p2p/swarm"
 	"github.com/shoal-dev/shoal/resolver"
+	"github.com/shoal-dev/shoal/store"
 )
 
 // TestDesignatedNodeCoordinates: asked to fetch a blob for the cluster
@@ -26,14 +29,14 @@ func TestDesignatedNodeCoordinates(t *testing.T) {
 	f := newFixture(t, resolver.Config{}, resolver.Sources{})
 	d := f.up.push(t, "team/app", randomBytes(t, 64<<10))
 
-	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node1", nil); !errors.Is(err, resolver.ErrFetchYourself) {
+	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", swarm.Asker{Peer: "node1"}, nil); !errors.Is(err, resolver.ErrFetchYourself) {
 		t.Fatalf("first asker: %v, want ErrFetchYourself", err)
 	}
 	var at *resolver.FetchingAtError
-	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node2", nil); !errors.As(err, &at) || at.Peer != "node1" {
+	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", swarm.Asker{Peer: "node2"}, nil); !errors.As(err, &at) || at.Peer != "node1" {
 		t.Fatalf("second asker: %v, want pointed at node1", err)
 	}
-	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node1", nil); !errors.Is(err, resolver.ErrFetchYourself) {
+	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", swarm.Asker{Peer: "node1"}, nil); !errors.Is(err, resolver.ErrFetchYourself) {
 		t.Fatalf("first asker again: %v, want ErrFetchYourself", err)
 	}
 	if n := f.up.blobGets.Load(); n != 0 {
@@ -52,7 +55,7 @@ func TestDesignatedNodeCoordinates(t *testing.T) {
 	}
 	b.Close()
 	next := f.up.push(t, "team/app", randomBytes(t, 64<<10))
-	blob, err := f.res.PullFor(t.Context(), next, f.up.host, "team/app", "node3", nil)
+	blob, err := f.res.PullFor(t.Context(), next, f.up.host, "team/app", swarm.Asker{Peer: "node3"}, nil)
 	if err != nil {
 		t.Fatalf("asked while pulling the repository itself: %v", err)
 	}
@@ -60,8 +63,80 @@ func TestDesignatedNodeCoordinates(t *testing.T) {
 	// The blob it left to node1 stays node1's: a node asking for it now is
 	// pointed there rather than starting a second fetch here.
 	at = nil
-	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node2", nil); !errors.As(err, &at) || at.Peer != "node1" {
+	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", swarm.Asker{Peer: "node2"}, nil); !errors.As(err, &at) || at.Peer != "node1" {
 		t.Fatalf("asked for the blob left to node1 while pulling the repository: %v, want pointed at node1", err)
+	}
+}
+
+// TestDesignatedNodeWaitsForWant: asked to fetch a blob it does not want
+// by a peer that already leads another blob, a node first waits a moment
+// for its own clients. When they pull from the repository meanwhile, it
+// fetches the blob for the cluster itself, so the asker is not left a
+// second layer to lead; when they do not, the asker is left the blob, as
+// any first asker is.
+func TestDesignatedNodeWaitsForWant(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	f := newFixtureIn(t, resolver.Config{}, resolver.Sources{}, reg)
+	waited := func() float64 {
+		return counterValue(t, reg, "shoal_fetch_requests_waited_for_want_total", "", "")
+	}
+	left := f.up.push(t, "team/app", randomBytes(t, 64<<10))
+	if _, err := f.res.PullFor(t.Context(), left, f.up.host, "team/app", swarm.Asker{Peer: "node1", Leads: true}, nil); !errors.Is(err, resolver.ErrFetchYourself) {
+		t.Fatalf("nobody here pulls the repository: %v, want ErrFetchYourself", err)
+	}
+	if w := waited(); w != 1 {
+		t.Fatalf("waited for this node's clients %v times, want 1", w)
+	}
+
+	// A node that waits long, so that its client's pull below comes
+	// within the wait however loaded the machine.
+	reg = prometheus.NewRegistry()
+	f = newFixtureIn(t, resolver.Config{WantWait: time.Minute}, resolver.Sources{}, reg)
+	d := f.up.push(t, "team/app", randomBytes(t, 64<<10))
+	type pulled struct {
+		b   store.Blob
+		err error
+	}
+	got := make(chan pulled, 1)
+	go func() {
+		b, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", swarm.Asker{Peer: "node2", Leads: true}, nil)
+		got <- pulled{b, err}
+	}()
+	// Its own client pulls from the repository while the asker waits.
+	for waited() < 1 {
+		select {
+		case p := <-got:
+			t.Fatalf("answered %v before waiting for this node's clients", p.err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	own := f.up.push(t, "team/app", randomBytes(t, 1000))
+	b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: own})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	p := <-got
+	if p.err != nil {
+		t.Fatalf("asked while its own client came to pull the repository: %v, want the blob", p.err)
+	}
+	p.b.Close()
+	// It keeps the copy it will need.
+	eventually(t, 10*time.Second, func() error {
+		_, err := f.store.Stat(t.Context(), d)
+		return err
+	})
+	// Asked again by a peer that leads, now that it wants the blob: it
+	// fetches for the cluster at once.
+	next := f.up.push(t, "team/app", randomBytes(t, 1000))
+	b2, err := f.res.PullFor(t.Context(), next, f.up.host, "team/app", swarm.Asker{Peer: "node3", Leads: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2.Close()
+	if w := waited(); w != 1 {
+		t.Errorf("waited %v times, want 1: the node wanted the repository when node3 asked", w)
 	}
 }
 
@@ -181,7 +256,7 @@ func TestCoordinatedDownloads(t *testing.T) {
 		}
 		f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
 		d := f.up.push(t, "team/app", body)
-		if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node1", nil); !errors.Is(err, resolver.ErrFetchYourself) {
+		if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", swarm.Asker{Peer: "node1"}, nil); !errors.Is(err, resolver.ErrFetchYourself) {
 			t.Fatalf("asked by node1: %v, want ErrFetchYourself", err)
 		}
 		// This node's containerd asks for the blob while node1 fetches it:
@@ -240,11 +315,11 @@ func TestDesignatedNodeOutOfSlots(t *testing.T) {
 		asked++
 		return false
 	}
-	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node1", full); !errors.Is(err, resolver.ErrFetchYourself) {
+	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", swarm.Asker{Peer: "node1"}, full); !errors.Is(err, resolver.ErrFetchYourself) {
 		t.Fatalf("first asker: %v, want ErrFetchYourself", err)
 	}
 	var at *resolver.FetchingAtError
-	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", "node2", full); !errors.As(err, &at) || at.Peer != "node1" {
+	if _, err := f.res.PullFor(t.Context(), d, f.up.host, "team/app", swarm.Asker{Peer: "node2"}, full); !errors.As(err, &at) || at.Peer != "node1" {
 		t.Fatalf("second asker: %v, want pointed at node1", err)
 	}
 	if asked != 0 {
@@ -261,7 +336,7 @@ func TestDesignatedNodeOutOfSlots(t *testing.T) {
 	b.Close()
 	gets := f.up.blobGets.Load()
 	next := f.up.push(t, "team/app", randomBytes(t, 64<<10))
-	if _, err := f.res.PullFor(t.Context(), next, f.up.host, "team/app", "node3", full); !errors.Is(err, resolver.ErrNoSlot) {
+	if _, err := f.res.PullFor(t.Context(), next, f.up.host, "team/app", swarm.Asker{Peer: "node3"}, full); !errors.Is(err, resolver.ErrNoSlot) {
 		t.Fatalf("asked for a blob it would fetch, out of slots: %v, want ErrNoSlot", err)
 	}
 	if asked != 1 {
@@ -271,10 +346,10 @@ func TestDesignatedNodeOutOfSlots(t *testing.T) {
 		t.Fatalf("the registry was asked %d times for a blob no slot streams", n)
 	}
 	// Its own copy, too, is streamed only in a slot.
-	if _, err := f.res.PullFor(t.Context(), own, f.up.host, "team/app", "node3", full); !errors.Is(err, resolver.ErrNoSlot) {
+	if _, err := f.res.PullFor(t.Context(), own, f.up.host, "team/app", swarm.Asker{Peer: "node3"}, full); !errors.Is(err, resolver.ErrNoSlot) {
 		t.Fatalf("asked for its own copy, out of slots: %v, want ErrNoSlot", err)
 	}
-	blob, err := f.res.PullFor(t.Context(), next, f.up.host, "team/app", "node3", func() bool { return true })
+	blob, err := f.res.PullFor(t.Context(), next, f.up.host, "team/app", swarm.Asker{Peer: "node3"}, func() bool { return true })
 	if err != nil {
 		t.Fatalf("asked again with a slot free: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/shoal-dev/shoal/p2p/swarm"
 	"github.com/shoal-dev/shoal/resolver"
 )
 
@@ -74,7 +75,7 @@ func TestDesignatedPeerFetchesForTheCluster(t *testing.T) {
 	od := digest.FromBytes(other)
 	router.peers["holder"] = fakePeer{data: other}
 	router.peers["designated"] = fakePeer{data: other}
-	blob, err := f.res.PullFor(t.Context(), od, "registry.example", "team/app", "", nil)
+	blob, err := f.res.PullFor(t.Context(), od, "registry.example", "team/app", swarm.Asker{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -137,7 +137,8 @@ func (r *Resolver) designatedSource(req BlobRequest, p string, w *waits) source 
 		if ranges {
 			rd := w.reader(true, true)
 			rd.Designated = true
-			body, size, have, err := rangeFrom(ctx, rr, p, req.Digest, PeerRange{Off: off, Registry: req.Registry, Repo: req.Repo}, rd)
+			rg := PeerRange{Off: off, Registry: req.Registry, Repo: req.Repo, Leads: r.leadsOther(req.Digest)}
+			body, size, have, err := rangeFrom(ctx, rr, p, req.Digest, rg, rd)
 			return body, size, have, heldWhole(err, have, size)
 		}
 		body, size, err := d.FetchThrough(ctx, p, req.Digest, off, req.Registry, req.Repo)

@@ -18,6 +18,7 @@ type metrics struct {
 	tagFallbacks   *prometheus.CounterVec // by reason
 	tagServed      *prometheus.CounterVec // by result
 	coordinated    *prometheus.CounterVec // peers' fetch requests, by answer
+	waitedForWant  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -82,6 +83,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_fetch_requests_coordinated_total",
 			Help: "Peers' requests that this node fetch a blob for the cluster, which it neither held nor was downloading, by answer: fetch_for_cluster (its own clients want the blob's repository), fetch_yourself (the first asker fetches it itself), read_from_fetcher (pointed at that first asker).",
 		}, []string{"answer"}),
+		waitedForWant: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_fetch_requests_waited_for_want_total",
+			Help: "Peers' requests that this node fetch a blob for the cluster that it answered only after waiting, up to 300 ms, for its own clients to want the blob: it did not want it yet, and the asker already fetched another blob from the registry.",
+		}),
 	}
 	for _, s := range []string{"fetch_for_cluster", "fetch_yourself", "read_from_fetcher"} {
 		m.coordinated.WithLabelValues(s)
@@ -94,7 +99,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.lookups, m.downloads, m.sourceBytes, m.inflightBlobs, m.verifyFailures, m.prefetched, m.backoffUntil, m.rateLimited, m.judged, m.ownLinkExcused, m.busyPeerKept,
-			m.tagLookups, m.tagFallbacks, m.tagServed, m.coordinated)
+			m.tagLookups, m.tagFallbacks, m.tagServed, m.coordinated, m.waitedForWant)
 	}
 	return m
 }

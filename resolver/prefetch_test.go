@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/shoal-dev/shoal/p2p/swarm"
 	"github.com/shoal-dev/shoal/resolver"
 	"github.com/shoal-dev/shoal/store"
 )
@@ -178,7 +179,7 @@ func TestEarlyIngestNotServedToPeersBeforeASourceAnswers(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
-	if _, err := f.res.PullFor(ctx, ds[1], f.up.host, "team/app", "", nil); err == nil {
+	if _, err := f.res.PullFor(ctx, ds[1], f.up.host, "team/app", swarm.Asker{}, nil); err == nil {
 		t.Fatal("PullFor answered with an ingest no source feeds")
 	}
 	if b.Source != resolver.SourceInFlight {

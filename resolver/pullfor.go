@@ -26,7 +26,9 @@ import (
 // from names the asking peer. A node that runs no download of the blob
 // and does not want it itself fetches nothing: it answers
 // ErrFetchYourself to the first asker and points the next at it with a
-// *FetchingAtError (see swarm.Coordinate).
+// *FetchingAtError (see swarm.Coordinate). To an asker that leads another
+// blob, it gives that answer only after waiting a moment for its own
+// clients to want the blob (see swarm.WaitsForWant).
 //
 // take takes an upload slot for the peer's stream. PullFor calls it at
 // most once, when it knows it will stream the blob: its own copy, a
@@ -34,7 +36,7 @@ import (
 // before it takes a slot (see swarm.TakesSlot). When take says false,
 // PullFor starts nothing and returns ErrNoSlot. A nil take always says
 // true.
-func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error) {
+func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, repo string, from swarm.Asker, take func() bool) (store.Blob, error) {
 	if err := validDigest(dgst); err != nil {
 		return nil, err
 	}
@@ -47,7 +49,7 @@ func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, re
 	}
 	req := BlobRequest{Registry: registry, Repo: repo, Digest: dgst, ForPeer: true}
 	for range 2 {
-		f, started, err := r.joinFor(req, from, take)
+		f, started, err := r.joinFor(ctx, req, from, take)
 		if err != nil {
 			return nil, err
 		}
@@ -117,13 +119,20 @@ func withSlot(dgst digest.Digest, b store.Blob, err error, take func() bool) (st
 // that the caller must start. Either takes a slot through take first; an
 // answer that leaves the blob to from, or points it at the fetcher, takes
 // none (see swarm.TakesSlot).
-func (r *Resolver) joinFor(req BlobRequest, from string, take func() bool) (*flight, bool, error) {
+func (r *Resolver) joinFor(ctx context.Context, req BlobRequest, from swarm.Asker, take func() bool) (*flight, bool, error) {
 	r.mu.Lock()
 	f, running := r.flights[req.Digest]
 	r.mu.Unlock()
 	if !running {
-		if a, err := r.coordinate(req, from); !swarm.TakesSlot(a) {
+		a, waited, err := r.coordinate(ctx, req, from)
+		if !swarm.TakesSlot(a) {
 			return nil, false, err
+		}
+		if waited {
+			// This node's own download may have started while it waited.
+			r.mu.Lock()
+			f, running = r.flights[req.Digest]
+			r.mu.Unlock()
 		}
 	}
 	if !take() {

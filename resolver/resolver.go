@@ -54,11 +54,13 @@ type Resolver struct {
 	// itself.
 	misses map[digest.Digest]miss
 	// coordMu guards wanted, the repositories this node's own clients
-	// asked for lately, and leftTo, the peers that were left blobs to
+	// asked for lately, wantedNow, closed and replaced whenever they ask
+	// (see waitForWant), and leftTo, the peers that were left blobs to
 	// fetch themselves (see coordinate).
-	coordMu sync.Mutex
-	wanted  map[string]time.Time
-	leftTo  map[digest.Digest]leftTo
+	coordMu   sync.Mutex
+	wanted    map[string]time.Time
+	wantedNow chan struct{}
+	leftTo    map[digest.Digest]leftTo
 	// pace is the node's receiving rate over the peer streams it judges.
 	pace *nodePace
 	// lastByte is when, in Unix nanoseconds, the node last received bytes
@@ -138,16 +140,17 @@ func New(st store.Store, up Upstream, src Sources, cfg Config, reg prometheus.Re
 		cancel:   cancel,
 		flights:  make(map[digest.Digest]*flight),
 
-		misses:   make(map[digest.Digest]miss),
-		wanted:   make(map[string]time.Time),
-		leftTo:   make(map[digest.Digest]leftTo),
-		backoffs: newBackoffs(),
-		pace:     newNodePace(cfg.PeerSlowWindow),
-		mirrored: mirroredSet(cfg.Registries),
-		tags:     newTagCache(),
-		types:    make(map[digest.Digest]string),
-		groups:   make(map[digest.Digest][]digest.Digest),
-		sizes:    make(map[digest.Digest]int64),
+		misses:    make(map[digest.Digest]miss),
+		wanted:    make(map[string]time.Time),
+		wantedNow: make(chan struct{}),
+		leftTo:    make(map[digest.Digest]leftTo),
+		backoffs:  newBackoffs(),
+		pace:      newNodePace(cfg.PeerSlowWindow),
+		mirrored:  mirroredSet(cfg.Registries),
+		tags:      newTagCache(),
+		types:     make(map[digest.Digest]string),
+		groups:    make(map[digest.Digest][]digest.Digest),
+		sizes:     make(map[digest.Digest]int64),
 	}, nil
 }
 
@@ -309,6 +312,20 @@ func (r *Resolver) join(req BlobRequest) (*flight, bool) {
 	f := &flight{ready: make(chan struct{}), fed: make(chan struct{}), trust: newTrust()}
 	r.flights[req.Digest] = f
 	return f, true
+}
+
+// leadsOther says whether this node fetches a blob other than dgst from
+// the registry for the cluster now (see flight.leads), as it tells a
+// designated peer it asks for dgst (see swarm.WaitsForWant).
+func (r *Resolver) leadsOther(dgst digest.Digest) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for d, f := range r.flights {
+		if d != dgst && f.leads.Load() {
+			return true
+		}
+	}
+	return false
 }
 
 // setSource records where the download's bytes come from.

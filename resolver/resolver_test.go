@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/shoal-dev/shoal/resolver"
@@ -134,6 +135,12 @@ type fixture struct {
 
 func newFixture(t *testing.T, cfg resolver.Config, src resolver.Sources) *fixture {
 	t.Helper()
+	return newFixtureIn(t, cfg, src, nil)
+}
+
+// newFixtureIn is newFixture with the resolver's metrics in reg.
+func newFixtureIn(t *testing.T, cfg resolver.Config, src resolver.Sources, reg prometheus.Registerer) *fixture {
+	t.Helper()
 	up := newUpstream(t)
 	client, err := upstream.New(upstream.Config{Insecure: []string{up.host}})
 	if err != nil {
@@ -142,7 +149,7 @@ func newFixture(t *testing.T, cfg resolver.Config, src resolver.Sources) *fixtur
 	st := store.NewMemory()
 	// The fixture's registry is one the node mirrors.
 	cfg.Registries = append(cfg.Registries, up.host)
-	res, err := resolver.New(st, client, src, cfg, nil)
+	res, err := resolver.New(st, client, src, cfg, reg)
 	if err != nil {
 		t.Fatal(err)
 	}

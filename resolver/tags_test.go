@@ -96,6 +96,8 @@ func tagLookups(t *testing.T, reg *prometheus.Registry, source string) float64 {
 	return counterValue(t, reg, "shoal_tag_lookups_total", "source", source)
 }
 
+// counterValue is the value of counter name in reg, at label=value; an
+// empty label takes a counter without labels.
 func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -107,6 +109,9 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value str
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			if label == "" {
+				return m.GetCounter().GetValue()
+			}
 			for _, l := range m.GetLabel() {
 				if l.GetName() == label && l.GetValue() == value {
 					return m.GetCounter().GetValue()

@@ -220,6 +220,9 @@ type PeerRange struct {
 	// Registry and Repo, when set, ask the peer to fetch the blob from
 	// there for the cluster if it does not hold it (see Designator).
 	Registry, Repo string
+	// Leads tells such a peer that this node fetches another blob from
+	// the registry for the cluster now (see swarm.WaitsForWant).
+	Leads bool
 }
 
 // Upstream fetches from OCI registries.

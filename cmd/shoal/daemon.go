@@ -29,6 +29,7 @@ import (
 	containerdplugin "github.com/shoal-dev/shoal/containerd-plugin"
 	"github.com/shoal-dev/shoal/mirror"
 	"github.com/shoal-dev/shoal/p2p"
+	"github.com/shoal-dev/shoal/p2p/swarm"
 	"github.com/shoal-dev/shoal/pulls"
 	"github.com/shoal-dev/shoal/resolver"
 	"github.com/shoal-dev/shoal/resolver/upstream"
@@ -537,7 +538,7 @@ func newMesh(o daemonOptions, set settings, st store.Store, src *resolver.Source
 	served := o.faults.content(content, log)
 	ctrdImages, _ := src.Images.(p2p.ImageSource)
 	images := meshImages{ctrd: ctrdImages, last: &late.res}
-	puller := pullerFunc(func(ctx context.Context, dgst digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error) {
+	puller := pullerFunc(func(ctx context.Context, dgst digest.Digest, registry, repo string, from swarm.Asker, take func() bool) (store.Blob, error) {
 		res := late.res.Load()
 		if res == nil {
 			return nil, errStarting
@@ -691,9 +692,9 @@ type walker interface {
 }
 
 // pullerFunc adapts a function to p2p.Puller.
-type pullerFunc func(ctx context.Context, dgst digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error)
+type pullerFunc func(ctx context.Context, dgst digest.Digest, registry, repo string, from swarm.Asker, take func() bool) (store.Blob, error)
 
-func (f pullerFunc) PullFor(ctx context.Context, dgst digest.Digest, registry, repo, from string, take func() bool) (store.Blob, error) {
+func (f pullerFunc) PullFor(ctx context.Context, dgst digest.Digest, registry, repo string, from swarm.Asker, take func() bool) (store.Blob, error) {
 	return f(ctx, dgst, registry, repo, from, take)
 }
 
