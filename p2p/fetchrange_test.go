@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/p2p"
@@ -179,13 +181,8 @@ func TestFetchRangeFromOldPeer(t *testing.T) {
 	t.Parallel()
 	data := randomBlob(22, 1<<20)
 	d := digest.FromBytes(data)
-	// An open mesh: the old peer here is a bare host, no member.
-	c := p2ptest.Start(t, 1, p2ptest.Options{Open: true})
-	client := c.Nodes[0]
-	old := rawHost(t)
 	asked := make(chan int64, 1)
-	old.SetStreamHandler(p2p.ProtocolV11, func(s network.Stream) {
-		defer s.Close()
+	client, old := oldPeer(t, p2p.ProtocolV11, func(s network.Stream) {
 		off, ok := readOldRequest(s)
 		if !ok {
 			return
@@ -194,11 +191,6 @@ func TestFetchRangeFromOldPeer(t *testing.T) {
 		_, _ = s.Write(oldHeader(len(data)))
 		_, _ = s.Write(data[off:])
 	})
-	// The old peer dials: a member is dialled by address from the
-	// membership, which this bare host is not in.
-	if err := old.Connect(t.Context(), peer.AddrInfo{ID: client.ID(), Addrs: client.Status().Addrs}); err != nil {
-		t.Fatal(err)
-	}
 	body, size, have, err := client.FetchRange(t.Context(), old.ID(), d, p2p.Range{Off: 4096, Length: 100})
 	if err != nil {
 		t.Fatal(err)
@@ -219,18 +211,10 @@ func TestFetchRangeFromOldPeer(t *testing.T) {
 func TestLeadsNotSentToOldPeer(t *testing.T) {
 	t.Parallel()
 	d := digest.FromString("a layer the old peer leaves to the asker")
-	c := p2ptest.Start(t, 1, p2ptest.Options{Open: true})
-	client := c.Nodes[0]
-	old := rawHost(t)
 	flags := make(chan byte, 1)
-	old.SetStreamHandler(p2p.ProtocolV12, func(s network.Stream) {
-		defer s.Close()
-		var lb [2]byte
-		if _, err := io.ReadFull(s, lb[:]); err != nil {
-			return
-		}
-		body := make([]byte, binary.BigEndian.Uint16(lb[:]))
-		if _, err := io.ReadFull(s, body); err != nil || len(body) < 17 {
+	client, old := oldPeer(t, p2p.ProtocolV12, func(s network.Stream) {
+		body, ok := readFrame(s)
+		if !ok || len(body) < 17 {
 			return
 		}
 		flags <- body[16]
@@ -240,9 +224,6 @@ func TestLeadsNotSentToOldPeer(t *testing.T) {
 		hdr[0] = 7
 		_, _ = s.Write(hdr)
 	})
-	if err := old.Connect(t.Context(), peer.AddrInfo{ID: client.ID(), Addrs: client.Status().Addrs}); err != nil {
-		t.Fatal(err)
-	}
 	_, _, _, err := client.FetchRange(t.Context(), old.ID(), d, p2p.Range{Registry: "registry.example:5000", Repo: "team/app", Leads: true})
 	if !errors.Is(err, resolver.ErrFetchYourself) {
 		t.Errorf("got %v, want the old peer's fetch it yourself", err)
@@ -252,15 +233,43 @@ func TestLeadsNotSentToOldPeer(t *testing.T) {
 	}
 }
 
+// oldPeer starts a node in an open mesh and a bare host, not a member,
+// that speaks only proto through serve, which closes the stream after
+// it; the bare host dials the node, as a member is dialled by address
+// from the membership, which that host is not in.
+func oldPeer(t *testing.T, proto protocol.ID, serve network.StreamHandler) (*p2p.Node, host.Host) {
+	t.Helper()
+	client := p2ptest.Start(t, 1, p2ptest.Options{Open: true}).Nodes[0]
+	old := rawHost(t)
+	old.SetStreamHandler(proto, func(s network.Stream) {
+		defer s.Close()
+		serve(s)
+	})
+	if err := old.Connect(t.Context(), peer.AddrInfo{ID: client.ID(), Addrs: client.Status().Addrs}); err != nil {
+		t.Fatal(err)
+	}
+	return client, old
+}
+
+// readFrame reads a request frame from s: its body, or false when the
+// stream ended first.
+func readFrame(s network.Stream) ([]byte, bool) {
+	var lb [2]byte
+	if _, err := io.ReadFull(s, lb[:]); err != nil {
+		return nil, false
+	}
+	body := make([]byte, binary.BigEndian.Uint16(lb[:]))
+	if _, err := io.ReadFull(s, body); err != nil {
+		return nil, false
+	}
+	return body, true
+}
+
 // readOldRequest reads a ProtocolV11 request from s: the offset asked
 // for, or false when the stream ended first.
 func readOldRequest(s network.Stream) (off int64, ok bool) {
-	var lb [2]byte
-	if _, err := io.ReadFull(s, lb[:]); err != nil {
-		return 0, false
-	}
-	body := make([]byte, binary.BigEndian.Uint16(lb[:]))
-	if _, err := io.ReadFull(s, body); err != nil || len(body) < 8 {
+	body, ok := readFrame(s)
+	if !ok || len(body) < 8 {
 		return 0, false
 	}
 	return int64(binary.BigEndian.Uint64(body)), true

@@ -16,15 +16,7 @@ import (
 func TestRequestRoundTrip(t *testing.T) {
 	t.Parallel()
 	want := request{dgst: digest.FromString("x"), off: 12345}
-	var buf bytes.Buffer
-	if err := writeRequest(&buf, want); err != nil {
-		t.Fatal(err)
-	}
-	body, err := readRequest(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := parseRequest(body)
+	got, err := parseRequest(writeRead(t, want))
 	if err != nil || got != want {
 		t.Fatalf("got %+v, %v; want %+v", got, err, want)
 	}
@@ -35,14 +27,7 @@ func TestRequestRoundTrip(t *testing.T) {
 func TestLeadsFlag(t *testing.T) {
 	t.Parallel()
 	want := request{dgst: digest.FromString("x"), ranged: true, wait: true, leads: true, registry: "docker.io", repo: "a"}
-	var buf bytes.Buffer
-	if err := writeRequest(&buf, want); err != nil {
-		t.Fatal(err)
-	}
-	body, err := readRequest(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	body := writeRead(t, want)
 	got, err := parseRangeRequest(bytes.Clone(body), flagWait|flagLeads)
 	if err != nil || got != want {
 		t.Fatalf("1.3: got %+v, %v; want %+v", got, err, want)
@@ -50,6 +35,20 @@ func TestLeadsFlag(t *testing.T) {
 	if got, err := parseRangeRequest(body, flagWait); err == nil {
 		t.Fatalf("1.2 accepted the leads flag as %+v", got)
 	}
+}
+
+// writeRead writes r as a request frame and reads the frame's body back.
+func writeRead(t *testing.T, r request) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := writeRequest(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	body, err := readRequest(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
 }
 
 func frame(off int64, dgst string) []byte {
