@@ -88,35 +88,45 @@ func (r *Resolver) noteWanted(registry, repo string) {
 // for the cluster while no download of it runs here (see
 // swarm.Coordinate): with the error that tells from so, ErrFetchYourself or
 // a *FetchingAtError, or nil when this node fetches it. The caller counts
-// that last answer once it has a slot to fetch in (see joinFor). An answer
-// that would leave the blob to an asker that leads another blob waits
-// first for this node's own clients to want it (see swarm.WaitsForWant);
-// waited says it did, and the caller looks again for a download of the
-// blob that started meanwhile.
-func (r *Resolver) coordinate(ctx context.Context, req BlobRequest, from swarm.Asker) (ans swarm.Answer, waited bool, err error) {
-	if wait := r.waitsForWant(req, from); wait != nil && r.cfg.WantWait > 0 {
-		start := time.Now()
-		wanted := r.waitForWant(ctx, req, wait)
-		r.cfg.Logger.Debug("waited for this node's clients before leaving a blob to a peer that leads another",
-			"digest", req.Digest, "peer", from.Peer, "wanted", wanted, "took", time.Since(start).Round(time.Millisecond))
-		waited = true
-	}
+// that last answer once it has a slot to fetch in (see joinFor).
+func (r *Resolver) coordinate(req BlobRequest, from swarm.Asker) (swarm.Answer, error) {
 	now := time.Now()
 	r.coordMu.Lock()
 	defer r.coordMu.Unlock()
 	a, l := r.askedLocked(req, from, now)
-	ans = swarm.Coordinate(a, now)
+	ans := swarm.Coordinate(a, now)
 	switch ans {
 	case swarm.FetchYourself:
 		r.forgetLeft(now)
 		r.leftTo[req.Digest] = leftTo{peer: from.Peer, at: now}
 		r.m.coordinated.WithLabelValues("fetch_yourself").Inc()
-		return ans, waited, ErrFetchYourself
+		return ans, ErrFetchYourself
 	case swarm.ReadFromFetcher:
 		r.m.coordinated.WithLabelValues("read_from_fetcher").Inc()
-		return ans, waited, &FetchingAtError{Peer: l.peer}
+		return ans, &FetchingAtError{Peer: l.peer}
 	}
-	return ans, waited, nil
+	return ans, nil
+}
+
+// awaitWant waits, when no download of req's blob runs here and the
+// answer would leave the blob to from, an asker that leads another blob,
+// for this node's own clients to want it (see swarm.WaitsForWant). It says
+// whether it waited; the caller then looks again for the node's copy of
+// the blob and for a download of it, either of which may have come
+// meanwhile.
+func (r *Resolver) awaitWant(ctx context.Context, req BlobRequest, from swarm.Asker) bool {
+	if _, running := r.running(req.Digest); running {
+		return false
+	}
+	wait := r.waitsForWant(req, from)
+	if wait == nil || r.cfg.WantWait <= 0 {
+		return false
+	}
+	start := time.Now()
+	wanted := r.waitForWant(ctx, req, wait)
+	r.cfg.Logger.Debug("waited for this node's clients before leaving a blob to a peer that leads another",
+		"digest", req.Digest, "peer", from.Peer, "wanted", wanted, "took", time.Since(start).Round(time.Millisecond))
+	return true
 }
 
 // askedLocked is what this node knows when from asks it to fetch req's

@@ -140,6 +140,55 @@ func TestDesignatedNodeWaitsForWant(t *testing.T) {
 	}
 }
 
+// TestPreheatingNodeServesTheAskerItMadeWait: a designated node that
+// preheats the image while a peer that leads another blob waits on it
+// serves that peer the blob it fetches, and the registry sends the blob
+// once.
+func TestPreheatingNodeServesTheAskerItMadeWait(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	f := newFixtureIn(t, resolver.Config{WantWait: time.Minute}, resolver.Sources{}, reg)
+	layer := randomBytes(t, 256<<10)
+	idx, _, ds := pushImage(t, f, "team/app", "v1", randomBytes(t, 1024), layer)
+	type pulled struct {
+		body []byte
+		err  error
+	}
+	got := make(chan pulled, 1)
+	go func() {
+		b, err := f.res.PullFor(t.Context(), ds[1], f.up.host, "team/app", swarm.Asker{Peer: "node2", Leads: true}, nil)
+		if err != nil {
+			got <- pulled{err: err}
+			return
+		}
+		defer b.Close()
+		body, err := io.ReadAll(io.NewSectionReader(b, 0, b.Size()))
+		got <- pulled{body, err}
+	}()
+	for counterValue(t, reg, "shoal_fetch_requests_waited_for_want_total", "", "") < 1 {
+		select {
+		case p := <-got:
+			t.Fatalf("answered %v before waiting for this node's clients", p.err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	// A member asks for the preheat, naming the image it resolved.
+	im := resolver.Image{Registry: f.up.host, Repo: "team/app", Digest: idx}
+	if err := f.res.PreheatFor(t.Context(), im, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := <-got
+	if p.err != nil {
+		t.Fatalf("asked while the node preheated the image: %v, want the blob", p.err)
+	}
+	if !bytes.Equal(p.body, layer) {
+		t.Errorf("the asker received %d bytes that are not the layer", len(p.body))
+	}
+	if n := f.up.blobGets.Load(); n != int64(len(ds)) {
+		t.Errorf("the registry was asked for %d blobs, want %d: each once", n, len(ds))
+	}
+}
+
 // coordinatingRouter is a designatingRouter whose designated peers answer
 // a fetch through them as a designated node that does not want the blob
 // does: answers maps a peer to its answer.

@@ -87,6 +87,10 @@ func (r *Resolver) Preheat(ctx context.Context, im Image, progress func(PreheatP
 	if err := validDigest(im.Digest); err != nil {
 		return err
 	}
+	// The node wants the image as its clients' pull of it would, so that
+	// it fetches for the cluster the blobs it is designated for rather
+	// than leave them to the first asker (see swarm.Coordinate).
+	r.noteWanted(im.Registry, im.Repo)
 	req := ManifestRequest{Registry: im.Registry, Repo: im.Repo, Reference: im.Digest.String()}
 	blobs, err := r.imageBlobs(ctx, req)
 	if err != nil {

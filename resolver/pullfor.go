@@ -48,6 +48,14 @@ func (r *Resolver) PullFor(ctx context.Context, dgst digest.Digest, registry, re
 		return nil, fmt.Errorf("blob %s from %s: %w", dgst, registry, ErrNotMirrored)
 	}
 	req := BlobRequest{Registry: registry, Repo: repo, Digest: dgst, ForPeer: true}
+	if r.awaitWant(ctx, req, from) {
+		// The node may have come to hold the blob while it waited, or to
+		// download it (joined below), whether its clients' want came
+		// with that or not (a preheat).
+		if b, err := r.openLocalRaw(ctx, dgst); err == nil || !errdefs.IsNotFound(err) {
+			return withSlot(dgst, b, err, take)
+		}
+	}
 	for range 2 {
 		f, started, err := r.joinFor(ctx, req, from, take)
 		if err != nil {
@@ -120,19 +128,10 @@ func withSlot(dgst digest.Digest, b store.Blob, err error, take func() bool) (st
 // answer that leaves the blob to from, or points it at the fetcher, takes
 // none (see swarm.TakesSlot).
 func (r *Resolver) joinFor(ctx context.Context, req BlobRequest, from swarm.Asker, take func() bool) (*flight, bool, error) {
-	r.mu.Lock()
-	f, running := r.flights[req.Digest]
-	r.mu.Unlock()
+	f, running := r.running(req.Digest)
 	if !running {
-		a, waited, err := r.coordinate(ctx, req, from)
-		if !swarm.TakesSlot(a) {
+		if a, err := r.coordinate(req, from); !swarm.TakesSlot(a) {
 			return nil, false, err
-		}
-		if waited {
-			// This node's own download may have started while it waited.
-			r.mu.Lock()
-			f, running = r.flights[req.Digest]
-			r.mu.Unlock()
 		}
 	}
 	if !take() {
@@ -145,6 +144,14 @@ func (r *Resolver) joinFor(ctx context.Context, req BlobRequest, from swarm.Aske
 	r.m.coordinated.WithLabelValues("fetch_for_cluster").Inc()
 	f, started := r.join(req)
 	return f, started, nil
+}
+
+// running returns the download of dgst running on this node, if any.
+func (r *Resolver) running(dgst digest.Digest) (*flight, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f, ok := r.flights[dgst]
+	return f, ok
 }
 
 // InFlight returns a download of dgst running on this node, for a peer to
