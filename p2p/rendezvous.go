@@ -15,8 +15,8 @@ func Rendezvous(dgst digest.Digest, peers []peer.ID) []peer.ID {
 	return swarm.Rendezvous(dgst, peers)
 }
 
-// Spread orders peers for dgst as Rendezvous does, the first peers of an
-// image's blobs spread over distinct members (see swarm.Spread).
+// Spread orders peers for dgst so that an image's blobs go to distinct
+// members first, and again when their fetchers fail (see swarm.Spread).
 func Spread(dgst digest.Digest, group []digest.Digest, peers []peer.ID) []peer.ID {
 	return swarm.Spread(dgst, group, peers)
 }

@@ -45,54 +45,103 @@ func Rendezvous[P ~string](dgst digest.Digest, peers []P) []P {
 	return out
 }
 
-// Spread orders peers for dgst as Rendezvous does, except that the first
-// peer is chosen among the blobs of group (an image's blobs in the order
-// GroupOrder gives; dgst among them): each blob in turn gets the best-ranked
-// peer that no earlier blob of the group got first, until every peer has one,
-// and then again. Rendezvous alone often gives one node two or three layers
-// of a four-layer image, and that node's links then carry them all; spread,
-// the first copies of an image's layers go to as many nodes as there are
-// layers. Every node that knows the same members and the same manifest
-// computes the same order. With no group, or dgst not in it, it is
-// Rendezvous.
+// Spread orders peers for dgst within group (an image's blobs in the
+// order GroupOrder gives; dgst among them) so that the image's blobs are
+// fetched from the registry by as many nodes as there are blobs, first and
+// again when fetchers fail:
+//
+//   - first, the blob's fetcher (see firsts): each blob in turn gets the
+//     best-ranked peer (Rendezvous) that no earlier blob got first, until
+//     every peer has one, and then again. Rendezvous alone often gives one
+//     node two or three layers of a four-layer image, and that node's links
+//     then carry them all;
+//   - then its spare (see spares): a peer that is first for no blob of the
+//     group, each blob in turn getting the best-ranked one that no earlier
+//     blob got, while any is left;
+//   - then the other blobs' first peers around the ring of first peers, in
+//     the group's order: the next blob's, the previous blob's, the one
+//     after next, and so on (see around). When any two fetchers fail, their
+//     blobs pass to two different peers, where Rendezvous order often hands
+//     both to one node, whose uplink then carries three layers;
+//   - then the rest in Rendezvous order.
+//
+// Every node that knows the same members and the same manifest computes
+// the same order. With no group, or dgst not in it, it is Rendezvous.
 func Spread[P ~string](dgst digest.Digest, group []digest.Digest, peers []P) []P {
 	order := Rendezvous(dgst, peers)
 	if len(order) < 2 || !slices.Contains(group, dgst) {
 		return order
 	}
-	taken := map[P]bool{}
-	seen := map[digest.Digest]bool{}
+	var blobs []digest.Digest
+	ranked := map[digest.Digest][]P{}
 	for _, g := range group {
-		if seen[g] {
-			continue
+		if _, ok := ranked[g]; !ok {
+			blobs = append(blobs, g)
+			ranked[g] = Rendezvous(g, order)
 		}
-		seen[g] = true
-		if len(taken) == len(order) {
+	}
+	first, ring := firsts(blobs, ranked)
+	out := make([]P, 0, len(order))
+	out = append(out, first[dgst])
+	if p, ok := spares(blobs, ranked, ring)[dgst]; ok {
+		out = append(out, p)
+	}
+	for _, p := range append(around(ring, first[dgst]), order...) {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// firsts gives each of blobs in turn the best-ranked peer that no earlier
+// blob got first, until every peer has one, and then again; ring lists
+// the distinct first peers in the blobs' order.
+func firsts[P ~string](blobs []digest.Digest, ranked map[digest.Digest][]P) (first map[digest.Digest]P, ring []P) {
+	first = map[digest.Digest]P{}
+	taken := map[P]bool{}
+	for _, g := range blobs {
+		if len(taken) == len(ranked[g]) {
 			clear(taken)
 		}
-		ranked := order
-		if g != dgst {
-			ranked = Rendezvous(g, peers)
-		}
-		var first P
-		for _, p := range ranked {
+		for _, p := range ranked[g] {
 			if !taken[p] {
-				first = p
+				first[g], taken[p] = p, true
 				break
 			}
 		}
-		taken[first] = true
-		if g == dgst {
-			out := append(make([]P, 0, len(order)), first)
-			for _, p := range order {
-				if p != first {
-					out = append(out, p)
-				}
-			}
-			return out
+		if !slices.Contains(ring, first[g]) {
+			ring = append(ring, first[g])
 		}
 	}
-	return order
+	return first, ring
+}
+
+// spares gives each of blobs in turn the best-ranked peer outside ring
+// (first for no blob) that no earlier blob got, while any is left.
+func spares[P ~string](blobs []digest.Digest, ranked map[digest.Digest][]P, ring []P) map[digest.Digest]P {
+	spare := map[digest.Digest]P{}
+	taken := map[P]bool{}
+	for _, g := range blobs {
+		for _, p := range ranked[g] {
+			if !taken[p] && !slices.Contains(ring, p) {
+				spare[g], taken[p] = p, true
+				break
+			}
+		}
+	}
+	return spare
+}
+
+// around lists ring from after p outwards: the next, the previous, the
+// one after next, the one before the previous, and so on.
+func around[P ~string](ring []P, p P) []P {
+	i, m := slices.Index(ring, p), len(ring)
+	var out []P
+	for k := 1; k <= m/2; k++ {
+		out = append(out, ring[(i+k)%m], ring[(i-k+m)%m])
+	}
+	return out
 }
 
 // GroupOrder is the rule for the order of an image's blobs that Spread

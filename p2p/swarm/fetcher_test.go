@@ -69,8 +69,8 @@ func TestSpread(t *testing.T) {
 		if !slices.Equal(swarm.Spread(d, group, reversed(peers)), order) {
 			t.Errorf("%s: the order depends on the input order", d)
 		}
-		if rest := without(swarm.Rendezvous(d, peers), order[0]); !slices.Equal(order[1:], rest) {
-			t.Errorf("%s: after the first, %v, not the Rendezvous order %v", d, order[1:], rest)
+		if got := slices.Sorted(slices.Values(order)); !slices.Equal(got, peers) {
+			t.Errorf("%s: order %v is not a permutation of the peers", d, order)
 		}
 	}
 	if len(firsts) != len(group) {
@@ -93,6 +93,49 @@ func TestSpread(t *testing.T) {
 				t.Fatalf("Spread = %v, want the Rendezvous order %v", got, want)
 			}
 		})
+	}
+}
+
+// TestSpreadTakeover: when any two of the nodes that fetch an image's
+// four layers first fail, on four nodes, their layers pass to two
+// different nodes; on nine, each layer's next fetcher is a node that
+// fetches no blob of the image first, a different one for each layer.
+func TestSpreadTakeover(t *testing.T) {
+	t.Parallel()
+	for seed := range 20 {
+		group := make([]digest.Digest, 5) // four layers, then the config
+		for i := range group {
+			group[i] = digest.FromString(fmt.Sprint("blob", i, "-", seed))
+		}
+		layers := group[:4]
+		peers := names(4)
+		orders := map[digest.Digest][]string{}
+		for _, d := range layers {
+			orders[d] = swarm.Spread(d, group, peers)
+		}
+		for i, a := range layers {
+			for _, b := range layers[i+1:] {
+				failed := map[string]bool{orders[a][0]: true, orders[b][0]: true}
+				next := func(d digest.Digest) string {
+					return orders[d][slices.IndexFunc(orders[d], func(p string) bool { return !failed[p] })]
+				}
+				if next(a) == next(b) {
+					t.Errorf("seed %d: %s and %s failing hand both their layers to %s (orders %v, %v)", seed, orders[a][0], orders[b][0], next(a), orders[a], orders[b])
+				}
+			}
+		}
+		peers = names(9)
+		firsts, seconds := map[string]bool{}, map[string]bool{}
+		for _, d := range group {
+			firsts[swarm.Spread(d, group, peers)[0]] = true
+		}
+		for _, d := range layers {
+			second := swarm.Spread(d, group, peers)[1]
+			if firsts[second] || seconds[second] {
+				t.Errorf("seed %d: %s's next fetcher %s fetches another blob first or is another layer's next", seed, d.Encoded()[:8], second)
+			}
+			seconds[second] = true
+		}
 	}
 }
 
