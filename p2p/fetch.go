@@ -64,7 +64,8 @@ type Range struct {
 	// cluster when it does not hold it, as FetchThrough does.
 	Registry, Repo string
 	// Leads tells such a peer that this node fetches another blob from
-	// the registry for the cluster now (see swarm.WaitsForWant). A peer
+	// the registry for the cluster now, or may be left one (see
+	// swarm.WaitsForWant). A peer
 	// that speaks only ProtocolV12 or older is not told.
 	Leads bool
 }

@@ -68,7 +68,7 @@ const (
 	// flagWait asks a node receiving the blob to wait for the bytes.
 	flagWait = 1
 	// flagLeads says the asker fetches another blob from the registry
-	// for the cluster now (ProtocolID only).
+	// for the cluster now, or may be left one (ProtocolID only).
 	flagLeads = 2
 	// leadsMessage is the message of an answer from a node that fetches
 	// the blob from the registry for the cluster now.
@@ -135,7 +135,7 @@ type request struct {
 	length int64 // 0: to the end
 	wait   bool
 	// leads: the asker fetches another blob from the registry for the
-	// cluster now (ProtocolID only; see flagLeads).
+	// cluster now, or may be left one (ProtocolID only; see flagLeads).
 	leads bool
 	// registry and repo, when set, say where the blob comes from.
 	registry, repo string

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -186,6 +187,98 @@ func TestPreheatingNodeServesTheAskerItMadeWait(t *testing.T) {
 	}
 	if n := f.up.blobGets.Load(); n != int64(len(ds)) {
 		t.Errorf("the registry was asked for %d blobs, want %d: each once", n, len(ds))
+	}
+}
+
+// askingRouter designates one peer, "fetcher", for every blob; it leaves
+// every blob to the asker, holding its answer for a blob in hold until
+// the blob's channel closes, and records whether each question said the
+// asker leads another blob.
+type askingRouter struct {
+	*designatingRouter
+	hold  map[digest.Digest]chan struct{}
+	asked chan digest.Digest
+	leads sync.Map // digest.Digest → bool
+}
+
+func (a *askingRouter) FetchRange(ctx context.Context, p string, d digest.Digest, rg resolver.PeerRange) (io.ReadCloser, int64, int64, error) {
+	a.leads.Store(d, rg.Leads)
+	a.asked <- d
+	if ch, ok := a.hold[d]; ok {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, 0, 0, ctx.Err()
+		}
+	}
+	return nil, 0, 0, fmt.Errorf("fetch %s from %s: %w", d, p, resolver.ErrFetchYourself)
+}
+
+// TestAskerSaysItLeadsWhileAnotherQuestionWaits: a node whose question
+// about one blob to its designated peer is not answered yet says, asking
+// about another, that it leads another blob (a pull's first questions go
+// out together, and each may leave a blob to it); its first question, and
+// a lone one, say nothing.
+func TestAskerSaysItLeadsWhileAnotherQuestionWaits(t *testing.T) {
+	t.Parallel()
+	bodies := [][]byte{randomBytes(t, 4096), randomBytes(t, 4096), randomBytes(t, 4096)}
+	first, second, lone := digest.FromBytes(bodies[0]), digest.FromBytes(bodies[1]), digest.FromBytes(bodies[2])
+	router := &askingRouter{
+		designatingRouter: &designatingRouter{fakeRouter: &fakeRouter{}, designated: []string{"fetcher"}},
+		hold:              map[digest.Digest]chan struct{}{first: make(chan struct{})},
+		asked:             make(chan digest.Digest, 8),
+	}
+	f := newFixture(t, resolver.Config{}, resolver.Sources{Router: router})
+	for _, b := range bodies {
+		f.up.push(t, "team/app", b)
+	}
+	said := func(d digest.Digest) bool {
+		v, ok := router.leads.Load(d)
+		if !ok {
+			t.Fatalf("%s: the designated peer was not asked", d)
+		}
+		return v.(bool)
+	}
+	pull := func(d digest.Digest) error {
+		b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d})
+		if err == nil {
+			b.Close()
+		}
+		return err
+	}
+	errs := make(chan error, 1)
+	go func() { errs <- pull(first) }()
+	if d := <-router.asked; d != first {
+		t.Fatalf("asked about %s first", d)
+	}
+	if err := pull(second); err != nil {
+		t.Fatal(err)
+	}
+	close(router.hold[first])
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if said(first) {
+		t.Error("the first question said the node leads another blob")
+	}
+	if !said(second) {
+		t.Error("asked while its question about another blob waited for its answer, the node did not say it may lead another")
+	}
+	// Once neither download runs, a question is lone.
+	eventually(t, 10*time.Second, func() error {
+		for _, d := range []digest.Digest{first, second} {
+			if b, ok := f.res.InFlight(d); ok {
+				b.Close()
+				return fmt.Errorf("%s still downloads", d)
+			}
+		}
+		return nil
+	})
+	if err := pull(lone); err != nil {
+		t.Fatal(err)
+	}
+	if said(lone) {
+		t.Error("a lone question said the node leads another blob")
 	}
 }
 

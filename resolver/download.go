@@ -137,7 +137,9 @@ func (r *Resolver) designatedSource(req BlobRequest, p string, w *waits) source 
 		if ranges {
 			rd := w.reader(true, true)
 			rd.Designated = true
-			rg := PeerRange{Off: off, Registry: req.Registry, Repo: req.Repo, Leads: r.leadsOther(req.Digest)}
+			leads, done := r.designatedAsk(req.Digest)
+			defer done()
+			rg := PeerRange{Off: off, Registry: req.Registry, Repo: req.Repo, Leads: leads}
 			body, size, have, err := rangeFrom(ctx, rr, p, req.Digest, rg, rd)
 			return body, size, have, heldWhole(err, have, size)
 		}

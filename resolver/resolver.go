@@ -109,8 +109,12 @@ type flight struct {
 	// leads: the download fetches the blob from the registry for the
 	// cluster now (see swarm.LeadsNow), and peers that read it are told so.
 	leads atomic.Bool
-	trust *trust
-	err   error
+	// asking counts the download's questions to a designated peer still
+	// unanswered: any of them may leave the blob to this node (see
+	// designatedAsk).
+	asking atomic.Int32
+	trust  *trust
+	err    error
 }
 
 // New returns a resolver over st (shoal's own store, where downloads land)
@@ -314,18 +318,32 @@ func (r *Resolver) join(req BlobRequest) (*flight, bool) {
 	return f, true
 }
 
-// leadsOther says whether this node fetches a blob other than dgst from
-// the registry for the cluster now (see flight.leads), as it tells a
-// designated peer it asks for dgst (see swarm.WaitsForWant).
-func (r *Resolver) leadsOther(dgst digest.Digest) bool {
+// designatedAsk says whether this node fetches a blob other than dgst from
+// the registry for the cluster now (see flight.leads), or waits for a
+// designated peer's answer that may leave it one (see flight.asking), as
+// it tells a designated peer it asks for dgst (see swarm.WaitsForWant). A
+// pull's first questions go out together, before any answer: counted
+// only once answered, every one of them would be left to this node.
+//
+// It counts the question about to go out for dgst as waiting for its
+// answer until done is called; both under one lock, so that of questions
+// sent together the first goes without the word, and a lone pull's first
+// layer is answered at once.
+func (r *Resolver) designatedAsk(dgst digest.Digest) (leads bool, done func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for d, f := range r.flights {
-		if d != dgst && f.leads.Load() {
-			return true
+		if d != dgst && (f.leads.Load() || f.asking.Load() > 0) {
+			leads = true
+			break
 		}
 	}
-	return false
+	f, ok := r.flights[dgst]
+	if !ok {
+		return leads, func() {}
+	}
+	f.asking.Add(1)
+	return leads, func() { f.asking.Add(-1) }
 }
 
 // setSource records where the download's bytes come from.

@@ -221,7 +221,8 @@ type PeerRange struct {
 	// there for the cluster if it does not hold it (see Designator).
 	Registry, Repo string
 	// Leads tells such a peer that this node fetches another blob from
-	// the registry for the cluster now (see swarm.WaitsForWant).
+	// the registry for the cluster now, or waits for a designated peer's
+	// answer that may leave it one (see swarm.WaitsForWant).
 	Leads bool
 }
 

@@ -15,7 +15,8 @@ type Asked struct {
 	// Asker is the peer asking now.
 	Asker string
 	// AskerLeads: the asker said it fetches another blob from the
-	// registry for the cluster now (see WaitsForWant).
+	// registry for the cluster now, or waits for a designated peer's
+	// answer that may leave it one (see WaitsForWant).
 	AskerLeads bool
 }
 
@@ -64,8 +65,9 @@ const WantWait = 300 * time.Millisecond
 // WaitsForWant is the rule for when a designated node that would leave a
 // blob to the asker (FetchYourself) first waits, up to WantWait, for its
 // own clients to want the blob, and then answers again: when the asker
-// said it already fetches another blob from the registry for the cluster.
-// Without the wait, the node whose pull starts first is left every layer
+// said it already fetches another blob from the registry for the cluster,
+// or waits for an answer that may leave it one (a pull's first questions
+// go out together, and the first of them says nothing). Without the wait, the node whose pull starts first is left every layer
 // that the others do not want yet, a few milliseconds before they do,
 // and leads them all: the others then take the whole image through that
 // node's uplink, where each layer would have had its own leader. A lone
@@ -167,6 +169,6 @@ type Asker struct {
 	// peer this node can name.
 	Peer string
 	// Leads: it said it fetches another blob from the registry for the
-	// cluster now (see WaitsForWant).
+	// cluster now, or may be left one (see WaitsForWant).
 	Leads bool
 }
