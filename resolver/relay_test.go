@@ -318,9 +318,17 @@ func TestBusyPeersBytesAnswerItsPing(t *testing.T) {
 				PeerStall: time.Second, PeerSlowWindow: time.Second,
 			}
 			f := newFixture(t, cfg, resolver.Sources{Router: router})
+			// Both pushed before either is pulled: a push takes seconds
+			// under the race detector on a loaded host, and the relayed
+			// stream's silence must come while the other stream flows.
+			bodies := [][]byte{router.relayed, router.other}
+			ds := make([]digest.Digest, len(bodies))
+			for i, body := range bodies {
+				ds[i] = f.up.push(t, "team/app", body)
+			}
 			var wg sync.WaitGroup
-			for _, body := range [][]byte{router.relayed, router.other} {
-				d := f.up.push(t, "team/app", body)
+			for i, body := range bodies {
+				d := ds[i]
 				wg.Go(func() {
 					ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 					defer cancel()
