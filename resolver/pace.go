@@ -187,6 +187,10 @@ const (
 	// or more has recovered, however slow its window (see pace.recovered).
 	recoverBuckets = 3
 	recoverFactor  = 2
+	// youngShare: a stream from a peer the node gave up lately, or left
+	// out as silent, is held to its share once it has run this share of a
+	// window (see pace.shareRate).
+	youngShare = 0.5
 )
 
 // pace follows one stream's reads and says when it has gone silent or
@@ -979,9 +983,10 @@ var errLeftWithPeer = errors.New("left with its peer")
 
 // leftWithPeer says why the stream is left with its peer, whose stream the
 // node gave up lately, which it left out as silent, or which a member said
-// lately went silent, or nil (see swarm.LeavesWithPeer): it has delivered
-// bytes over a whole window, and, measured over the last window, in which
-// the download waited on it for slowWaitShare of the time, it brings under
+// lately went silent, or nil (see swarm.LeavesWithPeer): measured over
+// its last whole window, or from its start when the node itself gave the
+// peer up or left it out (see pace.shareRate), a span in which the
+// download waited on it for slowWaitShare of the time, it brings under
 // half an even share of what the node receives, the node reading from
 // another source besides.
 func (j *judge) leftWithPeer(now time.Time) error {
@@ -989,6 +994,7 @@ func (j *judge) leftWithPeer(now time.Time) error {
 		return nil
 	}
 	ago, left := j.node.gaveUpAgo(j.peer, now)
+	gave := left && ago < swarm.LeftPeerFor
 	heard, told := j.heardAgo(now)
 	if told = told && (!left || heard < ago); told {
 		ago, left = heard, true
@@ -1000,9 +1006,10 @@ func (j *judge) leftWithPeer(now time.Time) error {
 	if !left {
 		return nil
 	}
+	// The node's own verdict on the peer, not a member's word alone,
+	// holds a young stream to its share too.
 	j.mu.Lock()
-	measured := j.p.best > 0 && j.p.filled == len(j.p.bytes) && j.p.waited(now) >= time.Duration(slowWaitShare*float64(j.p.window))
-	r, window := j.p.rate(), j.p.window
+	r, span, measured := j.p.shareRate(now, silenced || gave)
 	j.mu.Unlock()
 	if !measured {
 		return nil
@@ -1018,7 +1025,36 @@ func (j *judge) leftWithPeer(now time.Time) error {
 	case told:
 		why = fmt.Sprintf("a member said %v ago that this peer went silent", ago.Round(time.Millisecond))
 	}
-	return fmt.Errorf("%.0f KiB/s over the last %v, under half an even share of the %.0f KiB/s this node receives over %d streams, and %s: %w: %w", r/1024, window, rate/1024, streams, why, errLeftWithPeer, errSlow)
+	return fmt.Errorf("%.0f KiB/s over the last %v, under half an even share of the %.0f KiB/s this node receives over %d streams, and %s: %w: %w", r/1024, span.Round(time.Millisecond), rate/1024, streams, why, errLeftWithPeer, errSlow)
+}
+
+// shareRate is the stream's rate at now for swarm.LeavesWithPeer, and the
+// span it is measured over: its last whole window, once it has one. A
+// young stream (young: the node's own verdict on its peer, which it gave
+// up or left out as silent) is measured from its start, or from its first
+// byte for a relay, once that is youngShare of a window: opened just
+// before the verdict, it would otherwise be read for a whole window more,
+// while its bursts say nothing new about a peer already found silent or
+// slow. ok is false while it is not measured, or the download waited on
+// it under slowWaitShare of the span.
+func (p *pace) shareRate(now time.Time, young bool) (r float64, span time.Duration, ok bool) {
+	if p.filled == len(p.bytes) {
+		r, span = p.rate(), p.window
+		ok = p.best > 0
+	} else {
+		// Nothing has left the buckets yet: they hold every byte since
+		// the stream's start.
+		span = time.Duration(p.filled)*paceBucket + now.Sub(p.at)
+		if !young || p.fromFirstByte || span < time.Duration(youngShare*float64(p.window)) {
+			return 0, 0, false
+		}
+		var sum int64
+		for _, b := range p.bytes {
+			sum += b
+		}
+		r, ok = float64(sum)/span.Seconds(), true
+	}
+	return r, span, ok && p.waited(now) >= time.Duration(slowWaitShare*float64(span))
 }
 
 // heardAgo says how long before now a member last said the peer went

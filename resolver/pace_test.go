@@ -705,11 +705,11 @@ func TestPaceLagging(t *testing.T) {
 
 // TestStreamLeftWithItsPeer: a stream that brings under half an even
 // share of what the node receives, and is slow by no rule of its own, is
-// left as slow within its first whole window when the node gave its peer
-// up lately, left the peer out as silent, or heard a member say lately
-// that the peer went silent; kept otherwise, and kept
-// when it brings its share, when the node reads from that peer alone,
-// when the node's own link is as slow, and while a relay has sent
+// left as slow within half a window when the node gave its peer up lately
+// or left the peer out as silent, and within its first whole window when
+// it heard a member say lately that the peer went silent; kept otherwise,
+// and kept when it brings its share, when the node reads from that peer
+// alone, when the node's own link is as slow, and while a relay has sent
 // nothing yet.
 func TestStreamLeftWithItsPeer(t *testing.T) {
 	t.Parallel()
@@ -746,6 +746,8 @@ func TestStreamLeftWithItsPeer(t *testing.T) {
 		{name: "given up, the node reading from that peer alone", gaveUp: 500 * time.Millisecond, rate: fast / 8, others: fast * 5 / 8, othersFromPeer: true},
 		{name: "given up, the node's own link as slow", gaveUp: 500 * time.Millisecond, rate: fast / 8, others: fast * 5 / 8, ownLinkSlow: true},
 		{name: "given up, a relay before its first byte", gaveUp: 500 * time.Millisecond, others: fast * 5 / 8, relayWaits: true},
+		{name: "left out as silent, a relay before its first byte", gaveUp: -1, silenced: true, others: fast * 5 / 8, relayWaits: true},
+		{name: "left out as silent, bringing over half an even share", gaveUp: -1, silenced: true, rate: fast / 4, others: fast / 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -788,8 +790,12 @@ func TestStreamLeftWithItsPeer(t *testing.T) {
 			if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
 				t.Fatalf("verdict %v after %v, want %v", err, now.Sub(opened), tc.want)
 			}
-			if tc.want != nil && now.Sub(opened) > time.Second+2*paceBucket {
-				t.Fatalf("left after %v, want within its first whole window", now.Sub(opened))
+			within, what := time.Second+2*paceBucket, "its first whole window"
+			if tc.silenced || (tc.gaveUp >= 0 && tc.gaveUp < swarm.LeftPeerFor) {
+				within, what = time.Second/2+2*paceBucket, "half a window"
+			}
+			if tc.want != nil && now.Sub(opened) > within {
+				t.Fatalf("left after %v, want within %s", now.Sub(opened), what)
 			}
 		})
 	}
