@@ -187,9 +187,9 @@ const (
 	// or more has recovered, however slow its window (see pace.recovered).
 	recoverBuckets = 3
 	recoverFactor  = 2
-	// youngShare: a stream from a peer the node gave up lately, or left
-	// out as silent, is held to its share once it has run this share of a
-	// window (see pace.shareRate).
+	// youngShare: a stream from a peer the node left out as silent is
+	// held to its share once it has run this share of a window (see
+	// pace.shareRate).
 	youngShare = 0.5
 )
 
@@ -984,17 +984,16 @@ var errLeftWithPeer = errors.New("left with its peer")
 // leftWithPeer says why the stream is left with its peer, whose stream the
 // node gave up lately, which it left out as silent, or which a member said
 // lately went silent, or nil (see swarm.LeavesWithPeer): measured over
-// its last whole window, or from its start when the node itself gave the
-// peer up or left it out (see pace.shareRate), a span in which the
-// download waited on it for slowWaitShare of the time, it brings under
-// half an even share of what the node receives, the node reading from
-// another source besides.
+// its last whole window, or from its start when the node left the peer
+// out as silent (see pace.shareRate), a span in which the download waited
+// on it for slowWaitShare of the time, it brings under half an even share
+// of what the node receives, the node reading from another source
+// besides.
 func (j *judge) leftWithPeer(now time.Time) error {
 	if j.node == nil {
 		return nil
 	}
 	ago, left := j.node.gaveUpAgo(j.peer, now)
-	gave := left && ago < swarm.LeftPeerFor
 	heard, told := j.heardAgo(now)
 	if told = told && (!left || heard < ago); told {
 		ago, left = heard, true
@@ -1006,10 +1005,10 @@ func (j *judge) leftWithPeer(now time.Time) error {
 	if !left {
 		return nil
 	}
-	// The node's own verdict on the peer, not a member's word alone,
-	// holds a young stream to its share too.
+	// A peer that does not answer the node's own ping holds a young
+	// stream to its share too.
 	j.mu.Lock()
-	r, span, measured := j.p.shareRate(now, silenced || gave)
+	r, span, measured := j.p.shareRate(now, silenced)
 	j.mu.Unlock()
 	if !measured {
 		return nil
@@ -1030,13 +1029,16 @@ func (j *judge) leftWithPeer(now time.Time) error {
 
 // shareRate is the stream's rate at now for swarm.LeavesWithPeer, and the
 // span it is measured over: its last whole window, once it has one. A
-// young stream (young: the node's own verdict on its peer, which it gave
-// up or left out as silent) is measured from its start, or from its first
-// byte for a relay, once that is youngShare of a window: opened just
-// before the verdict, it would otherwise be read for a whole window more,
-// while its bursts say nothing new about a peer already found silent or
-// slow. ok is false while it is not measured, or the download waited on
-// it under slowWaitShare of the span.
+// young stream (young: the node left its peer out as silent, the peer not
+// answering the node's own ping) is measured from its start, or from its
+// first byte for a relay, once that is youngShare of a window: opened
+// just before the verdict, it would otherwise be read for a whole window
+// more, while its bursts say nothing new about a peer already found
+// silent. Not after a verdict of slow alone: a relay found slow while its
+// own source failed, and read again once it leads, is young when it is
+// still finding its pace at the registry. ok is false while it is not
+// measured, or the download waited on it under slowWaitShare of the
+// span.
 func (p *pace) shareRate(now time.Time, young bool) (r float64, span time.Duration, ok bool) {
 	if p.filled == len(p.bytes) {
 		r, span = p.rate(), p.window

@@ -705,9 +705,10 @@ func TestPaceLagging(t *testing.T) {
 
 // TestStreamLeftWithItsPeer: a stream that brings under half an even
 // share of what the node receives, and is slow by no rule of its own, is
-// left as slow within half a window when the node gave its peer up lately
-// or left the peer out as silent, and within its first whole window when
-// it heard a member say lately that the peer went silent; kept otherwise,
+// left as slow within half a window when the node left its peer out as
+// silent, and within its first whole window when it gave the peer up
+// lately or heard a member say lately that the peer went silent; kept
+// otherwise,
 // and kept when it brings its share, when the node reads from that peer
 // alone, when the node's own link is as slow, and while a relay has sent
 // nothing yet.
@@ -791,11 +792,14 @@ func TestStreamLeftWithItsPeer(t *testing.T) {
 				t.Fatalf("verdict %v after %v, want %v", err, now.Sub(opened), tc.want)
 			}
 			within, what := time.Second+2*paceBucket, "its first whole window"
-			if tc.silenced || (tc.gaveUp >= 0 && tc.gaveUp < swarm.LeftPeerFor) {
+			if tc.silenced {
 				within, what = time.Second/2+2*paceBucket, "half a window"
 			}
 			if tc.want != nil && now.Sub(opened) > within {
 				t.Fatalf("left after %v, want within %s", now.Sub(opened), what)
+			}
+			if tc.want != nil && !tc.silenced && now.Sub(opened) < time.Second {
+				t.Fatalf("left after %v, before its first whole window", now.Sub(opened))
 			}
 		})
 	}

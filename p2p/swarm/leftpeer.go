@@ -15,8 +15,8 @@ const LeftPeerFor = 2 * time.Second
 // node receives (rate, against nodeRate over streams) while the node
 // reads from another source besides (peers: its sources, the registry
 // counting as one). The span is a whole window; from the stream's start,
-// half a window, when the node's own verdict, not a member's word, left
-// the peer: a stream the node opened just before it found the peer
+// half a window, when the node left the peer out as silent, its own ping
+// unanswered: a stream the node opened just before it found the peer
 // silent was read for 1.7 s more, at 384 KiB/s while the node received
 // 10 MB/s, where its first half second had shown as much. Each stream is otherwise
 // judged alone, and a peer behind a link cut to a tenth sends every
