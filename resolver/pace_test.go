@@ -708,10 +708,9 @@ func TestPaceLagging(t *testing.T) {
 // left as slow within half a window when the node left its peer out as
 // silent, and within its first whole window when it gave the peer up
 // lately or heard a member say lately that the peer went silent; kept
-// otherwise,
-// and kept when it brings its share, when the node reads from that peer
-// alone, when the node's own link is as slow, and while a relay has sent
-// nothing yet.
+// otherwise, and kept when it brings its share, when the node reads from
+// that peer alone, when the node's own link is as slow, and while a relay
+// has sent nothing yet.
 func TestStreamLeftWithItsPeer(t *testing.T) {
 	t.Parallel()
 	const fast, gap = 32 << 10, 10 * time.Millisecond // 3.2 MB/s

@@ -18,11 +18,11 @@ const LeftPeerFor = 2 * time.Second
 // half a window, when the node left the peer out as silent, its own ping
 // unanswered: a stream the node opened just before it found the peer
 // silent was read for 1.7 s more, at 384 KiB/s while the node received
-// 10 MB/s, where its first half second had shown as much. Each stream is otherwise
-// judged alone, and a peer behind a link cut to a tenth sends every
-// stream in bursts, each found slow over spans of its own: an unharmed
-// node left such a peer's stream of one layer as silent and read its
-// next layer from it for 1.4 s more, at a twentieth of the node's rate,
+// 10 MB/s, where its first half second had shown as much. Each stream is
+// otherwise judged alone, and a peer behind a link cut to a tenth sends
+// every stream in bursts, each found slow over spans of its own: an
+// unharmed node left such a peer's stream of one layer as silent and read
+// its next layer from it for 1.4 s more, at a twentieth of the node's rate,
 // and another read a relay of it for 2.1 s after it had left the peer's
 // stream of another layer as slow; each was the node's last layer. A
 // stream that brings its share says the peer still sends; a node that
