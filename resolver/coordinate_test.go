@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-dev/shoal/p2p/swarm"
@@ -279,6 +280,96 @@ func TestAskerSaysItLeadsWhileAnotherQuestionWaits(t *testing.T) {
 	}
 	if said(lone) {
 		t.Error("a lone question said the node leads another blob")
+	}
+}
+
+// firstForRouter is an askingRouter that ranks this node first for the
+// blobs in first, and "fetcher" first for the others; its look-up of a
+// blob's holders waits for the blob's channel in lookups to close.
+type firstForRouter struct {
+	*askingRouter
+	first   map[digest.Digest]bool
+	lookups map[digest.Digest]chan struct{}
+}
+
+func (r *firstForRouter) Designated(d digest.Digest, _ []digest.Digest) ([]string, bool) {
+	if r.first[d] {
+		return nil, true
+	}
+	return []string{"fetcher"}, false
+}
+
+func (r *firstForRouter) Providers(ctx context.Context, d digest.Digest) ([]string, error) {
+	if ch, ok := r.lookups[d]; ok {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return r.askingRouter.Providers(ctx, d)
+}
+
+// TestAskerSaysItWillLeadItsOwnLayer: a node that ranks first for a layer
+// of the image it does not hold says, in its very first question about
+// another blob, that it leads another: the prefetch started the layer's
+// download, which still looks up the layer's holders and will then fetch
+// it for the cluster. Once it holds the layer, and when the only blob it
+// ranks first for is a small one, it says nothing.
+func TestAskerSaysItWillLeadItsOwnLayer(t *testing.T) {
+	t.Parallel()
+	router := &firstForRouter{askingRouter: &askingRouter{
+		designatingRouter: &designatingRouter{fakeRouter: &fakeRouter{}},
+		asked:             make(chan digest.Digest, 64),
+	}}
+	f := newFixture(t, resolver.Config{PrefetchBlobs: 2, PeerLookupTimeout: time.Minute}, resolver.Sources{Router: router})
+	// The config, its own layer, a layer and a small blob designated
+	// elsewhere, and a small blob of its own.
+	m, ds := imageManifest(t, f, "team/app", ocispec.MediaTypeImageManifest,
+		randomBytes(t, 300), randomBytes(t, 2*swarm.LeadWorthy), randomBytes(t, swarm.LeadWorthy+1), randomBytes(t, 4096), randomBytes(t, 8192))
+	config, own, other, small, ownSmall := ds[0], ds[1], ds[2], ds[3], ds[4]
+	router.first = map[digest.Digest]bool{own: true, ownSmall: true}
+	router.lookups = map[digest.Digest]chan struct{}{own: make(chan struct{})}
+	// The prefetch starts the config's download and the own layer's, which
+	// waits for its holders.
+	if n := f.res.Prefetch(t.Context(), resolver.ManifestRequest{Registry: f.up.host, Repo: "team/app", Reference: "v1"}, m); n != 2 {
+		t.Fatalf("prefetch started %d downloads, want 2", n)
+	}
+	ended := func(d digest.Digest) {
+		waitStored(t, f, []digest.Digest{d})
+		eventually(t, 10*time.Second, func() error {
+			if b, ok := f.res.InFlight(d); ok {
+				b.Close()
+				return fmt.Errorf("%s still downloads", d)
+			}
+			return nil
+		})
+	}
+	ended(config) // it led from the registry, and would say so itself
+	said := func(d digest.Digest) bool {
+		v, ok := router.leads.Load(d)
+		if !ok {
+			t.Fatalf("%s: the designated peer was not asked", d)
+		}
+		return v.(bool)
+	}
+	pull := func(d digest.Digest) {
+		b, err := f.res.Blob(t.Context(), resolver.BlobRequest{Registry: f.up.host, Repo: "team/app", Digest: d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Close()
+		ended(d)
+	}
+	pull(other)
+	if !said(other) {
+		t.Error("ranked first for a layer it lacks, the node did not say it leads another blob")
+	}
+	close(router.lookups[own])
+	ended(own)
+	pull(small)
+	if said(small) {
+		t.Error("holding its own layer, and ranked first only for a small blob, the node said it leads another")
 	}
 }
 

@@ -137,7 +137,7 @@ func (r *Resolver) designatedSource(req BlobRequest, p string, w *waits) source 
 		if ranges {
 			rd := w.reader(true, true)
 			rd.Designated = true
-			leads, done := r.designatedAsk(req.Digest)
+			leads, done := r.designatedAsk(ctx, req.Digest)
 			defer done()
 			rg := PeerRange{Off: off, Registry: req.Registry, Repo: req.Repo, Leads: leads}
 			body, size, have, err := rangeFrom(ctx, rr, p, req.Digest, rg, rd)
@@ -519,6 +519,7 @@ func (d *dl) round() bool {
 		// Said from the moment it asks the registry: a peer that asks
 		// meanwhile waits on it rather than lead too.
 		d.f.leads.Store(swarm.LeadsNow(lead, src.kind == SourceUpstream))
+		d.f.tried.Store(true)
 		d.primary.Store(src.peer)
 		r.rec.Trying(d.req.Digest, src.kind, src.peer)
 		d.log.Debug("trying source", "source", src.String(), "offset", d.off, "lead", lead, "designated", src.designated)

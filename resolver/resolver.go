@@ -113,8 +113,10 @@ type flight struct {
 	// unanswered: any of them may leave the blob to this node (see
 	// designatedAsk).
 	asking atomic.Int32
-	trust  *trust
-	err    error
+	// tried: the download tried its first source (see willLead).
+	tried atomic.Bool
+	trust *trust
+	err   error
 }
 
 // New returns a resolver over st (shoal's own store, where downloads land)
@@ -319,17 +321,19 @@ func (r *Resolver) join(req BlobRequest) (*flight, bool) {
 }
 
 // designatedAsk says whether this node fetches a blob other than dgst from
-// the registry for the cluster now (see flight.leads), or waits for a
-// designated peer's answer that may leave it one (see flight.asking), as
-// it tells a designated peer it asks for dgst (see swarm.WaitsForWant). A
-// pull's first questions go out together, before any answer: counted
-// only once answered, every one of them would be left to this node.
+// the registry for the cluster now (see flight.leads), will fetch one
+// (see willLead), or waits for a designated peer's answer that may leave
+// it one (see flight.asking), as it tells a designated peer it asks for
+// dgst (see swarm.WaitsForWant). A pull's first questions go out together,
+// before any answer: counted only once answered, every one of them would
+// be left to this node.
 //
 // It counts the question about to go out for dgst as waiting for its
 // answer until done is called; both under one lock, so that of questions
-// sent together the first goes without the word, and a lone pull's first
-// layer is answered at once.
-func (r *Resolver) designatedAsk(dgst digest.Digest) (leads bool, done func()) {
+// sent together the first goes without the word (unless the node will
+// lead another blob), and a lone pull's first layer is answered at once.
+func (r *Resolver) designatedAsk(ctx context.Context, dgst digest.Digest) (leads bool, done func()) {
+	leads = r.willLead(ctx, dgst)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for d, f := range r.flights {
@@ -344,6 +348,40 @@ func (r *Resolver) designatedAsk(dgst digest.Digest) (leads bool, done func()) {
 	}
 	f.asking.Add(1)
 	return leads, func() { f.asking.Add(-1) }
+}
+
+// maxLeadLook bounds the blobs of an image, the largest first, that
+// willLead looks at.
+const maxLeadLook = 16
+
+// willLead says whether this node will fetch another blob of dgst's image
+// than dgst from the registry for the cluster (see swarm.WillLead): it
+// ranks first for one it does not hold, whose download, if one runs, has
+// not tried a source yet.
+func (r *Resolver) willLead(ctx context.Context, dgst digest.Digest) bool {
+	d, ok := r.router.(Designator)
+	if !ok {
+		return false
+	}
+	group := r.group(dgst)
+	for i, g := range group {
+		size := r.knownSize(g)
+		if i == maxLeadLook || size < swarm.LeadWorthy {
+			break // the group is ordered the largest first
+		}
+		if g == dgst {
+			continue
+		}
+		f, running := r.running(g)
+		b := swarm.Unfetched{Size: size, Tried: running && f.tried.Load()}
+		if _, b.First = d.Designated(g, group); b.First && !running {
+			b.Held = r.has(ctx, g)
+		}
+		if swarm.WillLead(b) {
+			return true
+		}
+	}
+	return false
 }
 
 // setSource records where the download's bytes come from.

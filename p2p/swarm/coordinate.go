@@ -78,6 +78,41 @@ func WaitsForWant(a Asked, now time.Time) bool {
 	return a.AskerLeads && a.Fetcher != a.Asker && Coordinate(a, now) == FetchYourself
 }
 
+// LeadWorthy is the least size of a blob whose first copy keeps a node's
+// links busy: one that ranks first for a smaller one, an image's config,
+// does not count as leading (see WillLead).
+const LeadWorthy = 1 << 20
+
+// Unfetched is what a node that asks a designated peer for one blob knows
+// of another blob of the same image.
+type Unfetched struct {
+	// First: this node ranks first for it (Spread).
+	First bool
+	// Size is its size from the manifest; 0 when unknown.
+	Size int64
+	// Held: this node or its containerd holds it.
+	Held bool
+	// Tried: a download of it here tried a source already, and says for
+	// itself whether it leads. A download the prefetch started, still
+	// looking up the blob's holders, has not.
+	Tried bool
+}
+
+// WillLead is the rule for when a node that asks a designated peer for a
+// blob says it leads another (see WaitsForWant) though it fetches none from
+// the registry yet: it ranks first for another blob of the image, of at
+// least LeadWorthy bytes, that it does not hold and whose download has not
+// tried a source yet: its download will fetch that blob for the cluster.
+// Prefetch starts an image's blobs together, and a question about a blob
+// designated elsewhere often goes out while the download of the node's own
+// blob still looks up its holders. Said without the word, the blob is
+// left to this node when the designated peer's own pull starts a few
+// milliseconds later: this node then fetches two layers and serves both
+// first copies through its uplink, and the designated peer fetches none.
+func WillLead(b Unfetched) bool {
+	return b.First && b.Size >= LeadWorthy && !b.Held && !b.Tried
+}
+
 // Coordinate is the rule for what a designated node does when asked to
 // fetch a blob it neither holds nor is downloading. A node that wants the
 // blob itself fetches it for the cluster, as the designated fetcher: the

@@ -50,6 +50,26 @@ func TestWaitsForWant(t *testing.T) {
 	}
 }
 
+func TestWillLead(t *testing.T) {
+	cases := []struct {
+		name string
+		b    Unfetched
+		want bool
+	}{
+		{"ranked first for a layer it lacks: it will lead it", Unfetched{First: true, Size: LeadWorthy}, true},
+		{"another node ranks first", Unfetched{Size: 64 << 20}, false},
+		{"a config, a few hundred bytes, keeps no link busy", Unfetched{First: true, Size: 700}, false},
+		{"a size the manifest did not give", Unfetched{First: true}, false},
+		{"held already", Unfetched{First: true, Size: 64 << 20, Held: true}, false},
+		{"its download tried a source: it says for itself whether it leads", Unfetched{First: true, Size: 64 << 20, Tried: true}, false},
+	}
+	for _, c := range cases {
+		if got := WillLead(c.b); got != c.want {
+			t.Errorf("%s: WillLead = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
 func TestTakesSlot(t *testing.T) {
 	cases := []struct {
 		a    Answer
