@@ -106,7 +106,7 @@ type Unfetched struct {
 // Prefetch starts an image's blobs together, and a question about a blob
 // designated elsewhere often goes out while the download of the node's own
 // blob still looks up its holders. Said without the word, the blob is
-// left to this node when the designated peer's own pull starts a few
+// left to this node when the designated peer's own pull starts tens of
 // milliseconds later: this node then fetches two layers and serves both
 // first copies through its uplink, and the designated peer fetches none.
 func WillLead(b Unfetched) bool {
