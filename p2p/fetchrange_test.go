@@ -138,7 +138,7 @@ func TestBusySaysThePeerLeads(t *testing.T) {
 			d := digest.FromBytes(data)
 			held := p2ptest.NewContent(data)
 			held.SetHave(d, 1<<20)
-			c := p2ptest.Start(t, 2, p2ptest.Options{
+			c := p2ptest.Start(t, 3, p2ptest.Options{
 				Config: func(i int, cfg *p2p.Config) {
 					if i == 1 {
 						capped(cfg)
@@ -151,18 +151,18 @@ func TestBusySaysThePeerLeads(t *testing.T) {
 					return nil
 				},
 			})
-			c.WaitMembers(t, 2, 20*time.Second)
-			client, server := c.Nodes[0], c.Nodes[1].ID()
+			c.WaitMembers(t, 3, 20*time.Second)
+			follower, asker, server := c.Nodes[0], c.Nodes[2], c.Nodes[1].ID()
 			// A reader waiting for the bytes still arriving holds the
-			// only slot.
-			follower, _, _, err := client.FetchRange(t.Context(), server, d, p2p.Range{Off: 0, Wait: true})
+			// only slot; another reader asks.
+			followed, _, _, err := follower.FetchRange(t.Context(), server, d, p2p.Range{Off: 0, Wait: true})
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer follower.Close()
+			defer followed.Close()
 			for _, leads := range []bool{false, true} {
 				held.SetLeads(d, leads)
-				_, _, have, err := client.FetchRange(t.Context(), server, d, p2p.Range{Off: 0})
+				_, _, have, err := asker.FetchRange(t.Context(), server, d, p2p.Range{Off: 0})
 				if !errors.Is(err, p2p.ErrPeerBusy) || have != 1<<20 {
 					t.Fatalf("leads %v: %v, holds %d; want busy, holding 1 MiB", leads, err, have)
 				}

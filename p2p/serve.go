@@ -159,7 +159,7 @@ func (u *serving) admit(blob store.Blob) (swarm.Copy, bool) {
 	}
 	// A piece counts against the node's slots only.
 	if swarm.CountsPerBlob(ask) {
-		if !u.n.takeBlobSlot(req.dgst, u.remote, swarm.BlobUploadCap(c.Arriving, u.n.cfg.MaxUploadsPerBlob, u.n.cfg.MaxUploads)) {
+		if !u.n.takeBlobSlot(req.dgst, u.remote, swarm.BlobUploadCap(c.Arriving, u.n.cfg.MaxUploadsPerBlob, u.n.cfg.MaxUploads), c.Arriving) {
 			u.refuse(statusBusy, c.Size, c.Have, busyWhy(c.Leads, errors.New("too many uploads of this blob")))
 			return c, false
 		}
@@ -182,7 +182,7 @@ func (u *serving) send(blob store.Blob, c swarm.Copy) {
 	// queue behind them, keeps it (see watch).
 	w := &deadlineWriter{s: u.s, idle: n.cfg.Timing.IdleTimeout, moved: &n.stats.peer(u.remote).lastByte}
 	defer n.watchUpload(u.s, u.remote, w)()
-	up := &upload{reader: u.remote, blob: req.dgst, perBlob: swarm.CountsPerBlob(swarm.Ask{Length: req.length}), holds: true}
+	up := &upload{reader: u.remote, blob: req.dgst, perBlob: swarm.CountsPerBlob(swarm.Ask{Length: req.length}), holds: true, cut: func() { _ = u.s.Reset() }}
 	u.releases = append(u.releases, func() { n.gaveBack(up) })
 	defer n.writing(w, up)()
 	length := req.end(c.Size) - req.off
@@ -448,6 +448,9 @@ type openWriters struct {
 	// (swarm.GoneReader); goneOfBlob: those among them that count
 	// against the blob's cap.
 	gone, goneOfBlob int
+	// own: the asker's own streams of the blob that count against its
+	// cap and hold their slots (see swarm.ReplacesOwn).
+	own []*upload
 }
 
 // writersLocked sums up the open uploads for a new stream of d to asker.
@@ -455,6 +458,9 @@ type openWriters struct {
 func (n *Node) writersLocked(now time.Time, d digest.Digest, asker peer.ID) openWriters {
 	var o openWriters
 	for w, up := range n.writers {
+		if up.reader == asker && up.blob == d && up.perBlob && up.holds {
+			o.own = append(o.own, up)
+		}
 		stalled := w.stalled(now)
 		if stalled < readerWait {
 			continue
@@ -502,22 +508,34 @@ func (n *Node) activeUploads() int {
 	return n.uploads
 }
 
-// takeBlobSlot counts one more stream of d to asker against the per-blob
-// cap, limit, or says false; streams to gone readers count as
-// swarm.Counted says.
-func (n *Node) takeBlobSlot(d digest.Digest, asker peer.ID, limit int) bool {
+// takeBlobSlot counts one more stream of d, arriving or not, to asker
+// against the per-blob cap, limit, or says false; streams to gone readers
+// count as swarm.Counted says. The asker's own earlier streams of d are
+// cut, and do not count, when swarm.ReplacesOwn says so.
+func (n *Node) takeBlobSlot(d digest.Digest, asker peer.ID, limit int, arriving bool) bool {
 	n.uploadsMu.Lock()
-	defer n.uploadsMu.Unlock()
-	goneOfBlob := n.writersLocked(time.Now(), d, asker).goneOfBlob
+	o := n.writersLocked(time.Now(), d, asker)
+	silent := n.stats.isSilent(asker)
 	open := n.blobUploads.Open(d)
+	counted := swarm.Counted(open, o.goneOfBlob, limit, silent)
+	replaces := swarm.ReplacesOwn(len(o.own), arriving, silent)
+	if replaces {
+		counted -= len(o.own)
+	}
 	// Take compares all the streams open with its limit: the streams
-	// Counted leaves out make room over limit.
-	room := limit + open - swarm.Counted(open, goneOfBlob, limit, n.stats.isSilent(asker))
-	if !n.blobUploads.Take(d, room) {
+	// not counted make room over limit.
+	took := n.blobUploads.Take(d, limit+open-counted)
+	n.uploadsMu.Unlock()
+	if !took {
 		return false
 	}
-	if open >= limit {
-		n.log.Debug("blob's upload cap passed for streams to readers left out as silent", "peer", asker, "digest", d, "open", open, "gone", goneOfBlob)
+	if replaces {
+		n.log.Debug("reader's earlier stream of the blob cut for its new one", "peer", asker, "digest", d, "streams", len(o.own))
+		for _, up := range o.own {
+			up.cut()
+		}
+	} else if open >= limit {
+		n.log.Debug("blob's upload cap passed for streams to readers left out as silent", "peer", asker, "digest", d, "open", open, "gone", o.goneOfBlob)
 	}
 	return true
 }
@@ -530,6 +548,8 @@ type upload struct {
 	blob    digest.Digest
 	perBlob bool
 	holds   bool
+	// cut resets the stream (see swarm.ReplacesOwn).
+	cut func()
 }
 
 // gaveBack notes that up gave its slots back.

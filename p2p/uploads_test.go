@@ -385,30 +385,49 @@ func keepReading(t *testing.T, q *p2p.Node, p peer.ID, d digest.Digest) {
 	}()
 }
 
-// TestUploadCapPerBlob: a node serves a blob to at most MaxUploadsPerBlob
-// peers at once, so that the others fetch it from those peers; another
-// blob is still served.
+// TestUploadCapPerBlob: a node serves a blob still arriving to at most
+// MaxUploadsPerBlob peers at once, so that the others fetch it from those
+// peers; another blob is still served. A reader that asks for the blob
+// again while its earlier stream is open here gave that stream up: its new
+// stream replaces it (swarm.ReplacesOwn), and the others are still
+// answered busy.
 func TestUploadCapPerBlob(t *testing.T) {
 	t.Parallel()
 	data, other := randomBlob(5, 64<<20), randomBlob(6, 1<<20)
 	d := digest.FromBytes(data)
 	content := p2ptest.NewContent(data, other)
 	content.SetArriving(d, true) // the cap is on blobs still arriving
-	client, server := servedBy(t, func(cfg *p2p.Config) { cfg.MaxUploadsPerBlob = 1 }, content)
-	first, _, err := client.Fetch(t.Context(), server.ID(), d, 0)
+	readers, server := servedByMany(t, 2, func(cfg *p2p.Config) { cfg.MaxUploadsPerBlob = 1 }, content)
+	first, _, err := readers[0].Fetch(t.Context(), server.ID(), d, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer first.Close()
-	_, _, err = client.Fetch(t.Context(), server.ID(), d, 0)
+	_, _, err = readers[1].Fetch(t.Context(), server.ID(), d, 0)
 	if !errors.Is(err, errdefs.ErrResourceExhausted) {
-		t.Fatalf("second stream of the same blob: %v, want busy (ResourceExhausted)", err)
+		t.Fatalf("another reader's stream of the same blob: %v, want busy (ResourceExhausted)", err)
 	}
-	rc, _, err := client.Fetch(t.Context(), server.ID(), digest.FromBytes(other), 0)
+	again, _, err := readers[0].Fetch(t.Context(), server.ID(), d, 0)
+	if err != nil {
+		t.Fatalf("the first reader's new stream of the blob: %v, want it to replace the earlier one", err)
+	}
+	defer again.Close()
+	if _, err := io.Copy(io.Discard, first); err == nil {
+		t.Error("the replaced stream sent the whole blob, want it cut")
+	}
+	_, _, err = readers[1].Fetch(t.Context(), server.ID(), d, 0)
+	if !errors.Is(err, errdefs.ErrResourceExhausted) {
+		t.Fatalf("another reader's stream beside the replacing one: %v, want busy (ResourceExhausted)", err)
+	}
+	got, err := io.ReadAll(again)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the replacing stream: %d bytes, %v", len(got), err)
+	}
+	rc, _, err := readers[1].Fetch(t.Context(), server.ID(), digest.FromBytes(other), 0)
 	if err != nil {
 		t.Fatalf("another blob: %v", err)
 	}
-	got, err := io.ReadAll(rc)
+	got, err = io.ReadAll(rc)
 	rc.Close()
 	if err != nil || digest.FromBytes(got) != digest.FromBytes(other) {
 		t.Fatalf("another blob: %d bytes, %v", len(got), err)
@@ -424,13 +443,14 @@ func TestWholeBlobsOnEverySlot(t *testing.T) {
 	whole, inflight := randomBlob(7, 64<<20), randomBlob(8, 64<<20)
 	content := p2ptest.NewContent(whole, inflight)
 	content.SetArriving(digest.FromBytes(inflight), true)
-	client, server := servedBy(t, func(cfg *p2p.Config) { cfg.MaxUploads, cfg.MaxUploadsPerBlob = 5, 2 }, content)
-	// streams opens up to max streams of d and leaves them open; it
-	// returns how many the server let in before it answered busy.
-	streams := func(d digest.Digest, max int) int {
+	readers, server := servedByMany(t, 3, func(cfg *p2p.Config) { cfg.MaxUploads, cfg.MaxUploadsPerBlob = 5, 2 }, content)
+	// streams opens a stream of d from each of readers in turn and
+	// leaves it open; it returns how many the server let in before it
+	// answered busy.
+	streams := func(d digest.Digest, readers ...*p2p.Node) int {
 		n := 0
-		for range max {
-			rc, _, err := client.Fetch(t.Context(), server.ID(), d, 0)
+		for _, r := range readers {
+			rc, _, err := r.Fetch(t.Context(), server.ID(), d, 0)
 			if errors.Is(err, errdefs.ErrResourceExhausted) {
 				break
 			}
@@ -442,10 +462,11 @@ func TestWholeBlobsOnEverySlot(t *testing.T) {
 		}
 		return n
 	}
-	if n := streams(digest.FromBytes(inflight), 3); n != 2 {
+	if n := streams(digest.FromBytes(inflight), readers...); n != 2 {
 		t.Errorf("arriving blob: %d streams at once, want 2 (MaxUploadsPerBlob)", n)
 	}
-	if n := streams(digest.FromBytes(whole), 4); n != 3 {
+	// One reader's streams of a blob held whole are not replaced.
+	if n := streams(digest.FromBytes(whole), readers[0], readers[0], readers[0], readers[0]); n != 3 {
 		t.Errorf("whole blob: %d streams at once, want 3 (the slots the arriving blob left of 5)", n)
 	}
 }
@@ -506,6 +527,22 @@ func TestSlotFreeOnceTheAnswerIsRead(t *testing.T) {
 
 // servedBy starts two nodes, configured by cfg, of which the second, the
 // server, holds content; it returns them once they see each other.
+// servedByMany is servedBy with k readers.
+func servedByMany(t *testing.T, k int, cfg func(*p2p.Config), content *p2ptest.Content) (readers []*p2p.Node, server *p2p.Node) {
+	t.Helper()
+	c := p2ptest.Start(t, k+1, p2ptest.Options{
+		Config: func(_ int, c *p2p.Config) { cfg(c) },
+		Content: func(i int) *p2ptest.Content {
+			if i == k {
+				return content
+			}
+			return nil
+		},
+	})
+	c.WaitMembers(t, k+1, 20*time.Second)
+	return c.Nodes[:k], c.Nodes[k]
+}
+
 func servedBy(t *testing.T, cfg func(*p2p.Config), content *p2ptest.Content) (client, server *p2p.Node) {
 	t.Helper()
 	c := p2ptest.Start(t, 2, p2ptest.Options{

@@ -135,6 +135,22 @@ func Counted(open, gone, limit int, askerSilent bool) int {
 	return open - min(gone, limit)
 }
 
+// ReplacesOwn is the rule for a reader's new stream of a blob still
+// arriving while own of its earlier streams of that blob are open here: it
+// gave them up (a relay asked once more after its copy stopped growing,
+// say), and its reset may reach this node after its new request does,
+// over a connection whose queue is full. Counted against the blob's cap,
+// they had the reader answered busy by the one node that holds its next
+// bytes, and it read them through a relay that held less, a second and
+// more late (at N = 4 with a peer frozen, in the lab). The earlier streams
+// are cut, and do not count: the reader still holds one stream of the
+// blob at most. A reader left out as silent is not replaced (see
+// Counted), and neither is one of a blob held whole: its cap is the node's
+// slots, not two streams.
+func ReplacesOwn(own int, arriving, askerSilent bool) bool {
+	return own > 0 && arriving && !askerSilent
+}
+
 // BlobUploads counts the streams a node serves, by blob, against the
 // per-blob cap. The zero value is ready to use. It is not safe for
 // concurrent use.

@@ -209,6 +209,29 @@ func TestCounted(t *testing.T) {
 	}
 }
 
+func TestReplacesOwn(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name                  string
+		own                   int
+		arriving, askerSilent bool
+		want                  bool
+	}{
+		{"an earlier stream of a blob arriving", 1, true, false, true},
+		{"no earlier stream", 0, true, false, false},
+		{"a blob held whole", 1, false, false, false},
+		{"an asker left out as silent", 1, true, true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := swarm.ReplacesOwn(tc.own, tc.arriving, tc.askerSilent); got != tc.want {
+				t.Fatalf("ReplacesOwn = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestSlowReaders(t *testing.T) {
 	t.Parallel()
 	const best = 12e6
